@@ -1,0 +1,24 @@
+# Two commands do all set-up on a fresh clone: `make run` (the dashboard) and `make test`.
+# Both create .venv and install requirements.txt when it is missing or has changed.
+PYTHON ?= python3
+export THP_MEM_ALLOC_ENABLE := 1
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
+
+.PHONY: run test bench setup
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: $(STAMP)
+	$(PY) -m streamlit run app.py
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) bench/merge_bandwidth.py

@@ -1,0 +1,138 @@
+"""A collection: one pretrained CLIP, task datasets, and fine-tuned image towers per task and variant.
+
+It is the model pool and the task pool in one manifest, `collection.json`:
+    {"schema_version": 1, "name": "...", "pretrained": "pretrained.safetensors",
+     "tasks": {"digits": {"data": "tasks/digits.safetensors",
+                          "checkpoints": {"standard": "finetuned/digits.standard.safetensors"}}}}
+Paths are relative to the manifest's folder. Variants (standard, linearized, tau_jp, ...) are keys,
+so a later build adds one without touching what exists. The shipped demo zoo is one collection.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from engine.checkpoints import Checkpoint, load_checkpoint
+from engine.data import TaskData, load_task
+from engine.errors import CheckpointError, DatasetError, SchemaError
+from engine.evaluate import EvalSuite
+from engine.heads import cached_head
+from engine.models import create_visual, preprocess_of
+from engine.params import ParamSpec, TaskMatrix, flatten
+
+MANIFEST = "collection.json"
+
+
+class TaskEntry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    data: str
+    checkpoints: dict[str, str] = {}
+
+
+class CollectionManifest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    schema_version: Literal[1] = 1
+    name: str
+    description: str = ""
+    pretrained: str
+    tasks: dict[str, TaskEntry]
+
+
+@dataclass(frozen=True)
+class Collection:
+    root: Path
+    manifest: CollectionManifest
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(self.manifest.tasks)
+
+    def path(self, relative: str) -> Path:
+        return (self.root / relative).resolve()
+
+    def variants(self, task: str) -> tuple[str, ...]:
+        return tuple(self._entry(task).checkpoints)
+
+    def pretrained(self) -> Checkpoint:
+        checkpoint = load_checkpoint(self.path(self.manifest.pretrained))
+        if checkpoint.meta.tower != "clip":
+            raise CheckpointError(checkpoint.path, "must be a full CLIP (tower 'clip') to build zero-shot heads",
+                                  fix="save the whole model's state dict as the collection's pretrained")
+        return checkpoint
+
+    def finetuned(self, task: str, variant: str = "standard") -> Checkpoint:
+        entry = self._entry(task)
+        if variant not in entry.checkpoints:
+            raise CheckpointError(f"{task}/{variant}", "no such fine-tuned checkpoint in the collection",
+                                  fix=f"choose one of {sorted(entry.checkpoints)}")
+        return load_checkpoint(self.path(entry.checkpoints[variant]))
+
+    def task_data(self, task: str, *, image_size: int | None = None) -> TaskData:
+        return load_task(self.path(self._entry(task).data), image_size=image_size)
+
+    def _entry(self, task: str) -> TaskEntry:
+        if task not in self.manifest.tasks:
+            raise DatasetError(task, f"is not a task of collection {self.manifest.name!r}",
+                               fix=f"choose one of {list(self.manifest.tasks)}")
+        return self.manifest.tasks[task]
+
+
+def load_collection(path: Path) -> Collection:
+    """Read `collection.json` (or the folder holding it)."""
+    path = Path(path)
+    file = path / MANIFEST if path.is_dir() else path
+    if not file.is_file():
+        raise SchemaError(file, "no collection manifest here", fix=f"point at a folder holding {MANIFEST}")
+    try:
+        manifest = CollectionManifest.model_validate_json(file.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise SchemaError(file, f"invalid manifest: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}",
+                          fix="see engine/collection.py for the schema") from exc
+    return Collection(root=file.parent.resolve(), manifest=manifest)
+
+
+def visual_state(clip_checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+    """The image tower's tensors of a full CLIP state dict, without the 'visual.' prefix."""
+    return {k.removeprefix("visual."): v for k, v in clip_checkpoint.state.items() if k.startswith("visual.")}
+
+
+def task_matrix(collection: Collection, *, tasks: Sequence[str] | None = None, variant: str = "standard",
+                device: torch.device | str = "cpu", pretrained: Checkpoint | None = None) -> TaskMatrix:
+    """θ₀ and T [K, P] for `tasks` (default all) from one variant's fine-tuned checkpoints."""
+    pretrained = pretrained or collection.pretrained()
+    names = tuple(tasks or collection.task_names)
+    finetuned = {}
+    for name in names:
+        checkpoint = collection.finetuned(name, variant)
+        if checkpoint.meta.architecture != pretrained.meta.architecture:
+            raise CheckpointError(checkpoint.path, f"is {checkpoint.meta.architecture}, the pretrained model is "
+                                  f"{pretrained.meta.architecture}", fix="fine-tune from the collection's model")
+        finetuned[name] = checkpoint.state
+    return TaskMatrix.from_state_dicts(visual_state(pretrained), finetuned, device=device)
+
+
+def open_suite(collection: Collection, *, cache_dir: Path, tasks: Sequence[str] | None = None,
+               device: torch.device | str = "cpu", pretrained: Checkpoint | None = None) -> EvalSuite:
+    """Load the tasks' images and zero-shot heads onto `device` with an image-tower template."""
+    pretrained = pretrained or collection.pretrained()
+    meta = pretrained.meta
+    visual = create_visual(meta.architecture, quick_gelu=meta.quick_gelu).to(device).eval()
+    preprocess = preprocess_of(visual)
+    names = tuple(tasks or collection.task_names)
+    data = {t: collection.task_data(t, image_size=preprocess.image_size).to(device) for t in names}
+    heads = {t: cached_head(pretrained, data[t].class_names, data[t].templates, cache_dir=cache_dir).to(device)
+             for t in names}
+    spec = ParamSpec.from_state_dict(visual_state(pretrained))
+    return EvalSuite(visual=visual, spec=spec, preprocess=preprocess, tasks=data, heads=heads)
+
+
+def pretrained_vector(collection: Collection, spec: ParamSpec, *, device: torch.device | str = "cpu",
+                      pretrained: Checkpoint | None = None) -> torch.Tensor:
+    """θ₀ [P] alone (zero-shot evaluation without loading the fine-tuned checkpoints)."""
+    pretrained = pretrained or collection.pretrained()
+    return flatten(visual_state(pretrained), spec, source="pretrained", device=device)

@@ -1,0 +1,195 @@
+"""Task datasets: labelled images held as uint8 [N, 3, H, W] tensors, normalised in batch.
+
+Two on-disk formats:
+- packed: `<task>.safetensors` with `{split}.images` (uint8 [N, 3, H, W]) and `{split}.labels`
+  (int64 [N]) for split in train/val/test, plus `<task>.json` (name, class_names, templates);
+- image folder: `<root>/<split>/<class>/*.png|jpg` (torchvision's ImageFolder layout), with an
+  optional `<root>/task.json` giving display class names and prompt templates.
+The "interactive" split is a fixed subset of val (a seeded choice of `INTERACTIVE_SIZE` images):
+the dashboard tunes on it, reports use test.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from engine.atomic import all_or_nothing
+from engine.errors import DatasetError
+from engine.models import Preprocess
+
+SPLITS = ("train", "val", "test")
+INTERACTIVE_SIZE = 128
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+class TaskInfo(BaseModel):
+    """The JSON beside a packed task file (or `task.json` in an image folder)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    schema_version: int = 1
+    name: str = ""
+    class_names: tuple[str, ...] = ()
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    images: torch.Tensor  # [N, 3, H, W] uint8
+    labels: torch.Tensor  # [N] int64
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def to(self, device: torch.device | str) -> "LabelledImages":
+        return LabelledImages(self.images.to(device), self.labels.to(device))
+
+
+@dataclass(frozen=True)
+class TaskData:
+    name: str
+    class_names: tuple[str, ...]
+    templates: tuple[str, ...]
+    splits: Mapping[str, LabelledImages]
+
+    def split(self, name: str) -> LabelledImages:
+        """train / val / test, or "interactive" (a fixed subset of val)."""
+        if name == "interactive":
+            val = self.split("val")
+            idx = interactive_indices(len(val)).to(val.labels.device)
+            return LabelledImages(val.images[idx], val.labels[idx])
+        if name not in self.splits:
+            raise DatasetError(self.name, f"has no split {name!r} (has {sorted(self.splits)})",
+                               fix="choose train, val, test or interactive")
+        return self.splits[name]
+
+    def to(self, device: torch.device | str) -> "TaskData":
+        return replace(self, splits={k: v.to(device) for k, v in self.splits.items()})
+
+
+def interactive_indices(num_val: int, *, size: int = INTERACTIVE_SIZE, seed: int = 0) -> torch.Tensor:
+    """A fixed, sorted choice of min(size, num_val) val indices (same on every machine)."""
+    perm = torch.randperm(num_val, generator=torch.Generator().manual_seed(seed))
+    return perm[:size].sort().values  # [min(size, num_val)]
+
+
+def normalize_batch(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """uint8 [B, 3, H, W] → float [B, 3, S, S] normalised as the architecture expects."""
+    x = images.float().div_(255.0)  # [B, 3, H, W]
+    if x.shape[-1] != pre.image_size or x.shape[-2] != pre.image_size:
+        x = F.interpolate(x, size=(pre.image_size, pre.image_size), mode="bicubic", antialias=True,
+                          align_corners=False).clamp_(0.0, 1.0)
+    mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std  # [B, 3, S, S]
+
+
+def save_task(task: TaskData, path: Path) -> None:
+    """Write a packed task file and its JSON, together or not at all."""
+    path = Path(path)
+    tensors = {}
+    for split, data in task.splits.items():
+        tensors[f"{split}.images"] = data.images.contiguous().cpu()
+        tensors[f"{split}.labels"] = data.labels.to(torch.int64).contiguous().cpu()
+    info = TaskInfo(name=task.name, class_names=task.class_names, templates=task.templates)
+    with all_or_nothing([path, path.with_suffix(".json")]) as (tmp_tensors, tmp_info):
+        save_file(tensors, str(tmp_tensors))
+        tmp_info.write_text(info.model_dump_json(indent=2), encoding="utf-8")
+
+
+def load_task(path: Path, *, image_size: int | None = None) -> TaskData:
+    """Load a packed task file or an image folder (resized to `image_size` when given)."""
+    path = Path(path)
+    if path.is_dir():
+        return _load_image_folder(path, image_size=image_size)
+    if not path.is_file():
+        raise DatasetError(path, "no such task file or folder",
+                           fix="check the path; a task is <task>.safetensors + .json, or a folder <split>/<class>/")
+    info = _read_info(path.with_suffix(".json"))
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise DatasetError(path, f"cannot be read ({exc})", fix="rebuild or copy the task file again") from exc
+    splits = {s: LabelledImages(tensors[f"{s}.images"], tensors[f"{s}.labels"])
+              for s in SPLITS if f"{s}.images" in tensors}
+    return _validated(TaskData(info.name or path.stem, info.class_names, info.templates, splits), path)
+
+
+def _read_info(path: Path) -> TaskInfo:
+    if not path.is_file():
+        raise DatasetError(path, "missing task JSON", fix="write name, class_names and templates as JSON there")
+    try:
+        return TaskInfo.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise DatasetError(path, f"invalid task JSON ({exc.error_count()} errors: {exc.errors()[0]['msg']})",
+                           fix="fields are name, class_names, templates") from exc
+
+
+def _load_image_folder(root: Path, *, image_size: int | None) -> TaskData:
+    from PIL import Image  # Pillow comes with torchvision and streamlit
+
+    split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
+    if not split_dirs:
+        raise DatasetError(root, "has none of the folders train/, val/, test/",
+                           fix="arrange images as <root>/<split>/<class>/<image>.png")
+    folders = sorted(p.name for p in split_dirs[0].iterdir() if p.is_dir())
+    info = _read_info(root / "task.json") if (root / "task.json").exists() else TaskInfo()
+    class_names = info.class_names or tuple(folders)
+    splits = {d.name: _read_split(d, folders, image_size, Image) for d in split_dirs}
+    return _validated(TaskData(info.name or root.name, class_names, info.templates, splits), root)
+
+
+def _read_split(split_dir: Path, folders: list[str], image_size: int | None, Image) -> LabelledImages:
+    images, labels = [], []
+    for label, folder in enumerate(folders):
+        for file in sorted((split_dir / folder).glob("*")):
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(_read_image(file, image_size, Image))
+                labels.append(label)
+    if not images:
+        raise DatasetError(split_dir, "contains no images", fix=f"add {'/'.join(IMAGE_SUFFIXES)} files per class")
+    if len({tuple(img.shape) for img in images}) > 1:
+        raise DatasetError(split_dir, "holds images of different sizes",
+                           fix="load with image_size=<model input size> so they are resized")
+    return LabelledImages(torch.stack(images), torch.tensor(labels, dtype=torch.int64))
+
+
+def _read_image(file: Path, image_size: int | None, Image) -> torch.Tensor:
+    try:
+        with Image.open(file) as img:
+            img = img.convert("RGB")
+            if image_size is not None:
+                img = _resize_center_crop(img, image_size, Image)
+            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+            return data.view(img.height, img.width, 3).permute(2, 0, 1).contiguous()  # [3, H, W]
+    except OSError as exc:
+        raise DatasetError(file, f"is not a readable image ({exc})", fix="remove or replace the file") from exc
+
+
+def _resize_center_crop(img, size: int, Image):
+    """CLIP's eval transform: bicubic resize of the shorter side, then a centre crop."""
+    scale = size / min(img.width, img.height)
+    img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.BICUBIC)
+    left, top = (img.width - size) // 2, (img.height - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def _validated(task: TaskData, source: Path) -> TaskData:
+    num_classes = len(task.class_names)
+    if num_classes < 2:
+        raise DatasetError(source, "needs at least two class names", fix="list class_names in the task JSON")
+    for split, data in task.splits.items():
+        if data.images.dtype != torch.uint8 or data.images.ndim != 4 or data.images.shape[1] != 3:
+            raise DatasetError(source, f"{split}.images must be uint8 [N, 3, H, W], got "
+                               f"{data.images.dtype} {tuple(data.images.shape)}", fix="re-pack the task")
+        if len(data) != data.images.shape[0] or (len(data) and int(data.labels.max()) >= num_classes):
+            raise DatasetError(source, f"{split} labels do not fit {num_classes} classes or the image count",
+                               fix="check labels against class_names")
+    return task

@@ -1,0 +1,45 @@
+"""Engine exceptions: each names the file, key or shape at fault and what the user can do about it.
+
+Pages catch `MergelabError` and show its message; the CLI prints it and exits non-zero.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MergelabError(Exception):
+    """Base class: `subject` (a path or key) + what is wrong + how to fix it."""
+
+    def __init__(self, subject: str | Path, problem: str, *, fix: str) -> None:
+        self.subject = str(subject)
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{self.subject}: {problem}. Fix: {fix}")
+
+
+class CheckpointError(MergelabError):
+    """A checkpoint file is missing, unreadable, truncated, non-finite or of the wrong architecture."""
+
+
+class SchemaError(MergelabError):
+    """A JSON sidecar, recipe or manifest does not follow its documented schema."""
+
+
+class PathNotAllowedError(MergelabError):
+    """A user-typed path resolves outside the data home, assets/ and the configured roots."""
+
+
+class DatasetError(MergelabError):
+    """A task dataset folder or file is missing or malformed."""
+
+
+class UnknownMethodError(MergelabError):
+    """A merge method name (or one of its parameters) is not registered."""
+
+
+class ShapeError(MergelabError):
+    """Flat tensors or state dicts whose shapes do not match the ParamSpec."""
+
+
+class ParameterError(MergelabError):
+    """A merge parameter is out of its declared range or has the wrong arity."""

@@ -1,0 +1,27 @@
+"""Write a merged flat vector as a checkpoint (safetensors + sidecar) with its recipe, all or nothing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from engine.checkpoints import Checkpoint, save_checkpoint
+from engine.params import ParamSpec, unflatten
+from engine.recipes import MergeRecipe
+
+
+def recipe_path(checkpoint_path: Path) -> Path:
+    """`merged.safetensors` → `merged.recipe.json`."""
+    return Path(checkpoint_path).with_suffix(".recipe.json")
+
+
+def export_merged(path: Path, merged: torch.Tensor, spec: ParamSpec, *, pretrained: Checkpoint,
+                  recipe: MergeRecipe) -> Checkpoint:
+    """Save θ [P] as an image-tower checkpoint whose sidecar and recipe name its origin."""
+    meta = pretrained.meta
+    return save_checkpoint(
+        Path(path), unflatten(merged.detach().cpu(), spec),
+        companions={recipe_path(path): recipe.model_dump_json(indent=2)},
+        architecture=meta.architecture, quick_gelu=meta.quick_gelu, tower="visual", task=None,
+        variant="merged", class_names=(), training=recipe.model_dump(mode="json"),
+        source="mergelab merge", parent_sha256=pretrained.sha256)

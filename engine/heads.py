@@ -1,0 +1,71 @@
+"""Zero-shot classification heads from class names and prompt templates (Radford et al., 2021).
+
+Per class, the text tower embeds every template filled with the class name; the L2-normalised
+embeddings are averaged and renormalised, then scaled by the model's logit scale (as the
+task_vectors heads store it), so logits = head [C, E] @ normalize(f(x)) [E]. Heads are cached
+in the data home keyed by the CLIP checkpoint's tensors_sha256, the class names and templates.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from engine.atomic import atomic_path
+from engine.checkpoints import Checkpoint
+from engine.errors import CheckpointError
+from engine.models import create_clip
+
+
+@torch.no_grad()
+def build_head(clip: torch.nn.Module, architecture: str, class_names: Sequence[str],
+               templates: Sequence[str]) -> torch.Tensor:
+    """[C, E] head from a full CLIP model (text tower used, image tower untouched)."""
+    import open_clip
+
+    tokenizer = open_clip.get_tokenizer(architecture)
+    prompts = [t.format(c) for c in class_names for t in templates]
+    tokens = tokenizer(prompts)  # [C·M, context]
+    emb = clip.encode_text(tokens, normalize=True)  # [C·M, E]
+    emb = emb.view(len(class_names), len(templates), -1).mean(dim=1)  # [C, E]
+    scale = clip.logit_scale.exp().clamp(max=100.0)
+    return F.normalize(emb, dim=-1) * scale  # [C, E]
+
+
+def cached_head(clip_checkpoint: Checkpoint, class_names: Sequence[str], templates: Sequence[str],
+                *, cache_dir: Path) -> torch.Tensor:
+    """The head for these classes and templates, built once per CLIP checkpoint and cached."""
+    key = _head_key(clip_checkpoint.sha256, class_names, templates)
+    file = Path(cache_dir) / "heads" / f"{key}.safetensors"
+    if file.is_file():
+        return load_file(str(file))["head"]
+    if clip_checkpoint.meta.tower != "clip":
+        raise CheckpointError(clip_checkpoint.path, "holds only an image tower; heads need the text tower",
+                              fix="point the collection's 'pretrained' at a full CLIP checkpoint")
+    clip = load_clip(clip_checkpoint)
+    head = build_head(clip, clip_checkpoint.meta.architecture, class_names, templates)
+    with atomic_path(file) as tmp:
+        save_file({"head": head.contiguous()}, str(tmp))
+    return head
+
+
+def load_clip(checkpoint: Checkpoint) -> torch.nn.Module:
+    """A full CLIP module with the checkpoint's weights, in fp32 and eval mode."""
+    clip = create_clip(checkpoint.meta.architecture, quick_gelu=checkpoint.meta.quick_gelu)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint.state.items()}
+    missing, unexpected = clip.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(checkpoint.path, f"does not fit {checkpoint.meta.architecture} "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})",
+                              fix="check the sidecar's architecture")
+    return clip.eval()
+
+
+def _head_key(clip_sha: str, class_names: Sequence[str], templates: Sequence[str]) -> str:
+    payload = json.dumps({"clip": clip_sha, "classes": list(class_names), "templates": list(templates)})
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]

@@ -1,0 +1,85 @@
+"""The data home: one folder for everything mergelab writes, and the policy for paths users type.
+
+`MERGELAB_HOME` (default `~/.mergelab`) holds `runs/` (the run log), `cache/` (heads and other
+derived tensors, keyed by checkpoint sha256), `checkpoints/` (user checkpoints) and `exports/`.
+The shipped zoo under `assets/` is read-only. A path a user types must resolve (symlinks followed)
+under the data home, `assets/`, or a root listed in `<home>/config.json` as
+`{"allowed_roots": ["/data/checkpoints", ...]}`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import PathNotAllowedError, SchemaError
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+SUBFOLDERS = ("runs", "cache", "checkpoints", "exports")
+
+
+@dataclass(frozen=True)
+class DataHome:
+    """A resolved data home; `ensure()` creates its subfolders."""
+
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> "DataHome":
+        raw = os.environ.get("MERGELAB_HOME") or str(Path.home() / ".mergelab")
+        return cls(Path(raw).expanduser().resolve())
+
+    def ensure(self) -> "DataHome":
+        for name in SUBFOLDERS:
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+        return self
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.json"
+
+    def allowed_roots(self) -> tuple[Path, ...]:
+        """The data home, the shipped assets, and the extra roots from `config.json`."""
+        return (self.root, ASSETS_DIR.resolve(), *self._configured_roots())
+
+    def _configured_roots(self) -> tuple[Path, ...]:
+        if not self.config_file.exists():
+            return ()
+        try:
+            config = json.loads(self.config_file.read_text(encoding="utf-8"))
+            roots = config.get("allowed_roots", [])
+            if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
+                raise TypeError("allowed_roots is not a list of strings")
+        except (json.JSONDecodeError, TypeError, AttributeError) as exc:
+            raise SchemaError(self.config_file, f"unreadable config ({exc})",
+                              fix='write {"allowed_roots": ["/abs/folder", ...]} as JSON') from exc
+        return tuple(Path(r).expanduser().resolve() for r in roots)
+
+    def resolve_user_path(self, raw: str | Path) -> Path:
+        """Resolve a typed path (relative ones against the data home) and check it is allowed."""
+        path = Path(raw).expanduser()
+        resolved = (path if path.is_absolute() else self.root / path).resolve()
+        roots = self.allowed_roots()
+        if any(resolved.is_relative_to(root) for root in roots):
+            return resolved
+        listed = ", ".join(str(r) for r in roots)
+        raise PathNotAllowedError(
+            resolved, f"lies outside the allowed roots ({listed})",
+            fix=f'move the file under {self.root} or add its folder to "allowed_roots" in {self.config_file}')

@@ -1,0 +1,89 @@
+"""Name → merge method, with declared parameters from which pages build sliders and the CLI parses.
+
+A method is a pure function `fn(theta0 [P], T [K, P], *, out=None, **params) -> [P]`: it never
+modifies its inputs, and writes into `out` [P] when the caller passes a buffer to reuse. Adding one: write its
+file, add one `MergeMethod(...)` line to `_ALL`, and add its test.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import torch
+
+from engine.errors import ParameterError, UnknownMethodError
+from engine.merge.arithmetic import task_arithmetic
+
+ParamValue = float | Sequence[float]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A declared method parameter. `per_task` ones accept one float (broadcast) or K floats."""
+
+    name: str
+    default: float
+    low: float
+    high: float
+    step: float
+    help: str
+    per_task: bool = False
+
+    def resolve(self, value: ParamValue, *, num_tasks: int, method: str) -> torch.Tensor | float:
+        values = [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
+        bad = [v for v in values if not self.low <= v <= self.high]
+        if bad:
+            raise ParameterError(f"{method}.{self.name}", f"value {bad[0]} outside [{self.low}, {self.high}]",
+                                 fix="move it into the declared range")
+        if not self.per_task:
+            if len(values) != 1:
+                raise ParameterError(f"{method}.{self.name}", "takes one value", fix="pass a single number")
+            return values[0]
+        if len(values) not in (1, num_tasks):
+            raise ParameterError(f"{method}.{self.name}", f"got {len(values)} values for {num_tasks} tasks",
+                                 fix="pass one value, or one per task")
+        return torch.tensor(values * num_tasks if len(values) == 1 else values, dtype=torch.float32)
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    display_name: str
+    paper_url: str
+    params: tuple[Param, ...]
+    fn: Callable[..., torch.Tensor]
+
+    def resolve(self, given: Mapping[str, ParamValue], *, num_tasks: int) -> dict[str, torch.Tensor | float]:
+        """Fill defaults, reject unknown names, check ranges and arity."""
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise UnknownMethodError(f"{self.name}.{unknown[0]}", "is not a parameter of this method",
+                                     fix=f"use one of {sorted(known)}")
+        return {p.name: p.resolve(given.get(p.name, p.default), num_tasks=num_tasks, method=self.name)
+                for p in self.params}
+
+
+_ALL = (
+    MergeMethod("task_arithmetic", "Task arithmetic", "https://arxiv.org/abs/2212.04089",
+                (Param("lam", 0.3, -1.5, 1.5, 0.05, "scaling λ of each task vector", per_task=True),),
+                task_arithmetic),
+)
+METHODS: Mapping[str, MergeMethod] = MappingProxyType({m.name: m for m in _ALL})
+
+
+def get_method(name: str) -> MergeMethod:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise UnknownMethodError(name, "is not a registered merge method",
+                                 fix=f"use one of {', '.join(sorted(METHODS))}") from None
+
+
+def apply(name: str, theta0: torch.Tensor, T: torch.Tensor,
+          params: Mapping[str, ParamValue] | None = None, *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Merge with method `name`: θ₀ [P], T [K, P] → θ [P] (new, or `out`; inputs untouched)."""
+    method = get_method(name)
+    resolved = method.resolve(params or {}, num_tasks=T.shape[0])
+    return method.fn(theta0, T, out=out, **resolved)

@@ -1,0 +1,193 @@
+"""Flat parameter vectors: the engine's lingua franca.
+
+A checkpoint's floating-point tensors are concatenated in a fixed, sorted key order into one vector
+θ [P]. Task vectors τ_t = θ_t − θ₀ (Ilharco et al., ICLR 2023, Eq. 1) stack into a task matrix
+T [K, P], so every merge is a handful of batched ops instead of a loop over keys. `ParamSpec`
+records names, shapes and offsets to go back to a state dict; `unflatten` returns views (no copy),
+so `torch.func.functional_call` can run a merged vector directly.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from math import prod
+
+import torch
+
+from engine.errors import ShapeError
+
+_BLOCK_RE = re.compile(r"^(.*?resblocks\.\d+)\.")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """Names, shapes and offsets of the floating tensors of a state dict, in sorted key order."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "ParamSpec":
+        names = tuple(sorted(k for k, v in state.items() if v.is_floating_point()))
+        return cls(names=names, shapes=tuple(tuple(state[k].shape) for k in names))
+
+    @cached_property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(prod(s) for s in self.shapes)
+
+    @cached_property
+    def offsets(self) -> tuple[int, ...]:
+        """Start of each tensor in the flat vector; offsets[-1] + sizes[-1] == numel."""
+        starts, total = [], 0
+        for size in self.sizes:
+            starts.append(total)
+            total += size
+        return tuple(starts)
+
+    @property
+    def numel(self) -> int:
+        return sum(self.sizes)
+
+    def slice_of(self, name: str) -> slice:
+        """Where tensor `name` lives in the flat vector."""
+        try:
+            i = self.names.index(name)
+        except ValueError:
+            raise KeyError(f"{name!r} is not in this ParamSpec ({len(self.names)} tensors)") from None
+        return slice(self.offsets[i], self.offsets[i] + self.sizes[i])
+
+    def blocks(self, *, level: str = "tensor") -> tuple[tuple[str, slice], ...]:
+        """Contiguous blocks of the flat vector, labelled.
+
+        level="tensor": one block per tensor (aTLAS's blocks, Zhang et al. 2024, Eq. 2-3).
+        level="layer": one block per residual block (`...resblocks.i`), the remaining tensors
+        (embeddings, ln_pre, ln_post, proj) each on their own. Sorted key order keeps every
+        residual block contiguous.
+        """
+        if level == "tensor":
+            return tuple((n, self.slice_of(n)) for n in self.names)
+        if level != "layer":
+            raise ValueError(f"level must be 'tensor' or 'layer', not {level!r}")
+        groups: dict[str, list[int]] = {}
+        for i, name in enumerate(self.names):
+            match = _BLOCK_RE.match(name)
+            groups.setdefault(match.group(1) if match else name, []).append(i)
+        return tuple((label, slice(self.offsets[idx[0]], self.offsets[idx[-1]] + self.sizes[idx[-1]]))
+                     for label, idx in groups.items())
+
+    def check_state_dict(self, state: Mapping[str, torch.Tensor], *, source: str) -> None:
+        """Raise ShapeError naming the first missing key or shape mismatch."""
+        for name, shape in zip(self.names, self.shapes):
+            if name not in state:
+                raise ShapeError(source, f"missing tensor {name!r}", fix="use a checkpoint of the same architecture")
+            if tuple(state[name].shape) != shape:
+                raise ShapeError(source, f"tensor {name!r} has shape {tuple(state[name].shape)}, expected {shape}",
+                                 fix="use a checkpoint of the same architecture")
+
+
+def flatten(state: Mapping[str, torch.Tensor], spec: ParamSpec, *, source: str = "state dict",
+            dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+            out: torch.Tensor | None = None) -> torch.Tensor:
+    """Concatenate the spec's tensors into one vector [P] (into `out` when given)."""
+    spec.check_state_dict(state, source=source)
+    if out is None:
+        device = device or state[spec.names[0]].device
+        out = torch.empty(spec.numel, dtype=dtype, device=device)  # [P]
+    for name, start, size in zip(spec.names, spec.offsets, spec.sizes):
+        out[start:start + size].copy_(state[name].reshape(-1))
+    return out
+
+
+def unflatten(flat: torch.Tensor, spec: ParamSpec) -> dict[str, torch.Tensor]:
+    """Views of `flat` [P] shaped like the original tensors (no copy)."""
+    if flat.shape != (spec.numel,):
+        raise ShapeError("flat vector", f"has shape {tuple(flat.shape)}, expected ({spec.numel},)",
+                         fix="flatten with the same ParamSpec")
+    parts = torch.split(flat, list(spec.sizes))
+    return {name: part.view(shape) for name, part, shape in zip(spec.names, parts, spec.shapes)}
+
+
+@dataclass(frozen=True)
+class TaskMatrix:
+    """θ₀ [P] and the task vectors T [K, P] of K fine-tuned checkpoints, on one device."""
+
+    theta0: torch.Tensor   # [P]
+    T: torch.Tensor        # [K, P]
+    spec: ParamSpec
+    task_names: tuple[str, ...]
+
+    @classmethod
+    def from_state_dicts(cls, pretrained: Mapping[str, torch.Tensor],
+                         finetuned: Mapping[str, Mapping[str, torch.Tensor]], *,
+                         device: torch.device | str = "cpu") -> "TaskMatrix":
+        """Build from a pretrained state dict and {task name: fine-tuned state dict}."""
+        spec = ParamSpec.from_state_dict(pretrained)
+        theta0 = flatten(pretrained, spec, source="pretrained", device=device)  # [P]
+        T = torch.empty(len(finetuned), spec.numel, dtype=torch.float32, device=device)  # [K, P]
+        for k, (task, state) in enumerate(finetuned.items()):
+            flatten(state, spec, source=f"fine-tuned {task!r}", out=T[k])
+            T[k].sub_(theta0)
+        return cls(theta0=theta0, T=T, spec=spec, task_names=tuple(finetuned))
+
+    @property
+    def num_tasks(self) -> int:
+        return self.T.shape[0]
+
+    def select(self, tasks: Sequence[str]) -> "TaskMatrix":
+        """A TaskMatrix holding only `tasks` (in that order); rows are copied."""
+        missing = [t for t in tasks if t not in self.task_names]
+        if missing:
+            raise KeyError(f"tasks {missing} not in {list(self.task_names)}")
+        rows = [self.task_names.index(t) for t in tasks]
+        return TaskMatrix(self.theta0, self.T[rows], self.spec, tuple(tasks))
+
+    def vector(self, task: str) -> "TaskVector":
+        return TaskVector(self.T[self.task_names.index(task)], self.spec)
+
+
+@dataclass(frozen=True)
+class TaskVector:
+    """One task vector τ [P] with its spec; the algebra of Ilharco et al. (2023) for notebooks.
+
+    `a + b`, `a - b`, `-a`, `0.5 * a` and `sum([a, b, c])` return new TaskVectors;
+    `tv.apply_to(theta0)` gives θ₀ + τ.
+    """
+
+    values: torch.Tensor  # [P]
+    spec: ParamSpec
+
+    def _check(self, other: "TaskVector") -> None:
+        if other.spec != self.spec:
+            raise ShapeError("TaskVector", "operands come from different ParamSpecs",
+                             fix="combine task vectors of the same architecture")
+
+    def __add__(self, other: "TaskVector | int") -> "TaskVector":
+        if isinstance(other, int) and other == 0:  # lets built-in sum() start from 0
+            return self
+        self._check(other)
+        return TaskVector(self.values + other.values, self.spec)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: "TaskVector") -> "TaskVector":
+        self._check(other)
+        return TaskVector(self.values - other.values, self.spec)
+
+    def __neg__(self) -> "TaskVector":
+        return TaskVector(-self.values, self.spec)
+
+    def __mul__(self, scale: float) -> "TaskVector":
+        if not isinstance(scale, (int, float)):
+            return NotImplemented
+        return TaskVector(self.values * scale, self.spec)
+
+    __rmul__ = __mul__
+
+    def apply_to(self, theta0: torch.Tensor) -> torch.Tensor:
+        """θ₀ + τ as a new flat vector [P]."""
+        return theta0 + self.values
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return unflatten(self.values, self.spec)

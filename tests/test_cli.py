@@ -1,0 +1,49 @@
+import json
+
+import pytest
+import torch
+
+from engine.checkpoints import load_checkpoint
+from engine.cli import main
+from engine.collection import load_collection, task_matrix
+from engine.export import recipe_path
+from engine.merge import apply
+from engine.params import flatten
+
+
+@pytest.fixture(autouse=True)
+def allow_collection(tiny_collection_dir, data_home):
+    """The CLI only reads paths under allowed roots: list the test collection's folder."""
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tiny_collection_dir)]}))
+
+
+def test_cli_merge_reloads_to_the_api_result(tiny_collection_dir, data_home, capsys):
+    code = main(["merge", "--collection", str(tiny_collection_dir), "--param", "lam=0.2,0.5,-0.1",
+                 "--out", "three", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    out = data_home / "exports" / "three.safetensors"
+    written = load_checkpoint(out)
+    tm = task_matrix(load_collection(tiny_collection_dir))
+    expected = apply("task_arithmetic", tm.theta0, tm.T, {"lam": [0.2, 0.5, -0.1]})
+    assert torch.equal(flatten(written.state, tm.spec), expected)
+    recipe = json.loads(recipe_path(out).read_text())
+    assert recipe["method"] == "task_arithmetic" and recipe["params"] == {"lam": [0.2, 0.5, -0.1]}
+    assert written.meta.variant == "merged" and written.meta.parent_sha256 == recipe["pretrained_sha256"]
+
+
+def test_cli_eval_prints_accuracies(tiny_collection_dir, capsys):
+    assert main(["eval", "--collection", str(tiny_collection_dir), "--split", "interactive", "--normalized"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["tasks"]) == {"colour", "brightness", "texture"}
+    assert report["tasks"]["colour"]["total"] == 128 and report["mean_normalized"] is not None
+
+
+def test_cli_errors_name_the_problem_and_write_nothing(tiny_collection_dir, data_home, capsys):
+    assert main(["merge", "--collection", str(tiny_collection_dir), "--param", "lam=7", "--out", "x"]) == 2
+    assert "task_arithmetic.lam: value 7.0 outside" in capsys.readouterr().err
+    assert not list((data_home / "exports").glob("x*"))
+    assert main(["merge", "--collection", str(tiny_collection_dir), "--out", "/etc/mergelab.safetensors"]) == 2
+    assert "outside the allowed roots" in capsys.readouterr().err
+    assert main(["eval", "--collection", str(tiny_collection_dir / "missing")]) == 2
+    assert "no collection manifest" in capsys.readouterr().err
