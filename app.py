@@ -2,5 +2,12 @@
 server would otherwise run the page without this file, see shared/research/install.md)."""
 import streamlit as st
 
+from ui.state import init_defaults
+
 st.set_page_config(page_title="mergelab", page_icon="🧪", layout="wide")
-st.navigation([st.Page("views/home.py", title="Home", icon="🏠", default=True)]).run()
+init_defaults()
+st.navigation({
+    "": [st.Page("views/home.py", title="Home", icon="🏠", default=True)],
+    "Explore": [st.Page("views/zoo.py", title="Zoo", icon="🗂️", url_path="zoo"),
+                st.Page("views/merge.py", title="Merge", icon="🧮", url_path="merge")],
+}).run()

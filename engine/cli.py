@@ -56,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     mg.set_defaults(run=_run_merge)
     ls = sub.add_parser("methods", help="list merge methods and their parameters")
     ls.set_defaults(run=_run_methods)
+    zoo = sub.add_parser("zoo", help="build the offline demo zoo").add_subparsers(required=True)
+    build = zoo.add_parser("build", help="pretrain, fine-tune, evaluate; writes report.json and manifest.json")
+    build.add_argument("--out", type=Path, default=DEFAULT_COLLECTION)
+    build.add_argument("--smoke", action="store_true", help="a few steps only: checks the whole path quickly")
+    build.add_argument("--real-images", type=Path, help=f"default: <out>/real_images.npz, else extracted afresh")
+    build.set_defaults(run=_run_zoo_build)
+    extract = zoo.add_parser("extract-real", help="extract the real source images from scikit-learn/-image")
+    extract.add_argument("--out", type=Path, default=DEFAULT_COLLECTION / "real_images.npz")
+    extract.set_defaults(run=_run_zoo_extract)
     return parser
 
 
@@ -109,6 +118,56 @@ def _run_methods(args: argparse.Namespace) -> int:
             scope = "per task or global" if p.per_task else "global"
             print(f"  {p.name} = {p.default} in [{p.low}, {p.high}], {scope}: {p.help}")
     return 0
+
+
+def _run_zoo_build(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from engine.zoo.build import ZooConfig, build_zoo
+    from engine.zoo.real_images import extract_real_images
+
+    real = args.real_images or args.out / "real_images.npz"
+    with tempfile.TemporaryDirectory() as tmp:
+        if not real.is_file():
+            real = Path(tmp) / "real_images.npz"
+            extract_real_images(real)
+        config = ZooConfig.smoke() if args.smoke else ZooConfig()
+        with _StageBars() as bars:
+            report = build_zoo(args.out, real_images=real, config=config, progress=bars.update)
+    print(json.dumps({"averages": report["averages"], "thresholds": report["thresholds"],
+                      "timings_s": report["timings_s"], "total_bytes": report["sizes_bytes"]["total"]}, indent=2))
+    return 0
+
+
+def _run_zoo_extract(args: argparse.Namespace) -> int:
+    from engine.zoo.real_images import extract_real_images
+
+    extract_real_images(args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
+    return 0
+
+
+class _StageBars:
+    """One tqdm bar per build stage, advanced by (stage, fraction, message) callbacks."""
+
+    def __enter__(self) -> "_StageBars":
+        self.stage, self.bar = None, None
+        return self
+
+    def update(self, stage: str, fraction: float, message: str) -> None:
+        if stage != self.stage:
+            self._close()
+            self.stage = stage
+            self.bar = tqdm(total=1000, desc=stage, disable=None, file=sys.stderr)
+        self.bar.set_postfix_str(message, refresh=False)
+        self.bar.update(round(fraction * 1000) - self.bar.n)
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __exit__(self, *exc) -> None:
+        self._close()
 
 
 def _parse_params(raw: Sequence[str]) -> dict[str, float | list[float]]:

@@ -4,7 +4,8 @@ It is the model pool and the task pool in one manifest, `collection.json`:
     {"schema_version": 1, "name": "...", "pretrained": "pretrained.safetensors",
      "tasks": {"digits": {"data": "tasks/digits.safetensors",
                           "checkpoints": {"standard": "finetuned/digits.standard.safetensors"}}}}
-Paths are relative to the manifest's folder. Variants (standard, linearized, tau_jp, ...) are keys,
+Paths are relative to the manifest's folder; instead of a path, "data" may be a generator entry
+{"task": "size", "seed": 1003, "real_images": "real_images.npz"} (the demo zoo regenerates its tasks). Variants (standard, linearized, tau_jp, ...) are keys,
 so a later build adds one without touching what exists. The shipped demo zoo is one collection.
 """
 from __future__ import annotations
@@ -28,9 +29,19 @@ from engine.params import ParamSpec, TaskMatrix, flatten
 MANIFEST = "collection.json"
 
 
+class GeneratedData(BaseModel):
+    """A task regenerated from its seed (the demo zoo's), instead of a file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    generator: Literal["mergelab-zoo"] = "mergelab-zoo"
+    task: str
+    seed: int
+    real_images: str                    # npz with the real source images, relative to the manifest
+
+
 class TaskEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    data: str
+    data: str | GeneratedData           # a task file/folder path, or a generator entry
     checkpoints: dict[str, str] = {}
 
 
@@ -72,8 +83,15 @@ class Collection:
                                   fix=f"choose one of {sorted(entry.checkpoints)}")
         return load_checkpoint(self.path(entry.checkpoints[variant]))
 
-    def task_data(self, task: str, *, image_size: int | None = None) -> TaskData:
-        return load_task(self.path(self._entry(task).data), image_size=image_size)
+    def task_data(self, task: str, *, image_size: int | None = None, cache_dir: Path | None = None) -> TaskData:
+        """The task's images: read from its file or folder, or regenerated (and cached) from its seed."""
+        data = self._entry(task).data
+        if isinstance(data, GeneratedData):
+            from engine.zoo.generated import generated_task
+
+            return generated_task(data.task, seed=data.seed, real_images=self.path(data.real_images),
+                                  cache_dir=cache_dir)
+        return load_task(self.path(data), image_size=image_size)
 
     def _entry(self, task: str) -> TaskEntry:
         if task not in self.manifest.tasks:
@@ -124,7 +142,8 @@ def open_suite(collection: Collection, *, cache_dir: Path, tasks: Sequence[str] 
     visual = create_visual(meta.architecture, quick_gelu=meta.quick_gelu).to(device).eval()
     preprocess = preprocess_of(visual)
     names = tuple(tasks or collection.task_names)
-    data = {t: collection.task_data(t, image_size=preprocess.image_size).to(device) for t in names}
+    data = {t: collection.task_data(t, image_size=preprocess.image_size, cache_dir=cache_dir).to(device)
+            for t in names}
     heads = {t: cached_head(pretrained, data[t].class_names, data[t].templates, cache_dir=cache_dir).to(device)
              for t in names}
     spec = ParamSpec.from_state_dict(visual_state(pretrained))

@@ -193,3 +193,20 @@ def _validated(task: TaskData, source: Path) -> TaskData:
             raise DatasetError(source, f"{split} labels do not fit {num_classes} classes or the image count",
                                fix="check labels against class_names")
     return task
+
+
+
+def example_images(task: TaskData, *, split: str = "val", count: int = 8) -> tuple[list, list[str]]:
+    """One image per class in turn (first of each class, then the second ...), up to `count`.
+
+    Returns uint8 [H, W, 3] numpy arrays and their class names, ready for display.
+    """
+    data = task.split(split)
+    labels = data.labels.cpu()  # [N]
+    rank = torch.zeros_like(labels)  # [N] position of each image within its class
+    for c in labels.unique():
+        members = (labels == c).nonzero().squeeze(1)
+        rank[members] = torch.arange(len(members))
+    order = torch.argsort(rank * len(task.class_names) + labels, stable=True)[:count]  # [count]
+    images = data.images.cpu()[order].permute(0, 2, 3, 1).numpy()  # [count, H, W, 3]
+    return list(images), [task.class_names[int(i)] for i in labels[order]]

@@ -1,0 +1,119 @@
+"""A workspace: one collection opened for interactive use, the object the dashboard caches per process.
+
+It holds the evaluation suite and the task matrix on the chosen device, and answers the questions a
+page asks in one call each: "what does this merge do to every task?" (`compare`) and "how does
+accuracy move with λ?" (`sweep`). Results carry the zero-shot and fine-tuned baselines of the same
+split, so a figure needs nothing else. Nothing here mutates a shared tensor: every merge allocates
+its own output, so sessions sharing a workspace cannot disturb each other.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.checkpoints import Checkpoint
+from engine.collection import Collection, load_collection, open_suite, task_matrix
+from engine.evaluate import EvalResult, EvalSuite, Progress, evaluate
+from engine.merge import apply
+from engine.merge.registry import ParamValue
+from engine.params import TaskMatrix
+
+
+@dataclass(frozen=True)
+class MergeComparison:
+    """Merged vs zero-shot vs fine-tuned accuracy per task, on one split."""
+
+    split: str
+    tasks: tuple[str, ...]
+    merged: EvalResult
+    zero_shot: Mapping[str, float]
+    finetuned: Mapping[str, float]
+
+    @property
+    def mean_merged(self) -> float:
+        return self.merged.mean_accuracy
+
+    @property
+    def mean_normalized(self) -> float:
+        return self.merged.mean_normalized or 0.0
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Accuracy over a grid of one parameter (λ), with the best value by mean normalized accuracy."""
+
+    split: str
+    param: str
+    values: tuple[float, ...]
+    mean_accuracy: tuple[float, ...]
+    mean_normalized: tuple[float, ...]
+    per_task: Mapping[str, tuple[float, ...]]
+
+    @property
+    def best_value(self) -> float:
+        best = max(range(len(self.values)), key=lambda i: (self.mean_normalized[i], -self.values[i]))
+        return self.values[best]
+
+
+@dataclass(frozen=True, eq=False)
+class Workspace:
+    collection: Collection
+    pretrained: Checkpoint
+    suite: EvalSuite
+    matrix: TaskMatrix
+
+    @classmethod
+    def open(cls, path: Path, *, cache_dir: Path, device: torch.device | str = "cpu",
+             variant: str = "standard") -> "Workspace":
+        collection = load_collection(path)
+        pretrained = collection.pretrained()
+        suite = open_suite(collection, cache_dir=cache_dir, device=device, pretrained=pretrained)
+        matrix = task_matrix(collection, variant=variant, device=device, pretrained=pretrained)
+        return cls(collection, pretrained, suite, matrix)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return self.matrix.task_names
+
+    @functools.cache
+    def zero_shot(self, split: str) -> Mapping[str, float]:
+        return evaluate(self.matrix.theta0, self.suite, split).accuracy
+
+    @functools.cache
+    def finetuned(self, split: str) -> Mapping[str, float]:
+        """Each task's own fine-tuned accuracy: the denominator of normalized accuracy."""
+        m = self.matrix
+        return {t: evaluate(m.theta0 + m.T[k], self.suite, split, tasks=[t]).accuracy[t]
+                for k, t in enumerate(m.task_names)}
+
+    def merge(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue]) -> torch.Tensor:
+        """θ [P] merged from the chosen tasks' vectors."""
+        rows = [self.matrix.task_names.index(t) for t in tasks]
+        return apply(method, self.matrix.theta0, self.matrix.T[rows], params)
+
+    def compare(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue], *,
+                split: str = "interactive", progress: Progress | None = None) -> MergeComparison:
+        tasks = tuple(tasks)
+        finetuned = self.finetuned(split)
+        merged = evaluate(self.merge(tasks, method, params), self.suite, split, tasks=tasks,
+                          reference=finetuned, progress=progress)
+        zero_shot = self.zero_shot(split)
+        return MergeComparison(split, tasks, merged, {t: zero_shot[t] for t in tasks},
+                               {t: finetuned[t] for t in tasks})
+
+    def sweep(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue], *, param: str,
+              values: Sequence[float], split: str = "interactive",
+              progress: Progress | None = None) -> Sweep:
+        """Evaluate the merge at each value of `param` (the others fixed)."""
+        tasks, results = tuple(tasks), []
+        for i, value in enumerate(values):
+            results.append(self.compare(tasks, method, {**params, param: value}, split=split).merged)
+            if progress is not None:
+                progress((i + 1) / len(values), f"{param} = {value:g}")
+        return Sweep(split, param, tuple(values), tuple(r.mean_accuracy for r in results),
+                     tuple(r.mean_normalized for r in results),
+                     {t: tuple(r.accuracy[t] for r in results) for t in tasks})

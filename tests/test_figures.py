@@ -1,0 +1,33 @@
+import torch
+
+from engine.evaluate import EvalResult
+from engine.workspace import MergeComparison, Sweep
+from ui.figures import accuracy_bars, similarity_heatmap, sweep_chart
+
+
+def _comparison():
+    merged = EvalResult("interactive", {"a": 60, "b": 30}, {"a": 100, "b": 50}, {"a": 0.75, "b": 0.6})
+    return MergeComparison("interactive", ("a", "b"), merged, {"a": 0.4, "b": 0.2}, {"a": 0.8, "b": 1.0})
+
+
+def test_accuracy_bars_carry_the_three_series():
+    fig = accuracy_bars(_comparison())
+    series = {trace.name: list(trace.y) for trace in fig.data}
+    assert series == {"zero-shot": [0.4, 0.2], "merged": [0.6, 0.6], "fine-tuned": [0.8, 1.0]}
+    assert list(fig.data[0].x) == ["a", "b"]
+    assert "60.0%" in fig.layout.title.text
+
+
+def test_sweep_chart_marks_the_best_value():
+    sweep = Sweep("val", "lam", (0.0, 0.5, 1.0), (0.3, 0.6, 0.4), (0.4, 0.8, 0.5),
+                  {"a": (0.2, 0.7, 0.5), "b": (0.4, 0.5, 0.3)})
+    fig = sweep_chart(sweep)
+    mean = [t for t in fig.data if t.name == "mean"][0]
+    assert list(mean.y) == [0.3, 0.6, 0.4] and len(fig.data) == 3
+    assert fig.layout.shapes[0].x0 == 0.5
+
+
+def test_similarity_heatmap_values_and_labels():
+    fig = similarity_heatmap(torch.tensor([[1.0, 0.25], [0.25, 1.0]]), ["a", "b"])
+    assert fig.data[0].z == ((1.0, 0.25), (0.25, 1.0)) or [list(r) for r in fig.data[0].z] == [[1.0, 0.25], [0.25, 1.0]]
+    assert list(fig.data[0].x) == ["a", "b"]

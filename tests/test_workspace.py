@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from engine.analysis import cosine_similarity_matrix
+from engine.evaluate import evaluate
+from engine.merge import apply
+from engine.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def workspace(tiny_collection_dir, tmp_path_factory):
+    return Workspace.open(tiny_collection_dir, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_compare_matches_a_direct_engine_call(workspace):
+    tasks = ["colour", "texture"]
+    comparison = workspace.compare(tasks, "task_arithmetic", {"lam": 0.4})
+    m = workspace.matrix
+    direct = evaluate(apply("task_arithmetic", m.theta0, m.T[[0, 2]], {"lam": 0.4}), workspace.suite,
+                      "interactive", tasks=tasks)
+    assert comparison.merged.correct == direct.correct
+    assert comparison.tasks == tuple(tasks) and set(comparison.finetuned) == set(tasks)
+    own = evaluate(m.theta0 + m.T[2], workspace.suite, "interactive", tasks=["texture"]).accuracy["texture"]
+    assert comparison.finetuned["texture"] == own
+    assert comparison.mean_normalized == pytest.approx(
+        sum(direct.accuracy[t] / comparison.finetuned[t] for t in tasks) / 2)
+
+
+def test_sweep_best_value_maximises_normalized_accuracy(workspace):
+    sweep = workspace.sweep(workspace.task_names, "task_arithmetic", {}, param="lam", values=[0.0, 0.5, 1.0])
+    assert len(sweep.mean_accuracy) == 3 and set(sweep.per_task) == set(workspace.task_names)
+    best = max(range(3), key=lambda i: (sweep.mean_normalized[i], -sweep.values[i]))
+    assert sweep.best_value == sweep.values[best]
+    at_zero = workspace.zero_shot("interactive")
+    assert sweep.per_task["colour"][0] == at_zero["colour"]
+
+
+def test_cosine_similarity_matrix():
+    T = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]])
+    sim = cosine_similarity_matrix(T)
+    assert torch.allclose(sim, torch.tensor([[1.0, 0, -1], [0, 1, 0], [-1, 0, 1]], dtype=torch.float64))

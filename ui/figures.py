@@ -1,0 +1,50 @@
+"""Plotly figure builders: engine result objects in, go.Figure out. No Streamlit, no maths beyond layout."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+import torch
+
+from engine.workspace import MergeComparison, Sweep
+
+COLOURS = {"zero-shot": "#9aa5b1", "merged": "#2f6fdb", "fine-tuned": "#1b9e77"}
+
+
+def accuracy_bars(comparison: MergeComparison) -> go.Figure:
+    """Grouped bars per task: zero-shot, merged and fine-tuned accuracy on the same split."""
+    tasks = list(comparison.tasks)
+    series = {"zero-shot": comparison.zero_shot, "merged": comparison.merged.accuracy,
+              "fine-tuned": comparison.finetuned}
+    fig = go.Figure([go.Bar(name=name, x=tasks, y=[values[t] for t in tasks], marker_color=COLOURS[name],
+                            hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>")
+                     for name, values in series.items()])
+    fig.update_layout(barmode="group", title=f"Merged: mean accuracy {comparison.mean_merged:.1%} "
+                                             f"({comparison.split} split)",
+                      yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+                      legend=dict(orientation="h", y=-0.15), margin=dict(t=50, b=40))
+    return fig
+
+
+def sweep_chart(sweep: Sweep) -> go.Figure:
+    """Mean and per-task accuracy against the swept parameter, best value marked."""
+    x = list(sweep.values)
+    fig = go.Figure([go.Scatter(x=x, y=list(acc), name=task, mode="lines", line=dict(width=1), opacity=0.6)
+                     for task, acc in sweep.per_task.items()])
+    fig.add_trace(go.Scatter(x=x, y=list(sweep.mean_accuracy), name="mean", mode="lines+markers",
+                             line=dict(width=3, color="black")))
+    fig.add_vline(x=sweep.best_value, line_dash="dash", annotation_text=f"best {sweep.param} = {sweep.best_value:g}")
+    fig.update_layout(title=f"Accuracy over {sweep.param} ({sweep.split} split)", xaxis_title=sweep.param,
+                      yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"), margin=dict(t=50))
+    return fig
+
+
+def similarity_heatmap(similarity: torch.Tensor, names: Sequence[str]) -> go.Figure:
+    """Cosine similarity of task vectors [K, K] as a diverging heatmap centred on 0."""
+    values = similarity.tolist()
+    fig = go.Figure(go.Heatmap(z=values, x=list(names), y=list(names), zmin=-1, zmax=1, colorscale="RdBu",
+                               reversescale=True, text=[[f"{v:.2f}" for v in row] for row in values],
+                               texttemplate="%{text}", hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title="Cosine similarity of task vectors", yaxis=dict(autorange="reversed"),
+                      margin=dict(t=50))
+    return fig

@@ -1,0 +1,37 @@
+"""Process-wide cached resources: a workspace per (collection path, device), shared by all sessions.
+
+Keys are strings (path, device), never tensors. The cached objects are read-only: merges allocate
+their own outputs (engine/workspace.py), so no session can change what another sees.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from engine.analysis import cosine_similarity_matrix
+from engine.home import ASSETS_DIR, DataHome
+from engine.models import pick_device
+from engine.workspace import Workspace
+
+DEFAULT_COLLECTION = str(ASSETS_DIR / "zoo")
+
+
+def device_name() -> str:
+    return pick_device().type
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the collection…")
+def workspace(collection: str, device: str) -> Workspace:
+    home = DataHome.from_env().ensure()
+    return Workspace.open(home.resolve_user_path(collection), cache_dir=home.cache, device=device)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def task_similarity(collection: str, device: str) -> torch.Tensor:
+    return cosine_similarity_matrix(workspace(collection, device).matrix.T)
+
+
+def checkpoint_size(path: Path) -> int:
+    return Path(path).stat().st_size

@@ -1,0 +1,39 @@
+"""Sliders built from a merge method's declared parameters, so new methods need no page changes."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import streamlit as st
+
+from engine.merge import MergeMethod, Param
+from engine.merge.registry import ParamValue
+
+
+def param_key(method: MergeMethod, param: Param, task: str | None = None) -> str:
+    return f"{method.name}.{param.name}" + (f".{task}" if task else "")
+
+
+def _slider(label: str, param: Param, key: str) -> float:
+    st.session_state.setdefault(key, param.default)
+    return st.slider(label, min_value=param.low, max_value=param.high, step=param.step, key=key,
+                     help=param.help, bind="query-params")
+
+
+def method_params(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) -> dict[str, ParamValue]:
+    """One slider per parameter; per-task parameters get one slider per task when `per_task`."""
+    values: dict[str, ParamValue] = {}
+    for param in method.params:
+        if param.per_task and per_task:
+            columns = st.columns(min(4, max(1, len(tasks))))
+            values[param.name] = [
+                _column_slider(columns[i % len(columns)], f"{param.name} · {task}", param,
+                               param_key(method, param, task))
+                for i, task in enumerate(tasks)]
+        else:
+            values[param.name] = _slider(param.name, param, param_key(method, param))
+    return values
+
+
+def _column_slider(column, label: str, param: Param, key: str) -> float:
+    with column:
+        return _slider(label, param, key)

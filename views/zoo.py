@@ -1,0 +1,45 @@
+"""Zoo: the pretrained model and fine-tuned checkpoints of a collection, sample images, task similarity."""
+import streamlit as st
+
+from engine.data import example_images
+from engine.errors import MergelabError
+from ui import figures, resources
+
+st.header("Checkpoints and tasks")
+st.text_input("Collection folder", key="collection", bind="query-params",
+              help="a folder with collection.json under the data home, assets/ or a configured root")
+try:
+    ws = resources.workspace(st.session_state["collection"], resources.device_name())
+except MergelabError as exc:
+    st.error(str(exc))
+    st.stop()
+
+manifest = ws.collection.manifest
+st.subheader(manifest.name)
+st.write(manifest.description)
+zero_shot, finetuned = ws.zero_shot("interactive"), ws.finetuned("interactive")
+rows = [{"task": "(pretrained)", "variant": "pretrained", "architecture": ws.pretrained.meta.architecture,
+         "size (kB)": resources.checkpoint_size(ws.pretrained.path) // 1000, "zero-shot": None, "fine-tuned": None}]
+for task in ws.task_names:
+    for variant in ws.collection.variants(task):
+        path = ws.collection.path(manifest.tasks[task].checkpoints[variant])
+        rows.append({"task": task, "variant": variant, "architecture": ws.pretrained.meta.architecture,
+                     "size (kB)": resources.checkpoint_size(path) // 1000,
+                     "zero-shot": zero_shot[task], "fine-tuned": finetuned[task]})
+st.dataframe(rows, column_config={"zero-shot": st.column_config.NumberColumn(format="percent"),
+                                  "fine-tuned": st.column_config.NumberColumn(format="percent")})
+st.caption("Accuracy on the interactive split (a fixed subset of val): zero-shot = the pretrained model with "
+           "heads from class-name prompts; fine-tuned = each task's own image tower with the same head.")
+
+st.subheader("Sample images")
+for task in ws.task_names:
+    images, labels = example_images(ws.suite.tasks[task], split="val", count=8)
+    st.image(images, caption=labels, width=64)
+    st.caption(f"{task}: {', '.join(ws.suite.tasks[task].class_names)}")
+
+st.subheader("How similar are the task vectors?")
+st.plotly_chart(figures.similarity_heatmap(resources.task_similarity(st.session_state["collection"],
+                                                                     resources.device_name()), ws.task_names),
+                key="similarity", theme=None)
+st.caption("cos(τᵢ, τⱼ) = τᵢ·τⱼ / (‖τᵢ‖ ‖τⱼ‖). Near 0: the tasks moved the weights in unrelated directions; "
+           "large values flag tasks that will interact when their vectors are added.")
