@@ -1,7 +1,6 @@
 # Two commands do all set-up on a fresh clone: `make run` (the dashboard) and `make test`.
 # Both create .venv and install requirements.txt when it is missing or has changed.
 PYTHON ?= python3
-export THP_MEM_ALLOC_ENABLE := 1
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)

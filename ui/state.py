@@ -11,3 +11,10 @@ DEFAULTS = {"collection": DEFAULT_COLLECTION, "method": "task_arithmetic", "per_
 def init_defaults() -> None:
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
+
+
+def collection_picker() -> str:
+    """The collection folder, in the sidebar and the URL, shared by every view."""
+    return st.sidebar.text_input("Collection folder", key="collection", bind="query-params",
+                                 help="a folder with collection.json under the data home, assets/ "
+                                      "or a root listed in the data home's config.json")

@@ -4,9 +4,10 @@ import streamlit as st
 from engine.errors import MergelabError
 from engine.merge import METHODS, get_method
 from ui import figures, resources, widgets
+from ui.state import collection_picker
 
 st.header("Merge task vectors")
-collection = st.session_state["collection"]
+collection = collection_picker()
 try:
     ws = resources.workspace(collection, resources.device_name())
 except MergelabError as exc:

@@ -4,12 +4,12 @@ import streamlit as st
 from engine.data import example_images
 from engine.errors import MergelabError
 from ui import figures, resources
+from ui.state import collection_picker
 
 st.header("Checkpoints and tasks")
-st.text_input("Collection folder", key="collection", bind="query-params",
-              help="a folder with collection.json under the data home, assets/ or a configured root")
+collection = collection_picker()
 try:
-    ws = resources.workspace(st.session_state["collection"], resources.device_name())
+    ws = resources.workspace(collection, resources.device_name())
 except MergelabError as exc:
     st.error(str(exc))
     st.stop()
@@ -38,8 +38,7 @@ for task in ws.task_names:
     st.caption(f"{task}: {', '.join(ws.suite.tasks[task].class_names)}")
 
 st.subheader("How similar are the task vectors?")
-st.plotly_chart(figures.similarity_heatmap(resources.task_similarity(st.session_state["collection"],
-                                                                     resources.device_name()), ws.task_names),
-                key="similarity", theme=None)
+similarity = resources.task_similarity(collection, resources.device_name())
+st.plotly_chart(figures.similarity_heatmap(similarity, ws.task_names), key="similarity", theme=None)
 st.caption("cos(τᵢ, τⱼ) = τᵢ·τⱼ / (‖τᵢ‖ ‖τⱼ‖). Near 0: the tasks moved the weights in unrelated directions; "
            "large values flag tasks that will interact when their vectors are added.")

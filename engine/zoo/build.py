@@ -1,0 +1,241 @@
+"""Build the offline demo zoo: pretrain a tiny CLIP, fine-tune one image tower per task, report.
+
+Stages (timed in report.json): real images → tasks → pretraining pool → contrastive pretraining
+(engine/zoo/pretrain.py) → standard fine-tunes (engine/finetune.py) → evaluation of the files as
+stored (fp16 read back as fp32, on the CPU) → report.json and manifest.json (sha256 of every file).
+Everything is written into a temporary sibling folder and swapped in at the end, so a failed or
+interrupted build never leaves a half-written zoo. Variants added later (linearized, τJp) become
+new keys of each task's "checkpoints" without rewriting what exists.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from engine.checkpoints import save_checkpoint
+from engine.collection import load_collection, open_suite, task_matrix
+from engine.data import TaskData, normalize_batch
+from engine.evaluate import EvalSuite, evaluate
+from engine.finetune import FinetuneConfig, finetune_standard
+from engine.heads import build_head
+from engine.merge import apply
+from engine.models import create_clip, preprocess_of
+from engine.zoo.generated import file_sha256, generated_task
+from engine.zoo.pretrain import PretrainConfig, Snapshot, pick_checkpoint, pretrain_clip
+from engine.zoo.report import check_thresholds
+
+ARCH = "mergelab-zoo"
+REAL_IMAGES = "real_images.npz"
+TASK_SEED_BASE = 1000
+Progress = Callable[[str, float, str], None]  # (stage, fraction, message)
+
+
+@dataclass(frozen=True)
+class ZooConfig:
+    pool_size: int = 300_000
+    pretrain: PretrainConfig = PretrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    lambdas: tuple[float, ...] = tuple(round(i / 20, 2) for i in range(21))
+    seed: int = 0
+    threads: int = 2
+
+    @classmethod
+    def smoke(cls) -> "ZooConfig":
+        """Few steps, small pool: exercises every stage in well under 3 minutes."""
+        return cls(pool_size=4096, pretrain=replace(PretrainConfig(), steps=24, batch_size=128, warmup_steps=4,
+                                                    eval_every=12),
+                   finetune=replace(FinetuneConfig(), steps=6, batch_size=64, warmup_steps=2),
+                   lambdas=(0.0, 0.5, 1.0))
+
+
+@dataclass
+class StageClock:
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def run(self, name: str, fn: Callable, *args, **kwargs):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self.timings[name] = round(time.perf_counter() - start, 2)
+        return result
+
+
+def build_zoo(out_dir: Path, *, real_images: Path, config: ZooConfig = ZooConfig(),
+              progress: Progress | None = None) -> dict:
+    """Build the zoo into `out_dir` (replaced only when the whole build succeeded); returns the report."""
+    torch.set_num_threads(config.threads)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-build-", dir=out_dir.parent))
+    try:
+        report = _build_into(work, real_images=real_images, config=config, progress=progress or _silent)
+        _swap_in(work, out_dir)
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _build_into(work: Path, *, real_images: Path, config: ZooConfig, progress: Progress) -> dict:
+    from engine.zoo.real_images import load_real_images
+    from engine.zoo.tasks import TASK_NAMES, pretrain_pool
+
+    clock = StageClock()
+    shutil.copyfile(real_images, work / REAL_IMAGES)
+    cache = work / ".cache"
+    seeds = {name: TASK_SEED_BASE + i for i, name in enumerate(TASK_NAMES)}
+    tasks = clock.run("tasks", lambda: {t: generated_task(t, seed=seeds[t], real_images=work / REAL_IMAGES,
+                                                           cache_dir=None) for t in TASK_NAMES})
+    pool = clock.run("pretraining_pool", pretrain_pool, config.pool_size,
+                     real=load_real_images(work / REAL_IMAGES), seed=config.seed)
+    snapshots, picked = clock.run("pretraining", _pretrain, pool, tasks, config, progress)
+    pretrained = save_checkpoint(work / "pretrained.safetensors", picked.state, dtype=torch.float16,
+                                 architecture=ARCH, tower="clip", variant="pretrained",
+                                 training={"kind": "contrastive pretraining", "step": picked.step,
+                                           "pool_size": config.pool_size, **asdict(config.pretrain)},
+                                 source="mergelab zoo build")
+    clock.run("finetuning", _finetune_all, work, pretrained, tasks, config, progress)
+    _write_manifest_json(work, seeds)
+    report = clock.run("evaluation", _evaluate_zoo, work, config, progress)
+    report.update(pretraining=_history(snapshots, picked), config=_config_dict(config), timings_s=clock.timings)
+    shutil.rmtree(cache, ignore_errors=True)
+    report["sizes_bytes"] = _sizes(work)
+    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    _write_sha_manifest(work)
+    return report
+
+
+def _pretrain(pool, tasks: Mapping[str, TaskData], config: ZooConfig, progress: Progress):
+    import open_clip
+
+    torch.manual_seed(config.seed)
+    clip = create_clip(ARCH)
+    tokens = open_clip.get_tokenizer(ARCH)(list(pool.captions))  # [U, L]
+    chance = {t: 1.0 / len(d.class_names) for t, d in tasks.items()}
+    snapshots = pretrain_clip(clip, pool.images, pool.caption_ids, tokens, config.pretrain,
+                              probe=lambda model: _zero_shot_val(model, tasks),
+                              progress=lambda f, m: progress("pretraining", f, m))
+    return snapshots, pick_checkpoint(snapshots, chance=chance)
+
+
+def _zero_shot_val(clip: torch.nn.Module, tasks: Mapping[str, TaskData]) -> dict[str, float]:
+    """Zero-shot val accuracy per task, with heads from the model's current text tower."""
+    preprocess = preprocess_of(clip.visual)
+    result = {}
+    for name, task in tasks.items():
+        val = task.split("val")
+        head = build_head(clip, ARCH, task.class_names, task.templates)  # [C, E]
+        feats = F.normalize(clip.encode_image(normalize_batch(val.images, preprocess)), dim=-1)  # [N, E]
+        result[name] = float(((feats @ head.T).argmax(-1) == val.labels).float().mean())
+    return result
+
+
+def _finetune_all(work: Path, pretrained, tasks: Mapping[str, TaskData], config: ZooConfig,
+                  progress: Progress) -> None:
+    """One standard fine-tune per task, starting from the pretrained weights *as stored* (fp16)."""
+    from engine.heads import load_clip
+
+    clip = load_clip(pretrained)  # fp32 copy of the fp16 weights: τ then carries no rounding of θ₀
+    preprocess = preprocess_of(clip.visual)
+    for i, (name, task) in enumerate(tasks.items()):
+        head = build_head(clip, ARCH, task.class_names, task.templates)
+        cfg = replace(config.finetune, seed=config.seed + i)
+        state = finetune_standard(clip.visual, head, task.split("train"), preprocess, cfg,
+                                  progress=lambda f, m, n=name: progress(f"finetune {n}", f, m))
+        save_checkpoint(work / "finetuned" / f"{name}.standard.safetensors", state, dtype=torch.float16,
+                        architecture=ARCH, task=name, variant="standard", class_names=task.class_names,
+                        training={"kind": "standard fine-tuning", **asdict(cfg)}, source="mergelab zoo build",
+                        parent_sha256=pretrained.sha256)
+
+
+def _write_manifest_json(work: Path, seeds: Mapping[str, int]) -> None:
+    tasks = {t: {"data": {"task": t, "seed": s, "real_images": REAL_IMAGES},
+                 "checkpoints": {"standard": f"finetuned/{t}.standard.safetensors"}} for t, s in seeds.items()}
+    manifest = {"schema_version": 1, "name": "mergelab demo zoo",
+                "description": "A tiny CLIP pretrained from scratch on generated images, with one fine-tuned "
+                               "image tower per task: 3 tasks from real images bundled with scikit-learn and "
+                               "scikit-image (digits, faces, textures) and 5 generated ones.",
+                "pretrained": "pretrained.safetensors", "tasks": tasks}
+    (work / "collection.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _evaluate_zoo(work: Path, config: ZooConfig, progress: Progress) -> dict:
+    """Zero-shot, fine-tuned and task-arithmetic accuracies of the stored files, in fp32 on the CPU."""
+    collection = load_collection(work)
+    suite = open_suite(collection, cache_dir=work / ".cache", device="cpu")
+    tm = task_matrix(collection, device="cpu")
+    splits = ("val", "test", "interactive")
+    zero_shot = {s: evaluate(tm.theta0, suite, s).accuracy for s in splits}
+    finetuned = {s: _finetuned_accuracy(suite, tm, s) for s in splits}
+    curve = []
+    for i, lam in enumerate(config.lambdas):
+        result = evaluate(apply("task_arithmetic", tm.theta0, tm.T, {"lam": lam}), suite, "val",
+                          reference=finetuned["val"])
+        curve.append({"lam": lam, "mean_accuracy": round(result.mean_accuracy, 4),
+                      "mean_normalized": round(result.mean_normalized, 4)})
+        progress("task arithmetic sweep", (i + 1) / len(config.lambdas), f"λ={lam}")
+    best = max(curve, key=lambda c: (c["mean_normalized"], -c["lam"]))["lam"]
+    merged = apply("task_arithmetic", tm.theta0, tm.T, {"lam": best})
+    at_best = {s: evaluate(merged, suite, s).accuracy for s in splits}
+    report = {"schema_version": 1, "architecture": ARCH, "tasks": _task_info(suite),
+              "zero_shot": zero_shot, "finetuned": finetuned,
+              "task_arithmetic": {"selection": "best mean normalized accuracy on val", "val_curve": curve,
+                                  "best_lambda": best, "at_best": at_best}}
+    report["averages"] = {f"{kind}_{s}": round(sum(v[s].values()) / len(v[s]), 4)
+                          for kind, v in (("zero_shot", zero_shot), ("finetuned", finetuned), ("ta_best", at_best))
+                          for s in splits}
+    report["thresholds"] = check_thresholds(report)
+    return report
+
+
+def _finetuned_accuracy(suite: EvalSuite, tm, split: str) -> dict[str, float]:
+    return {t: evaluate(tm.theta0 + tm.T[k], suite, split, tasks=[t]).accuracy[t]
+            for k, t in enumerate(tm.task_names)}
+
+
+def _task_info(suite: EvalSuite) -> dict:
+    return {t: {"classes": list(d.class_names), "chance": round(1 / len(d.class_names), 4),
+                "sizes": {s: len(d.split(s)) for s in ("train", "val", "test", "interactive")}}
+            for t, d in suite.tasks.items()}
+
+
+def _history(snapshots: list[Snapshot], picked: Snapshot) -> dict:
+    return {"picked_step": picked.step,
+            "history": [{"step": s.step, "loss": round(s.loss, 4),
+                         "zero_shot_val_mean": round(sum(s.zero_shot.values()) / len(s.zero_shot), 4),
+                         "zero_shot_val": {t: round(a, 4) for t, a in s.zero_shot.items()}} for s in snapshots]}
+
+
+def _config_dict(config: ZooConfig) -> dict:
+    return json.loads(json.dumps(asdict(config)))
+
+
+def _sizes(work: Path) -> dict[str, int]:
+    files = {str(p.relative_to(work)): p.stat().st_size for p in sorted(work.rglob("*")) if p.is_file()}
+    return {**files, "total": sum(files.values())}
+
+
+def _write_sha_manifest(work: Path) -> None:
+    files = {str(p.relative_to(work)): file_sha256(p) for p in sorted(work.rglob("*"))
+             if p.is_file() and p.name != "manifest.json"}
+    (work / "manifest.json").write_text(json.dumps(files, indent=2) + "\n")
+
+
+def _swap_in(work: Path, out_dir: Path) -> None:
+    """Replace `out_dir` by the finished build in two renames (old copy removed afterwards)."""
+    old = out_dir.with_name(f".{out_dir.name}-old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    work.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _silent(stage: str, fraction: float, message: str) -> None:
+    return None
