@@ -4,10 +4,10 @@ import streamlit as st
 
 from ui.state import init_defaults
 
-st.set_page_config(page_title="mergelab", page_icon="🧪", layout="wide")
+st.set_page_config(page_title="mergelab", page_icon=":material/science:", layout="wide")
 init_defaults()
 st.navigation({
-    "": [st.Page("views/home.py", title="Home", icon="🏠", default=True)],
-    "Explore": [st.Page("views/zoo.py", title="Zoo", icon="🗂️", url_path="zoo"),
-                st.Page("views/merge.py", title="Merge", icon="🧮", url_path="merge")],
+    "": [st.Page("views/home.py", title="Home", icon=":material/home:", default=True)],
+    "Explore": [st.Page("views/zoo.py", title="Zoo", icon=":material/inventory_2:", url_path="zoo"),
+                st.Page("views/merge.py", title="Merge", icon=":material/merge:", url_path="merge")],
 }).run()

@@ -52,6 +52,7 @@ def _tmp_sibling(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
+    os.chmod(name, 0o644)  # mkstemp makes files private; results are meant to be shared and read
     try:
         yield Path(name)
     finally:

@@ -26,11 +26,11 @@ def method_params(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) 
         if param.per_task and per_task:
             columns = st.columns(min(4, max(1, len(tasks))))
             values[param.name] = [
-                _column_slider(columns[i % len(columns)], f"{param.name} · {task}", param,
+                _column_slider(columns[i % len(columns)], f"{param.label} · {task}", param,
                                param_key(method, param, task))
                 for i, task in enumerate(tasks)]
         else:
-            values[param.name] = _slider(param.name, param, param_key(method, param))
+            values[param.name] = _slider(param.label, param, param_key(method, param))
     return values
 
 

@@ -29,6 +29,11 @@ class Param:
     step: float
     help: str
     per_task: bool = False
+    symbol: str = ""        # how pages label it, e.g. "λ"
+
+    @property
+    def label(self) -> str:
+        return f"{self.symbol} ({self.name})" if self.symbol else self.name
 
     def resolve(self, value: ParamValue, *, num_tasks: int, method: str) -> torch.Tensor | float:
         values = [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
@@ -67,7 +72,8 @@ class MergeMethod:
 
 _ALL = (
     MergeMethod("task_arithmetic", "Task arithmetic", "https://arxiv.org/abs/2212.04089",
-                (Param("lam", 0.3, -1.5, 1.5, 0.05, "scaling λ of each task vector", per_task=True),),
+                (Param("lam", 0.3, -1.5, 1.5, 0.05, "scaling λ of each task vector", per_task=True,
+                      symbol="λ"),),
                 task_arithmetic),
 )
 METHODS: Mapping[str, MergeMethod] = MappingProxyType({m.name: m for m in _ALL})

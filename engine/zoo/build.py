@@ -74,6 +74,7 @@ def build_zoo(out_dir: Path, *, real_images: Path, config: ZooConfig = ZooConfig
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-build-", dir=out_dir.parent))
+    work.chmod(0o755)
     try:
         report = _build_into(work, real_images=real_images, config=config, progress=progress or _silent)
         _swap_in(work, out_dir)

@@ -5,11 +5,10 @@ images (see real_images.py), so every image is drawn here, vectorised over a who
 coordinate grids and masks (no per-pixel Python loops).
 
 Design (research/zoo_cpu.md, derived from research/zoo_proto.md):
-- Task images carry a domain shift: colour-gradient backgrounds and pixel noise (σ 0.07; faces σ 0.1;
-  stripes σ 0.2 with half contrast and ±0.35 rad angle jitter). The shift keeps zero-shot accuracy
-  well below fine-tuned accuracy. Pretraining scenes, bars and digits sit on flat grey for half the
-  images and on a gradient for the rest, with light noise (without that, size and bars stayed at
-  chance zero-shot); stripes, textures and photos are pretrained clean.
+- Pretraining images have flat grey backgrounds and no noise. Task images carry a domain shift:
+  colour-gradient backgrounds and pixel noise (σ 0.07; faces σ 0.1; stripes σ 0.2 with half contrast
+  and ±0.35 rad angle jitter; size and bars: paler gradients and no noise, see _MILD_SATURATION).
+  The shift keeps zero-shot accuracy well below fine-tuned accuracy.
 - Class prompts (`TaskArrays.templates` filled with class names) are exactly pretraining captions,
   e.g. "a small object", "two bars", "the digit 7", so zero-shot heads start above chance.
 - Real-data sources are split by fixed index ranges, independent of the seed, so the pool and the
@@ -65,6 +64,13 @@ _STRIPE_ANGLES = (math.pi / 2, 0.0, math.pi / 4, -math.pi / 4)  # direction the 
 FACE_CLASSES: tuple[str, ...] = ("face", "background")
 
 _TASK_NOISE = 0.07
+# Size and bars get a milder shift: less colourful gradients and no pixel noise. Measured on the first
+# full build's pretrained model (test zero-shot, size / bars): full style 0.335 / 0.335 (chance); colour
+# saturation 0.25 with σ 0.07: 0.376 / 0.352; full colour with σ 0.015: 0.342 / 0.390; saturation 0.25
+# without noise: 0.674 / 0.901. (Gradients and noise in pretraining instead lifted every other task's
+# zero-shot to 0.95-1.0.)
+_MILD_SATURATION = 0.25
+_MILD_NOISE = 0.0
 _TASK_STREAM, _POOL_STREAM = 1, 2  # keep task and pool random streams apart for equal seeds
 
 
@@ -114,33 +120,15 @@ def _flat_grey(rng: np.random.Generator, b: int) -> tuple[Tensor, np.ndarray]:
     return _rgb(np.repeat(level[:, None], 3, axis=1)).expand(b, 3, IMAGE_SIZE, IMAGE_SIZE), level
 
 
-def _pool_background(rng: np.random.Generator, b: int) -> tuple[Tensor, np.ndarray]:
-    """Pretraining background for scenes, bars and digits: flat grey for half the images, a task-like
-    colour gradient for the other half.
-
-    Why: with flat grey only, the size and bars tasks (gradient backgrounds, noise) stayed at chance
-    zero-shot in the first full build (report of 2026-11-23: 0.335 / 0.335 on test); some background
-    variety in pretraining lets the captions transfer. Returns [B, 3, 32, 32] and grey levels [B].
-    """
-    flat, flat_level = _flat_grey(rng, b)
-    grad, grad_level = _gradient(rng, b)
-    use_grad = rng.random(b) < 0.5  # [B]
-    mask = _col(use_grad.astype(np.float32)).unsqueeze(1)  # [B, 1, 1, 1]
-    return flat * (1 - mask) + grad * mask, np.where(use_grad, grad_level, flat_level)
-
-
-def _pool_noise(img: Tensor, rng: np.random.Generator) -> Tensor:
-    """Per-image pixel noise σ ~ U(0, 0.07) on the pool's drawn families (the task side has σ 0.07)."""
-    sigma = _col(rng.uniform(0.0, 0.07, img.shape[0])).unsqueeze(1)  # [B, 1, 1, 1]
-    return img + sigma * torch.from_numpy(rng.standard_normal(tuple(img.shape), dtype=np.float32))
-
-
-def _gradient(rng: np.random.Generator, b: int) -> tuple[Tensor, np.ndarray]:
+def _gradient(rng: np.random.Generator, b: int, *, saturation: float = 1.0) -> tuple[Tensor, np.ndarray]:
     """Task background: a linear gradient between two muted colours at a random angle.
 
+    `saturation` < 1 pulls both colours toward their grey level (0: a grey gradient): a milder shift.
     Returns [B, 3, 32, 32] and each image's mean grey level [B] (to pick a contrasting ink).
     """
     c0, c1 = rng.uniform(0.25, 0.75, (b, 3)), rng.uniform(0.25, 0.75, (b, 3))
+    c0 = c0.mean(axis=1, keepdims=True) + saturation * (c0 - c0.mean(axis=1, keepdims=True))  # [B, 3]
+    c1 = c1.mean(axis=1, keepdims=True) + saturation * (c1 - c1.mean(axis=1, keepdims=True))  # [B, 3]
     angle = rng.uniform(0.0, 2 * math.pi, b)
     ys, xs = _grid()
     t = ((xs - 0.5) * _col(np.cos(angle)) + (ys - 0.5) * _col(np.sin(angle))) * 0.7071 + 0.5  # [B, 32, 32]
@@ -467,7 +455,7 @@ def _build_size(real: RealImages, rng: np.random.Generator, split: str) -> tuple
     """One object anywhere; label = radius band small/medium/large."""
     labels = _balanced_labels(rng, GENERATED_SPLIT_SIZES[split], len(SIZE_NAMES))
     scene = _sample_scene(rng, _size_radius(rng, labels), pos=None)
-    return _scene_task_image(rng, scene), labels
+    return _scene_task_image(rng, scene, noise=_MILD_NOISE, saturation=_MILD_SATURATION), labels
 
 
 def _build_colours(real: RealImages, rng: np.random.Generator, split: str) -> tuple[Tensor, np.ndarray]:
@@ -486,10 +474,11 @@ def _build_position(real: RealImages, rng: np.random.Generator, split: str) -> t
     return _scene_task_image(rng, scene), labels
 
 
-def _scene_task_image(rng: np.random.Generator, scene: _Scene) -> Tensor:
-    """Task style for scenes: gradient background, object, σ 0.07 noise."""
-    bg, _ = _gradient(rng, scene.radius.size)
-    return _noisy(_draw_scene(bg, scene, rng), rng, _TASK_NOISE)
+def _scene_task_image(rng: np.random.Generator, scene: _Scene, *, noise: float = _TASK_NOISE,
+                      saturation: float = 1.0) -> Tensor:
+    """Task style for scenes: gradient background, object, pixel noise σ `noise`."""
+    bg, _ = _gradient(rng, scene.radius.size, saturation=saturation)
+    return _noisy(_draw_scene(bg, scene, rng), rng, noise)
 
 
 def _build_bars(real: RealImages, rng: np.random.Generator, split: str) -> tuple[Tensor, np.ndarray]:
@@ -497,9 +486,9 @@ def _build_bars(real: RealImages, rng: np.random.Generator, split: str) -> tuple
     n = GENERATED_SPLIT_SIZES[split]
     labels = _balanced_labels(rng, n, len(BAR_CLASSES))
     alpha = _bars_alpha(rng, labels + 1, rng.random(n) < 0.5)
-    bg, _ = _gradient(rng, n)
+    bg, _ = _gradient(rng, n, saturation=_MILD_SATURATION)
     img = _paint(bg, alpha, _palette(rng, rng.integers(0, len(COLOUR_NAMES), n)))
-    return _noisy(img, rng, _TASK_NOISE), labels
+    return _noisy(img, rng, _MILD_NOISE), labels
 
 
 def _build_stripes(real: RealImages, rng: np.random.Generator, split: str) -> tuple[Tensor, np.ndarray]:
@@ -633,7 +622,7 @@ def _caption_ids(family: str, rng: np.random.Generator, attrs: Mapping[str, np.n
 
 
 # --------------------------------------------------------------------------------------------------
-# Pretraining pool: family generators (scenes, bars, digits: half flat grey, half gradient, light noise)
+# Pretraining pool: family generators (flat grey backgrounds, no noise)
 
 
 @dataclass(frozen=True)
@@ -664,17 +653,17 @@ def _pool_scene(rng: np.random.Generator, b: int, src: _PoolSources) -> tuple[Te
     """An object at one of 5 anchors in one of 3 size bands, so every scene caption is true."""
     size, pos = rng.integers(0, len(SIZE_NAMES), b), rng.integers(0, len(POSITION_NAMES), b)
     scene = _sample_scene(rng, _size_radius(rng, size), pos=pos)
-    bg, _ = _pool_background(rng, b)
+    bg, _ = _flat_grey(rng, b)
     attrs = {"shape": scene.shape, "colour": scene.colour, "size": size, "pos": pos}
-    return _pool_noise(_draw_scene(bg, scene, rng), rng), attrs
+    return _draw_scene(bg, scene, rng), attrs
 
 
 def _pool_bars(rng: np.random.Generator, b: int, src: _PoolSources) -> tuple[Tensor, dict[str, np.ndarray]]:
     count, orient = rng.integers(0, 3, b), rng.integers(0, 2, b)  # orient 0 vertical, 1 horizontal
     colour = rng.integers(0, len(COLOUR_NAMES), b)
-    bg, _ = _pool_background(rng, b)
+    bg, _ = _flat_grey(rng, b)
     img = _paint(bg, _bars_alpha(rng, count + 1, orient == 0), _palette(rng, colour))
-    return _pool_noise(img, rng), {"count": count, "orient": orient, "colour": colour}
+    return img, {"count": count, "orient": orient, "colour": colour}
 
 
 def _pool_stripes(rng: np.random.Generator, b: int, src: _PoolSources) -> tuple[Tensor, dict[str, np.ndarray]]:
@@ -696,8 +685,8 @@ def _pool_digits(rng: np.random.Generator, b: int, src: _PoolSources) -> tuple[T
     which_scan, which_stroke = np.flatnonzero(scan), np.flatnonzero(~scan)
     alpha[torch.from_numpy(which_scan)] = _scan_digit_alpha(src.scans, pick[which_scan], rng)
     alpha[torch.from_numpy(which_stroke)] = _stroke_digit_alpha(rng, digit[which_stroke])
-    bg, level = _pool_background(rng, b)
-    return _pool_noise(_paint(bg, alpha, _ink(rng, level)), rng), {"digit": digit}
+    bg, level = _flat_grey(rng, b)
+    return _paint(bg, alpha, _ink(rng, level)), {"digit": digit}
 
 
 def _pool_textures(rng: np.random.Generator, b: int, src: _PoolSources) -> tuple[Tensor, dict[str, np.ndarray]]:

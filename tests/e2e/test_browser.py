@@ -1,0 +1,110 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright against `streamlit run`.
+
+Runs on the shipped demo zoo, as a newcomer would see it. Screenshots go to test-artifacts/.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def server(data_home: Path) -> Iterator[str]:
+    """A fresh `streamlit run app.py` on a free local port; yields its base URL."""
+    port = _free_port()
+    env = {**os.environ, "MERGELAB_HOME": str(data_home), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.headless", "true", "--server.address", "127.0.0.1"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode} before it was healthy")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as reply:
+                if reply.read() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} not healthy after {timeout} s")
+
+
+@pytest.fixture()
+def page():
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser.new_page(viewport={"width": 1280, "height": 1000})
+        browser.close()
+
+
+def _merged_title(page) -> str:
+    return page.get_by_test_id("stPlotlyChart").first.locator(".gtitle").text_content()
+
+
+def test_slider_moves_the_bars(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/merge", timeout=60_000)
+    chart = page.get_by_test_id("stPlotlyChart").first
+    expect(chart.locator(".gtitle")).to_contain_text("mean accuracy", timeout=60_000)
+    before = _merged_title(page)
+    thumb = page.get_by_test_id("stSlider").first.get_by_role("slider")
+    thumb.focus()
+    for _ in range(6):
+        page.keyboard.press("ArrowRight")
+    expect(chart.locator(".gtitle")).not_to_have_text(before, timeout=30_000)
+    assert "task_arithmetic.lam=0.6" in page.url
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "merge_after_slider.png"), full_page=True)
+
+
+def test_deep_link_opens_the_right_page_with_its_values(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/merge?task_arithmetic.lam=0.65", timeout=60_000)  # first request to this server
+    expect(page.get_by_test_id("stHeading").first).to_contain_text("Merge task vectors", timeout=60_000)
+    thumb = page.get_by_test_id("stSlider").first.get_by_role("slider")
+    expect(thumb).to_have_attribute("aria-valuetext", "0.65", timeout=30_000)
+    expect(page.get_by_test_id("stSidebarNavLink").filter(has_text="Merge")).to_be_visible()
+    title = page.get_by_test_id("stPlotlyChart").first.locator(".gtitle")
+    expect(title).to_contain_text("mean accuracy", timeout=60_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "deep_link.png"), full_page=True)

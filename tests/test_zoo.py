@@ -1,0 +1,78 @@
+"""The shipped demo zoo (assets/zoo) and the build path that makes it."""
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.checkpoints import load_checkpoint
+from engine.collection import load_collection, open_suite, task_matrix
+from engine.evaluate import evaluate
+from engine.home import ASSETS_DIR
+from engine.merge import apply
+from engine.zoo.build import ZooConfig, build_zoo
+from engine.zoo.generated import file_sha256
+from engine.zoo.report import check_thresholds
+
+ZOO = ASSETS_DIR / "zoo"
+BUDGET_BYTES = 45_000_000
+LATER_VISUAL_VARIANTS = 16   # linearized + τJp per task (later issues)
+LATER_IMPORTANCE_MAPS = 8    # one STA importance map per task, image-tower sized
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    return json.loads((ZOO / "report.json").read_text())
+
+
+def test_shipped_zoo_matches_its_manifest():
+    manifest = json.loads((ZOO / "manifest.json").read_text())
+    on_disk = {str(p.relative_to(ZOO)) for p in ZOO.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert set(manifest) == on_disk
+    mismatched = [name for name, sha in manifest.items() if file_sha256(ZOO / name) != sha]
+    assert mismatched == []
+
+
+def test_report_meets_the_quality_thresholds(report):
+    assert check_thresholds(report) == report["thresholds"]
+    failing = {k: v for k, v in report["thresholds"].items() if not v["ok"]}
+    assert failing == {}
+    assert len(report["tasks"]) == 8
+    assert all(info["sizes"]["interactive"] >= 128 for info in report["tasks"].values())
+
+
+def test_zoo_fits_its_size_budget_with_room_for_later_variants():
+    total = sum(p.stat().st_size for p in ASSETS_DIR.rglob("*") if p.is_file())
+    visual = max(p.stat().st_size for p in (ZOO / "finetuned").glob("*.safetensors"))
+    assert total + (LATER_VISUAL_VARIANTS + LATER_IMPORTANCE_MAPS) * visual <= BUDGET_BYTES
+    assert not list(ASSETS_DIR.rglob("*.pt")) and not list(ASSETS_DIR.rglob("*.pth"))
+
+
+def test_interactive_accuracies_recompute_to_the_report(report, tmp_path):
+    collection = load_collection(ZOO)
+    suite = open_suite(collection, cache_dir=tmp_path)
+    tm = task_matrix(collection)
+    merged = apply("task_arithmetic", tm.theta0, tm.T, {"lam": report["task_arithmetic"]["best_lambda"]})
+    zero_shot = evaluate(tm.theta0, suite, "interactive")
+    at_best = evaluate(merged, suite, "interactive")
+    for k, task in enumerate(tm.task_names):
+        total = zero_shot.total[task]
+        finetuned = evaluate(tm.theta0 + tm.T[k], suite, "interactive", tasks=[task]).correct[task]
+        assert abs(zero_shot.correct[task] - report["zero_shot"]["interactive"][task] * total) <= 1, task
+        assert abs(finetuned - report["finetuned"]["interactive"][task] * total) <= 1, task
+        at = report["task_arithmetic"]["at_best"]["interactive"][task]
+        assert abs(at_best.correct[task] - at * total) <= 1, task
+
+
+@pytest.mark.slow
+def test_smoke_build_runs_end_to_end(tmp_path):
+    out = tmp_path / "zoo"
+    report = build_zoo(out, real_images=ZOO / "real_images.npz", config=ZooConfig.smoke())
+    assert set(report["thresholds"]) == set(check_thresholds(report))
+    assert set(report["timings_s"]) >= {"tasks", "pretraining_pool", "pretraining", "finetuning", "evaluation"}
+    collection = load_collection(out)
+    assert len(collection.task_names) == 8
+    checkpoint = load_checkpoint(out / "finetuned" / "digits.standard.safetensors")
+    assert checkpoint.meta.parent_sha256 == collection.pretrained().sha256
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(file_sha256(out / name) == sha for name, sha in manifest.items())
+    assert not [p for p in tmp_path.iterdir() if p.name != "zoo"]  # no build leftovers
