@@ -2,8 +2,8 @@
 
 - engine path: new coefficients → accuracy table (Workspace.compare on the interactive split), target ≤ 2 s;
 - browser path: a key press on the λ slider → the chart shows the new values, target ≤ 3 s;
-- cold start: `streamlit run` launched → first chart drawn in Chromium, target ≤ 10 s (fresh data home,
-  so the zoo's tasks and heads are built into the cache on the way).
+- cold start: `streamlit run` launched → first chart drawn in Chromium, target ≤ 10 s, with an empty data
+  home (the zoo's tasks and heads are built into the cache on the way) and again with the cache filled.
 
     python bench/dashboard_latency.py
 """
@@ -76,7 +76,8 @@ def browser_path(home: Path, presses: int = 5) -> dict:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        browser = browser_path(home / "browser")
+        browser = browser_path(home / "browser")        # empty data home: tasks and heads built on the way
+        warm = browser_path(home / "browser", presses=1)  # restarted server, caches filled
         engine = engine_path(home / "engine")
     updates = browser["key_press_to_chart_s"]
     out = {"benchmark": "dashboard latency on the demo zoo (CPU)",
@@ -84,7 +85,8 @@ def main() -> None:
                                                   "max": round(max(engine), 3), "target": 2.0},
            "browser_key_press_to_chart_s": {"median": round(statistics.median(updates), 3),
                                             "max": round(max(updates), 3), "target": 3.0},
-           "cold_start_to_first_chart_s": {"value": browser["cold_start_to_first_chart_s"], "target": 10.0},
+           "cold_start_to_first_chart_s": {"empty_cache": browser["cold_start_to_first_chart_s"],
+                                           "warm_cache": warm["cold_start_to_first_chart_s"], "target": 10.0},
            "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (ROOT / "bench" / "results" / "dashboard_latency.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -19,18 +19,15 @@ from safetensors.torch import load_file, save_file
 from engine.atomic import atomic_path
 from engine.checkpoints import Checkpoint
 from engine.errors import CheckpointError
-from engine.models import create_clip
+from engine.models import create_clip, tokenizer
 
 
 @torch.no_grad()
 def build_head(clip: torch.nn.Module, architecture: str, class_names: Sequence[str],
                templates: Sequence[str]) -> torch.Tensor:
     """[C, E] head from a full CLIP model (text tower used, image tower untouched)."""
-    import open_clip
-
-    tokenizer = open_clip.get_tokenizer(architecture)
     prompts = [t.format(c) for c in class_names for t in templates]
-    tokens = tokenizer(prompts)  # [C·M, context]
+    tokens = tokenizer(architecture)(prompts)  # [C·M, context]
     emb = clip.encode_text(tokens, normalize=True)  # [C·M, E]
     emb = emb.view(len(class_names), len(templates), -1).mean(dim=1)  # [C, E]
     scale = clip.logit_scale.exp().clamp(max=100.0)

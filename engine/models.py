@@ -66,6 +66,12 @@ def create_visual(architecture: str, *, quick_gelu: bool = False, device: str = 
     return create_clip(architecture, quick_gelu=quick_gelu, device=device).visual
 
 
+def tokenizer(architecture: str):
+    """open_clip's tokenizer for `architecture`, with our configs registered first (their context
+    length, e.g. 16 for the zoo, comes from the config; unregistered names would silently get 77)."""
+    return _open_clip().get_tokenizer(architecture)
+
+
 def preprocess_of(visual: nn.Module) -> Preprocess:
     """Normalisation constants open_clip attached to this image tower."""
     cfg = visual.preprocess_cfg

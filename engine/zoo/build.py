@@ -27,7 +27,7 @@ from engine.evaluate import EvalSuite, evaluate
 from engine.finetune import FinetuneConfig, finetune_standard
 from engine.heads import build_head
 from engine.merge import apply
-from engine.models import create_clip, preprocess_of
+from engine.models import create_clip, preprocess_of, tokenizer
 from engine.zoo.generated import file_sha256, generated_task
 from engine.zoo.pretrain import PretrainConfig, Snapshot, pick_checkpoint, pretrain_clip
 from engine.zoo.report import check_thresholds
@@ -113,11 +113,9 @@ def _build_into(work: Path, *, real_images: Path, config: ZooConfig, progress: P
 
 
 def _pretrain(pool, tasks: Mapping[str, TaskData], config: ZooConfig, progress: Progress):
-    import open_clip
-
     torch.manual_seed(config.seed)
     clip = create_clip(ARCH)
-    tokens = open_clip.get_tokenizer(ARCH)(list(pool.captions))  # [U, L]
+    tokens = tokenizer(ARCH)(list(pool.captions))  # [U, L]
     chance = {t: 1.0 / len(d.class_names) for t, d in tasks.items()}
     snapshots = pretrain_clip(clip, pool.images, pool.caption_ids, tokens, config.pretrain,
                               probe=lambda model: _zero_shot_val(model, tasks),
