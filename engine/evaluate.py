@@ -8,8 +8,9 @@ per task, merged accuracy / the task's own fine-tuned accuracy, then the mean ov
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +27,19 @@ Progress = Callable[[float, str], None]
 
 @dataclass(frozen=True)
 class EvalSuite:
-    """An image-tower template plus the tasks' images and heads, all on one device."""
+    """An image-tower template plus the tasks' images and heads, all on one device.
+
+    `functional_call` swaps the weights into the shared template for the duration of a forward, so
+    two threads using it at once (Streamlit's fast reruns, several sessions on one cached suite) would
+    run with each other's weights; `lock` serialises the forwards.
+    """
 
     visual: nn.Module                   # fp32, eval mode; its own weights are never used
     spec: ParamSpec
     preprocess: Preprocess
     tasks: Mapping[str, TaskData]
     heads: Mapping[str, torch.Tensor]   # task → [C, E]
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -100,7 +107,9 @@ def encode_images(params: torch.Tensor, suite: EvalSuite, images: torch.Tensor, 
     out = []
     for start in range(0, images.shape[0], batch_size):
         x = normalize_batch(images[start:start + batch_size], suite.preprocess)  # [B, 3, S, S]
-        out.append(F.normalize(functional_call(suite.visual, weights, (x,)), dim=-1))  # [B, E]
+        with suite.lock:
+            feats = functional_call(suite.visual, weights, (x,))  # [B, E]
+        out.append(F.normalize(feats, dim=-1))
         if progress is not None:
             progress(min(1.0, (start + batch_size) / images.shape[0]), "encoding images")
     return torch.cat(out)  # [N, E]

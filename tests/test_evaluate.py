@@ -80,3 +80,16 @@ def test_unknown_task_or_split(suite_and_matrix):
         evaluate(tm.theta0, suite, "test", tasks=["cars"])
     with pytest.raises(DatasetError, match="has no split 'dev'"):
         evaluate(tm.theta0, suite, "dev")
+
+
+def test_concurrent_evaluations_do_not_disturb_each_other(suite_and_matrix):
+    """Streamlit's fast reruns and several sessions evaluate on one shared suite from many threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, suite, tm = suite_and_matrix
+    lams = [0.0, 0.4, 0.8, 1.2] * 3
+    merged = [apply("task_arithmetic", tm.theta0, tm.T, {"lam": lam}) for lam in lams]
+    sequential = [evaluate(m, suite, "val", batch_size=16).correct for m in merged]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(lambda m: evaluate(m, suite, "val", batch_size=16).correct, merged))
+    assert parallel == sequential

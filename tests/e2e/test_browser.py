@@ -75,23 +75,37 @@ def page():
         browser.close()
 
 
+def _engine_mean(tasks: list[str], *, lam: float) -> float:
+    """What the engine computes for these settings, straight from the shipped zoo."""
+    from engine.home import ASSETS_DIR
+    from engine.workspace import Workspace
+
+    ws = Workspace.open(ASSETS_DIR / "zoo", cache_dir=Path(os.environ["MERGELAB_HOME"]) / "cache")
+    return ws.compare(tasks, "task_arithmetic", {"lam": lam}).mean_merged
+
+
 def _merged_title(page) -> str:
     return page.get_by_test_id("stPlotlyChart").first.locator(".gtitle").text_content()
 
 
 def test_slider_moves_the_bars(server, page):
+    """A newcomer's path: four tasks picked, λ moved with the keyboard, the bars follow."""
     from playwright.sync_api import expect
 
-    page.goto(f"{server}/merge", timeout=60_000)
+    page.goto(f"{server}/merge?tasks=digits&tasks=colours&tasks=bars&tasks=stripes", timeout=60_000)
     chart = page.get_by_test_id("stPlotlyChart").first
     expect(chart.locator(".gtitle")).to_contain_text("mean accuracy", timeout=60_000)
+    expect(chart.locator(".xtick text")).to_have_text(["digits", "colours", "bars", "stripes"])
     before = _merged_title(page)
     thumb = page.get_by_test_id("stSlider").first.get_by_role("slider")
     thumb.focus()
     for _ in range(6):
         page.keyboard.press("ArrowRight")
     expect(chart.locator(".gtitle")).not_to_have_text(before, timeout=30_000)
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
     assert "task_arithmetic.lam=0.6" in page.url
+    expected = _engine_mean(["digits", "colours", "bars", "stripes"], lam=0.6)
+    expect(chart.locator(".gtitle")).to_have_text(f"Merged: mean accuracy {expected:.1%} (interactive split)")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "merge_after_slider.png"), full_page=True)
 
