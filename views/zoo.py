@@ -18,8 +18,9 @@ manifest = ws.collection.manifest
 st.subheader(manifest.name)
 st.write(manifest.description)
 zero_shot, finetuned = ws.zero_shot("interactive"), ws.finetuned("interactive")
-rows = [{"task": "(pretrained)", "variant": "pretrained", "architecture": ws.pretrained.meta.architecture,
-         "size (kB)": resources.checkpoint_size(ws.pretrained.path) // 1000, "zero-shot": None, "fine-tuned": None}]
+rows = [{"task": "(pretrained, both towers)", "variant": "pretrained", "architecture": ws.pretrained.meta.architecture,
+         "size (kB)": resources.checkpoint_size(ws.pretrained.path) // 1000,
+         "zero-shot": sum(zero_shot.values()) / len(zero_shot), "fine-tuned": None}]
 for task in ws.task_names:
     for variant in ws.collection.variants(task):
         path = ws.collection.path(manifest.tasks[task].checkpoints[variant])
@@ -33,9 +34,9 @@ st.caption("Accuracy on the interactive split (a fixed subset of val): zero-shot
 
 st.subheader("Sample images")
 for task in ws.task_names:
+    st.markdown(f"**{task}** · classes: {', '.join(ws.suite.tasks[task].class_names)}")
     images, labels = example_images(ws.suite.tasks[task], split="val", count=8)
     st.image(images, caption=labels, width=64)
-    st.caption(f"{task}: {', '.join(ws.suite.tasks[task].class_names)}")
 
 st.subheader("How similar are the task vectors?")
 similarity = resources.task_similarity(collection, resources.device_name())
