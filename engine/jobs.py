@@ -1,0 +1,171 @@
+"""Background jobs: progress, cooperative cancel, one job at a time per device, the rest queued.
+
+A job is a plain function `fn(ctx: JobContext, **kwargs) -> result` that calls `ctx.report(...)`
+between steps and `ctx.check_cancelled()` where stopping is safe. `LocalRunner` runs jobs on threads,
+one worker per device: threads share the process's cached models and CUDA context (a process per job
+would reload every model and could not share GPU tensors), and torch releases the GIL inside its
+kernels. `JobRunner` is the interface pages use, so another backend (e.g. Ray) can be added later
+without touching pages or jobs.
+"""
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any, Protocol
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+class Cancelled(Exception):
+    """Raised by `JobContext.check_cancelled` once a cancel was requested."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    id: int
+    name: str
+    device: str
+    state: JobState = JobState.QUEUED
+    step: int = 0
+    total: int = 0
+    message: str = ""
+    metrics: Mapping[str, Any] = field(default_factory=dict)   # partial results so far
+    result: Any = None
+    error: str = ""            # the traceback of a failed job
+    queued_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 0.0
+
+
+class JobContext:
+    """What a running job sees: a progress reporter and the cancel flag."""
+
+    def __init__(self, update: Callable[..., None], cancel: threading.Event) -> None:
+        self._update, self._cancel = update, cancel
+
+    def report(self, step: int, total: int, message: str = "", metrics: Mapping[str, Any] | None = None) -> None:
+        self._update(step=step, total=total, message=message,
+                     **({"metrics": dict(metrics)} if metrics is not None else {}))
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled()
+
+
+JobFn = Callable[..., Any]
+
+
+class JobRunner(Protocol):
+    def submit(self, name: str, fn: JobFn, *, device: str = "cpu", **kwargs: Any) -> int: ...
+    def status(self, job_id: int) -> JobStatus: ...
+    def jobs(self) -> list[JobStatus]: ...
+    def cancel(self, job_id: int) -> None: ...
+    def wait(self, job_id: int, timeout: float | None = None) -> JobStatus: ...
+
+
+class LocalRunner:
+    """Threads, one FIFO queue and worker per device; all state lives in the instance."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._status: dict[int, JobStatus] = {}
+        self._cancel: dict[int, threading.Event] = {}
+        self._queues: dict[str, queue.Queue] = {}
+        self._ids = itertools.count(1)
+
+    def submit(self, name: str, fn: JobFn, *, device: str = "cpu", **kwargs: Any) -> int:
+        with self._lock:
+            job_id = next(self._ids)
+            self._status[job_id] = JobStatus(id=job_id, name=name, device=device)
+            self._cancel[job_id] = threading.Event()
+            if device not in self._queues:
+                self._queues[device] = queue.Queue()
+                threading.Thread(target=self._worker, args=(device,), daemon=True,
+                                 name=f"mergelab-jobs-{device}").start()
+        self._queues[device].put((job_id, fn, kwargs))
+        return job_id
+
+    def status(self, job_id: int) -> JobStatus:
+        with self._lock:
+            if job_id not in self._status:
+                raise KeyError(f"no job {job_id} in this runner")
+            return self._status[job_id]
+
+    def jobs(self) -> list[JobStatus]:
+        with self._lock:
+            return list(self._status.values())
+
+    def cancel(self, job_id: int) -> None:
+        """Ask a job to stop; a queued job is cancelled before it starts."""
+        self.status(job_id)  # KeyError for unknown ids
+        self._cancel[job_id].set()
+
+    def wait(self, job_id: int, timeout: float | None = None) -> JobStatus:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while self._status[job_id].state not in FINISHED:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"job {job_id} still {self._status[job_id].state.value} after {timeout} s")
+                self._changed.wait(left)
+            return self._status[job_id]
+
+    def _update(self, job_id: int, **changes: Any) -> None:
+        with self._changed:
+            self._status[job_id] = replace(self._status[job_id], **changes)
+            self._changed.notify_all()
+
+    def _worker(self, device: str) -> None:
+        while True:
+            job_id, fn, kwargs = self._queues[device].get()
+            self._run(job_id, fn, kwargs, device)
+
+    def _run(self, job_id: int, fn: JobFn, kwargs: Mapping[str, Any], device: str) -> None:
+        cancel = self._cancel[job_id]
+        if cancel.is_set():
+            self._update(job_id, state=JobState.CANCELLED, finished_at=time.time())
+            return
+        self._update(job_id, state=JobState.RUNNING, started_at=time.time())
+        ctx = JobContext(lambda **c: self._update(job_id, **c), cancel)
+        try:
+            result = fn(ctx, **kwargs)
+            final = {"state": JobState.DONE, "result": result}
+        except Cancelled:
+            final = {"state": JobState.CANCELLED}
+        except Exception:  # noqa: BLE001 - a job's failure is recorded, the runner keeps serving
+            final = {"state": JobState.FAILED, "error": traceback.format_exc()}
+        finally:
+            _free_device_memory(device)
+        self._update(job_id, finished_at=time.time(), **final)
+
+
+def _free_device_memory(device: str) -> None:
+    """Return the finished job's cached GPU blocks to the driver."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()

@@ -1,0 +1,82 @@
+import threading
+import time
+
+import pytest
+
+from engine.jobs import JobState, LocalRunner
+
+
+def counting_job(ctx, *, steps: int, delay: float = 0.0, gate: threading.Event | None = None):
+    """Real work in small steps: sums squares, reporting partial results as it goes."""
+    total = 0
+    for i in range(steps):
+        if gate is not None:
+            gate.wait(5)
+        ctx.check_cancelled()
+        total += i * i
+        ctx.report(i + 1, steps, f"step {i + 1}", metrics={"partial_sum": total})
+        time.sleep(delay)
+    return total
+
+
+def failing_job(ctx):
+    ctx.report(1, 2, "about to fail")
+    raise ValueError("bad input: checkpoint foo.safetensors")
+
+
+def test_a_job_reports_progress_and_returns_its_result():
+    runner = LocalRunner()
+    job = runner.submit("sum", counting_job, steps=5)
+    status = runner.wait(job, timeout=10)
+    assert status.state is JobState.DONE and status.result == sum(i * i for i in range(5))
+    assert (status.step, status.total, status.metrics) == (5, 5, {"partial_sum": 30})
+    assert status.started_at <= status.finished_at
+
+
+def test_cancel_mid_way_keeps_partial_results():
+    runner = LocalRunner()
+    gate = threading.Event()
+    job = runner.submit("long", counting_job, steps=1000, delay=0.001, gate=gate)
+    gate.set()
+    while runner.status(job).step < 3:
+        time.sleep(0.005)
+    runner.cancel(job)
+    status = runner.wait(job, timeout=10)
+    assert status.state is JobState.CANCELLED and status.result is None
+    assert 3 <= status.step < 1000 and status.metrics["partial_sum"] > 0
+
+
+def test_a_failing_job_records_its_error_and_the_runner_goes_on():
+    runner = LocalRunner()
+    bad = runner.submit("bad", failing_job)
+    good = runner.submit("good", counting_job, steps=3)
+    assert runner.wait(bad, timeout=10).state is JobState.FAILED
+    assert "ValueError: bad input: checkpoint foo.safetensors" in runner.status(bad).error
+    assert runner.wait(good, timeout=10).state is JobState.DONE
+
+
+def test_jobs_on_one_device_run_one_after_the_other():
+    runner = LocalRunner()
+    gate = threading.Event()
+    first = runner.submit("first", counting_job, steps=2, gate=gate)
+    second = runner.submit("second", counting_job, steps=2)
+    time.sleep(0.1)
+    assert runner.status(first).state is JobState.RUNNING
+    assert runner.status(second).state is JobState.QUEUED
+    gate.set()
+    done_first, done_second = runner.wait(first, timeout=10), runner.wait(second, timeout=10)
+    assert done_first.finished_at <= done_second.started_at
+
+
+def test_a_queued_job_can_be_cancelled_before_it_starts():
+    runner = LocalRunner()
+    gate = threading.Event()
+    first = runner.submit("first", counting_job, steps=1, gate=gate)
+    second = runner.submit("second", counting_job, steps=1)
+    runner.cancel(second)
+    gate.set()
+    assert runner.wait(second, timeout=10).state is JobState.CANCELLED
+    assert runner.status(second).started_at is None
+    assert runner.wait(first, timeout=10).state is JobState.DONE
+    with pytest.raises(KeyError, match="no job 99"):
+        runner.cancel(99)
