@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("--out", required=True, help="output .safetensors (a bare name goes to <data home>/exports)")
     mg.add_argument("--eval", dest="eval_split", help="also evaluate the merge on this split")
     mg.set_defaults(run=_run_merge)
+    rc = sub.add_parser("run", help="run a merge recipe (JSON or YAML): merge, export, evaluate, log")
+    rc.add_argument("recipe", type=Path)
+    rc.add_argument("--device", help="cpu, cuda, ... (default: CUDA when present)")
+    rc.set_defaults(run=_run_recipe)
     ls = sub.add_parser("methods", help="list merge methods and their parameters")
     ls.set_defaults(run=_run_methods)
     zoo = sub.add_parser("zoo", help="build the offline demo zoo").add_subparsers(required=True)
@@ -108,6 +112,21 @@ def _run_merge(args: argparse.Namespace) -> int:
         suite = open_suite(collection, cache_dir=home.cache, tasks=tm.task_names, device=device,
                            pretrained=pretrained)
         _print_result(_eval_with_bar(merged, suite, args.eval_split, None))
+    return 0
+
+
+def _run_recipe(args: argparse.Namespace) -> int:
+    from engine.recipe_runner import run_recipe
+    from engine.recipes import load_recipe
+
+    home = DataHome.from_env().ensure()
+    recipe = load_recipe(home.resolve_user_path(args.recipe))
+    with tqdm(total=100, desc="recipe", disable=None, file=sys.stderr) as bar:
+        outcome = run_recipe(recipe, home=home, device=pick_device(args.device),
+                             progress=lambda f, _m: bar.update(round(f * 100) - bar.n))
+    print(f"wrote {outcome.checkpoint.path} (sha256 {outcome.checkpoint.sha256[:12]}); run {outcome.run_id}")
+    if outcome.result is not None:
+        _print_result(outcome.result)
     return 0
 
 

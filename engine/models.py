@@ -66,6 +66,18 @@ def create_visual(architecture: str, *, quick_gelu: bool = False, device: str = 
     return create_clip(architecture, quick_gelu=quick_gelu, device=device).visual
 
 
+def model_config(architecture: str) -> dict:
+    """open_clip's config dict (embed_dim, vision_cfg, text_cfg, ...) for `architecture`.
+
+    Exported with merged checkpoints: `open_clip.create_model("ViT-B-32", pretrained=None, **config)`
+    rebuilds the architecture anywhere, even where our config files are not registered.
+    """
+    config = _open_clip().get_model_config(architecture)
+    if config is None:
+        raise CheckpointError(architecture, "is not a known architecture", fix="use an open_clip model name")
+    return config
+
+
 def tokenizer(architecture: str):
     """open_clip's tokenizer for `architecture`, with our configs registered first (their context
     length, e.g. 16 for the zoo, comes from the config; unregistered names would silently get 77)."""

@@ -1,19 +1,82 @@
-"""A merge recipe: everything needed to reproduce a merged checkpoint, stored beside it as JSON."""
+"""Merge recipes: a typed, validated description of one merge that the CLI, the dashboard and the
+run log share. Files are JSON or YAML (read with yaml.safe_load: data only, no objects):
+
+    collection: assets/zoo          # folder with collection.json (relative to the recipe file)
+    tasks: [digits, faces, size]    # default: every task of the collection
+    variant: standard
+    method: task_arithmetic
+    params: {lam: 0.3}              # or lam: [0.2, 0.4, 0.3], one per task
+    evaluate: test                  # optional: split to evaluate the merge on
+    output: ta-three                # optional: file name under <data home>/exports
+
+`python -m engine run recipe.yaml` merges, exports, evaluates and records a run-log row.
+"""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.errors import SchemaError, UnknownMethodError
+from engine.merge import get_method
 
 
 class MergeRecipe(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     schema_version: Literal[1] = 1
-    collection: str                                   # path of the collection manifest
-    pretrained_sha256: str
-    tasks: tuple[str, ...]
+    collection: str                                   # path of the collection folder or manifest
+    pretrained_sha256: str | None = None              # checked against the collection when given
+    tasks: tuple[str, ...] = ()                       # empty: all of the collection's tasks
     variant: str = "standard"
-    method: str
+    method: str = "task_arithmetic"
     params: dict[str, float | list[float]] = {}
+    evaluate: Literal["train", "val", "test", "interactive"] | None = None
+    output: str | None = None
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        try:
+            get_method(name)
+        except UnknownMethodError as exc:
+            raise ValueError(str(exc)) from exc  # reported as a field error of the recipe
+        return name
+
+
+def load_recipe(path: Path) -> MergeRecipe:
+    """Parse and validate a recipe file; the collection path is resolved against the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise SchemaError(path, "no such recipe file", fix="check the path")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else _yaml(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SchemaError(path, f"not valid {path.suffix.lstrip('.') or 'YAML'} ({exc})",
+                          fix="fix the syntax; see engine/recipes.py for an example") from exc
+    if not isinstance(data, dict):
+        raise SchemaError(path, "must be a mapping of recipe fields", fix="see engine/recipes.py for an example")
+    try:
+        recipe = MergeRecipe.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "recipe"
+        raise SchemaError(path, f"{where}: {first['msg']} (got {first.get('input')!r})",
+                          fix="correct that field; see engine/recipes.py for the schema") from exc
+    collection = Path(recipe.collection)
+    if not collection.is_absolute():
+        recipe = recipe.model_copy(update={"collection": str((path.parent / collection).resolve())})
+    return recipe
+
+
+def _yaml(text: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from exc

@@ -47,3 +47,26 @@ def test_cli_errors_name_the_problem_and_write_nothing(tiny_collection_dir, data
     assert "outside the allowed roots" in capsys.readouterr().err
     assert main(["eval", "--collection", str(tiny_collection_dir / "missing")]) == 2
     assert "no collection manifest" in capsys.readouterr().err
+
+
+def test_an_export_loads_into_plain_open_clip(tiny_collection_dir, data_home):
+    import open_clip
+    from safetensors.torch import load_file
+
+    from engine.collection import open_suite
+    from engine.evaluate import encode_images
+    from engine.export import open_clip_config_path
+
+    assert main(["merge", "--collection", str(tiny_collection_dir), "--param", "lam=0.5", "--out", "oc"]) == 0
+    out = data_home / "exports" / "oc.safetensors"
+    config = json.loads(open_clip_config_path(out).read_text())
+    model = open_clip.create_model("ViT-B-32", pretrained=None, **config).eval()
+    model.visual.load_state_dict(load_file(str(out)))  # strict: every key and shape matches
+    suite = open_suite(load_collection(tiny_collection_dir), cache_dir=data_home / "cache")
+    images = suite.tasks["colour"].split("test").images
+    ours = encode_images(flatten(load_checkpoint(out).state, suite.spec), suite, images)
+    from engine.data import normalize_batch
+
+    with torch.no_grad():
+        theirs = torch.nn.functional.normalize(model.visual(normalize_batch(images, suite.preprocess)), dim=-1)
+    torch.testing.assert_close(theirs, ours)

@@ -1,0 +1,72 @@
+"""Run a merge recipe end to end: merge → export (safetensors + sidecar + recipe) → evaluate → run log.
+
+The CLI (`python -m engine run`) and the dashboard's "save run" both come through here, so a run
+made either way leaves the same artifacts and the same run-log row.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.checkpoints import Checkpoint
+from engine.collection import load_collection, open_suite, task_matrix
+from engine.errors import CheckpointError
+from engine.evaluate import EvalResult, Progress, evaluate
+from engine.export import export_merged
+from engine.home import DataHome
+from engine.merge import apply, get_method
+from engine.recipes import MergeRecipe
+from engine.runs import RunLog
+
+
+@dataclass(frozen=True)
+class RecipeOutcome:
+    recipe: MergeRecipe            # with pretrained_sha256 and tasks filled in
+    merged: torch.Tensor           # θ [P]
+    checkpoint: Checkpoint
+    result: EvalResult | None
+    run_id: int
+
+
+def run_recipe(recipe: MergeRecipe, *, home: DataHome, device: torch.device | str = "cpu",
+               progress: Progress | None = None) -> RecipeOutcome:
+    start = time.perf_counter()
+    collection = load_collection(home.resolve_user_path(recipe.collection))
+    pretrained = collection.pretrained()
+    if recipe.pretrained_sha256 not in (None, pretrained.sha256):
+        raise CheckpointError(pretrained.path, "is not the pretrained model this recipe was made with",
+                              fix="point the recipe at the original collection, or drop pretrained_sha256")
+    tm = task_matrix(collection, tasks=recipe.tasks or None, variant=recipe.variant, device=device,
+                     pretrained=pretrained)
+    get_method(recipe.method).resolve(recipe.params, num_tasks=tm.num_tasks)  # fail before any work
+    merged = apply(recipe.method, tm.theta0, tm.T, recipe.params)  # [P]
+    filled = recipe.model_copy(update={"pretrained_sha256": pretrained.sha256, "tasks": tm.task_names})
+    out = home.exports / f"{recipe.output or _default_name(filled)}.safetensors"
+    checkpoint = export_merged(out, merged, tm.spec, pretrained=pretrained, recipe=filled)
+    result = None
+    if recipe.evaluate:
+        suite = open_suite(collection, cache_dir=home.cache, tasks=tm.task_names, device=device,
+                           pretrained=pretrained)
+        result = evaluate(merged, suite, recipe.evaluate, progress=progress)
+    run_id = RunLog(home.runs / "runs.sqlite3").record(
+        "recipe", method=recipe.method, tasks=tm.task_names, device=str(device),
+        inputs={"recipe": filled.model_dump(mode="json"), "checkpoints": _checkpoint_hashes(collection, tm.task_names,
+                                                                                           recipe.variant)},
+        outputs={"artifact": str(checkpoint.path), "sha256": checkpoint.sha256,
+                 "split": recipe.evaluate, "accuracy": result.accuracy if result else None},
+        duration_s=round(time.perf_counter() - start, 3))
+    return RecipeOutcome(filled, merged, checkpoint, result, run_id)
+
+
+def _checkpoint_hashes(collection, tasks, variant: str) -> dict[str, str]:
+    from engine.checkpoints import read_sidecar
+
+    return {t: read_sidecar(collection.path(collection.manifest.tasks[t].checkpoints[variant])).tensors_sha256
+            for t in tasks}
+
+
+def _default_name(recipe: MergeRecipe) -> str:
+    return f"{recipe.method}-{len(recipe.tasks)}tasks-{recipe.created.replace(':', '').replace('-', '')[:15]}"
