@@ -10,4 +10,5 @@ st.navigation({
     "": [st.Page("views/home.py", title="Home", icon=":material/home:", default=True)],
     "Explore": [st.Page("views/zoo.py", title="Zoo", icon=":material/inventory_2:", url_path="zoo"),
                 st.Page("views/merge.py", title="Merge", icon=":material/merge:", url_path="merge")],
+    "Track": [st.Page("views/jobs.py", title="Jobs & runs", icon=":material/monitoring:", url_path="jobs")],
 }).run()

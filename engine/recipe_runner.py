@@ -61,6 +61,17 @@ def run_recipe(recipe: MergeRecipe, *, home: DataHome, device: torch.device | st
     return RecipeOutcome(filled, merged, checkpoint, result, run_id)
 
 
+def save_merge_run(run_log: RunLog, comparison, recipe: MergeRecipe, *, pretrained_sha256: str,
+                   device: str) -> int:
+    """Log a merge the user chose to keep (the dashboard's "save run"); slider moves are not logged."""
+    filled = recipe.model_copy(update={"pretrained_sha256": pretrained_sha256, "tasks": comparison.tasks})
+    return run_log.record("merge", method=recipe.method, tasks=comparison.tasks, device=device,
+                          inputs={"recipe": filled.model_dump(mode="json")},
+                          outputs={"split": comparison.split, "accuracy": dict(comparison.merged.accuracy),
+                                   "normalized": dict(comparison.merged.normalized or {}),
+                                   "zero_shot": dict(comparison.zero_shot), "finetuned": dict(comparison.finetuned)})
+
+
 def _checkpoint_hashes(collection, tasks, variant: str) -> dict[str, str]:
     from engine.checkpoints import read_sidecar
 

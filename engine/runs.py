@@ -49,6 +49,12 @@ class Run:
     device: str | None
     versions: Mapping[str, str]
 
+    @property
+    def mean_accuracy(self) -> float | None:
+        """Mean of the logged per-task accuracies, if the run logged any."""
+        accuracy = self.outputs.get("accuracy") or {}
+        return sum(accuracy.values()) / len(accuracy) if accuracy else None
+
 
 def library_versions() -> dict[str, str]:
     import torch

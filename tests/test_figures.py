@@ -31,3 +31,15 @@ def test_similarity_heatmap_values_and_labels():
     fig = similarity_heatmap(torch.tensor([[1.0, 0.25], [0.25, 1.0]]), ["a", "b"])
     assert fig.data[0].z == ((1.0, 0.25), (0.25, 1.0)) or [list(r) for r in fig.data[0].z] == [[1.0, 0.25], [0.25, 1.0]]
     assert list(fig.data[0].x) == ["a", "b"]
+
+
+def test_runs_comparison_overlays_runs_per_task():
+    from engine.runs import Run
+    from ui.figures import runs_comparison
+
+    a = Run(1, "t", "merge", "done", "task_arithmetic", ("x", "y"), {}, {"accuracy": {"x": 0.5, "y": 0.7}}, 1.0,
+            "cpu", {})
+    b = Run(2, "t", "sweep", "done", "task_arithmetic", ("y",), {}, {"accuracy": {"y": 0.9}}, 1.0, "cpu", {})
+    fig = runs_comparison([a, b])
+    assert [list(t.y) for t in fig.data] == [[0.5, 0.7], [None, 0.9]]
+    assert list(fig.data[0].x) == ["x", "y"] and fig.data[1].name.startswith("#2 sweep")

@@ -80,3 +80,27 @@ def test_a_queued_job_can_be_cancelled_before_it_starts():
     assert runner.wait(first, timeout=10).state is JobState.DONE
     with pytest.raises(KeyError, match="no job 99"):
         runner.cancel(99)
+
+
+def test_a_sweep_job_logs_its_curve_even_when_cancelled(tiny_collection_dir, tmp_path):
+    from engine.runs import RunLog
+    from engine.sweep_job import sweep_job
+    from engine.workspace import Workspace
+
+    ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
+    log = RunLog(tmp_path / "runs.sqlite3")
+    runner = LocalRunner()
+    args = dict(workspace=ws, run_log=log, tasks=ws.task_names, method="task_arithmetic", params={},
+                param="lam", split="val")
+    done = runner.wait(runner.submit("sweep", sweep_job, values=[0.0, 0.5, 1.0], **args), timeout=60)
+    assert done.state is JobState.DONE and len(done.result["curve"]["values"]) == 3
+    direct = ws.compare(ws.task_names, "task_arithmetic", {"lam": 0.5}, split="val").merged.mean_accuracy
+    assert done.result["curve"]["mean_accuracy"][1] == direct
+    job = runner.submit("long sweep", sweep_job, values=[i / 1000 for i in range(1000)], **args)
+    while runner.status(job).step < 2:
+        time.sleep(0.01)
+    runner.cancel(job)
+    assert runner.wait(job, timeout=60).state is JobState.CANCELLED
+    cancelled, finished = log.runs(kind="sweep")
+    assert cancelled.status == "cancelled" and 2 <= len(cancelled.outputs["curve"]["values"]) < 1000
+    assert finished.status == "done" and finished.outputs["best_value"] in (0.0, 0.5, 1.0)

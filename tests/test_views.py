@@ -24,7 +24,7 @@ def _metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
-@pytest.mark.parametrize("view", ["views/home.py", "views/zoo.py", "views/merge.py"])
+@pytest.mark.parametrize("view", ["views/home.py", "views/zoo.py", "views/merge.py", "views/jobs.py"])
 def test_every_view_renders(app, view):
     app.run()
     app.switch_page(view).run()
@@ -72,3 +72,46 @@ def test_a_bad_collection_shows_an_error_and_the_app_stays_up(app, tmp_path):
     app.switch_page("views/merge.py").run()
     assert not app.exception
     assert any("outside the allowed roots" in e.value or "manifest" in e.value for e in app.error)
+
+
+def test_jobs_page_with_a_running_job_and_with_none(app, tiny_collection_dir, data_home):
+    import threading
+
+    from ui import resources
+
+    app.run()
+    app.switch_page("views/jobs.py").run()
+    assert not app.exception
+    gate = threading.Event()
+
+    def waiting_job(ctx):
+        ctx.report(1, 4, "waiting for the gate")
+        gate.wait(30)
+        return 1
+
+    runner = resources.job_runner()
+    job = runner.submit("demo wait", waiting_job)
+    try:
+        app.run()
+        assert not app.exception
+        assert any("demo wait" in p.proto.text for p in app.get("progress"))
+        assert any(b.label == "Cancel" for b in app.button)
+    finally:
+        gate.set()
+        runner.wait(job, timeout=30)
+
+
+def test_save_run_and_export_from_the_merge_page(app, tiny_collection_dir, data_home):
+    from engine.checkpoints import load_checkpoint
+    from engine.runs import RunLog
+
+    app.run()
+    app.switch_page("views/merge.py").run()
+    next(b for b in app.button if b.label == "Save run").click().run()
+    assert not app.exception
+    runs = RunLog(data_home / "runs" / "runs.sqlite3").runs(kind="merge")
+    assert len(runs) == 1 and set(runs[0].outputs["accuracy"]) == {"colour", "brightness", "texture"}
+    next(b for b in app.button if b.label == "Export checkpoint").click().run()
+    assert not app.exception
+    exported = list((data_home / "exports").glob("*.safetensors"))
+    assert len(exported) == 1 and load_checkpoint(exported[0]).meta.variant == "merged"

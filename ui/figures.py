@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 import torch
 
+from engine.runs import Run
 from engine.workspace import MergeComparison, Sweep
 
 COLOURS = {"zero-shot": "#9aa5b1", "merged": "#2f6fdb", "fine-tuned": "#1b9e77"}
@@ -47,4 +48,16 @@ def similarity_heatmap(similarity: torch.Tensor, names: Sequence[str]) -> go.Fig
                                texttemplate="%{text}", hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"))
     fig.update_layout(title="Cosine similarity of task vectors", yaxis=dict(autorange="reversed"),
                       margin=dict(t=50))
+    return fig
+
+
+def runs_comparison(runs: Sequence[Run]) -> go.Figure:
+    """Per-task accuracy of 2-4 logged runs side by side (tasks a run did not cover are left out)."""
+    tasks = list(dict.fromkeys(t for run in runs for t in run.outputs.get("accuracy") or {}))
+    fig = go.Figure([go.Bar(name=f"#{run.id} {run.kind} ({run.method or '-'})", x=tasks,
+                            y=[(run.outputs.get("accuracy") or {}).get(t) for t in tasks])
+                     for run in runs])
+    fig.update_layout(barmode="group", title="Per-task accuracy of the selected runs",
+                      yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+                      legend=dict(orientation="h", y=-0.15), margin=dict(t=50, b=40))
     return fig

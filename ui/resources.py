@@ -12,7 +12,9 @@ import torch
 
 from engine.analysis import cosine_similarity_matrix
 from engine.home import ASSETS_DIR, DataHome
+from engine.jobs import LocalRunner
 from engine.models import pick_device
+from engine.runs import RunLog
 from engine.workspace import Workspace
 
 DEFAULT_COLLECTION = str(ASSETS_DIR / "zoo")
@@ -35,3 +37,13 @@ def task_similarity(collection: str, device: str) -> torch.Tensor:
 
 def checkpoint_size(path: Path) -> int:
     return Path(path).stat().st_size
+
+
+@st.cache_resource
+def job_runner() -> LocalRunner:
+    """One runner per server process: jobs outlive the page (and session) that started them."""
+    return LocalRunner()
+
+
+def run_log() -> RunLog:
+    return RunLog(DataHome.from_env().ensure().runs / "runs.sqlite3")

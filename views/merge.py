@@ -1,8 +1,14 @@
 """Merge: pick tasks and a method, move the sliders, see every task's accuracy at once."""
 import streamlit as st
 
+from pathlib import Path
+
 from engine.errors import MergelabError
+from engine.home import DataHome
 from engine.merge import METHODS, get_method
+from engine.recipe_runner import run_recipe, save_merge_run
+from engine.recipes import MergeRecipe
+from engine.sweep_job import sweep_job
 from ui import figures, resources, widgets
 from ui.state import collection_picker
 
@@ -62,3 +68,30 @@ if test_col.button("Evaluate on test", help="final numbers for the current setti
                   "merged": [final.merged.accuracy[t] for t in final.tasks],
                   "fine-tuned": [final.finetuned[t] for t in final.tasks]})
     st.write(f"Test: mean accuracy {final.mean_merged:.1%}, mean normalized {final.mean_normalized:.1%}.")
+
+st.subheader("Keep this merge")
+recipe = MergeRecipe(collection=collection, tasks=tuple(tasks), method=method_name, params=params, evaluate="test")
+with st.expander("Recipe of the current settings (run it with `python -m engine run recipe.json`)"):
+    st.code(recipe.model_dump_json(indent=2, exclude={"created"}), language="json")
+save_col, export_col, job_col = st.columns(3)
+if save_col.button("Save run", help="record this merge and its accuracies in the run log"):
+    run_id = save_merge_run(resources.run_log(), comparison, recipe, pretrained_sha256=ws.pretrained.sha256,
+                            device=resources.device_name())
+    st.success(f"Saved as run #{run_id} (see Jobs & runs).")
+if export_col.button("Export checkpoint", help="merge, write safetensors + sidecar + recipe, evaluate on test"):
+    try:
+        with st.spinner("Exporting and evaluating on test…"):
+            outcome = run_recipe(recipe, home=DataHome.from_env().ensure(), device=resources.device_name())
+        st.session_state["_export"] = str(outcome.checkpoint.path)
+    except MergelabError as exc:
+        st.error(str(exc))
+if st.session_state.get("_export"):
+    exported = Path(st.session_state["_export"])
+    st.download_button(f"Download {exported.name}", data=exported.read_bytes(), file_name=exported.name,
+                       mime="application/octet-stream", key="download_export")
+if job_col.button("λ sweep on test as a job", help="101 values of λ in the background; follow it on Jobs & runs"):
+    job_id = resources.job_runner().submit(
+        f"λ sweep · {len(tasks)} tasks", sweep_job, device=resources.device_name(), workspace=ws,
+        run_log=resources.run_log(), tasks=tuple(tasks), method=method_name, params=params, param="lam",
+        values=[i / 100 for i in range(101)], split="test")
+    st.info(f"Started job #{job_id}: follow it on Jobs & runs.")

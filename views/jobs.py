@@ -1,0 +1,46 @@
+"""Jobs & runs: live progress of background jobs, and every logged run with a side-by-side compare."""
+import streamlit as st
+
+from engine.jobs import FINISHED
+from ui import figures, resources
+
+st.header("Jobs and runs")
+runner = resources.job_runner()
+
+
+@st.fragment(run_every=1.0)
+def live_jobs() -> None:
+    jobs = sorted(runner.jobs(), key=lambda j: j.id, reverse=True)
+    if not jobs:
+        st.caption("No jobs yet: start a λ sweep from the Merge page.")
+    for job in jobs:
+        left, right = st.columns([5, 1])
+        label = f"#{job.id} {job.name} · {job.state.value}" + (f" · {job.message}" if job.message else "")
+        left.progress(job.fraction if job.state not in FINISHED or job.total else 1.0, text=label)
+        if job.state not in FINISHED and right.button("Cancel", key=f"cancel-{job.id}"):
+            runner.cancel(job.id)
+        if job.error:
+            left.error(job.error.strip().splitlines()[-1])
+
+
+live_jobs()
+st.subheader("Run log")
+log = resources.run_log()
+all_runs = log.runs()
+kinds = sorted({r.kind for r in all_runs})
+methods = sorted({r.method for r in all_runs if r.method})
+tasks = sorted({t for r in all_runs for t in r.tasks})
+a, b, c = st.columns(3)
+kind = a.selectbox("kind", ["(all)", *kinds], key="runs_kind")
+method = b.selectbox("method", ["(all)", *methods], key="runs_method")
+task = c.selectbox("task", ["(all)", *tasks], key="runs_task")
+runs = log.runs(kind=None if kind == "(all)" else kind, method=None if method == "(all)" else method,
+                task=None if task == "(all)" else task)
+st.dataframe([{"id": r.id, "created": r.created, "kind": r.kind, "status": r.status, "method": r.method,
+               "tasks": ", ".join(r.tasks), "mean accuracy": r.mean_accuracy, "duration (s)": r.duration_s,
+               "device": r.device} for r in runs],
+             column_config={"mean accuracy": st.column_config.NumberColumn(format="percent")})
+chosen = st.multiselect("Compare runs (2 to 4)", [r.id for r in runs], max_selections=4, key="runs_compare")
+if len(chosen) >= 2:
+    st.plotly_chart(figures.runs_comparison([log.get(i) for i in chosen]), key="runs_comparison")
+    st.caption("Each run's per-task accuracy as logged (for sweeps: at the best λ of the sweep).")
