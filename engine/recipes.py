@@ -13,7 +13,7 @@ run log share. Files are JSON or YAML (read with yaml.safe_load: data only, no o
 """
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -54,23 +54,34 @@ def load_recipe(path: Path) -> MergeRecipe:
         raise SchemaError(path, "no such recipe file", fix="check the path")
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else _yaml(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SchemaError(path, f"not valid {path.suffix.lstrip('.') or 'YAML'} ({exc})",
-                          fix="fix the syntax; see engine/recipes.py for an example") from exc
-    if not isinstance(data, dict):
-        raise SchemaError(path, "must be a mapping of recipe fields", fix="see engine/recipes.py for an example")
-    try:
-        recipe = MergeRecipe.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "recipe"
-        raise SchemaError(path, f"{where}: {first['msg']} (got {first.get('input')!r})",
-                          fix="correct that field; see engine/recipes.py for the schema") from exc
+    except UnicodeDecodeError as exc:
+        raise SchemaError(path, "is not a text file", fix="write the recipe as JSON or YAML") from exc
+    recipe = parse_recipe(text, source=str(path))
     collection = Path(recipe.collection)
     if not collection.is_absolute():
         recipe = recipe.model_copy(update={"collection": str((path.parent / collection).resolve())})
     return recipe
+
+
+def parse_recipe(text: str, *, source: str = "recipe", defaults: Mapping[str, object] | None = None) -> MergeRecipe:
+    """Validate recipe text (YAML, of which JSON is a subset); errors name `source` and the field.
+
+    `defaults` fill fields the text leaves out (the dashboard supplies its current collection).
+    """
+    try:
+        data = _yaml(text)
+    except ValueError as exc:
+        raise SchemaError(source, f"not valid JSON or YAML ({exc})",
+                          fix="fix the syntax; see engine/recipes.py for an example") from exc
+    if not isinstance(data, dict):
+        raise SchemaError(source, "must be a mapping of recipe fields", fix="see engine/recipes.py for an example")
+    try:
+        return MergeRecipe.model_validate({**(defaults or {}), **data})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "recipe"
+        raise SchemaError(source, f"{where}: {first['msg']} (got {first.get('input')!r})",
+                          fix="correct that field; see engine/recipes.py for the schema") from exc
 
 
 def _yaml(text: str):

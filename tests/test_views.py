@@ -115,3 +115,20 @@ def test_save_run_and_export_from_the_merge_page(app, tiny_collection_dir, data_
     assert not app.exception
     exported = list((data_home / "exports").glob("*.safetensors"))
     assert len(exported) == 1 and load_checkpoint(exported[0]).meta.variant == "merged"
+
+
+def test_a_pasted_recipe_sets_the_sliders(app, tiny_collection_dir, data_home):
+    app.run()
+    app.switch_page("views/merge.py").run()
+    app.text_area(key="_recipe_text").input("tasks: [colour, texture]\nparams: {lam: [0.2, 0.9]}\n").run()
+    next(b for b in app.button if b.label == "Apply recipe").click().run()
+    assert not app.exception
+    assert app.multiselect(key="tasks").value == ["colour", "texture"]
+    assert app.toggle(key="per_task").value is True
+    assert app.slider(key="task_arithmetic.lam.texture").value == pytest.approx(0.9)
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    expected = ws.compare(["colour", "texture"], "task_arithmetic", {"lam": [0.2, 0.9]})
+    assert _metric(app, "mean accuracy (merged)") == f"{expected.mean_merged:.1%}"
+    app.text_area(key="_recipe_text").input("params: {lam: 9}\nmethod: nope\n").run()
+    next(b for b in app.button if b.label == "Apply recipe").click().run()
+    assert any("nope: is not a registered merge method" in e.value for e in app.error)

@@ -37,3 +37,17 @@ def method_params(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) 
 def _column_slider(column, label: str, param: Param, key: str) -> float:
     with column:
         return _slider(label, param, key)
+
+
+def set_params_in_state(method: MergeMethod, tasks: Sequence[str], params: dict[str, ParamValue]) -> bool:
+    """Put a recipe's parameter values into the sliders' state; returns whether any is per task."""
+    per_task = False
+    for param in method.params:
+        value = params.get(param.name, param.default)
+        if isinstance(value, list) and param.per_task and len(value) == len(tasks):
+            per_task = True
+            for task, v in zip(tasks, value):
+                st.session_state[param_key(method, param, task)] = float(v)
+        else:
+            st.session_state[param_key(method, param)] = float(value[0] if isinstance(value, list) else value)
+    return per_task

@@ -7,7 +7,7 @@ from engine.errors import MergelabError
 from engine.home import DataHome
 from engine.merge import METHODS, get_method
 from engine.recipe_runner import run_recipe, save_merge_run
-from engine.recipes import MergeRecipe
+from engine.recipes import MergeRecipe, parse_recipe
 from engine.sweep_job import sweep_job
 from ui import figures, resources, widgets
 from ui.state import collection_picker
@@ -21,6 +21,29 @@ except MergelabError as exc:
     st.stop()
 
 st.session_state.setdefault("tasks", list(ws.task_names))
+
+
+def apply_recipe() -> None:
+    """Callback of "Apply recipe": runs before the widgets, so they show the recipe's values."""
+    try:
+        recipe = parse_recipe(st.session_state.get("_recipe_text", ""), source="pasted recipe",
+                              defaults={"collection": collection})
+        chosen = list(recipe.tasks or ws.task_names)
+        unknown = [t for t in chosen if t not in ws.task_names]
+        if unknown:
+            raise ValueError(f"tasks {unknown} are not in this collection")
+    except (MergelabError, ValueError) as exc:
+        st.session_state["_recipe_error"] = str(exc)
+        return
+    st.session_state.update(tasks=chosen, method=recipe.method, _recipe_error=None)
+    st.session_state["per_task"] = widgets.set_params_in_state(get_method(recipe.method), chosen, recipe.params)
+
+
+with st.expander("Load a recipe"):
+    st.text_area("Recipe (JSON or YAML)", key="_recipe_text", placeholder="method: task_arithmetic\nparams: {lam: 0.3}")
+    st.button("Apply recipe", on_click=apply_recipe)
+    if st.session_state.get("_recipe_error"):
+        st.error(st.session_state["_recipe_error"])
 tasks = st.multiselect("Tasks to merge", ws.task_names, key="tasks", bind="query-params")
 left, right = st.columns([2, 1])
 method_name = left.selectbox("Method", list(METHODS), key="method", bind="query-params",

@@ -122,3 +122,30 @@ def test_deep_link_opens_the_right_page_with_its_values(server, page):
     expect(title).to_contain_text("mean accuracy", timeout=60_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "deep_link.png"), full_page=True)
+
+
+def test_a_background_job_survives_navigation_and_can_be_cancelled(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/merge?tasks=digits&tasks=faces", timeout=60_000)
+    expect(page.get_by_test_id("stPlotlyChart").first.locator(".gtitle")).to_contain_text("mean accuracy",
+                                                                                           timeout=60_000)
+    page.get_by_role("button", name="λ sweep on test as a job").click()
+    expect(page.get_by_text("Started job #1")).to_be_visible(timeout=30_000)
+    page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
+    bar = page.get_by_test_id("stProgress").filter(has_text="#1")
+    expect(bar).to_contain_text("running", timeout=30_000)
+    page.get_by_test_id("stSidebarNavLink").filter(has_text="Zoo").click()
+    expect(page.get_by_test_id("stHeading").first).to_contain_text("Checkpoints and tasks", timeout=30_000)
+    page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
+    expect(bar).to_contain_text("lam =", timeout=30_000)  # still running, further along
+    page.get_by_role("button", name="Cancel").click()
+    expect(bar).to_contain_text("cancelled", timeout=30_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.reload()
+    expect(page.get_by_test_id("stDataFrame").first).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "jobs_after_cancel.png"), full_page=True)
+    from engine.runs import RunLog
+
+    runs = RunLog(Path(os.environ["MERGELAB_HOME"]) / "runs" / "runs.sqlite3").runs(kind="sweep")
+    assert [r.status for r in runs] == ["cancelled"] and runs[0].outputs["curve"]["values"]
