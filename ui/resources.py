@@ -47,3 +47,14 @@ def job_runner() -> LocalRunner:
 
 def run_log() -> RunLog:
     return RunLog(DataHome.from_env().ensure().runs / "runs.sqlite3")
+
+
+def workspace_or_stop(collection: str) -> Workspace:
+    """The cached workspace, or the engine's error on the page and the rest of the page skipped."""
+    from engine.errors import MergelabError
+
+    try:
+        return workspace(collection, device_name())
+    except MergelabError as exc:
+        st.error(str(exc))
+        st.stop()

@@ -14,11 +14,7 @@ from ui.state import collection_picker
 
 st.header("Merge task vectors")
 collection = collection_picker()
-try:
-    ws = resources.workspace(collection, resources.device_name())
-except MergelabError as exc:
-    st.error(str(exc))
-    st.stop()
+ws = resources.workspace_or_stop(collection)
 
 st.session_state.setdefault("tasks", list(ws.task_names))
 

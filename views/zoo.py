@@ -2,17 +2,12 @@
 import streamlit as st
 
 from engine.data import example_images
-from engine.errors import MergelabError
 from ui import figures, resources
 from ui.state import collection_picker
 
 st.header("Checkpoints and tasks")
 collection = collection_picker()
-try:
-    ws = resources.workspace(collection, resources.device_name())
-except MergelabError as exc:
-    st.error(str(exc))
-    st.stop()
+ws = resources.workspace_or_stop(collection)
 
 manifest = ws.collection.manifest
 st.subheader(manifest.name)
