@@ -24,6 +24,7 @@ from engine.merge import METHODS, apply
 from engine.models import pick_device
 from engine.params import flatten
 from engine.recipes import MergeRecipe
+from engine.runs import RunLog
 
 DEFAULT_COLLECTION = ASSETS_DIR / "zoo"
 
@@ -108,10 +109,17 @@ def _run_merge(args: argparse.Namespace) -> int:
                          tasks=tm.task_names, variant=args.variant, method=args.method, params=params)
     checkpoint = export_merged(out, merged, tm.spec, pretrained=pretrained, recipe=recipe)
     print(f"wrote {checkpoint.path} (sha256 {checkpoint.sha256[:12]})")
+    result = None
     if args.eval_split:
         suite = open_suite(collection, cache_dir=home.cache, tasks=tm.task_names, device=device,
                            pretrained=pretrained)
-        _print_result(_eval_with_bar(merged, suite, args.eval_split, None))
+        result = _eval_with_bar(merged, suite, args.eval_split, None)
+        _print_result(result)
+    RunLog(home.runs / "runs.sqlite3").record(
+        "export", method=args.method, tasks=tm.task_names, device=str(device),
+        inputs={"recipe": recipe.model_dump(mode="json")},
+        outputs={"artifact": str(checkpoint.path), "sha256": checkpoint.sha256, "split": args.eval_split,
+                 "accuracy": result.accuracy if result else None})
     return 0
 
 

@@ -13,13 +13,14 @@ from collections.abc import Mapping, Sequence
 from engine.jobs import Cancelled, JobContext
 from engine.merge.registry import ParamValue
 from engine.runs import RunLog
-from engine.workspace import Workspace
+from engine.workspace import Sweep, Workspace
 
 
 def sweep_job(ctx: JobContext, *, workspace: Workspace, run_log: RunLog, tasks: Sequence[str], method: str,
               params: Mapping[str, ParamValue], param: str, values: Sequence[float], split: str) -> dict:
     """Evaluate the merge at each value of `param`; returns (and logs) the curve and the best value."""
-    start, curve = time.perf_counter(), {"values": [], "mean_accuracy": [], "per_task": {t: [] for t in tasks}}
+    start = time.perf_counter()
+    curve = {"values": [], "mean_accuracy": [], "mean_normalized": [], "per_task": {t: [] for t in tasks}}
     status = "done"
     try:
         for i, value in enumerate(values):
@@ -28,6 +29,7 @@ def sweep_job(ctx: JobContext, *, workspace: Workspace, run_log: RunLog, tasks: 
                                        progress=lambda _f, _m: ctx.check_cancelled()).merged  # per batch
             curve["values"].append(value)
             curve["mean_accuracy"].append(result.mean_accuracy)
+            curve["mean_normalized"].append(result.mean_normalized)
             for t in tasks:
                 curve["per_task"][t].append(result.accuracy[t])
             ctx.report(i + 1, len(values), f"{param} = {value:g}: mean {result.mean_accuracy:.1%}",
@@ -49,6 +51,20 @@ def sweep_job(ctx: JobContext, *, workspace: Workspace, run_log: RunLog, tasks: 
 def _summary(curve: dict, tasks: Sequence[str]) -> dict:
     if not curve["values"]:
         return {"curve": curve, "best_value": None, "accuracy": {}}
-    best = max(range(len(curve["values"])), key=lambda i: curve["mean_accuracy"][i])
+    # the papers' rule, as Sweep.best_value: best mean normalized accuracy, the smaller value on ties
+    best = max(range(len(curve["values"])), key=lambda i: (curve["mean_normalized"][i], -curve["values"][i]))
     return {"curve": curve, "best_value": curve["values"][best],
             "accuracy": {t: curve["per_task"][t][best] for t in tasks}}
+
+
+def record_sweep(run_log: RunLog, sweep: Sweep, *, workspace: Workspace, method: str,
+                 params: Mapping[str, ParamValue], device: str) -> int:
+    """Log a sweep computed in the foreground (the merge page's "λ sweep" button)."""
+    curve = {"values": list(sweep.values), "mean_accuracy": list(sweep.mean_accuracy),
+             "mean_normalized": list(sweep.mean_normalized),
+             "per_task": {t: list(v) for t, v in sweep.per_task.items()}}
+    return run_log.record("sweep", method=method, tasks=tuple(sweep.per_task), device=device,
+                          inputs={"collection": str(workspace.collection.root),
+                                  "pretrained_sha256": workspace.pretrained.sha256, "params": dict(params),
+                                  "param": sweep.param, "values": list(sweep.values), "split": sweep.split},
+                          outputs=_summary(curve, tuple(sweep.per_task)))

@@ -30,6 +30,10 @@ def test_cli_merge_reloads_to_the_api_result(tiny_collection_dir, data_home, cap
     recipe = json.loads(recipe_path(out).read_text())
     assert recipe["method"] == "task_arithmetic" and recipe["params"] == {"lam": [0.2, 0.5, -0.1]}
     assert written.meta.variant == "merged" and written.meta.parent_sha256 == recipe["pretrained_sha256"]
+    from engine.runs import RunLog
+
+    (run,) = RunLog(data_home / "runs" / "runs.sqlite3").runs(kind="export")
+    assert run.outputs["sha256"] == written.sha256 and run.inputs["recipe"]["params"] == {"lam": [0.2, 0.5, -0.1]}
 
 
 def test_cli_eval_prints_accuracies(tiny_collection_dir, capsys):

@@ -132,3 +132,18 @@ def test_a_pasted_recipe_sets_the_sliders(app, tiny_collection_dir, data_home):
     app.text_area(key="_recipe_text").input("params: {lam: 9}\nmethod: nope\n").run()
     next(b for b in app.button if b.label == "Apply recipe").click().run()
     assert any("nope: is not a registered merge method" in e.value for e in app.error)
+
+
+def test_the_sweep_button_draws_and_logs_the_curve(app, data_home):
+    from engine.runs import RunLog
+
+    app.run()
+    app.switch_page("views/merge.py").run()
+    next(b for b in app.button if b.label == "λ sweep").click().run()
+    assert not app.exception
+    charts = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    mean = next(t for c in charts for t in c["data"] if t.get("name") == "mean")
+    (run,) = RunLog(data_home / "runs" / "runs.sqlite3").runs(kind="sweep")
+    assert mean["y"] == run.outputs["curve"]["mean_accuracy"] and len(mean["y"]) == 21
+    best_line = next(c for c in charts if c["layout"].get("shapes"))["layout"]["shapes"][0]["x0"]
+    assert run.outputs["best_value"] == best_line

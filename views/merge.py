@@ -8,7 +8,7 @@ from engine.home import DataHome
 from engine.merge import METHODS, get_method
 from engine.recipe_runner import run_recipe, save_merge_run
 from engine.recipes import MergeRecipe, parse_recipe
-from engine.sweep_job import sweep_job
+from engine.sweep_job import record_sweep, sweep_job
 from ui import figures, resources, widgets
 from ui.state import collection_picker
 
@@ -76,6 +76,8 @@ if sweep_col.button("λ sweep", help="accuracy over λ ∈ linspace(0, 1, 21), o
     sweep = ws.sweep(tasks, method_name, params, param="lam", values=[i / 20 for i in range(21)],
                      progress=lambda f, msg: bar.progress(f, text=msg))
     bar.empty()
+    record_sweep(resources.run_log(), sweep, workspace=ws, method=method_name, params=params,
+                 device=resources.device_name())
     st.plotly_chart(figures.sweep_chart(sweep), key="sweep_chart")
     st.caption("Mean (black) and per-task accuracy as one λ scales every task vector. The dashed line marks "
                "the λ with the best mean normalized accuracy, the papers' way to pick λ on validation data.")
