@@ -14,6 +14,7 @@ import torch
 
 from engine.errors import ParameterError, UnknownMethodError
 from engine.merge.arithmetic import task_arithmetic
+from engine.merge.sparse_methods import dare, dare_ties, magnitude, ties
 
 ParamValue = float | Sequence[float]
 
@@ -70,11 +71,23 @@ class MergeMethod:
                 for p in self.params}
 
 
+_LAM_TA = Param("lam", 0.3, -1.5, 1.5, 0.05, "scaling λ of each task vector", per_task=True, symbol="λ")
+_LAM_TIES = Param("lam", 1.0, 0.0, 3.0, 0.05, "scaling λ of the merged vector τ_m", symbol="λ")
+_DENSITY = Param("density", 0.2, 0.01, 1.0, 0.01, "fraction d of each task vector kept, by magnitude",
+                 symbol="d")
+_DROP = Param("drop", 0.9, 0.0, 0.99, 0.01, "drop rate p; survivors are rescaled by 1/(1-p)", symbol="p")
+_SEED = Param("seed", 0.0, 0.0, 9999.0, 1.0, "random seed of the drop mask")
+
 _ALL = (
-    MergeMethod("task_arithmetic", "Task arithmetic", "https://arxiv.org/abs/2212.04089",
-                (Param("lam", 0.3, -1.5, 1.5, 0.05, "scaling λ of each task vector", per_task=True,
-                      symbol="λ"),),
+    MergeMethod("task_arithmetic", "Task arithmetic", "https://arxiv.org/abs/2212.04089", (_LAM_TA,),
                 task_arithmetic),
+    MergeMethod("ties", "TIES", "https://arxiv.org/abs/2306.01708", (_DENSITY, _LAM_TIES), ties),
+    MergeMethod("dare", "DARE + task arithmetic", "https://arxiv.org/abs/2311.03099", (_DROP, _LAM_TA, _SEED),
+                dare),
+    MergeMethod("dare_ties", "DARE + TIES", "https://arxiv.org/abs/2311.03099", (_DROP, _LAM_TIES, _SEED),
+                dare_ties),
+    MergeMethod("magnitude", "Magnitude pruning + task arithmetic", "https://arxiv.org/abs/2306.01708",
+                (_DENSITY, _LAM_TA), magnitude),
 )
 METHODS: Mapping[str, MergeMethod] = MappingProxyType({m.name: m for m in _ALL})
 

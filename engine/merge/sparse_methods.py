@@ -1,0 +1,40 @@
+"""Sparse merges registered by name, each a thin call of the generalized kernel.
+
+- TIES (Yadav et al., "TIES-Merging", NeurIPS 2023): trim to the top-d magnitudes per task, elect
+  signs by mass, disjoint mean, θ₀ + λ τ_m (λ default 1).
+- DARE (Yu et al., "Language Models are Super Mario", ICML 2024): drop entries with rate p, rescale
+  survivors by 1/(1 − p), then task arithmetic; DARE-TIES puts the same dropped vectors through TIES's
+  sign election and disjoint mean (no magnitude trim), as mergekit's dare_ties does.
+- Magnitude: top-d per task, then task arithmetic: the plain baseline.
+"""
+from __future__ import annotations
+
+import torch
+
+from engine.merge.generalized import masked_merge
+from engine.merge.sparsify import dare_keep_mask, magnitude_mask
+
+
+def ties(theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: float,
+         out: torch.Tensor | None = None) -> torch.Tensor:
+    mask = magnitude_mask(T, density)  # [K, P]
+    return masked_merge(theta0, T, mask=mask, lam=torch.tensor([lam]), ties=True, out=out)
+
+
+def dare(theta0: torch.Tensor, T: torch.Tensor, *, drop: float, lam: torch.Tensor, seed: float,
+         out: torch.Tensor | None = None) -> torch.Tensor:
+    mask = dare_keep_mask(tuple(T.shape), drop, seed=int(seed), device=T.device)  # [K, P]
+    rescale = torch.full((T.shape[0],), 1.0 / (1.0 - drop))
+    return masked_merge(theta0, T, mask=mask, lam=lam, rescale=rescale, out=out)
+
+
+def dare_ties(theta0: torch.Tensor, T: torch.Tensor, *, drop: float, lam: float, seed: float,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    mask = dare_keep_mask(tuple(T.shape), drop, seed=int(seed), device=T.device)  # [K, P]
+    rescale = torch.full((T.shape[0],), 1.0 / (1.0 - drop))
+    return masked_merge(theta0, T, mask=mask, lam=torch.tensor([lam]), rescale=rescale, ties=True, out=out)
+
+
+def magnitude(theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: torch.Tensor,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    return masked_merge(theta0, T, mask=magnitude_mask(T, density), lam=lam, out=out)
