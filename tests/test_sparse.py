@@ -114,3 +114,16 @@ def test_bad_sparsity_parameters(tiny, method, params, message):
     _, _, tm = tiny
     with pytest.raises(ParameterError, match=message):
         apply(method, tm.theta0, tm.T, params)
+
+
+def test_the_banded_path_for_large_tensors_is_exact(monkeypatch):
+    import engine.merge.sparsify as sparsify
+
+    T = torch.randn(2, 200_003, generator=torch.Generator().manual_seed(2))
+    T[0, :1000] = 0.5  # a block of ties
+    exact = sparsify.magnitude_mask(T, 0.3)
+    monkeypatch.setattr(sparsify, "EXACT_TOPK_LIMIT", 1000)
+    monkeypatch.setattr(sparsify, "QUANTILE_SAMPLE", 4096)
+    banded = sparsify.magnitude_mask(T, 0.3)
+    assert banded.sum(dim=1).tolist() == [kept_count(200_003, 0.3)] * 2
+    assert ((T.abs() * banded).sum(dim=1) - (T.abs() * exact).sum(dim=1)).abs().max() < 1e-3

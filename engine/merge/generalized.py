@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-CHUNK = 1 << 16
+CHUNK = 1 << 15
 
 
 def masked_merge(theta0: torch.Tensor, T: torch.Tensor, *, mask: torch.Tensor | None, lam: torch.Tensor,
@@ -34,6 +34,6 @@ def masked_merge(theta0: torch.Tensor, T: torch.Tensor, *, mask: torch.Tensor | 
 def _disjoint_mean(tau: torch.Tensor) -> torch.Tensor:
     """TIES elect + disjoint merge of trimmed vectors [K, c] → [c]."""
     elected = torch.sign(tau.sum(dim=0))  # [c]
-    agree = (torch.sign(tau) == elected) & (tau != 0)  # [K, c]
-    total = (tau * agree).sum(dim=0)  # [c]
+    agree = (tau * elected) > 0  # [K, c]: same sign as elected and non-zero
+    total = torch.where(agree, tau, 0.0).sum(dim=0)  # [c]
     return total / agree.sum(dim=0).clamp(min=1)  # [c]
