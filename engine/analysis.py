@@ -1,8 +1,13 @@
 """Descriptive statistics of task vectors: how aligned are the tasks before any merge?"""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+from engine.params import ParamSpec
 
 
 def cosine_similarity_matrix(T: torch.Tensor) -> torch.Tensor:
@@ -13,3 +18,31 @@ def cosine_similarity_matrix(T: torch.Tensor) -> torch.Tensor:
     """
     unit = F.normalize(T.double(), dim=1)  # [K, P]
     return (unit @ unit.T).cpu()  # [K, K]
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """What a sparse merge keeps, and how often the kept entries of different tasks disagree in sign."""
+
+    tasks: tuple[str, ...]
+    kept_fraction: Mapping[str, float]           # task → share of its entries kept
+    layers: tuple[str, ...]
+    sign_conflict: tuple[float, ...]             # per layer: share of entries with + and − among tasks
+
+
+def sparsity_report(method: str, T: torch.Tensor, params: Mapping, *, tasks: Sequence[str],
+                    spec: ParamSpec) -> SparsityReport:
+    """Kept fraction per task and sign conflict per layer block (TIES's motivation, Yadav et al. 2023,
+    Fig. 2), of the task vectors as the method masks them."""
+    from engine.merge.registry import get_method
+    from engine.merge.sparse_methods import keep_mask
+
+    resolved = get_method(method).resolve(params, num_tasks=T.shape[0])
+    mask = keep_mask(method, T, resolved)  # [K, P] or None
+    kept = mask.float().mean(dim=1).tolist() if mask is not None else [1.0] * T.shape[0]
+    layers, conflict = [], []
+    for label, cols in spec.blocks(level="layer"):
+        signs = torch.sign(T[:, cols] if mask is None else T[:, cols] * mask[:, cols])  # [K, n]
+        layers.append(label)
+        conflict.append(float(((signs.amax(dim=0) > 0) & (signs.amin(dim=0) < 0)).float().mean()))
+    return SparsityReport(tuple(tasks), dict(zip(tasks, kept)), tuple(layers), tuple(conflict))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from engine.analysis import SparsityReport, sparsity_report
 from engine.checkpoints import Checkpoint
 from engine.collection import Collection, load_collection, open_suite, task_matrix
 from engine.evaluate import EvalResult, EvalSuite, Progress, evaluate
@@ -94,6 +95,10 @@ class Workspace:
         """θ [P] merged from the chosen tasks' vectors."""
         rows = [self.matrix.task_names.index(t) for t in tasks]
         return apply(method, self.matrix.theta0, self.matrix.T[rows], params)
+
+    def sparsity(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue]) -> SparsityReport:
+        rows = [self.matrix.task_names.index(t) for t in tasks]
+        return sparsity_report(method, self.matrix.T[rows], params, tasks=tasks, spec=self.matrix.spec)
 
     def compare(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue], *,
                 split: str = "interactive", progress: Progress | None = None) -> MergeComparison:

@@ -127,3 +127,16 @@ def test_the_banded_path_for_large_tensors_is_exact(monkeypatch):
     banded = sparsify.magnitude_mask(T, 0.3)
     assert banded.sum(dim=1).tolist() == [kept_count(200_003, 0.3)] * 2
     assert ((T.abs() * banded).sum(dim=1) - (T.abs() * exact).sum(dim=1)).abs().max() < 1e-3
+
+
+def test_sparsity_report_counts_kept_entries_and_sign_conflicts():
+    from engine.analysis import sparsity_report
+
+    spec = ParamSpec(("blocks.resblocks.0.w", "head"), ((4,), (2,)))
+    T = torch.tensor([[1.0, -2.0, 3.0, 0.5, 1.0, 1.0],
+                      [-1.0, -2.0, 0.0, 0.4, 1.0, -1.0]])
+    ta = sparsity_report("task_arithmetic", T, {}, tasks=["a", "b"], spec=spec)
+    assert ta.kept_fraction == {"a": 1.0, "b": 1.0}
+    assert ta.layers == ("blocks.resblocks.0", "head") and ta.sign_conflict == (0.25, 0.5)
+    ties_report = sparsity_report("ties", T, {"density": 0.5}, tasks=["a", "b"], spec=spec)
+    assert ties_report.kept_fraction == {"a": 0.5, "b": 0.5}

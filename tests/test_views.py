@@ -147,3 +147,16 @@ def test_the_sweep_button_draws_and_logs_the_curve(app, data_home):
     assert mean["y"] == run.outputs["curve"]["mean_accuracy"] and len(mean["y"]) == 21
     best_line = next(c for c in charts if c["layout"].get("shapes"))["layout"]["shapes"][0]["x0"]
     assert run.outputs["best_value"] == best_line
+
+
+def test_ties_controls_and_sparsity_figures_on_the_merge_page(app, tiny_collection_dir, data_home):
+    app.run()
+    app.switch_page("views/merge.py").run()
+    app.selectbox(key="method").set_value("ties").run()
+    app.slider(key="ties.density").set_value(0.5).run()
+    assert not app.exception
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    expected = ws.compare(ws.task_names, "ties", {"density": 0.5, "lam": 1.0})
+    assert _metric(app, "mean accuracy (merged)") == f"{expected.mean_merged:.1%}"
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")]
+    assert "Sign conflicts between tasks, per layer" in titles

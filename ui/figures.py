@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 import torch
 
+from engine.analysis import SparsityReport
 from engine.runs import Run
 from engine.workspace import MergeComparison, Sweep
 
@@ -60,4 +61,13 @@ def runs_comparison(runs: Sequence[Run]) -> go.Figure:
     fig.update_layout(barmode="group", title="Per-task accuracy of the selected runs",
                       yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
                       legend=dict(orientation="h", y=-0.15), margin=dict(t=50, b=40))
+    return fig
+
+
+def sign_conflict_bars(report: SparsityReport) -> go.Figure:
+    """Per layer: the share of entries where the (masked) task vectors disagree in sign."""
+    fig = go.Figure(go.Bar(x=list(report.layers), y=list(report.sign_conflict), marker_color="#d95f02",
+                           hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
+    fig.update_layout(title="Sign conflicts between tasks, per layer", yaxis=dict(tickformat=".0%", title="share"),
+                      xaxis=dict(tickangle=-45), margin=dict(t=50, b=120))
     return fig

@@ -70,6 +70,15 @@ st.caption(f"{method.display_name}: θ = θ₀ + Σₜ λₜ τₜ with τₜ = 
            "(a fixed subset of val) of the zero-shot model θ₀, the merge, and each task's own fine-tuned model. "
            "Normalized accuracy = merged / fine-tuned, averaged over tasks.")
 
+if method_name != "task_arithmetic" or len(tasks) > 1:
+    with st.expander("What the method keeps, and where tasks disagree"):
+        report = ws.sparsity(tasks, method_name, params)
+        st.dataframe({"task": list(report.tasks), "kept fraction": [report.kept_fraction[t] for t in report.tasks]},
+                     column_config={"kept fraction": st.column_config.NumberColumn(format="percent")})
+        st.plotly_chart(figures.sign_conflict_bars(report), key="sign_conflicts")
+        st.caption("Sign conflict: among the entries the method keeps, the share where some task vector is "
+                   "positive and another negative. TIES elects one sign per entry to resolve exactly these.")
+
 sweep_col, test_col = st.columns(2)
 if sweep_col.button("λ sweep", help="accuracy over λ ∈ linspace(0, 1, 21), one global λ"):
     bar = st.progress(0.0, text="sweeping λ")

@@ -17,24 +17,33 @@ from engine.merge.sparsify import dare_keep_mask, magnitude_mask
 
 def ties(theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: float,
          out: torch.Tensor | None = None) -> torch.Tensor:
-    mask = magnitude_mask(T, density)  # [K, P]
+    mask = keep_mask("ties", T, {"density": density})  # [K, P]
     return masked_merge(theta0, T, mask=mask, lam=torch.tensor([lam]), ties=True, out=out)
 
 
 def dare(theta0: torch.Tensor, T: torch.Tensor, *, drop: float, lam: torch.Tensor, seed: float,
          out: torch.Tensor | None = None) -> torch.Tensor:
-    mask = dare_keep_mask(tuple(T.shape), drop, seed=int(seed), device=T.device)  # [K, P]
+    mask = keep_mask("dare", T, {"drop": drop, "seed": seed})  # [K, P]
     rescale = torch.full((T.shape[0],), 1.0 / (1.0 - drop))
     return masked_merge(theta0, T, mask=mask, lam=lam, rescale=rescale, out=out)
 
 
 def dare_ties(theta0: torch.Tensor, T: torch.Tensor, *, drop: float, lam: float, seed: float,
               out: torch.Tensor | None = None) -> torch.Tensor:
-    mask = dare_keep_mask(tuple(T.shape), drop, seed=int(seed), device=T.device)  # [K, P]
+    mask = keep_mask("dare_ties", T, {"drop": drop, "seed": seed})  # [K, P]
     rescale = torch.full((T.shape[0],), 1.0 / (1.0 - drop))
     return masked_merge(theta0, T, mask=mask, lam=torch.tensor([lam]), rescale=rescale, ties=True, out=out)
 
 
 def magnitude(theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: torch.Tensor,
               out: torch.Tensor | None = None) -> torch.Tensor:
-    return masked_merge(theta0, T, mask=magnitude_mask(T, density), lam=lam, out=out)
+    return masked_merge(theta0, T, mask=keep_mask("magnitude", T, {"density": density}), lam=lam, out=out)
+
+
+def keep_mask(method: str, T: torch.Tensor, params: dict) -> torch.Tensor | None:
+    """The bool [K, P] mask `method` applies with these (resolved) parameters; None keeps everything."""
+    if method in ("ties", "magnitude"):
+        return magnitude_mask(T, float(params["density"]))
+    if method in ("dare", "dare_ties"):
+        return dare_keep_mask(tuple(T.shape), float(params["drop"]), seed=int(params["seed"]), device=T.device)
+    return None
