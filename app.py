@@ -9,6 +9,8 @@ init_defaults()
 st.navigation({
     "": [st.Page("views/home.py", title="Home", icon=":material/home:", default=True)],
     "Explore": [st.Page("views/zoo.py", title="Zoo", icon=":material/inventory_2:", url_path="zoo"),
-                st.Page("views/merge.py", title="Merge", icon=":material/merge:", url_path="merge")],
+                st.Page("views/merge.py", title="Merge", icon=":material/merge:", url_path="merge"),
+                st.Page("views/forgetting.py", title="Forgetting", icon=":material/remove_circle:",
+                        url_path="forgetting")],
     "Track": [st.Page("views/jobs.py", title="Jobs & runs", icon=":material/monitoring:", url_path="jobs")],
 }).run()

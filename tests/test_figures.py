@@ -43,3 +43,14 @@ def test_runs_comparison_overlays_runs_per_task():
     fig = runs_comparison([a, b])
     assert [list(t.y) for t in fig.data] == [[0.5, 0.7], [None, 0.9]]
     assert list(fig.data[0].x) == ["x", "y"] and fig.data[1].name.startswith("#2 sweep")
+
+
+def test_forgetting_chart_marks_the_chosen_alpha():
+    from engine.forgetting import ForgettingCurve
+    from ui.figures import forgetting_chart
+
+    curve = ForgettingCurve("t", ("a",), "val", (0.0, 1.0, 2.0), (0.9, 0.3, 0.1), (0.8, 0.78, 0.5))
+    fig = forgetting_chart(curve, alpha=2.0)
+    assert [list(t.y) for t in fig.data] == [[0.9, 0.3, 0.1], [0.8, 0.78, 0.5]]
+    xs = [s.x0 for s in fig.layout.shapes if s.x0 is not None and s.x0 == s.x1]
+    assert 1.0 in xs and 2.0 in xs

@@ -24,7 +24,8 @@ def _metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
-@pytest.mark.parametrize("view", ["views/home.py", "views/zoo.py", "views/merge.py", "views/jobs.py"])
+@pytest.mark.parametrize("view", ["views/home.py", "views/zoo.py", "views/merge.py", "views/jobs.py",
+                                  "views/forgetting.py"])
 def test_every_view_renders(app, view):
     app.run()
     app.switch_page(view).run()
@@ -160,3 +161,18 @@ def test_ties_controls_and_sparsity_figures_on_the_merge_page(app, tiny_collecti
     assert _metric(app, "mean accuracy (merged)") == f"{expected.mean_merged:.1%}"
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")]
     assert "Sign conflicts between tasks, per layer" in titles
+
+
+def test_forgetting_page_shows_the_engine_numbers(app, tiny_collection_dir, data_home):
+    from engine.forgetting import negate
+    from engine.evaluate import evaluate
+
+    app.run()
+    app.switch_page("views/forgetting.py").run()
+    app.slider(key="forget_alpha").set_value(1.5).run()
+    assert not app.exception
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    expected = evaluate(negate(ws, "colour", 1.5), ws.suite, "interactive").accuracy["colour"]
+    assert _metric(app, "target: colour") == f"{expected:.1%}"
+    chart = json.loads(app.get("plotly_chart")[0].proto.spec)
+    assert len(chart["data"][0]["x"]) == 41

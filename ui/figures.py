@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import torch
 
 from engine.analysis import SparsityReport
+from engine.forgetting import CONTROL_FLOOR, ForgettingCurve
 from engine.runs import Run
 from engine.workspace import MergeComparison, Sweep
 
@@ -70,4 +71,21 @@ def sign_conflict_bars(report: SparsityReport) -> go.Figure:
                            hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
     fig.update_layout(title="Sign conflicts between tasks, per layer", yaxis=dict(tickformat=".0%", title="share"),
                       xaxis=dict(tickangle=-45), margin=dict(t=50, b=120))
+    return fig
+
+
+def forgetting_chart(curve: ForgettingCurve, *, alpha: float | None = None) -> go.Figure:
+    """Target and control accuracy over α, the control floor, the chosen α (and the slider's α)."""
+    x = list(curve.alphas)
+    fig = go.Figure([go.Scatter(x=x, y=list(curve.target_accuracy), name=f"target: {curve.target}",
+                                mode="lines+markers", line=dict(color="#d62728")),
+                     go.Scatter(x=x, y=list(curve.control_accuracy), name="control (mean of the others)",
+                                mode="lines+markers", line=dict(color="#1f77b4"))])
+    fig.add_hline(y=CONTROL_FLOOR * curve.pretrained_control, line_dash="dot", line_color="#1f77b4",
+                  annotation_text="95% of pretrained control")
+    fig.add_vline(x=curve.chosen_alpha, line_dash="dash", annotation_text=f"chosen α = {curve.chosen_alpha:g}")
+    if alpha is not None:
+        fig.add_vline(x=alpha, line_color="grey", opacity=0.5)
+    fig.update_layout(title=f"Forgetting {curve.target}: θ₀ − α·τ ({curve.split} split)", xaxis_title="α",
+                      yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"), margin=dict(t=50))
     return fig
