@@ -7,9 +7,16 @@ from engine.home import ASSETS_DIR, DataHome
 
 st.title("mergelab")
 st.write("Merge fine-tuned CLIP image encoders by task arithmetic and see what each merge does: "
-         "per-task accuracy, interference between tasks, and how learned coefficients converge.")
+         "per-task accuracy, interference between tasks, and how much of a task a negation removes.")
+left, right = st.columns(2)
+with left:
+    st.page_link("views/zoo.py", label="Zoo: checkpoints, sample images, task similarity", icon=":material/inventory_2:")
+    st.page_link("views/merge.py", label="Merge: pick tasks, move λ, see every task", icon=":material/merge:")
+with right:
+    st.page_link("views/forgetting.py", label="Forgetting: subtract a task vector", icon=":material/remove_circle:")
+    st.page_link("views/jobs.py", label="Jobs & runs: background work and the run log", icon=":material/monitoring:")
 home = DataHome.from_env().ensure()
-st.caption(f"Data home: `{home.root}`")
+st.caption(f"Data home: `{home.root}` (set MERGELAB_HOME to move it)")
 try:
     collection = load_collection(ASSETS_DIR / "zoo")
 except MergelabError as exc:
