@@ -1,0 +1,103 @@
+"""STA importance maps: first-order Taylor importance of each task-vector entry (provisional definition).
+
+STA (Tian, Lai et al., "Beyond Task Vectors: Selective Task Arithmetic Based on Importance Metrics",
+arXiv 2411.16139) scores parameters by the first-order Taylor estimate of the loss change when an entry
+is removed. The paper body was not available to us (shared/research/papers.md §3), so these choices
+are ours and the UI marks the method "provisional definition":
+- importance Iᵢ = mean over calibration batches of |xᵢ · ∂L/∂θᵢ| at the fine-tuned weights, with
+  x = τ (variant "tau", default: the change of loss if the task vector entry is dropped) or x = θ_ft
+  (variant "theta", the paper's |θ ∇L| as reported by the review);
+- L = cross-entropy of the task's zero-shot head on normalised image features; calibration data = the
+  task's train split, `batches` seeded batches of `batch_size`;
+- normalised per parameter tensor by that tensor's largest importance (so every tensor has max 1),
+  which makes one threshold comparable across tensors of different scale.
+Maps are cached in the data home keyed by the fine-tuned checkpoint's tensors_sha256.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.func import functional_call
+
+from engine.atomic import atomic_path
+from engine.data import LabelledImages, normalize_batch
+from engine.errors import CheckpointError
+from engine.finetune import batch_indices
+from engine.models import Preprocess
+from engine.params import ParamSpec, unflatten
+
+
+@dataclass(frozen=True)
+class ImportanceConfig:
+    variant: Literal["tau", "theta"] = "tau"
+    batches: int = 8
+    batch_size: int = 128
+    seed: int = 0
+
+
+def taylor_importance(visual: nn.Module, theta_ft: torch.Tensor, theta0: torch.Tensor, spec: ParamSpec,
+                      head: torch.Tensor, data: LabelledImages, preprocess: Preprocess,
+                      config: ImportanceConfig = ImportanceConfig()) -> torch.Tensor:
+    """Raw importance [P] of a fine-tuned tower θ_ft [P] (not normalised)."""
+    model = copy.deepcopy(visual).eval()  # a private template: the shared one may be in use elsewhere
+    params = theta_ft.detach().clone().requires_grad_(True)  # [P]
+    weights = unflatten(params, spec)
+    scale = (theta_ft - theta0 if config.variant == "tau" else theta_ft).detach()  # [P]
+    total = torch.zeros_like(theta_ft)  # [P]
+    order = batch_indices(len(data), steps=config.batches, batch_size=min(config.batch_size, len(data)),
+                          seed=config.seed)
+    for idx in order:
+        x = normalize_batch(data.images[idx], preprocess)  # [B, 3, S, S]
+        logits = F.normalize(functional_call(model, weights, (x,)), dim=-1) @ head.T  # [B, C]
+        grad, = torch.autograd.grad(F.cross_entropy(logits, data.labels[idx]), params)
+        total += (scale * grad).abs()
+    return total / len(order)  # [P]
+
+
+def normalize_per_tensor(importance: torch.Tensor, spec: ParamSpec) -> torch.Tensor:
+    """Divide each tensor's entries by that tensor's largest importance → [P] in [0, 1]."""
+    lengths = torch.tensor(spec.sizes, device=importance.device)
+    peaks = torch.segment_reduce(importance, "max", lengths=lengths)  # [n_tensors]
+    return importance / torch.repeat_interleave(peaks.clamp(min=torch.finfo(importance.dtype).tiny), lengths)
+
+
+def importance_file(cache_dir: Path, checkpoint_sha: str, config: ImportanceConfig) -> Path:
+    key = hashlib.sha256(json.dumps({"sha": checkpoint_sha, **asdict(config)}).encode()).hexdigest()[:16]
+    return Path(cache_dir) / "importance" / f"{checkpoint_sha[:16]}-{key}.safetensors"
+
+
+def save_importance(path: Path, importance: torch.Tensor, *, checkpoint_sha: str, config: ImportanceConfig) -> None:
+    """Store a normalised map in fp16 with the checkpoint it belongs to in the file's metadata."""
+    with atomic_path(Path(path)) as tmp:
+        save_file({"importance": importance.detach().half().cpu().contiguous()}, str(tmp),
+                  metadata={"checkpoint_sha256": checkpoint_sha, "config": json.dumps(asdict(config))})
+
+
+def load_importance(path: Path, *, checkpoint_sha: str, numel: int) -> torch.Tensor:
+    """Read a map and check it was computed for this checkpoint and parameter count."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            owner = (handle.metadata() or {}).get("checkpoint_sha256")
+        importance = load_file(str(path))["importance"].float()
+    except (SafetensorError, OSError, KeyError) as exc:
+        raise CheckpointError(path, f"is not a readable importance map ({exc})",
+                              fix="delete it; it is recomputed from the checkpoint") from exc
+    if owner != checkpoint_sha:
+        raise CheckpointError(path, f"belongs to checkpoint {str(owner)[:12]}…, not {checkpoint_sha[:12]}…",
+                              fix="use the map computed for this checkpoint, or recompute it")
+    if importance.numel() != numel:
+        raise CheckpointError(path, f"has {importance.numel()} entries, the checkpoint {numel}",
+                              fix="recompute the map for this architecture")
+    return importance
