@@ -19,52 +19,44 @@ from engine.workspace import Sweep, Workspace
 def sweep_job(ctx: JobContext, *, workspace: Workspace, run_log: RunLog, tasks: Sequence[str], method: str,
               params: Mapping[str, ParamValue], param: str, values: Sequence[float], split: str) -> dict:
     """Evaluate the merge at each value of `param`; returns (and logs) the curve and the best value."""
-    start = time.perf_counter()
-    curve = {"values": [], "mean_accuracy": [], "mean_normalized": [], "per_task": {t: [] for t in tasks}}
-    status = "done"
+    start, results, status = time.perf_counter(), [], "done"
     try:
         for i, value in enumerate(values):
             ctx.check_cancelled()
             result = workspace.compare(tasks, method, {**params, param: value}, split=split,
                                        progress=lambda _f, _m: ctx.check_cancelled()).merged  # per batch
-            curve["values"].append(value)
-            curve["mean_accuracy"].append(result.mean_accuracy)
-            curve["mean_normalized"].append(result.mean_normalized)
-            for t in tasks:
-                curve["per_task"][t].append(result.accuracy[t])
+            results.append(result)
             ctx.report(i + 1, len(values), f"{param} = {value:g}: mean {result.mean_accuracy:.1%}",
-                       metrics={"best_mean_accuracy": max(curve["mean_accuracy"])})
+                       metrics={"best_mean_accuracy": max(r.mean_accuracy for r in results)})
     except Cancelled:
         status = "cancelled"
         raise
     finally:
-        outputs = _summary(curve, tasks)
-        run_log.record("sweep", method=method, tasks=tasks, status=status, device=str(workspace.matrix.T.device),
-                       duration_s=round(time.perf_counter() - start, 3),
-                       inputs={"collection": str(workspace.collection.root), "pretrained_sha256":
-                               workspace.pretrained.sha256, "params": dict(params), "param": param,
-                               "values": list(values), "split": split},
-                       outputs=outputs)
-    return outputs
+        sweep = Sweep.from_results(split, param, values, results, tasks)
+        record_sweep(run_log, sweep, workspace=workspace, method=method, params=params,
+                     device=str(workspace.matrix.T.device), status=status, planned=values,
+                     duration_s=round(time.perf_counter() - start, 3))
+    return sweep_outputs(sweep)
 
 
-def _summary(curve: dict, tasks: Sequence[str]) -> dict:
-    if not curve["values"]:
-        return {"curve": curve, "best_value": None, "accuracy": {}}
-    # the papers' rule, as Sweep.best_value: best mean normalized accuracy, the smaller value on ties
-    best = max(range(len(curve["values"])), key=lambda i: (curve["mean_normalized"][i], -curve["values"][i]))
-    return {"curve": curve, "best_value": curve["values"][best],
-            "accuracy": {t: curve["per_task"][t][best] for t in tasks}}
-
-
-def record_sweep(run_log: RunLog, sweep: Sweep, *, workspace: Workspace, method: str,
-                 params: Mapping[str, ParamValue], device: str) -> int:
-    """Log a sweep computed in the foreground (the merge page's "λ sweep" button)."""
+def sweep_outputs(sweep: Sweep) -> dict:
+    """What the run log keeps of a sweep: the curve, the best value and the per-task accuracy there."""
     curve = {"values": list(sweep.values), "mean_accuracy": list(sweep.mean_accuracy),
              "mean_normalized": list(sweep.mean_normalized),
              "per_task": {t: list(v) for t, v in sweep.per_task.items()}}
-    return run_log.record("sweep", method=method, tasks=tuple(sweep.per_task), device=device,
+    best = sweep.best_value
+    accuracy = {} if best is None else {t: v[sweep.values.index(best)] for t, v in sweep.per_task.items()}
+    return {"curve": curve, "best_value": best, "accuracy": accuracy}
+
+
+def record_sweep(run_log: RunLog, sweep: Sweep, *, workspace: Workspace, method: str,
+                 params: Mapping[str, ParamValue], device: str, status: str = "done",
+                 duration_s: float | None = None, planned: Sequence[float] | None = None) -> int:
+    """Log a sweep: a background job's (possibly cancelled) or the merge page's "λ sweep" button's."""
+    return run_log.record("sweep", method=method, tasks=tuple(sweep.per_task), device=device, status=status,
+                          duration_s=duration_s,
                           inputs={"collection": str(workspace.collection.root),
                                   "pretrained_sha256": workspace.pretrained.sha256, "params": dict(params),
-                                  "param": sweep.param, "values": list(sweep.values), "split": sweep.split},
-                          outputs=_summary(curve, tuple(sweep.per_task)))
+                                  "param": sweep.param, "values": list(planned or sweep.values),
+                                  "split": sweep.split},
+                          outputs=sweep_outputs(sweep))

@@ -54,8 +54,19 @@ class Sweep:
     mean_normalized: tuple[float, ...]
     per_task: Mapping[str, tuple[float, ...]]
 
+    @classmethod
+    def from_results(cls, split: str, param: str, values: Sequence[float], results: Sequence[EvalResult],
+                     tasks: Sequence[str]) -> "Sweep":
+        """One EvalResult per value (a job's partial sweep may have fewer results than planned values)."""
+        return cls(split, param, tuple(values[:len(results)]), tuple(r.mean_accuracy for r in results),
+                   tuple(r.mean_normalized for r in results),
+                   {t: tuple(r.accuracy[t] for r in results) for t in tasks})
+
     @property
-    def best_value(self) -> float:
+    def best_value(self) -> float | None:
+        """The papers' rule: best mean normalized accuracy, the smaller value on ties (None if empty)."""
+        if not self.values:
+            return None
         best = max(range(len(self.values)), key=lambda i: (self.mean_normalized[i], -self.values[i]))
         return self.values[best]
 
@@ -119,6 +130,4 @@ class Workspace:
             results.append(self.compare(tasks, method, {**params, param: value}, split=split).merged)
             if progress is not None:
                 progress((i + 1) / len(values), f"{param} = {value:g}")
-        return Sweep(split, param, tuple(values), tuple(r.mean_accuracy for r in results),
-                     tuple(r.mean_normalized for r in results),
-                     {t: tuple(r.accuracy[t] for r in results) for t in tasks})
+        return Sweep.from_results(split, param, values, results, tasks)
