@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from engine.merge.registry import get_method
+from engine.merge.sparse_methods import keep_mask
 from engine.params import ParamSpec
 
 
@@ -34,9 +36,6 @@ def sparsity_report(method: str, T: torch.Tensor, params: Mapping, *, tasks: Seq
                     spec: ParamSpec) -> SparsityReport:
     """Kept fraction per task and sign conflict per layer block (TIES's motivation, Yadav et al. 2023,
     Fig. 2), of the task vectors as the method masks them."""
-    from engine.merge.registry import get_method
-    from engine.merge.sparse_methods import keep_mask
-
     resolved = get_method(method).resolve(params, num_tasks=T.shape[0])
     mask = keep_mask(method, T, resolved)  # [K, P] or None
     kept = mask.float().mean(dim=1).tolist() if mask is not None else [1.0] * T.shape[0]

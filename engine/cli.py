@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     build = zoo.add_parser("build", help="pretrain, fine-tune, evaluate; writes report.json and manifest.json")
     build.add_argument("--out", type=Path, default=DEFAULT_COLLECTION)
     build.add_argument("--smoke", action="store_true", help="a few steps only: checks the whole path quickly")
-    build.add_argument("--real-images", type=Path, help=f"default: <out>/real_images.npz, else extracted afresh")
+    build.add_argument("--real-images", type=Path, help="default: <out>/real_images.npz, else extracted afresh")
     build.set_defaults(run=_run_zoo_build)
     extract = zoo.add_parser("extract-real", help="extract the real source images from scikit-learn/-image")
     extract.add_argument("--out", type=Path, default=DEFAULT_COLLECTION / "real_images.npz")

@@ -20,6 +20,12 @@ def app(tiny_collection_dir, data_home):
     return at
 
 
+def _open(at: AppTest, view: str) -> None:
+    """Run the app (app.py sets the defaults), then switch to `view`."""
+    at.run()
+    at.switch_page(view).run()
+
+
 def _metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
@@ -27,14 +33,12 @@ def _metric(at: AppTest, label: str) -> str:
 @pytest.mark.parametrize("view", ["views/home.py", "views/zoo.py", "views/merge.py", "views/jobs.py",
                                   "views/forgetting.py"])
 def test_every_view_renders(app, view):
-    app.run()
-    app.switch_page(view).run()
+    _open(app, view)
     assert not app.exception
 
 
 def test_merge_slider_shows_the_engine_result(app, tiny_collection_dir, data_home):
-    app.run()
-    app.switch_page("views/merge.py").run()
+    _open(app, "views/merge.py")
     app.slider(key="task_arithmetic.lam").set_value(0.8).run()
     assert not app.exception
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
@@ -46,8 +50,7 @@ def test_merge_slider_shows_the_engine_result(app, tiny_collection_dir, data_hom
 
 
 def test_per_task_sliders_and_task_choice(app, tiny_collection_dir, data_home):
-    app.run()
-    app.switch_page("views/merge.py").run()
+    _open(app, "views/merge.py")
     app.multiselect(key="tasks").set_value(["colour", "texture"]).run()
     app.toggle(key="per_task").set_value(True).run()
     app.slider(key="task_arithmetic.lam.texture").set_value(1.0).run()
@@ -60,8 +63,7 @@ def test_per_task_sliders_and_task_choice(app, tiny_collection_dir, data_home):
 def test_url_state_round_trips(app):
     app.query_params["task_arithmetic.lam"] = "0.55"
     app.query_params["tasks"] = ["colour", "brightness"]
-    app.run()
-    app.switch_page("views/merge.py").run()
+    _open(app, "views/merge.py")
     assert not app.exception
     assert app.slider(key="task_arithmetic.lam").value == pytest.approx(0.55)
     assert app.multiselect(key="tasks").value == ["colour", "brightness"]
@@ -69,8 +71,7 @@ def test_url_state_round_trips(app):
 
 def test_a_bad_collection_shows_an_error_and_the_app_stays_up(app, tmp_path):
     app.session_state["collection"] = str(tmp_path / "not-a-collection")
-    app.run()
-    app.switch_page("views/merge.py").run()
+    _open(app, "views/merge.py")
     assert not app.exception
     assert any("outside the allowed roots" in e.value or "manifest" in e.value for e in app.error)
 
@@ -80,8 +81,7 @@ def test_jobs_page_with_a_running_job_and_with_none(app, tiny_collection_dir, da
 
     from ui import resources
 
-    app.run()
-    app.switch_page("views/jobs.py").run()
+    _open(app, "views/jobs.py")
     assert not app.exception
     gate = threading.Event()
 
@@ -106,8 +106,7 @@ def test_save_run_and_export_from_the_merge_page(app, tiny_collection_dir, data_
     from engine.checkpoints import load_checkpoint
     from engine.runs import RunLog
 
-    app.run()
-    app.switch_page("views/merge.py").run()
+    _open(app, "views/merge.py")
     next(b for b in app.button if b.label == "Save run").click().run()
     assert not app.exception
     runs = RunLog(data_home / "runs" / "runs.sqlite3").runs(kind="merge")
@@ -119,8 +118,7 @@ def test_save_run_and_export_from_the_merge_page(app, tiny_collection_dir, data_
 
 
 def test_a_pasted_recipe_sets_the_sliders(app, tiny_collection_dir, data_home):
-    app.run()
-    app.switch_page("views/merge.py").run()
+    _open(app, "views/merge.py")
     app.text_area(key="_recipe_text").input("tasks: [colour, texture]\nparams: {lam: [0.2, 0.9]}\n").run()
     next(b for b in app.button if b.label == "Apply recipe").click().run()
     assert not app.exception
@@ -138,8 +136,7 @@ def test_a_pasted_recipe_sets_the_sliders(app, tiny_collection_dir, data_home):
 def test_the_sweep_button_draws_and_logs_the_curve(app, data_home):
     from engine.runs import RunLog
 
-    app.run()
-    app.switch_page("views/merge.py").run()
+    _open(app, "views/merge.py")
     next(b for b in app.button if b.label == "λ sweep").click().run()
     assert not app.exception
     charts = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
@@ -151,10 +148,10 @@ def test_the_sweep_button_draws_and_logs_the_curve(app, data_home):
 
 
 def test_ties_controls_and_sparsity_figures_on_the_merge_page(app, tiny_collection_dir, data_home):
-    app.run()
-    app.switch_page("views/merge.py").run()
+    _open(app, "views/merge.py")
     app.selectbox(key="method").set_value("ties").run()
     app.slider(key="ties.density").set_value(0.5).run()
+    app.toggle(key="show_sparsity").set_value(True).run()
     assert not app.exception
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
     expected = ws.compare(ws.task_names, "ties", {"density": 0.5, "lam": 1.0})
@@ -167,8 +164,7 @@ def test_forgetting_page_shows_the_engine_numbers(app, tiny_collection_dir, data
     from engine.forgetting import negate
     from engine.evaluate import evaluate
 
-    app.run()
-    app.switch_page("views/forgetting.py").run()
+    _open(app, "views/forgetting.py")
     app.slider(key="forget_alpha").set_value(1.5).run()
     assert not app.exception
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")

@@ -11,6 +11,7 @@ import streamlit as st
 import torch
 
 from engine.analysis import cosine_similarity_matrix
+from engine.forgetting import ALPHAS, ForgettingCurve, negation_curve
 from engine.home import ASSETS_DIR, DataHome
 from engine.jobs import LocalRunner
 from engine.models import pick_device
@@ -46,7 +47,19 @@ def job_runner() -> LocalRunner:
 
 
 def run_log() -> RunLog:
-    return RunLog(DataHome.from_env().ensure().runs / "runs.sqlite3")
+    return _run_log(str(DataHome.from_env().ensure().runs / "runs.sqlite3"))
+
+
+@st.cache_resource(max_entries=4)
+def _run_log(path: str) -> RunLog:
+    """One RunLog per file: its schema set-up runs once, not on every rerun (connections stay per call)."""
+    return RunLog(Path(path))
+
+
+@st.cache_resource(max_entries=32, show_spinner="Sweeping α over linspace(0, 2, 41)…")
+def forgetting_curve(collection: str, device: str, target: str) -> ForgettingCurve:
+    """The negation curve of one target on the interactive split, computed once: moving α only reads it."""
+    return negation_curve(workspace(collection, device), target, alphas=ALPHAS, split="interactive")
 
 
 def workspace_or_stop(collection: str) -> Workspace:

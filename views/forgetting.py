@@ -1,7 +1,7 @@
 """Forgetting: subtract a task vector and watch the target task fall while the others hold."""
 import streamlit as st
 
-from engine.forgetting import ALPHAS, negate, negation_curve
+from engine.forgetting import negate
 from engine.evaluate import evaluate
 from ui import figures, resources
 from ui.state import collection_picker
@@ -25,8 +25,7 @@ a.metric(f"target: {target}", f"{result.accuracy[target]:.1%}",
          delta_color="inverse")
 b.metric("control (mean of the others)", f"{control:.1%}")
 
-with st.spinner("Sweeping α over linspace(0, 2, 41)…"):
-    curve = negation_curve(ws, target, alphas=ALPHAS, split="interactive")
+curve = resources.forgetting_curve(collection, resources.device_name(), target)
 st.plotly_chart(figures.forgetting_chart(curve, alpha=alpha), key="forgetting_chart")
 st.caption("The papers' protocol: choose the α that brings the target lowest while the control accuracy stays "
            "at or above 95% of the pretrained model's (dotted line). Here on the interactive split; "

@@ -70,8 +70,9 @@ st.caption(f"{method.display_name}: θ = θ₀ + Σₜ λₜ τₜ with τₜ = 
            "(a fixed subset of val) of the zero-shot model θ₀, the merge, and each task's own fine-tuned model. "
            "Normalized accuracy = merged / fine-tuned, averaged over tasks.")
 
-if method_name != "task_arithmetic" or len(tasks) > 1:
-    with st.expander("What the method keeps, and where tasks disagree"):
+if st.toggle("Show what the method keeps, and where tasks disagree", key="show_sparsity",
+             help="kept fraction per task and sign conflicts per layer; computed only while this is on"):
+    with st.container(border=True):
         report = ws.sparsity(tasks, method_name, params)
         st.dataframe({"task": list(report.tasks), "kept fraction": [report.kept_fraction[t] for t in report.tasks]},
                      column_config={"kept fraction": st.column_config.NumberColumn(format="percent")})
