@@ -33,11 +33,11 @@ class SparsityReport:
 
 
 def sparsity_report(method: str, T: torch.Tensor, params: Mapping, *, tasks: Sequence[str],
-                    spec: ParamSpec) -> SparsityReport:
+                    spec: ParamSpec, importance: torch.Tensor | None = None) -> SparsityReport:
     """Kept fraction per task and sign conflict per layer block (TIES's motivation, Yadav et al. 2023,
     Fig. 2), of the task vectors as the method masks them."""
     resolved = get_method(method).resolve(params, num_tasks=T.shape[0])
-    mask = keep_mask(method, T, resolved)  # [K, P] or None
+    mask = keep_mask(method, T, resolved, importance=importance)  # [K, P] or None
     kept = mask.float().mean(dim=1).tolist() if mask is not None else [1.0] * T.shape[0]
     layers, conflict = [], []
     for label, cols in spec.blocks(level="layer"):

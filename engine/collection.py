@@ -5,7 +5,8 @@ It is the model pool and the task pool in one manifest, `collection.json`:
      "tasks": {"digits": {"data": "tasks/digits.safetensors",
                           "checkpoints": {"standard": "finetuned/digits.standard.safetensors"}}}}
 Paths are relative to the manifest's folder; instead of a path, "data" may be a generator entry
-{"task": "size", "seed": 1003, "real_images": "real_images.npz"} (the demo zoo regenerates its tasks). Variants (standard, linearized, tau_jp, ...) are keys,
+{"task": "size", "seed": 1003, "real_images": "real_images.npz"} (the demo zoo regenerates its tasks),
+and "importance" may name shipped STA importance maps per kind ({"tau": "importance/digits.tau.safetensors"}). Variants (standard, linearized, tau_jp, ...) are keys,
 so a later build adds one without touching what exists. The shipped demo zoo is one collection.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from engine.checkpoints import Checkpoint, load_checkpoint
+from engine.checkpoints import Checkpoint, load_checkpoint, read_sidecar
 from engine.data import TaskData, load_task
 from engine.errors import CheckpointError, DatasetError, SchemaError
 from engine.evaluate import EvalSuite
@@ -43,6 +44,7 @@ class TaskEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     data: str | GeneratedData           # a task file/folder path, or a generator entry
     checkpoints: dict[str, str] = {}
+    importance: dict[str, str] = {}     # STA importance kind ("tau", "theta") → map of the standard checkpoint
 
 
 class CollectionManifest(BaseModel):
@@ -82,6 +84,19 @@ class Collection:
             raise CheckpointError(f"{task}/{variant}", "no such fine-tuned checkpoint in the collection",
                                   fix=f"choose one of {sorted(entry.checkpoints)}")
         return load_checkpoint(self.path(entry.checkpoints[variant]))
+
+    def finetuned_sha256(self, task: str, variant: str = "standard") -> str:
+        """The checkpoint's tensors_sha256 from its sidecar (verified when the checkpoint is loaded)."""
+        entry = self._entry(task)
+        if variant not in entry.checkpoints:
+            raise CheckpointError(f"{task}/{variant}", "no such fine-tuned checkpoint in the collection",
+                                  fix=f"choose one of {sorted(entry.checkpoints)}")
+        return read_sidecar(self.path(entry.checkpoints[variant])).tensors_sha256
+
+    def importance_path(self, task: str, kind: str) -> Path | None:
+        """The shipped STA importance map of `task`'s standard checkpoint, if the collection has one."""
+        relative = self._entry(task).importance.get(kind)
+        return None if relative is None else self.path(relative)
 
     def task_data(self, task: str, *, image_size: int | None = None, cache_dir: Path | None = None) -> TaskData:
         """The task's images: read from its file or folder, or regenerated (and cached) from its seed."""

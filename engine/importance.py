@@ -11,7 +11,9 @@ are ours and the UI marks the method "provisional definition":
   task's train split, `batches` seeded batches of `batch_size`;
 - normalised per parameter tensor by that tensor's largest importance (so every tensor has max 1),
   which makes one threshold comparable across tensors of different scale.
-Maps are cached in the data home keyed by the fine-tuned checkpoint's tensors_sha256.
+Maps are held as uint8 log-scale codes (engine/importance_codes.py), shipped with a collection
+(its manifest's "importance" entry per task) or cached in the data home keyed by the fine-tuned
+checkpoint's tensors_sha256; every file names the checkpoint it belongs to and is refused for another.
 """
 from __future__ import annotations
 
@@ -32,7 +34,9 @@ from torch.func import functional_call
 from engine.atomic import atomic_path
 from engine.data import LabelledImages, normalize_batch
 from engine.errors import CheckpointError
+from engine.evaluate import EvalSuite
 from engine.finetune import batch_indices
+from engine.importance_codes import encode
 from engine.models import Preprocess
 from engine.params import ParamSpec, unflatten
 
@@ -76,28 +80,56 @@ def importance_file(cache_dir: Path, checkpoint_sha: str, config: ImportanceConf
     return Path(cache_dir) / "importance" / f"{checkpoint_sha[:16]}-{key}.safetensors"
 
 
-def save_importance(path: Path, importance: torch.Tensor, *, checkpoint_sha: str, config: ImportanceConfig) -> None:
-    """Store a normalised map in fp16 with the checkpoint it belongs to in the file's metadata."""
+def save_importance(path: Path, codes: torch.Tensor, *, checkpoint_sha: str, config: ImportanceConfig) -> None:
+    """Store a map's uint8 codes [P] with the checkpoint it belongs to in the file's metadata."""
+    if codes.dtype != torch.uint8:
+        raise CheckpointError(path, f"importance codes must be uint8, got {codes.dtype}",
+                              fix="encode the normalised map with engine.importance_codes.encode")
     with atomic_path(Path(path)) as tmp:
-        save_file({"importance": importance.detach().half().cpu().contiguous()}, str(tmp),
-                  metadata={"checkpoint_sha256": checkpoint_sha, "config": json.dumps(asdict(config))})
+        save_file({"importance": codes.detach().cpu().contiguous()}, str(tmp),
+                  metadata={"checkpoint_sha256": checkpoint_sha, "config": json.dumps(asdict(config)),
+                            "encoding": "log10-uint8-v1"})
 
 
 def load_importance(path: Path, *, checkpoint_sha: str, numel: int) -> torch.Tensor:
-    """Read a map and check it was computed for this checkpoint and parameter count."""
+    """Read a map's uint8 codes [P] and check they were computed for this checkpoint and parameter count."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            owner = (handle.metadata() or {}).get("checkpoint_sha256")
-        importance = load_file(str(path))["importance"].float()
+            meta = handle.metadata() or {}
+        owner, encoding = meta.get("checkpoint_sha256"), meta.get("encoding")
+        importance = load_file(str(path))["importance"]
     except (SafetensorError, OSError, KeyError) as exc:
         raise CheckpointError(path, f"is not a readable importance map ({exc})",
                               fix="delete it; it is recomputed from the checkpoint") from exc
     if owner != checkpoint_sha:
         raise CheckpointError(path, f"belongs to checkpoint {str(owner)[:12]}…, not {checkpoint_sha[:12]}…",
                               fix="use the map computed for this checkpoint, or recompute it")
+    if encoding != "log10-uint8-v1" or importance.dtype != torch.uint8:
+        raise CheckpointError(path, f"is not in the log10-uint8-v1 encoding (found {encoding}, {importance.dtype})",
+                              fix="delete it; it is recomputed from the checkpoint")
     if importance.numel() != numel:
         raise CheckpointError(path, f"has {importance.numel()} entries, the checkpoint {numel}",
                               fix="recompute the map for this architecture")
     return importance
+
+
+def importance_codes(suite: EvalSuite, theta_ft: torch.Tensor, theta0: torch.Tensor, *, task: str,
+                     checkpoint_sha: str, cache_dir: Path, shipped: Path | None = None,
+                     config: ImportanceConfig = ImportanceConfig()) -> torch.Tensor:
+    """The uint8 codes [P] of one task's normalised map: shipped, else cached, else computed and cached.
+
+    A shipped map of another checkpoint is an error, not a silent recompute: the collection is wrong.
+    """
+    numel = suite.spec.numel
+    if shipped is not None:
+        return load_importance(shipped, checkpoint_sha=checkpoint_sha, numel=numel)
+    path = importance_file(cache_dir, checkpoint_sha, config)
+    if path.is_file():
+        return load_importance(path, checkpoint_sha=checkpoint_sha, numel=numel)
+    raw = taylor_importance(suite.visual, theta_ft, theta0, suite.spec, suite.heads[task],
+                            suite.tasks[task].split("train"), suite.preprocess, config)  # [P]
+    codes = encode(normalize_per_tensor(raw, suite.spec)).cpu()  # [P] uint8
+    save_importance(path, codes, checkpoint_sha=checkpoint_sha, config=config)
+    return codes

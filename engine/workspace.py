@@ -19,7 +19,8 @@ from engine.analysis import SparsityReport, sparsity_report
 from engine.checkpoints import Checkpoint
 from engine.collection import Collection, load_collection, open_suite, task_matrix
 from engine.evaluate import EvalResult, EvalSuite, Progress, evaluate
-from engine.merge import apply
+from engine.importance import ImportanceConfig, importance_codes
+from engine.merge import apply, get_method
 from engine.merge.registry import ParamValue
 from engine.params import TaskMatrix
 
@@ -77,6 +78,7 @@ class Workspace:
     pretrained: Checkpoint
     suite: EvalSuite
     matrix: TaskMatrix
+    cache_dir: Path
 
     @classmethod
     def open(cls, path: Path, *, cache_dir: Path, device: torch.device | str = "cpu",
@@ -85,7 +87,7 @@ class Workspace:
         pretrained = collection.pretrained()
         suite = open_suite(collection, cache_dir=cache_dir, device=device, pretrained=pretrained)
         matrix = task_matrix(collection, variant=variant, device=device, pretrained=pretrained)
-        return cls(collection, pretrained, suite, matrix)
+        return cls(collection, pretrained, suite, matrix, Path(cache_dir))
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -102,14 +104,37 @@ class Workspace:
         return {t: evaluate(m.theta0 + m.T[k], self.suite, split, tasks=[t]).accuracy[t]
                 for k, t in enumerate(m.task_names)}
 
+    @functools.cache
+    def importance(self, kind: str) -> torch.Tensor:
+        """STA importance codes uint8 [K, P] of every task, rows in `task_names` order, on the device.
+
+        Shipped with the collection, cached in the data home, or computed now (a few gradient passes
+        per task; seconds on the demo zoo, minutes for ViT-B/32 on a CPU)."""
+        m = self.matrix
+        rows = [importance_codes(self.suite, m.theta0 + m.T[k], m.theta0, task=t,
+                                 checkpoint_sha=self.collection.finetuned_sha256(t), cache_dir=self.cache_dir,
+                                 shipped=self.collection.importance_path(t, kind),
+                                 config=ImportanceConfig(variant=kind))
+                for k, t in enumerate(m.task_names)]
+        return torch.stack(rows).to(m.T.device)  # [K, P]
+
+    def method_importance(self, method: str, tasks: Sequence[str]) -> torch.Tensor | None:
+        """The importance rows of `tasks` when `method` needs them, else None."""
+        kind = get_method(method).importance
+        if kind is None:
+            return None
+        return self.importance(kind)[[self.matrix.task_names.index(t) for t in tasks]]  # [k, P]
+
     def merge(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue]) -> torch.Tensor:
         """θ [P] merged from the chosen tasks' vectors."""
         rows = [self.matrix.task_names.index(t) for t in tasks]
-        return apply(method, self.matrix.theta0, self.matrix.T[rows], params)
+        return apply(method, self.matrix.theta0, self.matrix.T[rows], params,
+                     importance=self.method_importance(method, tasks))
 
     def sparsity(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue]) -> SparsityReport:
         rows = [self.matrix.task_names.index(t) for t in tasks]
-        return sparsity_report(method, self.matrix.T[rows], params, tasks=tasks, spec=self.matrix.spec)
+        return sparsity_report(method, self.matrix.T[rows], params, tasks=tasks, spec=self.matrix.spec,
+                               importance=self.method_importance(method, tasks))
 
     def compare(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue], *,
                 split: str = "interactive", progress: Progress | None = None) -> MergeComparison:

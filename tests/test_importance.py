@@ -8,6 +8,7 @@ from engine.errors import CheckpointError
 from engine.finetune import batch_indices
 from engine.importance import (ImportanceConfig, importance_file, load_importance, normalize_per_tensor,
                                save_importance, taylor_importance)
+from engine.importance_codes import decode, decode_table, encode, importance_mask, threshold_code
 from engine.models import create_visual
 from engine.params import ParamSpec, unflatten
 from tests.builders import TINY_ARCH
@@ -52,10 +53,58 @@ def test_cached_maps_name_their_checkpoint(setup, tmp_path):
     collection, _, tm = setup
     sha = collection.finetuned("colour").sha256
     path = importance_file(tmp_path, sha, ImportanceConfig())
-    save_importance(path, torch.rand(tm.spec.numel), checkpoint_sha=sha, config=ImportanceConfig())
-    assert load_importance(path, checkpoint_sha=sha, numel=tm.spec.numel).shape == (tm.spec.numel,)
+    codes = encode(torch.rand(tm.spec.numel))
+    with pytest.raises(CheckpointError, match="must be uint8"):
+        save_importance(path, torch.rand(tm.spec.numel), checkpoint_sha=sha, config=ImportanceConfig())
+    save_importance(path, codes, checkpoint_sha=sha, config=ImportanceConfig())
+    assert torch.equal(load_importance(path, checkpoint_sha=sha, numel=tm.spec.numel), codes)
     other = collection.finetuned("texture").sha256
     with pytest.raises(CheckpointError, match="belongs to checkpoint .* not"):
         load_importance(path, checkpoint_sha=other, numel=tm.spec.numel)
     with pytest.raises(CheckpointError, match="entries"):
         load_importance(path, checkpoint_sha=sha, numel=7)
+
+
+def test_codes_round_trip_within_one_log_step_and_thresholds_agree_with_decoded_values():
+    values = torch.cat([torch.tensor([0.0, 1e-9, 1e-6, 1.0]), torch.rand(5000) ** 8])  # heavy-tailed, in [0, 1]
+    codes = encode(values)
+    back = decode(codes)
+    assert back[0] == 0 and back[1] == 0 and back[3] == 1.0
+    kept = values >= 1e-6
+    ratio = back[kept] / values[kept]
+    assert ratio.min() > 10 ** (-3 / 254) - 1e-6 and ratio.max() < 10 ** (3 / 254) + 1e-6  # half a step
+    table = decode_table()
+    assert torch.all(table[1:] > table[:-1])
+    for kappa in (0.0, 1e-7, 0.013, 0.05, 0.5, 0.999, 1.0):
+        mask = importance_mask(codes, kappa)
+        expected = back >= kappa
+        assert torch.equal(torch.ones_like(expected) if mask is None else mask, expected), kappa
+    assert threshold_code(0.0) == 0 and threshold_code(1.0) == 255
+
+
+def test_workspace_computes_caches_and_checks_importance(tiny_collection_dir, tmp_path):
+    """Computed once per checkpoint, read back from the cache, and a map of another checkpoint is refused."""
+    import json
+    import shutil
+
+    from engine.workspace import Workspace
+
+    ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
+    codes = ws.importance("tau")  # [K, P]
+    assert codes.dtype == torch.uint8 and codes.shape == ws.matrix.T.shape
+    cached = sorted((tmp_path / "cache" / "importance").glob("*.safetensors"))
+    assert len(cached) == len(ws.task_names)
+    again = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache").importance("tau")
+    assert torch.equal(again, codes)
+
+    copy = tmp_path / "collection"
+    shutil.copytree(tiny_collection_dir, copy)
+    manifest = json.loads((copy / "collection.json").read_text())
+    first, second = list(manifest["tasks"])[:2]
+    wrong = cached[[c.name.startswith(Workspace.open(copy, cache_dir=tmp_path / "c2").collection
+                                      .finetuned_sha256(second)[:16]) for c in cached].index(True)]
+    shutil.copy(wrong, copy / "wrong.safetensors")
+    manifest["tasks"][first]["importance"] = {"tau": "wrong.safetensors"}
+    (copy / "collection.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="wrong.safetensors.*belongs to checkpoint"):
+        Workspace.open(copy, cache_dir=tmp_path / "c3").importance("tau")

@@ -93,6 +93,34 @@ def test_density_keeps_exactly_round_d_p_entries(density):
     assert torch.equal(mask, magnitude_mask(T, density))  # ties broken the same way every time
 
 
+def _tiny_importance(tm) -> torch.Tensor:
+    from engine.importance_codes import encode
+    return encode(torch.rand(tm.T.shape, generator=torch.Generator().manual_seed(9)) ** 3)  # uint8 [K, P]
+
+
+def test_sta_matches_its_oracle(tiny):
+    """θ₀ + λ Σₜ [Ĩₜ ≥ κ] ⊙ τₜ, per key and per entry, from the decoded importance values."""
+    from engine.importance_codes import decode
+
+    base, tuned, tm = tiny
+    codes = _tiny_importance(tm)
+    values = [unflatten(decode(codes[k]), tm.spec) for k in range(tm.num_tasks)]
+    tvs = _task_vectors(base, tuned)
+    for kappa in (0.02, 0.3):
+        expected = {key: base[key] + 1.4 * sum(torch.where(values[k][key] >= kappa, tvs[k][key], 0.0)
+                                              for k in range(len(tvs))) for key in base}
+        got = apply("sta", tm.theta0, tm.T, {"threshold": kappa, "lam": 1.4}, importance=codes)
+        torch.testing.assert_close(got, flatten(expected, tm.spec), rtol=0, atol=1e-6)
+
+
+def test_sta_needs_matching_importance(tiny):
+    _, _, tm = tiny
+    with pytest.raises(ParameterError, match="sta.importance: needs importance maps"):
+        apply("sta", tm.theta0, tm.T, {"threshold": 0.1})
+    with pytest.raises(ParameterError, match=r"expected uint8 \(3, 60\)"):
+        apply("sta", tm.theta0, tm.T, {"threshold": 0.1}, importance=_tiny_importance(tm)[:2])
+
+
 def test_reductions_to_task_arithmetic(tiny):
     base, tuned, tm = tiny
     ta = apply("task_arithmetic", tm.theta0, tm.T, {"lam": [0.3, 0.6, 0.1]})
@@ -103,12 +131,16 @@ def test_reductions_to_task_arithmetic(tiny):
                                apply("task_arithmetic", one.theta0, one.T, {"lam": 1.0}), rtol=0, atol=1e-6)
     torch.testing.assert_close(apply("magnitude", tm.theta0, tm.T, {"density": 1.0, "lam": 0.3}),
                                apply("task_arithmetic", tm.theta0, tm.T, {"lam": 0.3}), rtol=0, atol=1e-6)
+    torch.testing.assert_close(apply("sta", tm.theta0, tm.T, {"threshold": 0.0, "lam": 0.3},
+                                     importance=_tiny_importance(tm)),
+                               apply("task_arithmetic", tm.theta0, tm.T, {"lam": 0.3}), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("method, params, message", [
     ("ties", {"density": 0.0}, r"ties.density: value 0.0 outside \[0.01, 1.0\]"),
     ("ties", {"density": 1.5}, r"ties.density: value 1.5 outside"),
     ("dare", {"drop": 1.0}, r"dare.drop: value 1.0 outside \[0.0, 0.99\]"),
+    ("sta", {"threshold": 1.5}, r"sta.threshold: value 1.5 outside \[0.0, 1.0\]"),
 ])
 def test_bad_sparsity_parameters(tiny, method, params, message):
     _, _, tm = tiny

@@ -1,7 +1,9 @@
 """Name → merge method, with declared parameters from which pages build sliders and the CLI parses.
 
 A method is a pure function `fn(theta0 [P], T [K, P], *, out=None, **params) -> [P]`: it never
-modifies its inputs, and writes into `out` [P] when the caller passes a buffer to reuse. Adding one: write its
+modifies its inputs, and writes into `out` [P] when the caller passes a buffer to reuse. A method that
+declares `importance="tau"` (or "theta") also receives `importance=` uint8 codes [K, P] of that kind of
+STA map (engine/importance_codes.py); the Workspace supplies them. Adding one: write its
 file, add one `MergeMethod(...)` line to `_ALL`, and add its test.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 
 from engine.errors import ParameterError, UnknownMethodError
 from engine.merge.arithmetic import task_arithmetic
+from engine.merge.selective import sta
 from engine.merge.sparse_methods import dare, dare_ties, magnitude, ties
 
 ParamValue = float | Sequence[float]
@@ -59,6 +62,8 @@ class MergeMethod:
     paper_url: str
     params: tuple[Param, ...]
     fn: Callable[..., torch.Tensor]
+    importance: str | None = None      # kind of STA importance map the method needs, if any
+    provisional: bool = False          # its definition is ours where the paper is unavailable (UI says so)
 
     def resolve(self, given: Mapping[str, ParamValue], *, num_tasks: int) -> dict[str, torch.Tensor | float]:
         """Fill defaults, reject unknown names, check ranges and arity."""
@@ -76,6 +81,8 @@ _LAM_TIES = Param("lam", 1.0, 0.0, 3.0, 0.05, "scaling λ of the merged vector �
 _DENSITY = Param("density", 0.2, 0.01, 1.0, 0.01, "fraction d of each task vector kept, by magnitude",
                  symbol="d")
 _DROP = Param("drop", 0.9, 0.0, 0.99, 0.01, "drop rate p; survivors are rescaled by 1/(1-p)", symbol="p")
+_THRESHOLD = Param("threshold", 0.05, 0.0, 1.0, 0.01,
+                   "keep entries whose importance, normalised per tensor, is ≥ κ", symbol="κ")
 _SEED = Param("seed", 0.0, 0.0, 9999.0, 1.0, "random seed of the drop mask")
 
 _ALL = (
@@ -88,6 +95,10 @@ _ALL = (
                 dare_ties),
     MergeMethod("magnitude", "Magnitude pruning + task arithmetic", "https://arxiv.org/abs/2306.01708",
                 (_DENSITY, _LAM_TA), magnitude),
+    MergeMethod("sta", "STA, |τ ⊙ ∇L| importance", "https://arxiv.org/abs/2411.16139", (_THRESHOLD, _LAM_TIES),
+                sta, importance="tau", provisional=True),
+    MergeMethod("sta_theta", "STA, |θ ⊙ ∇L| importance", "https://arxiv.org/abs/2411.16139",
+                (_THRESHOLD, _LAM_TIES), sta, importance="theta", provisional=True),
 )
 METHODS: Mapping[str, MergeMethod] = MappingProxyType({m.name: m for m in _ALL})
 
@@ -101,8 +112,24 @@ def get_method(name: str) -> MergeMethod:
 
 
 def apply(name: str, theta0: torch.Tensor, T: torch.Tensor,
-          params: Mapping[str, ParamValue] | None = None, *, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Merge with method `name`: θ₀ [P], T [K, P] → θ [P] (new, or `out`; inputs untouched)."""
+          params: Mapping[str, ParamValue] | None = None, *, out: torch.Tensor | None = None,
+          importance: torch.Tensor | None = None) -> torch.Tensor:
+    """Merge with method `name`: θ₀ [P], T [K, P] → θ [P] (new, or `out`; inputs untouched).
+
+    `importance` (uint8 [K, P]) is required by, and only passed to, methods that declare a kind.
+    """
     method = get_method(name)
     resolved = method.resolve(params or {}, num_tasks=T.shape[0])
-    return method.fn(theta0, T, out=out, **resolved)
+    if method.importance is None:
+        return method.fn(theta0, T, out=out, **resolved)
+    check_importance(name, importance, T)
+    return method.fn(theta0, T, out=out, importance=importance, **resolved)
+
+
+def check_importance(name: str, importance: torch.Tensor | None, T: torch.Tensor) -> None:
+    if importance is None:
+        raise ParameterError(f"{name}.importance", "needs importance maps",
+                             fix="merge through a Workspace, which loads or computes them")
+    if importance.dtype != torch.uint8 or importance.shape != T.shape:
+        raise ParameterError(f"{name}.importance", f"got {importance.dtype} {tuple(importance.shape)}, "
+                             f"expected uint8 {tuple(T.shape)}", fix="pass one code row per task vector")
