@@ -1,9 +1,9 @@
 """Sparse merges as flat kernels on a random ViT-B-32 tower, K = 8 (issue "Sparse and selective merging").
 
 Same run: the memory-bandwidth bound of one pass over T ((K + 2)·P·4 bytes over the measured copy
-bandwidth), TA / TIES / DARE / magnitude merges, and the exact per-task kthvalue threshold over the
-flat [K, P] matrix (FusionBench's TIES approach). Also the kept-count error of the sampled-quantile
-threshold used above EXACT_TOPK_LIMIT. Writes bench/results/sparse_merge_<device>.json.
+bandwidth), TA / TIES / DARE / magnitude / STA-mask merges (STA from random uint8 importance codes),
+and the exact per-task kthvalue threshold over the flat [K, P] matrix (FusionBench's TIES approach).
+Also the kept-count error of the sampled-quantile threshold used above EXACT_TOPK_LIMIT. Writes bench/results/sparse_merge_<device>.json.
 
     python bench/sparse_merge.py [--device cuda]
 """
@@ -42,8 +42,11 @@ def main() -> None:
     bandwidth = 2 * P * 4 / min(timed(lambda: scratch.copy_(theta0), device=device, repeats=args.repeats))
     bound = (K + 2) * P * 4 / bandwidth
     methods = {"task_arithmetic": {"lam": 0.3}, "ties": {"density": 0.2, "lam": 1.0},
-               "dare": {"drop": 0.9, "lam": 0.3}, "magnitude": {"density": 0.2, "lam": 0.3}}
-    times = {m: min(timed(lambda m=m, p=p: apply(m, theta0, T, p), device=device, repeats=args.repeats))
+               "dare": {"drop": 0.9, "lam": 0.3}, "magnitude": {"density": 0.2, "lam": 0.3},
+               "sta": {"threshold": 0.05, "lam": 1.0}}
+    codes = torch.randint(0, 256, (K, P), dtype=torch.uint8, device=device)  # [K, P] STA importance codes
+    times = {m: min(timed(lambda m=m, p=p: apply(m, theta0, T, p, importance=codes if m == "sta" else None),
+                          device=device, repeats=args.repeats))
              for m, p in methods.items()}
 
     def exact_kthvalue():

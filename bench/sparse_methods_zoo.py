@@ -1,4 +1,4 @@
-"""TA vs TIES vs DARE vs magnitude on the demo zoo at their best val settings (issue "Sparse and selective
+"""TA vs TIES vs DARE vs magnitude vs STA on the demo zoo at their best val settings (issue "Sparse and selective
 merging"); writes bench/results/sparse_methods_zoo.json. Selection: best mean normalized accuracy on val
 over a small grid per method; report: mean test accuracy and normalized accuracy at that setting.
 
@@ -22,6 +22,8 @@ GRIDS = {
     "dare": {"drop": [0.5, 0.9], "lam": [0.1, 0.2, 0.3, 0.4, 0.5]},
     "dare_ties": {"drop": [0.5, 0.9], "lam": [0.4, 0.6, 0.8, 1.0, 1.5]},
     "magnitude": {"density": [0.1, 0.2, 0.5], "lam": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8]},
+    "sta": {"threshold": [0.01, 0.05, 0.1, 0.2], "lam": [0.2, 0.3, 0.4, 0.5, 0.7, 1.0]},
+    "sta_theta": {"threshold": [0.01, 0.05, 0.1, 0.2], "lam": [0.2, 0.3, 0.4, 0.5, 0.7, 1.0]},
 }
 
 

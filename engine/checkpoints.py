@@ -11,7 +11,6 @@ so it survives a change of container and keys every cache in the data home.
 from __future__ import annotations
 
 import hashlib
-import json
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass

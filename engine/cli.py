@@ -15,16 +15,17 @@ import torch
 from tqdm import tqdm
 
 from engine.checkpoints import load_checkpoint
-from engine.collection import load_collection, open_suite, pretrained_vector, task_matrix
+from engine.collection import load_collection, open_suite, pretrained_vector
 from engine.errors import MergelabError, ParameterError
 from engine.evaluate import EvalResult, EvalSuite, evaluate
 from engine.export import export_merged
 from engine.home import ASSETS_DIR, DataHome
-from engine.merge import METHODS, apply
+from engine.merge import METHODS, get_method
 from engine.models import pick_device
 from engine.params import flatten
 from engine.recipes import MergeRecipe
 from engine.runs import RunLog
+from engine.workspace import Workspace
 
 DEFAULT_COLLECTION = ASSETS_DIR / "zoo"
 
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--smoke", action="store_true", help="a few steps only: checks the whole path quickly")
     build.add_argument("--real-images", type=Path, help="default: <out>/real_images.npz, else extracted afresh")
     build.set_defaults(run=_run_zoo_build)
+    sta = zoo.add_parser("add-sta", help="add STA importance maps and forgetting sweeps to an existing zoo")
+    sta.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
+    sta.set_defaults(run=_run_zoo_add_sta)
     extract = zoo.add_parser("extract-real", help="extract the real source images from scikit-learn/-image")
     extract.add_argument("--out", type=Path, default=DEFAULT_COLLECTION / "real_images.npz")
     extract.set_defaults(run=_run_zoo_extract)
@@ -103,17 +107,18 @@ def _run_merge(args: argparse.Namespace) -> int:
     params = _parse_params(args.param)
     out = _output_path(home, args.out)
     pretrained = collection.pretrained()
-    tm = task_matrix(collection, tasks=args.tasks, variant=args.variant, device=device, pretrained=pretrained)
-    merged = apply(args.method, tm.theta0, tm.T, params)  # [P]
+    get_method(args.method).resolve(params, num_tasks=len(args.tasks or collection.task_names))  # fail early
+    ws = Workspace.from_collection(collection, cache_dir=home.cache, device=device, variant=args.variant,
+                                   tasks=args.tasks, pretrained=pretrained)
+    tm = ws.matrix
+    merged = ws.merge(tm.task_names, args.method, params)  # [P]; STA methods get their importance
     recipe = MergeRecipe(collection=str(collection.root), pretrained_sha256=pretrained.sha256,
                          tasks=tm.task_names, variant=args.variant, method=args.method, params=params)
     checkpoint = export_merged(out, merged, tm.spec, pretrained=pretrained, recipe=recipe)
     print(f"wrote {checkpoint.path} (sha256 {checkpoint.sha256[:12]})")
     result = None
     if args.eval_split:
-        suite = open_suite(collection, cache_dir=home.cache, tasks=tm.task_names, device=device,
-                           pretrained=pretrained)
-        result = _eval_with_bar(merged, suite, args.eval_split, None)
+        result = _eval_with_bar(merged, ws.suite, args.eval_split, None)
         _print_result(result)
     RunLog(home.runs / "runs.sqlite3").record(
         "export", method=args.method, tasks=tm.task_names, device=str(device),
@@ -140,7 +145,8 @@ def _run_recipe(args: argparse.Namespace) -> int:
 
 def _run_methods(args: argparse.Namespace) -> int:
     for method in METHODS.values():
-        print(f"{method.name}: {method.display_name} ({method.paper_url})")
+        note = " [provisional definition]" if method.provisional else ""
+        print(f"{method.name}: {method.display_name} ({method.paper_url}){note}")
         for p in method.params:
             scope = "per task or global" if p.per_task else "global"
             print(f"  {p.name} = {p.default} in [{p.low}, {p.high}], {scope}: {p.help}")
@@ -163,6 +169,15 @@ def _run_zoo_build(args: argparse.Namespace) -> int:
             report = build_zoo(args.out, real_images=real, config=config, progress=bars.update)
     print(json.dumps({"averages": report["averages"], "thresholds": report["thresholds"],
                       "timings_s": report["timings_s"], "total_bytes": report["sizes_bytes"]["total"]}, indent=2))
+    return 0
+
+
+def _run_zoo_add_sta(args: argparse.Namespace) -> int:
+    from engine.zoo.selective import add_selective_stage
+
+    with _StageBars() as bars:
+        report = add_selective_stage(args.zoo, progress=bars.update)
+    print(json.dumps({"succeeded_count": report["succeeded_count"]}, indent=2))
     return 0
 
 

@@ -11,6 +11,7 @@ so a later build adds one without touching what exists. The shipped demo zoo is 
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ class CollectionManifest(BaseModel):
     description: str = ""
     pretrained: str
     tasks: dict[str, TaskEntry]
+    forgetting_report: str | None = None    # stored forgetting sweeps (engine/zoo/selective.py), if any
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,21 @@ class Collection:
             return generated_task(data.task, seed=data.seed, real_images=self.path(data.real_images),
                                   cache_dir=cache_dir)
         return load_task(self.path(data), image_size=image_size)
+
+    def forgetting_report(self) -> dict | None:
+        """The stored forgetting sweeps (engine/zoo/selective.py), or None when the collection has none."""
+        if self.manifest.forgetting_report is None:
+            return None
+        path = self.path(self.manifest.forgetting_report)
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SchemaError(path, f"unreadable forgetting report ({exc})",
+                              fix="rebuild it with `python -m engine zoo add-sta`, or drop it from the manifest") from exc
+        if report.get("schema_version") != 1 or "targets" not in report:
+            raise SchemaError(path, "not a forgetting report (schema_version 1 with 'targets')",
+                              fix="rebuild it with `python -m engine zoo add-sta`")
+        return report
 
     def _entry(self, task: str) -> TaskEntry:
         if task not in self.manifest.tasks:

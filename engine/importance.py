@@ -7,6 +7,8 @@ are ours and the UI marks the method "provisional definition":
 - importance Iᵢ = mean over calibration batches of |xᵢ · ∂L/∂θᵢ| at the fine-tuned weights, with
   x = τ (variant "tau", default: the change of loss if the task vector entry is dropped) or x = θ_ft
   (variant "theta", the paper's |θ ∇L| as reported by the review);
+- variant "grad" stores the bare sensitivity mean |∂L/∂θᵢ| at the weights given (the pretrained θ₀
+  for forgetting, engine/forgetting.py), so |v ⊙ ∇L| follows for any vector v without new passes;
 - L = cross-entropy of the task's zero-shot head on normalised image features; calibration data = the
   task's train split, `batches` seeded batches of `batch_size`;
 - normalised per parameter tensor by that tensor's largest importance (so every tensor has max 1),
@@ -20,8 +22,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 import torch
@@ -41,9 +45,15 @@ from engine.models import Preprocess
 from engine.params import ParamSpec, unflatten
 
 
+KINDS: Mapping[str, str] = MappingProxyType({
+    "tau": "|τ ⊙ ∇L| at each fine-tuned model (STA merging)",
+    "theta": "|θ ⊙ ∇L| at each fine-tuned model (STA merging)",
+    "grad0": "|∇L| at the pretrained model (STA forgetting)"})
+
+
 @dataclass(frozen=True)
 class ImportanceConfig:
-    variant: Literal["tau", "theta"] = "tau"
+    variant: Literal["tau", "theta", "grad"] = "tau"
     batches: int = 8
     batch_size: int = 128
     seed: int = 0
@@ -56,7 +66,7 @@ def taylor_importance(visual: nn.Module, theta_ft: torch.Tensor, theta0: torch.T
     model = copy.deepcopy(visual).eval()  # a private template: the shared one may be in use elsewhere
     params = theta_ft.detach().clone().requires_grad_(True)  # [P]
     weights = unflatten(params, spec)
-    scale = (theta_ft - theta0 if config.variant == "tau" else theta_ft).detach()  # [P]
+    scale = {"tau": theta_ft - theta0, "theta": theta_ft, "grad": torch.ones_like(theta_ft)}[config.variant].detach()
     total = torch.zeros_like(theta_ft)  # [P]
     order = batch_indices(len(data), steps=config.batches, batch_size=min(config.batch_size, len(data)),
                           seed=config.seed)
@@ -75,8 +85,9 @@ def normalize_per_tensor(importance: torch.Tensor, spec: ParamSpec) -> torch.Ten
     return importance / torch.repeat_interleave(peaks.clamp(min=torch.finfo(importance.dtype).tiny), lengths)
 
 
-def importance_file(cache_dir: Path, checkpoint_sha: str, config: ImportanceConfig) -> Path:
-    key = hashlib.sha256(json.dumps({"sha": checkpoint_sha, **asdict(config)}).encode()).hexdigest()[:16]
+def importance_file(cache_dir: Path, checkpoint_sha: str, config: ImportanceConfig, *, task: str = "") -> Path:
+    """Keyed by checkpoint, configuration and task (several tasks' maps share the pretrained checkpoint)."""
+    key = hashlib.sha256(json.dumps({"sha": checkpoint_sha, "task": task, **asdict(config)}).encode()).hexdigest()[:16]
     return Path(cache_dir) / "importance" / f"{checkpoint_sha[:16]}-{key}.safetensors"
 
 
@@ -118,14 +129,14 @@ def load_importance(path: Path, *, checkpoint_sha: str, numel: int) -> torch.Ten
 def importance_codes(suite: EvalSuite, theta_ft: torch.Tensor, theta0: torch.Tensor, *, task: str,
                      checkpoint_sha: str, cache_dir: Path, shipped: Path | None = None,
                      config: ImportanceConfig = ImportanceConfig()) -> torch.Tensor:
-    """The uint8 codes [P] of one task's normalised map: shipped, else cached, else computed and cached.
+    """The uint8 codes [P] of one task's normalised map at θ_ft: shipped, else cached, else computed and cached.
 
     A shipped map of another checkpoint is an error, not a silent recompute: the collection is wrong.
     """
     numel = suite.spec.numel
     if shipped is not None:
         return load_importance(shipped, checkpoint_sha=checkpoint_sha, numel=numel)
-    path = importance_file(cache_dir, checkpoint_sha, config)
+    path = importance_file(cache_dir, checkpoint_sha, config, task=task)
     if path.is_file():
         return load_importance(path, checkpoint_sha=checkpoint_sha, numel=numel)
     raw = taylor_importance(suite.visual, theta_ft, theta0, suite.spec, suite.heads[task],

@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from engine.checkpoints import Checkpoint
-from engine.collection import load_collection, open_suite, task_matrix
+from engine.collection import load_collection
 from engine.errors import CheckpointError
 from engine.evaluate import EvalResult, Progress, evaluate
 from engine.export import export_merged
 from engine.home import DataHome
-from engine.merge import apply, get_method
+from engine.merge import get_method
 from engine.recipes import MergeRecipe
 from engine.runs import RunLog
+from engine.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -39,18 +39,17 @@ def run_recipe(recipe: MergeRecipe, *, home: DataHome, device: torch.device | st
     if recipe.pretrained_sha256 not in (None, pretrained.sha256):
         raise CheckpointError(pretrained.path, "is not the pretrained model this recipe was made with",
                               fix="point the recipe at the original collection, or drop pretrained_sha256")
-    tm = task_matrix(collection, tasks=recipe.tasks or None, variant=recipe.variant, device=device,
-                     pretrained=pretrained)
-    get_method(recipe.method).resolve(recipe.params, num_tasks=tm.num_tasks)  # fail before any work
-    merged = apply(recipe.method, tm.theta0, tm.T, recipe.params)  # [P]
+    get_method(recipe.method).resolve(recipe.params, num_tasks=len(recipe.tasks or collection.task_names))
+    ws = Workspace.from_collection(collection, cache_dir=home.cache, device=device, variant=recipe.variant,
+                                   tasks=recipe.tasks or None, pretrained=pretrained)
+    tm = ws.matrix
+    merged = ws.merge(tm.task_names, recipe.method, recipe.params)  # [P]; STA methods get their importance
     filled = recipe.model_copy(update={"pretrained_sha256": pretrained.sha256, "tasks": tm.task_names})
     out = home.exports / f"{recipe.output or _default_name(filled)}.safetensors"
     checkpoint = export_merged(out, merged, tm.spec, pretrained=pretrained, recipe=filled)
     result = None
     if recipe.evaluate:
-        suite = open_suite(collection, cache_dir=home.cache, tasks=tm.task_names, device=device,
-                           pretrained=pretrained)
-        result = evaluate(merged, suite, recipe.evaluate, progress=progress)
+        result = evaluate(merged, ws.suite, recipe.evaluate, progress=progress)
     run_id = RunLog(home.runs / "runs.sqlite3").record(
         "recipe", method=recipe.method, tasks=tm.task_names, device=str(device),
         inputs={"recipe": filled.model_dump(mode="json"), "checkpoints": _checkpoint_hashes(collection, tm.task_names,

@@ -19,7 +19,7 @@ from engine.analysis import SparsityReport, sparsity_report
 from engine.checkpoints import Checkpoint
 from engine.collection import Collection, load_collection, open_suite, task_matrix
 from engine.evaluate import EvalResult, EvalSuite, Progress, evaluate
-from engine.importance import ImportanceConfig, importance_codes
+from engine.importance import ImportanceConfig, importance_codes, importance_file
 from engine.merge import apply, get_method
 from engine.merge.registry import ParamValue
 from engine.params import TaskMatrix
@@ -82,11 +82,18 @@ class Workspace:
 
     @classmethod
     def open(cls, path: Path, *, cache_dir: Path, device: torch.device | str = "cpu",
-             variant: str = "standard") -> "Workspace":
-        collection = load_collection(path)
-        pretrained = collection.pretrained()
-        suite = open_suite(collection, cache_dir=cache_dir, device=device, pretrained=pretrained)
-        matrix = task_matrix(collection, variant=variant, device=device, pretrained=pretrained)
+             variant: str = "standard", tasks: Sequence[str] | None = None) -> "Workspace":
+        return cls.from_collection(load_collection(path), cache_dir=cache_dir, device=device, variant=variant,
+                                   tasks=tasks)
+
+    @classmethod
+    def from_collection(cls, collection: Collection, *, cache_dir: Path, device: torch.device | str = "cpu",
+                        variant: str = "standard", tasks: Sequence[str] | None = None,
+                        pretrained: Checkpoint | None = None) -> "Workspace":
+        """Open `tasks` (default all) of an already loaded collection."""
+        pretrained = pretrained or collection.pretrained()
+        suite = open_suite(collection, cache_dir=cache_dir, tasks=tasks, device=device, pretrained=pretrained)
+        matrix = task_matrix(collection, tasks=tasks, variant=variant, device=device, pretrained=pretrained)
         return cls(collection, pretrained, suite, matrix, Path(cache_dir))
 
     @property
@@ -108,15 +115,30 @@ class Workspace:
     def importance(self, kind: str) -> torch.Tensor:
         """STA importance codes uint8 [K, P] of every task, rows in `task_names` order, on the device.
 
-        Shipped with the collection, cached in the data home, or computed now (a few gradient passes
-        per task; seconds on the demo zoo, minutes for ViT-B/32 on a CPU)."""
-        m = self.matrix
-        rows = [importance_codes(self.suite, m.theta0 + m.T[k], m.theta0, task=t,
-                                 checkpoint_sha=self.collection.finetuned_sha256(t), cache_dir=self.cache_dir,
-                                 shipped=self.collection.importance_path(t, kind),
-                                 config=ImportanceConfig(variant=kind))
-                for k, t in enumerate(m.task_names)]
-        return torch.stack(rows).to(m.T.device)  # [K, P]
+        kinds: "tau" and "theta" at each fine-tuned model (merging), "grad0" the bare |∇L| of each
+        task's loss at θ₀ (forgetting). Shipped with the collection, cached in the data home, or
+        computed now (a few gradient passes per task: seconds on the demo zoo, minutes for ViT-B/32
+        on a CPU; `importance_job` computes them in the background)."""
+        rows = [self.task_importance(task, kind) for task in self.task_names]
+        return torch.stack(rows).to(self.matrix.T.device)  # [K, P]
+
+    def task_importance(self, task: str, kind: str) -> torch.Tensor:
+        """One task's codes uint8 [P] (loaded, or computed and cached)."""
+        return importance_codes(self.suite, **self._importance_source(task, kind))
+
+    def importance_ready(self, kind: str) -> bool:
+        """Whether every task's map of `kind` is shipped or cached (so `importance` only reads files)."""
+        sources = [self._importance_source(t, kind) for t in self.task_names]
+        return all((s["shipped"] or importance_file(s["cache_dir"], s["checkpoint_sha"], s["config"],
+                                                    task=s["task"])).is_file() for s in sources)
+
+    def _importance_source(self, task: str, kind: str) -> dict:
+        m, k = self.matrix, self.task_names.index(task)
+        at_pretrained = kind == "grad0"
+        return {"theta_ft": m.theta0 if at_pretrained else m.theta0 + m.T[k], "theta0": m.theta0, "task": task,
+                "checkpoint_sha": self.pretrained.sha256 if at_pretrained else self.collection.finetuned_sha256(task),
+                "cache_dir": self.cache_dir, "shipped": self.collection.importance_path(task, kind),
+                "config": ImportanceConfig(variant="grad" if at_pretrained else kind)}
 
     def method_importance(self, method: str, tasks: Sequence[str]) -> torch.Tensor | None:
         """The importance rows of `tasks` when `method` needs them, else None."""

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from engine.evaluate import EvalResult
@@ -54,3 +55,30 @@ def test_forgetting_chart_marks_the_chosen_alpha():
     assert [list(t.y) for t in fig.data] == [[0.9, 0.3, 0.1], [0.8, 0.78, 0.5]]
     xs = [s.x0 for s in fig.layout.shapes if s.x0 is not None and s.x0 == s.x1]
     assert 1.0 in xs and 2.0 in xs
+
+
+def test_importance_figures_show_the_summary():
+    from engine.importance_codes import encode
+    from engine.importance_stats import importance_summary
+    from engine.params import ParamSpec
+    from ui.figures import importance_histograms, layer_importance_heatmap, mask_overlap_heatmap
+
+    spec = ParamSpec(("blocks.resblocks.0.w", "proj"), ((6,), (2,)))
+    codes = encode(torch.tensor([[0.0, 0.5, 1.0, 0.01, 0.2, 0.9, 0.3, 0.05], [1.0] * 8]))
+    summary = importance_summary(codes, spec, tasks=["a", "b"], threshold=0.25)
+    hist = importance_histograms(summary)
+    assert [t.name for t in hist.data] == ["a (12.5% < 1e-6)", "b (0.0% < 1e-6)"]
+    assert sum(hist.data[0].y) == pytest.approx(7 / 8) and hist.data[1].y[-1] == 1.0
+    assert [list(row) for row in mask_overlap_heatmap(summary).data[0].z] == [[1.0, 0.5], [0.5, 1.0]]
+    assert layer_importance_heatmap(summary).data[0].z[0] == pytest.approx((3 / 6, 1 / 2))
+
+
+def test_forgetting_table_rows_from_a_stored_report():
+    from ui.figures import forgetting_table
+
+    stored = {"sta": {"succeeded": True, "outcome": {"alpha": 1.5, "target_accuracy": 0.2, "pretrained_target": 0.6,
+                                                     "chance": 0.1, "control_accuracy": 0.57,
+                                                     "pretrained_control": 0.6}}}
+    row, = forgetting_table(stored)
+    assert row["chosen α"] == 1.5 and row["forgotten"] is True
+    assert row["control / pretrained"] == pytest.approx(0.95) and row["method"].startswith("STA masked negation")

@@ -108,3 +108,25 @@ def test_workspace_computes_caches_and_checks_importance(tiny_collection_dir, tm
     (copy / "collection.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="wrong.safetensors.*belongs to checkpoint"):
         Workspace.open(copy, cache_dir=tmp_path / "c3").importance("tau")
+
+
+def test_importance_summary_against_plain_counting():
+    from engine.importance_stats import importance_summary
+
+    spec = ParamSpec(("blocks.resblocks.0.w", "blocks.resblocks.1.w", "proj"), ((5,), (3,), (2,)))
+    values = torch.rand(3, 10, generator=torch.Generator().manual_seed(3))
+    values[0, :2] = 0.0
+    codes = encode(values)
+    summary = importance_summary(codes, spec, tasks=["a", "b", "c"], threshold=0.4)
+    kept = decode(codes) >= 0.4  # [3, 10]
+    assert summary.histogram.sum(dim=1).tolist() == [10, 10, 10]
+    assert summary.histogram[0, 0] == 2
+    for k in range(3):
+        for j in range(3):
+            union = (kept[k] | kept[j]).sum()
+            expected = float((kept[k] & kept[j]).sum() / union) if union else 1.0
+            assert summary.overlap[k, j].item() == pytest.approx(expected)
+        assert summary.kept_fraction[k].item() == pytest.approx(float(kept[k].float().mean()))
+    assert summary.layers == ("blocks.resblocks.0", "blocks.resblocks.1", "proj")
+    assert summary.kept_per_layer[:, 0].tolist() == pytest.approx(kept[:, :5].float().mean(dim=1).tolist())
+    assert summary.kept_per_layer[:, 2].tolist() == pytest.approx(kept[:, 8:].float().mean(dim=1).tolist())

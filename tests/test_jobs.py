@@ -104,3 +104,18 @@ def test_a_sweep_job_logs_its_curve_even_when_cancelled(tiny_collection_dir, tmp
     cancelled, finished = log.runs(kind="sweep")
     assert cancelled.status == "cancelled" and 2 <= len(cancelled.outputs["curve"]["values"]) < 1000
     assert finished.status == "done" and finished.outputs["best_value"] in (0.0, 0.5, 1.0)
+
+
+def test_importance_job_caches_every_map_and_logs_a_run(tiny_collection_dir, tmp_path):
+    from engine.importance_job import importance_job
+    from engine.runs import RunLog
+    from engine.workspace import Workspace
+
+    ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
+    assert not ws.importance_ready("theta")
+    runner, log = LocalRunner(), RunLog(tmp_path / "runs.sqlite3")
+    status = runner.wait(runner.submit("maps", importance_job, workspace=ws, kind="theta", run_log=log), timeout=60)
+    assert status.state is JobState.DONE and status.step == status.total == len(ws.task_names)
+    assert ws.importance_ready("theta")
+    run, = log.runs(kind="importance")
+    assert run.method == "sta:theta" and set(run.outputs["kept_at_0.05"]) == set(ws.task_names)

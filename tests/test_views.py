@@ -31,7 +31,7 @@ def _metric(at: AppTest, label: str) -> str:
 
 
 @pytest.mark.parametrize("view", ["views/home.py", "views/zoo.py", "views/merge.py", "views/jobs.py",
-                                  "views/forgetting.py"])
+                                  "views/forgetting.py", "views/sta.py"])
 def test_every_view_renders(app, view):
     _open(app, view)
     assert not app.exception
@@ -172,3 +172,79 @@ def test_forgetting_page_shows_the_engine_numbers(app, tiny_collection_dir, data
     assert _metric(app, "target: colour") == f"{expected:.1%}"
     chart = json.loads(app.get("plotly_chart")[0].proto.spec)
     assert len(chart["data"][0]["x"]) == 41
+
+
+def test_sta_controls_on_the_merge_page(app, tiny_collection_dir, data_home):
+    _open(app, "views/merge.py")
+    app.selectbox(key="method").set_value("sta").run()
+    if any("not cached yet" in i.value for i in app.info):  # the workspace is process-wide: maybe computed already
+        assert len(app.metric) == 0  # the page stopped before merging
+        app.button(key="importance_now_tau").click().run()
+    app.slider(key="sta.threshold").set_value(0.2).run()
+    app.toggle(key="show_sparsity").set_value(True).run()
+    assert not app.exception
+    assert any("Provisional definition" in c.value for c in app.caption)
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    expected = ws.compare(ws.task_names, "sta", {"threshold": 0.2, "lam": 1.0})
+    assert _metric(app, "mean accuracy (merged)") == f"{expected.mean_merged:.1%}"
+    kept = app.dataframe[0].value["kept fraction"].tolist()
+    report = ws.sparsity(ws.task_names, "sta", {"threshold": 0.2})
+    assert kept == [report.kept_fraction[t] for t in ws.task_names] and max(kept) < 1.0
+
+
+def test_forgetting_page_with_sta(app, tiny_collection_dir, data_home):
+    from engine.evaluate import evaluate
+    from engine.forgetting import negate
+
+    _open(app, "views/forgetting.py")
+    app.selectbox(key="forget_method").set_value("sta").run()
+    if any("not cached yet" in i.value for i in app.info):
+        app.button(key="importance_now_grad0").click().run()
+    app.slider(key="forget_threshold").set_value(0.02).run()
+    app.slider(key="forget_margin").set_value(1.0).run()
+    app.slider(key="forget_alpha").set_value(2.0).run()
+    assert not app.exception
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    theta = negate(ws, "colour", 2.0, method="sta", threshold=0.02, margin=1.0)
+    expected = evaluate(theta, ws.suite, "interactive").accuracy["colour"]
+    assert _metric(app, "target: colour") == f"{expected:.1%}"
+    chart = json.loads(app.get("plotly_chart")[0].proto.spec)
+    assert "(m ⊙ τ)" in chart["layout"]["title"]["text"]
+    next(b for b in app.button if b.label == "Compare methods").click().run()  # no stored report here
+    assert not app.exception
+    table = app.dataframe[0].value
+    assert len(table) == 3 and table["chosen α"].notna().all()
+
+
+def test_sta_view_shows_the_engine_summary(app, tiny_collection_dir, data_home):
+    from engine.importance_stats import importance_summary
+
+    _open(app, "views/sta.py")
+    if any("not cached yet" in i.value for i in app.info):  # the workspace is process-wide: maybe computed already
+        app.button(key="importance_now_tau").click().run()
+    app.slider(key="sta_threshold").set_value(0.3).run()
+    assert not app.exception
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    summary = importance_summary(ws.importance("tau"), ws.matrix.spec, tasks=ws.task_names, threshold=0.3)
+    assert app.dataframe[0].value["kept at κ"].tolist() == pytest.approx(summary.kept_fraction.tolist())
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")]
+    assert titles == ["Importance per entry, normalised per tensor",
+                      "Mask overlap between tasks at κ = 0.3 (Jaccard)", "Share of each layer kept at κ = 0.3"]
+
+
+def test_importance_maps_as_a_background_job(app, tiny_collection_dir, data_home):
+    import time
+
+    from engine.runs import RunLog
+
+    _open(app, "views/sta.py")
+    app.selectbox(key="sta_kind").set_value("theta").run()  # no other view test computes this kind
+    app.button(key="importance_job_theta").click().run()
+    assert not app.exception and any("Started job #" in s.value for s in app.success)
+    deadline = time.monotonic() + 120
+    while not app.get("plotly_chart") and time.monotonic() < deadline:  # the job caches the maps
+        time.sleep(0.5)
+        app.run()
+    assert len(app.get("plotly_chart")) == 3
+    runs = RunLog(data_home / "runs" / "runs.sqlite3").runs()
+    assert any(r.kind == "importance" and r.method == "sta:theta" for r in runs)

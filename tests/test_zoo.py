@@ -16,7 +16,6 @@ from engine.zoo.report import check_thresholds
 ZOO = ASSETS_DIR / "zoo"
 BUDGET_BYTES = 45_000_000
 LATER_VISUAL_VARIANTS = 16   # linearized + τJp per task (later issues)
-LATER_IMPORTANCE_MAPS = 8    # one STA importance map per task, image-tower sized
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def test_report_meets_the_quality_thresholds(report):
 def test_zoo_fits_its_size_budget_with_room_for_later_variants():
     total = sum(p.stat().st_size for p in ASSETS_DIR.rglob("*") if p.is_file())
     visual = max(p.stat().st_size for p in (ZOO / "finetuned").glob("*.safetensors"))
-    assert total + (LATER_VISUAL_VARIANTS + LATER_IMPORTANCE_MAPS) * visual <= BUDGET_BYTES
+    assert total + LATER_VISUAL_VARIANTS * visual <= BUDGET_BYTES
     assert not list(ASSETS_DIR.rglob("*.pt")) and not list(ASSETS_DIR.rglob("*.pth"))
 
 
@@ -68,11 +67,52 @@ def test_smoke_build_runs_end_to_end(tmp_path):
     out = tmp_path / "zoo"
     report = build_zoo(out, real_images=ZOO / "real_images.npz", config=ZooConfig.smoke())
     assert set(report["thresholds"]) == set(check_thresholds(report))
-    assert set(report["timings_s"]) >= {"tasks", "pretraining_pool", "pretraining", "finetuning", "evaluation"}
+    assert set(report["timings_s"]) >= {"tasks", "pretraining_pool", "pretraining", "finetuning", "evaluation",
+                                        "importance_maps", "forgetting_sweeps"}
     collection = load_collection(out)
     assert len(collection.task_names) == 8
     checkpoint = load_checkpoint(out / "finetuned" / "digits.standard.safetensors")
     assert checkpoint.meta.parent_sha256 == collection.pretrained().sha256
+    assert set(collection.manifest.tasks["digits"].importance) == {"tau", "theta", "grad0"}
+    assert set(collection.forgetting_report()["targets"]) == set(collection.task_names)
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(file_sha256(out / name) == sha for name, sha in manifest.items())
     assert not [p for p in tmp_path.iterdir() if p.name != "zoo"]  # no build leftovers
+
+
+@pytest.fixture(scope="module")
+def zoo_workspace(tmp_path_factory):
+    from engine.workspace import Workspace
+
+    return Workspace.open(ZOO, cache_dir=tmp_path_factory.mktemp("zoo-cache"))
+
+
+def test_shipped_importance_maps_recompute(zoo_workspace, tmp_path):
+    """One task's shipped map equals a fresh computation (codes may differ by one step from float noise)."""
+    from engine.importance import ImportanceConfig, importance_codes
+
+    ws = zoo_workspace
+    k = ws.task_names.index("faces")
+    fresh = importance_codes(ws.suite, ws.matrix.theta0 + ws.matrix.T[k], ws.matrix.theta0, task="faces",
+                             checkpoint_sha=ws.collection.finetuned_sha256("faces"), cache_dir=tmp_path,
+                             config=ImportanceConfig(variant="tau"))
+    difference = (fresh.int() - ws.importance("tau")[k].int()).abs()
+    assert int(difference.max()) <= 1 and float((difference > 0).float().mean()) < 1e-3
+
+
+def test_stored_forgetting_sweep_recomputes_and_sta_forgets_more_than_task_arithmetic(zoo_workspace):
+    """CI recomputes one target's STA sweep; the stored counts are those of the shipped sweeps."""
+    from engine.forgetting import forgetting_outcome, negation_curve
+    from engine.zoo.selective import stored_curve
+
+    ws = zoo_workspace
+    report = ws.collection.forgetting_report()
+    stored = stored_curve(report["targets"]["faces"]["sta"])
+    curve = negation_curve(ws, "faces", method="sta", threshold=stored.threshold, margin=stored.margin, split="val")
+    assert curve.target_accuracy == pytest.approx(stored.target_accuracy, abs=1e-9)
+    assert curve.control_accuracy == pytest.approx(stored.control_accuracy, abs=1e-9)
+    outcome = forgetting_outcome(ws, curve, split="test")
+    assert outcome.target_accuracy == pytest.approx(report["targets"]["faces"]["sta"]["outcome"]["target_accuracy"])
+    counts = report["succeeded_count"]
+    assert counts == {m: sum(report["targets"][t][m]["succeeded"] for t in ws.task_names) for m in counts}
+    assert counts["sta"] > counts["task_arithmetic"]

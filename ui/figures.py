@@ -1,13 +1,14 @@
 """Plotly figure builders: engine result objects in, go.Figure out. No Streamlit, no maths beyond layout."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 import torch
 
 from engine.analysis import SparsityReport
-from engine.forgetting import CONTROL_FLOOR, ForgettingCurve
+from engine.forgetting import CONTROL_FLOOR, METHODS, ForgettingCurve
+from engine.importance_stats import ImportanceSummary
 from engine.runs import Run
 from engine.workspace import MergeComparison, Sweep
 
@@ -86,6 +87,56 @@ def forgetting_chart(curve: ForgettingCurve, *, alpha: float | None = None) -> g
     fig.add_vline(x=curve.chosen_alpha, line_dash="dash", annotation_text=f"chosen α = {curve.chosen_alpha:g}")
     if alpha is not None:
         fig.add_vline(x=alpha, line_color="grey", opacity=0.5)
-    fig.update_layout(title=f"Forgetting {curve.target}: θ₀ − α·τ ({curve.split} split)", xaxis_title="α",
+    vector = "τ" if curve.method == "task_arithmetic" else "(m ⊙ τ)"
+    fig.update_layout(title=f"Forgetting {curve.target}: θ₀ − α·{vector} ({curve.split} split)", xaxis_title="α",
                       yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"), margin=dict(t=50))
     return fig
+
+
+def importance_histograms(summary: ImportanceSummary) -> go.Figure:
+    """Share of entries per importance code, one line per task, on a log10 axis; κ marked."""
+    values = summary.code_values[1:].tolist()  # code 0 (below 10⁻⁶) is reported in the legend
+    shares = (summary.histogram / summary.histogram.sum(dim=1, keepdim=True).clamp(min=1)).tolist()
+    fig = go.Figure([go.Scatter(x=values, y=share[1:], mode="lines", name=f"{task} ({share[0]:.1%} < 1e-6)",
+                                hovertemplate="importance %{x:.2g}: %{y:.2%}<extra>" + task + "</extra>")
+                     for task, share in zip(summary.tasks, shares)])
+    if summary.threshold > 0:
+        fig.add_vline(x=summary.threshold, line_dash="dash", annotation_text=f"κ = {summary.threshold:g}")
+    fig.update_layout(title="Importance per entry, normalised per tensor", xaxis=dict(type="log", title="importance"),
+                      yaxis=dict(title="share of entries", tickformat=".1%"), margin=dict(t=50))
+    return fig
+
+
+def mask_overlap_heatmap(summary: ImportanceSummary) -> go.Figure:
+    """Jaccard overlap [K, K] of the entries each task keeps at κ."""
+    values = summary.overlap.tolist()
+    names = list(summary.tasks)
+    fig = go.Figure(go.Heatmap(z=values, x=names, y=names, zmin=0, zmax=1, colorscale="Viridis",
+                               text=[[f"{v:.2f}" for v in row] for row in values], texttemplate="%{text}",
+                               hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=f"Mask overlap between tasks at κ = {summary.threshold:g} (Jaccard)",
+                      yaxis=dict(autorange="reversed"), margin=dict(t=50))
+    return fig
+
+
+def layer_importance_heatmap(summary: ImportanceSummary) -> go.Figure:
+    """Tasks × layers: the share of each layer's entries with importance ≥ κ."""
+    fig = go.Figure(go.Heatmap(z=summary.kept_per_layer.tolist(), x=list(summary.layers), y=list(summary.tasks),
+                               zmin=0, zmax=1, colorscale="Blues",
+                               hovertemplate="%{y} · %{x}: %{z:.1%} kept<extra></extra>"))
+    fig.update_layout(title=f"Share of each layer kept at κ = {summary.threshold:g}", xaxis=dict(tickangle=-45),
+                      yaxis=dict(autorange="reversed"), margin=dict(t=50, b=120))
+    return fig
+
+
+def forgetting_table(stored: Mapping[str, Mapping]) -> list[dict]:
+    """Rows of a stored forgetting report for one target: one per method, at its chosen α."""
+    rows = []
+    for method, entry in stored.items():
+        o = entry["outcome"]
+        rows.append({"method": METHODS[method] if method in METHODS else method, "chosen α": o["alpha"],
+                     "target": o["target_accuracy"], "pretrained target": o["pretrained_target"],
+                     "chance": round(o["chance"], 3), "control": o["control_accuracy"],
+                     "control / pretrained": o["control_accuracy"] / o["pretrained_control"],
+                     "forgotten": bool(entry["succeeded"])})
+    return rows

@@ -11,8 +11,10 @@ import streamlit as st
 import torch
 
 from engine.analysis import cosine_similarity_matrix
-from engine.forgetting import ALPHAS, ForgettingCurve, negation_curve
+from engine.forgetting import ALPHAS, STA_MARGIN, STA_THRESHOLD, ForgettingCurve, negation_curve
 from engine.home import ASSETS_DIR, DataHome
+from engine.importance_stats import ImportanceSummary
+from engine.importance_stats import importance_summary as summarize_importance
 from engine.jobs import LocalRunner
 from engine.models import pick_device
 from engine.runs import RunLog
@@ -57,9 +59,17 @@ def _run_log(path: str) -> RunLog:
 
 
 @st.cache_resource(max_entries=32, show_spinner="Sweeping α over linspace(0, 2, 41)…")
-def forgetting_curve(collection: str, device: str, target: str) -> ForgettingCurve:
+def forgetting_curve(collection: str, device: str, target: str, method: str = "task_arithmetic",
+                     threshold: float = STA_THRESHOLD, margin: float = STA_MARGIN) -> ForgettingCurve:
     """The negation curve of one target on the interactive split, computed once: moving α only reads it."""
-    return negation_curve(workspace(collection, device), target, alphas=ALPHAS, split="interactive")
+    return negation_curve(workspace(collection, device), target, method=method, threshold=threshold, margin=margin,
+                          alphas=ALPHAS, split="interactive")
+
+
+@st.cache_resource(max_entries=16, show_spinner="Summarising the importance maps…")
+def importance_summary(collection: str, device: str, kind: str, threshold: float) -> ImportanceSummary:
+    ws = workspace(collection, device)
+    return summarize_importance(ws.importance(kind), ws.matrix.spec, tasks=ws.task_names, threshold=threshold)
 
 
 def workspace_or_stop(collection: str) -> Workspace:
@@ -71,3 +81,9 @@ def workspace_or_stop(collection: str) -> Workspace:
     except MergelabError as exc:
         st.error(str(exc))
         st.stop()
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def stored_forgetting(collection: str) -> dict | None:
+    """The collection's forgetting report as stored at build time (None if it has none)."""
+    return workspace(collection, device_name()).collection.forgetting_report()

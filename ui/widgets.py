@@ -5,8 +5,12 @@ from collections.abc import Sequence
 
 import streamlit as st
 
+from engine.importance import KINDS
+from engine.importance_job import importance_job
 from engine.merge import MergeMethod, Param
 from engine.merge.registry import ParamValue
+from engine.workspace import Workspace
+from ui import resources
 
 
 def param_key(method: MergeMethod, param: Param, task: str | None = None) -> str:
@@ -51,3 +55,22 @@ def set_params_in_state(method: MergeMethod, tasks: Sequence[str], params: dict[
         else:
             st.session_state[param_key(method, param)] = float(value[0] if isinstance(value, list) else value)
     return per_task
+
+
+def require_importance(ws: Workspace, kind: str) -> None:
+    """Stop the page with two ways to get STA importance maps when they are neither shipped nor cached."""
+    if ws.importance_ready(kind):
+        return
+    st.info(f"This needs STA importance maps ({KINDS[kind]}) for {len(ws.task_names)} tasks, and they are not "
+            "cached yet: a few gradient passes per task (seconds for small models, minutes for ViT-B/32 on a CPU).")
+    now, job = st.columns(2)
+    if now.button("Compute now", key=f"importance_now_{kind}", help="blocks this page until done"):
+        with st.spinner("Computing importance maps…"):
+            ws.importance(kind)
+        st.rerun()
+    if job.button("Compute as a background job", key=f"importance_job_{kind}"):
+        job_id = resources.job_runner().submit(f"STA importance maps ({kind})", importance_job,
+                                               device=resources.device_name(), workspace=ws, kind=kind,
+                                               run_log=resources.run_log())
+        st.success(f"Started job #{job_id}: follow it on Jobs & runs, then come back.")
+    st.stop()

@@ -1,22 +1,35 @@
-"""Forgetting: subtract a task vector and watch the target task fall while the others hold."""
+"""Forgetting: subtract a task vector (or its important part) and watch the target fall while the others hold."""
 import streamlit as st
 
-from engine.forgetting import negate
 from engine.evaluate import evaluate
-from ui import figures, resources
+from engine.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD, negate
+from ui import figures, resources, widgets
 from ui.state import collection_picker
 
 st.header("Forget a task")
 collection = collection_picker()
 ws = resources.workspace_or_stop(collection)
-st.session_state.setdefault("forget_target", ws.task_names[0])
-st.session_state.setdefault("forget_alpha", 1.0)
-target = st.selectbox("Task to forget", ws.task_names, key="forget_target", bind="query-params")
-alpha = st.slider("α", 0.0, 2.0, step=0.05, key="forget_alpha", bind="query-params",
-                  help="θ = θ₀ − α·τ_target")
-st.caption("Method: task arithmetic negation. STA's importance-masked forgetting arrives with the STA issue.")
+for key, value in {"forget_target": ws.task_names[0], "forget_method": "task_arithmetic", "forget_alpha": 1.0,
+                   "forget_threshold": STA_THRESHOLD, "forget_margin": STA_MARGIN}.items():
+    st.session_state.setdefault(key, value)
+left, right = st.columns(2)
+target = left.selectbox("Task to forget", ws.task_names, key="forget_target", bind="query-params")
+method = right.selectbox("Method", list(METHODS), key="forget_method", bind="query-params", format_func=METHODS.get)
+settings = {}
+if method != "task_arithmetic":
+    st.caption("**Provisional definition** (the STA paper body was not available): subtract only the entries of "
+               "τ whose importance for the target, normalised per tensor, is ≥ κ and at least ρ times their "
+               "importance for every control task (engine/forgetting.py).")
+    a, b = st.columns(2)
+    settings = {"threshold": a.slider("κ (importance threshold)", 0.0, 1.0, step=0.01, key="forget_threshold",
+                                      bind="query-params"),
+                "margin": b.slider("ρ (target over controls)", 0.0, 4.0, step=0.1, key="forget_margin",
+                                   bind="query-params", help="0 ignores the controls' importance")}
+if method != "task_arithmetic":
+    widgets.require_importance(ws, "grad0")
+alpha = st.slider("α", 0.0, 2.0, step=0.05, key="forget_alpha", bind="query-params", help="θ = θ₀ − α·v")
 
-result = evaluate(negate(ws, target, alpha), ws.suite, "interactive")
+result = evaluate(negate(ws, target, alpha, method=method, **settings), ws.suite, "interactive")
 others = [t for t in ws.task_names if t != target]
 control = sum(result.accuracy[t] for t in others) / len(others)
 a, b = st.columns(2)
@@ -25,14 +38,23 @@ a.metric(f"target: {target}", f"{result.accuracy[target]:.1%}",
          delta_color="inverse")
 b.metric("control (mean of the others)", f"{control:.1%}")
 
-curve = resources.forgetting_curve(collection, resources.device_name(), target)
+curve = resources.forgetting_curve(collection, resources.device_name(), target, method, **settings)
 st.plotly_chart(figures.forgetting_chart(curve, alpha=alpha), key="forgetting_chart")
 st.caption("The papers' protocol: choose the α that brings the target lowest while the control accuracy stays "
-           "at or above 95% of the pretrained model's (dotted line). Here on the interactive split; "
-           "reports use val to choose and test to report.")
-chosen = curve.chosen_index()
-st.dataframe([{"method": "task arithmetic negation", "chosen α": curve.alphas[chosen],
-               "target": curve.target_accuracy[chosen], "control": curve.control_accuracy[chosen],
-               "pretrained target": curve.target_accuracy[0], "pretrained control": curve.pretrained_control}],
-             column_config={k: st.column_config.NumberColumn(format="percent")
-                            for k in ("target", "control", "pretrained target", "pretrained control")})
+           "at or above 95% of the pretrained model's (dotted line). Here on the interactive split.")
+
+st.subheader("Methods at their chosen α")
+stored = resources.stored_forgetting(collection)
+if stored is not None and target in stored["targets"]:
+    st.dataframe(figures.forgetting_table(stored["targets"][target]),
+                 column_config={k: st.column_config.NumberColumn(format="percent") for k in
+                                ("target", "control", "pretrained target", "control / pretrained")})
+    st.caption("Stored when the collection was built, with each method's default settings: α chosen on val, "
+               "accuracies on test. 'forgotten' = the target fell at least half way from pretrained to chance "
+               "with control ≥ 95% of pretrained.")
+elif st.button("Compare methods", help="sweep α for every method (default settings) on the interactive split"):
+    ready = [m for m in METHODS if m == "task_arithmetic" or ws.importance_ready("grad0")]
+    rows = {m: resources.forgetting_curve(collection, resources.device_name(), target, m) for m in ready}
+    st.dataframe([{"method": METHODS[m], "chosen α": c.chosen_alpha, "target": c.target_accuracy[c.chosen_index()],
+                   "control": c.control_accuracy[c.chosen_index()]} for m, c in rows.items()],
+                 column_config={k: st.column_config.NumberColumn(format="percent") for k in ("target", "control")})

@@ -1,7 +1,7 @@
 """Merge: pick tasks and a method, move the sliders, see every task's accuracy at once."""
-import streamlit as st
-
 from pathlib import Path
+
+import streamlit as st
 
 from engine.errors import MergelabError
 from engine.home import DataHome
@@ -46,10 +46,16 @@ method_name = left.selectbox("Method", list(METHODS), key="method", bind="query-
                              format_func=lambda name: METHODS[name].display_name)
 per_task = right.toggle("one λ per task", key="per_task", bind="query-params")
 method = get_method(method_name)
+if method.provisional:
+    st.caption(f"**Provisional definition.** {method.display_name}: the paper body was not available, so the "
+               "importance aggregation, normalisation and threshold are our choices (engine/importance.py). "
+               "Importance maps are computed once per checkpoint and cached.")
 params = widgets.method_params(method, tasks, per_task=per_task)
 if not tasks:
     st.info("Pick at least one task.")
     st.stop()
+if method.importance:
+    widgets.require_importance(ws, method.importance)
 
 try:
     comparison = ws.compare(tasks, method_name, params, split="interactive")
@@ -66,7 +72,7 @@ b.metric("mean normalized accuracy", f"{means[1]:.1%}",
 c.metric("tasks · images", f"{len(tasks)} · {sum(comparison.merged.total.values())}")
 st.session_state["_previous_means"] = means
 st.plotly_chart(figures.accuracy_bars(comparison), key="accuracy_bars")
-st.caption(f"{method.display_name}: θ = θ₀ + Σₜ λₜ τₜ with τₜ = θₜ − θ₀. Bars: accuracy on the interactive split "
+st.caption(f"{method.display_name}: {method.formula}, with τₜ = θₜ − θ₀. Bars: accuracy on the interactive split "
            "(a fixed subset of val) of the zero-shot model θ₀, the merge, and each task's own fine-tuned model. "
            "Normalized accuracy = merged / fine-tuned, averaged over tasks.")
 

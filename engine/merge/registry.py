@@ -62,6 +62,7 @@ class MergeMethod:
     paper_url: str
     params: tuple[Param, ...]
     fn: Callable[..., torch.Tensor]
+    formula: str = ""                  # one line for pages, e.g. "θ = θ₀ + Σₜ λₜ τₜ"
     importance: str | None = None      # kind of STA importance map the method needs, if any
     provisional: bool = False          # its definition is ours where the paper is unavailable (UI says so)
 
@@ -87,18 +88,21 @@ _SEED = Param("seed", 0.0, 0.0, 9999.0, 1.0, "random seed of the drop mask")
 
 _ALL = (
     MergeMethod("task_arithmetic", "Task arithmetic", "https://arxiv.org/abs/2212.04089", (_LAM_TA,),
-                task_arithmetic),
-    MergeMethod("ties", "TIES", "https://arxiv.org/abs/2306.01708", (_DENSITY, _LAM_TIES), ties),
+                task_arithmetic, formula="θ = θ₀ + Σₜ λₜ τₜ"),
+    MergeMethod("ties", "TIES", "https://arxiv.org/abs/2306.01708", (_DENSITY, _LAM_TIES), ties,
+                formula="θ = θ₀ + λ τ_m: top-d per task, elected sign, mean of the agreeing entries"),
     MergeMethod("dare", "DARE + task arithmetic", "https://arxiv.org/abs/2311.03099", (_DROP, _LAM_TA, _SEED),
-                dare),
+                dare, formula="θ = θ₀ + Σₜ λₜ (mₜ ⊙ τₜ)/(1 − p), mₜ ~ Bernoulli(1 − p)"),
     MergeMethod("dare_ties", "DARE + TIES", "https://arxiv.org/abs/2311.03099", (_DROP, _LAM_TIES, _SEED),
-                dare_ties),
+                dare_ties, formula="TIES's sign election and disjoint mean over DARE's rescaled vectors"),
     MergeMethod("magnitude", "Magnitude pruning + task arithmetic", "https://arxiv.org/abs/2306.01708",
-                (_DENSITY, _LAM_TA), magnitude),
+                (_DENSITY, _LAM_TA), magnitude, formula="θ = θ₀ + Σₜ λₜ top_d(τₜ)"),
     MergeMethod("sta", "STA, |τ ⊙ ∇L| importance", "https://arxiv.org/abs/2411.16139", (_THRESHOLD, _LAM_TIES),
-                sta, importance="tau", provisional=True),
+                sta, formula="θ = θ₀ + λ Σₜ [Ĩₜ ≥ κ] ⊙ τₜ, Ĩₜ = |τₜ ⊙ ∇L| normalised per tensor",
+                importance="tau", provisional=True),
     MergeMethod("sta_theta", "STA, |θ ⊙ ∇L| importance", "https://arxiv.org/abs/2411.16139",
-                (_THRESHOLD, _LAM_TIES), sta, importance="theta", provisional=True),
+                (_THRESHOLD, _LAM_TIES), sta, formula="θ = θ₀ + λ Σₜ [Ĩₜ ≥ κ] ⊙ τₜ, Ĩₜ = |θₜ ⊙ ∇L| normalised per tensor",
+                importance="theta", provisional=True),
 )
 METHODS: Mapping[str, MergeMethod] = MappingProxyType({m.name: m for m in _ALL})
 

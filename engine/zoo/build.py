@@ -2,7 +2,8 @@
 
 Stages (timed in report.json): real images → tasks → pretraining pool → contrastive pretraining
 (engine/zoo/pretrain.py) → standard fine-tunes (engine/finetune.py) → evaluation of the files as
-stored (fp16 read back as fp32, on the CPU) → report.json and manifest.json (sha256 of every file).
+stored (fp16 read back as fp32, on the CPU) → STA importance maps and forgetting sweeps
+(engine/zoo/selective.py) → report.json and manifest.json (sha256 of every file).
 Everything is written into a temporary sibling folder and swapped in at the end, so a failed or
 interrupted build never leaves a half-written zoo. Variants added later (linearized, τJp) become
 new keys of each task's "checkpoints" without rewriting what exists.
@@ -25,12 +26,14 @@ from engine.collection import load_collection, open_suite, task_matrix
 from engine.data import TaskData, normalize_batch
 from engine.evaluate import EvalSuite, evaluate
 from engine.finetune import FinetuneConfig, finetune_standard
+from engine.forgetting import ALPHAS
 from engine.heads import build_head
 from engine.merge import apply
 from engine.models import create_clip, preprocess_of, tokenizer
 from engine.zoo.generated import file_sha256, generated_task
 from engine.zoo.pretrain import PretrainConfig, Snapshot, pick_checkpoint, pretrain_clip
 from engine.zoo.report import check_thresholds
+from engine.zoo.selective import forgetting_report, ship_importance
 
 ARCH = "mergelab-zoo"
 REAL_IMAGES = "real_images.npz"
@@ -44,6 +47,7 @@ class ZooConfig:
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     lambdas: tuple[float, ...] = tuple(round(i / 20, 2) for i in range(21))
+    forgetting_alphas: tuple[float, ...] = ALPHAS
     seed: int = 0
     threads: int = 2
 
@@ -53,7 +57,7 @@ class ZooConfig:
         return cls(pool_size=4096, pretrain=replace(PretrainConfig(), steps=24, batch_size=128, warmup_steps=4,
                                                     eval_every=12),
                    finetune=replace(FinetuneConfig(), steps=6, batch_size=64, warmup_steps=2),
-                   lambdas=(0.0, 0.5, 1.0))
+                   lambdas=(0.0, 0.5, 1.0), forgetting_alphas=(0.0, 1.0))
 
 
 @dataclass
@@ -104,6 +108,10 @@ def _build_into(work: Path, *, real_images: Path, config: ZooConfig, progress: P
     clock.run("finetuning", _finetune_all, work, pretrained, tasks, config, progress)
     _write_manifest_json(work, seeds)
     report = clock.run("evaluation", _evaluate_zoo, work, config, progress)
+    clock.run("importance_maps", ship_importance, work)
+    forgetting = clock.run("forgetting_sweeps", forgetting_report, work, alphas=config.forgetting_alphas,
+                           progress=progress)
+    report["forgetting_succeeded_count"] = forgetting["succeeded_count"]
     report.update(pretraining=_history(snapshots, picked), config=_config_dict(config), timings_s=clock.timings)
     shutil.rmtree(cache, ignore_errors=True)
     report["sizes_bytes"] = _sizes(work)
