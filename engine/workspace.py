@@ -124,15 +124,16 @@ class Workspace:
 
     def task_importance(self, task: str, kind: str) -> torch.Tensor:
         """One task's codes uint8 [P] (loaded, or computed and cached)."""
-        return importance_codes(self.suite, **self._importance_source(task, kind))
+        return importance_codes(self.suite, **self.importance_source(task, kind))
 
     def importance_ready(self, kind: str) -> bool:
         """Whether every task's map of `kind` is shipped or cached (so `importance` only reads files)."""
-        sources = [self._importance_source(t, kind) for t in self.task_names]
+        sources = [self.importance_source(t, kind) for t in self.task_names]
         return all((s["shipped"] or importance_file(s["cache_dir"], s["checkpoint_sha"], s["config"],
                                                     task=s["task"])).is_file() for s in sources)
 
-    def _importance_source(self, task: str, kind: str) -> dict:
+    def importance_source(self, task: str, kind: str) -> dict:
+        """The keyword arguments of `importance_codes` for one task's map: weights, owner sha, files, config."""
         m, k = self.matrix, self.task_names.index(task)
         at_pretrained = kind == "grad0"
         return {"theta_ft": m.theta0 if at_pretrained else m.theta0 + m.T[k], "theta0": m.theta0, "task": task,

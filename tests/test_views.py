@@ -248,3 +248,18 @@ def test_importance_maps_as_a_background_job(app, tiny_collection_dir, data_home
     assert len(app.get("plotly_chart")) == 3
     runs = RunLog(data_home / "runs" / "runs.sqlite3").runs()
     assert any(r.kind == "importance" and r.method == "sta:theta" for r in runs)
+
+
+def test_forgetting_page_on_the_zoo_shows_the_stored_comparison(data_home):
+    from engine.home import ASSETS_DIR
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["collection"] = str(ASSETS_DIR / "zoo")
+    at.session_state["forget_target"] = "digits"
+    _open(at, "views/forgetting.py")
+    assert not at.exception
+    stored = json.loads((ASSETS_DIR / "zoo" / "forgetting.json").read_text())["targets"]["digits"]
+    table = at.dataframe[0].value
+    assert table["chosen α"].tolist() == [stored[m]["outcome"]["alpha"] for m in stored]
+    assert table["forgotten"].tolist() == [stored[m]["succeeded"] for m in stored]

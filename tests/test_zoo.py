@@ -1,6 +1,5 @@
 """The shipped demo zoo (assets/zoo) and the build path that makes it."""
 import json
-from pathlib import Path
 
 import pytest
 

@@ -19,10 +19,9 @@ from pathlib import Path
 import torch
 
 from engine.forgetting import ALPHAS, METHODS, ForgettingCurve, forgetting_outcome, negation_curve
-from engine.importance import ImportanceConfig, save_importance
+from engine.importance import KINDS, save_importance
 from engine.workspace import Workspace
 
-KINDS = ("tau", "theta", "grad0")
 FORGETTING_REPORT = "forgetting.json"
 
 
@@ -34,9 +33,9 @@ def ship_importance(work: Path) -> None:
         codes = ws.importance(kind)  # uint8 [K, P]
         for k, task in enumerate(ws.task_names):
             relative = f"importance/{task}.{kind}.safetensors"
-            sha = ws.pretrained.sha256 if kind == "grad0" else ws.collection.finetuned_sha256(task)
-            config = ImportanceConfig(variant="grad" if kind == "grad0" else kind)
-            save_importance(work / relative, codes[k], checkpoint_sha=sha, config=config)
+            source = ws.importance_source(task, kind)
+            save_importance(work / relative, codes[k], checkpoint_sha=source["checkpoint_sha"],
+                            config=source["config"])
             manifest["tasks"][task].setdefault("importance", {})[kind] = relative
     manifest["forgetting_report"] = FORGETTING_REPORT
     (work / "collection.json").write_text(json.dumps(manifest, indent=2) + "\n")

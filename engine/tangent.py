@@ -1,0 +1,64 @@
+"""The image tower to first order at θ₀: J_θ f(x; θ₀)·v for task vectors v, through `torch.func.jvp`.
+
+The linearized model (Ortiz-Jiménez et al., "Task Arithmetic in the Tangent Space", NeurIPS 2023, Eq. 3)
+    f_lin(x; θ) = f(x; θ₀) + J_θ f(x; θ₀)·(θ − θ₀)
+needs one forward-mode product per tangent. `jvp_features` computes f(x; θ₀) once per batch and the
+products for all M tangents at once: `vmap` over the tangents of a `jvp` whose primal (θ₀) is not
+batched, so the primal forward runs once and only the tangent arithmetic is M-wide. f is the raw
+image embedding (before normalisation and the zero-shot head), as in the τJp code.
+Forward-mode AD through open_clip's attention needs the MultiheadAttention fast path off and the
+math SDPA backend (shared/research/gpu_anchor.md); `forward_mode_ad()` sets both while it runs.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch.func import functional_call, jvp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from engine.data import normalize_batch
+from engine.evaluate import EvalSuite, Progress
+from engine.params import unflatten
+
+
+@contextmanager
+def forward_mode_ad() -> Iterator[None]:
+    """Attention paths that support forward-mode AD (the fast path is a global flag: restored after)."""
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
+def jvp_features(suite: EvalSuite, theta0: torch.Tensor, tangents: torch.Tensor, images: torch.Tensor, *,
+                 batch_size: int = 128, progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(x; θ₀) [N, E] and J_θ f(x; θ₀)·vₘ [M, N, E] for uint8 images [N, 3, H, W] and tangents [M, P]."""
+    base, products = [], []
+    for start in range(0, images.shape[0], batch_size):
+        x = normalize_batch(images[start:start + batch_size], suite.preprocess).to(theta0.dtype)  # [B, 3, S, S]
+
+        def embed(params: torch.Tensor) -> torch.Tensor:
+            return functional_call(suite.visual, unflatten(params, suite.spec), (x,))  # [B, E]
+
+        def along(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return jvp(embed, (theta0,), (v,))
+
+        with suite.lock, forward_mode_ad(), torch.no_grad():
+            f0, jv = vmap(along, out_dims=(None, 0))(tangents)  # [B, E], [M, B, E]
+        base.append(f0)
+        products.append(jv)
+        if progress is not None:
+            progress(min(1.0, (start + batch_size) / images.shape[0]), "Jacobian-vector products")
+    return torch.cat(base), torch.cat(products, dim=1)  # [N, E], [M, N, E]
+
+
+def linearized_features(suite: EvalSuite, theta0: torch.Tensor, theta: torch.Tensor, images: torch.Tensor, *,
+                        batch_size: int = 128) -> torch.Tensor:
+    """f_lin(x; θ) = f(x; θ₀) + J f(x; θ₀)(θ − θ₀) → [N, E] (raw embeddings)."""
+    f0, jv = jvp_features(suite, theta0, (theta - theta0)[None], images, batch_size=batch_size)
+    return f0 + jv[0]  # [N, E]

@@ -1,0 +1,78 @@
+"""τJp: how far one task's vector moves the pretrained embedding of another task's inputs.
+
+Yoshida et al., "Mastering Task Arithmetic: τJp as a Key Indicator for Weight Disentanglement"
+(ICLR 2025): under linearisation, f_lin(x; θ₀ + Σₜ λₜτₜ) = f(x; θ₀) + Σₜ λₜ J f(x; θ₀)τₜ, so on
+inputs x of task b every term with t ≠ b is interference. Following their code (shared/research/
+papers.md §2), the matrix entry is the mean over x ∈ D_b of the unsquared L2 norm over the embedding:
+    τJp[a, b] = mean_{x ∈ D_b} ‖J_θ f(x; θ₀)·τ_a‖₂        (f = raw image embedding, before the head)
+The diagonal is each task's own signal; the off-diagonal entries are the interference.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from engine.errors import DatasetError, ShapeError
+from engine.evaluate import EvalSuite, Progress, evaluate
+from engine.params import ParamSpec
+from engine.tangent import jvp_features
+
+
+@dataclass(frozen=True)
+class TauJpMatrix:
+    vectors: tuple[str, ...]        # rows: the task vectors τ_a
+    tasks: tuple[str, ...]          # columns: the task inputs D_b
+    values: torch.Tensor            # [A, B] float64 on the CPU
+    split: str
+    images_per_task: int
+
+
+def taujp_matrix(suite: EvalSuite, theta0: torch.Tensor, vectors: torch.Tensor, *, names: Sequence[str],
+                 tasks: Sequence[str], split: str = "val", max_images: int | None = None,
+                 batch_size: int = 128, progress: Progress | None = None) -> TauJpMatrix:
+    """τJp of every vector [A, P] on every task's `split` images (the first `max_images` of each)."""
+    if vectors.ndim != 2 or vectors.shape[1] != theta0.numel() or vectors.shape[0] != len(names):
+        raise ShapeError("τJp vectors", f"got {tuple(vectors.shape)} for {len(names)} names and P = {theta0.numel()}",
+                         fix="pass one flat task vector per name, of the pretrained model's architecture")
+    columns = []
+    for i, task in enumerate(tasks):
+        images = _task_images(suite, task, split, max_images)
+        _, products = jvp_features(suite, theta0, vectors, images, batch_size=batch_size)  # [A, N, E]
+        columns.append(products.norm(dim=-1).double().mean(dim=1).cpu())  # [A]
+        if progress is not None:
+            progress((i + 1) / len(tasks), f"τJp on {task}")
+    count = min(len(suite.tasks[t].split(split)) for t in tasks)
+    return TauJpMatrix(tuple(names), tuple(tasks), torch.stack(columns, dim=1), split,
+                       count if max_images is None else min(count, max_images))
+
+
+def layer_breakdown(suite: EvalSuite, theta0: torch.Tensor, vector: torch.Tensor, spec: ParamSpec, *, task: str,
+                    split: str = "val", max_images: int | None = None) -> dict[str, float]:
+    """τJp of one vector on one task, restricted to each layer block's part of the vector in turn."""
+    blocks = spec.blocks(level="layer")
+    tangents = torch.zeros(len(blocks), vector.numel(), dtype=vector.dtype, device=vector.device)  # [L, P]
+    for i, (_, cols) in enumerate(blocks):
+        tangents[i, cols] = vector[cols]
+    images = _task_images(suite, task, split, max_images)
+    _, products = jvp_features(suite, theta0, tangents, images)  # [L, N, E]
+    norms = products.norm(dim=-1).double().mean(dim=1)  # [L]
+    return {label: float(v) for (label, _), v in zip(blocks, norms)}
+
+
+def pair_interference(suite: EvalSuite, theta0: torch.Tensor, tau_a: torch.Tensor, tau_b: torch.Tensor, *,
+                      task_b: str, lam: float, split: str = "val") -> float:
+    """drop_b(a) = acc_b(θ₀ + λτ_b) − acc_b(θ₀ + λ(τ_a + τ_b)): what adding τ_a costs task b."""
+    alone = evaluate(theta0 + lam * tau_b, suite, split, tasks=[task_b]).accuracy[task_b]
+    both = evaluate(theta0 + lam * (tau_a + tau_b), suite, split, tasks=[task_b]).accuracy[task_b]
+    return alone - both
+
+
+def _task_images(suite: EvalSuite, task: str, split: str, max_images: int | None) -> torch.Tensor:
+    if task not in suite.tasks:
+        raise DatasetError(task, "is not a task of this evaluation suite", fix=f"use one of {list(suite.tasks)}")
+    images = suite.tasks[task].split(split).images[:max_images]  # [N, 3, H, W] uint8
+    if images.shape[0] == 0:
+        raise DatasetError(task, f"has no {split} images", fix="give the task images in this split")
+    return images
