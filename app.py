@@ -12,6 +12,8 @@ st.navigation({
                 st.Page("views/merge.py", title="Merge", icon=":material/merge:", url_path="merge"),
                 st.Page("views/forgetting.py", title="Forgetting", icon=":material/remove_circle:",
                         url_path="forgetting"),
-                st.Page("views/sta.py", title="STA importance", icon=":material/filter_alt:", url_path="sta")],
+                st.Page("views/sta.py", title="STA importance", icon=":material/filter_alt:", url_path="sta"),
+                st.Page("views/interference.py", title="Interference (τJp)", icon=":material/grid_on:",
+                        url_path="interference")],
     "Track": [st.Page("views/jobs.py", title="Jobs & runs", icon=":material/monitoring:", url_path="jobs")],
 }).run()

@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     sta = zoo.add_parser("add-sta", help="add STA importance maps and forgetting sweeps to an existing zoo")
     sta.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
     sta.set_defaults(run=_run_zoo_add_sta)
+    taujp = zoo.add_parser("add-taujp", help="add the τJp matrix (interference) to an existing zoo")
+    taujp.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
+    taujp.set_defaults(run=_run_zoo_add_taujp)
     extract = zoo.add_parser("extract-real", help="extract the real source images from scikit-learn/-image")
     extract.add_argument("--out", type=Path, default=DEFAULT_COLLECTION / "real_images.npz")
     extract.set_defaults(run=_run_zoo_extract)
@@ -173,11 +176,21 @@ def _run_zoo_build(args: argparse.Namespace) -> int:
 
 
 def _run_zoo_add_sta(args: argparse.Namespace) -> int:
-    from engine.zoo.selective import add_selective_stage
+    from engine.zoo.build import update_zoo
+    from engine.zoo.selective import selective_stage
 
     with _StageBars() as bars:
-        report = add_selective_stage(args.zoo, progress=bars.update)
-    print(json.dumps({"succeeded_count": report["succeeded_count"]}, indent=2))
+        recorded = update_zoo(args.zoo, lambda work: selective_stage(work, progress=bars.update),
+                              name="selective")
+    print(json.dumps(recorded, indent=2))
+    return 0
+
+
+def _run_zoo_add_taujp(args: argparse.Namespace) -> int:
+    from engine.zoo.build import update_zoo
+    from engine.zoo.interference import interference_stage
+
+    print(json.dumps(update_zoo(args.zoo, interference_stage, name="interference"), indent=2))
     return 0
 
 

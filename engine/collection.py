@@ -56,6 +56,7 @@ class CollectionManifest(BaseModel):
     pretrained: str
     tasks: dict[str, TaskEntry]
     forgetting_report: str | None = None    # stored forgetting sweeps (engine/zoo/selective.py), if any
+    taujp_matrix: str | None = None         # stored τJp matrix of the standard checkpoints (engine/taujp.py), if any
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,10 @@ class Collection:
             raise SchemaError(path, "not a forgetting report (schema_version 1 with 'targets')",
                               fix="rebuild it with `python -m engine zoo add-sta`")
         return report
+
+    def taujp_path(self) -> Path | None:
+        """The stored τJp matrix of the collection's standard checkpoints, if it ships one."""
+        return None if self.manifest.taujp_matrix is None else self.path(self.manifest.taujp_matrix)
 
     def _entry(self, task: str) -> TaskEntry:
         if task not in self.manifest.tasks:

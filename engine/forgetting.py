@@ -33,7 +33,7 @@ from engine.workspace import Workspace
 ALPHAS = tuple(round(i * 0.05, 2) for i in range(41))
 CONTROL_FLOOR = 0.95
 STA_THRESHOLD = 0.1       # κ
-STA_MARGIN = 1.5          # ρ
+STA_MARGIN = 2.0          # ρ (κ and ρ chosen on val: bench/forgetting_settings_zoo.py)
 METHODS: Mapping[str, str] = MappingProxyType({
     "task_arithmetic": "Task arithmetic negation",
     "sta": "STA masked negation, |τ ⊙ ∇L| (provisional definition)",

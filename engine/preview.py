@@ -56,3 +56,8 @@ class TangentPreview:
             pred = (F.normalize(feats, dim=-1) @ self.heads[task].T).argmax(dim=-1)  # [N]
             result[task] = float((pred == self.labels[task]).float().mean())
         return result
+
+
+def preview_gap(preview: Mapping[str, float], exact: Mapping[str, float]) -> float:
+    """Mean absolute difference between preview and exact accuracy over the previewed tasks."""
+    return sum(abs(preview[t] - exact[t]) for t in preview) / len(preview)

@@ -9,12 +9,15 @@ The diagonal is each task's own signal; the off-diagonal entries are the interfe
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from engine.errors import DatasetError, ShapeError
+from engine.atomic import write_text_atomic
+from engine.errors import DatasetError, SchemaError, ShapeError
 from engine.evaluate import EvalSuite, Progress, evaluate
 from engine.params import ParamSpec
 from engine.tangent import jvp_features
@@ -26,7 +29,7 @@ class TauJpMatrix:
     tasks: tuple[str, ...]          # columns: the task inputs D_b
     values: torch.Tensor            # [A, B] float64 on the CPU
     split: str
-    images_per_task: int
+    images: tuple[int, ...]         # images used per column (task)
 
 
 def taujp_matrix(suite: EvalSuite, theta0: torch.Tensor, vectors: torch.Tensor, *, names: Sequence[str],
@@ -36,16 +39,15 @@ def taujp_matrix(suite: EvalSuite, theta0: torch.Tensor, vectors: torch.Tensor, 
     if vectors.ndim != 2 or vectors.shape[1] != theta0.numel() or vectors.shape[0] != len(names):
         raise ShapeError("τJp vectors", f"got {tuple(vectors.shape)} for {len(names)} names and P = {theta0.numel()}",
                          fix="pass one flat task vector per name, of the pretrained model's architecture")
-    columns = []
+    columns, counts = [], []
     for i, task in enumerate(tasks):
         images = _task_images(suite, task, split, max_images)
+        counts.append(images.shape[0])
         _, products = jvp_features(suite, theta0, vectors, images, batch_size=batch_size)  # [A, N, E]
         columns.append(products.norm(dim=-1).double().mean(dim=1).cpu())  # [A]
         if progress is not None:
             progress((i + 1) / len(tasks), f"τJp on {task}")
-    count = min(len(suite.tasks[t].split(split)) for t in tasks)
-    return TauJpMatrix(tuple(names), tuple(tasks), torch.stack(columns, dim=1), split,
-                       count if max_images is None else min(count, max_images))
+    return TauJpMatrix(tuple(names), tuple(tasks), torch.stack(columns, dim=1), split, tuple(counts))
 
 
 def layer_breakdown(suite: EvalSuite, theta0: torch.Tensor, vector: torch.Tensor, spec: ParamSpec, *, task: str,
@@ -64,9 +66,20 @@ def layer_breakdown(suite: EvalSuite, theta0: torch.Tensor, vector: torch.Tensor
 def pair_interference(suite: EvalSuite, theta0: torch.Tensor, tau_a: torch.Tensor, tau_b: torch.Tensor, *,
                       task_b: str, lam: float, split: str = "val") -> float:
     """drop_b(a) = acc_b(θ₀ + λτ_b) − acc_b(θ₀ + λ(τ_a + τ_b)): what adding τ_a costs task b."""
-    alone = evaluate(theta0 + lam * tau_b, suite, split, tasks=[task_b]).accuracy[task_b]
-    both = evaluate(theta0 + lam * (tau_a + tau_b), suite, split, tasks=[task_b]).accuracy[task_b]
-    return alone - both
+    alone = _accuracy(suite, theta0 + lam * tau_b, task_b, split)
+    return alone - _accuracy(suite, theta0 + lam * (tau_a + tau_b), task_b, split)
+
+
+def pair_drops(suite: EvalSuite, theta0: torch.Tensor, T: torch.Tensor, *, names: Sequence[str], lam: float,
+               split: str = "val") -> dict[tuple[str, str], float]:
+    """drop_b(a) for every ordered pair a ≠ b of the vectors T [K, P] (acc_b(θ₀ + λτ_b) computed once per b)."""
+    alone = {b: _accuracy(suite, theta0 + lam * T[j], b, split) for j, b in enumerate(names)}
+    return {(a, b): alone[b] - _accuracy(suite, theta0 + lam * (T[i] + T[j]), b, split)
+            for i, a in enumerate(names) for j, b in enumerate(names) if a != b}
+
+
+def _accuracy(suite: EvalSuite, theta: torch.Tensor, task: str, split: str) -> float:
+    return evaluate(theta, suite, split, tasks=[task]).accuracy[task]
 
 
 def _task_images(suite: EvalSuite, task: str, split: str, max_images: int | None) -> torch.Tensor:
@@ -76,3 +89,25 @@ def _task_images(suite: EvalSuite, task: str, split: str, max_images: int | None
     if images.shape[0] == 0:
         raise DatasetError(task, f"has no {split} images", fix="give the task images in this split")
     return images
+
+
+def save_taujp(path: Path, matrix: TauJpMatrix) -> None:
+    """Write a matrix as JSON (names, split, image count, values), atomically."""
+    payload = {"schema_version": 1, "vectors": list(matrix.vectors), "tasks": list(matrix.tasks),
+               "split": matrix.split, "images": list(matrix.images), "values": matrix.values.tolist()}
+    write_text_atomic(Path(path), json.dumps(payload, indent=1) + "\n")
+
+
+def load_taujp(path: Path) -> TauJpMatrix:
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        values = torch.tensor(payload["values"], dtype=torch.float64)
+        matrix = TauJpMatrix(tuple(payload["vectors"]), tuple(payload["tasks"]), values, payload["split"],
+                             tuple(int(n) for n in payload["images"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SchemaError(path, f"is not a readable τJp matrix ({exc})",
+                          fix="recompute it with `python -m engine zoo add-taujp` or from the Interference page") from exc
+    if values.shape != (len(matrix.vectors), len(matrix.tasks)):
+        raise SchemaError(path, f"values are {tuple(values.shape)} for {len(matrix.vectors)}×{len(matrix.tasks)} names",
+                          fix="recompute it")
+    return matrix

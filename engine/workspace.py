@@ -23,6 +23,8 @@ from engine.importance import ImportanceConfig, importance_codes, importance_fil
 from engine.merge import apply, get_method
 from engine.merge.registry import ParamValue
 from engine.params import TaskMatrix
+from engine.preview import TangentPreview
+from engine.taujp import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, taujp_matrix
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Workspace:
     suite: EvalSuite
     matrix: TaskMatrix
     cache_dir: Path
+    variant: str = "standard"           # which fine-tuned checkpoints T holds
 
     @classmethod
     def open(cls, path: Path, *, cache_dir: Path, device: torch.device | str = "cpu",
@@ -94,7 +97,7 @@ class Workspace:
         pretrained = pretrained or collection.pretrained()
         suite = open_suite(collection, cache_dir=cache_dir, tasks=tasks, device=device, pretrained=pretrained)
         matrix = task_matrix(collection, tasks=tasks, variant=variant, device=device, pretrained=pretrained)
-        return cls(collection, pretrained, suite, matrix, Path(cache_dir))
+        return cls(collection, pretrained, suite, matrix, Path(cache_dir), variant)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -137,9 +140,50 @@ class Workspace:
         m, k = self.matrix, self.task_names.index(task)
         at_pretrained = kind == "grad0"
         return {"theta_ft": m.theta0 if at_pretrained else m.theta0 + m.T[k], "theta0": m.theta0, "task": task,
-                "checkpoint_sha": self.pretrained.sha256 if at_pretrained else self.collection.finetuned_sha256(task),
-                "cache_dir": self.cache_dir, "shipped": self.collection.importance_path(task, kind),
+                "checkpoint_sha": self.pretrained.sha256 if at_pretrained
+                else self.collection.finetuned_sha256(task, self.variant),
+                "cache_dir": self.cache_dir,
+                "shipped": self.collection.importance_path(task, kind) if self.variant == "standard" else None,
                 "config": ImportanceConfig(variant="grad" if at_pretrained else kind)}
+
+    @functools.cache
+    def taujp(self, *, split: str = "val", max_images: int | None = 64) -> TauJpMatrix:
+        """τJp of every task vector on every task's inputs: the collection's stored matrix when it ships
+        one, else computed now on `split` (the first `max_images` per task; a job for big models)."""
+        stored = self.collection.taujp_path() if self.variant == "standard" else None
+        if stored is not None:
+            return load_taujp(stored)
+        m = self.matrix
+        return taujp_matrix(self.suite, m.theta0, m.T, names=m.task_names, tasks=m.task_names, split=split,
+                            max_images=max_images)
+
+    @functools.cache
+    def pair_drops(self, lam: float, *, split: str = "val") -> dict[tuple[str, str], float]:
+        """drop_b(a) for every ordered pair a ≠ b at coefficient λ (engine/taujp.py)."""
+        m = self.matrix
+        return pair_drops(self.suite, m.theta0, m.T, names=m.task_names, lam=lam, split=split)
+
+    @functools.cache
+    def taujp_layers(self, vector: str, task: str) -> dict[str, float]:
+        """τJp of one task vector on one task's inputs, per layer block (same split and images as `taujp`)."""
+        m, shown = self.matrix, self.taujp()
+        return layer_breakdown(self.suite, m.theta0, m.T[self.task_names.index(vector)], m.spec, task=task,
+                               split=shown.split, max_images=min(min(shown.images), 64))
+
+    @functools.cache
+    def tangent_preview(self, split: str = "interactive") -> TangentPreview:
+        """f(x; θ₀) and J f(x; θ₀)·τₜ of every task's `split` images, computed once (engine/preview.py)."""
+        return TangentPreview.build(self.suite, self.matrix.theta0, self.matrix.T, vectors=self.task_names,
+                                    split=split)
+
+    def preview(self, tasks: Sequence[str], params: Mapping[str, ParamValue], *,
+                split: str = "interactive") -> dict[str, float]:
+        """Tangent-space accuracy of a task-arithmetic merge of `tasks` (other vectors at λ = 0)."""
+        lam = get_method("task_arithmetic").resolve(params, num_tasks=len(tasks))["lam"]  # [k]
+        full = torch.zeros(len(self.task_names))  # [K]
+        full[[self.task_names.index(t) for t in tasks]] = lam
+        accuracy = self.tangent_preview(split).accuracy(full)
+        return {t: accuracy[t] for t in tasks}
 
     def method_importance(self, method: str, tasks: Sequence[str]) -> torch.Tensor | None:
         """The importance rows of `tasks` when `method` needs them, else None."""

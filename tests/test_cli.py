@@ -74,3 +74,17 @@ def test_an_export_loads_into_plain_open_clip(tiny_collection_dir, data_home):
     with torch.no_grad():
         theirs = torch.nn.functional.normalize(model.visual(normalize_batch(images, suite.preprocess)), dim=-1)
     torch.testing.assert_close(theirs, ours)
+
+
+def test_cli_sta_merge_uses_the_workspace_importance(tiny_collection_dir, data_home, capsys):
+    from engine.workspace import Workspace
+
+    code = main(["merge", "--collection", str(tiny_collection_dir), "--method", "sta", "--param", "threshold=0.1",
+                 "--param", "lam=0.5", "--out", "sta", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    written = load_checkpoint(data_home / "exports" / "sta.safetensors")
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")  # reads the maps the CLI cached
+    expected = ws.merge(ws.task_names, "sta", {"threshold": 0.1, "lam": 0.5})
+    assert torch.equal(flatten(written.state, ws.matrix.spec), expected)
+    assert not torch.equal(expected, apply("task_arithmetic", ws.matrix.theta0, ws.matrix.T, {"lam": 0.5}))
+    assert len(list((data_home / "cache" / "importance").glob("*.safetensors"))) == len(ws.task_names)

@@ -57,7 +57,7 @@ def test_taujp_of_zero_is_zero_and_scales_linearly(setup):
     vectors = torch.stack([torch.zeros_like(tm.T[0]), tm.T[0], 2.5 * tm.T[0]])
     m = taujp_matrix(suite, tm.theta0, vectors, names=["zero", "a", "2.5a"], tasks=["colour", "texture"],
                      max_images=8)
-    assert m.values.shape == (3, 2) and m.images_per_task == 8
+    assert m.values.shape == (3, 2) and m.images == (8, 8)
     assert torch.all(m.values[0] == 0) and torch.all(m.values[1] > 0)
     torch.testing.assert_close(m.values[2], 2.5 * m.values[1], rtol=1e-4, atol=0)
 

@@ -31,7 +31,7 @@ def _metric(at: AppTest, label: str) -> str:
 
 
 @pytest.mark.parametrize("view", ["views/home.py", "views/zoo.py", "views/merge.py", "views/jobs.py",
-                                  "views/forgetting.py", "views/sta.py"])
+                                  "views/forgetting.py", "views/sta.py", "views/interference.py"])
 def test_every_view_renders(app, view):
     _open(app, view)
     assert not app.exception
@@ -263,3 +263,37 @@ def test_forgetting_page_on_the_zoo_shows_the_stored_comparison(data_home):
     table = at.dataframe[0].value
     assert table["chosen α"].tolist() == [stored[m]["outcome"]["alpha"] for m in stored]
     assert table["forgotten"].tolist() == [stored[m]["succeeded"] for m in stored]
+
+
+def test_interference_page_shows_the_engine_matrix_and_pairs(app, tiny_collection_dir, data_home):
+    _open(app, "views/interference.py")
+    app.slider(key="interference_lam").set_value(0.5).run()
+    app.selectbox(key="interference_vector").set_value("texture").run()
+    app.selectbox(key="interference_task").set_value("brightness").run()
+    assert not app.exception
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    matrix = ws.taujp()
+    charts = {json.loads(c.proto.spec)["layout"]["title"]["text"].split(":")[0]: json.loads(c.proto.spec)
+              for c in app.get("plotly_chart")}
+    heat = charts["τJp"]["data"][0]["z"]
+    assert heat[0][0] is None and heat[0][1] == pytest.approx(matrix.values[0, 1].item(), rel=1e-5)
+    drops = ws.pair_drops(0.5)
+    scatter = charts["Interference"]["data"][0]
+    assert len(scatter["x"]) == 6 and sorted(scatter["y"]) == pytest.approx(sorted(drops.values()))
+    layers = charts["τ_texture on brightness inputs, per layer"]["data"][0]
+    assert layers["y"] == pytest.approx(list(ws.taujp_layers("texture", "brightness").values()), rel=1e-5)
+
+
+def test_merge_preview_toggle_shows_preview_and_exact(app, tiny_collection_dir, data_home):
+    _open(app, "views/merge.py")
+    app.toggle(key="preview").set_value(True).run()
+    app.slider(key="task_arithmetic.lam").set_value(0.6).run()
+    assert not app.exception
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    expected = ws.preview(ws.task_names, {"lam": 0.6})
+    chart = json.loads(app.get("plotly_chart")[0].proto.spec)
+    series = {t["name"]: t["y"] for t in chart["data"]}
+    assert series["tangent preview"] == pytest.approx([expected[t] for t in ws.task_names])
+    assert series["merged"] == [ws.compare(ws.task_names, "task_arithmetic", {"lam": 0.6}).merged.accuracy[t]
+                                for t in ws.task_names]
+    assert any("Tangent preview vs exact" in c.value for c in app.caption)

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from engine.checkpoints import load_checkpoint
 from engine.collection import load_collection, open_suite, task_matrix
@@ -67,13 +68,14 @@ def test_smoke_build_runs_end_to_end(tmp_path):
     report = build_zoo(out, real_images=ZOO / "real_images.npz", config=ZooConfig.smoke())
     assert set(report["thresholds"]) == set(check_thresholds(report))
     assert set(report["timings_s"]) >= {"tasks", "pretraining_pool", "pretraining", "finetuning", "evaluation",
-                                        "importance_maps", "forgetting_sweeps"}
+                                        "selective", "interference"}
     collection = load_collection(out)
     assert len(collection.task_names) == 8
     checkpoint = load_checkpoint(out / "finetuned" / "digits.standard.safetensors")
     assert checkpoint.meta.parent_sha256 == collection.pretrained().sha256
     assert set(collection.manifest.tasks["digits"].importance) == {"tau", "theta", "grad0"}
     assert set(collection.forgetting_report()["targets"]) == set(collection.task_names)
+    assert collection.taujp_path().is_file() and set(report["taujp"]["images"].values()) == {16}
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(file_sha256(out / name) == sha for name, sha in manifest.items())
     assert not [p for p in tmp_path.iterdir() if p.name != "zoo"]  # no build leftovers
@@ -115,3 +117,16 @@ def test_stored_forgetting_sweep_recomputes_and_sta_forgets_more_than_task_arith
     counts = report["succeeded_count"]
     assert counts == {m: sum(report["targets"][t][m]["succeeded"] for t in ws.task_names) for m in counts}
     assert counts["sta"] > counts["task_arithmetic"]
+
+
+def test_shipped_taujp_matrix_recomputes_for_one_task(zoo_workspace):
+    from engine.taujp import load_taujp, taujp_matrix
+
+    ws = zoo_workspace
+    stored = load_taujp(ws.collection.taujp_path())
+    assert stored.vectors == stored.tasks == ws.task_names and stored.split == "val"
+    m = ws.matrix
+    column = taujp_matrix(ws.suite, m.theta0, m.T, names=m.task_names, tasks=["faces"])
+    j = stored.tasks.index("faces")
+    assert column.values[:, 0].tolist() == pytest.approx(stored.values[:, j].tolist(), rel=1e-4)
+    assert torch.all(stored.values > 0)

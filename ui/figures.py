@@ -10,16 +10,17 @@ from engine.analysis import SparsityReport
 from engine.forgetting import CONTROL_FLOOR, METHODS, ForgettingCurve
 from engine.importance_stats import ImportanceSummary
 from engine.runs import Run
+from engine.taujp import TauJpMatrix
 from engine.workspace import MergeComparison, Sweep
 
-COLOURS = {"zero-shot": "#9aa5b1", "merged": "#2f6fdb", "fine-tuned": "#1b9e77"}
+COLOURS = {"zero-shot": "#9aa5b1", "tangent preview": "#9ecae1", "merged": "#2f6fdb", "fine-tuned": "#1b9e77"}
 
 
-def accuracy_bars(comparison: MergeComparison) -> go.Figure:
-    """Grouped bars per task: zero-shot, merged and fine-tuned accuracy on the same split."""
+def accuracy_bars(comparison: MergeComparison, *, preview: Mapping[str, float] | None = None) -> go.Figure:
+    """Grouped bars per task: zero-shot, (tangent preview,) merged and fine-tuned accuracy on the same split."""
     tasks = list(comparison.tasks)
-    series = {"zero-shot": comparison.zero_shot, "merged": comparison.merged.accuracy,
-              "fine-tuned": comparison.finetuned}
+    series = {"zero-shot": comparison.zero_shot, **({"tangent preview": preview} if preview else {}),
+              "merged": comparison.merged.accuracy, "fine-tuned": comparison.finetuned}
     fig = go.Figure([go.Bar(name=name, x=tasks, y=[values[t] for t in tasks], marker_color=COLOURS[name],
                             hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>")
                      for name, values in series.items()])
@@ -27,6 +28,16 @@ def accuracy_bars(comparison: MergeComparison) -> go.Figure:
                                              f"({comparison.split} split)",
                       yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
                       legend=dict(orientation="h", y=-0.15), margin=dict(t=50, b=40))
+    return fig
+
+
+def preview_bars(preview: Mapping[str, float]) -> go.Figure:
+    """The tangent-space preview alone: shown at once while the exact evaluation runs."""
+    mean = sum(preview.values()) / len(preview)
+    fig = go.Figure(go.Bar(name="tangent preview", x=list(preview), y=list(preview.values()),
+                           marker_color=COLOURS["tangent preview"], hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
+    fig.update_layout(title=f"Tangent-space preview: mean accuracy {mean:.1%} (exact evaluation follows)",
+                      yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"), margin=dict(t=50, b=40))
     return fig
 
 
@@ -140,3 +151,49 @@ def forgetting_table(stored: Mapping[str, Mapping]) -> list[dict]:
                      "control / pretrained": o["control_accuracy"] / o["pretrained_control"],
                      "forgotten": bool(entry["succeeded"])})
     return rows
+
+
+def taujp_heatmap(matrix: TauJpMatrix) -> go.Figure:
+    """Off-diagonal τJp[a, b] (interference); the diagonal (each task's own signal) is left blank here."""
+    values = matrix.values.tolist()
+    z = [[None if a == b else v for b, v in zip(matrix.tasks, row)] for a, row in zip(matrix.vectors, values)]
+    fig = go.Figure(go.Heatmap(z=z, x=list(matrix.tasks), y=list(matrix.vectors), colorscale="Reds",
+                               text=[["" if v is None else f"{v:.2f}" for v in row] for row in z],
+                               texttemplate="%{text}",
+                               hovertemplate="τ_%{y} on %{x} inputs: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=f"τJp: ‖J f(x; θ₀)·τ_a‖ on task b's inputs ({matrix.split}, "
+                            f"{min(matrix.images)}–{max(matrix.images)} images per task)",
+                      xaxis_title="inputs of task b", yaxis=dict(title="task vector a", autorange="reversed"),
+                      margin=dict(t=50))
+    return fig
+
+
+def taujp_diagonal_bars(matrix: TauJpMatrix) -> go.Figure:
+    """τJp[t, t]: how far each task's own vector moves its own inputs (the signal, not interference)."""
+    shared = [t for t in matrix.vectors if t in matrix.tasks]
+    values = [matrix.values[matrix.vectors.index(t), matrix.tasks.index(t)].item() for t in shared]
+    fig = go.Figure(go.Bar(x=shared, y=values, marker_color="#2f6fdb",
+                           hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(title="Diagonal: each task's vector on its own inputs", yaxis_title="τJp", margin=dict(t=50))
+    return fig
+
+
+def interference_scatter(matrix: TauJpMatrix, drops: Mapping[tuple[str, str], float], *, lam: float) -> go.Figure:
+    """Off-diagonal τJp[a, b] against the accuracy task b loses when τ_a is added (drop_b(a))."""
+    pairs = [(a, b) for a in matrix.vectors for b in matrix.tasks if a != b and (a, b) in drops]
+    x = [matrix.values[matrix.vectors.index(a), matrix.tasks.index(b)].item() for a, b in pairs]
+    fig = go.Figure(go.Scatter(x=x, y=[drops[p] for p in pairs], mode="markers", text=[f"τ_{a} → {b}" for a, b in pairs],
+                               hovertemplate="%{text}<br>τJp %{x:.3f}<br>drop %{y:.1%}<extra></extra>"))
+    fig.update_layout(title=f"Interference: τJp against the accuracy drop at λ = {lam:g}", xaxis_title="τJp[a, b]",
+                      yaxis=dict(title="drop_b(a) = acc_b(λτ_b) − acc_b(λ(τ_a + τ_b))", tickformat=".0%"),
+                      margin=dict(t=50))
+    return fig
+
+
+def layer_bars(parts: Mapping[str, float], *, vector: str, task: str) -> go.Figure:
+    """τJp of one vector on one task's inputs, restricted to each layer block in turn."""
+    fig = go.Figure(go.Bar(x=list(parts), y=list(parts.values()), marker_color="#d95f02",
+                           hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(title=f"τ_{vector} on {task} inputs, per layer", xaxis=dict(tickangle=-45),
+                      yaxis_title="τJp of the block's part", margin=dict(t=50, b=120))
+    return fig

@@ -14,6 +14,8 @@ with left:
     st.page_link("views/merge.py", label="Merge: pick tasks, move λ, see every task", icon=":material/merge:")
 with right:
     st.page_link("views/forgetting.py", label="Forgetting: subtract a task vector", icon=":material/remove_circle:")
+    st.page_link("views/interference.py", label="Interference: τJp between every pair of tasks",
+                 icon=":material/grid_on:")
     st.page_link("views/sta.py", label="STA importance: what each task's loss is sensitive to",
                  icon=":material/filter_alt:")
     st.page_link("views/jobs.py", label="Jobs & runs: background work and the run log", icon=":material/monitoring:")

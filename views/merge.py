@@ -6,6 +6,7 @@ import streamlit as st
 from engine.errors import MergelabError
 from engine.home import DataHome
 from engine.merge import METHODS, get_method
+from engine.preview import preview_gap
 from engine.recipe_runner import run_recipe, save_merge_run
 from engine.recipes import MergeRecipe, parse_recipe
 from engine.sweep_job import record_sweep, sweep_job
@@ -57,6 +58,14 @@ if not tasks:
 if method.importance:
     widgets.require_importance(ws, method.importance)
 
+preview = None
+bars = st.empty()
+if method_name == "task_arithmetic" and st.toggle(
+        "Tangent-space preview", key="preview", bind="query-params",
+        help="bars from cached Jacobian-vector products at once, then the exact evaluation"):
+    with st.spinner("Caching tangent features of the interactive split (once)…"):
+        preview = ws.preview(tasks, params)
+    bars.plotly_chart(figures.preview_bars(preview), key="preview_bars")
 try:
     comparison = ws.compare(tasks, method_name, params, split="interactive")
 except MergelabError as exc:
@@ -71,7 +80,12 @@ b.metric("mean normalized accuracy", f"{means[1]:.1%}",
          delta=f"{means[1] - previous[1]:+.1%}" if previous else None)
 c.metric("tasks · images", f"{len(tasks)} · {sum(comparison.merged.total.values())}")
 st.session_state["_previous_means"] = means
-st.plotly_chart(figures.accuracy_bars(comparison), key="accuracy_bars")
+bars.plotly_chart(figures.accuracy_bars(comparison, preview=preview), key="accuracy_bars")
+if preview is not None:
+    gap = preview_gap(preview, comparison.merged.accuracy)
+    st.caption(f"Tangent preview vs exact: mean |gap| {gap:.1%}. The preview is the linearized model "
+               "f(x; θ₀) + Σₜ λₜ J f(x; θ₀)·τₜ: exact for linearized checkpoints, a first-order approximation "
+               "for these standard fine-tunes.")
 st.caption(f"{method.display_name}: {method.formula}, with τₜ = θₜ − θ₀. Bars: accuracy on the interactive split "
            "(a fixed subset of val) of the zero-shot model θ₀, the merge, and each task's own fine-tuned model. "
            "Normalized accuracy = merged / fine-tuned, averaged over tasks.")

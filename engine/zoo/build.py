@@ -33,7 +33,8 @@ from engine.models import create_clip, preprocess_of, tokenizer
 from engine.zoo.generated import file_sha256, generated_task
 from engine.zoo.pretrain import PretrainConfig, Snapshot, pick_checkpoint, pretrain_clip
 from engine.zoo.report import check_thresholds
-from engine.zoo.selective import forgetting_report, ship_importance
+from engine.zoo.interference import interference_stage
+from engine.zoo.selective import selective_stage
 
 ARCH = "mergelab-zoo"
 REAL_IMAGES = "real_images.npz"
@@ -48,6 +49,7 @@ class ZooConfig:
     finetune: FinetuneConfig = FinetuneConfig()
     lambdas: tuple[float, ...] = tuple(round(i / 20, 2) for i in range(21))
     forgetting_alphas: tuple[float, ...] = ALPHAS
+    taujp_images: int | None = None          # per task for the shipped τJp matrix (None: the whole val split)
     seed: int = 0
     threads: int = 2
 
@@ -57,7 +59,7 @@ class ZooConfig:
         return cls(pool_size=4096, pretrain=replace(PretrainConfig(), steps=24, batch_size=128, warmup_steps=4,
                                                     eval_every=12),
                    finetune=replace(FinetuneConfig(), steps=6, batch_size=64, warmup_steps=2),
-                   lambdas=(0.0, 0.5, 1.0), forgetting_alphas=(0.0, 1.0))
+                   lambdas=(0.0, 0.5, 1.0), forgetting_alphas=(0.0, 1.0), taujp_images=16)
 
 
 @dataclass
@@ -108,10 +110,8 @@ def _build_into(work: Path, *, real_images: Path, config: ZooConfig, progress: P
     clock.run("finetuning", _finetune_all, work, pretrained, tasks, config, progress)
     _write_manifest_json(work, seeds)
     report = clock.run("evaluation", _evaluate_zoo, work, config, progress)
-    clock.run("importance_maps", ship_importance, work)
-    forgetting = clock.run("forgetting_sweeps", forgetting_report, work, alphas=config.forgetting_alphas,
-                           progress=progress)
-    report["forgetting_succeeded_count"] = forgetting["succeeded_count"]
+    report.update(clock.run("selective", selective_stage, work, alphas=config.forgetting_alphas, progress=progress))
+    report.update(clock.run("interference", interference_stage, work, max_images=config.taujp_images))
     report.update(pretraining=_history(snapshots, picked), config=_config_dict(config), timings_s=clock.timings)
     shutil.rmtree(cache, ignore_errors=True)
     report["sizes_bytes"] = _sizes(work)
@@ -232,6 +232,29 @@ def _write_sha_manifest(work: Path) -> None:
     files = {str(p.relative_to(work)): file_sha256(p) for p in sorted(work.rglob("*"))
              if p.is_file() and p.name != "manifest.json"}
     (work / "manifest.json").write_text(json.dumps(files, indent=2) + "\n")
+
+
+def update_zoo(zoo: Path, stage: Callable[[Path], dict], *, name: str, threads: int = 2) -> dict:
+    """Run one later stage on a copy of an existing zoo, record it in report.json, swap the copy in."""
+    zoo = Path(zoo)
+    torch.set_num_threads(threads)
+    work = Path(tempfile.mkdtemp(prefix=f".{zoo.name}-update-", dir=zoo.parent))
+    try:
+        shutil.copytree(zoo, work, dirs_exist_ok=True)
+        work.chmod(0o755)
+        clock = StageClock()
+        recorded = clock.run(name, stage, work)
+        shutil.rmtree(work / ".cache", ignore_errors=True)
+        report = json.loads((work / "report.json").read_text())
+        report.update(recorded)
+        report["timings_s"] = {**report.get("timings_s", {}), **clock.timings}
+        report["sizes_bytes"] = _sizes(work)
+        (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        _write_sha_manifest(work)
+        _swap_in(work, zoo)
+        return recorded
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _swap_in(work: Path, out_dir: Path) -> None:

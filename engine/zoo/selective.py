@@ -4,19 +4,15 @@ Importance maps of all three kinds ("tau", "theta" at each fine-tuned model; "gr
 computed once, written as uint8 codes under importance/ and named in collection.json, so the
 dashboard never recomputes them. The forgetting sweeps (each task as target, each forgetting method,
 α over linspace(0, 2, 41) on val, the chosen α reported on test) go to forgetting.json, named by the
-manifest's "forgetting_report"; the tests recompute one of them. `add_selective_stage` applies the
-stage to an existing zoo (copied, completed, swapped in), so adding it needs no retraining.
+manifest's "forgetting_report"; the tests recompute one of them. `python -m engine zoo add-sta` applies
+the stage to an existing zoo (engine/zoo/build.py `update_zoo`), so adding it needs no retraining.
 """
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-
-import torch
 
 from engine.forgetting import ALPHAS, METHODS, ForgettingCurve, forgetting_outcome, negation_curve
 from engine.importance import KINDS, save_importance
@@ -72,25 +68,8 @@ def stored_curve(entry: dict) -> ForgettingCurve:
     return ForgettingCurve(**fields)
 
 
-def add_selective_stage(zoo: Path, *, progress=None) -> dict:
-    """Run the stage on a copy of an existing zoo and swap it in; returns the forgetting report."""
-    from engine.zoo.build import _sizes, _swap_in, _write_sha_manifest
-
-    zoo = Path(zoo)
-    torch.set_num_threads(2)
-    work = Path(tempfile.mkdtemp(prefix=f".{zoo.name}-sta-", dir=zoo.parent))
-    try:
-        shutil.copytree(zoo, work, dirs_exist_ok=True)
-        work.chmod(0o755)
-        ship_importance(work)
-        report = forgetting_report(work, progress=progress)
-        shutil.rmtree(work / ".cache", ignore_errors=True)
-        zoo_report = json.loads((work / "report.json").read_text())
-        zoo_report["forgetting_succeeded_count"] = report["succeeded_count"]
-        zoo_report["sizes_bytes"] = _sizes(work)
-        (work / "report.json").write_text(json.dumps(zoo_report, indent=2) + "\n")
-        _write_sha_manifest(work)
-        _swap_in(work, zoo)
-        return report
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def selective_stage(work: Path, *, alphas: Sequence[float] = ALPHAS, progress=None) -> dict:
+    """The whole stage on a zoo folder: maps, then sweeps; returns what report.json records of it."""
+    ship_importance(work)
+    report = forgetting_report(work, alphas=alphas, progress=progress)
+    return {"forgetting_succeeded_count": report["succeeded_count"]}

@@ -1,0 +1,35 @@
+"""Interference: τJp, one task's vector times the pretrained Jacobian on another task's inputs."""
+import streamlit as st
+
+from ui import figures, resources
+from ui.state import collection_picker
+
+st.header("Interference between tasks (τJp)")
+st.caption("Adding τ_a to the model moves the embedding of task b's images by about J f(x; θ₀)·τ_a (first order). "
+           "τJp[a, b] is the mean length of that move (Yoshida et al., ICLR 2025): where it is large, task a's vector "
+           "disturbs task b, and the scatter below checks it against the accuracy b actually loses when τ_a is added.")
+collection = collection_picker()
+ws = resources.workspace_or_stop(collection)
+with st.spinner("Computing τJp (Jacobian-vector products)…"):
+    matrix = ws.taujp()
+left, right = st.columns([3, 2])
+left.plotly_chart(figures.taujp_heatmap(matrix), key="taujp_heatmap")
+right.plotly_chart(figures.taujp_diagonal_bars(matrix), key="taujp_diagonal")
+st.caption("Variants side by side (standard vs τJp-regularised fine-tunes) appear here once the collection has "
+           "τJp-regularised checkpoints.")
+
+st.session_state.setdefault("interference_lam", 0.3)
+lam = st.slider("λ for the accuracy drop", 0.05, 1.0, step=0.05, key="interference_lam", bind="query-params")
+with st.spinner("Evaluating every pair of tasks on val…"):
+    drops = ws.pair_drops(lam)
+st.plotly_chart(figures.interference_scatter(matrix, drops, lam=lam), key="interference_scatter")
+
+st.subheader("Which layers carry it")
+a, b = st.columns(2)
+st.session_state.setdefault("interference_vector", ws.task_names[0])
+st.session_state.setdefault("interference_task", ws.task_names[-1])
+vector = a.selectbox("task vector a", ws.task_names, key="interference_vector", bind="query-params")
+task = b.selectbox("inputs of task b", ws.task_names, key="interference_task", bind="query-params")
+with st.spinner("τJp per layer…"):
+    parts = ws.taujp_layers(vector, task)
+st.plotly_chart(figures.layer_bars(parts, vector=vector, task=task), key="taujp_layers")
