@@ -10,7 +10,7 @@ The diagonal is each task's own signal; the off-diagonal entries are the interfe
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,18 +36,26 @@ def taujp_matrix(suite: EvalSuite, theta0: torch.Tensor, vectors: torch.Tensor, 
                  tasks: Sequence[str], split: str = "val", max_images: int | None = None,
                  batch_size: int = 128, progress: Progress | None = None) -> TauJpMatrix:
     """τJp of every vector [A, P] on every task's `split` images (the first `max_images` of each)."""
+    inputs = {t: _task_images(suite, t, split, max_images) for t in tasks}
+    return taujp_on_images(suite, theta0, vectors, names=names, inputs=inputs, split=split, batch_size=batch_size,
+                           progress=progress)
+
+
+def taujp_on_images(suite: EvalSuite, theta0: torch.Tensor, vectors: torch.Tensor, *, names: Sequence[str],
+                    inputs: Mapping[str, torch.Tensor], split: str, batch_size: int = 128,
+                    progress: Progress | None = None) -> TauJpMatrix:
+    """τJp of every vector [A, P] on given uint8 images per task {task: [N, 3, H, W]}."""
     if vectors.ndim != 2 or vectors.shape[1] != theta0.numel() or vectors.shape[0] != len(names):
         raise ShapeError("τJp vectors", f"got {tuple(vectors.shape)} for {len(names)} names and P = {theta0.numel()}",
                          fix="pass one flat task vector per name, of the pretrained model's architecture")
-    columns, counts = [], []
-    for i, task in enumerate(tasks):
-        images = _task_images(suite, task, split, max_images)
-        counts.append(images.shape[0])
+    columns = []
+    for i, (task, images) in enumerate(inputs.items()):
         _, products = jvp_features(suite, theta0, vectors, images, batch_size=batch_size)  # [A, N, E]
         columns.append(products.norm(dim=-1).double().mean(dim=1).cpu())  # [A]
         if progress is not None:
-            progress((i + 1) / len(tasks), f"τJp on {task}")
-    return TauJpMatrix(tuple(names), tuple(tasks), torch.stack(columns, dim=1), split, tuple(counts))
+            progress((i + 1) / len(inputs), f"τJp on {task}")
+    return TauJpMatrix(tuple(names), tuple(inputs), torch.stack(columns, dim=1), split,
+                       tuple(images.shape[0] for images in inputs.values()))
 
 
 def layer_breakdown(suite: EvalSuite, theta0: torch.Tensor, vector: torch.Tensor, spec: ParamSpec, *, task: str,

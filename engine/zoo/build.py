@@ -3,7 +3,8 @@
 Stages (timed in report.json): real images → tasks → pretraining pool → contrastive pretraining
 (engine/zoo/pretrain.py) → standard fine-tunes (engine/finetune.py) → evaluation of the files as
 stored (fp16 read back as fp32, on the CPU) → STA importance maps and forgetting sweeps
-(engine/zoo/selective.py) → report.json and manifest.json (sha256 of every file).
+(engine/zoo/selective.py) → the τJp matrix (engine/zoo/interference.py) → report.json and
+manifest.json (sha256 of every file). `update_zoo` runs one later stage on an existing zoo.
 Everything is written into a temporary sibling folder and swapped in at the end, so a failed or
 interrupted build never leaves a half-written zoo. Variants added later (linearized, τJp) become
 new keys of each task's "checkpoints" without rewriting what exists.
