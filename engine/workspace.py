@@ -9,6 +9,8 @@ its own output, so sessions sharing a workspace cannot disturb each other.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,9 @@ from engine.merge import apply, get_method
 from engine.merge.registry import ParamValue
 from engine.params import TaskMatrix
 from engine.preview import TangentPreview
-from engine.taujp import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, taujp_matrix
+from engine.taujp import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, save_taujp, taujp_matrix
+
+TAUJP_IMAGES = 64   # val images per task for matrices computed on demand (the zoo ships whole-split ones)
 
 
 @dataclass(frozen=True)
@@ -146,16 +150,30 @@ class Workspace:
                 "shipped": self.collection.importance_path(task, kind) if self.variant == "standard" else None,
                 "config": ImportanceConfig(variant="grad" if at_pretrained else kind)}
 
-    @functools.cache
-    def taujp(self, *, split: str = "val", max_images: int | None = 64) -> TauJpMatrix:
+    def taujp(self, *, progress: Progress | None = None) -> TauJpMatrix:
         """τJp of every task vector on every task's inputs: the collection's stored matrix when it ships
-        one, else computed now on `split` (the first `max_images` per task; a job for big models)."""
+        one, else the data-home cache, else computed now on val (first `TAUJP_IMAGES` per task) and
+        cached by the checkpoints' sha256; `taujp_job` does the computing in the background."""
+        source = self._taujp_file()
+        if source.is_file():
+            return load_taujp(source)
+        m = self.matrix
+        matrix = taujp_matrix(self.suite, m.theta0, m.T, names=m.task_names, tasks=m.task_names, split="val",
+                              max_images=TAUJP_IMAGES, progress=progress)
+        save_taujp(source, matrix)
+        return matrix
+
+    def taujp_ready(self) -> bool:
+        """Whether `taujp` only reads a file (shipped or cached)."""
+        return self._taujp_file().is_file()
+
+    def _taujp_file(self) -> Path:
         stored = self.collection.taujp_path() if self.variant == "standard" else None
         if stored is not None:
-            return load_taujp(stored)
-        m = self.matrix
-        return taujp_matrix(self.suite, m.theta0, m.T, names=m.task_names, tasks=m.task_names, split=split,
-                            max_images=max_images)
+            return stored
+        shas = [self.pretrained.sha256, *(self.collection.finetuned_sha256(t, self.variant) for t in self.task_names)]
+        key = hashlib.sha256(json.dumps({"shas": shas, "split": "val", "images": TAUJP_IMAGES}).encode()).hexdigest()
+        return self.cache_dir / "taujp" / f"{key[:24]}.json"
 
     @functools.cache
     def pair_drops(self, lam: float, *, split: str = "val") -> dict[tuple[str, str], float]:

@@ -119,3 +119,21 @@ def test_importance_job_caches_every_map_and_logs_a_run(tiny_collection_dir, tmp
     assert ws.importance_ready("theta")
     run, = log.runs(kind="importance")
     assert run.method == "sta:theta" and set(run.outputs["kept_at_0.05"]) == set(ws.task_names)
+
+
+def test_taujp_job_caches_the_matrix_for_the_next_workspace(tiny_collection_dir, tmp_path):
+    from engine.runs import RunLog
+    from engine.taujp_job import taujp_job
+    from engine.workspace import TAUJP_IMAGES, Workspace
+
+    ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
+    assert not ws.taujp_ready()
+    runner, log = LocalRunner(), RunLog(tmp_path / "runs.sqlite3")
+    status = runner.wait(runner.submit("τJp", taujp_job, workspace=ws, run_log=log), timeout=120)
+    assert status.state is JobState.DONE and status.step == status.total == len(ws.task_names)
+    again = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
+    assert again.taujp_ready()
+    matrix = again.taujp()
+    assert matrix.images == tuple(min(TAUJP_IMAGES, len(ws.suite.tasks[t].split("val"))) for t in ws.task_names)
+    run, = log.runs(kind="taujp")
+    assert run.outputs["diagonal"] == dict(zip(ws.task_names, matrix.values.diagonal().tolist()))

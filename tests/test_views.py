@@ -179,7 +179,7 @@ def test_sta_controls_on_the_merge_page(app, tiny_collection_dir, data_home):
     app.selectbox(key="method").set_value("sta").run()
     if any("not cached yet" in i.value for i in app.info):  # the workspace is process-wide: maybe computed already
         assert len(app.metric) == 0  # the page stopped before merging
-        app.button(key="importance_now_tau").click().run()
+        app.button(key="importance_tau_now").click().run()
     app.slider(key="sta.threshold").set_value(0.2).run()
     app.toggle(key="show_sparsity").set_value(True).run()
     assert not app.exception
@@ -199,7 +199,7 @@ def test_forgetting_page_with_sta(app, tiny_collection_dir, data_home):
     _open(app, "views/forgetting.py")
     app.selectbox(key="forget_method").set_value("sta").run()
     if any("not cached yet" in i.value for i in app.info):
-        app.button(key="importance_now_grad0").click().run()
+        app.button(key="importance_grad0_now").click().run()
     app.slider(key="forget_threshold").set_value(0.02).run()
     app.slider(key="forget_margin").set_value(1.0).run()
     app.slider(key="forget_alpha").set_value(2.0).run()
@@ -221,7 +221,7 @@ def test_sta_view_shows_the_engine_summary(app, tiny_collection_dir, data_home):
 
     _open(app, "views/sta.py")
     if any("not cached yet" in i.value for i in app.info):  # the workspace is process-wide: maybe computed already
-        app.button(key="importance_now_tau").click().run()
+        app.button(key="importance_tau_now").click().run()
     app.slider(key="sta_threshold").set_value(0.3).run()
     assert not app.exception
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
@@ -239,7 +239,7 @@ def test_importance_maps_as_a_background_job(app, tiny_collection_dir, data_home
 
     _open(app, "views/sta.py")
     app.selectbox(key="sta_kind").set_value("theta").run()  # no other view test computes this kind
-    app.button(key="importance_job_theta").click().run()
+    app.button(key="importance_theta_job").click().run()
     assert not app.exception and any("Started job #" in s.value for s in app.success)
     deadline = time.monotonic() + 120
     while not app.get("plotly_chart") and time.monotonic() < deadline:  # the job caches the maps
@@ -267,6 +267,8 @@ def test_forgetting_page_on_the_zoo_shows_the_stored_comparison(data_home):
 
 def test_interference_page_shows_the_engine_matrix_and_pairs(app, tiny_collection_dir, data_home):
     _open(app, "views/interference.py")
+    if any("not cached yet" in i.value for i in app.info):  # the workspace is process-wide: maybe computed already
+        app.button(key="taujp_now").click().run()
     app.slider(key="interference_lam").set_value(0.5).run()
     app.selectbox(key="interference_vector").set_value("texture").run()
     app.selectbox(key="interference_task").set_value("brightness").run()

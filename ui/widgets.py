@@ -8,6 +8,7 @@ import streamlit as st
 from engine.importance import KINDS
 from engine.importance_job import importance_job
 from engine.merge import MergeMethod, Param
+from engine.taujp_job import taujp_job
 from engine.merge.registry import ParamValue
 from engine.workspace import Workspace
 from ui import resources
@@ -59,18 +60,31 @@ def set_params_in_state(method: MergeMethod, tasks: Sequence[str], params: dict[
 
 def require_importance(ws: Workspace, kind: str) -> None:
     """Stop the page with two ways to get STA importance maps when they are neither shipped nor cached."""
-    if ws.importance_ready(kind):
+    _require(ws.importance_ready(kind), what=f"STA importance maps ({KINDS[kind]}) for {len(ws.task_names)} tasks",
+             cost="a few gradient passes per task (seconds for small models, minutes for ViT-B/32 on a CPU)",
+             compute=lambda: ws.importance(kind), key=f"importance_{kind}", job_name=f"STA importance maps ({kind})",
+             job=importance_job, job_args={"workspace": ws, "kind": kind})
+
+
+def require_taujp(ws: Workspace) -> None:
+    """Stop the page with two ways to get the τJp matrix when it is neither shipped nor cached."""
+    _require(ws.taujp_ready(), what=f"the τJp matrix of {len(ws.task_names)} task vectors",
+             cost="Jacobian-vector products on 64 val images per task (seconds for small models, many minutes "
+                  "for ViT-B/32 on a CPU)", compute=ws.taujp, key="taujp", job_name="τJp matrix", job=taujp_job,
+             job_args={"workspace": ws})
+
+
+def _require(ready: bool, *, what: str, cost: str, compute, key: str, job_name: str, job, job_args: dict) -> None:
+    if ready:
         return
-    st.info(f"This needs STA importance maps ({KINDS[kind]}) for {len(ws.task_names)} tasks, and they are not "
-            "cached yet: a few gradient passes per task (seconds for small models, minutes for ViT-B/32 on a CPU).")
-    now, job = st.columns(2)
-    if now.button("Compute now", key=f"importance_now_{kind}", help="blocks this page until done"):
-        with st.spinner("Computing importance maps…"):
-            ws.importance(kind)
+    st.info(f"This needs {what}, and it is not cached yet: {cost}.")
+    now, background = st.columns(2)
+    if now.button("Compute now", key=f"{key}_now", help="blocks this page until done"):
+        with st.spinner("Computing…"):
+            compute()
         st.rerun()
-    if job.button("Compute as a background job", key=f"importance_job_{kind}"):
-        job_id = resources.job_runner().submit(f"STA importance maps ({kind})", importance_job,
-                                               device=resources.device_name(), workspace=ws, kind=kind,
-                                               run_log=resources.run_log())
+    if background.button("Compute as a background job", key=f"{key}_job"):
+        job_id = resources.job_runner().submit(job_name, job, device=resources.device_name(),
+                                               run_log=resources.run_log(), **job_args)
         st.success(f"Started job #{job_id}: follow it on Jobs & runs, then come back.")
     st.stop()

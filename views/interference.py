@@ -1,7 +1,7 @@
 """Interference: τJp, one task's vector times the pretrained Jacobian on another task's inputs."""
 import streamlit as st
 
-from ui import figures, resources
+from ui import figures, resources, widgets
 from ui.state import collection_picker
 
 st.header("Interference between tasks (τJp)")
@@ -10,8 +10,8 @@ st.caption("Adding τ_a to the model moves the embedding of task b's images by a
            "disturbs task b, and the scatter below checks it against the accuracy b actually loses when τ_a is added.")
 collection = collection_picker()
 ws = resources.workspace_or_stop(collection)
-with st.spinner("Computing τJp (Jacobian-vector products)…"):
-    matrix = ws.taujp()
+widgets.require_taujp(ws)
+matrix = ws.taujp()
 left, right = st.columns([3, 2])
 left.plotly_chart(figures.taujp_heatmap(matrix), key="taujp_heatmap")
 right.plotly_chart(figures.taujp_diagonal_bars(matrix), key="taujp_diagonal")
