@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine.merge.registry import get_method
+from engine.importance_codes import importance_mask
+from engine.merge.registry import check_importance, get_method
 from engine.merge.sparse_methods import keep_mask
 from engine.params import ParamSpec
 
@@ -36,8 +37,13 @@ def sparsity_report(method: str, T: torch.Tensor, params: Mapping, *, tasks: Seq
                     spec: ParamSpec, importance: torch.Tensor | None = None) -> SparsityReport:
     """Kept fraction per task and sign conflict per layer block (TIES's motivation, Yadav et al. 2023,
     Fig. 2), of the task vectors as the method masks them."""
-    resolved = get_method(method).resolve(params, num_tasks=T.shape[0])
-    mask = keep_mask(method, T, resolved, importance=importance)  # [K, P] or None
+    registered = get_method(method)
+    resolved = registered.resolve(params, num_tasks=T.shape[0])
+    if registered.importance is not None:  # STA: entries whose importance is ≥ κ
+        check_importance(method, importance, T)
+        mask = importance_mask(importance, float(resolved["threshold"]))  # [K, P] or None
+    else:
+        mask = keep_mask(method, T, resolved)  # [K, P] or None
     kept = mask.float().mean(dim=1).tolist() if mask is not None else [1.0] * T.shape[0]
     layers, conflict = [], []
     for label, cols in spec.blocks(level="layer"):

@@ -94,6 +94,11 @@ def negate(workspace: Workspace, target: str, alpha: float, *, method: str = "ta
            controls: Sequence[str] | None = None) -> torch.Tensor:
     """θ₀ − α·v [P]."""
     v = forgetting_vector(workspace, target, method=method, threshold=threshold, margin=margin, controls=controls)
+    return subtract(workspace, v, alpha)
+
+
+def subtract(workspace: Workspace, v: torch.Tensor, alpha: float) -> torch.Tensor:
+    """θ₀ − α·v [P] for a vector v [P] already built (pages keep v while α moves)."""
     return weighted_sum(workspace.matrix.theta0, v[None], torch.tensor([-alpha]))
 
 
@@ -104,11 +109,10 @@ def negation_curve(workspace: Workspace, target: str, *, method: str = "task_ari
     """Target and mean control accuracy of θ₀ − α·v for each α."""
     controls = _controls(workspace, target, controls)
     v = forgetting_vector(workspace, target, method=method, threshold=threshold, margin=margin,
-                          controls=controls)[None]  # [1, P]
+                          controls=controls)  # [P]
     targets, control_means = [], []
     for i, alpha in enumerate(alphas):
-        theta = weighted_sum(workspace.matrix.theta0, v, torch.tensor([-alpha]))  # [P]
-        result = evaluate(theta, workspace.suite, split, tasks=(target, *controls))
+        result = evaluate(subtract(workspace, v, alpha), workspace.suite, split, tasks=(target, *controls))
         targets.append(result.accuracy[target])
         control_means.append(_mean_over(result.accuracy, controls))
         if progress is not None:

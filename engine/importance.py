@@ -126,21 +126,37 @@ def load_importance(path: Path, *, checkpoint_sha: str, numel: int) -> torch.Ten
     return importance
 
 
-def importance_codes(suite: EvalSuite, theta_ft: torch.Tensor, theta0: torch.Tensor, *, task: str,
-                     checkpoint_sha: str, cache_dir: Path, shipped: Path | None = None,
-                     config: ImportanceConfig = ImportanceConfig()) -> torch.Tensor:
+@dataclass(frozen=True)
+class ImportanceSource:
+    """Where one task's map lives: shipped with the collection, else in the data-home cache."""
+
+    task: str
+    checkpoint_sha: str               # the checkpoint the map belongs to
+    config: ImportanceConfig
+    cache_dir: Path
+    shipped: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.shipped or importance_file(self.cache_dir, self.checkpoint_sha, self.config, task=self.task)
+
+    @property
+    def available(self) -> bool:
+        """Whether reading the map needs no gradient pass."""
+        return self.path.is_file()
+
+
+def importance_codes(suite: EvalSuite, theta_ft: torch.Tensor, theta0: torch.Tensor,
+                     source: ImportanceSource) -> torch.Tensor:
     """The uint8 codes [P] of one task's normalised map at θ_ft: shipped, else cached, else computed and cached.
 
     A shipped map of another checkpoint is an error, not a silent recompute: the collection is wrong.
     """
     numel = suite.spec.numel
-    if shipped is not None:
-        return load_importance(shipped, checkpoint_sha=checkpoint_sha, numel=numel)
-    path = importance_file(cache_dir, checkpoint_sha, config, task=task)
-    if path.is_file():
-        return load_importance(path, checkpoint_sha=checkpoint_sha, numel=numel)
-    raw = taylor_importance(suite.visual, theta_ft, theta0, suite.spec, suite.heads[task],
-                            suite.tasks[task].split("train"), suite.preprocess, config)  # [P]
+    if source.shipped is not None or source.available:
+        return load_importance(source.path, checkpoint_sha=source.checkpoint_sha, numel=numel)
+    raw = taylor_importance(suite.visual, theta_ft, theta0, suite.spec, suite.heads[source.task],
+                            suite.tasks[source.task].split("train"), suite.preprocess, source.config)  # [P]
     codes = encode(normalize_per_tensor(raw, suite.spec)).cpu()  # [P] uint8
-    save_importance(path, codes, checkpoint_sha=checkpoint_sha, config=config)
+    save_importance(source.path, codes, checkpoint_sha=source.checkpoint_sha, config=source.config)
     return codes

@@ -21,7 +21,7 @@ from engine.analysis import SparsityReport, sparsity_report
 from engine.checkpoints import Checkpoint
 from engine.collection import Collection, load_collection, open_suite, task_matrix
 from engine.evaluate import EvalResult, EvalSuite, Progress, evaluate
-from engine.importance import ImportanceConfig, importance_codes, importance_file
+from engine.importance import ImportanceConfig, ImportanceSource, importance_codes
 from engine.merge import apply, get_method
 from engine.merge.registry import ParamValue
 from engine.params import TaskMatrix
@@ -130,25 +130,22 @@ class Workspace:
         return torch.stack(rows).to(self.matrix.T.device)  # [K, P]
 
     def task_importance(self, task: str, kind: str) -> torch.Tensor:
-        """One task's codes uint8 [P] (loaded, or computed and cached)."""
-        return importance_codes(self.suite, **self.importance_source(task, kind))
+        """One task's codes uint8 [P] (loaded, or computed at its weights and cached)."""
+        m = self.matrix
+        theta = m.theta0 if kind == "grad0" else m.theta0 + m.T[self.task_names.index(task)]  # [P]
+        return importance_codes(self.suite, theta, m.theta0, self.importance_source(task, kind))
 
     def importance_ready(self, kind: str) -> bool:
         """Whether every task's map of `kind` is shipped or cached (so `importance` only reads files)."""
-        sources = [self.importance_source(t, kind) for t in self.task_names]
-        return all((s["shipped"] or importance_file(s["cache_dir"], s["checkpoint_sha"], s["config"],
-                                                    task=s["task"])).is_file() for s in sources)
+        return all(self.importance_source(t, kind).available for t in self.task_names)
 
-    def importance_source(self, task: str, kind: str) -> dict:
-        """The keyword arguments of `importance_codes` for one task's map: weights, owner sha, files, config."""
-        m, k = self.matrix, self.task_names.index(task)
+    def importance_source(self, task: str, kind: str) -> ImportanceSource:
+        """Which checkpoint one task's map of `kind` belongs to, and where it is stored."""
         at_pretrained = kind == "grad0"
-        return {"theta_ft": m.theta0 if at_pretrained else m.theta0 + m.T[k], "theta0": m.theta0, "task": task,
-                "checkpoint_sha": self.pretrained.sha256 if at_pretrained
-                else self.collection.finetuned_sha256(task, self.variant),
-                "cache_dir": self.cache_dir,
-                "shipped": self.collection.importance_path(task, kind) if self.variant == "standard" else None,
-                "config": ImportanceConfig(variant="grad" if at_pretrained else kind)}
+        return ImportanceSource(
+            task, self.pretrained.sha256 if at_pretrained else self.collection.finetuned_sha256(task, self.variant),
+            ImportanceConfig(variant="grad" if at_pretrained else kind), self.cache_dir,
+            shipped=self.collection.importance_path(task, kind) if self.variant == "standard" else None)
 
     def taujp(self, *, progress: Progress | None = None) -> TauJpMatrix:
         """τJp of every task vector on every task's inputs: the collection's stored matrix when it ships

@@ -90,13 +90,13 @@ def zoo_workspace(tmp_path_factory):
 
 def test_shipped_importance_maps_recompute(zoo_workspace, tmp_path):
     """One task's shipped map equals a fresh computation (codes may differ by one step from float noise)."""
-    from engine.importance import ImportanceConfig, importance_codes
+    from engine.importance import ImportanceConfig, ImportanceSource, importance_codes
 
     ws = zoo_workspace
     k = ws.task_names.index("faces")
-    fresh = importance_codes(ws.suite, ws.matrix.theta0 + ws.matrix.T[k], ws.matrix.theta0, task="faces",
-                             checkpoint_sha=ws.collection.finetuned_sha256("faces"), cache_dir=tmp_path,
-                             config=ImportanceConfig(variant="tau"))
+    source = ImportanceSource("faces", ws.collection.finetuned_sha256("faces"), ImportanceConfig(variant="tau"),
+                              tmp_path)
+    fresh = importance_codes(ws.suite, ws.matrix.theta0 + ws.matrix.T[k], ws.matrix.theta0, source)
     difference = (fresh.int() - ws.importance("tau")[k].int()).abs()
     assert int(difference.max()) <= 1 and float((difference > 0).float().mean()) < 1e-3
 

@@ -12,6 +12,7 @@ import torch
 
 from engine.analysis import cosine_similarity_matrix
 from engine.forgetting import ALPHAS, STA_MARGIN, STA_THRESHOLD, ForgettingCurve, negation_curve
+from engine.forgetting import forgetting_vector as build_forgetting_vector
 from engine.home import ASSETS_DIR, DataHome
 from engine.importance_stats import ImportanceSummary
 from engine.importance_stats import importance_summary as summarize_importance
@@ -64,6 +65,14 @@ def forgetting_curve(collection: str, device: str, target: str, method: str = "t
     """The negation curve of one target on the interactive split, computed once: moving α only reads it."""
     return negation_curve(workspace(collection, device), target, method=method, threshold=threshold, margin=margin,
                           alphas=ALPHAS, split="interactive")
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def forgetting_vector(collection: str, device: str, target: str, method: str = "task_arithmetic",
+                      threshold: float = STA_THRESHOLD, margin: float = STA_MARGIN) -> torch.Tensor:
+    """The vector v [P] that forgetting subtracts, built once per setting: moving α only rescales it."""
+    return build_forgetting_vector(workspace(collection, device), target, method=method, threshold=threshold,
+                                   margin=margin)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Summarising the importance maps…")

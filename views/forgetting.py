@@ -2,7 +2,7 @@
 import streamlit as st
 
 from engine.evaluate import evaluate
-from engine.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD, negate
+from engine.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD, subtract
 from ui import figures, resources, widgets
 from ui.state import collection_picker
 
@@ -29,7 +29,8 @@ if method != "task_arithmetic":
     widgets.require_importance(ws, "grad0")
 alpha = st.slider("α", 0.0, 2.0, step=0.05, key="forget_alpha", bind="query-params", help="θ = θ₀ − α·v")
 
-result = evaluate(negate(ws, target, alpha, method=method, **settings), ws.suite, "interactive")
+vector = resources.forgetting_vector(collection, resources.device_name(), target, method, **settings)
+result = evaluate(subtract(ws, vector, alpha), ws.suite, "interactive")
 others = [t for t in ws.task_names if t != target]
 control = sum(result.accuracy[t] for t in others) / len(others)
 a, b = st.columns(2)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from engine.importance_codes import importance_mask
 from engine.merge.generalized import masked_merge
 from engine.merge.sparsify import dare_keep_mask, magnitude_mask
 
@@ -41,13 +40,8 @@ def magnitude(theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: tor
     return masked_merge(theta0, T, mask=keep_mask("magnitude", T, {"density": density}), lam=lam, out=out)
 
 
-def keep_mask(method: str, T: torch.Tensor, params: dict, *,
-              importance: torch.Tensor | None = None) -> torch.Tensor | None:
-    """The bool [K, P] mask `method` applies with these (resolved) parameters; None keeps everything.
-
-    STA methods need their importance codes [K, P]."""
-    if method in ("sta", "sta_theta"):
-        return importance_mask(importance, float(params["threshold"]))
+def keep_mask(method: str, T: torch.Tensor, params: dict) -> torch.Tensor | None:
+    """The bool [K, P] mask `method` applies with these (resolved) parameters; None keeps everything."""
     if method in ("ties", "magnitude"):
         return magnitude_mask(T, float(params["density"]))
     if method in ("dare", "dare_ties"):

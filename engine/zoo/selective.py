@@ -30,8 +30,7 @@ def ship_importance(work: Path) -> None:
         for k, task in enumerate(ws.task_names):
             relative = f"importance/{task}.{kind}.safetensors"
             source = ws.importance_source(task, kind)
-            save_importance(work / relative, codes[k], checkpoint_sha=source["checkpoint_sha"],
-                            config=source["config"])
+            save_importance(work / relative, codes[k], checkpoint_sha=source.checkpoint_sha, config=source.config)
             manifest["tasks"][task].setdefault("importance", {})[kind] = relative
     manifest["forgetting_report"] = FORGETTING_REPORT
     (work / "collection.json").write_text(json.dumps(manifest, indent=2) + "\n")
