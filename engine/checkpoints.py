@@ -29,6 +29,7 @@ from engine.models import expected_visual_shapes
 SCHEMA_VERSION = 1
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 Variant = Literal["pretrained", "standard", "linearized", "tau_jp", "merged"]
+LINEARIZED_VARIANTS = ("linearized", "tau_jp")   # evaluated as f₀ + J f(x; θ₀)·(θ − θ₀) everywhere
 
 
 class CheckpointMeta(BaseModel):
@@ -47,6 +48,11 @@ class CheckpointMeta(BaseModel):
     source: str = ""                       # free text: "mergelab zoo build", a paper, a URL
     parent_sha256: str | None = None       # tensors_sha256 of the checkpoint it derives from
     tensors_sha256: str
+
+    @property
+    def linearized(self) -> bool:
+        """Whether θ parametrises the linearized model (engine/finetune.py), not the network itself."""
+        return self.variant in LINEARIZED_VARIANTS
 
 
 @dataclass(frozen=True)

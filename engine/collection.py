@@ -8,11 +8,14 @@ Paths are relative to the manifest's folder; instead of a path, "data" may be a 
 {"task": "size", "seed": 1003, "real_images": "real_images.npz"} (the demo zoo regenerates its tasks),
 and "importance" may name shipped STA importance maps per kind ({"tau": "importance/digits.tau.safetensors"}). Variants (standard, linearized, tau_jp, ...) are keys,
 so a later build adds one without touching what exists. The shipped demo zoo is one collection.
+Checkpoints a user fine-tunes are written to the data home, never into a collection: `with_finetunes`
+adds those of the same pretrained model (`finetune_folder`) as further names of each task, so every
+page lists them beside the shipped ones.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,7 +23,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from engine.checkpoints import Checkpoint, load_checkpoint, read_sidecar
+from engine.checkpoints import Checkpoint, CheckpointMeta, load_checkpoint, read_sidecar
 from engine.data import TaskData, load_task
 from engine.errors import CheckpointError, DatasetError, SchemaError
 from engine.evaluate import EvalSuite
@@ -57,6 +60,7 @@ class CollectionManifest(BaseModel):
     tasks: dict[str, TaskEntry]
     forgetting_report: str | None = None    # stored forgetting sweeps (engine/zoo/selective.py), if any
     taujp_matrix: str | None = None         # stored τJp matrix of the standard checkpoints (engine/taujp.py), if any
+    taujp_variants: dict[str, str] = {}     # variant → stored τJp matrix of that variant's checkpoints
 
 
 @dataclass(frozen=True)
@@ -90,11 +94,7 @@ class Collection:
 
     def finetuned_sha256(self, task: str, variant: str = "standard") -> str:
         """The checkpoint's tensors_sha256 from its sidecar (verified when the checkpoint is loaded)."""
-        entry = self._entry(task)
-        if variant not in entry.checkpoints:
-            raise CheckpointError(f"{task}/{variant}", "no such fine-tuned checkpoint in the collection",
-                                  fix=f"choose one of {sorted(entry.checkpoints)}")
-        return read_sidecar(self.path(entry.checkpoints[variant])).tensors_sha256
+        return self.checkpoint_meta(task, variant).tensors_sha256
 
     def importance_path(self, task: str, kind: str) -> Path | None:
         """The shipped STA importance map of `task`'s standard checkpoint, if the collection has one."""
@@ -126,15 +126,39 @@ class Collection:
                               fix="rebuild it with `python -m engine zoo add-sta`")
         return report
 
-    def taujp_path(self) -> Path | None:
-        """The stored τJp matrix of the collection's standard checkpoints, if it ships one."""
-        return None if self.manifest.taujp_matrix is None else self.path(self.manifest.taujp_matrix)
+    def taujp_path(self, variant: str = "standard") -> Path | None:
+        """The stored τJp matrix of one variant's checkpoints (all tasks), if the collection ships one."""
+        relative = self.manifest.taujp_matrix if variant == "standard" else self.manifest.taujp_variants.get(variant)
+        return None if relative is None else self.path(relative)
+
+    def with_finetunes(self, root: Path) -> "Collection":
+        """This collection plus the fine-tunes of its pretrained model found under `root` (named by file stem)."""
+        sha = read_sidecar(self.path(self.manifest.pretrained)).tensors_sha256
+        tasks = {}
+        for name, entry in self.manifest.tasks.items():
+            found = {p.stem: str(p.resolve()) for p in sorted(finetune_folder(root, sha, name).glob("*.safetensors"))
+                     if p.stem not in entry.checkpoints}
+            tasks[name] = entry.model_copy(update={"checkpoints": {**entry.checkpoints, **found}})
+        return Collection(self.root, self.manifest.model_copy(update={"tasks": tasks}))
+
+    def checkpoint_meta(self, task: str, variant: str = "standard") -> CheckpointMeta:
+        """The sidecar of one fine-tuned checkpoint (validated; tensors not read)."""
+        entry = self._entry(task)
+        if variant not in entry.checkpoints:
+            raise CheckpointError(f"{task}/{variant}", "no such fine-tuned checkpoint in the collection",
+                                  fix=f"choose one of {sorted(entry.checkpoints)}")
+        return read_sidecar(self.path(entry.checkpoints[variant]))
 
     def _entry(self, task: str) -> TaskEntry:
         if task not in self.manifest.tasks:
             raise DatasetError(task, f"is not a task of collection {self.manifest.name!r}",
                                fix=f"choose one of {list(self.manifest.tasks)}")
         return self.manifest.tasks[task]
+
+
+def finetune_folder(root: Path, pretrained_sha256: str, task: str) -> Path:
+    """Where fine-tunes of `task` from one pretrained model live under the data home's `root`."""
+    return Path(root) / pretrained_sha256[:16] / task
 
 
 def load_collection(path: Path) -> Collection:
@@ -157,13 +181,14 @@ def visual_state(clip_checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
 
 
 def task_matrix(collection: Collection, *, tasks: Sequence[str] | None = None, variant: str = "standard",
-                device: torch.device | str = "cpu", pretrained: Checkpoint | None = None) -> TaskMatrix:
-    """θ₀ and T [K, P] for `tasks` (default all) from one variant's fine-tuned checkpoints."""
+                variants: Mapping[str, str] | None = None, device: torch.device | str = "cpu",
+                pretrained: Checkpoint | None = None) -> TaskMatrix:
+    """θ₀ and T [K, P] for `tasks` (default all): `variants[task]` when given, else `variant`, per task."""
     pretrained = pretrained or collection.pretrained()
     names = tuple(tasks or collection.task_names)
     finetuned = {}
     for name in names:
-        checkpoint = collection.finetuned(name, variant)
+        checkpoint = collection.finetuned(name, (variants or {}).get(name, variant))
         if checkpoint.meta.architecture != pretrained.meta.architecture:
             raise CheckpointError(checkpoint.path, f"is {checkpoint.meta.architecture}, the pretrained model is "
                                   f"{pretrained.meta.architecture}", fix="fine-tune from the collection's model")

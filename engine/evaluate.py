@@ -3,6 +3,10 @@
 All tasks' images for a split are concatenated and pushed through the image tower in large
 batches with `torch.func.functional_call` (the flat vector's views are the weights: no copy, no
 load_state_dict), then each task's slice of the features meets its zero-shot head.
+A suite whose `linearized_at` is θ₀ evaluates the linearized model instead, f₀ + J f(x; θ₀)·(θ − θ₀)
+(engine/tangent.py): the way linearized and τJp-regularised checkpoints are defined and evaluated
+(Ortiz-Jiménez et al., NeurIPS 2023; Yoshida et al., ICLR 2025), so every merge, sweep and pair drop
+of such checkpoints is exact in function space.
 Normalized accuracy is the papers' convention (Ilharco et al. 2023; Ortiz-Jiménez et al. 2023):
 per task, merged accuracy / the task's own fine-tuned accuracy, then the mean over tasks.
 """
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +25,7 @@ from engine.data import TaskData, normalize_batch
 from engine.errors import DatasetError
 from engine.models import Preprocess
 from engine.params import ParamSpec, unflatten
+from engine.tangent import linearized_features
 
 Progress = Callable[[float, str], None]
 
@@ -39,11 +44,16 @@ class EvalSuite:
     preprocess: Preprocess
     tasks: Mapping[str, TaskData]
     heads: Mapping[str, torch.Tensor]   # task → [C, E]
+    linearized_at: torch.Tensor | None = field(default=None, repr=False, compare=False)  # θ₀ [P] or None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def task_names(self) -> tuple[str, ...]:
         return tuple(self.tasks)
+
+    def linearized(self, theta0: torch.Tensor) -> "EvalSuite":
+        """The same suite (template, images, heads and lock) evaluating f_lin around θ₀ [P]."""
+        return replace(self, linearized_at=theta0, lock=self.lock)
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,8 @@ def evaluate(params: torch.Tensor, suite: EvalSuite, split: str, *, tasks: Seque
 def encode_images(params: torch.Tensor, suite: EvalSuite, images: torch.Tensor, *, batch_size: int = 1024,
                   progress: Progress | None = None) -> torch.Tensor:
     """L2-normalised image features [N, E] of uint8 images [N, 3, H, W] under θ = params [P]."""
+    if suite.linearized_at is not None:
+        return _linearized_features(params, suite, images, batch_size=batch_size, progress=progress)
     weights = unflatten(params, suite.spec)
     out = []
     for start in range(0, images.shape[0], batch_size):
@@ -112,4 +124,16 @@ def encode_images(params: torch.Tensor, suite: EvalSuite, images: torch.Tensor, 
         out.append(F.normalize(feats, dim=-1))
         if progress is not None:
             progress(min(1.0, (start + batch_size) / images.shape[0]), "encoding images")
+    return torch.cat(out)  # [N, E]
+
+
+def _linearized_features(params: torch.Tensor, suite: EvalSuite, images: torch.Tensor, *, batch_size: int,
+                         progress: Progress | None) -> torch.Tensor:
+    """normalize(f₀ + J f(x; θ₀)·(θ − θ₀)) [N, E], in chunks of `batch_size` images."""
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        chunk = images[start:start + batch_size]
+        out.append(F.normalize(linearized_features(suite, suite.linearized_at, params, chunk), dim=-1))  # [B, E]
+        if progress is not None:
+            progress(min(1.0, (start + batch_size) / images.shape[0]), "encoding images (linearized)")
     return torch.cat(out)  # [N, E]

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch.func import functional_call, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from engine.data import normalize_batch
-from engine.evaluate import EvalSuite, Progress
 from engine.params import unflatten
+
+if TYPE_CHECKING:  # evaluate.py imports this module to evaluate linearized checkpoints
+    from engine.evaluate import EvalSuite, Progress
 
 
 @contextmanager

@@ -5,6 +5,9 @@ page asks in one call each: "what does this merge do to every task?" (`compare`)
 accuracy move with λ?" (`sweep`). Results carry the zero-shot and fine-tuned baselines of the same
 split, so a figure needs nothing else. Nothing here mutates a shared tensor: every merge allocates
 its own output, so sessions sharing a workspace cannot disturb each other.
+T holds one fine-tuned checkpoint per task (`variants`, default "standard"). Linearized checkpoints
+(sidecar variant "linearized" or "tau_jp") are evaluated as the linearized model around θ₀ everywhere
+(eval, merges, sweeps, pair drops: the suite's `linearized_at`); one workspace never mixes the two kinds.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,6 +23,7 @@ import torch
 from engine.analysis import SparsityReport, sparsity_report
 from engine.checkpoints import Checkpoint
 from engine.collection import Collection, load_collection, open_suite, task_matrix
+from engine.errors import CheckpointError
 from engine.evaluate import EvalResult, EvalSuite, Progress, evaluate
 from engine.importance import ImportanceConfig, ImportanceSource, importance_codes
 from engine.merge import apply, get_method
@@ -85,7 +89,7 @@ class Workspace:
     suite: EvalSuite
     matrix: TaskMatrix
     cache_dir: Path
-    variant: str = "standard"           # which fine-tuned checkpoints T holds
+    variants: Mapping[str, str] = field(default_factory=dict)   # task → checkpoint name in T (else "standard")
 
     @classmethod
     def open(cls, path: Path, *, cache_dir: Path, device: torch.device | str = "cpu",
@@ -95,17 +99,35 @@ class Workspace:
 
     @classmethod
     def from_collection(cls, collection: Collection, *, cache_dir: Path, device: torch.device | str = "cpu",
-                        variant: str = "standard", tasks: Sequence[str] | None = None,
-                        pretrained: Checkpoint | None = None) -> "Workspace":
-        """Open `tasks` (default all) of an already loaded collection."""
+                        variant: str = "standard", variants: Mapping[str, str] | None = None,
+                        tasks: Sequence[str] | None = None, pretrained: Checkpoint | None = None) -> "Workspace":
+        """Open `tasks` (default all) of an already loaded collection, `variants[task]` (else `variant`) each."""
         pretrained = pretrained or collection.pretrained()
-        suite = open_suite(collection, cache_dir=cache_dir, tasks=tasks, device=device, pretrained=pretrained)
-        matrix = task_matrix(collection, tasks=tasks, variant=variant, device=device, pretrained=pretrained)
-        return cls(collection, pretrained, suite, matrix, Path(cache_dir), variant)
+        names = tuple(tasks or collection.task_names)
+        chosen = {t: (variants or {}).get(t, variant) for t in names}
+        linearized = _linearized(collection, chosen)
+        suite = open_suite(collection, cache_dir=cache_dir, tasks=names, device=device, pretrained=pretrained)
+        matrix = task_matrix(collection, tasks=names, variants=chosen, device=device, pretrained=pretrained)
+        if linearized:
+            suite = suite.linearized(matrix.theta0)
+        return cls(collection, pretrained, suite, matrix, Path(cache_dir), chosen)
 
     @property
     def task_names(self) -> tuple[str, ...]:
         return self.matrix.task_names
+
+    def variant_of(self, task: str) -> str:
+        return self.variants.get(task, "standard")
+
+    @property
+    def linearized(self) -> bool:
+        """Whether T holds linearized checkpoints (evaluated as f₀ + J f(x; θ₀)·(θ − θ₀))."""
+        return self.suite.linearized_at is not None
+
+    @property
+    def all_standard(self) -> bool:
+        """Whether T holds the collection's "standard" checkpoints (what shipped maps and matrices describe)."""
+        return all(self.variant_of(t) == "standard" for t in self.task_names)
 
     @functools.cache
     def zero_shot(self, split: str) -> Mapping[str, float]:
@@ -143,9 +165,9 @@ class Workspace:
         """Which checkpoint one task's map of `kind` belongs to, and where it is stored."""
         at_pretrained = kind == "grad0"
         return ImportanceSource(
-            task, self.pretrained.sha256 if at_pretrained else self.collection.finetuned_sha256(task, self.variant),
+            task, self.pretrained.sha256 if at_pretrained else self.collection.finetuned_sha256(task, self.variant_of(task)),
             ImportanceConfig(variant="grad" if at_pretrained else kind), self.cache_dir,
-            shipped=self.collection.importance_path(task, kind) if self.variant == "standard" else None)
+            shipped=self.collection.importance_path(task, kind) if self.variant_of(task) == "standard" else None)
 
     def taujp(self, *, progress: Progress | None = None) -> TauJpMatrix:
         """τJp of every task vector on every task's inputs: the collection's stored matrix when it ships
@@ -165,12 +187,18 @@ class Workspace:
         return self._taujp_file().is_file()
 
     def _taujp_file(self) -> Path:
-        stored = self.collection.taujp_path() if self.variant == "standard" else None
-        if stored is not None:
+        stored = self.collection.taujp_path(self._uniform_variant()) if self._uniform_variant() else None
+        if stored is not None and set(self.task_names) == set(self.collection.task_names):
             return stored
-        shas = [self.pretrained.sha256, *(self.collection.finetuned_sha256(t, self.variant) for t in self.task_names)]
+        shas = [self.pretrained.sha256, *(self.collection.finetuned_sha256(t, self.variant_of(t))
+                                          for t in self.task_names)]
         key = hashlib.sha256(json.dumps({"shas": shas, "split": "val", "images": TAUJP_IMAGES}).encode()).hexdigest()
         return self.cache_dir / "taujp" / f"{key[:24]}.json"
+
+    def _uniform_variant(self) -> str | None:
+        """The one checkpoint name every task uses, if they all use the same."""
+        names = {self.variant_of(t) for t in self.task_names}
+        return names.pop() if len(names) == 1 else None
 
     @functools.cache
     def pair_drops(self, lam: float, *, split: str = "val") -> dict[tuple[str, str], float]:
@@ -238,3 +266,14 @@ class Workspace:
             if progress is not None:
                 progress((i + 1) / len(values), f"{param} = {value:g}")
         return Sweep.from_results(split, param, values, results, tasks)
+
+
+def _linearized(collection: Collection, chosen: Mapping[str, str]) -> bool:
+    """Whether the chosen checkpoints are linearized ones; CheckpointError when they mix both kinds."""
+    kinds = {t: collection.checkpoint_meta(t, v).linearized for t, v in chosen.items()}
+    if len(set(kinds.values())) > 1:
+        linear = sorted(t for t, k in kinds.items() if k)
+        raise CheckpointError(", ".join(f"{t}/{chosen[t]}" for t in linear),
+                              "are linearized checkpoints; the other tasks' are standard, and one merge cannot "
+                              "evaluate both ways", fix="choose linearized (or standard) checkpoints for every task")
+    return any(kinds.values())
