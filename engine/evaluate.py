@@ -55,6 +55,10 @@ class EvalSuite:
         """The same suite (template, images, heads and lock) evaluating f_lin around θ₀ [P]."""
         return replace(self, linearized_at=theta0, lock=self.lock)
 
+    def network(self) -> "EvalSuite":
+        """The same suite evaluating the network f(x; θ) itself."""
+        return replace(self, linearized_at=None, lock=self.lock)
+
 
 @dataclass(frozen=True)
 class EvalResult:

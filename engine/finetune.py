@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -112,12 +113,14 @@ def batch_indices(n: int, *, steps: int, batch_size: int, seed: int) -> torch.Te
 def finetune(visual: nn.Module, spec: ParamSpec, theta0: torch.Tensor, head: torch.Tensor, train: LabelledImages,
              preprocess: Preprocess, config: FinetuneConfig, *, others: Mapping[str, torch.Tensor] | None = None,
              validate: Callable[[torch.Tensor], float] | None = None,
-             on_step: Callable[[FinetuneStep], None] | None = None) -> FinetuneResult:
+             on_step: Callable[[FinetuneStep], None] | None = None,
+             lock: AbstractContextManager = nullcontext()) -> FinetuneResult:
     """Train θ from θ₀ [P] on `train` in `config.mode`; `visual` is only a template (never modified).
 
     `others`: uint8 images [N, 3, H, W] of every other task (the penalty's inputs); `validate(θ)` returns
     val accuracy (evaluated the way the mode defines the model); `on_step` sees every step (it may raise
-    to stop the run: nothing is returned or written then).
+    to stop the run: nothing is returned or written then). `lock` is held during each forward, when
+    the template is shared with other threads (EvalSuite.lock: functional_call swaps weights into it).
     """
     others = {t: x for t, x in (others or {}).items() if x.shape[0] > 0}
     config.check(other_tasks=len(others))
@@ -134,8 +137,9 @@ def finetune(visual: nn.Module, spec: ParamSpec, theta0: torch.Tensor, head: tor
     with forward_mode_ad():
         for step, idx in enumerate(batches, start=1):
             extra = _penalty_images(others, config, step, penalty_draw) if config.mode == "tau_jp" else None
-            loss, penalty = _loss(visual, spec, theta0, theta, head, train.images[idx], train.labels[idx],
-                                  extra, preprocess, config)
+            with lock:
+                loss, penalty = _loss(visual, spec, theta0, theta, head, train.images[idx], train.labels[idx],
+                                      extra, preprocess, config)
             total = loss if penalty is None else loss + config.beta * penalty
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -143,7 +147,7 @@ def finetune(visual: nn.Module, spec: ParamSpec, theta0: torch.Tensor, head: tor
             schedule.step()
             evaluate_now = step == config.steps or (config.eval_every and step % config.eval_every == 0)
             val = validate(theta.detach()) if validate is not None and evaluate_now else None
-            record = FinetuneStep(step, float(loss), None if penalty is None else float(penalty), val)
+            record = FinetuneStep(step, loss.item(), None if penalty is None else penalty.item(), val)
             history.append(record)
             if on_step is not None:
                 on_step(record)

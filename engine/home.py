@@ -48,6 +48,11 @@ class DataHome:
         return self.root / "checkpoints"
 
     @property
+    def finetunes(self) -> Path:
+        """Fine-tunes made from the dashboard or CLI (engine/finetune_job.py), by pretrained sha256 and task."""
+        return self.checkpoints / "finetuned"
+
+    @property
     def exports(self) -> Path:
         return self.root / "exports"
 

@@ -34,14 +34,14 @@ class RecipeOutcome:
 def run_recipe(recipe: MergeRecipe, *, home: DataHome, device: torch.device | str = "cpu",
                progress: Progress | None = None) -> RecipeOutcome:
     start = time.perf_counter()
-    collection = load_collection(home.resolve_user_path(recipe.collection))
+    collection = load_collection(home.resolve_user_path(recipe.collection)).with_finetunes(home.finetunes)
     pretrained = collection.pretrained()
     if recipe.pretrained_sha256 not in (None, pretrained.sha256):
         raise CheckpointError(pretrained.path, "is not the pretrained model this recipe was made with",
                               fix="point the recipe at the original collection, or drop pretrained_sha256")
     get_method(recipe.method).resolve(recipe.params, num_tasks=len(recipe.tasks or collection.task_names))
     ws = Workspace.from_collection(collection, cache_dir=home.cache, device=device, variant=recipe.variant,
-                                   tasks=recipe.tasks or None, pretrained=pretrained)
+                                   variants=recipe.variants, tasks=recipe.tasks or None, pretrained=pretrained)
     tm = ws.matrix
     merged = ws.merge(tm.task_names, recipe.method, recipe.params)  # [P]; STA methods get their importance
     filled = recipe.model_copy(update={"pretrained_sha256": pretrained.sha256, "tasks": tm.task_names})
@@ -52,8 +52,8 @@ def run_recipe(recipe: MergeRecipe, *, home: DataHome, device: torch.device | st
         result = evaluate(merged, ws.suite, recipe.evaluate, progress=progress)
     run_id = RunLog(home.runs / "runs.sqlite3").record(
         "recipe", method=recipe.method, tasks=tm.task_names, device=str(device),
-        inputs={"recipe": filled.model_dump(mode="json"), "checkpoints": _checkpoint_hashes(collection, tm.task_names,
-                                                                                           recipe.variant)},
+        inputs={"recipe": filled.model_dump(mode="json"), "checkpoints": {t: collection.finetuned_sha256(t, ws.variant_of(t))
+                                                                 for t in tm.task_names}},
         outputs={"artifact": str(checkpoint.path), "sha256": checkpoint.sha256,
                  "split": recipe.evaluate, "accuracy": result.accuracy if result else None},
         duration_s=round(time.perf_counter() - start, 3))
@@ -69,13 +69,6 @@ def save_merge_run(run_log: RunLog, comparison, recipe: MergeRecipe, *, pretrain
                           outputs={"split": comparison.split, "accuracy": dict(comparison.merged.accuracy),
                                    "normalized": dict(comparison.merged.normalized or {}),
                                    "zero_shot": dict(comparison.zero_shot), "finetuned": dict(comparison.finetuned)})
-
-
-def _checkpoint_hashes(collection, tasks, variant: str) -> dict[str, str]:
-    from engine.checkpoints import read_sidecar
-
-    return {t: read_sidecar(collection.path(collection.manifest.tasks[t].checkpoints[variant])).tensors_sha256
-            for t in tasks}
 
 
 def _default_name(recipe: MergeRecipe) -> str:

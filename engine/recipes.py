@@ -31,6 +31,7 @@ class MergeRecipe(BaseModel):
     pretrained_sha256: str | None = None              # checked against the collection when given
     tasks: tuple[str, ...] = ()                       # empty: all of the collection's tasks
     variant: str = "standard"
+    variants: dict[str, str] = {}                     # per-task checkpoint names overriding `variant`
     method: str = "task_arithmetic"
     params: dict[str, float | list[float]] = {}
     evaluate: Literal["train", "val", "test", "interactive"] | None = None

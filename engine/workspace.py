@@ -182,6 +182,12 @@ class Workspace:
         save_taujp(source, matrix)
         return matrix
 
+    def stored_taujp(self) -> dict[str, TauJpMatrix]:
+        """The τJp matrices the collection ships, per variant (e.g. standard, linearized, tau_jp)."""
+        variants = ("standard", *self.collection.manifest.taujp_variants)
+        paths = {v: self.collection.taujp_path(v) for v in variants}
+        return {v: load_taujp(p) for v, p in paths.items() if p is not None and p.is_file()}
+
     def taujp_ready(self) -> bool:
         """Whether `taujp` only reads a file (shipped or cached)."""
         return self._taujp_file().is_file()

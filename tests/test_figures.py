@@ -82,3 +82,42 @@ def test_forgetting_table_rows_from_a_stored_report():
     row, = forgetting_table(stored)
     assert row["chosen α"] == 1.5 and row["forgotten"] is True
     assert row["control / pretrained"] == pytest.approx(0.95) and row["method"].startswith("STA masked negation")
+
+
+def _matrix(scale: float = 1.0):
+    from engine.taujp import TauJpMatrix
+
+    values = scale * torch.tensor([[5.0, 1.0, 2.0], [0.5, 4.0, 3.0], [1.5, 2.5, 6.0]], dtype=torch.float64)
+    return TauJpMatrix(("a", "b", "c"), ("a", "b", "c"), values, "val", (10, 10, 10))
+
+
+def test_taujp_heatmap_blanks_the_diagonal_and_has_clickable_cells():
+    from ui.figures import clicked_cell, taujp_heatmap
+
+    fig = taujp_heatmap(_matrix())
+    heat, cells = fig.data
+    assert heat.z[0][0] is None and heat.z[0][1] == 1.0 and heat.z[2][1] == 2.5
+    assert len(cells.x) == 6 and all(x != y for x, y in zip(cells.x, cells.y))
+    picked = {"selection": {"points": [{"x": cells.x[3], "y": cells.y[3], "curve_number": 1}]}}
+    assert clicked_cell(picked) == (cells.y[3], cells.x[3])
+    assert clicked_cell({"selection": {"points": []}}) is None and clicked_cell(None) is None
+
+
+def test_variant_heatmaps_share_one_colour_scale_and_report_off_diagonal_means():
+    from ui.figures import taujp_variant_heatmaps
+
+    figs = taujp_variant_heatmaps({"linearized": _matrix(), "tau_jp": _matrix(0.1)})
+    assert [f.data[0].zmax for f in figs] == [3.0, 3.0]
+    assert "1.75" in figs[0].layout.title.text and "0.175" in figs[1].layout.title.text
+
+
+def test_finetune_curves_draw_loss_penalty_and_val_accuracy():
+    from ui.figures import finetune_curves
+
+    curves = {"step": [1, 2, 3], "loss": [2.0, 1.5, 1.0], "penalty": [0.0, 0.4, 0.3], "val_step": [0, 3],
+              "val_accuracy": [0.3, 0.7]}
+    fig = finetune_curves(curves, beta=1.0)
+    assert [t.name for t in fig.data] == ["cross-entropy", "τJp penalty R (× β = 1 in the loss)", "val accuracy"]
+    assert list(fig.data[2].y) == [0.3, 0.7] and fig.data[2].yaxis == "y2"
+    plain = finetune_curves({**curves, "penalty": [None, None, None]})
+    assert [t.name for t in plain.data] == ["cross-entropy", "val accuracy"]

@@ -31,7 +31,8 @@ def _metric(at: AppTest, label: str) -> str:
 
 
 @pytest.mark.parametrize("view", ["views/home.py", "views/zoo.py", "views/merge.py", "views/jobs.py",
-                                  "views/forgetting.py", "views/sta.py", "views/interference.py"])
+                                  "views/forgetting.py", "views/sta.py", "views/interference.py",
+                                  "views/finetune.py"])
 def test_every_view_renders(app, view):
     _open(app, view)
     assert not app.exception
@@ -299,3 +300,65 @@ def test_merge_preview_toggle_shows_preview_and_exact(app, tiny_collection_dir, 
     assert series["merged"] == [ws.compare(ws.task_names, "task_arithmetic", {"lam": 0.6}).merged.accuracy[t]
                                 for t in ws.task_names]
     assert any("Tangent preview vs exact" in c.value for c in app.caption)
+
+
+def _run_until(at: AppTest, done, *, timeout: float = 120.0) -> None:
+    """Rerun the app until `done(at)` (a background job finishing), or fail after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not done(at):
+        assert time.monotonic() < deadline, "the fine-tune job did not finish in time"
+        time.sleep(0.5)
+        at.run()
+
+
+def test_a_tiny_finetune_from_the_page_appears_in_every_checkpoint_list(app, tiny_collection_dir, data_home):
+    _open(app, "views/finetune.py")
+    app.selectbox(key="ft_task").set_value("texture")
+    app.selectbox(key="ft_mode").set_value("tau_jp")
+    app.number_input(key="ft_steps").set_value(4)
+    app.number_input(key="ft_batch").set_value(8).run()
+    next(b for b in app.button if b.label == "Fine-tune as a background job").click().run()
+    assert not app.exception and not app.error
+    _run_until(app, lambda at: bool(at.success) or bool(at.error))
+    assert not app.error, app.error[0].value
+    assert "Saved `tau_jp-b0.1-s4-" in app.success[0].value
+    chart = json.loads(app.get("plotly_chart")[0].proto.spec)
+    assert [t["name"] for t in chart["data"]][:2] == ["cross-entropy", "τJp penalty R (× β = 0.1 in the loss)"]
+    assert len(chart["data"][0]["y"]) == 4
+    saved = list((data_home / "checkpoints" / "finetuned").rglob("*.safetensors"))
+    assert len(saved) == 1 and saved[0].parent.name == "texture"
+    assert not list(tiny_collection_dir.rglob("tau_jp*")), "never written into the collection"
+    app.switch_page("views/merge.py").run()
+    options = app.selectbox(key="ckpt.texture").options
+    assert saved[0].stem in options
+    app.selectbox(key="ckpt.texture").set_value(saved[0].stem).run()
+    assert any("are linearized checkpoints" in e.value for e in app.error), "mixing kinds is refused clearly"
+    app.selectbox(key="ckpt.texture").set_value("standard").run()
+    assert not app.error and not app.exception
+
+
+@pytest.mark.parametrize("key, value, subject", [("ft_beta", -0.5, "beta"), ("ft_steps", 0, "steps")])
+def test_bad_finetune_settings_show_a_clear_error(app, key, value, subject):
+    _open(app, "views/finetune.py")
+    app.number_input(key=key).set_value(value).run()
+    next(b for b in app.button if b.label == "Fine-tune as a background job").click().run()
+    assert not app.exception
+    assert any(e.value.startswith(f"{subject}: invalid fine-tuning setting") for e in app.error)
+    assert "ft_job" not in app.session_state
+
+
+def test_the_penalty_without_other_tasks_is_refused(app, tiny_collection_dir, data_home, tmp_path):
+    import shutil
+
+    root = tmp_path / "one-task"
+    shutil.copytree(tiny_collection_dir, root)
+    manifest = json.loads((root / "collection.json").read_text())
+    manifest["tasks"] = {"colour": manifest["tasks"]["colour"]}
+    (root / "collection.json").write_text(json.dumps(manifest))
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tmp_path)]}))
+    app.session_state["collection"] = str(root)
+    _open(app, "views/finetune.py")
+    next(b for b in app.button if b.label == "Fine-tune as a background job").click().run()
+    assert any("other tasks' inputs" in e.value for e in app.error)

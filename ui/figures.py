@@ -153,19 +153,45 @@ def forgetting_table(stored: Mapping[str, Mapping]) -> list[dict]:
     return rows
 
 
-def taujp_heatmap(matrix: TauJpMatrix) -> go.Figure:
-    """Off-diagonal τJp[a, b] (interference); the diagonal (each task's own signal) is left blank here."""
+def taujp_heatmap(matrix: TauJpMatrix, *, title: str | None = None, zmax: float | None = None) -> go.Figure:
+    """Off-diagonal τJp[a, b] (interference); the diagonal (each task's own signal) is left blank here.
+
+    A transparent marker sits on every off-diagonal cell, so a click selects it (Streamlit's plotly
+    selections report scatter points, not heatmap cells): `clicked_cell` reads the pair back."""
     values = matrix.values.tolist()
     z = [[None if a == b else v for b, v in zip(matrix.tasks, row)] for a, row in zip(matrix.vectors, values)]
-    fig = go.Figure(go.Heatmap(z=z, x=list(matrix.tasks), y=list(matrix.vectors), colorscale="Reds",
-                               text=[["" if v is None else f"{v:.2f}" for v in row] for row in z],
-                               texttemplate="%{text}",
-                               hovertemplate="τ_%{y} on %{x} inputs: %{z:.3f}<extra></extra>"))
-    fig.update_layout(title=f"τJp: ‖J f(x; θ₀)·τ_a‖ on task b's inputs ({matrix.split}, "
-                            f"{min(matrix.images)}–{max(matrix.images)} images per task)",
+    fig = go.Figure(go.Heatmap(z=z, x=list(matrix.tasks), y=list(matrix.vectors), colorscale="Reds", zmin=0,
+                               zmax=zmax, text=[["" if v is None else f"{v:.2f}" for v in row] for row in z],
+                               texttemplate="%{text}", hoverinfo="skip"))
+    cells = [(a, b, v) for a, row in zip(matrix.vectors, z) for b, v in zip(matrix.tasks, row) if v is not None]
+    fig.add_scatter(x=[b for _, b, _ in cells], y=[a for a, _, _ in cells], mode="markers", name="cells",
+                    marker=dict(size=28, symbol="square", opacity=0), customdata=[v for *_, v in cells],
+                    hovertemplate="τ_%{y} on %{x} inputs: %{customdata:.3f}<extra>click for layers</extra>",
+                    showlegend=False)
+    fig.update_layout(title=title or f"τJp: ‖J f(x; θ₀)·τ_a‖ on task b's inputs ({matrix.split}, "
+                                     f"{min(matrix.images)}–{max(matrix.images)} images per task)",
                       xaxis_title="inputs of task b", yaxis=dict(title="task vector a", autorange="reversed"),
                       margin=dict(t=50))
     return fig
+
+
+def clicked_cell(selection: Mapping | None) -> tuple[str, str] | None:
+    """(task vector a, inputs of task b) of the first selected heatmap cell, from st.plotly_chart's selection."""
+    points = ((selection or {}).get("selection") or {}).get("points") or []
+    cell = next((p for p in points if "x" in p and "y" in p), None)
+    return None if cell is None else (str(cell["y"]), str(cell["x"]))
+
+
+def taujp_variant_heatmaps(matrices: Mapping[str, TauJpMatrix]) -> list[go.Figure]:
+    """One heatmap per variant on a shared colour scale, titled with its mean off-diagonal τJp."""
+    zmax = max(float(_off_diagonal(m).max()) for m in matrices.values())
+    return [taujp_heatmap(m, title=f"{name}: mean off-diagonal {float(_off_diagonal(m).mean()):.3g}", zmax=zmax)
+            for name, m in matrices.items()]
+
+
+def _off_diagonal(matrix: TauJpMatrix) -> torch.Tensor:
+    keep = ~torch.eye(*matrix.values.shape, dtype=torch.bool)
+    return matrix.values[keep]  # [A·B − min(A, B)]
 
 
 def taujp_diagonal_bars(matrix: TauJpMatrix) -> go.Figure:
@@ -196,4 +222,20 @@ def layer_bars(parts: Mapping[str, float], *, vector: str, task: str) -> go.Figu
                            hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
     fig.update_layout(title=f"τ_{vector} on {task} inputs, per layer", xaxis=dict(tickangle=-45),
                       yaxis_title="τJp of the block's part", margin=dict(t=50, b=120))
+    return fig
+
+
+def finetune_curves(curves: Mapping[str, Sequence], *, beta: float | None = None) -> go.Figure:
+    """Loss (and β·penalty) per step on the left axis, val accuracy at its evaluation steps on the right."""
+    fig = go.Figure(go.Scatter(name="cross-entropy", x=list(curves.get("step", [])), y=list(curves.get("loss", [])),
+                               mode="lines", line=dict(color=COLOURS["merged"])))
+    penalty = [p for p in curves.get("penalty", []) if p is not None]
+    if penalty and beta is not None:
+        fig.add_scatter(name=f"τJp penalty R (× β = {beta:g} in the loss)", x=list(curves["step"]), y=penalty,
+                        mode="lines", line=dict(color="#d95f02"))
+    fig.add_scatter(name="val accuracy", x=list(curves.get("val_step", [])), y=list(curves.get("val_accuracy", [])),
+                    mode="lines+markers", yaxis="y2", line=dict(color=COLOURS["fine-tuned"]))
+    fig.update_layout(title="Fine-tuning", xaxis=dict(title="step"), yaxis=dict(title="loss / penalty", rangemode="tozero"),
+                      yaxis2=dict(title="val accuracy", overlaying="y", side="right", range=[0, 1], tickformat=".0%"),
+                      legend=dict(orientation="h", y=-0.2), margin=dict(t=50, b=40))
     return fig

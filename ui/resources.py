@@ -1,6 +1,7 @@
-"""Process-wide cached resources: a workspace per (collection path, device), shared by all sessions.
+"""Process-wide cached resources: a workspace per (collection path, device, checkpoint choice), shared by
+all sessions. The choice names the non-standard fine-tuned checkpoint of each task, ((task, name), ...).
 
-Keys are strings (path, device), never tensors. The cached objects are read-only: merges allocate
+Keys are strings and tuples of strings, never tensors. The cached objects are read-only: merges allocate
 their own outputs (engine/workspace.py), so no session can change what another sees.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import streamlit as st
 import torch
 
 from engine.analysis import cosine_similarity_matrix
+from engine.collection import Collection, load_collection
 from engine.forgetting import ALPHAS, STA_MARGIN, STA_THRESHOLD, ForgettingCurve, negation_curve
 from engine.forgetting import forgetting_vector as build_forgetting_vector
 from engine.home import ASSETS_DIR, DataHome
@@ -22,21 +24,30 @@ from engine.runs import RunLog
 from engine.workspace import Workspace
 
 DEFAULT_COLLECTION = str(ASSETS_DIR / "zoo")
+Choice = tuple[tuple[str, str], ...]   # (task, checkpoint name) for tasks not on "standard"
 
 
 def device_name() -> str:
     return pick_device().type
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the collection…")
-def workspace(collection: str, device: str) -> Workspace:
+def user_collection(collection: str) -> Collection:
+    """The collection plus the user's fine-tunes of its pretrained model (read on every call: a finished
+    fine-tune job shows up at the next rerun)."""
     home = DataHome.from_env().ensure()
-    return Workspace.open(home.resolve_user_path(collection), cache_dir=home.cache, device=device)
+    return load_collection(home.resolve_user_path(collection)).with_finetunes(home.finetunes)
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the collection…")
+def workspace(collection: str, device: str, choice: Choice = ()) -> Workspace:
+    home = DataHome.from_env().ensure()
+    return Workspace.from_collection(user_collection(collection), cache_dir=home.cache, device=device,
+                                     variants=dict(choice))
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def task_similarity(collection: str, device: str) -> torch.Tensor:
-    return cosine_similarity_matrix(workspace(collection, device).matrix.T)
+def task_similarity(collection: str, device: str, choice: Choice = ()) -> torch.Tensor:
+    return cosine_similarity_matrix(workspace(collection, device, choice).matrix.T)
 
 
 def checkpoint_size(path: Path) -> int:
@@ -61,32 +72,33 @@ def _run_log(path: str) -> RunLog:
 
 @st.cache_resource(max_entries=32, show_spinner="Sweeping α over linspace(0, 2, 41)…")
 def forgetting_curve(collection: str, device: str, target: str, method: str = "task_arithmetic",
-                     threshold: float = STA_THRESHOLD, margin: float = STA_MARGIN) -> ForgettingCurve:
+                     threshold: float = STA_THRESHOLD, margin: float = STA_MARGIN, choice: Choice = ()) -> ForgettingCurve:
     """The negation curve of one target on the interactive split, computed once: moving α only reads it."""
-    return negation_curve(workspace(collection, device), target, method=method, threshold=threshold, margin=margin,
+    return negation_curve(workspace(collection, device, choice), target, method=method, threshold=threshold, margin=margin,
                           alphas=ALPHAS, split="interactive")
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def forgetting_vector(collection: str, device: str, target: str, method: str = "task_arithmetic",
-                      threshold: float = STA_THRESHOLD, margin: float = STA_MARGIN) -> torch.Tensor:
+                      threshold: float = STA_THRESHOLD, margin: float = STA_MARGIN, choice: Choice = ()) -> torch.Tensor:
     """The vector v [P] that forgetting subtracts, built once per setting: moving α only rescales it."""
-    return build_forgetting_vector(workspace(collection, device), target, method=method, threshold=threshold,
+    return build_forgetting_vector(workspace(collection, device, choice), target, method=method, threshold=threshold,
                                    margin=margin)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Summarising the importance maps…")
-def importance_summary(collection: str, device: str, kind: str, threshold: float) -> ImportanceSummary:
-    ws = workspace(collection, device)
+def importance_summary(collection: str, device: str, kind: str, threshold: float,
+                       choice: Choice = ()) -> ImportanceSummary:
+    ws = workspace(collection, device, choice)
     return summarize_importance(ws.importance(kind), ws.matrix.spec, tasks=ws.task_names, threshold=threshold)
 
 
-def workspace_or_stop(collection: str) -> Workspace:
+def workspace_or_stop(collection: str, choice: Choice = ()) -> Workspace:
     """The cached workspace, or the engine's error on the page and the rest of the page skipped."""
     from engine.errors import MergelabError
 
     try:
-        return workspace(collection, device_name())
+        return workspace(collection, device_name(), choice)
     except MergelabError as exc:
         st.error(str(exc))
         st.stop()

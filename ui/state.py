@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.resources import DEFAULT_COLLECTION
+from ui import resources
+from ui.resources import DEFAULT_COLLECTION, Choice
 
 DEFAULTS = {"collection": DEFAULT_COLLECTION, "method": "task_arithmetic", "per_task": False}
 
@@ -18,3 +19,36 @@ def collection_picker() -> str:
     return st.sidebar.text_input("Collection folder", key="collection", bind="query-params",
                                  help="a folder with collection.json under the data home, assets/ "
                                       "or a root listed in the data home's config.json")
+
+
+def checkpoint_picker(collection: str) -> Choice:
+    """Which fine-tuned checkpoint of each task the views use, in the sidebar: the collection's own and the
+    user's fine-tunes from the data home. Returns the non-standard picks ((task, name), ...)."""
+    from engine.errors import MergelabError
+
+    try:
+        names = {t: resources.user_collection(collection).variants(t)
+                 for t in resources.user_collection(collection).task_names}
+    except MergelabError:
+        return ()  # the view's workspace_or_stop shows the error
+    for task, options in names.items():
+        key = f"ckpt.{task}"
+        current = st.session_state.get(key)
+        st.session_state[key] = current if current in options else ("standard" if "standard" in options else options[0])
+    chosen = {t: st.session_state[f"ckpt.{t}"] for t in names}
+    with st.sidebar.expander("Fine-tuned checkpoints", expanded=any(v != "standard" for v in chosen.values())):
+        common = [v for v in next(iter(names.values()), ()) if all(v in opts for opts in names.values())]
+        st.selectbox("every task", ["(per task)", *common], key="ckpt_all", on_change=_apply_to_all,
+                     args=(tuple(names),), help="use one variant (e.g. linearized, tau_jp) for all tasks")
+        for task, options in names.items():
+            st.selectbox(task, options, key=f"ckpt.{task}")
+        st.caption("Linearized and τJp checkpoints are evaluated as the linearized model f(x; θ₀) + J·(θ − θ₀). "
+                   "Your fine-tunes (Fine-tune page) appear here by name.")
+    return tuple((t, st.session_state[f"ckpt.{t}"]) for t in names if st.session_state[f"ckpt.{t}"] != "standard")
+
+
+def _apply_to_all(tasks: tuple[str, ...]) -> None:
+    variant = st.session_state.get("ckpt_all")
+    if variant and variant != "(per task)":
+        for task in tasks:
+            st.session_state[f"ckpt.{task}"] = variant

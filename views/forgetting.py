@@ -4,11 +4,12 @@ import streamlit as st
 from engine.evaluate import evaluate
 from engine.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD, subtract
 from ui import figures, resources, widgets
-from ui.state import collection_picker
+from ui.state import checkpoint_picker, collection_picker
 
 st.header("Forget a task")
 collection = collection_picker()
-ws = resources.workspace_or_stop(collection)
+choice = checkpoint_picker(collection)
+ws = resources.workspace_or_stop(collection, choice)
 for key, value in {"forget_target": ws.task_names[0], "forget_method": "task_arithmetic", "forget_alpha": 1.0,
                    "forget_threshold": STA_THRESHOLD, "forget_margin": STA_MARGIN}.items():
     st.session_state.setdefault(key, value)
@@ -29,7 +30,8 @@ if method != "task_arithmetic":
     widgets.require_importance(ws, "grad0")
 alpha = st.slider("α", 0.0, 2.0, step=0.05, key="forget_alpha", bind="query-params", help="θ = θ₀ − α·v")
 
-vector = resources.forgetting_vector(collection, resources.device_name(), target, method, **settings)
+vector = resources.forgetting_vector(collection, resources.device_name(), target, method, **settings,
+                                     choice=choice)
 result = evaluate(subtract(ws, vector, alpha), ws.suite, "interactive")
 others = [t for t in ws.task_names if t != target]
 control = sum(result.accuracy[t] for t in others) / len(others)
@@ -39,7 +41,7 @@ a.metric(f"target: {target}", f"{result.accuracy[target]:.1%}",
          delta_color="inverse")
 b.metric("control (mean of the others)", f"{control:.1%}")
 
-curve = resources.forgetting_curve(collection, resources.device_name(), target, method, **settings)
+curve = resources.forgetting_curve(collection, resources.device_name(), target, method, **settings, choice=choice)
 st.plotly_chart(figures.forgetting_chart(curve, alpha=alpha), key="forgetting_chart")
 st.caption("The papers' protocol: choose the α that brings the target lowest while the control accuracy stays "
            "at or above 95% of the pretrained model's (dotted line). Here on the interactive split.")
@@ -55,7 +57,8 @@ if stored is not None and target in stored["targets"]:
                "with control ≥ 95% of pretrained.")
 elif st.button("Compare methods", help="sweep α for every method (default settings) on the interactive split"):
     ready = [m for m in METHODS if m == "task_arithmetic" or ws.importance_ready("grad0")]
-    rows = {m: resources.forgetting_curve(collection, resources.device_name(), target, m) for m in ready}
+    rows = {m: resources.forgetting_curve(collection, resources.device_name(), target, m, choice=choice)
+            for m in ready}
     st.dataframe([{"method": METHODS[m], "chosen α": c.chosen_alpha, "target": c.target_accuracy[c.chosen_index()],
                    "control": c.control_accuracy[c.chosen_index()]} for m, c in rows.items()],
                  column_config={k: st.column_config.NumberColumn(format="percent") for k in ("target", "control")})

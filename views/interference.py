@@ -2,21 +2,43 @@
 import streamlit as st
 
 from ui import figures, resources, widgets
-from ui.state import collection_picker
+from ui.state import checkpoint_picker, collection_picker
 
 st.header("Interference between tasks (τJp)")
 st.caption("Adding τ_a to the model moves the embedding of task b's images by about J f(x; θ₀)·τ_a (first order). "
            "τJp[a, b] is the mean length of that move (Yoshida et al., ICLR 2025): where it is large, task a's vector "
            "disturbs task b, and the scatter below checks it against the accuracy b actually loses when τ_a is added.")
 collection = collection_picker()
-ws = resources.workspace_or_stop(collection)
+choice = checkpoint_picker(collection)
+ws = resources.workspace_or_stop(collection, choice)
 widgets.require_taujp(ws)
 matrix = ws.taujp()
+st.session_state.setdefault("interference_vector", ws.task_names[0])
+st.session_state.setdefault("interference_task", ws.task_names[-1])
+
+
+def select_cell() -> None:
+    """A click on a heatmap cell picks the pair for the per-layer chart below."""
+    cell = figures.clicked_cell(st.session_state.get("taujp_heatmap"))
+    if cell is not None and all(name in ws.task_names for name in cell):
+        st.session_state["interference_vector"], st.session_state["interference_task"] = cell
+
+
 left, right = st.columns([3, 2])
-left.plotly_chart(figures.taujp_heatmap(matrix), key="taujp_heatmap")
+left.plotly_chart(figures.taujp_heatmap(matrix), key="taujp_heatmap", on_select=select_cell,
+                  selection_mode="points")
 right.plotly_chart(figures.taujp_diagonal_bars(matrix), key="taujp_diagonal")
-st.caption("Variants side by side (standard vs τJp-regularised fine-tunes) appear here once the collection has "
-           "τJp-regularised checkpoints.")
+st.caption("Click a cell to see which layers carry that pair's interference (below).")
+stored = ws.stored_taujp()
+if len(stored) > 1:
+    st.subheader("Fine-tuning variants side by side")
+    columns = st.columns(len(stored))
+    for i, (column, figure) in enumerate(zip(columns, figures.taujp_variant_heatmaps(stored))):
+        column.plotly_chart(figure, key=f"taujp_variant_{i}")
+    st.caption("The same tasks fine-tuned three ways, on one colour scale. Linearized fine-tuning alone does not "
+               "remove interference; adding the τJp penalty while fine-tuning shrinks the off-diagonal entries, and "
+               "with them what a merge costs the other tasks (Merge page: choose the variant under 'Fine-tuned "
+               "checkpoints').")
 
 st.session_state.setdefault("interference_lam", 0.3)
 lam = st.slider("λ for the accuracy drop", 0.05, 1.0, step=0.05, key="interference_lam", bind="query-params")
@@ -26,8 +48,6 @@ st.plotly_chart(figures.interference_scatter(matrix, drops, lam=lam), key="inter
 
 st.subheader("Which layers carry it")
 a, b = st.columns(2)
-st.session_state.setdefault("interference_vector", ws.task_names[0])
-st.session_state.setdefault("interference_task", ws.task_names[-1])
 vector = a.selectbox("task vector a", ws.task_names, key="interference_vector", bind="query-params")
 task = b.selectbox("inputs of task b", ws.task_names, key="interference_task", bind="query-params")
 with st.spinner("τJp per layer…"):

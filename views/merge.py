@@ -11,11 +11,12 @@ from engine.recipe_runner import run_recipe, save_merge_run
 from engine.recipes import MergeRecipe, parse_recipe
 from engine.sweep_job import record_sweep, sweep_job
 from ui import figures, resources, widgets
-from ui.state import collection_picker
+from ui.state import checkpoint_picker, collection_picker
 
 st.header("Merge task vectors")
 collection = collection_picker()
-ws = resources.workspace_or_stop(collection)
+choice = checkpoint_picker(collection)
+ws = resources.workspace_or_stop(collection, choice)
 
 st.session_state.setdefault("tasks", list(ws.task_names))
 
@@ -83,9 +84,10 @@ st.session_state["_previous_means"] = means
 bars.plotly_chart(figures.accuracy_bars(comparison, preview=preview), key="accuracy_bars")
 if preview is not None:
     gap = preview_gap(preview, comparison.merged.accuracy)
+    kind = ("exact for these linearized checkpoints (the gap is 0 up to ties)" if ws.linearized else
+            "a first-order approximation for these standard fine-tunes")
     st.caption(f"Tangent preview vs exact: mean |gap| {gap:.1%}. The preview is the linearized model "
-               "f(x; θ₀) + Σₜ λₜ J f(x; θ₀)·τₜ: exact for linearized checkpoints, a first-order approximation "
-               "for these standard fine-tunes.")
+               f"f(x; θ₀) + Σₜ λₜ J f(x; θ₀)·τₜ: {kind}.")
 st.caption(f"{method.display_name}: {method.formula}, with τₜ = θₜ − θ₀. Bars: accuracy on the interactive split "
            "(a fixed subset of val) of the zero-shot model θ₀, the merge, and each task's own fine-tuned model. "
            "Normalized accuracy = merged / fine-tuned, averaged over tasks.")
@@ -121,7 +123,8 @@ if test_col.button("Evaluate on test", help="final numbers for the current setti
     st.write(f"Test: mean accuracy {final.mean_merged:.1%}, mean normalized {final.mean_normalized:.1%}.")
 
 st.subheader("Keep this merge")
-recipe = MergeRecipe(collection=collection, tasks=tuple(tasks), method=method_name, params=params, evaluate="test")
+recipe = MergeRecipe(collection=collection, tasks=tuple(tasks), variants=dict(choice), method=method_name, params=params,
+                     evaluate="test")
 with st.expander("Recipe of the current settings (run it with `python -m engine run recipe.json`)"):
     st.code(recipe.model_dump_json(indent=2, exclude={"created"}), language="json")
 save_col, export_col, job_col = st.columns(3)

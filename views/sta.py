@@ -3,14 +3,15 @@ import streamlit as st
 
 from engine.importance import KINDS
 from ui import figures, resources, widgets
-from ui.state import collection_picker
+from ui.state import checkpoint_picker, collection_picker
 
 st.header("STA importance maps")
 st.caption("**Provisional definition.** STA (Tian, Lai et al., arXiv 2411.16139) scores each task-vector entry "
            "by a first-order Taylor estimate of the loss change; the paper body was not available, so the "
            "aggregation, normalisation and threshold are our choices (engine/importance.py).")
 collection = collection_picker()
-ws = resources.workspace_or_stop(collection)
+choice = checkpoint_picker(collection)
+ws = resources.workspace_or_stop(collection, choice)
 st.session_state.setdefault("sta_kind", "tau")
 st.session_state.setdefault("sta_threshold", 0.05)
 left, right = st.columns(2)
@@ -18,7 +19,7 @@ kind = left.selectbox("Importance", list(KINDS), key="sta_kind", bind="query-par
 threshold = right.slider("κ (keep entries with importance ≥ κ)", 0.0, 1.0, step=0.01, key="sta_threshold",
                          bind="query-params", help="importance is normalised per tensor: each tensor's peak is 1")
 widgets.require_importance(ws, kind)
-summary = resources.importance_summary(collection, resources.device_name(), kind, threshold)
+summary = resources.importance_summary(collection, resources.device_name(), kind, threshold, choice)
 
 st.dataframe({"task": list(summary.tasks), "kept at κ": summary.kept_fraction.tolist()},
              column_config={"kept at κ": st.column_config.NumberColumn(format="percent")})

@@ -3,29 +3,34 @@ import streamlit as st
 
 from engine.data import example_images
 from ui import figures, resources
-from ui.state import collection_picker
+from ui.state import checkpoint_picker, collection_picker
 
 st.header("Checkpoints and tasks")
 collection = collection_picker()
-ws = resources.workspace_or_stop(collection)
+choice = checkpoint_picker(collection)
+ws = resources.workspace_or_stop(collection, choice)
 
 manifest = ws.collection.manifest
 st.subheader(manifest.name)
 st.write(manifest.description)
 zero_shot, finetuned = ws.zero_shot("interactive"), ws.finetuned("interactive")
-rows = [{"task": "(pretrained, both towers)", "variant": "pretrained", "architecture": ws.pretrained.meta.architecture,
-         "size (kB)": resources.checkpoint_size(ws.pretrained.path) // 1000,
+rows = [{"task": "(pretrained, both towers)", "checkpoint": "pretrained", "kind": "pretrained", "in use": True,
+         "architecture": ws.pretrained.meta.architecture, "size (kB)": resources.checkpoint_size(ws.pretrained.path) // 1000,
          "zero-shot": sum(zero_shot.values()) / len(zero_shot), "fine-tuned": None}]
 for task in ws.task_names:
     for variant in ws.collection.variants(task):
-        path = ws.collection.path(manifest.tasks[task].checkpoints[variant])
-        rows.append({"task": task, "variant": variant, "architecture": ws.pretrained.meta.architecture,
+        path = ws.collection.path(ws.collection.manifest.tasks[task].checkpoints[variant])
+        in_use = variant == ws.variant_of(task)
+        rows.append({"task": task, "checkpoint": variant, "kind": ws.collection.checkpoint_meta(task, variant).variant,
+                     "in use": in_use, "architecture": ws.pretrained.meta.architecture,
                      "size (kB)": resources.checkpoint_size(path) // 1000,
-                     "zero-shot": zero_shot[task], "fine-tuned": finetuned[task]})
+                     "zero-shot": zero_shot[task], "fine-tuned": finetuned[task] if in_use else None})
 st.dataframe(rows, column_config={"zero-shot": st.column_config.NumberColumn(format="percent"),
                                   "fine-tuned": st.column_config.NumberColumn(format="percent")})
 st.caption("Accuracy on the interactive split (a fixed subset of val): zero-shot = the pretrained model with "
-           "heads from class-name prompts; fine-tuned = each task's own image tower with the same head.")
+           "heads from class-name prompts; fine-tuned = each task's own image tower with the same head, shown for "
+           "the checkpoints in use (choose them under 'Fine-tuned checkpoints' in the sidebar). Kinds linearized and "
+           "tau_jp are linearized models, evaluated as f(x; θ₀) + J·(θ − θ₀).")
 
 st.subheader("Sample images")
 for task in ws.task_names:
@@ -34,7 +39,7 @@ for task in ws.task_names:
     st.image(images, caption=labels, width=64)
 
 st.subheader("How similar are the task vectors?")
-similarity = resources.task_similarity(collection, resources.device_name())
+similarity = resources.task_similarity(collection, resources.device_name(), choice)
 st.plotly_chart(figures.similarity_heatmap(similarity, ws.task_names), key="similarity", theme=None)
 st.caption("cos(τᵢ, τⱼ) = τᵢ·τⱼ / (‖τᵢ‖ ‖τⱼ‖). Near 0: the tasks moved the weights in unrelated directions; "
            "large values flag tasks that will interact when their vectors are added.")
