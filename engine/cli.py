@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     taujp = zoo.add_parser("add-taujp", help="add the τJp matrix (interference) to an existing zoo")
     taujp.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
     taujp.set_defaults(run=_run_zoo_add_taujp)
+    variants = zoo.add_parser("add-variants", help="add linearized and τJp-regularised fine-tunes of every task")
+    variants.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
+    variants.set_defaults(run=_run_zoo_add_variants)
     extract = zoo.add_parser("extract-real", help="extract the real source images from scikit-learn/-image")
     extract.add_argument("--out", type=Path, default=DEFAULT_COLLECTION / "real_images.npz")
     extract.set_defaults(run=_run_zoo_extract)
@@ -191,6 +194,17 @@ def _run_zoo_add_taujp(args: argparse.Namespace) -> int:
     from engine.zoo.interference import interference_stage
 
     print(json.dumps(update_zoo(args.zoo, interference_stage, name="interference"), indent=2))
+    return 0
+
+
+def _run_zoo_add_variants(args: argparse.Namespace) -> int:
+    from engine.zoo.build import update_zoo
+    from engine.zoo.variants import variants_stage
+
+    with _StageBars() as bars:
+        recorded = update_zoo(args.zoo, lambda work: variants_stage(work, progress=bars.update), name="variants")
+    print(json.dumps({v: {"averages": r["averages"], "taujp": r["taujp"]["mean_off_diagonal"]}
+                      for v, r in recorded["variants"].items()}, indent=2))
     return 0
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.evaluate import EvalSuite, Progress
-from engine.tangent import jvp_features
+from engine.jvp_cache import JvpStore, cached_jvp_features
 
 
 @dataclass(frozen=True)
@@ -29,13 +29,15 @@ class TangentPreview:
 
     @classmethod
     def build(cls, suite: EvalSuite, theta0: torch.Tensor, T: torch.Tensor, *, vectors: Sequence[str],
-              tasks: Sequence[str] | None = None, split: str = "interactive",
-              progress: Progress | None = None) -> "TangentPreview":
-        """One batched JVP pass over each task's `split` images (T [K, P], one row per name in `vectors`)."""
+              tasks: Sequence[str] | None = None, split: str = "interactive", progress: Progress | None = None,
+              store: JvpStore | None = None) -> "TangentPreview":
+        """One batched JVP pass over each task's `split` images (T [K, P], one row per name in `vectors`),
+        or none where `store` (engine/jvp_cache.py) already holds the products."""
         names = tuple(tasks or suite.task_names)
         base, products = {}, {}
         for i, task in enumerate(names):
-            base[task], products[task] = jvp_features(suite, theta0, T, suite.tasks[task].split(split).images)
+            base[task], products[task] = cached_jvp_features(suite, theta0, T, suite.tasks[task].split(split).images,
+                                                             store=store)
             if progress is not None:
                 progress((i + 1) / len(names), f"tangent features of {task}")
         return cls(tuple(vectors), split, base, products,

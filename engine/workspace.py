@@ -29,6 +29,7 @@ from engine.importance import ImportanceConfig, ImportanceSource, importance_cod
 from engine.merge import apply, get_method
 from engine.merge.registry import ParamValue
 from engine.params import TaskMatrix
+from engine.jvp_cache import JvpStore
 from engine.preview import TangentPreview
 from engine.taujp import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, save_taujp, taujp_matrix
 
@@ -221,8 +222,11 @@ class Workspace:
 
     @functools.cache
     def tangent_preview(self, split: str = "interactive") -> TangentPreview:
-        """f(x; θ₀) and J f(x; θ₀)·τₜ of every task's `split` images, computed once (engine/preview.py)."""
-        return TangentPreview.build(self.suite, self.matrix.theta0, self.matrix.T, vectors=self.task_names,
+        """f(x; θ₀) and J f(x; θ₀)·τₜ of every task's `split` images (engine/preview.py): read from the data
+        home's JVP cache where stored (engine/jvp_cache.py), else computed once and stored."""
+        store = JvpStore(self.cache_dir / "jvp", self.pretrained.sha256,
+                         tuple(self.collection.finetuned_sha256(t, self.variant_of(t)) for t in self.task_names))
+        return TangentPreview.build(self.suite, self.matrix.theta0, self.matrix.T, vectors=self.task_names, store=store,
                                     split=split)
 
     def preview(self, tasks: Sequence[str], params: Mapping[str, ParamValue], *,

@@ -102,3 +102,33 @@ def test_pair_interference_and_bad_input(setup):
         taujp_matrix(suite, tm.theta0, tm.T, names=tm.task_names, tasks=["nope"])
     with pytest.raises(DatasetError, match="has no val images"):
         taujp_matrix(suite, tm.theta0, tm.T, names=tm.task_names, tasks=["colour"], max_images=0)
+
+
+def test_jvp_products_are_stored_and_a_second_preview_only_reads_them(setup, tmp_path, monkeypatch):
+    import engine.jvp_cache as jvp_cache
+    from engine.jvp_cache import JvpStore
+
+    suite, tm = setup
+    store = JvpStore(tmp_path / "jvp", "pre-sha", ("sha-a", "sha-b", "sha-c"))
+    first = TangentPreview.build(suite, tm.theta0, tm.T, vectors=tm.task_names, store=store)
+    assert len(list((tmp_path / "jvp").rglob("*.safetensors"))) == len(tm.task_names) * (1 + len(tm.task_names))
+
+    def no_jvp(*args, **kwargs):
+        raise AssertionError("the stored products should have been read")
+
+    monkeypatch.setattr(jvp_cache, "jvp_features", no_jvp)
+    again = TangentPreview.build(suite, tm.theta0, tm.T, vectors=tm.task_names, store=store)
+    for task in tm.task_names:
+        torch.testing.assert_close(again.products[task], first.products[task], rtol=0, atol=0)
+    assert again.accuracy([0.3, 0.3, 0.3]) == first.accuracy([0.3, 0.3, 0.3])
+    monkeypatch.undo()
+    calls = []
+
+    def counting(suite_, theta0, T, images, **kwargs):
+        calls.append(T.shape[0])
+        return jvp_features(suite_, theta0, T, images, **kwargs)
+
+    monkeypatch.setattr(jvp_cache, "jvp_features", counting)
+    changed = JvpStore(tmp_path / "jvp", "pre-sha", ("sha-a", "sha-new", "sha-c"))
+    TangentPreview.build(suite, tm.theta0, tm.T, vectors=tm.task_names, store=changed)
+    assert calls == [1] * len(tm.task_names), "only the new checkpoint's products are computed"

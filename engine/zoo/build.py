@@ -3,11 +3,12 @@
 Stages (timed in report.json): real images → tasks → pretraining pool → contrastive pretraining
 (engine/zoo/pretrain.py) → standard fine-tunes (engine/finetune.py) → evaluation of the files as
 stored (fp16 read back as fp32, on the CPU) → STA importance maps and forgetting sweeps
-(engine/zoo/selective.py) → the τJp matrix (engine/zoo/interference.py) → report.json and
+(engine/zoo/selective.py) → the τJp matrix (engine/zoo/interference.py) → linearized and
+τJp-regularised fine-tunes with their merges and matrices (engine/zoo/variants.py) → report.json and
 manifest.json (sha256 of every file). `update_zoo` runs one later stage on an existing zoo.
 Everything is written into a temporary sibling folder and swapped in at the end, so a failed or
-interrupted build never leaves a half-written zoo. Variants added later (linearized, τJp) become
-new keys of each task's "checkpoints" without rewriting what exists.
+interrupted build never leaves a half-written zoo. Variants (linearized, τJp) are new keys of each
+task's "checkpoints", added without rewriting what exists.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from engine.zoo.pretrain import PretrainConfig, Snapshot, pick_checkpoint, pretr
 from engine.zoo.report import check_thresholds
 from engine.zoo.interference import interference_stage
 from engine.zoo.selective import selective_stage
+from engine.zoo.variants import VARIANTS, variants_stage
 
 ARCH = "mergelab-zoo"
 REAL_IMAGES = "real_images.npz"
@@ -51,6 +53,7 @@ class ZooConfig:
     lambdas: tuple[float, ...] = tuple(round(i / 20, 2) for i in range(21))
     forgetting_alphas: tuple[float, ...] = ALPHAS
     taujp_images: int | None = None          # per task for the shipped τJp matrix (None: the whole val split)
+    variants: Mapping[str, FinetuneConfig] = field(default_factory=lambda: dict(VARIANTS))
     seed: int = 0
     threads: int = 2
 
@@ -60,7 +63,8 @@ class ZooConfig:
         return cls(pool_size=4096, pretrain=replace(PretrainConfig(), steps=24, batch_size=128, warmup_steps=4,
                                                     eval_every=12),
                    finetune=replace(FinetuneConfig(), steps=6, batch_size=64, warmup_steps=2),
-                   lambdas=(0.0, 0.5, 1.0), forgetting_alphas=(0.0, 1.0), taujp_images=16)
+                   lambdas=(0.0, 0.5, 1.0), forgetting_alphas=(0.0, 1.0), taujp_images=16,
+                   variants={k: replace(v, steps=3, batch_size=32, warmup_steps=1) for k, v in VARIANTS.items()})
 
 
 @dataclass
@@ -113,12 +117,20 @@ def _build_into(work: Path, *, real_images: Path, config: ZooConfig, progress: P
     report = clock.run("evaluation", _evaluate_zoo, work, config, progress)
     report.update(clock.run("selective", selective_stage, work, alphas=config.forgetting_alphas, progress=progress))
     report.update(clock.run("interference", interference_stage, work, max_images=config.taujp_images))
+    _write_interim_report(work, report)
+    report.update(clock.run("variants", variants_stage, work, configs=config.variants, lambdas=config.lambdas,
+                            taujp_images=config.taujp_images, progress=progress))
     report.update(pretraining=_history(snapshots, picked), config=_config_dict(config), timings_s=clock.timings)
     shutil.rmtree(cache, ignore_errors=True)
     report["sizes_bytes"] = _sizes(work)
     (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     _write_sha_manifest(work)
     return report
+
+
+def _write_interim_report(work: Path, report: dict) -> None:
+    """report.json so far: the variants stage reads the standard checkpoints' numbers from it."""
+    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _pretrain(pool, tasks: Mapping[str, TaskData], config: ZooConfig, progress: Progress):

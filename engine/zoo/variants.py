@@ -66,7 +66,7 @@ def train_variant(work: Path, variant: str, config: FinetuneConfig, *, progress:
                                                              f"loss {r.loss:.3f}"))
         relative = f"finetuned/{task}.{variant}.safetensors"
         save_checkpoint(work / relative, result.state_dict(suite.spec), dtype=torch.float16,
-                        architecture=pretrained.meta.architecture, task=task, variant=variant,
+                        architecture=pretrained.meta.architecture, task=task, variant=config.mode,
                         class_names=suite.tasks[task].class_names,
                         training={"kind": f"{variant} fine-tuning", **asdict(cfg)}, source="mergelab zoo build",
                         parent_sha256=pretrained.sha256)
