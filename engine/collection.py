@@ -126,6 +126,16 @@ class Collection:
                               fix="rebuild it with `python -m engine zoo add-sta`")
         return report
 
+    def build_report(self) -> dict | None:
+        """The collection's report.json (the demo zoo's build report), or None when it has none."""
+        path = self.root / "report.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SchemaError(path, f"unreadable build report ({exc})", fix="rebuild the zoo, or remove the file") from exc
+
     def taujp_path(self, variant: str = "standard") -> Path | None:
         """The stored τJp matrix of one variant's checkpoints (all tasks), if the collection ships one."""
         relative = self.manifest.taujp_matrix if variant == "standard" else self.manifest.taujp_variants.get(variant)

@@ -39,8 +39,13 @@ def forward_mode_ad() -> Iterator[None]:
 
 
 def jvp_features(suite: EvalSuite, theta0: torch.Tensor, tangents: torch.Tensor, images: torch.Tensor, *,
-                 batch_size: int = 128, progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """f(x; θ₀) [N, E] and J_θ f(x; θ₀)·vₘ [M, N, E] for uint8 images [N, 3, H, W] and tangents [M, P]."""
+                 batch_size: int = 128, tangents_per_pass: int | None = None,
+                 progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(x; θ₀) [N, E] and J_θ f(x; θ₀)·vₘ [M, N, E] for uint8 images [N, 3, H, W] and tangents [M, P].
+
+    `tangents_per_pass` (default: all M) caps how many tangents share one vmapped pass: fewer passes
+    reuse the primal forward, but M-wide activations can cost more memory traffic than they save."""
+    per_pass = tangents_per_pass or tangents.shape[0]
     base, products = [], []
     for start in range(0, images.shape[0], batch_size):
         x = normalize_batch(images[start:start + batch_size], suite.preprocess).to(theta0.dtype)  # [B, 3, S, S]
@@ -51,10 +56,13 @@ def jvp_features(suite: EvalSuite, theta0: torch.Tensor, tangents: torch.Tensor,
         def along(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return jvp(embed, (theta0,), (v,))
 
+        parts = []
         with suite.lock, forward_mode_ad(), torch.no_grad():
-            f0, jv = vmap(along, out_dims=(None, 0))(tangents)  # [B, E], [M, B, E]
+            for chunk in tangents.split(per_pass):
+                f0, jv = vmap(along, out_dims=(None, 0))(chunk)  # [B, E], [m, B, E]
+                parts.append(jv)
         base.append(f0)
-        products.append(jv)
+        products.append(torch.cat(parts))  # [M, B, E]
         if progress is not None:
             progress(min(1.0, (start + batch_size) / images.shape[0]), "Jacobian-vector products")
     return torch.cat(base), torch.cat(products, dim=1)  # [N, E], [M, N, E]

@@ -28,8 +28,8 @@ from engine.evaluate import EvalResult, EvalSuite, Progress, evaluate
 from engine.importance import ImportanceConfig, ImportanceSource, importance_codes
 from engine.merge import apply, get_method
 from engine.merge.registry import ParamValue
-from engine.params import TaskMatrix
 from engine.jvp_cache import JvpStore
+from engine.params import TaskMatrix
 from engine.preview import TangentPreview
 from engine.taujp import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, save_taujp, taujp_matrix
 
@@ -125,11 +125,6 @@ class Workspace:
         """Whether T holds linearized checkpoints (evaluated as f₀ + J f(x; θ₀)·(θ − θ₀))."""
         return self.suite.linearized_at is not None
 
-    @property
-    def all_standard(self) -> bool:
-        """Whether T holds the collection's "standard" checkpoints (what shipped maps and matrices describe)."""
-        return all(self.variant_of(t) == "standard" for t in self.task_names)
-
     @functools.cache
     def zero_shot(self, split: str) -> Mapping[str, float]:
         return evaluate(self.matrix.theta0, self.suite, split).accuracy
@@ -165,8 +160,9 @@ class Workspace:
     def importance_source(self, task: str, kind: str) -> ImportanceSource:
         """Which checkpoint one task's map of `kind` belongs to, and where it is stored."""
         at_pretrained = kind == "grad0"
+        sha = self.pretrained.sha256 if at_pretrained else self.collection.finetuned_sha256(task, self.variant_of(task))
         return ImportanceSource(
-            task, self.pretrained.sha256 if at_pretrained else self.collection.finetuned_sha256(task, self.variant_of(task)),
+            task, sha,
             ImportanceConfig(variant="grad" if at_pretrained else kind), self.cache_dir,
             shipped=self.collection.importance_path(task, kind) if self.variant_of(task) == "standard" else None)
 

@@ -121,3 +121,19 @@ def test_finetune_curves_draw_loss_penalty_and_val_accuracy():
     assert list(fig.data[2].y) == [0.3, 0.7] and fig.data[2].yaxis == "y2"
     plain = finetune_curves({**curves, "penalty": [None, None, None]})
     assert [t.name for t in plain.data] == ["cross-entropy", "val accuracy"]
+
+
+def test_variant_table_and_curves_read_the_build_report():
+    from ui.figures import variant_curves, variants_table
+
+    def variant(best, one, off):
+        return {"averages": {"finetuned_test": 0.9, "ta_best_test": best, "ta_one_test": one},
+                "task_arithmetic": {"best_lambda": 0.3, "val_curve": [{"lam": 0.0, "mean_accuracy": 0.5},
+                                                                      {"lam": 1.0, "mean_accuracy": one}]},
+                "taujp": {"mean_off_diagonal": off}}
+
+    variants = {"standard": variant(0.72, 0.55, 11.0), "tau_jp": variant(0.86, 0.86, 1.0)}
+    rows = variants_table(variants)
+    assert [r["variant"] for r in rows] == ["standard", "tau_jp"] and rows[1]["mean off-diagonal τJp"] == 1.0
+    fig = variant_curves(variants)
+    assert [t.name for t in fig.data] == ["standard", "tau_jp"] and list(fig.data[0].y) == [0.5, 0.55]

@@ -111,7 +111,7 @@ def test_linearized_checkpoints_are_evaluated_as_linearized_models(tiny_collecti
     root, home, names, _ = _with_linearized_variant(tiny_collection_dir, tmp_path)
     collection = load_collection(root).with_finetunes(home.finetunes)
     ws = Workspace.from_collection(collection, cache_dir=home.cache, variants=names)
-    assert ws.linearized and not ws.all_standard
+    assert ws.linearized and ws.variant_of("texture") == names["texture"]
     m = ws.matrix
     theta = m.theta0 + 0.6 * m.T.sum(dim=0)  # [P]
     part = ws.suite.tasks["colour"].split("test")

@@ -50,6 +50,9 @@ def test_batched_products_equal_per_sample_and_per_vector(setup):
             g0, one = jvp_features(suite, tm.theta0, tm.T[k:k + 1], images[n:n + 1])
             torch.testing.assert_close(one[0, 0], jv[k, n], rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(g0[0], f0[n], rtol=1e-5, atol=1e-6)
+    h0, chunked = jvp_features(suite, tm.theta0, tm.T, images, batch_size=4, tangents_per_pass=2)
+    torch.testing.assert_close(chunked, jv, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h0, f0, rtol=0, atol=0)
 
 
 def test_taujp_of_zero_is_zero_and_scales_linearly(setup):

@@ -239,3 +239,23 @@ def finetune_curves(curves: Mapping[str, Sequence], *, beta: float | None = None
                       yaxis2=dict(title="val accuracy", overlaying="y", side="right", range=[0, 1], tickformat=".0%"),
                       legend=dict(orientation="h", y=-0.2), margin=dict(t=50, b=40))
     return fig
+
+
+def variants_table(variants: Mapping[str, Mapping]) -> list[dict]:
+    """One row per fine-tuning variant of report.json's "variants": what the τJp paper compares."""
+    return [{"variant": name, "fine-tuned": v["averages"]["finetuned_test"],
+             "merge at best λ": v["averages"]["ta_best_test"], "best λ (val)": v["task_arithmetic"]["best_lambda"],
+             "merge at λ = 1": v["averages"]["ta_one_test"], "mean off-diagonal τJp": v["taujp"]["mean_off_diagonal"]}
+            for name, v in variants.items()]
+
+
+def variant_curves(variants: Mapping[str, Mapping]) -> go.Figure:
+    """Mean val accuracy of the all-task merge θ₀ + λΣτ against λ, one line per fine-tuning variant."""
+    fig = go.Figure()
+    for name, v in variants.items():
+        curve = v["task_arithmetic"]["val_curve"]
+        fig.add_scatter(name=name, x=[c["lam"] for c in curve], y=[c["mean_accuracy"] for c in curve],
+                        mode="lines+markers", hovertemplate=name + " λ=%{x}: %{y:.1%}<extra></extra>")
+    fig.update_layout(title="Merging every task: mean val accuracy against λ", xaxis_title="λ",
+                      yaxis=dict(title="mean accuracy", tickformat=".0%"), margin=dict(t=50))
+    return fig

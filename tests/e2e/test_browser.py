@@ -149,3 +149,23 @@ def test_a_background_job_survives_navigation_and_can_be_cancelled(server, page)
 
     runs = RunLog(Path(os.environ["MERGELAB_HOME"]) / "runs" / "runs.sqlite3").runs(kind="sweep")
     assert [r.status for r in runs] == ["cancelled"] and runs[0].outputs["curve"]["values"]
+
+
+def test_clicking_a_taujp_cell_shows_that_pair_per_layer(server, page):
+    """The Interference heatmap's cells are clickable: the per-layer chart follows the clicked pair."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/interference", timeout=60_000)
+    heatmap = page.get_by_test_id("stPlotlyChart").first
+    expect(heatmap.locator(".gtitle")).to_contain_text("τJp", timeout=60_000)
+    layers = page.get_by_test_id("stPlotlyChart").filter(has_text="per layer")
+    expect(layers.locator(".gtitle")).to_contain_text("per layer", timeout=60_000)
+    before = layers.locator(".gtitle").text_content()
+    cells = heatmap.locator(".scatterlayer .point")
+    expect(cells).to_have_count(56, timeout=30_000)  # 8 × 8 without the diagonal
+    box = cells.nth(8).bounding_box()  # row faces (cells 7-13): digits, then textures
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    expect(layers.locator(".gtitle")).not_to_have_text(before, timeout=60_000)
+    expect(layers.locator(".gtitle")).to_have_text("τ_faces on textures inputs, per layer")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "interference_cell_click.png"), full_page=True)
