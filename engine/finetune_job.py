@@ -49,7 +49,9 @@ def finetune_job(ctx: JobContext, *, workspace: Workspace, task: str, config: Fi
 
     def on_step(record: FinetuneStep) -> None:
         _append(curves, record)
-        ctx.report(record.step, config.steps, f"loss {record.loss:.3f}", metrics=curves)
+        penalty = "" if record.penalty is None else f" · penalty {record.penalty:.3f}"
+        message = f"loss {record.loss:.3f}{penalty} · val {curves['val_accuracy'][-1]:.1%}"
+        ctx.report(record.step, config.steps, message, metrics={k: list(v) for k, v in curves.items()})  # a snapshot
         ctx.check_cancelled()
 
     curves["val_step"].append(0)
