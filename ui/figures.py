@@ -183,10 +183,16 @@ def clicked_cell(selection: Mapping | None) -> tuple[str, str] | None:
 
 
 def taujp_variant_heatmaps(matrices: Mapping[str, TauJpMatrix]) -> list[go.Figure]:
-    """One heatmap per variant on a shared colour scale, titled with its mean off-diagonal τJp."""
+    """One compact heatmap per variant on a shared colour scale (shown on the last), titled with its mean
+    off-diagonal τJp: small multiples, so the numbers are in the hover, not in the cells."""
     zmax = max(float(_off_diagonal(m).max()) for m in matrices.values())
-    return [taujp_heatmap(m, title=f"{name}: mean off-diagonal {float(_off_diagonal(m).mean()):.3g}", zmax=zmax)
-            for name, m in matrices.items()]
+    figures = []
+    for i, (name, m) in enumerate(matrices.items()):
+        fig = taujp_heatmap(m, title=f"{name}: mean off-diagonal {float(_off_diagonal(m).mean()):.3g}", zmax=zmax)
+        fig.update_traces(texttemplate=None, showscale=i == len(matrices) - 1, selector=dict(type="heatmap"))
+        fig.update_layout(xaxis_title=None, yaxis_title=None, height=360, margin=dict(t=40, l=10, r=10, b=10))
+        figures.append(fig)
+    return figures
 
 
 def _off_diagonal(matrix: TauJpMatrix) -> torch.Tensor:

@@ -16,7 +16,7 @@ st.caption("Linearized fine-tuning trains the first-order model f(x; θ₀) + J 
            "so merges interfere less and work at λ ≈ 1. Compare the variants on the Merge and Interference pages.")
 collection = collection_picker()
 ws = resources.workspace_or_stop(collection)
-defaults = {"ft_task": ws.task_names[0], "ft_mode": "tau_jp", "ft_beta": 0.1, "ft_steps": 200, "ft_lr": 4e-4,
+defaults = {"ft_task": ws.task_names[0], "ft_mode": "tau_jp", "ft_beta": 0.1, "ft_steps": 200, "ft_lr": 1e-3,
             "ft_batch": 128, "ft_penalty": "strict", "ft_penalty_batch": 8}
 for key, value in defaults.items():
     st.session_state.setdefault(key, value)
