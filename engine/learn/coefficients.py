@@ -1,0 +1,196 @@
+"""Block-scaled merges with learned coefficients, and the loop that learns them (aTLAS and DV-BASI share it).
+
+θ(C) = θ_base + Σₖ C[k, b(p)]·Dₖ[p] for directions D [K, P] (aTLAS: the task vectors, base θ₀;
+DV-BASI: the difference vector δ, base θ_cur) and one coefficient per direction and block (Zhang et al.,
+NeurIPS 2024, Eq. 2-4; Wang et al., AAAI-26, Eq. 2-4). A block is one parameter tensor, as in both
+papers' code; `block_ids(spec, level="layer")` offers coarser blocks and `isotropic` a single one.
+Only C is a parameter: D and θ_base are frozen, and the encoder runs through `functional_call` on θ(C)
+(or its linearization around θ₀ when the suite evaluates linearized checkpoints).
+
+Objective per step: a batch from every task; supervised = Σₜ CE(headₜ · normalize(f(xₜ)), yₜ),
+unsupervised = Σₜ mean prediction entropy (AdaMerging-style). Val is split once into a fit part (the
+objective's data) and a selection part (early stopping with patience, model choice); test is never used.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, jvp
+
+from engine.data import LabelledImages, normalize_batch
+from engine.errors import ParameterError
+from engine.evaluate import EvalSuite, encode_images
+from engine.params import ParamSpec, unflatten
+from engine.tangent import forward_mode_ad
+
+Objective = Literal["supervised", "unsupervised"]
+
+
+def block_ids(spec: ParamSpec, *, level: str = "tensor") -> tuple[torch.Tensor, int]:
+    """Block index of every flat entry [P] (long) and the number of blocks (tensor or layer level)."""
+    blocks = spec.blocks(level=level)
+    sizes = torch.tensor([s.stop - s.start for _, s in blocks])  # [n]
+    return torch.repeat_interleave(torch.arange(len(blocks)), sizes), len(blocks)
+
+
+def combine(base: torch.Tensor, directions: torch.Tensor, coefficients: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """θ = base [P] + Σₖ coefficients[k, ids] · directions[k] [P], one [P] temporary per direction."""
+    merged = base
+    for k in range(directions.shape[0]):  # K directions (tasks), not keys: memory stays O(P)
+        merged = merged + coefficients[k][ids] * directions[k]  # [P]
+    return merged
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    objective: Objective = "supervised"
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    epochs: int = 30
+    patience: int = 5
+    batch_size: int = 128           # images per step, split evenly over the tasks
+    grad_clip: float = 1.0
+    seed: int = 0
+
+    def check(self) -> None:
+        checks = [("objective", self.objective in ("supervised", "unsupervised"), "use supervised or unsupervised"),
+                  ("lr", self.lr > 0, "use a positive learning rate"),
+                  ("epochs", self.epochs >= 1, "run at least 1 epoch"),
+                  ("patience", self.patience >= 1, "use a patience of at least 1 epoch"),
+                  ("batch_size", self.batch_size >= 1, "use at least 1 image per step")]
+        for name, ok, fix in checks:
+            if not ok:
+                raise ParameterError(name, f"invalid setting {getattr(self, name)!r}", fix=fix)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    loss: float                          # mean objective over the epoch's steps
+    selection: Mapping[str, float]       # per-task accuracy on the selection part of val
+    coefficient_mean: float
+    coefficient_std: float
+
+    @property
+    def mean_selection(self) -> float:
+        return sum(self.selection.values()) / len(self.selection)
+
+
+@dataclass(frozen=True)
+class LearnResult:
+    coefficients: torch.Tensor           # [K, n_blocks], the best epoch's (by mean selection accuracy)
+    best_epoch: int                      # 0: the starting coefficients were never beaten
+    history: tuple[EpochRecord, ...]
+
+
+@dataclass(frozen=True)
+class ValSplit:
+    """Each task's val split cut once into a fit part and a selection part (seeded, disjoint)."""
+
+    fit: Mapping[str, LabelledImages]
+    select: Mapping[str, LabelledImages]
+
+    @classmethod
+    def of(cls, suite: EvalSuite, *, fraction: float = 0.5, seed: int = 0) -> "ValSplit":
+        fit, select = {}, {}
+        for i, (task, data) in enumerate(suite.tasks.items()):
+            val = data.split("val")
+            order = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed + i)).to(val.labels.device)
+            cut = max(1, min(len(val) - 1, round(fraction * len(val))))
+            fit[task] = LabelledImages(val.images[order[:cut]], val.labels[order[:cut]])
+            select[task] = LabelledImages(val.images[order[cut:]], val.labels[order[cut:]])
+        return cls(fit, select)
+
+
+def learn_coefficients(suite: EvalSuite, base: torch.Tensor, directions: torch.Tensor, ids: torch.Tensor, *,
+                       n_blocks: int, data: ValSplit, config: LearnConfig, init: float = 0.0,
+                       on_epoch: Callable[[EpochRecord], None] | None = None) -> LearnResult:
+    """Learn C [K, n_blocks] for θ(C) = combine(base, directions, C, ids); AdamW, early stopping on selection."""
+    config.check()
+    tasks = tuple(data.fit)
+    coefficients = nn.Parameter(torch.full((directions.shape[0], n_blocks), init, device=base.device))
+    optimizer = torch.optim.AdamW([coefficients], lr=config.lr, weight_decay=config.weight_decay)
+    per_task = max(1, config.batch_size // len(tasks))
+    steps = max(math.ceil(len(part) / per_task) for part in data.fit.values())
+    generator = torch.Generator().manual_seed(config.seed)
+    with torch.no_grad():
+        start = selection_accuracy(suite, combine(base, directions, coefficients, ids), data.select)
+    best = (sum(start.values()) / len(start), 0, coefficients.detach().clone())
+    history, stale = [], 0
+    for epoch in range(1, config.epochs + 1):
+        losses = []
+        for _ in range(steps):
+            batch = {t: _draw(data.fit[t], per_task, generator) for t in tasks}
+            loss = objective_loss(suite, combine(base, directions, coefficients, ids), batch, config.objective)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_([coefficients], config.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+        with torch.no_grad():
+            theta = combine(base, directions, coefficients, ids)  # [P]
+        record = EpochRecord(epoch, sum(losses) / len(losses), selection_accuracy(suite, theta, data.select),
+                             float(coefficients.detach().mean()),
+                             float(coefficients.detach().std()) if coefficients.numel() > 1 else 0.0)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if record.mean_selection > best[0]:
+            best, stale = (record.mean_selection, epoch, coefficients.detach().clone()), 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    return LearnResult(best[2], best[1], tuple(history))
+
+
+def objective_loss(suite: EvalSuite, theta: torch.Tensor, batch: Mapping[str, LabelledImages],
+                   objective: Objective) -> torch.Tensor:
+    """Σ over tasks of CE (supervised) or mean prediction entropy (unsupervised), one encoder pass for all."""
+    images = torch.cat([b.images for b in batch.values()])  # [B, 3, H, W] uint8
+    feats = F.normalize(_embed(suite, theta, images), dim=-1)  # [B, E]
+    total = theta.new_zeros(())
+    for task, chunk in zip(batch, torch.split(feats, [len(b) for b in batch.values()])):
+        logits = chunk @ suite.heads[task].T  # [b, C]
+        if objective == "supervised":
+            total = total + F.cross_entropy(logits, batch[task].labels)
+        else:
+            total = total - (logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()
+    return total
+
+
+def selection_accuracy(suite: EvalSuite, theta: torch.Tensor, parts: Mapping[str, LabelledImages]) -> dict[str, float]:
+    """Per-task accuracy of θ [P] on given labelled images (f or f_lin, as the suite evaluates)."""
+    with torch.no_grad():
+        feats = encode_images(theta, suite, torch.cat([p.images for p in parts.values()]))  # [N, E]
+    result = {}
+    for task, chunk in zip(parts, torch.split(feats, [len(p) for p in parts.values()])):
+        result[task] = float(((chunk @ suite.heads[task].T).argmax(-1) == parts[task].labels).float().mean())
+    return result
+
+
+def _embed(suite: EvalSuite, theta: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Raw embeddings [B, E] with gradients to θ: f(x; θ), or f₀ + J(θ − θ₀) for a linearized suite."""
+    x = normalize_batch(images, suite.preprocess)  # [B, 3, S, S]
+
+    def embed(params: torch.Tensor) -> torch.Tensor:
+        return functional_call(suite.visual, unflatten(params, suite.spec), (x,))  # [B, E]
+
+    with suite.lock:
+        if suite.linearized_at is None:
+            return embed(theta)
+        with forward_mode_ad():
+            f0, moved = jvp(embed, (suite.linearized_at,), (theta - suite.linearized_at,))
+        return f0 + moved
+
+
+def _draw(part: LabelledImages, n: int, generator: torch.Generator) -> LabelledImages:
+    idx = torch.randint(len(part), (n,), generator=generator).to(part.labels.device)
+    return LabelledImages(part.images[idx], part.labels[idx])
+

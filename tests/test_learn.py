@@ -1,0 +1,141 @@
+"""Learned coefficients: the block-scaled merge's algebra, aTLAS and DV-BASI on the tiny collection."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from engine.collection import load_collection, open_suite, task_matrix
+from engine.errors import ParameterError
+from engine.learn.atlas import atlas
+from engine.learn.coefficients import LearnConfig, ValSplit, block_ids, combine, objective_loss
+from engine.learn.dvbasi import DvBasiConfig, dv_basi
+
+SHORT = LearnConfig(epochs=3, patience=3, batch_size=24)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_collection_dir, tmp_path_factory):
+    collection = load_collection(tiny_collection_dir)
+    suite = open_suite(collection, cache_dir=tmp_path_factory.mktemp("cache"))
+    return suite, task_matrix(collection), ValSplit.of(suite)
+
+
+def test_zero_coefficients_give_the_start_point_exactly(setup):
+    suite, tm, _ = setup
+    ids, n = block_ids(tm.spec)
+    assert ids.shape == (tm.spec.numel,) and n == len(tm.spec.names)
+    zero = torch.zeros(tm.num_tasks, n)
+    assert torch.equal(combine(tm.theta0, tm.T, zero, ids), tm.theta0)
+    ones = torch.ones(tm.num_tasks, n)
+    torch.testing.assert_close(combine(tm.theta0, tm.T, ones, ids), tm.theta0 + tm.T.sum(0))
+
+
+def test_gradients_reach_only_the_coefficients(setup):
+    suite, tm, data = setup
+    ids, n = block_ids(tm.spec)
+    coefficients = torch.zeros(tm.num_tasks, n, requires_grad=True)
+    batch = {t: data.fit[t] for t in suite.task_names}
+    objective_loss(suite, combine(tm.theta0, tm.T, coefficients, ids), batch, "supervised").backward()
+    assert coefficients.grad is not None and coefficients.grad.abs().sum() > 0
+    assert not tm.T.requires_grad and not tm.theta0.requires_grad
+    assert all(p.grad is None for p in suite.visual.parameters())
+
+
+def test_a_dvbasi_step_with_scale_one_doubles_delta(setup):
+    suite, tm, _ = setup
+    ids, n = block_ids(tm.spec)
+    current = tm.theta0 + 0.3 * tm.T.sum(0)
+    delta = current - tm.theta0
+    moved = combine(current, delta[None], torch.ones(1, n), ids)
+    torch.testing.assert_close(moved - tm.theta0, 2 * delta)
+
+
+def test_dvbasi_iterations_equal_one_blockwise_scale_of_the_first_delta(setup):
+    suite, tm, data = setup
+    start = tm.theta0 + 0.3 * tm.T.sum(0)
+    result = dv_basi(suite, tm.theta0, start, tm.spec, data=data, config=DvBasiConfig(iterations=2, learn=SHORT))
+    ids, _ = block_ids(tm.spec)
+    product, points = torch.ones_like(result.iterations[0].scales), [start]
+    for it in result.iterations:
+        product = product * (1 + it.scales)
+        points.append(combine(points[-1], (points[-1] - tm.theta0)[None], it.scales[None], ids))
+    torch.testing.assert_close(points[-1], tm.theta0 + product[ids] * (start - tm.theta0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(result.theta, points[result.best_iteration])
+    assert all(it.delta_norm > 0 and len(it.epochs) >= 1 for it in result.iterations)
+
+
+def test_atlas_lowers_its_objective_and_keeps_the_best_epoch(setup):
+    suite, tm, data = setup
+    learned = atlas(suite, tm.theta0, tm.T, tm.spec, data=data, config=replace(SHORT, epochs=6, patience=6))
+    history = learned.learned.history
+    assert history[-1].loss < history[0].loss
+    assert learned.learned.coefficients.shape == (tm.num_tasks, len(learned.blocks))
+    if learned.learned.best_epoch:
+        chosen = history[learned.learned.best_epoch - 1].mean_selection
+        assert chosen == max(r.mean_selection for r in history)
+
+
+def test_isotropic_and_random_controls_run(setup):
+    suite, tm, data = setup
+    start = tm.theta0 + 0.3 * tm.T.sum(0)
+    iso = dv_basi(suite, tm.theta0, start, tm.spec, data=data,
+                  config=DvBasiConfig(iterations=1, scaling="isotropic", learn=SHORT))
+    assert iso.iterations[0].scales.shape == (1,)
+    rnd = dv_basi(suite, tm.theta0, start, tm.spec, data=data,
+                  config=DvBasiConfig(iterations=1, direction="random", learn=SHORT))
+    assert rnd.iterations[0].delta_norm == pytest.approx(float((start - tm.theta0).norm()), rel=1e-4)
+
+
+@pytest.mark.parametrize("config, key", [(DvBasiConfig(iterations=0), "iterations"),
+                                         (DvBasiConfig(learn=LearnConfig(patience=0)), "patience")])
+def test_bad_settings_are_refused(setup, config, key):
+    suite, tm, data = setup
+    with pytest.raises(ParameterError) as info:
+        dv_basi(suite, tm.theta0, tm.theta0 + tm.T.sum(0), tm.spec, data=data, config=config)
+    assert info.value.subject == key
+
+
+def test_val_split_is_disjoint_and_covers_val(setup):
+    suite, _, data = setup
+    for task, part in suite.tasks.items():
+        val = part.split("val")
+        assert len(data.fit[task]) + len(data.select[task]) == len(val)
+        rows = {tuple(x.flatten().tolist()) for x in data.fit[task].images}
+        assert not rows & {tuple(x.flatten().tolist()) for x in data.select[task].images}
+
+
+def test_learn_job_logs_exports_and_a_cancel_keeps_the_best_point(tiny_collection_dir, tmp_path):
+    import threading
+
+    from engine.checkpoints import load_checkpoint
+    from engine.jobs import Cancelled, JobContext
+    from engine.learn.jobs import learn_job
+    from engine.runs import RunLog
+    from engine.workspace import Workspace
+
+    ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
+    log = RunLog(tmp_path / "runs.sqlite3")
+    seen = []
+    ctx = JobContext(lambda **change: seen.append(change), threading.Event())
+    outputs = learn_job(ctx, workspace=ws, atlas_config=SHORT, config=DvBasiConfig(iterations=1, learn=SHORT),
+                        out_dir=tmp_path / "exports", run_log=log)
+    assert outputs["point"].startswith("aTLAS") and set(outputs["accuracy"]) == set(ws.task_names)
+    assert [e["stage"] for e in outputs["curves"]["epochs"]][:1] == ["atlas"]
+    assert len(outputs["curves"]["iterations"]) == 1 and seen[-1]["metrics"]["iterations"]
+    assert load_checkpoint(outputs["artifact"]).meta.variant == "merged"
+    run, = log.runs(kind="learned")
+    assert run.status == "done" and run.method == "dv_basi"
+
+    cancel = threading.Event()
+
+    def update(**change):
+        if "dv-basi" in change.get("message", ""):
+            cancel.set()  # cancel during the first DV-BASI epoch
+
+    with pytest.raises(Cancelled):
+        learn_job(JobContext(update, cancel), workspace=ws, atlas_config=SHORT,
+                  config=DvBasiConfig(iterations=3, learn=SHORT), run_log=log)
+    cancelled = [r for r in log.runs(kind="learned") if r.status == "cancelled"]
+    assert len(cancelled) == 1 and cancelled[0].outputs["point"] == "aTLAS"
+    assert cancelled[0].outputs["mean_accuracy"] == pytest.approx(
+        sum(cancelled[0].outputs["accuracy"].values()) / len(ws.task_names))
