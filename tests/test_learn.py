@@ -11,6 +11,7 @@ from engine.learn.coefficients import LearnConfig, ValSplit, block_ids, combine,
 from engine.learn.dvbasi import DvBasiConfig, dv_basi
 
 SHORT = LearnConfig(epochs=3, patience=3, batch_size=24)
+INNER = LearnConfig(epochs=3, patience=3, batch_size=24, select_by="fit_loss")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_a_dvbasi_step_with_scale_one_doubles_delta(setup):
 def test_dvbasi_iterations_equal_one_blockwise_scale_of_the_first_delta(setup):
     suite, tm, data = setup
     start = tm.theta0 + 0.3 * tm.T.sum(0)
-    result = dv_basi(suite, tm.theta0, start, tm.spec, data=data, config=DvBasiConfig(iterations=2, learn=SHORT))
+    result = dv_basi(suite, tm.theta0, start, tm.spec, data=data, config=DvBasiConfig(iterations=2, learn=INNER))
     ids, _ = block_ids(tm.spec)
     product, points = torch.ones_like(result.iterations[0].scales), [start]
     for it in result.iterations:
@@ -79,10 +80,10 @@ def test_isotropic_and_random_controls_run(setup):
     suite, tm, data = setup
     start = tm.theta0 + 0.3 * tm.T.sum(0)
     iso = dv_basi(suite, tm.theta0, start, tm.spec, data=data,
-                  config=DvBasiConfig(iterations=1, scaling="isotropic", learn=SHORT))
+                  config=DvBasiConfig(iterations=1, scaling="isotropic", learn=INNER))
     assert iso.iterations[0].scales.shape == (1,)
     rnd = dv_basi(suite, tm.theta0, start, tm.spec, data=data,
-                  config=DvBasiConfig(iterations=1, direction="random", learn=SHORT))
+                  config=DvBasiConfig(iterations=1, direction="random", learn=INNER))
     assert rnd.iterations[0].delta_norm == pytest.approx(float((start - tm.theta0).norm()), rel=1e-4)
 
 
@@ -117,7 +118,7 @@ def test_learn_job_logs_exports_and_a_cancel_keeps_the_best_point(tiny_collectio
     log = RunLog(tmp_path / "runs.sqlite3")
     seen = []
     ctx = JobContext(lambda **change: seen.append(change), threading.Event())
-    outputs = learn_job(ctx, workspace=ws, atlas_config=SHORT, config=DvBasiConfig(iterations=1, learn=SHORT),
+    outputs = learn_job(ctx, workspace=ws, atlas_config=SHORT, config=DvBasiConfig(iterations=1, learn=INNER),
                         out_dir=tmp_path / "exports", run_log=log)
     assert outputs["point"].startswith("aTLAS") and set(outputs["accuracy"]) == set(ws.task_names)
     assert [e["stage"] for e in outputs["curves"]["epochs"]][:1] == ["atlas"]
@@ -134,7 +135,7 @@ def test_learn_job_logs_exports_and_a_cancel_keeps_the_best_point(tiny_collectio
 
     with pytest.raises(Cancelled):
         learn_job(JobContext(update, cancel), workspace=ws, atlas_config=SHORT,
-                  config=DvBasiConfig(iterations=3, learn=SHORT), run_log=log)
+                  config=DvBasiConfig(iterations=3, learn=INNER), run_log=log)
     cancelled = [r for r in log.runs(kind="learned") if r.status == "cancelled"]
     assert len(cancelled) == 1 and cancelled[0].outputs["point"] == "aTLAS"
     assert cancelled[0].outputs["mean_accuracy"] == pytest.approx(

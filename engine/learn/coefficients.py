@@ -56,6 +56,7 @@ class LearnConfig:
     patience: int = 5
     batch_size: int = 128           # images per step, split evenly over the tasks
     grad_clip: float = 1.0
+    select_by: Literal["selection_accuracy", "fit_loss"] = "selection_accuracy"   # what early stopping watches
     seed: int = 0
 
     def check(self) -> None:
@@ -63,6 +64,8 @@ class LearnConfig:
                   ("lr", self.lr > 0, "use a positive learning rate"),
                   ("epochs", self.epochs >= 1, "run at least 1 epoch"),
                   ("patience", self.patience >= 1, "use a patience of at least 1 epoch"),
+                  ("select_by", self.select_by in ("selection_accuracy", "fit_loss"),
+                   "use selection_accuracy or fit_loss"),
                   ("batch_size", self.batch_size >= 1, "use at least 1 image per step")]
         for name, ok, fix in checks:
             if not ok:
@@ -84,7 +87,7 @@ class EpochRecord:
 
 @dataclass(frozen=True)
 class LearnResult:
-    coefficients: torch.Tensor           # [K, n_blocks], the best epoch's (by mean selection accuracy)
+    coefficients: torch.Tensor           # [K, n_blocks], the best epoch's (by `select_by`)
     best_epoch: int                      # 0: the starting coefficients were never beaten
     history: tuple[EpochRecord, ...]
 
@@ -111,7 +114,11 @@ class ValSplit:
 def learn_coefficients(suite: EvalSuite, base: torch.Tensor, directions: torch.Tensor, ids: torch.Tensor, *,
                        n_blocks: int, data: ValSplit, config: LearnConfig, init: float = 0.0,
                        on_epoch: Callable[[EpochRecord], None] | None = None) -> LearnResult:
-    """Learn C [K, n_blocks] for θ(C) = combine(base, directions, C, ids); AdamW, early stopping on selection."""
+    """Learn C [K, n_blocks] for θ(C) = combine(base, directions, C, ids); AdamW with early stopping.
+
+    `config.select_by`: "selection_accuracy" keeps the epoch with the best mean accuracy on the selection
+    part (the start counts as epoch 0); "fit_loss" keeps the epoch with the lowest mean objective on the
+    fit part and stops when it stagnates (DV-BASI's inner loop, as in its code)."""
     config.check()
     tasks = tuple(data.fit)
     coefficients = nn.Parameter(torch.full((directions.shape[0], n_blocks), init, device=base.device))
@@ -119,9 +126,13 @@ def learn_coefficients(suite: EvalSuite, base: torch.Tensor, directions: torch.T
     per_task = max(1, config.batch_size // len(tasks))
     steps = max(math.ceil(len(part) / per_task) for part in data.fit.values())
     generator = torch.Generator().manual_seed(config.seed)
-    with torch.no_grad():
-        start = selection_accuracy(suite, combine(base, directions, coefficients, ids), data.select)
-    best = (sum(start.values()) / len(start), 0, coefficients.detach().clone())
+    by_loss = config.select_by == "fit_loss"
+    if by_loss:
+        best = (-math.inf, 0, coefficients.detach().clone())
+    else:
+        with torch.no_grad():
+            start = selection_accuracy(suite, combine(base, directions, coefficients, ids), data.select)
+        best = (sum(start.values()) / len(start), 0, coefficients.detach().clone())
     history, stale = [], 0
     for epoch in range(1, config.epochs + 1):
         losses = []
@@ -141,8 +152,9 @@ def learn_coefficients(suite: EvalSuite, base: torch.Tensor, directions: torch.T
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        if record.mean_selection > best[0]:
-            best, stale = (record.mean_selection, epoch, coefficients.detach().clone()), 0
+        score = -record.loss if by_loss else record.mean_selection
+        if score > best[0]:
+            best, stale = (score, epoch, coefficients.detach().clone()), 0
         else:
             stale += 1
             if stale >= config.patience:

@@ -2,8 +2,9 @@
 (Wang, Gao, Zhang, Xie, AAAI-26, Alg. 1 and Eq. 2-5).
 
 Each outer iteration j learns λⱼ [n_blocks] (init 0, so it starts exactly at θ_cur; their code starts
-at 0.1) with θ = θ_cur + λⱼ ⊙ δⱼ, stops on stagnation of the selection accuracy (patience; their code
-watches the training loss), then θ_cur ← θ_cur + λⱼ* ⊙ δⱼ. Hence δⱼ₊₁ = (1 + λⱼ) ⊙ δⱼ and after M
+at 0.1) with θ = θ_cur + λⱼ ⊙ δⱼ, stops when the objective on the fit part stagnates (patience), as
+their code does (the paper says val accuracy; on the zoo, an inner loop judged by selection accuracy
+never left an aTLAS start that was itself chosen on that accuracy), then θ_cur ← θ_cur + λⱼ* ⊙ δⱼ. Hence δⱼ₊₁ = (1 + λⱼ) ⊙ δⱼ and after M
 iterations θ_M = θ₀ + D ⊙ δ₀ with D_b = Πⱼ (1 + λⱼ⁽ᵇ⁾) (shared/research/papers.md §1b): no new
 expressivity, only optimisation dynamics. The best iteration is chosen on the selection part of val,
 never on test (their code scores iterations on test).
@@ -32,7 +33,7 @@ class DvBasiConfig:
     iterations: int = 4
     scaling: Literal["blockwise", "isotropic"] = "blockwise"
     direction: Literal["difference", "random"] = "difference"
-    learn: LearnConfig = field(default_factory=lambda: LearnConfig(patience=5))
+    learn: LearnConfig = field(default_factory=lambda: LearnConfig(patience=5, select_by="fit_loss"))
 
     def check(self) -> None:
         if self.iterations < 1:
