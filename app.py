@@ -15,6 +15,7 @@ st.navigation({
                 st.Page("views/sta.py", title="STA importance", icon=":material/filter_alt:", url_path="sta"),
                 st.Page("views/interference.py", title="Interference (τJp)", icon=":material/grid_on:",
                         url_path="interference")],
-    "Train": [st.Page("views/finetune.py", title="Fine-tune", icon=":material/model_training:", url_path="finetune")],
+    "Train": [st.Page("views/finetune.py", title="Fine-tune", icon=":material/model_training:", url_path="finetune"),
+              st.Page("views/learned.py", title="aTLAS & DV-BASI", icon=":material/tune:", url_path="learned")],
     "Track": [st.Page("views/jobs.py", title="Jobs & runs", icon=":material/monitoring:", url_path="jobs")],
 }).run()

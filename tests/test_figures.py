@@ -137,3 +137,21 @@ def test_variant_table_and_curves_read_the_build_report():
     assert [r["variant"] for r in rows] == ["standard", "tau_jp"] and rows[1]["mean off-diagonal τJp"] == 1.0
     fig = variant_curves(variants)
     assert [t.name for t in fig.data] == ["standard", "tau_jp"] and list(fig.data[0].y) == [0.5, 0.55]
+
+
+def test_learning_figures_mark_iterations_and_show_scales():
+    from ui.figures import iteration_accuracy, learning_curves, scales_heatmap
+
+    curves = {"epochs": [{"stage": "atlas", "iteration": 0, "epoch": 1, "loss": 2.0, "selection": 0.5},
+                         {"stage": "atlas", "iteration": 0, "epoch": 2, "loss": 1.5, "selection": 0.6},
+                         {"stage": "dv-basi", "iteration": 1, "epoch": 1, "loss": 1.4, "selection": 0.62}],
+              "iterations": [{"iteration": 1, "delta_norm": 3.0, "selection": {"a": 0.6, "b": 0.64},
+                              "scales": [0.1, -0.2]}]}
+    fig = learning_curves(curves)
+    assert list(fig.data[0].y) == [2.0, 1.5, 1.4] and fig.layout.shapes[0].x0 == 2.5
+    acc = iteration_accuracy(curves)
+    assert [t.name for t in acc.data] == ["a", "b", "mean", "‖δ‖"] and acc.data[2].y[0] == pytest.approx(0.62)
+    heat = scales_heatmap(curves, ["w1", "w2"])
+    assert list(heat.data[0].x) == ["w1", "w2"] and list(heat.data[0].z[0]) == [0.1, -0.2]
+    assert list(scales_heatmap({"iterations": [{**curves["iterations"][0], "scales": [0.3]}]}, ["w1", "w2"]).data[0].x) \
+        == ["all (isotropic)"]

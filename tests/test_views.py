@@ -32,7 +32,7 @@ def _metric(at: AppTest, label: str) -> str:
 
 @pytest.mark.parametrize("view", ["views/home.py", "views/zoo.py", "views/merge.py", "views/jobs.py",
                                   "views/forgetting.py", "views/sta.py", "views/interference.py",
-                                  "views/finetune.py"])
+                                  "views/finetune.py", "views/learned.py"])
 def test_every_view_renders(app, view):
     _open(app, view)
     assert not app.exception
@@ -362,3 +362,34 @@ def test_the_penalty_without_other_tasks_is_refused(app, tiny_collection_dir, da
     _open(app, "views/finetune.py")
     next(b for b in app.button if b.label == "Fine-tune as a background job").click().run()
     assert any("other tasks' inputs" in e.value for e in app.error)
+
+
+def test_a_tiny_atlas_and_dvbasi_run_from_the_page(app, data_home):
+    from engine.runs import RunLog
+
+    _open(app, "views/learned.py")
+    assert not app.exception
+    app.number_input(key="dv_iterations").set_value(1)
+    app.number_input(key="dv_epochs").set_value(2)
+    app.number_input(key="dv_patience").set_value(2).run()
+    next(b for b in app.button if b.label == "Learn as a background job").click().run()
+    assert not app.exception and not app.error
+    _run_until(app, lambda at: bool(at.success) or bool(at.error))
+    assert not app.error, app.error[0].value
+    assert "test mean accuracy" in app.success[0].value
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")]
+    assert "Learning the coefficients" in titles and any(t.startswith("DV-BASI iterations") for t in titles)
+    run, = RunLog(data_home / "runs" / "runs.sqlite3").runs(kind="learned")
+    assert run.status == "done" and len(run.outputs["curves"]["iterations"]) == 1
+    app.multiselect(key="dv_overlay").set_value([run.id]).run()
+    assert not app.exception
+
+
+@pytest.mark.parametrize("key, value, subject", [("dv_iterations", 0, "iterations"), ("dv_patience", 0, "patience")])
+def test_bad_learning_settings_show_a_clear_error(app, key, value, subject):
+    _open(app, "views/learned.py")
+    app.number_input(key=key).set_value(value).run()
+    next(b for b in app.button if b.label == "Learn as a background job").click().run()
+    assert not app.exception
+    assert any(e.value.startswith(f"{subject}: invalid setting") for e in app.error)
+    assert "dv_job" not in app.session_state

@@ -265,3 +265,65 @@ def variant_curves(variants: Mapping[str, Mapping]) -> go.Figure:
     fig.update_layout(title="Merging every task: mean val accuracy against λ", xaxis_title="λ",
                       yaxis=dict(title="mean accuracy", tickformat=".0%"), margin=dict(t=50))
     return fig
+
+
+def learning_curves(curves: Mapping[str, Sequence]) -> go.Figure:
+    """Objective per epoch (aTLAS, then each DV-BASI iteration, end to end) and selection accuracy on a
+    second axis; dashed lines mark where a DV-BASI iteration starts."""
+    epochs = list(curves.get("epochs", []))
+    x = list(range(1, len(epochs) + 1))
+    fig = go.Figure(go.Scatter(name="objective (fit part of val)", x=x, y=[e["loss"] for e in epochs], mode="lines",
+                               line=dict(color=COLOURS["merged"])))
+    fig.add_scatter(name="selection accuracy", x=x, y=[e["selection"] for e in epochs], mode="lines", yaxis="y2",
+                    line=dict(color=COLOURS["fine-tuned"]))
+    starts = [i + 1 for i, e in enumerate(epochs) if e["stage"] == "dv-basi" and e["epoch"] == 1]
+    for i, start in enumerate(starts, start=1):
+        fig.add_vline(x=start - 0.5, line_dash="dash", line_color="#9aa5b1", annotation_text=f"iteration {i}",
+                      annotation_position="top left")
+    fig.update_layout(title="Learning the coefficients", xaxis_title="epoch (all stages)",
+                      yaxis=dict(title="objective", rangemode="tozero"),
+                      yaxis2=dict(title="selection accuracy", overlaying="y", side="right", tickformat=".0%"),
+                      legend=dict(orientation="h", y=-0.2), margin=dict(t=50, b=40))
+    return fig
+
+
+def iteration_accuracy(curves: Mapping[str, Sequence]) -> go.Figure:
+    """Per DV-BASI iteration: mean and per-task selection accuracy after the move, and ‖δ‖."""
+    its = list(curves.get("iterations", []))
+    x = [it["iteration"] for it in its]
+    fig = go.Figure()
+    tasks = list(its[0]["selection"]) if its else []
+    for task in tasks:
+        fig.add_scatter(name=task, x=x, y=[it["selection"][task] for it in its], mode="lines+markers",
+                        line=dict(width=1), opacity=0.6)
+    fig.add_scatter(name="mean", x=x, y=[sum(it["selection"].values()) / len(it["selection"]) for it in its],
+                    mode="lines+markers", line=dict(color="black", width=3))
+    fig.add_scatter(name="‖δ‖", x=x, y=[it["delta_norm"] for it in its], mode="lines+markers", yaxis="y2",
+                    line=dict(color="#d95f02", dash="dot"))
+    fig.update_layout(title="DV-BASI iterations: selection accuracy and ‖δ‖", xaxis=dict(title="iteration", dtick=1),
+                      yaxis=dict(title="accuracy", tickformat=".0%"),
+                      yaxis2=dict(title="‖δ‖", overlaying="y", side="right", rangemode="tozero"), margin=dict(t=50))
+    return fig
+
+
+def scales_heatmap(curves: Mapping[str, Sequence], blocks: Sequence[str]) -> go.Figure:
+    """Learned λ per block (columns) per DV-BASI iteration (rows); one column when isotropic."""
+    its = list(curves.get("iterations", []))
+    labels = list(blocks) if its and len(its[0]["scales"]) == len(blocks) else ["all (isotropic)"]
+    fig = go.Figure(go.Heatmap(z=[it["scales"] for it in its], x=labels, y=[f"iteration {it['iteration']}" for it in its],
+                               colorscale="RdBu", zmid=0, hovertemplate="%{y}, %{x}: λ = %{z:.3f}<extra></extra>"))
+    fig.update_layout(title="Learned scale λ of δ per block (θ ← θ + λ·δ)", xaxis=dict(showticklabels=len(labels) <= 60),
+                      margin=dict(t=50))
+    return fig
+
+
+def learned_runs_overlay(runs: Sequence[Run]) -> go.Figure:
+    """Selection accuracy per epoch of several logged aTLAS / DV-BASI runs, on one chart."""
+    fig = go.Figure()
+    for run in runs:
+        epochs = run.outputs.get("curves", {}).get("epochs", [])
+        fig.add_scatter(name=f"#{run.id} {run.outputs.get('point', '')}", x=list(range(1, len(epochs) + 1)),
+                        y=[e["selection"] for e in epochs], mode="lines")
+    fig.update_layout(title="Logged runs: selection accuracy per epoch", xaxis_title="epoch (all stages)",
+                      yaxis=dict(title="selection accuracy", tickformat=".0%"), margin=dict(t=50))
+    return fig

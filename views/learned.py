@@ -1,0 +1,100 @@
+"""Learned coefficients: aTLAS (per task and block) and DV-BASI (per block of the merged difference vector)."""
+import streamlit as st
+
+from engine.errors import MergelabError
+from engine.home import DataHome
+from engine.jobs import FINISHED, JobState
+from engine.learn.coefficients import LearnConfig
+from engine.learn.dvbasi import DvBasiConfig
+from engine.learn.jobs import learn_job
+from ui import figures, resources
+from ui.state import checkpoint_picker, collection_picker
+
+st.header("Learned coefficients: aTLAS and DV-BASI")
+st.caption("aTLAS (Zhang et al., NeurIPS 2024) learns one coefficient per task vector and parameter tensor. DV-BASI "
+           "(Wang et al., AAAI-26) then takes the merged model's difference vector δ = θ − θ₀, learns one scale per "
+           "tensor, moves to θ + λ·δ and repeats. The objective uses half of each task's val split; the other half "
+           "chooses epochs and iterations; test is only reported.")
+collection = collection_picker()
+choice = checkpoint_picker(collection)
+ws = resources.workspace_or_stop(collection, choice)
+for key, value in {"dv_start": "atlas", "dv_lam": 0.3, "dv_objective": "supervised", "dv_iterations": 4,
+                   "dv_patience": 5, "dv_epochs": 30, "dv_scaling": "blockwise", "dv_direction": "difference",
+                   "dv_run": True}.items():
+    st.session_state.setdefault(key, value)
+a, b, c = st.columns(3)
+start = a.radio("Start from", ["atlas", "task_arithmetic"], key="dv_start",
+                format_func={"atlas": "aTLAS (learned first)", "task_arithmetic": "task arithmetic"}.get)
+lam = a.slider("λ (task arithmetic start)", 0.0, 1.0, step=0.05, key="dv_lam", disabled=start != "task_arithmetic")
+objective = b.radio("Objective", ["supervised", "unsupervised"], key="dv_objective",
+                    help="supervised: cross-entropy with val labels; unsupervised: prediction entropy (AdaMerging)")
+run_dvbasi = b.toggle("Then DV-BASI", key="dv_run")
+iterations = c.number_input("DV-BASI iterations", step=1, key="dv_iterations", disabled=not run_dvbasi)
+patience = c.number_input("patience (epochs)", step=1, key="dv_patience")
+with st.expander("More settings"):
+    d, e, f = st.columns(3)
+    epochs = d.number_input("max epochs per stage", step=5, key="dv_epochs")
+    scaling = e.radio("DV-BASI scaling", ["blockwise", "isotropic"], key="dv_scaling",
+                      help="isotropic: one scalar per iteration (the paper's ablation)")
+    direction = f.radio("DV-BASI direction", ["difference", "random"], key="dv_direction",
+                        help="random: a random direction of the same norm as δ (control)")
+
+if st.button("Learn as a background job", type="primary"):
+    try:
+        learn = LearnConfig(objective=objective, epochs=int(epochs), patience=int(patience))
+        learn.check()
+        config = DvBasiConfig(iterations=int(iterations), scaling=scaling, direction=direction,
+                              learn=LearnConfig(objective=objective, epochs=int(epochs), patience=int(patience),
+                                                select_by="fit_loss")) if run_dvbasi else None
+        if config is not None:
+            config.check()
+    except MergelabError as exc:
+        st.error(str(exc))
+    else:
+        st.session_state["dv_job"] = resources.job_runner().submit(
+            f"{'aTLAS' if start == 'atlas' else 'TA'}{' + DV-BASI' if config else ''} · {objective}", learn_job,
+            device=resources.device_name(), workspace=ws, start=start, lam=float(lam), atlas_config=learn, config=config,
+            out_dir=DataHome.from_env().ensure().exports, run_log=resources.run_log())
+
+
+@st.fragment(run_every=1.0)
+def live_run() -> None:
+    job_id = st.session_state.get("dv_job")
+    if job_id is None:
+        return
+    runner = resources.job_runner()
+    job = runner.status(job_id)
+    left, right = st.columns([5, 1])
+    left.progress(job.fraction if job.state not in FINISHED else 1.0,
+                  text=f"#{job.id} {job.name} · {job.state.value}" + (f" · {job.message}" if job.message else ""))
+    if job.state not in FINISHED and right.button("Cancel", key="dv_cancel"):
+        runner.cancel(job.id)
+    curves = job.result["curves"] if job.state is JobState.DONE else job.metrics
+    if curves and curves.get("epochs"):
+        st.plotly_chart(figures.learning_curves(curves), key="dv_learning")
+    if curves and curves.get("iterations"):
+        st.plotly_chart(figures.iteration_accuracy(curves), key="dv_iterations_chart")
+    if job.state is JobState.DONE:
+        result = job.result
+        st.success(f"{result['point']}: test mean accuracy {result['mean_accuracy']:.1%} "
+                   f"(normalized {result['mean_normalized']:.1%}); exported to `{result['artifact']}`.")
+        if curves.get("iterations"):
+            st.plotly_chart(figures.scales_heatmap(curves, ws.matrix.spec.names), key="dv_scales")
+        finetuned = ws.finetuned("test")
+        st.dataframe({"task": list(result["accuracy"]), "learned (test)": list(result["accuracy"].values()),
+                      "fine-tuned (test)": [finetuned[t] for t in result["accuracy"]]},
+                     column_config={k: st.column_config.NumberColumn(format="percent")
+                                    for k in ("learned (test)", "fine-tuned (test)")})
+    elif job.state is JobState.FAILED:
+        st.error(job.error.strip().splitlines()[-1])
+
+
+live_run()
+
+st.subheader("Logged runs")
+logged = resources.run_log().runs(kind="learned")
+chosen = st.multiselect("Overlay runs", [r.id for r in logged], key="dv_overlay",
+                        format_func=lambda i: next(f"#{r.id} {r.outputs.get('point', '')} · {r.status}"
+                                                   for r in logged if r.id == i))
+if chosen:
+    st.plotly_chart(figures.learned_runs_overlay([r for r in logged if r.id in chosen]), key="dv_overlay_chart")
