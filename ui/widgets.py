@@ -88,3 +88,21 @@ def _require(ready: bool, *, what: str, cost: str, compute, key: str, job_name: 
                                                run_log=resources.run_log(), **job_args)
         st.success(f"Started job #{job_id}: follow it on Jobs & runs, then come back.")
     st.stop()
+
+
+def job_progress(session_key: str):
+    """The progress bar and Cancel button of the job whose id is in st.session_state[session_key];
+    returns its JobStatus (None when no job was started from this page)."""
+    from engine.jobs import FINISHED
+
+    job_id = st.session_state.get(session_key)
+    if job_id is None:
+        return None
+    runner = resources.job_runner()
+    job = runner.status(job_id)
+    left, right = st.columns([5, 1])
+    left.progress(job.fraction if job.state not in FINISHED else 1.0,
+                  text=f"#{job.id} {job.name} · {job.state.value}" + (f" · {job.message}" if job.message else ""))
+    if job.state not in FINISHED and right.button("Cancel", key=f"{session_key}_cancel"):
+        runner.cancel(job.id)
+    return job

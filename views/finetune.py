@@ -5,8 +5,8 @@ from engine.errors import MergelabError
 from engine.finetune import MODES, PENALTY_SCHEDULES, FinetuneConfig
 from engine.finetune_job import finetune_job
 from engine.home import DataHome
-from engine.jobs import FINISHED, JobState
-from ui import figures, resources
+from engine.jobs import JobState
+from ui import figures, resources, widgets
 from ui.state import collection_picker
 
 st.header("Fine-tune a task")
@@ -53,16 +53,9 @@ if st.button("Fine-tune as a background job", type="primary"):
 
 @st.fragment(run_every=1.0)
 def live_run() -> None:
-    job_id = st.session_state.get("ft_job")
-    if job_id is None:
+    job = widgets.job_progress("ft_job")
+    if job is None:
         return
-    runner = resources.job_runner()
-    job = runner.status(job_id)
-    left, right = st.columns([5, 1])
-    left.progress(job.fraction if job.state not in FINISHED else 1.0,
-                  text=f"#{job.id} {job.name} · {job.state.value}" + (f" · {job.message}" if job.message else ""))
-    if job.state not in FINISHED and right.button("Cancel", key="ft_cancel"):
-        runner.cancel(job.id)
     curves = job.result["curves"] if job.state is JobState.DONE else job.metrics
     if curves:
         st.plotly_chart(figures.finetune_curves(curves, beta=st.session_state.get("ft_beta_shown")), key="ft_curves")

@@ -3,11 +3,11 @@ import streamlit as st
 
 from engine.errors import MergelabError
 from engine.home import DataHome
-from engine.jobs import FINISHED, JobState
+from engine.jobs import JobState
 from engine.learn.coefficients import LearnConfig
 from engine.learn.dvbasi import DvBasiConfig
 from engine.learn.jobs import learn_job
-from ui import figures, resources
+from ui import figures, resources, widgets
 from ui.state import checkpoint_picker, collection_picker
 
 st.header("Learned coefficients: aTLAS and DV-BASI")
@@ -59,16 +59,9 @@ if st.button("Learn as a background job", type="primary"):
 
 @st.fragment(run_every=1.0)
 def live_run() -> None:
-    job_id = st.session_state.get("dv_job")
-    if job_id is None:
+    job = widgets.job_progress("dv_job")
+    if job is None:
         return
-    runner = resources.job_runner()
-    job = runner.status(job_id)
-    left, right = st.columns([5, 1])
-    left.progress(job.fraction if job.state not in FINISHED else 1.0,
-                  text=f"#{job.id} {job.name} · {job.state.value}" + (f" · {job.message}" if job.message else ""))
-    if job.state not in FINISHED and right.button("Cancel", key="dv_cancel"):
-        runner.cancel(job.id)
     curves = job.result["curves"] if job.state is JobState.DONE else job.metrics
     if curves and curves.get("epochs"):
         st.plotly_chart(figures.learning_curves(curves), key="dv_learning")
