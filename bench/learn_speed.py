@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from bench.finetune_speed import _sync, bare_fwd_bwd  # noqa: E402
 from engine.data import LabelledImages  # noqa: E402
 from engine.evaluate import EvalSuite  # noqa: E402
-from engine.learn.coefficients import block_ids, combine, objective_loss  # noqa: E402
+from engine.learn.coefficients import block_sizes, combine, objective_loss  # noqa: E402
 from engine.models import create_visual, pick_device, preprocess_of  # noqa: E402
 from engine.params import ParamSpec, flatten  # noqa: E402
 
@@ -31,13 +31,12 @@ from engine.params import ParamSpec, flatten  # noqa: E402
 def step_rate(suite: EvalSuite, base: torch.Tensor, directions: torch.Tensor, batch: dict, *, steps: int,
               device: torch.device) -> float:
     """img/s of whole coefficient steps (after one warm-up step)."""
-    ids, n = block_ids(suite.spec)
-    ids = ids.to(device)
-    coefficients = torch.zeros(directions.shape[0], n, device=device, requires_grad=True)
+    sizes = block_sizes(suite.spec)
+    coefficients = torch.zeros(directions.shape[0], sizes.numel(), device=device, requires_grad=True)
     optimizer = torch.optim.AdamW([coefficients], lr=1e-2)
 
     def step() -> None:
-        loss = objective_loss(suite, combine(base, directions, coefficients, ids), batch, "supervised")
+        loss = objective_loss(suite, combine(base, directions, coefficients, sizes), batch, "supervised")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

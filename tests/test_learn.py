@@ -7,7 +7,7 @@ import torch
 from engine.collection import load_collection, open_suite, task_matrix
 from engine.errors import ParameterError
 from engine.learn.atlas import atlas
-from engine.learn.coefficients import LearnConfig, ValSplit, block_ids, combine, objective_loss
+from engine.learn.coefficients import LearnConfig, ValSplit, block_sizes, combine, objective_loss
 from engine.learn.dvbasi import DvBasiConfig, dv_basi
 
 SHORT = LearnConfig(epochs=3, patience=3, batch_size=24)
@@ -23,20 +23,27 @@ def setup(tiny_collection_dir, tmp_path_factory):
 
 def test_zero_coefficients_give_the_start_point_exactly(setup):
     suite, tm, _ = setup
-    ids, n = block_ids(tm.spec)
-    assert ids.shape == (tm.spec.numel,) and n == len(tm.spec.names)
+    sizes = block_sizes(tm.spec)
+    n = sizes.numel()
+    assert int(sizes.sum()) == tm.spec.numel and n == len(tm.spec.names)
     zero = torch.zeros(tm.num_tasks, n)
-    assert torch.equal(combine(tm.theta0, tm.T, zero, ids), tm.theta0)
+    assert torch.equal(combine(tm.theta0, tm.T, zero, sizes), tm.theta0)
     ones = torch.ones(tm.num_tasks, n)
-    torch.testing.assert_close(combine(tm.theta0, tm.T, ones, ids), tm.theta0 + tm.T.sum(0))
+    torch.testing.assert_close(combine(tm.theta0, tm.T, ones, sizes), tm.theta0 + tm.T.sum(0))
+    coefficients = torch.randn(tm.num_tasks, n, dtype=torch.float64, requires_grad=True)
+    T64, base64 = tm.T.double()[:, :], tm.theta0.double()
+    torch.autograd.gradcheck(lambda c: combine(base64, T64, c, sizes)[::997], (coefficients,))
+    ids = torch.repeat_interleave(torch.arange(n), sizes)
+    torch.testing.assert_close(combine(tm.theta0, tm.T, ones * 0.5, sizes),
+                               tm.theta0 + sum(0.5 * torch.ones(n)[ids] * tm.T[k] for k in range(tm.num_tasks)))
 
 
 def test_gradients_reach_only_the_coefficients(setup):
     suite, tm, data = setup
-    ids, n = block_ids(tm.spec)
-    coefficients = torch.zeros(tm.num_tasks, n, requires_grad=True)
+    sizes = block_sizes(tm.spec)
+    coefficients = torch.zeros(tm.num_tasks, sizes.numel(), requires_grad=True)
     batch = {t: data.fit[t] for t in suite.task_names}
-    objective_loss(suite, combine(tm.theta0, tm.T, coefficients, ids), batch, "supervised").backward()
+    objective_loss(suite, combine(tm.theta0, tm.T, coefficients, sizes), batch, "supervised").backward()
     assert coefficients.grad is not None and coefficients.grad.abs().sum() > 0
     assert not tm.T.requires_grad and not tm.theta0.requires_grad
     assert all(p.grad is None for p in suite.visual.parameters())
@@ -44,10 +51,10 @@ def test_gradients_reach_only_the_coefficients(setup):
 
 def test_a_dvbasi_step_with_scale_one_doubles_delta(setup):
     suite, tm, _ = setup
-    ids, n = block_ids(tm.spec)
+    sizes = block_sizes(tm.spec)
     current = tm.theta0 + 0.3 * tm.T.sum(0)
     delta = current - tm.theta0
-    moved = combine(current, delta[None], torch.ones(1, n), ids)
+    moved = combine(current, delta[None], torch.ones(1, sizes.numel()), sizes)
     torch.testing.assert_close(moved - tm.theta0, 2 * delta)
 
 
@@ -55,12 +62,13 @@ def test_dvbasi_iterations_equal_one_blockwise_scale_of_the_first_delta(setup):
     suite, tm, data = setup
     start = tm.theta0 + 0.3 * tm.T.sum(0)
     result = dv_basi(suite, tm.theta0, start, tm.spec, data=data, config=DvBasiConfig(iterations=2, learn=INNER))
-    ids, _ = block_ids(tm.spec)
+    sizes = block_sizes(tm.spec)
     product, points = torch.ones_like(result.iterations[0].scales), [start]
     for it in result.iterations:
         product = product * (1 + it.scales)
-        points.append(combine(points[-1], (points[-1] - tm.theta0)[None], it.scales[None], ids))
-    torch.testing.assert_close(points[-1], tm.theta0 + product[ids] * (start - tm.theta0), rtol=1e-5, atol=1e-6)
+        points.append(combine(points[-1], (points[-1] - tm.theta0)[None], it.scales[None], sizes))
+    expanded = torch.repeat_interleave(product, sizes)  # D_b per entry [P]
+    torch.testing.assert_close(points[-1], tm.theta0 + expanded * (start - tm.theta0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(result.theta, points[result.best_iteration])
     assert all(it.delta_norm > 0 and len(it.epochs) >= 1 for it in result.iterations)
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from engine.evaluate import EvalSuite
-from engine.learn.coefficients import EpochRecord, LearnConfig, LearnResult, ValSplit, block_ids, combine, learn_coefficients
+from engine.learn.coefficients import EpochRecord, LearnConfig, LearnResult, ValSplit, block_sizes, combine
+from engine.learn.coefficients import learn_coefficients
 from engine.params import ParamSpec
 
 
@@ -28,9 +29,8 @@ def atlas(suite: EvalSuite, theta0: torch.Tensor, T: torch.Tensor, spec: ParamSp
           config: LearnConfig = LearnConfig(), level: str = "tensor",
           on_epoch: Callable[[EpochRecord], None] | None = None) -> AtlasResult:
     """Learn Λ [K, n_blocks] on `data.fit`, choose the epoch on `data.select`; T [K, P] stays frozen."""
-    ids, n_blocks = block_ids(spec, level=level)
-    ids = ids.to(theta0.device)
-    learned = learn_coefficients(suite, theta0, T, ids, n_blocks=n_blocks, data=data, config=config, on_epoch=on_epoch)
+    sizes = block_sizes(spec, level=level)
+    learned = learn_coefficients(suite, theta0, T, sizes, data=data, config=config, on_epoch=on_epoch)
     with torch.no_grad():
-        theta = combine(theta0, T, learned.coefficients, ids)  # [P]
+        theta = combine(theta0, T, learned.coefficients, sizes)  # [P]
     return AtlasResult(theta, learned, tuple(label for label, _ in spec.blocks(level=level)))

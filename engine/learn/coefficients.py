@@ -3,7 +3,7 @@
 θ(C) = θ_base + Σₖ C[k, b(p)]·Dₖ[p] for directions D [K, P] (aTLAS: the task vectors, base θ₀;
 DV-BASI: the difference vector δ, base θ_cur) and one coefficient per direction and block (Zhang et al.,
 NeurIPS 2024, Eq. 2-4; Wang et al., AAAI-26, Eq. 2-4). A block is one parameter tensor, as in both
-papers' code; `block_ids(spec, level="layer")` offers coarser blocks and `isotropic` a single one.
+papers' code; `block_sizes(spec, level="layer")` offers coarser blocks and `isotropic` a single one.
 Only C is a parameter: D and θ_base are frozen, and the encoder runs through `functional_call` on θ(C)
 (or its linearization around θ₀ when the suite evaluates linearized checkpoints).
 
@@ -32,19 +32,34 @@ from engine.tangent import forward_mode_ad
 Objective = Literal["supervised", "unsupervised"]
 
 
-def block_ids(spec: ParamSpec, *, level: str = "tensor") -> tuple[torch.Tensor, int]:
-    """Block index of every flat entry [P] (long) and the number of blocks (tensor or layer level)."""
-    blocks = spec.blocks(level=level)
-    sizes = torch.tensor([s.stop - s.start for _, s in blocks])  # [n]
-    return torch.repeat_interleave(torch.arange(len(blocks)), sizes), len(blocks)
+def block_sizes(spec: ParamSpec, *, level: str = "tensor") -> torch.Tensor:
+    """Lengths [n_blocks] (long) of the contiguous blocks of the flat vector, tensor or layer level."""
+    return torch.tensor([s.stop - s.start for _, s in spec.blocks(level=level)])
 
 
-def combine(base: torch.Tensor, directions: torch.Tensor, coefficients: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """θ = base [P] + Σₖ coefficients[k, ids] · directions[k] [P], one [P] temporary per direction."""
-    merged = base
-    for k in range(directions.shape[0]):  # K directions (tasks), not keys: memory stays O(P)
-        merged = merged + coefficients[k][ids] * directions[k]  # [P]
-    return merged
+def combine(base: torch.Tensor, directions: torch.Tensor, coefficients: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """θ = base [P] + Σₖ coefficients[k, b] · directions[k] over contiguous blocks of `sizes` [n_blocks].
+
+    Differentiable in `coefficients` only (base and directions are frozen). Memory stays O(P): one [P]
+    temporary per direction, and the gradient of each coefficient row is a segment sum of grad ⊙ directions[k]."""
+    return _BlockCombination.apply(coefficients, base, directions, sizes.to(base.device))
+
+
+class _BlockCombination(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, coefficients: torch.Tensor, base: torch.Tensor, directions: torch.Tensor,  # type: ignore[override]
+                sizes: torch.Tensor) -> torch.Tensor:
+        merged = base.clone()  # [P]
+        for k in range(directions.shape[0]):  # K directions (tasks), not keys
+            merged.addcmul_(torch.repeat_interleave(coefficients[k], sizes, output_size=base.numel()), directions[k])
+        ctx.save_for_backward(directions, sizes)
+        return merged
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        directions, sizes = ctx.saved_tensors
+        rows = [torch.segment_reduce(grad * directions[k], "sum", lengths=sizes) for k in range(directions.shape[0])]
+        return torch.stack(rows), None, None, None  # [K, n_blocks]
 
 
 @dataclass(frozen=True)
@@ -111,17 +126,17 @@ class ValSplit:
         return cls(fit, select)
 
 
-def learn_coefficients(suite: EvalSuite, base: torch.Tensor, directions: torch.Tensor, ids: torch.Tensor, *,
-                       n_blocks: int, data: ValSplit, config: LearnConfig, init: float = 0.0,
+def learn_coefficients(suite: EvalSuite, base: torch.Tensor, directions: torch.Tensor, sizes: torch.Tensor, *,
+                       data: ValSplit, config: LearnConfig, init: float = 0.0,
                        on_epoch: Callable[[EpochRecord], None] | None = None) -> LearnResult:
-    """Learn C [K, n_blocks] for θ(C) = combine(base, directions, C, ids); AdamW with early stopping.
+    """Learn C [K, n_blocks] for θ(C) = combine(base, directions, C, sizes); AdamW with early stopping.
 
     `config.select_by`: "selection_accuracy" keeps the epoch with the best mean accuracy on the selection
     part (the start counts as epoch 0); "fit_loss" keeps the epoch with the lowest mean objective on the
     fit part and stops when it stagnates (DV-BASI's inner loop, as in its code)."""
     config.check()
     tasks = tuple(data.fit)
-    coefficients = nn.Parameter(torch.full((directions.shape[0], n_blocks), init, device=base.device))
+    coefficients = nn.Parameter(torch.full((directions.shape[0], sizes.numel()), init, device=base.device))
     optimizer = torch.optim.AdamW([coefficients], lr=config.lr, weight_decay=config.weight_decay)
     per_task = max(1, config.batch_size // len(tasks))
     steps = max(math.ceil(len(part) / per_task) for part in data.fit.values())
@@ -131,21 +146,21 @@ def learn_coefficients(suite: EvalSuite, base: torch.Tensor, directions: torch.T
         best = (-math.inf, 0, coefficients.detach().clone())
     else:
         with torch.no_grad():
-            start = selection_accuracy(suite, combine(base, directions, coefficients, ids), data.select)
+            start = selection_accuracy(suite, combine(base, directions, coefficients, sizes), data.select)
         best = (sum(start.values()) / len(start), 0, coefficients.detach().clone())
     history, stale = [], 0
     for epoch in range(1, config.epochs + 1):
         losses = []
         for _ in range(steps):
             batch = {t: _draw(data.fit[t], per_task, generator) for t in tasks}
-            loss = objective_loss(suite, combine(base, directions, coefficients, ids), batch, config.objective)
+            loss = objective_loss(suite, combine(base, directions, coefficients, sizes), batch, config.objective)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_([coefficients], config.grad_clip)
             optimizer.step()
             losses.append(loss.item())
         with torch.no_grad():
-            theta = combine(base, directions, coefficients, ids)  # [P]
+            theta = combine(base, directions, coefficients, sizes)  # [P]
         record = EpochRecord(epoch, sum(losses) / len(losses), selection_accuracy(suite, theta, data.select),
                              float(coefficients.detach().mean()),
                              float(coefficients.detach().std()) if coefficients.numel() > 1 else 0.0)

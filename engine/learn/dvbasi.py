@@ -23,7 +23,7 @@ import torch
 
 from engine.errors import ParameterError
 from engine.evaluate import EvalSuite
-from engine.learn.coefficients import EpochRecord, LearnConfig, ValSplit, block_ids, combine, learn_coefficients
+from engine.learn.coefficients import EpochRecord, LearnConfig, ValSplit, block_sizes, combine, learn_coefficients
 from engine.learn.coefficients import selection_accuracy
 from engine.params import ParamSpec
 
@@ -70,8 +70,7 @@ def dv_basi(suite: EvalSuite, theta0: torch.Tensor, start: torch.Tensor, spec: P
             on_iteration: Callable[[Iteration], None] | None = None) -> DvBasiResult:
     """Iterate from `start` [P] (a merged model); every point is scored on `data.select` only."""
     config.check()
-    ids, n_blocks = block_ids(spec) if config.scaling == "blockwise" else (torch.zeros(spec.numel, dtype=torch.long), 1)
-    ids = ids.to(theta0.device)
+    sizes = block_sizes(spec) if config.scaling == "blockwise" else torch.tensor([spec.numel])
     generator = torch.Generator().manual_seed(config.learn.seed)
     current = start.detach()
     start_selection = selection_accuracy(suite, current, data.select)
@@ -79,11 +78,10 @@ def dv_basi(suite: EvalSuite, theta0: torch.Tensor, start: torch.Tensor, spec: P
     iterations = []
     for j in range(1, config.iterations + 1):
         direction = _direction(current - theta0, config.direction, generator)  # [P]
-        learned = learn_coefficients(suite, current, direction[None], ids, n_blocks=n_blocks, data=data,
-                                     config=config.learn,
+        learned = learn_coefficients(suite, current, direction[None], sizes, data=data, config=config.learn,
                                      on_epoch=None if on_epoch is None else (lambda r, j=j: on_epoch(j, r)))
         with torch.no_grad():
-            current = combine(current, direction[None], learned.coefficients, ids)  # [P]
+            current = combine(current, direction[None], learned.coefficients, sizes)  # [P]
         record = Iteration(j, float(direction.norm()), learned.coefficients[0].detach().cpu(),
                            selection_accuracy(suite, current, data.select), learned.history)
         iterations.append(record)
