@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     variants = zoo.add_parser("add-variants", help="add linearized and τJp-regularised fine-tunes of every task")
     variants.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
     variants.set_defaults(run=_run_zoo_add_variants)
+    learned = zoo.add_parser("add-learned", help="add aTLAS / DV-BASI results (report.json → learned)")
+    learned.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
+    learned.set_defaults(run=_run_zoo_add_learned)
     extract = zoo.add_parser("extract-real", help="extract the real source images from scikit-learn/-image")
     extract.add_argument("--out", type=Path, default=DEFAULT_COLLECTION / "real_images.npz")
     extract.set_defaults(run=_run_zoo_extract)
@@ -205,6 +208,16 @@ def _run_zoo_add_variants(args: argparse.Namespace) -> int:
         recorded = update_zoo(args.zoo, lambda work: variants_stage(work, progress=bars.update), name="variants")
     print(json.dumps({v: {"averages": r["averages"], "taujp": r["taujp"]["mean_off_diagonal"]}
                       for v, r in recorded["variants"].items()}, indent=2))
+    return 0
+
+
+def _run_zoo_add_learned(args: argparse.Namespace) -> int:
+    from engine.zoo.build import update_zoo
+    from engine.zoo.learned import learned_stage
+
+    recorded = update_zoo(args.zoo, learned_stage, name="learned")["learned"]
+    print(json.dumps({o: {k: v["test_mean"] for k, v in recorded[o].items()} for o in ("supervised", "unsupervised")},
+                     indent=2))
     return 0
 
 

@@ -155,3 +155,15 @@ def test_learning_figures_mark_iterations_and_show_scales():
     assert list(heat.data[0].x) == ["w1", "w2"] and list(heat.data[0].z[0]) == [0.1, -0.2]
     assert list(scales_heatmap({"iterations": [{**curves["iterations"][0], "scales": [0.3]}]}, ["w1", "w2"]).data[0].x) \
         == ["all (isotropic)"]
+
+
+def test_learned_table_lists_every_method_per_objective():
+    from ui.figures import learned_table
+
+    entry = {"test_mean": 0.8}
+    learned = {"task_arithmetic": {"lambda": 0.3, "test_mean": 0.72},
+               **{o: {k: entry for k in ("atlas", "dv_basi", "isotropic", "random_direction",
+                                         "dv_basi_from_task_arithmetic")} for o in ("supervised", "unsupervised")}}
+    rows = learned_table(learned)
+    assert rows[0] == {"method": "task arithmetic (λ = 0.3)", "supervised": 0.72, "unsupervised": 0.72}
+    assert [r["method"] for r in rows][1:3] == ["aTLAS", "aTLAS + DV-BASI"] and len(rows) == 6

@@ -327,3 +327,14 @@ def learned_runs_overlay(runs: Sequence[Run]) -> go.Figure:
     fig.update_layout(title="Logged runs: selection accuracy per epoch", xaxis_title="epoch (all stages)",
                       yaxis=dict(title="selection accuracy", tickformat=".0%"), margin=dict(t=50))
     return fig
+
+
+def learned_table(learned: Mapping[str, Mapping]) -> list[dict]:
+    """report.json's "learned": test mean accuracy of every learned-coefficient method, per objective."""
+    rows = [{"method": f"task arithmetic (λ = {learned['task_arithmetic']['lambda']:g})",
+             "supervised": learned["task_arithmetic"]["test_mean"], "unsupervised": learned["task_arithmetic"]["test_mean"]}]
+    names = {"atlas": "aTLAS", "dv_basi": "aTLAS + DV-BASI", "isotropic": "aTLAS + DV-BASI, isotropic",
+             "random_direction": "aTLAS + random-direction control", "dv_basi_from_task_arithmetic": "TA + DV-BASI"}
+    for key, label in names.items():
+        rows.append({"method": label, **{o: learned[o][key]["test_mean"] for o in ("supervised", "unsupervised")}})
+    return rows

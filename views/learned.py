@@ -84,6 +84,15 @@ def live_run() -> None:
 
 live_run()
 
+report = ws.collection.build_report() if not choice else None
+if report and report.get("learned"):
+    st.subheader("Stored at build time")
+    st.dataframe(figures.learned_table(report["learned"]),
+                 column_config={k: st.column_config.NumberColumn(format="percent") for k in ("supervised", "unsupervised")})
+    st.caption("Test mean accuracy over the tasks; every epoch and iteration was chosen on the selection half of val. "
+               "On this zoo DV-BASI does not improve on aTLAS (its iterations lower the selection accuracy, so the "
+               "aTLAS point is kept), but it does lift a task-arithmetic start.")
+
 st.subheader("Logged runs")
 logged = resources.run_log().runs(kind="learned")
 chosen = st.multiselect("Overlay runs", [r.id for r in logged], key="dv_overlay",

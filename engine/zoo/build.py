@@ -4,8 +4,8 @@ Stages (timed in report.json): real images → tasks → pretraining pool → co
 (engine/zoo/pretrain.py) → standard fine-tunes (engine/finetune.py) → evaluation of the files as
 stored (fp16 read back as fp32, on the CPU) → STA importance maps and forgetting sweeps
 (engine/zoo/selective.py) → the τJp matrix (engine/zoo/interference.py) → linearized and
-τJp-regularised fine-tunes with their merges and matrices (engine/zoo/variants.py) → report.json and
-manifest.json (sha256 of every file). `update_zoo` runs one later stage on an existing zoo.
+τJp-regularised fine-tunes with their merges and matrices (engine/zoo/variants.py) → aTLAS and
+DV-BASI (engine/zoo/learned.py) → report.json and manifest.json (sha256 of every file). `update_zoo` runs one later stage on an existing zoo.
 Everything is written into a temporary sibling folder and swapped in at the end, so a failed or
 interrupted build never leaves a half-written zoo. Variants (linearized, τJp) are new keys of each
 task's "checkpoints", added without rewriting what exists.
@@ -28,6 +28,7 @@ from engine.collection import load_collection, open_suite, task_matrix
 from engine.data import TaskData, normalize_batch
 from engine.evaluate import EvalSuite, evaluate
 from engine.finetune import FinetuneConfig, finetune_standard
+from engine.learn.coefficients import LearnConfig
 from engine.forgetting import ALPHAS
 from engine.heads import build_head
 from engine.merge import apply
@@ -37,6 +38,7 @@ from engine.zoo.pretrain import PretrainConfig, Snapshot, pick_checkpoint, pretr
 from engine.zoo.report import check_thresholds
 from engine.zoo.interference import interference_stage
 from engine.zoo.selective import selective_stage
+from engine.zoo.learned import LEARN, learned_stage
 from engine.zoo.variants import VARIANTS, variants_stage
 
 ARCH = "mergelab-zoo"
@@ -54,6 +56,8 @@ class ZooConfig:
     forgetting_alphas: tuple[float, ...] = ALPHAS
     taujp_images: int | None = None          # per task for the shipped τJp matrix (None: the whole val split)
     variants: Mapping[str, FinetuneConfig] = field(default_factory=lambda: dict(VARIANTS))
+    learned: LearnConfig = LEARN
+    learned_iterations: int = 4
     seed: int = 0
     threads: int = 2
 
@@ -64,7 +68,8 @@ class ZooConfig:
                                                     eval_every=12),
                    finetune=replace(FinetuneConfig(), steps=6, batch_size=64, warmup_steps=2),
                    lambdas=(0.0, 0.5, 1.0), forgetting_alphas=(0.0, 1.0), taujp_images=16,
-                   variants={k: replace(v, steps=3, batch_size=32, warmup_steps=1) for k, v in VARIANTS.items()})
+                   variants={k: replace(v, steps=3, batch_size=32, warmup_steps=1) for k, v in VARIANTS.items()},
+                   learned=replace(LEARN, epochs=1, patience=1), learned_iterations=1)
 
 
 @dataclass
@@ -120,6 +125,8 @@ def _build_into(work: Path, *, real_images: Path, config: ZooConfig, progress: P
     _write_interim_report(work, report)
     report.update(clock.run("variants", variants_stage, work, configs=config.variants, lambdas=config.lambdas,
                             taujp_images=config.taujp_images, progress=progress))
+    _write_interim_report(work, report)
+    report.update(clock.run("learned", learned_stage, work, config=config.learned, iterations=config.learned_iterations))
     report.update(pretraining=_history(snapshots, picked), config=_config_dict(config), timings_s=clock.timings)
     shutil.rmtree(cache, ignore_errors=True)
     report["sizes_bytes"] = _sizes(work)

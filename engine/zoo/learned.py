@@ -1,0 +1,60 @@
+"""The zoo's learned-coefficients stage: aTLAS and DV-BASI (with its controls) on the standard checkpoints.
+
+For each objective (supervised, unsupervised): aTLAS from θ₀, then from its result DV-BASI (blockwise),
+the isotropic variant and the random-direction control, 4 iterations each, plus DV-BASI from the
+task-arithmetic merge at its best val λ. Every choice uses the selection half of val
+(engine/learn/coefficients.py); report.json → "learned" stores test accuracy per task for reporting,
+the selection accuracy that chose each point, and the per-iteration selection curve.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from engine.evaluate import evaluate
+from engine.learn.atlas import atlas
+from engine.learn.coefficients import LearnConfig, ValSplit
+from engine.learn.dvbasi import DvBasiConfig, DvBasiResult, dv_basi
+from engine.workspace import Workspace
+
+LEARN = LearnConfig(epochs=40, patience=5)
+
+
+def learned_stage(work: Path, *, config: LearnConfig = LEARN, iterations: int = 4) -> dict:
+    """Run every learned-coefficient method on the zoo at `work`; returns what report.json records."""
+    ws = Workspace.open(work, cache_dir=work / ".cache")
+    m, suite = ws.matrix, ws.suite
+    data = ValSplit.of(suite, seed=config.seed)
+    lam = json.loads((work / "report.json").read_text())["task_arithmetic"]["best_lambda"]
+    ta = m.theta0 + lam * m.T.sum(dim=0)  # [P]
+    out = {"protocol": "val split in halves: fit (objective) and selection (epochs, iterations); test reported only",
+           "config": asdict(config), "iterations": iterations, "task_arithmetic": {"lambda": lam, **_test(ws, ta)}}
+    inner = replace(config, select_by="fit_loss")
+    for objective in ("supervised", "unsupervised"):
+        learn = replace(config, objective=objective)
+        stage0 = atlas(suite, m.theta0, m.T, m.spec, data=data, config=learn)
+        runs = {"atlas": {**_test(ws, stage0.theta), "best_epoch": stage0.learned.best_epoch,
+                          "epochs": len(stage0.learned.history)}}
+        variants = {"dv_basi": {}, "isotropic": {"scaling": "isotropic"}, "random_direction": {"direction": "random"}}
+        for name, settings in variants.items():
+            dv = DvBasiConfig(iterations=iterations, learn=replace(inner, objective=objective), **settings)
+            runs[name] = _dv_summary(ws, dv_basi(suite, m.theta0, stage0.theta, m.spec, data=data, config=dv))
+        dv = DvBasiConfig(iterations=iterations, learn=replace(inner, objective=objective))
+        runs["dv_basi_from_task_arithmetic"] = _dv_summary(ws, dv_basi(suite, m.theta0, ta, m.spec, data=data, config=dv))
+        out[objective] = runs
+    return {"learned": out}
+
+
+def _test(ws: Workspace, theta: torch.Tensor) -> dict:
+    result = evaluate(theta, ws.suite, "test")
+    return {"test": {t: round(a, 4) for t, a in result.accuracy.items()}, "test_mean": round(result.mean_accuracy, 4)}
+
+
+def _dv_summary(ws: Workspace, result: DvBasiResult) -> dict:
+    start = sum(result.start_selection.values()) / len(result.start_selection)
+    return {**_test(ws, result.theta), "best_iteration": result.best_iteration,
+            "selection_mean": [round(start, 4), *(round(it.mean_selection, 4) for it in result.iterations)],
+            "delta_norm": [round(it.delta_norm, 4) for it in result.iterations]}
