@@ -381,6 +381,10 @@ def test_a_tiny_atlas_and_dvbasi_run_from_the_page(app, data_home):
     assert "Learning the coefficients" in titles and any(t.startswith("DV-BASI iterations") for t in titles)
     run, = RunLog(data_home / "runs" / "runs.sqlite3").runs(kind="learned")
     assert run.status == "done" and len(run.outputs["curves"]["iterations"]) == 1
+    assert run.outputs["start"]["point"] == "aTLAS"
+    table = app.dataframe[-1].value
+    assert list(table.columns) == ["task", "start: aTLAS", "learned", "task arithmetic (λ = 0.3)", "fine-tuned"]
+    assert list(table["learned"]) == [run.outputs["accuracy"][t] for t in table["task"]]
     app.multiselect(key="dv_overlay").set_value([run.id]).run()
     assert not app.exception
 

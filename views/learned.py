@@ -73,11 +73,16 @@ def live_run() -> None:
                    f"(normalized {result['mean_normalized']:.1%}); exported to `{result['artifact']}`.")
         if curves.get("iterations"):
             st.plotly_chart(figures.scales_heatmap(curves, ws.matrix.spec.names), key="dv_scales")
-        finetuned = ws.finetuned("test")
-        st.dataframe({"task": list(result["accuracy"]), "learned (test)": list(result["accuracy"].values()),
-                      "fine-tuned (test)": [finetuned[t] for t in result["accuracy"]]},
-                     column_config={k: st.column_config.NumberColumn(format="percent")
-                                    for k in ("learned (test)", "fine-tuned (test)")})
+        tasks = list(result["accuracy"])
+        table = {"task": tasks}
+        if "start" in result:
+            table[f"start: {result['start']['point']}"] = [result["start"]["accuracy"][t] for t in tasks]
+        table["learned"] = [result["accuracy"][t] for t in tasks]
+        ta = ws.compare(tasks, "task_arithmetic", {"lam": float(st.session_state["dv_lam"])}, split="test")
+        table[f"task arithmetic (λ = {st.session_state['dv_lam']:g})"] = [ta.merged.accuracy[t] for t in tasks]
+        table["fine-tuned"] = [ta.finetuned[t] for t in tasks]
+        st.dataframe(table, column_config={k: st.column_config.NumberColumn(format="percent") for k in table if k != "task"})
+        st.caption("Test accuracy per task, for reporting only.")
     elif job.state is JobState.FAILED:
         st.error(job.error.strip().splitlines()[-1])
 

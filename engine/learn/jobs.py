@@ -38,6 +38,7 @@ def learn_job(ctx: JobContext, *, workspace: Workspace, start: str = "atlas", la
     data = ValSplit.of(suite, seed=atlas_config.seed)
     curves = {"epochs": [], "iterations": []}
     best = {"theta": None, "label": start, "selection": None}
+    origin = {"theta": None, "label": None}    # where DV-BASI started (the aTLAS or TA point)
 
     def report(stage: str, message: str) -> None:
         ctx.report(len(curves["iterations"]), (config.iterations if config else 0),
@@ -58,6 +59,7 @@ def learn_job(ctx: JobContext, *, workspace: Workspace, start: str = "atlas", la
         else:
             theta, label = m.theta0 + lam * m.T.sum(dim=0), f"task arithmetic λ={lam:g}"
         best.update(theta=theta, label=label)
+        origin.update(theta=theta, label=label)
         if config is not None:
             def on_iteration(it: Iteration) -> None:
                 curves["iterations"].append({"iteration": it.index, "delta_norm": it.delta_norm,
@@ -72,6 +74,10 @@ def learn_job(ctx: JobContext, *, workspace: Workspace, start: str = "atlas", la
         if best["theta"] is None:
             raise
     outputs = _finish(workspace, best["theta"], best["label"], curves, out_dir=out_dir)
+    if config is not None:
+        start_test = evaluate(origin["theta"], workspace.suite, "test")
+        outputs["start"] = {"point": origin["label"], "accuracy": dict(start_test.accuracy),
+                            "mean_accuracy": start_test.mean_accuracy}
     if run_log is not None:
         run_log.record("learned", method="dv_basi" if config else "atlas", tasks=workspace.task_names,
                        device=str(m.T.device), status=status, duration_s=round(time.perf_counter() - began, 3),
