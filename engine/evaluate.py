@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from engine.data import TaskData, normalize_batch
+from engine.data import LabelledImages, TaskData, normalize_batch
 from engine.errors import DatasetError
 from engine.models import Preprocess
 from engine.params import ParamSpec, unflatten
@@ -100,18 +100,31 @@ def evaluate(params: torch.Tensor, suite: EvalSuite, split: str, *, tasks: Seque
     unknown = [t for t in names if t not in suite.tasks]
     if unknown:
         raise DatasetError(unknown[0], "is not a task of this evaluation suite", fix=f"use {list(suite.tasks)}")
-    parts = [suite.tasks[t].split(split) for t in names]
-    images = torch.cat([p.images for p in parts])  # [N, 3, H, W] uint8
-    feats = encode_images(params, suite, images, batch_size=batch_size, progress=progress)  # [N, E]
-    correct, total = {}, {}
-    for name, part, chunk in zip(names, parts, torch.split(feats, [len(p) for p in parts])):
-        pred = (chunk @ suite.heads[name].T).argmax(dim=-1)  # [N_t]
-        correct[name] = int((pred == part.labels).sum())
-        total[name] = len(part)
-    result = EvalResult(split=split, correct=correct, total=total)
+    parts = {t: suite.tasks[t].split(split) for t in names}
+    correct = _correct(params, suite, parts, batch_size=batch_size, progress=progress)
+    result = EvalResult(split=split, correct=correct, total={t: len(p) for t, p in parts.items()})
     if reference is not None:
-        result = EvalResult(split, correct, total, normalized_accuracy(result.accuracy, reference))
+        result = EvalResult(split, correct, result.total, normalized_accuracy(result.accuracy, reference))
     return result
+
+
+def accuracy_on(params: torch.Tensor, suite: EvalSuite, parts: Mapping[str, LabelledImages]) -> dict[str, float]:
+    """Per-task accuracy of θ [P] on given labelled images (a subset or a re-split of val, say)."""
+    correct = _correct(params, suite, parts)
+    return {t: correct[t] / len(p) for t, p in parts.items()}
+
+
+@torch.no_grad()
+def _correct(params: torch.Tensor, suite: EvalSuite, parts: Mapping[str, LabelledImages], *, batch_size: int = 1024,
+             progress: Progress | None = None) -> dict[str, int]:
+    """Correct predictions per task: every task's images through the tower in one pass, then its head."""
+    images = torch.cat([p.images for p in parts.values()])  # [N, 3, H, W] uint8
+    feats = encode_images(params, suite, images, batch_size=batch_size, progress=progress)  # [N, E]
+    correct = {}
+    for name, chunk in zip(parts, torch.split(feats, [len(p) for p in parts.values()])):
+        pred = (chunk @ suite.heads[name].T).argmax(dim=-1)  # [N_t]
+        correct[name] = int((pred == parts[name].labels).sum())
+    return correct
 
 
 def encode_images(params: torch.Tensor, suite: EvalSuite, images: torch.Tensor, *, batch_size: int = 1024,

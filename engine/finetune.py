@@ -27,13 +27,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, jvp
 
 from engine.data import LabelledImages, normalize_batch
 from engine.errors import ParameterError
 from engine.models import Preprocess
 from engine.params import ParamSpec, flatten, unflatten
-from engine.tangent import forward_mode_ad
+from engine.tangent import forward_mode_ad, trainable_embedding
 
 Mode = Literal["standard", "linearized", "tau_jp"]
 MODES: dict[str, str] = {"standard": "standard (non-linear)", "linearized": "linearized",
@@ -160,15 +159,8 @@ def _loss(visual: nn.Module, spec: ParamSpec, theta0: torch.Tensor, theta: torch
     """Cross-entropy of the task batch, and R on the penalty images when there are any."""
     batch = images if extra is None else torch.cat([images, extra])  # [B (+ M), 3, H, W] uint8
     x = normalize_batch(batch, preprocess)  # [B', 3, S, S]
-
-    def embed(params: torch.Tensor) -> torch.Tensor:
-        return functional_call(visual, unflatten(params, spec), (x,))  # [B', E]
-
-    if config.linearized:
-        f0, moved = jvp(embed, (theta0,), (theta - theta0,))  # [B', E] each: f(x; θ₀), J·(θ − θ₀)
-        feats = f0 + moved  # [B', E]
-    else:
-        feats = embed(theta)  # [B', E]
+    feats, moved = trainable_embedding(visual, spec, theta, x,
+                                       linearized_at=theta0 if config.linearized else None)  # [B', E] each
     n = images.shape[0]
     logits = F.normalize(feats[:n], dim=-1) @ head.T  # [B, C]
     loss = F.cross_entropy(logits, labels)

@@ -17,7 +17,8 @@ import torch
 from engine.checkpoints import save_checkpoint
 from engine.collection import finetune_folder
 from engine.errors import DatasetError
-from engine.evaluate import EvalSuite, encode_images
+from engine.data import LabelledImages
+from engine.evaluate import EvalSuite, accuracy_on
 from engine.finetune import FinetuneConfig, FinetuneStep, finetune
 from engine.jobs import JobContext
 from engine.runs import RunLog
@@ -80,8 +81,7 @@ def finetune_job(ctx: JobContext, *, workspace: Workspace, task: str, config: Fi
 def _val_accuracy(suite: EvalSuite, theta: torch.Tensor, task: str, limit: int) -> float:
     """Accuracy on the first `limit` val images of `task` (the suite says f or f_lin)."""
     part = suite.tasks[task].split("val")
-    feats = encode_images(theta, suite, part.images[:limit])  # [N, E]
-    return float(((feats @ suite.heads[task].T).argmax(dim=-1) == part.labels[:limit]).float().mean())
+    return accuracy_on(theta, suite, {task: LabelledImages(part.images[:limit], part.labels[:limit])})[task]
 
 
 def _append(curves: dict[str, list], record: FinetuneStep) -> None:

@@ -81,6 +81,22 @@ def jvp_features(suite: EvalSuite, theta0: torch.Tensor, tangents: torch.Tensor,
     return torch.cat(base), torch.cat(products, dim=1)  # [N, E], [M, N, E]
 
 
+def trainable_embedding(visual: torch.nn.Module, spec, theta: torch.Tensor, x: torch.Tensor, *,
+                        linearized_at: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Raw embeddings [B, E] of normalised images x, differentiable in θ [P], for training.
+
+    Without `linearized_at`: (f(x; θ), None). With θ₀ = `linearized_at`: (f₀ + J·(θ − θ₀), J·(θ − θ₀)),
+    the linearized model; gradients flow back through the tangent. The caller holds the template's lock."""
+    def embed(params: torch.Tensor) -> torch.Tensor:
+        return functional_call(visual, unflatten(params, spec), (x,))  # [B, E]
+
+    if linearized_at is None:
+        return embed(theta), None
+    with forward_mode_ad():
+        f0, moved = jvp(embed, (linearized_at,), (theta - linearized_at,))  # [B, E] each
+    return f0 + moved, moved
+
+
 def linearized_features(suite: EvalSuite, theta0: torch.Tensor, theta: torch.Tensor, images: torch.Tensor, *,
                         batch_size: int = 128) -> torch.Tensor:
     """f_lin(x; θ) = f(x; θ₀) + J f(x; θ₀)(θ − θ₀) → [N, E] (raw embeddings)."""

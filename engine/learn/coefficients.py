@@ -21,13 +21,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, jvp
 
 from engine.data import LabelledImages, normalize_batch
 from engine.errors import ParameterError
-from engine.evaluate import EvalSuite, encode_images
-from engine.params import ParamSpec, unflatten
-from engine.tangent import forward_mode_ad
+from engine.evaluate import EvalSuite, accuracy_on
+from engine.params import ParamSpec
+from engine.tangent import trainable_embedding
 
 Objective = Literal["supervised", "unsupervised"]
 
@@ -193,28 +192,15 @@ def objective_loss(suite: EvalSuite, theta: torch.Tensor, batch: Mapping[str, La
 
 
 def selection_accuracy(suite: EvalSuite, theta: torch.Tensor, parts: Mapping[str, LabelledImages]) -> dict[str, float]:
-    """Per-task accuracy of θ [P] on given labelled images (f or f_lin, as the suite evaluates)."""
-    with torch.no_grad():
-        feats = encode_images(theta, suite, torch.cat([p.images for p in parts.values()]))  # [N, E]
-    result = {}
-    for task, chunk in zip(parts, torch.split(feats, [len(p) for p in parts.values()])):
-        result[task] = float(((chunk @ suite.heads[task].T).argmax(-1) == parts[task].labels).float().mean())
-    return result
+    """Per-task accuracy of θ [P] on the selection part (f or f_lin, as the suite evaluates)."""
+    return accuracy_on(theta.detach(), suite, parts)
 
 
 def _embed(suite: EvalSuite, theta: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Raw embeddings [B, E] with gradients to θ: f(x; θ), or f₀ + J(θ − θ₀) for a linearized suite."""
     x = normalize_batch(images, suite.preprocess)  # [B, 3, S, S]
-
-    def embed(params: torch.Tensor) -> torch.Tensor:
-        return functional_call(suite.visual, unflatten(params, suite.spec), (x,))  # [B, E]
-
     with suite.lock:
-        if suite.linearized_at is None:
-            return embed(theta)
-        with forward_mode_ad():
-            f0, moved = jvp(embed, (suite.linearized_at,), (theta - suite.linearized_at,))
-        return f0 + moved
+        return trainable_embedding(suite.visual, suite.spec, theta, x, linearized_at=suite.linearized_at)[0]
 
 
 def _draw(part: LabelledImages, n: int, generator: torch.Generator) -> LabelledImages:
