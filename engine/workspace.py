@@ -179,6 +179,7 @@ class Workspace:
         save_taujp(source, matrix)
         return matrix
 
+    @functools.cache
     def stored_taujp(self) -> dict[str, TauJpMatrix]:
         """The τJp matrices the collection ships, per variant (e.g. standard, linearized, tau_jp)."""
         variants = ("standard", *self.collection.manifest.taujp_variants)
@@ -190,7 +191,8 @@ class Workspace:
         return self._taujp_file().is_file()
 
     def _taujp_file(self) -> Path:
-        stored = self.collection.taujp_path(self._uniform_variant()) if self._uniform_variant() else None
+        uniform = self._uniform_variant()
+        stored = self.collection.taujp_path(uniform) if uniform else None
         if stored is not None and set(self.task_names) == set(self.collection.task_names):
             return stored
         shas = [self.pretrained.sha256, *(self.collection.finetuned_sha256(t, self.variant_of(t))

@@ -105,6 +105,12 @@ def workspace_or_stop(collection: str, choice: Choice = ()) -> Workspace:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
+def build_report(collection: str) -> dict | None:
+    """The collection's report.json as stored at build time (None if it has none)."""
+    return workspace(collection, device_name()).collection.build_report()
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
 def stored_forgetting(collection: str) -> dict | None:
     """The collection's forgetting report as stored at build time (None if it has none)."""
     return workspace(collection, device_name()).collection.forgetting_report()

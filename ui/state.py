@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import resources
+from engine.workspace import Workspace
 from ui.resources import DEFAULT_COLLECTION, Choice
 
 DEFAULTS = {"collection": DEFAULT_COLLECTION, "method": "task_arithmetic", "per_task": False}
@@ -27,8 +28,8 @@ def checkpoint_picker(collection: str) -> Choice:
     from engine.errors import MergelabError
 
     try:
-        names = {t: resources.user_collection(collection).variants(t)
-                 for t in resources.user_collection(collection).task_names}
+        user = resources.user_collection(collection)
+        names = {t: user.variants(t) for t in user.task_names}
     except MergelabError:
         return ()  # the view's workspace_or_stop shows the error
     for task, options in names.items():
@@ -52,3 +53,11 @@ def _apply_to_all(tasks: tuple[str, ...]) -> None:
     if variant and variant != "(per task)":
         for task in tasks:
             st.session_state[f"ckpt.{task}"] = variant
+
+
+def sidebar_workspace() -> tuple[str, Choice, Workspace]:
+    """The collection and checkpoint pickers in the sidebar, then the cached workspace they name
+    (or the engine's error on the page and the rest of the page skipped)."""
+    collection = collection_picker()
+    choice = checkpoint_picker(collection)
+    return collection, choice, resources.workspace_or_stop(collection, choice)

@@ -4,12 +4,10 @@ import streamlit as st
 from engine.evaluate import evaluate
 from engine.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD, subtract
 from ui import figures, resources, widgets
-from ui.state import checkpoint_picker, collection_picker
+from ui.state import sidebar_workspace
 
 st.header("Forget a task")
-collection = collection_picker()
-choice = checkpoint_picker(collection)
-ws = resources.workspace_or_stop(collection, choice)
+collection, choice, ws = sidebar_workspace()
 for key, value in {"forget_target": ws.task_names[0], "forget_method": "task_arithmetic", "forget_alpha": 1.0,
                    "forget_threshold": STA_THRESHOLD, "forget_margin": STA_MARGIN}.items():
     st.session_state.setdefault(key, value)

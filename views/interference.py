@@ -1,16 +1,14 @@
 """Interference: τJp, one task's vector times the pretrained Jacobian on another task's inputs."""
 import streamlit as st
 
-from ui import figures, resources, widgets
-from ui.state import checkpoint_picker, collection_picker
+from ui import figures, widgets
+from ui.state import sidebar_workspace
 
 st.header("Interference between tasks (τJp)")
 st.caption("Adding τ_a to the model moves the embedding of task b's images by about J f(x; θ₀)·τ_a (first order). "
            "τJp[a, b] is the mean length of that move (Yoshida et al., ICLR 2025): where it is large, task a's vector "
            "disturbs task b, and the scatter below checks it against the accuracy b actually loses when τ_a is added.")
-collection = collection_picker()
-choice = checkpoint_picker(collection)
-ws = resources.workspace_or_stop(collection, choice)
+collection, choice, ws = sidebar_workspace()
 widgets.require_taujp(ws)
 matrix = ws.taujp()
 st.session_state.setdefault("interference_vector", ws.task_names[0])

@@ -8,16 +8,14 @@ from engine.learn.coefficients import LearnConfig
 from engine.learn.dvbasi import DvBasiConfig
 from engine.learn.jobs import learn_job
 from ui import figures, resources, widgets
-from ui.state import checkpoint_picker, collection_picker
+from ui.state import sidebar_workspace
 
 st.header("Learned coefficients: aTLAS and DV-BASI")
 st.caption("aTLAS (Zhang et al., NeurIPS 2024) learns one coefficient per task vector and parameter tensor. DV-BASI "
            "(Wang et al., AAAI-26) then takes the merged model's difference vector δ = θ − θ₀, learns one scale per "
            "tensor, moves to θ + λ·δ and repeats. The objective uses half of each task's val split; the other half "
            "chooses epochs and iterations; test is only reported.")
-collection = collection_picker()
-choice = checkpoint_picker(collection)
-ws = resources.workspace_or_stop(collection, choice)
+collection, choice, ws = sidebar_workspace()
 for key, value in {"dv_start": "atlas", "dv_lam": 0.3, "dv_objective": "supervised", "dv_iterations": 4,
                    "dv_patience": 5, "dv_epochs": 30, "dv_scaling": "blockwise", "dv_direction": "difference",
                    "dv_run": True}.items():
@@ -89,7 +87,7 @@ def live_run() -> None:
 
 live_run()
 
-report = ws.collection.build_report() if not choice else None
+report = resources.build_report(collection) if not choice else None
 if report and report.get("learned"):
     st.subheader("Stored at build time")
     st.dataframe(figures.learned_table(report["learned"]),

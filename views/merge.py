@@ -11,12 +11,10 @@ from engine.recipe_runner import run_recipe, save_merge_run
 from engine.recipes import MergeRecipe, parse_recipe
 from engine.sweep_job import record_sweep, sweep_job
 from ui import figures, resources, widgets
-from ui.state import checkpoint_picker, collection_picker
+from ui.state import sidebar_workspace
 
 st.header("Merge task vectors")
-collection = collection_picker()
-choice = checkpoint_picker(collection)
-ws = resources.workspace_or_stop(collection, choice)
+collection, choice, ws = sidebar_workspace()
 
 st.session_state.setdefault("tasks", list(ws.task_names))
 

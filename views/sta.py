@@ -3,15 +3,13 @@ import streamlit as st
 
 from engine.importance import KINDS
 from ui import figures, resources, widgets
-from ui.state import checkpoint_picker, collection_picker
+from ui.state import sidebar_workspace
 
 st.header("STA importance maps")
 st.caption("**Provisional definition.** STA (Tian, Lai et al., arXiv 2411.16139) scores each task-vector entry "
            "by a first-order Taylor estimate of the loss change; the paper body was not available, so the "
            "aggregation, normalisation and threshold are our choices (engine/importance.py).")
-collection = collection_picker()
-choice = checkpoint_picker(collection)
-ws = resources.workspace_or_stop(collection, choice)
+collection, choice, ws = sidebar_workspace()
 st.session_state.setdefault("sta_kind", "tau")
 st.session_state.setdefault("sta_threshold", 0.05)
 left, right = st.columns(2)

@@ -3,12 +3,10 @@ import streamlit as st
 
 from engine.data import example_images
 from ui import figures, resources
-from ui.state import checkpoint_picker, collection_picker
+from ui.state import sidebar_workspace
 
 st.header("Checkpoints and tasks")
-collection = collection_picker()
-choice = checkpoint_picker(collection)
-ws = resources.workspace_or_stop(collection, choice)
+collection, choice, ws = sidebar_workspace()
 
 manifest = ws.collection.manifest
 st.subheader(manifest.name)
@@ -32,7 +30,7 @@ st.caption("Accuracy on the interactive split (a fixed subset of val): zero-shot
            "the checkpoints in use (choose them under 'Fine-tuned checkpoints' in the sidebar). Kinds linearized and "
            "tau_jp are linearized models, evaluated as f(x; θ₀) + J·(θ − θ₀).")
 
-report = ws.collection.build_report()
+report = resources.build_report(collection)
 if report and report.get("variants"):
     st.subheader("Three ways to fine-tune")
     st.dataframe(figures.variants_table(report["variants"]),

@@ -37,17 +37,17 @@ def learn_job(ctx: JobContext, *, workspace: Workspace, start: str = "atlas", la
         config.check()
     data = ValSplit.of(suite, seed=atlas_config.seed)
     curves = {"epochs": [], "iterations": []}
-    best = {"theta": None, "label": start, "selection": None}
+    best = {"theta": None, "label": start}
     origin = {"theta": None, "label": None}    # where DV-BASI started (the aTLAS or TA point)
 
-    def report(stage: str, message: str) -> None:
+    def report(message: str) -> None:
         ctx.report(len(curves["iterations"]), (config.iterations if config else 0),
                    message, metrics={k: list(v) for k, v in curves.items()})
 
     def on_epoch(stage: str, iteration: int, record: EpochRecord) -> None:
         curves["epochs"].append({"stage": stage, "iteration": iteration, "epoch": record.epoch, "loss": record.loss,
                                  "selection": record.mean_selection})
-        report(stage, f"{stage} · epoch {record.epoch} · selection {record.mean_selection:.1%}")
+        report(f"{stage} · epoch {record.epoch} · selection {record.mean_selection:.1%}")
         ctx.check_cancelled()
 
     status = "done"
@@ -64,7 +64,7 @@ def learn_job(ctx: JobContext, *, workspace: Workspace, start: str = "atlas", la
             def on_iteration(it: Iteration) -> None:
                 curves["iterations"].append({"iteration": it.index, "delta_norm": it.delta_norm,
                                              "selection": dict(it.selection), "scales": it.scales.tolist()})
-                report("dv-basi", f"iteration {it.index}: selection {it.mean_selection:.1%}")
+                report(f"iteration {it.index}: selection {it.mean_selection:.1%}")
 
             result = dv_basi(suite, m.theta0, theta, m.spec, data=data, config=config,
                              on_epoch=lambda j, r: on_epoch("dv-basi", j, r), on_iteration=on_iteration)
