@@ -2,8 +2,13 @@
 
 `foo.safetensors` holds a state dict (the image tower's for fine-tuned and merged checkpoints, the
 whole CLIP for a pretrained model whose text tower builds zero-shot heads). `foo.json` beside it
-follows `CheckpointMeta` (schema version 1). `.pt`/`.pth` files are read with
-`torch.load(weights_only=True)` and need the same sidecar; nothing here runs a full unpickler.
+follows `CheckpointMeta` (schema version 1). `.pt`/`.pth` state dicts with a sidecar are read by the
+restricted unpickler of engine/formats/torch_zip.py; nothing here runs a full unpickler. Files without a
+sidecar are foreign checkpoints (open_clip, task_vectors, Hugging Face, tangent: engine/formats), their
+metadata detected from content and the pool manifest.
+
+Reading is lazy (`open_checkpoint` → `LazyCheckpoint`): tensors are located first and read one by one,
+straight into a flat vector (`read_visual_into`) or into a state dict (`load`).
 
 `tensors_sha256` hashes the tensors themselves (sorted keys, dtype, shape, raw bytes), not the file,
 so it survives a change of container and keys every cache in the data home.
@@ -11,23 +16,28 @@ so it survives a change of container and keys every cache in the data home.
 from __future__ import annotations
 
 import hashlib
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from engine.atomic import all_or_nothing
 from engine.errors import CheckpointError, SchemaError
+from engine.formats import TORCH_SUFFIXES, read_foreign
+from engine.formats.architecture import detect_architecture
+from engine.formats.lazy import LazyTensor, materialize
+from engine.formats.safetensors_file import read_header
+from engine.formats.torch_zip import TorchZip, read_torch_zip
 from engine.models import expected_visual_shapes
 
+if TYPE_CHECKING:
+    from engine.params import ParamSpec
+
 SCHEMA_VERSION = 1
-TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 Variant = Literal["pretrained", "standard", "linearized", "tau_jp", "merged"]
 LINEARIZED_VARIANTS = ("linearized", "tau_jp")   # evaluated as f₀ + J f(x; θ₀)·(θ − θ₀) everywhere
 
@@ -108,27 +118,150 @@ def save_checkpoint(path: Path, state: Mapping[str, torch.Tensor], *, dtype: tor
 
 
 def load_checkpoint(path: Path, *, architecture: str | None = None) -> Checkpoint:
-    """Read and validate a checkpoint; every failure names the file and the fix.
+    """Read and validate a checkpoint of any supported format; every failure names the file and the fix.
 
-    Checks, in order: the file exists and parses, the sidecar follows the schema, the tensors
-    hash to the sidecar's sha256, every value is finite, and (for image towers) every key and
-    shape matches the sidecar's architecture and, when given, `architecture`.
+    With a sidecar: the sidecar follows the schema, the tensors hash to its sha256, every value is
+    finite, and (image towers) every key and shape fits its architecture and, when given, `architecture`.
+    Without one, the file is read as a foreign checkpoint (engine/formats) with detected metadata.
+    """
+    return open_checkpoint(path, architecture=architecture).load()
+
+
+@dataclass(frozen=True)
+class LazyCheckpoint:
+    """A checkpoint whose metadata is known and whose tensors are located but not read.
+
+    `tensors` holds the names `Checkpoint.state` will have: image-tower names for tower "visual", full
+    CLIP names (`visual.` prefix) for tower "clip". `verify` says whether meta.tensors_sha256 is a content
+    hash to check (a sidecar's claim) or a fingerprint of a foreign file (path, size, mtime).
+    `linearized_at` is θ₀ of a foreign linearized checkpoint (tangent's params0), to check against the pool's.
+    """
+
+    path: Path
+    meta: CheckpointMeta
+    tensors: dict[str, LazyTensor]
+    verify: bool
+    linearized_at: dict[str, LazyTensor] | None = None
+
+    @property
+    def visual(self) -> dict[str, LazyTensor]:
+        if self.meta.tower == "visual":
+            return self.tensors
+        return {k.removeprefix("visual."): v for k, v in self.tensors.items() if k.startswith("visual.")}
+
+    def load(self) -> Checkpoint:
+        state = materialize(self.tensors)
+        if self.verify and tensors_sha256(state) != self.meta.tensors_sha256:
+            raise _changed(self.path)
+        _check_finite(state, self.path)
+        return Checkpoint(path=self.path, state=state, meta=self.meta)
+
+    def read_visual_into(self, spec: "ParamSpec", out: torch.Tensor) -> None:
+        """The image tower flattened into `out` [P] (a CPU vector) in spec order, hash and finiteness checked.
+
+        One read per tensor straight into its slice; fp16/bf16 files go through a small staging tensor.
+        The sidecar hash is checked on the way when the tower's keys are exactly the spec's (sorted).
+        """
+        visual = self.visual
+        spec.check_state_dict({k: _ShapeOnly(v.shape) for k, v in visual.items()}, source=str(self.path))
+        digest = hashlib.sha256() if self.verify and list(visual) and sorted(visual) == list(spec.names) else None
+        for name, start, size, shape in zip(spec.names, spec.offsets, spec.sizes, spec.shapes):
+            lazy, dest = visual[name], out[start:start + size].view(shape)
+            stored = dest if lazy.dtype == dest.dtype else torch.empty(shape, dtype=lazy.dtype)
+            lazy.read_into(stored)
+            if digest is not None:
+                digest.update(f"{name}\0{stored.dtype}\0{tuple(stored.shape)}\0".encode())
+                digest.update(stored.reshape(-1).view(torch.uint8).numpy().data)
+            if stored is not dest:
+                dest.copy_(stored)
+        if self.verify and digest is None:
+            self.load()  # keys differ from the spec (a full CLIP): verify the classic way
+        elif digest is not None and digest.hexdigest() != self.meta.tensors_sha256:
+            raise _changed(self.path)
+        if not torch.isfinite(out).all():
+            raise CheckpointError(self.path, "contains NaN or Inf values",
+                                  fix="re-export the checkpoint from a run that did not diverge")
+
+
+@dataclass(frozen=True)
+class _ShapeOnly:
+    shape: tuple[int, ...]
+
+
+def open_checkpoint(path: Path, *, architecture: str | None = None, quick_gelu: bool | None = None,
+                    variant: Variant | None = None, task: str | None = None,
+                    fill_from: LazyCheckpoint | None = None) -> LazyCheckpoint:
+    """Locate a checkpoint's tensors and settle its metadata, without reading tensor data.
+
+    A sidecar is authoritative (`architecture` must then agree with it). A foreign file (no sidecar) gets
+    its metadata from its content and these arguments: `architecture` (else detected from the tower's
+    shapes), `quick_gelu` (else what the file says, else False), `variant` (else "linearized" for tangent
+    files, "standard" otherwise), `task`. `fill_from` lends image-tower tensors a foreign file lacks:
+    Hugging Face CLIPVisionModel fine-tunes have no projection, which fine-tuning leaves at the
+    pretrained value (FusionBench trains the vision model only).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(path, "no such file", fix="check the path, or pick a checkpoint from the list")
+    if sidecar_path(path).is_file() and not path.is_dir():
+        return _open_native(path, architecture=architecture)
+    return _open_foreign(path, architecture=architecture, quick_gelu=quick_gelu, variant=variant, task=task,
+                         fill_from=fill_from)
+
+
+def _open_native(path: Path, *, architecture: str | None) -> LazyCheckpoint:
     meta = read_sidecar(path)
     if architecture is not None and meta.architecture != architecture:
         raise CheckpointError(path, f"is a {meta.architecture} checkpoint, expected {architecture}",
                               fix=f"choose a {architecture} checkpoint or switch the architecture")
-    state = _read_tensors(path)
-    if tensors_sha256(state) != meta.tensors_sha256:
-        raise CheckpointError(path, "tensors do not match the sidecar's tensors_sha256 (changed or corrupted)",
-                              fix="restore the original file, or re-save it with save_checkpoint")
-    _check_finite(state, path)
+    if path.suffix == ".safetensors":
+        tensors = dict(read_header(path).tensors)
+    elif path.suffix in TORCH_SUFFIXES:
+        tensors = _unwrapped_state(read_torch_zip(path), path)
+    else:
+        raise CheckpointError(path, f"unknown checkpoint suffix {path.suffix!r}",
+                              fix=f"use .safetensors or one of {', '.join(TORCH_SUFFIXES)}")
     if meta.tower == "visual":
-        _check_architecture(state, meta, path)
-    return Checkpoint(path=path, state=state, meta=meta)
+        _check_architecture({k: v.shape for k, v in tensors.items()}, meta, path)
+    return LazyCheckpoint(path=path, meta=meta, tensors=tensors, verify=True)
+
+
+def _unwrapped_state(unpickled: TorchZip, path: Path) -> dict[str, LazyTensor]:
+    """A plain state dict ({'state_dict': ...} and DDP's 'module.' accepted); modules are not state dicts."""
+    root = unpickled.root
+    if isinstance(root, dict) and isinstance(root.get("state_dict"), dict):
+        root = root["state_dict"]
+    if not isinstance(root, dict) or not all(isinstance(v, LazyTensor) for v in root.values()):
+        raise CheckpointError(path, "is not a state dict of tensors", fix="save model.state_dict(), not the model")
+    return {str(k).removeprefix("module."): v for k, v in root.items()}
+
+
+def _open_foreign(path: Path, *, architecture: str | None, quick_gelu: bool | None, variant: Variant | None,
+                  task: str | None, fill_from: LazyCheckpoint | None) -> LazyCheckpoint:
+    found = read_foreign(path)
+    visual = dict(found.visual)
+    if fill_from is not None and "proj" not in visual and "proj" in fill_from.visual:
+        visual["proj"] = fill_from.visual["proj"]
+    arch = architecture or found.architecture_hint or detect_architecture(
+        {k: v.shape for k, v in visual.items()}, source=path)
+    quick = quick_gelu if quick_gelu is not None else bool(found.quick_gelu)
+    try:
+        meta = CheckpointMeta(architecture=arch, quick_gelu=quick, tower=found.tower, task=task,
+                              variant=variant or ("linearized" if found.linearized_at else "standard"),
+                              source=f"{found.format}: {path.name}", tensors_sha256=_fingerprint(path, found.format))
+    except ValidationError as exc:
+        raise SchemaError(path, _describe(exc), fix="check the pool manifest's fields") from exc
+    _check_architecture({k: v.shape for k, v in visual.items()}, meta, path)
+    tensors = visual if found.tower == "visual" else {**{f"visual.{k}": v for k, v in visual.items()}, **found.text}
+    return LazyCheckpoint(path=path, meta=meta, tensors=tensors, verify=False, linearized_at=found.linearized_at)
+
+
+def _fingerprint(path: Path, fmt: str) -> str:
+    """Identity of a file without a sidecar: its format, resolved path, size and mtime. Caches keyed by it
+    (heads, τJp, importance) go stale as soon as the file changes; a converted copy gets a content hash."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stats = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    return hashlib.sha256(f"{fmt}|{stats}".encode()).hexdigest()
 
 
 def read_sidecar(path: Path) -> CheckpointMeta:
@@ -143,29 +276,9 @@ def read_sidecar(path: Path) -> CheckpointMeta:
         raise SchemaError(side, _describe(exc), fix="correct the listed fields (schema: README)") from exc
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path), device="cpu")
-        if path.suffix in TORCH_SUFFIXES:
-            return _unwrap(torch.load(path, map_location="cpu", weights_only=True), path)
-    except (SafetensorError, OSError, RuntimeError, EOFError) as exc:
-        raise CheckpointError(path, f"cannot be read, likely truncated or not a checkpoint ({exc})",
-                              fix="copy or download the file again") from exc
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(path, "holds Python objects besides tensors; refusing to unpickle it",
-                              fix="save its state_dict() with torch.save, or as safetensors") from exc
-    raise CheckpointError(path, f"unknown checkpoint suffix {path.suffix!r}",
-                          fix=f"use .safetensors or one of {', '.join(TORCH_SUFFIXES)}")
-
-
-def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """Accept {'state_dict': {...}} and DistributedDataParallel's 'module.' prefix."""
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(path, "is not a state dict of tensors", fix="save model.state_dict(), not the model")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+def _changed(path: Path) -> CheckpointError:
+    return CheckpointError(path, "tensors do not match the sidecar's tensors_sha256 (changed or corrupted)",
+                           fix="restore the original file, or re-save it with save_checkpoint")
 
 
 def _check_finite(state: Mapping[str, torch.Tensor], path: Path) -> None:
@@ -175,11 +288,11 @@ def _check_finite(state: Mapping[str, torch.Tensor], path: Path) -> None:
                                   fix="re-export the checkpoint from a run that did not diverge")
 
 
-def _check_architecture(state: Mapping[str, torch.Tensor], meta: CheckpointMeta, path: Path) -> None:
-    expected = expected_visual_shapes(meta.architecture, quick_gelu=meta.quick_gelu)
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
+def _check_architecture(shapes: Mapping[str, tuple[int, ...]], meta: CheckpointMeta, path: Path) -> None:
+    expected = expected_visual_shapes(meta.architecture)
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(shapes) if tuple(shapes[k]) != expected[k])
     if missing or extra or wrong:
         detail = "; ".join(f"{label} {keys[:3]}" for label, keys in
                            (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)) if keys)

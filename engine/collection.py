@@ -15,23 +15,25 @@ page lists them beside the shipped ones.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from engine.checkpoints import Checkpoint, CheckpointMeta, load_checkpoint, read_sidecar
+from engine.checkpoints import (Checkpoint, CheckpointMeta, LazyCheckpoint, open_checkpoint, read_sidecar,
+                                sidecar_path)
 from engine.data import TaskData, load_task
 from engine.errors import CheckpointError, DatasetError, SchemaError
 from engine.evaluate import EvalSuite
-from engine.heads import cached_head
+from engine.heads import cached_head, load_head_file
 from engine.models import create_visual, preprocess_of
 from engine.params import ParamSpec, TaskMatrix, flatten
 
 MANIFEST = "collection.json"
+CheckpointProgress = Callable[[int, int, str], None]   # (checkpoints read, of total, task)
 
 
 class GeneratedData(BaseModel):
@@ -46,9 +48,11 @@ class GeneratedData(BaseModel):
 
 class TaskEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    data: str | GeneratedData           # a task file/folder path, or a generator entry
-    checkpoints: dict[str, str] = {}
+    data: str | GeneratedData           # a task file/folder/CSV path, or a generator entry
+    checkpoints: dict[str, str] = {}    # name → checkpoint file (any format of engine/formats) or HF folder
     importance: dict[str, str] = {}     # STA importance kind ("tau", "theta") → map of the standard checkpoint
+    head: str | None = None             # zero-shot head file (task_vectors head_<D>.pt or [C, E] safetensors)
+    templates: tuple[str, ...] = ()     # prompt templates overriding the data's own
 
 
 class CollectionManifest(BaseModel):
@@ -61,6 +65,8 @@ class CollectionManifest(BaseModel):
     forgetting_report: str | None = None    # stored forgetting sweeps (engine/zoo/selective.py), if any
     taujp_matrix: str | None = None         # stored τJp matrix of the standard checkpoints (engine/taujp.py), if any
     taujp_variants: dict[str, str] = {}     # variant → stored τJp matrix of that variant's checkpoints
+    architecture: str | None = None         # for checkpoints without a sidecar: else detected from shapes
+    quick_gelu: bool | None = None          # for checkpoints without a sidecar: else what the files say
 
 
 @dataclass(frozen=True)
@@ -79,18 +85,23 @@ class Collection:
         return tuple(self._entry(task).checkpoints)
 
     def pretrained(self) -> Checkpoint:
-        checkpoint = load_checkpoint(self.path(self.manifest.pretrained))
-        if checkpoint.meta.tower != "clip":
-            raise CheckpointError(checkpoint.path, "must be a full CLIP (tower 'clip') to build zero-shot heads",
-                                  fix="save the whole model's state dict as the collection's pretrained")
-        return checkpoint
+        """The pretrained model, read whole (its text tower, when it has one, builds zero-shot heads)."""
+        return self.pretrained_lazy().load()
+
+    def pretrained_lazy(self) -> LazyCheckpoint:
+        return open_checkpoint(self.path(self.manifest.pretrained), variant="pretrained", **self._overrides())
 
     def finetuned(self, task: str, variant: str = "standard") -> Checkpoint:
-        entry = self._entry(task)
-        if variant not in entry.checkpoints:
-            raise CheckpointError(f"{task}/{variant}", "no such fine-tuned checkpoint in the collection",
-                                  fix=f"choose one of {sorted(entry.checkpoints)}")
-        return load_checkpoint(self.path(entry.checkpoints[variant]))
+        return self.finetuned_lazy(task, variant).load()
+
+    def finetuned_lazy(self, task: str, variant: str = "standard", *,
+                       pretrained: LazyCheckpoint | None = None) -> LazyCheckpoint:
+        """One fine-tuned checkpoint, located but not read (a foreign HF fine-tune borrows the pretrained `proj`)."""
+        return open_checkpoint(self._checkpoint_path(task, variant), task=task,
+                               fill_from=pretrained or self.pretrained_lazy(), **self._overrides())
+
+    def _overrides(self) -> dict:
+        return {"architecture": self.manifest.architecture, "quick_gelu": self.manifest.quick_gelu}
 
     def finetuned_sha256(self, task: str, variant: str = "standard") -> str:
         """The checkpoint's tensors_sha256 from its sidecar (verified when the checkpoint is loaded)."""
@@ -109,7 +120,21 @@ class Collection:
 
             return generated_task(data.task, seed=data.seed, real_images=self.path(data.real_images),
                                   cache_dir=cache_dir)
-        return load_task(self.path(data), image_size=image_size)
+        task_data = load_task(self.path(data), image_size=image_size)
+        templates = self._entry(task).templates
+        return replace(task_data, templates=templates) if templates else task_data
+
+    def head(self, task: str, pretrained: Checkpoint, data: TaskData, *, cache_dir: Path) -> torch.Tensor:
+        """The task's zero-shot head [C, E]: its head file when the manifest names one, else built from the
+        pretrained model's text tower (cached)."""
+        relative = self._entry(task).head
+        if relative is not None:
+            return load_head_file(self.path(relative), num_classes=len(data.class_names))
+        if pretrained.meta.tower != "clip":
+            raise CheckpointError(pretrained.path, f"has no text tower to build the head of task {task!r}",
+                                  fix=f"name a head file for {task!r} in the pool (head: head_{task}.pt), or use a "
+                                      "pretrained checkpoint with both towers")
+        return cached_head(pretrained, data.class_names, data.templates, cache_dir=cache_dir)
 
     def forgetting_report(self) -> dict | None:
         """The stored forgetting sweeps (engine/zoo/selective.py), or None when the collection has none."""
@@ -143,7 +168,7 @@ class Collection:
 
     def with_finetunes(self, root: Path) -> "Collection":
         """This collection plus the fine-tunes of its pretrained model found under `root` (named by file stem)."""
-        sha = read_sidecar(self.path(self.manifest.pretrained)).tensors_sha256
+        sha = self.pretrained_lazy().meta.tensors_sha256
         tasks = {}
         for name, entry in self.manifest.tasks.items():
             found = {p.stem: str(p.resolve()) for p in sorted(finetune_folder(root, sha, name).glob("*.safetensors"))
@@ -152,12 +177,16 @@ class Collection:
         return Collection(self.root, self.manifest.model_copy(update={"tasks": tasks}))
 
     def checkpoint_meta(self, task: str, variant: str = "standard") -> CheckpointMeta:
-        """The sidecar of one fine-tuned checkpoint (validated; tensors not read)."""
+        """One fine-tuned checkpoint's metadata: its sidecar, or what its content says (tensors not read)."""
+        path = self._checkpoint_path(task, variant)
+        return read_sidecar(path) if sidecar_path(path).is_file() else self.finetuned_lazy(task, variant).meta
+
+    def _checkpoint_path(self, task: str, variant: str) -> Path:
         entry = self._entry(task)
         if variant not in entry.checkpoints:
             raise CheckpointError(f"{task}/{variant}", "no such fine-tuned checkpoint in the collection",
                                   fix=f"choose one of {sorted(entry.checkpoints)}")
-        return read_sidecar(self.path(entry.checkpoints[variant]))
+        return self.path(entry.checkpoints[variant])
 
     def _entry(self, task: str) -> TaskEntry:
         if task not in self.manifest.tasks:
@@ -185,25 +214,56 @@ def load_collection(path: Path) -> Collection:
     return Collection(root=file.parent.resolve(), manifest=manifest)
 
 
-def visual_state(clip_checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
-    """The image tower's tensors of a full CLIP state dict, without the 'visual.' prefix."""
-    return {k.removeprefix("visual."): v for k, v in clip_checkpoint.state.items() if k.startswith("visual.")}
+def visual_state(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+    """The image tower's tensors (without the 'visual.' prefix of a full CLIP state dict)."""
+    if checkpoint.meta.tower == "visual":
+        return dict(checkpoint.state)
+    return {k.removeprefix("visual."): v for k, v in checkpoint.state.items() if k.startswith("visual.")}
 
 
 def task_matrix(collection: Collection, *, tasks: Sequence[str] | None = None, variant: str = "standard",
                 variants: Mapping[str, str] | None = None, device: torch.device | str = "cpu",
-                pretrained: Checkpoint | None = None) -> TaskMatrix:
-    """θ₀ and T [K, P] for `tasks` (default all): `variants[task]` when given, else `variant`, per task."""
+                pretrained: Checkpoint | None = None, on_checkpoint: CheckpointProgress | None = None) -> TaskMatrix:
+    """θ₀ and T [K, P] for `tasks` (default all): `variants[task]` when given, else `variant`, per task.
+
+    Each fine-tuned checkpoint is read straight into its row of T (through one CPU row when T lives on a
+    GPU), so peak memory is about T + θ₀ whatever the file format. `on_checkpoint(done, total, task)`
+    reports progress after each row.
+    """
     pretrained = pretrained or collection.pretrained()
+    base = visual_state(pretrained)
+    spec = ParamSpec.from_state_dict(base)
+    theta0 = flatten(base, spec, source="pretrained", device=device)  # [P]
     names = tuple(tasks or collection.task_names)
-    finetuned = {}
-    for name in names:
-        checkpoint = collection.finetuned(name, (variants or {}).get(name, variant))
+    T = torch.empty(len(names), spec.numel, dtype=torch.float32, device=device)  # [K, P]
+    staging = None if T.device.type == "cpu" else torch.empty(spec.numel, dtype=torch.float32)  # [P]
+    lender = collection.pretrained_lazy()
+    for k, name in enumerate(names):
+        checkpoint = collection.finetuned_lazy(name, (variants or {}).get(name, variant), pretrained=lender)
         if checkpoint.meta.architecture != pretrained.meta.architecture:
             raise CheckpointError(checkpoint.path, f"is {checkpoint.meta.architecture}, the pretrained model is "
                                   f"{pretrained.meta.architecture}", fix="fine-tune from the collection's model")
-        finetuned[name] = checkpoint.state
-    return TaskMatrix.from_state_dicts(visual_state(pretrained), finetuned, device=device)
+        _check_linearized_around(checkpoint, base)
+        row = T[k] if staging is None else staging
+        checkpoint.read_visual_into(spec, row)
+        if staging is not None:
+            T[k].copy_(staging)
+        T[k].sub_(theta0)
+        if on_checkpoint is not None:
+            on_checkpoint(k + 1, len(names), name)
+    return TaskMatrix(theta0=theta0, T=T, spec=spec, task_names=names)
+
+
+def _check_linearized_around(checkpoint: LazyCheckpoint, base: Mapping[str, torch.Tensor]) -> None:
+    """A tangent checkpoint stores the θ₀ it was linearized around; it must be the pool's (checked on the
+    embeddings and layer norms, a few kB, not the whole vector)."""
+    if not checkpoint.linearized_at:
+        return
+    for name in ("class_embedding", "ln_pre.weight", "ln_pre.bias", "ln_post.weight"):
+        lazy = checkpoint.linearized_at.get(name)
+        if lazy is not None and not torch.equal(lazy.read(dtype=torch.float32), base[name].float()):
+            raise CheckpointError(checkpoint.path, f"was linearized around another pretrained model ({name} differs)",
+                                  fix="use the pool's pretrained model (its linear_zeroshot.pt / zeroshot.pt)")
 
 
 def open_suite(collection: Collection, *, cache_dir: Path, tasks: Sequence[str] | None = None,
@@ -216,8 +276,7 @@ def open_suite(collection: Collection, *, cache_dir: Path, tasks: Sequence[str] 
     names = tuple(tasks or collection.task_names)
     data = {t: collection.task_data(t, image_size=preprocess.image_size, cache_dir=cache_dir).to(device)
             for t in names}
-    heads = {t: cached_head(pretrained, data[t].class_names, data[t].templates, cache_dir=cache_dir).to(device)
-             for t in names}
+    heads = {t: collection.head(t, pretrained, data[t], cache_dir=cache_dir).to(device) for t in names}
     spec = ParamSpec.from_state_dict(visual_state(pretrained))
     return EvalSuite(visual=visual, spec=spec, preprocess=preprocess, tasks=data, heads=heads)
 

@@ -63,6 +63,35 @@ def load_clip(checkpoint: Checkpoint) -> torch.nn.Module:
     return clip.eval()
 
 
+def load_head_file(path: Path, *, num_classes: int) -> torch.Tensor:
+    """A stored head [C, E] in our convention (logits = head @ normalize(f(x))).
+
+    Accepted: a safetensors file with one [C, E] tensor (or keys "head"/"weight"), a torch zip state dict,
+    or task_vectors' pickled `ClassificationHead` (an nn.Linear whose weight already holds logit_scale ×
+    the normalised class embeddings, and a zero bias), read by the restricted unpickler.
+    """
+    from engine.formats.safetensors_file import read_header
+    from engine.formats.torch_zip import read_torch_zip, state_tensors
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such head file", fix="check the pool manifest's head path")
+    tensors = read_header(path).tensors if path.suffix == ".safetensors" else state_tensors(read_torch_zip(path).root)
+    tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
+    key = next((k for k in ("head", "weight") if k in tensors), next(iter(tensors), None) if len(tensors) == 1 else None)
+    if key is None:
+        raise CheckpointError(path, f"holds no head matrix (keys {sorted(tensors)[:4]})",
+                              fix="save the [classes, embedding] matrix under 'head', or a ClassificationHead")
+    head = tensors[key].read(dtype=torch.float32)
+    if "bias" in tensors and tensors["bias"].read().abs().max() > 0:
+        raise CheckpointError(path, "has a non-zero bias; mergelab heads are bias-free",
+                              fix="fold the bias away or re-build the head from class names")
+    if head.ndim != 2 or head.shape[0] != num_classes:
+        raise CheckpointError(path, f"head has shape {tuple(head.shape)}, the task has {num_classes} classes",
+                              fix="pair the head file with the task's dataset (same classes, same order)")
+    return head  # [C, E]
+
+
 def _head_key(clip_sha: str, class_names: Sequence[str], templates: Sequence[str]) -> str:
     payload = json.dumps({"clip": clip_sha, "classes": list(class_names), "templates": list(templates)})
     return hashlib.sha256(payload.encode()).hexdigest()[:32]

@@ -8,6 +8,7 @@ Weights are never downloaded: `pretrained=None` always.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,10 +94,34 @@ def preprocess_of(visual: nn.Module) -> Preprocess:
 
 
 def expected_visual_shapes(architecture: str, *, quick_gelu: bool = False) -> dict[str, tuple[int, ...]]:
-    """Key → shape of the image tower's state dict, built on the meta device (no memory)."""
+    """Key → shape of the image tower's state dict, built on the meta device (no memory; once per name)."""
+    return dict(_visual_shapes(architecture))
+
+
+@functools.cache
+def _visual_shapes(architecture: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
     with torch.device("meta"):
-        visual = create_visual(architecture, quick_gelu=quick_gelu, device="meta")
-    return {k: tuple(v.shape) for k, v in visual.state_dict().items()}
+        visual = create_visual(architecture, device="meta")
+    return tuple((k, tuple(v.shape)) for k, v in visual.state_dict().items())
+
+
+@functools.cache
+def clip_parameter_names(architecture: str) -> tuple[str, ...]:
+    """The CLIP's named_parameters() order (both towers): how index-keyed checkpoints (tangent's
+    `model.params.{i}`) name their tensors."""
+    with torch.device("meta"):
+        clip = create_clip(architecture, device="meta")
+    return tuple(name for name, _ in clip.named_parameters())
+
+
+def known_architectures() -> tuple[str, ...]:
+    """Our config names, then open_clip's."""
+    return tuple(list_architectures())
+
+
+def architecture_config(name: str) -> dict | None:
+    """open_clip's config dict for `name`, or None (no error: used to scan candidates)."""
+    return _open_clip().get_model_config(name)
 
 
 def pick_device(preferred: str | None = None) -> torch.device:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.checkpoints import load_checkpoint, save_checkpoint, sidecar_path, tensors_sha256
+from engine.checkpoints import load_checkpoint, read_sidecar, save_checkpoint, sidecar_path, tensors_sha256
 from engine.errors import CheckpointError, PathNotAllowedError, SchemaError
 from engine.home import DataHome
 from engine.models import create_visual
@@ -95,9 +95,12 @@ def test_missing_sidecar_and_changed_tensors(tmp_path, visual_state):
     save_file({k: (v + 1).contiguous() for k, v in visual_state.items()}, str(saved.path))
     with pytest.raises(CheckpointError, match="do not match the sidecar's tensors_sha256"):
         load_checkpoint(saved.path)
-    sidecar_path(saved.path).unlink()
+    sidecar_path(saved.path).unlink()  # without its sidecar, the file is a foreign open_clip checkpoint
+    foreign = load_checkpoint(saved.path)
+    assert foreign.meta.architecture == TINY_ARCH and foreign.meta.source.startswith("open_clip")
+    assert all(torch.equal(foreign.state[k], v + 1) for k, v in visual_state.items())
     with pytest.raises(SchemaError, match="c.json: missing JSON sidecar"):
-        load_checkpoint(saved.path)
+        read_sidecar(saved.path)
 
 
 def test_torch_files_load_with_weights_only(tmp_path, visual_state):
