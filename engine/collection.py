@@ -120,7 +120,7 @@ class Collection:
 
             return generated_task(data.task, seed=data.seed, real_images=self.path(data.real_images),
                                   cache_dir=cache_dir)
-        task_data = load_task(self.path(data), image_size=image_size)
+        task_data = load_task(self.path(data), image_size=image_size, cache_dir=cache_dir, name=task)
         templates = self._entry(task).templates
         return replace(task_data, templates=templates) if templates else task_data
 
@@ -201,17 +201,33 @@ def finetune_folder(root: Path, pretrained_sha256: str, task: str) -> Path:
 
 
 def load_collection(path: Path) -> Collection:
-    """Read `collection.json` (or the folder holding it)."""
+    """A collection.json (or its folder), a pool manifest (.yaml/.yml/.json), or a pool folder discovered by
+    layout (engine/pool.py)."""
+    from engine.pool import POOL_MANIFESTS, discover_pool, read_pool_manifest
+
     path = Path(path)
+    if path.is_dir() and not (path / MANIFEST).is_file():
+        return _validated(discover_pool(path), path, root=path)
     file = path / MANIFEST if path.is_dir() else path
     if not file.is_file():
-        raise SchemaError(file, "no collection manifest here", fix=f"point at a folder holding {MANIFEST}")
+        raise SchemaError(file, "no collection manifest or pool here",
+                          fix=f"point at a folder holding {MANIFEST} or {POOL_MANIFESTS[0]}, or at a pool folder")
+    if file.name != MANIFEST:
+        return _validated(read_pool_manifest(file), file, root=file.parent)
     try:
-        manifest = CollectionManifest.model_validate_json(file.read_text(encoding="utf-8"))
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SchemaError(file, f"unreadable manifest ({exc})", fix="write valid JSON") from exc
+    return _validated(document, file, root=file.parent)
+
+
+def _validated(document: dict, source: Path, *, root: Path) -> Collection:
+    try:
+        manifest = CollectionManifest.model_validate(document)
     except ValidationError as exc:
-        raise SchemaError(file, f"invalid manifest: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}",
+        raise SchemaError(source, f"invalid manifest: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}",
                           fix="see engine/collection.py for the schema") from exc
-    return Collection(root=file.parent.resolve(), manifest=manifest)
+    return Collection(root=Path(root).resolve(), manifest=manifest)
 
 
 def visual_state(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:

@@ -1,10 +1,11 @@
 """Task datasets: labelled images held as uint8 [N, 3, H, W] tensors, normalised in batch.
 
-Two on-disk formats:
+On-disk formats, all read by `load_task`:
 - packed: `<task>.safetensors` with `{split}.images` (uint8 [N, 3, H, W]) and `{split}.labels`
   (int64 [N]) for split in train/val/test, plus `<task>.json` (name, class_names, templates);
-- image folder: `<root>/<split>/<class>/*.png|jpg` (torchvision's ImageFolder layout), with an
-  optional `<root>/task.json` giving display class names and prompt templates.
+- image files, listed by class folders `<root>/<split>/<class>/*.png|jpg|...` (torchvision's
+  ImageFolder layout) or by CSV files (engine/image_sets.py), optionally cached as packed files
+  keyed by their content (engine/task_cache.py).
 The "interactive" split is a fixed subset of val (a seeded choice of `INTERACTIVE_SIZE` images):
 the dashboard tunes on it, reports use test.
 """
@@ -23,15 +24,15 @@ from safetensors.torch import load_file, save_file
 from engine.atomic import all_or_nothing
 from engine.errors import DatasetError
 from engine.models import Preprocess
+from engine.standard_tasks import standard_task
 
 SPLITS = ("train", "val", "test")
 INTERACTIVE_SIZE = 128
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
 class TaskInfo(BaseModel):
-    """The JSON beside a packed task file (or `task.json` in an image folder)."""
+    """The JSON beside a packed task file (or `task.json` beside image files)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     schema_version: int = 1
@@ -104,25 +105,35 @@ def save_task(task: TaskData, path: Path) -> None:
         tmp_info.write_text(info.model_dump_json(indent=2), encoding="utf-8")
 
 
-def load_task(path: Path, *, image_size: int | None = None) -> TaskData:
-    """Load a packed task file or an image folder (resized to `image_size` when given)."""
+def load_task(path: Path, *, image_size: int | None = None, cache_dir: Path | None = None,
+              name: str | None = None) -> TaskData:
+    """Load a packed task file, an image folder, a CSV file or a folder of split CSVs.
+
+    `image_size` resizes and centre-crops image files (packed tasks are returned as stored).
+    `cache_dir` keeps decoded image files as a packed task under `cache_dir/tasks/`, so the next
+    load only hashes the files. `name` (the task's name in a pool, e.g. "EuroSAT") names the task
+    and picks a standard task's templates and class names when the data's JSON gives none.
+    """
     path = Path(path)
-    if path.is_dir():
-        return _load_image_folder(path, image_size=image_size)
-    if not path.is_file():
+    if not path.exists():
         raise DatasetError(path, "no such task file or folder",
-                           fix="check the path; a task is <task>.safetensors + .json, or a folder <split>/<class>/")
-    info = _read_info(path.with_suffix(".json"))
+                           fix="check the path; a task is <task>.safetensors + .json, a folder <split>/<class>/, "
+                               "or CSV files path,label[,split]")
+    if path.is_dir() or path.suffix.lower() == ".csv":
+        return _load_image_files(path, image_size=image_size, cache_dir=cache_dir, name=name)
+    info = read_task_info(path.with_suffix(".json"))
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise DatasetError(path, f"cannot be read ({exc})", fix="rebuild or copy the task file again") from exc
     splits = {s: LabelledImages(tensors[f"{s}.images"], tensors[f"{s}.labels"])
               for s in SPLITS if f"{s}.images" in tensors}
-    return _validated(TaskData(info.name or path.stem, info.class_names, info.templates, splits), path)
+    task_name = name or info.name or path.stem
+    return _validated(TaskData(task_name, info.class_names, task_templates(info, task_name), splits), path)
 
 
-def _read_info(path: Path) -> TaskInfo:
+def read_task_info(path: Path) -> TaskInfo:
+    """A packed task's JSON, or the `task.json` beside image files."""
     if not path.is_file():
         raise DatasetError(path, "missing task JSON", fix="write name, class_names and templates as JSON there")
     try:
@@ -132,53 +143,27 @@ def _read_info(path: Path) -> TaskInfo:
                            fix="fields are name, class_names, templates") from exc
 
 
-def _load_image_folder(root: Path, *, image_size: int | None) -> TaskData:
-    from PIL import Image  # Pillow comes with torchvision and streamlit
-
-    split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
-    if not split_dirs:
-        raise DatasetError(root, "has none of the folders train/, val/, test/",
-                           fix="arrange images as <root>/<split>/<class>/<image>.png")
-    folders = sorted(p.name for p in split_dirs[0].iterdir() if p.is_dir())
-    info = _read_info(root / "task.json") if (root / "task.json").exists() else TaskInfo()
-    class_names = info.class_names or tuple(folders)
-    splits = {d.name: _read_split(d, folders, image_size, Image) for d in split_dirs}
-    return _validated(TaskData(info.name or root.name, class_names, info.templates, splits), root)
+def task_templates(info: TaskInfo, task_name: str) -> tuple[str, ...]:
+    """The JSON's templates when it lists any, else the standard task's (e.g. EuroSAT's), else the default."""
+    standard = standard_task(task_name)
+    if "templates" in info.model_fields_set or standard is None:
+        return info.templates
+    return standard.templates
 
 
-def _read_split(split_dir: Path, folders: list[str], image_size: int | None, Image) -> LabelledImages:
-    images, labels = [], []
-    for label, folder in enumerate(folders):
-        for file in sorted((split_dir / folder).glob("*")):
-            if file.suffix.lower() in IMAGE_SUFFIXES:
-                images.append(_read_image(file, image_size, Image))
-                labels.append(label)
-    if not images:
-        raise DatasetError(split_dir, "contains no images", fix=f"add {'/'.join(IMAGE_SUFFIXES)} files per class")
-    if len({tuple(img.shape) for img in images}) > 1:
-        raise DatasetError(split_dir, "holds images of different sizes",
-                           fix="load with image_size=<model input size> so they are resized")
-    return LabelledImages(torch.stack(images), torch.tensor(labels, dtype=torch.int64))
+def _load_image_files(path: Path, *, image_size: int | None, cache_dir: Path | None, name: str | None) -> TaskData:
+    # imported here: both modules build on this one's types
+    from engine.image_sets import decode_image_set, scan_image_set
+    from engine.task_cache import load_cached
 
+    image_set = scan_image_set(path, name=name)
 
-def _read_image(file: Path, image_size: int | None, Image) -> torch.Tensor:
-    try:
-        with Image.open(file) as img:
-            img = img.convert("RGB")
-            if image_size is not None:
-                img = _resize_center_crop(img, image_size, Image)
-            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-            return data.view(img.height, img.width, 3).permute(2, 0, 1).contiguous()  # [3, H, W]
-    except OSError as exc:
-        raise DatasetError(file, f"is not a readable image ({exc})", fix="remove or replace the file") from exc
+    def decode() -> TaskData:
+        return _validated(decode_image_set(image_set, image_size=image_size), path)
 
-
-def _resize_center_crop(img, size: int, Image):
-    """CLIP's eval transform: bicubic resize of the shorter side, then a centre crop."""
-    scale = size / min(img.width, img.height)
-    img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.BICUBIC)
-    left, top = (img.width - size) // 2, (img.height - size) // 2
-    return img.crop((left, top, left + size, top + size))
+    if cache_dir is None:
+        return decode()
+    return load_cached(image_set, image_size=image_size, cache_dir=Path(cache_dir), decode=decode)
 
 
 def _validated(task: TaskData, source: Path) -> TaskData:
@@ -193,7 +178,6 @@ def _validated(task: TaskData, source: Path) -> TaskData:
             raise DatasetError(source, f"{split} labels do not fit {num_classes} classes or the image count",
                                fix="check labels against class_names")
     return task
-
 
 
 def example_images(task: TaskData, *, split: str = "val", count: int = 8) -> tuple[list, list[str]]:

@@ -137,3 +137,26 @@ def _tower_back(state: Mapping[str, torch.Tensor], renames: Mapping[str, str]) -
 def in_memory(state: Mapping[str, torch.Tensor]) -> dict[str, LazyTensor]:
     """Wrap loaded tensors, so `hf_to_open_clip` also maps an in-memory state dict."""
     return {k: InMemory(v) for k, v in state.items()}
+
+
+def hf_config(architecture_config: Mapping, *, quick_gelu: bool, with_text: bool) -> dict:
+    """A transformers config.json for the exported model: CLIPVisionModelWithProjection, or CLIPModel
+    when the text tower comes along (`architecture_config` is open_clip's config dict)."""
+    vision = architecture_config["vision_cfg"]
+    width = vision["width"]
+    act = "quick_gelu" if quick_gelu else "gelu"
+    vision_config = {"hidden_size": width, "intermediate_size": int(width * vision.get("mlp_ratio", 4)),
+                     "num_attention_heads": width // vision.get("head_width", 64),
+                     "num_hidden_layers": vision["layers"], "patch_size": vision["patch_size"],
+                     "image_size": vision["image_size"], "num_channels": 3, "layer_norm_eps": 1e-5,
+                     "hidden_act": act, "projection_dim": architecture_config["embed_dim"]}
+    if not with_text:
+        return {"architectures": ["CLIPVisionModelWithProjection"], "model_type": "clip_vision_model",
+                **vision_config, "torch_dtype": "float32"}
+    text = architecture_config["text_cfg"]
+    text_config = {"hidden_size": text["width"], "intermediate_size": int(text["width"] * text.get("mlp_ratio", 4)),
+                   "num_attention_heads": text["heads"], "num_hidden_layers": text["layers"],
+                   "max_position_embeddings": text["context_length"], "vocab_size": text["vocab_size"],
+                   "layer_norm_eps": 1e-5, "hidden_act": act, "projection_dim": architecture_config["embed_dim"]}
+    return {"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": architecture_config["embed_dim"],
+            "vision_config": vision_config, "text_config": text_config, "torch_dtype": "float32"}

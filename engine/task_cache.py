@@ -1,0 +1,56 @@
+"""Decoded image-file tasks kept as packed task files, keyed by everything that decides them.
+
+Decoding and resizing thousands of JPEGs takes minutes; hashing their bytes takes seconds. The key
+covers the decoder, the image size, the class names, the templates and every image's path, split,
+label and sha256, so a changed, added or removed file gives a new key and the old entry is never
+read again (delete `<cache_dir>/tasks/` to reclaim the space).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.data import TaskData, load_task, save_task
+from engine.errors import DatasetError
+from engine.image_sets import ImageSet
+
+DECODER = "pil-rgb/bicubic-shorter-side/centre-crop/v1"  # change when decoding changes, to retire old entries
+
+
+def cache_key(image_set: ImageSet, *, image_size: int | None) -> str:
+    """32 hex digits of a sha256 over the decoder, image size, names, templates and every file."""
+    digest = hashlib.sha256()
+    head = {"decoder": DECODER, "image_size": image_size, "class_names": list(image_set.class_names),
+            "templates": list(image_set.templates)}
+    digest.update(json.dumps(head).encode())
+    for entry in image_set.files:
+        digest.update(json.dumps([entry.source, entry.split, entry.label, file_sha256(entry.file)]).encode())
+    return digest.hexdigest()[:32]
+
+
+def cached_task_path(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / "tasks" / f"{key}.safetensors"
+
+
+def load_cached(image_set: ImageSet, *, image_size: int | None, cache_dir: Path,
+                decode: Callable[[], TaskData]) -> TaskData:
+    """The cached task when its key matches, else `decode()`, written to the cache (atomically)."""
+    path = cached_task_path(cache_dir, cache_key(image_set, image_size=image_size))
+    if path.is_file():
+        try:
+            return load_task(path, name=image_set.name)
+        except DatasetError:
+            pass  # a damaged or half-replaced entry: decode again and overwrite it
+    task = decode()
+    save_task(task, path)
+    return task
+
+
+def file_sha256(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise DatasetError(path, f"cannot be read ({exc})", fix="check the file's permissions, or remove it") from exc
