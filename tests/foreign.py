@@ -1,0 +1,136 @@
+"""Writers of the checkpoint formats researchers bring, for tests and bench/pool_load.py.
+
+Each writes what the real tools write: open_clip state dicts (safetensors, torch.save), task_vectors'
+pickled `src.modeling.ImageEncoder` / `ClassificationHead` modules (under that module name, with
+torchvision preprocessing attached), Hugging Face CLIPModel / CLIPVisionModel folders (q/k/v split,
+no projection in the fine-tunes), and tangent task arithmetic's linearized dicts.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import types
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from engine.formats.hf_clip import hf_config, open_clip_to_hf
+from engine.models import clip_parameter_names, create_clip, model_config
+
+FORMATS = ("open_clip", "open_clip_pt", "task_vectors", "hf", "tangent")
+
+
+class ImageEncoder(nn.Module):
+    """Stand-in for task_vectors' src.modeling.ImageEncoder: `.model` is an open_clip CLIP without its text
+    transformer, plus the train/val preprocessing the real class keeps."""
+
+    def __init__(self, clip: nn.Module) -> None:
+        super().__init__()
+        from torchvision import transforms
+
+        self.model = clip
+        delattr(self.model, "transformer")
+        self.val_preprocess = transforms.Compose([transforms.Resize(224), transforms.CenterCrop(224),
+                                                  transforms.ToTensor()])
+        self.cache_dir = None
+
+
+class ClassificationHead(nn.Linear):
+    """Stand-in for task_vectors' src.modeling.ClassificationHead (weight = logit scale × text embeddings)."""
+
+    def __init__(self, weights: torch.Tensor) -> None:
+        super().__init__(weights.shape[1], weights.shape[0])
+        self.normalize = True
+        self.weight = nn.Parameter(weights.clone())
+        self.bias = nn.Parameter(torch.zeros(weights.shape[0]))
+
+
+@contextlib.contextmanager
+def as_module(name: str, *classes: type) -> Iterator[None]:
+    """Pickle `classes` under module `name` (e.g. src.modeling), as the task_vectors code base did."""
+    saved = {k: sys.modules.get(k) for k in ("src", name)}
+    module = types.ModuleType(name)
+    for cls in classes:
+        setattr(module, cls.__name__, cls)
+        cls.__module__ = name
+    sys.modules.setdefault("src", types.ModuleType("src"))
+    sys.modules[name] = module
+    try:
+        yield
+    finally:
+        for cls in classes:
+            cls.__module__ = __name__
+        for key, old in saved.items():
+            if old is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = old
+
+
+def clip_with(architecture: str, state: Mapping[str, torch.Tensor], *, quick_gelu: bool = True) -> nn.Module:
+    clip = create_clip(architecture, quick_gelu=quick_gelu)
+    clip.load_state_dict(state)
+    return clip
+
+
+def write_pool(root: Path, fmt: str, *, architecture: str, pretrained: Mapping[str, torch.Tensor],
+               finetuned: Mapping[str, Mapping[str, torch.Tensor]], heads: Mapping[str, torch.Tensor],
+               quick_gelu: bool = True) -> Path:
+    """Write a pool in `fmt` under `root`: `pretrained` is a full CLIP state dict, `finetuned` maps each
+    task to an image-tower state dict (open_clip names), `heads` each task to a [C, E] head."""
+    root.mkdir(parents=True, exist_ok=True)
+    full = {t: {**pretrained, **{f"visual.{k}": v for k, v in s.items()}} for t, s in finetuned.items()}
+    if fmt == "open_clip":
+        save_file(_contiguous(pretrained), str(root / "pretrained.safetensors"))
+        for task, state in full.items():
+            (root / "finetuned").mkdir(exist_ok=True)
+            save_file(_contiguous(state), str(root / "finetuned" / f"{task}.safetensors"))
+    elif fmt == "open_clip_pt":
+        torch.save(dict(pretrained), root / "pretrained.pt")
+        for task, state in full.items():
+            (root / "finetuned").mkdir(exist_ok=True)
+            torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, root / "finetuned" / f"{task}.pt")
+    elif fmt == "task_vectors":
+        with as_module("src.modeling", ImageEncoder, ClassificationHead):
+            torch.save(ImageEncoder(clip_with(architecture, pretrained, quick_gelu=quick_gelu)), root / "zeroshot.pt")
+            for task, state in full.items():
+                (root / task).mkdir(exist_ok=True)
+                torch.save(ImageEncoder(clip_with(architecture, state, quick_gelu=quick_gelu)),
+                           root / task / "finetuned.pt")
+                torch.save(ClassificationHead(heads[task]), root / f"head_{task}.pt")
+    elif fmt == "hf":
+        _write_hf(root / "pretrained", pretrained, architecture, quick_gelu=quick_gelu)
+        for task, state in finetuned.items():
+            vision_only = {f"visual.{k}": v for k, v in state.items() if k != "proj"}  # CLIPVisionModel: no projection
+            _write_hf(root / "finetuned" / task, vision_only, architecture, quick_gelu=quick_gelu)
+    elif fmt == "tangent":
+        names = [n for n in clip_parameter_names(architecture) if not n.startswith("transformer.")]
+        with as_module("src.modeling", ImageEncoder, ClassificationHead):
+            torch.save(ImageEncoder(clip_with(architecture, pretrained, quick_gelu=quick_gelu)), root / "zeroshot.pt")
+            for task, state in full.items():
+                (root / f"{task}Val").mkdir(exist_ok=True)
+                linear = {f"model.params.{i}": state[n] for i, n in enumerate(names)}
+                linear.update({f"model.params0.{i}": pretrained[n] for i, n in enumerate(names)})
+                torch.save({**linear, "model_name": architecture}, root / f"{task}Val" / "linear_finetuned.pt")
+                torch.save(ClassificationHead(heads[task]), root / f"head_{task}Val.pt")
+    else:
+        raise ValueError(f"unknown format {fmt!r}; one of {FORMATS}")
+    return root
+
+
+def _write_hf(folder: Path, state: Mapping[str, torch.Tensor], architecture: str, *, quick_gelu: bool) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with_text = any(not k.startswith("visual.") for k in state)
+    save_file(_contiguous(open_clip_to_hf(state)), str(folder / "model.safetensors"))
+    config = hf_config(model_config(architecture), quick_gelu=quick_gelu, with_text=with_text)
+    if not with_text:
+        config["architectures"] = ["CLIPVisionModel"]
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().clone() for k, v in state.items()}
