@@ -181,6 +181,14 @@ class Collection:
         path = self._checkpoint_path(task, variant)
         return read_sidecar(path) if sidecar_path(path).is_file() else self.finetuned_lazy(task, variant).meta
 
+    def referenced_paths(self) -> tuple[Path, ...]:
+        """Every file or folder the manifest points at (resolved), for the dashboard's allowed-roots check."""
+        paths = [self.manifest.pretrained]
+        for entry in self.manifest.tasks.values():
+            paths += list(entry.checkpoints.values()) + list(entry.importance.values())
+            paths += [p for p in (entry.head, entry.data if isinstance(entry.data, str) else None) if p]
+        return tuple(self.path(p) for p in paths)
+
     def _checkpoint_path(self, task: str, variant: str) -> Path:
         entry = self._entry(task)
         if variant not in entry.checkpoints:

@@ -22,7 +22,7 @@ import torch
 
 from engine.analysis import SparsityReport, sparsity_report
 from engine.checkpoints import Checkpoint
-from engine.collection import Collection, load_collection, open_suite, task_matrix
+from engine.collection import CheckpointProgress, Collection, load_collection, open_suite, task_matrix
 from engine.errors import CheckpointError
 from engine.evaluate import EvalResult, EvalSuite, Progress, evaluate
 from engine.importance import ImportanceConfig, ImportanceSource, importance_codes
@@ -101,14 +101,17 @@ class Workspace:
     @classmethod
     def from_collection(cls, collection: Collection, *, cache_dir: Path, device: torch.device | str = "cpu",
                         variant: str = "standard", variants: Mapping[str, str] | None = None,
-                        tasks: Sequence[str] | None = None, pretrained: Checkpoint | None = None) -> "Workspace":
-        """Open `tasks` (default all) of an already loaded collection, `variants[task]` (else `variant`) each."""
+                        tasks: Sequence[str] | None = None, pretrained: Checkpoint | None = None,
+                        on_checkpoint: CheckpointProgress | None = None) -> "Workspace":
+        """Open `tasks` (default all) of an already loaded collection, `variants[task]` (else `variant`) each;
+        `on_checkpoint(done, total, task)` follows the reading of the fine-tuned checkpoints."""
         pretrained = pretrained or collection.pretrained()
         names = tuple(tasks or collection.task_names)
         chosen = {t: (variants or {}).get(t, variant) for t in names}
         linearized = _linearized(collection, chosen)
         suite = open_suite(collection, cache_dir=cache_dir, tasks=names, device=device, pretrained=pretrained)
-        matrix = task_matrix(collection, tasks=names, variants=chosen, device=device, pretrained=pretrained)
+        matrix = task_matrix(collection, tasks=names, variants=chosen, device=device, pretrained=pretrained,
+                             on_checkpoint=on_checkpoint)
         if linearized:
             suite = suite.linearized(matrix.theta0)
         return cls(collection, pretrained, suite, matrix, Path(cache_dir), chosen)

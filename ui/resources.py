@@ -6,13 +6,16 @@ their own outputs (engine/workspace.py), so no session can change what another s
 """
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import streamlit as st
 import torch
 
 from engine.analysis import cosine_similarity_matrix
-from engine.collection import Collection, load_collection
+from engine.collection import CheckpointProgress, Collection, load_collection
 from engine.forgetting import ALPHAS, STA_MARGIN, STA_THRESHOLD, ForgettingCurve, negation_curve
 from engine.forgetting import forgetting_vector as build_forgetting_vector
 from engine.home import ASSETS_DIR, DataHome
@@ -32,17 +35,45 @@ def device_name() -> str:
 
 
 def user_collection(collection: str) -> Collection:
-    """The collection plus the user's fine-tunes of its pretrained model (read on every call: a finished
-    fine-tune job shows up at the next rerun)."""
+    """The collection (or pool) plus the user's fine-tunes of its pretrained model (read on every call: a
+    finished fine-tune job shows up at the next rerun). Every path its manifest names must lie under the
+    allowed roots too, so a manifest cannot reach outside them (`../../etc`, absolute paths)."""
     home = DataHome.from_env().ensure()
-    return load_collection(home.resolve_user_path(collection)).with_finetunes(home.finetunes)
+    opened = load_collection(home.resolve_user_path(collection))
+    for path in opened.referenced_paths():
+        home.resolve_user_path(path)
+    return opened.with_finetunes(home.finetunes)
 
 
-@st.cache_resource(max_entries=6, show_spinner="Loading the collection…")
-def workspace(collection: str, device: str, choice: Choice = ()) -> Workspace:
-    home = DataHome.from_env().ensure()
-    return Workspace.from_collection(user_collection(collection), cache_dir=home.cache, device=device,
-                                     variants=dict(choice))
+@dataclass(eq=False)
+class WorkspaceSlot:
+    """Holds one workspace once built. The slot, not the workspace, is cached, so a page can build it
+    outside any cached function and show a progress bar while large pools are read."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    workspace: Workspace | None = None
+
+    def get(self, build: Callable[[], Workspace]) -> Workspace:
+        with self.lock:   # sessions asking at once wait for one build
+            if self.workspace is None:
+                self.workspace = build()
+            return self.workspace
+
+
+@st.cache_resource(max_entries=6, show_spinner=False)
+def _workspace_slot(collection: str, device: str, choice: Choice) -> WorkspaceSlot:
+    return WorkspaceSlot()
+
+
+def workspace(collection: str, device: str, choice: Choice = (), *,
+              progress: CheckpointProgress | None = None) -> Workspace:
+    """The workspace of (collection, device, choice), built once per process."""
+    def build() -> Workspace:
+        home = DataHome.from_env().ensure()
+        return Workspace.from_collection(user_collection(collection), cache_dir=home.cache, device=device,
+                                         variants=dict(choice), on_checkpoint=progress)
+
+    return _workspace_slot(collection, device, tuple(choice)).get(build)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -97,11 +128,21 @@ def workspace_or_stop(collection: str, choice: Choice = ()) -> Workspace:
     """The cached workspace, or the engine's error on the page and the rest of the page skipped."""
     from engine.errors import MergelabError
 
+    slot = _workspace_slot(collection, device_name(), tuple(choice))
+    bar = st.progress(0.0, text="Opening the collection…") if slot.workspace is None else None
+
+    def report(done: int, total: int, task: str) -> None:
+        if bar is not None:
+            bar.progress(done / total, text=f"Read {done} of {total} fine-tuned checkpoints ({task})")
+
     try:
-        return workspace(collection, device_name(), choice)
+        return workspace(collection, device_name(), choice, progress=report)
     except MergelabError as exc:
         st.error(str(exc))
         st.stop()
+    finally:
+        if bar is not None:
+            bar.empty()
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

@@ -18,8 +18,9 @@ def init_defaults() -> None:
 def collection_picker() -> str:
     """The collection folder, in the sidebar and the URL, shared by every view."""
     return st.sidebar.text_input("Collection folder", key="collection", bind="query-params",
-                                 help="a folder with collection.json under the data home, assets/ "
-                                      "or a root listed in the data home's config.json")
+                                 help="a collection (folder with collection.json), a pool folder (task_vectors "
+                                      "layout, open_clip or Hugging Face files) or a pool manifest (.yaml/.json), "
+                                      "under the data home, assets/ or a root listed in the data home's config.json")
 
 
 def checkpoint_picker(collection: str) -> Choice:
