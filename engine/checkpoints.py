@@ -164,7 +164,8 @@ class LazyCheckpoint:
         """
         visual = self.visual
         spec.check_state_dict({k: _ShapeOnly(v.shape) for k, v in visual.items()}, source=str(self.path))
-        digest = hashlib.sha256() if self.verify and list(visual) and sorted(visual) == list(spec.names) else None
+        exact = self.meta.tower == "visual" and sorted(visual) == list(spec.names)   # the hash covers just these
+        digest = hashlib.sha256() if self.verify and exact else None
         for name, start, size, shape in zip(spec.names, spec.offsets, spec.sizes, spec.shapes):
             lazy, dest = visual[name], out[start:start + size].view(shape)
             stored = dest if lazy.dtype == dest.dtype else torch.empty(shape, dtype=lazy.dtype)
@@ -175,10 +176,10 @@ class LazyCheckpoint:
             if stored is not dest:
                 dest.copy_(stored)
         if self.verify and digest is None:
-            self.load()  # keys differ from the spec (a full CLIP): verify the classic way
+            self.load()  # the hash covers more than the tower (a full CLIP): verify on the whole state
         elif digest is not None and digest.hexdigest() != self.meta.tensors_sha256:
             raise _changed(self.path)
-        if not torch.isfinite(out).all():
+        if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():   # one cheap pass in the common case
             raise CheckpointError(self.path, "contains NaN or Inf values",
                                   fix="re-export the checkpoint from a run that did not diverge")
 

@@ -254,20 +254,23 @@ def task_matrix(collection: Collection, *, tasks: Sequence[str] | None = None, v
     GPU), so peak memory is about T + θ₀ whatever the file format. `on_checkpoint(done, total, task)`
     reports progress after each row.
     """
-    pretrained = pretrained or collection.pretrained()
-    base = visual_state(pretrained)
-    spec = ParamSpec.from_state_dict(base)
-    theta0 = flatten(base, spec, source="pretrained", device=device)  # [P]
-    names = tuple(tasks or collection.task_names)
-    T = torch.empty(len(names), spec.numel, dtype=torch.float32, device=device)  # [K, P]
-    staging = None if T.device.type == "cpu" else torch.empty(spec.numel, dtype=torch.float32)  # [P]
     lender = collection.pretrained_lazy()
+    spec = ParamSpec.from_shapes({k: (v.shape, v.dtype) for k, v in lender.visual.items()})
+    staging = torch.empty(spec.numel, dtype=torch.float32) if torch.device(device).type != "cpu" else None  # [P]
+    if pretrained is None:   # only the image tower is read, not the text tower
+        theta0 = torch.zeros(spec.numel, dtype=torch.float32)  # [P]
+        lender.read_visual_into(spec, theta0)
+        theta0 = theta0.to(device)
+    else:
+        theta0 = flatten(visual_state(pretrained), spec, source="pretrained", device=device)  # [P]
+    names = tuple(tasks or collection.task_names)
+    T = torch.zeros(len(names), spec.numel, dtype=torch.float32, device=device)  # [K, P] touched by all threads at once
     for k, name in enumerate(names):
         checkpoint = collection.finetuned_lazy(name, (variants or {}).get(name, variant), pretrained=lender)
-        if checkpoint.meta.architecture != pretrained.meta.architecture:
+        if checkpoint.meta.architecture != lender.meta.architecture:
             raise CheckpointError(checkpoint.path, f"is {checkpoint.meta.architecture}, the pretrained model is "
-                                  f"{pretrained.meta.architecture}", fix="fine-tune from the collection's model")
-        _check_linearized_around(checkpoint, base)
+                                  f"{lender.meta.architecture}", fix="fine-tune from the collection's model")
+        _check_linearized_around(checkpoint, theta0, spec)
         row = T[k] if staging is None else staging
         checkpoint.read_visual_into(spec, row)
         if staging is not None:
@@ -278,14 +281,15 @@ def task_matrix(collection: Collection, *, tasks: Sequence[str] | None = None, v
     return TaskMatrix(theta0=theta0, T=T, spec=spec, task_names=names)
 
 
-def _check_linearized_around(checkpoint: LazyCheckpoint, base: Mapping[str, torch.Tensor]) -> None:
+def _check_linearized_around(checkpoint: LazyCheckpoint, theta0: torch.Tensor, spec: ParamSpec) -> None:
     """A tangent checkpoint stores the θ₀ it was linearized around; it must be the pool's (checked on the
     embeddings and layer norms, a few kB, not the whole vector)."""
     if not checkpoint.linearized_at:
         return
     for name in ("class_embedding", "ln_pre.weight", "ln_pre.bias", "ln_post.weight"):
         lazy = checkpoint.linearized_at.get(name)
-        if lazy is not None and not torch.equal(lazy.read(dtype=torch.float32), base[name].float()):
+        ours = theta0[spec.slice_of(name)].cpu().view(lazy.shape) if lazy is not None else None
+        if lazy is not None and not torch.equal(lazy.read(dtype=torch.float32), ours):
             raise CheckpointError(checkpoint.path, f"was linearized around another pretrained model ({name} differs)",
                                   fix="use the pool's pretrained model (its linear_zeroshot.pt / zeroshot.pt)")
 

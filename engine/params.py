@@ -33,6 +33,12 @@ class ParamSpec:
         names = tuple(sorted(k for k, v in state.items() if v.is_floating_point()))
         return cls(names=names, shapes=tuple(tuple(state[k].shape) for k in names))
 
+    @classmethod
+    def from_shapes(cls, tensors: Mapping[str, tuple[tuple[int, ...], torch.dtype]]) -> "ParamSpec":
+        """The same spec from names → (shape, dtype), for checkpoints not read yet."""
+        names = tuple(sorted(k for k, (_, dtype) in tensors.items() if dtype.is_floating_point))
+        return cls(names=names, shapes=tuple(tuple(tensors[k][0]) for k in names))
+
     @cached_property
     def sizes(self) -> tuple[int, ...]:
         return tuple(prod(s) for s in self.shapes)

@@ -230,3 +230,24 @@ def test_modules_pickled_under_the_real_names_are_not_importable_here():
     with as_module("src.modeling"):
         assert "src.modeling" in __import__("sys").modules
     assert "src.modeling" not in __import__("sys").modules
+
+
+def test_native_collections_read_lazily_verify_their_hashes(tiny_collection_dir, tmp_path):
+    """θ₀ comes from a full-CLIP pretrained (hash over both towers), T rows from image towers (hash checked
+    while reading); a changed tensor is caught on either path."""
+    import shutil
+    from engine.checkpoints import sidecar_path
+
+    collection = load_collection(tiny_collection_dir)
+    reference = task_matrix(collection, pretrained=collection.pretrained())
+    lazy = task_matrix(collection)
+    assert torch.equal(lazy.theta0, reference.theta0) and torch.equal(lazy.T, reference.T)
+    copy = shutil.copytree(tiny_collection_dir, tmp_path / "copy")
+    for name in ("pretrained.safetensors", "finetuned/colour.standard.safetensors"):
+        target = copy / name
+        state = load_checkpoint(target).state
+        save_file({k: (v + 1).contiguous() for k, v in state.items()}, str(target))
+        assert sidecar_path(target).is_file()
+        with pytest.raises(CheckpointError, match="do not match the sidecar's tensors_sha256"):
+            task_matrix(load_collection(copy))
+        shutil.copy(tiny_collection_dir / name, target)
