@@ -100,18 +100,24 @@ def expected_visual_shapes(architecture: str, *, quick_gelu: bool = False) -> di
 
 @functools.cache
 def _visual_shapes(architecture: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    with torch.device("meta"):
-        visual = create_visual(architecture, device="meta")
-    return tuple((k, tuple(v.shape)) for k, v in visual.state_dict().items())
+    state, _ = _meta_clip(architecture)
+    return tuple((k.removeprefix("visual."), shape) for k, shape in state if k.startswith("visual."))
 
 
-@functools.cache
 def clip_parameter_names(architecture: str) -> tuple[str, ...]:
     """The CLIP's named_parameters() order (both towers): how index-keyed checkpoints (tangent's
     `model.params.{i}`) name their tensors."""
+    return _meta_clip(architecture)[1]
+
+
+@functools.cache
+def _meta_clip(architecture: str) -> tuple[tuple[tuple[str, tuple[int, ...]], ...], tuple[str, ...]]:
+    """A CLIP built once on the meta device (no memory): its state dict's names and shapes, and its
+    named_parameters() order."""
     with torch.device("meta"):
         clip = create_clip(architecture, device="meta")
-    return tuple(name for name, _ in clip.named_parameters())
+    return (tuple((k, tuple(v.shape)) for k, v in clip.state_dict().items()),
+            tuple(name for name, _ in clip.named_parameters()))
 
 
 def known_architectures() -> tuple[str, ...]:

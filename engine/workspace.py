@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -83,6 +84,18 @@ class Sweep:
         return self.values[best]
 
 
+def _memoized(method: Callable) -> Callable:
+    """functools.cache, but kept on the instance: a workspace the dashboard drops is freed with its results
+    (functools.cache on a method holds every instance it has seen, workspaces of GBs included)."""
+    @functools.wraps(method)
+    def cached(self: "Workspace", *args: Any, **kwargs: Any) -> Any:
+        key = (method.__name__, args, tuple(sorted(kwargs.items())))
+        if key not in self._memo:
+            self._memo[key] = method(self, *args, **kwargs)
+        return self._memo[key]
+    return cached
+
+
 @dataclass(frozen=True, eq=False)
 class Workspace:
     collection: Collection
@@ -91,6 +104,7 @@ class Workspace:
     matrix: TaskMatrix
     cache_dir: Path
     variants: Mapping[str, str] = field(default_factory=dict)   # task → checkpoint name in T (else "standard")
+    _memo: dict = field(default_factory=dict, init=False, repr=False)   # results of the @_memoized methods
 
     @classmethod
     def open(cls, path: Path, *, cache_dir: Path, device: torch.device | str = "cpu",
@@ -128,18 +142,18 @@ class Workspace:
         """Whether T holds linearized checkpoints (evaluated as f₀ + J f(x; θ₀)·(θ − θ₀))."""
         return self.suite.linearized_at is not None
 
-    @functools.cache
+    @_memoized
     def zero_shot(self, split: str) -> Mapping[str, float]:
         return evaluate(self.matrix.theta0, self.suite, split).accuracy
 
-    @functools.cache
+    @_memoized
     def finetuned(self, split: str) -> Mapping[str, float]:
         """Each task's own fine-tuned accuracy: the denominator of normalized accuracy."""
         m = self.matrix
         return {t: evaluate(m.theta0 + m.T[k], self.suite, split, tasks=[t]).accuracy[t]
                 for k, t in enumerate(m.task_names)}
 
-    @functools.cache
+    @_memoized
     def importance(self, kind: str) -> torch.Tensor:
         """STA importance codes uint8 [K, P] of every task, rows in `task_names` order, on the device.
 
@@ -182,7 +196,7 @@ class Workspace:
         save_taujp(source, matrix)
         return matrix
 
-    @functools.cache
+    @_memoized
     def stored_taujp(self) -> dict[str, TauJpMatrix]:
         """The τJp matrices the collection ships, per variant (e.g. standard, linearized, tau_jp)."""
         variants = ("standard", *self.collection.manifest.taujp_variants)
@@ -208,20 +222,20 @@ class Workspace:
         names = {self.variant_of(t) for t in self.task_names}
         return names.pop() if len(names) == 1 else None
 
-    @functools.cache
+    @_memoized
     def pair_drops(self, lam: float, *, split: str = "val") -> dict[tuple[str, str], float]:
         """drop_b(a) for every ordered pair a ≠ b at coefficient λ (engine/taujp.py)."""
         m = self.matrix
         return pair_drops(self.suite, m.theta0, m.T, names=m.task_names, lam=lam, split=split)
 
-    @functools.cache
+    @_memoized
     def taujp_layers(self, vector: str, task: str) -> dict[str, float]:
         """τJp of one task vector on one task's inputs, per layer block (same split and images as `taujp`)."""
         m, shown = self.matrix, self.taujp()
         return layer_breakdown(self.suite, m.theta0, m.T[self.task_names.index(vector)], m.spec, task=task,
                                split=shown.split, max_images=min(min(shown.images), 64))
 
-    @functools.cache
+    @_memoized
     def tangent_preview(self, split: str = "interactive") -> TangentPreview:
         """f(x; θ₀) and J f(x; θ₀)·τₜ of every task's `split` images (engine/preview.py): read from the data
         home's JVP cache where stored (engine/jvp_cache.py), else computed once and stored."""

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
@@ -122,6 +123,20 @@ def write_pool(root: Path, fmt: str, *, architecture: str, pretrained: Mapping[s
     return root
 
 
+def write_image_folders(root: Path, tasks: Mapping[str, tuple[str, ...]], *, per_class: int = 3, size: int = 16,
+                        seed: int = 0) -> None:
+    """Random PNGs as `<root>/data/<task>/<split>/<class>/<i>.png`: the datasets a discovered pool expects."""
+    gen = torch.Generator().manual_seed(seed)
+    for task, classes in tasks.items():
+        for split in ("train", "val", "test"):
+            for name in classes:
+                folder = root / "data" / task / split / name
+                folder.mkdir(parents=True)
+                for i in range(per_class):
+                    pixels = torch.randint(0, 256, (size, size, 3), generator=gen, dtype=torch.uint8).numpy()
+                    Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
 def _write_hf(folder: Path, state: Mapping[str, torch.Tensor], architecture: str, *, quick_gelu: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with_text = any(not k.startswith("visual.") for k in state)
@@ -134,3 +149,17 @@ def _write_hf(folder: Path, state: Mapping[str, torch.Tensor], architecture: str
 
 def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().clone() for k, v in state.items()}
+
+
+def random_pool(architecture: str, tasks: tuple[str, ...], *, num_classes: int = 2, seed: int = 0
+                ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """A random CLIP (both towers, QuickGELU), a fine-tune of its image tower per task (θ₀ + 1e-3·noise)
+    and a [num_classes, E] head per task: what bench/pool_load.py and the ViT-B-32 pool test write."""
+    torch.manual_seed(seed)
+    clip = create_clip(architecture, quick_gelu=True)
+    pretrained = {k: v.detach().clone() for k, v in clip.state_dict().items()}
+    visual = {k.removeprefix("visual."): v for k, v in pretrained.items() if k.startswith("visual.")}
+    finetuned = {t: {k: v + 1e-3 * torch.randn_like(v) for k, v in visual.items()} for t in tasks}
+    embed = visual["proj"].shape[1]
+    heads = {t: torch.nn.functional.normalize(torch.randn(num_classes, embed), dim=-1) * 100 for t in tasks}
+    return pretrained, finetuned, heads

@@ -56,3 +56,14 @@ def test_a_manifest_reaching_outside_the_allowed_roots_is_refused(pools, data_ho
     at.session_state["collection"] = str(pools["open_clip"])   # the app stays usable
     at.run()
     assert not at.exception and not at.error
+
+
+@pytest.mark.parametrize("view", ["views/home.py", "views/zoo.py", "views/forgetting.py", "views/sta.py",
+                                  "views/interference.py", "views/finetune.py", "views/learned.py", "views/jobs.py"])
+@pytest.mark.parametrize("fmt", ["task_vectors", "hf"])
+def test_every_view_renders_on_a_pool(pools, fmt, view):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["collection"] = str(pools[fmt])
+    _open(at, view)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]

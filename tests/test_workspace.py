@@ -39,3 +39,16 @@ def test_cosine_similarity_matrix():
     T = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]])
     sim = cosine_similarity_matrix(T)
     assert torch.allclose(sim, torch.tensor([[1.0, 0, -1], [0, 1, 0], [-1, 0, 1]], dtype=torch.float64))
+
+
+def test_a_dropped_workspace_is_freed_with_its_memoized_results(tiny_collection_dir, tmp_path):
+    """The dashboard evicts workspaces of GBs; nothing in the engine may keep one alive."""
+    import gc
+    import weakref
+
+    ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
+    assert ws.zero_shot("test") is ws.zero_shot("test")   # memoized per instance
+    ref = weakref.ref(ws)
+    del ws
+    gc.collect()
+    assert ref() is None

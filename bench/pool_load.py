@@ -1,0 +1,157 @@
+"""Opening a pool in every format against plain safetensors (issue "Real checkpoints and datasets").
+
+A random ViT-B-32 (QuickGELU) pool of 1 pretrained + 8 fine-tuned checkpoints is written in a temporary
+folder in each format of tests/foreign.py (open_clip safetensors and torch.save, task_vectors pickles, HF
+folders, tangent linearized dicts) and as mergelab's converted collection (safetensors + sidecars). Each
+is opened in a fresh subprocess, building θ₀ and the task matrix T [8, P] with
+`engine.collection.task_matrix`. The baseline, in the same run and also in a fresh subprocess, loads the
+same image-tower weights from plain safetensors files (`safetensors.torch.load_file`) and builds the
+matrix with `TaskMatrix.from_state_dicts`. Files are freshly written (in the page cache) for every case.
+
+Measured per case: wall time of the load (best of `--repeats` subprocesses) and peak RSS from
+`resource.getrusage`, minus the RSS after imports (torch alone is ~0.5 GB here) so the figure is what
+loading costs. Imports (torch, open_clip) happen before the clock starts in every case. Goals: time ≤ 1.5× the baseline for every format; peak ≤ (K + 2) × model size, model
+size = the image tower in fp32. Writes bench/results/pool_load_<device>.json.
+
+    python bench/pool_load.py [--device cuda] [--repeats 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FORMATS = ("open_clip", "open_clip_pt", "task_vectors", "hf", "tangent")   # tests/foreign.py's
+
+ARCH, K = "ViT-B-32", 8
+TASKS = tuple(f"task{i}" for i in range(K))
+
+MEASURE = r"""
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+import torch
+from engine.collection import load_collection, task_matrix
+from engine.params import TaskMatrix
+from safetensors.torch import load_file
+import open_clip  # imported by any process that evaluates (the dashboard, the CLI): not load time
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+if {case!r} == "baseline":
+    base = load_file({folder!r} + "/pretrained.safetensors")
+    tuned = {{t: load_file({folder!r} + f"/{{t}}.safetensors") for t in {tasks!r}}}
+    matrix = TaskMatrix.from_state_dicts(base, tuned, device={device!r})
+else:
+    collection = load_collection({folder!r})
+    matrix = task_matrix(collection, variant={variant!r}, device={device!r})
+if {device!r} == "cuda":
+    torch.cuda.synchronize()
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"seconds": seconds, "rss_after_imports_mb": rss0 / 1024, "peak_rss_mb": peak / 1024,
+                  "checksum": float(matrix.T.abs().sum()), "P": matrix.spec.numel}}))
+"""
+
+
+def random_pool() -> tuple[dict, dict, dict]:
+    """A random ViT-B-32 CLIP (both towers), 8 fine-tunes of its image tower, and 8 two-class heads."""
+    import torch
+
+    from engine.models import create_clip
+
+    torch.manual_seed(0)
+    clip = create_clip(ARCH, quick_gelu=True)
+    pretrained = {k: v.detach().clone() for k, v in clip.state_dict().items()}
+    visual = {k.removeprefix("visual."): v for k, v in pretrained.items() if k.startswith("visual.")}
+    finetuned = {t: {k: v + 1e-3 * torch.randn_like(v) for k, v in visual.items()} for t in TASKS}
+    heads = {t: torch.nn.functional.normalize(torch.randn(2, 512), dim=-1) * 100 for t in TASKS}
+    return pretrained, finetuned, heads
+
+
+def write_case(case: str, folder: Path) -> None:
+    """Runs in its own process (`--write`), so the measuring processes start small: Linux keeps a
+    process's peak RSS across exec, and the parent never holds the weights."""
+    from safetensors.torch import save_file
+
+    from tests.foreign import write_pool
+
+    pretrained, finetuned, heads = random_pool()
+    if case == "baseline":
+        folder.mkdir(parents=True)
+        visual = {k.removeprefix("visual."): v for k, v in pretrained.items() if k.startswith("visual.")}
+        save_file({k: v.contiguous() for k, v in visual.items()}, str(folder / "pretrained.safetensors"))
+        for task, state in finetuned.items():
+            save_file({k: v.contiguous() for k, v in state.items()}, str(folder / f"{task}.safetensors"))
+        return
+    fmt = "open_clip" if case == "converted" else case
+    write_pool(folder, fmt, architecture=ARCH, pretrained=pretrained, finetuned=finetuned, heads=heads)
+    for task in TASKS:
+        (folder / "data" / task).mkdir(parents=True)   # discovery wants a dataset per task; not read here
+    if case == "converted":
+        from engine.collection import load_collection
+        from engine.pool_convert import convert_pool
+
+        converted = folder.parent / "converted-native"
+        convert_pool(load_collection(folder), converted)
+        shutil.rmtree(folder)
+        converted.rename(folder)
+    os.sync()   # no writeback of the fresh files while the next process measures
+
+
+def measure(case: str, folder: Path, device: str, repeats: int) -> dict:
+    code = MEASURE.format(root=str(ROOT), case=case, folder=str(folder), tasks=TASKS, device=device,
+                          variant="linearized" if case == "tangent" else "standard")
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    best = min(runs, key=lambda r: r["seconds"])
+    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    best["rss_after_imports_mb"] = min(r["rss_after_imports_mb"] for r in runs)
+    best["load_rss_mb"] = best["peak_rss_mb"] - best["rss_after_imports_mb"]
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cases", nargs="*", default=["baseline", *FORMATS, "converted"])
+    parser.add_argument("--write", nargs=2, metavar=("CASE", "FOLDER"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.write:
+        sys.path.insert(0, str(ROOT))
+        write_case(args.write[0], Path(args.write[1]))
+        return
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="pool-bench-") as tmp:
+        for case in args.cases:
+            folder = Path(tmp) / case
+            subprocess.run([sys.executable, __file__, "--write", case, str(folder)], check=True)
+            results[case] = measure(case, folder, args.device, args.repeats)
+            shutil.rmtree(folder)
+            print(case, json.dumps(results[case]), flush=True)
+    P = results["baseline"]["P"]
+    model_mb = P * 4 / 2**20
+    base = results["baseline"]["seconds"]
+    budget = (K + 2) * model_mb
+    for case, r in results.items():
+        r["time_ratio_to_baseline"] = round(r["seconds"] / base, 3)
+        r["load_rss_over_model_size"] = round(r["load_rss_mb"] / model_mb, 2)
+        r["meets_time_goal"] = r["time_ratio_to_baseline"] <= 1.5
+        r["meets_memory_goal"] = r["load_rss_mb"] <= budget
+    report = {"device": args.device, "architecture": ARCH, "K": K, "P": P, "model_size_mb": round(model_mb, 1),
+              "memory_goal_mb": round(budget, 1), "time_goal_ratio": 1.5, "cases": results,
+              "note": "seconds: best of the subprocess runs; load_rss_mb = peak RSS − RSS after imports"}
+    out = ROOT / "bench" / "results" / f"pool_load_{args.device}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps({c: (r["time_ratio_to_baseline"], r["load_rss_over_model_size"]) for c, r in results.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Done-when check of the real-formats issue: a random ViT-B-32 pool of 1 + 8 checkpoints, written in each
+format, opens in the dashboard and serves the merge page (on the CPU here; on a GPU when there is one).
+
+Each format runs in a fresh interpreter (`serve_merge_page`): a ViT-B-32 workspace and the test's own
+copy of the weights take ~13 GB at peak, and one process per format keeps the suite within 24 GB."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.foreign import FORMATS
+
+TASKS = tuple(f"task{i}" for i in range(8))
+CLASSES = ("cat", "dog")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve_merge_page(fmt: str, home: str) -> dict:
+    """Write the pool under the data home `home`, open the merge page on it with AppTest, move λ."""
+    from PIL import Image
+    from streamlit.testing.v1 import AppTest
+
+    from tests.foreign import random_pool, write_pool
+    from tests.test_views import APP, _metric, _open
+
+    pretrained, finetuned, heads = random_pool("ViT-B-32", TASKS)
+    root = write_pool(Path(home) / "pool", fmt, architecture="ViT-B-32", pretrained=pretrained,
+                      finetuned=finetuned, heads=heads)
+    del pretrained, finetuned
+    gen = torch.Generator().manual_seed(0)
+    for task in TASKS:
+        for split in ("train", "val", "test"):
+            for name in CLASSES:
+                folder = root / "data" / task / split / name
+                folder.mkdir(parents=True)
+                pixels = torch.randint(0, 256, (32, 32, 3), generator=gen, dtype=torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / "0.png")
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.session_state["collection"] = str(root)
+    if fmt == "tangent":   # linearized fine-tunes, chosen in the sidebar
+        for task in TASKS:
+            at.session_state[f"ckpt.{task}"] = "linearized"
+    _open(at, "views/merge.py")
+    first = {"exception": bool(at.exception), "errors": [e.value for e in at.error],
+             "merged": _metric(at, "mean accuracy (merged)") if not at.exception else None}
+    at.slider(key="task_arithmetic.lam").set_value(0.5).run()
+    return {**first, "after_slider_exception": bool(at.exception), "after_slider_errors": [e.value for e in at.error],
+            "merged_at_0.5": _metric(at, "mean accuracy (merged)") if not at.exception else None}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_vit_b_32_pool_serves_the_merge_page(data_home, fmt):
+    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from tests.test_pool_vitb32 import serve_merge_page; "
+            f"print('RESULT ' + json.dumps(serve_merge_page({fmt!r}, {str(data_home)!r})))")
+    env = {**os.environ, "MERGELAB_HOME": str(data_home)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert not result["exception"] and not result["errors"], result
+    assert not result["after_slider_exception"] and not result["after_slider_errors"], result
+    assert result["merged"].endswith("%") and result["merged_at_0.5"].endswith("%")
