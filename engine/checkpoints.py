@@ -135,6 +135,7 @@ class LazyCheckpoint:
     CLIP names (`visual.` prefix) for tower "clip". `verify` says whether meta.tensors_sha256 is a content
     hash to check (a sidecar's claim) or a fingerprint of a foreign file (path, size, mtime).
     `linearized_at` is θ₀ of a foreign linearized checkpoint (tangent's params0), to check against the pool's.
+    `format` names the file's format: "mergelab" (with a sidecar) or engine/formats' name of a foreign one.
     """
 
     path: Path
@@ -142,6 +143,7 @@ class LazyCheckpoint:
     tensors: dict[str, LazyTensor]
     verify: bool
     linearized_at: dict[str, LazyTensor] | None = None
+    format: str = "mergelab"
 
     @property
     def visual(self) -> dict[str, LazyTensor]:
@@ -254,7 +256,8 @@ def _open_foreign(path: Path, *, architecture: str | None, quick_gelu: bool | No
         raise SchemaError(path, _describe(exc), fix="check the pool manifest's fields") from exc
     _check_architecture({k: v.shape for k, v in visual.items()}, meta, path)
     tensors = visual if found.tower == "visual" else {**{f"visual.{k}": v for k, v in visual.items()}, **found.text}
-    return LazyCheckpoint(path=path, meta=meta, tensors=tensors, verify=False, linearized_at=found.linearized_at)
+    return LazyCheckpoint(path=path, meta=meta, tensors=tensors, verify=False, linearized_at=found.linearized_at,
+                          format=found.format)
 
 
 def _fingerprint(path: Path, fmt: str) -> str:

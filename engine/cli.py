@@ -1,4 +1,5 @@
-"""The command line: `python -m engine eval|merge|methods ...` on a collection (default: the demo zoo).
+"""The command line: `python -m engine eval|merge|methods ...` on a collection (default: the demo zoo), and
+`python -m engine pool show|convert|export-hf` on the pools researchers bring.
 
 Long work shows a tqdm bar on stderr (hidden when stderr is not a terminal); errors print one
 line naming the file and the fix, and exit with status 2.
@@ -16,13 +17,15 @@ from tqdm import tqdm
 
 from engine.checkpoints import load_checkpoint
 from engine.collection import load_collection, open_suite, pretrained_vector
-from engine.errors import MergelabError, ParameterError
+from engine.errors import MergelabError, OutputExistsError, ParameterError
 from engine.evaluate import EvalResult, EvalSuite, evaluate
 from engine.export import export_merged
 from engine.home import ASSETS_DIR, DataHome
 from engine.merge import METHODS, get_method
 from engine.models import pick_device
 from engine.params import flatten
+from engine.pool_convert import convert_pool
+from engine.pool_info import CheckpointInfo, pool_checkpoints
 from engine.recipes import MergeRecipe
 from engine.runs import RunLog
 from engine.workspace import Workspace
@@ -62,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     rc.set_defaults(run=_run_recipe)
     ls = sub.add_parser("methods", help="list merge methods and their parameters")
     ls.set_defaults(run=_run_methods)
+    pool = sub.add_parser("pool", help="inspect, convert and export model pools").add_subparsers(required=True)
+    show = pool.add_parser("show", help="format, architecture, towers and variant of every checkpoint (no tensor read)")
+    show.add_argument("path", type=Path, help="pool folder, pool manifest (YAML/JSON) or collection")
+    show.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    show.set_defaults(run=_run_pool_show)
+    convert = pool.add_parser("convert", help="write a pool once as fp32 safetensors + sidecars (weights-only loads)")
+    convert.add_argument("path", type=Path, help="pool folder, pool manifest (YAML/JSON) or collection")
+    convert.add_argument("out", type=Path, help="the new collection folder (must not exist)")
+    convert.set_defaults(run=_run_pool_convert)
+    export_hf = pool.add_parser("export-hf", help="write any readable checkpoint as a Hugging Face model folder")
+    export_hf.add_argument("checkpoint", type=Path, help="checkpoint file or Hugging Face folder, any format")
+    export_hf.add_argument("out", type=Path, help="output folder (config.json + model.safetensors; new or empty)")
+    export_hf.set_defaults(run=_run_pool_export_hf)
     zoo = sub.add_parser("zoo", help="build the offline demo zoo").add_subparsers(required=True)
     build = zoo.add_parser("build", help="pretrain, fine-tune, evaluate; writes report.json and manifest.json")
     build.add_argument("--out", type=Path, default=DEFAULT_COLLECTION)
@@ -159,6 +175,64 @@ def _run_methods(args: argparse.Namespace) -> int:
         for p in method.params:
             scope = "per task or global" if p.per_task else "global"
             print(f"  {p.name} = {p.default} in [{p.low}, {p.high}], {scope}: {p.help}")
+    return 0
+
+
+def _run_pool_show(args: argparse.Namespace) -> int:
+    home = DataHome.from_env().ensure()
+    collection = load_collection(home.resolve_user_path(args.path))
+    rows = pool_checkpoints(collection)
+    if args.json:
+        print(json.dumps({"name": collection.manifest.name, "root": str(collection.root),
+                          "checkpoints": [_info_fields(r, collection.root) for r in rows]}, indent=2))
+        return 0
+    print(f"pool {collection.manifest.name!r} at {collection.root}: {len(collection.task_names)} tasks, "
+          f"{len(rows) - 1} fine-tuned checkpoints")
+    table = [["checkpoint", "format", "architecture", "quick_gelu", "tower", "variant", "file"]]
+    table += [[str(v).lower() if isinstance(v, bool) else str(v) for v in _info_fields(r, collection.root).values()]
+              for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _info_fields(info: CheckpointInfo, root: Path) -> dict[str, str | bool]:
+    file = info.path.relative_to(root) if info.path.is_relative_to(root) else info.path
+    return {"checkpoint": info.label, "format": info.format, "architecture": info.architecture,
+            "quick_gelu": info.quick_gelu, "tower": info.tower, "variant": info.variant, "file": str(file)}
+
+
+def _run_pool_convert(args: argparse.Namespace) -> int:
+    home = DataHome.from_env().ensure()
+    collection = load_collection(home.resolve_user_path(args.path))
+    out = home.resolve_user_path(args.out)
+    with tqdm(total=None, desc="convert", unit="checkpoint", disable=None, file=sys.stderr) as bar:
+        def progress(done: int, total: int, label: str) -> None:
+            bar.total = total
+            bar.set_postfix_str(label, refresh=False)
+            bar.update(done - bar.n)
+        convert_pool(collection, out, on_checkpoint=progress)
+    count = sum(len(collection.variants(t)) for t in collection.task_names)
+    print(f"wrote {out} (pretrained + {count} fine-tuned checkpoints of {len(collection.task_names)} tasks)")
+    return 0
+
+
+def _run_pool_export_hf(args: argparse.Namespace) -> int:
+    from engine.formats.export import export_hf_folder
+
+    home = DataHome.from_env().ensure()
+    checkpoint = load_checkpoint(home.resolve_user_path(args.checkpoint))
+    out = home.resolve_user_path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExistsError(out, "already exists and is not an empty folder",
+                                fix="choose a new output folder, or remove this one first")
+    if checkpoint.meta.linearized:
+        print(f"note: {checkpoint.path} is a {checkpoint.meta.variant} checkpoint; the Hugging Face folder holds "
+              "its parameters θ, run as a plain network, not the linearized model", file=sys.stderr)
+    folder = export_hf_folder(checkpoint, out)
+    print(f"wrote {folder} (config.json + model.safetensors, {checkpoint.meta.architecture}, "
+          f"tower {checkpoint.meta.tower})")
     return 0
 
 

@@ -43,3 +43,7 @@ class ShapeError(MergelabError):
 
 class ParameterError(MergelabError):
     """A merge parameter is out of its declared range or has the wrong arity."""
+
+
+class OutputExistsError(MergelabError):
+    """An output folder already exists; mergelab writes a new one rather than mixing old and new files."""

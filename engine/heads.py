@@ -63,8 +63,10 @@ def load_clip(checkpoint: Checkpoint) -> torch.nn.Module:
     return clip.eval()
 
 
-def load_head_file(path: Path, *, num_classes: int) -> torch.Tensor:
+def load_head_file(path: Path, *, num_classes: int | None) -> torch.Tensor:
     """A stored head [C, E] in our convention (logits = head @ normalize(f(x))).
+
+    `num_classes` pairs it with its dataset; None accepts any count (a pool converted without reading its data).
 
     Accepted: a safetensors file with one [C, E] tensor (or keys "head"/"weight"), a torch zip state dict,
     or task_vectors' pickled `ClassificationHead` (an nn.Linear whose weight already holds logit_scale ×
@@ -86,7 +88,10 @@ def load_head_file(path: Path, *, num_classes: int) -> torch.Tensor:
     if "bias" in tensors and tensors["bias"].read().abs().max() > 0:
         raise CheckpointError(path, "has a non-zero bias; mergelab heads are bias-free",
                               fix="fold the bias away or re-build the head from class names")
-    if head.ndim != 2 or head.shape[0] != num_classes:
+    if head.ndim != 2:
+        raise CheckpointError(path, f"head has shape {tuple(head.shape)}, not [classes, embedding]",
+                              fix="save the [classes, embedding] matrix under 'head', or a ClassificationHead")
+    if num_classes is not None and head.shape[0] != num_classes:
         raise CheckpointError(path, f"head has shape {tuple(head.shape)}, the task has {num_classes} classes",
                               fix="pair the head file with the task's dataset (same classes, same order)")
     return head  # [C, E]

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 
 from engine.checkpoints import load_checkpoint, open_checkpoint, save_checkpoint
@@ -19,7 +18,7 @@ from engine.models import create_clip
 from engine.params import ParamSpec, flatten
 from engine.workspace import Workspace
 from tests.builders import TINY_ARCH, perturbed
-from tests.foreign import FORMATS, as_module, write_pool
+from tests.foreign import FORMATS, as_module, write_image_folders, write_pool
 
 TASKS = {"colour": ("red", "green", "blue"), "shape": ("round", "square")}
 QUICK_GELU_SAID = {"open_clip": False, "open_clip_pt": False, "task_vectors": True, "hf": True, "tangent": True}
@@ -42,15 +41,7 @@ def _write(root: Path, fmt: str, source) -> Path:
 
 
 def _write_data(root: Path) -> None:
-    gen = torch.Generator().manual_seed(0)
-    for task, classes in TASKS.items():
-        for split in ("train", "val", "test"):
-            for label, name in enumerate(classes):
-                folder = root / "data" / task / split / name
-                folder.mkdir(parents=True)
-                for i in range(3):
-                    pixels = torch.randint(0, 256, (16, 16, 3), generator=gen, dtype=torch.uint8).numpy()
-                    Image.fromarray(pixels).save(folder / f"{i}.png")
+    write_image_folders(root, TASKS)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -8,12 +8,16 @@ from streamlit.testing.v1 import AppTest
 from engine.collection import load_collection
 from engine.workspace import Workspace
 from tests.foreign import FORMATS
-from tests.test_formats import _write, _write_data, source  # noqa: F401  (source is a fixture)
+from tests import test_formats
+from tests.test_formats import _write, _write_data
 from tests.test_views import APP, _metric, _open
 
 
+source = test_formats.source   # the tiny model fixture, shared
+
+
 @pytest.fixture()
-def pools(data_home, source):  # noqa: F811
+def pools(data_home, source):
     """One tiny pool per format under the data home (an allowed root)."""
     roots = {}
     for fmt in FORMATS:

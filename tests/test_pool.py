@@ -1,0 +1,180 @@
+"""Pool conversion: a pool of foreign checkpoints written once as a native collection gives the same task
+matrix and the same merge accuracies, loads weights-only (every file has a sidecar), and appears whole or
+not at all; and the `pool show|convert|export-hf` commands end to end."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.checkpoints import load_checkpoint, open_checkpoint
+from engine.cli import main
+from engine.collection import load_collection, task_matrix
+from engine.errors import CheckpointError, OutputExistsError
+from engine.heads import build_head
+from engine.models import create_clip
+from engine.pool_convert import convert_pool
+from engine.workspace import Workspace
+from tests.builders import TINY_ARCH, perturbed
+from tests.foreign import FORMATS, write_image_folders, write_pool
+
+TASKS = {"colour": ("red", "green", "blue"), "shape": ("round", "square")}
+NAME = {"tangent": "linearized"}   # the checkpoint name a discovered pool gives each format (else "standard")
+FORMAT_READ = {"open_clip": "open_clip", "open_clip_pt": "torch", "task_vectors": "task_vectors", "hf": "hf_clip",
+               "tangent": "tangent_linearized"}
+
+
+@pytest.fixture(scope="module")
+def source():
+    torch.manual_seed(11)
+    clip = create_clip(TINY_ARCH, quick_gelu=True)
+    pretrained = {k: v.clone() for k, v in clip.state_dict().items()}
+    visual = {k.removeprefix("visual."): v for k, v in pretrained.items() if k.startswith("visual.")}
+    finetuned = {t: perturbed(visual, seed=40 + i) for i, t in enumerate(TASKS)}
+    heads = {t: build_head(clip, TINY_ARCH, names, ("a photo of a {}.",)) for t, names in TASKS.items()}
+    return {"pretrained": pretrained, "finetuned": finetuned, "heads": heads}
+
+
+def _pool(root: Path, fmt: str, source) -> Path:
+    write_pool(root, fmt, architecture=TINY_ARCH, pretrained=source["pretrained"], finetuned=source["finetuned"],
+               heads=source["heads"])
+    write_image_folders(root, TASKS)
+    return root
+
+
+def _leftovers(parent: Path, name: str) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}."))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_converted_pool_has_the_same_task_matrix_and_loads_weights_only(tmp_path, source, fmt):
+    original = load_collection(_pool(tmp_path / fmt, fmt, source))
+    name = NAME.get(fmt, "standard")
+    seen = []
+    out = convert_pool(original, tmp_path / "native", on_checkpoint=lambda *a: seen.append(a))
+    assert seen == [(1, 3, "pretrained"), (2, 3, f"colour/{name}"), (3, 3, f"shape/{name}")]
+    converted = load_collection(out)
+    assert converted.task_names == original.task_names and _leftovers(tmp_path, "native") == []
+    before, after = task_matrix(original, variant=name), task_matrix(converted, variant=name)
+    assert torch.equal(before.theta0, after.theta0) and torch.equal(before.T, after.T)
+
+    pretrained = converted.pretrained_lazy()
+    assert pretrained.verify and pretrained.format == "mergelab"
+    assert pretrained.meta.tower == original.pretrained_lazy().meta.tower   # both towers kept when present
+    assert pretrained.meta.source == f"{original.pretrained_lazy().format}: {original.pretrained_lazy().path}"
+    for task in TASKS:
+        lazy = open_checkpoint(converted.path(converted.manifest.tasks[task].checkpoints[name]))
+        meta = lazy.meta
+        assert lazy.verify and meta.tower == "visual" and meta.task == task
+        assert meta.variant == ("linearized" if fmt == "tangent" else "standard")
+        assert meta.architecture == TINY_ARCH and meta.class_names == tuple(sorted(TASKS[task]))   # class folders, sorted
+        assert meta.parent_sha256 == pretrained.meta.tensors_sha256
+        assert meta.source == f"{FORMAT_READ[fmt]}: {original.finetuned_lazy(task, name).path}"
+        assert all(t.dtype == torch.float32 for t in lazy.tensors.values())
+        entry = converted.manifest.tasks[task]
+        assert not Path(entry.data).is_absolute()   # both folders lie in tmp_path: a relative link
+        assert converted.path(entry.data) == original.path(original.manifest.tasks[task].data)
+        if fmt in ("task_vectors", "tangent"):
+            head = load_file(str(converted.path(entry.head)))["head"]
+            assert torch.equal(head, source["heads"][task])
+        else:
+            assert entry.head is None   # heads come from the pretrained text tower
+
+
+@pytest.mark.parametrize("fmt", ["task_vectors", "tangent"])
+def test_a_converted_pool_merges_to_the_same_accuracies(tmp_path, source, fmt):
+    original = load_collection(_pool(tmp_path / fmt, fmt, source))
+    converted = load_collection(convert_pool(original, tmp_path / "native"))
+    name = NAME.get(fmt, "standard")
+    results = []
+    for collection in (original, converted):
+        ws = Workspace.from_collection(collection, cache_dir=tmp_path / "cache", variant=name)
+        assert ws.linearized == (fmt == "tangent")
+        results.append(ws.compare(tuple(TASKS), "task_arithmetic", {"lam": 0.5}, split="test"))
+    before, after = results
+    assert after.merged.accuracy == before.merged.accuracy and after.merged.correct == before.merged.correct
+    assert after.zero_shot == before.zero_shot and after.finetuned == before.finetuned
+
+
+def test_converting_onto_an_existing_folder_is_refused(tmp_path, source):
+    original = load_collection(_pool(tmp_path / "tv", "task_vectors", source))
+    out = tmp_path / "native"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    listing = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(OutputExistsError, match=r"native: already exists.*Fix: choose another output folder"):
+        convert_pool(original, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+def test_a_failure_midway_leaves_no_output_and_no_temporary_folder(tmp_path, source):
+    root = _pool(tmp_path / "tv", "task_vectors", source)
+    data = (root / "shape" / "finetuned.pt").read_bytes()
+    (root / "shape" / "finetuned.pt").write_bytes(data[: len(data) - 300])   # after pretrained and colour
+    seen = []
+    with pytest.raises(CheckpointError, match=r"finetuned\.pt"):
+        convert_pool(load_collection(root), tmp_path / "native", on_checkpoint=lambda *a: seen.append(a))
+    assert seen[-1][2] == "colour/standard"   # it did fail midway
+    assert not (tmp_path / "native").exists() and _leftovers(tmp_path, "native") == []
+
+
+def test_a_tangent_checkpoint_linearized_around_another_model_is_refused(tmp_path, source):
+    root = _pool(tmp_path / "tangent", "tangent", source)
+    other = {k: v + 1 for k, v in source["pretrained"].items()}
+    write_pool(tmp_path / "other", "task_vectors", architecture=TINY_ARCH, pretrained=other,
+               finetuned=source["finetuned"], heads=source["heads"])
+    (root / "zeroshot.pt").write_bytes((tmp_path / "other" / "zeroshot.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="was linearized around another pretrained model"):
+        convert_pool(load_collection(root), tmp_path / "native")
+    assert not (tmp_path / "native").exists() and _leftovers(tmp_path, "native") == []
+
+
+@pytest.fixture
+def allow_tmp(tmp_path, data_home):
+    """The CLI only reads and writes under allowed roots: list the test's folder."""
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tmp_path)]}))
+
+
+def test_cli_pool_show_convert_and_export_hf(tmp_path, source, capsys, allow_tmp):
+    root = _pool(tmp_path / "tangent", "tangent", source)
+    assert main(["pool", "show", str(root)]) == 0
+    table = capsys.readouterr().out
+    assert "2 tasks, 2 fine-tuned checkpoints" in table
+    assert any(line.split()[:2] == ["colour/linearized", "tangent_linearized"] and "linearized" in line.split()[2:]
+               for line in table.splitlines())
+    assert any(line.split()[:6] == ["pretrained", "task_vectors", TINY_ARCH, "true", "visual", "pretrained"]
+               for line in table.splitlines())
+
+    out = tmp_path / "native"
+    assert main(["pool", "convert", str(root), str(out)]) == 0, capsys.readouterr().err
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert main(["pool", "show", str(out), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["checkpoints"]
+    assert [(r["checkpoint"], r["format"], r["variant"]) for r in shown] == [
+        ("pretrained", "mergelab", "pretrained"), ("colour/linearized", "mergelab", "linearized"),
+        ("shape/linearized", "mergelab", "linearized")]
+    assert shown[1]["file"] == "finetuned/colour.linearized.safetensors"
+    assert main(["pool", "convert", str(root), str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+    assert main(["pool", "export-hf", str(out / "pretrained.safetensors"), str(tmp_path / "hf")]) == 0
+    exported, converted = load_checkpoint(tmp_path / "hf"), load_checkpoint(out / "pretrained.safetensors")
+    assert set(exported.state) == set(converted.state)
+    assert all(torch.equal(exported.state[k], v) for k, v in converted.state.items())
+    assert main(["pool", "export-hf", str(root / "colourVal" / "linear_finetuned.pt"), str(tmp_path / "hf2")]) == 0
+    assert "not the linearized model" in capsys.readouterr().err
+    back = load_checkpoint(tmp_path / "hf2")
+    assert all(torch.equal(back.state[k], v) for k, v in source["finetuned"]["colour"].items())
+    assert main(["pool", "export-hf", str(out / "pretrained.safetensors"), str(tmp_path / "hf")]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_cli_pool_paths_must_lie_under_the_allowed_roots(tmp_path, source, capsys, allow_tmp):
+    root = _pool(tmp_path / "tv", "task_vectors", source)
+    assert main(["pool", "convert", str(root), "/etc/mergelab-pool"]) == 2
+    assert "outside the allowed roots" in capsys.readouterr().err
+    assert main(["pool", "show", "/etc"]) == 2
+    assert "outside the allowed roots" in capsys.readouterr().err
