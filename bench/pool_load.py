@@ -47,7 +47,7 @@ if {case!r} == "baseline":
     tuned = {{t: load_file({folder!r} + f"/{{t}}.safetensors") for t in {tasks!r}}}
     matrix = TaskMatrix.from_state_dicts(base, tuned, device={device!r})
 else:
-    collection = load_collection({folder!r})
+    collection = load_collection({folder!r}).with_verified({folder!r} + "/../verified")
     matrix = task_matrix(collection, variant={variant!r}, device={device!r})
 if {device!r} == "cuda":
     torch.cuda.synchronize()
@@ -110,7 +110,8 @@ def measure(case: str, folder: Path, device: str, repeats: int) -> dict:
     for _ in range(repeats):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    best = min(runs, key=lambda r: r["seconds"])
+    best = dict(min(runs, key=lambda r: r["seconds"]))
+    best["seconds_per_run"] = [round(r["seconds"], 3) for r in runs]   # converted: the first run hash-checks
     best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     best["rss_after_imports_mb"] = min(r["rss_after_imports_mb"] for r in runs)
     best["load_rss_mb"] = best["peak_rss_mb"] - best["rss_after_imports_mb"]

@@ -33,6 +33,7 @@ from engine.formats.lazy import LazyTensor, materialize
 from engine.formats.safetensors_file import read_header
 from engine.formats.torch_zip import TorchZip, read_torch_zip
 from engine.models import expected_visual_shapes
+from engine.verified import VerifiedFiles
 
 if TYPE_CHECKING:
     from engine.params import ParamSpec
@@ -133,7 +134,8 @@ class LazyCheckpoint:
 
     `tensors` holds the names `Checkpoint.state` will have: image-tower names for tower "visual", full
     CLIP names (`visual.` prefix) for tower "clip". `verify` says whether meta.tensors_sha256 is a content
-    hash to check (a sidecar's claim) or a fingerprint of a foreign file (path, size, mtime).
+    hash still to check (a sidecar's claim, not yet checked on this unchanged file per `verified`), rather
+    than one already checked or a fingerprint of a foreign file (path, size, mtime).
     `linearized_at` is θ₀ of a foreign linearized checkpoint (tangent's params0), to check against the pool's.
     `format` names the file's format: "mergelab" (with a sidecar) or engine/formats' name of a foreign one.
     """
@@ -143,6 +145,7 @@ class LazyCheckpoint:
     tensors: dict[str, LazyTensor]
     verify: bool
     linearized_at: dict[str, LazyTensor] | None = None
+    verified: VerifiedFiles | None = None   # where a successful verification is remembered
     format: str = "mergelab"
 
     @property
@@ -156,6 +159,7 @@ class LazyCheckpoint:
         if self.verify and tensors_sha256(state) != self.meta.tensors_sha256:
             raise _changed(self.path)
         _check_finite(state, self.path)
+        self._remember()
         return Checkpoint(path=self.path, state=state, meta=self.meta)
 
     def read_visual_into(self, spec: "ParamSpec", out: torch.Tensor) -> None:
@@ -181,9 +185,16 @@ class LazyCheckpoint:
             self.load()  # the hash covers more than the tower (a full CLIP): verify on the whole state
         elif digest is not None and digest.hexdigest() != self.meta.tensors_sha256:
             raise _changed(self.path)
+        elif digest is not None:
+            self._remember()
         if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():   # one cheap pass in the common case
             raise CheckpointError(self.path, "contains NaN or Inf values",
                                   fix="re-export the checkpoint from a run that did not diverge")
+
+
+    def _remember(self) -> None:
+        if self.verify and self.verified is not None:
+            self.verified.add(self.path, self.meta.tensors_sha256)
 
 
 @dataclass(frozen=True)
@@ -193,7 +204,7 @@ class _ShapeOnly:
 
 def open_checkpoint(path: Path, *, architecture: str | None = None, quick_gelu: bool | None = None,
                     variant: Variant | None = None, task: str | None = None,
-                    fill_from: LazyCheckpoint | None = None) -> LazyCheckpoint:
+                    fill_from: LazyCheckpoint | None = None, verified: VerifiedFiles | None = None) -> LazyCheckpoint:
     """Locate a checkpoint's tensors and settle its metadata, without reading tensor data.
 
     A sidecar is authoritative (`architecture` must then agree with it). A foreign file (no sidecar) gets
@@ -201,18 +212,19 @@ def open_checkpoint(path: Path, *, architecture: str | None = None, quick_gelu: 
     shapes), `quick_gelu` (else what the file says, else False), `variant` (else "linearized" for tangent
     files, "standard" otherwise), `task`. `fill_from` lends image-tower tensors a foreign file lacks:
     Hugging Face CLIPVisionModel fine-tunes have no projection, which fine-tuning leaves at the
-    pretrained value (FusionBench trains the vision model only).
+    pretrained value (FusionBench trains the vision model only). `verified` skips hashing a sidecar'd file
+    already checked and unchanged since (engine/verified.py), and records the files it checks.
     """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(path, "no such file", fix="check the path, or pick a checkpoint from the list")
     if sidecar_path(path).is_file() and not path.is_dir():
-        return _open_native(path, architecture=architecture)
+        return _open_native(path, architecture=architecture, verified=verified)
     return _open_foreign(path, architecture=architecture, quick_gelu=quick_gelu, variant=variant, task=task,
                          fill_from=fill_from)
 
 
-def _open_native(path: Path, *, architecture: str | None) -> LazyCheckpoint:
+def _open_native(path: Path, *, architecture: str | None, verified: VerifiedFiles | None) -> LazyCheckpoint:
     meta = read_sidecar(path)
     if architecture is not None and meta.architecture != architecture:
         raise CheckpointError(path, f"is a {meta.architecture} checkpoint, expected {architecture}",
@@ -226,7 +238,8 @@ def _open_native(path: Path, *, architecture: str | None) -> LazyCheckpoint:
                               fix=f"use .safetensors or one of {', '.join(TORCH_SUFFIXES)}")
     if meta.tower == "visual":
         _check_architecture({k: v.shape for k, v in tensors.items()}, meta, path)
-    return LazyCheckpoint(path=path, meta=meta, tensors=tensors, verify=True)
+    checked = verified is not None and verified.holds(path, meta.tensors_sha256)
+    return LazyCheckpoint(path=path, meta=meta, tensors=tensors, verify=not checked, verified=verified)
 
 
 def _unwrapped_state(unpickled: TorchZip, path: Path) -> dict[str, LazyTensor]:

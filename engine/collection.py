@@ -15,6 +15,7 @@ page lists them beside the shipped ones.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,9 +32,11 @@ from engine.evaluate import EvalSuite
 from engine.heads import cached_head, load_head_file
 from engine.models import create_visual, preprocess_of
 from engine.params import ParamSpec, TaskMatrix, flatten
+from engine.verified import VerifiedFiles
 
 MANIFEST = "collection.json"
 CheckpointProgress = Callable[[int, int, str], None]   # (checkpoints read, of total, task)
+ROW_READERS = 2   # checkpoints read at once: parsing one overlaps copying another (file reads release the GIL)
 
 
 class GeneratedData(BaseModel):
@@ -73,6 +76,7 @@ class CollectionManifest(BaseModel):
 class Collection:
     root: Path
     manifest: CollectionManifest
+    verified: VerifiedFiles | None = None   # remembers sidecar'd checkpoints already hash-checked (with_verified)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -89,7 +93,8 @@ class Collection:
         return self.pretrained_lazy().load()
 
     def pretrained_lazy(self) -> LazyCheckpoint:
-        return open_checkpoint(self.path(self.manifest.pretrained), variant="pretrained", **self._overrides())
+        return open_checkpoint(self.path(self.manifest.pretrained), variant="pretrained", verified=self.verified,
+                               **self._overrides())
 
     def finetuned(self, task: str, variant: str = "standard") -> Checkpoint:
         return self.finetuned_lazy(task, variant).load()
@@ -98,7 +103,8 @@ class Collection:
                        pretrained: LazyCheckpoint | None = None) -> LazyCheckpoint:
         """One fine-tuned checkpoint, located but not read (a foreign HF fine-tune borrows the pretrained `proj`)."""
         return open_checkpoint(self._checkpoint_path(task, variant), task=task,
-                               fill_from=pretrained or self.pretrained_lazy(), **self._overrides())
+                               fill_from=pretrained or self.pretrained_lazy(), verified=self.verified,
+                               **self._overrides())
 
     def _overrides(self) -> dict:
         return {"architecture": self.manifest.architecture, "quick_gelu": self.manifest.quick_gelu}
@@ -174,7 +180,12 @@ class Collection:
             found = {p.stem: str(p.resolve()) for p in sorted(finetune_folder(root, sha, name).glob("*.safetensors"))
                      if p.stem not in entry.checkpoints}
             tasks[name] = entry.model_copy(update={"checkpoints": {**entry.checkpoints, **found}})
-        return Collection(self.root, self.manifest.model_copy(update={"tasks": tasks}))
+        return replace(self, manifest=self.manifest.model_copy(update={"tasks": tasks}))
+
+    def with_verified(self, root: Path) -> "Collection":
+        """This collection, remembering under `root` which checkpoints passed their hash check, so unchanged
+        files are not hashed again on the next open (engine/verified.py; the dashboard uses its cache)."""
+        return replace(self, verified=VerifiedFiles(Path(root)))
 
     def checkpoint_meta(self, task: str, variant: str = "standard") -> CheckpointMeta:
         """One fine-tuned checkpoint's metadata: its sidecar, or what its content says (tensors not read)."""
@@ -250,13 +261,12 @@ def task_matrix(collection: Collection, *, tasks: Sequence[str] | None = None, v
                 pretrained: Checkpoint | None = None, on_checkpoint: CheckpointProgress | None = None) -> TaskMatrix:
     """θ₀ and T [K, P] for `tasks` (default all): `variants[task]` when given, else `variant`, per task.
 
-    Each fine-tuned checkpoint is read straight into its row of T (through one CPU row when T lives on a
-    GPU), so peak memory is about T + θ₀ whatever the file format. `on_checkpoint(done, total, task)`
-    reports progress after each row.
+    Each fine-tuned checkpoint is read straight into its row of T (through a CPU row when T lives on a
+    GPU), `ROW_READERS` at a time, so peak memory is about T + θ₀ whatever the file format.
+    `on_checkpoint(done, total, task)` reports progress after each row, in order, on the calling thread.
     """
     lender = collection.pretrained_lazy()
     spec = ParamSpec.from_shapes({k: (v.shape, v.dtype) for k, v in lender.visual.items()})
-    staging = torch.empty(spec.numel, dtype=torch.float32) if torch.device(device).type != "cpu" else None  # [P]
     if pretrained is None:   # only the image tower is read, not the text tower
         theta0 = torch.zeros(spec.numel, dtype=torch.float32)  # [P]
         lender.read_visual_into(spec, theta0)
@@ -265,19 +275,31 @@ def task_matrix(collection: Collection, *, tasks: Sequence[str] | None = None, v
         theta0 = flatten(visual_state(pretrained), spec, source="pretrained", device=device)  # [P]
     names = tuple(tasks or collection.task_names)
     T = torch.zeros(len(names), spec.numel, dtype=torch.float32, device=device)  # [K, P] touched by all threads at once
-    for k, name in enumerate(names):
-        checkpoint = collection.finetuned_lazy(name, (variants or {}).get(name, variant), pretrained=lender)
+
+    def read_row(k: int) -> None:
+        checkpoint = collection.finetuned_lazy(names[k], (variants or {}).get(names[k], variant), pretrained=lender)
         if checkpoint.meta.architecture != lender.meta.architecture:
             raise CheckpointError(checkpoint.path, f"is {checkpoint.meta.architecture}, the pretrained model is "
                                   f"{lender.meta.architecture}", fix="fine-tune from the collection's model")
         _check_linearized_around(checkpoint, theta0, spec)
-        row = T[k] if staging is None else staging
+        on_cpu = T.device.type == "cpu"
+        row = T[k] if on_cpu else torch.empty(spec.numel, dtype=torch.float32)  # [P]
         checkpoint.read_visual_into(spec, row)
-        if staging is not None:
-            T[k].copy_(staging)
+        if not on_cpu:
+            T[k].copy_(row)
         T[k].sub_(theta0)
-        if on_checkpoint is not None:
-            on_checkpoint(k + 1, len(names), name)
+
+    with ThreadPoolExecutor(max_workers=ROW_READERS) as readers:
+        rows = [readers.submit(read_row, k) for k in range(len(names))]
+        try:
+            for k, row in enumerate(rows):   # in order, on the caller's thread (a page's progress bar)
+                row.result()
+                if on_checkpoint is not None:
+                    on_checkpoint(k + 1, len(names), names[k])
+        except BaseException:
+            for row in rows:
+                row.cancel()
+            raise
     return TaskMatrix(theta0=theta0, T=T, spec=spec, task_names=names)
 
 

@@ -163,3 +163,18 @@ def random_pool(architecture: str, tasks: tuple[str, ...], *, num_classes: int =
     embed = visual["proj"].shape[1]
     heads = {t: torch.nn.functional.normalize(torch.randn(num_classes, embed), dim=-1) * 100 for t in tasks}
     return pretrained, finetuned, heads
+
+
+def tiny_source(architecture: str, tasks: Mapping[str, tuple[str, ...]], *, seed: int) -> dict:
+    """A tiny model and what the format tests write of it: the CLIP, its state dict, its image tower,
+    a seeded perturbation of the tower per task and a zero-shot head per task."""
+    from engine.heads import build_head
+    from tests.builders import perturbed
+
+    torch.manual_seed(seed)
+    clip = create_clip(architecture, quick_gelu=True)
+    pretrained = {k: v.clone() for k, v in clip.state_dict().items()}
+    visual = {k.removeprefix("visual."): v for k, v in pretrained.items() if k.startswith("visual.")}
+    finetuned = {t: perturbed(visual, seed=seed + 13 + i) for i, t in enumerate(tasks)}
+    heads = {t: build_head(clip, architecture, names, ("a photo of a {}.",)) for t, names in tasks.items()}
+    return {"clip": clip, "pretrained": pretrained, "visual": visual, "finetuned": finetuned, "heads": heads}

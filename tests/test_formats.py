@@ -14,11 +14,10 @@ from engine.errors import CheckpointError, SchemaError
 from engine.formats.export import export_hf_folder
 from engine.formats.torch_zip import UnsafeCheckpointError
 from engine.heads import build_head, load_head_file
-from engine.models import create_clip
 from engine.params import ParamSpec, flatten
 from engine.workspace import Workspace
-from tests.builders import TINY_ARCH, perturbed
-from tests.foreign import FORMATS, as_module, write_image_folders, write_pool
+from tests.builders import TINY_ARCH
+from tests.foreign import FORMATS, as_module, tiny_source, write_image_folders, write_pool
 
 TASKS = {"colour": ("red", "green", "blue"), "shape": ("round", "square")}
 QUICK_GELU_SAID = {"open_clip": False, "open_clip_pt": False, "task_vectors": True, "hf": True, "tangent": True}
@@ -26,13 +25,7 @@ QUICK_GELU_SAID = {"open_clip": False, "open_clip_pt": False, "task_vectors": Tr
 
 @pytest.fixture(scope="module")
 def source():
-    torch.manual_seed(7)
-    clip = create_clip(TINY_ARCH, quick_gelu=True)
-    pretrained = {k: v.clone() for k, v in clip.state_dict().items()}
-    visual = {k.removeprefix("visual."): v for k, v in pretrained.items() if k.startswith("visual.")}
-    finetuned = {t: perturbed(visual, seed=20 + i) for i, t in enumerate(TASKS)}
-    heads = {t: build_head(clip, TINY_ARCH, names, ("a photo of a {}.",)) for t, names in TASKS.items()}
-    return {"clip": clip, "pretrained": pretrained, "visual": visual, "finetuned": finetuned, "heads": heads}
+    return tiny_source(TINY_ARCH, TASKS, seed=7)
 
 
 def _write(root: Path, fmt: str, source) -> Path:
@@ -242,3 +235,19 @@ def test_native_collections_read_lazily_verify_their_hashes(tiny_collection_dir,
         with pytest.raises(CheckpointError, match="do not match the sidecar's tensors_sha256"):
             task_matrix(load_collection(copy))
         shutil.copy(tiny_collection_dir / name, target)
+
+
+def test_checked_files_are_not_hashed_again_until_they_change(tiny_collection_dir, tmp_path):
+    import shutil
+
+    copy = load_collection(shutil.copytree(tiny_collection_dir, tmp_path / "copy")).with_verified(tmp_path / "v")
+    assert copy.finetuned_lazy("colour").verify
+    reference = task_matrix(copy)                       # hash-checked while read, and remembered
+    assert not copy.finetuned_lazy("colour").verify and not copy.pretrained_lazy().verify
+    assert torch.equal(task_matrix(copy).T, reference.T)
+    target = copy.root / "finetuned" / "colour.standard.safetensors"
+    state = load_checkpoint(target).state
+    save_file({k: (v + 1).contiguous() for k, v in state.items()}, str(target))   # changed: checked again
+    assert copy.finetuned_lazy("colour").verify
+    with pytest.raises(CheckpointError, match="do not match the sidecar's tensors_sha256"):
+        task_matrix(copy)

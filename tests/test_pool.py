@@ -12,12 +12,10 @@ from engine.checkpoints import load_checkpoint, open_checkpoint
 from engine.cli import main
 from engine.collection import load_collection, task_matrix
 from engine.errors import CheckpointError, OutputExistsError
-from engine.heads import build_head
-from engine.models import create_clip
 from engine.pool_convert import convert_pool
 from engine.workspace import Workspace
-from tests.builders import TINY_ARCH, perturbed
-from tests.foreign import FORMATS, write_image_folders, write_pool
+from tests.builders import TINY_ARCH
+from tests.foreign import FORMATS, tiny_source, write_image_folders, write_pool
 
 TASKS = {"colour": ("red", "green", "blue"), "shape": ("round", "square")}
 NAME = {"tangent": "linearized"}   # the checkpoint name a discovered pool gives each format (else "standard")
@@ -27,13 +25,7 @@ FORMAT_READ = {"open_clip": "open_clip", "open_clip_pt": "torch", "task_vectors"
 
 @pytest.fixture(scope="module")
 def source():
-    torch.manual_seed(11)
-    clip = create_clip(TINY_ARCH, quick_gelu=True)
-    pretrained = {k: v.clone() for k, v in clip.state_dict().items()}
-    visual = {k.removeprefix("visual."): v for k, v in pretrained.items() if k.startswith("visual.")}
-    finetuned = {t: perturbed(visual, seed=40 + i) for i, t in enumerate(TASKS)}
-    heads = {t: build_head(clip, TINY_ARCH, names, ("a photo of a {}.",)) for t, names in TASKS.items()}
-    return {"pretrained": pretrained, "finetuned": finetuned, "heads": heads}
+    return tiny_source(TINY_ARCH, TASKS, seed=11)
 
 
 def _pool(root: Path, fmt: str, source) -> Path:

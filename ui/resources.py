@@ -42,7 +42,7 @@ def user_collection(collection: str) -> Collection:
     opened = load_collection(home.resolve_user_path(collection))
     for path in opened.referenced_paths():
         home.resolve_user_path(path)
-    return opened.with_finetunes(home.finetunes)
+    return opened.with_finetunes(home.finetunes).with_verified(home.cache / "verified")
 
 
 @dataclass(eq=False)
