@@ -71,3 +71,20 @@ def test_every_view_renders_on_a_pool(pools, fmt, view):
     _open(at, view)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
+
+
+def test_the_zoo_page_shows_formats_and_converts_a_pool(pools, data_home):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["collection"] = str(pools["task_vectors"])
+    _open(at, "views/zoo.py")
+    table = at.dataframe[0].value
+    assert set(table["format"]) == {"task_vectors"} and table["task"][0] == "(pretrained, image tower)"
+    target = data_home / "collections" / "converted"
+    at.text_input(key="convert_to").set_value(str(target)).run()
+    at.button(key="convert").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(str(target) in s.value for s in at.success)
+    at.session_state["collection"] = str(target)
+    at.run()
+    assert set(at.dataframe[0].value["format"]) == {"mergelab"}
+    assert not any(e.label == "Convert this pool to safetensors" for e in at.expander)

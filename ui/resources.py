@@ -22,6 +22,9 @@ from engine.home import ASSETS_DIR, DataHome
 from engine.importance_stats import ImportanceSummary
 from engine.importance_stats import importance_summary as summarize_importance
 from engine.jobs import LocalRunner
+from engine.pool_convert import convert_pool as engine_convert_pool
+from engine.pool_info import CheckpointInfo
+from engine.pool_info import pool_checkpoints as engine_pool_checkpoints
 from engine.models import pick_device
 from engine.runs import RunLog
 from engine.workspace import Workspace
@@ -79,6 +82,22 @@ def workspace(collection: str, device: str, choice: Choice = (), *,
 @st.cache_resource(max_entries=4, show_spinner=False)
 def task_similarity(collection: str, device: str, choice: Choice = ()) -> torch.Tensor:
     return cosine_similarity_matrix(workspace(collection, device, choice).matrix.T)
+
+
+def pool_checkpoints(collection: str) -> tuple[CheckpointInfo, ...]:
+    """What each checkpoint of the collection is (format, architecture, towers, variant), headers only."""
+    return engine_pool_checkpoints(user_collection(collection))
+
+
+def default_conversion_folder(collection: str) -> str:
+    return str(DataHome.from_env().root / "collections" / f"{Path(collection).stem}-safetensors")
+
+
+def convert_pool(collection: str, target: str, *, progress: CheckpointProgress) -> Path:
+    """Write the collection as a native one at `target` (a new folder under the allowed roots)."""
+    home = DataHome.from_env().ensure()
+    return engine_convert_pool(load_collection(home.resolve_user_path(collection)), home.resolve_user_path(target),
+                               on_checkpoint=progress)
 
 
 def checkpoint_size(path: Path) -> int:

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from engine.data import example_images
+from engine.errors import MergelabError
 from ui import figures, resources
 from ui.state import sidebar_workspace
 
@@ -12,16 +13,20 @@ manifest = ws.collection.manifest
 st.subheader(manifest.name)
 st.write(manifest.description)
 zero_shot, finetuned = ws.zero_shot("interactive"), ws.finetuned("interactive")
-rows = [{"task": "(pretrained, both towers)", "checkpoint": "pretrained", "kind": "pretrained", "in use": True,
-         "architecture": ws.pretrained.meta.architecture, "size (kB)": resources.checkpoint_size(ws.pretrained.path) // 1000,
+pool = {(info.task, info.name): info for info in resources.pool_checkpoints(collection)}
+towers = {"clip": "both towers", "visual": "image tower"}
+pre = pool[(None, "pretrained")]
+rows = [{"task": f"(pretrained, {towers[pre.tower]})", "checkpoint": "pretrained", "kind": "pretrained", "in use": True,
+         "format": pre.format, "architecture": pre.architecture + ("-quickgelu" if pre.quick_gelu else ""),
+         "size (kB)": resources.checkpoint_size(pre.path) // 1000,
          "zero-shot": sum(zero_shot.values()) / len(zero_shot), "fine-tuned": None}]
 for task in ws.task_names:
     for variant in ws.collection.variants(task):
-        path = ws.collection.path(ws.collection.manifest.tasks[task].checkpoints[variant])
+        info = pool[(task, variant)]
         in_use = variant == ws.variant_of(task)
-        rows.append({"task": task, "checkpoint": variant, "kind": ws.collection.checkpoint_meta(task, variant).variant,
-                     "in use": in_use, "architecture": ws.pretrained.meta.architecture,
-                     "size (kB)": resources.checkpoint_size(path) // 1000,
+        rows.append({"task": task, "checkpoint": variant, "kind": info.variant, "in use": in_use, "format": info.format,
+                     "architecture": info.architecture + ("-quickgelu" if info.quick_gelu else ""),
+                     "size (kB)": resources.checkpoint_size(info.path) // 1000,
                      "zero-shot": zero_shot[task], "fine-tuned": finetuned[task] if in_use else None})
 st.dataframe(rows, column_config={"zero-shot": st.column_config.NumberColumn(format="percent"),
                                   "fine-tuned": st.column_config.NumberColumn(format="percent")})
@@ -29,6 +34,23 @@ st.caption("Accuracy on the interactive split (a fixed subset of val): zero-shot
            "heads from class-name prompts; fine-tuned = each task's own image tower with the same head, shown for "
            "the checkpoints in use (choose them under 'Fine-tuned checkpoints' in the sidebar). Kinds linearized and "
            "tau_jp are linearized models, evaluated as f(x; θ₀) + J·(θ − θ₀).")
+
+if any(info.format != "mergelab" for info in pool.values()):
+    with st.expander("Convert this pool to safetensors"):
+        st.write("Foreign files (pickles, Hugging Face folders) are re-parsed on every open. Converting writes each "
+                 "checkpoint once as safetensors with a sidecar (content hash, architecture, QuickGELU, variant), so "
+                 "later opens read weights only.")
+        target = st.text_input("new collection folder", value=resources.default_conversion_folder(collection),
+                               key="convert_to")
+        if st.button("Convert", key="convert"):
+            bar = st.progress(0.0, text="Converting…")
+            try:
+                written = resources.convert_pool(collection, target, progress=lambda done, total, label: bar.progress(
+                    done / total, text=f"Wrote {done} of {total} checkpoints ({label})"))
+            except MergelabError as exc:
+                st.error(str(exc))
+            else:
+                st.success(f"Wrote {written}. Open it by typing that path into 'Collection folder'.")
 
 report = resources.build_report(collection)
 if report and report.get("variants"):
