@@ -93,8 +93,9 @@ def preprocess_of(visual: nn.Module) -> Preprocess:
                       image_size=size if isinstance(size, int) else size[0])
 
 
-def expected_visual_shapes(architecture: str, *, quick_gelu: bool = False) -> dict[str, tuple[int, ...]]:
-    """Key → shape of the image tower's state dict, built on the meta device (no memory; once per name)."""
+def expected_visual_shapes(architecture: str) -> dict[str, tuple[int, ...]]:
+    """Key → shape of the image tower's state dict, built on the meta device (no memory; once per name).
+    QuickGELU changes no shape."""
     return dict(_visual_shapes(architecture))
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from engine.formats.lazy import Concatenated, InMemory, LazyTensor, Transposed
+from engine.formats.lazy import Concatenated, LazyTensor, Transposed
 
 _LAYER = re.compile(r"^encoder\.layers\.(\d+)\.(.+)$")
 _BLOCK_RENAMES = {"layer_norm1.": "ln_1.", "layer_norm2.": "ln_2.", "mlp.fc1.": "mlp.c_fc.", "mlp.fc2.": "mlp.c_proj.",
@@ -133,10 +133,6 @@ def _tower_back(state: Mapping[str, torch.Tensor], renames: Mapping[str, str]) -
         out[prefix + rest] = tensor
     return out
 
-
-def in_memory(state: Mapping[str, torch.Tensor]) -> dict[str, LazyTensor]:
-    """Wrap loaded tensors, so `hf_to_open_clip` also maps an in-memory state dict."""
-    return {k: InMemory(v) for k, v in state.items()}
 
 
 def hf_config(architecture_config: Mapping, *, quick_gelu: bool, with_text: bool) -> dict:

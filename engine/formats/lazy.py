@@ -73,24 +73,6 @@ class FileTensor(LazyTensor):
 
 
 @dataclass(frozen=True)
-class InMemory(LazyTensor):
-    """A tensor already in memory (small values parsed from a header, test fixtures)."""
-
-    tensor: torch.Tensor
-
-    @property
-    def shape(self) -> tuple[int, ...]:  # type: ignore[override]
-        return tuple(self.tensor.shape)
-
-    @property
-    def dtype(self) -> torch.dtype:  # type: ignore[override]
-        return self.tensor.dtype
-
-    def read_into(self, out: torch.Tensor) -> None:
-        out.copy_(self.tensor)
-
-
-@dataclass(frozen=True)
 class Concatenated(LazyTensor):
     """Parts stacked along dim 0: Hugging Face's separate q, k, v projections → open_clip's in_proj."""
 
