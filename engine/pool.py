@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from engine.errors import SchemaError
+from engine.formats import is_model_folder
 
 POOL_MANIFESTS = ("pool.yaml", "pool.yml", "pool.json")
 PRETRAINED_NAMES = ("zeroshot", "linear_zeroshot", "nonlinear_zeroshot", "pretrained", "base")
@@ -130,7 +131,7 @@ def _task_checkpoints(folder: Path) -> dict[str, dict[str, str]]:
     found: dict[str, dict[str, str]] = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.lower() not in NOT_TASKS):
         task = _task_name(sub.name)
-        if (sub / "config.json").is_file() and any((sub / f"{n}.safetensors").is_file() for n in ("model",)):
+        if (sub / "config.json").is_file() and is_model_folder(sub):
             found.setdefault(task, {})["standard"] = sub.name      # a Hugging Face model folder
             continue
         for stem, name in FINETUNED_FILES.items():
@@ -140,7 +141,7 @@ def _task_checkpoints(folder: Path) -> dict[str, dict[str, str]]:
     flat = folder / "finetuned"
     if flat.is_dir():
         for file in sorted(flat.iterdir()):
-            if file.suffix in CHECKPOINT_SUFFIXES or (file.is_dir() and (file / "model.safetensors").is_file()):
+            if file.suffix in CHECKPOINT_SUFFIXES or is_model_folder(file):
                 found.setdefault(_task_name(file.stem if file.is_file() else file.name), {})["standard"] = \
                     f"finetuned/{file.name}"
     return found
@@ -151,7 +152,7 @@ def _pretrained(folder: Path, checkpoints: dict[str, dict[str, str]]) -> str | N
         file = _checkpoint_file(folder, stem)
         if file is not None:
             return file.name
-        if (folder / stem / "model.safetensors").is_file():
+        if is_model_folder(folder / stem):
             return stem
     for task_folder in sorted(folder.iterdir()):   # tangent keeps zeroshot.pt in every <Task>Val/ folder
         if task_folder.is_dir() and _task_name(task_folder.name) in checkpoints:

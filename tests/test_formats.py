@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from engine.checkpoints import load_checkpoint, open_checkpoint, save_checkpoint
 from engine.collection import load_collection, task_matrix
@@ -251,3 +251,17 @@ def test_checked_files_are_not_hashed_again_until_they_change(tiny_collection_di
     assert copy.finetuned_lazy("colour").verify
     with pytest.raises(CheckpointError, match="do not match the sidecar's tensors_sha256"):
         task_matrix(copy)
+
+
+def test_hf_folders_with_pytorch_model_bin(tmp_path, source):
+    """The hub's openai/clip-vit-* base models ship pytorch_model.bin (a plain state dict), not safetensors."""
+    root = _write(tmp_path, "hf", source)
+    base = root / "pretrained"
+    state = load_file(str(base / "model.safetensors"))
+    torch.save(state, base / "pytorch_model.bin")
+    (base / "model.safetensors").unlink()
+    _write_data(root)
+    collection = load_collection(root)
+    pretrained = collection.pretrained()
+    assert pretrained.meta.tower == "clip" and pretrained.meta.quick_gelu
+    assert all(torch.equal(pretrained.state[k], v) for k, v in source["pretrained"].items())

@@ -6,7 +6,7 @@ has a complete one), plus what the file says about QuickGELU and linearization. 
   `module.`/`model.`/`state_dict` wrappers (engine/formats/safetensors_file.py, torch_zip.py);
 - task_vectors / tangent / aTLAS pickled `ImageEncoder` modules, read by the restricted unpickler;
 - Hugging Face CLIPModel / CLIPVisionModel(WithProjection) safetensors, a file or a folder with
-  model.safetensors and config.json (engine/formats/hf_clip.py);
+  model.safetensors (or pytorch_model.bin) and config.json (engine/formats/hf_clip.py);
 - tangent task arithmetic's linearized dicts (`model.params.{i}`, `model.params0.{i}`, `model_name`),
   whose θ₀ comes along as `linearized_at`.
 Nothing here reads tensor data; engine/checkpoints.py does, straight into the task matrix.
@@ -26,7 +26,8 @@ from engine.formats.torch_zip import StandIn, read_torch_zip, state_tensors
 from engine.models import clip_parameter_names
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-HF_WEIGHTS = ("model.safetensors", "open_clip_model.safetensors")
+HF_WEIGHTS = ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+# (the hub's openai/clip-vit-* base models ship pytorch_model.bin only)
 _TEXT_COMPLETE = ("token_embedding.weight", "ln_final.weight", "text_projection", "positional_embedding")
 
 
@@ -43,6 +44,11 @@ class ForeignCheckpoint:
     @property
     def tower(self) -> str:
         return "clip" if self.text else "visual"
+
+
+def is_model_folder(path: Path) -> bool:
+    """A Hugging Face (or open_clip hub) model folder: one of the known weight files inside."""
+    return path.is_dir() and any((path / name).is_file() for name in HF_WEIGHTS)
 
 
 def read_foreign(path: Path) -> ForeignCheckpoint:
