@@ -1,12 +1,12 @@
-"""mergelab dashboard: navigation only. Views live in views/ (not pages/: a deep link to a fresh
+"""mergelab dashboard: navigation and the sidebar pickers every view shares. Views live in views/ (not pages/: a deep link to a fresh
 server would otherwise run the page without this file, see shared/research/install.md)."""
 import streamlit as st
 
-from ui.state import init_defaults
+from ui.state import init_defaults, sidebar_pickers
 
 st.set_page_config(page_title="mergelab", page_icon=":material/science:", layout="wide")
 init_defaults()
-st.navigation({
+pages = st.navigation({
     "": [st.Page("views/home.py", title="Home", icon=":material/home:", default=True)],
     "Explore": [st.Page("views/zoo.py", title="Zoo", icon=":material/inventory_2:", url_path="zoo"),
                 st.Page("views/merge.py", title="Merge", icon=":material/merge:", url_path="merge"),
@@ -18,4 +18,6 @@ st.navigation({
     "Train": [st.Page("views/finetune.py", title="Fine-tune", icon=":material/model_training:", url_path="finetune"),
               st.Page("views/learned.py", title="aTLAS & DV-BASI", icon=":material/tune:", url_path="learned")],
     "Track": [st.Page("views/jobs.py", title="Jobs & runs", icon=":material/monitoring:", url_path="jobs")],
-}).run()
+})
+sidebar_pickers()   # here, not in the views: the entry script's widgets survive page switches
+pages.run()

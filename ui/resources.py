@@ -155,13 +155,15 @@ def workspace_or_stop(collection: str, choice: Choice = ()) -> Workspace:
             bar.progress(done / total, text=f"Read {done} of {total} fine-tuned checkpoints ({task})")
 
     try:
-        return workspace(collection, device_name(), choice, progress=report)
+        opened = workspace(collection, device_name(), choice, progress=report)
     except MergelabError as exc:
+        opened = None
         st.error(str(exc))
+    if bar is not None:
+        bar.empty()
+    if opened is None:
         st.stop()
-    finally:
-        if bar is not None:
-            bar.empty()
+    return opened
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

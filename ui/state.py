@@ -56,9 +56,23 @@ def _apply_to_all(tasks: tuple[str, ...]) -> None:
             st.session_state[f"ckpt.{task}"] = variant
 
 
-def sidebar_workspace() -> tuple[str, Choice, Workspace]:
-    """The collection and checkpoint pickers in the sidebar, then the cached workspace they name
-    (or the engine's error on the page and the rest of the page skipped)."""
+CHOICE = "checkpoint_choice"   # the sidebar's non-standard checkpoint picks, kept for the page that runs next
+
+
+def sidebar_pickers() -> None:
+    """The collection and checkpoint pickers, rendered by app.py on every page. Widgets of the entry script
+    keep their values when the user switches pages; a page's own widgets are dropped when another page runs,
+    which used to empty the collection box on every sidebar click."""
     collection = collection_picker()
-    choice = checkpoint_picker(collection)
+    st.session_state[CHOICE] = checkpoint_picker(collection)
+
+
+def current_collection() -> str:
+    return st.session_state["collection"]
+
+
+def sidebar_workspace() -> tuple[str, Choice, Workspace]:
+    """The collection and checkpoint choice of the sidebar (app.py renders it), then the cached workspace
+    they name (or the engine's error on the page and the rest of the page skipped)."""
+    collection, choice = current_collection(), st.session_state.get(CHOICE, ())
     return collection, choice, resources.workspace_or_stop(collection, choice)

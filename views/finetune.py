@@ -7,14 +7,14 @@ from engine.finetune_job import finetune_job
 from engine.home import DataHome
 from engine.jobs import JobState
 from ui import figures, resources, widgets
-from ui.state import collection_picker
+from ui.state import current_collection
 
 st.header("Fine-tune a task")
 st.caption("Linearized fine-tuning trains the first-order model f(x; θ₀) + J f(x; θ₀)·(θ − θ₀), so task vectors add "
            "exactly in function space. The τJp penalty (Yoshida et al., ICLR 2025) adds β · mean ‖J f(x; θ₀)·(θ − θ₀)‖ "
            "over other tasks' images: the vector learns its task while leaving the others' embeddings where they were, "
            "so merges interfere less and work at λ ≈ 1. Compare the variants on the Merge and Interference pages.")
-collection = collection_picker()
+collection = current_collection()
 ws = resources.workspace_or_stop(collection)
 defaults = {"ft_task": ws.task_names[0], "ft_mode": "tau_jp", "ft_beta": 0.1, "ft_steps": 200, "ft_lr": 1e-3,
             "ft_batch": 128, "ft_penalty": "strict", "ft_penalty_batch": 8}

@@ -137,6 +137,8 @@ def test_a_background_job_survives_navigation_and_can_be_cancelled(server, page)
     expect(bar).to_contain_text("running", timeout=30_000)
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Zoo").click()
     expect(page.get_by_test_id("stHeading").first).to_contain_text("Checkpoints and tasks", timeout=30_000)
+    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=60_000)   # the zoo still open, no error
+    expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
     expect(bar).to_contain_text("lam =", timeout=30_000)  # still running, further along
     page.get_by_role("button", name="Cancel").click()
@@ -172,3 +174,35 @@ def test_clicking_a_taujp_cell_shows_that_pair_per_layer(server, page):
     expect(titles).to_have_text("τ_faces on textures inputs, per layer")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "interference_cell_click.png"), full_page=True)
+
+
+def test_a_task_vectors_pool_opens_by_path(server, page, data_home):
+    """A researcher's pool (pickled task_vectors encoders and heads, image folders), typed into the URL:
+    the merge page shows what the engine computes on it; the Zoo page offers the conversion."""
+    from urllib.parse import quote
+
+    from playwright.sync_api import expect
+
+    from engine.collection import load_collection
+    from engine.workspace import Workspace
+    from tests.builders import TINY_ARCH
+    from tests.foreign import tiny_source, write_image_folders, write_pool
+
+    tasks = {"colour": ("red", "green", "blue"), "shape": ("round", "square")}
+    source = tiny_source(TINY_ARCH, tasks, seed=3)
+    root = write_pool(data_home / "pools" / "tv", "task_vectors", architecture=TINY_ARCH,
+                      pretrained=source["pretrained"], finetuned=source["finetuned"], heads=source["heads"])
+    write_image_folders(root, tasks)
+    page.goto(f"{server}/merge?collection={quote(str(root))}", timeout=60_000)
+    title = page.get_by_test_id("stPlotlyChart").first.locator(".gtitle")
+    expect(title).to_contain_text("mean accuracy", timeout=60_000)
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning", timeout=60_000)
+    ws = Workspace.from_collection(load_collection(root), cache_dir=data_home / "cache")
+    lam = float(page.get_by_test_id("stSlider").first.get_by_role("slider").get_attribute("aria-valuetext"))
+    expected = ws.compare(ws.task_names, "task_arithmetic", {"lam": lam}).mean_merged
+    expect(title).to_have_text(f"Merged: mean accuracy {expected:.1%} (interactive split)")
+    page.get_by_test_id("stSidebarNavLink").filter(has_text="Zoo").click()
+    expect(page.get_by_text("Convert this pool to safetensors")).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("stTextInput").first.locator("input")).to_have_value(str(root))  # kept across pages
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "pool_zoo.png"), full_page=True)
