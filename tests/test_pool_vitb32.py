@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.foreign import FORMATS
 
@@ -21,24 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def serve_merge_page(fmt: str, home: str) -> dict:
     """Write the pool under the data home `home`, open the merge page on it with AppTest, move λ."""
-    from PIL import Image
     from streamlit.testing.v1 import AppTest
 
-    from tests.foreign import random_pool, write_pool
+    from tests.foreign import random_pool, write_image_folders, write_pool
     from tests.test_views import APP, _metric, _open
 
     pretrained, finetuned, heads = random_pool("ViT-B-32", TASKS)
     root = write_pool(Path(home) / "pool", fmt, architecture="ViT-B-32", pretrained=pretrained,
                       finetuned=finetuned, heads=heads)
     del pretrained, finetuned
-    gen = torch.Generator().manual_seed(0)
-    for task in TASKS:
-        for split in ("train", "val", "test"):
-            for name in CLASSES:
-                folder = root / "data" / task / split / name
-                folder.mkdir(parents=True)
-                pixels = torch.randint(0, 256, (32, 32, 3), generator=gen, dtype=torch.uint8).numpy()
-                Image.fromarray(pixels).save(folder / "0.png")
+    write_image_folders(root, {task: CLASSES for task in TASKS}, per_class=1, size=32)
     at = AppTest.from_file(APP, default_timeout=600)
     at.session_state["collection"] = str(root)
     if fmt == "tangent":   # linearized fine-tunes, chosen in the sidebar
