@@ -5,16 +5,21 @@ pool open slower than the pickles it came from. A file that has not changed sinc
 resolved path, device, inode, size and mtime) is not hashed again. The records are small JSON files in
 the data home's cache (`<cache>/verified/`); deleting them only means the next open hashes again. A file
 rewritten in place with the same size and mtime would not be re-checked: the check guards against damage
-and mix-ups, not against someone forging timestamps.
+and mix-ups, not against someone forging timestamps. Timestamps are coarse (a few ms), so a file modified
+in the last `SETTLE_NS` is not recorded at all: a rewrite within the same tick would keep its mtime
+(git's "racily clean" problem, solved the same way).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.atomic import write_text_atomic
+
+SETTLE_NS = 2_000_000_000   # files younger than this are hashed again next time
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,9 @@ class VerifiedFiles:
         return record == {**_stamp(path), "tensors_sha256": tensors_sha256}
 
     def add(self, path: Path, tensors_sha256: str) -> None:
-        """Remember that `path` (as it is now) hashed to `tensors_sha256`."""
+        """Remember that `path` (as it is now) hashed to `tensors_sha256`, unless it changed too recently."""
+        if time.time_ns() - Path(path).stat().st_mtime_ns < SETTLE_NS:
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self._record(path), json.dumps({**_stamp(path), "tensors_sha256": tensors_sha256}))
 

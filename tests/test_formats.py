@@ -240,7 +240,14 @@ def test_native_collections_read_lazily_verify_their_hashes(tiny_collection_dir,
 def test_checked_files_are_not_hashed_again_until_they_change(tiny_collection_dir, tmp_path):
     import shutil
 
-    copy = load_collection(shutil.copytree(tiny_collection_dir, tmp_path / "copy")).with_verified(tmp_path / "v")
+    import os
+    import time
+
+    root = shutil.copytree(tiny_collection_dir, tmp_path / "copy")
+    settled = time.time() - 60
+    for file in root.rglob("*"):
+        os.utime(file, (settled, settled))
+    copy = load_collection(root).with_verified(tmp_path / "v")
     assert copy.finetuned_lazy("colour").verify
     reference = task_matrix(copy)                       # hash-checked while read, and remembered
     assert not copy.finetuned_lazy("colour").verify and not copy.pretrained_lazy().verify
@@ -249,6 +256,10 @@ def test_checked_files_are_not_hashed_again_until_they_change(tiny_collection_di
     state = load_checkpoint(target).state
     save_file({k: (v + 1).contiguous() for k, v in state.items()}, str(target))   # changed: checked again
     assert copy.finetuned_lazy("colour").verify
+    fresh = load_collection(shutil.copytree(tiny_collection_dir, tmp_path / "fresh")).with_verified(tmp_path / "v")
+    os.utime(fresh.root / "finetuned" / "colour.standard.safetensors")   # just written: not trusted yet
+    task_matrix(fresh)
+    assert fresh.finetuned_lazy("colour").verify
     with pytest.raises(CheckpointError, match="do not match the sidecar's tensors_sha256"):
         task_matrix(copy)
 

@@ -37,15 +37,21 @@ def device_name() -> str:
     return pick_device().type
 
 
-def user_collection(collection: str) -> Collection:
-    """The collection (or pool) plus the user's fine-tunes of its pretrained model (read on every call: a
-    finished fine-tune job shows up at the next rerun). Every path its manifest names must lie under the
-    allowed roots too, so a manifest cannot reach outside them (`../../etc`, absolute paths)."""
+def allowed_collection(collection: str) -> Collection:
+    """The collection (or pool) at a typed path. Every path its manifest names must lie under the allowed
+    roots too, so a manifest cannot reach outside them (`../../etc`, absolute paths)."""
     home = DataHome.from_env().ensure()
     opened = load_collection(home.resolve_user_path(collection))
     for path in opened.referenced_paths():
         home.resolve_user_path(path)
-    return opened.with_finetunes(home.finetunes).with_verified(home.cache / "verified")
+    return opened
+
+
+def user_collection(collection: str) -> Collection:
+    """The allowed collection plus the user's fine-tunes of its pretrained model (read on every call: a
+    finished fine-tune job shows up at the next rerun)."""
+    home = DataHome.from_env().ensure()
+    return allowed_collection(collection).with_finetunes(home.finetunes).with_verified(home.cache / "verified")
 
 
 @dataclass(eq=False)
@@ -96,8 +102,7 @@ def default_conversion_folder(collection: str) -> str:
 def convert_pool(collection: str, target: str, *, progress: CheckpointProgress) -> Path:
     """Write the collection as a native one at `target` (a new folder under the allowed roots)."""
     home = DataHome.from_env().ensure()
-    return engine_convert_pool(load_collection(home.resolve_user_path(collection)), home.resolve_user_path(target),
-                               on_checkpoint=progress)
+    return engine_convert_pool(allowed_collection(collection), home.resolve_user_path(target), on_checkpoint=progress)
 
 
 def checkpoint_size(path: Path) -> int:
