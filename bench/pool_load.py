@@ -64,29 +64,14 @@ print(json.dumps({{"seconds": seconds, "rss_after_imports_mb": rss0 / 1024, "pea
 """
 
 
-def random_pool() -> tuple[dict, dict, dict]:
-    """A random ViT-B-32 CLIP (both towers), 8 fine-tunes of its image tower, and 8 two-class heads."""
-    import torch
-
-    from engine.models import create_clip
-
-    torch.manual_seed(0)
-    clip = create_clip(ARCH, quick_gelu=True)
-    pretrained = {k: v.detach().clone() for k, v in clip.state_dict().items()}
-    visual = {k.removeprefix("visual."): v for k, v in pretrained.items() if k.startswith("visual.")}
-    finetuned = {t: {k: v + 1e-3 * torch.randn_like(v) for k, v in visual.items()} for t in TASKS}
-    heads = {t: torch.nn.functional.normalize(torch.randn(2, 512), dim=-1) * 100 for t in TASKS}
-    return pretrained, finetuned, heads
-
-
 def write_case(case: str, folder: Path) -> None:
     """Runs in its own process (`--write`), so the measuring processes start small: Linux keeps a
     process's peak RSS across exec, and the parent never holds the weights."""
     from safetensors.torch import save_file
 
-    from tests.foreign import write_pool
+    from tests.foreign import random_pool, write_pool
 
-    pretrained, finetuned, heads = random_pool()
+    pretrained, finetuned, heads = random_pool(ARCH, TASKS)
     if case == "baseline":
         folder.mkdir(parents=True)
         visual = {k.removeprefix("visual."): v for k, v in pretrained.items() if k.startswith("visual.")}

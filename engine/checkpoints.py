@@ -16,7 +16,7 @@ so it survives a change of container and keys every cache in the data home.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -166,51 +166,47 @@ class LazyCheckpoint:
         """The image tower flattened into `out` [P] (a CPU vector) in spec order, hash and finiteness checked.
 
         One read per tensor straight into its slice; fp16/bf16 files go through a small staging tensor.
-        The sidecar hash is checked on the way when the tower's keys are exactly the spec's (sorted).
+        When the sidecar hash is still to check, every tensor is read once, in the hash's (sorted) order:
+        a full CLIP's text tower into scratch tensors, the image tower into `out`.
         """
-        visual = self.visual
-        spec.check_state_dict({k: _ShapeOnly(v.shape) for k, v in visual.items()}, source=str(self.path))
-        exact = self.meta.tower == "visual" and sorted(visual) == list(spec.names)   # the hash covers just these
-        digest = hashlib.sha256() if self.verify and exact else None
-        for name, start, size, shape in zip(spec.names, spec.offsets, spec.sizes, spec.shapes):
-            lazy, dest = visual[name], out[start:start + size].view(shape)
-            stored = dest if lazy.dtype == dest.dtype else torch.empty(shape, dtype=lazy.dtype)
+        prefix = "" if self.meta.tower == "visual" else "visual."
+        spec.check_shapes({k: v.shape for k, v in self.visual.items()}, source=str(self.path))
+        slices = {prefix + n: (start, size, shape) for n, start, size, shape in
+                  zip(spec.names, spec.offsets, spec.sizes, spec.shapes)}
+        digest = hashlib.sha256() if self.verify else None
+        for name in (sorted(self.tensors) if digest is not None else slices):
+            lazy = self.tensors[name]
+            start, size, shape = slices.get(name, (0, 0, lazy.shape))
+            dest = out[start:start + size].view(shape) if name in slices else None
+            stored = dest if dest is not None and lazy.dtype == dest.dtype else torch.empty(shape, dtype=lazy.dtype)
             lazy.read_into(stored)
             if digest is not None:
                 digest.update(f"{name}\0{stored.dtype}\0{tuple(stored.shape)}\0".encode())
                 digest.update(stored.reshape(-1).view(torch.uint8).numpy().data)
-            if stored is not dest:
+            if dest is not None and stored is not dest:
                 dest.copy_(stored)
-        if self.verify and digest is None:
-            self.load()  # the hash covers more than the tower (a full CLIP): verify on the whole state
-        elif digest is not None and digest.hexdigest() != self.meta.tensors_sha256:
+        if digest is not None and digest.hexdigest() != self.meta.tensors_sha256:
             raise _changed(self.path)
-        elif digest is not None:
-            self._remember()
+        self._remember()
         if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():   # one cheap pass in the common case
             raise CheckpointError(self.path, "contains NaN or Inf values",
                                   fix="re-export the checkpoint from a run that did not diverge")
-
 
     def _remember(self) -> None:
         if self.verify and self.verified is not None:
             self.verified.add(self.path, self.meta.tensors_sha256)
 
 
-@dataclass(frozen=True)
-class _ShapeOnly:
-    shape: tuple[int, ...]
-
-
 def open_checkpoint(path: Path, *, architecture: str | None = None, quick_gelu: bool | None = None,
                     variant: Variant | None = None, task: str | None = None,
-                    fill_from: LazyCheckpoint | None = None, verified: VerifiedFiles | None = None) -> LazyCheckpoint:
+                    fill_from: Callable[[], LazyCheckpoint] | None = None,
+                    verified: VerifiedFiles | None = None) -> LazyCheckpoint:
     """Locate a checkpoint's tensors and settle its metadata, without reading tensor data.
 
     A sidecar is authoritative (`architecture` must then agree with it). A foreign file (no sidecar) gets
     its metadata from its content and these arguments: `architecture` (else detected from the tower's
     shapes), `quick_gelu` (else what the file says, else False), `variant` (else "linearized" for tangent
-    files, "standard" otherwise), `task`. `fill_from` lends image-tower tensors a foreign file lacks:
+    files, "standard" otherwise), `task`. `fill_from()` lends image-tower tensors a foreign file lacks (called only then):
     Hugging Face CLIPVisionModel fine-tunes have no projection, which fine-tuning leaves at the
     pretrained value (FusionBench trains the vision model only). `verified` skips hashing a sidecar'd file
     already checked and unchanged since (engine/verified.py), and records the files it checks.
@@ -253,11 +249,13 @@ def _unwrapped_state(unpickled: TorchZip, path: Path) -> dict[str, LazyTensor]:
 
 
 def _open_foreign(path: Path, *, architecture: str | None, quick_gelu: bool | None, variant: Variant | None,
-                  task: str | None, fill_from: LazyCheckpoint | None) -> LazyCheckpoint:
+                  task: str | None, fill_from: Callable[[], LazyCheckpoint] | None) -> LazyCheckpoint:
     found = read_foreign(path)
     visual = dict(found.visual)
-    if fill_from is not None and "proj" not in visual and "proj" in fill_from.visual:
-        visual["proj"] = fill_from.visual["proj"]
+    if fill_from is not None and "proj" not in visual:
+        lender = fill_from().visual
+        if "proj" in lender:
+            visual["proj"] = lender["proj"]
     arch = architecture or found.architecture_hint or detect_architecture(
         {k: v.shape for k, v in visual.items()}, source=path)
     quick = quick_gelu if quick_gelu is not None else bool(found.quick_gelu)

@@ -84,18 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--smoke", action="store_true", help="a few steps only: checks the whole path quickly")
     build.add_argument("--real-images", type=Path, help="default: <out>/real_images.npz, else extracted afresh")
     build.set_defaults(run=_run_zoo_build)
-    sta = zoo.add_parser("add-sta", help="add STA importance maps and forgetting sweeps to an existing zoo")
-    sta.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
-    sta.set_defaults(run=_run_zoo_add_sta)
-    taujp = zoo.add_parser("add-taujp", help="add the τJp matrix (interference) to an existing zoo")
-    taujp.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
-    taujp.set_defaults(run=_run_zoo_add_taujp)
-    variants = zoo.add_parser("add-variants", help="add linearized and τJp-regularised fine-tunes of every task")
-    variants.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
-    variants.set_defaults(run=_run_zoo_add_variants)
-    learned = zoo.add_parser("add-learned", help="add aTLAS / DV-BASI results (report.json → learned)")
-    learned.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
-    learned.set_defaults(run=_run_zoo_add_learned)
+    for name, help_text, run in (
+            ("add-sta", "add STA importance maps and forgetting sweeps to an existing zoo", _run_zoo_add_sta),
+            ("add-taujp", "add the τJp matrix (interference) to an existing zoo", _run_zoo_add_taujp),
+            ("add-variants", "add linearized and τJp-regularised fine-tunes of every task", _run_zoo_add_variants),
+            ("add-learned", "add aTLAS / DV-BASI results (report.json → learned)", _run_zoo_add_learned)):
+        stage = zoo.add_parser(name, help=help_text)
+        stage.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
+        stage.set_defaults(run=run)
     extract = zoo.add_parser("extract-real", help="extract the real source images from scikit-learn/-image")
     extract.add_argument("--out", type=Path, default=DEFAULT_COLLECTION / "real_images.npz")
     extract.set_defaults(run=_run_zoo_extract)

@@ -103,7 +103,8 @@ class Collection:
                        pretrained: LazyCheckpoint | None = None) -> LazyCheckpoint:
         """One fine-tuned checkpoint, located but not read (a foreign HF fine-tune borrows the pretrained `proj`)."""
         return open_checkpoint(self._checkpoint_path(task, variant), task=task,
-                               fill_from=pretrained or self.pretrained_lazy(), verified=self.verified,
+                               fill_from=(lambda: pretrained) if pretrained else self.pretrained_lazy,
+                               verified=self.verified,
                                **self._overrides())
 
     def _overrides(self) -> dict:

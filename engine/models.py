@@ -121,11 +121,6 @@ def _meta_clip(architecture: str) -> tuple[tuple[tuple[str, tuple[int, ...]], ..
             tuple(name for name, _ in clip.named_parameters()))
 
 
-def known_architectures() -> tuple[str, ...]:
-    """Our config names, then open_clip's."""
-    return tuple(list_architectures())
-
-
 def architecture_config(name: str) -> dict | None:
     """open_clip's config dict for `name`, or None (no error: used to scan candidates)."""
     return _open_clip().get_model_config(name)

@@ -85,11 +85,15 @@ class ParamSpec:
 
     def check_state_dict(self, state: Mapping[str, torch.Tensor], *, source: str) -> None:
         """Raise ShapeError naming the first missing key or shape mismatch."""
+        self.check_shapes({k: tuple(v.shape) for k, v in state.items()}, source=source)
+
+    def check_shapes(self, shapes: Mapping[str, tuple[int, ...]], *, source: str) -> None:
+        """The same check on names → shapes (tensors not read yet)."""
         for name, shape in zip(self.names, self.shapes):
-            if name not in state:
+            if name not in shapes:
                 raise ShapeError(source, f"missing tensor {name!r}", fix="use a checkpoint of the same architecture")
-            if tuple(state[name].shape) != shape:
-                raise ShapeError(source, f"tensor {name!r} has shape {tuple(state[name].shape)}, expected {shape}",
+            if tuple(shapes[name]) != shape:
+                raise ShapeError(source, f"tensor {name!r} has shape {tuple(shapes[name])}, expected {shape}",
                                  fix="use a checkpoint of the same architecture")
 
 

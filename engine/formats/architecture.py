@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from engine.errors import CheckpointError
-from engine.models import architecture_config, expected_visual_shapes, known_architectures
+from engine.models import architecture_config, expected_visual_shapes, list_architectures
 
 PREFERRED = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-g-14", "ViT-bigG-14", "ViT-B-16-plus-240")
 
@@ -47,7 +47,7 @@ def _signature(shapes: Mapping[str, tuple[int, ...]], source: str | Path) -> tup
 
 @functools.cache
 def _candidates() -> tuple[str, ...]:
-    names = known_architectures()
+    names = list_architectures()
     ours = [n for n in names if n.startswith("mergelab-")]
     rest = [n for n in names if n not in ours and n not in PREFERRED and not n.endswith("quickgelu")]
     return (*ours, *(n for n in PREFERRED if n in names), *rest)
