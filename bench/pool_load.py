@@ -14,10 +14,10 @@ loading costs. Imports (torch, open_clip) happen before the clock starts in ever
 size = the image tower in fp32. Writes bench/results/pool_load_<device>.json.
 
 The converted case opens with the data home's record of hash-checked files (engine/verified.py): its first
-run hashes every file (2.6 s on the CPU here), later runs do not; `seconds_per_run` keeps both.
-CPU, 2 cores (2026-11-23): baseline 0.70 s; ratios 1.27 (HF) to 1.49 (open_clip safetensors); load RSS
-9.0× the model size in every format (baseline 18×). Most of the remaining gap is zeroing T (0.5 s): page
-faults taken inside `readinto` cost four times more than a multi-threaded memset.
+run hashes every file (2.2 s on the CPU here), later runs do not; `seconds_per_run` keeps both.
+CPU, 2 cores (2026-11-23): baseline 0.77 s; ratios 1.23 (HF) to 1.36 (tangent), converted 1.28 after its
+first open; load RSS 9.0× the model size in every format (baseline 18×). Most of the remaining gap is
+zeroing T (0.5 s): page faults taken inside `readinto` cost four times more than a multi-threaded memset.
 
     python bench/pool_load.py [--device cuda] [--repeats 2]
 """
