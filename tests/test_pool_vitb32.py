@@ -2,9 +2,12 @@
 format, opens in the dashboard and serves the merge page (on the CPU here; on a GPU when there is one).
 
 Each format runs in a fresh interpreter (`serve_merge_page`): a ViT-B-32 workspace and the test's own
-copy of the weights take ~13 GB at peak, and one process per format keeps the suite within 24 GB."""
+copy of the weights take ~13 GB at peak, and one process per format keeps the suite within 24 GB. Each
+pool takes ~5.5 GB of disk (nine full-CLIP files); it is removed as soon as its format is checked, so the five
+formats never sit on disk together."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +19,7 @@ from tests.foreign import FORMATS
 TASKS = tuple(f"task{i}" for i in range(8))
 CLASSES = ("cat", "dog")
 ROOT = Path(__file__).resolve().parent.parent
+DISK_NEEDED_GB = 6
 
 
 def serve_merge_page(fmt: str, home: str) -> dict:
@@ -49,7 +53,13 @@ def test_a_vit_b_32_pool_serves_the_merge_page(data_home, fmt):
     code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from tests.test_pool_vitb32 import serve_merge_page; "
             f"print('RESULT ' + json.dumps(serve_merge_page({fmt!r}, {str(data_home)!r})))")
     env = {**os.environ, "MERGELAB_HOME": str(data_home)}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    free_gb = shutil.disk_usage(data_home.parent).free / 2**30
+    assert free_gb > DISK_NEEDED_GB, (f"a ViT-B-32 pool needs ~{DISK_NEEDED_GB} GB in {data_home.parent}, "
+                                      f"{free_gb:.1f} GB are free: set TMPDIR or --basetemp to a larger disk")
+    try:
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    finally:
+        shutil.rmtree(data_home, ignore_errors=True)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert not result["exception"] and not result["errors"], result
