@@ -389,6 +389,21 @@ def test_a_tiny_atlas_and_dvbasi_run_from_the_page(app, data_home):
     assert not app.exception
 
 
+def test_learned_page_on_the_zoo_shows_the_stored_table_and_how_it_was_learned(data_home):
+    from engine.home import ASSETS_DIR
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["collection"] = str(ASSETS_DIR / "zoo")
+    _open(at, "views/learned.py")
+    assert not at.exception
+    learned = json.loads((ASSETS_DIR / "zoo" / "report.json").read_text())["learned"]
+    table = at.dataframe[-1].value
+    assert table.loc[table["method"] == "aTLAS + DV-BASI", "supervised"].item() == learned["supervised"]["dv_basi"]["test_mean"]
+    assert any("aTLAS: up to 120 epochs, patience 20; DV-BASI: 4 iterations of up to 40 epochs" in c.value
+               for c in at.caption)
+
+
 @pytest.mark.parametrize("key, value, subject", [("dv_iterations", 0, "iterations"), ("dv_patience", 0, "patience")])
 def test_bad_learning_settings_show_a_clear_error(app, key, value, subject):
     _open(app, "views/learned.py")

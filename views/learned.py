@@ -92,9 +92,11 @@ if report and report.get("learned"):
     st.subheader("Stored at build time")
     st.dataframe(figures.learned_table(report["learned"]),
                  column_config={k: st.column_config.NumberColumn(format="percent") for k in ("supervised", "unsupervised")})
+    atlas_cfg, inner_cfg = report["learned"]["config"], report["learned"].get("inner_config", {})
     st.caption("Test mean accuracy over the tasks; every epoch and iteration was chosen on the selection half of val. "
-               "On this zoo DV-BASI does not improve on aTLAS (its iterations lower the selection accuracy, so the "
-               "aTLAS point is kept), but it does lift a task-arithmetic start.")
+               f"aTLAS: up to {atlas_cfg['epochs']} epochs, patience {atlas_cfg['patience']}; DV-BASI: "
+               f"{report['learned']['iterations']} iterations of up to {inner_cfg.get('epochs', '?')} epochs "
+               f"(patience {inner_cfg.get('patience', '?')} on the fit loss).")
 
 st.subheader("Logged runs")
 logged = resources.run_log().runs(kind="learned")
