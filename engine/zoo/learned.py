@@ -6,7 +6,9 @@ task-arithmetic merge at its best val λ. Every choice uses the selection half o
 (engine/learn/coefficients.py); report.json → "learned" stores test accuracy per task for reporting,
 the selection accuracy that chose each point, and the per-iteration selection curve.
 The aTLAS stage follows the DV-BASI repository (120 epochs, patience 20 on selection accuracy): with
-40 epochs and patience 5 it stopped early (0.835 test mean) and no DV-BASI iteration beat it.
+40 epochs and patience 5 it stopped early (0.835 test mean) and no DV-BASI iteration beat it. Even so the
+gain is seed-dependent: supervised, DV-BASI beats aTLAS by 0.3 points at seed 0 (stored), ties it at seed 1,
+and at seed 2 the random-direction control does better than both (measured by hand, 2026-11-24).
 """
 from __future__ import annotations
 
