@@ -10,7 +10,7 @@ match (LayerNorm eps 1e-5, pooled output = post_layernorm(h[:, 0]) = open_clip's
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -95,11 +95,7 @@ def _tower(tensors: Mapping[str, LazyTensor], renames: Mapping[str, str]) -> dic
         if projection:
             qkv.setdefault((block, projection.group(2)), {})[projection.group(1)] = tensor
             continue
-        for old, new in _BLOCK_RENAMES.items():
-            if rest.startswith(old):
-                rest = new + rest.removeprefix(old)
-                break
-        out[block + rest] = tensor
+        out[block + _swap_prefix(rest, _BLOCK_RENAMES.items())] = tensor
     for (block, kind), parts in qkv.items():
         if set(parts) == {"q", "k", "v"}:
             out[f"{block}attn.in_proj_{kind}"] = Concatenated((parts["q"], parts["k"], parts["v"]))
@@ -126,12 +122,16 @@ def _tower_back(state: Mapping[str, torch.Tensor], renames: Mapping[str, str]) -
             for part, value in zip("qkv", (q, k, v)):
                 out[f"{prefix}self_attn.{part}_proj.{fused.group(1)}"] = value.contiguous()
             continue
-        for old, new in _BLOCK_RENAMES.items():
-            if rest.startswith(new):
-                rest = old + rest.removeprefix(new)
-                break
-        out[prefix + rest] = tensor
+        out[prefix + _swap_prefix(rest, ((new, old) for old, new in _BLOCK_RENAMES.items()))] = tensor
     return out
+
+
+def _swap_prefix(name: str, pairs: Iterable[tuple[str, str]]) -> str:
+    """`name` with the first matching prefix `a` of (a, b) in `pairs` replaced by `b`; unchanged if none."""
+    for a, b in pairs:
+        if name.startswith(a):
+            return b + name.removeprefix(a)
+    return name
 
 
 
