@@ -38,6 +38,22 @@ def test_zero_coefficients_give_the_start_point_exactly(setup):
                                tm.theta0 + sum(0.5 * torch.ones(n)[ids] * tm.T[k] for k in range(tm.num_tasks)))
 
 
+def test_large_blocks_and_runs_of_small_ones_give_the_same_merge_and_gradient(setup):
+    _, tm, _ = setup
+    sizes = block_sizes(tm.spec)
+    assert (sizes >= 997).any() and (sizes < 997).sum() > 2, "both kinds of segment must occur"
+    coefficients = torch.randn(tm.num_tasks, sizes.numel(), dtype=torch.float64, requires_grad=True)
+    T64, base64 = tm.T.double(), tm.theta0.double()
+    ids = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)  # block of each entry [P]
+    reference = base64 + (coefficients[:, ids] * T64).sum(0)  # [P]
+    merged = combine(base64, T64, coefficients, sizes, group=997)
+    torch.testing.assert_close(merged, reference)
+    weights = torch.randn_like(reference)
+    (grad,) = torch.autograd.grad((merged * weights).sum(), coefficients)
+    (expected,) = torch.autograd.grad((reference * weights).sum(), coefficients)
+    torch.testing.assert_close(grad, expected)
+
+
 def test_gradients_reach_only_the_coefficients(setup):
     suite, tm, data = setup
     sizes = block_sizes(tm.spec)

@@ -36,29 +36,73 @@ def block_sizes(spec: ParamSpec, *, level: str = "tensor") -> torch.Tensor:
     return torch.tensor([s.stop - s.start for _, s in spec.blocks(level=level)])
 
 
-def combine(base: torch.Tensor, directions: torch.Tensor, coefficients: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+def combine(base: torch.Tensor, directions: torch.Tensor, coefficients: torch.Tensor, sizes: torch.Tensor, *,
+            group: int = 1 << 12) -> torch.Tensor:
     """θ = base [P] + Σₖ coefficients[k, b] · directions[k] over contiguous blocks of `sizes` [n_blocks].
 
-    Differentiable in `coefficients` only (base and directions are frozen). Memory stays O(P): one [P]
-    temporary per direction, and the gradient of each coefficient row is a segment sum of grad ⊙ directions[k]."""
-    return _BlockCombination.apply(coefficients, base, directions, sizes.to(base.device))
+    Differentiable in `coefficients` only (base and directions are frozen). Forward and backward each read
+    the directions once: a block of at least `group` entries is one matrix-vector product ([K] · [K, n] and
+    [K, n] · [n]); runs of smaller blocks are handled together, up to `group` entries at a time, so the loop
+    runs at most 2·P/group + 1 times whatever the number of blocks, and memory stays O(K · group)."""
+    return _BlockCombination.apply(coefficients, base, directions, _Segments.of(sizes, group))
+
+
+@dataclass(frozen=True)
+class _Segments:
+    """The flat vector cut at block boundaries into segments: one large block, or a run of small ones."""
+
+    spans: tuple[tuple[int, int, int, torch.Tensor], ...]   # (start, stop, first block, block lengths [m])
+    n_blocks: int
+
+    @classmethod
+    def of(cls, sizes: torch.Tensor, group: int) -> "_Segments":
+        spans, run, start, first = [], [], 0, 0
+        for block, size in enumerate(sizes.tolist()):  # plan only: no tensor work per block
+            if size >= group or sum(run) >= group:
+                if run:
+                    spans.append((start, start + sum(run), first, torch.tensor(run)))
+                    start, first, run = start + sum(run), block, []
+            if size >= group:
+                spans.append((start, start + size, block, torch.tensor([size])))
+                start, first = start + size, block + 1
+            else:
+                run.append(size)
+        if run:
+            spans.append((start, start + sum(run), first, torch.tensor(run)))
+        return cls(tuple(spans), sizes.numel())
 
 
 class _BlockCombination(torch.autograd.Function):
     @staticmethod
     def forward(ctx, coefficients: torch.Tensor, base: torch.Tensor, directions: torch.Tensor,  # type: ignore[override]
-                sizes: torch.Tensor) -> torch.Tensor:
-        merged = base.clone()  # [P]
-        for k in range(directions.shape[0]):  # K directions (tasks), not keys
-            merged.addcmul_(torch.repeat_interleave(coefficients[k], sizes, output_size=base.numel()), directions[k])
-        ctx.save_for_backward(directions, sizes)
+                segments: _Segments) -> torch.Tensor:
+        merged = torch.empty_like(base)  # [P]
+        for start, stop, first, lengths in segments.spans:
+            part = directions[:, start:stop]  # [K, n]
+            if lengths.numel() == 1:
+                torch.addmv(base[start:stop], part.T, coefficients[:, first], out=merged[start:stop])
+            else:
+                scale = torch.repeat_interleave(coefficients[:, first:first + lengths.numel()],
+                                                lengths.to(base.device), dim=1, output_size=stop - start)  # [K, n]
+                torch.add(base[start:stop], (scale * part).sum(0), out=merged[start:stop])
+        ctx.save_for_backward(directions)
+        ctx.segments = segments
         return merged
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        directions, sizes = ctx.saved_tensors
-        rows = [torch.segment_reduce(grad * directions[k], "sum", lengths=sizes) for k in range(directions.shape[0])]
-        return torch.stack(rows), None, None, None  # [K, n_blocks]
+        (directions,) = ctx.saved_tensors
+        segments: _Segments = ctx.segments
+        out = grad.new_empty(directions.shape[0], segments.n_blocks)  # [K, n_blocks]
+        for start, stop, first, lengths in segments.spans:
+            part = directions[:, start:stop]  # [K, n]
+            if lengths.numel() == 1:
+                torch.mv(part, grad[start:stop], out=out[:, first])
+            else:
+                per_row = lengths.to(grad.device).expand(part.shape[0], -1).contiguous()  # [K, m]
+                out[:, first:first + lengths.numel()] = torch.segment_reduce(part * grad[start:stop], "sum",
+                                                                             lengths=per_row, axis=1)
+        return out, None, None, None
 
 
 @dataclass(frozen=True)
