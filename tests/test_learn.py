@@ -54,6 +54,23 @@ def test_large_blocks_and_runs_of_small_ones_give_the_same_merge_and_gradient(se
     torch.testing.assert_close(grad, expected)
 
 
+def test_segments_tile_the_vector_in_block_order_for_any_sizes():
+    from engine.learn.coefficients import _Segments
+
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        n = int(torch.randint(1, 30, (), generator=generator))
+        sizes = torch.randint(1, 50, (n,), generator=generator) * torch.randint(1, 4, (n,), generator=generator) ** 3
+        group = int(torch.randint(1, 200, (), generator=generator))
+        position, block = 0, 0
+        spans = _Segments.of(sizes, group).spans
+        for start, stop, first, lengths in spans:
+            assert (start, first) == (position, block) and lengths.tolist() == sizes[first:first + len(lengths)].tolist()
+            assert int(lengths.sum()) == stop - start and (len(lengths) == 1 or int(lengths.max()) < group)
+            position, block = stop, block + len(lengths)
+        assert (position, block) == (int(sizes.sum()), n) and len(spans) <= 2 * position / group + 1
+
+
 def test_gradients_reach_only_the_coefficients(setup):
     suite, tm, data = setup
     sizes = block_sizes(tm.spec)

@@ -56,19 +56,29 @@ class _Segments:
 
     @classmethod
     def of(cls, sizes: torch.Tensor, group: int) -> "_Segments":
-        spans, run, start, first = [], [], 0, 0
+        spans: list[tuple[int, int, int, torch.Tensor]] = []
+        run: list[int] = []          # lengths of consecutive small blocks not yet placed
+        start = 0                    # where the pending run, or else the next block, starts
+
+        def place(first: int, lengths: list[int]) -> None:
+            nonlocal start
+            total = sum(lengths)
+            spans.append((start, start + total, first, torch.tensor(lengths)))
+            start += total
+
+        pending = 0                  # sum(run)
         for block, size in enumerate(sizes.tolist()):  # plan only: no tensor work per block
-            if size >= group or sum(run) >= group:
-                if run:
-                    spans.append((start, start + sum(run), first, torch.tensor(run)))
-                    start, first, run = start + sum(run), block, []
             if size >= group:
-                spans.append((start, start + size, block, torch.tensor([size])))
-                start, first = start + size, block + 1
-            else:
-                run.append(size)
-        if run:
-            spans.append((start, start + sum(run), first, torch.tensor(run)))
+                if run:
+                    place(block - len(run), run)
+                    run, pending = [], 0
+                place(block, [size])
+                continue
+            run.append(size)
+            pending += size
+            if pending >= group or block == sizes.numel() - 1:
+                place(block + 1 - len(run), run)
+                run, pending = [], 0
         return cls(tuple(spans), sizes.numel())
 
 
