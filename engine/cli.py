@@ -88,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
             ("add-sta", "add STA importance maps and forgetting sweeps to an existing zoo", _run_zoo_add_sta),
             ("add-taujp", "add the τJp matrix (interference) to an existing zoo", _run_zoo_add_taujp),
             ("add-variants", "add linearized and τJp-regularised fine-tunes of every task", _run_zoo_add_variants),
-            ("add-learned", "add aTLAS / DV-BASI results (report.json → learned)", _run_zoo_add_learned)):
+            ("add-learned", "add aTLAS / DV-BASI results (report.json → learned)", _run_zoo_add_learned),
+            ("add-learned-taujp", "add only DV-BASI from the τJp-regularised merge (report.json → learned)",
+             _run_zoo_add_learned_taujp)):
         stage = zoo.add_parser(name, help=help_text)
         stage.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
         stage.set_defaults(run=run)
@@ -288,6 +290,15 @@ def _run_zoo_add_learned(args: argparse.Namespace) -> int:
     recorded = update_zoo(args.zoo, learned_stage, name="learned")["learned"]
     print(json.dumps({o: {k: v["test_mean"] for k, v in recorded[o].items()} for o in ("supervised", "unsupervised")},
                      indent=2))
+    return 0
+
+
+def _run_zoo_add_learned_taujp(args: argparse.Namespace) -> int:
+    from engine.zoo.build import update_zoo
+    from engine.zoo.learned import tau_jp_stage
+
+    recorded = update_zoo(args.zoo, tau_jp_stage, name="learned_taujp")["learned"]
+    print(json.dumps({o: recorded[o]["dv_basi_from_tau_jp"] for o in ("supervised", "unsupervised")}, indent=2))
     return 0
 
 

@@ -167,3 +167,9 @@ def test_learned_table_lists_every_method_per_objective():
     rows = learned_table(learned)
     assert rows[0] == {"method": "task arithmetic (λ = 0.3)", "supervised": 0.72, "unsupervised": 0.72}
     assert [r["method"] for r in rows][1:3] == ["aTLAS", "aTLAS + DV-BASI"] and len(rows) == 6
+    for objective, mean in (("supervised", 0.9), ("unsupervised", 0.85)):
+        learned[objective] = {**learned[objective], "dv_basi_from_tau_jp": {"test_mean": mean,
+                                                                           "start": {"lambda": 1.0, "test_mean": 0.88}}}
+    rows = learned_table(learned)
+    assert rows[-2] == {"method": "τJp task arithmetic (λ = 1, linearized)", "supervised": 0.88, "unsupervised": 0.88}
+    assert rows[-1] == {"method": "τJp TA + DV-BASI", "supervised": 0.9, "unsupervised": 0.85} and len(rows) == 8

@@ -79,7 +79,7 @@ def test_smoke_build_runs_end_to_end(tmp_path):
     assert set(report["variants"]) == {"standard", "linearized", "tau_jp"}
     assert collection.checkpoint_meta("digits", "tau_jp").linearized and collection.taujp_path("tau_jp").is_file()
     assert set(report["learned"]["supervised"]) == {"atlas", "dv_basi", "isotropic", "random_direction",
-                                                    "dv_basi_from_task_arithmetic"}
+                                                    "dv_basi_from_task_arithmetic", "dv_basi_from_tau_jp"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(file_sha256(out / name) == sha for name, sha in manifest.items())
     assert not [p for p in tmp_path.iterdir() if p.name != "zoo"]  # no build leftovers
@@ -179,6 +179,22 @@ def test_supervised_dvbasi_beats_atlas_and_the_random_direction_on_test(report):
     assert runs["dv_basi"]["test_mean"] > runs["atlas"]["test_mean"]
     assert runs["dv_basi"]["test_mean"] > runs["random_direction"]["test_mean"]
     assert runs["dv_basi"]["selection_mean"][runs["dv_basi"]["best_iteration"]] == max(runs["dv_basi"]["selection_mean"])
+
+
+def test_dvbasi_from_the_taujp_merge_is_stored_beside_its_start(report):
+    """Issue "Learned coefficients": DV-BASI from a τJp-regularised start. Its start is task arithmetic of the
+    "tau_jp" variant at that variant's best val λ (evaluated linearized); the iteration kept is the one the
+    selection half of val prefers, so iteration 0 (the start itself) when no DV-BASI step helps."""
+    variant_ta = report["variants"]["tau_jp"]["task_arithmetic"]
+    start_test = variant_ta["at_best"]["test"]
+    for objective in ("supervised", "unsupervised"):
+        run = report["learned"][objective]["dv_basi_from_tau_jp"]
+        assert run["start"]["lambda"] == variant_ta["best_lambda"]
+        assert run["start"]["test_mean"] == pytest.approx(sum(start_test.values()) / len(start_test), abs=1e-4)
+        assert run["selection_mean"][run["best_iteration"]] == max(run["selection_mean"])
+        assert len(run["delta_norm"]) == len(run["selection_mean"]) - 1 == report["learned"]["iterations"]
+        if run["best_iteration"] == 0:
+            assert run["test"] == pytest.approx(start_test, abs=1e-4)
 
 
 def test_one_short_dvbasi_iteration_reruns_on_the_zoo(zoo_workspace, report):

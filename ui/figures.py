@@ -337,4 +337,10 @@ def learned_table(learned: Mapping[str, Mapping]) -> list[dict]:
              "random_direction": "aTLAS + random-direction control", "dv_basi_from_task_arithmetic": "TA + DV-BASI"}
     for key, label in names.items():
         rows.append({"method": label, **{o: learned[o][key]["test_mean"] for o in ("supervised", "unsupervised")}})
+    if "dv_basi_from_tau_jp" in learned["supervised"]:  # zoos built with the τJp-regularised variant
+        start = learned["supervised"]["dv_basi_from_tau_jp"]["start"]
+        rows.append({"method": f"τJp task arithmetic (λ = {start['lambda']:g}, linearized)",
+                     "supervised": start["test_mean"], "unsupervised": start["test_mean"]})
+        rows.append({"method": "τJp TA + DV-BASI",
+                     **{o: learned[o]["dv_basi_from_tau_jp"]["test_mean"] for o in ("supervised", "unsupervised")}})
     return rows

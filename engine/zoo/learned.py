@@ -2,8 +2,9 @@
 
 For each objective (supervised, unsupervised): aTLAS from θ₀, then from its result DV-BASI (blockwise),
 the isotropic variant and the random-direction control, 4 iterations each, plus DV-BASI from the
-task-arithmetic merge at its best val λ. Every choice uses the selection half of val
-(engine/learn/coefficients.py); report.json → "learned" stores test accuracy per task for reporting,
+task-arithmetic merge at its best val λ and from the τJp-regularised one (the "tau_jp" variant's
+linearized checkpoints, task arithmetic at that variant's best val λ, evaluated linearized). Every
+choice uses the selection half of val (engine/learn/coefficients.py); report.json → "learned" stores test accuracy per task for reporting,
 the selection accuracy that chose each point, and the per-iteration selection curve.
 The aTLAS stage follows the DV-BASI repository (120 epochs, patience 20 on selection accuracy): with
 40 epochs and patience 5 it stopped early (0.835 test mean) and no DV-BASI iteration beat it. Even so the
@@ -33,7 +34,8 @@ def learned_stage(work: Path, *, config: LearnConfig = LEARN, iterations: int = 
     ws = Workspace.open(work, cache_dir=work / ".cache")
     m, suite = ws.matrix, ws.suite
     data = ValSplit.of(suite, seed=config.seed)
-    lam = json.loads((work / "report.json").read_text())["task_arithmetic"]["best_lambda"]
+    report = json.loads((work / "report.json").read_text())
+    lam = report["task_arithmetic"]["best_lambda"]
     ta = m.theta0 + lam * m.T.sum(dim=0)  # [P]
     inner = replace(INNER, epochs=min(INNER.epochs, config.epochs), patience=min(INNER.patience, config.patience),
                     batch_size=config.batch_size, lr=config.lr, seed=config.seed)  # never longer than aTLAS's budget
@@ -52,7 +54,28 @@ def learned_stage(work: Path, *, config: LearnConfig = LEARN, iterations: int = 
         dv = DvBasiConfig(iterations=iterations, learn=replace(inner, objective=objective))
         runs["dv_basi_from_task_arithmetic"] = _dv_summary(ws, dv_basi(suite, m.theta0, ta, m.spec, data=data, config=dv))
         out[objective] = runs
-    return {"learned": out}
+    out = {"learned": out}
+    return tau_jp_stage(work, learned=out["learned"]) if "tau_jp" in report.get("variants", {}) else out
+
+
+def tau_jp_stage(work: Path, *, learned: dict | None = None) -> dict:
+    """DV-BASI from the τJp-regularised merge, both objectives, added to `learned` (default: report.json's).
+
+    Same inner settings and val split as the other runs; the suite evaluates the linearized model around θ₀."""
+    report = json.loads((work / "report.json").read_text())
+    learned = dict(learned or report["learned"])
+    inner = LearnConfig(**learned["inner_config"])
+    ws = Workspace.open(work, cache_dir=work / ".cache", variant="tau_jp")
+    m = ws.matrix
+    lam = report["variants"]["tau_jp"]["task_arithmetic"]["best_lambda"]
+    start = m.theta0 + lam * m.T.sum(dim=0)  # [P]
+    data = ValSplit.of(ws.suite, seed=inner.seed)
+    for objective in ("supervised", "unsupervised"):
+        dv = DvBasiConfig(iterations=learned["iterations"], learn=replace(inner, objective=objective))
+        result = dv_basi(ws.suite, m.theta0, start, m.spec, data=data, config=dv)
+        learned[objective] = {**learned[objective], "dv_basi_from_tau_jp": {
+            **_dv_summary(ws, result), "start": {"lambda": lam, "test_mean": _test(ws, start)["test_mean"]}}}
+    return {"learned": learned}
 
 
 def _test(ws: Workspace, theta: torch.Tensor) -> dict:
