@@ -4,8 +4,10 @@ For each objective (supervised, unsupervised): aTLAS from θ₀, then from its r
 the isotropic variant and the random-direction control, 4 iterations each, plus DV-BASI from the
 task-arithmetic merge at its best val λ and from the τJp-regularised one (the "tau_jp" variant's
 linearized checkpoints, task arithmetic at that variant's best val λ, evaluated linearized). Every
-choice uses the selection half of val (engine/learn/coefficients.py); report.json → "learned" stores test accuracy per task for reporting,
-the selection accuracy that chose each point, and the per-iteration selection curve.
+choice uses the selection half of val (engine/learn/coefficients.py); report.json → "learned" stores test
+accuracy per task for reporting, the selection accuracy that chose each point, and the per-iteration
+selection curve. From the τJp start (0.876 test mean, above every learned point) no DV-BASI iteration
+raised selection accuracy for either objective, so the start is kept (measured 2026-11-30).
 The aTLAS stage follows the DV-BASI repository (120 epochs, patience 20 on selection accuracy): with
 40 epochs and patience 5 it stopped early (0.835 test mean) and no DV-BASI iteration beat it. Even so the
 gain is seed-dependent: supervised, DV-BASI beats aTLAS by 0.3 points at seed 0 (stored), ties it at seed 1,
