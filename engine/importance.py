@@ -11,6 +11,9 @@ are ours and the UI marks the method "provisional definition":
   for forgetting, engine/forgetting.py), so |v ⊙ ∇L| follows for any vector v without new passes;
 - L = cross-entropy of the task's zero-shot head on normalised image features; calibration data = the
   task's train split, `batches` seeded batches of `batch_size`;
+- for linearized checkpoints (model "linearized") ∇L is the gradient of the linearized model the merge is
+  evaluated as, f₀ + J(θ₀)·(θ − θ₀), i.e. J(θ₀)ᵀ ∂L/∂f at θ_ft, not the network's gradient at θ_ft (at θ₀
+  the two agree, so "grad" maps are shared);
 - normalised per parameter tensor by that tensor's largest importance (so every tensor has max 1),
   which makes one threshold comparable across tensors of different scale.
 Maps are held as uint8 log-scale codes (engine/importance_codes.py), shipped with a collection
@@ -33,7 +36,6 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.func import functional_call
 
 from engine.atomic import atomic_path
 from engine.data import LabelledImages, normalize_batch
@@ -42,7 +44,8 @@ from engine.evaluate import EvalSuite
 from engine.finetune import batch_indices
 from engine.importance_codes import encode
 from engine.models import Preprocess
-from engine.params import ParamSpec, unflatten
+from engine.params import ParamSpec
+from engine.tangent import trainable_embedding
 
 
 KINDS: Mapping[str, str] = MappingProxyType({
@@ -54,6 +57,7 @@ KINDS: Mapping[str, str] = MappingProxyType({
 @dataclass(frozen=True)
 class ImportanceConfig:
     variant: Literal["tau", "theta", "grad"] = "tau"
+    model: Literal["network", "linearized"] = "network"   # which model's gradient (see the module docstring)
     batches: int = 8
     batch_size: int = 128
     seed: int = 0
@@ -62,17 +66,19 @@ class ImportanceConfig:
 def taylor_importance(visual: nn.Module, theta_ft: torch.Tensor, theta0: torch.Tensor, spec: ParamSpec,
                       head: torch.Tensor, data: LabelledImages, preprocess: Preprocess,
                       config: ImportanceConfig = ImportanceConfig()) -> torch.Tensor:
-    """Raw importance [P] of a fine-tuned tower θ_ft [P] (not normalised)."""
+    """Raw importance [P] of a fine-tuned tower θ_ft [P] (not normalised); config.model "linearized" takes
+    the gradient of the model linearized at θ₀."""
     model = copy.deepcopy(visual).eval()  # a private template: the shared one may be in use elsewhere
+    linearized_at = theta0.detach() if config.model == "linearized" else None
     params = theta_ft.detach().clone().requires_grad_(True)  # [P]
-    weights = unflatten(params, spec)
     scale = {"tau": theta_ft - theta0, "theta": theta_ft, "grad": torch.ones_like(theta_ft)}[config.variant].detach()
     total = torch.zeros_like(theta_ft)  # [P]
     order = batch_indices(len(data), steps=config.batches, batch_size=min(config.batch_size, len(data)),
                           seed=config.seed)
     for idx in order:
         x = normalize_batch(data.images[idx], preprocess)  # [B, 3, S, S]
-        logits = F.normalize(functional_call(model, weights, (x,)), dim=-1) @ head.T  # [B, C]
+        features, _ = trainable_embedding(model, spec, params, x, linearized_at=linearized_at)  # [B, E]
+        logits = F.normalize(features, dim=-1) @ head.T  # [B, C]
         grad, = torch.autograd.grad(F.cross_entropy(logits, data.labels[idx]), params)
         total += (scale * grad).abs()
     return total / len(order)  # [P]

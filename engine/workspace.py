@@ -178,9 +178,11 @@ class Workspace:
         """Which checkpoint one task's map of `kind` belongs to, and where it is stored."""
         at_pretrained = kind == "grad0"
         sha = self.pretrained.sha256 if at_pretrained else self.collection.finetuned_sha256(task, self.variant_of(task))
+        linearized = self.suite.linearized_at is not None and not at_pretrained  # at θ₀ both gradients agree
+        config = ImportanceConfig(variant="grad" if at_pretrained else kind,
+                                  model="linearized" if linearized else "network")
         return ImportanceSource(
-            task, sha,
-            ImportanceConfig(variant="grad" if at_pretrained else kind), self.cache_dir,
+            task, sha, config, self.cache_dir,
             shipped=self.collection.importance_path(task, kind) if self.variant_of(task) == "standard" else None)
 
     def taujp(self, *, progress: Progress | None = None) -> TauJpMatrix:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -40,6 +42,33 @@ def test_importance_equals_a_per_batch_autograd_oracle(setup):
         oracle += (tm.T[0] * flat_grad).abs()
     torch.testing.assert_close(got, oracle / 3, rtol=1e-4, atol=1e-7)
     assert (got >= 0).all() and got.sum() > 0
+
+
+def test_linearized_importance_takes_the_linearized_models_gradient(setup):
+    """model "linearized": ∇L = J(θ₀)ᵀ ∂L/∂f at f₀ + J(θ₀)·τ, here from the explicit Jacobian (reverse mode)."""
+    _, suite, tm = setup
+    config = ImportanceConfig(variant="tau", model="linearized", batches=2, batch_size=8, seed=1)
+    train, head, tau = suite.tasks["colour"].split("train"), suite.heads["colour"], tm.T[0]
+    got = taylor_importance(suite.visual, tm.theta0 + tau, tm.theta0, tm.spec, head, train, suite.preprocess, config)
+    oracle = torch.zeros_like(tau)
+    for idx in batch_indices(len(train), steps=2, batch_size=8, seed=1):
+        x = normalize_batch(train.images[idx], suite.preprocess)
+
+        def embed(theta):
+            return torch.func.functional_call(suite.visual, unflatten(theta, tm.spec), (x,))  # [B, E]
+
+        jacobian = torch.func.jacrev(embed)(tm.theta0)  # [B, E, P]
+        features = (embed(tm.theta0) + jacobian @ tau).detach().requires_grad_(True)  # [B, E]
+        loss = F.cross_entropy(F.normalize(features, dim=-1) @ head.T, train.labels[idx])
+        g, = torch.autograd.grad(loss, features)  # [B, E]
+        oracle += (tau * torch.einsum("bep,be->p", jacobian, g)).abs()
+    torch.testing.assert_close(got, oracle / 2, rtol=1e-4, atol=1e-7)
+    network = taylor_importance(suite.visual, tm.theta0 + tau, tm.theta0, tm.spec, head, train, suite.preprocess,
+                                ImportanceConfig(variant="tau", batches=2, batch_size=8, seed=1))
+    assert not torch.allclose(got, network, rtol=1e-2)   # the two models' gradients differ away from θ₀
+    assert importance_file(Path("c"), "ab" * 32, config) != importance_file(Path("c"), "ab" * 32,
+                                                                          ImportanceConfig(variant="tau", batches=2,
+                                                                                           batch_size=8, seed=1))
 
 
 def test_per_tensor_normalisation():
