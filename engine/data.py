@@ -163,7 +163,7 @@ def _load_image_files(path: Path, *, image_size: int | None, cache_dir: Path | N
 
     if cache_dir is None:
         return decode()
-    return load_cached(image_set, image_size=image_size, cache_dir=Path(cache_dir), decode=decode)
+    return load_cached(image_set, image_size=image_size, cache_dir=Path(cache_dir), origin=path, decode=decode)
 
 
 def _validated(task: TaskData, source: Path) -> TaskData:

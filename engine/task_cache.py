@@ -2,8 +2,9 @@
 
 Decoding and resizing thousands of JPEGs takes minutes; hashing their bytes takes seconds. The key
 covers the decoder, the image size, the class names, the templates and every image's path, split,
-label and sha256, so a changed, added or removed file gives a new key and the old entry is never
-read again (delete `<cache_dir>/tasks/` to reclaim the space).
+label and sha256, so a changed, added or removed file gives a new key. The entry it replaces (same
+dataset path, image size, class names and templates) could never be read again, so writing the new one
+removes it; entries that differ in those stay. A `<key>.origin` file beside each entry records them.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.atomic import write_text_atomic
 from engine.data import TaskData, load_task, save_task
 from engine.errors import DatasetError
 from engine.image_sets import ImageSet
@@ -34,9 +36,10 @@ def cached_task_path(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / "tasks" / f"{key}.safetensors"
 
 
-def load_cached(image_set: ImageSet, *, image_size: int | None, cache_dir: Path,
+def load_cached(image_set: ImageSet, *, image_size: int | None, cache_dir: Path, origin: Path,
                 decode: Callable[[], TaskData]) -> TaskData:
-    """The cached task when its key matches, else `decode()`, written to the cache (atomically)."""
+    """The cached task when its key matches, else `decode()`, written to the cache (atomically), retiring
+    the entries it supersedes: same `origin` (the dataset's path), image size, names and templates."""
     path = cached_task_path(cache_dir, cache_key(image_set, image_size=image_size))
     if path.is_file():
         try:
@@ -45,7 +48,20 @@ def load_cached(image_set: ImageSet, *, image_size: int | None, cache_dir: Path,
             pass  # a damaged or half-replaced entry: decode again and overwrite it
     task = decode()
     save_task(task, path)
+    _retire_superseded(path, image_set, origin=origin, image_size=image_size)
     return task
+
+
+def _retire_superseded(entry: Path, image_set: ImageSet, *, origin: Path, image_size: int | None) -> None:
+    """Delete the other entries decoded from the same origin with the same settings (only their files
+    differed), then record the new entry's origin."""
+    stamp = json.dumps({"origin": str(Path(origin).resolve()), "image_size": image_size,
+                        "class_names": list(image_set.class_names), "templates": list(image_set.templates)})
+    for other in entry.parent.glob("*.origin"):
+        if other.stem != entry.stem and other.read_text(encoding="utf-8") == stamp:
+            for part in (other.with_suffix(".safetensors"), other.with_suffix(".json"), other):
+                part.unlink(missing_ok=True)
+    write_text_atomic(entry.with_suffix(".origin"), stamp)
 
 
 def file_sha256(path: Path) -> str:

@@ -198,8 +198,13 @@ def test_cache_returns_identical_tensors_and_follows_file_changes(tmp_path, monk
     _image(root / "test" / "dog" / "9.png", (7, 7, 7))  # one more file
     added = load_task(root, image_size=6, cache_dir=cache)
     assert len(added.split("test")) == len(first.split("test")) + 1 and added.split("test").labels.tolist()[-1] == 1
-    assert len(list((cache / "tasks").glob("*.safetensors"))) == 3
+    other_size = load_task(root, image_size=4, cache_dir=cache)
+    assert other_size.split("test").images.shape[-1] == 4
+    entries = sorted(p.name for p in (cache / "tasks").iterdir())
+    assert len(entries) == 2 * 3, entries  # superseded entries are gone: one per image size (+ .json, .origin)
     assert not list((cache / "tasks").glob("*.part"))  # atomic writes leave no temporaries
+    assert torch.equal(load_task(root, image_size=6, cache_dir=cache).split("test").images,
+                       added.split("test").images)
 
 
 def test_cache_covers_csv_tasks_and_names(tmp_path):
@@ -211,7 +216,7 @@ def test_cache_covers_csv_tasks_and_names(tmp_path):
     (tmp_path / "classes.json").write_text(json.dumps({"x": "ex", "y": "why"}))
     task = load_task(tmp_path / "t.csv", cache_dir=cache, name="renamed")
     assert task.class_names == ("ex", "why") and task.name == "renamed"
-    assert len(list((cache / "tasks").glob("*.safetensors"))) == 2
+    assert len(list((cache / "tasks").glob("*.safetensors"))) == 2   # other class names: both entries stay
 
 
 @pytest.mark.parametrize("rows, names, problem", [
