@@ -96,7 +96,10 @@ if report and report.get("learned"):
     st.caption("Test mean accuracy over the tasks; every epoch and iteration was chosen on the selection half of val. "
                f"aTLAS: up to {atlas_cfg['epochs']} epochs, patience {atlas_cfg['patience']}; DV-BASI: "
                f"{report['learned']['iterations']} iterations of up to {inner_cfg.get('epochs', '?')} epochs "
-               f"(patience {inner_cfg.get('patience', '?')} on the fit loss).")
+               f"(patience {inner_cfg.get('patience', '?')} on the fit loss)."
+               + (" τJp rows start from the linearized fine-tunes trained with the τJp penalty (variant tau_jp), "
+                  "evaluated as linearized models; DV-BASI keeps its start when no iteration raises selection accuracy."
+                  if "dv_basi_from_tau_jp" in report["learned"]["supervised"] else ""))
 
 st.subheader("Logged runs")
 logged = resources.run_log().runs(kind="learned")
