@@ -23,20 +23,22 @@ def kept_count(num_entries: int, density: float) -> int:
 def magnitude_mask(T: torch.Tensor, density: float, *, seed: int = 0) -> torch.Tensor:
     """Per task, keep the `density` fraction of entries with the largest |τ| → bool [K, P]."""
     K, P = T.shape
-    mask = torch.zeros(K, P, dtype=torch.bool, device=T.device)  # [K, P]
+    mask = torch.empty(K, P, dtype=torch.bool, device=T.device)  # [K, P]
+    if density >= 1.0:
+        return mask.fill_(True)
     n_keep = kept_count(P, density)
-    for k in range(K):  # one row at a time: |T[k]| is the only float temporary [P]
-        if density >= 1.0:
-            mask[k] = True
-        elif P <= EXACT_TOPK_LIMIT:
-            mask[k, torch.topk(T[k].abs(), n_keep, sorted=False).indices] = True
+    mag = torch.empty(P, dtype=T.dtype, device=T.device)  # [P] |T[k]|, reused row after row (no page faults)
+    for k in range(K):
+        torch.abs(T[k], out=mag)
+        if P <= EXACT_TOPK_LIMIT:
+            mask[k].zero_()[torch.topk(mag, n_keep, sorted=False).indices] = True
         else:
-            mask[k] = _banded_top_k(T[k].abs(), n_keep, seed=seed + k)
+            _banded_top_k(mag, n_keep, seed=seed + k, out=mask[k])
     return mask
 
 
-def _banded_top_k(mag: torch.Tensor, n_keep: int, *, seed: int) -> torch.Tensor:
-    """Exact top-`n_keep` mask of magnitudes [P] using a sampled band around the threshold."""
+def _banded_top_k(mag: torch.Tensor, n_keep: int, *, seed: int, out: torch.Tensor) -> None:
+    """Exact top-`n_keep` mask of magnitudes [P] into `out` (bool [P]), using a sampled band around the threshold."""
     P = mag.numel()
     gen = torch.Generator(device=mag.device).manual_seed(seed)
     sample = mag[torch.randint(0, P, (QUANTILE_SAMPLE,), generator=gen, device=mag.device)]  # [S]
@@ -44,15 +46,13 @@ def _banded_top_k(mag: torch.Tensor, n_keep: int, *, seed: int) -> torch.Tensor:
     spread = 6.0 * (q * (1 - q) / QUANTILE_SAMPLE) ** 0.5 + 1.0 / QUANTILE_SAMPLE  # ~6σ of the estimate
     lo, hi = torch.quantile(sample.float(), torch.tensor([max(0.0, q - spread), min(1.0, q + spread)],
                                                          device=mag.device))
-    above = mag > hi  # [P] surely kept
-    band = ((mag > lo) & ~above).nonzero().squeeze(1)  # indices of the undecided entries
-    rest = n_keep - int(torch.count_nonzero(above))
+    torch.gt(mag, hi, out=out)  # [P] surely kept
+    band = torch.gt(mag, lo).logical_xor_(out).nonzero().squeeze(1)  # undecided: lo < |τ| ≤ hi
+    rest = n_keep - int(torch.count_nonzero(out))
     if not 0 <= rest <= band.numel():  # the sample missed the threshold: do it the slow, exact way
-        keep = torch.zeros(P, dtype=torch.bool, device=mag.device)
-        keep[torch.topk(mag, n_keep, sorted=False).indices] = True
-        return keep
-    above[band[torch.topk(mag[band], rest, sorted=False).indices]] = True
-    return above
+        out.zero_()[torch.topk(mag, n_keep, sorted=False).indices] = True
+        return
+    out[band[torch.topk(mag[band], rest, sorted=False).indices]] = True
 
 
 def dare_keep_mask(shape: tuple[int, int], drop: float, *, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -60,6 +60,7 @@ def dare_keep_mask(shape: tuple[int, int], drop: float, *, seed: int, device: to
     gen = torch.Generator(device=device).manual_seed(seed)
     K, P = shape
     mask = torch.empty(K, P, dtype=torch.bool, device=device)  # [K, P]
-    for k in range(K):  # a float [P] of uniforms per row, not [K, P]
-        mask[k] = torch.rand(P, generator=gen, device=device) >= drop
+    uniforms = torch.empty(P, device=device)  # [P] one row's draws, reused: never a float [K, P]
+    for k in range(K):
+        torch.ge(torch.rand(P, generator=gen, device=device, out=uniforms), drop, out=mask[k])
     return mask
