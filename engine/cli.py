@@ -129,15 +129,14 @@ def _run_merge(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     params = _parse_params(args.param)
     out = _output_path(home, args.out)
-    pretrained = collection.pretrained()
     get_method(args.method).resolve(params, num_tasks=len(args.tasks or collection.task_names))  # fail early
     ws = Workspace.from_collection(collection, cache_dir=home.cache, device=device, variant=args.variant,
-                                   tasks=args.tasks, pretrained=pretrained)
+                                   tasks=args.tasks)
     tm = ws.matrix
     merged = ws.merge(tm.task_names, args.method, params)  # [P]; STA methods get their importance
-    recipe = MergeRecipe(collection=str(collection.root), pretrained_sha256=pretrained.sha256,
+    recipe = MergeRecipe(collection=str(collection.root), pretrained_sha256=ws.pretrained.tensors_sha256,
                          tasks=tm.task_names, variant=args.variant, method=args.method, params=params)
-    checkpoint = export_merged(out, merged, tm.spec, pretrained=pretrained, recipe=recipe)
+    checkpoint = export_merged(out, merged, tm.spec, pretrained=ws.pretrained, recipe=recipe)
     print(f"wrote {checkpoint.path} (sha256 {checkpoint.sha256[:12]})")
     result = None
     if args.eval_split:

@@ -61,14 +61,14 @@ def finetune_job(ctx: JobContext, *, workspace: Workspace, task: str, config: Fi
                       suite.preprocess, config, others=others, validate=validate, on_step=on_step,
                       lock=suite.lock)
     name = checkpoint_name(config)
-    path = finetune_folder(out_root, workspace.pretrained.sha256, task) / f"{name}.safetensors"
-    checkpoint = save_checkpoint(path, result.state_dict(suite.spec), architecture=workspace.pretrained.meta.architecture,
-                                 quick_gelu=workspace.pretrained.meta.quick_gelu, task=task, variant=config.mode,
+    path = finetune_folder(out_root, workspace.pretrained.tensors_sha256, task) / f"{name}.safetensors"
+    checkpoint = save_checkpoint(path, result.state_dict(suite.spec), architecture=workspace.pretrained.architecture,
+                                 quick_gelu=workspace.pretrained.quick_gelu, task=task, variant=config.mode,
                                  class_names=suite.tasks[task].class_names, source="mergelab fine-tune",
                                  training={"kind": f"{config.mode} fine-tuning", **asdict(config),
                                            "collection": str(workspace.collection.root),
                                            "val_accuracy": curves["val_accuracy"][-1]},
-                                 parent_sha256=workspace.pretrained.sha256)
+                                 parent_sha256=workspace.pretrained.tensors_sha256)
     outputs = {"checkpoint": name, "path": str(checkpoint.path), "val_accuracy": curves["val_accuracy"][-1],
                "zero_shot_val_accuracy": curves["val_accuracy"][0], "curves": curves}
     if run_log is not None:

@@ -56,7 +56,7 @@ def record_sweep(run_log: RunLog, sweep: Sweep, *, workspace: Workspace, method:
     return run_log.record("sweep", method=method, tasks=tuple(sweep.per_task), device=device, status=status,
                           duration_s=duration_s,
                           inputs={"collection": str(workspace.collection.root),
-                                  "pretrained_sha256": workspace.pretrained.sha256, "params": dict(params),
+                                  "pretrained_sha256": workspace.pretrained.tensors_sha256, "params": dict(params),
                                   "param": sweep.param, "values": list(planned or sweep.values),
                                   "split": sweep.split},
                           outputs=sweep_outputs(sweep))

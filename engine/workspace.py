@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from engine.analysis import SparsityReport, sparsity_report
-from engine.checkpoints import Checkpoint
+from engine.checkpoints import Checkpoint, CheckpointMeta
 from engine.collection import CheckpointProgress, Collection, load_collection, open_suite, task_matrix
 from engine.errors import CheckpointError
 from engine.evaluate import EvalResult, EvalSuite, Progress, evaluate
@@ -99,7 +99,7 @@ def _memoized(method: Callable) -> Callable:
 @dataclass(frozen=True, eq=False)
 class Workspace:
     collection: Collection
-    pretrained: Checkpoint
+    pretrained: CheckpointMeta   # its sidecar facts; the weights live in θ₀ (the text tower only built the heads)
     suite: EvalSuite
     matrix: TaskMatrix
     cache_dir: Path
@@ -128,7 +128,7 @@ class Workspace:
                              on_checkpoint=on_checkpoint)
         if linearized:
             suite = suite.linearized(matrix.theta0)
-        return cls(collection, pretrained, suite, matrix, Path(cache_dir), chosen)
+        return cls(collection, pretrained.meta, suite, matrix, Path(cache_dir), chosen)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -177,7 +177,7 @@ class Workspace:
     def importance_source(self, task: str, kind: str) -> ImportanceSource:
         """Which checkpoint one task's map of `kind` belongs to, and where it is stored."""
         at_pretrained = kind == "grad0"
-        sha = self.pretrained.sha256 if at_pretrained else self.collection.finetuned_sha256(task, self.variant_of(task))
+        sha = self.pretrained.tensors_sha256 if at_pretrained else self.collection.finetuned_sha256(task, self.variant_of(task))
         linearized = self.suite.linearized_at is not None and not at_pretrained  # at θ₀ both gradients agree
         config = ImportanceConfig(variant="grad" if at_pretrained else kind,
                                   model="linearized" if linearized else "network")
@@ -214,7 +214,7 @@ class Workspace:
         stored = self.collection.taujp_path(uniform) if uniform else None
         if stored is not None and set(self.task_names) == set(self.collection.task_names):
             return stored
-        shas = [self.pretrained.sha256, *(self.collection.finetuned_sha256(t, self.variant_of(t))
+        shas = [self.pretrained.tensors_sha256, *(self.collection.finetuned_sha256(t, self.variant_of(t))
                                           for t in self.task_names)]
         key = hashlib.sha256(json.dumps({"shas": shas, "split": "val", "images": TAUJP_IMAGES}).encode()).hexdigest()
         return self.cache_dir / "taujp" / f"{key[:24]}.json"
@@ -241,7 +241,7 @@ class Workspace:
     def tangent_preview(self, split: str = "interactive") -> TangentPreview:
         """f(x; θ₀) and J f(x; θ₀)·τₜ of every task's `split` images (engine/preview.py): read from the data
         home's JVP cache where stored (engine/jvp_cache.py), else computed once and stored."""
-        store = JvpStore(self.cache_dir / "jvp", self.pretrained.sha256,
+        store = JvpStore(self.cache_dir / "jvp", self.pretrained.tensors_sha256,
                          tuple(self.collection.finetuned_sha256(t, self.variant_of(t)) for t in self.task_names))
         return TangentPreview.build(self.suite, self.matrix.theta0, self.matrix.T, vectors=self.task_names, store=store,
                                     split=split)
@@ -264,13 +264,11 @@ class Workspace:
 
     def merge(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue]) -> torch.Tensor:
         """θ [P] merged from the chosen tasks' vectors."""
-        rows = [self.matrix.task_names.index(t) for t in tasks]
-        return apply(method, self.matrix.theta0, self.matrix.T[rows], params,
+        return apply(method, self.matrix.theta0, self.matrix.rows(tasks), params,
                      importance=self.method_importance(method, tasks))
 
     def sparsity(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue]) -> SparsityReport:
-        rows = [self.matrix.task_names.index(t) for t in tasks]
-        return sparsity_report(method, self.matrix.T[rows], params, tasks=tasks, spec=self.matrix.spec,
+        return sparsity_report(method, self.matrix.rows(tasks), params, tasks=tasks, spec=self.matrix.spec,
                                importance=self.method_importance(method, tasks))
 
     def compare(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue], *,

@@ -64,6 +64,20 @@ def test_one_task_at_lambda_one_gives_its_finetuned_weights(states):
     assert exact >= len(finetuned["t1"]) // 2
 
 
+def test_rows_are_a_view_when_consecutive_and_a_copy_otherwise(states):
+    tm = TaskMatrix.from_state_dicts(*states)
+    names = list(tm.task_names)
+    every = tm.rows(names)
+    assert every.data_ptr() == tm.T.data_ptr() and torch.equal(every, tm.T)   # merging every task: no copy
+    tail = tm.rows(names[1:])
+    assert tail.untyped_storage().data_ptr() == tm.T.untyped_storage().data_ptr() and torch.equal(tail, tm.T[1:])
+    swapped = tm.rows([names[1], names[0]])
+    assert swapped.untyped_storage().data_ptr() != tm.T.untyped_storage().data_ptr()
+    assert torch.equal(swapped, torch.stack([tm.T[1], tm.T[0]]))
+    with pytest.raises(KeyError, match="nope"):
+        tm.rows(["nope"])
+
+
 def test_per_task_lambdas_match_the_formula(states):
     tm = TaskMatrix.from_state_dicts(*states)
     lams = [0.2, -0.5, 1.0]

@@ -49,6 +49,25 @@ def test_a_logged_recipe_reproduces_its_merge(tiny_collection_dir, data_home):
     assert torch.equal(first.merged, again.merged)
 
 
+def test_a_recipe_run_on_an_open_workspace_equals_a_fresh_run(tiny_collection_dir, data_home):
+    """The dashboard exports through its open workspace (no second copy of the pool in memory)."""
+    from engine.workspace import Workspace
+
+    home = DataHome.from_env().ensure()
+    body = {"collection": str(tiny_collection_dir), "tasks": ["texture", "colour"], "params": {"lam": [0.5, 0.2]},
+            "evaluate": "test"}
+    fresh = run_recipe(load_recipe(_write(data_home / "f.json", json.dumps({**body, "output": "f"}))), home=home)
+    ws = Workspace.open(tiny_collection_dir, cache_dir=home.cache)   # every task, as the merge page opens it
+    reused = run_recipe(load_recipe(_write(data_home / "w.json", json.dumps({**body, "output": "w"}))), home=home,
+                        workspace=ws)
+    assert torch.equal(fresh.merged, reused.merged) and reused.recipe.tasks == ("texture", "colour")
+    assert reused.result.accuracy == fresh.result.accuracy and set(reused.result.accuracy) == {"texture", "colour"}
+    assert reused.checkpoint.meta.parent_sha256 == fresh.checkpoint.meta.parent_sha256 == ws.pretrained.tensors_sha256
+    other = load_recipe(_write(data_home / "o.json", json.dumps({**body, "variants": {"colour": "linearized"}})))
+    with pytest.raises(ParameterError, match="'colour'.*not open with the checkpoint the recipe names"):
+        run_recipe(other, home=home, workspace=ws)
+
+
 @pytest.mark.parametrize("body, error, message", [
     ("method: ties_magic\n", SchemaError, r"method: Value error, ties_magic: is not a registered merge method"),
     ("params: {lam: 3.0}\n", ParameterError, r"task_arithmetic.lam: value 3.0 outside \[-1.5, 1.5\]"),

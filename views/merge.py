@@ -127,13 +127,14 @@ with st.expander("Recipe of the current settings (run it with `python -m engine 
     st.code(recipe.model_dump_json(indent=2, exclude={"created"}), language="json")
 save_col, export_col, job_col = st.columns(3)
 if save_col.button("Save run", help="record this merge and its accuracies in the run log"):
-    run_id = save_merge_run(resources.run_log(), comparison, recipe, pretrained_sha256=ws.pretrained.sha256,
+    run_id = save_merge_run(resources.run_log(), comparison, recipe, pretrained_sha256=ws.pretrained.tensors_sha256,
                             device=resources.device_name())
     st.success(f"Saved as run #{run_id} (see Jobs & runs).")
 if export_col.button("Export checkpoint", help="merge, write safetensors + sidecar + recipe, evaluate on test"):
     try:
         with st.spinner("Exporting and evaluating on test…"):
-            outcome = run_recipe(recipe, home=DataHome.from_env().ensure(), device=resources.device_name())
+            outcome = run_recipe(recipe, home=DataHome.from_env().ensure(), device=resources.device_name(),
+                                 workspace=ws)
         st.session_state["_export"] = str(outcome.checkpoint.path)
     except MergelabError as exc:
         st.error(str(exc))

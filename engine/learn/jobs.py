@@ -95,11 +95,11 @@ def _finish(workspace: Workspace, theta: torch.Tensor, label: str, curves: dict,
     if out_dir is not None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         path = Path(out_dir) / f"learned-{stamp}.safetensors"
-        meta = workspace.pretrained.meta
+        meta = workspace.pretrained
         checkpoint = save_checkpoint(path, unflatten(theta.detach().cpu(), workspace.matrix.spec),
                                      architecture=meta.architecture, quick_gelu=meta.quick_gelu, variant="merged",
                                      training={"kind": "learned coefficients", "point": label,
                                                "checkpoints": dict(workspace.variants)},
-                                     source="mergelab aTLAS / DV-BASI", parent_sha256=workspace.pretrained.sha256)
+                                     source="mergelab aTLAS / DV-BASI", parent_sha256=workspace.pretrained.tensors_sha256)
         outputs["artifact"] = str(checkpoint.path)
     return outputs
