@@ -119,6 +119,13 @@ def unflatten(flat: torch.Tensor, spec: ParamSpec) -> dict[str, torch.Tensor]:
     return {name: part.view(shape) for name, part, shape in zip(spec.names, parts, spec.shapes)}
 
 
+def take_rows(matrix: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+    """matrix[rows] [k, ...]: a view when `rows` are consecutive and in order, else a copy."""
+    if rows and list(rows) == list(range(rows[0], rows[0] + len(rows))):
+        return matrix[rows[0]:rows[0] + len(rows)]
+    return matrix[list(rows)]
+
+
 @dataclass(frozen=True)
 class TaskMatrix:
     """θ₀ [P] and the task vectors T [K, P] of K fine-tuned checkpoints, on one device."""
@@ -155,10 +162,7 @@ class TaskMatrix:
         missing = [t for t in tasks if t not in self.task_names]
         if missing:
             raise KeyError(f"tasks {missing} not in {list(self.task_names)}")
-        rows = [self.task_names.index(t) for t in tasks]
-        if rows and rows == list(range(rows[0], rows[0] + len(rows))):
-            return self.T[rows[0]:rows[0] + len(rows)]  # [k, P] view
-        return self.T[rows]  # [k, P] copy
+        return take_rows(self.T, [self.task_names.index(t) for t in tasks])  # [k, P]
 
     def vector(self, task: str) -> "TaskVector":
         return TaskVector(self.T[self.task_names.index(task)], self.spec)

@@ -30,7 +30,7 @@ from engine.importance import ImportanceConfig, ImportanceSource, importance_cod
 from engine.merge import apply, get_method
 from engine.merge.registry import ParamValue
 from engine.jvp_cache import JvpStore
-from engine.params import TaskMatrix
+from engine.params import TaskMatrix, take_rows
 from engine.preview import TangentPreview
 from engine.taujp import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, save_taujp, taujp_matrix
 
@@ -260,7 +260,7 @@ class Workspace:
         kind = get_method(method).importance
         if kind is None:
             return None
-        return self.importance(kind)[[self.matrix.task_names.index(t) for t in tasks]]  # [k, P]
+        return take_rows(self.importance(kind), [self.matrix.task_names.index(t) for t in tasks])  # [k, P] uint8
 
     def merge(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue]) -> torch.Tensor:
         """θ [P] merged from the chosen tasks' vectors."""
