@@ -30,11 +30,10 @@ def open_clip_config_path(checkpoint_path: Path) -> Path:
 def export_merged(path: Path, merged: torch.Tensor, spec: ParamSpec, *, pretrained: CheckpointMeta,
                   recipe: MergeRecipe) -> Checkpoint:
     """Save θ [P] as an image-tower checkpoint whose sidecar and recipe name its origin (`pretrained`'s sidecar)."""
-    meta = pretrained
     return save_checkpoint(
         Path(path), unflatten(merged.detach().cpu(), spec),
         companions={recipe_path(path): recipe.model_dump_json(indent=2),
-                    open_clip_config_path(path): json.dumps(model_config(meta.architecture), indent=2)},
-        architecture=meta.architecture, quick_gelu=meta.quick_gelu, tower="visual", task=None,
+                    open_clip_config_path(path): json.dumps(model_config(pretrained.architecture), indent=2)},
+        architecture=pretrained.architecture, quick_gelu=pretrained.quick_gelu, tower="visual", task=None,
         variant="merged", class_names=(), training=recipe.model_dump(mode="json"),
         source="mergelab merge", parent_sha256=pretrained.tensors_sha256)

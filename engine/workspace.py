@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from engine.analysis import SparsityReport, sparsity_report
-from engine.checkpoints import Checkpoint, CheckpointMeta
+from engine.checkpoints import CheckpointMeta
 from engine.collection import CheckpointProgress, Collection, load_collection, open_suite, task_matrix
 from engine.errors import CheckpointError
 from engine.evaluate import EvalResult, EvalSuite, Progress, evaluate
@@ -115,11 +115,11 @@ class Workspace:
     @classmethod
     def from_collection(cls, collection: Collection, *, cache_dir: Path, device: torch.device | str = "cpu",
                         variant: str = "standard", variants: Mapping[str, str] | None = None,
-                        tasks: Sequence[str] | None = None, pretrained: Checkpoint | None = None,
+                        tasks: Sequence[str] | None = None,
                         on_checkpoint: CheckpointProgress | None = None) -> "Workspace":
         """Open `tasks` (default all) of an already loaded collection, `variants[task]` (else `variant`) each;
         `on_checkpoint(done, total, task)` follows the reading of the fine-tuned checkpoints."""
-        pretrained = pretrained or collection.pretrained()
+        pretrained = collection.pretrained()  # its weights are dropped once θ₀ and the heads are built
         names = tuple(tasks or collection.task_names)
         chosen = {t: (variants or {}).get(t, variant) for t in names}
         linearized = _linearized(collection, chosen)

@@ -56,8 +56,7 @@ def learned_stage(work: Path, *, config: LearnConfig = LEARN, iterations: int = 
         dv = DvBasiConfig(iterations=iterations, learn=replace(inner, objective=objective))
         runs["dv_basi_from_task_arithmetic"] = _dv_summary(ws, dv_basi(suite, m.theta0, ta, m.spec, data=data, config=dv))
         out[objective] = runs
-    out = {"learned": out}
-    return tau_jp_stage(work, learned=out["learned"]) if "tau_jp" in report.get("variants", {}) else out
+    return tau_jp_stage(work, learned=out) if "tau_jp" in report.get("variants", {}) else {"learned": out}
 
 
 def tau_jp_stage(work: Path, *, learned: dict | None = None) -> dict:
