@@ -1,5 +1,5 @@
-"""mergelab dashboard: navigation and the sidebar pickers every view shares. Views live in views/ (not pages/: a deep link to a fresh
-server would otherwise run the page without this file, see shared/research/install.md)."""
+"""mergelab dashboard: navigation and the sidebar pickers every view shares. Views live in views/ (not pages/: with a pages/ folder, Streamlit
+runs a deep-linked page without this file when it is a fresh server's first request; tests/e2e checks deep links)."""
 import streamlit as st
 
 from ui.state import init_defaults, sidebar_pickers

@@ -1,7 +1,7 @@
 """Fine-tuning throughput per mode against bare forward+backward throughput of the same encoder, same run
 (issue "τJp-regularised fine-tuning and the zoo's linearized variants").
 
-For each mode of engine/finetune.py (standard, linearized, linearized + τJp penalty with the strict and
+For each mode of engine/train/finetune.py (standard, linearized, linearized + τJp penalty with the strict and
 cyclic schedules) the task images per second of whole optimiser steps, and as a ratio to (1) bare
 fwd+bwd: `functional_call` forward and backward on the same batch, no optimiser. Encoders: the demo zoo
 (its real tasks) and random ViT-B-32 weights (random images; small batches on the CPU). The τJp modes
@@ -24,10 +24,10 @@ from torch.func import functional_call
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from engine.data import LabelledImages, normalize_batch  # noqa: E402
-from engine.finetune import FinetuneConfig, finetune  # noqa: E402
+from engine.data.tasks import LabelledImages, normalize_batch  # noqa: E402
 from engine.models import create_visual, pick_device, preprocess_of  # noqa: E402
 from engine.params import ParamSpec, flatten, unflatten  # noqa: E402
+from engine.train.finetune import FinetuneConfig, finetune  # noqa: E402
 
 MODES = {"standard": {"mode": "standard"}, "linearized": {"mode": "linearized"},
          "tau_jp_strict": {"mode": "tau_jp", "penalty": "strict"}, "tau_jp_cyclic": {"mode": "tau_jp", "penalty": "cyclic"}}
@@ -84,8 +84,8 @@ def measure(visual, spec, theta0, head, train, others, preprocess, base: Finetun
 def zoo(device: torch.device, base: FinetuneConfig) -> dict:
     import tempfile
 
-    from engine.collection import load_collection, open_suite, pretrained_vector
     from engine.home import ASSETS_DIR
+    from engine.pool.collection import load_collection, open_suite, pretrained_vector
 
     collection = load_collection(ASSETS_DIR / "zoo")
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,8 +21,8 @@ DEFAULT_GRID = ("0.05:1.5", "0.1:1.0", "0.1:1.5", "0.1:2.0", "0.2:1.5")
 
 
 def main() -> None:
-    from engine.forgetting import forgetting_outcome, negation_curve
     from engine.home import ASSETS_DIR
+    from engine.merge.forgetting import forgetting_outcome, negation_curve
     from engine.workspace import Workspace
 
     settings = [tuple(map(float, s.split(":"))) for s in (sys.argv[1:] or DEFAULT_GRID)]

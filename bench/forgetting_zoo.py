@@ -21,10 +21,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
-    from engine.forgetting import STA_MARGIN, STA_THRESHOLD
     from engine.home import ASSETS_DIR
+    from engine.merge.forgetting import STA_MARGIN, STA_THRESHOLD
     from engine.workspace import Workspace
-    from engine.zoo.selective import forgetting_sweeps
+    from engine.zoo.sta import forgetting_sweeps
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

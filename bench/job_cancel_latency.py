@@ -21,9 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 def main(repeats: int = 5) -> None:
     from engine.home import ASSETS_DIR
-    from engine.jobs import JobState, LocalRunner
-    from engine.runs import RunLog
-    from engine.sweep_job import sweep_job
+    from engine.jobs.runner import JobState, LocalRunner
+    from engine.jobs.sweep import sweep_job
+    from engine.runs.log import RunLog
     from engine.workspace import Workspace
 
     with tempfile.TemporaryDirectory() as tmp:

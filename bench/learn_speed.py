@@ -21,8 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.finetune_speed import _sync, bare_fwd_bwd  # noqa: E402
-from engine.data import LabelledImages  # noqa: E402
-from engine.evaluate import EvalSuite  # noqa: E402
+from engine.data.tasks import LabelledImages  # noqa: E402
+from engine.eval.suite import EvalSuite  # noqa: E402
 from engine.learn.coefficients import block_sizes, combine, objective_loss  # noqa: E402
 from engine.models import create_visual, pick_device, preprocess_of  # noqa: E402
 from engine.params import ParamSpec, flatten  # noqa: E402

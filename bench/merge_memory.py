@@ -63,8 +63,8 @@ phase("zero_shot_and_finetuned", lambda: (ws.zero_shot("interactive"), ws.finetu
 phase("task_arithmetic_compare", lambda: ws.compare(ws.task_names, "task_arithmetic", {{"lam": 0.3}}))
 phase("ties_compare", lambda: ws.compare(ws.task_names, "ties", {{"density": 0.2, "lam": 1.0}}))
 from engine.home import DataHome
-from engine.recipe_runner import run_recipe
-from engine.recipes import MergeRecipe
+from engine.runs.recipe_runner import run_recipe
+from engine.runs.recipes import MergeRecipe
 recipe = MergeRecipe(collection={pool!r}, tasks=ws.task_names, method="task_arithmetic", params={{"lam": 0.3}},
                      evaluate="test")
 phase("export_recipe", lambda: run_recipe(recipe, home=DataHome.from_env().ensure(), device={device!r}, workspace=ws))

@@ -4,7 +4,7 @@ A random ViT-B-32 (QuickGELU) pool of 1 pretrained + 8 fine-tuned checkpoints is
 folder in each format of tests/foreign.py (open_clip safetensors and torch.save, task_vectors pickles, HF
 folders, tangent linearized dicts) and as mergelab's converted collection (safetensors + sidecars). Each
 is opened in a fresh subprocess, building θ₀ and the task matrix T [8, P] with
-`engine.collection.task_matrix`. The baseline, in the same run and also in a fresh subprocess, loads the
+`engine.pool.collection.task_matrix`. The baseline, in the same run and also in a fresh subprocess, loads the
 same image-tower weights from plain safetensors files (`safetensors.torch.load_file`) and builds the
 matrix with `TaskMatrix.from_state_dicts`. Files are freshly written (in the page cache) for every case.
 
@@ -13,7 +13,7 @@ Measured per case: wall time of the load (best of `--repeats` subprocesses) and 
 loading costs. Imports (torch, open_clip) happen before the clock starts in every case. Goals: time ≤ 1.5× the baseline for every format; peak ≤ (K + 2) × model size, model
 size = the image tower in fp32. Writes bench/results/pool_load_<device>.json.
 
-The converted case opens with the data home's record of hash-checked files (engine/verified.py): its first
+The converted case opens with the data home's record of hash-checked files (engine/io/verified.py): its first
 run hashes every file (2.2 s on the CPU here), later runs do not; `seconds_per_run` keeps both.
 CPU, 2 cores (2026-11-23): baseline 0.77 s; ratios 1.23 (HF) to 1.36 (tangent), converted 1.28 after its
 first open; load RSS 9.0× the model size in every format (baseline 18×). Most of the remaining gap is
@@ -42,7 +42,7 @@ MEASURE = r"""
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import torch
-from engine.collection import load_collection, task_matrix
+from engine.pool.collection import load_collection, task_matrix
 from engine.params import TaskMatrix
 from safetensors.torch import load_file
 import open_clip  # imported by any process that evaluates (the dashboard, the CLI): not load time
@@ -84,8 +84,8 @@ def write_case(case: str, folder: Path) -> None:
     for task in TASKS:
         (folder / "data" / task).mkdir(parents=True)   # discovery wants a dataset per task; not read here
     if case == "converted":
-        from engine.collection import load_collection
-        from engine.pool_convert import convert_pool
+        from engine.pool.collection import load_collection
+        from engine.pool.convert import convert_pool
 
         converted = folder.parent / "converted-native"
         convert_pool(load_collection(folder), converted)
@@ -132,7 +132,7 @@ def main() -> None:
     model_mb = P * 4 / 2**20
     base = results["baseline"]["seconds"]
     budget = (K + 2) * model_mb
-    for case, r in results.items():
+    for r in results.values():
         r["time_ratio_to_baseline"] = round(r["seconds"] / base, 3)
         r["load_rss_over_model_size"] = round(r["load_rss_mb"] / model_mb, 2)
         r["meets_time_goal"] = r["time_ratio_to_baseline"] <= 1.5

@@ -2,7 +2,7 @@
 (issue "τJp interference map and the instant tangent-space preview").
 
 Same run, same encoder: (1) bare JVP: one tangent, images/s of `torch.func.jvp`; (2) the τJp matrix of
-8 task vectors × 8 tasks through `engine.taujp.taujp_matrix`, expressed as image-vector products/s.
+8 task vectors × 8 tasks through `engine.taujp.matrix.taujp_matrix`, expressed as image-vector products/s.
 Goal: (2) ≥ 80% of (1). Random ViT-B-32 weights (16 images per task on the CPU, 256 on a GPU) and the
 demo zoo. Then the tangent preview's latency per slider move on the zoo (goal ≤ 150 ms on the CPU).
 Writes bench/results/taujp_speed_<device>.json.
@@ -23,11 +23,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.merge_bandwidth import timed  # noqa: E402
-from engine.evaluate import EvalSuite  # noqa: E402
+from engine.eval.suite import EvalSuite  # noqa: E402
+from engine.eval.tangent import jvp_features  # noqa: E402
 from engine.models import create_visual, pick_device, preprocess_of  # noqa: E402
 from engine.params import ParamSpec, flatten  # noqa: E402
-from engine.taujp import taujp_on_images  # noqa: E402
-from engine.tangent import jvp_features  # noqa: E402
+from engine.taujp.matrix import taujp_on_images  # noqa: E402
 
 
 def throughput(suite: EvalSuite, theta0: torch.Tensor, T: torch.Tensor, images: dict, *, device) -> dict:

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 FIRST_RESULT = """
 import time; t0 = time.perf_counter()
 from pathlib import Path
-from engine.collection import load_collection, open_suite, task_matrix
-from engine.evaluate import evaluate
+from engine.pool.collection import load_collection, open_suite, task_matrix
+from engine.eval.evaluate import evaluate
 from engine.merge import apply
 from engine.home import ASSETS_DIR, DataHome
 home = DataHome.from_env().ensure()
@@ -49,11 +49,11 @@ def cold_start(device: str, home: Path) -> float:
 def main() -> None:
     import torch
 
-    from engine.collection import load_collection, open_suite, task_matrix
-    from engine.evaluate import evaluate
+    from engine.eval.evaluate import evaluate
     from engine.home import ASSETS_DIR
     from engine.merge import apply
     from engine.models import pick_device
+    from engine.pool.collection import load_collection, open_suite, task_matrix
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--device")

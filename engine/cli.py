@@ -15,19 +15,20 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from engine.checkpoints import load_checkpoint
-from engine.collection import load_collection, open_suite, pretrained_vector
 from engine.errors import MergelabError, OutputExistsError, ParameterError
-from engine.evaluate import EvalResult, EvalSuite, evaluate
-from engine.export import export_merged
+from engine.eval.evaluate import EvalResult, evaluate
+from engine.eval.suite import EvalSuite
 from engine.home import ASSETS_DIR, DataHome
+from engine.io.checkpoints import load_checkpoint
 from engine.merge import METHODS, get_method
 from engine.models import pick_device
 from engine.params import flatten
-from engine.pool_convert import convert_pool
-from engine.pool_info import CheckpointInfo, pool_checkpoints
-from engine.recipes import MergeRecipe
-from engine.runs import RunLog
+from engine.pool.collection import load_collection, open_suite, pretrained_vector
+from engine.pool.convert import convert_pool
+from engine.pool.info import CheckpointInfo, pool_checkpoints
+from engine.runs.export import export_merged
+from engine.runs.log import RunLog
+from engine.runs.recipes import MergeRecipe
 from engine.workspace import Workspace
 
 DEFAULT_COLLECTION = ASSETS_DIR / "zoo"
@@ -151,8 +152,8 @@ def _run_merge(args: argparse.Namespace) -> int:
 
 
 def _run_recipe(args: argparse.Namespace) -> int:
-    from engine.recipe_runner import run_recipe
-    from engine.recipes import load_recipe
+    from engine.runs.recipe_runner import run_recipe
+    from engine.runs.recipes import load_recipe
 
     home = DataHome.from_env().ensure()
     recipe = load_recipe(home.resolve_user_path(args.recipe))
@@ -216,7 +217,7 @@ def _run_pool_convert(args: argparse.Namespace) -> int:
 
 
 def _run_pool_export_hf(args: argparse.Namespace) -> int:
-    from engine.formats.export import export_hf_folder
+    from engine.io.formats.hf_export import export_hf_folder
 
     home = DataHome.from_env().ensure()
     checkpoint = load_checkpoint(home.resolve_user_path(args.checkpoint))
@@ -236,8 +237,8 @@ def _run_pool_export_hf(args: argparse.Namespace) -> int:
 def _run_zoo_build(args: argparse.Namespace) -> int:
     import tempfile
 
+    from engine.data.real_images import extract_real_images
     from engine.zoo.build import ZooConfig, build_zoo
-    from engine.zoo.real_images import extract_real_images
 
     real = args.real_images or args.out / "real_images.npz"
     with tempfile.TemporaryDirectory() as tmp:
@@ -254,7 +255,7 @@ def _run_zoo_build(args: argparse.Namespace) -> int:
 
 def _run_zoo_add_sta(args: argparse.Namespace) -> int:
     from engine.zoo.build import update_zoo
-    from engine.zoo.selective import selective_stage
+    from engine.zoo.sta import selective_stage
 
     with _StageBars() as bars:
         recorded = update_zoo(args.zoo, lambda work: selective_stage(work, progress=bars.update),
@@ -265,7 +266,7 @@ def _run_zoo_add_sta(args: argparse.Namespace) -> int:
 
 def _run_zoo_add_taujp(args: argparse.Namespace) -> int:
     from engine.zoo.build import update_zoo
-    from engine.zoo.interference import interference_stage
+    from engine.zoo.taujp import interference_stage
 
     print(json.dumps(update_zoo(args.zoo, interference_stage, name="interference"), indent=2))
     return 0
@@ -302,7 +303,7 @@ def _run_zoo_add_learned_taujp(args: argparse.Namespace) -> int:
 
 
 def _run_zoo_extract(args: argparse.Namespace) -> int:
-    from engine.zoo.real_images import extract_real_images
+    from engine.data.real_images import extract_real_images
 
     extract_real_images(args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
@@ -312,7 +313,7 @@ def _run_zoo_extract(args: argparse.Namespace) -> int:
 class _StageBars:
     """One tqdm bar per build stage, advanced by (stage, fraction, message) callbacks."""
 
-    def __enter__(self) -> "_StageBars":
+    def __enter__(self) -> _StageBars:
         self.stage, self.bar = None, None
         return self
 

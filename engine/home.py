@@ -26,11 +26,11 @@ class DataHome:
     root: Path
 
     @classmethod
-    def from_env(cls) -> "DataHome":
+    def from_env(cls) -> DataHome:
         raw = os.environ.get("MERGELAB_HOME") or str(Path.home() / ".mergelab")
         return cls(Path(raw).expanduser().resolve())
 
-    def ensure(self) -> "DataHome":
+    def ensure(self) -> DataHome:
         for name in SUBFOLDERS:
             (self.root / name).mkdir(parents=True, exist_ok=True)
         return self
@@ -49,7 +49,7 @@ class DataHome:
 
     @property
     def finetunes(self) -> Path:
-        """Fine-tunes made from the dashboard or CLI (engine/finetune_job.py), by pretrained sha256 and task."""
+        """Fine-tunes made from the dashboard or CLI (engine/jobs/finetune.py), by pretrained sha256 and task."""
         return self.checkpoints / "finetuned"
 
     @property

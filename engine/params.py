@@ -29,12 +29,12 @@ class ParamSpec:
     shapes: tuple[tuple[int, ...], ...]
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "ParamSpec":
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> ParamSpec:
         names = tuple(sorted(k for k, v in state.items() if v.is_floating_point()))
         return cls(names=names, shapes=tuple(tuple(state[k].shape) for k in names))
 
     @classmethod
-    def from_shapes(cls, tensors: Mapping[str, tuple[tuple[int, ...], torch.dtype]]) -> "ParamSpec":
+    def from_shapes(cls, tensors: Mapping[str, tuple[tuple[int, ...], torch.dtype]]) -> ParamSpec:
         """The same spec from names → (shape, dtype), for checkpoints not read yet."""
         names = tuple(sorted(k for k, (_, dtype) in tensors.items() if dtype.is_floating_point))
         return cls(names=names, shapes=tuple(tuple(tensors[k][0]) for k in names))
@@ -138,7 +138,7 @@ class TaskMatrix:
     @classmethod
     def from_state_dicts(cls, pretrained: Mapping[str, torch.Tensor],
                          finetuned: Mapping[str, Mapping[str, torch.Tensor]], *,
-                         device: torch.device | str = "cpu") -> "TaskMatrix":
+                         device: torch.device | str = "cpu") -> TaskMatrix:
         """Build from a pretrained state dict and {task name: fine-tuned state dict}."""
         spec = ParamSpec.from_state_dict(pretrained)
         theta0 = flatten(pretrained, spec, source="pretrained", device=device)  # [P]
@@ -152,7 +152,7 @@ class TaskMatrix:
     def num_tasks(self) -> int:
         return self.T.shape[0]
 
-    def select(self, tasks: Sequence[str]) -> "TaskMatrix":
+    def select(self, tasks: Sequence[str]) -> TaskMatrix:
         """A TaskMatrix holding only `tasks` (in that order), its T from `rows`."""
         return TaskMatrix(self.theta0, self.rows(tasks), self.spec, tuple(tasks))
 
@@ -164,7 +164,7 @@ class TaskMatrix:
             raise KeyError(f"tasks {missing} not in {list(self.task_names)}")
         return take_rows(self.T, [self.task_names.index(t) for t in tasks])  # [k, P]
 
-    def vector(self, task: str) -> "TaskVector":
+    def vector(self, task: str) -> TaskVector:
         return TaskVector(self.T[self.task_names.index(task)], self.spec)
 
 
@@ -179,12 +179,12 @@ class TaskVector:
     values: torch.Tensor  # [P]
     spec: ParamSpec
 
-    def _check(self, other: "TaskVector") -> None:
+    def _check(self, other: TaskVector) -> None:
         if other.spec != self.spec:
             raise ShapeError("TaskVector", "operands come from different ParamSpecs",
                              fix="combine task vectors of the same architecture")
 
-    def __add__(self, other: "TaskVector | int") -> "TaskVector":
+    def __add__(self, other: TaskVector | int) -> TaskVector:
         if isinstance(other, int) and other == 0:  # lets built-in sum() start from 0
             return self
         self._check(other)
@@ -192,14 +192,14 @@ class TaskVector:
 
     __radd__ = __add__
 
-    def __sub__(self, other: "TaskVector") -> "TaskVector":
+    def __sub__(self, other: TaskVector) -> TaskVector:
         self._check(other)
         return TaskVector(self.values - other.values, self.spec)
 
-    def __neg__(self) -> "TaskVector":
+    def __neg__(self) -> TaskVector:
         return TaskVector(-self.values, self.spec)
 
-    def __mul__(self, scale: float) -> "TaskVector":
+    def __mul__(self, scale: float) -> TaskVector:
         if not isinstance(scale, (int, float)):
             return NotImplemented
         return TaskVector(self.values * scale, self.spec)

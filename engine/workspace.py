@@ -21,18 +21,19 @@ from typing import Any
 
 import torch
 
-from engine.analysis import SparsityReport, sparsity_report
-from engine.checkpoints import CheckpointMeta
-from engine.collection import CheckpointProgress, Collection, load_collection, open_suite, task_matrix
 from engine.errors import CheckpointError
-from engine.evaluate import EvalResult, EvalSuite, Progress, evaluate
-from engine.importance import ImportanceConfig, ImportanceSource, importance_codes
+from engine.eval.evaluate import EvalResult, evaluate
+from engine.eval.suite import EvalSuite, Progress
+from engine.io.checkpoints import CheckpointMeta
 from engine.merge import apply, get_method
+from engine.merge.analysis import SparsityReport, sparsity_report
 from engine.merge.registry import ParamValue
-from engine.jvp_cache import JvpStore
 from engine.params import TaskMatrix, take_rows
-from engine.preview import TangentPreview
-from engine.taujp import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, save_taujp, taujp_matrix
+from engine.pool.collection import CheckpointProgress, Collection, load_collection, open_suite, task_matrix
+from engine.sta.importance import ImportanceConfig, ImportanceSource, importance_codes
+from engine.taujp.jvp_cache import JvpStore
+from engine.taujp.matrix import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, save_taujp, taujp_matrix
+from engine.taujp.preview import TangentPreview
 
 TAUJP_IMAGES = 64   # val images per task for matrices computed on demand (the zoo ships whole-split ones)
 
@@ -69,7 +70,7 @@ class Sweep:
 
     @classmethod
     def from_results(cls, split: str, param: str, values: Sequence[float], results: Sequence[EvalResult],
-                     tasks: Sequence[str]) -> "Sweep":
+                     tasks: Sequence[str]) -> Sweep:
         """One EvalResult per value (a job's partial sweep may have fewer results than planned values)."""
         return cls(split, param, tuple(values[:len(results)]), tuple(r.mean_accuracy for r in results),
                    tuple(r.mean_normalized for r in results),
@@ -88,7 +89,7 @@ def _memoized(method: Callable) -> Callable:
     """functools.cache, but kept on the instance: a workspace the dashboard drops is freed with its results
     (functools.cache on a method holds every instance it has seen, workspaces of GBs included)."""
     @functools.wraps(method)
-    def cached(self: "Workspace", *args: Any, **kwargs: Any) -> Any:
+    def cached(self: Workspace, *args: Any, **kwargs: Any) -> Any:
         key = (method.__name__, args, tuple(sorted(kwargs.items())))
         if key not in self._memo:
             self._memo[key] = method(self, *args, **kwargs)
@@ -108,7 +109,7 @@ class Workspace:
 
     @classmethod
     def open(cls, path: Path, *, cache_dir: Path, device: torch.device | str = "cpu",
-             variant: str = "standard", tasks: Sequence[str] | None = None) -> "Workspace":
+             variant: str = "standard", tasks: Sequence[str] | None = None) -> Workspace:
         return cls.from_collection(load_collection(path), cache_dir=cache_dir, device=device, variant=variant,
                                    tasks=tasks)
 
@@ -116,7 +117,7 @@ class Workspace:
     def from_collection(cls, collection: Collection, *, cache_dir: Path, device: torch.device | str = "cpu",
                         variant: str = "standard", variants: Mapping[str, str] | None = None,
                         tasks: Sequence[str] | None = None,
-                        on_checkpoint: CheckpointProgress | None = None) -> "Workspace":
+                        on_checkpoint: CheckpointProgress | None = None) -> Workspace:
         """Open `tasks` (default all) of an already loaded collection, `variants[task]` (else `variant`) each;
         `on_checkpoint(done, total, task)` follows the reading of the fine-tuned checkpoints."""
         pretrained = collection.pretrained()  # its weights are dropped once θ₀ and the heads are built
@@ -226,7 +227,7 @@ class Workspace:
 
     @_memoized
     def pair_drops(self, lam: float, *, split: str = "val") -> dict[tuple[str, str], float]:
-        """drop_b(a) for every ordered pair a ≠ b at coefficient λ (engine/taujp.py)."""
+        """drop_b(a) for every ordered pair a ≠ b at coefficient λ (engine/taujp/matrix.py)."""
         m = self.matrix
         return pair_drops(self.suite, m.theta0, m.T, names=m.task_names, lam=lam, split=split)
 
@@ -239,8 +240,8 @@ class Workspace:
 
     @_memoized
     def tangent_preview(self, split: str = "interactive") -> TangentPreview:
-        """f(x; θ₀) and J f(x; θ₀)·τₜ of every task's `split` images (engine/preview.py): read from the data
-        home's JVP cache where stored (engine/jvp_cache.py), else computed once and stored."""
+        """f(x; θ₀) and J f(x; θ₀)·τₜ of every task's `split` images (engine/taujp/preview.py): read from the data
+        home's JVP cache where stored (engine/taujp/jvp_cache.py), else computed once and stored."""
         store = JvpStore(self.cache_dir / "jvp", self.pretrained.tensors_sha256,
                          tuple(self.collection.finetuned_sha256(t, self.variant_of(t)) for t in self.task_names))
         return TangentPreview.build(self.suite, self.matrix.theta0, self.matrix.T, vectors=self.task_names, store=store,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from engine.checkpoints import save_checkpoint
-from engine.data import LabelledImages, TaskData, save_task
+from engine.data.tasks import LabelledImages, TaskData, save_task
+from engine.io.checkpoints import save_checkpoint
 from engine.models import create_clip
 
 TINY_ARCH = "mergelab-test-tiny"

@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
-from engine.formats.hf_clip import hf_config, open_clip_to_hf
+from engine.io.formats.hf_clip import hf_config, open_clip_to_hf
 from engine.models import clip_parameter_names, create_clip, model_config
 
 FORMATS = ("open_clip", "open_clip_pt", "task_vectors", "hf", "tangent")
@@ -168,7 +168,7 @@ def random_pool(architecture: str, tasks: tuple[str, ...], *, num_classes: int =
 def tiny_source(architecture: str, tasks: Mapping[str, tuple[str, ...]], *, seed: int) -> dict:
     """A tiny model and what the format tests write of it: the CLIP, its state dict, its image tower,
     a seeded perturbation of the tower per task and a zero-shot head per task."""
-    from engine.heads import build_head
+    from engine.eval.heads import build_head
     from tests.builders import perturbed
 
     torch.manual_seed(seed)

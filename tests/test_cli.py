@@ -3,12 +3,12 @@ import json
 import pytest
 import torch
 
-from engine.checkpoints import load_checkpoint
 from engine.cli import main
-from engine.collection import load_collection, task_matrix
-from engine.export import recipe_path
+from engine.io.checkpoints import load_checkpoint
 from engine.merge import apply
 from engine.params import flatten
+from engine.pool.collection import load_collection, task_matrix
+from engine.runs.export import recipe_path
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,7 @@ def test_cli_merge_reloads_to_the_api_result(tiny_collection_dir, data_home, cap
     recipe = json.loads(recipe_path(out).read_text())
     assert recipe["method"] == "task_arithmetic" and recipe["params"] == {"lam": [0.2, 0.5, -0.1]}
     assert written.meta.variant == "merged" and written.meta.parent_sha256 == recipe["pretrained_sha256"]
-    from engine.runs import RunLog
+    from engine.runs.log import RunLog
 
     (run,) = RunLog(data_home / "runs" / "runs.sqlite3").runs(kind="export")
     assert run.outputs["sha256"] == written.sha256 and run.inputs["recipe"]["params"] == {"lam": [0.2, 0.5, -0.1]}
@@ -57,9 +57,9 @@ def test_an_export_loads_into_plain_open_clip(tiny_collection_dir, data_home):
     import open_clip
     from safetensors.torch import load_file
 
-    from engine.collection import open_suite
-    from engine.evaluate import encode_images
-    from engine.export import open_clip_config_path
+    from engine.eval.evaluate import encode_images
+    from engine.pool.collection import open_suite
+    from engine.runs.export import open_clip_config_path
 
     assert main(["merge", "--collection", str(tiny_collection_dir), "--param", "lam=0.5", "--out", "oc"]) == 0
     out = data_home / "exports" / "oc.safetensors"
@@ -69,7 +69,7 @@ def test_an_export_loads_into_plain_open_clip(tiny_collection_dir, data_home):
     suite = open_suite(load_collection(tiny_collection_dir), cache_dir=data_home / "cache")
     images = suite.tasks["colour"].split("test").images
     ours = encode_images(flatten(load_checkpoint(out).state, suite.spec), suite, images)
-    from engine.data import normalize_batch
+    from engine.data.tasks import normalize_batch
 
     with torch.no_grad():
         theirs = torch.nn.functional.normalize(model.visual(normalize_batch(images, suite.preprocess)), dim=-1)

@@ -4,9 +4,10 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.data import DEFAULT_TEMPLATES, interactive_indices, load_task, save_task
+from engine.data import load_task, save_task
+from engine.data.standard_tasks import STANDARD_TASKS, standard_task
+from engine.data.tasks import DEFAULT_TEMPLATES, interactive_indices
 from engine.errors import DatasetError
-from engine.standard_tasks import STANDARD_TASKS, standard_task
 from tests.builders import tiny_task
 
 
@@ -176,13 +177,13 @@ def test_cache_returns_identical_tensors_and_follows_file_changes(tmp_path, monk
     cache = tmp_path / "cache"
     first = load_task(root, image_size=6, cache_dir=cache)
     assert len(list((cache / "tasks").glob("*.safetensors"))) == 1
-    import engine.image_sets
+    import engine.data.image_sets
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although the cache holds this task")
 
     with monkeypatch.context() as patch:
-        patch.setattr(engine.image_sets, "decode_image_set", no_decoding)
+        patch.setattr(engine.data.image_sets, "decode_image_set", no_decoding)
         again = load_task(root, image_size=6, cache_dir=cache)
     assert again.class_names == first.class_names and again.templates == first.templates
     for split in ("train", "val", "test"):

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from engine.jobs import JobState, LocalRunner
+from engine.jobs.runner import JobState, LocalRunner
 
 
 def counting_job(ctx, *, steps: int, delay: float = 0.0, gate: threading.Event | None = None):
@@ -83,8 +83,8 @@ def test_a_queued_job_can_be_cancelled_before_it_starts():
 
 
 def test_a_sweep_job_logs_its_curve_even_when_cancelled(tiny_collection_dir, tmp_path):
-    from engine.runs import RunLog
-    from engine.sweep_job import sweep_job
+    from engine.jobs.sweep import sweep_job
+    from engine.runs.log import RunLog
     from engine.workspace import Workspace
 
     ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
@@ -107,8 +107,8 @@ def test_a_sweep_job_logs_its_curve_even_when_cancelled(tiny_collection_dir, tmp
 
 
 def test_importance_job_caches_every_map_and_logs_a_run(tiny_collection_dir, tmp_path):
-    from engine.importance_job import importance_job
-    from engine.runs import RunLog
+    from engine.jobs.importance import importance_job
+    from engine.runs.log import RunLog
     from engine.workspace import Workspace
 
     ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
@@ -122,8 +122,8 @@ def test_importance_job_caches_every_map_and_logs_a_run(tiny_collection_dir, tmp
 
 
 def test_taujp_job_caches_the_matrix_for_the_next_workspace(tiny_collection_dir, tmp_path):
-    from engine.runs import RunLog
-    from engine.taujp_job import taujp_job
+    from engine.jobs.taujp import taujp_job
+    from engine.runs.log import RunLog
     from engine.workspace import TAUJP_IMAGES, Workspace
 
     ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")

@@ -4,11 +4,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from engine.collection import load_collection, open_suite, task_matrix
 from engine.errors import ParameterError
 from engine.learn.atlas import atlas
 from engine.learn.coefficients import LearnConfig, ValSplit, block_sizes, combine, objective_loss
 from engine.learn.dvbasi import DvBasiConfig, dv_basi
+from engine.pool.collection import load_collection, open_suite, task_matrix
 
 SHORT = LearnConfig(epochs=3, patience=3, batch_size=24)
 INNER = LearnConfig(epochs=3, patience=3, batch_size=24, select_by="fit_loss")
@@ -149,10 +149,10 @@ def test_val_split_is_disjoint_and_covers_val(setup):
 def test_learn_job_logs_exports_and_a_cancel_keeps_the_best_point(tiny_collection_dir, tmp_path):
     import threading
 
-    from engine.checkpoints import load_checkpoint
-    from engine.jobs import Cancelled, JobContext
-    from engine.learn.jobs import learn_job
-    from engine.runs import RunLog
+    from engine.io.checkpoints import load_checkpoint
+    from engine.jobs.learn import learn_job
+    from engine.jobs.runner import Cancelled, JobContext
+    from engine.runs.log import RunLog
     from engine.workspace import Workspace
 
     ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")

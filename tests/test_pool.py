@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.checkpoints import load_checkpoint, open_checkpoint
 from engine.cli import main
-from engine.collection import load_collection, task_matrix
 from engine.errors import CheckpointError, OutputExistsError
-from engine.pool_convert import convert_pool
+from engine.io.checkpoints import load_checkpoint, open_checkpoint
+from engine.pool.collection import load_collection, task_matrix
+from engine.pool.convert import convert_pool
 from engine.workspace import Workspace
 from tests.builders import TINY_ARCH
 from tests.foreign import FORMATS, tiny_source, write_image_folders, write_pool

@@ -4,13 +4,13 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from engine.collection import load_collection, open_suite, task_matrix
-from engine.data import normalize_batch
+from engine.data.tasks import normalize_batch
 from engine.errors import DatasetError, ShapeError
+from engine.eval.tangent import jvp_features, linearized_features
 from engine.params import unflatten
-from engine.preview import TangentPreview
-from engine.taujp import layer_breakdown, pair_interference, taujp_matrix
-from engine.tangent import jvp_features, linearized_features
+from engine.pool.collection import load_collection, open_suite, task_matrix
+from engine.taujp.matrix import layer_breakdown, pair_interference, taujp_matrix
+from engine.taujp.preview import TangentPreview
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +108,8 @@ def test_pair_interference_and_bad_input(setup):
 
 
 def test_jvp_products_are_stored_and_a_second_preview_only_reads_them(setup, tmp_path, monkeypatch):
-    import engine.jvp_cache as jvp_cache
-    from engine.jvp_cache import JvpStore
+    import engine.taujp.jvp_cache as jvp_cache
+    from engine.taujp.jvp_cache import JvpStore
 
     suite, tm = setup
     store = JvpStore(tmp_path / "jvp", "pre-sha", ("sha-a", "sha-b", "sha-c"))

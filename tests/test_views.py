@@ -104,8 +104,8 @@ def test_jobs_page_with_a_running_job_and_with_none(app, tiny_collection_dir, da
 
 
 def test_save_run_and_export_from_the_merge_page(app, tiny_collection_dir, data_home):
-    from engine.checkpoints import load_checkpoint
-    from engine.runs import RunLog
+    from engine.io.checkpoints import load_checkpoint
+    from engine.runs.log import RunLog
 
     _open(app, "views/merge.py")
     next(b for b in app.button if b.label == "Save run").click().run()
@@ -135,7 +135,7 @@ def test_a_pasted_recipe_sets_the_sliders(app, tiny_collection_dir, data_home):
 
 
 def test_the_sweep_button_draws_and_logs_the_curve(app, data_home):
-    from engine.runs import RunLog
+    from engine.runs.log import RunLog
 
     _open(app, "views/merge.py")
     next(b for b in app.button if b.label == "λ sweep").click().run()
@@ -162,8 +162,8 @@ def test_ties_controls_and_sparsity_figures_on_the_merge_page(app, tiny_collecti
 
 
 def test_forgetting_page_shows_the_engine_numbers(app, tiny_collection_dir, data_home):
-    from engine.forgetting import negate
-    from engine.evaluate import evaluate
+    from engine.eval.evaluate import evaluate
+    from engine.merge.forgetting import negate
 
     _open(app, "views/forgetting.py")
     app.slider(key="forget_alpha").set_value(1.5).run()
@@ -194,8 +194,8 @@ def test_sta_controls_on_the_merge_page(app, tiny_collection_dir, data_home):
 
 
 def test_forgetting_page_with_sta(app, tiny_collection_dir, data_home):
-    from engine.evaluate import evaluate
-    from engine.forgetting import negate
+    from engine.eval.evaluate import evaluate
+    from engine.merge.forgetting import negate
 
     _open(app, "views/forgetting.py")
     app.selectbox(key="forget_method").set_value("sta").run()
@@ -218,7 +218,7 @@ def test_forgetting_page_with_sta(app, tiny_collection_dir, data_home):
 
 
 def test_sta_view_shows_the_engine_summary(app, tiny_collection_dir, data_home):
-    from engine.importance_stats import importance_summary
+    from engine.sta.stats import importance_summary
 
     _open(app, "views/sta.py")
     if any("not cached yet" in i.value for i in app.info):  # the workspace is process-wide: maybe computed already
@@ -236,7 +236,7 @@ def test_sta_view_shows_the_engine_summary(app, tiny_collection_dir, data_home):
 def test_importance_maps_as_a_background_job(app, tiny_collection_dir, data_home):
     import time
 
-    from engine.runs import RunLog
+    from engine.runs.log import RunLog
 
     _open(app, "views/sta.py")
     app.selectbox(key="sta_kind").set_value("theta").run()  # no other view test computes this kind
@@ -365,7 +365,7 @@ def test_the_penalty_without_other_tasks_is_refused(app, tiny_collection_dir, da
 
 
 def test_a_tiny_atlas_and_dvbasi_run_from_the_page(app, data_home):
-    from engine.runs import RunLog
+    from engine.runs.log import RunLog
 
     _open(app, "views/learned.py")
     assert not app.exception

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from engine.analysis import cosine_similarity_matrix
-from engine.evaluate import evaluate
+from engine.eval.evaluate import evaluate
 from engine.merge import apply
+from engine.merge.analysis import cosine_similarity_matrix
 from engine.workspace import Workspace
 
 

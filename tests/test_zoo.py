@@ -1,16 +1,20 @@
-"""The shipped demo zoo (assets/zoo) and the build path that makes it."""
+"""The shipped demo zoo (assets/zoo) and the build path that makes it.
+
+Tests named `test_stored_*` (marker `stored_data`) only read what the zoo build stored (report.json, the
+manifest, file sizes): they check the shipped numbers, not the code. The others recompute a subset.
+"""
 import json
 
 import pytest
 import torch
 
-from engine.checkpoints import load_checkpoint
-from engine.collection import load_collection, open_suite, task_matrix
-from engine.evaluate import evaluate
+from engine.data.generated import file_sha256
+from engine.eval.evaluate import evaluate
 from engine.home import ASSETS_DIR
+from engine.io.checkpoints import load_checkpoint
 from engine.merge import apply
+from engine.pool.collection import load_collection, open_suite, task_matrix
 from engine.zoo.build import ZooConfig, build_zoo
-from engine.zoo.generated import file_sha256
 from engine.zoo.report import check_thresholds
 
 ZOO = ASSETS_DIR / "zoo"
@@ -22,7 +26,8 @@ def report() -> dict:
     return json.loads((ZOO / "report.json").read_text())
 
 
-def test_shipped_zoo_matches_its_manifest():
+@pytest.mark.stored_data
+def test_stored_zoo_files_match_their_manifest():
     manifest = json.loads((ZOO / "manifest.json").read_text())
     on_disk = {str(p.relative_to(ZOO)) for p in ZOO.rglob("*") if p.is_file() and p.name != "manifest.json"}
     assert set(manifest) == on_disk
@@ -30,7 +35,8 @@ def test_shipped_zoo_matches_its_manifest():
     assert mismatched == []
 
 
-def test_report_meets_the_quality_thresholds(report):
+@pytest.mark.stored_data
+def test_stored_report_meets_the_quality_thresholds(report):
     assert check_thresholds(report) == report["thresholds"]
     failing = {k: v for k, v in report["thresholds"].items() if not v["ok"]}
     assert failing == {}
@@ -38,7 +44,8 @@ def test_report_meets_the_quality_thresholds(report):
     assert all(info["sizes"]["interactive"] >= 128 for info in report["tasks"].values())
 
 
-def test_zoo_fits_its_size_budget_with_its_variants():
+@pytest.mark.stored_data
+def test_stored_zoo_fits_its_size_budget_with_its_variants():
     total = sum(p.stat().st_size for p in ASSETS_DIR.rglob("*") if p.is_file())
     assert total <= BUDGET_BYTES
     collection = load_collection(ZOO)
@@ -94,7 +101,7 @@ def zoo_workspace(tmp_path_factory):
 
 def test_shipped_importance_maps_recompute(zoo_workspace, tmp_path):
     """One task's shipped map equals a fresh computation (codes may differ by one step from float noise)."""
-    from engine.importance import ImportanceConfig, ImportanceSource, importance_codes
+    from engine.sta.importance import ImportanceConfig, ImportanceSource, importance_codes
 
     ws = zoo_workspace
     k = ws.task_names.index("faces")
@@ -107,8 +114,8 @@ def test_shipped_importance_maps_recompute(zoo_workspace, tmp_path):
 
 def test_stored_forgetting_sweep_recomputes_and_sta_forgets_more_than_task_arithmetic(zoo_workspace):
     """CI recomputes one target's STA sweep; the stored counts are those of the shipped sweeps."""
-    from engine.forgetting import forgetting_outcome, negation_curve
-    from engine.zoo.selective import stored_curve
+    from engine.merge.forgetting import forgetting_outcome, negation_curve
+    from engine.zoo.sta import stored_curve
 
     ws = zoo_workspace
     report = ws.collection.forgetting_report()
@@ -124,7 +131,7 @@ def test_stored_forgetting_sweep_recomputes_and_sta_forgets_more_than_task_arith
 
 
 def test_shipped_taujp_matrix_recomputes_for_one_task(zoo_workspace):
-    from engine.taujp import load_taujp, taujp_matrix
+    from engine.taujp.matrix import load_taujp, taujp_matrix
 
     ws = zoo_workspace
     stored = load_taujp(ws.collection.taujp_path())
@@ -136,7 +143,8 @@ def test_shipped_taujp_matrix_recomputes_for_one_task(zoo_workspace):
     assert torch.all(stored.values > 0)
 
 
-def test_the_taujp_variant_interferes_less_and_merges_better(report):
+@pytest.mark.stored_data
+def test_stored_taujp_variant_interferes_less_and_merges_better(report):
     """Issue "τJp-regularised fine-tuning": ≥ 5× lower mean off-diagonal τJp than plain linearized
     fine-tuning, and an 8-task merge at its best λ (chosen on val) ≥ 8 points better on test."""
     plain, penalised = report["variants"]["linearized"], report["variants"]["tau_jp"]
@@ -148,7 +156,7 @@ def test_the_taujp_variant_interferes_less_and_merges_better(report):
 
 def test_shipped_variant_numbers_recompute(tmp_path):
     """The stored variant numbers come from the stored files, evaluated as linearized models."""
-    from engine.taujp import load_taujp, taujp_matrix
+    from engine.taujp.matrix import load_taujp, taujp_matrix
     from engine.workspace import Workspace
 
     report = json.loads((ZOO / "report.json").read_text())["variants"]["tau_jp"]
@@ -163,14 +171,16 @@ def test_shipped_variant_numbers_recompute(tmp_path):
     assert column.values[:, 0].tolist() == pytest.approx(stored.values[:, stored.tasks.index("faces")].tolist(), rel=1e-4)
 
 
-def test_supervised_atlas_beats_task_arithmetic_on_test(report):
+@pytest.mark.stored_data
+def test_stored_supervised_atlas_beats_task_arithmetic_on_test(report):
     """Issue "Learned coefficients": stored at build time, chosen on val, judged on test."""
     learned = report["learned"]
     assert learned["supervised"]["atlas"]["test_mean"] > learned["task_arithmetic"]["test_mean"]
     assert learned["task_arithmetic"]["lambda"] == report["task_arithmetic"]["best_lambda"]
 
 
-def test_supervised_dvbasi_beats_atlas_and_the_random_direction_on_test(report):
+@pytest.mark.stored_data
+def test_stored_supervised_dvbasi_beats_atlas_and_the_random_direction_on_test(report):
     """Issue "Learned coefficients": aTLAS + DV-BASI (its iteration chosen on the selection half of val) beats
     aTLAS alone and the random-direction control on test, as stored (seed 0). Supervised only: unsupervised,
     no iteration beat the aTLAS start on selection. Other seeds do not all agree (engine/zoo/learned.py)."""
@@ -181,7 +191,8 @@ def test_supervised_dvbasi_beats_atlas_and_the_random_direction_on_test(report):
     assert runs["dv_basi"]["selection_mean"][runs["dv_basi"]["best_iteration"]] == max(runs["dv_basi"]["selection_mean"])
 
 
-def test_dvbasi_from_the_taujp_merge_is_stored_beside_its_start(report):
+@pytest.mark.stored_data
+def test_stored_dvbasi_from_the_taujp_merge_is_beside_its_start(report):
     """Issue "Learned coefficients": DV-BASI from a τJp-regularised start. Its start is task arithmetic of the
     "tau_jp" variant at that variant's best val λ (evaluated linearized); the iteration kept is the one the
     selection half of val prefers, so iteration 0 (the start itself) when no DV-BASI step helps."""

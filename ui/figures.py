@@ -6,11 +6,11 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 import torch
 
-from engine.analysis import SparsityReport
-from engine.forgetting import CONTROL_FLOOR, METHODS, ForgettingCurve
-from engine.importance_stats import ImportanceSummary
-from engine.runs import Run
-from engine.taujp import TauJpMatrix
+from engine.merge.analysis import SparsityReport
+from engine.merge.forgetting import CONTROL_FLOOR, METHODS, ForgettingCurve
+from engine.runs.log import Run
+from engine.sta.stats import ImportanceSummary
+from engine.taujp.matrix import TauJpMatrix
 from engine.workspace import MergeComparison, Sweep
 
 COLOURS = {"zero-shot": "#9aa5b1", "tangent preview": "#9ecae1", "merged": "#2f6fdb", "fine-tuned": "#1b9e77"}

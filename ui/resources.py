@@ -14,19 +14,19 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from engine.analysis import cosine_similarity_matrix
-from engine.collection import CheckpointProgress, Collection, load_collection
-from engine.forgetting import ALPHAS, STA_MARGIN, STA_THRESHOLD, ForgettingCurve, negation_curve
-from engine.forgetting import forgetting_vector as build_forgetting_vector
 from engine.home import ASSETS_DIR, DataHome
-from engine.importance_stats import ImportanceSummary
-from engine.importance_stats import importance_summary as summarize_importance
-from engine.jobs import LocalRunner
-from engine.pool_convert import convert_pool as engine_convert_pool
-from engine.pool_info import CheckpointInfo
-from engine.pool_info import pool_checkpoints as engine_pool_checkpoints
+from engine.jobs.runner import LocalRunner
+from engine.merge.analysis import cosine_similarity_matrix
+from engine.merge.forgetting import ALPHAS, STA_MARGIN, STA_THRESHOLD, ForgettingCurve, negation_curve
+from engine.merge.forgetting import forgetting_vector as build_forgetting_vector
 from engine.models import pick_device
-from engine.runs import RunLog
+from engine.pool.collection import CheckpointProgress, Collection, load_collection
+from engine.pool.convert import convert_pool as engine_convert_pool
+from engine.pool.info import CheckpointInfo
+from engine.pool.info import pool_checkpoints as engine_pool_checkpoints
+from engine.runs.log import RunLog
+from engine.sta.stats import ImportanceSummary
+from engine.sta.stats import importance_summary as summarize_importance
 from engine.workspace import Workspace
 
 DEFAULT_COLLECTION = str(ASSETS_DIR / "zoo")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import resources
 from engine.workspace import Workspace
+from ui import resources
 from ui.resources import DEFAULT_COLLECTION, Choice
 
 DEFAULTS = {"collection": DEFAULT_COLLECTION, "method": "task_arithmetic", "per_task": False}

@@ -5,11 +5,11 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from engine.importance import KINDS
-from engine.importance_job import importance_job
+from engine.jobs.importance import importance_job
+from engine.jobs.taujp import taujp_job
 from engine.merge import MergeMethod, Param
-from engine.taujp_job import taujp_job
 from engine.merge.registry import ParamValue
+from engine.sta.importance import KINDS
 from engine.workspace import Workspace
 from ui import resources
 
@@ -93,7 +93,7 @@ def _require(ready: bool, *, what: str, cost: str, compute, key: str, job_name: 
 def job_progress(session_key: str):
     """The progress bar and Cancel button of the job whose id is in st.session_state[session_key];
     returns its JobStatus (None when no job was started from this page)."""
-    from engine.jobs import FINISHED
+    from engine.jobs.runner import FINISHED
 
     job_id = st.session_state.get(session_key)
     if job_id is None:

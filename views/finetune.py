@@ -2,10 +2,10 @@
 import streamlit as st
 
 from engine.errors import MergelabError
-from engine.finetune import MODES, PENALTY_SCHEDULES, FinetuneConfig
-from engine.finetune_job import finetune_job
 from engine.home import DataHome
-from engine.jobs import JobState
+from engine.jobs.finetune import finetune_job
+from engine.jobs.runner import JobState
+from engine.train.finetune import MODES, PENALTY_SCHEDULES, FinetuneConfig
 from ui import figures, resources, widgets
 from ui.state import current_collection
 

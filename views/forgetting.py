@@ -1,8 +1,8 @@
 """Forgetting: subtract a task vector (or its important part) and watch the target fall while the others hold."""
 import streamlit as st
 
-from engine.evaluate import evaluate
-from engine.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD, subtract
+from engine.eval.evaluate import evaluate
+from engine.merge.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD, subtract
 from ui import figures, resources, widgets
 from ui.state import sidebar_workspace
 
@@ -18,7 +18,7 @@ settings = {}
 if method != "task_arithmetic":
     st.caption("**Provisional definition** (the STA paper body was not available): subtract only the entries of "
                "τ whose importance for the target, normalised per tensor, is ≥ κ and at least ρ times their "
-               "importance for every control task (engine/forgetting.py).")
+               "importance for every control task (engine/merge/forgetting.py).")
     a, b = st.columns(2)
     settings = {"threshold": a.slider("κ (importance threshold)", 0.0, 1.0, step=0.01, key="forget_threshold",
                                       bind="query-params"),

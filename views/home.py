@@ -1,9 +1,9 @@
 """Home: what mergelab is, where it keeps its data, and the collection it opens on."""
 import streamlit as st
 
-from engine.collection import load_collection
 from engine.errors import MergelabError
 from engine.home import ASSETS_DIR, DataHome
+from engine.pool.collection import load_collection
 
 st.title("mergelab")
 st.write("Merge fine-tuned CLIP image encoders by task arithmetic and see what each merge does: "

@@ -1,7 +1,7 @@
 """Jobs & runs: live progress of background jobs, and every logged run with a side-by-side compare."""
 import streamlit as st
 
-from engine.jobs import FINISHED
+from engine.jobs.runner import FINISHED
 from ui import figures, resources
 
 st.header("Jobs and runs")

@@ -3,10 +3,10 @@ import streamlit as st
 
 from engine.errors import MergelabError
 from engine.home import DataHome
-from engine.jobs import JobState
+from engine.jobs.learn import learn_job
+from engine.jobs.runner import JobState
 from engine.learn.coefficients import LearnConfig
 from engine.learn.dvbasi import DvBasiConfig
-from engine.learn.jobs import learn_job
 from ui import figures, resources, widgets
 from ui.state import sidebar_workspace
 

@@ -5,11 +5,11 @@ import streamlit as st
 
 from engine.errors import MergelabError
 from engine.home import DataHome
+from engine.jobs.sweep import record_sweep, sweep_job
 from engine.merge import METHODS, get_method
-from engine.preview import preview_gap
-from engine.recipe_runner import run_recipe, save_merge_run
-from engine.recipes import MergeRecipe, parse_recipe
-from engine.sweep_job import record_sweep, sweep_job
+from engine.runs.recipe_runner import run_recipe, save_merge_run
+from engine.runs.recipes import MergeRecipe, parse_recipe
+from engine.taujp.preview import preview_gap
 from ui import figures, resources, widgets
 from ui.state import sidebar_workspace
 
@@ -48,7 +48,7 @@ per_task = right.toggle("one λ per task", key="per_task", bind="query-params")
 method = get_method(method_name)
 if method.provisional:
     st.caption(f"**Provisional definition.** {method.display_name}: the paper body was not available, so the "
-               "importance aggregation, normalisation and threshold are our choices (engine/importance.py). "
+               "importance aggregation, normalisation and threshold are our choices (engine/sta/importance.py). "
                "Importance maps are computed once per checkpoint and cached.")
 params = widgets.method_params(method, tasks, per_task=per_task)
 if not tasks:

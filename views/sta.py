@@ -1,14 +1,14 @@
 """STA importance: which entries each task's loss is sensitive to, and how the kept sets overlap."""
 import streamlit as st
 
-from engine.importance import KINDS
+from engine.sta.importance import KINDS
 from ui import figures, resources, widgets
 from ui.state import sidebar_workspace
 
 st.header("STA importance maps")
 st.caption("**Provisional definition.** STA (Tian, Lai et al., arXiv 2411.16139) scores each task-vector entry "
            "by a first-order Taylor estimate of the loss change; the paper body was not available, so the "
-           "aggregation, normalisation and threshold are our choices (engine/importance.py).")
+           "aggregation, normalisation and threshold are our choices (engine/sta/importance.py).")
 collection, choice, ws = sidebar_workspace()
 st.session_state.setdefault("sta_kind", "tau")
 st.session_state.setdefault("sta_threshold", 0.05)

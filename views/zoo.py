@@ -1,7 +1,7 @@
 """Zoo: the pretrained model and fine-tuned checkpoints of a collection, sample images, task similarity."""
 import streamlit as st
 
-from engine.data import example_images
+from engine.data.tasks import example_images
 from engine.errors import MergelabError
 from ui import figures, resources
 from ui.state import sidebar_workspace

@@ -12,9 +12,16 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.evaluate import EvalSuite
-from engine.learn.coefficients import EpochRecord, LearnConfig, LearnResult, ValSplit, block_sizes, combine
-from engine.learn.coefficients import learn_coefficients
+from engine.eval.suite import EvalSuite
+from engine.learn.coefficients import (
+    EpochRecord,
+    LearnConfig,
+    LearnResult,
+    ValSplit,
+    block_sizes,
+    combine,
+    learn_coefficients,
+)
 from engine.params import ParamSpec
 
 

@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.data import LabelledImages, normalize_batch
+from engine.data.tasks import LabelledImages, normalize_batch
 from engine.errors import ParameterError
-from engine.evaluate import EvalSuite, accuracy_on
+from engine.eval.evaluate import accuracy_on
+from engine.eval.suite import EvalSuite
+from engine.eval.tangent import trainable_embedding
 from engine.params import ParamSpec
-from engine.tangent import trainable_embedding
 
 Objective = Literal["supervised", "unsupervised"]
 
@@ -55,7 +56,7 @@ class _Segments:
     n_blocks: int
 
     @classmethod
-    def of(cls, sizes: torch.Tensor, group: int) -> "_Segments":
+    def of(cls, sizes: torch.Tensor, group: int) -> _Segments:
         spans: list[tuple[int, int, int, torch.Tensor]] = []
         run: list[int] = []          # lengths of consecutive small blocks not yet placed
         start = 0                    # where the pending run, or else the next block, starts
@@ -168,7 +169,7 @@ class ValSplit:
     select: Mapping[str, LabelledImages]
 
     @classmethod
-    def of(cls, suite: EvalSuite, *, fraction: float = 0.5, seed: int = 0) -> "ValSplit":
+    def of(cls, suite: EvalSuite, *, fraction: float = 0.5, seed: int = 0) -> ValSplit:
         fit, select = {}, {}
         for i, (task, data) in enumerate(suite.tasks.items()):
             val = data.split("val")

@@ -5,7 +5,7 @@ Each outer iteration j learns λⱼ [n_blocks] (init 0, so it starts exactly at 
 at 0.1) with θ = θ_cur + λⱼ ⊙ δⱼ, stops when the objective on the fit part stagnates (patience), as
 their code does (the paper says val accuracy; on the zoo, an inner loop judged by selection accuracy
 never left an aTLAS start that was itself chosen on that accuracy), then θ_cur ← θ_cur + λⱼ* ⊙ δⱼ. Hence δⱼ₊₁ = (1 + λⱼ) ⊙ δⱼ and after M
-iterations θ_M = θ₀ + D ⊙ δ₀ with D_b = Πⱼ (1 + λⱼ⁽ᵇ⁾) (shared/research/papers.md §1b): no new
+iterations θ_M = θ₀ + D ⊙ δ₀ with D_b = Πⱼ (1 + λⱼ⁽ᵇ⁾) (unrolling Alg. 1): no new
 expressivity, only optimisation dynamics. The best iteration is chosen on the selection part of val,
 never on test (their code scores iterations on test).
 Ablations: `scaling="isotropic"` learns one scalar per iteration (a line search along δ₀);
@@ -22,9 +22,16 @@ from typing import Literal
 import torch
 
 from engine.errors import ParameterError
-from engine.evaluate import EvalSuite
-from engine.learn.coefficients import EpochRecord, LearnConfig, ValSplit, block_sizes, combine, learn_coefficients
-from engine.learn.coefficients import selection_accuracy
+from engine.eval.suite import EvalSuite
+from engine.learn.coefficients import (
+    EpochRecord,
+    LearnConfig,
+    ValSplit,
+    block_sizes,
+    combine,
+    learn_coefficients,
+    selection_accuracy,
+)
 from engine.params import ParamSpec
 
 

@@ -1,6 +1,6 @@
 """The one hot loop of every linear merge: θ₀ + Σₖ cₖ Tₖ, as close to memory bandwidth as we can.
 
-On CUDA a single `addmv` is within ~1.4× of the bandwidth bound (gpu_anchor.md). On the CPU,
+On CUDA a single `addmv` comes close to the bandwidth bound (bench/merge_bandwidth.py --device cuda). On the CPU,
 `addmv` over 88M parameters streams θ₀ and T through the cache once per output tile it cannot
 keep; accumulating row by row over cache-sized chunks reads each element of T exactly once and
 writes the output once, which measured at the bound here (bench/merge_bandwidth.py).

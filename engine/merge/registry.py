@@ -3,7 +3,7 @@
 A method is a pure function `fn(theta0 [P], T [K, P], *, out=None, **params) -> [P]`: it never
 modifies its inputs, and writes into `out` [P] when the caller passes a buffer to reuse. A method that
 declares `importance="tau"` (or "theta") also receives `importance=` uint8 codes [K, P] of that kind of
-STA map (engine/importance_codes.py); the Workspace supplies them. Adding one: write its
+STA map (engine/sta/codes.py); the Workspace supplies them. Adding one: write its
 file, add one `MergeMethod(...)` line to `_ALL`, and add its test.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 
 from engine.errors import ParameterError, UnknownMethodError
 from engine.merge.arithmetic import task_arithmetic
-from engine.merge.selective import sta
 from engine.merge.sparse_methods import dare, dare_ties, magnitude, ties
+from engine.merge.sta import sta
 
 ParamValue = float | Sequence[float]
 

@@ -3,7 +3,7 @@
 Masks are bool [K, P] (1 byte per entry) and keep exactly round(d·P) entries per task; ties among equal
 magnitudes are broken deterministically by topk's order. Up to `EXACT_TOPK_LIMIT` entries per task a
 plain `torch.topk` over the row does it. Above that (a full sort or kthvalue over 88M entries takes
-seconds, gpu_anchor.md), a seeded sample of `QUANTILE_SAMPLE` magnitudes brackets the threshold in a
+seconds even on a GPU: bench/sparse_merge.py), a seeded sample of `QUANTILE_SAMPLE` magnitudes brackets the threshold in a
 narrow band; everything above the band is kept and `topk` runs only inside the band for the exact
 remainder (falling back to the whole row if the sample missed).
 """

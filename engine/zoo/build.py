@@ -1,9 +1,9 @@
 """Build the offline demo zoo: pretrain a tiny CLIP, fine-tune one image tower per task, report.
 
 Stages (timed in report.json): real images → tasks → pretraining pool → contrastive pretraining
-(engine/zoo/pretrain.py) → standard fine-tunes (engine/finetune.py) → evaluation of the files as
+(engine/zoo/pretrain.py) → standard fine-tunes (engine/train/finetune.py) → evaluation of the files as
 stored (fp16 read back as fp32, on the CPU) → STA importance maps and forgetting sweeps
-(engine/zoo/selective.py) → the τJp matrix (engine/zoo/interference.py) → linearized and
+(engine/zoo/sta.py) → the τJp matrix (engine/zoo/taujp.py) → linearized and
 τJp-regularised fine-tunes with their merges and matrices (engine/zoo/variants.py) → aTLAS and
 DV-BASI (engine/zoo/learned.py) → report.json and manifest.json (sha256 of every file). `update_zoo` runs one later stage on an existing zoo.
 Everything is written into a temporary sibling folder and swapped in at the end, so a failed or
@@ -23,22 +23,23 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.checkpoints import save_checkpoint
-from engine.collection import load_collection, open_suite, task_matrix
-from engine.data import TaskData, normalize_batch
-from engine.evaluate import EvalSuite, evaluate
-from engine.finetune import FinetuneConfig, finetune_standard
+from engine.data.generated import file_sha256, generated_task
+from engine.data.tasks import TaskData, normalize_batch
+from engine.eval.evaluate import evaluate
+from engine.eval.heads import build_head
+from engine.eval.suite import EvalSuite
+from engine.io.checkpoints import save_checkpoint
 from engine.learn.coefficients import LearnConfig
-from engine.forgetting import ALPHAS
-from engine.heads import build_head
 from engine.merge import apply
+from engine.merge.forgetting import ALPHAS
 from engine.models import create_clip, preprocess_of, tokenizer
-from engine.zoo.generated import file_sha256, generated_task
+from engine.pool.collection import load_collection, open_suite, task_matrix
+from engine.train.finetune import FinetuneConfig, finetune_standard
+from engine.zoo.learned import LEARN, learned_stage
 from engine.zoo.pretrain import PretrainConfig, Snapshot, pick_checkpoint, pretrain_clip
 from engine.zoo.report import check_thresholds
-from engine.zoo.interference import interference_stage
-from engine.zoo.selective import selective_stage
-from engine.zoo.learned import LEARN, learned_stage
+from engine.zoo.sta import selective_stage
+from engine.zoo.taujp import interference_stage
 from engine.zoo.variants import VARIANTS, variants_stage
 
 ARCH = "mergelab-zoo"
@@ -62,7 +63,7 @@ class ZooConfig:
     threads: int = 2
 
     @classmethod
-    def smoke(cls) -> "ZooConfig":
+    def smoke(cls) -> ZooConfig:
         """Few steps, small pool: exercises every stage in well under 3 minutes."""
         return cls(pool_size=4096, pretrain=replace(PretrainConfig(), steps=24, batch_size=128, warmup_steps=4,
                                                     eval_every=12),
@@ -100,8 +101,8 @@ def build_zoo(out_dir: Path, *, real_images: Path, config: ZooConfig = ZooConfig
 
 
 def _build_into(work: Path, *, real_images: Path, config: ZooConfig, progress: Progress) -> dict:
-    from engine.zoo.real_images import load_real_images
-    from engine.zoo.tasks import TASK_NAMES, pretrain_pool
+    from engine.data.generators import TASK_NAMES, pretrain_pool
+    from engine.data.real_images import load_real_images
 
     clock = StageClock()
     shutil.copyfile(real_images, work / REAL_IMAGES)
@@ -166,7 +167,7 @@ def _zero_shot_val(clip: torch.nn.Module, tasks: Mapping[str, TaskData]) -> dict
 def _finetune_all(work: Path, pretrained, tasks: Mapping[str, TaskData], config: ZooConfig,
                   progress: Progress) -> None:
     """One standard fine-tune per task, starting from the pretrained weights *as stored* (fp16)."""
-    from engine.heads import load_clip
+    from engine.eval.heads import load_clip
 
     clip = load_clip(pretrained)  # fp32 copy of the fp16 weights: τ then carries no rounding of θ₀
     preprocess = preprocess_of(clip.visual)

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from engine.evaluate import evaluate
+from engine.eval.evaluate import evaluate
 from engine.learn.atlas import atlas
 from engine.learn.coefficients import LearnConfig, ValSplit
 from engine.learn.dvbasi import DvBasiConfig, DvBasiResult, dv_basi
 from engine.workspace import Workspace
 
-LEARN = LearnConfig(epochs=120, patience=20)   # the DV-BASI repository's aTLAS stage (papers.md §1b)
+LEARN = LearnConfig(epochs=120, patience=20)   # the DV-BASI repository's aTLAS stage (lr 0.01)
 INNER = LearnConfig(epochs=40, patience=5, select_by="fit_loss")   # DV-BASI: the paper's patience, their code's loss
 
 

@@ -3,7 +3,7 @@
 CLIP's symmetric InfoNCE loss (Radford et al., 2021, Fig. 3) with one change: captions repeat in a
 batch (the pool has a few hundred unique captions), so every pair sharing a caption counts as a
 positive and the targets are the row-normalised "same caption" matrix (soft targets, as the
-prototype in shared/research/zoo_cpu.md). The schedule is by steps (not wall clock) so a build is
+zoo's CPU prototype did: docs/zoo.md). The schedule is by steps (not wall clock) so a build is
 reproducible. Zero-shot accuracy is checked every `eval_every` steps, and the checkpoint kept is
 the latest one inside the demo's quality band (see `pick_checkpoint`).
 """
@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.data import normalize_batch
-from engine.finetune import batch_indices, cosine_with_warmup
+from engine.data.tasks import normalize_batch
 from engine.models import preprocess_of
+from engine.train.finetune import batch_indices, cosine_with_warmup
 
 Progress = Callable[[float, str], None]
 ZeroShotProbe = Callable[[nn.Module], Mapping[str, float]]  # model → {task: val accuracy}

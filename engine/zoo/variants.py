@@ -1,14 +1,14 @@
 """The zoo's variants stage: linearized and τJp-regularised linearized fine-tunes of every task.
 
-For each variant, every task is fine-tuned from the stored θ₀ (engine/finetune.py), saved in fp16 as
+For each variant, every task is fine-tuned from the stored θ₀ (engine/train/finetune.py), saved in fp16 as
 finetuned/<task>.<variant>.safetensors and named in collection.json; existing files are not touched.
 Then the stored files are evaluated the way they are defined, as linearized models: fine-tuned accuracy,
 the 8-task task-arithmetic merge over λ on val (through cached J·τ, exact for linearized models,
-engine/preview.py) at λ = 1 and at the best λ, both on test, and the τJp matrix on val (shipped as
+engine/taujp/preview.py) at λ = 1 and at the best λ, both on test, and the τJp matrix on val (shipped as
 taujp.<variant>.json, so the Interference page shows the variants side by side).
 
 Settings scaled to the zoo (the τJp paper fine-tunes ViTs for thousands of steps at lr 1e-5): 200 steps
-of 128 images, as the CPU prototype (shared/research/zoo_cpu.md), at lr 1e-3 for both variants; the
+of 128 images, as the zoo's CPU prototype (docs/zoo.md), at lr 1e-3 for both variants; the
 strict schedule with 8 train images from each of the 7 other tasks per step. β = 0.3 was chosen on val
 (the all-task merge at its best λ) among (β, lr) = (1.0, 4e-4), (0.3, 4e-4), (0.1, 4e-4), (0.3, 1e-3):
 val 0.798 / 0.873 / 0.875 / 0.886. β = 1.0, the prototypes' pick, over-constrained this zoo's tasks
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from engine.checkpoints import save_checkpoint
-from engine.collection import load_collection, open_suite, pretrained_vector
-from engine.evaluate import evaluate
-from engine.finetune import FinetuneConfig, finetune
-from engine.preview import TangentPreview
-from engine.taujp import TauJpMatrix, save_taujp, taujp_matrix
+from engine.eval.evaluate import evaluate
+from engine.io.checkpoints import save_checkpoint
+from engine.pool.collection import load_collection, open_suite, pretrained_vector
+from engine.taujp.matrix import TauJpMatrix, save_taujp, taujp_matrix
+from engine.taujp.preview import TangentPreview
+from engine.train.finetune import FinetuneConfig, finetune
 from engine.workspace import Workspace
 
 Progress = Callable[[str, float, str], None]
@@ -125,7 +125,7 @@ def _ta_curve(ws: Workspace, lambdas: Sequence[float], *, reference: Mapping[str
 
 def _standard_summary(work: Path) -> dict:
     """The standard checkpoints' numbers in the same shape, from report.json and taujp.json, plus λ = 1 on test."""
-    from engine.taujp import load_taujp
+    from engine.taujp.matrix import load_taujp
 
     report = json.loads((work / "report.json").read_text())
     ws = Workspace.open(work, cache_dir=work / ".cache")

@@ -147,7 +147,7 @@ def test_a_background_job_survives_navigation_and_can_be_cancelled(server, page)
     page.reload()
     expect(page.get_by_test_id("stDataFrame").first).to_be_visible(timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "jobs_after_cancel.png"), full_page=True)
-    from engine.runs import RunLog
+    from engine.runs.log import RunLog
 
     runs = RunLog(Path(os.environ["MERGELAB_HOME"]) / "runs" / "runs.sqlite3").runs(kind="sweep")
     assert [r.status for r in runs] == ["cancelled"] and runs[0].outputs["curve"]["values"]
@@ -183,7 +183,7 @@ def test_a_task_vectors_pool_opens_by_path(server, page, data_home):
 
     from playwright.sync_api import expect
 
-    from engine.collection import load_collection
+    from engine.pool.collection import load_collection
     from engine.workspace import Workspace
     from tests.builders import TINY_ARCH
     from tests.foreign import tiny_source, write_image_folders, write_pool

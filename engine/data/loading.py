@@ -1,0 +1,44 @@
+"""Any task on disk, by its layout: a packed file, an image folder, a CSV file or a folder of split CSVs.
+
+The packed format and the task types live in engine/data/tasks.py; image files are listed and decoded
+by engine/data/image_sets.py and kept decoded by engine/data/task_cache.py. This module only dispatches,
+so those three build on the types without importing each other in a circle.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.data.image_sets import decode_image_set, scan_image_set
+from engine.data.task_cache import load_cached
+from engine.data.tasks import TaskData, check_task, load_packed_task
+from engine.errors import DatasetError
+
+
+def load_task(path: Path, *, image_size: int | None = None, cache_dir: Path | None = None,
+              name: str | None = None) -> TaskData:
+    """Load a packed task file, an image folder, a CSV file or a folder of split CSVs.
+
+    `image_size` resizes and centre-crops image files (packed tasks are returned as stored).
+    `cache_dir` keeps decoded image files as a packed task under `cache_dir/tasks/`, so the next
+    load only hashes the files. `name` (the task's name in a pool, e.g. "EuroSAT") names the task
+    and picks a standard task's templates and class names when the data's JSON gives none.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(path, "no such task file or folder",
+                           fix="check the path; a task is <task>.safetensors + .json, a folder <split>/<class>/, "
+                               "or CSV files path,label[,split]")
+    if path.is_dir() or path.suffix.lower() == ".csv":
+        return _load_image_files(path, image_size=image_size, cache_dir=cache_dir, name=name)
+    return load_packed_task(path, name=name)
+
+
+def _load_image_files(path: Path, *, image_size: int | None, cache_dir: Path | None, name: str | None) -> TaskData:
+    image_set = scan_image_set(path, name=name)
+
+    def decode() -> TaskData:
+        return check_task(decode_image_set(image_set, image_size=image_size), path)
+
+    if cache_dir is None:
+        return decode()
+    return load_cached(image_set, image_size=image_size, cache_dir=Path(cache_dir), origin=path, decode=decode)

@@ -1,0 +1,122 @@
+"""Per-task and normalized accuracy of a flat parameter vector.
+
+All tasks' images for a split are concatenated and pushed through the image tower in large
+batches with `torch.func.functional_call` (the flat vector's views are the weights: no copy, no
+load_state_dict), then each task's slice of the features meets its zero-shot head.
+A suite whose `linearized_at` is θ₀ evaluates the linearized model instead, f₀ + J f(x; θ₀)·(θ − θ₀)
+(engine/eval/tangent.py): the way linearized and τJp-regularised checkpoints are defined and evaluated
+(Ortiz-Jiménez et al., NeurIPS 2023; Yoshida et al., ICLR 2025), so every merge, sweep and pair drop
+of such checkpoints is exact in function space.
+Normalized accuracy is the papers' convention (Ilharco et al. 2023; Ortiz-Jiménez et al. 2023):
+per task, merged accuracy / the task's own fine-tuned accuracy, then the mean over tasks.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from engine.data.tasks import LabelledImages, normalize_batch
+from engine.errors import DatasetError
+from engine.eval.suite import EvalSuite, Progress
+from engine.eval.tangent import linearized_features
+from engine.params import unflatten
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    split: str
+    correct: Mapping[str, int]
+    total: Mapping[str, int]
+    normalized: Mapping[str, float] | None = None   # task → acc / fine-tuned acc
+
+    @property
+    def accuracy(self) -> dict[str, float]:
+        return {t: self.correct[t] / self.total[t] for t in self.correct}
+
+    @property
+    def mean_accuracy(self) -> float:
+        acc = self.accuracy
+        return sum(acc.values()) / len(acc)
+
+    @property
+    def mean_normalized(self) -> float | None:
+        if self.normalized is None:
+            return None
+        return sum(self.normalized.values()) / len(self.normalized)
+
+
+def normalized_accuracy(accuracy: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, float]:
+    """Per task: accuracy / the fine-tuned reference accuracy on the same split."""
+    missing = [t for t in accuracy if t not in reference]
+    if missing:
+        raise KeyError(f"no fine-tuned reference accuracy for tasks {missing}")
+    return {t: accuracy[t] / reference[t] if reference[t] > 0 else 0.0 for t in accuracy}
+
+
+@torch.no_grad()
+def evaluate(params: torch.Tensor, suite: EvalSuite, split: str, *, tasks: Sequence[str] | None = None,
+             reference: Mapping[str, float] | None = None, batch_size: int = 1024,
+             progress: Progress | None = None) -> EvalResult:
+    """Accuracy of θ = `params` [P] on `split` for `tasks` (default: all of the suite's)."""
+    names = tuple(tasks or suite.task_names)
+    unknown = [t for t in names if t not in suite.tasks]
+    if unknown:
+        raise DatasetError(unknown[0], "is not a task of this evaluation suite", fix=f"use {list(suite.tasks)}")
+    parts = {t: suite.tasks[t].split(split) for t in names}
+    correct = _correct(params, suite, parts, batch_size=batch_size, progress=progress)
+    result = EvalResult(split=split, correct=correct, total={t: len(p) for t, p in parts.items()})
+    if reference is not None:
+        result = EvalResult(split, correct, result.total, normalized_accuracy(result.accuracy, reference))
+    return result
+
+
+def accuracy_on(params: torch.Tensor, suite: EvalSuite, parts: Mapping[str, LabelledImages]) -> dict[str, float]:
+    """Per-task accuracy of θ [P] on given labelled images (a subset or a re-split of val, say)."""
+    correct = _correct(params, suite, parts)
+    return {t: correct[t] / len(p) for t, p in parts.items()}
+
+
+@torch.no_grad()
+def _correct(params: torch.Tensor, suite: EvalSuite, parts: Mapping[str, LabelledImages], *, batch_size: int = 1024,
+             progress: Progress | None = None) -> dict[str, int]:
+    """Correct predictions per task: every task's images through the tower in one pass, then its head."""
+    images = torch.cat([p.images for p in parts.values()])  # [N, 3, H, W] uint8
+    feats = encode_images(params, suite, images, batch_size=batch_size, progress=progress)  # [N, E]
+    correct = {}
+    for name, chunk in zip(parts, torch.split(feats, [len(p) for p in parts.values()])):
+        pred = (chunk @ suite.heads[name].T).argmax(dim=-1)  # [N_t]
+        correct[name] = int((pred == parts[name].labels).sum())
+    return correct
+
+
+def encode_images(params: torch.Tensor, suite: EvalSuite, images: torch.Tensor, *, batch_size: int = 1024,
+                  progress: Progress | None = None) -> torch.Tensor:
+    """L2-normalised image features [N, E] of uint8 images [N, 3, H, W] under θ = params [P]."""
+    if suite.linearized_at is not None:
+        return _linearized_features(params, suite, images, batch_size=batch_size, progress=progress)
+    weights = unflatten(params, suite.spec)
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = normalize_batch(images[start:start + batch_size], suite.preprocess)  # [B, 3, S, S]
+        with suite.lock:
+            feats = functional_call(suite.visual, weights, (x,))  # [B, E]
+        out.append(F.normalize(feats, dim=-1))
+        if progress is not None:
+            progress(min(1.0, (start + batch_size) / images.shape[0]), "encoding images")
+    return torch.cat(out)  # [N, E]
+
+
+def _linearized_features(params: torch.Tensor, suite: EvalSuite, images: torch.Tensor, *, batch_size: int,
+                         progress: Progress | None) -> torch.Tensor:
+    """normalize(f₀ + J f(x; θ₀)·(θ − θ₀)) [N, E], in chunks of `batch_size` images."""
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        chunk = images[start:start + batch_size]
+        out.append(F.normalize(linearized_features(suite, suite.linearized_at, params, chunk), dim=-1))  # [B, E]
+        if progress is not None:
+            progress(min(1.0, (start + batch_size) / images.shape[0]), "encoding images (linearized)")
+    return torch.cat(out)  # [N, E]

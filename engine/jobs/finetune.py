@@ -1,0 +1,94 @@
+"""Fine-tuning one task as a background job: live loss, penalty and val accuracy; the checkpoint at the end.
+
+The new checkpoint goes to the data home (`DataHome.finetunes`, by pretrained sha256 and task), never
+into the collection; `Collection.with_finetunes` lists it beside the shipped ones on every page. Its
+sidecar records the mode (as the variant, so linearized fine-tunes are evaluated as such) and the whole
+recipe. Cancelling stops between steps and writes nothing.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from engine.data.tasks import LabelledImages
+from engine.errors import DatasetError
+from engine.eval.evaluate import accuracy_on
+from engine.eval.suite import EvalSuite
+from engine.io.checkpoints import save_checkpoint
+from engine.jobs.runner import JobContext
+from engine.pool.collection import finetune_folder
+from engine.runs.log import RunLog
+from engine.train.finetune import FinetuneConfig, FinetuneStep, finetune
+from engine.workspace import Workspace
+
+
+def checkpoint_name(config: FinetuneConfig, *, now: datetime | None = None) -> str:
+    """A file stem that says what the run was: mode, β (τJp), steps and when."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    beta = f"-b{config.beta:g}" if config.mode == "tau_jp" else ""
+    return f"{config.mode}{beta}-s{config.steps}-{stamp}"
+
+
+def finetune_job(ctx: JobContext, *, workspace: Workspace, task: str, config: FinetuneConfig, out_root: Path,
+                 run_log: RunLog | None = None, val_images: int = 512) -> dict:
+    """Fine-tune `task` of the workspace's collection from θ₀; returns the checkpoint's name, path and curves."""
+    start = time.perf_counter()
+    suite, theta0 = workspace.suite, workspace.matrix.theta0  # [P]
+    if task not in suite.tasks:
+        raise DatasetError(task, "is not a task of this collection", fix=f"choose one of {list(suite.tasks)}")
+    others = {t: suite.tasks[t].split("train").images for t in suite.task_names if t != task}
+    config.check(other_tasks=len(others))
+    val_suite = suite.linearized(theta0) if config.linearized else suite.network()
+    curves: dict[str, list] = {"step": [], "loss": [], "penalty": [], "val_step": [], "val_accuracy": []}
+
+    def validate(theta: torch.Tensor) -> float:
+        ctx.check_cancelled()
+        return _val_accuracy(val_suite, theta, task, val_images)
+
+    def on_step(record: FinetuneStep) -> None:
+        _append(curves, record)
+        penalty = "" if record.penalty is None else f" · penalty {record.penalty:.3f}"
+        message = f"loss {record.loss:.3f}{penalty} · val {curves['val_accuracy'][-1]:.1%}"
+        ctx.report(record.step, config.steps, message, metrics={k: list(v) for k, v in curves.items()})  # a snapshot
+        ctx.check_cancelled()
+
+    curves["val_step"].append(0)
+    curves["val_accuracy"].append(_val_accuracy(val_suite, theta0, task, val_images))
+    result = finetune(suite.visual, suite.spec, theta0, suite.heads[task], suite.tasks[task].split("train"),
+                      suite.preprocess, config, others=others, validate=validate, on_step=on_step,
+                      lock=suite.lock)
+    name = checkpoint_name(config)
+    path = finetune_folder(out_root, workspace.pretrained.tensors_sha256, task) / f"{name}.safetensors"
+    checkpoint = save_checkpoint(path, result.state_dict(suite.spec), architecture=workspace.pretrained.architecture,
+                                 quick_gelu=workspace.pretrained.quick_gelu, task=task, variant=config.mode,
+                                 class_names=suite.tasks[task].class_names, source="mergelab fine-tune",
+                                 training={"kind": f"{config.mode} fine-tuning", **asdict(config),
+                                           "collection": str(workspace.collection.root),
+                                           "val_accuracy": curves["val_accuracy"][-1]},
+                                 parent_sha256=workspace.pretrained.tensors_sha256)
+    outputs = {"checkpoint": name, "path": str(checkpoint.path), "val_accuracy": curves["val_accuracy"][-1],
+               "zero_shot_val_accuracy": curves["val_accuracy"][0], "curves": curves}
+    if run_log is not None:
+        run_log.record("finetune", method=config.mode, tasks=(task,), device=str(theta0.device),
+                       inputs=asdict(config), outputs={**outputs, "accuracy": {task: outputs["val_accuracy"]}},
+                       duration_s=round(time.perf_counter() - start, 3))
+    return outputs
+
+
+def _val_accuracy(suite: EvalSuite, theta: torch.Tensor, task: str, limit: int) -> float:
+    """Accuracy on the first `limit` val images of `task` (the suite says f or f_lin)."""
+    part = suite.tasks[task].split("val")
+    return accuracy_on(theta, suite, {task: LabelledImages(part.images[:limit], part.labels[:limit])})[task]
+
+
+def _append(curves: dict[str, list], record: FinetuneStep) -> None:
+    curves["step"].append(record.step)
+    curves["loss"].append(round(record.loss, 5))
+    curves["penalty"].append(None if record.penalty is None else round(record.penalty, 5))
+    if record.val_accuracy is not None:
+        curves["val_step"].append(record.step)
+        curves["val_accuracy"].append(record.val_accuracy)

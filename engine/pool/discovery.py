@@ -1,0 +1,187 @@
+"""Model pools: the folders and manifests researchers bring, opened as collections.
+
+A pool is one pretrained encoder and N fine-tuned ones (any format of engine/io/formats), each task with a
+dataset and, when the pretrained file has no text tower, a head file. `load_collection` accepts:
+- a folder with collection.json (the native format, files with sidecars);
+- a pool manifest, YAML or JSON (a file, or pool.yaml / pool.yml / pool.json in a folder):
+
+      name: my-pool                  # optional (default: the folder's name)
+      architecture: ViT-B-32         # optional: detected from the tensors' shapes
+      quick_gelu: true               # optional: from the files (HF config, task_vectors classes), else false
+      data_root: /data               # optional: a task's data defaults to <data_root>/<task>
+      pretrained: zeroshot.pt
+      tasks:
+        EuroSAT:
+          checkpoint: EuroSAT/finetuned.pt          # or checkpoints: {standard: ..., linearized: ...}
+          data: data/EuroSAT                        # image folder, CSV, or packed task file
+          head: head_EuroSAT.pt                     # optional when the pretrained has a text tower
+          templates: ["a centered satellite photo of {}."]   # optional
+
+- a folder without a manifest, discovered by layout (`discover_pool`): the task_vectors / tangent /
+  TALL-masks release (`zeroshot.pt`, `<Task>[Val]/{finetuned,linear_finetuned,nonlinear_finetuned}.pt`,
+  `head_<Task>[Val].pt`), or a flat pool (`pretrained.*` plus `finetuned/<task>.*` or Hugging Face model
+  folders), with datasets under `data/<task>` or `datasets/<task>`.
+Relative paths resolve against the manifest's folder.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from engine.errors import SchemaError
+from engine.io.formats import is_model_folder
+
+POOL_MANIFESTS = ("pool.yaml", "pool.yml", "pool.json")
+PRETRAINED_NAMES = ("zeroshot", "linear_zeroshot", "nonlinear_zeroshot", "pretrained", "base")
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+FINETUNED_FILES = {"finetuned": "standard", "nonlinear_finetuned": "standard", "linear_finetuned": "linearized",
+                   "model": "standard"}
+DATA_FOLDERS = ("data", "datasets")
+NOT_TASKS = {*DATA_FOLDERS, "heads", "finetuned", *PRETRAINED_NAMES}
+
+
+class PoolTask(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    checkpoint: str | None = None
+    checkpoints: dict[str, str] = {}
+    data: str | None = None
+    head: str | None = None
+    templates: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_checkpoint_at_least(self) -> PoolTask:
+        if self.checkpoint is None and not self.checkpoints:
+            raise ValueError("give `checkpoint: <file>` or `checkpoints: {name: <file>}`")
+        return self
+
+
+class PoolManifest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = ""
+    description: str = ""
+    architecture: str | None = None
+    quick_gelu: bool | None = None
+    data_root: str | None = None
+    pretrained: str
+    tasks: dict[str, PoolTask]
+
+    def collection_manifest(self, *, default_name: str) -> dict[str, Any]:
+        """The equivalent collection.json document (engine/pool/collection.py's schema)."""
+        tasks = {}
+        for name, task in self.tasks.items():
+            data = task.data or (f"{self.data_root.rstrip('/')}/{name}" if self.data_root else None)
+            if data is None:
+                raise SchemaError(name, "has no dataset", fix=f"give tasks.{name}.data, or data_root for all tasks")
+            checkpoints = dict(task.checkpoints) or {"standard": task.checkpoint}
+            tasks[name] = {"data": data, "checkpoints": checkpoints, "head": task.head, "templates": task.templates}
+        return {"schema_version": 1, "name": self.name or default_name, "description": self.description,
+                "pretrained": self.pretrained, "tasks": tasks, "architecture": self.architecture,
+                "quick_gelu": self.quick_gelu}
+
+
+def read_pool_manifest(file: Path) -> dict[str, Any]:
+    """A pool manifest (YAML or JSON) as a collection.json document; errors name the file and the field."""
+    try:
+        text = file.read_text(encoding="utf-8")
+        raw = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise SchemaError(file, f"cannot be parsed ({exc})", fix="write valid YAML or JSON") from exc
+    try:
+        manifest = PoolManifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "document"
+        raise SchemaError(file, f"invalid pool manifest: {where}: {first['msg']}",
+                          fix="see the pool manifest format in README ('Opening your own models')") from exc
+    return manifest.collection_manifest(default_name=file.parent.name)
+
+
+def discover_pool(folder: Path) -> dict[str, Any]:
+    """A collection.json document for a folder laid out like the task_vectors release or a flat pool."""
+    folder = Path(folder)
+    manifest = next((folder / n for n in POOL_MANIFESTS if (folder / n).is_file()), None)
+    if manifest is not None:
+        return read_pool_manifest(manifest)
+    checkpoints = _task_checkpoints(folder)
+    pretrained = _pretrained(folder, checkpoints)
+    if pretrained is None or not checkpoints:
+        raise SchemaError(folder, "is not a pool: found " + (f"{len(checkpoints)} fine-tuned checkpoints and "
+                          + ("a" if pretrained else "no") + " pretrained model"),
+                          fix="lay it out as <root>/zeroshot.pt + <root>/<Task>/finetuned.pt (task_vectors), or "
+                              "write pool.yaml (README, 'Opening your own models')")
+    tasks = {}
+    for task, found in checkpoints.items():
+        data = _data_path(folder, task)
+        if data is None:
+            raise SchemaError(folder, f"has no dataset for task {task!r}",
+                              fix=f"put its images under {folder / 'data' / task}/<split>/<class>/, or write "
+                                  "pool.yaml with tasks.<task>.data")
+        head = _head_path(folder, task)
+        tasks[task] = {"data": data, "checkpoints": found, "head": head}
+    return {"schema_version": 1, "name": folder.name, "pretrained": pretrained, "tasks": tasks,
+            "description": "discovered by layout"}
+
+
+def _task_checkpoints(folder: Path) -> dict[str, dict[str, str]]:
+    """Task → {checkpoint name: relative path} from <Task>[Val]/ subfolders and finetuned/<task>.* files."""
+    found: dict[str, dict[str, str]] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.lower() not in NOT_TASKS):
+        task = _task_name(sub.name)
+        if (sub / "config.json").is_file() and is_model_folder(sub):
+            found.setdefault(task, {})["standard"] = sub.name      # a Hugging Face model folder
+            continue
+        for stem, name in FINETUNED_FILES.items():
+            file = _checkpoint_file(sub, stem)
+            if file is not None:
+                found.setdefault(task, {}).setdefault(name, f"{sub.name}/{file.name}")
+    flat = folder / "finetuned"
+    if flat.is_dir():
+        for file in sorted(flat.iterdir()):
+            if file.suffix in CHECKPOINT_SUFFIXES or is_model_folder(file):
+                found.setdefault(_task_name(file.stem if file.is_file() else file.name), {})["standard"] = \
+                    f"finetuned/{file.name}"
+    return found
+
+
+def _pretrained(folder: Path, checkpoints: dict[str, dict[str, str]]) -> str | None:
+    for stem in PRETRAINED_NAMES:
+        file = _checkpoint_file(folder, stem)
+        if file is not None:
+            return file.name
+        if is_model_folder(folder / stem):
+            return stem
+    for task_folder in sorted(folder.iterdir()):   # tangent keeps zeroshot.pt in every <Task>Val/ folder
+        if task_folder.is_dir() and _task_name(task_folder.name) in checkpoints:
+            for stem in PRETRAINED_NAMES[:3]:
+                file = _checkpoint_file(task_folder, stem)
+                if file is not None:
+                    return f"{task_folder.name}/{file.name}"
+    return None
+
+
+def _checkpoint_file(folder: Path, stem: str) -> Path | None:
+    return next((folder / f"{stem}{s}" for s in CHECKPOINT_SUFFIXES if (folder / f"{stem}{s}").is_file()), None)
+
+
+def _data_path(folder: Path, task: str) -> str | None:
+    for data in DATA_FOLDERS:
+        for name in (task, task.lower(), f"{task}Val", f"{task}.csv", f"{task.lower()}.csv"):
+            if (folder / data / name).exists():
+                return f"{data}/{name}"
+    return None
+
+
+def _head_path(folder: Path, task: str) -> str | None:
+    for name in (f"head_{task}.pt", f"head_{task}Val.pt", f"heads/{task}.safetensors", f"heads/{task}.pt"):
+        if (folder / name).is_file():
+            return name
+    return None
+
+
+def _task_name(name: str) -> str:
+    """task_vectors' training folders carry a "Val" suffix (EuroSATVal): the task is EuroSAT."""
+    return name[:-3] if name.endswith("Val") and len(name) > 3 else name

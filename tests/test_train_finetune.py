@@ -1,0 +1,137 @@
+"""Fine-tuning in its three modes, linearized checkpoints evaluated as such, and the fine-tune job."""
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+
+from engine.errors import CheckpointError, ParameterError
+from engine.eval.evaluate import evaluate
+from engine.eval.tangent import linearized_features
+from engine.home import DataHome
+from engine.jobs.runner import JobState, LocalRunner
+from engine.pool.collection import load_collection, open_suite, pretrained_vector, task_matrix
+from engine.taujp.matrix import taujp_matrix
+from engine.taujp.preview import TangentPreview
+from engine.train.finetune import FinetuneConfig, finetune
+from engine.workspace import Workspace
+
+TINY = FinetuneConfig(mode="tau_jp", steps=25, batch_size=16, lr=3e-3, warmup_steps=2, beta=0.0, penalty_batch=16)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_collection_dir, tmp_path_factory):
+    collection = load_collection(tiny_collection_dir)
+    suite = open_suite(collection, cache_dir=tmp_path_factory.mktemp("cache"))
+    return suite, pretrained_vector(collection, suite.spec)
+
+
+def _train(setup, config, task="colour"):
+    suite, theta0 = setup
+    others = {t: suite.tasks[t].split("train").images for t in suite.task_names if t != task}
+    return finetune(suite.visual, suite.spec, theta0, suite.heads[task], suite.tasks[task].split("train"),
+                    suite.preprocess, config, others=others)
+
+
+def _off_diagonal_taujp(setup, theta, task="colour"):
+    suite, theta0 = setup
+    others = [t for t in suite.task_names if t != task]
+    matrix = taujp_matrix(suite, theta0, (theta - theta0)[None], names=[task], tasks=others, split="val")
+    return float(matrix.values.mean())
+
+
+def test_the_taujp_penalty_lowers_taujp_on_the_other_tasks(setup):
+    plain = _train(setup, TINY)
+    penalised = _train(setup, replace(TINY, beta=1.0))
+    assert penalised.history[-1].penalty is not None and plain.history[-1].penalty is not None
+    before, after = _off_diagonal_taujp(setup, plain.theta), _off_diagonal_taujp(setup, penalised.theta)
+    assert after < 0.5 * before, (before, after)
+    cyclic = _train(setup, replace(TINY, beta=1.0, penalty="cyclic"))
+    assert _off_diagonal_taujp(setup, cyclic.theta) < before
+
+
+def test_linearized_and_standard_modes_both_fit_and_differ(setup):
+    suite, theta0 = setup
+    config = replace(TINY, mode="linearized", steps=15)
+    result = _train(setup, config)
+    assert result.history[-1].loss < result.history[0].loss
+    assert all(step.penalty is None for step in result.history)
+    standard = _train(setup, replace(config, mode="standard"))
+    assert standard.history[-1].loss < standard.history[0].loss
+    assert not torch.equal(standard.theta, result.theta)
+
+
+@pytest.mark.parametrize("change, key", [({"beta": -0.1}, "beta"), ({"steps": 0}, "steps"),
+                                         ({"mode": "bogus"}, "mode"), ({"penalty": "sometimes"}, "penalty")])
+def test_bad_settings_are_refused_before_any_work(setup, change, key):
+    with pytest.raises(ParameterError) as info:
+        _train(setup, replace(TINY, **change))
+    assert info.value.subject == key and "Fix:" in str(info.value)
+
+
+def test_the_penalty_needs_other_tasks_inputs(setup):
+    suite, theta0 = setup
+    with pytest.raises(ParameterError, match="other tasks' inputs"):
+        finetune(suite.visual, suite.spec, theta0, suite.heads["colour"], suite.tasks["colour"].split("train"),
+                 suite.preprocess, TINY, others={})
+
+
+def _with_linearized_variant(tiny_collection_dir, tmp_path):
+    """A copy of the tiny collection whose tasks also have a short linearized fine-tune, via the job."""
+    from engine.jobs.finetune import finetune_job
+
+    root = tmp_path / "collection"
+    shutil.copytree(tiny_collection_dir, root)
+    home = DataHome.from_env().ensure()
+    ws = Workspace.open(root, cache_dir=home.cache)
+    runner = LocalRunner()
+    names = {}
+    for task in ws.task_names:
+        status = runner.wait(runner.submit("ft", finetune_job, workspace=ws, task=task, out_root=home.finetunes,
+                                           config=replace(TINY, mode="linearized", steps=4, eval_every=2)), timeout=120)
+        assert status.state is JobState.DONE, status.error
+        names[task] = status.result["checkpoint"]
+    return root, home, names, status
+
+
+def test_finetune_job_writes_to_the_data_home_and_every_list_shows_it(tiny_collection_dir, tmp_path):
+    root, home, names, status = _with_linearized_variant(tiny_collection_dir, tmp_path)
+    curves = status.metrics
+    assert curves["step"] == [1, 2, 3, 4] and curves["val_step"] == [0, 2, 4] and len(curves["loss"]) == 4
+    assert not any((root / "finetuned").glob("*linearized*")), "a fine-tune must never be written into the collection"
+    collection = load_collection(root).with_finetunes(home.finetunes)
+    task = "texture"
+    assert names[task] in collection.variants(task)
+    meta = collection.checkpoint_meta(task, names[task])
+    assert meta.variant == "linearized" and meta.linearized and meta.training["steps"] == 4
+    assert meta.parent_sha256 == collection.pretrained().sha256
+
+
+def test_linearized_checkpoints_are_evaluated_as_linearized_models(tiny_collection_dir, tmp_path):
+    root, home, names, _ = _with_linearized_variant(tiny_collection_dir, tmp_path)
+    collection = load_collection(root).with_finetunes(home.finetunes)
+    ws = Workspace.from_collection(collection, cache_dir=home.cache, variants=names)
+    assert ws.linearized and ws.variant_of("texture") == names["texture"]
+    m = ws.matrix
+    theta = m.theta0 + 0.6 * m.T.sum(dim=0)  # [P]
+    part = ws.suite.tasks["colour"].split("test")
+    feats = torch.nn.functional.normalize(linearized_features(ws.suite, m.theta0, theta, part.images), dim=-1)
+    expected = float(((feats @ ws.suite.heads["colour"].T).argmax(-1) == part.labels).float().mean())
+    assert ws.compare(["colour", "brightness", "texture"], "task_arithmetic", {"lam": 0.6},
+                      split="test").merged.accuracy["colour"] == pytest.approx(expected)
+    assert ws.importance_source("colour", "tau").config.model == "linearized"   # STA takes the linearized gradient
+    assert ws.importance_source("colour", "grad0").config.model == "network"    # at θ₀ both agree: shared map
+    preview = TangentPreview.build(ws.suite, m.theta0, m.T, vectors=m.task_names, split="test")
+    exact = evaluate(theta, ws.suite, "test").accuracy
+    assert preview.accuracy([0.6] * 3) == pytest.approx(exact)
+    mixed = {"colour": names["colour"]}
+    with pytest.raises(CheckpointError, match="linearized"):
+        Workspace.from_collection(collection, cache_dir=home.cache, variants=mixed)
+
+
+def test_task_matrix_takes_one_checkpoint_per_task(tiny_collection_dir, tmp_path):
+    root, home, names, _ = _with_linearized_variant(tiny_collection_dir, tmp_path)
+    collection = load_collection(root).with_finetunes(home.finetunes)
+    mixed = task_matrix(collection, variants={"colour": names["colour"]})
+    standard = task_matrix(collection)
+    assert not torch.equal(mixed.T[0], standard.T[0]) and torch.equal(mixed.T[1], standard.T[1])
