@@ -1,23 +1,32 @@
-"""mergelab dashboard: navigation and the sidebar pickers every view shares. Views live in views/ (not pages/: with a pages/ folder, Streamlit
-runs a deep-linked page without this file when it is a fresh server's first request; tests/e2e checks deep links)."""
+"""mergelab dashboard: navigation and the sidebar pickers every view shares.
+
+Views live in views/, not pages/: with a pages/ folder, Streamlit runs a deep-linked page without this file
+when it is a fresh server's first request (tests/e2e checks deep links)."""
+
 import streamlit as st
 
 from ui.state import init_defaults, sidebar_pickers
 
 st.set_page_config(page_title="mergelab", page_icon=":material/science:", layout="wide")
 init_defaults()
-pages = st.navigation({
-    "": [st.Page("views/home.py", title="Home", icon=":material/home:", default=True)],
-    "Explore": [st.Page("views/zoo.py", title="Zoo", icon=":material/inventory_2:", url_path="zoo"),
-                st.Page("views/merge.py", title="Merge", icon=":material/merge:", url_path="merge"),
-                st.Page("views/forgetting.py", title="Forgetting", icon=":material/remove_circle:",
-                        url_path="forgetting"),
-                st.Page("views/sta.py", title="STA importance", icon=":material/filter_alt:", url_path="sta"),
-                st.Page("views/interference.py", title="Interference (τJp)", icon=":material/grid_on:",
-                        url_path="interference")],
-    "Train": [st.Page("views/finetune.py", title="Fine-tune", icon=":material/model_training:", url_path="finetune"),
-              st.Page("views/learned.py", title="aTLAS & DV-BASI", icon=":material/tune:", url_path="learned")],
-    "Track": [st.Page("views/jobs.py", title="Jobs & runs", icon=":material/monitoring:", url_path="jobs")],
-})
-sidebar_pickers()   # here, not in the views: the entry script's widgets survive page switches
+pages = st.navigation(
+    {
+        "": [st.Page("views/home.py", title="Home", icon=":material/home:", default=True)],
+        "Explore": [
+            st.Page("views/zoo.py", title="Zoo", icon=":material/inventory_2:", url_path="zoo"),
+            st.Page("views/merge.py", title="Merge", icon=":material/merge:", url_path="merge"),
+            st.Page("views/forgetting.py", title="Forgetting", icon=":material/remove_circle:", url_path="forgetting"),
+            st.Page("views/sta.py", title="STA importance", icon=":material/filter_alt:", url_path="sta"),
+            st.Page(
+                "views/interference.py", title="Interference (τJp)", icon=":material/grid_on:", url_path="interference"
+            ),
+        ],
+        "Train": [
+            st.Page("views/finetune.py", title="Fine-tune", icon=":material/model_training:", url_path="finetune"),
+            st.Page("views/learned.py", title="aTLAS & DV-BASI", icon=":material/tune:", url_path="learned"),
+        ],
+        "Track": [st.Page("views/jobs.py", title="Jobs & runs", icon=":material/monitoring:", url_path="jobs")],
+    }
+)
+sidebar_pickers()  # here, not in the views: the entry script's widgets survive page switches
 pages.run()

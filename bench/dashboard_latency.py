@@ -7,6 +7,7 @@
 
     python bench/dashboard_latency.py
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,13 @@ def browser_path(home: Path, presses: int = 5) -> dict:
     port = _free_port()
     env = {**os.environ, "MERGELAB_HOME": str(home), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     launched = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
@@ -62,8 +68,9 @@ def browser_path(home: Path, presses: int = 5) -> dict:
                 thumb.focus()
                 start = time.perf_counter()
                 page.keyboard.press("ArrowRight")
-                expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning",
-                                                                          timeout=30_000)
+                expect(page.get_by_test_id("stApp")).to_have_attribute(
+                    "data-test-script-state", "notRunning", timeout=30_000
+                )
                 expect(title).not_to_have_text(before, timeout=30_000)
                 updates.append(time.perf_counter() - start)
             browser.close()
@@ -76,18 +83,29 @@ def browser_path(home: Path, presses: int = 5) -> dict:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        browser = browser_path(home / "browser")        # empty data home: tasks and heads built on the way
+        browser = browser_path(home / "browser")  # empty data home: tasks and heads built on the way
         warm = browser_path(home / "browser", presses=1)  # restarted server, caches filled
         engine = engine_path(home / "engine")
     updates = browser["key_press_to_chart_s"]
-    out = {"benchmark": "dashboard latency on the demo zoo (CPU)",
-           "engine_new_coefficients_to_table_s": {"median": round(statistics.median(engine), 3),
-                                                  "max": round(max(engine), 3), "target": 2.0},
-           "browser_key_press_to_chart_s": {"median": round(statistics.median(updates), 3),
-                                            "max": round(max(updates), 3), "target": 3.0},
-           "cold_start_to_first_chart_s": {"empty_cache": browser["cold_start_to_first_chart_s"],
-                                           "warm_cache": warm["cold_start_to_first_chart_s"], "target": 10.0},
-           "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = {
+        "benchmark": "dashboard latency on the demo zoo (CPU)",
+        "engine_new_coefficients_to_table_s": {
+            "median": round(statistics.median(engine), 3),
+            "max": round(max(engine), 3),
+            "target": 2.0,
+        },
+        "browser_key_press_to_chart_s": {
+            "median": round(statistics.median(updates), 3),
+            "max": round(max(updates), 3),
+            "target": 3.0,
+        },
+        "cold_start_to_first_chart_s": {
+            "empty_cache": browser["cold_start_to_first_chart_s"],
+            "warm_cache": warm["cold_start_to_first_chart_s"],
+            "target": 10.0,
+        },
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (ROOT / "bench" / "results" / "dashboard_latency.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 

@@ -10,6 +10,7 @@ also push `penalty_batch` images of each penalised other task through the JVP, w
 
     python bench/finetune_speed.py [--device cuda]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,12 @@ from engine.models import create_visual, pick_device, preprocess_of  # noqa: E40
 from engine.params import ParamSpec, flatten, unflatten  # noqa: E402
 from engine.train.finetune import FinetuneConfig, finetune  # noqa: E402
 
-MODES = {"standard": {"mode": "standard"}, "linearized": {"mode": "linearized"},
-         "tau_jp_strict": {"mode": "tau_jp", "penalty": "strict"}, "tau_jp_cyclic": {"mode": "tau_jp", "penalty": "cyclic"}}
+MODES = {
+    "standard": {"mode": "standard"},
+    "linearized": {"mode": "linearized"},
+    "tau_jp_strict": {"mode": "tau_jp", "penalty": "strict"},
+    "tau_jp_cyclic": {"mode": "tau_jp", "penalty": "cyclic"},
+}
 
 
 def _sync(device: torch.device) -> None:
@@ -38,8 +43,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bare_fwd_bwd(visual, spec: ParamSpec, theta0: torch.Tensor, images: torch.Tensor, preprocess, *,
-                 steps: int, device: torch.device) -> float:
+def bare_fwd_bwd(
+    visual, spec: ParamSpec, theta0: torch.Tensor, images: torch.Tensor, preprocess, *, steps: int, device: torch.device
+) -> float:
     """img/s of forward + backward through functional_call on one batch (no optimiser)."""
     theta = theta0.clone().requires_grad_(True)
     x = normalize_batch(images, preprocess)  # [B, 3, S, S]
@@ -57,8 +63,18 @@ def bare_fwd_bwd(visual, spec: ParamSpec, theta0: torch.Tensor, images: torch.Te
     return images.shape[0] * steps / (time.perf_counter() - start)
 
 
-def mode_throughput(visual, spec, theta0, head, train: LabelledImages, others: dict, preprocess, config: FinetuneConfig,
-                    *, device: torch.device) -> float:
+def mode_throughput(
+    visual,
+    spec,
+    theta0,
+    head,
+    train: LabelledImages,
+    others: dict,
+    preprocess,
+    config: FinetuneConfig,
+    *,
+    device: torch.device,
+) -> float:
     """img/s (task images) of whole fine-tuning steps, after a 1-step warm-up."""
     finetune(visual, spec, theta0, head, train, preprocess, replace(config, steps=1), others=others)
     _sync(device)
@@ -69,15 +85,27 @@ def mode_throughput(visual, spec, theta0, head, train: LabelledImages, others: d
 
 
 def measure(visual, spec, theta0, head, train, others, preprocess, base: FinetuneConfig, *, device) -> dict:
-    bare = bare_fwd_bwd(visual, spec, theta0, train.images[:base.batch_size], preprocess, steps=base.steps, device=device)
-    out = {"batch_size": base.batch_size, "steps": base.steps, "penalty_batch": base.penalty_batch,
-           "other_tasks": len(others), "bare_fwd_bwd_img_per_s": round(bare, 2)}
+    bare = bare_fwd_bwd(
+        visual, spec, theta0, train.images[: base.batch_size], preprocess, steps=base.steps, device=device
+    )
+    out = {
+        "batch_size": base.batch_size,
+        "steps": base.steps,
+        "penalty_batch": base.penalty_batch,
+        "other_tasks": len(others),
+        "bare_fwd_bwd_img_per_s": round(bare, 2),
+    }
     for name, settings in MODES.items():
         config = replace(base, **settings)
         rate = mode_throughput(visual, spec, theta0, head, train, others, preprocess, config, device=device)
-        penalty = 0 if config.mode != "tau_jp" else base.penalty_batch * (len(others) if config.penalty == "strict" else 1)
-        out[name] = {"img_per_s": round(rate, 2), "ratio_to_bare": round(rate / bare, 3),
-                     "penalty_images_per_step": penalty}
+        penalty = (
+            0 if config.mode != "tau_jp" else base.penalty_batch * (len(others) if config.penalty == "strict" else 1)
+        )
+        out[name] = {
+            "img_per_s": round(rate, 2),
+            "ratio_to_bare": round(rate / bare, 3),
+            "penalty_images_per_step": penalty,
+        }
     return out
 
 
@@ -93,8 +121,17 @@ def zoo(device: torch.device, base: FinetuneConfig) -> dict:
     theta0 = pretrained_vector(collection, suite.spec, device=device)  # [P]
     task = "digits"
     others = {t: suite.tasks[t].split("train").images for t in suite.task_names if t != task}
-    return measure(suite.visual, suite.spec, theta0, suite.heads[task], suite.tasks[task].split("train"), others,
-                   suite.preprocess, base, device=device)
+    return measure(
+        suite.visual,
+        suite.spec,
+        theta0,
+        suite.heads[task],
+        suite.tasks[task].split("train"),
+        others,
+        suite.preprocess,
+        base,
+        device=device,
+    )
 
 
 def vit_b_32(device: torch.device, base: FinetuneConfig) -> dict:
@@ -120,11 +157,18 @@ def main() -> None:
     args = parser.parse_args()
     device = pick_device(args.device)
     cuda = device.type == "cuda"
-    out = {"benchmark": "fine-tuning img/s per mode vs bare fwd+bwd, same run", "device": str(device),
-           "threads": torch.get_num_threads()}
+    out = {
+        "benchmark": "fine-tuning img/s per mode vs bare fwd+bwd, same run",
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
     out["zoo"] = zoo(device, FinetuneConfig(steps=20 if cuda else 5, batch_size=128, penalty_batch=8, beta=1.0))
-    out["vit_b_32"] = vit_b_32(device, FinetuneConfig(steps=10 if cuda else 2, batch_size=128 if cuda else 8,
-                                                      penalty_batch=16 if cuda else 1, beta=0.1))
+    out["vit_b_32"] = vit_b_32(
+        device,
+        FinetuneConfig(
+            steps=10 if cuda else 2, batch_size=128 if cuda else 8, penalty_batch=16 if cuda else 1, beta=0.1
+        ),
+    )
     out["measured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (ROOT / "bench" / "results" / f"finetune_speed_{device.type}.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

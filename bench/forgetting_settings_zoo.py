@@ -7,6 +7,7 @@ Writes bench/results/forgetting_settings_zoo.json. About 3 minutes per setting o
 
     python bench/forgetting_settings_zoo.py [0.1:2.0 0.1:1.5 ...]
 """
+
 from __future__ import annotations
 
 import json
@@ -39,9 +40,12 @@ def main() -> None:
             rows.append({"threshold": kappa, "margin": rho, "val_forgotten": val_count, "test_forgotten": test_count})
             print(rows[-1], flush=True)
     best = max(rows, key=lambda r: r["val_forgotten"])
-    out = {"benchmark": "STA forgetting settings on the demo zoo, chosen on val", "settings": rows,
-           "chosen_on_val": {"threshold": best["threshold"], "margin": best["margin"]},
-           "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = {
+        "benchmark": "STA forgetting settings on the demo zoo, chosen on val",
+        "settings": rows,
+        "chosen_on_val": {"threshold": best["threshold"], "margin": best["margin"]},
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (ROOT / "bench" / "results" / "forgetting_settings_zoo.json").write_text(json.dumps(out, indent=2) + "\n")
 
 

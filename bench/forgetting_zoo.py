@@ -8,6 +8,7 @@ Writes bench/results/forgetting_zoo.json.
 
     python bench/forgetting_zoo.py
 """
+
 from __future__ import annotations
 
 import json
@@ -29,19 +30,30 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         report = forgetting_sweeps(Workspace.open(ASSETS_DIR / "zoo", cache_dir=Path(tmp)))
-    table = {target: {method: {"alpha": e["outcome"]["alpha"],
-                               "target_test": round(e["outcome"]["target_accuracy"], 4),
-                               "pretrained_test": round(e["outcome"]["pretrained_target"], 4),
-                               "chance": round(e["outcome"]["chance"], 4),
-                               "control_ratio": round(e["outcome"]["control_accuracy"]
-                                                      / e["outcome"]["pretrained_control"], 4),
-                               "forgotten": e["succeeded"]} for method, e in methods.items()}
-             for target, methods in report["targets"].items()}
-    out = {"benchmark": "forgetting on the demo zoo: task arithmetic vs STA", "protocol": report["protocol"],
-           "sta_settings": {"threshold": STA_THRESHOLD, "margin": STA_MARGIN},
-           "forgotten_count": report["succeeded_count"], "goal_sta_forgotten_min": 6, "tasks": table,
-           "seconds": round(time.perf_counter() - start, 1),
-           "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    table = {
+        target: {
+            method: {
+                "alpha": e["outcome"]["alpha"],
+                "target_test": round(e["outcome"]["target_accuracy"], 4),
+                "pretrained_test": round(e["outcome"]["pretrained_target"], 4),
+                "chance": round(e["outcome"]["chance"], 4),
+                "control_ratio": round(e["outcome"]["control_accuracy"] / e["outcome"]["pretrained_control"], 4),
+                "forgotten": e["succeeded"],
+            }
+            for method, e in methods.items()
+        }
+        for target, methods in report["targets"].items()
+    }
+    out = {
+        "benchmark": "forgetting on the demo zoo: task arithmetic vs STA",
+        "protocol": report["protocol"],
+        "sta_settings": {"threshold": STA_THRESHOLD, "margin": STA_MARGIN},
+        "forgotten_count": report["succeeded_count"],
+        "goal_sta_forgotten_min": 6,
+        "tasks": table,
+        "seconds": round(time.perf_counter() - start, 1),
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (ROOT / "bench" / "results" / "forgetting_zoo.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({"forgotten_count": out["forgotten_count"]}, indent=2))
 

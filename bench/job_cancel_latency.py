@@ -6,6 +6,7 @@ cancel is checked between steps), next to the duration of one step.
 
     python bench/job_cancel_latency.py
 """
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,18 @@ def main(repeats: int = 5) -> None:
         runner, log = LocalRunner(), RunLog(Path(tmp) / "runs.sqlite3")
         latencies, steps = [], []
         for _ in range(repeats):
-            job = runner.submit("sweep", sweep_job, workspace=ws, run_log=log, tasks=ws.task_names,
-                                method="task_arithmetic", params={}, param="lam",
-                                values=[i / 100 for i in range(101)], split="test")
+            job = runner.submit(
+                "sweep",
+                sweep_job,
+                workspace=ws,
+                run_log=log,
+                tasks=ws.task_names,
+                method="task_arithmetic",
+                params={},
+                param="lam",
+                values=[i / 100 for i in range(101)],
+                split="test",
+            )
             while runner.status(job).step < 3:
                 time.sleep(0.001)
             started = runner.status(job).started_at
@@ -44,10 +54,12 @@ def main(repeats: int = 5) -> None:
             latencies.append(time.perf_counter() - cancelled_at)
             assert status.state is JobState.CANCELLED
             steps.append((status.finished_at - started) / max(1, status.step))
-    out = {"benchmark": "cooperative cancel latency of a λ sweep job on the demo zoo (CPU, test split)",
-           "cancel_latency_s": {"median": round(statistics.median(latencies), 3), "max": round(max(latencies), 3)},
-           "step_duration_s": {"median": round(statistics.median(steps), 3)},
-           "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = {
+        "benchmark": "cooperative cancel latency of a λ sweep job on the demo zoo (CPU, test split)",
+        "cancel_latency_s": {"median": round(statistics.median(latencies), 3), "max": round(max(latencies), 3)},
+        "step_duration_s": {"median": round(statistics.median(steps), 3)},
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (ROOT / "bench" / "results" / "job_cancel_latency.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 

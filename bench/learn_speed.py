@@ -8,6 +8,7 @@ Writes bench/results/learn_speed_<device>.json.
 
     python bench/learn_speed.py [--device cuda]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,9 @@ from engine.models import create_visual, pick_device, preprocess_of  # noqa: E40
 from engine.params import ParamSpec, flatten  # noqa: E402
 
 
-def step_rate(suite: EvalSuite, base: torch.Tensor, directions: torch.Tensor, batch: dict, *, steps: int,
-              device: torch.device) -> float:
+def step_rate(
+    suite: EvalSuite, base: torch.Tensor, directions: torch.Tensor, batch: dict, *, steps: int, device: torch.device
+) -> float:
     """img/s of whole coefficient steps (after one warm-up step)."""
     sizes = block_sizes(suite.spec)
     coefficients = torch.zeros(directions.shape[0], sizes.numel(), device=device, requires_grad=True)
@@ -50,17 +52,23 @@ def step_rate(suite: EvalSuite, base: torch.Tensor, directions: torch.Tensor, ba
     return sum(len(b) for b in batch.values()) * steps / (time.perf_counter() - start)
 
 
-def measure(suite: EvalSuite, theta0: torch.Tensor, T: torch.Tensor, batch: dict, *, steps: int,
-            device: torch.device) -> dict:
+def measure(
+    suite: EvalSuite, theta0: torch.Tensor, T: torch.Tensor, batch: dict, *, steps: int, device: torch.device
+) -> dict:
     images = torch.cat([b.images for b in batch.values()])
     bare = bare_fwd_bwd(suite.visual, suite.spec, theta0, images, suite.preprocess, steps=steps, device=device)
     atlas = step_rate(suite, theta0, T, batch, steps=steps, device=device)
     delta = 0.3 * T.sum(dim=0)  # [P] a merged point's difference vector
     dvbasi = step_rate(suite, theta0 + delta, delta[None], batch, steps=steps, device=device)
-    return {"images_per_step": images.shape[0], "steps": steps, "tasks": T.shape[0], "blocks": len(suite.spec.names),
-            "bare_fwd_bwd_img_per_s": round(bare, 2),
-            "atlas": {"img_per_s": round(atlas, 2), "ratio_to_bare": round(atlas / bare, 3)},
-            "dv_basi": {"img_per_s": round(dvbasi, 2), "ratio_to_bare": round(dvbasi / bare, 3)}}
+    return {
+        "images_per_step": images.shape[0],
+        "steps": steps,
+        "tasks": T.shape[0],
+        "blocks": len(suite.spec.names),
+        "bare_fwd_bwd_img_per_s": round(bare, 2),
+        "atlas": {"img_per_s": round(atlas, 2), "ratio_to_bare": round(atlas / bare, 3)},
+        "dv_basi": {"img_per_s": round(dvbasi, 2), "ratio_to_bare": round(dvbasi / bare, 3)},
+    }
 
 
 def zoo(device: torch.device, steps: int) -> dict:
@@ -86,8 +94,13 @@ def vit_b_32(device: torch.device, steps: int, per_task: int) -> dict:
     size = preprocess.image_size
     tasks = [f"t{i}" for i in range(8)]
     heads = {t: torch.nn.functional.normalize(torch.randn(10, 512, device=device), dim=-1) for t in tasks}
-    batch = {t: LabelledImages(torch.randint(0, 256, (per_task, 3, size, size), dtype=torch.uint8, device=device),
-                               torch.randint(0, 10, (per_task,), device=device)) for t in tasks}
+    batch = {
+        t: LabelledImages(
+            torch.randint(0, 256, (per_task, 3, size, size), dtype=torch.uint8, device=device),
+            torch.randint(0, 10, (per_task,), device=device),
+        )
+        for t in tasks
+    }
     suite = EvalSuite(visual, spec, preprocess, {}, heads)
     return measure(suite, theta0, T, batch, steps=steps, device=device)
 
@@ -98,8 +111,12 @@ def main() -> None:
     args = parser.parse_args()
     device = pick_device(args.device)
     cuda = device.type == "cuda"
-    out = {"benchmark": "aTLAS / DV-BASI coefficient steps vs bare fwd+bwd, same run", "device": str(device),
-           "threads": torch.get_num_threads(), "goal_ratio_min": 0.7}
+    out = {
+        "benchmark": "aTLAS / DV-BASI coefficient steps vs bare fwd+bwd, same run",
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "goal_ratio_min": 0.7,
+    }
     out["zoo"] = zoo(device, steps=20 if cuda else 10)
     out["vit_b_32"] = vit_b_32(device, steps=10 if cuda else 2, per_task=16 if cuda else 1)
     out["measured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

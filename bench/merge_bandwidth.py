@@ -7,6 +7,7 @@ state dict (what most repositories do). Writes bench/results/merge_bandwidth_<de
 
     python bench/merge_bandwidth.py [--device cuda] [--arch ViT-B-32] [--tasks 8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,11 +73,11 @@ def main() -> None:
     copy_times = timed(lambda: scratch.copy_(theta0), device=device, repeats=args.repeats)
     bandwidth = 2 * P * 4 / min(copy_times)  # bytes/s, read + write
     bound = (K + 2) * P * 4 / bandwidth
-    flat_times = timed(lambda: apply("task_arithmetic", theta0, T, {"lam": lam}), device=device,
-                       repeats=args.repeats)
+    flat_times = timed(lambda: apply("task_arithmetic", theta0, T, {"lam": lam}), device=device, repeats=args.repeats)
     buffer = torch.empty_like(theta0)
-    reuse_times = timed(lambda: apply("task_arithmetic", theta0, T, {"lam": lam}, out=buffer), device=device,
-                        repeats=args.repeats)
+    reuse_times = timed(
+        lambda: apply("task_arithmetic", theta0, T, {"lam": lam}, out=buffer), device=device, repeats=args.repeats
+    )
     base = unflatten(theta0, spec)
     vectors = [unflatten(T[k], spec) for k in range(K)]
     loop_times = timed(lambda: per_key_merge(base, vectors, lam), device=device, repeats=args.repeats)
@@ -91,12 +92,16 @@ def main() -> None:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "architecture": args.arch, "P": P, "K": K,
+        "architecture": args.arch,
+        "P": P,
+        "K": K,
         "copy_bandwidth_GBps": round(bandwidth / 1e9, 2),
         "bound_s": round(bound, 5),
         "flat_merge_s": {"min": round(min(flat_times), 5), "median": round(statistics.median(flat_times), 5)},
-        "flat_merge_reused_buffer_s": {"min": round(min(reuse_times), 5),
-                                       "median": round(statistics.median(reuse_times), 5)},
+        "flat_merge_reused_buffer_s": {
+            "min": round(min(reuse_times), 5),
+            "median": round(statistics.median(reuse_times), 5),
+        },
         "per_key_loop_s": {"min": round(min(loop_times), 5), "median": round(statistics.median(loop_times), 5)},
         "flat_over_bound": round(min(flat_times) / bound, 3),
         "flat_reused_buffer_over_bound": round(min(reuse_times) / bound, 3),

@@ -15,6 +15,7 @@ page's workspace, and the workspace keeps the pretrained checkpoint's metadata, 
 
     python bench/merge_memory.py [--device cuda]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,22 +84,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         pretrained, finetuned, heads = random_pool(ARCH, TASKS)
-        pool = write_pool(home / "pool", "open_clip", architecture=ARCH, pretrained=pretrained, finetuned=finetuned,
-                          heads=heads)
+        pool = write_pool(
+            home / "pool", "open_clip", architecture=ARCH, pretrained=pretrained, finetuned=finetuned, heads=heads
+        )
         del pretrained, finetuned
         write_image_folders(pool, {t: ("cat", "dog") for t in TASKS}, per_class=1, size=32)
         code = MEASURE.format(root=str(ROOT), pool=str(pool), cache=str(home / "cache"), device=args.device)
-        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                             env={**os.environ, "MERGELAB_HOME": str(home)})
+        run = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "MERGELAB_HOME": str(home)},
+        )
     if run.returncode != 0:
         raise SystemExit(run.stderr[-3000:])
     measured = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))[7:])
     floor = measured["floor_gib"]
-    out = {"benchmark": "peak RSS of the merge page's engine calls, random ViT-B-32 pool, K = 8",
-           "device": args.device, "K": K, "P": measured["P"], "floor_gib": round(floor, 3),
-           "phases": {name: {k: round(v, 3) for k, v in p.items()} | {"peak_over_floor": round(p["peak_gib"] / floor, 2)}
-                      for name, p in measured["phases"].items()},
-           "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = {
+        "benchmark": "peak RSS of the merge page's engine calls, random ViT-B-32 pool, K = 8",
+        "device": args.device,
+        "K": K,
+        "P": measured["P"],
+        "floor_gib": round(floor, 3),
+        "phases": {
+            name: {k: round(v, 3) for k, v in p.items()} | {"peak_over_floor": round(p["peak_gib"] / floor, 2)}
+            for name, p in measured["phases"].items()
+        },
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (ROOT / "bench" / "results" / f"merge_memory_{args.device}.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 

@@ -10,8 +10,9 @@ matrix with `TaskMatrix.from_state_dicts`. Files are freshly written (in the pag
 
 Measured per case: wall time of the load (best of `--repeats` subprocesses) and peak RSS from
 `resource.getrusage`, minus the RSS after imports (torch alone is ~0.5 GB here) so the figure is what
-loading costs. Imports (torch, open_clip) happen before the clock starts in every case. Goals: time ≤ 1.5× the baseline for every format; peak ≤ (K + 2) × model size, model
-size = the image tower in fp32. Writes bench/results/pool_load_<device>.json.
+loading costs. Imports (torch, open_clip) happen before the clock starts in every case. Goals: time ≤ 1.5× the
+baseline for every format; peak ≤ (K + 2) × model size, model size = the image tower in fp32.
+Writes bench/results/pool_load_<device>.json.
 
 The converted case opens with the data home's record of hash-checked files (engine/io/verified.py): its first
 run hashes every file (2.2 s on the CPU here), later runs do not; `seconds_per_run` keeps both.
@@ -21,6 +22,7 @@ zeroing T (0.5 s): page faults taken inside `readinto` cost four times more than
 
     python bench/pool_load.py [--device cuda] [--repeats 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +35,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FORMATS = ("open_clip", "open_clip_pt", "task_vectors", "hf", "tangent")   # tests/foreign.py's
+FORMATS = ("open_clip", "open_clip_pt", "task_vectors", "hf", "tangent")  # tests/foreign.py's
 
 ARCH, K = "ViT-B-32", 8
 TASKS = tuple(f"task{i}" for i in range(K))
@@ -82,7 +84,7 @@ def write_case(case: str, folder: Path) -> None:
     fmt = "open_clip" if case == "converted" else case
     write_pool(folder, fmt, architecture=ARCH, pretrained=pretrained, finetuned=finetuned, heads=heads)
     for task in TASKS:
-        (folder / "data" / task).mkdir(parents=True)   # discovery wants a dataset per task; not read here
+        (folder / "data" / task).mkdir(parents=True)  # discovery wants a dataset per task; not read here
     if case == "converted":
         from engine.pool.collection import load_collection
         from engine.pool.convert import convert_pool
@@ -91,18 +93,24 @@ def write_case(case: str, folder: Path) -> None:
         convert_pool(load_collection(folder), converted)
         shutil.rmtree(folder)
         converted.rename(folder)
-    os.sync()   # no writeback of the fresh files while the next process measures
+    os.sync()  # no writeback of the fresh files while the next process measures
 
 
 def measure(case: str, folder: Path, device: str, repeats: int) -> dict:
-    code = MEASURE.format(root=str(ROOT), case=case, folder=str(folder), tasks=TASKS, device=device,
-                          variant="linearized" if case == "tangent" else "standard")
+    code = MEASURE.format(
+        root=str(ROOT),
+        case=case,
+        folder=str(folder),
+        tasks=TASKS,
+        device=device,
+        variant="linearized" if case == "tangent" else "standard",
+    )
     runs = []
     for _ in range(repeats):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     best = dict(min(runs, key=lambda r: r["seconds"]))
-    best["seconds_per_run"] = [round(r["seconds"], 3) for r in runs]   # converted: the first run hash-checks
+    best["seconds_per_run"] = [round(r["seconds"], 3) for r in runs]  # converted: the first run hash-checks
     best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     best["rss_after_imports_mb"] = min(r["rss_after_imports_mb"] for r in runs)
     best["load_rss_mb"] = best["peak_rss_mb"] - best["rss_after_imports_mb"]
@@ -137,9 +145,17 @@ def main() -> None:
         r["load_rss_over_model_size"] = round(r["load_rss_mb"] / model_mb, 2)
         r["meets_time_goal"] = r["time_ratio_to_baseline"] <= 1.5
         r["meets_memory_goal"] = r["load_rss_mb"] <= budget
-    report = {"device": args.device, "architecture": ARCH, "K": K, "P": P, "model_size_mb": round(model_mb, 1),
-              "memory_goal_mb": round(budget, 1), "time_goal_ratio": 1.5, "cases": results,
-              "note": "seconds: best of the subprocess runs; load_rss_mb = peak RSS − RSS after imports"}
+    report = {
+        "device": args.device,
+        "architecture": ARCH,
+        "K": K,
+        "P": P,
+        "model_size_mb": round(model_mb, 1),
+        "memory_goal_mb": round(budget, 1),
+        "time_goal_ratio": 1.5,
+        "cases": results,
+        "note": "seconds: best of the subprocess runs; load_rss_mb = peak RSS − RSS after imports",
+    }
     out = ROOT / "bench" / "results" / f"pool_load_{args.device}.json"
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps({c: (r["time_ratio_to_baseline"], r["load_rss_over_model_size"]) for c, r in results.items()}))

@@ -3,10 +3,12 @@
 Same run: the memory-bandwidth bound of one pass over T ((K + 2)·P·4 bytes over the measured copy
 bandwidth), TA / TIES / DARE / magnitude / STA-mask merges (STA from random uint8 importance codes),
 and the exact per-task kthvalue threshold over the flat [K, P] matrix (FusionBench's TIES approach).
-Also the kept-count error of the sampled-quantile threshold used above EXACT_TOPK_LIMIT. Writes bench/results/sparse_merge_<device>.json.
+Also the kept-count error of the sampled-quantile threshold used above EXACT_TOPK_LIMIT. Writes
+bench/results/sparse_merge_<device>.json.
 
     python bench/sparse_merge.py [--device cuda]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,13 +43,24 @@ def main() -> None:
     scratch = torch.empty_like(theta0)
     bandwidth = 2 * P * 4 / min(timed(lambda: scratch.copy_(theta0), device=device, repeats=args.repeats))
     bound = (K + 2) * P * 4 / bandwidth
-    methods = {"task_arithmetic": {"lam": 0.3}, "ties": {"density": 0.2, "lam": 1.0},
-               "dare": {"drop": 0.9, "lam": 0.3}, "magnitude": {"density": 0.2, "lam": 0.3},
-               "sta": {"threshold": 0.05, "lam": 1.0}}
+    methods = {
+        "task_arithmetic": {"lam": 0.3},
+        "ties": {"density": 0.2, "lam": 1.0},
+        "dare": {"drop": 0.9, "lam": 0.3},
+        "magnitude": {"density": 0.2, "lam": 0.3},
+        "sta": {"threshold": 0.05, "lam": 1.0},
+    }
     codes = torch.randint(0, 256, (K, P), dtype=torch.uint8, device=device)  # [K, P] STA importance codes
-    times = {m: min(timed(lambda m=m, p=p: apply(m, theta0, T, p, importance=codes if m == "sta" else None),
-                          device=device, repeats=args.repeats))
-             for m, p in methods.items()}
+    times = {
+        m: min(
+            timed(
+                lambda m=m, p=p: apply(m, theta0, T, p, importance=codes if m == "sta" else None),
+                device=device,
+                repeats=args.repeats,
+            )
+        )
+        for m, p in methods.items()
+    }
 
     def exact_kthvalue():
         k = P - kept_count(P, 0.2) + 1
@@ -56,14 +69,24 @@ def main() -> None:
     exact_s = min(timed(exact_kthvalue, device=device, repeats=1))
     kept = magnitude_mask(T, 0.2).sum(dim=1).double()  # [K]
     count_error = float(((kept - kept_count(P, 0.2)).abs() / kept_count(P, 0.2)).max())
-    out = {"benchmark": "sparse merges as flat kernels, random ViT-B-32 tower, K = 8", "device": str(device),
-           "threads": torch.get_num_threads(), "P": P, "K": K, "copy_bandwidth_GBps": round(bandwidth / 1e9, 2),
-           "one_pass_bound_s": round(bound, 4), "merge_s": {m: round(t, 4) for m, t in times.items()},
-           "passes_of_bound": {m: round(t / bound, 2) for m, t in times.items()}, "goal_passes_max": 5,
-           "exact_kthvalue_threshold_s": round(exact_s, 3),
-           "ties_speedup_over_exact_kthvalue": round(exact_s / times["ties"], 2), "goal_speedup_min": 50,
-           "sampled_quantile_kept_count_max_rel_error": count_error, "goal_kept_count_error_max": 0.001,
-           "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = {
+        "benchmark": "sparse merges as flat kernels, random ViT-B-32 tower, K = 8",
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "P": P,
+        "K": K,
+        "copy_bandwidth_GBps": round(bandwidth / 1e9, 2),
+        "one_pass_bound_s": round(bound, 4),
+        "merge_s": {m: round(t, 4) for m, t in times.items()},
+        "passes_of_bound": {m: round(t / bound, 2) for m, t in times.items()},
+        "goal_passes_max": 5,
+        "exact_kthvalue_threshold_s": round(exact_s, 3),
+        "ties_speedup_over_exact_kthvalue": round(exact_s / times["ties"], 2),
+        "goal_speedup_min": 50,
+        "sampled_quantile_kept_count_max_rel_error": count_error,
+        "goal_kept_count_error_max": 0.001,
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (ROOT / "bench" / "results" / f"sparse_merge_{device.type}.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 

@@ -4,6 +4,7 @@ over a small grid per method; report: mean test accuracy and normalized accuracy
 
     python bench/sparse_methods_zoo.py
 """
+
 from __future__ import annotations
 
 import itertools
@@ -42,16 +43,22 @@ def main() -> None:
                 if best is None or val.mean_normalized > best[0]:
                     best = (val.mean_normalized, params)
             test = ws.compare(ws.task_names, method, best[1], split="test")
-            results[method] = {"best_val_params": best[1], "val_mean_normalized": round(best[0], 4),
-                               "test_mean_accuracy": round(test.mean_merged, 4),
-                               "test_mean_normalized": round(test.mean_normalized, 4),
-                               "test_per_task": {t: round(a, 4) for t, a in test.merged.accuracy.items()}}
+            results[method] = {
+                "best_val_params": best[1],
+                "val_mean_normalized": round(best[0], 4),
+                "test_mean_accuracy": round(test.mean_merged, 4),
+                "test_mean_normalized": round(test.mean_normalized, 4),
+                "test_per_task": {t: round(a, 4) for t, a in test.merged.accuracy.items()},
+            }
         zero_shot = ws.zero_shot("test")
         finetuned = ws.finetuned("test")
-    out = {"benchmark": "sparse merges on the demo zoo at their best val settings", "methods": results,
-           "zero_shot_test_mean": round(sum(zero_shot.values()) / 8, 4),
-           "finetuned_test_mean": round(sum(finetuned.values()) / 8, 4),
-           "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = {
+        "benchmark": "sparse merges on the demo zoo at their best val settings",
+        "methods": results,
+        "zero_shot_test_mean": round(sum(zero_shot.values()) / 8, 4),
+        "finetuned_test_mean": round(sum(finetuned.values()) / 8, 4),
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (ROOT / "bench" / "results" / "sparse_methods_zoo.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({m: {k: v for k, v in r.items() if k != "test_per_task"} for m, r in results.items()}, indent=2))
 

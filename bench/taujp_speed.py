@@ -9,6 +9,7 @@ Writes bench/results/taujp_speed_<device>.json.
 
     python bench/taujp_speed.py [--device cuda]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,12 +37,21 @@ def throughput(suite: EvalSuite, theta0: torch.Tensor, T: torch.Tensor, images: 
     one = T[:1]
     bare = min(timed(lambda: jvp_features(suite, theta0, one, every), device=device, repeats=1))
     names = [f"τ{k}" for k in range(T.shape[0])]
-    full = min(timed(lambda: taujp_on_images(suite, theta0, T, names=names, inputs=images, split="bench"),
-                     device=device, repeats=1))
+    full = min(
+        timed(
+            lambda: taujp_on_images(suite, theta0, T, names=names, inputs=images, split="bench"),
+            device=device,
+            repeats=1,
+        )
+    )
     products = T.shape[0] * every.shape[0]
-    return {"images": every.shape[0], "bare_jvp_img_per_s": round(every.shape[0] / bare, 2),
-            "taujp_products_per_s": round(products / full, 2), "taujp_matrix_s": round(full, 3),
-            "ratio_to_bare": round((products / full) / (every.shape[0] / bare), 3)}
+    return {
+        "images": every.shape[0],
+        "bare_jvp_img_per_s": round(every.shape[0] / bare, 2),
+        "taujp_products_per_s": round(products / full, 2),
+        "taujp_matrix_s": round(full, 3),
+        "ratio_to_bare": round((products / full) / (every.shape[0] / bare), 3),
+    }
 
 
 def random_vitb32(device, per_task: int) -> tuple:
@@ -51,8 +61,9 @@ def random_vitb32(device, per_task: int) -> tuple:
     theta0 = flatten(visual.state_dict(), spec, device=device)  # [P]
     T = torch.randn(8, spec.numel, device=device) * 1e-3  # [8, P]
     size = preprocess_of(visual).image_size
-    images = {f"t{i}": torch.randint(0, 256, (per_task, 3, size, size), dtype=torch.uint8, device=device)
-              for i in range(8)}
+    images = {
+        f"t{i}": torch.randint(0, 256, (per_task, 3, size, size), dtype=torch.uint8, device=device) for i in range(8)
+    }
     return EvalSuite(visual, spec, preprocess_of(visual), {}, {}), theta0, T, images
 
 
@@ -62,8 +73,13 @@ def main() -> None:
     args = parser.parse_args()
     device = pick_device(args.device)
     per_task = 256 if device.type == "cuda" else 16
-    out = {"benchmark": "τJp matrix vs bare JVP, same run", "device": str(device), "threads": torch.get_num_threads(),
-           "goal_ratio_min": 0.8, "goal_preview_ms_max": 150}
+    out = {
+        "benchmark": "τJp matrix vs bare JVP, same run",
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "goal_ratio_min": 0.8,
+        "goal_preview_ms_max": 150,
+    }
     out["vit_b_32"] = throughput(*random_vitb32(device, per_task), device=device)
 
     from engine.home import ASSETS_DIR
@@ -84,8 +100,9 @@ def main() -> None:
             ws.preview(ws.task_names, params)
             times.append(time.perf_counter() - start)
         exact = min(timed(lambda: ws.compare(ws.task_names, "task_arithmetic", moves[0]), device=device, repeats=3))
-        out["zoo"].update(preview_ms_median=round(1000 * sorted(times)[len(times) // 2], 2),
-                          exact_eval_ms=round(1000 * exact, 1))
+        out["zoo"].update(
+            preview_ms_median=round(1000 * sorted(times)[len(times) // 2], 2), exact_eval_ms=round(1000 * exact, 1)
+        )
     out["measured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (ROOT / "bench" / "results" / f"taujp_speed_{device.type}.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

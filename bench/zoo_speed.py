@@ -7,6 +7,7 @@
 
     python bench/zoo_speed.py [--device cuda]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,13 @@ print(time.perf_counter() - t0)
 def cold_start(device: str, home: Path) -> float:
     """Seconds from process start to the first merged accuracy (python start-up included)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", FIRST_RESULT.format(device=device)], check=True, cwd=ROOT,
-                   env={**os.environ, "MERGELAB_HOME": str(home)}, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", FIRST_RESULT.format(device=device)],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "MERGELAB_HOME": str(home)},
+        capture_output=True,
+    )
     return time.perf_counter() - start
 
 
@@ -62,7 +68,7 @@ def main() -> None:
     device = pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        cold_empty = cold_start(device.type, home)   # builds tasks and heads into the cache
+        cold_empty = cold_start(device.type, home)  # builds tasks and heads into the cache
         cold_warm = cold_start(device.type, home)
         start = time.perf_counter()
         collection = load_collection(ASSETS_DIR / "zoo")
@@ -79,10 +85,11 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     report = json.loads((ASSETS_DIR / "zoo" / "report.json").read_text())
     out = {
-        "benchmark": "demo zoo speed", "device": str(device), "threads": torch.get_num_threads(),
+        "benchmark": "demo zoo speed",
+        "device": str(device),
+        "threads": torch.get_num_threads(),
         "images_per_slider_move": sum(result.total.values()),
-        "merge_and_evaluate_interactive_s": {"median": round(statistics.median(times), 4),
-                                             "max": round(max(times), 4)},
+        "merge_and_evaluate_interactive_s": {"median": round(statistics.median(times), 4), "max": round(max(times), 4)},
         "target_s": 1.0,
         "zoo_load_warm_cache_s": round(load_s, 3),
         "cold_start_to_first_result_s": {"empty_cache": round(cold_empty, 2), "warm_cache": round(cold_warm, 2)},

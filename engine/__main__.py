@@ -1,4 +1,5 @@
 """`python -m engine ...`: see engine/cli.py."""
+
 import sys
 
 from engine.cli import main

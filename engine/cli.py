@@ -4,6 +4,7 @@
 Long work shows a tqdm bar on stderr (hidden when stderr is not a terminal); errors print one
 line naming the file and the fix, and exit with status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     mg = sub.add_parser("merge", help="merge task vectors and write safetensors + sidecar + recipe")
     _common(mg)
     mg.add_argument("--method", default="task_arithmetic", help=f"one of {', '.join(METHODS)}")
-    mg.add_argument("--param", action="append", default=[], metavar="NAME=V[,V...]",
-                    help="method parameter; comma-separated values give one per task")
+    mg.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=V[,V...]",
+        help="method parameter; comma-separated values give one per task",
+    )
     mg.add_argument("--variant", default="standard", help="fine-tuned variant to merge")
     mg.add_argument("--out", required=True, help="output .safetensors (a bare name goes to <data home>/exports)")
     mg.add_argument("--eval", dest="eval_split", help="also evaluate the merge on this split")
@@ -86,14 +92,20 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--real-images", type=Path, help="default: <out>/real_images.npz, else extracted afresh")
     build.set_defaults(run=_run_zoo_build)
     for name, help_text, run in (
-            ("add-sta", "add STA importance maps and forgetting sweeps to an existing zoo", _run_zoo_add_sta),
-            ("add-taujp", "add the τJp matrix (interference) to an existing zoo", _run_zoo_add_taujp),
-            ("add-variants", "add linearized and τJp-regularised fine-tunes of every task", _run_zoo_add_variants),
-            ("add-learned", "add aTLAS / DV-BASI results (report.json → learned)", _run_zoo_add_learned),
-            ("add-learned-taujp", "add only DV-BASI from the τJp-regularised merge (report.json → learned)",
-             _run_zoo_add_learned_taujp)):
+        ("add-sta", "add STA importance maps and forgetting sweeps to an existing zoo", _run_zoo_add_sta),
+        ("add-taujp", "add the τJp matrix (interference) to an existing zoo", _run_zoo_add_taujp),
+        ("add-variants", "add linearized and τJp-regularised fine-tunes of every task", _run_zoo_add_variants),
+        ("add-learned", "add aTLAS / DV-BASI results (report.json → learned)", _run_zoo_add_learned),
+        (
+            "add-learned-taujp",
+            "add only DV-BASI from the τJp-regularised merge (report.json → learned)",
+            _run_zoo_add_learned_taujp,
+        ),
+    ):
         stage = zoo.add_parser(name, help=help_text)
-        stage.add_argument("--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)")
+        stage.add_argument(
+            "--zoo", type=Path, default=DEFAULT_COLLECTION, help="the zoo folder (default: the shipped one)"
+        )
         stage.set_defaults(run=run)
     extract = zoo.add_parser("extract-real", help="extract the real source images from scikit-learn/-image")
     extract.add_argument("--out", type=Path, default=DEFAULT_COLLECTION / "real_images.npz")
@@ -131,12 +143,19 @@ def _run_merge(args: argparse.Namespace) -> int:
     params = _parse_params(args.param)
     out = _output_path(home, args.out)
     get_method(args.method).resolve(params, num_tasks=len(args.tasks or collection.task_names))  # fail early
-    ws = Workspace.from_collection(collection, cache_dir=home.cache, device=device, variant=args.variant,
-                                   tasks=args.tasks)
+    ws = Workspace.from_collection(
+        collection, cache_dir=home.cache, device=device, variant=args.variant, tasks=args.tasks
+    )
     tm = ws.matrix
     merged = ws.merge(tm.task_names, args.method, params)  # [P]; STA methods get their importance
-    recipe = MergeRecipe(collection=str(collection.root), pretrained_sha256=ws.pretrained.tensors_sha256,
-                         tasks=tm.task_names, variant=args.variant, method=args.method, params=params)
+    recipe = MergeRecipe(
+        collection=str(collection.root),
+        pretrained_sha256=ws.pretrained.tensors_sha256,
+        tasks=tm.task_names,
+        variant=args.variant,
+        method=args.method,
+        params=params,
+    )
     checkpoint = export_merged(out, merged, tm.spec, pretrained=ws.pretrained, recipe=recipe)
     print(f"wrote {checkpoint.path} (sha256 {checkpoint.sha256[:12]})")
     result = None
@@ -144,10 +163,18 @@ def _run_merge(args: argparse.Namespace) -> int:
         result = _eval_with_bar(merged, ws.suite, args.eval_split, None)
         _print_result(result)
     RunLog(home.runs / "runs.sqlite3").record(
-        "export", method=args.method, tasks=tm.task_names, device=str(device),
+        "export",
+        method=args.method,
+        tasks=tm.task_names,
+        device=str(device),
         inputs={"recipe": recipe.model_dump(mode="json")},
-        outputs={"artifact": str(checkpoint.path), "sha256": checkpoint.sha256, "split": args.eval_split,
-                 "accuracy": result.accuracy if result else None})
+        outputs={
+            "artifact": str(checkpoint.path),
+            "sha256": checkpoint.sha256,
+            "split": args.eval_split,
+            "accuracy": result.accuracy if result else None,
+        },
+    )
     return 0
 
 
@@ -158,8 +185,12 @@ def _run_recipe(args: argparse.Namespace) -> int:
     home = DataHome.from_env().ensure()
     recipe = load_recipe(home.resolve_user_path(args.recipe))
     with tqdm(total=100, desc="recipe", disable=None, file=sys.stderr) as bar:
-        outcome = run_recipe(recipe, home=home, device=pick_device(args.device),
-                             progress=lambda f, _m: bar.update(round(f * 100) - bar.n))
+        outcome = run_recipe(
+            recipe,
+            home=home,
+            device=pick_device(args.device),
+            progress=lambda f, _m: bar.update(round(f * 100) - bar.n),
+        )
     print(f"wrote {outcome.checkpoint.path} (sha256 {outcome.checkpoint.sha256[:12]}); run {outcome.run_id}")
     if outcome.result is not None:
         _print_result(outcome.result)
@@ -181,14 +212,26 @@ def _run_pool_show(args: argparse.Namespace) -> int:
     collection = load_collection(home.resolve_user_path(args.path))
     rows = pool_checkpoints(collection)
     if args.json:
-        print(json.dumps({"name": collection.manifest.name, "root": str(collection.root),
-                          "checkpoints": [_info_fields(r, collection.root) for r in rows]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "name": collection.manifest.name,
+                    "root": str(collection.root),
+                    "checkpoints": [_info_fields(r, collection.root) for r in rows],
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"pool {collection.manifest.name!r} at {collection.root}: {len(collection.task_names)} tasks, "
-          f"{len(rows) - 1} fine-tuned checkpoints")
+    print(
+        f"pool {collection.manifest.name!r} at {collection.root}: {len(collection.task_names)} tasks, "
+        f"{len(rows) - 1} fine-tuned checkpoints"
+    )
     table = [["checkpoint", "format", "architecture", "quick_gelu", "tower", "variant", "file"]]
-    table += [[str(v).lower() if isinstance(v, bool) else str(v) for v in _info_fields(r, collection.root).values()]
-              for r in rows]
+    table += [
+        [str(v).lower() if isinstance(v, bool) else str(v) for v in _info_fields(r, collection.root).values()]
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -197,8 +240,15 @@ def _run_pool_show(args: argparse.Namespace) -> int:
 
 def _info_fields(info: CheckpointInfo, root: Path) -> dict[str, str | bool]:
     file = info.path.relative_to(root) if info.path.is_relative_to(root) else info.path
-    return {"checkpoint": info.label, "format": info.format, "architecture": info.architecture,
-            "quick_gelu": info.quick_gelu, "tower": info.tower, "variant": info.variant, "file": str(file)}
+    return {
+        "checkpoint": info.label,
+        "format": info.format,
+        "architecture": info.architecture,
+        "quick_gelu": info.quick_gelu,
+        "tower": info.tower,
+        "variant": info.variant,
+        "file": str(file),
+    }
 
 
 def _run_pool_convert(args: argparse.Namespace) -> int:
@@ -206,10 +256,12 @@ def _run_pool_convert(args: argparse.Namespace) -> int:
     collection = load_collection(home.resolve_user_path(args.path))
     out = home.resolve_user_path(args.out)
     with tqdm(total=None, desc="convert", unit="checkpoint", disable=None, file=sys.stderr) as bar:
+
         def progress(done: int, total: int, label: str) -> None:
             bar.total = total
             bar.set_postfix_str(label, refresh=False)
             bar.update(done - bar.n)
+
         convert_pool(collection, out, on_checkpoint=progress)
     count = sum(len(collection.variants(t)) for t in collection.task_names)
     print(f"wrote {out} (pretrained + {count} fine-tuned checkpoints of {len(collection.task_names)} tasks)")
@@ -223,14 +275,20 @@ def _run_pool_export_hf(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(home.resolve_user_path(args.checkpoint))
     out = home.resolve_user_path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OutputExistsError(out, "already exists and is not an empty folder",
-                                fix="choose a new output folder, or remove this one first")
+        raise OutputExistsError(
+            out, "already exists and is not an empty folder", fix="choose a new output folder, or remove this one first"
+        )
     if checkpoint.meta.linearized:
-        print(f"note: {checkpoint.path} is a {checkpoint.meta.variant} checkpoint; the Hugging Face folder holds "
-              "its parameters θ, run as a plain network, not the linearized model", file=sys.stderr)
+        print(
+            f"note: {checkpoint.path} is a {checkpoint.meta.variant} checkpoint; the Hugging Face folder holds "
+            "its parameters θ, run as a plain network, not the linearized model",
+            file=sys.stderr,
+        )
     folder = export_hf_folder(checkpoint, out)
-    print(f"wrote {folder} (config.json + model.safetensors, {checkpoint.meta.architecture}, "
-          f"tower {checkpoint.meta.tower})")
+    print(
+        f"wrote {folder} (config.json + model.safetensors, {checkpoint.meta.architecture}, "
+        f"tower {checkpoint.meta.tower})"
+    )
     return 0
 
 
@@ -248,8 +306,17 @@ def _run_zoo_build(args: argparse.Namespace) -> int:
         config = ZooConfig.smoke() if args.smoke else ZooConfig()
         with _StageBars() as bars:
             report = build_zoo(args.out, real_images=real, config=config, progress=bars.update)
-    print(json.dumps({"averages": report["averages"], "thresholds": report["thresholds"],
-                      "timings_s": report["timings_s"], "total_bytes": report["sizes_bytes"]["total"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "averages": report["averages"],
+                "thresholds": report["thresholds"],
+                "timings_s": report["timings_s"],
+                "total_bytes": report["sizes_bytes"]["total"],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -258,8 +325,7 @@ def _run_zoo_add_sta(args: argparse.Namespace) -> int:
     from engine.zoo.sta import selective_stage
 
     with _StageBars() as bars:
-        recorded = update_zoo(args.zoo, lambda work: selective_stage(work, progress=bars.update),
-                              name="selective")
+        recorded = update_zoo(args.zoo, lambda work: selective_stage(work, progress=bars.update), name="selective")
     print(json.dumps(recorded, indent=2))
     return 0
 
@@ -278,8 +344,15 @@ def _run_zoo_add_variants(args: argparse.Namespace) -> int:
 
     with _StageBars() as bars:
         recorded = update_zoo(args.zoo, lambda work: variants_stage(work, progress=bars.update), name="variants")
-    print(json.dumps({v: {"averages": r["averages"], "taujp": r["taujp"]["mean_off_diagonal"]}
-                      for v, r in recorded["variants"].items()}, indent=2))
+    print(
+        json.dumps(
+            {
+                v: {"averages": r["averages"], "taujp": r["taujp"]["mean_off_diagonal"]}
+                for v, r in recorded["variants"].items()
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -288,8 +361,11 @@ def _run_zoo_add_learned(args: argparse.Namespace) -> int:
     from engine.zoo.learned import learned_stage
 
     recorded = update_zoo(args.zoo, learned_stage, name="learned")["learned"]
-    print(json.dumps({o: {k: v["test_mean"] for k, v in recorded[o].items()} for o in ("supervised", "unsupervised")},
-                     indent=2))
+    print(
+        json.dumps(
+            {o: {k: v["test_mean"] for k, v in recorded[o].items()} for o in ("supervised", "unsupervised")}, indent=2
+        )
+    )
     return 0
 
 
@@ -367,17 +443,24 @@ def _finetuned_reference(collection, suite: EvalSuite, split: str, device: torch
 
 def _eval_with_bar(params: torch.Tensor, suite: EvalSuite, split: str, reference) -> EvalResult:
     with tqdm(total=100, desc=f"evaluate ({split})", disable=None, file=sys.stderr) as bar:
+
         def progress(frac: float, _msg: str) -> None:
             bar.update(round(frac * 100) - bar.n)
+
         return evaluate(params, suite, split, reference=reference, progress=progress)
 
 
 def _print_result(result: EvalResult) -> None:
-    rows = {t: {"accuracy": round(a, 4), "correct": result.correct[t], "total": result.total[t]}
-            for t, a in result.accuracy.items()}
+    rows = {
+        t: {"accuracy": round(a, 4), "correct": result.correct[t], "total": result.total[t]}
+        for t, a in result.accuracy.items()
+    }
     if result.normalized is not None:
         for t, n in result.normalized.items():
             rows[t]["normalized"] = round(n, 4)
-    summary = {"split": result.split, "mean_accuracy": round(result.mean_accuracy, 4),
-               "mean_normalized": None if result.mean_normalized is None else round(result.mean_normalized, 4)}
+    summary = {
+        "split": result.split,
+        "mean_accuracy": round(result.mean_accuracy, 4),
+        "mean_normalized": None if result.mean_normalized is None else round(result.mean_normalized, 4),
+    }
     print(json.dumps({"tasks": rows, **summary}, indent=2))

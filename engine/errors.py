@@ -2,6 +2,7 @@
 
 Pages catch `MergelabError` and show its message; the CLI prints it and exits non-zero.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

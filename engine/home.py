@@ -6,6 +6,7 @@ The shipped zoo under `assets/` is read-only. A path a user types must resolve (
 under the data home, `assets/`, or a root listed in `<home>/config.json` as
 `{"allowed_roots": ["/data/checkpoints", ...]}`.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,8 +74,11 @@ class DataHome:
             if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
                 raise TypeError("allowed_roots is not a list of strings")
         except (json.JSONDecodeError, TypeError, AttributeError) as exc:
-            raise SchemaError(self.config_file, f"unreadable config ({exc})",
-                              fix='write {"allowed_roots": ["/abs/folder", ...]} as JSON') from exc
+            raise SchemaError(
+                self.config_file,
+                f"unreadable config ({exc})",
+                fix='write {"allowed_roots": ["/abs/folder", ...]} as JSON',
+            ) from exc
         return tuple(Path(r).expanduser().resolve() for r in roots)
 
     def resolve_user_path(self, raw: str | Path) -> Path:
@@ -86,5 +90,7 @@ class DataHome:
             return resolved
         listed = ", ".join(str(r) for r in roots)
         raise PathNotAllowedError(
-            resolved, f"lies outside the allowed roots ({listed})",
-            fix=f'move the file under {self.root} or add its folder to "allowed_roots" in {self.config_file}')
+            resolved,
+            f"lies outside the allowed roots ({listed})",
+            fix=f'move the file under {self.root} or add its folder to "allowed_roots" in {self.config_file}',
+        )

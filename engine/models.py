@@ -5,6 +5,7 @@ vision_cfg, text_cfg). They are added to open_clip's config registry on first us
 `create_model("mergelab-zoo")` and `create_model("ViT-B-32")` go through one code path.
 Weights are never downloaded: `pretrained=None` always.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,11 +55,11 @@ def create_clip(architecture: str, *, quick_gelu: bool = False, device: str = "c
     """A randomly initialised open_clip CLIP (both towers) in eval mode."""
     open_clip = _open_clip()
     if architecture not in open_clip.list_models():
-        raise CheckpointError(architecture, "is not a known architecture",
-                              fix=f"use one of {', '.join(list_architectures()[:12])}, ...")
+        raise CheckpointError(
+            architecture, "is not a known architecture", fix=f"use one of {', '.join(list_architectures()[:12])}, ..."
+        )
     with _quiet_open_clip():
-        model = open_clip.create_model(architecture, pretrained=None, force_quick_gelu=quick_gelu,
-                                         device=device)
+        model = open_clip.create_model(architecture, pretrained=None, force_quick_gelu=quick_gelu, device=device)
     return model.eval()
 
 
@@ -89,8 +90,9 @@ def preprocess_of(visual: nn.Module) -> Preprocess:
     """Normalisation constants open_clip attached to this image tower."""
     cfg = visual.preprocess_cfg
     size = cfg["size"]
-    return Preprocess(mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
-                      image_size=size if isinstance(size, int) else size[0])
+    return Preprocess(
+        mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), image_size=size if isinstance(size, int) else size[0]
+    )
 
 
 def expected_visual_shapes(architecture: str) -> dict[str, tuple[int, ...]]:
@@ -117,8 +119,10 @@ def _meta_clip(architecture: str) -> tuple[tuple[tuple[str, tuple[int, ...]], ..
     named_parameters() order."""
     with torch.device("meta"):
         clip = create_clip(architecture, device="meta")
-    return (tuple((k, tuple(v.shape)) for k, v in clip.state_dict().items()),
-            tuple(name for name, _ in clip.named_parameters()))
+    return (
+        tuple((k, tuple(v.shape)) for k, v in clip.state_dict().items()),
+        tuple(name for name, _ in clip.named_parameters()),
+    )
 
 
 def architecture_config(name: str) -> dict | None:

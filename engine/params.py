@@ -6,6 +6,7 @@ T [K, P], so every merge is a handful of batched ops instead of a loop over keys
 records names, shapes and offsets to go back to a state dict; `unflatten` returns views (no copy),
 so `torch.func.functional_call` can run a merged vector directly.
 """
+
 from __future__ import annotations
 
 import re
@@ -80,8 +81,10 @@ class ParamSpec:
         for i, name in enumerate(self.names):
             match = _BLOCK_RE.match(name)
             groups.setdefault(match.group(1) if match else name, []).append(i)
-        return tuple((label, slice(self.offsets[idx[0]], self.offsets[idx[-1]] + self.sizes[idx[-1]]))
-                     for label, idx in groups.items())
+        return tuple(
+            (label, slice(self.offsets[idx[0]], self.offsets[idx[-1]] + self.sizes[idx[-1]]))
+            for label, idx in groups.items()
+        )
 
     def check_state_dict(self, state: Mapping[str, torch.Tensor], *, source: str) -> None:
         """Raise ShapeError naming the first missing key or shape mismatch."""
@@ -93,28 +96,40 @@ class ParamSpec:
             if name not in shapes:
                 raise ShapeError(source, f"missing tensor {name!r}", fix="use a checkpoint of the same architecture")
             if tuple(shapes[name]) != shape:
-                raise ShapeError(source, f"tensor {name!r} has shape {tuple(shapes[name])}, expected {shape}",
-                                 fix="use a checkpoint of the same architecture")
+                raise ShapeError(
+                    source,
+                    f"tensor {name!r} has shape {tuple(shapes[name])}, expected {shape}",
+                    fix="use a checkpoint of the same architecture",
+                )
 
 
-def flatten(state: Mapping[str, torch.Tensor], spec: ParamSpec, *, source: str = "state dict",
-            dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
-            out: torch.Tensor | None = None) -> torch.Tensor:
+def flatten(
+    state: Mapping[str, torch.Tensor],
+    spec: ParamSpec,
+    *,
+    source: str = "state dict",
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Concatenate the spec's tensors into one vector [P] (into `out` when given)."""
     spec.check_state_dict(state, source=source)
     if out is None:
         device = device or state[spec.names[0]].device
         out = torch.empty(spec.numel, dtype=dtype, device=device)  # [P]
     for name, start, size in zip(spec.names, spec.offsets, spec.sizes):
-        out[start:start + size].copy_(state[name].reshape(-1))
+        out[start : start + size].copy_(state[name].reshape(-1))
     return out
 
 
 def unflatten(flat: torch.Tensor, spec: ParamSpec) -> dict[str, torch.Tensor]:
     """Views of `flat` [P] shaped like the original tensors (no copy)."""
     if flat.shape != (spec.numel,):
-        raise ShapeError("flat vector", f"has shape {tuple(flat.shape)}, expected ({spec.numel},)",
-                         fix="flatten with the same ParamSpec")
+        raise ShapeError(
+            "flat vector",
+            f"has shape {tuple(flat.shape)}, expected ({spec.numel},)",
+            fix="flatten with the same ParamSpec",
+        )
     parts = torch.split(flat, list(spec.sizes))
     return {name: part.view(shape) for name, part, shape in zip(spec.names, parts, spec.shapes)}
 
@@ -122,7 +137,7 @@ def unflatten(flat: torch.Tensor, spec: ParamSpec) -> dict[str, torch.Tensor]:
 def take_rows(matrix: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
     """matrix[rows] [k, ...]: a view when `rows` are consecutive and in order, else a copy."""
     if rows and list(rows) == list(range(rows[0], rows[0] + len(rows))):
-        return matrix[rows[0]:rows[0] + len(rows)]
+        return matrix[rows[0] : rows[0] + len(rows)]
     return matrix[list(rows)]
 
 
@@ -130,15 +145,19 @@ def take_rows(matrix: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
 class TaskMatrix:
     """θ₀ [P] and the task vectors T [K, P] of K fine-tuned checkpoints, on one device."""
 
-    theta0: torch.Tensor   # [P]
-    T: torch.Tensor        # [K, P]
+    theta0: torch.Tensor  # [P]
+    T: torch.Tensor  # [K, P]
     spec: ParamSpec
     task_names: tuple[str, ...]
 
     @classmethod
-    def from_state_dicts(cls, pretrained: Mapping[str, torch.Tensor],
-                         finetuned: Mapping[str, Mapping[str, torch.Tensor]], *,
-                         device: torch.device | str = "cpu") -> TaskMatrix:
+    def from_state_dicts(
+        cls,
+        pretrained: Mapping[str, torch.Tensor],
+        finetuned: Mapping[str, Mapping[str, torch.Tensor]],
+        *,
+        device: torch.device | str = "cpu",
+    ) -> TaskMatrix:
         """Build from a pretrained state dict and {task name: fine-tuned state dict}."""
         spec = ParamSpec.from_state_dict(pretrained)
         theta0 = flatten(pretrained, spec, source="pretrained", device=device)  # [P]
@@ -181,8 +200,11 @@ class TaskVector:
 
     def _check(self, other: TaskVector) -> None:
         if other.spec != self.spec:
-            raise ShapeError("TaskVector", "operands come from different ParamSpecs",
-                             fix="combine task vectors of the same architecture")
+            raise ShapeError(
+                "TaskVector",
+                "operands come from different ParamSpecs",
+                fix="combine task vectors of the same architecture",
+            )
 
     def __add__(self, other: TaskVector | int) -> TaskVector:
         if isinstance(other, int) and other == 0:  # lets built-in sum() start from 0

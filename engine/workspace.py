@@ -9,6 +9,7 @@ T holds one fine-tuned checkpoint per task (`variants`, default "standard"). Lin
 (sidecar variant "linearized" or "tau_jp") are evaluated as the linearized model around θ₀ everywhere
 (eval, merges, sweeps, pair drops: the suite's `linearized_at`); one workspace never mixes the two kinds.
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,7 +36,7 @@ from engine.taujp.jvp_cache import JvpStore
 from engine.taujp.matrix import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, save_taujp, taujp_matrix
 from engine.taujp.preview import TangentPreview
 
-TAUJP_IMAGES = 64   # val images per task for matrices computed on demand (the zoo ships whole-split ones)
+TAUJP_IMAGES = 64  # val images per task for matrices computed on demand (the zoo ships whole-split ones)
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,18 @@ class Sweep:
     per_task: Mapping[str, tuple[float, ...]]
 
     @classmethod
-    def from_results(cls, split: str, param: str, values: Sequence[float], results: Sequence[EvalResult],
-                     tasks: Sequence[str]) -> Sweep:
+    def from_results(
+        cls, split: str, param: str, values: Sequence[float], results: Sequence[EvalResult], tasks: Sequence[str]
+    ) -> Sweep:
         """One EvalResult per value (a job's partial sweep may have fewer results than planned values)."""
-        return cls(split, param, tuple(values[:len(results)]), tuple(r.mean_accuracy for r in results),
-                   tuple(r.mean_normalized for r in results),
-                   {t: tuple(r.accuracy[t] for r in results) for t in tasks})
+        return cls(
+            split,
+            param,
+            tuple(values[: len(results)]),
+            tuple(r.mean_accuracy for r in results),
+            tuple(r.mean_normalized for r in results),
+            {t: tuple(r.accuracy[t] for r in results) for t in tasks},
+        )
 
     @property
     def best_value(self) -> float | None:
@@ -88,36 +95,53 @@ class Sweep:
 def _memoized(method: Callable) -> Callable:
     """functools.cache, but kept on the instance: a workspace the dashboard drops is freed with its results
     (functools.cache on a method holds every instance it has seen, workspaces of GBs included)."""
+
     @functools.wraps(method)
     def cached(self: Workspace, *args: Any, **kwargs: Any) -> Any:
         key = (method.__name__, args, tuple(sorted(kwargs.items())))
         if key not in self._memo:
             self._memo[key] = method(self, *args, **kwargs)
         return self._memo[key]
+
     return cached
 
 
 @dataclass(frozen=True, eq=False)
 class Workspace:
     collection: Collection
-    pretrained: CheckpointMeta   # its sidecar facts; the weights live in θ₀ (the text tower only built the heads)
+    pretrained: CheckpointMeta  # its sidecar facts; the weights live in θ₀ (the text tower only built the heads)
     suite: EvalSuite
     matrix: TaskMatrix
     cache_dir: Path
-    variants: Mapping[str, str] = field(default_factory=dict)   # task → checkpoint name in T (else "standard")
-    _memo: dict = field(default_factory=dict, init=False, repr=False)   # results of the @_memoized methods
+    variants: Mapping[str, str] = field(default_factory=dict)  # task → checkpoint name in T (else "standard")
+    _memo: dict = field(default_factory=dict, init=False, repr=False)  # results of the @_memoized methods
 
     @classmethod
-    def open(cls, path: Path, *, cache_dir: Path, device: torch.device | str = "cpu",
-             variant: str = "standard", tasks: Sequence[str] | None = None) -> Workspace:
-        return cls.from_collection(load_collection(path), cache_dir=cache_dir, device=device, variant=variant,
-                                   tasks=tasks)
+    def open(
+        cls,
+        path: Path,
+        *,
+        cache_dir: Path,
+        device: torch.device | str = "cpu",
+        variant: str = "standard",
+        tasks: Sequence[str] | None = None,
+    ) -> Workspace:
+        return cls.from_collection(
+            load_collection(path), cache_dir=cache_dir, device=device, variant=variant, tasks=tasks
+        )
 
     @classmethod
-    def from_collection(cls, collection: Collection, *, cache_dir: Path, device: torch.device | str = "cpu",
-                        variant: str = "standard", variants: Mapping[str, str] | None = None,
-                        tasks: Sequence[str] | None = None,
-                        on_checkpoint: CheckpointProgress | None = None) -> Workspace:
+    def from_collection(
+        cls,
+        collection: Collection,
+        *,
+        cache_dir: Path,
+        device: torch.device | str = "cpu",
+        variant: str = "standard",
+        variants: Mapping[str, str] | None = None,
+        tasks: Sequence[str] | None = None,
+        on_checkpoint: CheckpointProgress | None = None,
+    ) -> Workspace:
         """Open `tasks` (default all) of an already loaded collection, `variants[task]` (else `variant`) each;
         `on_checkpoint(done, total, task)` follows the reading of the fine-tuned checkpoints."""
         pretrained = collection.pretrained()  # its weights are dropped once θ₀ and the heads are built
@@ -125,8 +149,9 @@ class Workspace:
         chosen = {t: (variants or {}).get(t, variant) for t in names}
         linearized = _linearized(collection, chosen)
         suite = open_suite(collection, cache_dir=cache_dir, tasks=names, device=device, pretrained=pretrained)
-        matrix = task_matrix(collection, tasks=names, variants=chosen, device=device, pretrained=pretrained,
-                             on_checkpoint=on_checkpoint)
+        matrix = task_matrix(
+            collection, tasks=names, variants=chosen, device=device, pretrained=pretrained, on_checkpoint=on_checkpoint
+        )
         if linearized:
             suite = suite.linearized(matrix.theta0)
         return cls(collection, pretrained.meta, suite, matrix, Path(cache_dir), chosen)
@@ -151,8 +176,9 @@ class Workspace:
     def finetuned(self, split: str) -> Mapping[str, float]:
         """Each task's own fine-tuned accuracy: the denominator of normalized accuracy."""
         m = self.matrix
-        return {t: evaluate(m.theta0 + m.T[k], self.suite, split, tasks=[t]).accuracy[t]
-                for k, t in enumerate(m.task_names)}
+        return {
+            t: evaluate(m.theta0 + m.T[k], self.suite, split, tasks=[t]).accuracy[t] for k, t in enumerate(m.task_names)
+        }
 
     @_memoized
     def importance(self, kind: str) -> torch.Tensor:
@@ -178,13 +204,22 @@ class Workspace:
     def importance_source(self, task: str, kind: str) -> ImportanceSource:
         """Which checkpoint one task's map of `kind` belongs to, and where it is stored."""
         at_pretrained = kind == "grad0"
-        sha = self.pretrained.tensors_sha256 if at_pretrained else self.collection.finetuned_sha256(task, self.variant_of(task))
+        sha = (
+            self.pretrained.tensors_sha256
+            if at_pretrained
+            else self.collection.finetuned_sha256(task, self.variant_of(task))
+        )
         linearized = self.suite.linearized_at is not None and not at_pretrained  # at θ₀ both gradients agree
-        config = ImportanceConfig(variant="grad" if at_pretrained else kind,
-                                  model="linearized" if linearized else "network")
+        config = ImportanceConfig(
+            variant="grad" if at_pretrained else kind, model="linearized" if linearized else "network"
+        )
         return ImportanceSource(
-            task, sha, config, self.cache_dir,
-            shipped=self.collection.importance_path(task, kind) if self.variant_of(task) == "standard" else None)
+            task,
+            sha,
+            config,
+            self.cache_dir,
+            shipped=self.collection.importance_path(task, kind) if self.variant_of(task) == "standard" else None,
+        )
 
     def taujp(self, *, progress: Progress | None = None) -> TauJpMatrix:
         """τJp of every task vector on every task's inputs: the collection's stored matrix when it ships
@@ -194,8 +229,16 @@ class Workspace:
         if source.is_file():
             return load_taujp(source)
         m = self.matrix
-        matrix = taujp_matrix(self.suite, m.theta0, m.T, names=m.task_names, tasks=m.task_names, split="val",
-                              max_images=TAUJP_IMAGES, progress=progress)
+        matrix = taujp_matrix(
+            self.suite,
+            m.theta0,
+            m.T,
+            names=m.task_names,
+            tasks=m.task_names,
+            split="val",
+            max_images=TAUJP_IMAGES,
+            progress=progress,
+        )
         save_taujp(source, matrix)
         return matrix
 
@@ -215,8 +258,10 @@ class Workspace:
         stored = self.collection.taujp_path(uniform) if uniform else None
         if stored is not None and set(self.task_names) == set(self.collection.task_names):
             return stored
-        shas = [self.pretrained.tensors_sha256, *(self.collection.finetuned_sha256(t, self.variant_of(t))
-                                          for t in self.task_names)]
+        shas = [
+            self.pretrained.tensors_sha256,
+            *(self.collection.finetuned_sha256(t, self.variant_of(t)) for t in self.task_names),
+        ]
         key = hashlib.sha256(json.dumps({"shas": shas, "split": "val", "images": TAUJP_IMAGES}).encode()).hexdigest()
         return self.cache_dir / "taujp" / f"{key[:24]}.json"
 
@@ -235,20 +280,32 @@ class Workspace:
     def taujp_layers(self, vector: str, task: str) -> dict[str, float]:
         """τJp of one task vector on one task's inputs, per layer block (same split and images as `taujp`)."""
         m, shown = self.matrix, self.taujp()
-        return layer_breakdown(self.suite, m.theta0, m.T[self.task_names.index(vector)], m.spec, task=task,
-                               split=shown.split, max_images=min(min(shown.images), 64))
+        return layer_breakdown(
+            self.suite,
+            m.theta0,
+            m.T[self.task_names.index(vector)],
+            m.spec,
+            task=task,
+            split=shown.split,
+            max_images=min(min(shown.images), 64),
+        )
 
     @_memoized
     def tangent_preview(self, split: str = "interactive") -> TangentPreview:
         """f(x; θ₀) and J f(x; θ₀)·τₜ of every task's `split` images (engine/taujp/preview.py): read from the data
         home's JVP cache where stored (engine/taujp/jvp_cache.py), else computed once and stored."""
-        store = JvpStore(self.cache_dir / "jvp", self.pretrained.tensors_sha256,
-                         tuple(self.collection.finetuned_sha256(t, self.variant_of(t)) for t in self.task_names))
-        return TangentPreview.build(self.suite, self.matrix.theta0, self.matrix.T, vectors=self.task_names, store=store,
-                                    split=split)
+        store = JvpStore(
+            self.cache_dir / "jvp",
+            self.pretrained.tensors_sha256,
+            tuple(self.collection.finetuned_sha256(t, self.variant_of(t)) for t in self.task_names),
+        )
+        return TangentPreview.build(
+            self.suite, self.matrix.theta0, self.matrix.T, vectors=self.task_names, store=store, split=split
+        )
 
-    def preview(self, tasks: Sequence[str], params: Mapping[str, ParamValue], *,
-                split: str = "interactive") -> dict[str, float]:
+    def preview(
+        self, tasks: Sequence[str], params: Mapping[str, ParamValue], *, split: str = "interactive"
+    ) -> dict[str, float]:
         """Tangent-space accuracy of a task-arithmetic merge of `tasks` (other vectors at λ = 0)."""
         lam = get_method("task_arithmetic").resolve(params, num_tasks=len(tasks))["lam"]  # [k]
         full = torch.zeros(len(self.task_names))  # [K]
@@ -265,26 +322,52 @@ class Workspace:
 
     def merge(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue]) -> torch.Tensor:
         """θ [P] merged from the chosen tasks' vectors."""
-        return apply(method, self.matrix.theta0, self.matrix.rows(tasks), params,
-                     importance=self.method_importance(method, tasks))
+        return apply(
+            method,
+            self.matrix.theta0,
+            self.matrix.rows(tasks),
+            params,
+            importance=self.method_importance(method, tasks),
+        )
 
     def sparsity(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue]) -> SparsityReport:
-        return sparsity_report(method, self.matrix.rows(tasks), params, tasks=tasks, spec=self.matrix.spec,
-                               importance=self.method_importance(method, tasks))
+        return sparsity_report(
+            method,
+            self.matrix.rows(tasks),
+            params,
+            tasks=tasks,
+            spec=self.matrix.spec,
+            importance=self.method_importance(method, tasks),
+        )
 
-    def compare(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue], *,
-                split: str = "interactive", progress: Progress | None = None) -> MergeComparison:
+    def compare(
+        self,
+        tasks: Sequence[str],
+        method: str,
+        params: Mapping[str, ParamValue],
+        *,
+        split: str = "interactive",
+        progress: Progress | None = None,
+    ) -> MergeComparison:
         tasks = tuple(tasks)
         finetuned = self.finetuned(split)
-        merged = evaluate(self.merge(tasks, method, params), self.suite, split, tasks=tasks,
-                          reference=finetuned, progress=progress)
+        merged = evaluate(
+            self.merge(tasks, method, params), self.suite, split, tasks=tasks, reference=finetuned, progress=progress
+        )
         zero_shot = self.zero_shot(split)
-        return MergeComparison(split, tasks, merged, {t: zero_shot[t] for t in tasks},
-                               {t: finetuned[t] for t in tasks})
+        return MergeComparison(split, tasks, merged, {t: zero_shot[t] for t in tasks}, {t: finetuned[t] for t in tasks})
 
-    def sweep(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue], *, param: str,
-              values: Sequence[float], split: str = "interactive",
-              progress: Progress | None = None) -> Sweep:
+    def sweep(
+        self,
+        tasks: Sequence[str],
+        method: str,
+        params: Mapping[str, ParamValue],
+        *,
+        param: str,
+        values: Sequence[float],
+        split: str = "interactive",
+        progress: Progress | None = None,
+    ) -> Sweep:
         """Evaluate the merge at each value of `param` (the others fixed)."""
         tasks, results = tuple(tasks), []
         for i, value in enumerate(values):
@@ -299,7 +382,9 @@ def _linearized(collection: Collection, chosen: Mapping[str, str]) -> bool:
     kinds = {t: collection.checkpoint_meta(t, v).linearized for t, v in chosen.items()}
     if len(set(kinds.values())) > 1:
         linear = sorted(t for t, k in kinds.items() if k)
-        raise CheckpointError(", ".join(f"{t}/{chosen[t]}" for t in linear),
-                              "are linearized checkpoints; the other tasks' are standard, and one merge cannot "
-                              "evaluate both ways", fix="choose linearized (or standard) checkpoints for every task")
+        raise CheckpointError(
+            ", ".join(f"{t}/{chosen[t]}" for t in linear),
+            "are linearized checkpoints; the other tasks' are standard, and one merge cannot evaluate both ways",
+            fix="choose linearized (or standard) checkpoints for every task",
+        )
     return any(kinds.values())

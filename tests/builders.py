@@ -1,5 +1,6 @@
 """Tiny real-format artefacts for tests: an open_clip model of a few thousand visual parameters,
 labelled image sets, fine-tuned checkpoints and a collection manifest, all written to a folder."""
+
 from __future__ import annotations
 
 import json
@@ -36,17 +37,32 @@ def build_tiny_collection(root: Path, *, seed: int = 0) -> Path:
     """Write pretrained CLIP, 3 tasks, one fine-tuned tower each and collection.json under `root`."""
     torch.manual_seed(seed)
     clip = create_clip(TINY_ARCH)
-    save_checkpoint(root / "pretrained.safetensors", clip.state_dict(), architecture=TINY_ARCH, tower="clip",
-                    variant="pretrained", source="tests")
+    save_checkpoint(
+        root / "pretrained.safetensors",
+        clip.state_dict(),
+        architecture=TINY_ARCH,
+        tower="clip",
+        variant="pretrained",
+        source="tests",
+    )
     visual = {k: v for k, v in clip.visual.state_dict().items()}
     tasks = {}
     for i, (name, classes) in enumerate(TASKS.items()):
         save_task(tiny_task(name, classes, seed=seed + i), root / "tasks" / f"{name}.safetensors")
-        save_checkpoint(root / "finetuned" / f"{name}.standard.safetensors", perturbed(visual, seed=seed + 10 + i),
-                        architecture=TINY_ARCH, task=name, variant="standard", class_names=classes,
-                        training={"kind": "test perturbation"}, source="tests")
-        tasks[name] = {"data": f"tasks/{name}.safetensors",
-                       "checkpoints": {"standard": f"finetuned/{name}.standard.safetensors"}}
+        save_checkpoint(
+            root / "finetuned" / f"{name}.standard.safetensors",
+            perturbed(visual, seed=seed + 10 + i),
+            architecture=TINY_ARCH,
+            task=name,
+            variant="standard",
+            class_names=classes,
+            training={"kind": "test perturbation"},
+            source="tests",
+        )
+        tasks[name] = {
+            "data": f"tasks/{name}.safetensors",
+            "checkpoints": {"standard": f"finetuned/{name}.standard.safetensors"},
+        }
     manifest = {"schema_version": 1, "name": "tiny", "pretrained": "pretrained.safetensors", "tasks": tasks}
     (root / "collection.json").write_text(json.dumps(manifest, indent=2))
     return root

@@ -5,6 +5,7 @@ pickled `src.modeling.ImageEncoder` / `ClassificationHead` modules (under that m
 torchvision preprocessing attached), Hugging Face CLIPModel / CLIPVisionModel folders (q/k/v split,
 no projection in the fine-tunes), and tangent task arithmetic's linearized dicts.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,9 @@ class ImageEncoder(nn.Module):
 
         self.model = clip
         delattr(self.model, "transformer")
-        self.val_preprocess = transforms.Compose([transforms.Resize(224), transforms.CenterCrop(224),
-                                                  transforms.ToTensor()])
+        self.val_preprocess = transforms.Compose(
+            [transforms.Resize(224), transforms.CenterCrop(224), transforms.ToTensor()]
+        )
         self.cache_dir = None
 
 
@@ -78,9 +80,16 @@ def clip_with(architecture: str, state: Mapping[str, torch.Tensor], *, quick_gel
     return clip
 
 
-def write_pool(root: Path, fmt: str, *, architecture: str, pretrained: Mapping[str, torch.Tensor],
-               finetuned: Mapping[str, Mapping[str, torch.Tensor]], heads: Mapping[str, torch.Tensor],
-               quick_gelu: bool = True) -> Path:
+def write_pool(
+    root: Path,
+    fmt: str,
+    *,
+    architecture: str,
+    pretrained: Mapping[str, torch.Tensor],
+    finetuned: Mapping[str, Mapping[str, torch.Tensor]],
+    heads: Mapping[str, torch.Tensor],
+    quick_gelu: bool = True,
+) -> Path:
     """Write a pool in `fmt` under `root`: `pretrained` is a full CLIP state dict, `finetuned` maps each
     task to an image-tower state dict (open_clip names), `heads` each task to a [C, E] head."""
     root.mkdir(parents=True, exist_ok=True)
@@ -100,8 +109,9 @@ def write_pool(root: Path, fmt: str, *, architecture: str, pretrained: Mapping[s
             torch.save(ImageEncoder(clip_with(architecture, pretrained, quick_gelu=quick_gelu)), root / "zeroshot.pt")
             for task, state in full.items():
                 (root / task).mkdir(exist_ok=True)
-                torch.save(ImageEncoder(clip_with(architecture, state, quick_gelu=quick_gelu)),
-                           root / task / "finetuned.pt")
+                torch.save(
+                    ImageEncoder(clip_with(architecture, state, quick_gelu=quick_gelu)), root / task / "finetuned.pt"
+                )
                 torch.save(ClassificationHead(heads[task]), root / f"head_{task}.pt")
     elif fmt == "hf":
         _write_hf(root / "pretrained", pretrained, architecture, quick_gelu=quick_gelu)
@@ -123,8 +133,9 @@ def write_pool(root: Path, fmt: str, *, architecture: str, pretrained: Mapping[s
     return root
 
 
-def write_image_folders(root: Path, tasks: Mapping[str, tuple[str, ...]], *, per_class: int = 3, size: int = 16,
-                        seed: int = 0) -> None:
+def write_image_folders(
+    root: Path, tasks: Mapping[str, tuple[str, ...]], *, per_class: int = 3, size: int = 16, seed: int = 0
+) -> None:
     """Random PNGs as `<root>/data/<task>/<split>/<class>/<i>.png`: the datasets a discovered pool expects."""
     gen = torch.Generator().manual_seed(seed)
     for task, classes in tasks.items():
@@ -151,8 +162,9 @@ def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().clone() for k, v in state.items()}
 
 
-def random_pool(architecture: str, tasks: tuple[str, ...], *, num_classes: int = 2, seed: int = 0
-                ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+def random_pool(
+    architecture: str, tasks: tuple[str, ...], *, num_classes: int = 2, seed: int = 0
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
     """A random CLIP (both towers, QuickGELU), a fine-tune of its image tower per task (θ₀ + 1e-3·noise)
     and a [num_classes, E] head per task: what bench/pool_load.py and the ViT-B-32 pool test write."""
     torch.manual_seed(seed)

@@ -19,8 +19,19 @@ def allow_collection(tiny_collection_dir, data_home):
 
 
 def test_cli_merge_reloads_to_the_api_result(tiny_collection_dir, data_home, capsys):
-    code = main(["merge", "--collection", str(tiny_collection_dir), "--param", "lam=0.2,0.5,-0.1",
-                 "--out", "three", "--device", "cpu"])
+    code = main(
+        [
+            "merge",
+            "--collection",
+            str(tiny_collection_dir),
+            "--param",
+            "lam=0.2,0.5,-0.1",
+            "--out",
+            "three",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     out = data_home / "exports" / "three.safetensors"
     written = load_checkpoint(out)
@@ -79,8 +90,23 @@ def test_an_export_loads_into_plain_open_clip(tiny_collection_dir, data_home):
 def test_cli_sta_merge_uses_the_workspace_importance(tiny_collection_dir, data_home, capsys):
     from engine.workspace import Workspace
 
-    code = main(["merge", "--collection", str(tiny_collection_dir), "--method", "sta", "--param", "threshold=0.1",
-                 "--param", "lam=0.5", "--out", "sta", "--device", "cpu"])
+    code = main(
+        [
+            "merge",
+            "--collection",
+            str(tiny_collection_dir),
+            "--method",
+            "sta",
+            "--param",
+            "threshold=0.1",
+            "--param",
+            "lam=0.5",
+            "--out",
+            "sta",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     written = load_checkpoint(data_home / "exports" / "sta.safetensors")
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")  # reads the maps the CLI cached

@@ -79,8 +79,9 @@ def test_csv_with_header_string_labels_and_split_column(tmp_path):
     _image(tmp_path / "img" / "a.png", (255, 0, 0))
     _image(tmp_path / "img" / "b.png", (0, 0, 255))
     _image(tmp_path / "img" / "c.png", (0, 255, 0))
-    (tmp_path / "labels.csv").write_text("path,split,label\nimg/a.png,train,red\nimg/b.png,test,blue\n"
-                                         f"{tmp_path / 'img' / 'c.png'},test,red\n")
+    (tmp_path / "labels.csv").write_text(
+        f"path,split,label\nimg/a.png,train,red\nimg/b.png,test,blue\n{tmp_path / 'img' / 'c.png'},test,red\n"
+    )
     task = load_task(tmp_path / "labels.csv")
     assert task.name == "labels" and task.class_names == ("blue", "red")
     assert sorted(task.splits) == ["test", "train"]
@@ -141,8 +142,11 @@ def test_standard_task_templates_and_class_names(tmp_path):
     eurosat = _class_folders(tmp_path / "EuroSAT", ("Forest", "AnnualCrop"))
     task = load_task(eurosat)
     assert task.class_names == ("annual crop land", "forest")
-    assert task.templates == ("a centered satellite photo of {}.", "a centered satellite photo of a {}.",
-                              "a centered satellite photo of the {}.")
+    assert task.templates == (
+        "a centered satellite photo of {}.",
+        "a centered satellite photo of a {}.",
+        "a centered satellite photo of the {}.",
+    )
     dtd = _class_folders(tmp_path / "textures-7", ("banded", "polka_dotted"))
     assert load_task(dtd).templates == DEFAULT_TEMPLATES and load_task(dtd).class_names == ("banded", "polka_dotted")
     task = load_task(dtd, name="DTDVal")
@@ -157,11 +161,19 @@ def test_standard_task_table():
     assert counts == {"SUN397": 2, "Cars": 8, "RESISC45": 18, "EuroSAT": 3, "SVHN": 1, "GTSRB": 3, "MNIST": 1, "DTD": 8}
     assert all(t.count("{}") == 1 and t.format("x") != t for task in STANDARD_TASKS.values() for t in task.templates)
     assert len({t for t in STANDARD_TASKS["RESISC45"].templates}) == 18
-    assert [standard_task(n).name for n in ("stanford_cars", "CarsVal", "eurosat", "sun397", "GTSRBVal", "mnist")] == \
-        ["Cars", "Cars", "EuroSAT", "SUN397", "GTSRB", "MNIST"]
+    assert [standard_task(n).name for n in ("stanford_cars", "CarsVal", "eurosat", "sun397", "GTSRBVal", "mnist")] == [
+        "Cars",
+        "Cars",
+        "EuroSAT",
+        "SUN397",
+        "GTSRB",
+        "MNIST",
+    ]
     assert standard_task("digits") is None and standard_task("val") is None
     sun = standard_task("SUN397").display_name
-    assert sun("a_apartment_building_outdoor") == "apartment building outdoor" and sun("/b/bakery/shop") == "bakery shop"
+    assert (
+        sun("a_apartment_building_outdoor") == "apartment building outdoor" and sun("/b/bakery/shop") == "bakery shop"
+    )
 
 
 def test_ppm_and_tif_are_images(tmp_path):
@@ -204,8 +216,7 @@ def test_cache_returns_identical_tensors_and_follows_file_changes(tmp_path, monk
     entries = sorted(p.name for p in (cache / "tasks").iterdir())
     assert len(entries) == 2 * 3, entries  # superseded entries are gone: one per image size (+ .json, .origin)
     assert not list((cache / "tasks").glob("*.part"))  # atomic writes leave no temporaries
-    assert torch.equal(load_task(root, image_size=6, cache_dir=cache).split("test").images,
-                       added.split("test").images)
+    assert torch.equal(load_task(root, image_size=6, cache_dir=cache).split("test").images, added.split("test").images)
 
 
 def test_cache_covers_csv_tasks_and_names(tmp_path):
@@ -217,17 +228,20 @@ def test_cache_covers_csv_tasks_and_names(tmp_path):
     (tmp_path / "classes.json").write_text(json.dumps({"x": "ex", "y": "why"}))
     task = load_task(tmp_path / "t.csv", cache_dir=cache, name="renamed")
     assert task.class_names == ("ex", "why") and task.name == "renamed"
-    assert len(list((cache / "tasks").glob("*.safetensors"))) == 2   # other class names: both entries stay
+    assert len(list((cache / "tasks").glob("*.safetensors"))) == 2  # other class names: both entries stay
 
 
-@pytest.mark.parametrize("rows, names, problem", [
-    ("a.png,0\nmissing.png,1\n", None, r"row 3: names .*missing\.png, which does not exist"),
-    ("a.png,cat\na.png,dog\na.png,cow\n", {"cat": "c", "dog": "d"}, r"row 4: has the unknown label 'cow'"),
-    ("a.png,0\na.png,1\na.png,2\n", ["zero", "one"], r"row 4: has the label 2, outside 0\.\.1"),
-    ("a.png,0\na.png,-1\n", None, r"row 3: has the label -1, outside"),
-    ("a.png,0,test\na.png,1,holdout\n", None, r"row 3: has the split 'holdout'"),
-    ("a.png,0\na.png\n", None, r"row 3: has 1 cells"),
-])
+@pytest.mark.parametrize(
+    "rows, names, problem",
+    [
+        ("a.png,0\nmissing.png,1\n", None, r"row 3: names .*missing\.png, which does not exist"),
+        ("a.png,cat\na.png,dog\na.png,cow\n", {"cat": "c", "dog": "d"}, r"row 4: has the unknown label 'cow'"),
+        ("a.png,0\na.png,1\na.png,2\n", ["zero", "one"], r"row 4: has the label 2, outside 0\.\.1"),
+        ("a.png,0\na.png,-1\n", None, r"row 3: has the label -1, outside"),
+        ("a.png,0,test\na.png,1,holdout\n", None, r"row 3: has the split 'holdout'"),
+        ("a.png,0\na.png\n", None, r"row 3: has 1 cells"),
+    ],
+)
 def test_bad_csv_rows_name_the_file_and_row(tmp_path, rows, names, problem):
     _image(tmp_path / "a.png", (1, 1, 1))
     (tmp_path / "bad.csv").write_text("path,label" + (",split" if "test" in rows else "") + "\n" + rows)

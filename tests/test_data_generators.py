@@ -1,4 +1,5 @@
 """Demo-zoo generators: determinism, shapes, split sizes, captions, and the real-image npz round trip."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -174,8 +175,15 @@ def test_pool_is_deterministic_per_seed(real: RealImages) -> None:
 def test_pool_covers_every_family(real: RealImages) -> None:
     pool = pretrain_pool(POOL_N, real=real, seed=0)
     text = " | ".join(pool.captions)
-    for phrase in ("a photo of a face", "a photo of a background", "stripes", "bar", "texture", "the digit",
-                   " in the "):
+    for phrase in (
+        "a photo of a face",
+        "a photo of a background",
+        "stripes",
+        "bar",
+        "texture",
+        "the digit",
+        " in the ",
+    ):
         assert phrase in text, phrase
 
 

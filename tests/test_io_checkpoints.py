@@ -75,12 +75,15 @@ def test_nan_weights_are_refused_on_save_and_on_load(tmp_path, visual_state):
         load_checkpoint(good.path)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d.pop("architecture"), "architecture: Field required"),
-    (lambda d: d.update(schema_version=7), "schema_version"),
-    (lambda d: d.update(variant="frozen"), "variant"),
-    (lambda d: d.update(colour="red"), "colour: Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.pop("architecture"), "architecture: Field required"),
+        (lambda d: d.update(schema_version=7), "schema_version"),
+        (lambda d: d.update(variant="frozen"), "variant"),
+        (lambda d: d.update(colour="red"), "colour: Extra inputs are not permitted"),
+    ],
+)
 def test_sidecar_that_fails_its_schema(tmp_path, visual_state, edit, message):
     saved = _save(tmp_path / "s.safetensors", visual_state)
     side = json.loads(sidecar_path(saved.path).read_text())

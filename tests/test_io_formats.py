@@ -1,5 +1,6 @@
 """Foreign checkpoint formats: each tiny file the tests write loads to the source model's exact tensors, or
 is refused with a message naming the file and what is wrong."""
+
 import json
 import zipfile
 from pathlib import Path
@@ -29,8 +30,14 @@ def source():
 
 
 def _write(root: Path, fmt: str, source) -> Path:
-    return write_pool(root, fmt, architecture=TINY_ARCH, pretrained=source["pretrained"],
-                      finetuned=source["finetuned"], heads=source["heads"])
+    return write_pool(
+        root,
+        fmt,
+        architecture=TINY_ARCH,
+        pretrained=source["pretrained"],
+        finetuned=source["finetuned"],
+        heads=source["heads"],
+    )
 
 
 def _write_data(root: Path) -> None:
@@ -51,11 +58,14 @@ def test_every_format_loads_the_source_tensors(tmp_path, source, fmt):
         name = "linearized" if fmt == "tangent" else "standard"
         checkpoint = collection.finetuned(task, name)
         assert checkpoint.meta.variant == ("linearized" if fmt == "tangent" else "standard")
-        visual = checkpoint.state if checkpoint.meta.tower == "visual" else {
-            k.removeprefix("visual."): v for k, v in checkpoint.state.items() if k.startswith("visual.")}
+        visual = (
+            checkpoint.state
+            if checkpoint.meta.tower == "visual"
+            else {k.removeprefix("visual."): v for k, v in checkpoint.state.items() if k.startswith("visual.")}
+        )
         expected = dict(source["finetuned"][task])
         if fmt == "hf":
-            expected["proj"] = source["visual"]["proj"]   # a CLIPVisionModel fine-tune borrows the pretrained proj
+            expected["proj"] = source["visual"]["proj"]  # a CLIPVisionModel fine-tune borrows the pretrained proj
         assert set(visual) == set(expected)
         assert all(torch.equal(visual[k].float(), expected[k]) for k in expected), task
 
@@ -65,15 +75,19 @@ def test_the_task_matrix_is_the_same_in_every_format(tmp_path, source):
     theta0 = flatten(source["visual"], spec)
     for fmt in FORMATS:
         reference = torch.stack([flatten(source["finetuned"][t], spec) - theta0 for t in TASKS])  # [K, P]
-        if fmt == "hf":   # CLIPVisionModel fine-tunes have no projection: their proj task vector is 0
+        if fmt == "hf":  # CLIPVisionModel fine-tunes have no projection: their proj task vector is 0
             reference[:, spec.slice_of("proj")] = 0
         root = _write(tmp_path / fmt, fmt, source)
         _write_data(root)
         collection = load_collection(root)
         variant = "linearized" if fmt == "tangent" else "standard"
         seen = []
-        matrix = task_matrix(collection, tasks=tuple(TASKS), variant=variant,
-                             on_checkpoint=lambda done, total, task: seen.append((done, total, task)))
+        matrix = task_matrix(
+            collection,
+            tasks=tuple(TASKS),
+            variant=variant,
+            on_checkpoint=lambda done, total, task: seen.append((done, total, task)),
+        )
         assert torch.equal(matrix.theta0, theta0) and torch.equal(matrix.T, reference), fmt
         assert seen == [(1, 2, "colour"), (2, 2, "shape")]
 
@@ -93,11 +107,15 @@ def test_forbidden_globals_are_refused_and_never_run(tmp_path, source):
     class Payload:
         def __reduce__(self):
             import os
+
             return (os.system, (f"touch {marker}",))
 
     torch.save({"visual.proj": source["visual"]["proj"], "x": Payload()}, tmp_path / "evil.pt")
-    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pt: names the global '(posix|os)\.system'.*nothing was "
-                                                    r"executed"):
+    with pytest.raises(
+        UnsafeCheckpointError,
+        match=r"evil\.pt: names the global '(posix|os)\.system'.*nothing was "
+        r"executed",
+    ):
         load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
 
@@ -115,8 +133,10 @@ def test_legacy_and_damaged_torch_files(tmp_path, source):
     with pytest.raises(CheckpointError, match=r"legacy\.pt: is not a torch zip checkpoint.*Fix: re-save it"):
         load_checkpoint(tmp_path / "legacy.pt")
     torch.save(source["visual"], tmp_path / "ok.pt")
-    with zipfile.ZipFile(tmp_path / "ok.pt") as src, zipfile.ZipFile(tmp_path / "squeezed.pt", "w",
-                                                                     zipfile.ZIP_DEFLATED) as dst:
+    with (
+        zipfile.ZipFile(tmp_path / "ok.pt") as src,
+        zipfile.ZipFile(tmp_path / "squeezed.pt", "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info))
     with pytest.raises(CheckpointError, match=r"squeezed\.pt: entry .* is compressed"):
@@ -129,8 +149,14 @@ def test_legacy_and_damaged_torch_files(tmp_path, source):
 
 def test_hf_export_then_import_round_trips_exactly(tmp_path, source):
     for tower, state in (("clip", source["pretrained"]), ("visual", source["finetuned"]["colour"])):
-        saved = save_checkpoint(tmp_path / f"{tower}.safetensors", state, architecture=TINY_ARCH, quick_gelu=True,
-                                tower=tower, variant="pretrained" if tower == "clip" else "standard")
+        saved = save_checkpoint(
+            tmp_path / f"{tower}.safetensors",
+            state,
+            architecture=TINY_ARCH,
+            quick_gelu=True,
+            tower=tower,
+            variant="pretrained" if tower == "clip" else "standard",
+        )
         folder = export_hf_folder(saved, tmp_path / f"hf-{tower}")
         config = json.loads((folder / "config.json").read_text())
         assert config["architectures"] == (["CLIPModel"] if tower == "clip" else ["CLIPVisionModelWithProjection"])
@@ -173,8 +199,14 @@ def test_linearized_around_another_model_is_refused(tmp_path, source):
     root = _write(tmp_path, "tangent", source)
     _write_data(root)
     other = {k: v + 1 for k, v in source["pretrained"].items()}
-    write_pool(tmp_path / "other", "task_vectors", architecture=TINY_ARCH, pretrained=other,
-               finetuned=source["finetuned"], heads=source["heads"])
+    write_pool(
+        tmp_path / "other",
+        "task_vectors",
+        architecture=TINY_ARCH,
+        pretrained=other,
+        finetuned=source["finetuned"],
+        heads=source["heads"],
+    )
     (root / "zeroshot.pt").write_bytes((tmp_path / "other" / "zeroshot.pt").read_bytes())
     with pytest.raises(CheckpointError, match="was linearized around another pretrained model"):
         task_matrix(load_collection(root), variant="linearized")
@@ -200,7 +232,8 @@ def test_pool_manifest_in_yaml(tmp_path, source):
         "name: mine\narchitecture: mergelab-test-tiny\nquick_gelu: true\npretrained: zeroshot.pt\n"
         "data_root: data\ntasks:\n"
         "  colour: {checkpoint: colour/finetuned.pt, head: head_colour.pt, templates: ['a {} thing']}\n"
-        "  shape: {checkpoints: {standard: shape/finetuned.pt}, head: head_shape.pt}\n")
+        "  shape: {checkpoints: {standard: shape/finetuned.pt}, head: head_shape.pt}\n"
+    )
     collection = load_collection(root)
     assert collection.manifest.name == "mine" and collection.task_names == ("colour", "shape")
     assert collection.task_data("colour").templates == ("a {} thing",)
@@ -249,15 +282,15 @@ def test_checked_files_are_not_hashed_again_until_they_change(tiny_collection_di
         os.utime(file, (settled, settled))
     copy = load_collection(root).with_verified(tmp_path / "v")
     assert copy.finetuned_lazy("colour").verify
-    reference = task_matrix(copy)                       # hash-checked while read, and remembered
+    reference = task_matrix(copy)  # hash-checked while read, and remembered
     assert not copy.finetuned_lazy("colour").verify and not copy.pretrained_lazy().verify
     assert torch.equal(task_matrix(copy).T, reference.T)
     target = copy.root / "finetuned" / "colour.standard.safetensors"
     state = load_checkpoint(target).state
-    save_file({k: (v + 1).contiguous() for k, v in state.items()}, str(target))   # changed: checked again
+    save_file({k: (v + 1).contiguous() for k, v in state.items()}, str(target))  # changed: checked again
     assert copy.finetuned_lazy("colour").verify
     fresh = load_collection(shutil.copytree(tiny_collection_dir, tmp_path / "fresh")).with_verified(tmp_path / "v")
-    os.utime(fresh.root / "finetuned" / "colour.standard.safetensors")   # just written: not trusted yet
+    os.utime(fresh.root / "finetuned" / "colour.standard.safetensors")  # just written: not trusted yet
     task_matrix(fresh)
     assert fresh.finetuned_lazy("colour").verify
     with pytest.raises(CheckpointError, match="do not match the sidecar's tensors_sha256"):

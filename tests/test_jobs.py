@@ -90,8 +90,9 @@ def test_a_sweep_job_logs_its_curve_even_when_cancelled(tiny_collection_dir, tmp
     ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
     log = RunLog(tmp_path / "runs.sqlite3")
     runner = LocalRunner()
-    args = dict(workspace=ws, run_log=log, tasks=ws.task_names, method="task_arithmetic", params={},
-                param="lam", split="val")
+    args = dict(
+        workspace=ws, run_log=log, tasks=ws.task_names, method="task_arithmetic", params={}, param="lam", split="val"
+    )
     done = runner.wait(runner.submit("sweep", sweep_job, values=[0.0, 0.5, 1.0], **args), timeout=60)
     assert done.state is JobState.DONE and len(done.result["curve"]["values"]) == 3
     direct = ws.compare(ws.task_names, "task_arithmetic", {"lam": 0.5}, split="val").merged.mean_accuracy
@@ -117,7 +118,7 @@ def test_importance_job_caches_every_map_and_logs_a_run(tiny_collection_dir, tmp
     status = runner.wait(runner.submit("maps", importance_job, workspace=ws, kind="theta", run_log=log), timeout=60)
     assert status.state is JobState.DONE and status.step == status.total == len(ws.task_names)
     assert ws.importance_ready("theta")
-    run, = log.runs(kind="importance")
+    (run,) = log.runs(kind="importance")
     assert run.method == "sta:theta" and set(run.outputs["kept_at_0.05"]) == set(ws.task_names)
 
 
@@ -135,5 +136,5 @@ def test_taujp_job_caches_the_matrix_for_the_next_workspace(tiny_collection_dir,
     assert again.taujp_ready()
     matrix = again.taujp()
     assert matrix.images == tuple(min(TAUJP_IMAGES, len(ws.suite.tasks[t].split("val"))) for t in ws.task_names)
-    run, = log.runs(kind="taujp")
+    (run,) = log.runs(kind="taujp")
     assert run.outputs["diagonal"] == dict(zip(ws.task_names, matrix.values.diagonal().tolist()))

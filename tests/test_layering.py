@@ -1,6 +1,7 @@
 """The engine's layering, checked mechanically: every import (function-level and TYPE_CHECKING ones
 included) goes from a package to its own layer or a lower one, there are no circles, and the engine never
 imports the dashboard. The layers, lowest first, are the README's "Layout" section."""
+
 import ast
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def layer_of(module: str) -> int:
     for level, packages in enumerate(LAYERS):
         for package in packages:
             if (module == package or module.startswith(package + ".")) and (
-                    best is None or len(package) > len(best[1])):
+                best is None or len(package) > len(best[1])
+            ):
                 best = (level, package)
     assert best is not None, f"{module} is in no layer: add its package to LAYERS and to the README's Layout"
     return best[0]
@@ -101,16 +103,23 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_engine_never_imports_the_dashboard():
-    offenders = [f"{path.relative_to(ROOT)} imports {name}" for path in engine_modules().values()
-                 for name in imported_names(path) if name.split(".")[0] in UI]
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in engine_modules().values()
+        for name in imported_names(path)
+        if name.split(".")[0] in UI
+    ]
     assert offenders == []
 
 
 def test_every_import_goes_to_the_same_or_a_lower_layer():
     modules = engine_modules()
-    upward = [f"{module} (layer {layer_of(module)}) imports {dep} (layer {layer_of(dep)})"
-              for module, path in modules.items() for dep in sorted(engine_imports(path, modules))
-              if layer_of(dep) > layer_of(module)]
+    upward = [
+        f"{module} (layer {layer_of(module)}) imports {dep} (layer {layer_of(dep)})"
+        for module, path in modules.items()
+        for dep in sorted(engine_imports(path, modules))
+        if layer_of(dep) > layer_of(module)
+    ]
     assert upward == []
 
 
@@ -122,9 +131,13 @@ def test_no_import_circles():
 
 def test_core_never_imports_the_zoo_build():
     modules = engine_modules()
-    offenders = [f"{module} imports {dep}" for module, path in modules.items()
-                 if not module.startswith("engine.zoo") and module not in ("engine.cli", "engine.__main__")
-                 for dep in engine_imports(path, modules) if dep.startswith("engine.zoo")]
+    offenders = [
+        f"{module} imports {dep}"
+        for module, path in modules.items()
+        if not module.startswith("engine.zoo") and module not in ("engine.cli", "engine.__main__")
+        for dep in engine_imports(path, modules)
+        if dep.startswith("engine.zoo")
+    ]
     assert offenders == []
 
 
@@ -133,17 +146,22 @@ def test_every_engine_module_has_a_layer():
         layer_of(module)
 
 
-@pytest.mark.parametrize("edges, expected", [
-    ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}, [["a", "b", "c"]]),
-    ({"a": {"b"}, "b": set()}, []),
-    ({"a": {"a"}}, []),
-])
+@pytest.mark.parametrize(
+    "edges, expected",
+    [
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}, [["a", "b", "c"]]),
+        ({"a": {"b"}, "b": set()}, []),
+        ({"a": {"a"}}, []),
+    ],
+)
 def test_circle_finder(edges, expected):
     assert circles(edges) == expected
 
 
 def test_the_scan_sees_function_level_and_type_checking_imports(tmp_path):
     source = tmp_path / "m.py"
-    source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from engine.workspace import W\n"
-                      "def f():\n    import engine.zoo.build\n")
+    source.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from engine.workspace import W\n"
+        "def f():\n    import engine.zoo.build\n"
+    )
     assert {"engine.workspace", "engine.zoo.build"} <= imported_names(source)

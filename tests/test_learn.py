@@ -1,4 +1,5 @@
 """Learned coefficients: the block-scaled merge's algebra, aTLAS and DV-BASI on the tiny collection."""
+
 from dataclasses import replace
 
 import pytest
@@ -34,8 +35,10 @@ def test_zero_coefficients_give_the_start_point_exactly(setup):
     T64, base64 = tm.T.double()[:, :], tm.theta0.double()
     torch.autograd.gradcheck(lambda c: combine(base64, T64, c, sizes)[::997], (coefficients,))
     ids = torch.repeat_interleave(torch.arange(n), sizes)
-    torch.testing.assert_close(combine(tm.theta0, tm.T, ones * 0.5, sizes),
-                               tm.theta0 + sum(0.5 * torch.ones(n)[ids] * tm.T[k] for k in range(tm.num_tasks)))
+    torch.testing.assert_close(
+        combine(tm.theta0, tm.T, ones * 0.5, sizes),
+        tm.theta0 + sum(0.5 * torch.ones(n)[ids] * tm.T[k] for k in range(tm.num_tasks)),
+    )
 
 
 def test_large_blocks_and_runs_of_small_ones_give_the_same_merge_and_gradient(setup):
@@ -65,7 +68,9 @@ def test_segments_tile_the_vector_in_block_order_for_any_sizes():
         position, block = 0, 0
         spans = _Segments.of(sizes, group).spans
         for start, stop, first, lengths in spans:
-            assert (start, first) == (position, block) and lengths.tolist() == sizes[first:first + len(lengths)].tolist()
+            assert (start, first) == (position, block) and lengths.tolist() == sizes[
+                first : first + len(lengths)
+            ].tolist()
             assert int(lengths.sum()) == stop - start and (len(lengths) == 1 or int(lengths.max()) < group)
             position, block = stop, block + len(lengths)
         assert (position, block) == (int(sizes.sum()), n) and len(spans) <= 2 * position / group + 1
@@ -120,16 +125,20 @@ def test_atlas_lowers_its_objective_and_keeps_the_best_epoch(setup):
 def test_isotropic_and_random_controls_run(setup):
     suite, tm, data = setup
     start = tm.theta0 + 0.3 * tm.T.sum(0)
-    iso = dv_basi(suite, tm.theta0, start, tm.spec, data=data,
-                  config=DvBasiConfig(iterations=1, scaling="isotropic", learn=INNER))
+    iso = dv_basi(
+        suite, tm.theta0, start, tm.spec, data=data, config=DvBasiConfig(iterations=1, scaling="isotropic", learn=INNER)
+    )
     assert iso.iterations[0].scales.shape == (1,)
-    rnd = dv_basi(suite, tm.theta0, start, tm.spec, data=data,
-                  config=DvBasiConfig(iterations=1, direction="random", learn=INNER))
+    rnd = dv_basi(
+        suite, tm.theta0, start, tm.spec, data=data, config=DvBasiConfig(iterations=1, direction="random", learn=INNER)
+    )
     assert rnd.iterations[0].delta_norm == pytest.approx(float((start - tm.theta0).norm()), rel=1e-4)
 
 
-@pytest.mark.parametrize("config, key", [(DvBasiConfig(iterations=0), "iterations"),
-                                         (DvBasiConfig(learn=LearnConfig(patience=0)), "patience")])
+@pytest.mark.parametrize(
+    "config, key",
+    [(DvBasiConfig(iterations=0), "iterations"), (DvBasiConfig(learn=LearnConfig(patience=0)), "patience")],
+)
 def test_bad_settings_are_refused(setup, config, key):
     suite, tm, data = setup
     with pytest.raises(ParameterError) as info:
@@ -159,13 +168,19 @@ def test_learn_job_logs_exports_and_a_cancel_keeps_the_best_point(tiny_collectio
     log = RunLog(tmp_path / "runs.sqlite3")
     seen = []
     ctx = JobContext(lambda **change: seen.append(change), threading.Event())
-    outputs = learn_job(ctx, workspace=ws, atlas_config=SHORT, config=DvBasiConfig(iterations=1, learn=INNER),
-                        out_dir=tmp_path / "exports", run_log=log)
+    outputs = learn_job(
+        ctx,
+        workspace=ws,
+        atlas_config=SHORT,
+        config=DvBasiConfig(iterations=1, learn=INNER),
+        out_dir=tmp_path / "exports",
+        run_log=log,
+    )
     assert outputs["point"].startswith("aTLAS") and set(outputs["accuracy"]) == set(ws.task_names)
     assert [e["stage"] for e in outputs["curves"]["epochs"]][:1] == ["atlas"]
     assert len(outputs["curves"]["iterations"]) == 1 and seen[-1]["metrics"]["iterations"]
     assert load_checkpoint(outputs["artifact"]).meta.variant == "merged"
-    run, = log.runs(kind="learned")
+    (run,) = log.runs(kind="learned")
     assert run.status == "done" and run.method == "dv_basi"
 
     cancel = threading.Event()
@@ -175,9 +190,15 @@ def test_learn_job_logs_exports_and_a_cancel_keeps_the_best_point(tiny_collectio
             cancel.set()  # cancel during the first DV-BASI epoch
 
     with pytest.raises(Cancelled):
-        learn_job(JobContext(update, cancel), workspace=ws, atlas_config=SHORT,
-                  config=DvBasiConfig(iterations=3, learn=INNER), run_log=log)
+        learn_job(
+            JobContext(update, cancel),
+            workspace=ws,
+            atlas_config=SHORT,
+            config=DvBasiConfig(iterations=3, learn=INNER),
+            run_log=log,
+        )
     cancelled = [r for r in log.runs(kind="learned") if r.status == "cancelled"]
     assert len(cancelled) == 1 and cancelled[0].outputs["point"] == "aTLAS"
     assert cancelled[0].outputs["mean_accuracy"] == pytest.approx(
-        sum(cancelled[0].outputs["accuracy"].values()) / len(ws.task_names))
+        sum(cancelled[0].outputs["accuracy"].values()) / len(ws.task_names)
+    )

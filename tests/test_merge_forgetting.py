@@ -7,8 +7,14 @@ from engine.workspace import Workspace
 
 
 def test_chosen_alpha_follows_the_protocol():
-    curve = ForgettingCurve("t", ("a", "b"), "val", (0.0, 0.5, 1.0, 1.5, 2.0),
-                            target_accuracy=(0.9, 0.5, 0.2, 0.1, 0.1), control_accuracy=(0.8, 0.79, 0.77, 0.70, 0.6))
+    curve = ForgettingCurve(
+        "t",
+        ("a", "b"),
+        "val",
+        (0.0, 0.5, 1.0, 1.5, 2.0),
+        target_accuracy=(0.9, 0.5, 0.2, 0.1, 0.1),
+        control_accuracy=(0.8, 0.79, 0.77, 0.70, 0.6),
+    )
     assert curve.pretrained_control == 0.8
     assert curve.chosen_alpha == 1.0  # 1.5 would forget more but control 0.70 < 0.95 × 0.8
     tie = ForgettingCurve("t", ("a",), "val", (0.0, 1.0, 2.0), (0.9, 0.1, 0.1), (0.8, 0.8, 0.8))
@@ -55,8 +61,9 @@ def test_sta_negation_curve_and_outcome(tiny_collection_dir, tmp_path):
     curve = negation_curve(ws, "colour", method="sta", threshold=0.1, margin=1.0, alphas=(0.0, 1.0, 2.0))
     assert (curve.method, curve.threshold, curve.margin) == ("sta", 0.1, 1.0)
     outcome = forgetting_outcome(ws, curve, split="test")
-    expected = evaluate(negate(ws, "colour", curve.chosen_alpha, method="sta", threshold=0.1, margin=1.0),
-                        ws.suite, "test").accuracy
+    expected = evaluate(
+        negate(ws, "colour", curve.chosen_alpha, method="sta", threshold=0.1, margin=1.0), ws.suite, "test"
+    ).accuracy
     assert outcome.target_accuracy == expected["colour"]
     assert outcome.control_accuracy == pytest.approx((expected["brightness"] + expected["texture"]) / 2)
     assert outcome.chance == pytest.approx(1 / len(ws.suite.tasks["colour"].class_names))

@@ -1,4 +1,5 @@
 """Sparse merges against slow per-key oracles written from the definitions (not from any repo)."""
+
 import pytest
 import torch
 
@@ -12,8 +13,11 @@ from engine.params import ParamSpec, TaskMatrix, flatten, unflatten
 def tiny():
     """Random tiny state dicts: a base and three 'fine-tuned' ones with some exact zeros and sign conflicts."""
     gen = torch.Generator().manual_seed(5)
-    base = {"a.weight": torch.randn(6, 5, generator=gen), "a.bias": torch.randn(6, generator=gen),
-            "b.weight": torch.randn(4, 6, generator=gen)}
+    base = {
+        "a.weight": torch.randn(6, 5, generator=gen),
+        "a.bias": torch.randn(6, generator=gen),
+        "b.weight": torch.randn(4, 6, generator=gen),
+    }
     tuned = {}
     for t in range(3):
         state = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in base.items()}
@@ -61,8 +65,10 @@ def test_dare_matches_its_oracle_with_the_same_mask(tiny):
     keep = dare_keep_mask(tuple(tm.T.shape), 0.5, seed=7)  # what the kernel draws for seed 7
     masks = [unflatten(keep[k].float(), tm.spec) for k in range(3)]
     lams = [0.2, 0.5, 0.9]
-    expected = {k: base[k] + sum(l * m[k] * tv[k] / 0.5 for l, m, tv in zip(lams, masks, _task_vectors(base, tuned)))
-                for k in base}
+    expected = {
+        k: base[k] + sum(l * m[k] * tv[k] / 0.5 for l, m, tv in zip(lams, masks, _task_vectors(base, tuned)))
+        for k in base
+    }
     got = apply("dare", tm.theta0, tm.T, {"drop": 0.5, "lam": lams, "seed": 7})
     torch.testing.assert_close(got, flatten(expected, tm.spec), rtol=0, atol=1e-6)
 
@@ -95,6 +101,7 @@ def test_density_keeps_exactly_round_d_p_entries(density):
 
 def _tiny_importance(tm) -> torch.Tensor:
     from engine.sta.codes import encode
+
     return encode(torch.rand(tm.T.shape, generator=torch.Generator().manual_seed(9)) ** 3)  # uint8 [K, P]
 
 
@@ -107,8 +114,10 @@ def test_sta_matches_its_oracle(tiny):
     values = [unflatten(decode(codes[k]), tm.spec) for k in range(tm.num_tasks)]
     tvs = _task_vectors(base, tuned)
     for kappa in (0.02, 0.3):
-        expected = {key: base[key] + 1.4 * sum(torch.where(values[k][key] >= kappa, tvs[k][key], 0.0)
-                                              for k in range(len(tvs))) for key in base}
+        expected = {
+            key: base[key] + 1.4 * sum(torch.where(values[k][key] >= kappa, tvs[k][key], 0.0) for k in range(len(tvs)))
+            for key in base
+        }
         got = apply("sta", tm.theta0, tm.T, {"threshold": kappa, "lam": 1.4}, importance=codes)
         torch.testing.assert_close(got, flatten(expected, tm.spec), rtol=0, atol=1e-6)
 
@@ -124,24 +133,39 @@ def test_sta_needs_matching_importance(tiny):
 def test_reductions_to_task_arithmetic(tiny):
     base, tuned, tm = tiny
     ta = apply("task_arithmetic", tm.theta0, tm.T, {"lam": [0.3, 0.6, 0.1]})
-    torch.testing.assert_close(apply("dare", tm.theta0, tm.T, {"drop": 0.0, "lam": [0.3, 0.6, 0.1]}), ta,
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        apply("dare", tm.theta0, tm.T, {"drop": 0.0, "lam": [0.3, 0.6, 0.1]}), ta, rtol=0, atol=1e-6
+    )
     one = tm.select(["t1"])
-    torch.testing.assert_close(apply("ties", one.theta0, one.T, {"density": 1.0, "lam": 1.0}),
-                               apply("task_arithmetic", one.theta0, one.T, {"lam": 1.0}), rtol=0, atol=1e-6)
-    torch.testing.assert_close(apply("magnitude", tm.theta0, tm.T, {"density": 1.0, "lam": 0.3}),
-                               apply("task_arithmetic", tm.theta0, tm.T, {"lam": 0.3}), rtol=0, atol=1e-6)
-    torch.testing.assert_close(apply("sta", tm.theta0, tm.T, {"threshold": 0.0, "lam": 0.3},
-                                     importance=_tiny_importance(tm)),
-                               apply("task_arithmetic", tm.theta0, tm.T, {"lam": 0.3}), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        apply("ties", one.theta0, one.T, {"density": 1.0, "lam": 1.0}),
+        apply("task_arithmetic", one.theta0, one.T, {"lam": 1.0}),
+        rtol=0,
+        atol=1e-6,
+    )
+    torch.testing.assert_close(
+        apply("magnitude", tm.theta0, tm.T, {"density": 1.0, "lam": 0.3}),
+        apply("task_arithmetic", tm.theta0, tm.T, {"lam": 0.3}),
+        rtol=0,
+        atol=1e-6,
+    )
+    torch.testing.assert_close(
+        apply("sta", tm.theta0, tm.T, {"threshold": 0.0, "lam": 0.3}, importance=_tiny_importance(tm)),
+        apply("task_arithmetic", tm.theta0, tm.T, {"lam": 0.3}),
+        rtol=0,
+        atol=1e-6,
+    )
 
 
-@pytest.mark.parametrize("method, params, message", [
-    ("ties", {"density": 0.0}, r"ties.density: value 0.0 outside \[0.01, 1.0\]"),
-    ("ties", {"density": 1.5}, r"ties.density: value 1.5 outside"),
-    ("dare", {"drop": 1.0}, r"dare.drop: value 1.0 outside \[0.0, 0.99\]"),
-    ("sta", {"threshold": 1.5}, r"sta.threshold: value 1.5 outside \[0.0, 1.0\]"),
-])
+@pytest.mark.parametrize(
+    "method, params, message",
+    [
+        ("ties", {"density": 0.0}, r"ties.density: value 0.0 outside \[0.01, 1.0\]"),
+        ("ties", {"density": 1.5}, r"ties.density: value 1.5 outside"),
+        ("dare", {"drop": 1.0}, r"dare.drop: value 1.0 outside \[0.0, 0.99\]"),
+        ("sta", {"threshold": 1.5}, r"sta.threshold: value 1.5 outside \[0.0, 1.0\]"),
+    ],
+)
 def test_bad_sparsity_parameters(tiny, method, params, message):
     _, _, tm = tiny
     with pytest.raises(ParameterError, match=message):
@@ -165,8 +189,7 @@ def test_sparsity_report_counts_kept_entries_and_sign_conflicts():
     from engine.merge.analysis import sparsity_report
 
     spec = ParamSpec(("blocks.resblocks.0.w", "head"), ((4,), (2,)))
-    T = torch.tensor([[1.0, -2.0, 3.0, 0.5, 1.0, 1.0],
-                      [-1.0, -2.0, 0.0, 0.4, 1.0, -1.0]])
+    T = torch.tensor([[1.0, -2.0, 3.0, 0.5, 1.0, 1.0], [-1.0, -2.0, 0.0, 0.4, 1.0, -1.0]])
     ta = sparsity_report("task_arithmetic", T, {}, tasks=["a", "b"], spec=spec)
     assert ta.kept_fraction == {"a": 1.0, "b": 1.0}
     assert ta.layers == ("blocks.resblocks.0", "head") and ta.sign_conflict == (0.25, 0.5)

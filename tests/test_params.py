@@ -58,7 +58,7 @@ def test_one_task_at_lambda_one_gives_its_finetuned_weights(states):
     for name, expected in finetuned["t1"].items():
         # θ₀ + fl(θ₁ − θ₀) == θ₁ bitwise wherever the fp32 subtraction is exact (Sterbenz); elsewhere
         # it can differ by one rounding of τ, i.e. at most one ulp of the larger operand.
-        ulp = torch.maximum(expected.abs(), base[name].abs()).mul(2 ** -23)
+        ulp = torch.maximum(expected.abs(), base[name].abs()).mul(2**-23)
         assert ((merged[name] - expected).abs() <= ulp).all(), name
     exact = sum(int(torch.equal(merged[k], v)) for k, v in finetuned["t1"].items())
     assert exact >= len(finetuned["t1"]) // 2
@@ -68,7 +68,7 @@ def test_rows_are_a_view_when_consecutive_and_a_copy_otherwise(states):
     tm = TaskMatrix.from_state_dicts(*states)
     names = list(tm.task_names)
     every = tm.rows(names)
-    assert every.data_ptr() == tm.T.data_ptr() and torch.equal(every, tm.T)   # merging every task: no copy
+    assert every.data_ptr() == tm.T.data_ptr() and torch.equal(every, tm.T)  # merging every task: no copy
     tail = tm.rows(names[1:])
     assert tail.untyped_storage().data_ptr() == tm.T.untyped_storage().data_ptr() and torch.equal(tail, tm.T[1:])
     swapped = tm.rows([names[1], names[0]])

@@ -1,6 +1,7 @@
 """Pool conversion: a pool of foreign checkpoints written once as a native collection gives the same task
 matrix and the same merge accuracies, loads weights-only (every file has a sidecar), and appears whole or
 not at all; and the `pool show|convert|export-hf` commands end to end."""
+
 import json
 from pathlib import Path
 
@@ -18,9 +19,14 @@ from tests.builders import TINY_ARCH
 from tests.foreign import FORMATS, tiny_source, write_image_folders, write_pool
 
 TASKS = {"colour": ("red", "green", "blue"), "shape": ("round", "square")}
-NAME = {"tangent": "linearized"}   # the checkpoint name a discovered pool gives each format (else "standard")
-FORMAT_READ = {"open_clip": "open_clip", "open_clip_pt": "torch", "task_vectors": "task_vectors", "hf": "hf_clip",
-               "tangent": "tangent_linearized"}
+NAME = {"tangent": "linearized"}  # the checkpoint name a discovered pool gives each format (else "standard")
+FORMAT_READ = {
+    "open_clip": "open_clip",
+    "open_clip_pt": "torch",
+    "task_vectors": "task_vectors",
+    "hf": "hf_clip",
+    "tangent": "tangent_linearized",
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +35,14 @@ def source():
 
 
 def _pool(root: Path, fmt: str, source) -> Path:
-    write_pool(root, fmt, architecture=TINY_ARCH, pretrained=source["pretrained"], finetuned=source["finetuned"],
-               heads=source["heads"])
+    write_pool(
+        root,
+        fmt,
+        architecture=TINY_ARCH,
+        pretrained=source["pretrained"],
+        finetuned=source["finetuned"],
+        heads=source["heads"],
+    )
     write_image_folders(root, TASKS)
     return root
 
@@ -53,25 +65,27 @@ def test_a_converted_pool_has_the_same_task_matrix_and_loads_weights_only(tmp_pa
 
     pretrained = converted.pretrained_lazy()
     assert pretrained.verify and pretrained.format == "mergelab"
-    assert pretrained.meta.tower == original.pretrained_lazy().meta.tower   # both towers kept when present
+    assert pretrained.meta.tower == original.pretrained_lazy().meta.tower  # both towers kept when present
     assert pretrained.meta.source == f"{original.pretrained_lazy().format}: {original.pretrained_lazy().path}"
     for task in TASKS:
         lazy = open_checkpoint(converted.path(converted.manifest.tasks[task].checkpoints[name]))
         meta = lazy.meta
         assert lazy.verify and meta.tower == "visual" and meta.task == task
         assert meta.variant == ("linearized" if fmt == "tangent" else "standard")
-        assert meta.architecture == TINY_ARCH and meta.class_names == tuple(sorted(TASKS[task]))   # class folders, sorted
+        assert meta.architecture == TINY_ARCH and meta.class_names == tuple(
+            sorted(TASKS[task])
+        )  # class folders, sorted
         assert meta.parent_sha256 == pretrained.meta.tensors_sha256
         assert meta.source == f"{FORMAT_READ[fmt]}: {original.finetuned_lazy(task, name).path}"
         assert all(t.dtype == torch.float32 for t in lazy.tensors.values())
         entry = converted.manifest.tasks[task]
-        assert not Path(entry.data).is_absolute()   # both folders lie in tmp_path: a relative link
+        assert not Path(entry.data).is_absolute()  # both folders lie in tmp_path: a relative link
         assert converted.path(entry.data) == original.path(original.manifest.tasks[task].data)
         if fmt in ("task_vectors", "tangent"):
             head = load_file(str(converted.path(entry.head)))["head"]
             assert torch.equal(head, source["heads"][task])
         else:
-            assert entry.head is None   # heads come from the pretrained text tower
+            assert entry.head is None  # heads come from the pretrained text tower
 
 
 @pytest.mark.parametrize("fmt", ["task_vectors", "tangent"])
@@ -104,19 +118,25 @@ def test_converting_onto_an_existing_folder_is_refused(tmp_path, source):
 def test_a_failure_midway_leaves_no_output_and_no_temporary_folder(tmp_path, source):
     root = _pool(tmp_path / "tv", "task_vectors", source)
     data = (root / "shape" / "finetuned.pt").read_bytes()
-    (root / "shape" / "finetuned.pt").write_bytes(data[: len(data) - 300])   # after pretrained and colour
+    (root / "shape" / "finetuned.pt").write_bytes(data[: len(data) - 300])  # after pretrained and colour
     seen = []
     with pytest.raises(CheckpointError, match=r"finetuned\.pt"):
         convert_pool(load_collection(root), tmp_path / "native", on_checkpoint=lambda *a: seen.append(a))
-    assert seen[-1][2] == "colour/standard"   # it did fail midway
+    assert seen[-1][2] == "colour/standard"  # it did fail midway
     assert not (tmp_path / "native").exists() and _leftovers(tmp_path, "native") == []
 
 
 def test_a_tangent_checkpoint_linearized_around_another_model_is_refused(tmp_path, source):
     root = _pool(tmp_path / "tangent", "tangent", source)
     other = {k: v + 1 for k, v in source["pretrained"].items()}
-    write_pool(tmp_path / "other", "task_vectors", architecture=TINY_ARCH, pretrained=other,
-               finetuned=source["finetuned"], heads=source["heads"])
+    write_pool(
+        tmp_path / "other",
+        "task_vectors",
+        architecture=TINY_ARCH,
+        pretrained=other,
+        finetuned=source["finetuned"],
+        heads=source["heads"],
+    )
     (root / "zeroshot.pt").write_bytes((tmp_path / "other" / "zeroshot.pt").read_bytes())
     with pytest.raises(CheckpointError, match="was linearized around another pretrained model"):
         convert_pool(load_collection(root), tmp_path / "native")
@@ -135,10 +155,14 @@ def test_cli_pool_show_convert_and_export_hf(tmp_path, source, capsys, allow_tmp
     assert main(["pool", "show", str(root)]) == 0
     table = capsys.readouterr().out
     assert "2 tasks, 2 fine-tuned checkpoints" in table
-    assert any(line.split()[:2] == ["colour/linearized", "tangent_linearized"] and "linearized" in line.split()[2:]
-               for line in table.splitlines())
-    assert any(line.split()[:6] == ["pretrained", "task_vectors", TINY_ARCH, "true", "visual", "pretrained"]
-               for line in table.splitlines())
+    assert any(
+        line.split()[:2] == ["colour/linearized", "tangent_linearized"] and "linearized" in line.split()[2:]
+        for line in table.splitlines()
+    )
+    assert any(
+        line.split()[:6] == ["pretrained", "task_vectors", TINY_ARCH, "true", "visual", "pretrained"]
+        for line in table.splitlines()
+    )
 
     out = tmp_path / "native"
     assert main(["pool", "convert", str(root), str(out)]) == 0, capsys.readouterr().err
@@ -146,8 +170,10 @@ def test_cli_pool_show_convert_and_export_hf(tmp_path, source, capsys, allow_tmp
     assert main(["pool", "show", str(out), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)["checkpoints"]
     assert [(r["checkpoint"], r["format"], r["variant"]) for r in shown] == [
-        ("pretrained", "mergelab", "pretrained"), ("colour/linearized", "mergelab", "linearized"),
-        ("shape/linearized", "mergelab", "linearized")]
+        ("pretrained", "mergelab", "pretrained"),
+        ("colour/linearized", "mergelab", "linearized"),
+        ("shape/linearized", "mergelab", "linearized"),
+    ]
     assert shown[1]["file"] == "finetuned/colour.linearized.safetensors"
     assert main(["pool", "convert", str(root), str(out)]) == 2
     assert "already exists" in capsys.readouterr().err

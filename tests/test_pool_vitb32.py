@@ -5,6 +5,7 @@ Each format runs in a fresh interpreter (`serve_merge_page`): a ViT-B-32 workspa
 copy of the weights take ~13 GB at peak, and one process per format keeps the suite within 24 GB. Each
 pool takes ~5.5 GB of disk (nine full-CLIP files); it is removed as soon as its format is checked, so the five
 formats never sit on disk together."""
+
 import json
 import os
 import shutil
@@ -30,32 +31,44 @@ def serve_merge_page(fmt: str, home: str) -> dict:
     from tests.test_views import APP, _metric, _open
 
     pretrained, finetuned, heads = random_pool("ViT-B-32", TASKS)
-    root = write_pool(Path(home) / "pool", fmt, architecture="ViT-B-32", pretrained=pretrained,
-                      finetuned=finetuned, heads=heads)
+    root = write_pool(
+        Path(home) / "pool", fmt, architecture="ViT-B-32", pretrained=pretrained, finetuned=finetuned, heads=heads
+    )
     del pretrained, finetuned
     write_image_folders(root, {task: CLASSES for task in TASKS}, per_class=1, size=32)
     at = AppTest.from_file(APP, default_timeout=600)
     at.session_state["collection"] = str(root)
-    if fmt == "tangent":   # linearized fine-tunes, chosen in the sidebar
+    if fmt == "tangent":  # linearized fine-tunes, chosen in the sidebar
         for task in TASKS:
             at.session_state[f"ckpt.{task}"] = "linearized"
     _open(at, "views/merge.py")
-    first = {"exception": bool(at.exception), "errors": [e.value for e in at.error],
-             "merged": _metric(at, "mean accuracy (merged)") if not at.exception else None}
+    first = {
+        "exception": bool(at.exception),
+        "errors": [e.value for e in at.error],
+        "merged": _metric(at, "mean accuracy (merged)") if not at.exception else None,
+    }
     at.slider(key="task_arithmetic.lam").set_value(0.5).run()
-    return {**first, "after_slider_exception": bool(at.exception), "after_slider_errors": [e.value for e in at.error],
-            "merged_at_0.5": _metric(at, "mean accuracy (merged)") if not at.exception else None}
+    return {
+        **first,
+        "after_slider_exception": bool(at.exception),
+        "after_slider_errors": [e.value for e in at.error],
+        "merged_at_0.5": _metric(at, "mean accuracy (merged)") if not at.exception else None,
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_vit_b_32_pool_serves_the_merge_page(data_home, fmt):
-    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from tests.test_pool_vitb32 import serve_merge_page; "
-            f"print('RESULT ' + json.dumps(serve_merge_page({fmt!r}, {str(data_home)!r})))")
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from tests.test_pool_vitb32 import serve_merge_page; "
+        f"print('RESULT ' + json.dumps(serve_merge_page({fmt!r}, {str(data_home)!r})))"
+    )
     env = {**os.environ, "MERGELAB_HOME": str(data_home)}
     free_gb = shutil.disk_usage(data_home.parent).free / 2**30
-    assert free_gb > DISK_NEEDED_GB, (f"a ViT-B-32 pool needs ~{DISK_NEEDED_GB} GB in {data_home.parent}, "
-                                      f"{free_gb:.1f} GB are free: set TMPDIR or --basetemp to a larger disk")
+    assert free_gb > DISK_NEEDED_GB, (
+        f"a ViT-B-32 pool needs ~{DISK_NEEDED_GB} GB in {data_home.parent}, "
+        f"{free_gb:.1f} GB are free: set TMPDIR or --basetemp to a larger disk"
+    )
     try:
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     finally:

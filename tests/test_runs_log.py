@@ -25,9 +25,15 @@ while True:
 
 def test_record_and_filter(tmp_path):
     log = RunLog(tmp_path / "runs.sqlite3")
-    a = log.record("merge", method="task_arithmetic", tasks=["digits", "faces"],
-                   inputs={"params": {"lam": 0.3}, "checkpoints": {"digits": "ab12"}},
-                   outputs={"accuracy": {"digits": 0.9}}, duration_s=0.2, device="cpu")
+    a = log.record(
+        "merge",
+        method="task_arithmetic",
+        tasks=["digits", "faces"],
+        inputs={"params": {"lam": 0.3}, "checkpoints": {"digits": "ab12"}},
+        outputs={"accuracy": {"digits": 0.9}},
+        duration_s=0.2,
+        device="cpu",
+    )
     b = log.record("sweep", method="task_arithmetic", tasks=["faces"], inputs={}, outputs={"curve": [0.1, 0.2]})
     run = log.get(a)
     assert run.inputs["params"] == {"lam": 0.3} and run.outputs["accuracy"]["digits"] == 0.9
@@ -42,8 +48,13 @@ def test_record_and_filter(tmp_path):
 
 def test_the_log_survives_a_writer_killed_mid_write(tmp_path):
     path = tmp_path / "runs.sqlite3"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     committed = -1
     deadline = time.monotonic() + 60
     while committed < 200 and time.monotonic() < deadline:

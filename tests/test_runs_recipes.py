@@ -27,8 +27,11 @@ def _write(path, text):
 
 
 def test_cli_recipe_equals_the_api_merge_bit_for_bit(tiny_collection_dir, data_home, capsys):
-    recipe = _write(data_home / "r.yaml", f"collection: {tiny_collection_dir}\ntasks: [colour, texture]\n"
-                                           "params: {lam: [0.25, 0.6]}\nevaluate: test\noutput: two\n")
+    recipe = _write(
+        data_home / "r.yaml",
+        f"collection: {tiny_collection_dir}\ntasks: [colour, texture]\n"
+        "params: {lam: [0.25, 0.6]}\nevaluate: test\noutput: two\n",
+    )
     assert main(["run", str(recipe)]) == 0, capsys.readouterr().err
     written = load_checkpoint(data_home / "exports" / "two.safetensors")
     tm = task_matrix(load_collection(tiny_collection_dir), tasks=["colour", "texture"])
@@ -42,8 +45,15 @@ def test_cli_recipe_equals_the_api_merge_bit_for_bit(tiny_collection_dir, data_h
 
 def test_a_logged_recipe_reproduces_its_merge(tiny_collection_dir, data_home):
     home = DataHome.from_env().ensure()
-    first = run_recipe(load_recipe(_write(data_home / "a.json", json.dumps(
-        {"collection": str(tiny_collection_dir), "params": {"lam": 0.4}, "output": "a"}))), home=home)
+    first = run_recipe(
+        load_recipe(
+            _write(
+                data_home / "a.json",
+                json.dumps({"collection": str(tiny_collection_dir), "params": {"lam": 0.4}, "output": "a"}),
+            )
+        ),
+        home=home,
+    )
     logged = RunLog(home.runs / "runs.sqlite3").get(first.run_id).inputs["recipe"]
     again = run_recipe(load_recipe(_write(data_home / "b.json", json.dumps({**logged, "output": "b"}))), home=home)
     assert torch.equal(first.merged, again.merged)
@@ -54,12 +64,17 @@ def test_a_recipe_run_on_an_open_workspace_equals_a_fresh_run(tiny_collection_di
     from engine.workspace import Workspace
 
     home = DataHome.from_env().ensure()
-    body = {"collection": str(tiny_collection_dir), "tasks": ["texture", "colour"], "params": {"lam": [0.5, 0.2]},
-            "evaluate": "test"}
+    body = {
+        "collection": str(tiny_collection_dir),
+        "tasks": ["texture", "colour"],
+        "params": {"lam": [0.5, 0.2]},
+        "evaluate": "test",
+    }
     fresh = run_recipe(load_recipe(_write(data_home / "f.json", json.dumps({**body, "output": "f"}))), home=home)
-    ws = Workspace.open(tiny_collection_dir, cache_dir=home.cache)   # every task, as the merge page opens it
-    reused = run_recipe(load_recipe(_write(data_home / "w.json", json.dumps({**body, "output": "w"}))), home=home,
-                        workspace=ws)
+    ws = Workspace.open(tiny_collection_dir, cache_dir=home.cache)  # every task, as the merge page opens it
+    reused = run_recipe(
+        load_recipe(_write(data_home / "w.json", json.dumps({**body, "output": "w"}))), home=home, workspace=ws
+    )
     assert torch.equal(fresh.merged, reused.merged) and reused.recipe.tasks == ("texture", "colour")
     assert reused.result.accuracy == fresh.result.accuracy and set(reused.result.accuracy) == {"texture", "colour"}
     assert reused.checkpoint.meta.parent_sha256 == fresh.checkpoint.meta.parent_sha256 == ws.pretrained.tensors_sha256
@@ -68,14 +83,17 @@ def test_a_recipe_run_on_an_open_workspace_equals_a_fresh_run(tiny_collection_di
         run_recipe(other, home=home, workspace=ws)
 
 
-@pytest.mark.parametrize("body, error, message", [
-    ("method: ties_magic\n", SchemaError, r"method: Value error, ties_magic: is not a registered merge method"),
-    ("params: {lam: 3.0}\n", ParameterError, r"task_arithmetic.lam: value 3.0 outside \[-1.5, 1.5\]"),
-    ("params: {lam: high}\n", SchemaError, r"params.lam.*got 'high'"),
-    ("tasks: colour\n", SchemaError, r"tasks: Input should be a valid tuple"),
-    ("evaluate: dev\n", SchemaError, r"evaluate: Input should be 'train', 'val', 'test' or 'interactive'"),
-    ("lam: 0.3\n", SchemaError, r"lam: Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "body, error, message",
+    [
+        ("method: ties_magic\n", SchemaError, r"method: Value error, ties_magic: is not a registered merge method"),
+        ("params: {lam: 3.0}\n", ParameterError, r"task_arithmetic.lam: value 3.0 outside \[-1.5, 1.5\]"),
+        ("params: {lam: high}\n", SchemaError, r"params.lam.*got 'high'"),
+        ("tasks: colour\n", SchemaError, r"tasks: Input should be a valid tuple"),
+        ("evaluate: dev\n", SchemaError, r"evaluate: Input should be 'train', 'val', 'test' or 'interactive'"),
+        ("lam: 0.3\n", SchemaError, r"lam: Extra inputs are not permitted"),
+    ],
+)
 def test_bad_recipes_give_one_clear_message(tiny_collection_dir, data_home, body, error, message):
     path = _write(data_home / "bad.yaml", f"collection: {tiny_collection_dir}\n{body}")
     with pytest.raises(error, match=message):

@@ -34,8 +34,9 @@ def test_importance_equals_a_per_batch_autograd_oracle(setup):
     config = ImportanceConfig(variant="tau", batches=3, batch_size=8, seed=4)
     train = suite.tasks["colour"].split("train")
     theta_ft = tm.theta0 + tm.T[0]
-    got = taylor_importance(suite.visual, theta_ft, tm.theta0, tm.spec, suite.heads["colour"], train,
-                            suite.preprocess, config)
+    got = taylor_importance(
+        suite.visual, theta_ft, tm.theta0, tm.spec, suite.heads["colour"], train, suite.preprocess, config
+    )
     model = create_visual(TINY_ARCH)
     model.load_state_dict(unflatten(theta_ft, tm.spec))
     oracle = torch.zeros_like(theta_ft)
@@ -66,15 +67,23 @@ def test_linearized_importance_takes_the_linearized_models_gradient(setup):
         jacobian = torch.func.jacrev(embed)(tm.theta0)  # [B, E, P]
         features = (embed(tm.theta0) + jacobian @ tau).detach().requires_grad_(True)  # [B, E]
         loss = F.cross_entropy(F.normalize(features, dim=-1) @ head.T, train.labels[idx])
-        g, = torch.autograd.grad(loss, features)  # [B, E]
+        (g,) = torch.autograd.grad(loss, features)  # [B, E]
         oracle += (tau * torch.einsum("bep,be->p", jacobian, g)).abs()
     torch.testing.assert_close(got, oracle / 2, rtol=1e-4, atol=1e-7)
-    network = taylor_importance(suite.visual, tm.theta0 + tau, tm.theta0, tm.spec, head, train, suite.preprocess,
-                                ImportanceConfig(variant="tau", batches=2, batch_size=8, seed=1))
-    assert not torch.allclose(got, network, rtol=1e-2)   # the two models' gradients differ away from θ₀
-    assert importance_file(Path("c"), "ab" * 32, config) != importance_file(Path("c"), "ab" * 32,
-                                                                          ImportanceConfig(variant="tau", batches=2,
-                                                                                           batch_size=8, seed=1))
+    network = taylor_importance(
+        suite.visual,
+        tm.theta0 + tau,
+        tm.theta0,
+        tm.spec,
+        head,
+        train,
+        suite.preprocess,
+        ImportanceConfig(variant="tau", batches=2, batch_size=8, seed=1),
+    )
+    assert not torch.allclose(got, network, rtol=1e-2)  # the two models' gradients differ away from θ₀
+    assert importance_file(Path("c"), "ab" * 32, config) != importance_file(
+        Path("c"), "ab" * 32, ImportanceConfig(variant="tau", batches=2, batch_size=8, seed=1)
+    )
 
 
 def test_per_tensor_normalisation():
@@ -136,8 +145,12 @@ def test_workspace_computes_caches_and_checks_importance(tiny_collection_dir, tm
     shutil.copytree(tiny_collection_dir, copy)
     manifest = json.loads((copy / "collection.json").read_text())
     first, second = list(manifest["tasks"])[:2]
-    wrong = cached[[c.name.startswith(Workspace.open(copy, cache_dir=tmp_path / "c2").collection
-                                      .finetuned_sha256(second)[:16]) for c in cached].index(True)]
+    wrong = cached[
+        [
+            c.name.startswith(Workspace.open(copy, cache_dir=tmp_path / "c2").collection.finetuned_sha256(second)[:16])
+            for c in cached
+        ].index(True)
+    ]
     shutil.copy(wrong, copy / "wrong.safetensors")
     manifest["tasks"][first]["importance"] = {"tau": "wrong.safetensors"}
     (copy / "collection.json").write_text(json.dumps(manifest))

@@ -1,4 +1,5 @@
 """Jacobian-vector products, the τJp matrix and the tangent-space preview on the tiny collection."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,7 @@ def test_batched_products_equal_per_sample_and_per_vector(setup):
     f0, jv = jvp_features(suite, tm.theta0, tm.T, images, batch_size=4)  # [N, E], [K, N, E]
     for k in range(tm.num_tasks):
         for n in range(images.shape[0]):
-            g0, one = jvp_features(suite, tm.theta0, tm.T[k:k + 1], images[n:n + 1])
+            g0, one = jvp_features(suite, tm.theta0, tm.T[k : k + 1], images[n : n + 1])
             torch.testing.assert_close(one[0, 0], jv[k, n], rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(g0[0], f0[n], rtol=1e-5, atol=1e-6)
     h0, chunked = jvp_features(suite, tm.theta0, tm.T, images, batch_size=4, tangents_per_pass=2)
@@ -58,8 +59,7 @@ def test_batched_products_equal_per_sample_and_per_vector(setup):
 def test_taujp_of_zero_is_zero_and_scales_linearly(setup):
     suite, tm = setup
     vectors = torch.stack([torch.zeros_like(tm.T[0]), tm.T[0], 2.5 * tm.T[0]])
-    m = taujp_matrix(suite, tm.theta0, vectors, names=["zero", "a", "2.5a"], tasks=["colour", "texture"],
-                     max_images=8)
+    m = taujp_matrix(suite, tm.theta0, vectors, names=["zero", "a", "2.5a"], tasks=["colour", "texture"], max_images=8)
     assert m.values.shape == (3, 2) and m.images == (8, 8)
     assert torch.all(m.values[0] == 0) and torch.all(m.values[1] > 0)
     torch.testing.assert_close(m.values[2], 2.5 * m.values[1], rtol=1e-4, atol=0)
@@ -80,8 +80,9 @@ def test_taujp_entry_is_the_mean_embedding_norm_of_the_product(setup):
 def test_linearized_model_at_theta0_is_the_pretrained_model_and_preview_is_exact(setup):
     suite, tm = setup
     images = suite.tasks["colour"].split("interactive").images
-    torch.testing.assert_close(linearized_features(suite, tm.theta0, tm.theta0, images),
-                               _embed(suite, tm.theta0, images), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        linearized_features(suite, tm.theta0, tm.theta0, images), _embed(suite, tm.theta0, images), rtol=1e-5, atol=1e-5
+    )
     preview = TangentPreview.build(suite, tm.theta0, tm.T, vectors=tm.task_names)
     lam = [0.4, -0.2, 0.7]
     theta = tm.theta0 + sum(l * tm.T[k] for k, l in enumerate(lam))
@@ -97,8 +98,7 @@ def test_pair_interference_and_bad_input(setup):
     suite, tm = setup
     drop = pair_interference(suite, tm.theta0, tm.T[0], tm.T[1], task_b="brightness", lam=0.5)
     assert -1.0 <= drop <= 1.0
-    assert pair_interference(suite, tm.theta0, torch.zeros_like(tm.T[0]), tm.T[1], task_b="brightness",
-                             lam=0.5) == 0.0
+    assert pair_interference(suite, tm.theta0, torch.zeros_like(tm.T[0]), tm.T[1], task_b="brightness", lam=0.5) == 0.0
     with pytest.raises(ShapeError, match="τJp vectors"):
         taujp_matrix(suite, tm.theta0, tm.T[:, :10], names=tm.task_names, tasks=["colour"])
     with pytest.raises(DatasetError, match="nope: is not a task"):

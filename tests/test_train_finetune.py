@@ -1,4 +1,5 @@
 """Fine-tuning in its three modes, linearized checkpoints evaluated as such, and the fine-tune job."""
+
 import shutil
 from dataclasses import replace
 
@@ -29,8 +30,16 @@ def setup(tiny_collection_dir, tmp_path_factory):
 def _train(setup, config, task="colour"):
     suite, theta0 = setup
     others = {t: suite.tasks[t].split("train").images for t in suite.task_names if t != task}
-    return finetune(suite.visual, suite.spec, theta0, suite.heads[task], suite.tasks[task].split("train"),
-                    suite.preprocess, config, others=others)
+    return finetune(
+        suite.visual,
+        suite.spec,
+        theta0,
+        suite.heads[task],
+        suite.tasks[task].split("train"),
+        suite.preprocess,
+        config,
+        others=others,
+    )
 
 
 def _off_diagonal_taujp(setup, theta, task="colour"):
@@ -61,8 +70,15 @@ def test_linearized_and_standard_modes_both_fit_and_differ(setup):
     assert not torch.equal(standard.theta, result.theta)
 
 
-@pytest.mark.parametrize("change, key", [({"beta": -0.1}, "beta"), ({"steps": 0}, "steps"),
-                                         ({"mode": "bogus"}, "mode"), ({"penalty": "sometimes"}, "penalty")])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"beta": -0.1}, "beta"),
+        ({"steps": 0}, "steps"),
+        ({"mode": "bogus"}, "mode"),
+        ({"penalty": "sometimes"}, "penalty"),
+    ],
+)
 def test_bad_settings_are_refused_before_any_work(setup, change, key):
     with pytest.raises(ParameterError) as info:
         _train(setup, replace(TINY, **change))
@@ -72,8 +88,16 @@ def test_bad_settings_are_refused_before_any_work(setup, change, key):
 def test_the_penalty_needs_other_tasks_inputs(setup):
     suite, theta0 = setup
     with pytest.raises(ParameterError, match="other tasks' inputs"):
-        finetune(suite.visual, suite.spec, theta0, suite.heads["colour"], suite.tasks["colour"].split("train"),
-                 suite.preprocess, TINY, others={})
+        finetune(
+            suite.visual,
+            suite.spec,
+            theta0,
+            suite.heads["colour"],
+            suite.tasks["colour"].split("train"),
+            suite.preprocess,
+            TINY,
+            others={},
+        )
 
 
 def _with_linearized_variant(tiny_collection_dir, tmp_path):
@@ -87,8 +111,17 @@ def _with_linearized_variant(tiny_collection_dir, tmp_path):
     runner = LocalRunner()
     names = {}
     for task in ws.task_names:
-        status = runner.wait(runner.submit("ft", finetune_job, workspace=ws, task=task, out_root=home.finetunes,
-                                           config=replace(TINY, mode="linearized", steps=4, eval_every=2)), timeout=120)
+        status = runner.wait(
+            runner.submit(
+                "ft",
+                finetune_job,
+                workspace=ws,
+                task=task,
+                out_root=home.finetunes,
+                config=replace(TINY, mode="linearized", steps=4, eval_every=2),
+            ),
+            timeout=120,
+        )
         assert status.state is JobState.DONE, status.error
         names[task] = status.result["checkpoint"]
     return root, home, names, status
@@ -117,10 +150,11 @@ def test_linearized_checkpoints_are_evaluated_as_linearized_models(tiny_collecti
     part = ws.suite.tasks["colour"].split("test")
     feats = torch.nn.functional.normalize(linearized_features(ws.suite, m.theta0, theta, part.images), dim=-1)
     expected = float(((feats @ ws.suite.heads["colour"].T).argmax(-1) == part.labels).float().mean())
-    assert ws.compare(["colour", "brightness", "texture"], "task_arithmetic", {"lam": 0.6},
-                      split="test").merged.accuracy["colour"] == pytest.approx(expected)
-    assert ws.importance_source("colour", "tau").config.model == "linearized"   # STA takes the linearized gradient
-    assert ws.importance_source("colour", "grad0").config.model == "network"    # at θ₀ both agree: shared map
+    assert ws.compare(
+        ["colour", "brightness", "texture"], "task_arithmetic", {"lam": 0.6}, split="test"
+    ).merged.accuracy["colour"] == pytest.approx(expected)
+    assert ws.importance_source("colour", "tau").config.model == "linearized"  # STA takes the linearized gradient
+    assert ws.importance_source("colour", "grad0").config.model == "network"  # at θ₀ both agree: shared map
     preview = TangentPreview.build(ws.suite, m.theta0, m.T, vectors=m.task_names, split="test")
     exact = evaluate(theta, ws.suite, "test").accuracy
     assert preview.accuracy([0.6] * 3) == pytest.approx(exact)

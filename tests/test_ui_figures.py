@@ -20,8 +20,9 @@ def test_accuracy_bars_carry_the_three_series():
 
 
 def test_sweep_chart_marks_the_best_value():
-    sweep = Sweep("val", "lam", (0.0, 0.5, 1.0), (0.3, 0.6, 0.4), (0.4, 0.8, 0.5),
-                  {"a": (0.2, 0.7, 0.5), "b": (0.4, 0.5, 0.3)})
+    sweep = Sweep(
+        "val", "lam", (0.0, 0.5, 1.0), (0.3, 0.6, 0.4), (0.4, 0.8, 0.5), {"a": (0.2, 0.7, 0.5), "b": (0.4, 0.5, 0.3)}
+    )
     fig = sweep_chart(sweep)
     mean = [t for t in fig.data if t.name == "mean"][0]
     assert list(mean.y) == [0.3, 0.6, 0.4] and len(fig.data) == 3
@@ -38,8 +39,9 @@ def test_runs_comparison_overlays_runs_per_task():
     from engine.runs.log import Run
     from ui.figures import runs_comparison
 
-    a = Run(1, "t", "merge", "done", "task_arithmetic", ("x", "y"), {}, {"accuracy": {"x": 0.5, "y": 0.7}}, 1.0,
-            "cpu", {})
+    a = Run(
+        1, "t", "merge", "done", "task_arithmetic", ("x", "y"), {}, {"accuracy": {"x": 0.5, "y": 0.7}}, 1.0, "cpu", {}
+    )
     b = Run(2, "t", "sweep", "done", "task_arithmetic", ("y",), {}, {"accuracy": {"y": 0.9}}, 1.0, "cpu", {})
     fig = runs_comparison([a, b])
     assert [list(t.y) for t in fig.data] == [[0.5, 0.7], [None, 0.9]]
@@ -76,10 +78,20 @@ def test_importance_figures_show_the_summary():
 def test_forgetting_table_rows_from_a_stored_report():
     from ui.figures import forgetting_table
 
-    stored = {"sta": {"succeeded": True, "outcome": {"alpha": 1.5, "target_accuracy": 0.2, "pretrained_target": 0.6,
-                                                     "chance": 0.1, "control_accuracy": 0.57,
-                                                     "pretrained_control": 0.6}}}
-    row, = forgetting_table(stored)
+    stored = {
+        "sta": {
+            "succeeded": True,
+            "outcome": {
+                "alpha": 1.5,
+                "target_accuracy": 0.2,
+                "pretrained_target": 0.6,
+                "chance": 0.1,
+                "control_accuracy": 0.57,
+                "pretrained_control": 0.6,
+            },
+        }
+    }
+    (row,) = forgetting_table(stored)
     assert row["chosen α"] == 1.5 and row["forgotten"] is True
     assert row["control / pretrained"] == pytest.approx(0.95) and row["method"].startswith("STA masked negation")
 
@@ -114,8 +126,13 @@ def test_variant_heatmaps_share_one_colour_scale_and_report_off_diagonal_means()
 def test_finetune_curves_draw_loss_penalty_and_val_accuracy():
     from ui.figures import finetune_curves
 
-    curves = {"step": [1, 2, 3], "loss": [2.0, 1.5, 1.0], "penalty": [0.0, 0.4, 0.3], "val_step": [0, 3],
-              "val_accuracy": [0.3, 0.7]}
+    curves = {
+        "step": [1, 2, 3],
+        "loss": [2.0, 1.5, 1.0],
+        "penalty": [0.0, 0.4, 0.3],
+        "val_step": [0, 3],
+        "val_accuracy": [0.3, 0.7],
+    }
     fig = finetune_curves(curves, beta=1.0)
     assert [t.name for t in fig.data] == ["cross-entropy", "τJp penalty R (× β = 1 in the loss)", "val accuracy"]
     assert list(fig.data[2].y) == [0.3, 0.7] and fig.data[2].yaxis == "y2"
@@ -127,10 +144,14 @@ def test_variant_table_and_curves_read_the_build_report():
     from ui.figures import variant_curves, variants_table
 
     def variant(best, one, off):
-        return {"averages": {"finetuned_test": 0.9, "ta_best_test": best, "ta_one_test": one},
-                "task_arithmetic": {"best_lambda": 0.3, "val_curve": [{"lam": 0.0, "mean_accuracy": 0.5},
-                                                                      {"lam": 1.0, "mean_accuracy": one}]},
-                "taujp": {"mean_off_diagonal": off}}
+        return {
+            "averages": {"finetuned_test": 0.9, "ta_best_test": best, "ta_one_test": one},
+            "task_arithmetic": {
+                "best_lambda": 0.3,
+                "val_curve": [{"lam": 0.0, "mean_accuracy": 0.5}, {"lam": 1.0, "mean_accuracy": one}],
+            },
+            "taujp": {"mean_off_diagonal": off},
+        }
 
     variants = {"standard": variant(0.72, 0.55, 11.0), "tau_jp": variant(0.86, 0.86, 1.0)}
     rows = variants_table(variants)
@@ -142,34 +163,44 @@ def test_variant_table_and_curves_read_the_build_report():
 def test_learning_figures_mark_iterations_and_show_scales():
     from ui.figures import iteration_accuracy, learning_curves, scales_heatmap
 
-    curves = {"epochs": [{"stage": "atlas", "iteration": 0, "epoch": 1, "loss": 2.0, "selection": 0.5},
-                         {"stage": "atlas", "iteration": 0, "epoch": 2, "loss": 1.5, "selection": 0.6},
-                         {"stage": "dv-basi", "iteration": 1, "epoch": 1, "loss": 1.4, "selection": 0.62}],
-              "iterations": [{"iteration": 1, "delta_norm": 3.0, "selection": {"a": 0.6, "b": 0.64},
-                              "scales": [0.1, -0.2]}]}
+    curves = {
+        "epochs": [
+            {"stage": "atlas", "iteration": 0, "epoch": 1, "loss": 2.0, "selection": 0.5},
+            {"stage": "atlas", "iteration": 0, "epoch": 2, "loss": 1.5, "selection": 0.6},
+            {"stage": "dv-basi", "iteration": 1, "epoch": 1, "loss": 1.4, "selection": 0.62},
+        ],
+        "iterations": [{"iteration": 1, "delta_norm": 3.0, "selection": {"a": 0.6, "b": 0.64}, "scales": [0.1, -0.2]}],
+    }
     fig = learning_curves(curves)
     assert list(fig.data[0].y) == [2.0, 1.5, 1.4] and fig.layout.shapes[0].x0 == 2.5
     acc = iteration_accuracy(curves)
     assert [t.name for t in acc.data] == ["a", "b", "mean", "‖δ‖"] and acc.data[2].y[0] == pytest.approx(0.62)
     heat = scales_heatmap(curves, ["w1", "w2"])
     assert list(heat.data[0].x) == ["w1", "w2"] and list(heat.data[0].z[0]) == [0.1, -0.2]
-    assert list(scales_heatmap({"iterations": [{**curves["iterations"][0], "scales": [0.3]}]}, ["w1", "w2"]).data[0].x) \
-        == ["all (isotropic)"]
+    assert list(
+        scales_heatmap({"iterations": [{**curves["iterations"][0], "scales": [0.3]}]}, ["w1", "w2"]).data[0].x
+    ) == ["all (isotropic)"]
 
 
 def test_learned_table_lists_every_method_per_objective():
     from ui.figures import learned_table
 
     entry = {"test_mean": 0.8}
-    learned = {"task_arithmetic": {"lambda": 0.3, "test_mean": 0.72},
-               **{o: {k: entry for k in ("atlas", "dv_basi", "isotropic", "random_direction",
-                                         "dv_basi_from_task_arithmetic")} for o in ("supervised", "unsupervised")}}
+    learned = {
+        "task_arithmetic": {"lambda": 0.3, "test_mean": 0.72},
+        **{
+            o: {k: entry for k in ("atlas", "dv_basi", "isotropic", "random_direction", "dv_basi_from_task_arithmetic")}
+            for o in ("supervised", "unsupervised")
+        },
+    }
     rows = learned_table(learned)
     assert rows[0] == {"method": "task arithmetic (λ = 0.3)", "supervised": 0.72, "unsupervised": 0.72}
     assert [r["method"] for r in rows][1:3] == ["aTLAS", "aTLAS + DV-BASI"] and len(rows) == 6
     for objective, mean in (("supervised", 0.9), ("unsupervised", 0.85)):
-        learned[objective] = {**learned[objective], "dv_basi_from_tau_jp": {"test_mean": mean,
-                                                                           "start": {"lambda": 1.0, "test_mean": 0.88}}}
+        learned[objective] = {
+            **learned[objective],
+            "dv_basi_from_tau_jp": {"test_mean": mean, "start": {"lambda": 1.0, "test_mean": 0.88}},
+        }
     rows = learned_table(learned)
     assert rows[-2] == {"method": "τJp task arithmetic (λ = 1, linearized)", "supervised": 0.88, "unsupervised": 0.88}
     assert rows[-1] == {"method": "τJp TA + DV-BASI", "supervised": 0.9, "unsupervised": 0.85} and len(rows) == 8

@@ -1,4 +1,5 @@
 """Every view renders; moving a slider shows what the engine computes; URL state round-trips."""
+
 import json
 from pathlib import Path
 
@@ -30,9 +31,20 @@ def _metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
-@pytest.mark.parametrize("view", ["views/home.py", "views/zoo.py", "views/merge.py", "views/jobs.py",
-                                  "views/forgetting.py", "views/sta.py", "views/interference.py",
-                                  "views/finetune.py", "views/learned.py"])
+@pytest.mark.parametrize(
+    "view",
+    [
+        "views/home.py",
+        "views/zoo.py",
+        "views/merge.py",
+        "views/jobs.py",
+        "views/forgetting.py",
+        "views/sta.py",
+        "views/interference.py",
+        "views/finetune.py",
+        "views/learned.py",
+    ],
+)
 def test_every_view_renders(app, view):
     _open(app, view)
     assert not app.exception
@@ -229,8 +241,11 @@ def test_sta_view_shows_the_engine_summary(app, tiny_collection_dir, data_home):
     summary = importance_summary(ws.importance("tau"), ws.matrix.spec, tasks=ws.task_names, threshold=0.3)
     assert app.dataframe[0].value["kept at κ"].tolist() == pytest.approx(summary.kept_fraction.tolist())
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")]
-    assert titles == ["Importance per entry, normalised per tensor",
-                      "Mask overlap between tasks at κ = 0.3 (Jaccard)", "Share of each layer kept at κ = 0.3"]
+    assert titles == [
+        "Importance per entry, normalised per tensor",
+        "Mask overlap between tasks at κ = 0.3 (Jaccard)",
+        "Share of each layer kept at κ = 0.3",
+    ]
 
 
 def test_importance_maps_as_a_background_job(app, tiny_collection_dir, data_home):
@@ -276,8 +291,10 @@ def test_interference_page_shows_the_engine_matrix_and_pairs(app, tiny_collectio
     assert not app.exception
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
     matrix = ws.taujp()
-    charts = {json.loads(c.proto.spec)["layout"]["title"]["text"].split(":")[0]: json.loads(c.proto.spec)
-              for c in app.get("plotly_chart")}
+    charts = {
+        json.loads(c.proto.spec)["layout"]["title"]["text"].split(":")[0]: json.loads(c.proto.spec)
+        for c in app.get("plotly_chart")
+    }
     heat = charts["τJp"]["data"][0]["z"]
     assert heat[0][0] is None and heat[0][1] == pytest.approx(matrix.values[0, 1].item(), rel=1e-5)
     drops = ws.pair_drops(0.5)
@@ -297,8 +314,9 @@ def test_merge_preview_toggle_shows_preview_and_exact(app, tiny_collection_dir, 
     chart = json.loads(app.get("plotly_chart")[0].proto.spec)
     series = {t["name"]: t["y"] for t in chart["data"]}
     assert series["tangent preview"] == pytest.approx([expected[t] for t in ws.task_names])
-    assert series["merged"] == [ws.compare(ws.task_names, "task_arithmetic", {"lam": 0.6}).merged.accuracy[t]
-                                for t in ws.task_names]
+    assert series["merged"] == [
+        ws.compare(ws.task_names, "task_arithmetic", {"lam": 0.6}).merged.accuracy[t] for t in ws.task_names
+    ]
     assert any("Tangent preview vs exact" in c.value for c in app.caption)
 
 
@@ -379,7 +397,7 @@ def test_a_tiny_atlas_and_dvbasi_run_from_the_page(app, data_home):
     assert "test mean accuracy" in app.success[0].value
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")]
     assert "Learning the coefficients" in titles and any(t.startswith("DV-BASI iterations") for t in titles)
-    run, = RunLog(data_home / "runs" / "runs.sqlite3").runs(kind="learned")
+    (run,) = RunLog(data_home / "runs" / "runs.sqlite3").runs(kind="learned")
     assert run.status == "done" and len(run.outputs["curves"]["iterations"]) == 1
     assert run.outputs["start"]["point"] == "aTLAS"
     table = app.dataframe[-1].value
@@ -399,9 +417,13 @@ def test_learned_page_on_the_zoo_shows_the_stored_table_and_how_it_was_learned(d
     assert not at.exception
     learned = json.loads((ASSETS_DIR / "zoo" / "report.json").read_text())["learned"]
     table = at.dataframe[-1].value
-    assert table.loc[table["method"] == "aTLAS + DV-BASI", "supervised"].item() == learned["supervised"]["dv_basi"]["test_mean"]
-    assert any("aTLAS: up to 120 epochs, patience 20; DV-BASI: 4 iterations of up to 40 epochs" in c.value
-               for c in at.caption)
+    assert (
+        table.loc[table["method"] == "aTLAS + DV-BASI", "supervised"].item()
+        == learned["supervised"]["dv_basi"]["test_mean"]
+    )
+    assert any(
+        "aTLAS: up to 120 epochs, patience 20; DV-BASI: 4 iterations of up to 40 epochs" in c.value for c in at.caption
+    )
 
 
 @pytest.mark.parametrize("key, value, subject", [("dv_iterations", 0, "iterations"), ("dv_patience", 0, "patience")])

@@ -1,5 +1,6 @@
 """The dashboard opens pools of every format by path and serves the merge page on them; a manifest that
 points outside the allowed roots is refused on the page, and the app stays up."""
+
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from tests.foreign import FORMATS
 from tests.test_io_formats import _write, _write_data
 from tests.test_views import APP, _metric, _open
 
-source = test_io_formats.source   # the tiny model fixture, shared
+source = test_io_formats.source  # the tiny model fixture, shared
 
 
 @pytest.fixture()
@@ -30,12 +31,15 @@ def pools(data_home, source):
 def test_merge_page_serves_a_pool_of_every_format(pools, data_home, fmt):
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["collection"] = str(pools[fmt])
-    if fmt == "tangent":   # its fine-tunes are linearized checkpoints, named so in the sidebar
+    if fmt == "tangent":  # its fine-tunes are linearized checkpoints, named so in the sidebar
         at.session_state["ckpt.colour"] = at.session_state["ckpt.shape"] = "linearized"
     _open(at, "views/merge.py")
     assert not at.exception and not at.error, [e.value for e in at.error]
-    ws = Workspace.from_collection(load_collection(pools[fmt]), cache_dir=data_home / "cache",
-                                   variant="linearized" if fmt == "tangent" else "standard")
+    ws = Workspace.from_collection(
+        load_collection(pools[fmt]),
+        cache_dir=data_home / "cache",
+        variant="linearized" if fmt == "tangent" else "standard",
+    )
     assert ws.linearized == (fmt == "tangent")
     lam = at.slider(key="task_arithmetic.lam").value
     expected = ws.compare(ws.task_names, "task_arithmetic", {"lam": lam})
@@ -47,22 +51,40 @@ def test_a_manifest_reaching_outside_the_allowed_roots_is_refused(pools, data_ho
     outside.mkdir()
     (outside / "zeroshot.pt").write_bytes((pools["task_vectors"] / "zeroshot.pt").read_bytes())
     manifest = data_home / "pools" / "sneaky.yaml"
-    manifest.write_text(json.dumps({"pretrained": "../../outside/zeroshot.pt",
-                                    "tasks": {"colour": {"checkpoint": "task_vectors/colour/finetuned.pt",
-                                                         "data": "task_vectors/data/colour"}}}))
+    manifest.write_text(
+        json.dumps(
+            {
+                "pretrained": "../../outside/zeroshot.pt",
+                "tasks": {
+                    "colour": {"checkpoint": "task_vectors/colour/finetuned.pt", "data": "task_vectors/data/colour"}
+                },
+            }
+        )
+    )
     assert (manifest.parent / "../../outside/zeroshot.pt").resolve() == (outside / "zeroshot.pt").resolve()
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["collection"] = str(manifest)
     _open(at, "views/merge.py")
     assert not at.exception
     assert any("outside the allowed roots" in e.value for e in at.error)
-    at.session_state["collection"] = str(pools["open_clip"])   # the app stays usable
+    at.session_state["collection"] = str(pools["open_clip"])  # the app stays usable
     at.run()
     assert not at.exception and not at.error
 
 
-@pytest.mark.parametrize("view", ["views/home.py", "views/zoo.py", "views/forgetting.py", "views/sta.py",
-                                  "views/interference.py", "views/finetune.py", "views/learned.py", "views/jobs.py"])
+@pytest.mark.parametrize(
+    "view",
+    [
+        "views/home.py",
+        "views/zoo.py",
+        "views/forgetting.py",
+        "views/sta.py",
+        "views/interference.py",
+        "views/finetune.py",
+        "views/learned.py",
+        "views/jobs.py",
+    ],
+)
 @pytest.mark.parametrize("fmt", ["task_vectors", "hf"])
 def test_every_view_renders_on_a_pool(pools, fmt, view):
     at = AppTest.from_file(APP, default_timeout=120)

@@ -16,14 +16,16 @@ def test_compare_matches_a_direct_engine_call(workspace):
     tasks = ["colour", "texture"]
     comparison = workspace.compare(tasks, "task_arithmetic", {"lam": 0.4})
     m = workspace.matrix
-    direct = evaluate(apply("task_arithmetic", m.theta0, m.T[[0, 2]], {"lam": 0.4}), workspace.suite,
-                      "interactive", tasks=tasks)
+    direct = evaluate(
+        apply("task_arithmetic", m.theta0, m.T[[0, 2]], {"lam": 0.4}), workspace.suite, "interactive", tasks=tasks
+    )
     assert comparison.merged.correct == direct.correct
     assert comparison.tasks == tuple(tasks) and set(comparison.finetuned) == set(tasks)
     own = evaluate(m.theta0 + m.T[2], workspace.suite, "interactive", tasks=["texture"]).accuracy["texture"]
     assert comparison.finetuned["texture"] == own
     assert comparison.mean_normalized == pytest.approx(
-        sum(direct.accuracy[t] / comparison.finetuned[t] for t in tasks) / 2)
+        sum(direct.accuracy[t] / comparison.finetuned[t] for t in tasks) / 2
+    )
 
 
 def test_sweep_best_value_maximises_normalized_accuracy(workspace):
@@ -47,7 +49,7 @@ def test_a_dropped_workspace_is_freed_with_its_memoized_results(tiny_collection_
     import weakref
 
     ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
-    assert ws.zero_shot("test") is ws.zero_shot("test")   # memoized per instance
+    assert ws.zero_shot("test") is ws.zero_shot("test")  # memoized per instance
     ref = weakref.ref(ws)
     del ws
     gc.collect()

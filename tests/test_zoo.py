@@ -3,6 +3,7 @@
 Tests named `test_stored_*` (marker `stored_data`) only read what the zoo build stored (report.json, the
 manifest, file sizes): they check the shipped numbers, not the code. The others recompute a subset.
 """
+
 import json
 
 import pytest
@@ -74,8 +75,17 @@ def test_smoke_build_runs_end_to_end(tmp_path):
     out = tmp_path / "zoo"
     report = build_zoo(out, real_images=ZOO / "real_images.npz", config=ZooConfig.smoke())
     assert set(report["thresholds"]) == set(check_thresholds(report))
-    assert set(report["timings_s"]) >= {"tasks", "pretraining_pool", "pretraining", "finetuning", "evaluation",
-                                        "selective", "interference", "variants", "learned"}
+    assert set(report["timings_s"]) >= {
+        "tasks",
+        "pretraining_pool",
+        "pretraining",
+        "finetuning",
+        "evaluation",
+        "selective",
+        "interference",
+        "variants",
+        "learned",
+    }
     collection = load_collection(out)
     assert len(collection.task_names) == 8
     checkpoint = load_checkpoint(out / "finetuned" / "digits.standard.safetensors")
@@ -85,8 +95,14 @@ def test_smoke_build_runs_end_to_end(tmp_path):
     assert collection.taujp_path().is_file() and set(report["taujp"]["images"].values()) == {16}
     assert set(report["variants"]) == {"standard", "linearized", "tau_jp"}
     assert collection.checkpoint_meta("digits", "tau_jp").linearized and collection.taujp_path("tau_jp").is_file()
-    assert set(report["learned"]["supervised"]) == {"atlas", "dv_basi", "isotropic", "random_direction",
-                                                    "dv_basi_from_task_arithmetic", "dv_basi_from_tau_jp"}
+    assert set(report["learned"]["supervised"]) == {
+        "atlas",
+        "dv_basi",
+        "isotropic",
+        "random_direction",
+        "dv_basi_from_task_arithmetic",
+        "dv_basi_from_tau_jp",
+    }
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(file_sha256(out / name) == sha for name, sha in manifest.items())
     assert not [p for p in tmp_path.iterdir() if p.name != "zoo"]  # no build leftovers
@@ -105,8 +121,9 @@ def test_shipped_importance_maps_recompute(zoo_workspace, tmp_path):
 
     ws = zoo_workspace
     k = ws.task_names.index("faces")
-    source = ImportanceSource("faces", ws.collection.finetuned_sha256("faces"), ImportanceConfig(variant="tau"),
-                              tmp_path)
+    source = ImportanceSource(
+        "faces", ws.collection.finetuned_sha256("faces"), ImportanceConfig(variant="tau"), tmp_path
+    )
     fresh = importance_codes(ws.suite, ws.matrix.theta0 + ws.matrix.T[k], ws.matrix.theta0, source)
     difference = (fresh.int() - ws.importance("tau")[k].int()).abs()
     assert int(difference.max()) <= 1 and float((difference > 0).float().mean()) < 1e-3
@@ -168,7 +185,9 @@ def test_shipped_variant_numbers_recompute(tmp_path):
         assert abs(merged.correct[task] - report["task_arithmetic"]["at_one"]["test"][task] * merged.total[task]) <= 1
     stored = load_taujp(ws.collection.taujp_path("tau_jp"))
     column = taujp_matrix(ws.suite, m.theta0, m.T, names=m.task_names, tasks=["faces"])
-    assert column.values[:, 0].tolist() == pytest.approx(stored.values[:, stored.tasks.index("faces")].tolist(), rel=1e-4)
+    assert column.values[:, 0].tolist() == pytest.approx(
+        stored.values[:, stored.tasks.index("faces")].tolist(), rel=1e-4
+    )
 
 
 @pytest.mark.stored_data
@@ -188,7 +207,9 @@ def test_stored_supervised_dvbasi_beats_atlas_and_the_random_direction_on_test(r
     assert runs["dv_basi"]["best_iteration"] >= 1
     assert runs["dv_basi"]["test_mean"] > runs["atlas"]["test_mean"]
     assert runs["dv_basi"]["test_mean"] > runs["random_direction"]["test_mean"]
-    assert runs["dv_basi"]["selection_mean"][runs["dv_basi"]["best_iteration"]] == max(runs["dv_basi"]["selection_mean"])
+    assert runs["dv_basi"]["selection_mean"][runs["dv_basi"]["best_iteration"]] == max(
+        runs["dv_basi"]["selection_mean"]
+    )
 
 
 @pytest.mark.stored_data
@@ -222,5 +243,6 @@ def test_one_short_dvbasi_iteration_reruns_on_the_zoo(zoo_workspace, report):
     result = dv_basi(ws.suite, m.theta0, start, m.spec, data=ValSplit.of(ws.suite, seed=LEARN.seed), config=config)
     start_selection = sum(result.start_selection.values()) / len(result.start_selection)
     assert round(start_selection, 4) == stored["selection_mean"][0]
-    assert len(result.iterations) == 1 and result.iterations[0].delta_norm == pytest.approx(stored["delta_norm"][0],
-                                                                                             rel=1e-4)
+    assert len(result.iterations) == 1 and result.iterations[0].delta_norm == pytest.approx(
+        stored["delta_norm"][0], rel=1e-4
+    )

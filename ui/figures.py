@@ -1,4 +1,5 @@
 """Plotly figure builders: engine result objects in, go.Figure out. No Streamlit, no maths beyond layout."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -19,88 +20,178 @@ COLOURS = {"zero-shot": "#9aa5b1", "tangent preview": "#9ecae1", "merged": "#2f6
 def accuracy_bars(comparison: MergeComparison, *, preview: Mapping[str, float] | None = None) -> go.Figure:
     """Grouped bars per task: zero-shot, (tangent preview,) merged and fine-tuned accuracy on the same split."""
     tasks = list(comparison.tasks)
-    series = {"zero-shot": comparison.zero_shot, **({"tangent preview": preview} if preview else {}),
-              "merged": comparison.merged.accuracy, "fine-tuned": comparison.finetuned}
-    fig = go.Figure([go.Bar(name=name, x=tasks, y=[values[t] for t in tasks], marker_color=COLOURS[name],
-                            hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>")
-                     for name, values in series.items()])
-    fig.update_layout(barmode="group", title=f"Merged: mean accuracy {comparison.mean_merged:.1%} "
-                                             f"({comparison.split} split)",
-                      yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
-                      legend=dict(orientation="h", y=-0.15), margin=dict(t=50, b=40))
+    series = {
+        "zero-shot": comparison.zero_shot,
+        **({"tangent preview": preview} if preview else {}),
+        "merged": comparison.merged.accuracy,
+        "fine-tuned": comparison.finetuned,
+    }
+    fig = go.Figure(
+        [
+            go.Bar(
+                name=name,
+                x=tasks,
+                y=[values[t] for t in tasks],
+                marker_color=COLOURS[name],
+                hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>",
+            )
+            for name, values in series.items()
+        ]
+    )
+    fig.update_layout(
+        barmode="group",
+        title=f"Merged: mean accuracy {comparison.mean_merged:.1%} ({comparison.split} split)",
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        legend=dict(orientation="h", y=-0.15),
+        margin=dict(t=50, b=40),
+    )
     return fig
 
 
 def preview_bars(preview: Mapping[str, float]) -> go.Figure:
     """The tangent-space preview alone: shown at once while the exact evaluation runs."""
     mean = sum(preview.values()) / len(preview)
-    fig = go.Figure(go.Bar(name="tangent preview", x=list(preview), y=list(preview.values()),
-                           marker_color=COLOURS["tangent preview"], hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
-    fig.update_layout(title=f"Tangent-space preview: mean accuracy {mean:.1%} (exact evaluation follows)",
-                      yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"), margin=dict(t=50, b=40))
+    fig = go.Figure(
+        go.Bar(
+            name="tangent preview",
+            x=list(preview),
+            y=list(preview.values()),
+            marker_color=COLOURS["tangent preview"],
+            hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Tangent-space preview: mean accuracy {mean:.1%} (exact evaluation follows)",
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        margin=dict(t=50, b=40),
+    )
     return fig
 
 
 def sweep_chart(sweep: Sweep) -> go.Figure:
     """Mean and per-task accuracy against the swept parameter, best value marked."""
     x = list(sweep.values)
-    fig = go.Figure([go.Scatter(x=x, y=list(acc), name=task, mode="lines", line=dict(width=1), opacity=0.6)
-                     for task, acc in sweep.per_task.items()])
-    fig.add_trace(go.Scatter(x=x, y=list(sweep.mean_accuracy), name="mean", mode="lines+markers",
-                             line=dict(width=3, color="black")))
+    fig = go.Figure(
+        [
+            go.Scatter(x=x, y=list(acc), name=task, mode="lines", line=dict(width=1), opacity=0.6)
+            for task, acc in sweep.per_task.items()
+        ]
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x, y=list(sweep.mean_accuracy), name="mean", mode="lines+markers", line=dict(width=3, color="black")
+        )
+    )
     fig.add_vline(x=sweep.best_value, line_dash="dash", annotation_text=f"best {sweep.param} = {sweep.best_value:g}")
-    fig.update_layout(title=f"Accuracy over {sweep.param} ({sweep.split} split)", xaxis_title=sweep.param,
-                      yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"), margin=dict(t=50))
+    fig.update_layout(
+        title=f"Accuracy over {sweep.param} ({sweep.split} split)",
+        xaxis_title=sweep.param,
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        margin=dict(t=50),
+    )
     return fig
 
 
 def similarity_heatmap(similarity: torch.Tensor, names: Sequence[str]) -> go.Figure:
     """Cosine similarity of task vectors [K, K] as a diverging heatmap centred on 0."""
     values = similarity.tolist()
-    fig = go.Figure(go.Heatmap(z=values, x=list(names), y=list(names), zmin=-1, zmax=1, colorscale="RdBu",
-                               reversescale=True, text=[[f"{v:.2f}" for v in row] for row in values],
-                               texttemplate="%{text}", hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"))
-    fig.update_layout(title="Cosine similarity of task vectors", yaxis=dict(autorange="reversed"),
-                      margin=dict(t=50))
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=list(names),
+            y=list(names),
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu",
+            reversescale=True,
+            text=[[f"{v:.2f}" for v in row] for row in values],
+            texttemplate="%{text}",
+            hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(title="Cosine similarity of task vectors", yaxis=dict(autorange="reversed"), margin=dict(t=50))
     return fig
 
 
 def runs_comparison(runs: Sequence[Run]) -> go.Figure:
     """Per-task accuracy of 2-4 logged runs side by side (tasks a run did not cover are left out)."""
     tasks = list(dict.fromkeys(t for run in runs for t in run.outputs.get("accuracy") or {}))
-    fig = go.Figure([go.Bar(name=f"#{run.id} {run.kind} ({run.method or '-'})", x=tasks,
-                            y=[(run.outputs.get("accuracy") or {}).get(t) for t in tasks])
-                     for run in runs])
-    fig.update_layout(barmode="group", title="Per-task accuracy of the selected runs",
-                      yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
-                      legend=dict(orientation="h", y=-0.15), margin=dict(t=50, b=40))
+    fig = go.Figure(
+        [
+            go.Bar(
+                name=f"#{run.id} {run.kind} ({run.method or '-'})",
+                x=tasks,
+                y=[(run.outputs.get("accuracy") or {}).get(t) for t in tasks],
+            )
+            for run in runs
+        ]
+    )
+    fig.update_layout(
+        barmode="group",
+        title="Per-task accuracy of the selected runs",
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        legend=dict(orientation="h", y=-0.15),
+        margin=dict(t=50, b=40),
+    )
     return fig
 
 
 def sign_conflict_bars(report: SparsityReport) -> go.Figure:
     """Per layer: the share of entries where the (masked) task vectors disagree in sign."""
-    fig = go.Figure(go.Bar(x=list(report.layers), y=list(report.sign_conflict), marker_color="#d95f02",
-                           hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
-    fig.update_layout(title="Sign conflicts between tasks, per layer", yaxis=dict(tickformat=".0%", title="share"),
-                      xaxis=dict(tickangle=-45), margin=dict(t=50, b=120))
+    fig = go.Figure(
+        go.Bar(
+            x=list(report.layers),
+            y=list(report.sign_conflict),
+            marker_color="#d95f02",
+            hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Sign conflicts between tasks, per layer",
+        yaxis=dict(tickformat=".0%", title="share"),
+        xaxis=dict(tickangle=-45),
+        margin=dict(t=50, b=120),
+    )
     return fig
 
 
 def forgetting_chart(curve: ForgettingCurve, *, alpha: float | None = None) -> go.Figure:
     """Target and control accuracy over α, the control floor, the chosen α (and the slider's α)."""
     x = list(curve.alphas)
-    fig = go.Figure([go.Scatter(x=x, y=list(curve.target_accuracy), name=f"target: {curve.target}",
-                                mode="lines+markers", line=dict(color="#d62728")),
-                     go.Scatter(x=x, y=list(curve.control_accuracy), name="control (mean of the others)",
-                                mode="lines+markers", line=dict(color="#1f77b4"))])
-    fig.add_hline(y=CONTROL_FLOOR * curve.pretrained_control, line_dash="dot", line_color="#1f77b4",
-                  annotation_text="95% of pretrained control")
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=x,
+                y=list(curve.target_accuracy),
+                name=f"target: {curve.target}",
+                mode="lines+markers",
+                line=dict(color="#d62728"),
+            ),
+            go.Scatter(
+                x=x,
+                y=list(curve.control_accuracy),
+                name="control (mean of the others)",
+                mode="lines+markers",
+                line=dict(color="#1f77b4"),
+            ),
+        ]
+    )
+    fig.add_hline(
+        y=CONTROL_FLOOR * curve.pretrained_control,
+        line_dash="dot",
+        line_color="#1f77b4",
+        annotation_text="95% of pretrained control",
+    )
     fig.add_vline(x=curve.chosen_alpha, line_dash="dash", annotation_text=f"chosen α = {curve.chosen_alpha:g}")
     if alpha is not None:
         fig.add_vline(x=alpha, line_color="grey", opacity=0.5)
     vector = "τ" if curve.method == "task_arithmetic" else "(m ⊙ τ)"
-    fig.update_layout(title=f"Forgetting {curve.target}: θ₀ − α·{vector} ({curve.split} split)", xaxis_title="α",
-                      yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"), margin=dict(t=50))
+    fig.update_layout(
+        title=f"Forgetting {curve.target}: θ₀ − α·{vector} ({curve.split} split)",
+        xaxis_title="α",
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        margin=dict(t=50),
+    )
     return fig
 
 
@@ -108,13 +199,26 @@ def importance_histograms(summary: ImportanceSummary) -> go.Figure:
     """Share of entries per importance code, one line per task, on a log10 axis; κ marked."""
     values = summary.code_values[1:].tolist()  # code 0 (below 10⁻⁶) is reported in the legend
     shares = (summary.histogram / summary.histogram.sum(dim=1, keepdim=True).clamp(min=1)).tolist()
-    fig = go.Figure([go.Scatter(x=values, y=share[1:], mode="lines", name=f"{task} ({share[0]:.1%} < 1e-6)",
-                                hovertemplate="importance %{x:.2g}: %{y:.2%}<extra>" + task + "</extra>")
-                     for task, share in zip(summary.tasks, shares)])
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=values,
+                y=share[1:],
+                mode="lines",
+                name=f"{task} ({share[0]:.1%} < 1e-6)",
+                hovertemplate="importance %{x:.2g}: %{y:.2%}<extra>" + task + "</extra>",
+            )
+            for task, share in zip(summary.tasks, shares)
+        ]
+    )
     if summary.threshold > 0:
         fig.add_vline(x=summary.threshold, line_dash="dash", annotation_text=f"κ = {summary.threshold:g}")
-    fig.update_layout(title="Importance per entry, normalised per tensor", xaxis=dict(type="log", title="importance"),
-                      yaxis=dict(title="share of entries", tickformat=".1%"), margin=dict(t=50))
+    fig.update_layout(
+        title="Importance per entry, normalised per tensor",
+        xaxis=dict(type="log", title="importance"),
+        yaxis=dict(title="share of entries", tickformat=".1%"),
+        margin=dict(t=50),
+    )
     return fig
 
 
@@ -122,21 +226,46 @@ def mask_overlap_heatmap(summary: ImportanceSummary) -> go.Figure:
     """Jaccard overlap [K, K] of the entries each task keeps at κ."""
     values = summary.overlap.tolist()
     names = list(summary.tasks)
-    fig = go.Figure(go.Heatmap(z=values, x=names, y=names, zmin=0, zmax=1, colorscale="Viridis",
-                               text=[[f"{v:.2f}" for v in row] for row in values], texttemplate="%{text}",
-                               hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"))
-    fig.update_layout(title=f"Mask overlap between tasks at κ = {summary.threshold:g} (Jaccard)",
-                      yaxis=dict(autorange="reversed"), margin=dict(t=50))
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=names,
+            y=names,
+            zmin=0,
+            zmax=1,
+            colorscale="Viridis",
+            text=[[f"{v:.2f}" for v in row] for row in values],
+            texttemplate="%{text}",
+            hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Mask overlap between tasks at κ = {summary.threshold:g} (Jaccard)",
+        yaxis=dict(autorange="reversed"),
+        margin=dict(t=50),
+    )
     return fig
 
 
 def layer_importance_heatmap(summary: ImportanceSummary) -> go.Figure:
     """Tasks × layers: the share of each layer's entries with importance ≥ κ."""
-    fig = go.Figure(go.Heatmap(z=summary.kept_per_layer.tolist(), x=list(summary.layers), y=list(summary.tasks),
-                               zmin=0, zmax=1, colorscale="Blues",
-                               hovertemplate="%{y} · %{x}: %{z:.1%} kept<extra></extra>"))
-    fig.update_layout(title=f"Share of each layer kept at κ = {summary.threshold:g}", xaxis=dict(tickangle=-45),
-                      yaxis=dict(autorange="reversed"), margin=dict(t=50, b=120))
+    fig = go.Figure(
+        go.Heatmap(
+            z=summary.kept_per_layer.tolist(),
+            x=list(summary.layers),
+            y=list(summary.tasks),
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            hovertemplate="%{y} · %{x}: %{z:.1%} kept<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Share of each layer kept at κ = {summary.threshold:g}",
+        xaxis=dict(tickangle=-45),
+        yaxis=dict(autorange="reversed"),
+        margin=dict(t=50, b=120),
+    )
     return fig
 
 
@@ -145,11 +274,18 @@ def forgetting_table(stored: Mapping[str, Mapping]) -> list[dict]:
     rows = []
     for method, entry in stored.items():
         o = entry["outcome"]
-        rows.append({"method": METHODS[method] if method in METHODS else method, "chosen α": o["alpha"],
-                     "target": o["target_accuracy"], "pretrained target": o["pretrained_target"],
-                     "chance": round(o["chance"], 3), "control": o["control_accuracy"],
-                     "control / pretrained": o["control_accuracy"] / o["pretrained_control"],
-                     "forgotten": bool(entry["succeeded"])})
+        rows.append(
+            {
+                "method": METHODS[method] if method in METHODS else method,
+                "chosen α": o["alpha"],
+                "target": o["target_accuracy"],
+                "pretrained target": o["pretrained_target"],
+                "chance": round(o["chance"], 3),
+                "control": o["control_accuracy"],
+                "control / pretrained": o["control_accuracy"] / o["pretrained_control"],
+                "forgotten": bool(entry["succeeded"]),
+            }
+        )
     return rows
 
 
@@ -160,18 +296,38 @@ def taujp_heatmap(matrix: TauJpMatrix, *, title: str | None = None, zmax: float 
     selections report scatter points, not heatmap cells): `clicked_cell` reads the pair back."""
     values = matrix.values.tolist()
     z = [[None if a == b else v for b, v in zip(matrix.tasks, row)] for a, row in zip(matrix.vectors, values)]
-    fig = go.Figure(go.Heatmap(z=z, x=list(matrix.tasks), y=list(matrix.vectors), colorscale="Reds", zmin=0,
-                               zmax=zmax, text=[["" if v is None else f"{v:.2f}" for v in row] for row in z],
-                               texttemplate="%{text}", hoverinfo="skip"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(matrix.tasks),
+            y=list(matrix.vectors),
+            colorscale="Reds",
+            zmin=0,
+            zmax=zmax,
+            text=[["" if v is None else f"{v:.2f}" for v in row] for row in z],
+            texttemplate="%{text}",
+            hoverinfo="skip",
+        )
+    )
     cells = [(a, b, v) for a, row in zip(matrix.vectors, z) for b, v in zip(matrix.tasks, row) if v is not None]
-    fig.add_scatter(x=[b for _, b, _ in cells], y=[a for a, _, _ in cells], mode="markers", name="cells",
-                    marker=dict(size=28, symbol="square", opacity=0), customdata=[v for *_, v in cells],
-                    hovertemplate="τ_%{y} on %{x} inputs: %{customdata:.3f}<extra>click for layers</extra>",
-                    showlegend=False)
-    fig.update_layout(title=title or f"τJp: ‖J f(x; θ₀)·τ_a‖ on task b's inputs ({matrix.split}, "
-                                     f"{min(matrix.images)}–{max(matrix.images)} images per task)",
-                      xaxis_title="inputs of task b", yaxis=dict(title="task vector a", autorange="reversed"),
-                      margin=dict(t=50))
+    fig.add_scatter(
+        x=[b for _, b, _ in cells],
+        y=[a for a, _, _ in cells],
+        mode="markers",
+        name="cells",
+        marker=dict(size=28, symbol="square", opacity=0),
+        customdata=[v for *_, v in cells],
+        hovertemplate="τ_%{y} on %{x} inputs: %{customdata:.3f}<extra>click for layers</extra>",
+        showlegend=False,
+    )
+    fig.update_layout(
+        title=title
+        or f"τJp: ‖J f(x; θ₀)·τ_a‖ on task b's inputs ({matrix.split}, "
+        f"{min(matrix.images)}–{max(matrix.images)} images per task)",
+        xaxis_title="inputs of task b",
+        yaxis=dict(title="task vector a", autorange="reversed"),
+        margin=dict(t=50),
+    )
     return fig
 
 
@@ -204,8 +360,7 @@ def taujp_diagonal_bars(matrix: TauJpMatrix) -> go.Figure:
     """τJp[t, t]: how far each task's own vector moves its own inputs (the signal, not interference)."""
     shared = [t for t in matrix.vectors if t in matrix.tasks]
     values = [matrix.values[matrix.vectors.index(t), matrix.tasks.index(t)].item() for t in shared]
-    fig = go.Figure(go.Bar(x=shared, y=values, marker_color="#2f6fdb",
-                           hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    fig = go.Figure(go.Bar(x=shared, y=values, marker_color="#2f6fdb", hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
     fig.update_layout(title="Diagonal: each task's vector on its own inputs", yaxis_title="τJp", margin=dict(t=50))
     return fig
 
@@ -214,45 +369,92 @@ def interference_scatter(matrix: TauJpMatrix, drops: Mapping[tuple[str, str], fl
     """Off-diagonal τJp[a, b] against the accuracy task b loses when τ_a is added (drop_b(a))."""
     pairs = [(a, b) for a in matrix.vectors for b in matrix.tasks if a != b and (a, b) in drops]
     x = [matrix.values[matrix.vectors.index(a), matrix.tasks.index(b)].item() for a, b in pairs]
-    fig = go.Figure(go.Scatter(x=x, y=[drops[p] for p in pairs], mode="markers", text=[f"τ_{a} → {b}" for a, b in pairs],
-                               hovertemplate="%{text}<br>τJp %{x:.3f}<br>drop %{y:.1%}<extra></extra>"))
-    fig.update_layout(title=f"Interference: τJp against the accuracy drop at λ = {lam:g}", xaxis_title="τJp[a, b]",
-                      yaxis=dict(title="drop_b(a) = acc_b(λτ_b) − acc_b(λ(τ_a + τ_b))", tickformat=".0%"),
-                      margin=dict(t=50))
+    fig = go.Figure(
+        go.Scatter(
+            x=x,
+            y=[drops[p] for p in pairs],
+            mode="markers",
+            text=[f"τ_{a} → {b}" for a, b in pairs],
+            hovertemplate="%{text}<br>τJp %{x:.3f}<br>drop %{y:.1%}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Interference: τJp against the accuracy drop at λ = {lam:g}",
+        xaxis_title="τJp[a, b]",
+        yaxis=dict(title="drop_b(a) = acc_b(λτ_b) − acc_b(λ(τ_a + τ_b))", tickformat=".0%"),
+        margin=dict(t=50),
+    )
     return fig
 
 
 def layer_bars(parts: Mapping[str, float], *, vector: str, task: str) -> go.Figure:
     """τJp of one vector on one task's inputs, restricted to each layer block in turn."""
-    fig = go.Figure(go.Bar(x=list(parts), y=list(parts.values()), marker_color="#d95f02",
-                           hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
-    fig.update_layout(title=f"τ_{vector} on {task} inputs, per layer", xaxis=dict(tickangle=-45),
-                      yaxis_title="τJp of the block's part", margin=dict(t=50, b=120))
+    fig = go.Figure(
+        go.Bar(
+            x=list(parts), y=list(parts.values()), marker_color="#d95f02", hovertemplate="%{x}: %{y:.3f}<extra></extra>"
+        )
+    )
+    fig.update_layout(
+        title=f"τ_{vector} on {task} inputs, per layer",
+        xaxis=dict(tickangle=-45),
+        yaxis_title="τJp of the block's part",
+        margin=dict(t=50, b=120),
+    )
     return fig
 
 
 def finetune_curves(curves: Mapping[str, Sequence], *, beta: float | None = None) -> go.Figure:
     """Loss (and β·penalty) per step on the left axis, val accuracy at its evaluation steps on the right."""
-    fig = go.Figure(go.Scatter(name="cross-entropy", x=list(curves.get("step", [])), y=list(curves.get("loss", [])),
-                               mode="lines", line=dict(color=COLOURS["merged"])))
+    fig = go.Figure(
+        go.Scatter(
+            name="cross-entropy",
+            x=list(curves.get("step", [])),
+            y=list(curves.get("loss", [])),
+            mode="lines",
+            line=dict(color=COLOURS["merged"]),
+        )
+    )
     penalty = [p for p in curves.get("penalty", []) if p is not None]
     if penalty and beta is not None:
-        fig.add_scatter(name=f"τJp penalty R (× β = {beta:g} in the loss)", x=list(curves["step"]), y=penalty,
-                        mode="lines", line=dict(color="#d95f02"))
-    fig.add_scatter(name="val accuracy", x=list(curves.get("val_step", [])), y=list(curves.get("val_accuracy", [])),
-                    mode="lines+markers", yaxis="y2", line=dict(color=COLOURS["fine-tuned"]))
-    fig.update_layout(title="Fine-tuning", xaxis=dict(title="step"), yaxis=dict(title="loss / penalty", rangemode="tozero"),
-                      yaxis2=dict(title="val accuracy", overlaying="y", side="right", range=[0, 1], tickformat=".0%"),
-                      legend=dict(orientation="h", y=-0.2), margin=dict(t=50, b=40))
+        fig.add_scatter(
+            name=f"τJp penalty R (× β = {beta:g} in the loss)",
+            x=list(curves["step"]),
+            y=penalty,
+            mode="lines",
+            line=dict(color="#d95f02"),
+        )
+    fig.add_scatter(
+        name="val accuracy",
+        x=list(curves.get("val_step", [])),
+        y=list(curves.get("val_accuracy", [])),
+        mode="lines+markers",
+        yaxis="y2",
+        line=dict(color=COLOURS["fine-tuned"]),
+    )
+    fig.update_layout(
+        title="Fine-tuning",
+        xaxis=dict(title="step"),
+        yaxis=dict(title="loss / penalty", rangemode="tozero"),
+        yaxis2=dict(title="val accuracy", overlaying="y", side="right", range=[0, 1], tickformat=".0%"),
+        legend=dict(orientation="h", y=-0.2),
+        margin=dict(t=50, b=40),
+    )
     return fig
 
 
 def variants_table(variants: Mapping[str, Mapping]) -> list[dict]:
     """One row per fine-tuning variant of report.json's "variants": what the τJp paper compares."""
-    return [{"variant": name, "fine-tuned": v["averages"]["finetuned_test"],
-             "merge at best λ": v["averages"]["ta_best_test"], "best λ (val)": v["task_arithmetic"]["best_lambda"],
-             "merge at λ = 1": v["averages"]["ta_one_test"], "mean off-diagonal τJp": v["taujp"]["mean_off_diagonal"]}
-            for name, v in variants.items()]
+    return [
+        {
+            "variant": name,
+            "fine-tuned": v["averages"]["finetuned_test"],
+            "merge at best λ": v["averages"]["ta_best_test"],
+            "best λ (val)": v["task_arithmetic"]["best_lambda"],
+            "merge at λ = 1": v["averages"]["ta_one_test"],
+            "mean off-diagonal τJp": v["taujp"]["mean_off_diagonal"],
+        }
+        for name, v in variants.items()
+    ]
 
 
 def variant_curves(variants: Mapping[str, Mapping]) -> go.Figure:
@@ -260,10 +462,19 @@ def variant_curves(variants: Mapping[str, Mapping]) -> go.Figure:
     fig = go.Figure()
     for name, v in variants.items():
         curve = v["task_arithmetic"]["val_curve"]
-        fig.add_scatter(name=name, x=[c["lam"] for c in curve], y=[c["mean_accuracy"] for c in curve],
-                        mode="lines+markers", hovertemplate=name + " λ=%{x}: %{y:.1%}<extra></extra>")
-    fig.update_layout(title="Merging every task: mean val accuracy against λ", xaxis_title="λ",
-                      yaxis=dict(title="mean accuracy", tickformat=".0%"), margin=dict(t=50))
+        fig.add_scatter(
+            name=name,
+            x=[c["lam"] for c in curve],
+            y=[c["mean_accuracy"] for c in curve],
+            mode="lines+markers",
+            hovertemplate=name + " λ=%{x}: %{y:.1%}<extra></extra>",
+        )
+    fig.update_layout(
+        title="Merging every task: mean val accuracy against λ",
+        xaxis_title="λ",
+        yaxis=dict(title="mean accuracy", tickformat=".0%"),
+        margin=dict(t=50),
+    )
     return fig
 
 
@@ -272,18 +483,40 @@ def learning_curves(curves: Mapping[str, Sequence]) -> go.Figure:
     second axis; dashed lines mark where a DV-BASI iteration starts."""
     epochs = list(curves.get("epochs", []))
     x = list(range(1, len(epochs) + 1))
-    fig = go.Figure(go.Scatter(name="objective (fit part of val)", x=x, y=[e["loss"] for e in epochs], mode="lines",
-                               line=dict(color=COLOURS["merged"])))
-    fig.add_scatter(name="selection accuracy", x=x, y=[e["selection"] for e in epochs], mode="lines", yaxis="y2",
-                    line=dict(color=COLOURS["fine-tuned"]))
+    fig = go.Figure(
+        go.Scatter(
+            name="objective (fit part of val)",
+            x=x,
+            y=[e["loss"] for e in epochs],
+            mode="lines",
+            line=dict(color=COLOURS["merged"]),
+        )
+    )
+    fig.add_scatter(
+        name="selection accuracy",
+        x=x,
+        y=[e["selection"] for e in epochs],
+        mode="lines",
+        yaxis="y2",
+        line=dict(color=COLOURS["fine-tuned"]),
+    )
     starts = [i + 1 for i, e in enumerate(epochs) if e["stage"] == "dv-basi" and e["epoch"] == 1]
     for i, start in enumerate(starts, start=1):
-        fig.add_vline(x=start - 0.5, line_dash="dash", line_color="#9aa5b1", annotation_text=f"iteration {i}",
-                      annotation_position="top left")
-    fig.update_layout(title="Learning the coefficients", xaxis_title="epoch (all stages)",
-                      yaxis=dict(title="objective", rangemode="tozero"),
-                      yaxis2=dict(title="selection accuracy", overlaying="y", side="right", tickformat=".0%"),
-                      legend=dict(orientation="h", y=-0.2), margin=dict(t=50, b=40))
+        fig.add_vline(
+            x=start - 0.5,
+            line_dash="dash",
+            line_color="#9aa5b1",
+            annotation_text=f"iteration {i}",
+            annotation_position="top left",
+        )
+    fig.update_layout(
+        title="Learning the coefficients",
+        xaxis_title="epoch (all stages)",
+        yaxis=dict(title="objective", rangemode="tozero"),
+        yaxis2=dict(title="selection accuracy", overlaying="y", side="right", tickformat=".0%"),
+        legend=dict(orientation="h", y=-0.2),
+        margin=dict(t=50, b=40),
+    )
     return fig
 
 
@@ -294,15 +527,36 @@ def iteration_accuracy(curves: Mapping[str, Sequence]) -> go.Figure:
     fig = go.Figure()
     tasks = list(its[0]["selection"]) if its else []
     for task in tasks:
-        fig.add_scatter(name=task, x=x, y=[it["selection"][task] for it in its], mode="lines+markers",
-                        line=dict(width=1), opacity=0.6)
-    fig.add_scatter(name="mean", x=x, y=[sum(it["selection"].values()) / len(it["selection"]) for it in its],
-                    mode="lines+markers", line=dict(color="black", width=3))
-    fig.add_scatter(name="‖δ‖", x=x, y=[it["delta_norm"] for it in its], mode="lines+markers", yaxis="y2",
-                    line=dict(color="#d95f02", dash="dot"))
-    fig.update_layout(title="DV-BASI iterations: selection accuracy and ‖δ‖", xaxis=dict(title="iteration", dtick=1),
-                      yaxis=dict(title="accuracy", tickformat=".0%"),
-                      yaxis2=dict(title="‖δ‖", overlaying="y", side="right", rangemode="tozero"), margin=dict(t=50))
+        fig.add_scatter(
+            name=task,
+            x=x,
+            y=[it["selection"][task] for it in its],
+            mode="lines+markers",
+            line=dict(width=1),
+            opacity=0.6,
+        )
+    fig.add_scatter(
+        name="mean",
+        x=x,
+        y=[sum(it["selection"].values()) / len(it["selection"]) for it in its],
+        mode="lines+markers",
+        line=dict(color="black", width=3),
+    )
+    fig.add_scatter(
+        name="‖δ‖",
+        x=x,
+        y=[it["delta_norm"] for it in its],
+        mode="lines+markers",
+        yaxis="y2",
+        line=dict(color="#d95f02", dash="dot"),
+    )
+    fig.update_layout(
+        title="DV-BASI iterations: selection accuracy and ‖δ‖",
+        xaxis=dict(title="iteration", dtick=1),
+        yaxis=dict(title="accuracy", tickformat=".0%"),
+        yaxis2=dict(title="‖δ‖", overlaying="y", side="right", rangemode="tozero"),
+        margin=dict(t=50),
+    )
     return fig
 
 
@@ -310,10 +564,21 @@ def scales_heatmap(curves: Mapping[str, Sequence], blocks: Sequence[str]) -> go.
     """Learned λ per block (columns) per DV-BASI iteration (rows); one column when isotropic."""
     its = list(curves.get("iterations", []))
     labels = list(blocks) if its and len(its[0]["scales"]) == len(blocks) else ["all (isotropic)"]
-    fig = go.Figure(go.Heatmap(z=[it["scales"] for it in its], x=labels, y=[f"iteration {it['iteration']}" for it in its],
-                               colorscale="RdBu", zmid=0, hovertemplate="%{y}, %{x}: λ = %{z:.3f}<extra></extra>"))
-    fig.update_layout(title="Learned scale λ of δ per block (θ ← θ + λ·δ)", xaxis=dict(showticklabels=len(labels) <= 60),
-                      margin=dict(t=50))
+    fig = go.Figure(
+        go.Heatmap(
+            z=[it["scales"] for it in its],
+            x=labels,
+            y=[f"iteration {it['iteration']}" for it in its],
+            colorscale="RdBu",
+            zmid=0,
+            hovertemplate="%{y}, %{x}: λ = %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Learned scale λ of δ per block (θ ← θ + λ·δ)",
+        xaxis=dict(showticklabels=len(labels) <= 60),
+        margin=dict(t=50),
+    )
     return fig
 
 
@@ -322,25 +587,52 @@ def learned_runs_overlay(runs: Sequence[Run]) -> go.Figure:
     fig = go.Figure()
     for run in runs:
         epochs = run.outputs.get("curves", {}).get("epochs", [])
-        fig.add_scatter(name=f"#{run.id} {run.outputs.get('point', '')}", x=list(range(1, len(epochs) + 1)),
-                        y=[e["selection"] for e in epochs], mode="lines")
-    fig.update_layout(title="Logged runs: selection accuracy per epoch", xaxis_title="epoch (all stages)",
-                      yaxis=dict(title="selection accuracy", tickformat=".0%"), margin=dict(t=50))
+        fig.add_scatter(
+            name=f"#{run.id} {run.outputs.get('point', '')}",
+            x=list(range(1, len(epochs) + 1)),
+            y=[e["selection"] for e in epochs],
+            mode="lines",
+        )
+    fig.update_layout(
+        title="Logged runs: selection accuracy per epoch",
+        xaxis_title="epoch (all stages)",
+        yaxis=dict(title="selection accuracy", tickformat=".0%"),
+        margin=dict(t=50),
+    )
     return fig
 
 
 def learned_table(learned: Mapping[str, Mapping]) -> list[dict]:
     """report.json's "learned": test mean accuracy of every learned-coefficient method, per objective."""
-    rows = [{"method": f"task arithmetic (λ = {learned['task_arithmetic']['lambda']:g})",
-             "supervised": learned["task_arithmetic"]["test_mean"], "unsupervised": learned["task_arithmetic"]["test_mean"]}]
-    names = {"atlas": "aTLAS", "dv_basi": "aTLAS + DV-BASI", "isotropic": "aTLAS + DV-BASI, isotropic",
-             "random_direction": "aTLAS + random-direction control", "dv_basi_from_task_arithmetic": "TA + DV-BASI"}
+    rows = [
+        {
+            "method": f"task arithmetic (λ = {learned['task_arithmetic']['lambda']:g})",
+            "supervised": learned["task_arithmetic"]["test_mean"],
+            "unsupervised": learned["task_arithmetic"]["test_mean"],
+        }
+    ]
+    names = {
+        "atlas": "aTLAS",
+        "dv_basi": "aTLAS + DV-BASI",
+        "isotropic": "aTLAS + DV-BASI, isotropic",
+        "random_direction": "aTLAS + random-direction control",
+        "dv_basi_from_task_arithmetic": "TA + DV-BASI",
+    }
     for key, label in names.items():
         rows.append({"method": label, **{o: learned[o][key]["test_mean"] for o in ("supervised", "unsupervised")}})
     if "dv_basi_from_tau_jp" in learned["supervised"]:  # zoos built with the τJp-regularised variant
         start = learned["supervised"]["dv_basi_from_tau_jp"]["start"]
-        rows.append({"method": f"τJp task arithmetic (λ = {start['lambda']:g}, linearized)",
-                     "supervised": start["test_mean"], "unsupervised": start["test_mean"]})
-        rows.append({"method": "τJp TA + DV-BASI",
-                     **{o: learned[o]["dv_basi_from_tau_jp"]["test_mean"] for o in ("supervised", "unsupervised")}})
+        rows.append(
+            {
+                "method": f"τJp task arithmetic (λ = {start['lambda']:g}, linearized)",
+                "supervised": start["test_mean"],
+                "unsupervised": start["test_mean"],
+            }
+        )
+        rows.append(
+            {
+                "method": "τJp TA + DV-BASI",
+                **{o: learned[o]["dv_basi_from_tau_jp"]["test_mean"] for o in ("supervised", "unsupervised")},
+            }
+        )
     return rows

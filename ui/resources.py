@@ -4,6 +4,7 @@ all sessions. The choice names the non-standard fine-tuned checkpoint of each ta
 Keys are strings and tuples of strings, never tensors. The cached objects are read-only: merges allocate
 their own outputs (engine/workspace.py), so no session can change what another sees.
 """
+
 from __future__ import annotations
 
 import threading
@@ -30,7 +31,7 @@ from engine.sta.stats import importance_summary as summarize_importance
 from engine.workspace import Workspace
 
 DEFAULT_COLLECTION = str(ASSETS_DIR / "zoo")
-Choice = tuple[tuple[str, str], ...]   # (task, checkpoint name) for tasks not on "standard"
+Choice = tuple[tuple[str, str], ...]  # (task, checkpoint name) for tasks not on "standard"
 
 
 def device_name() -> str:
@@ -63,7 +64,7 @@ class WorkspaceSlot:
     workspace: Workspace | None = None
 
     def get(self, build: Callable[[], Workspace]) -> Workspace:
-        with self.lock:   # sessions asking at once wait for one build
+        with self.lock:  # sessions asking at once wait for one build
             if self.workspace is None:
                 self.workspace = build()
             return self.workspace
@@ -74,13 +75,20 @@ def _workspace_slot(collection: str, device: str, choice: Choice) -> WorkspaceSl
     return WorkspaceSlot()
 
 
-def workspace(collection: str, device: str, choice: Choice = (), *,
-              progress: CheckpointProgress | None = None) -> Workspace:
+def workspace(
+    collection: str, device: str, choice: Choice = (), *, progress: CheckpointProgress | None = None
+) -> Workspace:
     """The workspace of (collection, device, choice), built once per process."""
+
     def build() -> Workspace:
         home = DataHome.from_env().ensure()
-        return Workspace.from_collection(user_collection(collection), cache_dir=home.cache, device=device,
-                                         variants=dict(choice), on_checkpoint=progress)
+        return Workspace.from_collection(
+            user_collection(collection),
+            cache_dir=home.cache,
+            device=device,
+            variants=dict(choice),
+            on_checkpoint=progress,
+        )
 
     return _workspace_slot(collection, device, tuple(choice)).get(build)
 
@@ -126,24 +134,47 @@ def _run_log(path: str) -> RunLog:
 
 
 @st.cache_resource(max_entries=32, show_spinner="Sweeping α over linspace(0, 2, 41)…")
-def forgetting_curve(collection: str, device: str, target: str, method: str = "task_arithmetic",
-                     threshold: float = STA_THRESHOLD, margin: float = STA_MARGIN, choice: Choice = ()) -> ForgettingCurve:
+def forgetting_curve(
+    collection: str,
+    device: str,
+    target: str,
+    method: str = "task_arithmetic",
+    threshold: float = STA_THRESHOLD,
+    margin: float = STA_MARGIN,
+    choice: Choice = (),
+) -> ForgettingCurve:
     """The negation curve of one target on the interactive split, computed once: moving α only reads it."""
-    return negation_curve(workspace(collection, device, choice), target, method=method, threshold=threshold, margin=margin,
-                          alphas=ALPHAS, split="interactive")
+    return negation_curve(
+        workspace(collection, device, choice),
+        target,
+        method=method,
+        threshold=threshold,
+        margin=margin,
+        alphas=ALPHAS,
+        split="interactive",
+    )
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def forgetting_vector(collection: str, device: str, target: str, method: str = "task_arithmetic",
-                      threshold: float = STA_THRESHOLD, margin: float = STA_MARGIN, choice: Choice = ()) -> torch.Tensor:
+def forgetting_vector(
+    collection: str,
+    device: str,
+    target: str,
+    method: str = "task_arithmetic",
+    threshold: float = STA_THRESHOLD,
+    margin: float = STA_MARGIN,
+    choice: Choice = (),
+) -> torch.Tensor:
     """The vector v [P] that forgetting subtracts, built once per setting: moving α only rescales it."""
-    return build_forgetting_vector(workspace(collection, device, choice), target, method=method, threshold=threshold,
-                                   margin=margin)
+    return build_forgetting_vector(
+        workspace(collection, device, choice), target, method=method, threshold=threshold, margin=margin
+    )
 
 
 @st.cache_resource(max_entries=16, show_spinner="Summarising the importance maps…")
-def importance_summary(collection: str, device: str, kind: str, threshold: float,
-                       choice: Choice = ()) -> ImportanceSummary:
+def importance_summary(
+    collection: str, device: str, kind: str, threshold: float, choice: Choice = ()
+) -> ImportanceSummary:
     ws = workspace(collection, device, choice)
     return summarize_importance(ws.importance(kind), ws.matrix.spec, tasks=ws.task_names, threshold=threshold)
 

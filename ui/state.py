@@ -1,4 +1,5 @@
 """Widget keys and their defaults, set once per session; bound widgets mirror them in the URL."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -17,10 +18,14 @@ def init_defaults() -> None:
 
 def collection_picker() -> str:
     """The collection folder, in the sidebar and the URL, shared by every view."""
-    return st.sidebar.text_input("Collection folder", key="collection", bind="query-params",
-                                 help="a collection (folder with collection.json), a pool folder (task_vectors "
-                                      "layout, open_clip or Hugging Face files) or a pool manifest (.yaml/.json), "
-                                      "under the data home, assets/ or a root listed in the data home's config.json")
+    return st.sidebar.text_input(
+        "Collection folder",
+        key="collection",
+        bind="query-params",
+        help="a collection (folder with collection.json), a pool folder (task_vectors "
+        "layout, open_clip or Hugging Face files) or a pool manifest (.yaml/.json), "
+        "under the data home, assets/ or a root listed in the data home's config.json",
+    )
 
 
 def checkpoint_picker(collection: str) -> Choice:
@@ -40,12 +45,20 @@ def checkpoint_picker(collection: str) -> Choice:
     chosen = {t: st.session_state[f"ckpt.{t}"] for t in names}
     with st.sidebar.expander("Fine-tuned checkpoints", expanded=any(v != "standard" for v in chosen.values())):
         common = [v for v in next(iter(names.values()), ()) if all(v in opts for opts in names.values())]
-        st.selectbox("every task", ["(per task)", *common], key="ckpt_all", on_change=_apply_to_all,
-                     args=(tuple(names),), help="use one variant (e.g. linearized, tau_jp) for all tasks")
+        st.selectbox(
+            "every task",
+            ["(per task)", *common],
+            key="ckpt_all",
+            on_change=_apply_to_all,
+            args=(tuple(names),),
+            help="use one variant (e.g. linearized, tau_jp) for all tasks",
+        )
         for task, options in names.items():
             st.selectbox(task, options, key=f"ckpt.{task}")
-        st.caption("Linearized and τJp checkpoints are evaluated as the linearized model f(x; θ₀) + J·(θ − θ₀). "
-                   "Your fine-tunes (Fine-tune page) appear here by name.")
+        st.caption(
+            "Linearized and τJp checkpoints are evaluated as the linearized model f(x; θ₀) + J·(θ − θ₀). "
+            "Your fine-tunes (Fine-tune page) appear here by name."
+        )
     return tuple((t, st.session_state[f"ckpt.{t}"]) for t in names if st.session_state[f"ckpt.{t}"] != "standard")
 
 
@@ -56,7 +69,7 @@ def _apply_to_all(tasks: tuple[str, ...]) -> None:
             st.session_state[f"ckpt.{task}"] = variant
 
 
-CHOICE = "checkpoint_choice"   # the sidebar's non-standard checkpoint picks, kept for the page that runs next
+CHOICE = "checkpoint_choice"  # the sidebar's non-standard checkpoint picks, kept for the page that runs next
 
 
 def sidebar_pickers() -> None:

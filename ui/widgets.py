@@ -1,4 +1,5 @@
 """Sliders built from a merge method's declared parameters, so new methods need no page changes."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,8 +21,9 @@ def param_key(method: MergeMethod, param: Param, task: str | None = None) -> str
 
 def _slider(label: str, param: Param, key: str) -> float:
     st.session_state.setdefault(key, param.default)
-    return st.slider(label, min_value=param.low, max_value=param.high, step=param.step, key=key,
-                     help=param.help, bind="query-params")
+    return st.slider(
+        label, min_value=param.low, max_value=param.high, step=param.step, key=key, help=param.help, bind="query-params"
+    )
 
 
 def method_params(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) -> dict[str, ParamValue]:
@@ -31,9 +33,11 @@ def method_params(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) 
         if param.per_task and per_task:
             columns = st.columns(min(4, max(1, len(tasks))))
             values[param.name] = [
-                _column_slider(columns[i % len(columns)], f"{param.label} · {task}", param,
-                               param_key(method, param, task))
-                for i, task in enumerate(tasks)]
+                _column_slider(
+                    columns[i % len(columns)], f"{param.label} · {task}", param, param_key(method, param, task)
+                )
+                for i, task in enumerate(tasks)
+            ]
         else:
             values[param.name] = _slider(param.label, param, param_key(method, param))
     return values
@@ -60,18 +64,31 @@ def set_params_in_state(method: MergeMethod, tasks: Sequence[str], params: dict[
 
 def require_importance(ws: Workspace, kind: str) -> None:
     """Stop the page with two ways to get STA importance maps when they are neither shipped nor cached."""
-    _require(ws.importance_ready(kind), what=f"STA importance maps ({KINDS[kind]}) for {len(ws.task_names)} tasks",
-             cost="a few gradient passes per task (seconds for small models, minutes for ViT-B/32 on a CPU)",
-             compute=lambda: ws.importance(kind), key=f"importance_{kind}", job_name=f"STA importance maps ({kind})",
-             job=importance_job, job_args={"workspace": ws, "kind": kind})
+    _require(
+        ws.importance_ready(kind),
+        what=f"STA importance maps ({KINDS[kind]}) for {len(ws.task_names)} tasks",
+        cost="a few gradient passes per task (seconds for small models, minutes for ViT-B/32 on a CPU)",
+        compute=lambda: ws.importance(kind),
+        key=f"importance_{kind}",
+        job_name=f"STA importance maps ({kind})",
+        job=importance_job,
+        job_args={"workspace": ws, "kind": kind},
+    )
 
 
 def require_taujp(ws: Workspace) -> None:
     """Stop the page with two ways to get the τJp matrix when it is neither shipped nor cached."""
-    _require(ws.taujp_ready(), what=f"the τJp matrix of {len(ws.task_names)} task vectors",
-             cost="Jacobian-vector products on 64 val images per task (seconds for small models, many minutes "
-                  "for ViT-B/32 on a CPU)", compute=ws.taujp, key="taujp", job_name="τJp matrix", job=taujp_job,
-             job_args={"workspace": ws})
+    _require(
+        ws.taujp_ready(),
+        what=f"the τJp matrix of {len(ws.task_names)} task vectors",
+        cost="Jacobian-vector products on 64 val images per task (seconds for small models, many minutes "
+        "for ViT-B/32 on a CPU)",
+        compute=ws.taujp,
+        key="taujp",
+        job_name="τJp matrix",
+        job=taujp_job,
+        job_args={"workspace": ws},
+    )
 
 
 def _require(ready: bool, *, what: str, cost: str, compute, key: str, job_name: str, job, job_args: dict) -> None:
@@ -84,8 +101,9 @@ def _require(ready: bool, *, what: str, cost: str, compute, key: str, job_name: 
             compute()
         st.rerun()
     if background.button("Compute as a background job", key=f"{key}_job"):
-        job_id = resources.job_runner().submit(job_name, job, device=resources.device_name(),
-                                               run_log=resources.run_log(), **job_args)
+        job_id = resources.job_runner().submit(
+            job_name, job, device=resources.device_name(), run_log=resources.run_log(), **job_args
+        )
         st.success(f"Started job #{job_id}: follow it on Jobs & runs, then come back.")
     st.stop()
 
@@ -101,8 +119,10 @@ def job_progress(session_key: str):
     runner = resources.job_runner()
     job = runner.status(job_id)
     left, right = st.columns([5, 1])
-    left.progress(job.fraction if job.state not in FINISHED else 1.0,
-                  text=f"#{job.id} {job.name} · {job.state.value}" + (f" · {job.message}" if job.message else ""))
+    left.progress(
+        job.fraction if job.state not in FINISHED else 1.0,
+        text=f"#{job.id} {job.name} · {job.state.value}" + (f" · {job.message}" if job.message else ""),
+    )
     if job.state not in FINISHED and right.button("Cancel", key=f"{session_key}_cancel"):
         runner.cancel(job.id)
     return job

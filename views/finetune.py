@@ -1,4 +1,5 @@
 """Fine-tune: train one task's image tower (standard, linearized, or linearized with the τJp penalty) as a job."""
+
 import streamlit as st
 
 from engine.errors import MergelabError
@@ -10,14 +11,24 @@ from ui import figures, resources, widgets
 from ui.state import current_collection
 
 st.header("Fine-tune a task")
-st.caption("Linearized fine-tuning trains the first-order model f(x; θ₀) + J f(x; θ₀)·(θ − θ₀), so task vectors add "
-           "exactly in function space. The τJp penalty (Yoshida et al., ICLR 2025) adds β · mean ‖J f(x; θ₀)·(θ − θ₀)‖ "
-           "over other tasks' images: the vector learns its task while leaving the others' embeddings where they were, "
-           "so merges interfere less and work at λ ≈ 1. Compare the variants on the Merge and Interference pages.")
+st.caption(
+    "Linearized fine-tuning trains the first-order model f(x; θ₀) + J f(x; θ₀)·(θ − θ₀), so task vectors add "
+    "exactly in function space. The τJp penalty (Yoshida et al., ICLR 2025) adds β · mean ‖J f(x; θ₀)·(θ − θ₀)‖ "
+    "over other tasks' images: the vector learns its task while leaving the others' embeddings where they were, "
+    "so merges interfere less and work at λ ≈ 1. Compare the variants on the Merge and Interference pages."
+)
 collection = current_collection()
 ws = resources.workspace_or_stop(collection)
-defaults = {"ft_task": ws.task_names[0], "ft_mode": "tau_jp", "ft_beta": 0.1, "ft_steps": 200, "ft_lr": 1e-3,
-            "ft_batch": 128, "ft_penalty": "strict", "ft_penalty_batch": 8}
+defaults = {
+    "ft_task": ws.task_names[0],
+    "ft_mode": "tau_jp",
+    "ft_beta": 0.1,
+    "ft_steps": 200,
+    "ft_lr": 1e-3,
+    "ft_batch": 128,
+    "ft_penalty": "strict",
+    "ft_penalty_batch": 8,
+}
 for key, value in defaults.items():
     st.session_state.setdefault(key, value)
 a, b = st.columns(2)
@@ -25,29 +36,54 @@ task = a.selectbox("Task", ws.task_names, key="ft_task")
 mode = b.selectbox("Mode", list(MODES), key="ft_mode", format_func=MODES.get)
 c, d = st.columns(2)
 steps = c.number_input("Steps", step=50, key="ft_steps")
-beta = d.number_input("β (penalty weight)", step=0.1, key="ft_beta", format="%.3f", disabled=mode != "tau_jp",
-                      help="weight of the τJp penalty in the loss; not the merge coefficient λ")
+beta = d.number_input(
+    "β (penalty weight)",
+    step=0.1,
+    key="ft_beta",
+    format="%.3f",
+    disabled=mode != "tau_jp",
+    help="weight of the τJp penalty in the loss; not the merge coefficient λ",
+)
 with st.expander("More settings"):
     e, f, g, h = st.columns(4)
     lr = e.number_input("learning rate", key="ft_lr", format="%.1e", step=1e-4)
     batch = f.number_input("batch size", key="ft_batch", step=16)
-    penalty = g.radio("penalty schedule", PENALTY_SCHEDULES, key="ft_penalty", disabled=mode != "tau_jp",
-                      help="strict: a batch of every other task each step; cyclic: one other task per step, in turn")
+    penalty = g.radio(
+        "penalty schedule",
+        PENALTY_SCHEDULES,
+        key="ft_penalty",
+        disabled=mode != "tau_jp",
+        help="strict: a batch of every other task each step; cyclic: one other task per step, in turn",
+    )
     penalty_batch = h.number_input("images per other task", key="ft_penalty_batch", step=4, disabled=mode != "tau_jp")
 
 others = len(ws.task_names) - 1
 if st.button("Fine-tune as a background job", type="primary"):
     try:
-        config = FinetuneConfig(mode=mode, steps=int(steps), batch_size=int(batch), lr=float(lr),
-                                beta=float(beta) if mode == "tau_jp" else 0.0, penalty=penalty,
-                                penalty_batch=int(penalty_batch), eval_every=max(1, int(steps) // 10))
+        config = FinetuneConfig(
+            mode=mode,
+            steps=int(steps),
+            batch_size=int(batch),
+            lr=float(lr),
+            beta=float(beta) if mode == "tau_jp" else 0.0,
+            penalty=penalty,
+            penalty_batch=int(penalty_batch),
+            eval_every=max(1, int(steps) // 10),
+        )
         config.check(other_tasks=others)
     except MergelabError as exc:
         st.error(str(exc))
     else:
         st.session_state["ft_job"] = resources.job_runner().submit(
-            f"fine-tune {task} · {MODES[mode]}", finetune_job, device=resources.device_name(), workspace=ws, task=task,
-            config=config, out_root=DataHome.from_env().ensure().finetunes, run_log=resources.run_log())
+            f"fine-tune {task} · {MODES[mode]}",
+            finetune_job,
+            device=resources.device_name(),
+            workspace=ws,
+            task=task,
+            config=config,
+            out_root=DataHome.from_env().ensure().finetunes,
+            run_log=resources.run_log(),
+        )
         st.session_state["ft_beta_shown"] = config.beta if mode == "tau_jp" else None
 
 
@@ -60,9 +96,11 @@ def live_run() -> None:
     if curves:
         st.plotly_chart(figures.finetune_curves(curves, beta=st.session_state.get("ft_beta_shown")), key="ft_curves")
     if job.state is JobState.DONE:
-        st.success(f"Saved `{job.result['checkpoint']}` in the data home (val accuracy "
-                   f"{job.result['zero_shot_val_accuracy']:.1%} → {job.result['val_accuracy']:.1%}). Choose it under "
-                   "'Fine-tuned checkpoints' in the sidebar of any page.")
+        st.success(
+            f"Saved `{job.result['checkpoint']}` in the data home (val accuracy "
+            f"{job.result['zero_shot_val_accuracy']:.1%} → {job.result['val_accuracy']:.1%}). Choose it under "
+            "'Fine-tuned checkpoints' in the sidebar of any page."
+        )
     elif job.state is JobState.FAILED:
         st.error(job.error.strip().splitlines()[-1])
 
@@ -76,8 +114,16 @@ for name in collection_now.task_names:
     for variant in collection_now.variants(name):
         meta = collection_now.checkpoint_meta(name, variant)
         if meta.source == "mergelab fine-tune":
-            rows.append({"task": name, "checkpoint": variant, "mode": meta.variant, "β": meta.training.get("beta"),
-                         "steps": meta.training.get("steps"), "val accuracy": meta.training.get("val_accuracy")})
+            rows.append(
+                {
+                    "task": name,
+                    "checkpoint": variant,
+                    "mode": meta.variant,
+                    "β": meta.training.get("beta"),
+                    "steps": meta.training.get("steps"),
+                    "val accuracy": meta.training.get("val_accuracy"),
+                }
+            )
 if rows:
     st.dataframe(rows, column_config={"val accuracy": st.column_config.NumberColumn(format="percent")})
 else:

@@ -1,4 +1,5 @@
 """Forgetting: subtract a task vector (or its important part) and watch the target fall while the others hold."""
+
 import streamlit as st
 
 from engine.eval.evaluate import evaluate
@@ -8,55 +9,90 @@ from ui.state import sidebar_workspace
 
 st.header("Forget a task")
 collection, choice, ws = sidebar_workspace()
-for key, value in {"forget_target": ws.task_names[0], "forget_method": "task_arithmetic", "forget_alpha": 1.0,
-                   "forget_threshold": STA_THRESHOLD, "forget_margin": STA_MARGIN}.items():
+for key, value in {
+    "forget_target": ws.task_names[0],
+    "forget_method": "task_arithmetic",
+    "forget_alpha": 1.0,
+    "forget_threshold": STA_THRESHOLD,
+    "forget_margin": STA_MARGIN,
+}.items():
     st.session_state.setdefault(key, value)
 left, right = st.columns(2)
 target = left.selectbox("Task to forget", ws.task_names, key="forget_target", bind="query-params")
 method = right.selectbox("Method", list(METHODS), key="forget_method", bind="query-params", format_func=METHODS.get)
 settings = {}
 if method != "task_arithmetic":
-    st.caption("**Provisional definition** (the STA paper body was not available): subtract only the entries of "
-               "τ whose importance for the target, normalised per tensor, is ≥ κ and at least ρ times their "
-               "importance for every control task (engine/merge/forgetting.py).")
+    st.caption(
+        "**Provisional definition** (the STA paper body was not available): subtract only the entries of "
+        "τ whose importance for the target, normalised per tensor, is ≥ κ and at least ρ times their "
+        "importance for every control task (engine/merge/forgetting.py)."
+    )
     a, b = st.columns(2)
-    settings = {"threshold": a.slider("κ (importance threshold)", 0.0, 1.0, step=0.01, key="forget_threshold",
-                                      bind="query-params"),
-                "margin": b.slider("ρ (target over controls)", 0.0, 4.0, step=0.1, key="forget_margin",
-                                   bind="query-params", help="0 ignores the controls' importance")}
+    settings = {
+        "threshold": a.slider(
+            "κ (importance threshold)", 0.0, 1.0, step=0.01, key="forget_threshold", bind="query-params"
+        ),
+        "margin": b.slider(
+            "ρ (target over controls)",
+            0.0,
+            4.0,
+            step=0.1,
+            key="forget_margin",
+            bind="query-params",
+            help="0 ignores the controls' importance",
+        ),
+    }
 if method != "task_arithmetic":
     widgets.require_importance(ws, "grad0")
 alpha = st.slider("α", 0.0, 2.0, step=0.05, key="forget_alpha", bind="query-params", help="θ = θ₀ − α·v")
 
-vector = resources.forgetting_vector(collection, resources.device_name(), target, method, **settings,
-                                     choice=choice)
+vector = resources.forgetting_vector(collection, resources.device_name(), target, method, **settings, choice=choice)
 result = evaluate(subtract(ws, vector, alpha), ws.suite, "interactive")
 others = [t for t in ws.task_names if t != target]
 control = sum(result.accuracy[t] for t in others) / len(others)
 a, b = st.columns(2)
-a.metric(f"target: {target}", f"{result.accuracy[target]:.1%}",
-         delta=f"{result.accuracy[target] - ws.zero_shot('interactive')[target]:+.1%} vs pretrained",
-         delta_color="inverse")
+a.metric(
+    f"target: {target}",
+    f"{result.accuracy[target]:.1%}",
+    delta=f"{result.accuracy[target] - ws.zero_shot('interactive')[target]:+.1%} vs pretrained",
+    delta_color="inverse",
+)
 b.metric("control (mean of the others)", f"{control:.1%}")
 
 curve = resources.forgetting_curve(collection, resources.device_name(), target, method, **settings, choice=choice)
 st.plotly_chart(figures.forgetting_chart(curve, alpha=alpha), key="forgetting_chart")
-st.caption("The papers' protocol: choose the α that brings the target lowest while the control accuracy stays "
-           "at or above 95% of the pretrained model's (dotted line). Here on the interactive split.")
+st.caption(
+    "The papers' protocol: choose the α that brings the target lowest while the control accuracy stays "
+    "at or above 95% of the pretrained model's (dotted line). Here on the interactive split."
+)
 
 st.subheader("Methods at their chosen α")
 stored = resources.stored_forgetting(collection)
 if stored is not None and target in stored["targets"]:
-    st.dataframe(figures.forgetting_table(stored["targets"][target]),
-                 column_config={k: st.column_config.NumberColumn(format="percent") for k in
-                                ("target", "control", "pretrained target", "control / pretrained")})
-    st.caption("Stored when the collection was built, with each method's default settings: α chosen on val, "
-               "accuracies on test. 'forgotten' = the target fell at least half way from pretrained to chance "
-               "with control ≥ 95% of pretrained.")
+    st.dataframe(
+        figures.forgetting_table(stored["targets"][target]),
+        column_config={
+            k: st.column_config.NumberColumn(format="percent")
+            for k in ("target", "control", "pretrained target", "control / pretrained")
+        },
+    )
+    st.caption(
+        "Stored when the collection was built, with each method's default settings: α chosen on val, "
+        "accuracies on test. 'forgotten' = the target fell at least half way from pretrained to chance "
+        "with control ≥ 95% of pretrained."
+    )
 elif st.button("Compare methods", help="sweep α for every method (default settings) on the interactive split"):
     ready = [m for m in METHODS if m == "task_arithmetic" or ws.importance_ready("grad0")]
-    rows = {m: resources.forgetting_curve(collection, resources.device_name(), target, m, choice=choice)
-            for m in ready}
-    st.dataframe([{"method": METHODS[m], "chosen α": c.chosen_alpha, "target": c.target_accuracy[c.chosen_index()],
-                   "control": c.control_accuracy[c.chosen_index()]} for m, c in rows.items()],
-                 column_config={k: st.column_config.NumberColumn(format="percent") for k in ("target", "control")})
+    rows = {m: resources.forgetting_curve(collection, resources.device_name(), target, m, choice=choice) for m in ready}
+    st.dataframe(
+        [
+            {
+                "method": METHODS[m],
+                "chosen α": c.chosen_alpha,
+                "target": c.target_accuracy[c.chosen_index()],
+                "control": c.control_accuracy[c.chosen_index()],
+            }
+            for m, c in rows.items()
+        ],
+        column_config={k: st.column_config.NumberColumn(format="percent") for k in ("target", "control")},
+    )

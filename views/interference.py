@@ -1,13 +1,16 @@
 """Interference: τJp, one task's vector times the pretrained Jacobian on another task's inputs."""
+
 import streamlit as st
 
 from ui import figures, widgets
 from ui.state import sidebar_workspace
 
 st.header("Interference between tasks (τJp)")
-st.caption("Adding τ_a to the model moves the embedding of task b's images by about J f(x; θ₀)·τ_a (first order). "
-           "τJp[a, b] is the mean length of that move (Yoshida et al., ICLR 2025): where it is large, task a's vector "
-           "disturbs task b, and the scatter below checks it against the accuracy b actually loses when τ_a is added.")
+st.caption(
+    "Adding τ_a to the model moves the embedding of task b's images by about J f(x; θ₀)·τ_a (first order). "
+    "τJp[a, b] is the mean length of that move (Yoshida et al., ICLR 2025): where it is large, task a's vector "
+    "disturbs task b, and the scatter below checks it against the accuracy b actually loses when τ_a is added."
+)
 collection, choice, ws = sidebar_workspace()
 widgets.require_taujp(ws)
 matrix = ws.taujp()
@@ -23,8 +26,7 @@ def select_cell() -> None:
 
 
 left, right = st.columns([3, 2])
-left.plotly_chart(figures.taujp_heatmap(matrix), key="taujp_heatmap", on_select=select_cell,
-                  selection_mode="points")
+left.plotly_chart(figures.taujp_heatmap(matrix), key="taujp_heatmap", on_select=select_cell, selection_mode="points")
 right.plotly_chart(figures.taujp_diagonal_bars(matrix), key="taujp_diagonal")
 st.caption("Click a cell to see which layers carry that pair's interference (below).")
 stored = ws.stored_taujp()
@@ -33,10 +35,12 @@ if len(stored) > 1:
     columns = st.columns(len(stored))
     for i, (column, figure) in enumerate(zip(columns, figures.taujp_variant_heatmaps(stored))):
         column.plotly_chart(figure, key=f"taujp_variant_{i}")
-    st.caption("The same tasks fine-tuned three ways, on one colour scale. Linearized fine-tuning alone does not "
-               "remove interference; adding the τJp penalty while fine-tuning shrinks the off-diagonal entries, and "
-               "with them what a merge costs the other tasks (Merge page: choose the variant under 'Fine-tuned "
-               "checkpoints').")
+    st.caption(
+        "The same tasks fine-tuned three ways, on one colour scale. Linearized fine-tuning alone does not "
+        "remove interference; adding the τJp penalty while fine-tuning shrinks the off-diagonal entries, and "
+        "with them what a merge costs the other tasks (Merge page: choose the variant under 'Fine-tuned "
+        "checkpoints')."
+    )
 
 st.session_state.setdefault("interference_lam", 0.3)
 lam = st.slider("λ for the accuracy drop", 0.05, 1.0, step=0.05, key="interference_lam", bind="query-params")

@@ -1,4 +1,5 @@
 """Jobs & runs: live progress of background jobs, and every logged run with a side-by-side compare."""
+
 import streamlit as st
 
 from engine.jobs.runner import FINISHED
@@ -34,12 +35,28 @@ a, b, c = st.columns(3)
 kind = a.selectbox("kind", ["(all)", *kinds], key="runs_kind")
 method = b.selectbox("method", ["(all)", *methods], key="runs_method")
 task = c.selectbox("task", ["(all)", *tasks], key="runs_task")
-runs = log.runs(kind=None if kind == "(all)" else kind, method=None if method == "(all)" else method,
-                task=None if task == "(all)" else task)
-st.dataframe([{"id": r.id, "created": r.created, "kind": r.kind, "status": r.status, "method": r.method,
-               "tasks": ", ".join(r.tasks), "mean accuracy": r.mean_accuracy, "duration (s)": r.duration_s,
-               "device": r.device} for r in runs],
-             column_config={"mean accuracy": st.column_config.NumberColumn(format="percent")})
+runs = log.runs(
+    kind=None if kind == "(all)" else kind,
+    method=None if method == "(all)" else method,
+    task=None if task == "(all)" else task,
+)
+st.dataframe(
+    [
+        {
+            "id": r.id,
+            "created": r.created,
+            "kind": r.kind,
+            "status": r.status,
+            "method": r.method,
+            "tasks": ", ".join(r.tasks),
+            "mean accuracy": r.mean_accuracy,
+            "duration (s)": r.duration_s,
+            "device": r.device,
+        }
+        for r in runs
+    ],
+    column_config={"mean accuracy": st.column_config.NumberColumn(format="percent")},
+)
 chosen = st.multiselect("Compare runs (2 to 4)", [r.id for r in runs], max_selections=4, key="runs_compare")
 if len(chosen) >= 2:
     st.plotly_chart(figures.runs_comparison([log.get(i) for i in chosen]), key="runs_comparison")

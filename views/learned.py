@@ -1,4 +1,5 @@
 """Learned coefficients: aTLAS (per task and block) and DV-BASI (per block of the merged difference vector)."""
+
 import streamlit as st
 
 from engine.errors import MergelabError
@@ -11,48 +12,91 @@ from ui import figures, resources, widgets
 from ui.state import sidebar_workspace
 
 st.header("Learned coefficients: aTLAS and DV-BASI")
-st.caption("aTLAS (Zhang et al., NeurIPS 2024) learns one coefficient per task vector and parameter tensor. DV-BASI "
-           "(Wang et al., AAAI-26) then takes the merged model's difference vector δ = θ − θ₀, learns one scale per "
-           "tensor, moves to θ + λ·δ and repeats. The objective uses half of each task's val split; the other half "
-           "chooses epochs and iterations; test is only reported.")
+st.caption(
+    "aTLAS (Zhang et al., NeurIPS 2024) learns one coefficient per task vector and parameter tensor. DV-BASI "
+    "(Wang et al., AAAI-26) then takes the merged model's difference vector δ = θ − θ₀, learns one scale per "
+    "tensor, moves to θ + λ·δ and repeats. The objective uses half of each task's val split; the other half "
+    "chooses epochs and iterations; test is only reported."
+)
 collection, choice, ws = sidebar_workspace()
-for key, value in {"dv_start": "atlas", "dv_lam": 0.3, "dv_objective": "supervised", "dv_iterations": 4,
-                   "dv_patience": 5, "dv_epochs": 30, "dv_scaling": "blockwise", "dv_direction": "difference",
-                   "dv_run": True}.items():
+for key, value in {
+    "dv_start": "atlas",
+    "dv_lam": 0.3,
+    "dv_objective": "supervised",
+    "dv_iterations": 4,
+    "dv_patience": 5,
+    "dv_epochs": 30,
+    "dv_scaling": "blockwise",
+    "dv_direction": "difference",
+    "dv_run": True,
+}.items():
     st.session_state.setdefault(key, value)
 a, b, c = st.columns(3)
-start = a.radio("Start from", ["atlas", "task_arithmetic"], key="dv_start",
-                format_func={"atlas": "aTLAS (learned first)", "task_arithmetic": "task arithmetic"}.get)
+start = a.radio(
+    "Start from",
+    ["atlas", "task_arithmetic"],
+    key="dv_start",
+    format_func={"atlas": "aTLAS (learned first)", "task_arithmetic": "task arithmetic"}.get,
+)
 lam = a.slider("λ (task arithmetic start)", 0.0, 1.0, step=0.05, key="dv_lam", disabled=start != "task_arithmetic")
-objective = b.radio("Objective", ["supervised", "unsupervised"], key="dv_objective",
-                    help="supervised: cross-entropy with val labels; unsupervised: prediction entropy (AdaMerging)")
+objective = b.radio(
+    "Objective",
+    ["supervised", "unsupervised"],
+    key="dv_objective",
+    help="supervised: cross-entropy with val labels; unsupervised: prediction entropy (AdaMerging)",
+)
 run_dvbasi = b.toggle("Then DV-BASI", key="dv_run")
 iterations = c.number_input("DV-BASI iterations", step=1, key="dv_iterations", disabled=not run_dvbasi)
 patience = c.number_input("patience (epochs)", step=1, key="dv_patience")
 with st.expander("More settings"):
     d, e, f = st.columns(3)
     epochs = d.number_input("max epochs per stage", step=5, key="dv_epochs")
-    scaling = e.radio("DV-BASI scaling", ["blockwise", "isotropic"], key="dv_scaling",
-                      help="isotropic: one scalar per iteration (the paper's ablation)")
-    direction = f.radio("DV-BASI direction", ["difference", "random"], key="dv_direction",
-                        help="random: a random direction of the same norm as δ (control)")
+    scaling = e.radio(
+        "DV-BASI scaling",
+        ["blockwise", "isotropic"],
+        key="dv_scaling",
+        help="isotropic: one scalar per iteration (the paper's ablation)",
+    )
+    direction = f.radio(
+        "DV-BASI direction",
+        ["difference", "random"],
+        key="dv_direction",
+        help="random: a random direction of the same norm as δ (control)",
+    )
 
 if st.button("Learn as a background job", type="primary"):
     try:
         learn = LearnConfig(objective=objective, epochs=int(epochs), patience=int(patience))
         learn.check()
-        config = DvBasiConfig(iterations=int(iterations), scaling=scaling, direction=direction,
-                              learn=LearnConfig(objective=objective, epochs=int(epochs), patience=int(patience),
-                                                select_by="fit_loss")) if run_dvbasi else None
+        config = (
+            DvBasiConfig(
+                iterations=int(iterations),
+                scaling=scaling,
+                direction=direction,
+                learn=LearnConfig(
+                    objective=objective, epochs=int(epochs), patience=int(patience), select_by="fit_loss"
+                ),
+            )
+            if run_dvbasi
+            else None
+        )
         if config is not None:
             config.check()
     except MergelabError as exc:
         st.error(str(exc))
     else:
         st.session_state["dv_job"] = resources.job_runner().submit(
-            f"{'aTLAS' if start == 'atlas' else 'TA'}{' + DV-BASI' if config else ''} · {objective}", learn_job,
-            device=resources.device_name(), workspace=ws, start=start, lam=float(lam), atlas_config=learn, config=config,
-            out_dir=DataHome.from_env().ensure().exports, run_log=resources.run_log())
+            f"{'aTLAS' if start == 'atlas' else 'TA'}{' + DV-BASI' if config else ''} · {objective}",
+            learn_job,
+            device=resources.device_name(),
+            workspace=ws,
+            start=start,
+            lam=float(lam),
+            atlas_config=learn,
+            config=config,
+            out_dir=DataHome.from_env().ensure().exports,
+            run_log=resources.run_log(),
+        )
 
 
 @st.fragment(run_every=1.0)
@@ -67,8 +111,10 @@ def live_run() -> None:
         st.plotly_chart(figures.iteration_accuracy(curves), key="dv_iterations_chart")
     if job.state is JobState.DONE:
         result = job.result
-        st.success(f"{result['point']}: test mean accuracy {result['mean_accuracy']:.1%} "
-                   f"(normalized {result['mean_normalized']:.1%}); exported to `{result['artifact']}`.")
+        st.success(
+            f"{result['point']}: test mean accuracy {result['mean_accuracy']:.1%} "
+            f"(normalized {result['mean_normalized']:.1%}); exported to `{result['artifact']}`."
+        )
         if curves.get("iterations"):
             st.plotly_chart(figures.scales_heatmap(curves, ws.matrix.spec.names), key="dv_scales")
         tasks = list(result["accuracy"])
@@ -79,7 +125,9 @@ def live_run() -> None:
         ta = ws.compare(tasks, "task_arithmetic", {"lam": float(st.session_state["dv_lam"])}, split="test")
         table[f"task arithmetic (λ = {st.session_state['dv_lam']:g})"] = [ta.merged.accuracy[t] for t in tasks]
         table["fine-tuned"] = [ta.finetuned[t] for t in tasks]
-        st.dataframe(table, column_config={k: st.column_config.NumberColumn(format="percent") for k in table if k != "task"})
+        st.dataframe(
+            table, column_config={k: st.column_config.NumberColumn(format="percent") for k in table if k != "task"}
+        )
         st.caption("Test accuracy per task, for reporting only.")
     elif job.state is JobState.FAILED:
         st.error(job.error.strip().splitlines()[-1])
@@ -90,21 +138,31 @@ live_run()
 report = resources.build_report(collection) if not choice else None
 if report and report.get("learned"):
     st.subheader("Stored at build time")
-    st.dataframe(figures.learned_table(report["learned"]),
-                 column_config={k: st.column_config.NumberColumn(format="percent") for k in ("supervised", "unsupervised")})
+    st.dataframe(
+        figures.learned_table(report["learned"]),
+        column_config={k: st.column_config.NumberColumn(format="percent") for k in ("supervised", "unsupervised")},
+    )
     atlas_cfg, inner_cfg = report["learned"]["config"], report["learned"].get("inner_config", {})
-    st.caption("Test mean accuracy over the tasks; every epoch and iteration was chosen on the selection half of val. "
-               f"aTLAS: up to {atlas_cfg['epochs']} epochs, patience {atlas_cfg['patience']}; DV-BASI: "
-               f"{report['learned']['iterations']} iterations of up to {inner_cfg.get('epochs', '?')} epochs "
-               f"(patience {inner_cfg.get('patience', '?')} on the fit loss)."
-               + (" τJp rows start from the linearized fine-tunes trained with the τJp penalty (variant tau_jp), "
-                  "evaluated as linearized models; DV-BASI keeps its start when no iteration raises selection accuracy."
-                  if "dv_basi_from_tau_jp" in report["learned"]["supervised"] else ""))
+    st.caption(
+        "Test mean accuracy over the tasks; every epoch and iteration was chosen on the selection half of val. "
+        f"aTLAS: up to {atlas_cfg['epochs']} epochs, patience {atlas_cfg['patience']}; DV-BASI: "
+        f"{report['learned']['iterations']} iterations of up to {inner_cfg.get('epochs', '?')} epochs "
+        f"(patience {inner_cfg.get('patience', '?')} on the fit loss)."
+        + (
+            " τJp rows start from the linearized fine-tunes trained with the τJp penalty (variant tau_jp), "
+            "evaluated as linearized models; DV-BASI keeps its start when no iteration raises selection accuracy."
+            if "dv_basi_from_tau_jp" in report["learned"]["supervised"]
+            else ""
+        )
+    )
 
 st.subheader("Logged runs")
 logged = resources.run_log().runs(kind="learned")
-chosen = st.multiselect("Overlay runs", [r.id for r in logged], key="dv_overlay",
-                        format_func=lambda i: next(f"#{r.id} {r.outputs.get('point', '')} · {r.status}"
-                                                   for r in logged if r.id == i))
+chosen = st.multiselect(
+    "Overlay runs",
+    [r.id for r in logged],
+    key="dv_overlay",
+    format_func=lambda i: next(f"#{r.id} {r.outputs.get('point', '')} · {r.status}" for r in logged if r.id == i),
+)
 if chosen:
     st.plotly_chart(figures.learned_runs_overlay([r for r in logged if r.id in chosen]), key="dv_overlay_chart")

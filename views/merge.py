@@ -1,4 +1,5 @@
 """Merge: pick tasks and a method, move the sliders, see every task's accuracy at once."""
+
 from pathlib import Path
 
 import streamlit as st
@@ -22,8 +23,9 @@ st.session_state.setdefault("tasks", list(ws.task_names))
 def apply_recipe() -> None:
     """Callback of "Apply recipe": runs before the widgets, so they show the recipe's values."""
     try:
-        recipe = parse_recipe(st.session_state.get("_recipe_text", ""), source="pasted recipe",
-                              defaults={"collection": collection})
+        recipe = parse_recipe(
+            st.session_state.get("_recipe_text", ""), source="pasted recipe", defaults={"collection": collection}
+        )
         chosen = list(recipe.tasks or ws.task_names)
         unknown = [t for t in chosen if t not in ws.task_names]
         if unknown:
@@ -42,14 +44,17 @@ with st.expander("Load a recipe"):
         st.error(st.session_state["_recipe_error"])
 tasks = st.multiselect("Tasks to merge", ws.task_names, key="tasks", bind="query-params")
 left, right = st.columns([2, 1])
-method_name = left.selectbox("Method", list(METHODS), key="method", bind="query-params",
-                             format_func=lambda name: METHODS[name].display_name)
+method_name = left.selectbox(
+    "Method", list(METHODS), key="method", bind="query-params", format_func=lambda name: METHODS[name].display_name
+)
 per_task = right.toggle("one λ per task", key="per_task", bind="query-params")
 method = get_method(method_name)
 if method.provisional:
-    st.caption(f"**Provisional definition.** {method.display_name}: the paper body was not available, so the "
-               "importance aggregation, normalisation and threshold are our choices (engine/sta/importance.py). "
-               "Importance maps are computed once per checkpoint and cached.")
+    st.caption(
+        f"**Provisional definition.** {method.display_name}: the paper body was not available, so the "
+        "importance aggregation, normalisation and threshold are our choices (engine/sta/importance.py). "
+        "Importance maps are computed once per checkpoint and cached."
+    )
 params = widgets.method_params(method, tasks, per_task=per_task)
 if not tasks:
     st.info("Pick at least one task.")
@@ -60,8 +65,11 @@ if method.importance:
 preview = None
 bars = st.empty()
 if method_name == "task_arithmetic" and st.toggle(
-        "Tangent-space preview", key="preview", bind="query-params",
-        help="bars from cached Jacobian-vector products at once, then the exact evaluation"):
+    "Tangent-space preview",
+    key="preview",
+    bind="query-params",
+    help="bars from cached Jacobian-vector products at once, then the exact evaluation",
+):
     with st.spinner("Caching tangent features of the interactive split (once)…"):
         preview = ws.preview(tasks, params)
     bars.plotly_chart(figures.preview_bars(preview), key="preview_bars")
@@ -73,78 +81,124 @@ except MergelabError as exc:
 previous = st.session_state.get("_previous_means")
 means = (comparison.mean_merged, comparison.mean_normalized)
 a, b, c = st.columns(3)
-a.metric("mean accuracy (merged)", f"{means[0]:.1%}",
-         delta=f"{means[0] - previous[0]:+.1%}" if previous else None)
-b.metric("mean normalized accuracy", f"{means[1]:.1%}",
-         delta=f"{means[1] - previous[1]:+.1%}" if previous else None)
+a.metric("mean accuracy (merged)", f"{means[0]:.1%}", delta=f"{means[0] - previous[0]:+.1%}" if previous else None)
+b.metric("mean normalized accuracy", f"{means[1]:.1%}", delta=f"{means[1] - previous[1]:+.1%}" if previous else None)
 c.metric("tasks · images", f"{len(tasks)} · {sum(comparison.merged.total.values())}")
 st.session_state["_previous_means"] = means
 bars.plotly_chart(figures.accuracy_bars(comparison, preview=preview), key="accuracy_bars")
 if preview is not None:
     gap = preview_gap(preview, comparison.merged.accuracy)
-    kind = ("exact for these linearized checkpoints (the gap is 0 up to ties)" if ws.linearized else
-            "a first-order approximation for these standard fine-tunes")
-    st.caption(f"Tangent preview vs exact: mean |gap| {gap:.1%}. The preview is the linearized model "
-               f"f(x; θ₀) + Σₜ λₜ J f(x; θ₀)·τₜ: {kind}.")
-st.caption(f"{method.display_name}: {method.formula}, with τₜ = θₜ − θ₀. Bars: accuracy on the interactive split "
-           "(a fixed subset of val) of the zero-shot model θ₀, the merge, and each task's own fine-tuned model. "
-           "Normalized accuracy = merged / fine-tuned, averaged over tasks.")
+    kind = (
+        "exact for these linearized checkpoints (the gap is 0 up to ties)"
+        if ws.linearized
+        else "a first-order approximation for these standard fine-tunes"
+    )
+    st.caption(
+        f"Tangent preview vs exact: mean |gap| {gap:.1%}. The preview is the linearized model "
+        f"f(x; θ₀) + Σₜ λₜ J f(x; θ₀)·τₜ: {kind}."
+    )
+st.caption(
+    f"{method.display_name}: {method.formula}, with τₜ = θₜ − θ₀. Bars: accuracy on the interactive split "
+    "(a fixed subset of val) of the zero-shot model θ₀, the merge, and each task's own fine-tuned model. "
+    "Normalized accuracy = merged / fine-tuned, averaged over tasks."
+)
 
-if st.toggle("Show what the method keeps, and where tasks disagree", key="show_sparsity",
-             help="kept fraction per task and sign conflicts per layer; computed only while this is on"):
+if st.toggle(
+    "Show what the method keeps, and where tasks disagree",
+    key="show_sparsity",
+    help="kept fraction per task and sign conflicts per layer; computed only while this is on",
+):
     with st.container(border=True):
         report = ws.sparsity(tasks, method_name, params)
-        st.dataframe({"task": list(report.tasks), "kept fraction": [report.kept_fraction[t] for t in report.tasks]},
-                     column_config={"kept fraction": st.column_config.NumberColumn(format="percent")})
+        st.dataframe(
+            {"task": list(report.tasks), "kept fraction": [report.kept_fraction[t] for t in report.tasks]},
+            column_config={"kept fraction": st.column_config.NumberColumn(format="percent")},
+        )
         st.plotly_chart(figures.sign_conflict_bars(report), key="sign_conflicts")
-        st.caption("Sign conflict: among the entries the method keeps, the share where some task vector is "
-                   "positive and another negative. TIES elects one sign per entry to resolve exactly these.")
+        st.caption(
+            "Sign conflict: among the entries the method keeps, the share where some task vector is "
+            "positive and another negative. TIES elects one sign per entry to resolve exactly these."
+        )
 
 sweep_col, test_col = st.columns(2)
 if sweep_col.button("λ sweep", help="accuracy over λ ∈ linspace(0, 1, 21), one global λ"):
     bar = st.progress(0.0, text="sweeping λ")
-    sweep = ws.sweep(tasks, method_name, params, param="lam", values=[i / 20 for i in range(21)],
-                     progress=lambda f, msg: bar.progress(f, text=msg))
+    sweep = ws.sweep(
+        tasks,
+        method_name,
+        params,
+        param="lam",
+        values=[i / 20 for i in range(21)],
+        progress=lambda f, msg: bar.progress(f, text=msg),
+    )
     bar.empty()
-    record_sweep(resources.run_log(), sweep, workspace=ws, method=method_name, params=params,
-                 device=resources.device_name())
+    record_sweep(
+        resources.run_log(), sweep, workspace=ws, method=method_name, params=params, device=resources.device_name()
+    )
     st.plotly_chart(figures.sweep_chart(sweep), key="sweep_chart")
-    st.caption("Mean (black) and per-task accuracy as one λ scales every task vector. The dashed line marks "
-               "the λ with the best mean normalized accuracy, the papers' way to pick λ on validation data.")
+    st.caption(
+        "Mean (black) and per-task accuracy as one λ scales every task vector. The dashed line marks "
+        "the λ with the best mean normalized accuracy, the papers' way to pick λ on validation data."
+    )
 if test_col.button("Evaluate on test", help="final numbers for the current setting on the test split"):
     with st.spinner("Evaluating on test…"):
         final = ws.compare(tasks, method_name, params, split="test")
-    st.dataframe({"task": list(final.tasks),
-                  "zero-shot": [final.zero_shot[t] for t in final.tasks],
-                  "merged": [final.merged.accuracy[t] for t in final.tasks],
-                  "fine-tuned": [final.finetuned[t] for t in final.tasks]})
+    st.dataframe(
+        {
+            "task": list(final.tasks),
+            "zero-shot": [final.zero_shot[t] for t in final.tasks],
+            "merged": [final.merged.accuracy[t] for t in final.tasks],
+            "fine-tuned": [final.finetuned[t] for t in final.tasks],
+        }
+    )
     st.write(f"Test: mean accuracy {final.mean_merged:.1%}, mean normalized {final.mean_normalized:.1%}.")
 
 st.subheader("Keep this merge")
-recipe = MergeRecipe(collection=collection, tasks=tuple(tasks), variants=dict(choice), method=method_name, params=params,
-                     evaluate="test")
+recipe = MergeRecipe(
+    collection=collection, tasks=tuple(tasks), variants=dict(choice), method=method_name, params=params, evaluate="test"
+)
 with st.expander("Recipe of the current settings (run it with `python -m engine run recipe.json`)"):
     st.code(recipe.model_dump_json(indent=2, exclude={"created"}), language="json")
 save_col, export_col, job_col = st.columns(3)
 if save_col.button("Save run", help="record this merge and its accuracies in the run log"):
-    run_id = save_merge_run(resources.run_log(), comparison, recipe, pretrained_sha256=ws.pretrained.tensors_sha256,
-                            device=resources.device_name())
+    run_id = save_merge_run(
+        resources.run_log(),
+        comparison,
+        recipe,
+        pretrained_sha256=ws.pretrained.tensors_sha256,
+        device=resources.device_name(),
+    )
     st.success(f"Saved as run #{run_id} (see Jobs & runs).")
 if export_col.button("Export checkpoint", help="merge, write safetensors + sidecar + recipe, evaluate on test"):
     try:
         with st.spinner("Exporting and evaluating on test…"):
-            outcome = run_recipe(recipe, home=DataHome.from_env().ensure(), device=resources.device_name(),
-                                 workspace=ws)
+            outcome = run_recipe(
+                recipe, home=DataHome.from_env().ensure(), device=resources.device_name(), workspace=ws
+            )
         st.session_state["_export"] = str(outcome.checkpoint.path)
     except MergelabError as exc:
         st.error(str(exc))
 if st.session_state.get("_export"):
     exported = Path(st.session_state["_export"])
-    st.download_button(f"Download {exported.name}", data=exported.read_bytes(), file_name=exported.name,
-                       mime="application/octet-stream", key="download_export")
+    st.download_button(
+        f"Download {exported.name}",
+        data=exported.read_bytes(),
+        file_name=exported.name,
+        mime="application/octet-stream",
+        key="download_export",
+    )
 if job_col.button("λ sweep on test as a job", help="101 values of λ in the background; follow it on Jobs & runs"):
     job_id = resources.job_runner().submit(
-        f"λ sweep · {len(tasks)} tasks", sweep_job, device=resources.device_name(), workspace=ws,
-        run_log=resources.run_log(), tasks=tuple(tasks), method=method_name, params=params, param="lam",
-        values=[i / 100 for i in range(101)], split="test")
+        f"λ sweep · {len(tasks)} tasks",
+        sweep_job,
+        device=resources.device_name(),
+        workspace=ws,
+        run_log=resources.run_log(),
+        tasks=tuple(tasks),
+        method=method_name,
+        params=params,
+        param="lam",
+        values=[i / 100 for i in range(101)],
+        split="test",
+    )
     st.info(f"Started job #{job_id}: follow it on Jobs & runs.")

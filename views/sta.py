@@ -1,4 +1,5 @@
 """STA importance: which entries each task's loss is sensitive to, and how the kept sets overlap."""
+
 import streamlit as st
 
 from engine.sta.importance import KINDS
@@ -6,26 +7,41 @@ from ui import figures, resources, widgets
 from ui.state import sidebar_workspace
 
 st.header("STA importance maps")
-st.caption("**Provisional definition.** STA (Tian, Lai et al., arXiv 2411.16139) scores each task-vector entry "
-           "by a first-order Taylor estimate of the loss change; the paper body was not available, so the "
-           "aggregation, normalisation and threshold are our choices (engine/sta/importance.py).")
+st.caption(
+    "**Provisional definition.** STA (Tian, Lai et al., arXiv 2411.16139) scores each task-vector entry "
+    "by a first-order Taylor estimate of the loss change; the paper body was not available, so the "
+    "aggregation, normalisation and threshold are our choices (engine/sta/importance.py)."
+)
 collection, choice, ws = sidebar_workspace()
 st.session_state.setdefault("sta_kind", "tau")
 st.session_state.setdefault("sta_threshold", 0.05)
 left, right = st.columns(2)
 kind = left.selectbox("Importance", list(KINDS), key="sta_kind", bind="query-params", format_func=KINDS.get)
-threshold = right.slider("κ (keep entries with importance ≥ κ)", 0.0, 1.0, step=0.01, key="sta_threshold",
-                         bind="query-params", help="importance is normalised per tensor: each tensor's peak is 1")
+threshold = right.slider(
+    "κ (keep entries with importance ≥ κ)",
+    0.0,
+    1.0,
+    step=0.01,
+    key="sta_threshold",
+    bind="query-params",
+    help="importance is normalised per tensor: each tensor's peak is 1",
+)
 widgets.require_importance(ws, kind)
 summary = resources.importance_summary(collection, resources.device_name(), kind, threshold, choice)
 
-st.dataframe({"task": list(summary.tasks), "kept at κ": summary.kept_fraction.tolist()},
-             column_config={"kept at κ": st.column_config.NumberColumn(format="percent")})
+st.dataframe(
+    {"task": list(summary.tasks), "kept at κ": summary.kept_fraction.tolist()},
+    column_config={"kept at κ": st.column_config.NumberColumn(format="percent")},
+)
 st.plotly_chart(figures.importance_histograms(summary), key="importance_histograms")
-st.caption("Entries with importance below 10⁻⁶ of their tensor's peak are counted in the legend; the maps are "
-           "stored as one byte per entry on a log scale (5.6% steps).")
+st.caption(
+    "Entries with importance below 10⁻⁶ of their tensor's peak are counted in the legend; the maps are "
+    "stored as one byte per entry on a log scale (5.6% steps)."
+)
 a, b = st.columns(2)
 a.plotly_chart(figures.mask_overlap_heatmap(summary), key="mask_overlap")
 b.plotly_chart(figures.layer_importance_heatmap(summary), key="layer_importance")
-st.caption("Overlap: |mᵢ ∧ mⱼ| / |mᵢ ∨ mⱼ| of the kept sets. Masks that overlap little let STA merge tasks "
-           "with less interference; the per-layer view shows where in the network each task's loss is sensitive.")
+st.caption(
+    "Overlap: |mᵢ ∧ mⱼ| / |mᵢ ∨ mⱼ| of the kept sets. Masks that overlap little let STA merge tasks "
+    "with less interference; the per-layer view shows where in the network each task's loss is sensitive."
+)

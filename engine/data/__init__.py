@@ -3,6 +3,7 @@
 `load_task` and `save_task` are the names the README documents; they live in engine/data/loading.py
 and engine/data/tasks.py.
 """
+
 from engine.data.loading import load_task
 from engine.data.tasks import save_task
 

@@ -2,6 +2,7 @@
 task and seed, and the real images come from the small npz in assets/. The first load writes the
 task to the data home's cache (keyed by generator version, task, seed and the npz's sha256), so
 later starts read it back in milliseconds."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,11 +31,18 @@ def generated_task(task: str, *, seed: int, real_images: Path, cache_dir: Path |
     try:
         real = load_real_images(real_images)
     except (FileNotFoundError, ValueError) as exc:
-        raise DatasetError(real_images, str(exc).removeprefix(f"{real_images}: "),
-                           fix="run `python -m engine zoo extract-real` (needs scikit-learn and scikit-image)") from exc
+        raise DatasetError(
+            real_images,
+            str(exc).removeprefix(f"{real_images}: "),
+            fix="run `python -m engine zoo extract-real` (needs scikit-learn and scikit-image)",
+        ) from exc
     arrays = build_task(task, real=real, seed=seed)
-    data = TaskData(name=arrays.name, class_names=tuple(arrays.class_names), templates=tuple(arrays.templates),
-                    splits={s: LabelledImages(arrays.images[s], arrays.labels[s]) for s in arrays.images})
+    data = TaskData(
+        name=arrays.name,
+        class_names=tuple(arrays.class_names),
+        templates=tuple(arrays.templates),
+        splits={s: LabelledImages(arrays.images[s], arrays.labels[s]) for s in arrays.images},
+    )
     if file is not None:
         save_task(data, file)
     return data

@@ -18,6 +18,7 @@ Design (docs/zoo.md says how it was arrived at):
 - Same seed → bit-identical tensors: every random draw comes from `np.random.default_rng` seeded
   with (seed, stream, task or family, split or chunk); no global RNG state is touched.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -39,20 +40,29 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGE_SIZE = 32
 GENERATED_SPLIT_SIZES: Mapping[str, int] = MappingProxyType({"train": 2000, "val": 500, "test": 1000})
 DIGIT_SPLITS: Mapping[str, tuple[int, int]] = MappingProxyType(
-    {"train": (0, 988), "val": (988, 1293), "test": (1293, 1797)})
+    {"train": (0, 988), "val": (988, 1293), "test": (1293, 1797)}
+)
 FACE_VIEWS = 4  # augmented views per held-out LFW image, so faces val has 32 × 4 = 128 images
 # Per class (faces 0..99, non-faces 100..199): 0..19 go to pretraining, the rest is split 40/16/24.
 _LFW_PRETRAIN_PER_CLASS = 20
 _LFW_TASK_SPLITS: Mapping[str, tuple[int, int]] = MappingProxyType(
-    {"train": (20, 60), "val": (60, 76), "test": (76, 100)})
+    {"train": (20, 60), "val": (60, 76), "test": (76, 100)}
+)
 # Texture row bands in the 512-row originals: pretraining uses rows 0..255 (coarser crops).
 _TEXTURE_ROWS: Mapping[str, tuple[int, int]] = MappingProxyType(
-    {"train": (256, 384), "val": (384, 448), "test": (448, 512)})
+    {"train": (256, 384), "val": (384, 448), "test": (448, 512)}
+)
 
 SHAPE_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 COLOUR_NAMES: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "white")
-_COLOUR_RGB = ((0.90, 0.12, 0.10), (0.10, 0.72, 0.20), (0.15, 0.30, 0.95),
-               (0.95, 0.87, 0.10), (0.62, 0.18, 0.82), (0.97, 0.97, 0.97))
+_COLOUR_RGB = (
+    (0.90, 0.12, 0.10),
+    (0.10, 0.72, 0.20),
+    (0.15, 0.30, 0.95),
+    (0.95, 0.87, 0.10),
+    (0.62, 0.18, 0.82),
+    (0.97, 0.97, 0.97),
+)
 SIZE_NAMES: tuple[str, ...] = ("small", "medium", "large")
 _SIZE_BANDS = ((0.08, 0.11), (0.14, 0.17), (0.20, 0.24))  # object radius, fraction of the image side
 POSITION_NAMES: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right", "center")
@@ -199,8 +209,15 @@ def _sample_bilinear(src: Tensor, index: Tensor, ys: Tensor, xs: Tensor, *, zero
     return out
 
 
-def _random_crops(src: Tensor, index: np.ndarray, rng: np.random.Generator, *, rows: tuple[int, int],
-                  sizes: tuple[float, float], flip: np.ndarray | None = None) -> Tensor:
+def _random_crops(
+    src: Tensor,
+    index: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    rows: tuple[int, int],
+    sizes: tuple[float, float],
+    flip: np.ndarray | None = None,
+) -> Tensor:
     """Square crops of src [M, H, W] resampled to 32×32: sides in `sizes`, rows inside `rows`.
 
     Keeping each crop inside its row band is what keeps train/val/test texture sources disjoint.
@@ -375,8 +392,9 @@ def _stroke_digit_alpha(rng: np.random.Generator, digit: np.ndarray) -> Tensor:
     y = 0.5 + rng.uniform(-0.08, 0.08, b)[:, None, None] + gx * np.sin(ang) + gy * np.cos(ang)
     dist = _polyline_distance(x, y) * IMAGE_SIZE  # [B, 32, 32] in pixels
     alpha = (_col(rng.uniform(0.7, 1.5, b)) + 0.5 - dist).clamp(0.0, 1.0)
-    blurred = F.interpolate(F.avg_pool2d(alpha.unsqueeze(1), 4), size=IMAGE_SIZE, mode="bilinear",
-                            align_corners=False).squeeze(1)  # [B, 32, 32]
+    blurred = F.interpolate(
+        F.avg_pool2d(alpha.unsqueeze(1), 4), size=IMAGE_SIZE, mode="bilinear", align_corners=False
+    ).squeeze(1)  # [B, 32, 32]
     return torch.where(_col(rng.random(b) < 0.5) > 0, blurred * 1.3, alpha).clamp(0.0, 1.0)
 
 
@@ -474,8 +492,9 @@ def _build_position(real: RealImages, rng: np.random.Generator, split: str) -> t
     return _scene_task_image(rng, scene), labels
 
 
-def _scene_task_image(rng: np.random.Generator, scene: _Scene, *, noise: float = _TASK_NOISE,
-                      saturation: float = 1.0) -> Tensor:
+def _scene_task_image(
+    rng: np.random.Generator, scene: _Scene, *, noise: float = _TASK_NOISE, saturation: float = 1.0
+) -> Tensor:
     """Task style for scenes: gradient background, object, pixel noise σ `noise`."""
     bg, _ = _gradient(rng, scene.radius.size, saturation=saturation)
     return _noisy(_draw_scene(bg, scene, rng), rng, noise)
@@ -514,16 +533,18 @@ class _TaskSpec:
     build: _Builder
 
 
-_TASKS: Mapping[str, _TaskSpec] = MappingProxyType({
-    "digits": _TaskSpec(tuple("0123456789"), ("the digit {}", "the number {}", "a {}"), _build_digits),
-    "faces": _TaskSpec(FACE_CLASSES, ("a photo of a {}",), _build_faces),
-    "textures": _TaskSpec(TEXTURE_NAMES, ("a photo of {}", "a {} texture"), _build_textures),
-    "size": _TaskSpec(SIZE_NAMES, ("a {} object",), _build_size),
-    "colours": _TaskSpec(COLOUR_NAMES, ("a {} object",), _build_colours),
-    "bars": _TaskSpec(BAR_CLASSES, ("{}",), _build_bars),
-    "position": _TaskSpec(POSITION_NAMES, ("an object in the {}",), _build_position),
-    "stripes": _TaskSpec(STRIPE_NAMES, ("{} stripes",), _build_stripes),
-})
+_TASKS: Mapping[str, _TaskSpec] = MappingProxyType(
+    {
+        "digits": _TaskSpec(tuple("0123456789"), ("the digit {}", "the number {}", "a {}"), _build_digits),
+        "faces": _TaskSpec(FACE_CLASSES, ("a photo of a {}",), _build_faces),
+        "textures": _TaskSpec(TEXTURE_NAMES, ("a photo of {}", "a {} texture"), _build_textures),
+        "size": _TaskSpec(SIZE_NAMES, ("a {} object",), _build_size),
+        "colours": _TaskSpec(COLOUR_NAMES, ("a {} object",), _build_colours),
+        "bars": _TaskSpec(BAR_CLASSES, ("{}",), _build_bars),
+        "position": _TaskSpec(POSITION_NAMES, ("an object in the {}",), _build_position),
+        "stripes": _TaskSpec(STRIPE_NAMES, ("{} stripes",), _build_stripes),
+    }
+)
 
 
 def build_task(name: str, *, real: RealImages, seed: int) -> TaskArrays:
@@ -542,8 +563,7 @@ def build_task(name: str, *, real: RealImages, seed: int) -> TaskArrays:
         img, lab = spec.build(real, rng, split)
         images[split] = _to_uint8(img)  # [N, 3, 32, 32] uint8
         labels[split] = torch.from_numpy(np.ascontiguousarray(lab, dtype=np.int64))  # [N]
-    return TaskArrays(name=name, class_names=spec.class_names, templates=spec.templates,
-                      images=images, labels=labels)
+    return TaskArrays(name=name, class_names=spec.class_names, templates=spec.templates, images=images, labels=labels)
 
 
 def _check_seed(seed: int) -> None:
@@ -561,29 +581,52 @@ class _Caption:
     slots: tuple[str, ...]  # slot names in _SLOT_WORDS, in id (mixed-radix) order
 
 
-_SLOT_WORDS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "shape": SHAPE_NAMES, "colour": COLOUR_NAMES, "size": SIZE_NAMES, "pos": POSITION_NAMES,
-    "count": ("one", "two", "three"), "orient": ("vertical", "horizontal"), "stripes": STRIPE_NAMES,
-    "digit": tuple("0123456789"), "texture": TEXTURE_NAMES, "photo": FACE_CLASSES,
-})
-_FAMILY_CAPTIONS: Mapping[str, tuple[_Caption, ...]] = MappingProxyType({
-    "scene": (_Caption("a {shape}", ("shape",)), _Caption("a {colour} {shape}", ("colour", "shape")),
-              _Caption("a {colour} object", ("colour",)), _Caption("a {size} object", ("size",)),
-              _Caption("a {size} {shape}", ("size", "shape")), _Caption("an object in the {pos}", ("pos",)),
-              _Caption("a {shape} in the {pos}", ("shape", "pos")),
-              _Caption("a {colour} {shape} in the {pos}", ("colour", "shape", "pos")),
-              _Caption("a {size} {colour} {shape} in the {pos}", ("size", "colour", "shape", "pos"))),
-    "bars": (_Caption("{count} bars", ("count",)), _Caption("{count} {colour} bars", ("count", "colour")),
-             _Caption("{count} {orient} bars", ("count", "orient"))),
-    "stripes": (_Caption("{stripes} stripes", ("stripes",)),),
-    "digits": (_Caption("the digit {digit}", ("digit",)), _Caption("the number {digit}", ("digit",)),
-               _Caption("a {digit}", ("digit",))),
-    "textures": (_Caption("a photo of {texture}", ("texture",)), _Caption("a {texture} texture", ("texture",))),
-    "photos": (_Caption("a photo of a {photo}", ("photo",)),),
-})
+_SLOT_WORDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "shape": SHAPE_NAMES,
+        "colour": COLOUR_NAMES,
+        "size": SIZE_NAMES,
+        "pos": POSITION_NAMES,
+        "count": ("one", "two", "three"),
+        "orient": ("vertical", "horizontal"),
+        "stripes": STRIPE_NAMES,
+        "digit": tuple("0123456789"),
+        "texture": TEXTURE_NAMES,
+        "photo": FACE_CLASSES,
+    }
+)
+_FAMILY_CAPTIONS: Mapping[str, tuple[_Caption, ...]] = MappingProxyType(
+    {
+        "scene": (
+            _Caption("a {shape}", ("shape",)),
+            _Caption("a {colour} {shape}", ("colour", "shape")),
+            _Caption("a {colour} object", ("colour",)),
+            _Caption("a {size} object", ("size",)),
+            _Caption("a {size} {shape}", ("size", "shape")),
+            _Caption("an object in the {pos}", ("pos",)),
+            _Caption("a {shape} in the {pos}", ("shape", "pos")),
+            _Caption("a {colour} {shape} in the {pos}", ("colour", "shape", "pos")),
+            _Caption("a {size} {colour} {shape} in the {pos}", ("size", "colour", "shape", "pos")),
+        ),
+        "bars": (
+            _Caption("{count} bars", ("count",)),
+            _Caption("{count} {colour} bars", ("count", "colour")),
+            _Caption("{count} {orient} bars", ("count", "orient")),
+        ),
+        "stripes": (_Caption("{stripes} stripes", ("stripes",)),),
+        "digits": (
+            _Caption("the digit {digit}", ("digit",)),
+            _Caption("the number {digit}", ("digit",)),
+            _Caption("a {digit}", ("digit",)),
+        ),
+        "textures": (_Caption("a photo of {texture}", ("texture",)), _Caption("a {texture} texture", ("texture",))),
+        "photos": (_Caption("a photo of a {photo}", ("photo",)),),
+    }
+)
 # Share of the pool per family; scenes feed three tasks (size, colours, position).
 _FAMILY_SHARE: Mapping[str, float] = MappingProxyType(
-    {"scene": 0.40, "bars": 0.14, "stripes": 0.08, "digits": 0.20, "textures": 0.10, "photos": 0.08})
+    {"scene": 0.40, "bars": 0.14, "stripes": 0.08, "digits": 0.20, "textures": 0.10, "photos": 0.08}
+)
 _CHUNK = 4096  # images generated at once: bounds peak memory at a few hundred MB
 
 
@@ -594,9 +637,12 @@ def _caption_text(caption: _Caption, words: tuple[str, ...]) -> str:
 
 def all_captions() -> tuple[str, ...]:
     """Every caption the pool can produce, in global-id order (family, template, slot words)."""
-    return tuple(_caption_text(caption, words)
-                 for captions in _FAMILY_CAPTIONS.values() for caption in captions
-                 for words in itertools.product(*(_SLOT_WORDS[s] for s in caption.slots)))
+    return tuple(
+        _caption_text(caption, words)
+        for captions in _FAMILY_CAPTIONS.values()
+        for caption in captions
+        for words in itertools.product(*(_SLOT_WORDS[s] for s in caption.slots))
+    )
 
 
 def _caption_offsets(family: str) -> tuple[int, ...]:
@@ -646,7 +692,8 @@ def _pool_sources(real: RealImages) -> _PoolSources:
         scan_labels=real.digit_labels[lo:hi].astype(np.int64),
         photos=torch.from_numpy(real.lfw[photo_index].astype(np.float32) / 255.0),
         photo_class=np.where(real.lfw_is_face[photo_index] == 1, 0, 1),
-        textures=F.avg_pool2d(tex.unsqueeze(1), 4).squeeze(1))  # [3, 64, 128]
+        textures=F.avg_pool2d(tex.unsqueeze(1), 4).squeeze(1),
+    )  # [3, 64, 128]
 
 
 def _pool_scene(rng: np.random.Generator, b: int, src: _PoolSources) -> tuple[Tensor, dict[str, np.ndarray]]:
@@ -704,10 +751,16 @@ def _pool_photos(rng: np.random.Generator, b: int, src: _PoolSources) -> tuple[T
 
 
 _FamilyGen = Callable[[np.random.Generator, int, _PoolSources], tuple[Tensor, dict[str, np.ndarray]]]
-_FAMILY_GEN: Mapping[str, _FamilyGen] = MappingProxyType({
-    "scene": _pool_scene, "bars": _pool_bars, "stripes": _pool_stripes,
-    "digits": _pool_digits, "textures": _pool_textures, "photos": _pool_photos,
-})
+_FAMILY_GEN: Mapping[str, _FamilyGen] = MappingProxyType(
+    {
+        "scene": _pool_scene,
+        "bars": _pool_bars,
+        "stripes": _pool_stripes,
+        "digits": _pool_digits,
+        "textures": _pool_textures,
+        "photos": _pool_photos,
+    }
+)
 
 
 def _family_counts(n: int) -> dict[str, int]:
@@ -736,11 +789,14 @@ def pretrain_pool(n: int, *, real: RealImages, seed: int) -> PretrainPool:
             b = min(_CHUNK, count - lo)
             rng = np.random.default_rng([seed, _POOL_STREAM, family_index, chunk])
             img, attrs = _FAMILY_GEN[family](rng, b, src)
-            where = order[start + lo: start + lo + b]
+            where = order[start + lo : start + lo + b]
             images[torch.from_numpy(where)] = _to_uint8(img)
             global_ids[where] = _caption_ids(family, rng, attrs)
         start += count
     used, caption_ids = np.unique(global_ids, return_inverse=True)
     every = all_captions()
-    return PretrainPool(images=images, caption_ids=torch.from_numpy(caption_ids.astype(np.int64)),
-                        captions=tuple(every[i] for i in used))
+    return PretrainPool(
+        images=images,
+        caption_ids=torch.from_numpy(caption_ids.astype(np.int64)),
+        captions=tuple(every[i] for i in used),
+    )

@@ -9,6 +9,7 @@ class names. Display class names come from `task.json` (`class_names`) or `class
 data, else from the standard task of that name (engine/data/standard_tasks.py), else from the folders or
 labels themselves. Scanning reads no image, so a cache can be checked before anything is decoded.
 """
+
 from __future__ import annotations
 
 import csv
@@ -116,37 +117,51 @@ def _given_names(root: Path, info: TaskInfo) -> _GivenNames | None:
         return _GivenNames(path, tuple(names))
     if isinstance(names, dict) and all(isinstance(n, str) for n in names.values()):
         return _GivenNames(path, names)
-    raise DatasetError(path, "is neither a list of class names nor an object of name → display name",
-                       fix='write ["name 0", "name 1", ...] in label order, or {"folder": "display name", ...}')
+    raise DatasetError(
+        path,
+        "is neither a list of class names nor an object of name → display name",
+        fix='write ["name 0", "name 1", ...] in label order, or {"folder": "display name", ...}',
+    )
 
 
-def _scan_folders(root: Path, given: _GivenNames | None,
-                  standard: StandardTask | None) -> tuple[tuple[str, ...], list[ImageFile]]:
+def _scan_folders(
+    root: Path, given: _GivenNames | None, standard: StandardTask | None
+) -> tuple[tuple[str, ...], list[ImageFile]]:
     split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
     if not split_dirs:
-        raise DatasetError(root, "has none of the folders train/, val/, test/ (nor train.csv, val.csv, test.csv)",
-                           fix="arrange images as <root>/<split>/<class>/<image>.png, or list them in <root>/<split>.csv")
+        raise DatasetError(
+            root,
+            "has none of the folders train/, val/, test/ (nor train.csv, val.csv, test.csv)",
+            fix="arrange images as <root>/<split>/<class>/<image>.png, or list them in <root>/<split>.csv",
+        )
     folders = sorted({p.name for d in split_dirs for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")})
     files: list[ImageFile] = []
     for split_dir in split_dirs:
-        found = [ImageFile(file, f"{split_dir.name}/{folder}/{file.name}", split_dir.name, label)
-                 for label, folder in enumerate(folders) for file in sorted((split_dir / folder).glob("*"))
-                 if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()]
+        found = [
+            ImageFile(file, f"{split_dir.name}/{folder}/{file.name}", split_dir.name, label)
+            for label, folder in enumerate(folders)
+            for file in sorted((split_dir / folder).glob("*"))
+            if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()
+        ]
         if not found:
             raise DatasetError(split_dir, "contains no images", fix=f"add {'/'.join(IMAGE_SUFFIXES)} files per class")
         files += found
     return _display_names(folders, given, standard, what="class folders"), files
 
 
-def _display_names(keys: list[str], given: _GivenNames | None, standard: StandardTask | None,
-                   *, what: str) -> tuple[str, ...]:
+def _display_names(
+    keys: list[str], given: _GivenNames | None, standard: StandardTask | None, *, what: str
+) -> tuple[str, ...]:
     """Display names of `keys` (sorted folder names or labels): as given, or by the standard task's rule."""
     if given is None:
         return tuple(standard.display_name(k) for k in keys) if standard else tuple(keys)
     if isinstance(given.names, tuple):
         if len(given.names) != len(keys):
-            raise DatasetError(given.path, f"lists {len(given.names)} class names for {len(keys)} {what}",
-                               fix=f"give one name per entry of the sorted {what}, in that order")
+            raise DatasetError(
+                given.path,
+                f"lists {len(given.names)} class names for {len(keys)} {what}",
+                fix=f"give one name per entry of the sorted {what}, in that order",
+            )
         return given.names
     missing = [k for k in keys if k not in given.names]
     if missing:
@@ -189,16 +204,22 @@ def _columns(first: list[str], allowed: tuple[str, ...], path: Path) -> tuple[di
             raise DatasetError(path, f"has the header {','.join(first)}", fix=f"name the columns {','.join(allowed)}")
         return {c: i for i, c in enumerate(lowered)}, True
     if len(first) not in (2, len(allowed)):
-        raise DatasetError(path, f"has {len(first)} columns in its first row",
-                           fix=f"write {','.join(allowed)} per row (a header row is optional)")
-    return {c: i for i, c in enumerate(allowed[:len(first)])}, False
+        raise DatasetError(
+            path,
+            f"has {len(first)} columns in its first row",
+            fix=f"write {','.join(allowed)} per row (a header row is optional)",
+        )
+    return {c: i for i, c in enumerate(allowed[: len(first)])}, False
 
 
 def _parse_row(path: Path, line: int, cells: list[str], columns: dict[str, int], *, split: str | None) -> _Row:
     where = f"{path}, row {line}"
     if len(cells) != len(columns):
-        raise DatasetError(where, f"has {len(cells)} cells for the {len(columns)} columns {','.join(columns)}",
-                           fix="give every row the same columns")
+        raise DatasetError(
+            where,
+            f"has {len(cells)} cells for the {len(columns)} columns {','.join(columns)}",
+            fix="give every row the same columns",
+        )
     source, label = cells[columns["path"]], cells[columns["label"]]
     row_split = cells[columns["split"]].lower() if "split" in columns else (split or "test")
     if row_split not in SPLITS:
@@ -207,16 +228,21 @@ def _parse_row(path: Path, line: int, cells: list[str], columns: dict[str, int],
         raise DatasetError(where, "has an empty path or label", fix="fill in both, or delete the row")
     file = Path(source) if Path(source).is_absolute() else path.parent / source
     if not file.is_file():
-        raise DatasetError(where, f"names {file}, which does not exist",
-                           fix="correct the path (relative to the CSV's folder) or delete the row")
+        raise DatasetError(
+            where,
+            f"names {file}, which does not exist",
+            fix="correct the path (relative to the CSV's folder) or delete the row",
+        )
     if file.suffix.lower() not in IMAGE_SUFFIXES:
-        raise DatasetError(where, f"names {file.name}, which is not an image file",
-                           fix=f"list only {'/'.join(IMAGE_SUFFIXES)} files")
+        raise DatasetError(
+            where, f"names {file.name}, which is not an image file", fix=f"list only {'/'.join(IMAGE_SUFFIXES)} files"
+        )
     return _Row(path, line, file, source, label, row_split)
 
 
-def _label_rows(rows: list[_Row], given: _GivenNames | None,
-                standard: StandardTask | None) -> tuple[tuple[str, ...], list[ImageFile]]:
+def _label_rows(
+    rows: list[_Row], given: _GivenNames | None, standard: StandardTask | None
+) -> tuple[tuple[str, ...], list[ImageFile]]:
     """Class names and labelled files: labels are all class indices, or else all class names."""
     if all(_is_index(r.label) for r in rows):
         class_names, labels = _index_labels(rows, given)
@@ -231,20 +257,26 @@ def _is_index(label: str) -> bool:
 
 def _index_labels(rows: list[_Row], given: _GivenNames | None) -> tuple[tuple[str, ...], list[int]]:
     if given is not None and not isinstance(given.names, tuple):
-        raise DatasetError(given.path, f"maps names, but the labels in {rows[0].csv.name} are class indices",
-                           fix="write a list of display names in label order")
+        raise DatasetError(
+            given.path,
+            f"maps names, but the labels in {rows[0].csv.name} are class indices",
+            fix="write a list of display names in label order",
+        )
     labels = [int(r.label) for r in rows]
     count = len(given.names) if given else max(labels) + 1
     for row, label in zip(rows, labels):
         if not 0 <= label < count:
             source = f"the {count} names in {given.path.name}" if given else "class indices"
-            raise row.error(f"has the label {label}, outside 0..{count - 1} ({source})",
-                            fix="correct the label, or add the missing class names")
+            raise row.error(
+                f"has the label {label}, outside 0..{count - 1} ({source})",
+                fix="correct the label, or add the missing class names",
+            )
     return (given.names if given else tuple(str(i) for i in range(count))), labels
 
 
-def _named_labels(rows: list[_Row], given: _GivenNames | None,
-                  standard: StandardTask | None) -> tuple[tuple[str, ...], list[int]]:
+def _named_labels(
+    rows: list[_Row], given: _GivenNames | None, standard: StandardTask | None
+) -> tuple[tuple[str, ...], list[int]]:
     """Class names as labels: the given list's entries, the given mapping's keys, or the labels seen."""
     if given is not None and isinstance(given.names, tuple):
         keys, class_names = list(given.names), given.names
@@ -265,9 +297,12 @@ def _decode(files: list[ImageFile], *, image_size: int | None) -> LabelledImages
     for i, entry in enumerate(files[1:], start=1):
         image = _read_image(entry.file, image_size=image_size)  # [3, H', W']
         if image.shape != first.shape:
-            raise DatasetError(entry.file, f"is {image.shape[2]}×{image.shape[1]} while {files[0].file.name} is "
-                               f"{first.shape[2]}×{first.shape[1]}: the {entry.split} split holds images of different sizes",
-                               fix="load with image_size=<model input size> so they are resized")
+            raise DatasetError(
+                entry.file,
+                f"is {image.shape[2]}×{image.shape[1]} while {files[0].file.name} is "
+                f"{first.shape[2]}×{first.shape[1]}: the {entry.split} split holds images of different sizes",
+                fix="load with image_size=<model input size> so they are resized",
+            )
         images[i] = image
     labels = torch.tensor([f.label for f in files], dtype=torch.int64)  # [N]
     return LabelledImages(images, labels)

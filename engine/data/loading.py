@@ -4,6 +4,7 @@ The packed format and the task types live in engine/data/tasks.py; image files a
 by engine/data/image_sets.py and kept decoded by engine/data/task_cache.py. This module only dispatches,
 so those three build on the types without importing each other in a circle.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,9 @@ from engine.data.tasks import TaskData, check_task, load_packed_task
 from engine.errors import DatasetError
 
 
-def load_task(path: Path, *, image_size: int | None = None, cache_dir: Path | None = None,
-              name: str | None = None) -> TaskData:
+def load_task(
+    path: Path, *, image_size: int | None = None, cache_dir: Path | None = None, name: str | None = None
+) -> TaskData:
     """Load a packed task file, an image folder, a CSV file or a folder of split CSVs.
 
     `image_size` resizes and centre-crops image files (packed tasks are returned as stored).
@@ -25,9 +27,12 @@ def load_task(path: Path, *, image_size: int | None = None, cache_dir: Path | No
     """
     path = Path(path)
     if not path.exists():
-        raise DatasetError(path, "no such task file or folder",
-                           fix="check the path; a task is <task>.safetensors + .json, a folder <split>/<class>/, "
-                               "or CSV files path,label[,split]")
+        raise DatasetError(
+            path,
+            "no such task file or folder",
+            fix="check the path; a task is <task>.safetensors + .json, a folder <split>/<class>/, "
+            "or CSV files path,label[,split]",
+        )
     if path.is_dir() or path.suffix.lower() == ".csv":
         return _load_image_files(path, image_size=image_size, cache_dir=cache_dir, name=name)
     return load_packed_task(path, name=name)

@@ -10,6 +10,7 @@ Contents (all uint8, so the file stays near 1 MB):
   last 100 are not (checked by eye: crops of backgrounds), stored as `lfw_is_face`;
 - textures: skimage brick, grass and gravel, [3, 512, 512] grey.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,10 +25,15 @@ from engine.io.atomic import atomic_path
 
 TEXTURE_NAMES: tuple[str, ...] = ("brick", "grass", "gravel")
 LFW_FACES = 100  # lfw_subset(): images 0..99 are faces, 100..199 are not
-_SHAPES = {"digits": (1797, 8, 8), "digit_labels": (1797,), "lfw": (200, 25, 25),
-           "lfw_is_face": (200,), "textures": (3, 512, 512), "texture_names": (3,)}
-_DTYPES = {"digits": np.uint8, "digit_labels": np.int64, "lfw": np.uint8,
-           "lfw_is_face": np.uint8, "textures": np.uint8}
+_SHAPES = {
+    "digits": (1797, 8, 8),
+    "digit_labels": (1797,),
+    "lfw": (200, 25, 25),
+    "lfw_is_face": (200,),
+    "textures": (3, 512, 512),
+    "texture_names": (3,),
+}
+_DTYPES = {"digits": np.uint8, "digit_labels": np.int64, "lfw": np.uint8, "lfw_is_face": np.uint8, "textures": np.uint8}
 _FIX = "run `python -m engine zoo extract-real` to recreate it"
 
 
@@ -86,9 +92,14 @@ def load_real_images(path: Path) -> RealImages:
     _check_arrays(arrays, path)
     for array in arrays.values():
         array.setflags(write=False)
-    return RealImages(digits=arrays["digits"], digit_labels=arrays["digit_labels"], lfw=arrays["lfw"],
-                      lfw_is_face=arrays["lfw_is_face"], textures=arrays["textures"],
-                      texture_names=tuple(str(n) for n in arrays["texture_names"]))
+    return RealImages(
+        digits=arrays["digits"],
+        digit_labels=arrays["digit_labels"],
+        lfw=arrays["lfw"],
+        lfw_is_face=arrays["lfw_is_face"],
+        textures=arrays["textures"],
+        texture_names=tuple(str(n) for n in arrays["texture_names"]),
+    )
 
 
 def _check_arrays(arrays: dict[str, np.ndarray], path: Path) -> None:

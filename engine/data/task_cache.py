@@ -6,6 +6,7 @@ label and sha256, so a changed, added or removed file gives a new key. The entry
 dataset path, image size, class names and templates) could never be read again, so writing the new one
 removes it; entries that differ in those stay. A `<key>.origin` file beside each entry records them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,12 @@ DECODER = "pil-rgb/bicubic-shorter-side/centre-crop/v1"  # change when decoding 
 def cache_key(image_set: ImageSet, *, image_size: int | None) -> str:
     """32 hex digits of a sha256 over the decoder, image size, names, templates and every file."""
     digest = hashlib.sha256()
-    head = {"decoder": DECODER, "image_size": image_size, "class_names": list(image_set.class_names),
-            "templates": list(image_set.templates)}
+    head = {
+        "decoder": DECODER,
+        "image_size": image_size,
+        "class_names": list(image_set.class_names),
+        "templates": list(image_set.templates),
+    }
     digest.update(json.dumps(head).encode())
     for entry in image_set.files:
         digest.update(json.dumps([entry.source, entry.split, entry.label, file_sha256(entry.file)]).encode())
@@ -36,8 +41,9 @@ def cached_task_path(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / "tasks" / f"{key}.safetensors"
 
 
-def load_cached(image_set: ImageSet, *, image_size: int | None, cache_dir: Path, origin: Path,
-                decode: Callable[[], TaskData]) -> TaskData:
+def load_cached(
+    image_set: ImageSet, *, image_size: int | None, cache_dir: Path, origin: Path, decode: Callable[[], TaskData]
+) -> TaskData:
     """The cached task when its key matches, else `decode()`, written to the cache (atomically), retiring
     the entries it supersedes: same `origin` (the dataset's path), image size, names and templates."""
     path = cached_task_path(cache_dir, cache_key(image_set, image_size=image_size))
@@ -55,8 +61,14 @@ def load_cached(image_set: ImageSet, *, image_size: int | None, cache_dir: Path,
 def _retire_superseded(entry: Path, image_set: ImageSet, *, origin: Path, image_size: int | None) -> None:
     """Delete the other entries decoded from the same origin with the same settings (only their files
     differed), then record the new entry's origin."""
-    stamp = json.dumps({"origin": str(Path(origin).resolve()), "image_size": image_size,
-                        "class_names": list(image_set.class_names), "templates": list(image_set.templates)})
+    stamp = json.dumps(
+        {
+            "origin": str(Path(origin).resolve()),
+            "image_size": image_size,
+            "class_names": list(image_set.class_names),
+            "templates": list(image_set.templates),
+        }
+    )
     for other in entry.parent.glob("*.origin"):
         if other.stem != entry.stem and other.read_text(encoding="utf-8") == stamp:
             for part in (other.with_suffix(".safetensors"), other.with_suffix(".json"), other):

@@ -9,6 +9,7 @@ On-disk formats, all read by `load_task` (engine/data/loading.py):
 The "interactive" split is a fixed subset of val (a seeded choice of `INTERACTIVE_SIZE` images):
 the dashboard tunes on it, reports use test.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -67,8 +68,11 @@ class TaskData:
             idx = interactive_indices(len(val)).to(val.labels.device)
             return LabelledImages(val.images[idx], val.labels[idx])
         if name not in self.splits:
-            raise DatasetError(self.name, f"has no split {name!r} (has {sorted(self.splits)})",
-                               fix="choose train, val, test or interactive")
+            raise DatasetError(
+                self.name,
+                f"has no split {name!r} (has {sorted(self.splits)})",
+                fix="choose train, val, test or interactive",
+            )
         return self.splits[name]
 
     def to(self, device: torch.device | str) -> TaskData:
@@ -85,8 +89,9 @@ def normalize_batch(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """uint8 [B, 3, H, W] → float [B, 3, S, S] normalised as the architecture expects."""
     x = images.float().div_(255.0)  # [B, 3, H, W]
     if x.shape[-1] != pre.image_size or x.shape[-2] != pre.image_size:
-        x = F.interpolate(x, size=(pre.image_size, pre.image_size), mode="bicubic", antialias=True,
-                          align_corners=False).clamp_(0.0, 1.0)
+        x = F.interpolate(
+            x, size=(pre.image_size, pre.image_size), mode="bicubic", antialias=True, align_corners=False
+        ).clamp_(0.0, 1.0)
     mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std  # [B, 3, S, S]
@@ -113,8 +118,9 @@ def load_packed_task(path: Path, *, name: str | None = None) -> TaskData:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise DatasetError(path, f"cannot be read ({exc})", fix="rebuild or copy the task file again") from exc
-    splits = {s: LabelledImages(tensors[f"{s}.images"], tensors[f"{s}.labels"])
-              for s in SPLITS if f"{s}.images" in tensors}
+    splits = {
+        s: LabelledImages(tensors[f"{s}.images"], tensors[f"{s}.labels"]) for s in SPLITS if f"{s}.images" in tensors
+    }
     task_name = name or info.name or path.stem
     return check_task(TaskData(task_name, info.class_names, task_templates(info, task_name), splits), path)
 
@@ -126,8 +132,11 @@ def read_task_info(path: Path) -> TaskInfo:
     try:
         return TaskInfo.model_validate_json(path.read_text(encoding="utf-8"))
     except ValidationError as exc:
-        raise DatasetError(path, f"invalid task JSON ({exc.error_count()} errors: {exc.errors()[0]['msg']})",
-                           fix="fields are name, class_names, templates") from exc
+        raise DatasetError(
+            path,
+            f"invalid task JSON ({exc.error_count()} errors: {exc.errors()[0]['msg']})",
+            fix="fields are name, class_names, templates",
+        ) from exc
 
 
 def task_templates(info: TaskInfo, task_name: str) -> tuple[str, ...]:
@@ -144,11 +153,17 @@ def check_task(task: TaskData, source: Path) -> TaskData:
         raise DatasetError(source, "needs at least two class names", fix="list class_names in the task JSON")
     for split, data in task.splits.items():
         if data.images.dtype != torch.uint8 or data.images.ndim != 4 or data.images.shape[1] != 3:
-            raise DatasetError(source, f"{split}.images must be uint8 [N, 3, H, W], got "
-                               f"{data.images.dtype} {tuple(data.images.shape)}", fix="re-pack the task")
+            raise DatasetError(
+                source,
+                f"{split}.images must be uint8 [N, 3, H, W], got {data.images.dtype} {tuple(data.images.shape)}",
+                fix="re-pack the task",
+            )
         if len(data) != data.images.shape[0] or (len(data) and int(data.labels.max()) >= num_classes):
-            raise DatasetError(source, f"{split} labels do not fit {num_classes} classes or the image count",
-                               fix="check labels against class_names")
+            raise DatasetError(
+                source,
+                f"{split} labels do not fit {num_classes} classes or the image count",
+                fix="check labels against class_names",
+            )
     return task
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: the suite (tower template, images, heads), accuracies, zero-shot heads, the linearized model."""

@@ -10,6 +10,7 @@ of such checkpoints is exact in function space.
 Normalized accuracy is the papers' convention (Ilharco et al. 2023; Ortiz-Jiménez et al. 2023):
 per task, merged accuracy / the task's own fine-tuned accuracy, then the mean over tasks.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -31,7 +32,7 @@ class EvalResult:
     split: str
     correct: Mapping[str, int]
     total: Mapping[str, int]
-    normalized: Mapping[str, float] | None = None   # task → acc / fine-tuned acc
+    normalized: Mapping[str, float] | None = None  # task → acc / fine-tuned acc
 
     @property
     def accuracy(self) -> dict[str, float]:
@@ -58,9 +59,16 @@ def normalized_accuracy(accuracy: Mapping[str, float], reference: Mapping[str, f
 
 
 @torch.no_grad()
-def evaluate(params: torch.Tensor, suite: EvalSuite, split: str, *, tasks: Sequence[str] | None = None,
-             reference: Mapping[str, float] | None = None, batch_size: int = 1024,
-             progress: Progress | None = None) -> EvalResult:
+def evaluate(
+    params: torch.Tensor,
+    suite: EvalSuite,
+    split: str,
+    *,
+    tasks: Sequence[str] | None = None,
+    reference: Mapping[str, float] | None = None,
+    batch_size: int = 1024,
+    progress: Progress | None = None,
+) -> EvalResult:
     """Accuracy of θ = `params` [P] on `split` for `tasks` (default: all of the suite's)."""
     names = tuple(tasks or suite.task_names)
     unknown = [t for t in names if t not in suite.tasks]
@@ -81,8 +89,14 @@ def accuracy_on(params: torch.Tensor, suite: EvalSuite, parts: Mapping[str, Labe
 
 
 @torch.no_grad()
-def _correct(params: torch.Tensor, suite: EvalSuite, parts: Mapping[str, LabelledImages], *, batch_size: int = 1024,
-             progress: Progress | None = None) -> dict[str, int]:
+def _correct(
+    params: torch.Tensor,
+    suite: EvalSuite,
+    parts: Mapping[str, LabelledImages],
+    *,
+    batch_size: int = 1024,
+    progress: Progress | None = None,
+) -> dict[str, int]:
     """Correct predictions per task: every task's images through the tower in one pass, then its head."""
     images = torch.cat([p.images for p in parts.values()])  # [N, 3, H, W] uint8
     feats = encode_images(params, suite, images, batch_size=batch_size, progress=progress)  # [N, E]
@@ -93,15 +107,21 @@ def _correct(params: torch.Tensor, suite: EvalSuite, parts: Mapping[str, Labelle
     return correct
 
 
-def encode_images(params: torch.Tensor, suite: EvalSuite, images: torch.Tensor, *, batch_size: int = 1024,
-                  progress: Progress | None = None) -> torch.Tensor:
+def encode_images(
+    params: torch.Tensor,
+    suite: EvalSuite,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    progress: Progress | None = None,
+) -> torch.Tensor:
     """L2-normalised image features [N, E] of uint8 images [N, 3, H, W] under θ = params [P]."""
     if suite.linearized_at is not None:
         return _linearized_features(params, suite, images, batch_size=batch_size, progress=progress)
     weights = unflatten(params, suite.spec)
     out = []
     for start in range(0, images.shape[0], batch_size):
-        x = normalize_batch(images[start:start + batch_size], suite.preprocess)  # [B, 3, S, S]
+        x = normalize_batch(images[start : start + batch_size], suite.preprocess)  # [B, 3, S, S]
         with suite.lock:
             feats = functional_call(suite.visual, weights, (x,))  # [B, E]
         out.append(F.normalize(feats, dim=-1))
@@ -110,12 +130,13 @@ def encode_images(params: torch.Tensor, suite: EvalSuite, images: torch.Tensor, 
     return torch.cat(out)  # [N, E]
 
 
-def _linearized_features(params: torch.Tensor, suite: EvalSuite, images: torch.Tensor, *, batch_size: int,
-                         progress: Progress | None) -> torch.Tensor:
+def _linearized_features(
+    params: torch.Tensor, suite: EvalSuite, images: torch.Tensor, *, batch_size: int, progress: Progress | None
+) -> torch.Tensor:
     """normalize(f₀ + J f(x; θ₀)·(θ − θ₀)) [N, E], in chunks of `batch_size` images."""
     out = []
     for start in range(0, images.shape[0], batch_size):
-        chunk = images[start:start + batch_size]
+        chunk = images[start : start + batch_size]
         out.append(F.normalize(linearized_features(suite, suite.linearized_at, params, chunk), dim=-1))  # [B, E]
         if progress is not None:
             progress(min(1.0, (start + batch_size) / images.shape[0]), "encoding images (linearized)")

@@ -5,6 +5,7 @@ embeddings are averaged and renormalised, then scaled by the model's logit scale
 task_vectors heads store it), so logits = head [C, E] @ normalize(f(x)) [E]. Heads are cached
 in the data home keyed by the CLIP checkpoint's tensors_sha256, the class names and templates.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,9 @@ from engine.models import create_clip, tokenizer
 
 
 @torch.no_grad()
-def build_head(clip: torch.nn.Module, architecture: str, class_names: Sequence[str],
-               templates: Sequence[str]) -> torch.Tensor:
+def build_head(
+    clip: torch.nn.Module, architecture: str, class_names: Sequence[str], templates: Sequence[str]
+) -> torch.Tensor:
     """[C, E] head from a full CLIP model (text tower used, image tower untouched)."""
     prompts = [t.format(c) for c in class_names for t in templates]
     tokens = tokenizer(architecture)(prompts)  # [C·M, context]
@@ -34,16 +36,20 @@ def build_head(clip: torch.nn.Module, architecture: str, class_names: Sequence[s
     return F.normalize(emb, dim=-1) * scale  # [C, E]
 
 
-def cached_head(clip_checkpoint: Checkpoint, class_names: Sequence[str], templates: Sequence[str],
-                *, cache_dir: Path) -> torch.Tensor:
+def cached_head(
+    clip_checkpoint: Checkpoint, class_names: Sequence[str], templates: Sequence[str], *, cache_dir: Path
+) -> torch.Tensor:
     """The head for these classes and templates, built once per CLIP checkpoint and cached."""
     key = _head_key(clip_checkpoint.sha256, class_names, templates)
     file = Path(cache_dir) / "heads" / f"{key}.safetensors"
     if file.is_file():
         return load_file(str(file))["head"]
     if clip_checkpoint.meta.tower != "clip":
-        raise CheckpointError(clip_checkpoint.path, "holds only an image tower; heads need the text tower",
-                              fix="point the collection's 'pretrained' at a full CLIP checkpoint")
+        raise CheckpointError(
+            clip_checkpoint.path,
+            "holds only an image tower; heads need the text tower",
+            fix="point the collection's 'pretrained' at a full CLIP checkpoint",
+        )
     clip = load_clip(clip_checkpoint)
     head = build_head(clip, clip_checkpoint.meta.architecture, class_names, templates)
     with atomic_path(file) as tmp:
@@ -57,9 +63,11 @@ def load_clip(checkpoint: Checkpoint) -> torch.nn.Module:
     state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint.state.items()}
     missing, unexpected = clip.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(checkpoint.path, f"does not fit {checkpoint.meta.architecture} "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})",
-                              fix="check the sidecar's architecture")
+        raise CheckpointError(
+            checkpoint.path,
+            f"does not fit {checkpoint.meta.architecture} (missing {missing[:3]}, unexpected {unexpected[:3]})",
+            fix="check the sidecar's architecture",
+        )
     return clip.eval()
 
 
@@ -80,20 +88,34 @@ def load_head_file(path: Path, *, num_classes: int | None) -> torch.Tensor:
         raise CheckpointError(path, "no such head file", fix="check the pool manifest's head path")
     tensors = read_header(path).tensors if path.suffix == ".safetensors" else state_tensors(read_torch_zip(path).root)
     tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
-    key = next((k for k in ("head", "weight") if k in tensors), next(iter(tensors), None) if len(tensors) == 1 else None)
+    key = next(
+        (k for k in ("head", "weight") if k in tensors), next(iter(tensors), None) if len(tensors) == 1 else None
+    )
     if key is None:
-        raise CheckpointError(path, f"holds no head matrix (keys {sorted(tensors)[:4]})",
-                              fix="save the [classes, embedding] matrix under 'head', or a ClassificationHead")
+        raise CheckpointError(
+            path,
+            f"holds no head matrix (keys {sorted(tensors)[:4]})",
+            fix="save the [classes, embedding] matrix under 'head', or a ClassificationHead",
+        )
     head = tensors[key].read(dtype=torch.float32)
     if "bias" in tensors and tensors["bias"].read().abs().max() > 0:
-        raise CheckpointError(path, "has a non-zero bias; mergelab heads are bias-free",
-                              fix="fold the bias away or re-build the head from class names")
+        raise CheckpointError(
+            path,
+            "has a non-zero bias; mergelab heads are bias-free",
+            fix="fold the bias away or re-build the head from class names",
+        )
     if head.ndim != 2:
-        raise CheckpointError(path, f"head has shape {tuple(head.shape)}, not [classes, embedding]",
-                              fix="save the [classes, embedding] matrix under 'head', or a ClassificationHead")
+        raise CheckpointError(
+            path,
+            f"head has shape {tuple(head.shape)}, not [classes, embedding]",
+            fix="save the [classes, embedding] matrix under 'head', or a ClassificationHead",
+        )
     if num_classes is not None and head.shape[0] != num_classes:
-        raise CheckpointError(path, f"head has shape {tuple(head.shape)}, the task has {num_classes} classes",
-                              fix="pair the head file with the task's dataset (same classes, same order)")
+        raise CheckpointError(
+            path,
+            f"head has shape {tuple(head.shape)}, the task has {num_classes} classes",
+            fix="pair the head file with the task's dataset (same classes, same order)",
+        )
     return head  # [C, E]
 
 

@@ -3,6 +3,7 @@
 Kept apart from engine/eval/evaluate.py so the linearized model (engine/eval/tangent.py), which
 evaluate.py uses, can take a suite without an import circle.
 """
+
 from __future__ import annotations
 
 import threading
@@ -28,11 +29,11 @@ class EvalSuite:
     run with each other's weights; `lock` serialises the forwards.
     """
 
-    visual: nn.Module                   # fp32, eval mode; its own weights are never used
+    visual: nn.Module  # fp32, eval mode; its own weights are never used
     spec: ParamSpec
     preprocess: Preprocess
     tasks: Mapping[str, TaskData]
-    heads: Mapping[str, torch.Tensor]   # task → [C, E]
+    heads: Mapping[str, torch.Tensor]  # task → [C, E]
     linearized_at: torch.Tensor | None = field(default=None, repr=False, compare=False)  # θ₀ [P] or None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 

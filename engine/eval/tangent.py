@@ -10,6 +10,7 @@ Forward-mode AD through open_clip's attention needs the MultiheadAttention fast 
 math SDPA backend (the fast path's fused kernel and the efficient SDPA kernels have no forward-mode
 derivative); `forward_mode_ad()` sets both while it runs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ def forward_mode_ad() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(previous)
 
 
-LARGE_ON_CPU = 10_000_000   # parameters above which one tangent per pass is faster on a CPU
+LARGE_ON_CPU = 10_000_000  # parameters above which one tangent per pass is faster on a CPU
 
 
 def default_tangents_per_pass(theta0: torch.Tensor) -> int | None:
@@ -48,9 +49,16 @@ def default_tangents_per_pass(theta0: torch.Tensor) -> int | None:
     return 1 if theta0.device.type == "cpu" and theta0.numel() > LARGE_ON_CPU else None
 
 
-def jvp_features(suite: EvalSuite, theta0: torch.Tensor, tangents: torch.Tensor, images: torch.Tensor, *,
-                 batch_size: int = 128, tangents_per_pass: int | None = None,
-                 progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def jvp_features(
+    suite: EvalSuite,
+    theta0: torch.Tensor,
+    tangents: torch.Tensor,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 128,
+    tangents_per_pass: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """f(x; θ₀) [N, E] and J_θ f(x; θ₀)·vₘ [M, N, E] for uint8 images [N, 3, H, W] and tangents [M, P].
 
     `tangents_per_pass` caps how many tangents share one vmapped pass: fewer passes reuse the primal
@@ -59,7 +67,7 @@ def jvp_features(suite: EvalSuite, theta0: torch.Tensor, tangents: torch.Tensor,
     per_pass = tangents_per_pass or default_tangents_per_pass(theta0) or tangents.shape[0]
     base, products = [], []
     for start in range(0, images.shape[0], batch_size):
-        x = normalize_batch(images[start:start + batch_size], suite.preprocess).to(theta0.dtype)  # [B, 3, S, S]
+        x = normalize_batch(images[start : start + batch_size], suite.preprocess).to(theta0.dtype)  # [B, 3, S, S]
 
         def embed(params: torch.Tensor) -> torch.Tensor:
             return functional_call(suite.visual, unflatten(params, suite.spec), (x,))  # [B, E]
@@ -79,12 +87,14 @@ def jvp_features(suite: EvalSuite, theta0: torch.Tensor, tangents: torch.Tensor,
     return torch.cat(base), torch.cat(products, dim=1)  # [N, E], [M, N, E]
 
 
-def trainable_embedding(visual: torch.nn.Module, spec, theta: torch.Tensor, x: torch.Tensor, *,
-                        linearized_at: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def trainable_embedding(
+    visual: torch.nn.Module, spec, theta: torch.Tensor, x: torch.Tensor, *, linearized_at: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Raw embeddings [B, E] of normalised images x, differentiable in θ [P], for training.
 
     Without `linearized_at`: (f(x; θ), None). With θ₀ = `linearized_at`: (f₀ + J·(θ − θ₀), J·(θ − θ₀)),
     the linearized model; gradients flow back through the tangent. The caller holds the template's lock."""
+
     def embed(params: torch.Tensor) -> torch.Tensor:
         return functional_call(visual, unflatten(params, spec), (x,))  # [B, E]
 
@@ -95,8 +105,9 @@ def trainable_embedding(visual: torch.nn.Module, spec, theta: torch.Tensor, x: t
     return f0 + moved, moved
 
 
-def linearized_features(suite: EvalSuite, theta0: torch.Tensor, theta: torch.Tensor, images: torch.Tensor, *,
-                        batch_size: int = 128) -> torch.Tensor:
+def linearized_features(
+    suite: EvalSuite, theta0: torch.Tensor, theta: torch.Tensor, images: torch.Tensor, *, batch_size: int = 128
+) -> torch.Tensor:
     """f_lin(x; θ) = f(x; θ₀) + J f(x; θ₀)(θ − θ₀) → [N, E] (raw embeddings)."""
     f0, jv = jvp_features(suite, theta0, (theta - theta0)[None], images, batch_size=batch_size)
     return f0 + jv[0]  # [N, E]

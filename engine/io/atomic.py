@@ -3,6 +3,7 @@
 Everything is written to a temporary sibling and moved into place with `os.replace`, which is
 atomic on POSIX when source and target share a folder.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -13,6 +13,7 @@ straight into a flat vector (`read_visual_into`) or into a state dict (`load`).
 `tensors_sha256` hashes the tensors themselves (sorted keys, dtype, shape, raw bytes), not the file,
 so it survives a change of container and keys every cache in the data home.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 Variant = Literal["pretrained", "standard", "linearized", "tau_jp", "merged"]
-LINEARIZED_VARIANTS = ("linearized", "tau_jp")   # evaluated as f₀ + J f(x; θ₀)·(θ − θ₀) everywhere
+LINEARIZED_VARIANTS = ("linearized", "tau_jp")  # evaluated as f₀ + J f(x; θ₀)·(θ − θ₀) everywhere
 
 
 class CheckpointMeta(BaseModel):
@@ -49,15 +50,15 @@ class CheckpointMeta(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    architecture: str                      # an open_clip config name, e.g. "ViT-B-32"
-    quick_gelu: bool = False               # OpenAI-derived weights need QuickGELU
+    architecture: str  # an open_clip config name, e.g. "ViT-B-32"
+    quick_gelu: bool = False  # OpenAI-derived weights need QuickGELU
     tower: Literal["visual", "clip"] = "visual"
-    task: str | None = None                # None for pretrained and multi-task merges
+    task: str | None = None  # None for pretrained and multi-task merges
     variant: Variant
     class_names: tuple[str, ...] = ()
-    training: dict[str, Any] = {}          # the recipe that produced it: steps, lr, method, λ ...
-    source: str = ""                       # free text: "mergelab zoo build", a paper, a URL
-    parent_sha256: str | None = None       # tensors_sha256 of the checkpoint it derives from
+    training: dict[str, Any] = {}  # the recipe that produced it: steps, lr, method, λ ...
+    source: str = ""  # free text: "mergelab zoo build", a paper, a URL
+    parent_sha256: str | None = None  # tensors_sha256 of the checkpoint it derives from
     tensors_sha256: str
 
     @property
@@ -93,8 +94,14 @@ def tensors_sha256(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(path: Path, state: Mapping[str, torch.Tensor], *, dtype: torch.dtype | None = None,
-                    companions: Mapping[Path, str] | None = None, **meta: Any) -> Checkpoint:
+def save_checkpoint(
+    path: Path,
+    state: Mapping[str, torch.Tensor],
+    *,
+    dtype: torch.dtype | None = None,
+    companions: Mapping[Path, str] | None = None,
+    **meta: Any,
+) -> Checkpoint:
     """Write `path` (.safetensors), its sidecar and any `companions` (path → text) together, or none.
 
     `dtype` casts floating tensors on the way (fp16 for the shipped zoo). `meta` are the
@@ -145,7 +152,7 @@ class LazyCheckpoint:
     tensors: dict[str, LazyTensor]
     verify: bool
     linearized_at: dict[str, LazyTensor] | None = None
-    verified: VerifiedFiles | None = None   # where a successful verification is remembered
+    verified: VerifiedFiles | None = None  # where a successful verification is remembered
     format: str = "mergelab"
 
     @property
@@ -171,13 +178,15 @@ class LazyCheckpoint:
         """
         prefix = "" if self.meta.tower == "visual" else "visual."
         spec.check_shapes({k: v.shape for k, v in self.visual.items()}, source=str(self.path))
-        slices = {prefix + n: (start, size, shape) for n, start, size, shape in
-                  zip(spec.names, spec.offsets, spec.sizes, spec.shapes)}
+        slices = {
+            prefix + n: (start, size, shape)
+            for n, start, size, shape in zip(spec.names, spec.offsets, spec.sizes, spec.shapes)
+        }
         digest = hashlib.sha256() if self.verify else None
-        for name in (sorted(self.tensors) if digest is not None else slices):
+        for name in sorted(self.tensors) if digest is not None else slices:
             lazy = self.tensors[name]
             start, size, shape = slices.get(name, (0, 0, lazy.shape))
-            dest = out[start:start + size].view(shape) if name in slices else None
+            dest = out[start : start + size].view(shape) if name in slices else None
             stored = dest if dest is not None and lazy.dtype == dest.dtype else torch.empty(shape, dtype=lazy.dtype)
             lazy.read_into(stored)
             if digest is not None:
@@ -188,26 +197,33 @@ class LazyCheckpoint:
         if digest is not None and digest.hexdigest() != self.meta.tensors_sha256:
             raise _changed(self.path)
         self._remember()
-        if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():   # one cheap pass in the common case
-            raise CheckpointError(self.path, "contains NaN or Inf values",
-                                  fix="re-export the checkpoint from a run that did not diverge")
+        if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():  # one cheap pass in the common case
+            raise CheckpointError(
+                self.path, "contains NaN or Inf values", fix="re-export the checkpoint from a run that did not diverge"
+            )
 
     def _remember(self) -> None:
         if self.verify and self.verified is not None:
             self.verified.add(self.path, self.meta.tensors_sha256)
 
 
-def open_checkpoint(path: Path, *, architecture: str | None = None, quick_gelu: bool | None = None,
-                    variant: Variant | None = None, task: str | None = None,
-                    fill_from: Callable[[], LazyCheckpoint] | None = None,
-                    verified: VerifiedFiles | None = None) -> LazyCheckpoint:
+def open_checkpoint(
+    path: Path,
+    *,
+    architecture: str | None = None,
+    quick_gelu: bool | None = None,
+    variant: Variant | None = None,
+    task: str | None = None,
+    fill_from: Callable[[], LazyCheckpoint] | None = None,
+    verified: VerifiedFiles | None = None,
+) -> LazyCheckpoint:
     """Locate a checkpoint's tensors and settle its metadata, without reading tensor data.
 
     A sidecar is authoritative (`architecture` must then agree with it). A foreign file (no sidecar) gets
     its metadata from its content and these arguments: `architecture` (else detected from the tower's
     shapes), `quick_gelu` (else what the file says, else False), `variant` (else "linearized" for tangent
-    files, "standard" otherwise), `task`. `fill_from()` lends image-tower tensors a foreign file lacks (called only then):
-    Hugging Face CLIPVisionModel fine-tunes have no projection, which fine-tuning leaves at the
+    files, "standard" otherwise), `task`. `fill_from()` lends image-tower tensors a foreign file lacks (called only
+    then): Hugging Face CLIPVisionModel fine-tunes have no projection, which fine-tuning leaves at the
     pretrained value (FusionBench trains the vision model only). `verified` skips hashing a sidecar'd file
     already checked and unchanged since (engine/io/verified.py), and records the files it checks.
     """
@@ -216,22 +232,29 @@ def open_checkpoint(path: Path, *, architecture: str | None = None, quick_gelu: 
         raise CheckpointError(path, "no such file", fix="check the path, or pick a checkpoint from the list")
     if sidecar_path(path).is_file() and not path.is_dir():
         return _open_native(path, architecture=architecture, verified=verified)
-    return _open_foreign(path, architecture=architecture, quick_gelu=quick_gelu, variant=variant, task=task,
-                         fill_from=fill_from)
+    return _open_foreign(
+        path, architecture=architecture, quick_gelu=quick_gelu, variant=variant, task=task, fill_from=fill_from
+    )
 
 
 def _open_native(path: Path, *, architecture: str | None, verified: VerifiedFiles | None) -> LazyCheckpoint:
     meta = read_sidecar(path)
     if architecture is not None and meta.architecture != architecture:
-        raise CheckpointError(path, f"is a {meta.architecture} checkpoint, expected {architecture}",
-                              fix=f"choose a {architecture} checkpoint or switch the architecture")
+        raise CheckpointError(
+            path,
+            f"is a {meta.architecture} checkpoint, expected {architecture}",
+            fix=f"choose a {architecture} checkpoint or switch the architecture",
+        )
     if path.suffix == ".safetensors":
         tensors = dict(read_header(path).tensors)
     elif path.suffix in TORCH_SUFFIXES:
         tensors = _unwrapped_state(read_torch_zip(path), path)
     else:
-        raise CheckpointError(path, f"unknown checkpoint suffix {path.suffix!r}",
-                              fix=f"use .safetensors or one of {', '.join(TORCH_SUFFIXES)}")
+        raise CheckpointError(
+            path,
+            f"unknown checkpoint suffix {path.suffix!r}",
+            fix=f"use .safetensors or one of {', '.join(TORCH_SUFFIXES)}",
+        )
     if meta.tower == "visual":
         _check_architecture({k: v.shape for k, v in tensors.items()}, meta, path)
     checked = verified is not None and verified.holds(path, meta.tensors_sha256)
@@ -248,27 +271,44 @@ def _unwrapped_state(unpickled: TorchZip, path: Path) -> dict[str, LazyTensor]:
     return {str(k).removeprefix("module."): v for k, v in root.items()}
 
 
-def _open_foreign(path: Path, *, architecture: str | None, quick_gelu: bool | None, variant: Variant | None,
-                  task: str | None, fill_from: Callable[[], LazyCheckpoint] | None) -> LazyCheckpoint:
+def _open_foreign(
+    path: Path,
+    *,
+    architecture: str | None,
+    quick_gelu: bool | None,
+    variant: Variant | None,
+    task: str | None,
+    fill_from: Callable[[], LazyCheckpoint] | None,
+) -> LazyCheckpoint:
     found = read_foreign(path)
     visual = dict(found.visual)
     if fill_from is not None and "proj" not in visual:
         lender = fill_from().visual
         if "proj" in lender:
             visual["proj"] = lender["proj"]
-    arch = architecture or found.architecture_hint or detect_architecture(
-        {k: v.shape for k, v in visual.items()}, source=path)
+    arch = (
+        architecture
+        or found.architecture_hint
+        or detect_architecture({k: v.shape for k, v in visual.items()}, source=path)
+    )
     quick = quick_gelu if quick_gelu is not None else bool(found.quick_gelu)
     try:
-        meta = CheckpointMeta(architecture=arch, quick_gelu=quick, tower=found.tower, task=task,
-                              variant=variant or ("linearized" if found.linearized_at else "standard"),
-                              source=f"{found.format}: {path.name}", tensors_sha256=_fingerprint(path, found.format))
+        meta = CheckpointMeta(
+            architecture=arch,
+            quick_gelu=quick,
+            tower=found.tower,
+            task=task,
+            variant=variant or ("linearized" if found.linearized_at else "standard"),
+            source=f"{found.format}: {path.name}",
+            tensors_sha256=_fingerprint(path, found.format),
+        )
     except ValidationError as exc:
         raise SchemaError(path, _describe(exc), fix="check the pool manifest's fields") from exc
     _check_architecture({k: v.shape for k, v in visual.items()}, meta, path)
     tensors = visual if found.tower == "visual" else {**{f"visual.{k}": v for k, v in visual.items()}, **found.text}
-    return LazyCheckpoint(path=path, meta=meta, tensors=tensors, verify=False, linearized_at=found.linearized_at,
-                          format=found.format)
+    return LazyCheckpoint(
+        path=path, meta=meta, tensors=tensors, verify=False, linearized_at=found.linearized_at, format=found.format
+    )
 
 
 def _fingerprint(path: Path, fmt: str) -> str:
@@ -283,8 +323,11 @@ def read_sidecar(path: Path) -> CheckpointMeta:
     """Parse and validate `<path>.json`."""
     side = sidecar_path(path)
     if not side.is_file():
-        raise SchemaError(side, "missing JSON sidecar",
-                          fix=f"write {side.name} next to {Path(path).name} (schema: README, 'Checkpoint format')")
+        raise SchemaError(
+            side,
+            "missing JSON sidecar",
+            fix=f"write {side.name} next to {Path(path).name} (schema: README, 'Checkpoint format')",
+        )
     try:
         return CheckpointMeta.model_validate_json(side.read_text(encoding="utf-8"))
     except ValidationError as exc:
@@ -292,15 +335,21 @@ def read_sidecar(path: Path) -> CheckpointMeta:
 
 
 def _changed(path: Path) -> CheckpointError:
-    return CheckpointError(path, "tensors do not match the sidecar's tensors_sha256 (changed or corrupted)",
-                           fix="restore the original file, or re-save it with save_checkpoint")
+    return CheckpointError(
+        path,
+        "tensors do not match the sidecar's tensors_sha256 (changed or corrupted)",
+        fix="restore the original file, or re-save it with save_checkpoint",
+    )
 
 
 def _check_finite(state: Mapping[str, torch.Tensor], path: Path) -> None:
     for name, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise CheckpointError(path, f"tensor {name!r} contains NaN or Inf values",
-                                  fix="re-export the checkpoint from a run that did not diverge")
+            raise CheckpointError(
+                path,
+                f"tensor {name!r} contains NaN or Inf values",
+                fix="re-export the checkpoint from a run that did not diverge",
+            )
 
 
 def _check_architecture(shapes: Mapping[str, tuple[int, ...]], meta: CheckpointMeta, path: Path) -> None:
@@ -309,10 +358,16 @@ def _check_architecture(shapes: Mapping[str, tuple[int, ...]], meta: CheckpointM
     extra = sorted(set(shapes) - set(expected))
     wrong = sorted(k for k in set(expected) & set(shapes) if tuple(shapes[k]) != expected[k])
     if missing or extra or wrong:
-        detail = "; ".join(f"{label} {keys[:3]}" for label, keys in
-                           (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)) if keys)
-        raise CheckpointError(path, f"does not fit architecture {meta.architecture} ({detail})",
-                              fix="fix the sidecar's architecture, or use a checkpoint of the chosen architecture")
+        detail = "; ".join(
+            f"{label} {keys[:3]}"
+            for label, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong))
+            if keys
+        )
+        raise CheckpointError(
+            path,
+            f"does not fit architecture {meta.architecture} ({detail})",
+            fix="fix the sidecar's architecture, or use a checkpoint of the chosen architecture",
+        )
 
 
 def _stored_tensor(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

@@ -9,6 +9,7 @@ and mix-ups, not against someone forging timestamps. Timestamps are coarse (a fe
 in the last `SETTLE_NS` is not recorded at all: a rewrite within the same tick would keep its mtime
 (git's "racily clean" problem, solved the same way).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from engine.io.atomic import write_text_atomic
 
-SETTLE_NS = 2_000_000_000   # files younger than this are hashed again next time
+SETTLE_NS = 2_000_000_000  # files younger than this are hashed again next time
 
 
 @dataclass(frozen=True)
@@ -47,5 +48,10 @@ class VerifiedFiles:
 
 def _stamp(path: Path) -> dict[str, int | str]:
     stat = Path(path).stat()
-    return {"path": str(Path(path).resolve()), "device": stat.st_dev, "inode": stat.st_ino, "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns}
+    return {
+        "path": str(Path(path).resolve()),
+        "device": stat.st_dev,
+        "inode": stat.st_ino,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }

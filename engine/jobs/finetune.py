@@ -5,6 +5,7 @@ into the collection; `Collection.with_finetunes` lists it beside the shipped one
 sidecar records the mode (as the variant, so linearized fine-tunes are evaluated as such) and the whole
 recipe. Cancelling stops between steps and writes nothing.
 """
+
 from __future__ import annotations
 
 import time
@@ -33,8 +34,16 @@ def checkpoint_name(config: FinetuneConfig, *, now: datetime | None = None) -> s
     return f"{config.mode}{beta}-s{config.steps}-{stamp}"
 
 
-def finetune_job(ctx: JobContext, *, workspace: Workspace, task: str, config: FinetuneConfig, out_root: Path,
-                 run_log: RunLog | None = None, val_images: int = 512) -> dict:
+def finetune_job(
+    ctx: JobContext,
+    *,
+    workspace: Workspace,
+    task: str,
+    config: FinetuneConfig,
+    out_root: Path,
+    run_log: RunLog | None = None,
+    val_images: int = 512,
+) -> dict:
     """Fine-tune `task` of the workspace's collection from θ₀; returns the checkpoint's name, path and curves."""
     start = time.perf_counter()
     suite, theta0 = workspace.suite, workspace.matrix.theta0  # [P]
@@ -58,24 +67,55 @@ def finetune_job(ctx: JobContext, *, workspace: Workspace, task: str, config: Fi
 
     curves["val_step"].append(0)
     curves["val_accuracy"].append(_val_accuracy(val_suite, theta0, task, val_images))
-    result = finetune(suite.visual, suite.spec, theta0, suite.heads[task], suite.tasks[task].split("train"),
-                      suite.preprocess, config, others=others, validate=validate, on_step=on_step,
-                      lock=suite.lock)
+    result = finetune(
+        suite.visual,
+        suite.spec,
+        theta0,
+        suite.heads[task],
+        suite.tasks[task].split("train"),
+        suite.preprocess,
+        config,
+        others=others,
+        validate=validate,
+        on_step=on_step,
+        lock=suite.lock,
+    )
     name = checkpoint_name(config)
     path = finetune_folder(out_root, workspace.pretrained.tensors_sha256, task) / f"{name}.safetensors"
-    checkpoint = save_checkpoint(path, result.state_dict(suite.spec), architecture=workspace.pretrained.architecture,
-                                 quick_gelu=workspace.pretrained.quick_gelu, task=task, variant=config.mode,
-                                 class_names=suite.tasks[task].class_names, source="mergelab fine-tune",
-                                 training={"kind": f"{config.mode} fine-tuning", **asdict(config),
-                                           "collection": str(workspace.collection.root),
-                                           "val_accuracy": curves["val_accuracy"][-1]},
-                                 parent_sha256=workspace.pretrained.tensors_sha256)
-    outputs = {"checkpoint": name, "path": str(checkpoint.path), "val_accuracy": curves["val_accuracy"][-1],
-               "zero_shot_val_accuracy": curves["val_accuracy"][0], "curves": curves}
+    checkpoint = save_checkpoint(
+        path,
+        result.state_dict(suite.spec),
+        architecture=workspace.pretrained.architecture,
+        quick_gelu=workspace.pretrained.quick_gelu,
+        task=task,
+        variant=config.mode,
+        class_names=suite.tasks[task].class_names,
+        source="mergelab fine-tune",
+        training={
+            "kind": f"{config.mode} fine-tuning",
+            **asdict(config),
+            "collection": str(workspace.collection.root),
+            "val_accuracy": curves["val_accuracy"][-1],
+        },
+        parent_sha256=workspace.pretrained.tensors_sha256,
+    )
+    outputs = {
+        "checkpoint": name,
+        "path": str(checkpoint.path),
+        "val_accuracy": curves["val_accuracy"][-1],
+        "zero_shot_val_accuracy": curves["val_accuracy"][0],
+        "curves": curves,
+    }
     if run_log is not None:
-        run_log.record("finetune", method=config.mode, tasks=(task,), device=str(theta0.device),
-                       inputs=asdict(config), outputs={**outputs, "accuracy": {task: outputs["val_accuracy"]}},
-                       duration_s=round(time.perf_counter() - start, 3))
+        run_log.record(
+            "finetune",
+            method=config.mode,
+            tasks=(task,),
+            device=str(theta0.device),
+            inputs=asdict(config),
+            outputs={**outputs, "accuracy": {task: outputs["val_accuracy"]}},
+            duration_s=round(time.perf_counter() - start, 3),
+        )
     return outputs
 
 

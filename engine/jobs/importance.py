@@ -3,6 +3,7 @@
 Each task's map is computed (a few gradient passes) and cached by checkpoint sha256 as it finishes;
 cancelling keeps the maps already written, and the next request computes only the missing ones.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,6 +25,13 @@ def importance_job(ctx: JobContext, *, workspace: Workspace, kind: str, run_log:
         ctx.report(i + 1, len(tasks), f"{task}: done")
     outputs = {"kind": kind, "kept_at_0.05": kept}
     if run_log is not None:
-        run_log.record("importance", method=f"sta:{kind}", tasks=tasks, device=str(workspace.matrix.T.device),
-                       inputs={"kind": kind}, outputs=outputs, duration_s=round(time.perf_counter() - start, 3))
+        run_log.record(
+            "importance",
+            method=f"sta:{kind}",
+            tasks=tasks,
+            device=str(workspace.matrix.T.device),
+            inputs={"kind": kind},
+            outputs=outputs,
+            duration_s=round(time.perf_counter() - start, 3),
+        )
     return outputs

@@ -7,6 +7,7 @@ would reload every model and could not share GPU tensors), and torch releases th
 kernels. `JobRunner` is the interface pages use, so another backend (e.g. Ray) can be added later
 without touching pages or jobs.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -44,9 +45,9 @@ class JobStatus:
     step: int = 0
     total: int = 0
     message: str = ""
-    metrics: Mapping[str, Any] = field(default_factory=dict)   # partial results so far
+    metrics: Mapping[str, Any] = field(default_factory=dict)  # partial results so far
     result: Any = None
-    error: str = ""            # the traceback of a failed job
+    error: str = ""  # the traceback of a failed job
     queued_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
@@ -63,8 +64,9 @@ class JobContext:
         self._update, self._cancel = update, cancel
 
     def report(self, step: int, total: int, message: str = "", metrics: Mapping[str, Any] | None = None) -> None:
-        self._update(step=step, total=total, message=message,
-                     **({"metrics": dict(metrics)} if metrics is not None else {}))
+        self._update(
+            step=step, total=total, message=message, **({"metrics": dict(metrics)} if metrics is not None else {})
+        )
 
     @property
     def cancelled(self) -> bool:
@@ -104,8 +106,9 @@ class LocalRunner:
             self._cancel[job_id] = threading.Event()
             if device not in self._queues:
                 self._queues[device] = queue.Queue()
-                threading.Thread(target=self._worker, args=(device,), daemon=True,
-                                 name=f"mergelab-jobs-{device}").start()
+                threading.Thread(
+                    target=self._worker, args=(device,), daemon=True, name=f"mergelab-jobs-{device}"
+                ).start()
         self._queues[device].put((job_id, fn, kwargs))
         return job_id
 

@@ -5,6 +5,7 @@ Every step merges and evaluates (real work), reports the curve so far, and check
 evaluation batch; at the end, or when cancelled, the curve so far is written to the run log, so nothing
 computed is lost.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,47 +17,92 @@ from engine.runs.log import RunLog
 from engine.workspace import Sweep, Workspace
 
 
-def sweep_job(ctx: JobContext, *, workspace: Workspace, run_log: RunLog, tasks: Sequence[str], method: str,
-              params: Mapping[str, ParamValue], param: str, values: Sequence[float], split: str) -> dict:
+def sweep_job(
+    ctx: JobContext,
+    *,
+    workspace: Workspace,
+    run_log: RunLog,
+    tasks: Sequence[str],
+    method: str,
+    params: Mapping[str, ParamValue],
+    param: str,
+    values: Sequence[float],
+    split: str,
+) -> dict:
     """Evaluate the merge at each value of `param`; returns (and logs) the curve and the best value."""
     start, results, status = time.perf_counter(), [], "done"
     try:
         for i, value in enumerate(values):
             ctx.check_cancelled()
-            result = workspace.compare(tasks, method, {**params, param: value}, split=split,
-                                       progress=lambda _f, _m: ctx.check_cancelled()).merged  # per batch
+            result = workspace.compare(
+                tasks, method, {**params, param: value}, split=split, progress=lambda _f, _m: ctx.check_cancelled()
+            ).merged  # per batch
             results.append(result)
-            ctx.report(i + 1, len(values), f"{param} = {value:g}: mean {result.mean_accuracy:.1%}",
-                       metrics={"best_mean_accuracy": max(r.mean_accuracy for r in results)})
+            ctx.report(
+                i + 1,
+                len(values),
+                f"{param} = {value:g}: mean {result.mean_accuracy:.1%}",
+                metrics={"best_mean_accuracy": max(r.mean_accuracy for r in results)},
+            )
     except Cancelled:
         status = "cancelled"
         raise
     finally:
         sweep = Sweep.from_results(split, param, values, results, tasks)
-        record_sweep(run_log, sweep, workspace=workspace, method=method, params=params,
-                     device=str(workspace.matrix.T.device), status=status, planned=values,
-                     duration_s=round(time.perf_counter() - start, 3))
+        record_sweep(
+            run_log,
+            sweep,
+            workspace=workspace,
+            method=method,
+            params=params,
+            device=str(workspace.matrix.T.device),
+            status=status,
+            planned=values,
+            duration_s=round(time.perf_counter() - start, 3),
+        )
     return sweep_outputs(sweep)
 
 
 def sweep_outputs(sweep: Sweep) -> dict:
     """What the run log keeps of a sweep: the curve, the best value and the per-task accuracy there."""
-    curve = {"values": list(sweep.values), "mean_accuracy": list(sweep.mean_accuracy),
-             "mean_normalized": list(sweep.mean_normalized),
-             "per_task": {t: list(v) for t, v in sweep.per_task.items()}}
+    curve = {
+        "values": list(sweep.values),
+        "mean_accuracy": list(sweep.mean_accuracy),
+        "mean_normalized": list(sweep.mean_normalized),
+        "per_task": {t: list(v) for t, v in sweep.per_task.items()},
+    }
     best = sweep.best_value
     accuracy = {} if best is None else {t: v[sweep.values.index(best)] for t, v in sweep.per_task.items()}
     return {"curve": curve, "best_value": best, "accuracy": accuracy}
 
 
-def record_sweep(run_log: RunLog, sweep: Sweep, *, workspace: Workspace, method: str,
-                 params: Mapping[str, ParamValue], device: str, status: str = "done",
-                 duration_s: float | None = None, planned: Sequence[float] | None = None) -> int:
+def record_sweep(
+    run_log: RunLog,
+    sweep: Sweep,
+    *,
+    workspace: Workspace,
+    method: str,
+    params: Mapping[str, ParamValue],
+    device: str,
+    status: str = "done",
+    duration_s: float | None = None,
+    planned: Sequence[float] | None = None,
+) -> int:
     """Log a sweep: a background job's (possibly cancelled) or the merge page's "λ sweep" button's."""
-    return run_log.record("sweep", method=method, tasks=tuple(sweep.per_task), device=device, status=status,
-                          duration_s=duration_s,
-                          inputs={"collection": str(workspace.collection.root),
-                                  "pretrained_sha256": workspace.pretrained.tensors_sha256, "params": dict(params),
-                                  "param": sweep.param, "values": list(planned or sweep.values),
-                                  "split": sweep.split},
-                          outputs=sweep_outputs(sweep))
+    return run_log.record(
+        "sweep",
+        method=method,
+        tasks=tuple(sweep.per_task),
+        device=device,
+        status=status,
+        duration_s=duration_s,
+        inputs={
+            "collection": str(workspace.collection.root),
+            "pretrained_sha256": workspace.pretrained.tensors_sha256,
+            "params": dict(params),
+            "param": sweep.param,
+            "values": list(planned or sweep.values),
+            "split": sweep.split,
+        },
+        outputs=sweep_outputs(sweep),
+    )

@@ -3,6 +3,7 @@
 The finished matrix is cached in the data home by the checkpoints' sha256 (Workspace.taujp), so the
 Interference page only reads it; cancelling between task columns leaves nothing half-written.
 """
+
 from __future__ import annotations
 
 import time
@@ -23,9 +24,18 @@ def taujp_job(ctx: JobContext, *, workspace: Workspace, run_log: RunLog | None =
     matrix = workspace.taujp(progress=progress)
     k = len(tasks)
     off = (matrix.values.sum() - matrix.values.diagonal().sum()) / max(1, k * k - k)
-    outputs = {"diagonal": dict(zip(tasks, matrix.values.diagonal().tolist())), "mean_off_diagonal": float(off),
-               "images": list(matrix.images)}
+    outputs = {
+        "diagonal": dict(zip(tasks, matrix.values.diagonal().tolist())),
+        "mean_off_diagonal": float(off),
+        "images": list(matrix.images),
+    }
     if run_log is not None:
-        run_log.record("taujp", tasks=tasks, device=str(workspace.matrix.T.device), inputs={"split": matrix.split},
-                       outputs=outputs, duration_s=round(time.perf_counter() - start, 3))
+        run_log.record(
+            "taujp",
+            tasks=tasks,
+            device=str(workspace.matrix.T.device),
+            inputs={"split": matrix.split},
+            outputs=outputs,
+            duration_s=round(time.perf_counter() - start, 3),
+        )
     return outputs

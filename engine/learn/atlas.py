@@ -5,6 +5,7 @@ AdamW at lr 1e-2 (the DV-BASI repository's aTLAS stage; the aTLAS code defaults 
 on the selection part of val. Linearized checkpoints are learned in the tangent space (their Eq. 5)
 because the suite evaluates them so.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -27,14 +28,22 @@ from engine.params import ParamSpec
 
 @dataclass(frozen=True)
 class AtlasResult:
-    theta: torch.Tensor             # [P] the merged model at the best coefficients
-    learned: LearnResult            # coefficients [K, n_blocks] and the per-epoch history
-    blocks: tuple[str, ...]         # block labels, in coefficient column order
+    theta: torch.Tensor  # [P] the merged model at the best coefficients
+    learned: LearnResult  # coefficients [K, n_blocks] and the per-epoch history
+    blocks: tuple[str, ...]  # block labels, in coefficient column order
 
 
-def atlas(suite: EvalSuite, theta0: torch.Tensor, T: torch.Tensor, spec: ParamSpec, *, data: ValSplit,
-          config: LearnConfig = LearnConfig(), level: str = "tensor",
-          on_epoch: Callable[[EpochRecord], None] | None = None) -> AtlasResult:
+def atlas(
+    suite: EvalSuite,
+    theta0: torch.Tensor,
+    T: torch.Tensor,
+    spec: ParamSpec,
+    *,
+    data: ValSplit,
+    config: LearnConfig = LearnConfig(),
+    level: str = "tensor",
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> AtlasResult:
     """Learn Λ [K, n_blocks] on `data.fit`, choose the epoch on `data.select`; T [K, P] stays frozen."""
     sizes = block_sizes(spec, level=level)
     learned = learn_coefficients(suite, theta0, T, sizes, data=data, config=config, on_epoch=on_epoch)

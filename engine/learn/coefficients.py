@@ -11,6 +11,7 @@ Objective per step: a batch from every task; supervised = Σₜ CE(headₜ · no
 unsupervised = Σₜ mean prediction entropy (AdaMerging-style). Val is split once into a fit part (the
 objective's data) and a selection part (early stopping with patience, model choice); test is never used.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,14 @@ def block_sizes(spec: ParamSpec, *, level: str = "tensor") -> torch.Tensor:
     return torch.tensor([s.stop - s.start for _, s in spec.blocks(level=level)])
 
 
-def combine(base: torch.Tensor, directions: torch.Tensor, coefficients: torch.Tensor, sizes: torch.Tensor, *,
-            group: int = 1 << 12) -> torch.Tensor:
+def combine(
+    base: torch.Tensor,
+    directions: torch.Tensor,
+    coefficients: torch.Tensor,
+    sizes: torch.Tensor,
+    *,
+    group: int = 1 << 12,
+) -> torch.Tensor:
     """θ = base [P] + Σₖ coefficients[k, b] · directions[k] over contiguous blocks of `sizes` [n_blocks].
 
     Differentiable in `coefficients` only (base and directions are frozen). Forward and backward each read
@@ -52,14 +59,14 @@ def combine(base: torch.Tensor, directions: torch.Tensor, coefficients: torch.Te
 class _Segments:
     """The flat vector cut at block boundaries into segments: one large block, or a run of small ones."""
 
-    spans: tuple[tuple[int, int, int, torch.Tensor], ...]   # (start, stop, first block, block lengths [m])
+    spans: tuple[tuple[int, int, int, torch.Tensor], ...]  # (start, stop, first block, block lengths [m])
     n_blocks: int
 
     @classmethod
     def of(cls, sizes: torch.Tensor, group: int) -> _Segments:
         spans: list[tuple[int, int, int, torch.Tensor]] = []
-        run: list[int] = []          # lengths of consecutive small blocks not yet placed
-        start = 0                    # where the pending run, or else the next block, starts
+        run: list[int] = []  # lengths of consecutive small blocks not yet placed
+        start = 0  # where the pending run, or else the next block, starts
 
         def place(first: int, lengths: list[int]) -> None:
             nonlocal start
@@ -67,7 +74,7 @@ class _Segments:
             spans.append((start, start + total, first, torch.tensor(lengths)))
             start += total
 
-        pending = 0                  # sum(run)
+        pending = 0  # sum(run)
         for block, size in enumerate(sizes.tolist()):  # plan only: no tensor work per block
             if size >= group:
                 if run:
@@ -85,16 +92,25 @@ class _Segments:
 
 class _BlockCombination(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, coefficients: torch.Tensor, base: torch.Tensor, directions: torch.Tensor,  # type: ignore[override]
-                segments: _Segments) -> torch.Tensor:
+    def forward(
+        ctx,
+        coefficients: torch.Tensor,
+        base: torch.Tensor,
+        directions: torch.Tensor,  # type: ignore[override]
+        segments: _Segments,
+    ) -> torch.Tensor:
         merged = torch.empty_like(base)  # [P]
         for start, stop, first, lengths in segments.spans:
             part = directions[:, start:stop]  # [K, n]
             if lengths.numel() == 1:
                 torch.addmv(base[start:stop], part.T, coefficients[:, first], out=merged[start:stop])
             else:
-                scale = torch.repeat_interleave(coefficients[:, first:first + lengths.numel()],
-                                                lengths.to(base.device), dim=1, output_size=stop - start)  # [K, n]
+                scale = torch.repeat_interleave(
+                    coefficients[:, first : first + lengths.numel()],
+                    lengths.to(base.device),
+                    dim=1,
+                    output_size=stop - start,
+                )  # [K, n]
                 torch.add(base[start:stop], (scale * part).sum(0), out=merged[start:stop])
         ctx.save_for_backward(directions)
         ctx.segments = segments
@@ -111,8 +127,9 @@ class _BlockCombination(torch.autograd.Function):
                 torch.mv(part, grad[start:stop], out=out[:, first])
             else:
                 per_row = lengths.to(grad.device).expand(part.shape[0], -1).contiguous()  # [K, m]
-                out[:, first:first + lengths.numel()] = torch.segment_reduce(part * grad[start:stop], "sum",
-                                                                             lengths=per_row, axis=1)
+                out[:, first : first + lengths.numel()] = torch.segment_reduce(
+                    part * grad[start:stop], "sum", lengths=per_row, axis=1
+                )
         return out, None, None, None
 
 
@@ -123,19 +140,20 @@ class LearnConfig:
     weight_decay: float = 0.0
     epochs: int = 30
     patience: int = 5
-    batch_size: int = 128           # images per step, split evenly over the tasks
+    batch_size: int = 128  # images per step, split evenly over the tasks
     grad_clip: float = 1.0
-    select_by: Literal["selection_accuracy", "fit_loss"] = "selection_accuracy"   # what early stopping watches
+    select_by: Literal["selection_accuracy", "fit_loss"] = "selection_accuracy"  # what early stopping watches
     seed: int = 0
 
     def check(self) -> None:
-        checks = [("objective", self.objective in ("supervised", "unsupervised"), "use supervised or unsupervised"),
-                  ("lr", self.lr > 0, "use a positive learning rate"),
-                  ("epochs", self.epochs >= 1, "run at least 1 epoch"),
-                  ("patience", self.patience >= 1, "use a patience of at least 1 epoch"),
-                  ("select_by", self.select_by in ("selection_accuracy", "fit_loss"),
-                   "use selection_accuracy or fit_loss"),
-                  ("batch_size", self.batch_size >= 1, "use at least 1 image per step")]
+        checks = [
+            ("objective", self.objective in ("supervised", "unsupervised"), "use supervised or unsupervised"),
+            ("lr", self.lr > 0, "use a positive learning rate"),
+            ("epochs", self.epochs >= 1, "run at least 1 epoch"),
+            ("patience", self.patience >= 1, "use a patience of at least 1 epoch"),
+            ("select_by", self.select_by in ("selection_accuracy", "fit_loss"), "use selection_accuracy or fit_loss"),
+            ("batch_size", self.batch_size >= 1, "use at least 1 image per step"),
+        ]
         for name, ok, fix in checks:
             if not ok:
                 raise ParameterError(name, f"invalid setting {getattr(self, name)!r}", fix=fix)
@@ -144,8 +162,8 @@ class LearnConfig:
 @dataclass(frozen=True)
 class EpochRecord:
     epoch: int
-    loss: float                          # mean objective over the epoch's steps
-    selection: Mapping[str, float]       # per-task accuracy on the selection part of val
+    loss: float  # mean objective over the epoch's steps
+    selection: Mapping[str, float]  # per-task accuracy on the selection part of val
     coefficient_mean: float
     coefficient_std: float
 
@@ -156,8 +174,8 @@ class EpochRecord:
 
 @dataclass(frozen=True)
 class LearnResult:
-    coefficients: torch.Tensor           # [K, n_blocks], the best epoch's (by `select_by`)
-    best_epoch: int                      # 0: the starting coefficients were never beaten
+    coefficients: torch.Tensor  # [K, n_blocks], the best epoch's (by `select_by`)
+    best_epoch: int  # 0: the starting coefficients were never beaten
     history: tuple[EpochRecord, ...]
 
 
@@ -180,9 +198,17 @@ class ValSplit:
         return cls(fit, select)
 
 
-def learn_coefficients(suite: EvalSuite, base: torch.Tensor, directions: torch.Tensor, sizes: torch.Tensor, *,
-                       data: ValSplit, config: LearnConfig, init: float = 0.0,
-                       on_epoch: Callable[[EpochRecord], None] | None = None) -> LearnResult:
+def learn_coefficients(
+    suite: EvalSuite,
+    base: torch.Tensor,
+    directions: torch.Tensor,
+    sizes: torch.Tensor,
+    *,
+    data: ValSplit,
+    config: LearnConfig,
+    init: float = 0.0,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> LearnResult:
     """Learn C [K, n_blocks] for θ(C) = combine(base, directions, C, sizes); AdamW with early stopping.
 
     `config.select_by`: "selection_accuracy" keeps the epoch with the best mean accuracy on the selection
@@ -215,9 +241,13 @@ def learn_coefficients(suite: EvalSuite, base: torch.Tensor, directions: torch.T
             losses.append(loss.item())
         with torch.no_grad():
             theta = combine(base, directions, coefficients, sizes)  # [P]
-        record = EpochRecord(epoch, sum(losses) / len(losses), selection_accuracy(suite, theta, data.select),
-                             float(coefficients.detach().mean()),
-                             float(coefficients.detach().std()) if coefficients.numel() > 1 else 0.0)
+        record = EpochRecord(
+            epoch,
+            sum(losses) / len(losses),
+            selection_accuracy(suite, theta, data.select),
+            float(coefficients.detach().mean()),
+            float(coefficients.detach().std()) if coefficients.numel() > 1 else 0.0,
+        )
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
@@ -231,8 +261,9 @@ def learn_coefficients(suite: EvalSuite, base: torch.Tensor, directions: torch.T
     return LearnResult(best[2], best[1], tuple(history))
 
 
-def objective_loss(suite: EvalSuite, theta: torch.Tensor, batch: Mapping[str, LabelledImages],
-                   objective: Objective) -> torch.Tensor:
+def objective_loss(
+    suite: EvalSuite, theta: torch.Tensor, batch: Mapping[str, LabelledImages], objective: Objective
+) -> torch.Tensor:
     """Σ over tasks of CE (supervised) or mean prediction entropy (unsupervised), one encoder pass for all."""
     images = torch.cat([b.images for b in batch.values()])  # [B, 3, H, W] uint8
     feats = F.normalize(_embed(suite, theta, images), dim=-1)  # [B, E]
@@ -261,4 +292,3 @@ def _embed(suite: EvalSuite, theta: torch.Tensor, images: torch.Tensor) -> torch
 def _draw(part: LabelledImages, n: int, generator: torch.Generator) -> LabelledImages:
     idx = torch.randint(len(part), (n,), generator=generator).to(part.labels.device)
     return LabelledImages(part.images[idx], part.labels[idx])
-

@@ -4,8 +4,8 @@
 Each outer iteration j learns λⱼ [n_blocks] (init 0, so it starts exactly at θ_cur; their code starts
 at 0.1) with θ = θ_cur + λⱼ ⊙ δⱼ, stops when the objective on the fit part stagnates (patience), as
 their code does (the paper says val accuracy; on the zoo, an inner loop judged by selection accuracy
-never left an aTLAS start that was itself chosen on that accuracy), then θ_cur ← θ_cur + λⱼ* ⊙ δⱼ. Hence δⱼ₊₁ = (1 + λⱼ) ⊙ δⱼ and after M
-iterations θ_M = θ₀ + D ⊙ δ₀ with D_b = Πⱼ (1 + λⱼ⁽ᵇ⁾) (unrolling Alg. 1): no new
+never left an aTLAS start that was itself chosen on that accuracy), then θ_cur ← θ_cur + λⱼ* ⊙ δⱼ. Hence δⱼ₊₁ = (1
++ λⱼ) ⊙ δⱼ and after M iterations θ_M = θ₀ + D ⊙ δ₀ with D_b = Πⱼ (1 + λⱼ⁽ᵇ⁾) (unrolling Alg. 1): no new
 expressivity, only optimisation dynamics. The best iteration is chosen on the selection part of val,
 never on test (their code scores iterations on test).
 Ablations: `scaling="isotropic"` learns one scalar per iteration (a line search along δ₀);
@@ -13,6 +13,7 @@ Ablations: `scaling="isotropic"` learns one scalar per iteration (a line search 
 ‖δⱼ‖ (our reading of the paper's "random perturbation of the same norm" control, Table 1), which
 shows whether δ's direction is what helps.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -46,17 +47,20 @@ class DvBasiConfig:
         if self.iterations < 1:
             raise ParameterError("iterations", f"invalid setting {self.iterations!r}", fix="run at least 1 iteration")
         if self.scaling not in ("blockwise", "isotropic") or self.direction not in ("difference", "random"):
-            raise ParameterError("scaling/direction", f"invalid setting {self.scaling!r}/{self.direction!r}",
-                                 fix="scaling: blockwise or isotropic; direction: difference or random")
+            raise ParameterError(
+                "scaling/direction",
+                f"invalid setting {self.scaling!r}/{self.direction!r}",
+                fix="scaling: blockwise or isotropic; direction: difference or random",
+            )
         self.learn.check()
 
 
 @dataclass(frozen=True)
 class Iteration:
-    index: int                               # 1-based
-    delta_norm: float                        # ‖δⱼ‖ (of the direction actually scaled)
-    scales: torch.Tensor                     # λⱼ* [n_blocks]
-    selection: Mapping[str, float]           # per-task selection accuracy after the move
+    index: int  # 1-based
+    delta_norm: float  # ‖δⱼ‖ (of the direction actually scaled)
+    scales: torch.Tensor  # λⱼ* [n_blocks]
+    selection: Mapping[str, float]  # per-task selection accuracy after the move
     epochs: tuple[EpochRecord, ...]
 
     @property
@@ -66,15 +70,23 @@ class Iteration:
 
 @dataclass(frozen=True)
 class DvBasiResult:
-    theta: torch.Tensor                      # [P] the best point (start included) by mean selection accuracy
-    best_iteration: int                      # 0: the start was never beaten
+    theta: torch.Tensor  # [P] the best point (start included) by mean selection accuracy
+    best_iteration: int  # 0: the start was never beaten
     start_selection: Mapping[str, float]
     iterations: tuple[Iteration, ...]
 
 
-def dv_basi(suite: EvalSuite, theta0: torch.Tensor, start: torch.Tensor, spec: ParamSpec, *, data: ValSplit,
-            config: DvBasiConfig = DvBasiConfig(), on_epoch: Callable[[int, EpochRecord], None] | None = None,
-            on_iteration: Callable[[Iteration], None] | None = None) -> DvBasiResult:
+def dv_basi(
+    suite: EvalSuite,
+    theta0: torch.Tensor,
+    start: torch.Tensor,
+    spec: ParamSpec,
+    *,
+    data: ValSplit,
+    config: DvBasiConfig = DvBasiConfig(),
+    on_epoch: Callable[[int, EpochRecord], None] | None = None,
+    on_iteration: Callable[[Iteration], None] | None = None,
+) -> DvBasiResult:
     """Iterate from `start` [P] (a merged model); every point is scored on `data.select` only."""
     config.check()
     sizes = block_sizes(spec) if config.scaling == "blockwise" else torch.tensor([spec.numel])
@@ -85,12 +97,24 @@ def dv_basi(suite: EvalSuite, theta0: torch.Tensor, start: torch.Tensor, spec: P
     iterations = []
     for j in range(1, config.iterations + 1):
         direction = _direction(current - theta0, config.direction, generator)  # [P]
-        learned = learn_coefficients(suite, current, direction[None], sizes, data=data, config=config.learn,
-                                     on_epoch=None if on_epoch is None else (lambda r, j=j: on_epoch(j, r)))
+        learned = learn_coefficients(
+            suite,
+            current,
+            direction[None],
+            sizes,
+            data=data,
+            config=config.learn,
+            on_epoch=None if on_epoch is None else (lambda r, j=j: on_epoch(j, r)),
+        )
         with torch.no_grad():
             current = combine(current, direction[None], learned.coefficients, sizes)  # [P]
-        record = Iteration(j, float(direction.norm()), learned.coefficients[0].detach().cpu(),
-                           selection_accuracy(suite, current, data.select), learned.history)
+        record = Iteration(
+            j,
+            float(direction.norm()),
+            learned.coefficients[0].detach().cpu(),
+            selection_accuracy(suite, current, data.select),
+            learned.history,
+        )
         iterations.append(record)
         if on_iteration is not None:
             on_iteration(record)

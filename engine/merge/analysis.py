@@ -1,4 +1,5 @@
 """Descriptive statistics of task vectors: how aligned are the tasks before any merge?"""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -28,13 +29,20 @@ class SparsityReport:
     """What a sparse merge keeps, and how often the kept entries of different tasks disagree in sign."""
 
     tasks: tuple[str, ...]
-    kept_fraction: Mapping[str, float]           # task → share of its entries kept
+    kept_fraction: Mapping[str, float]  # task → share of its entries kept
     layers: tuple[str, ...]
-    sign_conflict: tuple[float, ...]             # per layer: share of entries with + and − among tasks
+    sign_conflict: tuple[float, ...]  # per layer: share of entries with + and − among tasks
 
 
-def sparsity_report(method: str, T: torch.Tensor, params: Mapping, *, tasks: Sequence[str],
-                    spec: ParamSpec, importance: torch.Tensor | None = None) -> SparsityReport:
+def sparsity_report(
+    method: str,
+    T: torch.Tensor,
+    params: Mapping,
+    *,
+    tasks: Sequence[str],
+    spec: ParamSpec,
+    importance: torch.Tensor | None = None,
+) -> SparsityReport:
     """Kept fraction per task and sign conflict per layer block (TIES's motivation, Yadav et al. 2023,
     Fig. 2), of the task vectors as the method masks them."""
     registered = get_method(method)

@@ -15,6 +15,7 @@ linspace(0, 2, 41); the target accuracy is the forgotten task's, the control acc
 the other tasks (or the ones given); the chosen α minimises target accuracy while control stays ≥ 95%
 of the pretrained model's control accuracy (ties: the smaller α); reports choose on val, report on test.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -34,14 +35,15 @@ from engine.sta.importance import normalize_per_tensor
 
 ALPHAS = tuple(round(i * 0.05, 2) for i in range(41))
 CONTROL_FLOOR = 0.95
-STA_THRESHOLD = 0.1       # κ
-STA_MARGIN = 2.0          # ρ (κ and ρ chosen on val: bench/forgetting_settings_zoo.py)
-METHODS: Mapping[str, str] = MappingProxyType({
-    "task_arithmetic": "Task arithmetic negation",
-    "sta": "STA masked negation, |τ ⊙ ∇L| (provisional definition)",
-    "sta_theta": "STA masked negation, |θ ⊙ ∇L| (provisional definition)",
-})
-
+STA_THRESHOLD = 0.1  # κ
+STA_MARGIN = 2.0  # ρ (κ and ρ chosen on val: bench/forgetting_settings_zoo.py)
+METHODS: Mapping[str, str] = MappingProxyType(
+    {
+        "task_arithmetic": "Task arithmetic negation",
+        "sta": "STA masked negation, |τ ⊙ ∇L| (provisional definition)",
+        "sta_theta": "STA masked negation, |θ ⊙ ∇L| (provisional definition)",
+    }
+)
 
 
 class ForgettingSource(Protocol):
@@ -61,6 +63,7 @@ class ForgettingSource(Protocol):
 
     def zero_shot(self, split: str) -> Mapping[str, float]: ...
 
+
 @dataclass(frozen=True)
 class ForgettingCurve:
     target: str
@@ -68,10 +71,10 @@ class ForgettingCurve:
     split: str
     alphas: tuple[float, ...]
     target_accuracy: tuple[float, ...]
-    control_accuracy: tuple[float, ...]       # mean over the control tasks
+    control_accuracy: tuple[float, ...]  # mean over the control tasks
     method: str = "task_arithmetic"
-    threshold: float | None = None            # κ of STA methods
-    margin: float | None = None               # ρ of STA methods
+    threshold: float | None = None  # κ of STA methods
+    margin: float | None = None  # ρ of STA methods
 
     @property
     def pretrained_control(self) -> float:
@@ -87,9 +90,15 @@ class ForgettingCurve:
         return self.alphas[self.chosen_index()]
 
 
-def forgetting_vector(workspace: ForgettingSource, target: str, *, method: str = "task_arithmetic",
-                      threshold: float = STA_THRESHOLD, margin: float = STA_MARGIN,
-                      controls: Sequence[str] | None = None) -> torch.Tensor:
+def forgetting_vector(
+    workspace: ForgettingSource,
+    target: str,
+    *,
+    method: str = "task_arithmetic",
+    threshold: float = STA_THRESHOLD,
+    margin: float = STA_MARGIN,
+    controls: Sequence[str] | None = None,
+) -> torch.Tensor:
     """v [P]: τ_target, or its entries important to the target and not to the controls (STA methods)."""
     if method not in METHODS:
         raise UnknownMethodError(method, "is not a forgetting method", fix=f"use one of {', '.join(METHODS)}")
@@ -109,9 +118,16 @@ def forgetting_vector(workspace: ForgettingSource, target: str, *, method: str =
     return tau * keep
 
 
-def negate(workspace: ForgettingSource, target: str, alpha: float, *, method: str = "task_arithmetic",
-           threshold: float = STA_THRESHOLD, margin: float = STA_MARGIN,
-           controls: Sequence[str] | None = None) -> torch.Tensor:
+def negate(
+    workspace: ForgettingSource,
+    target: str,
+    alpha: float,
+    *,
+    method: str = "task_arithmetic",
+    threshold: float = STA_THRESHOLD,
+    margin: float = STA_MARGIN,
+    controls: Sequence[str] | None = None,
+) -> torch.Tensor:
     """θ₀ − α·v [P]."""
     v = forgetting_vector(workspace, target, method=method, threshold=threshold, margin=margin, controls=controls)
     return subtract(workspace, v, alpha)
@@ -122,14 +138,23 @@ def subtract(workspace: ForgettingSource, v: torch.Tensor, alpha: float) -> torc
     return weighted_sum(workspace.matrix.theta0, v[None], torch.tensor([-alpha]))
 
 
-def negation_curve(workspace: ForgettingSource, target: str, *, method: str = "task_arithmetic",
-                   threshold: float = STA_THRESHOLD, margin: float = STA_MARGIN, alphas: Sequence[float] = ALPHAS,
-                   controls: Sequence[str] | None = None, split: str = "val",
-                   progress: Progress | None = None) -> ForgettingCurve:
+def negation_curve(
+    workspace: ForgettingSource,
+    target: str,
+    *,
+    method: str = "task_arithmetic",
+    threshold: float = STA_THRESHOLD,
+    margin: float = STA_MARGIN,
+    alphas: Sequence[float] = ALPHAS,
+    controls: Sequence[str] | None = None,
+    split: str = "val",
+    progress: Progress | None = None,
+) -> ForgettingCurve:
     """Target and mean control accuracy of θ₀ − α·v for each α."""
     controls = _controls(workspace, target, controls)
-    v = forgetting_vector(workspace, target, method=method, threshold=threshold, margin=margin,
-                          controls=controls)  # [P]
+    v = forgetting_vector(
+        workspace, target, method=method, threshold=threshold, margin=margin, controls=controls
+    )  # [P]
     targets, control_means = [], []
     for i, alpha in enumerate(alphas):
         result = evaluate(subtract(workspace, v, alpha), workspace.suite, split, tasks=(target, *controls))
@@ -138,8 +163,17 @@ def negation_curve(workspace: ForgettingSource, target: str, *, method: str = "t
         if progress is not None:
             progress((i + 1) / len(alphas), f"α = {alpha:g}")
     sta = method != "task_arithmetic"
-    return ForgettingCurve(target, controls, split, tuple(alphas), tuple(targets), tuple(control_means),
-                           method=method, threshold=threshold if sta else None, margin=margin if sta else None)
+    return ForgettingCurve(
+        target,
+        controls,
+        split,
+        tuple(alphas),
+        tuple(targets),
+        tuple(control_means),
+        method=method,
+        threshold=threshold if sta else None,
+        margin=margin if sta else None,
+    )
 
 
 def _controls(workspace: ForgettingSource, target: str, controls: Sequence[str] | None) -> tuple[str, ...]:
@@ -176,16 +210,28 @@ class ForgettingOutcome:
         return self.halfway_to_chance and self.control_ratio >= CONTROL_FLOOR
 
 
-def forgetting_outcome(workspace: ForgettingSource, curve: ForgettingCurve, *, split: str = "test") -> ForgettingOutcome:
+def forgetting_outcome(
+    workspace: ForgettingSource, curve: ForgettingCurve, *, split: str = "test"
+) -> ForgettingOutcome:
     """Evaluate θ₀ − α*·v at the curve's chosen α* on `split`, beside the pretrained model there."""
     alpha = curve.chosen_alpha
     settings = {} if curve.method == "task_arithmetic" else {"threshold": curve.threshold, "margin": curve.margin}
     theta = negate(workspace, curve.target, alpha, method=curve.method, controls=curve.controls, **settings)
     acc = evaluate(theta, workspace.suite, split, tasks=(curve.target, *curve.controls)).accuracy
     pre = workspace.zero_shot(split)
-    return ForgettingOutcome(curve.target, curve.method, curve.threshold, curve.margin, alpha, split, acc[curve.target],
-                             _mean_over(acc, curve.controls), pre[curve.target], _mean_over(pre, curve.controls),
-                             chance=1.0 / len(workspace.suite.tasks[curve.target].class_names))
+    return ForgettingOutcome(
+        curve.target,
+        curve.method,
+        curve.threshold,
+        curve.margin,
+        alpha,
+        split,
+        acc[curve.target],
+        _mean_over(acc, curve.controls),
+        pre[curve.target],
+        _mean_over(pre, curve.controls),
+        chance=1.0 / len(workspace.suite.tasks[curve.target].class_names),
+    )
 
 
 def _mean_over(accuracy: Mapping[str, float], tasks: Sequence[str]) -> float:

@@ -7,6 +7,7 @@
 
 Columns are processed in cache-sized chunks, so the temporaries are [K, chunk], never [K, P].
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,9 +15,16 @@ import torch
 CHUNK = 1 << 15
 
 
-def masked_merge(theta0: torch.Tensor, T: torch.Tensor, *, mask: torch.Tensor | None, lam: torch.Tensor,
-                 rescale: torch.Tensor | None = None, ties: bool = False,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
+def masked_merge(
+    theta0: torch.Tensor,
+    T: torch.Tensor,
+    *,
+    mask: torch.Tensor | None,
+    lam: torch.Tensor,
+    rescale: torch.Tensor | None = None,
+    ties: bool = False,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """θ₀ [P], T [K, P], mask bool [K, P] or None, lam [K] (TIES: its first entry is λ) → θ [P]."""
     K, P = T.shape
     out = torch.empty_like(theta0) if out is None else out  # [P]

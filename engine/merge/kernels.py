@@ -5,6 +5,7 @@ On CUDA a single `addmv` comes close to the bandwidth bound (bench/merge_bandwid
 keep; accumulating row by row over cache-sized chunks reads each element of T exactly once and
 writes the output once, which measured at the bound here (bench/merge_bandwidth.py).
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,23 +13,26 @@ import torch
 CPU_CHUNK = 1 << 18  # 256k floats = 1 MiB per row chunk; measured best on the 2-core CPU
 
 
-def weighted_sum(theta0: torch.Tensor, T: torch.Tensor, coeffs: torch.Tensor, *,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
+def weighted_sum(
+    theta0: torch.Tensor, T: torch.Tensor, coeffs: torch.Tensor, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """θ₀ [P] + coeffs [K] @ T [K, P] → a new tensor [P], or into `out` [P] when given.
 
     Reusing `out` across calls (a dashboard moving a slider) skips the allocation, whose first-touch
     page faults cost about as much as the merge itself on the CPU for ViT-B/32.
     """
     if T.shape[0] != coeffs.shape[0] or T.shape[1] != theta0.shape[0]:
-        raise ValueError(f"weighted_sum: T {tuple(T.shape)}, θ₀ {tuple(theta0.shape)} and "
-                         f"coeffs {tuple(coeffs.shape)} do not line up as [K, P], [P], [K]")
+        raise ValueError(
+            f"weighted_sum: T {tuple(T.shape)}, θ₀ {tuple(theta0.shape)} and "
+            f"coeffs {tuple(coeffs.shape)} do not line up as [K, P], [P], [K]"
+        )
     if theta0.device.type != "cpu":
         return torch.addmv(theta0, T.t(), coeffs.to(T), out=out)  # [P]
     scales = [(k, c) for k, c in enumerate(coeffs.tolist()) if c != 0.0]
     out = torch.empty_like(theta0) if out is None else out  # [P]
     for start in range(0, theta0.shape[0], CPU_CHUNK):
-        tile = out[start:start + CPU_CHUNK]
-        tile.copy_(theta0[start:start + CPU_CHUNK])
+        tile = out[start : start + CPU_CHUNK]
+        tile.copy_(theta0[start : start + CPU_CHUNK])
         for k, c in scales:
-            tile.add_(T[k, start:start + CPU_CHUNK], alpha=c)
+            tile.add_(T[k, start : start + CPU_CHUNK], alpha=c)
     return out

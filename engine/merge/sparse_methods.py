@@ -7,6 +7,7 @@
   sign election and disjoint mean (no magnitude trim), as mergekit's dare_ties does.
 - Magnitude: top-d per task, then task arithmetic: the plain baseline.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,28 +16,38 @@ from engine.merge.generalized import masked_merge
 from engine.merge.sparsify import dare_keep_mask, magnitude_mask
 
 
-def ties(theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: float,
-         out: torch.Tensor | None = None) -> torch.Tensor:
+def ties(
+    theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: float, out: torch.Tensor | None = None
+) -> torch.Tensor:
     mask = keep_mask("ties", T, {"density": density})  # [K, P]
     return masked_merge(theta0, T, mask=mask, lam=torch.tensor([lam]), ties=True, out=out)
 
 
-def dare(theta0: torch.Tensor, T: torch.Tensor, *, drop: float, lam: torch.Tensor, seed: float,
-         out: torch.Tensor | None = None) -> torch.Tensor:
+def dare(
+    theta0: torch.Tensor,
+    T: torch.Tensor,
+    *,
+    drop: float,
+    lam: torch.Tensor,
+    seed: float,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     mask = keep_mask("dare", T, {"drop": drop, "seed": seed})  # [K, P]
     rescale = torch.full((T.shape[0],), 1.0 / (1.0 - drop))
     return masked_merge(theta0, T, mask=mask, lam=lam, rescale=rescale, out=out)
 
 
-def dare_ties(theta0: torch.Tensor, T: torch.Tensor, *, drop: float, lam: float, seed: float,
-              out: torch.Tensor | None = None) -> torch.Tensor:
+def dare_ties(
+    theta0: torch.Tensor, T: torch.Tensor, *, drop: float, lam: float, seed: float, out: torch.Tensor | None = None
+) -> torch.Tensor:
     mask = keep_mask("dare_ties", T, {"drop": drop, "seed": seed})  # [K, P]
     rescale = torch.full((T.shape[0],), 1.0 / (1.0 - drop))
     return masked_merge(theta0, T, mask=mask, lam=torch.tensor([lam]), rescale=rescale, ties=True, out=out)
 
 
-def magnitude(theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: torch.Tensor,
-              out: torch.Tensor | None = None) -> torch.Tensor:
+def magnitude(
+    theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     return masked_merge(theta0, T, mask=keep_mask("magnitude", T, {"density": density}), lam=lam, out=out)
 
 

@@ -3,15 +3,16 @@
 Masks are bool [K, P] (1 byte per entry) and keep exactly round(d·P) entries per task; ties among equal
 magnitudes are broken deterministically by topk's order. Up to `EXACT_TOPK_LIMIT` entries per task a
 plain `torch.topk` over the row does it. Above that (a full sort or kthvalue over 88M entries takes
-seconds even on a GPU: bench/sparse_merge.py), a seeded sample of `QUANTILE_SAMPLE` magnitudes brackets the threshold in a
-narrow band; everything above the band is kept and `topk` runs only inside the band for the exact
+seconds even on a GPU: bench/sparse_merge.py), a seeded sample of `QUANTILE_SAMPLE` magnitudes brackets the
+threshold in a narrow band; everything above the band is kept and `topk` runs only inside the band for the exact
 remainder (falling back to the whole row if the sample missed).
 """
+
 from __future__ import annotations
 
 import torch
 
-EXACT_TOPK_LIMIT = 1 << 22   # 4M entries per task: exact top-k below, sampled quantile above
+EXACT_TOPK_LIMIT = 1 << 22  # 4M entries per task: exact top-k below, sampled quantile above
 QUANTILE_SAMPLE = 1 << 20
 
 
@@ -44,8 +45,9 @@ def _banded_top_k(mag: torch.Tensor, n_keep: int, *, seed: int, out: torch.Tenso
     sample = mag[torch.randint(0, P, (QUANTILE_SAMPLE,), generator=gen, device=mag.device)]  # [S]
     q = 1.0 - n_keep / P
     spread = 6.0 * (q * (1 - q) / QUANTILE_SAMPLE) ** 0.5 + 1.0 / QUANTILE_SAMPLE  # ~6σ of the estimate
-    lo, hi = torch.quantile(sample.float(), torch.tensor([max(0.0, q - spread), min(1.0, q + spread)],
-                                                         device=mag.device))
+    lo, hi = torch.quantile(
+        sample.float(), torch.tensor([max(0.0, q - spread), min(1.0, q + spread)], device=mag.device)
+    )
     torch.gt(mag, hi, out=out)  # [P] surely kept
     band = torch.gt(mag, lo).logical_xor_(out).nonzero().squeeze(1)  # undecided: lo < |τ| ≤ hi
     rest = n_keep - int(torch.count_nonzero(out))
@@ -55,7 +57,9 @@ def _banded_top_k(mag: torch.Tensor, n_keep: int, *, seed: int, out: torch.Tenso
     out[band[torch.topk(mag[band], rest, sorted=False).indices]] = True
 
 
-def dare_keep_mask(shape: tuple[int, int], drop: float, *, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def dare_keep_mask(
+    shape: tuple[int, int], drop: float, *, seed: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """DARE's Bernoulli mask (Yu et al., ICML 2024): keep each entry with probability 1 − p → bool [K, P]."""
     gen = torch.Generator(device=device).manual_seed(seed)
     K, P = shape

@@ -6,6 +6,7 @@ importance normalised per tensor (engine/sta/importance.py says how, and which c
 body was not available). The review shows no λ; we keep one (default 1, which is the review's form)
 so the method sits on the same sliders as TIES. κ = 0 keeps every entry: task arithmetic with λ.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,15 @@ from engine.merge.generalized import masked_merge
 from engine.sta.codes import importance_mask
 
 
-def sta(theta0: torch.Tensor, T: torch.Tensor, *, importance: torch.Tensor, threshold: float, lam: float,
-        out: torch.Tensor | None = None) -> torch.Tensor:
+def sta(
+    theta0: torch.Tensor,
+    T: torch.Tensor,
+    *,
+    importance: torch.Tensor,
+    threshold: float,
+    lam: float,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """θ₀ [P], T [K, P], importance uint8 codes [K, P] → θ [P]."""
     mask = importance_mask(importance, threshold)  # bool [K, P] or None
     return masked_merge(theta0, T, mask=mask, lam=torch.full((T.shape[0],), lam), out=out)

@@ -6,12 +6,14 @@ It is the model pool and the task pool in one manifest, `collection.json`:
                           "checkpoints": {"standard": "finetuned/digits.standard.safetensors"}}}}
 Paths are relative to the manifest's folder; instead of a path, "data" may be a generator entry
 {"task": "size", "seed": 1003, "real_images": "real_images.npz"} (the demo zoo regenerates its tasks),
-and "importance" may name shipped STA importance maps per kind ({"tau": "importance/digits.tau.safetensors"}). Variants (standard, linearized, tau_jp, ...) are keys,
-so a later build adds one without touching what exists. The shipped demo zoo is one collection.
+and "importance" may name shipped STA importance maps per kind ({"tau": "importance/digits.tau.safetensors"}).
+Variants (standard, linearized, tau_jp, ...) are keys, so a later build adds one without touching what exists.
+The shipped demo zoo is one collection.
 Checkpoints a user fine-tunes are written to the data home, never into a collection: `with_finetunes`
 adds those of the same pretrained model (`finetune_folder`) as further names of each task, so every
 page lists them beside the shipped ones.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +44,8 @@ from engine.models import create_visual, preprocess_of
 from engine.params import ParamSpec, TaskMatrix, flatten
 
 MANIFEST = "collection.json"
-CheckpointProgress = Callable[[int, int, str], None]   # (checkpoints read, of total, task)
-ROW_READERS = 2   # checkpoints read at once: parsing one overlaps copying another (file reads release the GIL)
+CheckpointProgress = Callable[[int, int, str], None]  # (checkpoints read, of total, task)
+ROW_READERS = 2  # checkpoints read at once: parsing one overlaps copying another (file reads release the GIL)
 
 
 class GeneratedData(BaseModel):
@@ -53,16 +55,16 @@ class GeneratedData(BaseModel):
     generator: Literal["mergelab-zoo"] = "mergelab-zoo"
     task: str
     seed: int
-    real_images: str                    # npz with the real source images, relative to the manifest
+    real_images: str  # npz with the real source images, relative to the manifest
 
 
 class TaskEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    data: str | GeneratedData           # a task file/folder/CSV path, or a generator entry
-    checkpoints: dict[str, str] = {}    # name → checkpoint file (any format of engine/io/formats) or HF folder
-    importance: dict[str, str] = {}     # STA importance kind ("tau", "theta") → map of the standard checkpoint
-    head: str | None = None             # zero-shot head file (task_vectors head_<D>.pt or [C, E] safetensors)
-    templates: tuple[str, ...] = ()     # prompt templates overriding the data's own
+    data: str | GeneratedData  # a task file/folder/CSV path, or a generator entry
+    checkpoints: dict[str, str] = {}  # name → checkpoint file (any format of engine/io/formats) or HF folder
+    importance: dict[str, str] = {}  # STA importance kind ("tau", "theta") → map of the standard checkpoint
+    head: str | None = None  # zero-shot head file (task_vectors head_<D>.pt or [C, E] safetensors)
+    templates: tuple[str, ...] = ()  # prompt templates overriding the data's own
 
 
 class CollectionManifest(BaseModel):
@@ -72,18 +74,18 @@ class CollectionManifest(BaseModel):
     description: str = ""
     pretrained: str
     tasks: dict[str, TaskEntry]
-    forgetting_report: str | None = None    # stored forgetting sweeps (engine/zoo/sta.py), if any
-    taujp_matrix: str | None = None         # stored τJp matrix of the standard checkpoints (engine/taujp/matrix.py), if any
-    taujp_variants: dict[str, str] = {}     # variant → stored τJp matrix of that variant's checkpoints
-    architecture: str | None = None         # for checkpoints without a sidecar: else detected from shapes
-    quick_gelu: bool | None = None          # for checkpoints without a sidecar: else what the files say
+    forgetting_report: str | None = None  # stored forgetting sweeps (engine/zoo/sta.py), if any
+    taujp_matrix: str | None = None  # stored τJp matrix of the standard checkpoints (engine/taujp/matrix.py), if any
+    taujp_variants: dict[str, str] = {}  # variant → stored τJp matrix of that variant's checkpoints
+    architecture: str | None = None  # for checkpoints without a sidecar: else detected from shapes
+    quick_gelu: bool | None = None  # for checkpoints without a sidecar: else what the files say
 
 
 @dataclass(frozen=True)
 class Collection:
     root: Path
     manifest: CollectionManifest
-    verified: VerifiedFiles | None = None   # remembers sidecar'd checkpoints already hash-checked (with_verified)
+    verified: VerifiedFiles | None = None  # remembers sidecar'd checkpoints already hash-checked (with_verified)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -100,19 +102,24 @@ class Collection:
         return self.pretrained_lazy().load()
 
     def pretrained_lazy(self) -> LazyCheckpoint:
-        return open_checkpoint(self.path(self.manifest.pretrained), variant="pretrained", verified=self.verified,
-                               **self._overrides())
+        return open_checkpoint(
+            self.path(self.manifest.pretrained), variant="pretrained", verified=self.verified, **self._overrides()
+        )
 
     def finetuned(self, task: str, variant: str = "standard") -> Checkpoint:
         return self.finetuned_lazy(task, variant).load()
 
-    def finetuned_lazy(self, task: str, variant: str = "standard", *,
-                       pretrained: LazyCheckpoint | None = None) -> LazyCheckpoint:
+    def finetuned_lazy(
+        self, task: str, variant: str = "standard", *, pretrained: LazyCheckpoint | None = None
+    ) -> LazyCheckpoint:
         """One fine-tuned checkpoint, located but not read (a foreign HF fine-tune borrows the pretrained `proj`)."""
-        return open_checkpoint(self._checkpoint_path(task, variant), task=task,
-                               fill_from=(lambda: pretrained) if pretrained else self.pretrained_lazy,
-                               verified=self.verified,
-                               **self._overrides())
+        return open_checkpoint(
+            self._checkpoint_path(task, variant),
+            task=task,
+            fill_from=(lambda: pretrained) if pretrained else self.pretrained_lazy,
+            verified=self.verified,
+            **self._overrides(),
+        )
 
     def _overrides(self) -> dict:
         return {"architecture": self.manifest.architecture, "quick_gelu": self.manifest.quick_gelu}
@@ -132,8 +139,9 @@ class Collection:
         if isinstance(data, GeneratedData):
             from engine.data.generated import generated_task
 
-            return generated_task(data.task, seed=data.seed, real_images=self.path(data.real_images),
-                                  cache_dir=cache_dir)
+            return generated_task(
+                data.task, seed=data.seed, real_images=self.path(data.real_images), cache_dir=cache_dir
+            )
         task_data = load_task(self.path(data), image_size=image_size, cache_dir=cache_dir, name=task)
         templates = self._entry(task).templates
         return replace(task_data, templates=templates) if templates else task_data
@@ -145,9 +153,12 @@ class Collection:
         if relative is not None:
             return load_head_file(self.path(relative), num_classes=len(data.class_names))
         if pretrained.meta.tower != "clip":
-            raise CheckpointError(pretrained.path, f"has no text tower to build the head of task {task!r}",
-                                  fix=f"name a head file for {task!r} in the pool (head: head_{task}.pt), or use a "
-                                      "pretrained checkpoint with both towers")
+            raise CheckpointError(
+                pretrained.path,
+                f"has no text tower to build the head of task {task!r}",
+                fix=f"name a head file for {task!r} in the pool (head: head_{task}.pt), or use a "
+                "pretrained checkpoint with both towers",
+            )
         return cached_head(pretrained, data.class_names, data.templates, cache_dir=cache_dir)
 
     def forgetting_report(self) -> dict | None:
@@ -158,11 +169,17 @@ class Collection:
         try:
             report = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise SchemaError(path, f"unreadable forgetting report ({exc})",
-                              fix="rebuild it with `python -m engine zoo add-sta`, or drop it from the manifest") from exc
+            raise SchemaError(
+                path,
+                f"unreadable forgetting report ({exc})",
+                fix="rebuild it with `python -m engine zoo add-sta`, or drop it from the manifest",
+            ) from exc
         if report.get("schema_version") != 1 or "targets" not in report:
-            raise SchemaError(path, "not a forgetting report (schema_version 1 with 'targets')",
-                              fix="rebuild it with `python -m engine zoo add-sta`")
+            raise SchemaError(
+                path,
+                "not a forgetting report (schema_version 1 with 'targets')",
+                fix="rebuild it with `python -m engine zoo add-sta`",
+            )
         return report
 
     def build_report(self) -> dict | None:
@@ -173,7 +190,9 @@ class Collection:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise SchemaError(path, f"unreadable build report ({exc})", fix="rebuild the zoo, or remove the file") from exc
+            raise SchemaError(
+                path, f"unreadable build report ({exc})", fix="rebuild the zoo, or remove the file"
+            ) from exc
 
     def taujp_path(self, variant: str = "standard") -> Path | None:
         """The stored τJp matrix of one variant's checkpoints (all tasks), if the collection ships one."""
@@ -185,8 +204,11 @@ class Collection:
         sha = self.pretrained_lazy().meta.tensors_sha256
         tasks = {}
         for name, entry in self.manifest.tasks.items():
-            found = {p.stem: str(p.resolve()) for p in sorted(finetune_folder(root, sha, name).glob("*.safetensors"))
-                     if p.stem not in entry.checkpoints}
+            found = {
+                p.stem: str(p.resolve())
+                for p in sorted(finetune_folder(root, sha, name).glob("*.safetensors"))
+                if p.stem not in entry.checkpoints
+            }
             tasks[name] = entry.model_copy(update={"checkpoints": {**entry.checkpoints, **found}})
         return replace(self, manifest=self.manifest.model_copy(update={"tasks": tasks}))
 
@@ -211,14 +233,20 @@ class Collection:
     def _checkpoint_path(self, task: str, variant: str) -> Path:
         entry = self._entry(task)
         if variant not in entry.checkpoints:
-            raise CheckpointError(f"{task}/{variant}", "no such fine-tuned checkpoint in the collection",
-                                  fix=f"choose one of {sorted(entry.checkpoints)}")
+            raise CheckpointError(
+                f"{task}/{variant}",
+                "no such fine-tuned checkpoint in the collection",
+                fix=f"choose one of {sorted(entry.checkpoints)}",
+            )
         return self.path(entry.checkpoints[variant])
 
     def _entry(self, task: str) -> TaskEntry:
         if task not in self.manifest.tasks:
-            raise DatasetError(task, f"is not a task of collection {self.manifest.name!r}",
-                               fix=f"choose one of {list(self.manifest.tasks)}")
+            raise DatasetError(
+                task,
+                f"is not a task of collection {self.manifest.name!r}",
+                fix=f"choose one of {list(self.manifest.tasks)}",
+            )
         return self.manifest.tasks[task]
 
 
@@ -237,8 +265,11 @@ def load_collection(path: Path) -> Collection:
         return _validated(discover_pool(path), path, root=path)
     file = path / MANIFEST if path.is_dir() else path
     if not file.is_file():
-        raise SchemaError(file, "no collection manifest or pool here",
-                          fix=f"point at a folder holding {MANIFEST} or {POOL_MANIFESTS[0]}, or at a pool folder")
+        raise SchemaError(
+            file,
+            "no collection manifest or pool here",
+            fix=f"point at a folder holding {MANIFEST} or {POOL_MANIFESTS[0]}, or at a pool folder",
+        )
     if file.name != MANIFEST:
         return _validated(read_pool_manifest(file), file, root=file.parent)
     try:
@@ -252,8 +283,11 @@ def _validated(document: dict, source: Path, *, root: Path) -> Collection:
     try:
         manifest = CollectionManifest.model_validate(document)
     except ValidationError as exc:
-        raise SchemaError(source, f"invalid manifest: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}",
-                          fix="see engine/pool/collection.py for the schema") from exc
+        raise SchemaError(
+            source,
+            f"invalid manifest: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}",
+            fix="see engine/pool/collection.py for the schema",
+        ) from exc
     return Collection(root=Path(root).resolve(), manifest=manifest)
 
 
@@ -264,9 +298,16 @@ def visual_state(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     return {k.removeprefix("visual."): v for k, v in checkpoint.state.items() if k.startswith("visual.")}
 
 
-def task_matrix(collection: Collection, *, tasks: Sequence[str] | None = None, variant: str = "standard",
-                variants: Mapping[str, str] | None = None, device: torch.device | str = "cpu",
-                pretrained: Checkpoint | None = None, on_checkpoint: CheckpointProgress | None = None) -> TaskMatrix:
+def task_matrix(
+    collection: Collection,
+    *,
+    tasks: Sequence[str] | None = None,
+    variant: str = "standard",
+    variants: Mapping[str, str] | None = None,
+    device: torch.device | str = "cpu",
+    pretrained: Checkpoint | None = None,
+    on_checkpoint: CheckpointProgress | None = None,
+) -> TaskMatrix:
     """θ₀ and T [K, P] for `tasks` (default all): `variants[task]` when given, else `variant`, per task.
 
     Each fine-tuned checkpoint is read straight into its row of T (through a CPU row when T lives on a
@@ -275,7 +316,7 @@ def task_matrix(collection: Collection, *, tasks: Sequence[str] | None = None, v
     """
     lender = collection.pretrained_lazy()
     spec = ParamSpec.from_shapes({k: (v.shape, v.dtype) for k, v in lender.visual.items()})
-    if pretrained is None:   # only the image tower is read, not the text tower
+    if pretrained is None:  # only the image tower is read, not the text tower
         theta0 = torch.zeros(spec.numel, dtype=torch.float32)  # [P]
         lender.read_visual_into(spec, theta0)
         theta0 = theta0.to(device)
@@ -287,8 +328,11 @@ def task_matrix(collection: Collection, *, tasks: Sequence[str] | None = None, v
     def read_row(k: int) -> None:
         checkpoint = collection.finetuned_lazy(names[k], (variants or {}).get(names[k], variant), pretrained=lender)
         if checkpoint.meta.architecture != lender.meta.architecture:
-            raise CheckpointError(checkpoint.path, f"is {checkpoint.meta.architecture}, the pretrained model is "
-                                  f"{lender.meta.architecture}", fix="fine-tune from the collection's model")
+            raise CheckpointError(
+                checkpoint.path,
+                f"is {checkpoint.meta.architecture}, the pretrained model is {lender.meta.architecture}",
+                fix="fine-tune from the collection's model",
+            )
         _check_linearized_around(checkpoint, theta0, spec)
         on_cpu = T.device.type == "cpu"
         row = T[k] if on_cpu else torch.empty(spec.numel, dtype=torch.float32)  # [P]
@@ -300,7 +344,7 @@ def task_matrix(collection: Collection, *, tasks: Sequence[str] | None = None, v
     with ThreadPoolExecutor(max_workers=ROW_READERS) as readers:
         rows = [readers.submit(read_row, k) for k in range(len(names))]
         try:
-            for k, row in enumerate(rows):   # in order, on the caller's thread (a page's progress bar)
+            for k, row in enumerate(rows):  # in order, on the caller's thread (a page's progress bar)
                 row.result()
                 if on_checkpoint is not None:
                     on_checkpoint(k + 1, len(names), names[k])
@@ -320,27 +364,36 @@ def _check_linearized_around(checkpoint: LazyCheckpoint, theta0: torch.Tensor, s
         lazy = checkpoint.linearized_at.get(name)
         ours = theta0[spec.slice_of(name)].cpu().view(lazy.shape) if lazy is not None else None
         if lazy is not None and not torch.equal(lazy.read(dtype=torch.float32), ours):
-            raise CheckpointError(checkpoint.path, f"was linearized around another pretrained model ({name} differs)",
-                                  fix="use the pool's pretrained model (its linear_zeroshot.pt / zeroshot.pt)")
+            raise CheckpointError(
+                checkpoint.path,
+                f"was linearized around another pretrained model ({name} differs)",
+                fix="use the pool's pretrained model (its linear_zeroshot.pt / zeroshot.pt)",
+            )
 
 
-def open_suite(collection: Collection, *, cache_dir: Path, tasks: Sequence[str] | None = None,
-               device: torch.device | str = "cpu", pretrained: Checkpoint | None = None) -> EvalSuite:
+def open_suite(
+    collection: Collection,
+    *,
+    cache_dir: Path,
+    tasks: Sequence[str] | None = None,
+    device: torch.device | str = "cpu",
+    pretrained: Checkpoint | None = None,
+) -> EvalSuite:
     """Load the tasks' images and zero-shot heads onto `device` with an image-tower template."""
     pretrained = pretrained or collection.pretrained()
     meta = pretrained.meta
     visual = create_visual(meta.architecture, quick_gelu=meta.quick_gelu).to(device).eval()
     preprocess = preprocess_of(visual)
     names = tuple(tasks or collection.task_names)
-    data = {t: collection.task_data(t, image_size=preprocess.image_size, cache_dir=cache_dir).to(device)
-            for t in names}
+    data = {t: collection.task_data(t, image_size=preprocess.image_size, cache_dir=cache_dir).to(device) for t in names}
     heads = {t: collection.head(t, pretrained, data[t], cache_dir=cache_dir).to(device) for t in names}
     spec = ParamSpec.from_state_dict(visual_state(pretrained))
     return EvalSuite(visual=visual, spec=spec, preprocess=preprocess, tasks=data, heads=heads)
 
 
-def pretrained_vector(collection: Collection, spec: ParamSpec, *, device: torch.device | str = "cpu",
-                      pretrained: Checkpoint | None = None) -> torch.Tensor:
+def pretrained_vector(
+    collection: Collection, spec: ParamSpec, *, device: torch.device | str = "cpu", pretrained: Checkpoint | None = None
+) -> torch.Tensor:
     """θ₀ [P] alone (zero-shot evaluation without loading the fine-tuned checkpoints)."""
     pretrained = pretrained or collection.pretrained()
     return flatten(visual_state(pretrained), spec, source="pretrained", device=device)

@@ -15,6 +15,7 @@ complete or not at all, and an existing `out` is never touched. What a native so
 checkpoints (STA importance maps, τJp matrices, forgetting reports) is not carried over: it belongs to the
 source files' hashes, and the data home recomputes it for the converted ones.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,9 +46,9 @@ def convert_pool(collection: Collection, out: Path, *, on_checkpoint: Checkpoint
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
     try:
-        os.chmod(work, 0o755)   # mkdtemp makes the folder private; a collection is meant to be shared
+        os.chmod(work, 0o755)  # mkdtemp makes the folder private; a collection is meant to be shared
         _write_collection(collection, work, out=out, on_checkpoint=on_checkpoint)
-        _refuse_existing(out)   # created meanwhile by someone else: keep theirs
+        _refuse_existing(out)  # created meanwhile by someone else: keep theirs
         os.rename(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -57,12 +58,16 @@ def convert_pool(collection: Collection, out: Path, *, on_checkpoint: Checkpoint
 
 def _refuse_existing(out: Path) -> None:
     if out.exists() or out.is_symlink():
-        raise OutputExistsError(out, "already exists; a pool is converted into a new folder",
-                                fix="choose another output folder, or remove this one first")
+        raise OutputExistsError(
+            out,
+            "already exists; a pool is converted into a new folder",
+            fix="choose another output folder, or remove this one first",
+        )
 
 
-def _write_collection(collection: Collection, work: Path, *, out: Path,
-                      on_checkpoint: CheckpointProgress | None) -> None:
+def _write_collection(
+    collection: Collection, work: Path, *, out: Path, on_checkpoint: CheckpointProgress | None
+) -> None:
     """Every file of the converted collection under `work`, paths in the manifest written as seen from `out`."""
     total = 1 + sum(len(collection.variants(t)) for t in collection.task_names)
     lender = collection.pretrained_lazy()
@@ -86,10 +91,19 @@ def _write_collection(collection: Collection, work: Path, *, out: Path,
         if entry.head is not None:
             head = f"heads/{_file_stem(task)}.safetensors"
             _write_head(collection.path(entry.head), work / head, num_classes=len(class_names) or None)
-        tasks[task] = {"data": _data_entry(collection, entry.data, out=out), "checkpoints": checkpoints,
-                       "head": head, "templates": list(entry.templates)}
-    manifest = {"schema_version": 1, "name": collection.manifest.name,
-                "description": f"converted from {collection.root}", "pretrained": PRETRAINED_FILE, "tasks": tasks}
+        tasks[task] = {
+            "data": _data_entry(collection, entry.data, out=out),
+            "checkpoints": checkpoints,
+            "head": head,
+            "templates": list(entry.templates),
+        }
+    manifest = {
+        "schema_version": 1,
+        "name": collection.manifest.name,
+        "description": f"converted from {collection.root}",
+        "pretrained": PRETRAINED_FILE,
+        "tasks": tasks,
+    }
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
@@ -97,35 +111,63 @@ def _write_pretrained(lender: LazyCheckpoint, path: Path) -> Checkpoint:
     """Both towers when the source has the text tower (heads are built from it), else the image tower."""
     source = lender.load()
     meta = source.meta
-    return save_checkpoint(path, source.state, dtype=torch.float32, architecture=meta.architecture,
-                           quick_gelu=meta.quick_gelu, tower=meta.tower, variant="pretrained",
-                           training=dict(meta.training), source=_source(lender))
+    return save_checkpoint(
+        path,
+        source.state,
+        dtype=torch.float32,
+        architecture=meta.architecture,
+        quick_gelu=meta.quick_gelu,
+        tower=meta.tower,
+        variant="pretrained",
+        training=dict(meta.training),
+        source=_source(lender),
+    )
 
 
-def _write_finetuned(lazy: LazyCheckpoint, path: Path, *, pretrained: Checkpoint, task: str,
-                     class_names: tuple[str, ...]) -> None:
+def _write_finetuned(
+    lazy: LazyCheckpoint, path: Path, *, pretrained: Checkpoint, task: str, class_names: tuple[str, ...]
+) -> None:
     """The image tower in fp32; a linearized checkpoint keeps its variant, so it is still evaluated as one."""
     if path.exists():
-        raise SchemaError(path.name, "two checkpoints of the pool map to this file name",
-                          fix="rename one of the tasks or checkpoint names in the pool manifest")
+        raise SchemaError(
+            path.name,
+            "two checkpoints of the pool map to this file name",
+            fix="rename one of the tasks or checkpoint names in the pool manifest",
+        )
     meta = lazy.meta
     if meta.architecture != pretrained.meta.architecture:
-        raise CheckpointError(lazy.path, f"is {meta.architecture}, the pool's pretrained model is "
-                              f"{pretrained.meta.architecture}", fix="list only fine-tunes of the pool's model")
+        raise CheckpointError(
+            lazy.path,
+            f"is {meta.architecture}, the pool's pretrained model is {pretrained.meta.architecture}",
+            fix="list only fine-tunes of the pool's model",
+        )
     checkpoint = lazy.load()
     _check_linearized_at(lazy, visual_state(pretrained))
-    save_checkpoint(path, visual_state(checkpoint), dtype=torch.float32, architecture=meta.architecture,
-                    quick_gelu=meta.quick_gelu, tower="visual", task=task, variant=meta.variant,
-                    class_names=meta.class_names or class_names, training=dict(meta.training),
-                    source=_source(lazy), parent_sha256=pretrained.sha256)
+    save_checkpoint(
+        path,
+        visual_state(checkpoint),
+        dtype=torch.float32,
+        architecture=meta.architecture,
+        quick_gelu=meta.quick_gelu,
+        tower="visual",
+        task=task,
+        variant=meta.variant,
+        class_names=meta.class_names or class_names,
+        training=dict(meta.training),
+        source=_source(lazy),
+        parent_sha256=pretrained.sha256,
+    )
 
 
 def _check_linearized_at(lazy: LazyCheckpoint, theta0: dict[str, torch.Tensor]) -> None:
     """The converted file drops tangent's stored θ₀, so it must be the pool's θ₀ (checked whole, once)."""
     for name, stored in (lazy.linearized_at or {}).items():
         if name in theta0 and not torch.equal(stored.read(dtype=torch.float32), theta0[name].float()):
-            raise CheckpointError(lazy.path, f"was linearized around another pretrained model ({name} differs)",
-                                  fix="use the pool's pretrained model (its linear_zeroshot.pt / zeroshot.pt)")
+            raise CheckpointError(
+                lazy.path,
+                f"was linearized around another pretrained model ({name} differs)",
+                fix="use the pool's pretrained model (its linear_zeroshot.pt / zeroshot.pt)",
+            )
 
 
 def _write_head(source: Path, path: Path, *, num_classes: int | None) -> None:
@@ -152,8 +194,9 @@ def _class_names(collection: Collection, task: str) -> tuple[str, ...]:
 
 def _data_entry(collection: Collection, data: str | GeneratedData, *, out: Path) -> str | dict:
     if isinstance(data, GeneratedData):
-        return data.model_copy(update={"real_images": _pointer(collection.path(data.real_images), out=out)}
-                               ).model_dump()
+        return data.model_copy(
+            update={"real_images": _pointer(collection.path(data.real_images), out=out)}
+        ).model_dump()
     return _pointer(collection.path(data), out=out)
 
 
@@ -173,6 +216,9 @@ def _file_stem(*parts: str) -> str:
     """`<task>[.<name>]`: names become file names, so they may not hold path separators."""
     for part in parts:
         if not part or part in (".", "..") or "/" in part or "\\" in part:
-            raise SchemaError(part or "''", "cannot be part of a file name",
-                              fix="rename the task or checkpoint in the pool manifest (no '/' or '\\')")
+            raise SchemaError(
+                part or "''",
+                "cannot be part of a file name",
+                fix="rename the task or checkpoint in the pool manifest (no '/' or '\\')",
+            )
     return ".".join(parts)

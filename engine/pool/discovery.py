@@ -23,6 +23,7 @@ dataset and, when the pretrained file has no text tower, a head file. `load_coll
   folders), with datasets under `data/<task>` or `datasets/<task>`.
 Relative paths resolve against the manifest's folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,12 @@ from engine.io.formats import is_model_folder
 POOL_MANIFESTS = ("pool.yaml", "pool.yml", "pool.json")
 PRETRAINED_NAMES = ("zeroshot", "linear_zeroshot", "nonlinear_zeroshot", "pretrained", "base")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-FINETUNED_FILES = {"finetuned": "standard", "nonlinear_finetuned": "standard", "linear_finetuned": "linearized",
-                   "model": "standard"}
+FINETUNED_FILES = {
+    "finetuned": "standard",
+    "nonlinear_finetuned": "standard",
+    "linear_finetuned": "linearized",
+    "model": "standard",
+}
 DATA_FOLDERS = ("data", "datasets")
 NOT_TASKS = {*DATA_FOLDERS, "heads", "finetuned", *PRETRAINED_NAMES}
 
@@ -78,9 +83,15 @@ class PoolManifest(BaseModel):
                 raise SchemaError(name, "has no dataset", fix=f"give tasks.{name}.data, or data_root for all tasks")
             checkpoints = dict(task.checkpoints) or {"standard": task.checkpoint}
             tasks[name] = {"data": data, "checkpoints": checkpoints, "head": task.head, "templates": task.templates}
-        return {"schema_version": 1, "name": self.name or default_name, "description": self.description,
-                "pretrained": self.pretrained, "tasks": tasks, "architecture": self.architecture,
-                "quick_gelu": self.quick_gelu}
+        return {
+            "schema_version": 1,
+            "name": self.name or default_name,
+            "description": self.description,
+            "pretrained": self.pretrained,
+            "tasks": tasks,
+            "architecture": self.architecture,
+            "quick_gelu": self.quick_gelu,
+        }
 
 
 def read_pool_manifest(file: Path) -> dict[str, Any]:
@@ -95,8 +106,11 @@ def read_pool_manifest(file: Path) -> dict[str, Any]:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(map(str, first["loc"])) or "document"
-        raise SchemaError(file, f"invalid pool manifest: {where}: {first['msg']}",
-                          fix="see the pool manifest format in README ('Opening your own models')") from exc
+        raise SchemaError(
+            file,
+            f"invalid pool manifest: {where}: {first['msg']}",
+            fix="see the pool manifest format in README ('Opening your own models')",
+        ) from exc
     return manifest.collection_manifest(default_name=file.parent.name)
 
 
@@ -109,21 +123,32 @@ def discover_pool(folder: Path) -> dict[str, Any]:
     checkpoints = _task_checkpoints(folder)
     pretrained = _pretrained(folder, checkpoints)
     if pretrained is None or not checkpoints:
-        raise SchemaError(folder, "is not a pool: found " + (f"{len(checkpoints)} fine-tuned checkpoints and "
-                          + ("a" if pretrained else "no") + " pretrained model"),
-                          fix="lay it out as <root>/zeroshot.pt + <root>/<Task>/finetuned.pt (task_vectors), or "
-                              "write pool.yaml (README, 'Opening your own models')")
+        raise SchemaError(
+            folder,
+            "is not a pool: found "
+            + (f"{len(checkpoints)} fine-tuned checkpoints and " + ("a" if pretrained else "no") + " pretrained model"),
+            fix="lay it out as <root>/zeroshot.pt + <root>/<Task>/finetuned.pt (task_vectors), or "
+            "write pool.yaml (README, 'Opening your own models')",
+        )
     tasks = {}
     for task, found in checkpoints.items():
         data = _data_path(folder, task)
         if data is None:
-            raise SchemaError(folder, f"has no dataset for task {task!r}",
-                              fix=f"put its images under {folder / 'data' / task}/<split>/<class>/, or write "
-                                  "pool.yaml with tasks.<task>.data")
+            raise SchemaError(
+                folder,
+                f"has no dataset for task {task!r}",
+                fix=f"put its images under {folder / 'data' / task}/<split>/<class>/, or write "
+                "pool.yaml with tasks.<task>.data",
+            )
         head = _head_path(folder, task)
         tasks[task] = {"data": data, "checkpoints": found, "head": head}
-    return {"schema_version": 1, "name": folder.name, "pretrained": pretrained, "tasks": tasks,
-            "description": "discovered by layout"}
+    return {
+        "schema_version": 1,
+        "name": folder.name,
+        "pretrained": pretrained,
+        "tasks": tasks,
+        "description": "discovered by layout",
+    }
 
 
 def _task_checkpoints(folder: Path) -> dict[str, dict[str, str]]:
@@ -132,7 +157,7 @@ def _task_checkpoints(folder: Path) -> dict[str, dict[str, str]]:
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.lower() not in NOT_TASKS):
         task = _task_name(sub.name)
         if (sub / "config.json").is_file() and is_model_folder(sub):
-            found.setdefault(task, {})["standard"] = sub.name      # a Hugging Face model folder
+            found.setdefault(task, {})["standard"] = sub.name  # a Hugging Face model folder
             continue
         for stem, name in FINETUNED_FILES.items():
             file = _checkpoint_file(sub, stem)
@@ -142,8 +167,9 @@ def _task_checkpoints(folder: Path) -> dict[str, dict[str, str]]:
     if flat.is_dir():
         for file in sorted(flat.iterdir()):
             if file.suffix in CHECKPOINT_SUFFIXES or is_model_folder(file):
-                found.setdefault(_task_name(file.stem if file.is_file() else file.name), {})["standard"] = \
+                found.setdefault(_task_name(file.stem if file.is_file() else file.name), {})["standard"] = (
                     f"finetuned/{file.name}"
+                )
     return found
 
 
@@ -154,7 +180,7 @@ def _pretrained(folder: Path, checkpoints: dict[str, dict[str, str]]) -> str | N
             return file.name
         if is_model_folder(folder / stem):
             return stem
-    for task_folder in sorted(folder.iterdir()):   # tangent keeps zeroshot.pt in every <Task>Val/ folder
+    for task_folder in sorted(folder.iterdir()):  # tangent keeps zeroshot.pt in every <Task>Val/ folder
         if task_folder.is_dir() and _task_name(task_folder.name) in checkpoints:
             for stem in PRETRAINED_NAMES[:3]:
                 file = _checkpoint_file(task_folder, stem)

@@ -4,6 +4,7 @@ Before converting or merging a pool of foreign checkpoints, a researcher checks 
 file: its format, the architecture detected from its shapes, QuickGELU, which towers it holds, and whether
 it is evaluated as a linearized model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,13 +16,13 @@ from engine.pool.collection import Collection
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    task: str | None          # None for the pretrained model
-    name: str                 # the checkpoint's name in its task ("standard", "linearized", ...), or "pretrained"
+    task: str | None  # None for the pretrained model
+    name: str  # the checkpoint's name in its task ("standard", "linearized", ...), or "pretrained"
     path: Path
-    format: str               # "mergelab" (sidecar) or a foreign format ("task_vectors", "hf_clip", ...)
+    format: str  # "mergelab" (sidecar) or a foreign format ("task_vectors", "hf_clip", ...)
     architecture: str
     quick_gelu: bool
-    tower: str                # "clip" (both towers) or "visual"
+    tower: str  # "clip" (both towers) or "visual"
     variant: str
 
     @property
@@ -41,6 +42,13 @@ def pool_checkpoints(collection: Collection) -> tuple[CheckpointInfo, ...]:
 
 def _info(checkpoint: LazyCheckpoint, *, task: str | None, name: str) -> CheckpointInfo:
     meta = checkpoint.meta
-    return CheckpointInfo(task=task, name=name, path=checkpoint.path, format=checkpoint.format,
-                          architecture=meta.architecture, quick_gelu=meta.quick_gelu, tower=meta.tower,
-                          variant=meta.variant)
+    return CheckpointInfo(
+        task=task,
+        name=name,
+        path=checkpoint.path,
+        format=checkpoint.format,
+        architecture=meta.architecture,
+        quick_gelu=meta.quick_gelu,
+        tower=meta.tower,
+        variant=meta.variant,
+    )

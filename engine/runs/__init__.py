@@ -1,0 +1,1 @@
+"""What is kept of merges: the run log, merge recipes, the recipe runner, and export."""

@@ -4,6 +4,7 @@ model config, all or nothing. Reload with the engine (`load_checkpoint`) or with
     model = open_clip.create_model("ViT-B-32", pretrained=None, **json.load(open("m.open_clip.json")))
     model.visual.load_state_dict(safetensors.torch.load_file("m.safetensors"))
 """
+
 from __future__ import annotations
 
 import json
@@ -27,13 +28,24 @@ def open_clip_config_path(checkpoint_path: Path) -> Path:
     return Path(checkpoint_path).with_suffix(".open_clip.json")
 
 
-def export_merged(path: Path, merged: torch.Tensor, spec: ParamSpec, *, pretrained: CheckpointMeta,
-                  recipe: MergeRecipe) -> Checkpoint:
+def export_merged(
+    path: Path, merged: torch.Tensor, spec: ParamSpec, *, pretrained: CheckpointMeta, recipe: MergeRecipe
+) -> Checkpoint:
     """Save θ [P] as an image-tower checkpoint whose sidecar and recipe name its origin (`pretrained`'s sidecar)."""
     return save_checkpoint(
-        Path(path), unflatten(merged.detach().cpu(), spec),
-        companions={recipe_path(path): recipe.model_dump_json(indent=2),
-                    open_clip_config_path(path): json.dumps(model_config(pretrained.architecture), indent=2)},
-        architecture=pretrained.architecture, quick_gelu=pretrained.quick_gelu, tower="visual", task=None,
-        variant="merged", class_names=(), training=recipe.model_dump(mode="json"),
-        source="mergelab merge", parent_sha256=pretrained.tensors_sha256)
+        Path(path),
+        unflatten(merged.detach().cpu(), spec),
+        companions={
+            recipe_path(path): recipe.model_dump_json(indent=2),
+            open_clip_config_path(path): json.dumps(model_config(pretrained.architecture), indent=2),
+        },
+        architecture=pretrained.architecture,
+        quick_gelu=pretrained.quick_gelu,
+        tower="visual",
+        task=None,
+        variant="merged",
+        class_names=(),
+        training=recipe.model_dump(mode="json"),
+        source="mergelab merge",
+        parent_sha256=pretrained.tensors_sha256,
+    )

@@ -5,6 +5,7 @@ row survives the writing process being killed. Each row holds what is needed to 
 inputs (checkpoint paths and sha256, method, every parameter, seed), outputs (per-task metrics,
 curves, artifact paths), duration, device and library versions.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,16 +91,37 @@ class RunLog:
         finally:
             db.close()
 
-    def record(self, kind: str, *, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
-               tasks: Sequence[str] = (), method: str | None = None, status: str = "done",
-               duration_s: float | None = None, device: str | None = None) -> int:
+    def record(
+        self,
+        kind: str,
+        *,
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+        tasks: Sequence[str] = (),
+        method: str | None = None,
+        status: str = "done",
+        duration_s: float | None = None,
+        device: str | None = None,
+    ) -> int:
         """Append one run; returns its id."""
-        row = (datetime.now(UTC).isoformat(timespec="seconds"), kind, status, method,
-               json.dumps(list(tasks)), json.dumps(inputs), json.dumps(outputs), duration_s, device,
-               json.dumps(library_versions()))
+        row = (
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            kind,
+            status,
+            method,
+            json.dumps(list(tasks)),
+            json.dumps(inputs),
+            json.dumps(outputs),
+            duration_s,
+            device,
+            json.dumps(library_versions()),
+        )
         with self._connect() as db:
-            cursor = db.execute("INSERT INTO runs (created, kind, status, method, tasks, inputs, outputs, "
-                                "duration_s, device, versions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            cursor = db.execute(
+                "INSERT INTO runs (created, kind, status, method, tasks, inputs, outputs, "
+                "duration_s, device, versions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
             return int(cursor.lastrowid)
 
     def get(self, run_id: int) -> Run:
@@ -121,7 +143,24 @@ class RunLog:
 
     def _select(self, tail: str, args: tuple) -> list[Run]:
         with self._connect() as db:
-            rows = db.execute(f"SELECT id, created, kind, status, method, tasks, inputs, outputs, duration_s, "
-                              f"device, versions FROM runs {tail}", args).fetchall()
-        return [Run(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), json.loads(r[6]), json.loads(r[7]),
-                    r[8], r[9], json.loads(r[10])) for r in rows]
+            rows = db.execute(
+                f"SELECT id, created, kind, status, method, tasks, inputs, outputs, duration_s, "
+                f"device, versions FROM runs {tail}",
+                args,
+            ).fetchall()
+        return [
+            Run(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                tuple(json.loads(r[5])),
+                json.loads(r[6]),
+                json.loads(r[7]),
+                r[8],
+                r[9],
+                json.loads(r[10]),
+            )
+            for r in rows
+        ]

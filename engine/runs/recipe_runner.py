@@ -3,6 +3,7 @@
 The CLI (`python -m engine run`) and the dashboard's "save run" both come through here, so a run
 made either way leaves the same artifacts and the same run-log row.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,15 +26,21 @@ from engine.workspace import Workspace
 
 @dataclass(frozen=True)
 class RecipeOutcome:
-    recipe: MergeRecipe            # with pretrained_sha256 and tasks filled in
-    merged: torch.Tensor           # θ [P]
+    recipe: MergeRecipe  # with pretrained_sha256 and tasks filled in
+    merged: torch.Tensor  # θ [P]
     checkpoint: Checkpoint
     result: EvalResult | None
     run_id: int
 
 
-def run_recipe(recipe: MergeRecipe, *, home: DataHome, device: torch.device | str = "cpu",
-               progress: Progress | None = None, workspace: Workspace | None = None) -> RecipeOutcome:
+def run_recipe(
+    recipe: MergeRecipe,
+    *,
+    home: DataHome,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    workspace: Workspace | None = None,
+) -> RecipeOutcome:
     """Open the recipe's collection and checkpoints, or use `workspace` (the dashboard's, already open on
     them: reading a ViT-B/32 pool again would hold it in memory twice), then merge, export, evaluate, log."""
     start = time.perf_counter()
@@ -49,44 +56,72 @@ def run_recipe(recipe: MergeRecipe, *, home: DataHome, device: torch.device | st
     if recipe.evaluate:
         result = evaluate(merged, ws.suite, recipe.evaluate, tasks=tasks, progress=progress)
     run_id = RunLog(home.runs / "runs.sqlite3").record(
-        "recipe", method=recipe.method, tasks=tasks, device=str(device),
-        inputs={"recipe": filled.model_dump(mode="json"),
-                "checkpoints": {t: ws.collection.finetuned_sha256(t, ws.variant_of(t)) for t in tasks}},
-        outputs={"artifact": str(checkpoint.path), "sha256": checkpoint.sha256,
-                 "split": recipe.evaluate, "accuracy": result.accuracy if result else None},
-        duration_s=round(time.perf_counter() - start, 3))
+        "recipe",
+        method=recipe.method,
+        tasks=tasks,
+        device=str(device),
+        inputs={
+            "recipe": filled.model_dump(mode="json"),
+            "checkpoints": {t: ws.collection.finetuned_sha256(t, ws.variant_of(t)) for t in tasks},
+        },
+        outputs={
+            "artifact": str(checkpoint.path),
+            "sha256": checkpoint.sha256,
+            "split": recipe.evaluate,
+            "accuracy": result.accuracy if result else None,
+        },
+        duration_s=round(time.perf_counter() - start, 3),
+    )
     return RecipeOutcome(filled, merged, checkpoint, result, run_id)
 
 
 def _open_workspace(recipe: MergeRecipe, *, home: DataHome, device: torch.device | str) -> Workspace:
     collection = load_collection(home.resolve_user_path(recipe.collection)).with_finetunes(home.finetunes)
     get_method(recipe.method).resolve(recipe.params, num_tasks=len(recipe.tasks or collection.task_names))  # fail early
-    return Workspace.from_collection(collection, cache_dir=home.cache, device=device, variant=recipe.variant,
-                                     variants=recipe.variants, tasks=recipe.tasks or None)
+    return Workspace.from_collection(
+        collection,
+        cache_dir=home.cache,
+        device=device,
+        variant=recipe.variant,
+        variants=recipe.variants,
+        tasks=recipe.tasks or None,
+    )
 
 
 def _check_matches(recipe: MergeRecipe, ws: Workspace, tasks: tuple[str, ...]) -> None:
     """The workspace holds the recipe's pretrained model and, for every task, the checkpoint it names."""
     if recipe.pretrained_sha256 not in (None, ws.pretrained.tensors_sha256):
-        raise CheckpointError(ws.collection.path(ws.collection.manifest.pretrained),
-                              "is not the pretrained model this recipe was made with",
-                              fix="point the recipe at the original collection, or drop pretrained_sha256")
-    wrong = [t for t in tasks if t not in ws.task_names
-             or ws.variant_of(t) != recipe.variants.get(t, recipe.variant)]
+        raise CheckpointError(
+            ws.collection.path(ws.collection.manifest.pretrained),
+            "is not the pretrained model this recipe was made with",
+            fix="point the recipe at the original collection, or drop pretrained_sha256",
+        )
+    wrong = [t for t in tasks if t not in ws.task_names or ws.variant_of(t) != recipe.variants.get(t, recipe.variant)]
     if wrong:
-        raise ParameterError(f"recipe.tasks[{wrong[0]!r}]", "is not open with the checkpoint the recipe names",
-                             fix="open the recipe's collection and checkpoints, or run it from the command line")
+        raise ParameterError(
+            f"recipe.tasks[{wrong[0]!r}]",
+            "is not open with the checkpoint the recipe names",
+            fix="open the recipe's collection and checkpoints, or run it from the command line",
+        )
 
 
-def save_merge_run(run_log: RunLog, comparison, recipe: MergeRecipe, *, pretrained_sha256: str,
-                   device: str) -> int:
+def save_merge_run(run_log: RunLog, comparison, recipe: MergeRecipe, *, pretrained_sha256: str, device: str) -> int:
     """Log a merge the user chose to keep (the dashboard's "save run"); slider moves are not logged."""
     filled = recipe.model_copy(update={"pretrained_sha256": pretrained_sha256, "tasks": comparison.tasks})
-    return run_log.record("merge", method=recipe.method, tasks=comparison.tasks, device=device,
-                          inputs={"recipe": filled.model_dump(mode="json")},
-                          outputs={"split": comparison.split, "accuracy": dict(comparison.merged.accuracy),
-                                   "normalized": dict(comparison.merged.normalized or {}),
-                                   "zero_shot": dict(comparison.zero_shot), "finetuned": dict(comparison.finetuned)})
+    return run_log.record(
+        "merge",
+        method=recipe.method,
+        tasks=comparison.tasks,
+        device=device,
+        inputs={"recipe": filled.model_dump(mode="json")},
+        outputs={
+            "split": comparison.split,
+            "accuracy": dict(comparison.merged.accuracy),
+            "normalized": dict(comparison.merged.normalized or {}),
+            "zero_shot": dict(comparison.zero_shot),
+            "finetuned": dict(comparison.finetuned),
+        },
+    )
 
 
 def _default_name(recipe: MergeRecipe) -> str:

@@ -11,6 +11,7 @@ run log share. Files are JSON or YAML (read with yaml.safe_load: data only, no o
 
 `python -m engine run recipe.yaml` merges, exports, evaluates and records a run-log row.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -27,11 +28,11 @@ from engine.merge import get_method
 class MergeRecipe(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     schema_version: Literal[1] = 1
-    collection: str                                   # path of the collection folder or manifest
-    pretrained_sha256: str | None = None              # checked against the collection when given
-    tasks: tuple[str, ...] = ()                       # empty: all of the collection's tasks
+    collection: str  # path of the collection folder or manifest
+    pretrained_sha256: str | None = None  # checked against the collection when given
+    tasks: tuple[str, ...] = ()  # empty: all of the collection's tasks
     variant: str = "standard"
-    variants: dict[str, str] = {}                     # per-task checkpoint names overriding `variant`
+    variants: dict[str, str] = {}  # per-task checkpoint names overriding `variant`
     method: str = "task_arithmetic"
     params: dict[str, float | list[float]] = {}
     evaluate: Literal["train", "val", "test", "interactive"] | None = None
@@ -72,8 +73,9 @@ def parse_recipe(text: str, *, source: str = "recipe", defaults: Mapping[str, ob
     try:
         data = _yaml(text)
     except ValueError as exc:
-        raise SchemaError(source, f"not valid JSON or YAML ({exc})",
-                          fix="fix the syntax; see engine/runs/recipes.py for an example") from exc
+        raise SchemaError(
+            source, f"not valid JSON or YAML ({exc})", fix="fix the syntax; see engine/runs/recipes.py for an example"
+        ) from exc
     if not isinstance(data, dict):
         raise SchemaError(source, "must be a mapping of recipe fields", fix="see engine/runs/recipes.py for an example")
     try:
@@ -81,8 +83,11 @@ def parse_recipe(text: str, *, source: str = "recipe", defaults: Mapping[str, ob
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(map(str, first["loc"])) or "recipe"
-        raise SchemaError(source, f"{where}: {first['msg']} (got {first.get('input')!r})",
-                          fix="correct that field; see engine/runs/recipes.py for the schema") from exc
+        raise SchemaError(
+            source,
+            f"{where}: {first['msg']} (got {first.get('input')!r})",
+            fix="correct that field; see engine/runs/recipes.py for the schema",
+        ) from exc
 
 
 def _yaml(text: str):

@@ -1,0 +1,1 @@
+"""STA (selective task arithmetic): importance maps, their uint8 codes, and their statistics."""

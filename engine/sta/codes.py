@@ -8,13 +8,14 @@ everything below 10⁻⁶ (and exact zeros), and codes 1…255 cover 10⁻⁶…
 with `threshold_code(κ)`, the first code whose decoded value is ≥ κ, so `codes ≥ threshold_code(κ)`
 equals `decode(codes) ≥ κ` exactly. A [K, P] map costs K·P bytes: 8 ViT-B/32 maps are 0.7 GB, not 2.8.
 """
+
 from __future__ import annotations
 
 import torch
 
 DECADES = 6.0
-LEVELS = 254           # codes 1 … 255
-FLOOR = 10.0 ** -DECADES
+LEVELS = 254  # codes 1 … 255
+FLOOR = 10.0**-DECADES
 
 
 def decode_table() -> torch.Tensor:

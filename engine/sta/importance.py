@@ -20,6 +20,7 @@ Maps are held as uint8 log-scale codes (engine/sta/codes.py), shipped with a col
 (its manifest's "importance" entry per task) or cached in the data home keyed by the fine-tuned
 checkpoint's tensors_sha256; every file names the checkpoint it belongs to and is refused for another.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,24 +48,34 @@ from engine.params import ParamSpec
 from engine.sta.codes import encode
 from engine.train.finetune import batch_indices
 
-KINDS: Mapping[str, str] = MappingProxyType({
-    "tau": "|τ ⊙ ∇L| at each fine-tuned model (STA merging)",
-    "theta": "|θ ⊙ ∇L| at each fine-tuned model (STA merging)",
-    "grad0": "|∇L| at the pretrained model (STA forgetting)"})
+KINDS: Mapping[str, str] = MappingProxyType(
+    {
+        "tau": "|τ ⊙ ∇L| at each fine-tuned model (STA merging)",
+        "theta": "|θ ⊙ ∇L| at each fine-tuned model (STA merging)",
+        "grad0": "|∇L| at the pretrained model (STA forgetting)",
+    }
+)
 
 
 @dataclass(frozen=True)
 class ImportanceConfig:
     variant: Literal["tau", "theta", "grad"] = "tau"
-    model: Literal["network", "linearized"] = "network"   # which model's gradient (see the module docstring)
+    model: Literal["network", "linearized"] = "network"  # which model's gradient (see the module docstring)
     batches: int = 8
     batch_size: int = 128
     seed: int = 0
 
 
-def taylor_importance(visual: nn.Module, theta_ft: torch.Tensor, theta0: torch.Tensor, spec: ParamSpec,
-                      head: torch.Tensor, data: LabelledImages, preprocess: Preprocess,
-                      config: ImportanceConfig = ImportanceConfig()) -> torch.Tensor:
+def taylor_importance(
+    visual: nn.Module,
+    theta_ft: torch.Tensor,
+    theta0: torch.Tensor,
+    spec: ParamSpec,
+    head: torch.Tensor,
+    data: LabelledImages,
+    preprocess: Preprocess,
+    config: ImportanceConfig = ImportanceConfig(),
+) -> torch.Tensor:
     """Raw importance [P] of a fine-tuned tower θ_ft [P] (not normalised); config.model "linearized" takes
     the gradient of the model linearized at θ₀."""
     model = copy.deepcopy(visual).eval()  # a private template: the shared one may be in use elsewhere
@@ -72,13 +83,14 @@ def taylor_importance(visual: nn.Module, theta_ft: torch.Tensor, theta0: torch.T
     params = theta_ft.detach().clone().requires_grad_(True)  # [P]
     scale = {"tau": theta_ft - theta0, "theta": theta_ft, "grad": torch.ones_like(theta_ft)}[config.variant].detach()
     total = torch.zeros_like(theta_ft)  # [P]
-    order = batch_indices(len(data), steps=config.batches, batch_size=min(config.batch_size, len(data)),
-                          seed=config.seed)
+    order = batch_indices(
+        len(data), steps=config.batches, batch_size=min(config.batch_size, len(data)), seed=config.seed
+    )
     for idx in order:
         x = normalize_batch(data.images[idx], preprocess)  # [B, 3, S, S]
         features, _ = trainable_embedding(model, spec, params, x, linearized_at=linearized_at)  # [B, E]
         logits = F.normalize(features, dim=-1) @ head.T  # [B, C]
-        grad, = torch.autograd.grad(F.cross_entropy(logits, data.labels[idx]), params)
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, data.labels[idx]), params)
         total += (scale * grad).abs()
     return total / len(order)  # [P]
 
@@ -99,12 +111,21 @@ def importance_file(cache_dir: Path, checkpoint_sha: str, config: ImportanceConf
 def save_importance(path: Path, codes: torch.Tensor, *, checkpoint_sha: str, config: ImportanceConfig) -> None:
     """Store a map's uint8 codes [P] with the checkpoint it belongs to in the file's metadata."""
     if codes.dtype != torch.uint8:
-        raise CheckpointError(path, f"importance codes must be uint8, got {codes.dtype}",
-                              fix="encode the normalised map with engine.sta.codes.encode")
+        raise CheckpointError(
+            path,
+            f"importance codes must be uint8, got {codes.dtype}",
+            fix="encode the normalised map with engine.sta.codes.encode",
+        )
     with atomic_path(Path(path)) as tmp:
-        save_file({"importance": codes.detach().cpu().contiguous()}, str(tmp),
-                  metadata={"checkpoint_sha256": checkpoint_sha, "config": json.dumps(asdict(config)),
-                            "encoding": "log10-uint8-v1"})
+        save_file(
+            {"importance": codes.detach().cpu().contiguous()},
+            str(tmp),
+            metadata={
+                "checkpoint_sha256": checkpoint_sha,
+                "config": json.dumps(asdict(config)),
+                "encoding": "log10-uint8-v1",
+            },
+        )
 
 
 def load_importance(path: Path, *, checkpoint_sha: str, numel: int) -> torch.Tensor:
@@ -117,17 +138,27 @@ def load_importance(path: Path, *, checkpoint_sha: str, numel: int) -> torch.Ten
         owner, encoding = meta.get("checkpoint_sha256"), meta.get("encoding")
         importance = load_file(str(path))["importance"]
     except (SafetensorError, OSError, KeyError) as exc:
-        raise CheckpointError(path, f"is not a readable importance map ({exc})",
-                              fix="delete it; it is recomputed from the checkpoint") from exc
+        raise CheckpointError(
+            path, f"is not a readable importance map ({exc})", fix="delete it; it is recomputed from the checkpoint"
+        ) from exc
     if owner != checkpoint_sha:
-        raise CheckpointError(path, f"belongs to checkpoint {str(owner)[:12]}…, not {checkpoint_sha[:12]}…",
-                              fix="use the map computed for this checkpoint, or recompute it")
+        raise CheckpointError(
+            path,
+            f"belongs to checkpoint {str(owner)[:12]}…, not {checkpoint_sha[:12]}…",
+            fix="use the map computed for this checkpoint, or recompute it",
+        )
     if encoding != "log10-uint8-v1" or importance.dtype != torch.uint8:
-        raise CheckpointError(path, f"is not in the log10-uint8-v1 encoding (found {encoding}, {importance.dtype})",
-                              fix="delete it; it is recomputed from the checkpoint")
+        raise CheckpointError(
+            path,
+            f"is not in the log10-uint8-v1 encoding (found {encoding}, {importance.dtype})",
+            fix="delete it; it is recomputed from the checkpoint",
+        )
     if importance.numel() != numel:
-        raise CheckpointError(path, f"has {importance.numel()} entries, the checkpoint {numel}",
-                              fix="recompute the map for this architecture")
+        raise CheckpointError(
+            path,
+            f"has {importance.numel()} entries, the checkpoint {numel}",
+            fix="recompute the map for this architecture",
+        )
     return importance
 
 
@@ -136,7 +167,7 @@ class ImportanceSource:
     """Where one task's map lives: shipped with the collection, else in the data-home cache."""
 
     task: str
-    checkpoint_sha: str               # the checkpoint the map belongs to
+    checkpoint_sha: str  # the checkpoint the map belongs to
     config: ImportanceConfig
     cache_dir: Path
     shipped: Path | None = None
@@ -151,8 +182,9 @@ class ImportanceSource:
         return self.path.is_file()
 
 
-def importance_codes(suite: EvalSuite, theta_ft: torch.Tensor, theta0: torch.Tensor,
-                     source: ImportanceSource) -> torch.Tensor:
+def importance_codes(
+    suite: EvalSuite, theta_ft: torch.Tensor, theta0: torch.Tensor, source: ImportanceSource
+) -> torch.Tensor:
     """The uint8 codes [P] of one task's normalised map at θ_ft: shipped, else cached, else computed and cached.
 
     A shipped map of another checkpoint is an error, not a silent recompute: the collection is wrong.
@@ -160,8 +192,16 @@ def importance_codes(suite: EvalSuite, theta_ft: torch.Tensor, theta0: torch.Ten
     numel = suite.spec.numel
     if source.shipped is not None or source.available:
         return load_importance(source.path, checkpoint_sha=source.checkpoint_sha, numel=numel)
-    raw = taylor_importance(suite.visual, theta_ft, theta0, suite.spec, suite.heads[source.task],
-                            suite.tasks[source.task].split("train"), suite.preprocess, source.config)  # [P]
+    raw = taylor_importance(
+        suite.visual,
+        theta_ft,
+        theta0,
+        suite.spec,
+        suite.heads[source.task],
+        suite.tasks[source.task].split("train"),
+        suite.preprocess,
+        source.config,
+    )  # [P]
     codes = encode(normalize_per_tensor(raw, suite.spec)).cpu()  # [P] uint8
     save_importance(source.path, codes, checkpoint_sha=source.checkpoint_sha, config=source.config)
     return codes

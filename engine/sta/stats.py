@@ -3,6 +3,7 @@
 Inputs are the uint8 codes [K, P] of engine/sta/codes.py; every statistic is one pass over
 columns in chunks (no [K, P] float temporaries, no per-key loops: layers are a dozen column ranges).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,16 +21,17 @@ CHUNK = 1 << 20
 class ImportanceSummary:
     tasks: tuple[str, ...]
     threshold: float
-    code_values: torch.Tensor          # [256] the value each code stands for (0, then 10⁻⁶ … 1)
-    histogram: torch.Tensor            # [K, 256] entries per code, per task
-    kept_fraction: torch.Tensor        # [K] share of entries with importance ≥ κ
-    overlap: torch.Tensor              # [K, K] Jaccard overlap of the kept sets (1 on the diagonal)
+    code_values: torch.Tensor  # [256] the value each code stands for (0, then 10⁻⁶ … 1)
+    histogram: torch.Tensor  # [K, 256] entries per code, per task
+    kept_fraction: torch.Tensor  # [K] share of entries with importance ≥ κ
+    overlap: torch.Tensor  # [K, K] Jaccard overlap of the kept sets (1 on the diagonal)
     layers: tuple[str, ...]
-    kept_per_layer: torch.Tensor       # [K, L] share of each layer's entries kept
+    kept_per_layer: torch.Tensor  # [K, L] share of each layer's entries kept
 
 
-def importance_summary(codes: torch.Tensor, spec: ParamSpec, *, tasks: Sequence[str],
-                       threshold: float) -> ImportanceSummary:
+def importance_summary(
+    codes: torch.Tensor, spec: ParamSpec, *, tasks: Sequence[str], threshold: float
+) -> ImportanceSummary:
     """Histograms, kept fractions, pairwise mask overlap and per-layer kept share at κ = `threshold`."""
     K, P = codes.shape
     level = threshold_code(threshold)
@@ -37,7 +39,7 @@ def importance_summary(codes: torch.Tensor, spec: ParamSpec, *, tasks: Sequence[
     histogram = torch.zeros(K * 256, dtype=torch.int64, device=codes.device)
     intersection = torch.zeros(K, K, dtype=torch.float64, device=codes.device)
     for start in range(0, P, CHUNK):
-        chunk = codes[:, start:start + CHUNK]  # [K, c]
+        chunk = codes[:, start : start + CHUNK]  # [K, c]
         histogram += torch.bincount((chunk.long() + offsets).flatten(), minlength=K * 256)
         kept = (chunk >= level).double()  # [K, c]
         intersection += kept @ kept.T  # [K, K]
@@ -48,6 +50,13 @@ def importance_summary(codes: torch.Tensor, spec: ParamSpec, *, tasks: Sequence[
     for label, cols in spec.blocks(level="layer"):
         layers.append(label)
         per_layer.append((codes[:, cols] >= level).float().mean(dim=1))  # [K]
-    return ImportanceSummary(tuple(tasks), threshold, decode_table(), histogram.reshape(K, 256).cpu(),
-                             (counts / P).float().cpu(), overlap.float().cpu(), tuple(layers),
-                             torch.stack(per_layer, dim=1).cpu())
+    return ImportanceSummary(
+        tuple(tasks),
+        threshold,
+        decode_table(),
+        histogram.reshape(K, 256).cpu(),
+        (counts / P).float().cpu(),
+        overlap.float().cpu(),
+        tuple(layers),
+        torch.stack(per_layer, dim=1).cpu(),
+    )

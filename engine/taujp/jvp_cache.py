@@ -7,6 +7,7 @@ the uint8 input images, so it cannot be served for other weights or other images
 by the pretrained model and the images alone. Stored in fp32, so the preview stays exact for
 linearized checkpoints.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,7 @@ from engine.io.atomic import atomic_path
 
 @dataclass(frozen=True)
 class JvpStore:
-    root: Path                      # e.g. <data home>/cache/jvp
+    root: Path  # e.g. <data home>/cache/jvp
     pretrained_sha256: str
     vector_sha256: tuple[str, ...]  # one fine-tuned checkpoint per row of T
 
@@ -40,8 +41,9 @@ def images_sha256(images: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def cached_jvp_features(suite: EvalSuite, theta0: torch.Tensor, T: torch.Tensor, images: torch.Tensor, *,
-                        store: JvpStore | None) -> tuple[torch.Tensor, torch.Tensor]:
+def cached_jvp_features(
+    suite: EvalSuite, theta0: torch.Tensor, T: torch.Tensor, images: torch.Tensor, *, store: JvpStore | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """f(x; θ₀) [N, E] and J f(x; θ₀)·τₖ [K, N, E], reading stored products and computing only the missing ones."""
     if store is None:
         return jvp_features(suite, theta0, T, images)
@@ -74,4 +76,3 @@ def _write(path: Path, tensor: torch.Tensor) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         save_file({"value": tensor.detach().float().cpu().contiguous()}, str(tmp))
-

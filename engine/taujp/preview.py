@@ -6,6 +6,7 @@ product per slider move. Exact for linearized checkpoints; for standard ones it 
 approximation of θ₀ + Σₜ λₜ τₜ, and pages say so. Covers task-arithmetic coefficients only: masked
 or elected methods change the vectors themselves, not just their weights.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -20,28 +21,44 @@ from engine.taujp.jvp_cache import JvpStore, cached_jvp_features
 
 @dataclass(frozen=True)
 class TangentPreview:
-    vectors: tuple[str, ...]                  # the K task vectors, in coefficient order
+    vectors: tuple[str, ...]  # the K task vectors, in coefficient order
     split: str
-    base: Mapping[str, torch.Tensor]          # task → f(x; θ₀) [N_t, E]
-    products: Mapping[str, torch.Tensor]      # task → J f(x; θ₀)·τₖ [K, N_t, E]
-    labels: Mapping[str, torch.Tensor]        # task → [N_t]
-    heads: Mapping[str, torch.Tensor]         # task → [C, E]
+    base: Mapping[str, torch.Tensor]  # task → f(x; θ₀) [N_t, E]
+    products: Mapping[str, torch.Tensor]  # task → J f(x; θ₀)·τₖ [K, N_t, E]
+    labels: Mapping[str, torch.Tensor]  # task → [N_t]
+    heads: Mapping[str, torch.Tensor]  # task → [C, E]
 
     @classmethod
-    def build(cls, suite: EvalSuite, theta0: torch.Tensor, T: torch.Tensor, *, vectors: Sequence[str],
-              tasks: Sequence[str] | None = None, split: str = "interactive", progress: Progress | None = None,
-              store: JvpStore | None = None) -> TangentPreview:
+    def build(
+        cls,
+        suite: EvalSuite,
+        theta0: torch.Tensor,
+        T: torch.Tensor,
+        *,
+        vectors: Sequence[str],
+        tasks: Sequence[str] | None = None,
+        split: str = "interactive",
+        progress: Progress | None = None,
+        store: JvpStore | None = None,
+    ) -> TangentPreview:
         """One batched JVP pass over each task's `split` images (T [K, P], one row per name in `vectors`),
         or none where `store` (engine/taujp/jvp_cache.py) already holds the products."""
         names = tuple(tasks or suite.task_names)
         base, products = {}, {}
         for i, task in enumerate(names):
-            base[task], products[task] = cached_jvp_features(suite, theta0, T, suite.tasks[task].split(split).images,
-                                                             store=store)
+            base[task], products[task] = cached_jvp_features(
+                suite, theta0, T, suite.tasks[task].split(split).images, store=store
+            )
             if progress is not None:
                 progress((i + 1) / len(names), f"tangent features of {task}")
-        return cls(tuple(vectors), split, base, products,
-                   {t: suite.tasks[t].split(split).labels for t in names}, {t: suite.heads[t] for t in names})
+        return cls(
+            tuple(vectors),
+            split,
+            base,
+            products,
+            {t: suite.tasks[t].split(split).labels for t in names},
+            {t: suite.heads[t] for t in names},
+        )
 
     @property
     def tasks(self) -> tuple[str, ...]:

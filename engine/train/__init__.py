@@ -1,0 +1,1 @@
+"""Fine-tuning an image tower: standard, linearized, and τJp-regularised."""

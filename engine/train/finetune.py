@@ -16,6 +16,7 @@ lr 1e-5, 500 warm-up steps, ~2k+ steps per task, 16 images per other task): the 
 from the other tasks' *train* splits (the paper uses their val splits; we keep val for choosing λ), 8
 per other task per step, and steps/lr are scaled to the zoo (engine/zoo/variants.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,11 @@ from engine.models import Preprocess
 from engine.params import ParamSpec, flatten, unflatten
 
 Mode = Literal["standard", "linearized", "tau_jp"]
-MODES: dict[str, str] = {"standard": "standard (non-linear)", "linearized": "linearized",
-                         "tau_jp": "linearized + τJp penalty"}
+MODES: dict[str, str] = {
+    "standard": "standard (non-linear)",
+    "linearized": "linearized",
+    "tau_jp": "linearized + τJp penalty",
+}
 PENALTY_SCHEDULES = ("strict", "cyclic")
 Progress = Callable[[float, str], None]
 
@@ -49,10 +53,10 @@ class FinetuneConfig:
     lr: float = 3e-4
     weight_decay: float = 0.1
     warmup_steps: int = 20
-    beta: float = 0.1                 # τJp penalty weight (mode tau_jp); not the merge coefficient λ
-    penalty: str = "strict"           # "strict" or "cyclic"
-    penalty_batch: int = 8            # images per other task per step
-    eval_every: int = 0               # val accuracy every n steps and at the end (0: only at the end)
+    beta: float = 0.1  # τJp penalty weight (mode tau_jp); not the merge coefficient λ
+    penalty: str = "strict"  # "strict" or "cyclic"
+    penalty_batch: int = 8  # images per other task per step
+    eval_every: int = 0  # val accuracy every n steps and at the end (0: only at the end)
     seed: int = 0
 
     @property
@@ -61,33 +65,38 @@ class FinetuneConfig:
 
     def check(self, *, other_tasks: int) -> None:
         """Raise ParameterError naming the first bad setting (before any work starts)."""
-        checks = [("mode", self.mode in MODES, f"choose one of {list(MODES)}"),
-                  ("steps", self.steps >= 1, "train for at least 1 step"),
-                  ("batch_size", self.batch_size >= 1, "use a batch of at least 1 image"),
-                  ("lr", self.lr > 0, "use a positive learning rate"),
-                  ("weight_decay", self.weight_decay >= 0, "use a weight decay ≥ 0"),
-                  ("beta", self.beta >= 0 and math.isfinite(self.beta), "use a penalty weight β ≥ 0"),
-                  ("penalty", self.penalty in PENALTY_SCHEDULES, f"choose one of {PENALTY_SCHEDULES}"),
-                  ("penalty_batch", self.penalty_batch >= 1, "use at least 1 image per other task")]
+        checks = [
+            ("mode", self.mode in MODES, f"choose one of {list(MODES)}"),
+            ("steps", self.steps >= 1, "train for at least 1 step"),
+            ("batch_size", self.batch_size >= 1, "use a batch of at least 1 image"),
+            ("lr", self.lr > 0, "use a positive learning rate"),
+            ("weight_decay", self.weight_decay >= 0, "use a weight decay ≥ 0"),
+            ("beta", self.beta >= 0 and math.isfinite(self.beta), "use a penalty weight β ≥ 0"),
+            ("penalty", self.penalty in PENALTY_SCHEDULES, f"choose one of {PENALTY_SCHEDULES}"),
+            ("penalty_batch", self.penalty_batch >= 1, "use at least 1 image per other task"),
+        ]
         for name, ok, fix in checks:
             if not ok:
                 raise ParameterError(name, f"invalid fine-tuning setting {getattr(self, name)!r}", fix=fix)
         if self.mode == "tau_jp" and other_tasks == 0:
-            raise ParameterError("others", "the τJp penalty needs other tasks' inputs, and none were given",
-                                 fix="fine-tune in a collection with at least two tasks, or choose mode 'linearized'")
+            raise ParameterError(
+                "others",
+                "the τJp penalty needs other tasks' inputs, and none were given",
+                fix="fine-tune in a collection with at least two tasks, or choose mode 'linearized'",
+            )
 
 
 @dataclass(frozen=True)
 class FinetuneStep:
-    step: int                         # 1-based
-    loss: float                       # cross-entropy of the task batch
-    penalty: float | None             # R (mode tau_jp)
-    val_accuracy: float | None        # when evaluated at this step
+    step: int  # 1-based
+    loss: float  # cross-entropy of the task batch
+    penalty: float | None  # R (mode tau_jp)
+    val_accuracy: float | None  # when evaluated at this step
 
 
 @dataclass(frozen=True)
 class FinetuneResult:
-    theta: torch.Tensor               # [P] fp32, the trained weights (f_lin's θ for linearized modes)
+    theta: torch.Tensor  # [P] fp32, the trained weights (f_lin's θ for linearized modes)
     history: tuple[FinetuneStep, ...]
 
     def state_dict(self, spec: ParamSpec) -> dict[str, torch.Tensor]:
@@ -109,11 +118,20 @@ def batch_indices(n: int, *, steps: int, batch_size: int, seed: int) -> torch.Te
     return order[: steps * batch_size].view(steps, batch_size)
 
 
-def finetune(visual: nn.Module, spec: ParamSpec, theta0: torch.Tensor, head: torch.Tensor, train: LabelledImages,
-             preprocess: Preprocess, config: FinetuneConfig, *, others: Mapping[str, torch.Tensor] | None = None,
-             validate: Callable[[torch.Tensor], float] | None = None,
-             on_step: Callable[[FinetuneStep], None] | None = None,
-             lock: AbstractContextManager = nullcontext()) -> FinetuneResult:
+def finetune(
+    visual: nn.Module,
+    spec: ParamSpec,
+    theta0: torch.Tensor,
+    head: torch.Tensor,
+    train: LabelledImages,
+    preprocess: Preprocess,
+    config: FinetuneConfig,
+    *,
+    others: Mapping[str, torch.Tensor] | None = None,
+    validate: Callable[[torch.Tensor], float] | None = None,
+    on_step: Callable[[FinetuneStep], None] | None = None,
+    lock: AbstractContextManager = nullcontext(),
+) -> FinetuneResult:
     """Train θ from θ₀ [P] on `train` in `config.mode`; `visual` is only a template (never modified).
 
     `others`: uint8 images [N, 3, H, W] of every other task (the penalty's inputs); `validate(θ)` returns
@@ -127,18 +145,21 @@ def finetune(visual: nn.Module, spec: ParamSpec, theta0: torch.Tensor, head: tor
     theta = nn.Parameter(theta0.clone())
     optimizer = torch.optim.AdamW([theta], lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_with_warmup(s, total=config.steps, warmup=config.warmup_steps))
+        optimizer, lambda s: cosine_with_warmup(s, total=config.steps, warmup=config.warmup_steps)
+    )
     head = head.detach()  # [C, E]
-    batches = batch_indices(len(train), steps=config.steps, batch_size=min(config.batch_size, len(train)),
-                            seed=config.seed)  # [S, B]
+    batches = batch_indices(
+        len(train), steps=config.steps, batch_size=min(config.batch_size, len(train)), seed=config.seed
+    )  # [S, B]
     penalty_draw = torch.Generator().manual_seed(config.seed + 1)
     history = []
     with forward_mode_ad():
         for step, idx in enumerate(batches, start=1):
             extra = _penalty_images(others, config, step, penalty_draw) if config.mode == "tau_jp" else None
             with lock:
-                loss, penalty = _loss(visual, spec, theta0, theta, head, train.images[idx], train.labels[idx],
-                                      extra, preprocess, config)
+                loss, penalty = _loss(
+                    visual, spec, theta0, theta, head, train.images[idx], train.labels[idx], extra, preprocess, config
+                )
             total = loss if penalty is None else loss + config.beta * penalty
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -153,14 +174,24 @@ def finetune(visual: nn.Module, spec: ParamSpec, theta0: torch.Tensor, head: tor
     return FinetuneResult(theta.detach().clone(), tuple(history))
 
 
-def _loss(visual: nn.Module, spec: ParamSpec, theta0: torch.Tensor, theta: torch.Tensor, head: torch.Tensor,
-          images: torch.Tensor, labels: torch.Tensor, extra: torch.Tensor | None, preprocess: Preprocess,
-          config: FinetuneConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _loss(
+    visual: nn.Module,
+    spec: ParamSpec,
+    theta0: torch.Tensor,
+    theta: torch.Tensor,
+    head: torch.Tensor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    extra: torch.Tensor | None,
+    preprocess: Preprocess,
+    config: FinetuneConfig,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Cross-entropy of the task batch, and R on the penalty images when there are any."""
     batch = images if extra is None else torch.cat([images, extra])  # [B (+ M), 3, H, W] uint8
     x = normalize_batch(batch, preprocess)  # [B', 3, S, S]
-    feats, moved = trainable_embedding(visual, spec, theta, x,
-                                       linearized_at=theta0 if config.linearized else None)  # [B', E] each
+    feats, moved = trainable_embedding(
+        visual, spec, theta, x, linearized_at=theta0 if config.linearized else None
+    )  # [B', E] each
     n = images.shape[0]
     logits = F.normalize(feats[:n], dim=-1) @ head.T  # [B, C]
     loss = F.cross_entropy(logits, labels)
@@ -168,8 +199,9 @@ def _loss(visual: nn.Module, spec: ParamSpec, theta0: torch.Tensor, theta: torch
     return loss, penalty
 
 
-def _penalty_images(others: Mapping[str, torch.Tensor], config: FinetuneConfig, step: int,
-                    generator: torch.Generator) -> torch.Tensor:
+def _penalty_images(
+    others: Mapping[str, torch.Tensor], config: FinetuneConfig, step: int, generator: torch.Generator
+) -> torch.Tensor:
     """uint8 [M, 3, H, W]: `penalty_batch` images of every other task (strict) or of one, in turn (cyclic)."""
     names = list(others)
     chosen = names if config.penalty == "strict" else [names[(step - 1) % len(names)]]
@@ -181,8 +213,15 @@ def _penalty_images(others: Mapping[str, torch.Tensor], config: FinetuneConfig, 
     return torch.cat(parts)
 
 
-def finetune_standard(visual: nn.Module, head: torch.Tensor, train: LabelledImages, preprocess: Preprocess,
-                      config: FinetuneConfig, *, progress: Progress | None = None) -> dict[str, torch.Tensor]:
+def finetune_standard(
+    visual: nn.Module,
+    head: torch.Tensor,
+    train: LabelledImages,
+    preprocess: Preprocess,
+    config: FinetuneConfig,
+    *,
+    progress: Progress | None = None,
+) -> dict[str, torch.Tensor]:
     """Standard fine-tuning of `visual`'s own weights (the zoo build's first stage); returns the fp32 state dict."""
     state = {k: v.detach().float() for k, v in visual.state_dict().items()}
     spec = ParamSpec.from_state_dict(state)

@@ -1,1 +1,1 @@
-"""Demo zoo: generators and real-image sources for the tiny CLIP task-arithmetic zoo."""
+"""The demo zoo's build stages: pretraining, fine-tunes, variants, STA, τJp, learned coefficients, report."""

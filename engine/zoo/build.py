@@ -5,11 +5,13 @@ Stages (timed in report.json): real images → tasks → pretraining pool → co
 stored (fp16 read back as fp32, on the CPU) → STA importance maps and forgetting sweeps
 (engine/zoo/sta.py) → the τJp matrix (engine/zoo/taujp.py) → linearized and
 τJp-regularised fine-tunes with their merges and matrices (engine/zoo/variants.py) → aTLAS and
-DV-BASI (engine/zoo/learned.py) → report.json and manifest.json (sha256 of every file). `update_zoo` runs one later stage on an existing zoo.
+DV-BASI (engine/zoo/learned.py) → report.json and manifest.json (sha256 of every file). `update_zoo` runs one later
+stage on an existing zoo.
 Everything is written into a temporary sibling folder and swapped in at the end, so a failed or
 interrupted build never leaves a half-written zoo. Variants (linearized, τJp) are new keys of each
 task's "checkpoints", added without rewriting what exists.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,7 +57,7 @@ class ZooConfig:
     finetune: FinetuneConfig = FinetuneConfig()
     lambdas: tuple[float, ...] = tuple(round(i / 20, 2) for i in range(21))
     forgetting_alphas: tuple[float, ...] = ALPHAS
-    taujp_images: int | None = None          # per task for the shipped τJp matrix (None: the whole val split)
+    taujp_images: int | None = None  # per task for the shipped τJp matrix (None: the whole val split)
     variants: Mapping[str, FinetuneConfig] = field(default_factory=lambda: dict(VARIANTS))
     learned: LearnConfig = LEARN
     learned_iterations: int = 4
@@ -65,12 +67,17 @@ class ZooConfig:
     @classmethod
     def smoke(cls) -> ZooConfig:
         """Few steps, small pool: exercises every stage in well under 3 minutes."""
-        return cls(pool_size=4096, pretrain=replace(PretrainConfig(), steps=24, batch_size=128, warmup_steps=4,
-                                                    eval_every=12),
-                   finetune=replace(FinetuneConfig(), steps=6, batch_size=64, warmup_steps=2),
-                   lambdas=(0.0, 0.5, 1.0), forgetting_alphas=(0.0, 1.0), taujp_images=16,
-                   variants={k: replace(v, steps=3, batch_size=32, warmup_steps=1) for k, v in VARIANTS.items()},
-                   learned=replace(LEARN, epochs=1, patience=1), learned_iterations=1)
+        return cls(
+            pool_size=4096,
+            pretrain=replace(PretrainConfig(), steps=24, batch_size=128, warmup_steps=4, eval_every=12),
+            finetune=replace(FinetuneConfig(), steps=6, batch_size=64, warmup_steps=2),
+            lambdas=(0.0, 0.5, 1.0),
+            forgetting_alphas=(0.0, 1.0),
+            taujp_images=16,
+            variants={k: replace(v, steps=3, batch_size=32, warmup_steps=1) for k, v in VARIANTS.items()},
+            learned=replace(LEARN, epochs=1, patience=1),
+            learned_iterations=1,
+        )
 
 
 @dataclass
@@ -84,8 +91,9 @@ class StageClock:
         return result
 
 
-def build_zoo(out_dir: Path, *, real_images: Path, config: ZooConfig = ZooConfig(),
-              progress: Progress | None = None) -> dict:
+def build_zoo(
+    out_dir: Path, *, real_images: Path, config: ZooConfig = ZooConfig(), progress: Progress | None = None
+) -> dict:
     """Build the zoo into `out_dir` (replaced only when the whole build succeeded); returns the report."""
     torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
@@ -108,26 +116,52 @@ def _build_into(work: Path, *, real_images: Path, config: ZooConfig, progress: P
     shutil.copyfile(real_images, work / REAL_IMAGES)
     cache = work / ".cache"
     seeds = {name: TASK_SEED_BASE + i for i, name in enumerate(TASK_NAMES)}
-    tasks = clock.run("tasks", lambda: {t: generated_task(t, seed=seeds[t], real_images=work / REAL_IMAGES,
-                                                           cache_dir=None) for t in TASK_NAMES})
-    pool = clock.run("pretraining_pool", pretrain_pool, config.pool_size,
-                     real=load_real_images(work / REAL_IMAGES), seed=config.seed)
+    tasks = clock.run(
+        "tasks",
+        lambda: {
+            t: generated_task(t, seed=seeds[t], real_images=work / REAL_IMAGES, cache_dir=None) for t in TASK_NAMES
+        },
+    )
+    pool = clock.run(
+        "pretraining_pool", pretrain_pool, config.pool_size, real=load_real_images(work / REAL_IMAGES), seed=config.seed
+    )
     snapshots, picked = clock.run("pretraining", _pretrain, pool, tasks, config, progress)
-    pretrained = save_checkpoint(work / "pretrained.safetensors", picked.state, dtype=torch.float16,
-                                 architecture=ARCH, tower="clip", variant="pretrained",
-                                 training={"kind": "contrastive pretraining", "step": picked.step,
-                                           "pool_size": config.pool_size, **asdict(config.pretrain)},
-                                 source="mergelab zoo build")
+    pretrained = save_checkpoint(
+        work / "pretrained.safetensors",
+        picked.state,
+        dtype=torch.float16,
+        architecture=ARCH,
+        tower="clip",
+        variant="pretrained",
+        training={
+            "kind": "contrastive pretraining",
+            "step": picked.step,
+            "pool_size": config.pool_size,
+            **asdict(config.pretrain),
+        },
+        source="mergelab zoo build",
+    )
     clock.run("finetuning", _finetune_all, work, pretrained, tasks, config, progress)
     _write_manifest_json(work, seeds)
     report = clock.run("evaluation", _evaluate_zoo, work, config, progress)
     report.update(clock.run("selective", selective_stage, work, alphas=config.forgetting_alphas, progress=progress))
     report.update(clock.run("interference", interference_stage, work, max_images=config.taujp_images))
     _write_interim_report(work, report)
-    report.update(clock.run("variants", variants_stage, work, configs=config.variants, lambdas=config.lambdas,
-                            taujp_images=config.taujp_images, progress=progress))
+    report.update(
+        clock.run(
+            "variants",
+            variants_stage,
+            work,
+            configs=config.variants,
+            lambdas=config.lambdas,
+            taujp_images=config.taujp_images,
+            progress=progress,
+        )
+    )
     _write_interim_report(work, report)
-    report.update(clock.run("learned", learned_stage, work, config=config.learned, iterations=config.learned_iterations))
+    report.update(
+        clock.run("learned", learned_stage, work, config=config.learned, iterations=config.learned_iterations)
+    )
     report.update(pretraining=_history(snapshots, picked), config=_config_dict(config), timings_s=clock.timings)
     shutil.rmtree(cache, ignore_errors=True)
     report["sizes_bytes"] = _sizes(work)
@@ -146,9 +180,15 @@ def _pretrain(pool, tasks: Mapping[str, TaskData], config: ZooConfig, progress: 
     clip = create_clip(ARCH)
     tokens = tokenizer(ARCH)(list(pool.captions))  # [U, L]
     chance = {t: 1.0 / len(d.class_names) for t, d in tasks.items()}
-    snapshots = pretrain_clip(clip, pool.images, pool.caption_ids, tokens, config.pretrain,
-                              probe=lambda model: _zero_shot_val(model, tasks),
-                              progress=lambda f, m: progress("pretraining", f, m))
+    snapshots = pretrain_clip(
+        clip,
+        pool.images,
+        pool.caption_ids,
+        tokens,
+        config.pretrain,
+        probe=lambda model: _zero_shot_val(model, tasks),
+        progress=lambda f, m: progress("pretraining", f, m),
+    )
     return snapshots, pick_checkpoint(snapshots, chance=chance)
 
 
@@ -164,8 +204,7 @@ def _zero_shot_val(clip: torch.nn.Module, tasks: Mapping[str, TaskData]) -> dict
     return result
 
 
-def _finetune_all(work: Path, pretrained, tasks: Mapping[str, TaskData], config: ZooConfig,
-                  progress: Progress) -> None:
+def _finetune_all(work: Path, pretrained, tasks: Mapping[str, TaskData], config: ZooConfig, progress: Progress) -> None:
     """One standard fine-tune per task, starting from the pretrained weights *as stored* (fp16)."""
     from engine.eval.heads import load_clip
 
@@ -174,22 +213,45 @@ def _finetune_all(work: Path, pretrained, tasks: Mapping[str, TaskData], config:
     for i, (name, task) in enumerate(tasks.items()):
         head = build_head(clip, ARCH, task.class_names, task.templates)
         cfg = replace(config.finetune, seed=config.seed + i)
-        state = finetune_standard(clip.visual, head, task.split("train"), preprocess, cfg,
-                                  progress=lambda f, m, n=name: progress(f"finetune {n}", f, m))
-        save_checkpoint(work / "finetuned" / f"{name}.standard.safetensors", state, dtype=torch.float16,
-                        architecture=ARCH, task=name, variant="standard", class_names=task.class_names,
-                        training={"kind": "standard fine-tuning", **asdict(cfg)}, source="mergelab zoo build",
-                        parent_sha256=pretrained.sha256)
+        state = finetune_standard(
+            clip.visual,
+            head,
+            task.split("train"),
+            preprocess,
+            cfg,
+            progress=lambda f, m, n=name: progress(f"finetune {n}", f, m),
+        )
+        save_checkpoint(
+            work / "finetuned" / f"{name}.standard.safetensors",
+            state,
+            dtype=torch.float16,
+            architecture=ARCH,
+            task=name,
+            variant="standard",
+            class_names=task.class_names,
+            training={"kind": "standard fine-tuning", **asdict(cfg)},
+            source="mergelab zoo build",
+            parent_sha256=pretrained.sha256,
+        )
 
 
 def _write_manifest_json(work: Path, seeds: Mapping[str, int]) -> None:
-    tasks = {t: {"data": {"task": t, "seed": s, "real_images": REAL_IMAGES},
-                 "checkpoints": {"standard": f"finetuned/{t}.standard.safetensors"}} for t, s in seeds.items()}
-    manifest = {"schema_version": 1, "name": "mergelab demo zoo",
-                "description": "A tiny CLIP pretrained from scratch on generated images, with one fine-tuned "
-                               "image tower per task: 3 tasks from real images bundled with scikit-learn and "
-                               "scikit-image (digits, faces, textures) and 5 generated ones.",
-                "pretrained": "pretrained.safetensors", "tasks": tasks}
+    tasks = {
+        t: {
+            "data": {"task": t, "seed": s, "real_images": REAL_IMAGES},
+            "checkpoints": {"standard": f"finetuned/{t}.standard.safetensors"},
+        }
+        for t, s in seeds.items()
+    }
+    manifest = {
+        "schema_version": 1,
+        "name": "mergelab demo zoo",
+        "description": "A tiny CLIP pretrained from scratch on generated images, with one fine-tuned "
+        "image tower per task: 3 tasks from real images bundled with scikit-learn and "
+        "scikit-image (digits, faces, textures) and 5 generated ones.",
+        "pretrained": "pretrained.safetensors",
+        "tasks": tasks,
+    }
     (work / "collection.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -203,41 +265,70 @@ def _evaluate_zoo(work: Path, config: ZooConfig, progress: Progress) -> dict:
     finetuned = {s: _finetuned_accuracy(suite, tm, s) for s in splits}
     curve = []
     for i, lam in enumerate(config.lambdas):
-        result = evaluate(apply("task_arithmetic", tm.theta0, tm.T, {"lam": lam}), suite, "val",
-                          reference=finetuned["val"])
-        curve.append({"lam": lam, "mean_accuracy": round(result.mean_accuracy, 4),
-                      "mean_normalized": round(result.mean_normalized, 4)})
+        result = evaluate(
+            apply("task_arithmetic", tm.theta0, tm.T, {"lam": lam}), suite, "val", reference=finetuned["val"]
+        )
+        curve.append(
+            {
+                "lam": lam,
+                "mean_accuracy": round(result.mean_accuracy, 4),
+                "mean_normalized": round(result.mean_normalized, 4),
+            }
+        )
         progress("task arithmetic sweep", (i + 1) / len(config.lambdas), f"λ={lam}")
     best = max(curve, key=lambda c: (c["mean_normalized"], -c["lam"]))["lam"]
     merged = apply("task_arithmetic", tm.theta0, tm.T, {"lam": best})
     at_best = {s: evaluate(merged, suite, s).accuracy for s in splits}
-    report = {"schema_version": 1, "architecture": ARCH, "tasks": _task_info(suite),
-              "zero_shot": zero_shot, "finetuned": finetuned,
-              "task_arithmetic": {"selection": "best mean normalized accuracy on val", "val_curve": curve,
-                                  "best_lambda": best, "at_best": at_best}}
-    report["averages"] = {f"{kind}_{s}": round(sum(v[s].values()) / len(v[s]), 4)
-                          for kind, v in (("zero_shot", zero_shot), ("finetuned", finetuned), ("ta_best", at_best))
-                          for s in splits}
+    report = {
+        "schema_version": 1,
+        "architecture": ARCH,
+        "tasks": _task_info(suite),
+        "zero_shot": zero_shot,
+        "finetuned": finetuned,
+        "task_arithmetic": {
+            "selection": "best mean normalized accuracy on val",
+            "val_curve": curve,
+            "best_lambda": best,
+            "at_best": at_best,
+        },
+    }
+    report["averages"] = {
+        f"{kind}_{s}": round(sum(v[s].values()) / len(v[s]), 4)
+        for kind, v in (("zero_shot", zero_shot), ("finetuned", finetuned), ("ta_best", at_best))
+        for s in splits
+    }
     report["thresholds"] = check_thresholds(report)
     return report
 
 
 def _finetuned_accuracy(suite: EvalSuite, tm, split: str) -> dict[str, float]:
-    return {t: evaluate(tm.theta0 + tm.T[k], suite, split, tasks=[t]).accuracy[t]
-            for k, t in enumerate(tm.task_names)}
+    return {t: evaluate(tm.theta0 + tm.T[k], suite, split, tasks=[t]).accuracy[t] for k, t in enumerate(tm.task_names)}
 
 
 def _task_info(suite: EvalSuite) -> dict:
-    return {t: {"classes": list(d.class_names), "chance": round(1 / len(d.class_names), 4),
-                "sizes": {s: len(d.split(s)) for s in ("train", "val", "test", "interactive")}}
-            for t, d in suite.tasks.items()}
+    return {
+        t: {
+            "classes": list(d.class_names),
+            "chance": round(1 / len(d.class_names), 4),
+            "sizes": {s: len(d.split(s)) for s in ("train", "val", "test", "interactive")},
+        }
+        for t, d in suite.tasks.items()
+    }
 
 
 def _history(snapshots: list[Snapshot], picked: Snapshot) -> dict:
-    return {"picked_step": picked.step,
-            "history": [{"step": s.step, "loss": round(s.loss, 4),
-                         "zero_shot_val_mean": round(sum(s.zero_shot.values()) / len(s.zero_shot), 4),
-                         "zero_shot_val": {t: round(a, 4) for t, a in s.zero_shot.items()}} for s in snapshots]}
+    return {
+        "picked_step": picked.step,
+        "history": [
+            {
+                "step": s.step,
+                "loss": round(s.loss, 4),
+                "zero_shot_val_mean": round(sum(s.zero_shot.values()) / len(s.zero_shot), 4),
+                "zero_shot_val": {t: round(a, 4) for t, a in s.zero_shot.items()},
+            }
+            for s in snapshots
+        ],
+    }
 
 
 def _config_dict(config: ZooConfig) -> dict:
@@ -250,8 +341,11 @@ def _sizes(work: Path) -> dict[str, int]:
 
 
 def _write_sha_manifest(work: Path) -> None:
-    files = {str(p.relative_to(work)): file_sha256(p) for p in sorted(work.rglob("*"))
-             if p.is_file() and p.name != "manifest.json"}
+    files = {
+        str(p.relative_to(work)): file_sha256(p)
+        for p in sorted(work.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
     (work / "manifest.json").write_text(json.dumps(files, indent=2) + "\n")
 
 

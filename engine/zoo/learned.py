@@ -13,6 +13,7 @@ The aTLAS stage follows the DV-BASI repository (120 epochs, patience 20 on selec
 gain is seed-dependent: supervised, DV-BASI beats aTLAS by 0.3 points at seed 0 (stored), ties it at seed 1,
 and at seed 2 the random-direction control does better than both (measured by hand, 2026-11-24).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,8 @@ from engine.learn.coefficients import LearnConfig, ValSplit
 from engine.learn.dvbasi import DvBasiConfig, DvBasiResult, dv_basi
 from engine.workspace import Workspace
 
-LEARN = LearnConfig(epochs=120, patience=20)   # the DV-BASI repository's aTLAS stage (lr 0.01)
-INNER = LearnConfig(epochs=40, patience=5, select_by="fit_loss")   # DV-BASI: the paper's patience, their code's loss
+LEARN = LearnConfig(epochs=120, patience=20)  # the DV-BASI repository's aTLAS stage (lr 0.01)
+INNER = LearnConfig(epochs=40, patience=5, select_by="fit_loss")  # DV-BASI: the paper's patience, their code's loss
 
 
 def learned_stage(work: Path, *, config: LearnConfig = LEARN, iterations: int = 4) -> dict:
@@ -39,22 +40,39 @@ def learned_stage(work: Path, *, config: LearnConfig = LEARN, iterations: int = 
     report = json.loads((work / "report.json").read_text())
     lam = report["task_arithmetic"]["best_lambda"]
     ta = m.theta0 + lam * m.T.sum(dim=0)  # [P]
-    inner = replace(INNER, epochs=min(INNER.epochs, config.epochs), patience=min(INNER.patience, config.patience),
-                    batch_size=config.batch_size, lr=config.lr, seed=config.seed)  # never longer than aTLAS's budget
-    out = {"protocol": "val split in halves: fit (objective) and selection (epochs, iterations); test reported only",
-           "config": asdict(config), "inner_config": asdict(inner), "iterations": iterations,
-           "task_arithmetic": {"lambda": lam, **_test(ws, ta)}}
+    inner = replace(
+        INNER,
+        epochs=min(INNER.epochs, config.epochs),
+        patience=min(INNER.patience, config.patience),
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=config.seed,
+    )  # never longer than aTLAS's budget
+    out = {
+        "protocol": "val split in halves: fit (objective) and selection (epochs, iterations); test reported only",
+        "config": asdict(config),
+        "inner_config": asdict(inner),
+        "iterations": iterations,
+        "task_arithmetic": {"lambda": lam, **_test(ws, ta)},
+    }
     for objective in ("supervised", "unsupervised"):
         learn = replace(config, objective=objective)
         stage0 = atlas(suite, m.theta0, m.T, m.spec, data=data, config=learn)
-        runs = {"atlas": {**_test(ws, stage0.theta), "best_epoch": stage0.learned.best_epoch,
-                          "epochs": len(stage0.learned.history)}}
+        runs = {
+            "atlas": {
+                **_test(ws, stage0.theta),
+                "best_epoch": stage0.learned.best_epoch,
+                "epochs": len(stage0.learned.history),
+            }
+        }
         variants = {"dv_basi": {}, "isotropic": {"scaling": "isotropic"}, "random_direction": {"direction": "random"}}
         for name, settings in variants.items():
             dv = DvBasiConfig(iterations=iterations, learn=replace(inner, objective=objective), **settings)
             runs[name] = _dv_summary(ws, dv_basi(suite, m.theta0, stage0.theta, m.spec, data=data, config=dv))
         dv = DvBasiConfig(iterations=iterations, learn=replace(inner, objective=objective))
-        runs["dv_basi_from_task_arithmetic"] = _dv_summary(ws, dv_basi(suite, m.theta0, ta, m.spec, data=data, config=dv))
+        runs["dv_basi_from_task_arithmetic"] = _dv_summary(
+            ws, dv_basi(suite, m.theta0, ta, m.spec, data=data, config=dv)
+        )
         out[objective] = runs
     return tau_jp_stage(work, learned=out) if "tau_jp" in report.get("variants", {}) else {"learned": out}
 
@@ -74,8 +92,13 @@ def tau_jp_stage(work: Path, *, learned: dict | None = None) -> dict:
     for objective in ("supervised", "unsupervised"):
         dv = DvBasiConfig(iterations=learned["iterations"], learn=replace(inner, objective=objective))
         result = dv_basi(ws.suite, m.theta0, start, m.spec, data=data, config=dv)
-        learned[objective] = {**learned[objective], "dv_basi_from_tau_jp": {
-            **_dv_summary(ws, result), "start": {"lambda": lam, "test_mean": _test(ws, start)["test_mean"]}}}
+        learned[objective] = {
+            **learned[objective],
+            "dv_basi_from_tau_jp": {
+                **_dv_summary(ws, result),
+                "start": {"lambda": lam, "test_mean": _test(ws, start)["test_mean"]},
+            },
+        }
     return {"learned": learned}
 
 
@@ -86,6 +109,9 @@ def _test(ws: Workspace, theta: torch.Tensor) -> dict:
 
 def _dv_summary(ws: Workspace, result: DvBasiResult) -> dict:
     start = sum(result.start_selection.values()) / len(result.start_selection)
-    return {**_test(ws, result.theta), "best_iteration": result.best_iteration,
-            "selection_mean": [round(start, 4), *(round(it.mean_selection, 4) for it in result.iterations)],
-            "delta_norm": [round(it.delta_norm, 4) for it in result.iterations]}
+    return {
+        **_test(ws, result.theta),
+        "best_iteration": result.best_iteration,
+        "selection_mean": [round(start, 4), *(round(it.mean_selection, 4) for it in result.iterations)],
+        "delta_norm": [round(it.delta_norm, 4) for it in result.iterations],
+    }

@@ -7,6 +7,7 @@ zoo's CPU prototype did: docs/zoo.md). The schedule is by steps (not wall clock)
 reproducible. Zero-shot accuracy is checked every `eval_every` steps, and the checkpoint kept is
 the latest one inside the demo's quality band (see `pick_checkpoint`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -44,7 +45,9 @@ class Snapshot:
     state: Mapping[str, torch.Tensor] = field(repr=False)
 
 
-def soft_clip_loss(img: torch.Tensor, txt: torch.Tensor, caption_ids: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def soft_clip_loss(
+    img: torch.Tensor, txt: torch.Tensor, caption_ids: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
     """Symmetric contrastive loss; img, txt [B, E] normalised, caption_ids [B]."""
     logits = scale * img @ txt.T  # [B, B]
     same = (caption_ids[:, None] == caption_ids[None, :]).float()  # [B, B]
@@ -54,17 +57,25 @@ def soft_clip_loss(img: torch.Tensor, txt: torch.Tensor, caption_ids: torch.Tens
     return (loss_i + loss_t) / 2
 
 
-def pretrain_clip(clip: nn.Module, images: torch.Tensor, caption_ids: torch.Tensor, caption_tokens: torch.Tensor,
-                  config: PretrainConfig, *, probe: ZeroShotProbe, progress: Progress | None = None) -> list[Snapshot]:
+def pretrain_clip(
+    clip: nn.Module,
+    images: torch.Tensor,
+    caption_ids: torch.Tensor,
+    caption_tokens: torch.Tensor,
+    config: PretrainConfig,
+    *,
+    probe: ZeroShotProbe,
+    progress: Progress | None = None,
+) -> list[Snapshot]:
     """Train `clip` in place on images [N, 3, S, S] uint8 with caption_ids [N] into caption_tokens [U, L].
 
     Returns a snapshot (state copy + zero-shot val accuracies) every `eval_every` steps and at the end.
     """
     preprocess = preprocess_of(clip.visual)
-    optimizer = torch.optim.AdamW(clip.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                  betas=config.betas)
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=config.betas)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_with_warmup(s, total=config.steps, warmup=config.warmup_steps))
+        optimizer, lambda s: cosine_with_warmup(s, total=config.steps, warmup=config.warmup_steps)
+    )
     snapshots: list[Snapshot] = []
     order = batch_indices(images.shape[0], steps=config.steps, batch_size=config.batch_size, seed=config.seed)
     for step, idx in enumerate(order, start=1):
@@ -91,17 +102,28 @@ def _snapshot(clip: nn.Module, step: int, loss: float, probe: ZeroShotProbe) -> 
     return Snapshot(step, loss, zero_shot, {k: v.detach().clone() for k, v in clip.state_dict().items()})
 
 
-def pick_checkpoint(snapshots: list[Snapshot], *, chance: Mapping[str, float], band: tuple[float, float] = (0.40, 0.75),
-                    margin: float = 0.05, ceiling: float = 0.95) -> Snapshot:
+def pick_checkpoint(
+    snapshots: list[Snapshot],
+    *,
+    chance: Mapping[str, float],
+    band: tuple[float, float] = (0.40, 0.75),
+    margin: float = 0.05,
+    ceiling: float = 0.95,
+) -> Snapshot:
     """The latest snapshot whose zero-shot val accuracies suit the demo, else the last one.
 
     Suits = mean within `band`, every task at least `margin` above chance and none above `ceiling`:
     the zoo must leave room between zero-shot and fine-tuned accuracy for merges to show.
     """
+
     def suits(s: Snapshot) -> bool:
         acc = s.zero_shot
         mean = sum(acc.values()) / len(acc)
-        return (band[0] <= mean <= band[1] and all(acc[t] >= chance[t] + margin for t in acc)
-                and all(a <= ceiling for a in acc.values()))
+        return (
+            band[0] <= mean <= band[1]
+            and all(acc[t] >= chance[t] + margin for t in acc)
+            and all(a <= ceiling for a in acc.values())
+        )
+
     fitting = [s for s in snapshots if suits(s)]
     return (fitting or snapshots)[-1]

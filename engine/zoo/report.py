@@ -5,6 +5,7 @@ On test: zero-shot mean in [0.40, 0.75], every task ≥ chance + 0.05 and ≤ 0.
 below the fine-tuned mean and at least 0.03 above the zero-shot mean. Change tasks or training to
 meet them, never the numbers.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -7,6 +7,7 @@ dashboard never recomputes them. The forgetting sweeps (each task as target, eac
 manifest's "forgetting_report"; the tests recompute one of them. `python -m engine zoo add-sta` applies
 the stage to an existing zoo (engine/zoo/build.py `update_zoo`), so adding it needs no retraining.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,14 +52,18 @@ def forgetting_sweeps(ws: Workspace, *, alphas: Sequence[float] = ALPHAS, progre
         for method in METHODS:
             curve = negation_curve(ws, target, method=method, alphas=alphas, split="val")
             outcome = forgetting_outcome(ws, curve, split="test")
-            rows[target][method] = {"curve": asdict(curve), "outcome": asdict(outcome),
-                                    "succeeded": outcome.succeeded}
+            rows[target][method] = {"curve": asdict(curve), "outcome": asdict(outcome), "succeeded": outcome.succeeded}
         if progress is not None:
             progress("forgetting sweeps", (i + 1) / len(ws.task_names), target)
     counts = {m: sum(rows[t][m]["succeeded"] for t in rows) for m in METHODS}
-    return {"schema_version": 1, "protocol": "α on linspace(0, 2, 41) chosen on val (target lowest with control "
-            "≥ 95% of pretrained), reported on test; succeeded = target at least halfway from pretrained "
-            "to chance with control ≥ 95% of pretrained", "succeeded_count": counts, "targets": rows}
+    return {
+        "schema_version": 1,
+        "protocol": "α on linspace(0, 2, 41) chosen on val (target lowest with control "
+        "≥ 95% of pretrained), reported on test; succeeded = target at least halfway from pretrained "
+        "to chance with control ≥ 95% of pretrained",
+        "succeeded_count": counts,
+        "targets": rows,
+    }
 
 
 def stored_curve(entry: dict) -> ForgettingCurve:

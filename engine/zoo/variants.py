@@ -14,6 +14,7 @@ strict schedule with 8 train images from each of the 7 other tasks per step. β 
 val 0.798 / 0.873 / 0.875 / 0.886. β = 1.0, the prototypes' pick, over-constrained this zoo's tasks
 (fine-tuned test mean 0.77); β = 0.1 tied at 4e-4 but kept 1.7× more interference and peaked at λ = 0.8.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,9 +40,14 @@ VARIANTS: dict[str, FinetuneConfig] = {
 LAMBDAS = tuple(round(i / 20, 2) for i in range(21))
 
 
-def variants_stage(work: Path, *, configs: Mapping[str, FinetuneConfig] = VARIANTS,
-                   lambdas: Sequence[float] = LAMBDAS, taujp_images: int | None = None,
-                   progress: Progress | None = None) -> dict:
+def variants_stage(
+    work: Path,
+    *,
+    configs: Mapping[str, FinetuneConfig] = VARIANTS,
+    lambdas: Sequence[float] = LAMBDAS,
+    taujp_images: int | None = None,
+    progress: Progress | None = None,
+) -> dict:
     """Train, store and evaluate every variant in `configs`; returns what report.json records."""
     progress = progress or (lambda stage, fraction, message: None)
     for variant, config in configs.items():
@@ -63,22 +69,37 @@ def train_variant(work: Path, variant: str, config: FinetuneConfig, *, progress:
     for i, task in enumerate(suite.task_names):
         others = {t: suite.tasks[t].split("train").images for t in suite.task_names if t != task}
         cfg = replace(config, seed=i)
-        result = finetune(suite.visual, suite.spec, theta0, suite.heads[task], suite.tasks[task].split("train"),
-                          suite.preprocess, cfg, others=others,
-                          on_step=lambda r, t=task: progress(f"{variant} {t}", r.step / cfg.steps,
-                                                             f"loss {r.loss:.3f}"))
+        result = finetune(
+            suite.visual,
+            suite.spec,
+            theta0,
+            suite.heads[task],
+            suite.tasks[task].split("train"),
+            suite.preprocess,
+            cfg,
+            others=others,
+            on_step=lambda r, t=task: progress(f"{variant} {t}", r.step / cfg.steps, f"loss {r.loss:.3f}"),
+        )
         relative = f"finetuned/{task}.{variant}.safetensors"
-        save_checkpoint(work / relative, result.state_dict(suite.spec), dtype=torch.float16,
-                        architecture=pretrained.meta.architecture, task=task, variant=config.mode,
-                        class_names=suite.tasks[task].class_names,
-                        training={"kind": f"{variant} fine-tuning", **asdict(cfg)}, source="mergelab zoo build",
-                        parent_sha256=pretrained.sha256)
+        save_checkpoint(
+            work / relative,
+            result.state_dict(suite.spec),
+            dtype=torch.float16,
+            architecture=pretrained.meta.architecture,
+            task=task,
+            variant=config.mode,
+            class_names=suite.tasks[task].class_names,
+            training={"kind": f"{variant} fine-tuning", **asdict(cfg)},
+            source="mergelab zoo build",
+            parent_sha256=pretrained.sha256,
+        )
         manifest["tasks"][task]["checkpoints"][variant] = relative
     (work / "collection.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def evaluate_variant(work: Path, variant: str, *, lambdas: Sequence[float] = LAMBDAS,
-                     taujp_images: int | None = None) -> dict:
+def evaluate_variant(
+    work: Path, variant: str, *, lambdas: Sequence[float] = LAMBDAS, taujp_images: int | None = None
+) -> dict:
     """Fine-tuned accuracy, TA at λ = 1 and at the best λ on val, and the τJp matrix of one stored variant."""
     ws = Workspace.open(work, cache_dir=work / ".cache", variant=variant)
     m = ws.matrix
@@ -86,17 +107,31 @@ def evaluate_variant(work: Path, variant: str, *, lambdas: Sequence[float] = LAM
     finetuned = {s: dict(ws.finetuned(s)) for s in splits}
     curve = _ta_curve(ws, lambdas, reference=finetuned["val"])
     best = max(curve, key=lambda c: (c["mean_normalized"], -c["lam"]))["lam"]
-    at = {lam: {s: evaluate(m.theta0 + lam * m.T.sum(dim=0), ws.suite, s).accuracy for s in splits}
-          for lam in sorted({best, 1.0})}
-    matrix = taujp_matrix(ws.suite, m.theta0, m.T, names=m.task_names, tasks=m.task_names, split="val",
-                          max_images=taujp_images)
+    at = {
+        lam: {s: evaluate(m.theta0 + lam * m.T.sum(dim=0), ws.suite, s).accuracy for s in splits}
+        for lam in sorted({best, 1.0})
+    }
+    matrix = taujp_matrix(
+        ws.suite, m.theta0, m.T, names=m.task_names, tasks=m.task_names, split="val", max_images=taujp_images
+    )
     _ship_taujp(work, variant, matrix)
-    return {"linearized": ws.linearized, "finetuned": finetuned,
-            "task_arithmetic": {"selection": "best mean normalized accuracy on val", "val_curve": curve,
-                                "best_lambda": best, "at_best": at[best], "at_one": at[1.0]},
-            "averages": {"finetuned_test": _mean(finetuned["test"]), "ta_best_test": _mean(at[best]["test"]),
-                         "ta_one_test": _mean(at[1.0]["test"])},
-            "taujp": taujp_summary(matrix)}
+    return {
+        "linearized": ws.linearized,
+        "finetuned": finetuned,
+        "task_arithmetic": {
+            "selection": "best mean normalized accuracy on val",
+            "val_curve": curve,
+            "best_lambda": best,
+            "at_best": at[best],
+            "at_one": at[1.0],
+        },
+        "averages": {
+            "finetuned_test": _mean(finetuned["test"]),
+            "ta_best_test": _mean(at[best]["test"]),
+            "ta_one_test": _mean(at[1.0]["test"]),
+        },
+        "taujp": taujp_summary(matrix),
+    }
 
 
 def taujp_summary(matrix: TauJpMatrix) -> dict:
@@ -104,20 +139,28 @@ def taujp_summary(matrix: TauJpMatrix) -> dict:
     values, k = matrix.values, len(matrix.tasks)
     diagonal = float(values.diagonal().mean())
     off = float((values.sum() - values.diagonal().sum()) / (k * k - k))
-    return {"split": matrix.split, "images": dict(zip(matrix.tasks, matrix.images)),
-            "mean_off_diagonal": round(off, 5), "mean_diagonal": round(diagonal, 5)}
+    return {
+        "split": matrix.split,
+        "images": dict(zip(matrix.tasks, matrix.images)),
+        "mean_off_diagonal": round(off, 5),
+        "mean_diagonal": round(diagonal, 5),
+    }
 
 
 def _ta_curve(ws: Workspace, lambdas: Sequence[float], *, reference: Mapping[str, float]) -> list[dict]:
     """Mean (normalized) val accuracy of θ₀ + λΣτ over `lambdas`: through cached J·τ when linearized
     (exact), else one evaluation per λ."""
     m = ws.matrix
-    preview = TangentPreview.build(ws.suite, m.theta0, m.T, vectors=m.task_names, split="val") \
-        if ws.linearized else None
+    preview = (
+        TangentPreview.build(ws.suite, m.theta0, m.T, vectors=m.task_names, split="val") if ws.linearized else None
+    )
     curve = []
     for lam in lambdas:
-        accuracy = preview.accuracy([lam] * len(m.task_names)) if preview is not None else \
-            evaluate(m.theta0 + lam * m.T.sum(dim=0), ws.suite, "val").accuracy
+        accuracy = (
+            preview.accuracy([lam] * len(m.task_names))
+            if preview is not None
+            else evaluate(m.theta0 + lam * m.T.sum(dim=0), ws.suite, "val").accuracy
+        )
         normalized = sum(accuracy[t] / reference[t] for t in accuracy) / len(accuracy)
         curve.append({"lam": lam, "mean_accuracy": round(_mean(accuracy), 4), "mean_normalized": round(normalized, 4)})
     return curve
@@ -131,12 +174,21 @@ def _standard_summary(work: Path) -> dict:
     ws = Workspace.open(work, cache_dir=work / ".cache")
     at_one = {s: evaluate(ws.matrix.theta0 + ws.matrix.T.sum(dim=0), ws.suite, s).accuracy for s in ("val", "test")}
     ta = report["task_arithmetic"]
-    return {"linearized": False, "finetuned": {s: report["finetuned"][s] for s in ("val", "test")},
-            "task_arithmetic": {**{k: ta[k] for k in ("selection", "val_curve", "best_lambda")},
-                                "at_best": {s: ta["at_best"][s] for s in ("val", "test")}, "at_one": at_one},
-            "averages": {"finetuned_test": _mean(report["finetuned"]["test"]),
-                         "ta_best_test": _mean(ta["at_best"]["test"]), "ta_one_test": _mean(at_one["test"])},
-            "taujp": taujp_summary(load_taujp(ws.collection.taujp_path()))}
+    return {
+        "linearized": False,
+        "finetuned": {s: report["finetuned"][s] for s in ("val", "test")},
+        "task_arithmetic": {
+            **{k: ta[k] for k in ("selection", "val_curve", "best_lambda")},
+            "at_best": {s: ta["at_best"][s] for s in ("val", "test")},
+            "at_one": at_one,
+        },
+        "averages": {
+            "finetuned_test": _mean(report["finetuned"]["test"]),
+            "ta_best_test": _mean(ta["at_best"]["test"]),
+            "ta_one_test": _mean(at_one["test"]),
+        },
+        "taujp": taujp_summary(load_taujp(ws.collection.taujp_path())),
+    }
 
 
 def _ship_taujp(work: Path, variant: str, matrix: TauJpMatrix) -> None:
@@ -149,4 +201,3 @@ def _ship_taujp(work: Path, variant: str, matrix: TauJpMatrix) -> None:
 
 def _mean(values: Mapping[str, float]) -> float:
     return round(sum(values.values()) / len(values), 4)
-

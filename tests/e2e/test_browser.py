@@ -2,6 +2,7 @@
 
 Runs on the shipped demo zoo, as a newcomer would see it. Screenshots go to test-artifacts/.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 pytestmark = pytest.mark.browser
 
@@ -35,9 +42,25 @@ def server(data_home: Path) -> Iterator[str]:
     """A fresh `streamlit run app.py` on a free local port; yields its base URL."""
     port = _free_port()
     env = {**os.environ, "MERGELAB_HOME": str(data_home), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--server.address", "127.0.0.1"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
@@ -128,8 +151,9 @@ def test_a_background_job_survives_navigation_and_can_be_cancelled(server, page)
     from playwright.sync_api import expect
 
     page.goto(f"{server}/merge?tasks=digits&tasks=faces", timeout=60_000)
-    expect(page.get_by_test_id("stPlotlyChart").first.locator(".gtitle")).to_contain_text("mean accuracy",
-                                                                                           timeout=60_000)
+    expect(page.get_by_test_id("stPlotlyChart").first.locator(".gtitle")).to_contain_text(
+        "mean accuracy", timeout=60_000
+    )
     page.get_by_role("button", name="λ sweep on test as a job").click()
     expect(page.get_by_text("Started job #1")).to_be_visible(timeout=30_000)
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
@@ -137,7 +161,7 @@ def test_a_background_job_survives_navigation_and_can_be_cancelled(server, page)
     expect(bar).to_contain_text("running", timeout=30_000)
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Zoo").click()
     expect(page.get_by_test_id("stHeading").first).to_contain_text("Checkpoints and tasks", timeout=30_000)
-    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=60_000)   # the zoo still open, no error
+    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=60_000)  # the zoo still open, no error
     expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
     expect(bar).to_contain_text("lam =", timeout=30_000)  # still running, further along
@@ -190,8 +214,14 @@ def test_a_task_vectors_pool_opens_by_path(server, page, data_home):
 
     tasks = {"colour": ("red", "green", "blue"), "shape": ("round", "square")}
     source = tiny_source(TINY_ARCH, tasks, seed=3)
-    root = write_pool(data_home / "pools" / "tv", "task_vectors", architecture=TINY_ARCH,
-                      pretrained=source["pretrained"], finetuned=source["finetuned"], heads=source["heads"])
+    root = write_pool(
+        data_home / "pools" / "tv",
+        "task_vectors",
+        architecture=TINY_ARCH,
+        pretrained=source["pretrained"],
+        finetuned=source["finetuned"],
+        heads=source["heads"],
+    )
     write_image_folders(root, tasks)
     page.goto(f"{server}/merge?collection={quote(str(root))}", timeout=60_000)
     title = page.get_by_test_id("stPlotlyChart").first.locator(".gtitle")

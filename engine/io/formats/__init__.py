@@ -11,6 +11,7 @@ has a complete one), plus what the file says about QuickGELU and linearization. 
   whose θ₀ comes along as `linearized_at`.
 Nothing here reads tensor data; engine/io/checkpoints.py does, straight into the task matrix.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,12 +35,12 @@ _TEXT_COMPLETE = ("token_embedding.weight", "ln_final.weight", "text_projection"
 @dataclass(frozen=True)
 class ForeignCheckpoint:
     path: Path
-    format: str                                   # "open_clip", "task_vectors", "hf_clip", "tangent_linearized"
-    visual: dict[str, LazyTensor]                 # open_clip image-tower names (no "visual." prefix)
-    text: dict[str, LazyTensor] = field(default_factory=dict)   # complete text tower + logit_scale, else empty
-    quick_gelu: bool | None = None                # None: the file does not say
-    architecture_hint: str | None = None          # a model name the file states (tangent's model_name)
-    linearized_at: dict[str, LazyTensor] | None = None   # θ₀ of a linearized checkpoint (tangent)
+    format: str  # "open_clip", "task_vectors", "hf_clip", "tangent_linearized"
+    visual: dict[str, LazyTensor]  # open_clip image-tower names (no "visual." prefix)
+    text: dict[str, LazyTensor] = field(default_factory=dict)  # complete text tower + logit_scale, else empty
+    quick_gelu: bool | None = None  # None: the file does not say
+    architecture_hint: str | None = None  # a model name the file states (tangent's model_name)
+    linearized_at: dict[str, LazyTensor] | None = None  # θ₀ of a linearized checkpoint (tangent)
 
     @property
     def tower(self) -> str:
@@ -61,19 +62,26 @@ def read_foreign(path: Path) -> ForeignCheckpoint:
     if path.suffix == ".safetensors":
         header = read_header(path)
         quick = header.metadata.get("quick_gelu")
-        return _from_state(path, header.tensors, fmt="safetensors",
-                           quick_gelu=None if quick is None else quick.lower() == "true")
+        return _from_state(
+            path, header.tensors, fmt="safetensors", quick_gelu=None if quick is None else quick.lower() == "true"
+        )
     if path.suffix in TORCH_SUFFIXES:
         return _from_torch_zip(path)
-    raise CheckpointError(path, f"unknown checkpoint suffix {path.suffix!r}",
-                          fix=f"use .safetensors, a Hugging Face folder, or one of {', '.join(TORCH_SUFFIXES)}")
+    raise CheckpointError(
+        path,
+        f"unknown checkpoint suffix {path.suffix!r}",
+        fix=f"use .safetensors, a Hugging Face folder, or one of {', '.join(TORCH_SUFFIXES)}",
+    )
 
 
 def _hf_folder(folder: Path) -> ForeignCheckpoint:
     weights = next((folder / n for n in HF_WEIGHTS if (folder / n).is_file()), None)
     if weights is None:
-        raise CheckpointError(folder, f"is a folder without {' or '.join(HF_WEIGHTS)}",
-                              fix="point at a Hugging Face CLIP model folder, or at a checkpoint file")
+        raise CheckpointError(
+            folder,
+            f"is a folder without {' or '.join(HF_WEIGHTS)}",
+            fix="point at a Hugging Face CLIP model folder, or at a checkpoint file",
+        )
     quick = None
     config = folder / "config.json"
     if config.is_file():
@@ -84,8 +92,9 @@ def _hf_folder(folder: Path) -> ForeignCheckpoint:
         act = info.get("hidden_act") or info.get("vision_config", {}).get("hidden_act")
         quick = None if act is None else act == "quick_gelu"
     found = read_foreign(weights)
-    return ForeignCheckpoint(folder, found.format, found.visual, found.text,
-                             quick if quick is not None else found.quick_gelu)
+    return ForeignCheckpoint(
+        folder, found.format, found.visual, found.text, quick if quick is not None else found.quick_gelu
+    )
 
 
 def _from_torch_zip(path: Path) -> ForeignCheckpoint:
@@ -93,8 +102,11 @@ def _from_torch_zip(path: Path) -> ForeignCheckpoint:
     root = unpickled.root
     if isinstance(root, dict) and "model_name" in root and any(str(k).startswith("model.params.") for k in root):
         return _tangent_linearized(path, root)
-    quick = True if any(g.endswith(".QuickGELU") for g in unpickled.globals) else (
-        False if isinstance(root, StandIn) else None)
+    quick = (
+        True
+        if any(g.endswith(".QuickGELU") for g in unpickled.globals)
+        else (False if isinstance(root, StandIn) else None)
+    )
     fmt = "task_vectors" if isinstance(root, StandIn) else "torch"
     return _from_state(path, state_tensors(root), fmt=fmt, quick_gelu=quick)
 
@@ -104,7 +116,7 @@ def _from_state(path: Path, tensors: dict[str, LazyTensor], *, fmt: str, quick_g
     tensors = _unwrapped(tensors)
     if is_hf_clip(set(tensors)):
         tensors, fmt = hf_to_open_clip(tensors), "hf_clip"
-        quick_gelu = True if quick_gelu is None else quick_gelu   # every HF CLIP checkpoint we know is OpenAI-derived
+        quick_gelu = True if quick_gelu is None else quick_gelu  # every HF CLIP checkpoint we know is OpenAI-derived
     elif fmt == "safetensors":
         fmt = "open_clip"
     if any(k.startswith("visual.") for k in tensors):
@@ -113,8 +125,11 @@ def _from_state(path: Path, tensors: dict[str, LazyTensor], *, fmt: str, quick_g
     elif "conv1.weight" in tensors and "class_embedding" in tensors:
         visual, rest = tensors, {}
     else:
-        raise CheckpointError(path, f"holds no CLIP image tower (first keys: {sorted(tensors)[:4]})",
-                              fix="point at an open_clip, task_vectors or Hugging Face CLIP checkpoint")
+        raise CheckpointError(
+            path,
+            f"holds no CLIP image tower (first keys: {sorted(tensors)[:4]})",
+            fix="point at an open_clip, task_vectors or Hugging Face CLIP checkpoint",
+        )
     text = rest if all(k in rest for k in _TEXT_COMPLETE) and any(k.startswith("transformer.") for k in rest) else {}
     return ForeignCheckpoint(path, fmt, visual, text, quick_gelu)
 
@@ -137,8 +152,11 @@ def _tangent_linearized(path: Path, root: dict) -> ForeignCheckpoint:
     names = [n for n in clip_parameter_names(architecture) if not n.startswith("transformer.")]
     count = sum(1 for k in root if str(k).startswith("model.params."))
     if count != len(names):
-        raise CheckpointError(path, f"has {count} parameters, {architecture} has {len(names)} without its text "
-                              "transformer", fix="check model_name, or re-export the linearized model")
+        raise CheckpointError(
+            path,
+            f"has {count} parameters, {architecture} has {len(names)} without its text transformer",
+            fix="check model_name, or re-export the linearized model",
+        )
     params = {n: root[f"model.params.{i}"] for i, n in enumerate(names)}
     params0 = {n: root[f"model.params0.{i}"] for i, n in enumerate(names) if f"model.params0.{i}" in root}
     visual = {k.removeprefix("visual."): v for k, v in params.items() if k.startswith("visual.")}

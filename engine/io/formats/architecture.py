@@ -5,6 +5,7 @@ config.json describes transformers' model), so the tower's shapes decide: width,
 and embedding size are matched against open_clip's configs (ours first, then the CLIP ViTs researchers
 use), and the match is confirmed key by key. QuickGELU does not change shapes; it is recorded separately.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,7 +16,16 @@ from pathlib import Path
 from engine.errors import CheckpointError
 from engine.models import architecture_config, expected_visual_shapes, list_architectures
 
-PREFERRED = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-g-14", "ViT-bigG-14", "ViT-B-16-plus-240")
+PREFERRED = (
+    "ViT-B-32",
+    "ViT-B-16",
+    "ViT-L-14",
+    "ViT-L-14-336",
+    "ViT-H-14",
+    "ViT-g-14",
+    "ViT-bigG-14",
+    "ViT-B-16-plus-240",
+)
 
 
 def detect_architecture(shapes: Mapping[str, tuple[int, ...]], *, source: str | Path) -> str:
@@ -25,10 +35,13 @@ def detect_architecture(shapes: Mapping[str, tuple[int, ...]], *, source: str | 
         if _config_signature(name) == signature and expected_visual_shapes(name) == dict(shapes):
             return name
     width, layers, patch, image, embed = signature
-    raise CheckpointError(source, f"matches no known architecture (width {width}, {layers} layers, patch {patch}, "
-                          f"image {image}, embedding {embed})",
-                          fix="name it in the pool manifest (architecture: <open_clip config>), or register its "
-                              "config with open_clip.add_model_config")
+    raise CheckpointError(
+        source,
+        f"matches no known architecture (width {width}, {layers} layers, patch {patch}, "
+        f"image {image}, embedding {embed})",
+        fix="name it in the pool manifest (architecture: <open_clip config>), or register its "
+        "config with open_clip.add_model_config",
+    )
 
 
 def _signature(shapes: Mapping[str, tuple[int, ...]], source: str | Path) -> tuple[int, int, int, int, int]:
@@ -39,8 +52,11 @@ def _signature(shapes: Mapping[str, tuple[int, ...]], source: str | Path) -> tup
         embed = shapes["proj"][1]
     except (KeyError, IndexError):
         missing = [k for k in ("class_embedding", "conv1.weight", "positional_embedding", "proj") if k not in shapes]
-        raise CheckpointError(source, f"is not an open_clip ViT image tower (missing {missing})",
-                              fix="point at a CLIP ViT checkpoint (open_clip, task_vectors or Hugging Face)") from None
+        raise CheckpointError(
+            source,
+            f"is not an open_clip ViT image tower (missing {missing})",
+            fix="point at a CLIP ViT checkpoint (open_clip, task_vectors or Hugging Face)",
+        ) from None
     layers = len({m.group(1) for k in shapes if (m := re.match(r"transformer\.resblocks\.(\d+)\.", k))})
     return width, layers, patch, grid * patch, embed
 

@@ -7,6 +7,7 @@ outside the tower (`visual_projection.weight` [E, W] = open_clip's `proj`ᵀ); a
 has none, and the pool takes it from the pretrained model. `position_ids` buffers are ignored. Numerics
 match (LayerNorm eps 1e-5, pooled output = post_layernorm(h[:, 0]) = open_clip's pre-projection output).
 """
+
 from __future__ import annotations
 
 import re
@@ -17,29 +18,48 @@ import torch
 from engine.io.formats.lazy import Concatenated, LazyTensor, Transposed
 
 _LAYER = re.compile(r"^encoder\.layers\.(\d+)\.(.+)$")
-_BLOCK_RENAMES = {"layer_norm1.": "ln_1.", "layer_norm2.": "ln_2.", "mlp.fc1.": "mlp.c_fc.", "mlp.fc2.": "mlp.c_proj.",
-                  "self_attn.out_proj.": "attn.out_proj."}
-_VISION_RENAMES = {"embeddings.class_embedding": "class_embedding",
-                   "embeddings.position_embedding.weight": "positional_embedding",
-                   "embeddings.patch_embedding.weight": "conv1.weight",
-                   "pre_layrnorm.weight": "ln_pre.weight", "pre_layrnorm.bias": "ln_pre.bias",
-                   "post_layernorm.weight": "ln_post.weight", "post_layernorm.bias": "ln_post.bias"}
-_TEXT_RENAMES = {"embeddings.token_embedding.weight": "token_embedding.weight",
-                 "embeddings.position_embedding.weight": "positional_embedding",
-                 "final_layer_norm.weight": "ln_final.weight", "final_layer_norm.bias": "ln_final.bias"}
+_BLOCK_RENAMES = {
+    "layer_norm1.": "ln_1.",
+    "layer_norm2.": "ln_2.",
+    "mlp.fc1.": "mlp.c_fc.",
+    "mlp.fc2.": "mlp.c_proj.",
+    "self_attn.out_proj.": "attn.out_proj.",
+}
+_VISION_RENAMES = {
+    "embeddings.class_embedding": "class_embedding",
+    "embeddings.position_embedding.weight": "positional_embedding",
+    "embeddings.patch_embedding.weight": "conv1.weight",
+    "pre_layrnorm.weight": "ln_pre.weight",
+    "pre_layrnorm.bias": "ln_pre.bias",
+    "post_layernorm.weight": "ln_post.weight",
+    "post_layernorm.bias": "ln_post.bias",
+}
+_TEXT_RENAMES = {
+    "embeddings.token_embedding.weight": "token_embedding.weight",
+    "embeddings.position_embedding.weight": "positional_embedding",
+    "final_layer_norm.weight": "ln_final.weight",
+    "final_layer_norm.bias": "ln_final.bias",
+}
 
 
 def is_hf_clip(keys: set[str]) -> bool:
     """Whether these are transformers CLIP names (with or without the `vision_model.` prefix)."""
     return any(k.startswith(("vision_model.", "text_model.")) for k in keys) or (
-        "embeddings.patch_embedding.weight" in keys and any(k.startswith("encoder.layers.") for k in keys))
+        "embeddings.patch_embedding.weight" in keys and any(k.startswith("encoder.layers.") for k in keys)
+    )
 
 
 def hf_to_open_clip(tensors: Mapping[str, LazyTensor]) -> dict[str, LazyTensor]:
     """open_clip CLIP names: `visual.*` for the image tower, top-level names for the text tower."""
-    vision = _strip(tensors, "vision_model.") if any(k.startswith("vision_model.") for k in tensors) else {
-        k: v for k, v in tensors.items() if not k.startswith(("text_model.", "visual_projection.", "text_projection."))
-        and k != "logit_scale"}
+    vision = (
+        _strip(tensors, "vision_model.")
+        if any(k.startswith("vision_model.") for k in tensors)
+        else {
+            k: v
+            for k, v in tensors.items()
+            if not k.startswith(("text_model.", "visual_projection.", "text_projection.")) and k != "logit_scale"
+        }
+    )
     out = {f"visual.{k}": v for k, v in _tower(vision, _VISION_RENAMES).items()}
     if "visual_projection.weight" in tensors:
         out["visual.proj"] = Transposed(tensors["visual_projection.weight"])  # [W, E]
@@ -61,7 +81,9 @@ def open_clip_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     out.update({f"vision_model.{k}": v for k, v in _tower_back(visual, _VISION_RENAMES).items()})
     if "proj" in visual:
         out["visual_projection.weight"] = visual["proj"].T.contiguous()  # [E, W]
-    text = {k: v for k, v in state.items() if not k.startswith("visual.") and k not in ("text_projection", "logit_scale")}
+    text = {
+        k: v for k, v in state.items() if not k.startswith("visual.") and k not in ("text_projection", "logit_scale")
+    }
     if text:
         out.update({f"text_model.{k}": v for k, v in _tower_back(text, _TEXT_RENAMES).items()})
     if "text_projection" in state:
@@ -87,7 +109,7 @@ def _tower(tensors: Mapping[str, LazyTensor], renames: Mapping[str, str]) -> dic
             continue
         match = _LAYER.match(name)
         if match is None:
-            out[name] = tensor   # left as is: the shape check names it as unexpected
+            out[name] = tensor  # left as is: the shape check names it as unexpected
             continue
         layer, rest = match.groups()
         block = f"transformer.resblocks.{layer}."
@@ -113,7 +135,7 @@ def _tower_back(state: Mapping[str, torch.Tensor], renames: Mapping[str, str]) -
             continue
         match = re.match(r"^transformer\.resblocks\.(\d+)\.(.+)$", name)
         if match is None:
-            continue   # attn_mask-like leftovers have no HF name
+            continue  # attn_mask-like leftovers have no HF name
         layer, rest = match.groups()
         prefix = f"encoder.layers.{layer}."
         fused = re.match(r"^attn\.in_proj_(weight|bias)$", rest)
@@ -134,25 +156,48 @@ def _swap_prefix(name: str, pairs: Iterable[tuple[str, str]]) -> str:
     return name
 
 
-
 def hf_config(architecture_config: Mapping, *, quick_gelu: bool, with_text: bool) -> dict:
     """A transformers config.json for the exported model: CLIPVisionModelWithProjection, or CLIPModel
     when the text tower comes along (`architecture_config` is open_clip's config dict)."""
     vision = architecture_config["vision_cfg"]
     width = vision["width"]
     act = "quick_gelu" if quick_gelu else "gelu"
-    vision_config = {"hidden_size": width, "intermediate_size": int(width * vision.get("mlp_ratio", 4)),
-                     "num_attention_heads": width // vision.get("head_width", 64),
-                     "num_hidden_layers": vision["layers"], "patch_size": vision["patch_size"],
-                     "image_size": vision["image_size"], "num_channels": 3, "layer_norm_eps": 1e-5,
-                     "hidden_act": act, "projection_dim": architecture_config["embed_dim"]}
+    vision_config = {
+        "hidden_size": width,
+        "intermediate_size": int(width * vision.get("mlp_ratio", 4)),
+        "num_attention_heads": width // vision.get("head_width", 64),
+        "num_hidden_layers": vision["layers"],
+        "patch_size": vision["patch_size"],
+        "image_size": vision["image_size"],
+        "num_channels": 3,
+        "layer_norm_eps": 1e-5,
+        "hidden_act": act,
+        "projection_dim": architecture_config["embed_dim"],
+    }
     if not with_text:
-        return {"architectures": ["CLIPVisionModelWithProjection"], "model_type": "clip_vision_model",
-                **vision_config, "torch_dtype": "float32"}
+        return {
+            "architectures": ["CLIPVisionModelWithProjection"],
+            "model_type": "clip_vision_model",
+            **vision_config,
+            "torch_dtype": "float32",
+        }
     text = architecture_config["text_cfg"]
-    text_config = {"hidden_size": text["width"], "intermediate_size": int(text["width"] * text.get("mlp_ratio", 4)),
-                   "num_attention_heads": text["heads"], "num_hidden_layers": text["layers"],
-                   "max_position_embeddings": text["context_length"], "vocab_size": text["vocab_size"],
-                   "layer_norm_eps": 1e-5, "hidden_act": act, "projection_dim": architecture_config["embed_dim"]}
-    return {"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": architecture_config["embed_dim"],
-            "vision_config": vision_config, "text_config": text_config, "torch_dtype": "float32"}
+    text_config = {
+        "hidden_size": text["width"],
+        "intermediate_size": int(text["width"] * text.get("mlp_ratio", 4)),
+        "num_attention_heads": text["heads"],
+        "num_hidden_layers": text["layers"],
+        "max_position_embeddings": text["context_length"],
+        "vocab_size": text["vocab_size"],
+        "layer_norm_eps": 1e-5,
+        "hidden_act": act,
+        "projection_dim": architecture_config["embed_dim"],
+    }
+    return {
+        "architectures": ["CLIPModel"],
+        "model_type": "clip",
+        "projection_dim": architecture_config["embed_dim"],
+        "vision_config": vision_config,
+        "text_config": text_config,
+        "torch_dtype": "float32",
+    }

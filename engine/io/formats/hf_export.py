@@ -4,6 +4,7 @@
 image tower, CLIPModel when the checkpoint holds both towers. Reading the folder back with
 `engine.io.checkpoints.load_checkpoint` gives the same tensors (tests/test_io_formats.py).
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ name → LazyTensor without reading any data. The task matrix then reads each te
 row of T with `read_into`, so opening a pool of K checkpoints needs T and little else (no mmap of whole
 files held while copying, no intermediate state dicts).
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -68,8 +69,11 @@ class FileTensor(LazyTensor):
             handle.seek(self.offset)
             got = handle.readinto(view)
         if got != len(view):
-            raise CheckpointError(self.path, f"ends early: {got} of {len(view)} bytes at offset {self.offset}",
-                                  fix="the file is truncated; copy or download it again")
+            raise CheckpointError(
+                self.path,
+                f"ends early: {got} of {len(view)} bytes at offset {self.offset}",
+                fix="the file is truncated; copy or download it again",
+            )
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,9 @@ class Transposed(LazyTensor):
 
 def materialize(tensors: dict[str, LazyTensor], *, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """Read every tensor (floating ones cast to `dtype` when given)."""
-    return {k: v.read(dtype=dtype if dtype is not None and v.dtype.is_floating_point else None)
-            for k, v in tensors.items()}
+    return {
+        k: v.read(dtype=dtype if dtype is not None and v.dtype.is_floating_point else None) for k, v in tensors.items()
+    }
 
 
 def _contiguous_stride(shape: Sequence[int]) -> tuple[int, ...]:
@@ -129,6 +134,9 @@ def _contiguous_stride(shape: Sequence[int]) -> tuple[int, ...]:
 
 def _check_out(out: torch.Tensor, shape: tuple[int, ...], path: Path) -> None:
     if tuple(out.shape) != tuple(shape) or not out.is_contiguous() or out.device.type != "cpu":
-        raise CheckpointError(path, f"cannot read a {tuple(shape)} tensor into {tuple(out.shape)} "
-                              f"(contiguous={out.is_contiguous()}, device={out.device})",
-                              fix="read into a contiguous CPU tensor of the same shape")
+        raise CheckpointError(
+            path,
+            f"cannot read a {tuple(shape)} tensor into {tuple(out.shape)} "
+            f"(contiguous={out.is_contiguous()}, device={out.device})",
+            fix="read into a contiguous CPU tensor of the same shape",
+        )

@@ -5,6 +5,7 @@ The format (huggingface/safetensors): u64 little-endian N, an N-byte JSON header
 offsets are relative to the buffer. Each tensor becomes a FileTensor at 8 + N + begin, so reading it is
 one `readinto` into its destination.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,19 @@ import torch
 from engine.errors import CheckpointError
 from engine.io.formats.lazy import FileTensor
 
-MAX_HEADER_BYTES = 100_000_000   # the format's own limit
-DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-          "BOOL": torch.bool}
+MAX_HEADER_BYTES = 100_000_000  # the format's own limit
+DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 @dataclass(frozen=True)
@@ -62,11 +72,17 @@ def _file_tensor(path: Path, name: str, info: object, start: int, size: int) -> 
         raise _unreadable(path, f"tensor {name!r} has a malformed or unsupported entry ({exc!r})") from exc
     expected = prod(shape) * torch.empty((), dtype=dtype).element_size()
     if end - begin != expected or start + end > size or begin < 0:
-        raise _unreadable(path, f"tensor {name!r} spans bytes {begin}..{end}, expected {expected} bytes "
-                          f"inside the {size - start}-byte buffer")
+        raise _unreadable(
+            path,
+            f"tensor {name!r} spans bytes {begin}..{end}, expected {expected} bytes "
+            f"inside the {size - start}-byte buffer",
+        )
     return FileTensor(path=path, offset=start + begin, shape=shape, dtype=dtype)
 
 
 def _unreadable(path: Path, problem: str) -> CheckpointError:
-    return CheckpointError(path, f"cannot be read, likely truncated or not safetensors: {problem}",
-                           fix="copy or download the file again, or re-save it with safetensors")
+    return CheckpointError(
+        path,
+        f"cannot be read, likely truncated or not safetensors: {problem}",
+        fix="copy or download the file again, or re-save it with safetensors",
+    )

@@ -12,6 +12,7 @@ restricted `find_class`:
 - any other global (os.system, builtins.eval, ...) is refused with `UnsafeCheckpointError` naming it.
 `state_tensors` then walks `_parameters`/`_buffers`/`_modules` of the stand-ins as `state_dict()` would.
 """
+
 from __future__ import annotations
 
 import collections
@@ -29,10 +30,19 @@ from engine.errors import CheckpointError
 from engine.io.formats.lazy import FileTensor, LazyTensor
 
 STAND_IN_PACKAGES = ("src.", "open_clip.", "torchvision.", "torch.nn.modules.", "fusion_bench.", "modeling.")
-STORAGE_DTYPES = {"DoubleStorage": torch.float64, "FloatStorage": torch.float32, "HalfStorage": torch.float16,
-                  "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-                  "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
-                  "BoolStorage": torch.bool, "UntypedStorage": torch.uint8}
+STORAGE_DTYPES = {
+    "DoubleStorage": torch.float64,
+    "FloatStorage": torch.float32,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+    "UntypedStorage": torch.uint8,
+}
 DTYPE_NAMES = {"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"}
 
 
@@ -60,7 +70,7 @@ class _StorageRef:
     """A persistent storage reference: which zip entry, its element type, where its data starts."""
 
     dtype: torch.dtype
-    offset: int      # byte offset of the entry's data in the zip file
+    offset: int  # byte offset of the entry's data in the zip file
     numel: int
 
 
@@ -79,8 +89,11 @@ def read_torch_zip(path: Path) -> TorchZip:
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
-        raise CheckpointError(path, "is not a torch zip checkpoint (a legacy pre-1.6 torch.save file, or not a "
-                              "checkpoint at all)", fix="re-save it with torch ≥ 1.6, or as safetensors") from exc
+        raise CheckpointError(
+            path,
+            "is not a torch zip checkpoint (a legacy pre-1.6 torch.save file, or not a checkpoint at all)",
+            fix="re-save it with torch ≥ 1.6, or as safetensors",
+        ) from exc
     with archive:
         pickles = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
         if not pickles:
@@ -95,8 +108,9 @@ def read_torch_zip(path: Path) -> TorchZip:
         except UnsafeCheckpointError:
             raise
         except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, IndexError) as exc:
-            raise CheckpointError(path, f"data.pkl cannot be read ({exc})",
-                                  fix="copy or download the file again") from exc
+            raise CheckpointError(
+                path, f"data.pkl cannot be read ({exc})", fix="copy or download the file again"
+            ) from exc
     return TorchZip(path=path, root=root, globals=frozenset(unpickler.seen))
 
 
@@ -117,8 +131,13 @@ def state_tensors(obj: Any, *, prefix: str = "") -> dict[str, LazyTensor]:
         state = obj.__dict__
         skip = set(state.get("_non_persistent_buffers_set") or ())
         out = {f"{prefix}{k}": v for k, v in (state.get("_parameters") or {}).items() if isinstance(v, LazyTensor)}
-        out.update({f"{prefix}{k}": v for k, v in (state.get("_buffers") or {}).items()
-                    if isinstance(v, LazyTensor) and k not in skip})
+        out.update(
+            {
+                f"{prefix}{k}": v
+                for k, v in (state.get("_buffers") or {}).items()
+                if isinstance(v, LazyTensor) and k not in skip
+            }
+        )
         for name, child in (state.get("_modules") or {}).items():
             if child is not None:
                 out.update(state_tensors(child, prefix=f"{prefix}{name}."))
@@ -133,7 +152,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self.seen: set[str] = set()
 
     def find_class(self, module: str, name: str) -> Any:
-        module = "builtins" if module == "__builtin__" else module   # protocol-2 pickles use Python 2's name
+        module = "builtins" if module == "__builtin__" else module  # protocol-2 pickles use Python 2's name
         qualified = f"{module}.{name}"
         self.seen.add(qualified)
         if qualified in _REBUILDERS:
@@ -145,25 +164,32 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if module == "torch" and name in DTYPE_NAMES:
             return getattr(torch, name)
         if qualified in ("collections.OrderedDict", "builtins.set", "builtins.frozenset"):
-            return {"collections.OrderedDict": collections.OrderedDict, "builtins.set": set,
-                    "builtins.frozenset": frozenset}[qualified]
+            return {
+                "collections.OrderedDict": collections.OrderedDict,
+                "builtins.set": set,
+                "builtins.frozenset": frozenset,
+            }[qualified]
         if qualified == "torch.Size":
             return tuple
         if qualified in ("torch.Tensor", "torch._tensor.Tensor", "torch.nn.parameter.Parameter"):
             return StandIn  # only passed to _rebuild_from_type_v2 as the tensor's type, never instantiated
         if module.startswith(STAND_IN_PACKAGES) or module in ("src", "open_clip", "torchvision"):
             return type(name, (StandIn,), {"__module__": f"stand-in:{module}"})
-        raise UnsafeCheckpointError(self.path, f"names the global {qualified!r}, which is not a tensor, container or "
-                                    "known module class; refusing to unpickle it (nothing was executed)",
-                                    fix="load it only if you trust it, and re-save its state_dict() as safetensors")
+        raise UnsafeCheckpointError(
+            self.path,
+            f"names the global {qualified!r}, which is not a tensor, container or "
+            "known module class; refusing to unpickle it (nothing was executed)",
+            fix="load it only if you trust it, and re-save its state_dict() as safetensors",
+        )
 
     def persistent_load(self, pid: Any) -> _StorageRef:
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
         storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
         dtype = storage_type[1] if isinstance(storage_type, tuple) else torch.uint8
-        return _StorageRef(dtype=dtype, offset=_entry_offset(self.archive, f"{self.prefix}/data/{key}", self.path),
-                           numel=numel)
+        return _StorageRef(
+            dtype=dtype, offset=_entry_offset(self.archive, f"{self.prefix}/data/{key}", self.path), numel=numel
+        )
 
 
 def _entry_offset(archive: zipfile.ZipFile, name: str, path: Path) -> int:
@@ -171,7 +197,9 @@ def _entry_offset(archive: zipfile.ZipFile, name: str, path: Path) -> int:
     try:
         info = archive.getinfo(name)
     except KeyError:
-        raise CheckpointError(path, f"lacks the storage entry {name}", fix="the file is damaged; save it again") from None
+        raise CheckpointError(
+            path, f"lacks the storage entry {name}", fix="the file is damaged; save it again"
+        ) from None
     if info.compress_type != zipfile.ZIP_STORED:
         raise CheckpointError(path, f"entry {name} is compressed", fix="save it with torch.save (stores uncompressed)")
     with open(path, "rb") as handle:
@@ -183,10 +211,17 @@ def _entry_offset(archive: zipfile.ZipFile, name: str, path: Path) -> int:
     return info.header_offset + 30 + name_len + extra_len
 
 
-def _rebuild_tensor(path: Path, storage: _StorageRef, storage_offset: int, size: Any, stride: Any, *_: Any) -> FileTensor:
+def _rebuild_tensor(
+    path: Path, storage: _StorageRef, storage_offset: int, size: Any, stride: Any, *_: Any
+) -> FileTensor:
     itemsize = torch.empty((), dtype=storage.dtype).element_size()
-    return FileTensor(path=path, offset=storage.offset + int(storage_offset) * itemsize,
-                      shape=tuple(int(n) for n in size), dtype=storage.dtype, stride=tuple(int(s) for s in stride))
+    return FileTensor(
+        path=path,
+        offset=storage.offset + int(storage_offset) * itemsize,
+        shape=tuple(int(n) for n in size),
+        dtype=storage.dtype,
+        stride=tuple(int(s) for s in stride),
+    )
 
 
 def _rebuild_parameter(path: Path, data: Any, *_: Any) -> Any:
@@ -209,4 +244,5 @@ _REBUILDERS = {
 def _bind(function: Any, path: Path) -> Any:
     def bound(*args: Any) -> Any:
         return function(path, *args)
+
     return bound
