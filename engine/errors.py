@@ -34,16 +34,16 @@ class DatasetError(MergelabError):
     """A task dataset folder or file is missing or malformed."""
 
 
-class UnknownMethodError(MergelabError):
-    """A merge method name (or one of its parameters) is not registered."""
-
-
 class ShapeError(MergelabError):
     """Flat tensors or state dicts whose shapes do not match the ParamSpec."""
 
 
 class ParameterError(MergelabError):
     """A merge parameter is out of its declared range or has the wrong arity."""
+
+
+class UnknownMethodError(ParameterError):
+    """A merge method name (or one of its parameters) is not registered."""
 
 
 class OutputExistsError(MergelabError):

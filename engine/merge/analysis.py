@@ -8,10 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine.merge.registry import check_importance, get_method
-from engine.merge.sparse_methods import keep_mask
+from engine.merge.registry import MergeMethod, get_method
 from engine.params import ParamSpec
-from engine.sta.codes import importance_mask
 
 
 def cosine_similarity_matrix(T: torch.Tensor) -> torch.Tensor:
@@ -35,7 +33,7 @@ class SparsityReport:
 
 
 def sparsity_report(
-    method: str,
+    method: str | MergeMethod,
     T: torch.Tensor,
     params: Mapping,
     *,
@@ -44,14 +42,9 @@ def sparsity_report(
     importance: torch.Tensor | None = None,
 ) -> SparsityReport:
     """Kept fraction per task and sign conflict per layer block (TIES's motivation, Yadav et al. 2023,
-    Fig. 2), of the task vectors as the method masks them."""
-    registered = get_method(method)
-    resolved = registered.resolve(params, num_tasks=T.shape[0])
-    if registered.importance is not None:  # STA: entries whose importance is ≥ κ
-        check_importance(method, importance, T)
-        mask = importance_mask(importance, float(resolved["threshold"]))  # [K, P] or None
-    else:
-        mask = keep_mask(method, T, resolved)  # [K, P] or None
+    Fig. 2), of the task vectors as the method masks them: the mask is the one the method's registry
+    entry declares (`MergeMethod.keep_mask`), so a new selecting method shows here with no change."""
+    mask = get_method(method).kept(T, params, importance=importance)  # bool [K, P] or None
     kept = mask.float().mean(dim=1).tolist() if mask is not None else [1.0] * T.shape[0]
     layers, conflict = [], []
     for label, cols in spec.blocks(level="layer"):

@@ -3,8 +3,17 @@
 A method is a pure function `fn(theta0 [P], T [K, P], *, out=None, **params) -> [P]`: it never
 modifies its inputs, and writes into `out` [P] when the caller passes a buffer to reuse. A method that
 declares `importance="tau"` (or "theta") also receives `importance=` uint8 codes [K, P] of that kind of
-STA map (engine/sta/codes.py); the Workspace supplies them. Adding one: write its
-file, add one `MergeMethod(...)` line to `_ALL`, and add its test.
+STA map (engine/sta/codes.py); the Workspace supplies them.
+
+Each entry also declares what the method does, as fields rather than as code that matches its name
+(mergekit's generalized task arithmetic describes its methods the same way):
+- `selection`: which entries of each task vector it keeps: "none", "magnitude" (top-d), "random_drop"
+  (DARE) or "importance" (STA); a selecting method gives `keep_mask`, the bool [K, P] mask it applies,
+  which the merge page's "what the method keeps" panel and the sign-conflict analysis read;
+- `sign_election`: "none", or "mass" (TIES: the sign of the summed kept entries wins);
+- `cheap`: the parameters that only scale the final step (λ): moving them needs no new mask or
+  election; every other parameter (density, drop rate and seed, threshold) defines the expensive part.
+Adding a method: write its file, add one `MergeMethod(...)` line to `_ALL`, and add its test.
 """
 
 from __future__ import annotations
@@ -12,15 +21,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any, Literal, get_args
 
 import torch
 
 from engine.errors import ParameterError, UnknownMethodError
 from engine.merge.arithmetic import task_arithmetic
-from engine.merge.sparse_methods import dare, dare_ties, magnitude, ties
-from engine.merge.sta import sta
+from engine.merge.sparse_methods import dare, dare_ties, drop_keep, magnitude, magnitude_keep, ties
+from engine.merge.sta import importance_keep, sta
 
 ParamValue = float | Sequence[float]
+Selection = Literal["none", "magnitude", "random_drop", "importance"]
+SignElection = Literal["none", "mass"]
+KeepMask = Callable[[torch.Tensor, Mapping[str, Any], torch.Tensor | None], torch.Tensor | None]
+"""(T [K, P], resolved params, importance codes [K, P] or None) → bool [K, P] mask, or None (keeps all)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,35 @@ class MergeMethod:
     formula: str = ""  # one line for pages, e.g. "θ = θ₀ + Σₜ λₜ τₜ"
     importance: str | None = None  # kind of STA importance map the method needs, if any
     provisional: bool = False  # its definition is ours where the paper is unavailable (UI says so)
+    selection: Selection = "none"
+    sign_election: SignElection = "none"
+    cheap: tuple[str, ...] = ()  # parameters that only scale the final step
+    keep_mask: KeepMask | None = None  # required when `selection` is not "none"
+
+    def __post_init__(self) -> None:
+        subject, known = f"method {self.name}", {p.name for p in self.params}
+        if self.selection not in get_args(Selection):
+            raise ParameterError(subject, f"selection {self.selection!r} is unknown", fix=f"use {get_args(Selection)}")
+        if self.sign_election not in get_args(SignElection):
+            raise ParameterError(
+                subject, f"sign_election {self.sign_election!r} is unknown", fix=f"use {get_args(SignElection)}"
+            )
+        if (self.selection == "none") != (self.keep_mask is None):
+            raise ParameterError(
+                subject,
+                f"selection {self.selection!r} with{'out' if self.keep_mask is None else ''} a keep_mask",
+                fix="a method that selects entries declares the mask it applies, and only such a method",
+            )
+        if (self.selection == "importance") != (self.importance is not None):
+            raise ParameterError(subject, "selects by importance iff it names an importance kind", fix="set both")
+        unknown = sorted(set(self.cheap) - known)
+        if unknown:
+            raise ParameterError(f"{self.name}.{unknown[0]}", "is declared cheap but is no parameter", fix="fix cheap")
+
+    @property
+    def expensive(self) -> tuple[str, ...]:
+        """The parameters that define the mask, election or drop: changing one recomputes them."""
+        return tuple(p.name for p in self.params if p.name not in self.cheap)
 
     def resolve(self, given: Mapping[str, ParamValue], *, num_tasks: int) -> dict[str, torch.Tensor | float]:
         """Fill defaults, reject unknown names, check ranges and arity."""
@@ -84,6 +127,16 @@ class MergeMethod:
         return {
             p.name: p.resolve(given.get(p.name, p.default), num_tasks=num_tasks, method=self.name) for p in self.params
         }
+
+    def kept(
+        self, T: torch.Tensor, params: Mapping[str, ParamValue], *, importance: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """The bool [K, P] mask of the entries this method keeps with `params`; None when it keeps them all."""
+        if self.keep_mask is None:
+            return None
+        if self.importance is not None:
+            check_importance(self.name, importance, T)
+        return self.keep_mask(T, self.resolve(params, num_tasks=T.shape[0]), importance)
 
 
 _LAM_TA = Param("lam", 0.3, -1.5, 1.5, 0.05, "scaling λ of each task vector", per_task=True, symbol="λ")
@@ -103,6 +156,7 @@ _ALL = (
         (_LAM_TA,),
         task_arithmetic,
         formula="θ = θ₀ + Σₜ λₜ τₜ",
+        cheap=("lam",),
     ),
     MergeMethod(
         "ties",
@@ -111,6 +165,10 @@ _ALL = (
         (_DENSITY, _LAM_TIES),
         ties,
         formula="θ = θ₀ + λ τ_m: top-d per task, elected sign, mean of the agreeing entries",
+        selection="magnitude",
+        sign_election="mass",
+        cheap=("lam",),
+        keep_mask=magnitude_keep,
     ),
     MergeMethod(
         "dare",
@@ -119,6 +177,9 @@ _ALL = (
         (_DROP, _LAM_TA, _SEED),
         dare,
         formula="θ = θ₀ + Σₜ λₜ (mₜ ⊙ τₜ)/(1 − p), mₜ ~ Bernoulli(1 − p)",
+        selection="random_drop",
+        cheap=("lam",),
+        keep_mask=drop_keep,
     ),
     MergeMethod(
         "dare_ties",
@@ -127,6 +188,10 @@ _ALL = (
         (_DROP, _LAM_TIES, _SEED),
         dare_ties,
         formula="TIES's sign election and disjoint mean over DARE's rescaled vectors",
+        selection="random_drop",
+        sign_election="mass",
+        cheap=("lam",),
+        keep_mask=drop_keep,
     ),
     MergeMethod(
         "magnitude",
@@ -135,6 +200,9 @@ _ALL = (
         (_DENSITY, _LAM_TA),
         magnitude,
         formula="θ = θ₀ + Σₜ λₜ top_d(τₜ)",
+        selection="magnitude",
+        cheap=("lam",),
+        keep_mask=magnitude_keep,
     ),
     MergeMethod(
         "sta",
@@ -145,6 +213,9 @@ _ALL = (
         formula="θ = θ₀ + λ Σₜ [Ĩₜ ≥ κ] ⊙ τₜ, Ĩₜ = |τₜ ⊙ ∇L| normalised per tensor",
         importance="tau",
         provisional=True,
+        selection="importance",
+        cheap=("lam",),
+        keep_mask=importance_keep,
     ),
     MergeMethod(
         "sta_theta",
@@ -155,12 +226,18 @@ _ALL = (
         formula="θ = θ₀ + λ Σₜ [Ĩₜ ≥ κ] ⊙ τₜ, Ĩₜ = |θₜ ⊙ ∇L| normalised per tensor",
         importance="theta",
         provisional=True,
+        selection="importance",
+        cheap=("lam",),
+        keep_mask=importance_keep,
     ),
 )
 METHODS: Mapping[str, MergeMethod] = MappingProxyType({m.name: m for m in _ALL})
 
 
-def get_method(name: str) -> MergeMethod:
+def get_method(name: str | MergeMethod) -> MergeMethod:
+    """The registered method of that name (a `MergeMethod` given instead is returned as it is)."""
+    if isinstance(name, MergeMethod):
+        return name
     try:
         return METHODS[name]
     except KeyError:
@@ -170,7 +247,7 @@ def get_method(name: str) -> MergeMethod:
 
 
 def apply(
-    name: str,
+    name: str | MergeMethod,
     theta0: torch.Tensor,
     T: torch.Tensor,
     params: Mapping[str, ParamValue] | None = None,
@@ -186,7 +263,7 @@ def apply(
     resolved = method.resolve(params or {}, num_tasks=T.shape[0])
     if method.importance is None:
         return method.fn(theta0, T, out=out, **resolved)
-    check_importance(name, importance, T)
+    check_importance(method.name, importance, T)
     return method.fn(theta0, T, out=out, importance=importance, **resolved)
 
 

@@ -10,16 +10,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from engine.merge.generalized import masked_merge
 from engine.merge.sparsify import dare_keep_mask, magnitude_mask
 
 
+def magnitude_keep(T: torch.Tensor, params: Mapping[str, Any], importance: torch.Tensor | None = None) -> torch.Tensor:
+    """bool [K, P]: the top round(d·P) magnitudes of each task vector (TIES's trim), d = `density`."""
+    return magnitude_mask(T, float(params["density"]))
+
+
+def drop_keep(T: torch.Tensor, params: Mapping[str, Any], importance: torch.Tensor | None = None) -> torch.Tensor:
+    """bool [K, P]: DARE's survivors, Bernoulli(1 − p) per entry from the seeded stream, p = `drop`."""
+    return dare_keep_mask(tuple(T.shape), float(params["drop"]), seed=int(params["seed"]), device=T.device)
+
+
 def ties(
     theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: float, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    mask = keep_mask("ties", T, {"density": density})  # [K, P]
+    mask = magnitude_keep(T, {"density": density})  # [K, P]
     return masked_merge(theta0, T, mask=mask, lam=torch.tensor([lam]), ties=True, out=out)
 
 
@@ -32,7 +45,7 @@ def dare(
     seed: float,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    mask = keep_mask("dare", T, {"drop": drop, "seed": seed})  # [K, P]
+    mask = drop_keep(T, {"drop": drop, "seed": seed})  # [K, P]
     rescale = torch.full((T.shape[0],), 1.0 / (1.0 - drop))
     return masked_merge(theta0, T, mask=mask, lam=lam, rescale=rescale, out=out)
 
@@ -40,7 +53,7 @@ def dare(
 def dare_ties(
     theta0: torch.Tensor, T: torch.Tensor, *, drop: float, lam: float, seed: float, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    mask = keep_mask("dare_ties", T, {"drop": drop, "seed": seed})  # [K, P]
+    mask = drop_keep(T, {"drop": drop, "seed": seed})  # [K, P]
     rescale = torch.full((T.shape[0],), 1.0 / (1.0 - drop))
     return masked_merge(theta0, T, mask=mask, lam=torch.tensor([lam]), rescale=rescale, ties=True, out=out)
 
@@ -48,13 +61,4 @@ def dare_ties(
 def magnitude(
     theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: torch.Tensor, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    return masked_merge(theta0, T, mask=keep_mask("magnitude", T, {"density": density}), lam=lam, out=out)
-
-
-def keep_mask(method: str, T: torch.Tensor, params: dict) -> torch.Tensor | None:
-    """The bool [K, P] mask `method` applies with these (resolved) parameters; None keeps everything."""
-    if method in ("ties", "magnitude"):
-        return magnitude_mask(T, float(params["density"]))
-    if method in ("dare", "dare_ties"):
-        return dare_keep_mask(tuple(T.shape), float(params["drop"]), seed=int(params["seed"]), device=T.device)
-    return None
+    return masked_merge(theta0, T, mask=magnitude_keep(T, {"density": density}), lam=lam, out=out)

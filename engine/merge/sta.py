@@ -9,6 +9,9 @@ so the method sits on the same sliders as TIES. κ = 0 keeps every entry: task a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from engine.merge.generalized import masked_merge
@@ -25,5 +28,12 @@ def sta(
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """θ₀ [P], T [K, P], importance uint8 codes [K, P] → θ [P]."""
-    mask = importance_mask(importance, threshold)  # bool [K, P] or None
+    mask = importance_keep(T, {"threshold": threshold}, importance)  # bool [K, P] or None
     return masked_merge(theta0, T, mask=mask, lam=torch.full((T.shape[0],), lam), out=out)
+
+
+def importance_keep(T: torch.Tensor, params: Mapping[str, Any], importance: torch.Tensor | None) -> torch.Tensor | None:
+    """bool [K, P]: entries whose normalised importance is ≥ κ (`threshold`); None when κ keeps every entry."""
+    if importance is None:
+        raise ValueError("STA's mask needs the importance codes")  # the registry checks them before calling
+    return importance_mask(importance, float(params["threshold"]))

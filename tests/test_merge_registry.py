@@ -1,0 +1,102 @@
+"""Declared methods: what each registry entry says it selects, elects and keeps cheap, and the analysis that
+reads only those declarations."""
+
+import pytest
+import torch
+
+from engine.errors import ParameterError, UnknownMethodError
+from engine.merge import METHODS, MergeMethod, Param, apply
+from engine.merge.analysis import sparsity_report
+from engine.merge.kernels import weighted_sum
+from engine.merge.sparsify import kept_count
+from engine.params import ParamSpec
+
+SPEC = ParamSpec(("blocks.resblocks.0.w", "blocks.resblocks.1.w"), ((6,), (4,)))
+
+
+def _first_half(T: torch.Tensor, params, importance=None) -> torch.Tensor:
+    keep = torch.zeros(T.shape, dtype=torch.bool)  # [K, P]
+    keep[:, : T.shape[1] // 2] = True
+    return keep
+
+
+def _first_half_merge(theta0, T, *, lam, out=None):
+    return weighted_sum(theta0, T * _first_half(T, {}), lam, out=out)
+
+
+TOY = MergeMethod(
+    "first_half",
+    "Keep the first half",
+    "",
+    (Param("lam", 1.0, 0.0, 2.0, 0.1, "scale", per_task=True),),
+    _first_half_merge,
+    selection="magnitude",
+    cheap=("lam",),
+    keep_mask=_first_half,
+)
+
+
+def test_a_new_masking_method_shows_its_kept_fraction_from_its_declaration():
+    T = torch.randn(2, 10)
+    report = sparsity_report(TOY, T, {"lam": 0.5}, tasks=["a", "b"], spec=SPEC)
+    assert report.kept_fraction == {"a": 0.5, "b": 0.5}
+    kept_signs = torch.sign(T[:, :6] * _first_half(T, {})[:, :6])  # the first layer, masked
+    conflict = float(((kept_signs.amax(dim=0) > 0) & (kept_signs.amin(dim=0) < 0)).float().mean())
+    assert report.sign_conflict[0] == pytest.approx(conflict)
+    merged = apply(TOY, torch.zeros(10), T, {"lam": 1.0})  # a method object merges like a registered name
+    assert torch.equal(merged, (T * _first_half(T, {})).sum(dim=0))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_registered_method_declares_a_consistent_selection(name):
+    method = METHODS[name]
+    assert (method.selection == "none") == (method.keep_mask is None)
+    assert set(method.cheap) | set(method.expensive) == {p.name for p in method.params}
+    assert not set(method.cheap) & set(method.expensive)
+    assert "lam" in method.cheap  # every method here ends in a λ-scaled step
+    assert method.sign_election == ("mass" if name in ("ties", "dare_ties") else "none")
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_the_keep_panel_of_every_method_matches_what_its_merge_keeps(name):
+    """Kept fraction from the declaration against the merge itself: entries the merge leaves at θ₀ when
+    λ = 1 and every task vector entry is non-zero and positive (no sign conflict can zero one out)."""
+    torch.manual_seed(0)
+    T = torch.rand(2, 10) + 0.1  # [K, P], all positive
+    importance = torch.randint(0, 256, T.shape, dtype=torch.uint8) if METHODS[name].importance else None
+    params = {"density": 0.4} if "density" in {p.name for p in METHODS[name].params} else {}
+    report = sparsity_report(name, T, params, tasks=["a", "b"], spec=SPEC, importance=importance)
+    mask = METHODS[name].kept(T, params, importance=importance)
+    expected = [1.0, 1.0] if mask is None else mask.float().mean(dim=1).tolist()
+    assert list(report.kept_fraction.values()) == pytest.approx(expected)
+    if name in ("ties", "magnitude"):
+        assert list(report.kept_fraction.values()) == pytest.approx([kept_count(10, 0.4) / 10] * 2)
+    single = sparsity_report(
+        name, T[:1], params, tasks=["a"], spec=SPEC, importance=None if importance is None else importance[:1]
+    )
+    merged = apply(
+        name, torch.zeros(10), T[:1], {**params, "lam": 1.0}, importance=None if importance is None else importance[:1]
+    )
+    assert float((merged != 0).float().mean()) == pytest.approx(single.kept_fraction["a"])
+
+
+def test_declarations_are_checked_when_a_method_is_made():
+    lam = Param("lam", 1.0, 0.0, 2.0, 0.1, "scale")
+    with pytest.raises(ParameterError, match="keep_mask"):
+        MergeMethod("m", "M", "", (lam,), _first_half_merge, selection="magnitude")
+    with pytest.raises(ParameterError, match="keep_mask"):
+        MergeMethod("m", "M", "", (lam,), _first_half_merge, keep_mask=_first_half)
+    with pytest.raises(ParameterError, match="selection 'low_rank'"):
+        MergeMethod("m", "M", "", (lam,), _first_half_merge, selection="low_rank", keep_mask=_first_half)
+    with pytest.raises(ParameterError, match="m.alpha: is declared cheap"):
+        MergeMethod("m", "M", "", (lam,), _first_half_merge, cheap=("alpha",))
+    with pytest.raises(ParameterError, match="sign_election"):
+        MergeMethod("m", "M", "", (lam,), _first_half_merge, sign_election="majority")
+    with pytest.raises(ParameterError, match="importance"):
+        MergeMethod("m", "M", "", (lam,), _first_half_merge, selection="importance", keep_mask=_first_half)
+
+
+def test_an_unknown_parameter_is_a_parameter_error():
+    with pytest.raises(ParameterError, match="ties.lambda: is not a parameter"):
+        apply("ties", torch.zeros(3), torch.ones(1, 3), {"lambda": 1.0})
+    assert issubclass(UnknownMethodError, ParameterError)
