@@ -4,7 +4,8 @@
 derived tensors, keyed by checkpoint sha256), `checkpoints/` (user checkpoints) and `exports/`.
 The shipped zoo under `assets/` is read-only. A path a user types must resolve (symlinks followed)
 under the data home, `assets/`, or a root listed in `<home>/config.json` as
-`{"allowed_roots": ["/data/checkpoints", ...]}`.
+`{"allowed_roots": ["/data/checkpoints", ...]}`. The same file may set `"cache_budget_mb"`: the memory
+the process-wide cache of computed results may hold (engine/cache/memory.py; default 2048).
 """
 
 from __future__ import annotations
@@ -66,20 +67,32 @@ class DataHome:
         return (self.root, ASSETS_DIR.resolve(), *self._configured_roots())
 
     def _configured_roots(self) -> tuple[Path, ...]:
-        if not self.config_file.exists():
-            return ()
-        try:
-            config = json.loads(self.config_file.read_text(encoding="utf-8"))
-            roots = config.get("allowed_roots", [])
-            if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
-                raise TypeError("allowed_roots is not a list of strings")
-        except (json.JSONDecodeError, TypeError, AttributeError) as exc:
+        roots = self._config().get("allowed_roots", [])
+        if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
             raise SchemaError(
                 self.config_file,
-                f"unreadable config ({exc})",
-                fix='write {"allowed_roots": ["/abs/folder", ...]} as JSON',
-            ) from exc
+                "allowed_roots is not a list of strings",
+                fix='write {"allowed_roots": ["/abs/folder"]}',
+            )
         return tuple(Path(r).expanduser().resolve() for r in roots)
+
+    def cache_budget_bytes(self, *, default_mb: int = 2048) -> int:
+        """`cache_budget_mb` from config.json (MB of computed results kept in memory), else `default_mb`."""
+        mb = self._config().get("cache_budget_mb", default_mb)
+        if isinstance(mb, bool) or not isinstance(mb, (int, float)) or mb < 0:
+            raise SchemaError(self.config_file, f"cache_budget_mb is {mb!r}", fix="write a number of MB ≥ 0")
+        return int(mb * (1 << 20))
+
+    def _config(self) -> dict:
+        if not self.config_file.exists():
+            return {}
+        try:
+            config = json.loads(self.config_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SchemaError(self.config_file, f"unreadable config ({exc})", fix="write it as a JSON object") from exc
+        if not isinstance(config, dict):
+            raise SchemaError(self.config_file, "is not a JSON object", fix='write {"allowed_roots": [...]}')
+        return config
 
     def resolve_user_path(self, raw: str | Path) -> Path:
         """Resolve a typed path (relative ones against the data home) and check it is allowed."""

@@ -22,11 +22,12 @@ from typing import Any
 
 import torch
 
+from engine.cache.memory import ComputeCache
 from engine.errors import CheckpointError
 from engine.eval.evaluate import EvalResult, evaluate
 from engine.eval.suite import EvalSuite, Progress
 from engine.io.checkpoints import CheckpointMeta
-from engine.merge import apply, get_method
+from engine.merge import MergeMethod, apply, get_method
 from engine.merge.analysis import SparsityReport, sparsity_report
 from engine.merge.registry import ParamValue
 from engine.params import TaskMatrix, take_rows
@@ -93,17 +94,24 @@ class Sweep:
 
 
 def _memoized(method: Callable) -> Callable:
-    """functools.cache, but kept on the instance: a workspace the dashboard drops is freed with its results
-    (functools.cache on a method holds every instance it has seen, workspaces of GBs included)."""
+    """Results kept in the workspace's `ComputeCache` under (fingerprint, method, arguments): bounded by the
+    cache's budget, shared by workspaces of the same checkpoints, computed once when threads race."""
 
     @functools.wraps(method)
     def cached(self: Workspace, *args: Any, **kwargs: Any) -> Any:
-        key = (method.__name__, args, tuple(sorted(kwargs.items())))
-        if key not in self._memo:
-            self._memo[key] = method(self, *args, **kwargs)
-        return self._memo[key]
+        key = (self.fingerprint, method.__name__, _frozen(args), _frozen(sorted(kwargs.items())))
+        return self.cache.get_or_compute(key, lambda: method(self, *args, **kwargs))
 
     return cached
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for arguments: lists and dicts become tuples."""
+    if isinstance(value, Mapping):
+        return tuple((k, _frozen(v)) for k, v in sorted(value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +122,7 @@ class Workspace:
     matrix: TaskMatrix
     cache_dir: Path
     variants: Mapping[str, str] = field(default_factory=dict)  # task → checkpoint name in T (else "standard")
-    _memo: dict = field(default_factory=dict, init=False, repr=False)  # results of the @_memoized methods
+    cache: ComputeCache = field(default_factory=ComputeCache, repr=False)  # the dashboard passes one per process
 
     @classmethod
     def open(
@@ -141,6 +149,7 @@ class Workspace:
         variants: Mapping[str, str] | None = None,
         tasks: Sequence[str] | None = None,
         on_checkpoint: CheckpointProgress | None = None,
+        cache: ComputeCache | None = None,
     ) -> Workspace:
         """Open `tasks` (default all) of an already loaded collection, `variants[task]` (else `variant`) each;
         `on_checkpoint(done, total, task)` follows the reading of the fine-tuned checkpoints."""
@@ -154,7 +163,23 @@ class Workspace:
         )
         if linearized:
             suite = suite.linearized(matrix.theta0)
-        return cls(collection, pretrained.meta, suite, matrix, Path(cache_dir), chosen)
+        return cls(collection, pretrained.meta, suite, matrix, Path(cache_dir), chosen, cache or ComputeCache())
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 of what decides every result: the collection, the pretrained and each fine-tuned checkpoint
+        (by tensors_sha256, in T's row order), how they are evaluated, and the device."""
+        facts = {
+            "collection": str(self.collection.root),
+            "pretrained": self.pretrained.tensors_sha256,
+            "tasks": [
+                (t, self.variant_of(t), self.collection.finetuned_sha256(t, self.variant_of(t)))
+                for t in self.task_names
+            ],
+            "linearized": self.linearized,
+            "device": str(self.matrix.T.device),
+        }
+        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -313,14 +338,14 @@ class Workspace:
         accuracy = self.tangent_preview(split).accuracy(full)
         return {t: accuracy[t] for t in tasks}
 
-    def method_importance(self, method: str, tasks: Sequence[str]) -> torch.Tensor | None:
+    def method_importance(self, method: str | MergeMethod, tasks: Sequence[str]) -> torch.Tensor | None:
         """The importance rows of `tasks` when `method` needs them, else None."""
         kind = get_method(method).importance
         if kind is None:
             return None
         return take_rows(self.importance(kind), [self.matrix.task_names.index(t) for t in tasks])  # [k, P] uint8
 
-    def merge(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue]) -> torch.Tensor:
+    def merge(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]) -> torch.Tensor:
         """θ [P] merged from the chosen tasks' vectors."""
         return apply(
             method,
@@ -330,7 +355,9 @@ class Workspace:
             importance=self.method_importance(method, tasks),
         )
 
-    def sparsity(self, tasks: Sequence[str], method: str, params: Mapping[str, ParamValue]) -> SparsityReport:
+    def sparsity(
+        self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]
+    ) -> SparsityReport:
         return sparsity_report(
             method,
             self.matrix.rows(tasks),
@@ -343,13 +370,26 @@ class Workspace:
     def compare(
         self,
         tasks: Sequence[str],
-        method: str,
+        method: str | MergeMethod,
         params: Mapping[str, ParamValue],
         *,
         split: str = "interactive",
         progress: Progress | None = None,
     ) -> MergeComparison:
-        tasks = tuple(tasks)
+        """Merged vs zero-shot vs fine-tuned accuracy of one setting, kept in the cache: a page rendering the
+        same setting again (a rerun, another session) evaluates nothing. `progress` follows a computation."""
+        tasks, method = tuple(tasks), get_method(method)
+        key = (self.fingerprint, "compare", tasks, method, _frozen(params), split)
+        return self.cache.get_or_compute(key, lambda: self._compare(tasks, method, params, split, progress))
+
+    def _compare(
+        self,
+        tasks: tuple[str, ...],
+        method: MergeMethod,
+        params: Mapping[str, ParamValue],
+        split: str,
+        progress: Progress | None,
+    ) -> MergeComparison:
         finetuned = self.finetuned(split)
         merged = evaluate(
             self.merge(tasks, method, params), self.suite, split, tasks=tasks, reference=finetuned, progress=progress

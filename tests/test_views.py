@@ -382,7 +382,7 @@ def test_the_penalty_without_other_tasks_is_refused(app, tiny_collection_dir, da
     assert any("other tasks' inputs" in e.value for e in app.error)
 
 
-def test_a_tiny_atlas_and_dvbasi_run_from_the_page(app, data_home):
+def test_a_tiny_atlas_and_dvbasi_run_from_the_page(app, data_home, monkeypatch):
     from engine.runs.log import RunLog
 
     _open(app, "views/learned.py")
@@ -403,6 +403,14 @@ def test_a_tiny_atlas_and_dvbasi_run_from_the_page(app, data_home):
     table = app.dataframe[-1].value
     assert list(table.columns) == ["task", "start: aTLAS", "learned", "task arithmetic (λ = 0.3)", "fine-tuned"]
     assert list(table["learned"]) == [run.outputs["accuracy"][t] for t in table["task"]]
+    import engine.workspace
+
+    evaluations = []
+    original = engine.workspace.evaluate
+    monkeypatch.setattr(engine.workspace, "evaluate", lambda *a, **k: evaluations.append(a[2]) or original(*a, **k))
+    app.run()
+    app.run()
+    assert evaluations == []  # a finished run renders once; reruns read its test comparison from the cache
     app.multiselect(key="dv_overlay").set_value([run.id]).run()
     assert not app.exception
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
+from engine.cache.memory import ComputeCache
 from engine.home import ASSETS_DIR, DataHome
 from engine.jobs.runner import LocalRunner
 from engine.merge.analysis import cosine_similarity_matrix
@@ -70,6 +71,12 @@ class WorkspaceSlot:
             return self.workspace
 
 
+@st.cache_resource(show_spinner=False)
+def compute_cache() -> ComputeCache:
+    """The process's one cache of computed results, shared by every workspace (budget from config.json)."""
+    return ComputeCache(DataHome.from_env().cache_budget_bytes())
+
+
 @st.cache_resource(max_entries=6, show_spinner=False)
 def _workspace_slot(collection: str, device: str, choice: Choice) -> WorkspaceSlot:
     return WorkspaceSlot()
@@ -88,6 +95,7 @@ def workspace(
             device=device,
             variants=dict(choice),
             on_checkpoint=progress,
+            cache=compute_cache(),
         )
 
     return _workspace_slot(collection, device, tuple(choice)).get(build)

@@ -5,7 +5,7 @@ import streamlit as st
 from engine.errors import MergelabError
 from engine.home import DataHome
 from engine.jobs.learn import learn_job
-from engine.jobs.runner import JobState
+from engine.jobs.runner import FINISHED, JobState
 from engine.learn.coefficients import LearnConfig
 from engine.learn.dvbasi import DvBasiConfig
 from ui import figures, resources, widgets
@@ -101,9 +101,22 @@ if st.button("Learn as a background job", type="primary"):
 
 @st.fragment(run_every=1.0)
 def live_run() -> None:
+    """Ticks only while the job runs; the tick that sees it finish reruns the page once, which then shows
+    the finished run outside this fragment (rendered once, not every second)."""
     job = widgets.job_progress("dv_job")
     if job is None:
         return
+    if job.state in FINISHED:
+        st.rerun(scope="app")
+    curves = job.metrics
+    if curves and curves.get("epochs"):
+        st.plotly_chart(figures.learning_curves(curves), key="dv_learning")
+    if curves and curves.get("iterations"):
+        st.plotly_chart(figures.iteration_accuracy(curves), key="dv_iterations_chart")
+
+
+def finished_run() -> None:
+    job = widgets.job_progress("dv_job")
     curves = job.result["curves"] if job.state is JobState.DONE else job.metrics
     if curves and curves.get("epochs"):
         st.plotly_chart(figures.learning_curves(curves), key="dv_learning")
@@ -122,7 +135,7 @@ def live_run() -> None:
         if "start" in result:
             table[f"start: {result['start']['point']}"] = [result["start"]["accuracy"][t] for t in tasks]
         table["learned"] = [result["accuracy"][t] for t in tasks]
-        ta = ws.compare(tasks, "task_arithmetic", {"lam": float(st.session_state["dv_lam"])}, split="test")
+        ta = ws.compare(tasks, "task_arithmetic", {"lam": float(st.session_state["dv_lam"])}, split="test")  # cached
         table[f"task arithmetic (λ = {st.session_state['dv_lam']:g})"] = [ta.merged.accuracy[t] for t in tasks]
         table["fine-tuned"] = [ta.finetuned[t] for t in tasks]
         st.dataframe(
@@ -133,7 +146,11 @@ def live_run() -> None:
         st.error(job.error.strip().splitlines()[-1])
 
 
-live_run()
+dv_job = st.session_state.get("dv_job")
+if dv_job is not None and resources.job_runner().status(dv_job).state in FINISHED:
+    finished_run()
+else:
+    live_run()
 
 report = resources.build_report(collection) if not choice else None
 if report and report.get("learned"):

@@ -1,0 +1,1 @@
+"""The one in-memory cache of expensive intermediates (evaluations, masks, maps), bounded by a byte budget."""
