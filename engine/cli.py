@@ -2,7 +2,9 @@
 `python -m engine pool show|convert|export-hf` on the pools researchers bring.
 
 Long work shows a tqdm bar on stderr (hidden when stderr is not a terminal); errors print one
-line naming the file and the fix, and exit with status 2.
+line naming the file and the fix, and exit with status 2. Paths are the shell user's own: relative ones
+resolve against the current directory and none is confined to the dashboard's allowed roots
+(`DataHome.shell_policy`); collections open through the same `open_for_user` as the dashboard's.
 """
 
 from __future__ import annotations
@@ -19,18 +21,17 @@ from tqdm import tqdm
 from engine.errors import MergelabError, OutputExistsError, ParameterError
 from engine.eval.evaluate import EvalResult, evaluate
 from engine.eval.suite import EvalSuite
-from engine.home import ASSETS_DIR, DataHome
+from engine.home import ASSETS_DIR, DataHome, PathPolicy
 from engine.io.checkpoints import load_checkpoint
-from engine.merge import METHODS, get_method
+from engine.merge import METHODS
 from engine.models import pick_device
 from engine.params import flatten
-from engine.pool.collection import load_collection, open_suite, pretrained_vector
+from engine.pool.access import open_for_user
+from engine.pool.collection import open_suite, pretrained_vector
 from engine.pool.convert import convert_pool
 from engine.pool.info import CheckpointInfo, pool_checkpoints
-from engine.runs.export import export_merged
-from engine.runs.log import RunLog
-from engine.runs.recipes import MergeRecipe
-from engine.workspace import Workspace
+from engine.runs.recipe_runner import run_recipe
+from engine.runs.recipes import MergeRecipe, load_recipe, parse_recipe
 
 DEFAULT_COLLECTION = ASSETS_DIR / "zoo"
 
@@ -121,13 +122,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    home = DataHome.from_env().ensure()
-    collection = load_collection(home.resolve_user_path(args.collection))
+    home, policy = _home_and_policy()
+    collection = open_for_user(args.collection, home=home, policy=policy)
     device = pick_device(args.device)
     pretrained = collection.pretrained()
     suite = open_suite(collection, cache_dir=home.cache, tasks=args.tasks, device=device, pretrained=pretrained)
     if args.checkpoint:
-        checkpoint = load_checkpoint(home.resolve_user_path(args.checkpoint))
+        checkpoint = load_checkpoint(policy.resolve(args.checkpoint))
         params = flatten(checkpoint.state, suite.spec, source=str(checkpoint.path), device=device)
     else:
         params = pretrained_vector(collection, suite.spec, device=device, pretrained=pretrained)
@@ -137,64 +138,47 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    home = DataHome.from_env().ensure()
-    collection = load_collection(home.resolve_user_path(args.collection))
-    device = pick_device(args.device)
-    params = _parse_params(args.param)
-    out = _output_path(home, args.out)
-    get_method(args.method).resolve(params, num_tasks=len(args.tasks or collection.task_names))  # fail early
-    ws = Workspace.from_collection(
-        collection, cache_dir=home.cache, device=device, variant=args.variant, tasks=args.tasks
-    )
-    tm = ws.matrix
-    merged = ws.merge(tm.task_names, args.method, params)  # [P]; STA methods get their importance
-    recipe = MergeRecipe(
-        collection=str(collection.root),
-        pretrained_sha256=ws.pretrained.tensors_sha256,
-        tasks=tm.task_names,
-        variant=args.variant,
-        method=args.method,
-        params=params,
-    )
-    checkpoint = export_merged(out, merged, tm.spec, pretrained=ws.pretrained, recipe=recipe)
-    print(f"wrote {checkpoint.path} (sha256 {checkpoint.sha256[:12]})")
-    result = None
-    if args.eval_split:
-        result = _eval_with_bar(merged, ws.suite, args.eval_split, None)
-        _print_result(result)
-    RunLog(home.runs / "runs.sqlite3").record(
-        "export",
-        method=args.method,
-        tasks=tm.task_names,
-        device=str(device),
-        inputs={"recipe": recipe.model_dump(mode="json")},
-        outputs={
-            "artifact": str(checkpoint.path),
-            "sha256": checkpoint.sha256,
-            "split": args.eval_split,
-            "accuracy": result.accuracy if result else None,
-        },
-    )
-    return 0
+    """A recipe made of the flags, run like `python -m engine run`: one merge-export-evaluate-log path."""
+    home, policy = _home_and_policy()
+    out = _output_path(home, policy, args.out)
+    fields = {
+        "collection": str(policy.resolve(args.collection)),
+        "tasks": list(args.tasks or ()),
+        "variant": args.variant,
+        "method": args.method,
+        "params": _parse_params(args.param),
+        "evaluate": args.eval_split,
+        "output": out.stem,
+    }
+    recipe = parse_recipe(json.dumps(fields), source="the command line's flags")
+    return _run(recipe, home=home, policy=policy, device=args.device, out=out)
 
 
 def _run_recipe(args: argparse.Namespace) -> int:
-    from engine.runs.recipe_runner import run_recipe
-    from engine.runs.recipes import load_recipe
+    home, policy = _home_and_policy()
+    return _run(load_recipe(policy.resolve(args.recipe)), home=home, policy=policy, device=args.device)
 
-    home = DataHome.from_env().ensure()
-    recipe = load_recipe(home.resolve_user_path(args.recipe))
+
+def _run(
+    recipe: MergeRecipe, *, home: DataHome, policy: PathPolicy, device: str | None, out: Path | None = None
+) -> int:
     with tqdm(total=100, desc="recipe", disable=None, file=sys.stderr) as bar:
         outcome = run_recipe(
             recipe,
             home=home,
-            device=pick_device(args.device),
+            device=pick_device(device),
+            policy=policy,
+            out=out,
             progress=lambda f, _m: bar.update(round(f * 100) - bar.n),
         )
     print(f"wrote {outcome.checkpoint.path} (sha256 {outcome.checkpoint.sha256[:12]}); run {outcome.run_id}")
     if outcome.result is not None:
         _print_result(outcome.result)
     return 0
+
+
+def _home_and_policy() -> tuple[DataHome, PathPolicy]:
+    return DataHome.from_env().ensure(), DataHome.shell_policy()
 
 
 def _run_methods(args: argparse.Namespace) -> int:
@@ -208,8 +192,8 @@ def _run_methods(args: argparse.Namespace) -> int:
 
 
 def _run_pool_show(args: argparse.Namespace) -> int:
-    home = DataHome.from_env().ensure()
-    collection = load_collection(home.resolve_user_path(args.path))
+    home, policy = _home_and_policy()
+    collection = open_for_user(args.path, home=home, policy=policy, finetunes=False)
     rows = pool_checkpoints(collection)
     if args.json:
         print(
@@ -252,9 +236,9 @@ def _info_fields(info: CheckpointInfo, root: Path) -> dict[str, str | bool]:
 
 
 def _run_pool_convert(args: argparse.Namespace) -> int:
-    home = DataHome.from_env().ensure()
-    collection = load_collection(home.resolve_user_path(args.path))
-    out = home.resolve_user_path(args.out)
+    home, policy = _home_and_policy()
+    collection = open_for_user(args.path, home=home, policy=policy, finetunes=False)
+    out = policy.resolve(args.out)
     with tqdm(total=None, desc="convert", unit="checkpoint", disable=None, file=sys.stderr) as bar:
 
         def progress(done: int, total: int, label: str) -> None:
@@ -271,9 +255,9 @@ def _run_pool_convert(args: argparse.Namespace) -> int:
 def _run_pool_export_hf(args: argparse.Namespace) -> int:
     from engine.io.formats.hf_export import export_hf_folder
 
-    home = DataHome.from_env().ensure()
-    checkpoint = load_checkpoint(home.resolve_user_path(args.checkpoint))
-    out = home.resolve_user_path(args.out)
+    _, policy = _home_and_policy()
+    checkpoint = load_checkpoint(policy.resolve(args.checkpoint))
+    out = policy.resolve(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(
             out, "already exists and is not an empty folder", fix="choose a new output folder, or remove this one first"
@@ -423,11 +407,10 @@ def _parse_params(raw: Sequence[str]) -> dict[str, float | list[float]]:
     return params
 
 
-def _output_path(home: DataHome, raw: str) -> Path:
+def _output_path(home: DataHome, policy: PathPolicy, raw: str) -> Path:
+    """A bare name goes to <data home>/exports; a path is the user's own."""
     path = Path(raw)
-    if path.parent == Path("."):
-        path = home.exports / path
-    path = home.resolve_user_path(path)
+    path = home.exports / path if path.parent == Path(".") else policy.resolve(path)
     return path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
 
 

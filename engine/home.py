@@ -2,9 +2,13 @@
 
 `MERGELAB_HOME` (default `~/.mergelab`) holds `runs/` (the run log), `cache/` (heads and other
 derived tensors, keyed by checkpoint sha256), `checkpoints/` (user checkpoints) and `exports/`.
-The shipped zoo under `assets/` is read-only. A path a user types must resolve (symlinks followed)
-under the data home, `assets/`, or a root listed in `<home>/config.json` as
-`{"allowed_roots": ["/data/checkpoints", ...]}`. The same file may set `"cache_budget_mb"`: the memory
+The shipped zoo under `assets/` is read-only.
+Paths users give are read under a `PathPolicy`. The dashboard's (`DataHome.dashboard_policy`) is a
+security boundary, since a shared server's remote users type them: relative paths resolve against the
+data home, and every path must resolve (symlinks followed) under the data home, `assets/`, or a root
+listed in `<home>/config.json` as `{"allowed_roots": ["/data/checkpoints", ...]}`. The command line's
+(`DataHome.shell_policy`) trusts the shell user's own paths and resolves relative ones against the
+current directory, as any command-line tool does. The same file may set `"cache_budget_mb"`: the memory
 the process-wide cache of computed results may hold (engine/cache/memory.py; default 2048).
 """
 
@@ -19,6 +23,33 @@ from engine.errors import PathNotAllowedError, SchemaError
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 SUBFOLDERS = ("runs", "cache", "checkpoints", "exports")
+
+
+@dataclass(frozen=True)
+class PathPolicy:
+    """How a user's paths are read: relative ones against `base`; with `roots`, each must resolve under one
+    of them (`config_file` is where more roots are listed); without, every path is trusted."""
+
+    base: Path
+    roots: tuple[Path, ...] | None = None
+    config_file: Path | None = None
+
+    @property
+    def confined(self) -> bool:
+        return self.roots is not None
+
+    def resolve(self, raw: str | Path) -> Path:
+        """The absolute, symlink-resolved path of `raw`, refused when it lies outside the roots."""
+        path = Path(raw).expanduser()
+        resolved = (path if path.is_absolute() else self.base / path).resolve()
+        if self.roots is None or any(resolved.is_relative_to(root) for root in self.roots):
+            return resolved
+        listed = ", ".join(str(r) for r in self.roots)
+        raise PathNotAllowedError(
+            resolved,
+            f"lies outside the allowed roots ({listed})",
+            fix=f'move the file under {self.roots[0]} or add its folder to "allowed_roots" in {self.config_file}',
+        )
 
 
 @dataclass(frozen=True)
@@ -94,16 +125,15 @@ class DataHome:
             raise SchemaError(self.config_file, "is not a JSON object", fix='write {"allowed_roots": [...]}')
         return config
 
+    def dashboard_policy(self) -> PathPolicy:
+        """Paths typed into the dashboard: relative to the data home, confined to the allowed roots."""
+        return PathPolicy(self.root, self.allowed_roots(), self.config_file)
+
+    @staticmethod
+    def shell_policy(cwd: Path | None = None) -> PathPolicy:
+        """Paths given on the command line (or in a recipe run from it): relative to `cwd`, all trusted."""
+        return PathPolicy((cwd or Path.cwd()).resolve())
+
     def resolve_user_path(self, raw: str | Path) -> Path:
-        """Resolve a typed path (relative ones against the data home) and check it is allowed."""
-        path = Path(raw).expanduser()
-        resolved = (path if path.is_absolute() else self.root / path).resolve()
-        roots = self.allowed_roots()
-        if any(resolved.is_relative_to(root) for root in roots):
-            return resolved
-        listed = ", ".join(str(r) for r in roots)
-        raise PathNotAllowedError(
-            resolved,
-            f"lies outside the allowed roots ({listed})",
-            fix=f'move the file under {self.root} or add its folder to "allowed_roots" in {self.config_file}',
-        )
+        """A path typed into the dashboard, resolved and checked against the allowed roots."""
+        return self.dashboard_policy().resolve(raw)

@@ -43,7 +43,7 @@ def test_cli_merge_reloads_to_the_api_result(tiny_collection_dir, data_home, cap
     assert written.meta.variant == "merged" and written.meta.parent_sha256 == recipe["pretrained_sha256"]
     from engine.runs.log import RunLog
 
-    (run,) = RunLog(data_home / "runs" / "runs.sqlite3").runs(kind="export")
+    (run,) = RunLog(data_home / "runs" / "runs.sqlite3").runs(kind="recipe")  # the same path as `engine run`
     assert run.outputs["sha256"] == written.sha256 and run.inputs["recipe"]["params"] == {"lam": [0.2, 0.5, -0.1]}
 
 
@@ -58,8 +58,8 @@ def test_cli_errors_name_the_problem_and_write_nothing(tiny_collection_dir, data
     assert main(["merge", "--collection", str(tiny_collection_dir), "--param", "lam=7", "--out", "x"]) == 2
     assert "task_arithmetic.lam: value 7.0 outside" in capsys.readouterr().err
     assert not list((data_home / "exports").glob("x*"))
-    assert main(["merge", "--collection", str(tiny_collection_dir), "--out", "/etc/mergelab.safetensors"]) == 2
-    assert "outside the allowed roots" in capsys.readouterr().err
+    assert main(["merge", "--collection", str(tiny_collection_dir), "--eval", "tset", "--out", "y"]) == 2
+    assert "evaluate" in capsys.readouterr().err and not list((data_home / "exports").glob("y*"))
     assert main(["eval", "--collection", str(tiny_collection_dir / "missing")]) == 2
     assert "no collection manifest" in capsys.readouterr().err
 
@@ -114,3 +114,45 @@ def test_cli_sta_merge_uses_the_workspace_importance(tiny_collection_dir, data_h
     assert torch.equal(flatten(written.state, ws.matrix.spec), expected)
     assert not torch.equal(expected, apply("task_arithmetic", ws.matrix.theta0, ws.matrix.T, {"lam": 0.5}))
     assert len(list((data_home / "cache" / "importance").glob("*.safetensors"))) == len(ws.task_names)
+
+
+def test_cli_merges_a_fine_tune_that_a_job_wrote_into_the_data_home(tiny_collection_dir, data_home, capsys):
+    """The CLI opens collections the way the dashboard does (open_for_user): the user's fine-tunes join."""
+    from engine.home import DataHome
+    from engine.jobs.finetune import finetune_job
+    from engine.jobs.runner import JobState, LocalRunner
+    from engine.pool.access import open_for_user
+    from engine.train.finetune import FinetuneConfig
+    from engine.workspace import Workspace
+
+    home = DataHome.from_env().ensure()
+    ws = Workspace.open(tiny_collection_dir, cache_dir=home.cache)
+    runner = LocalRunner()
+    config = FinetuneConfig(mode="standard", steps=3, batch_size=16, lr=3e-3, warmup_steps=1, eval_every=3)
+    job = runner.submit("ft", finetune_job, workspace=ws, task="texture", out_root=home.finetunes, config=config)
+    status = runner.wait(job, timeout=120)
+    assert status.state is JobState.DONE, status.error
+    name = status.result["checkpoint"]
+    args = ["merge", "--collection", str(tiny_collection_dir), "--tasks", "texture", "--variant", name]
+    assert main([*args, "--param", "lam=0.5", "--out", "mine"]) == 0, capsys.readouterr().err
+    written = load_checkpoint(data_home / "exports" / "mine.safetensors")
+    collection = open_for_user(tiny_collection_dir, home=home, policy=home.shell_policy())
+    tm = task_matrix(collection, tasks=["texture"], variants={"texture": name})
+    assert torch.equal(flatten(written.state, tm.spec), tm.theta0 + 0.5 * tm.T[0])
+    assert not torch.equal(tm.T[0], task_matrix(load_collection(tiny_collection_dir), tasks=["texture"]).T[0])
+    assert json.loads(recipe_path(data_home / "exports" / "mine.safetensors").read_text())["variant"] == name
+
+
+def test_cli_paths_are_the_shell_users_own(tiny_collection_dir, data_home, tmp_path, monkeypatch, capsys):
+    """Relative paths resolve against the current directory, and none is confined to the dashboard's allowed
+    roots (no config.json lists tmp_path): the shell user may read and write their own files."""
+    (data_home / "config.json").unlink()
+    monkeypatch.chdir(tiny_collection_dir.parent)
+    (tmp_path / "out").mkdir()
+    assert main(["merge", "--collection", tiny_collection_dir.name, "--out", str(tmp_path / "out" / "m")]) == 0
+    assert (tmp_path / "out" / "m.safetensors").is_file()
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"collection: {tiny_collection_dir}\nmethod: ties\noutput: r\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "r.yaml"]) == 0, capsys.readouterr().err
+    assert (data_home / "exports" / "r.safetensors").is_file()

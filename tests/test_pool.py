@@ -190,9 +190,14 @@ def test_cli_pool_show_convert_and_export_hf(tmp_path, source, capsys, allow_tmp
     assert "not an empty folder" in capsys.readouterr().err
 
 
-def test_cli_pool_paths_must_lie_under_the_allowed_roots(tmp_path, source, capsys, allow_tmp):
-    root = _pool(tmp_path / "tv", "task_vectors", source)
-    assert main(["pool", "convert", str(root), "/etc/mergelab-pool"]) == 2
-    assert "outside the allowed roots" in capsys.readouterr().err
-    assert main(["pool", "show", "/etc"]) == 2
-    assert "outside the allowed roots" in capsys.readouterr().err
+def test_cli_pool_paths_are_the_shell_users_own(tmp_path, source, capsys, monkeypatch):
+    """From the shell nothing is confined to the dashboard's allowed roots (no allow_tmp here) and relative
+    paths resolve against the current directory; an existing output is still refused, never overwritten."""
+    _pool(tmp_path / "tv", "task_vectors", source)
+    monkeypatch.chdir(tmp_path)
+    assert main(["pool", "convert", "tv", "converted"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "converted" / "collection.json").is_file()
+    assert main(["pool", "show", "converted"]) == 0
+    assert str(tmp_path / "converted") in capsys.readouterr().out
+    assert main(["pool", "convert", "tv", "converted"]) == 2
+    assert "converted" in capsys.readouterr().err

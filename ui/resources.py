@@ -22,7 +22,8 @@ from engine.merge.analysis import cosine_similarity_matrix
 from engine.merge.forgetting import ALPHAS, STA_MARGIN, STA_THRESHOLD, ForgettingCurve, negation_curve
 from engine.merge.forgetting import forgetting_vector as build_forgetting_vector
 from engine.models import pick_device
-from engine.pool.collection import CheckpointProgress, Collection, load_collection
+from engine.pool.access import open_for_user
+from engine.pool.collection import CheckpointProgress, Collection
 from engine.pool.convert import convert_pool as engine_convert_pool
 from engine.pool.info import CheckpointInfo
 from engine.pool.info import pool_checkpoints as engine_pool_checkpoints
@@ -40,20 +41,16 @@ def device_name() -> str:
 
 
 def allowed_collection(collection: str) -> Collection:
-    """The collection (or pool) at a typed path. Every path its manifest names must lie under the allowed
-    roots too, so a manifest cannot reach outside them (`../../etc`, absolute paths)."""
+    """The collection (or pool) at a typed path as it is, every path it names confined to the allowed roots."""
     home = DataHome.from_env().ensure()
-    opened = load_collection(home.resolve_user_path(collection))
-    for path in opened.referenced_paths():
-        home.resolve_user_path(path)
-    return opened
+    return open_for_user(collection, home=home, policy=home.dashboard_policy(), finetunes=False)
 
 
 def user_collection(collection: str) -> Collection:
     """The allowed collection plus the user's fine-tunes of its pretrained model (read on every call: a
     finished fine-tune job shows up at the next rerun)."""
     home = DataHome.from_env().ensure()
-    return allowed_collection(collection).with_finetunes(home.finetunes).with_verified(home.cache / "verified")
+    return open_for_user(collection, home=home, policy=home.dashboard_policy())
 
 
 @dataclass(eq=False)

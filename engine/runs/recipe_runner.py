@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from engine.errors import CheckpointError, ParameterError
 from engine.eval.evaluate import EvalResult, evaluate
 from engine.eval.suite import Progress
-from engine.home import DataHome
+from engine.home import DataHome, PathPolicy
 from engine.io.checkpoints import Checkpoint
 from engine.merge import get_method
-from engine.pool.collection import load_collection
+from engine.pool.access import open_for_user
 from engine.runs.export import export_merged
 from engine.runs.log import RunLog
 from engine.runs.recipes import MergeRecipe
@@ -40,17 +41,23 @@ def run_recipe(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     workspace: Workspace | None = None,
+    policy: PathPolicy | None = None,
+    out: Path | None = None,
 ) -> RecipeOutcome:
     """Open the recipe's collection and checkpoints, or use `workspace` (the dashboard's, already open on
-    them: reading a ViT-B/32 pool again would hold it in memory twice), then merge, export, evaluate, log."""
+    them: reading a ViT-B/32 pool again would hold it in memory twice), then merge, export, evaluate, log.
+
+    `policy` reads the recipe's paths (default: the dashboard's, confined to the allowed roots; the command
+    line passes the shell's). `out` is the export's file (default `<home>/exports/<output>.safetensors`)."""
     start = time.perf_counter()
-    ws = workspace or _open_workspace(recipe, home=home, device=device)
+    policy = policy or home.dashboard_policy()
+    ws = workspace or _open_workspace(recipe, home=home, device=device, policy=policy)
     tasks = tuple(recipe.tasks or ws.task_names)
     _check_matches(recipe, ws, tasks)
     get_method(recipe.method).resolve(recipe.params, num_tasks=len(tasks))
     merged = ws.merge(tasks, recipe.method, recipe.params)  # [P]; STA methods get their importance
     filled = recipe.model_copy(update={"pretrained_sha256": ws.pretrained.tensors_sha256, "tasks": tasks})
-    out = home.exports / f"{recipe.output or _default_name(filled)}.safetensors"
+    out = out or home.exports / f"{recipe.output or _default_name(filled)}.safetensors"
     checkpoint = export_merged(out, merged, ws.matrix.spec, pretrained=ws.pretrained, recipe=filled)
     result = None
     if recipe.evaluate:
@@ -75,8 +82,10 @@ def run_recipe(
     return RecipeOutcome(filled, merged, checkpoint, result, run_id)
 
 
-def _open_workspace(recipe: MergeRecipe, *, home: DataHome, device: torch.device | str) -> Workspace:
-    collection = load_collection(home.resolve_user_path(recipe.collection)).with_finetunes(home.finetunes)
+def _open_workspace(
+    recipe: MergeRecipe, *, home: DataHome, device: torch.device | str, policy: PathPolicy
+) -> Workspace:
+    collection = open_for_user(recipe.collection, home=home, policy=policy)
     get_method(recipe.method).resolve(recipe.params, num_tasks=len(recipe.tasks or collection.task_names))  # fail early
     return Workspace.from_collection(
         collection,
