@@ -138,3 +138,77 @@ def test_taujp_job_caches_the_matrix_for_the_next_workspace(tiny_collection_dir,
     assert matrix.images == tuple(min(TAUJP_IMAGES, len(ws.suite.tasks[t].split("val"))) for t in ws.task_names)
     (run,) = log.runs(kind="taujp")
     assert run.outputs["diagonal"] == dict(zip(ws.task_names, matrix.values.diagonal().tolist()))
+
+
+SERVER = """
+import sys, time
+from engine.jobs.runner import LocalRunner
+from engine.runs.log import RunLog
+
+def endless(ctx):
+    step = 0
+    while True:
+        step += 1
+        ctx.report(step, 1000, f"step {step}", metrics={"loss": 1.0 / step})
+        time.sleep(0.05)
+
+runner = LocalRunner(run_log=RunLog(sys.argv[1]))
+job = runner.submit("endless", endless, owner="session-a")
+print(job, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_job_running_when_its_process_is_killed_shows_as_interrupted_after_a_restart(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from engine.runs.log import RunLog
+
+    root, path = Path(__file__).resolve().parent.parent, tmp_path / "runs.sqlite3"
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(path)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        job_id = int(server.stdout.readline())
+        log = RunLog(path)
+        deadline = time.monotonic() + 60
+        while log.job(job_id).step < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert log.jobs()[0].state == "running"  # the process is alive: not interrupted
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+    LocalRunner(run_log=RunLog(path))  # the restarted server
+    (job,) = RunLog(path).jobs(owner="session-a")
+    assert (job.id, job.name, job.kind, job.state) == (job_id, "endless", "endless", "interrupted")
+    assert job.step >= 3 and job.total == 1000 and job.metrics["loss"] == pytest.approx(1.0 / job.step)
+    assert job.finished is not None and RunLog(path).jobs(owner="session-b") == []
+
+
+def test_every_job_is_recorded_from_submission_and_a_cancelled_one_is_logged_as_partial(tmp_path):
+    from engine.runs.log import RunLog
+
+    log = RunLog(tmp_path / "runs.sqlite3")
+    runner = LocalRunner(run_log=log)
+    done = runner.submit("sum", counting_job, steps=3, owner="s1")
+    runner.wait(done, timeout=10)
+    record = log.job(done)
+    assert (record.state, record.step, record.owner, record.spec) == ("done", 3, "s1", {"steps": 3})
+    assert log.runs(job_id=done) == []  # a job that logs nothing is not logged when it completes
+    cancelled = runner.submit("slow", counting_job, steps=1000, delay=0.01, owner="s2")
+    while runner.status(cancelled).step < 2:
+        time.sleep(0.01)
+    runner.cancel(cancelled)
+    runner.wait(cancelled, timeout=10)
+    (partial,) = log.runs(job_id=cancelled)
+    assert partial.kind == "counting" and partial.status == "cancelled" and partial.outputs["partial"]
+    assert 2 <= partial.outputs["step"] < 1000 and partial.outputs["reached"]["partial_sum"] > 0
+    assert log.job(cancelled).state == "cancelled" and [j.id for j in log.jobs()] == [cancelled, done]

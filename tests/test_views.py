@@ -104,12 +104,14 @@ def test_jobs_page_with_a_running_job_and_with_none(app, tiny_collection_dir, da
         return 1
 
     runner = resources.job_runner()
-    job = runner.submit("demo wait", waiting_job)
+    job = runner.submit("demo wait", waiting_job, owner="another-session")
     try:
         app.run()
         assert not app.exception
         assert any("demo wait" in p.proto.text for p in app.get("progress"))
-        assert any(b.label == "Cancel" for b in app.button)
+        # another session's job is shown read-only: only the session that started a job may cancel it
+        assert not any(b.label == "Cancel" for b in app.button)
+        assert any("another session's" in c.value for c in app.caption)
     finally:
         gate.set()
         runner.wait(job, timeout=30)

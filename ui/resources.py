@@ -122,10 +122,23 @@ def checkpoint_size(path: Path) -> int:
     return Path(path).stat().st_size
 
 
-@st.cache_resource
 def job_runner() -> LocalRunner:
-    """One runner per server process: jobs outlive the page (and session) that started them."""
-    return LocalRunner()
+    """One runner per server process and run log: jobs outlive the page (and session) that started them,
+    and are recorded in the run log, so a reload or a restarted server still lists them."""
+    return _job_runner(str(DataHome.from_env().ensure().runs / "runs.sqlite3"))
+
+
+@st.cache_resource(max_entries=4)
+def _job_runner(path: str) -> LocalRunner:
+    return LocalRunner(run_log=_run_log(path))
+
+
+def session_owner() -> str:
+    """The browser session's id: the owner recorded with each job it starts."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "script"
 
 
 def run_log() -> RunLog:

@@ -102,7 +102,12 @@ def _require(ready: bool, *, what: str, cost: str, compute, key: str, job_name: 
         st.rerun()
     if background.button("Compute as a background job", key=f"{key}_job"):
         job_id = resources.job_runner().submit(
-            job_name, job, device=resources.device_name(), run_log=resources.run_log(), **job_args
+            job_name,
+            job,
+            device=resources.device_name(),
+            owner=resources.session_owner(),
+            run_log=resources.run_log(),
+            **job_args,
         )
         st.success(f"Started job #{job_id}: follow it on Jobs & runs, then come back.")
     st.stop()

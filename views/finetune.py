@@ -78,6 +78,7 @@ if st.button("Fine-tune as a background job", type="primary"):
             f"fine-tune {task} · {MODES[mode]}",
             finetune_job,
             device=resources.device_name(),
+            owner=resources.session_owner(),
             workspace=ws,
             task=task,
             config=config,

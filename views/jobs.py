@@ -2,7 +2,6 @@
 
 import streamlit as st
 
-from engine.jobs.runner import FINISHED
 from ui import figures, resources
 
 st.header("Jobs and runs")
@@ -11,17 +10,23 @@ runner = resources.job_runner()
 
 @st.fragment(run_every=1.0)
 def live_jobs() -> None:
-    jobs = sorted(runner.jobs(), key=lambda j: j.id, reverse=True)
-    if not jobs:
+    """Every job of the run log, this server's and earlier ones' (a job a crash cut off reads "interrupted");
+    only the session that started a job can cancel it."""
+    records = resources.run_log().jobs()
+    if not records:
         st.caption("No jobs yet: start a λ sweep from the Merge page.")
-    for job in jobs:
+    me = resources.session_owner()
+    for record in records:
         left, right = st.columns([5, 1])
-        label = f"#{job.id} {job.name} · {job.state.value}" + (f" · {job.message}" if job.message else "")
-        left.progress(job.fraction if job.state not in FINISHED or job.total else 1.0, text=label)
-        if job.state not in FINISHED and right.button("Cancel", key=f"cancel-{job.id}"):
-            runner.cancel(job.id)
-        if job.error:
-            left.error(job.error.strip().splitlines()[-1])
+        label = f"#{record.id} {record.name} · {record.state}" + (f" · {record.message}" if record.message else "")
+        active = record.state in ("queued", "running")
+        left.progress(record.step / record.total if active and record.total else 1.0, text=label)
+        if active and record.owner == me and right.button("Cancel", key=f"cancel-{record.id}"):
+            runner.cancel(record.id)
+        elif active and record.owner != me:
+            right.caption("another session's")
+        if record.error:
+            left.error(record.error.strip().splitlines()[-1])
 
 
 live_jobs()

@@ -89,6 +89,7 @@ if st.button("Learn as a background job", type="primary"):
             f"{'aTLAS' if start == 'atlas' else 'TA'}{' + DV-BASI' if config else ''} · {objective}",
             learn_job,
             device=resources.device_name(),
+            owner=resources.session_owner(),
             workspace=ws,
             start=start,
             lam=float(lam),

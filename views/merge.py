@@ -192,6 +192,7 @@ if job_col.button("λ sweep on test as a job", help="101 values of λ in the bac
         f"λ sweep · {len(tasks)} tasks",
         sweep_job,
         device=resources.device_name(),
+        owner=resources.session_owner(),
         workspace=ws,
         run_log=resources.run_log(),
         tasks=tuple(tasks),

@@ -109,6 +109,7 @@ def finetune_job(
     if run_log is not None:
         run_log.record(
             "finetune",
+            job_id=ctx.job_id,
             method=config.mode,
             tasks=(task,),
             device=str(theta0.device),

@@ -27,6 +27,7 @@ def importance_job(ctx: JobContext, *, workspace: Workspace, kind: str, run_log:
     if run_log is not None:
         run_log.record(
             "importance",
+            job_id=ctx.job_id,
             method=f"sta:{kind}",
             tasks=tasks,
             device=str(workspace.matrix.T.device),

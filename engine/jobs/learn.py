@@ -117,9 +117,12 @@ def learn_job(
             "accuracy": dict(start_test.accuracy),
             "mean_accuracy": start_test.mean_accuracy,
         }
+    if status == "cancelled":
+        outputs["partial"] = True  # the best point reached before the cancel
     if run_log is not None:
         run_log.record(
             "learned",
+            job_id=ctx.job_id,
             method="dv_basi" if config else "atlas",
             tasks=workspace.task_names,
             device=str(m.T.device),

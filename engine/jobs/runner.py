@@ -6,10 +6,15 @@ one worker per device: threads share the process's cached models and CUDA contex
 would reload every model and could not share GPU tensors), and torch releases the GIL inside its
 kernels. `JobRunner` is the interface pages use, so another backend (e.g. Ray) can be added later
 without touching pages or jobs.
+Given a run log, the runner records every job there from its submission on (engine/runs/log.py): its
+owner, a JSON description of what it runs with, its state, progress and last metrics; so a reload or a
+restarted server finds it, and a runner started after a crash marks the jobs it left as interrupted.
+A cancelled job that logged no run of its own is logged as a partial run with what it reached.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import queue
 import threading
@@ -18,7 +23,11 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from pathlib import Path
 from typing import Any, Protocol
+
+from engine.runs.log import RunLog
+from engine.workspace import Workspace
 
 
 class JobState(str, Enum):
@@ -58,10 +67,11 @@ class JobStatus:
 
 
 class JobContext:
-    """What a running job sees: a progress reporter and the cancel flag."""
+    """What a running job sees: its id (runs it logs name it), a progress reporter and the cancel flag."""
 
-    def __init__(self, update: Callable[..., None], cancel: threading.Event) -> None:
+    def __init__(self, update: Callable[..., None], cancel: threading.Event, *, job_id: int | None = None) -> None:
         self._update, self._cancel = update, cancel
+        self.job_id = job_id
 
     def report(self, step: int, total: int, message: str = "", metrics: Mapping[str, Any] | None = None) -> None:
         self._update(
@@ -81,7 +91,7 @@ JobFn = Callable[..., Any]
 
 
 class JobRunner(Protocol):
-    def submit(self, name: str, fn: JobFn, *, device: str = "cpu", **kwargs: Any) -> int: ...
+    def submit(self, name: str, fn: JobFn, *, device: str = "cpu", owner: str = "", **kwargs: Any) -> int: ...
     def status(self, job_id: int) -> JobStatus: ...
     def jobs(self) -> list[JobStatus]: ...
     def cancel(self, job_id: int) -> None: ...
@@ -89,19 +99,28 @@ class JobRunner(Protocol):
 
 
 class LocalRunner:
-    """Threads, one FIFO queue and worker per device; all state lives in the instance."""
+    """Threads, one FIFO queue and worker per device; all state lives in the instance (and, given
+    `run_log`, in its jobs table too)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, run_log: RunLog | None = None) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._status: dict[int, JobStatus] = {}
         self._cancel: dict[int, threading.Event] = {}
         self._queues: dict[str, queue.Queue] = {}
         self._ids = itertools.count(1)
+        self.run_log = run_log
+        if run_log is not None:
+            run_log.mark_interrupted()  # what a crashed earlier server left queued or running
 
-    def submit(self, name: str, fn: JobFn, *, device: str = "cpu", **kwargs: Any) -> int:
+    def submit(self, name: str, fn: JobFn, *, device: str = "cpu", owner: str = "", **kwargs: Any) -> int:
+        """Queue `fn(ctx, **kwargs)` on `device`'s worker; `owner` is the session that asked for it."""
+        recorded = None
+        if self.run_log is not None:
+            kind = fn.__name__.removesuffix("_job")
+            recorded = self.run_log.add_job(name=name, kind=kind, owner=owner, device=device, spec=describe(kwargs))
         with self._lock:
-            job_id = next(self._ids)
+            job_id = recorded or next(self._ids)
             self._status[job_id] = JobStatus(id=job_id, name=name, device=device)
             self._cancel[job_id] = threading.Event()
             if device not in self._queues:
@@ -138,6 +157,13 @@ class LocalRunner:
             return self._status[job_id]
 
     def _update(self, job_id: int, **changes: Any) -> None:
+        if self.run_log is not None:  # first the file, so whoever the change wakes finds it recorded
+            state = changes.get("state")
+            self.run_log.update_job(
+                job_id,
+                state=state.value if state is not None else None,
+                **{k: changes[k] for k in ("step", "total", "message", "metrics", "error") if k in changes},
+            )
         with self._changed:
             self._status[job_id] = replace(self._status[job_id], **changes)
             self._changed.notify_all()
@@ -153,17 +179,60 @@ class LocalRunner:
             self._update(job_id, state=JobState.CANCELLED, finished_at=time.time())
             return
         self._update(job_id, state=JobState.RUNNING, started_at=time.time())
-        ctx = JobContext(lambda **c: self._update(job_id, **c), cancel)
+        ctx = JobContext(lambda **c: self._update(job_id, **c), cancel, job_id=job_id)
         try:
             result = fn(ctx, **kwargs)
             final = {"state": JobState.DONE, "result": result}
         except Cancelled:
             final = {"state": JobState.CANCELLED}
+            self._log_partial(job_id, fn)
         except Exception:  # noqa: BLE001 - a job's failure is recorded, the runner keeps serving
             final = {"state": JobState.FAILED, "error": traceback.format_exc()}
         finally:
             _free_device_memory(device)
         self._update(job_id, finished_at=time.time(), **final)
+
+    def _log_partial(self, job_id: int, fn: JobFn) -> None:
+        """A cancelled job that logged nothing itself: log what it reached, marked partial."""
+        if self.run_log is None or self.run_log.runs(job_id=job_id):
+            return
+        status, record = self.status(job_id), self.run_log.job(job_id)
+        self.run_log.record(
+            fn.__name__.removesuffix("_job"),
+            inputs={"job": record.spec},
+            outputs={"partial": True, "step": status.step, "total": status.total, "reached": dict(status.metrics)},
+            status="cancelled",
+            device=status.device,
+            job_id=job_id,
+        )
+
+
+def describe(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON description of a job's arguments, as the jobs table keeps it: plain values as they are,
+    configs as their fields, a workspace by its collection, device and checkpoints' sha256."""
+    return {name: _describe(value) for name, value in kwargs.items()}
+
+
+def _describe(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _describe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if isinstance(value, Workspace):
+        return {
+            "collection": str(value.collection.root),
+            "device": str(value.matrix.T.device),
+            "pretrained_sha256": value.pretrained.tensors_sha256,
+            "checkpoints": {t: value.collection.finetuned_sha256(t, value.variant_of(t)) for t in value.task_names},
+            "variants": dict(value.variants),
+        }
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _describe(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return type(value).__name__  # a live object (the run log): named, not serialised
 
 
 def _free_device_memory(device: str) -> None:

@@ -59,6 +59,7 @@ def sweep_job(
             status=status,
             planned=values,
             duration_s=round(time.perf_counter() - start, 3),
+            job_id=ctx.job_id,
         )
     return sweep_outputs(sweep)
 
@@ -87,6 +88,7 @@ def record_sweep(
     status: str = "done",
     duration_s: float | None = None,
     planned: Sequence[float] | None = None,
+    job_id: int | None = None,
 ) -> int:
     """Log a sweep: a background job's (possibly cancelled) or the merge page's "λ sweep" button's."""
     return run_log.record(
@@ -104,5 +106,6 @@ def record_sweep(
             "values": list(planned or sweep.values),
             "split": sweep.split,
         },
-        outputs=sweep_outputs(sweep),
+        outputs={**sweep_outputs(sweep), **({"partial": True} if status != "done" else {})},
+        job_id=job_id,
     )

@@ -32,6 +32,7 @@ def taujp_job(ctx: JobContext, *, workspace: Workspace, run_log: RunLog | None =
     if run_log is not None:
         run_log.record(
             "taujp",
+            job_id=ctx.job_id,
             tasks=tasks,
             device=str(workspace.matrix.T.device),
             inputs={"split": matrix.split},

@@ -3,12 +3,21 @@
 stdlib sqlite3 in WAL mode: readers (the dashboard) never block the writer (a job), and a committed
 row survives the writing process being killed. Each row holds what is needed to reproduce the run:
 inputs (checkpoint paths and sha256, method, every parameter, seed), outputs (per-task metrics,
-curves, artifact paths), duration, device and library versions.
+curves, artifact paths), duration, device and library versions. A run may belong to another
+(`parent_id`: a sweep's trials) and to the background job that made it (`job_id`).
+
+The same file holds the `jobs` table: every background job from its submission on (its spec, owner
+session, state, progress and last metrics), so a reload or a restarted server still shows it; a job
+whose process died while it was queued or running shows as "interrupted".
+
+The schema is versioned (`PRAGMA user_version`): a file from an earlier release is migrated in place
+when opened, in one transaction; a file from a newer release is refused rather than misread.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,7 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
+from engine.errors import SchemaError
+
+SCHEMA_VERSION = 1
+RUNS_V0 = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created TEXT NOT NULL,
@@ -34,6 +46,36 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_kind ON runs (kind);
 """
+MIGRATIONS = {  # user_version → the statements that bring a file from it to the next version
+    0: """
+ALTER TABLE runs ADD COLUMN parent_id INTEGER REFERENCES runs (id);
+ALTER TABLE runs ADD COLUMN job_id INTEGER;
+CREATE INDEX runs_parent ON runs (parent_id);
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    device TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    step INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    metrics TEXT NOT NULL DEFAULT '{}',
+    error TEXT NOT NULL DEFAULT '',
+    started TEXT,
+    finished TEXT,
+    pid INTEGER NOT NULL,
+    process_start TEXT NOT NULL
+);
+""",
+}
+ACTIVE_JOB_STATES = ("queued", "running")
+JOB_COLUMNS = (
+    "id, created, name, kind, owner, device, spec, state, step, total, message, metrics, error, started, finished"
+)
 
 
 @dataclass(frozen=True)
@@ -49,12 +91,35 @@ class Run:
     duration_s: float | None
     device: str | None
     versions: Mapping[str, str]
+    parent_id: int | None = None
+    job_id: int | None = None
 
     @property
     def mean_accuracy(self) -> float | None:
         """Mean of the logged per-task accuracies, if the run logged any."""
         accuracy = self.outputs.get("accuracy") or {}
         return sum(accuracy.values()) / len(accuracy) if accuracy else None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A background job as the run log keeps it: enough to show it after a reload or a restart."""
+
+    id: int
+    created: str
+    name: str
+    kind: str
+    owner: str  # the browser session (or "cli") that submitted it
+    device: str
+    spec: Mapping[str, Any]  # what the job runs on and with: JSON
+    state: str  # queued, running, done, failed, cancelled, interrupted
+    step: int
+    total: int
+    message: str
+    metrics: Mapping[str, Any]
+    error: str
+    started: str | None
+    finished: str | None
 
 
 def library_versions() -> dict[str, str]:
@@ -79,7 +144,39 @@ class RunLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the file to SCHEMA_VERSION, one version per transaction (SQLite's DDL is transactional)."""
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            while True:
+                db.execute("BEGIN IMMEDIATE")  # one migrating process at a time; the others see the result
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version >= SCHEMA_VERSION:
+                    db.execute("COMMIT")
+                    break
+                if version == 0:
+                    for statement in RUNS_V0.split(";"):  # today's table, for a new file
+                        if statement.strip():
+                            db.execute(statement)
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {version + 1}")
+                db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                self.path,
+                f"run log schema version {version} is newer than this mergelab's {SCHEMA_VERSION}",
+                fix="update mergelab, or point MERGELAB_HOME at another folder",
+            )
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -102,6 +199,8 @@ class RunLog:
         status: str = "done",
         duration_s: float | None = None,
         device: str | None = None,
+        parent_id: int | None = None,
+        job_id: int | None = None,
     ) -> int:
         """Append one run; returns its id."""
         row = (
@@ -115,11 +214,13 @@ class RunLog:
             duration_s,
             device,
             json.dumps(library_versions()),
+            parent_id,
+            job_id,
         )
         with self._connect() as db:
             cursor = db.execute(
                 "INSERT INTO runs (created, kind, status, method, tasks, inputs, outputs, "
-                "duration_s, device, versions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "duration_s, device, versions, parent_id, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             return int(cursor.lastrowid)
@@ -130,10 +231,18 @@ class RunLog:
             raise KeyError(f"{self.path}: no run {run_id}")
         return runs[0]
 
-    def runs(self, *, kind: str | None = None, method: str | None = None, task: str | None = None) -> list[Run]:
-        """Newest first, optionally filtered by kind, method and a task among the run's tasks."""
+    def runs(
+        self,
+        *,
+        kind: str | None = None,
+        method: str | None = None,
+        task: str | None = None,
+        parent_id: int | None = None,
+        job_id: int | None = None,
+    ) -> list[Run]:
+        """Newest first, optionally filtered by kind, method, parent run, job and a task among the run's tasks."""
         clauses, args = [], []
-        for column, value in (("kind", kind), ("method", method)):
+        for column, value in (("kind", kind), ("method", method), ("parent_id", parent_id), ("job_id", job_id)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(value)
@@ -145,7 +254,7 @@ class RunLog:
         with self._connect() as db:
             rows = db.execute(
                 f"SELECT id, created, kind, status, method, tasks, inputs, outputs, duration_s, "
-                f"device, versions FROM runs {tail}",
+                f"device, versions, parent_id, job_id FROM runs {tail}",
                 args,
             ).fetchall()
         return [
@@ -161,6 +270,114 @@ class RunLog:
                 r[8],
                 r[9],
                 json.loads(r[10]),
+                r[11],
+                r[12],
             )
             for r in rows
         ]
+
+    # jobs ---------------------------------------------------------------------------------------------
+
+    def add_job(self, *, name: str, kind: str, owner: str, device: str, spec: Mapping[str, Any]) -> int:
+        """Record a job as it is submitted (state "queued"); returns its id, unique in this file."""
+        pid, started = _this_process()
+        with self._connect() as db:
+            cursor = db.execute(
+                "INSERT INTO jobs (created, name, kind, owner, device, spec, state, pid, process_start) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                (_now(), name, kind, owner, device, json.dumps(spec), pid, started),
+            )
+            return int(cursor.lastrowid)
+
+    def update_job(
+        self,
+        job_id: int,
+        *,
+        state: str | None = None,
+        step: int | None = None,
+        total: int | None = None,
+        message: str | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record a job's progress or new state (started and finished times follow the state)."""
+        changes: dict[str, Any] = {
+            k: v
+            for k, v in (("state", state), ("step", step), ("total", total), ("message", message), ("error", error))
+            if v is not None
+        }
+        if metrics is not None:
+            changes["metrics"] = json.dumps(metrics)
+        if state == "running":
+            changes["started"] = _now()
+        elif state is not None and state not in ACTIVE_JOB_STATES:
+            changes["finished"] = _now()
+        if changes:
+            with self._connect() as db:
+                db.execute(
+                    f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?",
+                    (*changes.values(), job_id),
+                )
+
+    def job(self, job_id: int) -> JobRecord:
+        found = self._jobs("WHERE id = ?", (job_id,))
+        if not found:
+            raise KeyError(f"{self.path}: no job {job_id}")
+        return found[0]
+
+    def jobs(self, *, owner: str | None = None) -> list[JobRecord]:
+        """Newest first; a queued or running job whose process is gone reads as "interrupted"."""
+        self.mark_interrupted()
+        return self._jobs(
+            "WHERE owner = ? ORDER BY id DESC" if owner else "ORDER BY id DESC", (owner,) if owner else ()
+        )
+
+    def mark_interrupted(self) -> int:
+        """Jobs left queued or running by a process that no longer runs become "interrupted"; returns how many."""
+        with self._connect() as db:
+            active = db.execute(
+                "SELECT id, pid, process_start FROM jobs WHERE state IN (?, ?)", ACTIVE_JOB_STATES
+            ).fetchall()
+            dead = [job_id for job_id, pid, started in active if not _process_alive(pid, started)]
+            db.executemany(
+                "UPDATE jobs SET state = 'interrupted', finished = ? WHERE id = ?", [(_now(), j) for j in dead]
+            )
+        return len(dead)
+
+    def _jobs(self, tail: str, args: tuple) -> list[JobRecord]:
+        with self._connect() as db:
+            rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs {tail}", args).fetchall()
+        return [
+            JobRecord(*r[:6], json.loads(r[6]), r[7], r[8], r[9], r[10], json.loads(r[11]), r[12], r[13], r[14])
+            for r in rows
+        ]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _this_process() -> tuple[int, str]:
+    pid = os.getpid()
+    return pid, _process_start(pid) or _now()
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def _process_alive(pid: int, started: str) -> bool:
+    if not Path("/proc").is_dir():  # no /proc: the pid alone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return _process_start(pid) == started
