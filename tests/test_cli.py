@@ -132,7 +132,7 @@ def test_cli_merges_a_fine_tune_that_a_job_wrote_into_the_data_home(tiny_collect
     job = runner.submit("ft", finetune_job, workspace=ws, task="texture", out_root=home.finetunes, config=config)
     status = runner.wait(job, timeout=120)
     assert status.state is JobState.DONE, status.error
-    name = status.result["checkpoint"]
+    name = status.result.checkpoint
     args = ["merge", "--collection", str(tiny_collection_dir), "--tasks", "texture", "--variant", name]
     assert main([*args, "--param", "lam=0.5", "--out", "mine"]) == 0, capsys.readouterr().err
     written = load_checkpoint(data_home / "exports" / "mine.safetensors")

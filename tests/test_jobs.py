@@ -94,9 +94,9 @@ def test_a_sweep_job_logs_its_curve_even_when_cancelled(tiny_collection_dir, tmp
         workspace=ws, run_log=log, tasks=ws.task_names, method="task_arithmetic", params={}, param="lam", split="val"
     )
     done = runner.wait(runner.submit("sweep", sweep_job, values=[0.0, 0.5, 1.0], **args), timeout=60)
-    assert done.state is JobState.DONE and len(done.result["curve"]["values"]) == 3
+    assert done.state is JobState.DONE and len(done.result.sweep.values) == 3
     direct = ws.compare(ws.task_names, "task_arithmetic", {"lam": 0.5}, split="val").merged.mean_accuracy
-    assert done.result["curve"]["mean_accuracy"][1] == direct
+    assert done.result.sweep.mean_accuracy[1] == direct
     job = runner.submit("long sweep", sweep_job, values=[i / 1000 for i in range(1000)], **args)
     while runner.status(job).step < 2:
         time.sleep(0.01)

@@ -136,13 +136,15 @@ def test_isotropic_and_random_controls_run(setup):
 
 
 @pytest.mark.parametrize(
-    "config, key",
-    [(DvBasiConfig(iterations=0), "iterations"), (DvBasiConfig(learn=LearnConfig(patience=0)), "patience")],
+    "make, key",
+    [
+        (lambda: DvBasiConfig(iterations=0), "iterations"),
+        (lambda: DvBasiConfig(learn=LearnConfig(patience=0)), "patience"),
+    ],
 )
-def test_bad_settings_are_refused(setup, config, key):
-    suite, tm, data = setup
+def test_bad_settings_are_refused_when_the_config_is_made(make, key):
     with pytest.raises(ParameterError) as info:
-        dv_basi(suite, tm.theta0, tm.theta0 + tm.T.sum(0), tm.spec, data=data, config=config)
+        make()
     assert info.value.subject == key
 
 
@@ -159,7 +161,7 @@ def test_learn_job_logs_exports_and_a_cancel_keeps_the_best_point(tiny_collectio
     import threading
 
     from engine.io.checkpoints import load_checkpoint
-    from engine.jobs.learn import learn_job
+    from engine.jobs.learn import LearnCurves, learn_job
     from engine.jobs.runner import Cancelled, JobContext
     from engine.runs.log import RunLog
     from engine.workspace import Workspace
@@ -168,7 +170,7 @@ def test_learn_job_logs_exports_and_a_cancel_keeps_the_best_point(tiny_collectio
     log = RunLog(tmp_path / "runs.sqlite3")
     seen = []
     ctx = JobContext(lambda **change: seen.append(change), threading.Event())
-    outputs = learn_job(
+    outcome = learn_job(
         ctx,
         workspace=ws,
         atlas_config=SHORT,
@@ -176,12 +178,14 @@ def test_learn_job_logs_exports_and_a_cancel_keeps_the_best_point(tiny_collectio
         out_dir=tmp_path / "exports",
         run_log=log,
     )
-    assert outputs["point"].startswith("aTLAS") and set(outputs["accuracy"]) == set(ws.task_names)
-    assert [e["stage"] for e in outputs["curves"]["epochs"]][:1] == ["atlas"]
-    assert len(outputs["curves"]["iterations"]) == 1 and seen[-1]["metrics"]["iterations"]
-    assert load_checkpoint(outputs["artifact"]).meta.variant == "merged"
+    assert outcome.point.startswith("aTLAS") and set(outcome.accuracy) == set(ws.task_names)
+    assert [e.stage for e in outcome.curves.epochs][:1] == ["atlas"]
+    assert len(outcome.curves.iterations) == 1 and seen[-1]["metrics"]["iterations"]
+    assert load_checkpoint(outcome.artifact).meta.variant == "merged"
     (run,) = log.runs(kind="learned")
     assert run.status == "done" and run.method == "dv_basi"
+    assert LearnCurves.from_json(run.outputs["curves"]) == outcome.curves  # the JSON round-trips
+    assert run.outputs["start"]["point"] == outcome.start.point == "aTLAS" and not outcome.partial
 
     cancel = threading.Event()
 
@@ -198,7 +202,7 @@ def test_learn_job_logs_exports_and_a_cancel_keeps_the_best_point(tiny_collectio
             run_log=log,
         )
     cancelled = [r for r in log.runs(kind="learned") if r.status == "cancelled"]
-    assert len(cancelled) == 1 and cancelled[0].outputs["point"] == "aTLAS"
+    assert len(cancelled) == 1 and cancelled[0].outputs["point"] == "aTLAS" and cancelled[0].outputs["partial"]
     assert cancelled[0].outputs["mean_accuracy"] == pytest.approx(
         sum(cancelled[0].outputs["accuracy"].values()) / len(ws.task_names)
     )

@@ -10,6 +10,7 @@ from engine.errors import CheckpointError, ParameterError
 from engine.eval.evaluate import evaluate
 from engine.eval.tangent import linearized_features
 from engine.home import DataHome
+from engine.jobs.finetune import FinetuneCurves
 from engine.jobs.runner import JobState, LocalRunner
 from engine.pool.collection import load_collection, open_suite, pretrained_vector, task_matrix
 from engine.taujp.matrix import taujp_matrix
@@ -79,9 +80,9 @@ def test_linearized_and_standard_modes_both_fit_and_differ(setup):
         ({"penalty": "sometimes"}, "penalty"),
     ],
 )
-def test_bad_settings_are_refused_before_any_work(setup, change, key):
+def test_bad_settings_are_refused_before_any_work(change, key):
     with pytest.raises(ParameterError) as info:
-        _train(setup, replace(TINY, **change))
+        replace(TINY, **change)  # configs check themselves when made
     assert info.value.subject == key and "Fix:" in str(info.value)
 
 
@@ -123,14 +124,15 @@ def _with_linearized_variant(tiny_collection_dir, tmp_path):
             timeout=120,
         )
         assert status.state is JobState.DONE, status.error
-        names[task] = status.result["checkpoint"]
+        names[task] = status.result.checkpoint
     return root, home, names, status
 
 
 def test_finetune_job_writes_to_the_data_home_and_every_list_shows_it(tiny_collection_dir, tmp_path):
     root, home, names, status = _with_linearized_variant(tiny_collection_dir, tmp_path)
-    curves = status.metrics
-    assert curves["step"] == [1, 2, 3, 4] and curves["val_step"] == [0, 2, 4] and len(curves["loss"]) == 4
+    curves = status.result.curves
+    assert curves.step == (1, 2, 3, 4) and curves.val_step == (0, 2, 4) and len(curves.loss) == 4
+    assert FinetuneCurves.from_json(status.metrics) == curves  # the last progress report is the final curve
     assert not any((root / "finetuned").glob("*linearized*")), "a fine-tune must never be written into the collection"
     collection = load_collection(root).with_finetunes(home.finetunes)
     task = "texture"

@@ -124,19 +124,16 @@ def test_variant_heatmaps_share_one_colour_scale_and_report_off_diagonal_means()
 
 
 def test_finetune_curves_draw_loss_penalty_and_val_accuracy():
+    from dataclasses import replace
+
+    from engine.jobs.finetune import FinetuneCurves
     from ui.figures import finetune_curves
 
-    curves = {
-        "step": [1, 2, 3],
-        "loss": [2.0, 1.5, 1.0],
-        "penalty": [0.0, 0.4, 0.3],
-        "val_step": [0, 3],
-        "val_accuracy": [0.3, 0.7],
-    }
+    curves = FinetuneCurves((1, 2, 3), (2.0, 1.5, 1.0), (0.0, 0.4, 0.3), (0, 3), (0.3, 0.7))
     fig = finetune_curves(curves, beta=1.0)
     assert [t.name for t in fig.data] == ["cross-entropy", "τJp penalty R (× β = 1 in the loss)", "val accuracy"]
     assert list(fig.data[2].y) == [0.3, 0.7] and fig.data[2].yaxis == "y2"
-    plain = finetune_curves({**curves, "penalty": [None, None, None]})
+    plain = finetune_curves(replace(curves, penalty=(None, None, None)))
     assert [t.name for t in plain.data] == ["cross-entropy", "val accuracy"]
 
 
@@ -161,9 +158,10 @@ def test_variant_table_and_curves_read_the_build_report():
 
 
 def test_learning_figures_mark_iterations_and_show_scales():
+    from engine.jobs.learn import LearnCurves
     from ui.figures import iteration_accuracy, learning_curves, scales_heatmap
 
-    curves = {
+    data = {
         "epochs": [
             {"stage": "atlas", "iteration": 0, "epoch": 1, "loss": 2.0, "selection": 0.5},
             {"stage": "atlas", "iteration": 0, "epoch": 2, "loss": 1.5, "selection": 0.6},
@@ -171,6 +169,7 @@ def test_learning_figures_mark_iterations_and_show_scales():
         ],
         "iterations": [{"iteration": 1, "delta_norm": 3.0, "selection": {"a": 0.6, "b": 0.64}, "scales": [0.1, -0.2]}],
     }
+    curves = LearnCurves.from_json(data)  # the JSON a job reports and the run log keeps
     fig = learning_curves(curves)
     assert list(fig.data[0].y) == [2.0, 1.5, 1.4] and fig.layout.shapes[0].x0 == 2.5
     acc = iteration_accuracy(curves)
@@ -178,7 +177,11 @@ def test_learning_figures_mark_iterations_and_show_scales():
     heat = scales_heatmap(curves, ["w1", "w2"])
     assert list(heat.data[0].x) == ["w1", "w2"] and list(heat.data[0].z[0]) == [0.1, -0.2]
     assert list(
-        scales_heatmap({"iterations": [{**curves["iterations"][0], "scales": [0.3]}]}, ["w1", "w2"]).data[0].x
+        scales_heatmap(
+            LearnCurves.from_json({"iterations": [{**data["iterations"][0], "scales": [0.3]}]}), ["w1", "w2"]
+        )
+        .data[0]
+        .x
     ) == ["all (isotropic)"]
 
 

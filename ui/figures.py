@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 import torch
 
+from engine.jobs.finetune import FinetuneCurves
+from engine.jobs.learn import LearnCurves
 from engine.merge.analysis import SparsityReport
 from engine.merge.forgetting import CONTROL_FLOOR, METHODS, ForgettingCurve
 from engine.runs.log import Run
@@ -403,30 +405,30 @@ def layer_bars(parts: Mapping[str, float], *, vector: str, task: str) -> go.Figu
     return fig
 
 
-def finetune_curves(curves: Mapping[str, Sequence], *, beta: float | None = None) -> go.Figure:
+def finetune_curves(curves: FinetuneCurves, *, beta: float | None = None) -> go.Figure:
     """Loss (and β·penalty) per step on the left axis, val accuracy at its evaluation steps on the right."""
     fig = go.Figure(
         go.Scatter(
             name="cross-entropy",
-            x=list(curves.get("step", [])),
-            y=list(curves.get("loss", [])),
+            x=list(curves.step),
+            y=list(curves.loss),
             mode="lines",
             line=dict(color=COLOURS["merged"]),
         )
     )
-    penalty = [p for p in curves.get("penalty", []) if p is not None]
+    penalty = [p for p in curves.penalty if p is not None]
     if penalty and beta is not None:
         fig.add_scatter(
             name=f"τJp penalty R (× β = {beta:g} in the loss)",
-            x=list(curves["step"]),
+            x=list(curves.step),
             y=penalty,
             mode="lines",
             line=dict(color="#d95f02"),
         )
     fig.add_scatter(
         name="val accuracy",
-        x=list(curves.get("val_step", [])),
-        y=list(curves.get("val_accuracy", [])),
+        x=list(curves.val_step),
+        y=list(curves.val_accuracy),
         mode="lines+markers",
         yaxis="y2",
         line=dict(color=COLOURS["fine-tuned"]),
@@ -478,16 +480,16 @@ def variant_curves(variants: Mapping[str, Mapping]) -> go.Figure:
     return fig
 
 
-def learning_curves(curves: Mapping[str, Sequence]) -> go.Figure:
+def learning_curves(curves: LearnCurves) -> go.Figure:
     """Objective per epoch (aTLAS, then each DV-BASI iteration, end to end) and selection accuracy on a
     second axis; dashed lines mark where a DV-BASI iteration starts."""
-    epochs = list(curves.get("epochs", []))
+    epochs = curves.epochs
     x = list(range(1, len(epochs) + 1))
     fig = go.Figure(
         go.Scatter(
             name="objective (fit part of val)",
             x=x,
-            y=[e["loss"] for e in epochs],
+            y=[e.loss for e in epochs],
             mode="lines",
             line=dict(color=COLOURS["merged"]),
         )
@@ -495,12 +497,12 @@ def learning_curves(curves: Mapping[str, Sequence]) -> go.Figure:
     fig.add_scatter(
         name="selection accuracy",
         x=x,
-        y=[e["selection"] for e in epochs],
+        y=[e.selection for e in epochs],
         mode="lines",
         yaxis="y2",
         line=dict(color=COLOURS["fine-tuned"]),
     )
-    starts = [i + 1 for i, e in enumerate(epochs) if e["stage"] == "dv-basi" and e["epoch"] == 1]
+    starts = [i + 1 for i, e in enumerate(epochs) if e.stage == "dv-basi" and e.epoch == 1]
     for i, start in enumerate(starts, start=1):
         fig.add_vline(
             x=start - 0.5,
@@ -520,17 +522,17 @@ def learning_curves(curves: Mapping[str, Sequence]) -> go.Figure:
     return fig
 
 
-def iteration_accuracy(curves: Mapping[str, Sequence]) -> go.Figure:
+def iteration_accuracy(curves: LearnCurves) -> go.Figure:
     """Per DV-BASI iteration: mean and per-task selection accuracy after the move, and ‖δ‖."""
-    its = list(curves.get("iterations", []))
-    x = [it["iteration"] for it in its]
+    its = curves.iterations
+    x = [it.iteration for it in its]
     fig = go.Figure()
-    tasks = list(its[0]["selection"]) if its else []
+    tasks = list(its[0].selection) if its else []
     for task in tasks:
         fig.add_scatter(
             name=task,
             x=x,
-            y=[it["selection"][task] for it in its],
+            y=[it.selection[task] for it in its],
             mode="lines+markers",
             line=dict(width=1),
             opacity=0.6,
@@ -538,14 +540,14 @@ def iteration_accuracy(curves: Mapping[str, Sequence]) -> go.Figure:
     fig.add_scatter(
         name="mean",
         x=x,
-        y=[sum(it["selection"].values()) / len(it["selection"]) for it in its],
+        y=[sum(it.selection.values()) / len(it.selection) for it in its],
         mode="lines+markers",
         line=dict(color="black", width=3),
     )
     fig.add_scatter(
         name="‖δ‖",
         x=x,
-        y=[it["delta_norm"] for it in its],
+        y=[it.delta_norm for it in its],
         mode="lines+markers",
         yaxis="y2",
         line=dict(color="#d95f02", dash="dot"),
@@ -560,15 +562,15 @@ def iteration_accuracy(curves: Mapping[str, Sequence]) -> go.Figure:
     return fig
 
 
-def scales_heatmap(curves: Mapping[str, Sequence], blocks: Sequence[str]) -> go.Figure:
+def scales_heatmap(curves: LearnCurves, blocks: Sequence[str]) -> go.Figure:
     """Learned λ per block (columns) per DV-BASI iteration (rows); one column when isotropic."""
-    its = list(curves.get("iterations", []))
-    labels = list(blocks) if its and len(its[0]["scales"]) == len(blocks) else ["all (isotropic)"]
+    its = curves.iterations
+    labels = list(blocks) if its and len(its[0].scales) == len(blocks) else ["all (isotropic)"]
     fig = go.Figure(
         go.Heatmap(
-            z=[it["scales"] for it in its],
+            z=[list(it.scales) for it in its],
             x=labels,
-            y=[f"iteration {it['iteration']}" for it in its],
+            y=[f"iteration {it.iteration}" for it in its],
             colorscale="RdBu",
             zmid=0,
             hovertemplate="%{y}, %{x}: λ = %{z:.3f}<extra></extra>",
@@ -586,11 +588,11 @@ def learned_runs_overlay(runs: Sequence[Run]) -> go.Figure:
     """Selection accuracy per epoch of several logged aTLAS / DV-BASI runs, on one chart."""
     fig = go.Figure()
     for run in runs:
-        epochs = run.outputs.get("curves", {}).get("epochs", [])
+        epochs = LearnCurves.from_json(run.outputs.get("curves", {})).epochs
         fig.add_scatter(
             name=f"#{run.id} {run.outputs.get('point', '')}",
             x=list(range(1, len(epochs) + 1)),
-            y=[e["selection"] for e in epochs],
+            y=[e.selection for e in epochs],
             mode="lines",
         )
     fig.update_layout(

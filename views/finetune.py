@@ -4,7 +4,7 @@ import streamlit as st
 
 from engine.errors import MergelabError
 from engine.home import DataHome
-from engine.jobs.finetune import finetune_job
+from engine.jobs.finetune import FinetuneCurves, FinetuneOutcome, finetune_job
 from engine.jobs.runner import JobState
 from engine.train.finetune import MODES, PENALTY_SCHEDULES, FinetuneConfig
 from ui import figures, resources, widgets
@@ -93,13 +93,14 @@ def live_run() -> None:
     job = widgets.job_progress("ft_job")
     if job is None:
         return
-    curves = job.result["curves"] if job.state is JobState.DONE else job.metrics
-    if curves:
+    curves = job.result.curves if job.state is JobState.DONE else FinetuneCurves.from_json(job.metrics)
+    if curves.step or curves.val_step:
         st.plotly_chart(figures.finetune_curves(curves, beta=st.session_state.get("ft_beta_shown")), key="ft_curves")
     if job.state is JobState.DONE:
+        result: FinetuneOutcome = job.result
         st.success(
-            f"Saved `{job.result['checkpoint']}` in the data home (val accuracy "
-            f"{job.result['zero_shot_val_accuracy']:.1%} → {job.result['val_accuracy']:.1%}). Choose it under "
+            f"Saved `{result.checkpoint}` in the data home (val accuracy "
+            f"{result.zero_shot_val_accuracy:.1%} → {result.val_accuracy:.1%}). Choose it under "
             "'Fine-tuned checkpoints' in the sidebar of any page."
         )
     elif job.state is JobState.FAILED:

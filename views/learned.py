@@ -4,7 +4,7 @@ import streamlit as st
 
 from engine.errors import MergelabError
 from engine.home import DataHome
-from engine.jobs.learn import learn_job
+from engine.jobs.learn import LearnCurves, LearnOutcome, learn_job
 from engine.jobs.runner import FINISHED, JobState
 from engine.learn.coefficients import LearnConfig
 from engine.learn.dvbasi import DvBasiConfig
@@ -67,7 +67,6 @@ with st.expander("More settings"):
 if st.button("Learn as a background job", type="primary"):
     try:
         learn = LearnConfig(objective=objective, epochs=int(epochs), patience=int(patience))
-        learn.check()
         config = (
             DvBasiConfig(
                 iterations=int(iterations),
@@ -80,8 +79,6 @@ if st.button("Learn as a background job", type="primary"):
             if run_dvbasi
             else None
         )
-        if config is not None:
-            config.check()
     except MergelabError as exc:
         st.error(str(exc))
     else:
@@ -109,33 +106,33 @@ def live_run() -> None:
         return
     if job.state in FINISHED:
         st.rerun(scope="app")
-    curves = job.metrics
-    if curves and curves.get("epochs"):
+    _curve_charts(LearnCurves.from_json(job.metrics))
+
+
+def _curve_charts(curves: LearnCurves) -> None:
+    if curves.epochs:
         st.plotly_chart(figures.learning_curves(curves), key="dv_learning")
-    if curves and curves.get("iterations"):
+    if curves.iterations:
         st.plotly_chart(figures.iteration_accuracy(curves), key="dv_iterations_chart")
 
 
 def finished_run() -> None:
     job = widgets.job_progress("dv_job")
-    curves = job.result["curves"] if job.state is JobState.DONE else job.metrics
-    if curves and curves.get("epochs"):
-        st.plotly_chart(figures.learning_curves(curves), key="dv_learning")
-    if curves and curves.get("iterations"):
-        st.plotly_chart(figures.iteration_accuracy(curves), key="dv_iterations_chart")
+    curves = job.result.curves if job.state is JobState.DONE else LearnCurves.from_json(job.metrics)
+    _curve_charts(curves)
     if job.state is JobState.DONE:
-        result = job.result
+        result: LearnOutcome = job.result
         st.success(
-            f"{result['point']}: test mean accuracy {result['mean_accuracy']:.1%} "
-            f"(normalized {result['mean_normalized']:.1%}); exported to `{result['artifact']}`."
+            f"{result.point}: test mean accuracy {result.mean_accuracy:.1%} "
+            f"(normalized {result.mean_normalized:.1%}); exported to `{result.artifact}`."
         )
-        if curves.get("iterations"):
+        if curves.iterations:
             st.plotly_chart(figures.scales_heatmap(curves, ws.matrix.spec.names), key="dv_scales")
-        tasks = list(result["accuracy"])
+        tasks = list(result.accuracy)
         table = {"task": tasks}
-        if "start" in result:
-            table[f"start: {result['start']['point']}"] = [result["start"]["accuracy"][t] for t in tasks]
-        table["learned"] = [result["accuracy"][t] for t in tasks]
+        if result.start is not None:
+            table[f"start: {result.start.point}"] = [result.start.accuracy[t] for t in tasks]
+        table["learned"] = [result.accuracy[t] for t in tasks]
         ta = ws.compare(tasks, "task_arithmetic", {"lam": float(st.session_state["dv_lam"])}, split="test")  # cached
         table[f"task arithmetic (λ = {st.session_state['dv_lam']:g})"] = [ta.merged.accuracy[t] for t in tasks]
         table["fine-tuned"] = [ta.finetuned[t] for t in tasks]

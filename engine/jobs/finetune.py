@@ -9,9 +9,11 @@ recipe. Cancelling stops between steps and writes nothing.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,6 +27,46 @@ from engine.pool.collection import finetune_folder
 from engine.runs.log import RunLog
 from engine.train.finetune import FinetuneConfig, FinetuneStep, finetune
 from engine.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class FinetuneCurves:
+    """Loss and τJp penalty per step, val accuracy at its evaluation steps (step 0: the pretrained model)."""
+
+    step: tuple[int, ...] = ()
+    loss: tuple[float, ...] = ()
+    penalty: tuple[float | None, ...] = ()
+    val_step: tuple[int, ...] = ()
+    val_accuracy: tuple[float, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FinetuneCurves:
+        """From the JSON a job reports as progress or the run log keeps (missing series are empty)."""
+        return cls(**{f.name: tuple(data.get(f.name, ())) for f in fields(cls)})
+
+    def appended(self, record: FinetuneStep) -> FinetuneCurves:
+        val = record.val_accuracy is not None
+        return FinetuneCurves(
+            (*self.step, record.step),
+            (*self.loss, round(record.loss, 5)),
+            (*self.penalty, None if record.penalty is None else round(record.penalty, 5)),
+            (*self.val_step, record.step) if val else self.val_step,
+            (*self.val_accuracy, record.val_accuracy) if val else self.val_accuracy,
+        )
+
+
+@dataclass(frozen=True)
+class FinetuneOutcome:
+    """A finished fine-tune: the checkpoint's name (its variant in the sidebar) and file, and its curves."""
+
+    checkpoint: str
+    path: str
+    val_accuracy: float
+    zero_shot_val_accuracy: float
+    curves: FinetuneCurves
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def checkpoint_name(config: FinetuneConfig, *, now: datetime | None = None) -> str:
@@ -43,7 +85,7 @@ def finetune_job(
     out_root: Path,
     run_log: RunLog | None = None,
     val_images: int = 512,
-) -> dict:
+) -> FinetuneOutcome:
     """Fine-tune `task` of the workspace's collection from θ₀; returns the checkpoint's name, path and curves."""
     start = time.perf_counter()
     suite, theta0 = workspace.suite, workspace.matrix.theta0  # [P]
@@ -52,21 +94,20 @@ def finetune_job(
     others = {t: suite.tasks[t].split("train").images for t in suite.task_names if t != task}
     config.check(other_tasks=len(others))
     val_suite = suite.linearized(theta0) if config.linearized else suite.network()
-    curves: dict[str, list] = {"step": [], "loss": [], "penalty": [], "val_step": [], "val_accuracy": []}
+    curves = FinetuneCurves(val_step=(0,), val_accuracy=(_val_accuracy(val_suite, theta0, task, val_images),))
 
     def validate(theta: torch.Tensor) -> float:
         ctx.check_cancelled()
         return _val_accuracy(val_suite, theta, task, val_images)
 
     def on_step(record: FinetuneStep) -> None:
-        _append(curves, record)
+        nonlocal curves
+        curves = curves.appended(record)  # a new snapshot: the one reported last never changes
         penalty = "" if record.penalty is None else f" · penalty {record.penalty:.3f}"
-        message = f"loss {record.loss:.3f}{penalty} · val {curves['val_accuracy'][-1]:.1%}"
-        ctx.report(record.step, config.steps, message, metrics={k: list(v) for k, v in curves.items()})  # a snapshot
+        message = f"loss {record.loss:.3f}{penalty} · val {curves.val_accuracy[-1]:.1%}"
+        ctx.report(record.step, config.steps, message, metrics=asdict(curves))
         ctx.check_cancelled()
 
-    curves["val_step"].append(0)
-    curves["val_accuracy"].append(_val_accuracy(val_suite, theta0, task, val_images))
     result = finetune(
         suite.visual,
         suite.spec,
@@ -95,17 +136,11 @@ def finetune_job(
             "kind": f"{config.mode} fine-tuning",
             **asdict(config),
             "collection": str(workspace.collection.root),
-            "val_accuracy": curves["val_accuracy"][-1],
+            "val_accuracy": curves.val_accuracy[-1],
         },
         parent_sha256=workspace.pretrained.tensors_sha256,
     )
-    outputs = {
-        "checkpoint": name,
-        "path": str(checkpoint.path),
-        "val_accuracy": curves["val_accuracy"][-1],
-        "zero_shot_val_accuracy": curves["val_accuracy"][0],
-        "curves": curves,
-    }
+    outcome = FinetuneOutcome(name, str(checkpoint.path), curves.val_accuracy[-1], curves.val_accuracy[0], curves)
     if run_log is not None:
         run_log.record(
             "finetune",
@@ -114,22 +149,13 @@ def finetune_job(
             tasks=(task,),
             device=str(theta0.device),
             inputs=asdict(config),
-            outputs={**outputs, "accuracy": {task: outputs["val_accuracy"]}},
+            outputs={**outcome.to_json(), "accuracy": {task: outcome.val_accuracy}},
             duration_s=round(time.perf_counter() - start, 3),
         )
-    return outputs
+    return outcome
 
 
 def _val_accuracy(suite: EvalSuite, theta: torch.Tensor, task: str, limit: int) -> float:
     """Accuracy on the first `limit` val images of `task` (the suite says f or f_lin)."""
     part = suite.tasks[task].split("val")
     return accuracy_on(theta, suite, {task: LabelledImages(part.images[:limit], part.labels[:limit])})[task]
-
-
-def _append(curves: dict[str, list], record: FinetuneStep) -> None:
-    curves["step"].append(record.step)
-    curves["loss"].append(round(record.loss, 5))
-    curves["penalty"].append(None if record.penalty is None else round(record.penalty, 5))
-    if record.val_accuracy is not None:
-        curves["val_step"].append(record.step)
-        curves["val_accuracy"].append(record.val_accuracy)

@@ -10,9 +10,11 @@ selection part of val.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,6 +29,90 @@ from engine.runs.log import RunLog
 from engine.workspace import Workspace
 
 
+@dataclass(frozen=True)
+class EpochPoint:
+    stage: str  # "atlas" or "dv-basi"
+    iteration: int  # 0 for aTLAS, else the DV-BASI iteration
+    epoch: int
+    loss: float
+    selection: float  # mean selection accuracy after the epoch
+
+
+@dataclass(frozen=True)
+class IterationPoint:
+    iteration: int
+    delta_norm: float
+    selection: Mapping[str, float]  # task → selection accuracy after the move
+    scales: tuple[float, ...]  # λ per block (one when isotropic)
+
+
+@dataclass(frozen=True)
+class LearnCurves:
+    """Every epoch of every stage end to end, and one point per DV-BASI iteration."""
+
+    epochs: tuple[EpochPoint, ...] = ()
+    iterations: tuple[IterationPoint, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LearnCurves:
+        """From the JSON a job reports as progress or the run log keeps."""
+        return cls(
+            tuple(EpochPoint(**e) for e in data.get("epochs", ())),
+            tuple(IterationPoint(**{**i, "scales": tuple(i["scales"])}) for i in data.get("iterations", ())),
+        )
+
+
+@dataclass(frozen=True)
+class LearnedPoint:
+    """A merged point on test: its label, per-task accuracy and mean."""
+
+    point: str
+    accuracy: Mapping[str, float]
+    mean_accuracy: float
+
+
+@dataclass(frozen=True)
+class LearnOutcome:
+    """A finished (or cancelled: `partial`) learning run, judged on `split` (test) for reporting only."""
+
+    point: str
+    accuracy: Mapping[str, float]
+    mean_accuracy: float
+    mean_normalized: float | None
+    split: str
+    curves: LearnCurves
+    artifact: str | None = None  # the exported merged checkpoint
+    start: LearnedPoint | None = None  # where DV-BASI started (aTLAS or task arithmetic)
+    partial: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Progress:
+    """What a learning run has reached: its curves and its best point so far."""
+
+    def __init__(self, ctx: JobContext, iterations: int) -> None:
+        self.ctx, self.iterations = ctx, iterations
+        self.curves = LearnCurves()
+        self.best: tuple[torch.Tensor, str] | None = None  # θ [P] and its label
+        self.origin: tuple[torch.Tensor, str] | None = None  # where DV-BASI started
+
+    def report(self, message: str) -> None:
+        self.ctx.report(len(self.curves.iterations), self.iterations, message, metrics=asdict(self.curves))
+
+    def on_epoch(self, stage: str, iteration: int, record: EpochRecord) -> None:
+        point = EpochPoint(stage, iteration, record.epoch, record.loss, record.mean_selection)
+        self.curves = replace(self.curves, epochs=(*self.curves.epochs, point))
+        self.report(f"{stage} · epoch {record.epoch} · selection {record.mean_selection:.1%}")
+        self.ctx.check_cancelled()
+
+    def on_iteration(self, it: Iteration) -> None:
+        point = IterationPoint(it.index, it.delta_norm, dict(it.selection), tuple(it.scales.tolist()))
+        self.curves = replace(self.curves, iterations=(*self.curves.iterations, point))
+        self.report(f"iteration {it.index}: selection {it.mean_selection:.1%}")
+
+
 def learn_job(
     ctx: JobContext,
     *,
@@ -37,63 +123,30 @@ def learn_job(
     config: DvBasiConfig | None = DvBasiConfig(),
     out_dir: Path | None = None,
     run_log: RunLog | None = None,
-) -> dict:
+) -> LearnOutcome:
     """start: "atlas" | "task_arithmetic" (at `lam`); `config` None runs aTLAS alone."""
     began, m, suite = time.perf_counter(), workspace.matrix, workspace.suite
     if start not in ("atlas", "task_arithmetic"):
         raise ValueError(f"start must be 'atlas' or 'task_arithmetic', not {start!r}")
-    if config is not None:
-        config.check()
     data = ValSplit.of(suite, seed=atlas_config.seed)
-    curves = {"epochs": [], "iterations": []}
-    best = {"theta": None, "label": start}
-    origin = {"theta": None, "label": None}  # where DV-BASI started (the aTLAS or TA point)
-
-    def report(message: str) -> None:
-        ctx.report(
-            len(curves["iterations"]),
-            (config.iterations if config else 0),
-            message,
-            metrics={k: list(v) for k, v in curves.items()},
-        )
-
-    def on_epoch(stage: str, iteration: int, record: EpochRecord) -> None:
-        curves["epochs"].append(
-            {
-                "stage": stage,
-                "iteration": iteration,
-                "epoch": record.epoch,
-                "loss": record.loss,
-                "selection": record.mean_selection,
-            }
-        )
-        report(f"{stage} · epoch {record.epoch} · selection {record.mean_selection:.1%}")
-        ctx.check_cancelled()
-
+    progress = _Progress(ctx, config.iterations if config else 0)
     status = "done"
     try:
         if start == "atlas":
             learned = atlas(
-                suite, m.theta0, m.T, m.spec, data=data, config=atlas_config, on_epoch=lambda r: on_epoch("atlas", 0, r)
+                suite,
+                m.theta0,
+                m.T,
+                m.spec,
+                data=data,
+                config=atlas_config,
+                on_epoch=lambda r: progress.on_epoch("atlas", 0, r),
             )
             theta, label = learned.theta, "aTLAS"
         else:
             theta, label = m.theta0 + lam * m.T.sum(dim=0), f"task arithmetic λ={lam:g}"
-        best.update(theta=theta, label=label)
-        origin.update(theta=theta, label=label)
+        progress.best = progress.origin = (theta, label)
         if config is not None:
-
-            def on_iteration(it: Iteration) -> None:
-                curves["iterations"].append(
-                    {
-                        "iteration": it.index,
-                        "delta_norm": it.delta_norm,
-                        "selection": dict(it.selection),
-                        "scales": it.scales.tolist(),
-                    }
-                )
-                report(f"iteration {it.index}: selection {it.mean_selection:.1%}")
-
             result = dv_basi(
                 suite,
                 m.theta0,
@@ -101,24 +154,20 @@ def learn_job(
                 m.spec,
                 data=data,
                 config=config,
-                on_epoch=lambda j, r: on_epoch("dv-basi", j, r),
-                on_iteration=on_iteration,
+                on_epoch=lambda j, r: progress.on_epoch("dv-basi", j, r),
+                on_iteration=progress.on_iteration,
             )
-            best.update(theta=result.theta, label=f"{label} + DV-BASI (iteration {result.best_iteration})")
+            progress.best = (result.theta, f"{label} + DV-BASI (iteration {result.best_iteration})")
     except Cancelled:
         status = "cancelled"
-        if best["theta"] is None:
+        if progress.best is None:
             raise
-    outputs = _finish(workspace, best["theta"], best["label"], curves, out_dir=out_dir)
+    outcome = _finish(workspace, *progress.best, progress.curves, out_dir=out_dir, partial=status == "cancelled")
     if config is not None:
-        start_test = evaluate(origin["theta"], workspace.suite, "test")
-        outputs["start"] = {
-            "point": origin["label"],
-            "accuracy": dict(start_test.accuracy),
-            "mean_accuracy": start_test.mean_accuracy,
-        }
-    if status == "cancelled":
-        outputs["partial"] = True  # the best point reached before the cancel
+        start_test = evaluate(progress.origin[0], workspace.suite, "test")
+        outcome = replace(
+            outcome, start=LearnedPoint(progress.origin[1], dict(start_test.accuracy), start_test.mean_accuracy)
+        )
     if run_log is not None:
         run_log.record(
             "learned",
@@ -134,23 +183,24 @@ def learn_job(
                 "atlas": asdict(atlas_config),
                 "dv_basi": None if config is None else asdict(config),
             },
-            outputs=outputs,
+            outputs=outcome.to_json(),
         )
     if status == "cancelled":
         raise Cancelled()
-    return outputs
+    return outcome
 
 
-def _finish(workspace: Workspace, theta: torch.Tensor, label: str, curves: dict, *, out_dir: Path | None) -> dict:
+def _finish(
+    workspace: Workspace,
+    theta: torch.Tensor,
+    label: str,
+    curves: LearnCurves,
+    *,
+    out_dir: Path | None,
+    partial: bool,
+) -> LearnOutcome:
     test = evaluate(theta, workspace.suite, "test", reference=workspace.finetuned("test"))
-    outputs = {
-        "point": label,
-        "accuracy": dict(test.accuracy),
-        "mean_accuracy": test.mean_accuracy,
-        "mean_normalized": test.mean_normalized,
-        "split": "test",
-        "curves": curves,
-    }
+    artifact = None
     if out_dir is not None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         path = Path(out_dir) / f"learned-{stamp}.safetensors"
@@ -165,5 +215,14 @@ def _finish(workspace: Workspace, theta: torch.Tensor, label: str, curves: dict,
             source="mergelab aTLAS / DV-BASI",
             parent_sha256=workspace.pretrained.tensors_sha256,
         )
-        outputs["artifact"] = str(checkpoint.path)
-    return outputs
+        artifact = str(checkpoint.path)
+    return LearnOutcome(
+        label,
+        dict(test.accuracy),
+        test.mean_accuracy,
+        test.mean_normalized,
+        "test",
+        curves,
+        artifact=artifact,
+        partial=partial,
+    )

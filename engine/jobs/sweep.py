@@ -10,11 +10,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from engine.jobs.runner import Cancelled, JobContext
 from engine.merge.registry import ParamValue
 from engine.runs.log import RunLog
 from engine.workspace import Sweep, Workspace
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """A finished sweep: its curve, the best value (mean normalized accuracy) and each task's accuracy there."""
+
+    sweep: Sweep
+    best_value: float | None
+    accuracy: Mapping[str, float]
+
+    @classmethod
+    def of(cls, sweep: Sweep) -> SweepOutcome:
+        best = sweep.best_value
+        accuracy = {} if best is None else {t: v[sweep.values.index(best)] for t, v in sweep.per_task.items()}
+        return cls(sweep, best, accuracy)
+
+    def to_json(self) -> dict[str, Any]:
+        return sweep_outputs(self.sweep)
 
 
 def sweep_job(
@@ -28,7 +48,7 @@ def sweep_job(
     param: str,
     values: Sequence[float],
     split: str,
-) -> dict:
+) -> SweepOutcome:
     """Evaluate the merge at each value of `param`; returns (and logs) the curve and the best value."""
     start, results, status = time.perf_counter(), [], "done"
     try:
@@ -61,7 +81,7 @@ def sweep_job(
             duration_s=round(time.perf_counter() - start, 3),
             job_id=ctx.job_id,
         )
-    return sweep_outputs(sweep)
+    return SweepOutcome.of(sweep)
 
 
 def sweep_outputs(sweep: Sweep) -> dict:
@@ -72,9 +92,8 @@ def sweep_outputs(sweep: Sweep) -> dict:
         "mean_normalized": list(sweep.mean_normalized),
         "per_task": {t: list(v) for t, v in sweep.per_task.items()},
     }
-    best = sweep.best_value
-    accuracy = {} if best is None else {t: v[sweep.values.index(best)] for t, v in sweep.per_task.items()}
-    return {"curve": curve, "best_value": best, "accuracy": accuracy}
+    outcome = SweepOutcome.of(sweep)
+    return {"curve": curve, "best_value": outcome.best_value, "accuracy": dict(outcome.accuracy)}
 
 
 def record_sweep(

@@ -7,13 +7,26 @@ Interference page only reads it; cancelling between task columns leaves nothing 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from engine.jobs.runner import JobContext
 from engine.runs.log import RunLog
 from engine.workspace import Workspace
 
 
-def taujp_job(ctx: JobContext, *, workspace: Workspace, run_log: RunLog | None = None) -> dict:
+@dataclass(frozen=True)
+class TauJpOutcome:
+    diagonal: Mapping[str, float]  # each task's own signal
+    mean_off_diagonal: float  # the mean interference
+    images: tuple[int, ...]  # images per task the matrix was taken over
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def taujp_job(ctx: JobContext, *, workspace: Workspace, run_log: RunLog | None = None) -> TauJpOutcome:
     """Compute (or find) the workspace's τJp matrix; returns its diagonal and mean off-diagonal value."""
     start, tasks = time.perf_counter(), workspace.task_names
 
@@ -24,11 +37,7 @@ def taujp_job(ctx: JobContext, *, workspace: Workspace, run_log: RunLog | None =
     matrix = workspace.taujp(progress=progress)
     k = len(tasks)
     off = (matrix.values.sum() - matrix.values.diagonal().sum()) / max(1, k * k - k)
-    outputs = {
-        "diagonal": dict(zip(tasks, matrix.values.diagonal().tolist())),
-        "mean_off_diagonal": float(off),
-        "images": list(matrix.images),
-    }
+    outcome = TauJpOutcome(dict(zip(tasks, matrix.values.diagonal().tolist())), float(off), tuple(matrix.images))
     if run_log is not None:
         run_log.record(
             "taujp",
@@ -36,7 +45,7 @@ def taujp_job(ctx: JobContext, *, workspace: Workspace, run_log: RunLog | None =
             tasks=tasks,
             device=str(workspace.matrix.T.device),
             inputs={"split": matrix.split},
-            outputs=outputs,
+            outputs=outcome.to_json(),
             duration_s=round(time.perf_counter() - start, 3),
         )
-    return outputs
+    return outcome

@@ -145,6 +145,9 @@ class LearnConfig:
     select_by: Literal["selection_accuracy", "fit_loss"] = "selection_accuracy"  # what early stopping watches
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        self.check()  # a config that exists is valid
+
     def check(self) -> None:
         checks = [
             ("objective", self.objective in ("supervised", "unsupervised"), "use supervised or unsupervised"),
@@ -214,7 +217,6 @@ def learn_coefficients(
     `config.select_by`: "selection_accuracy" keeps the epoch with the best mean accuracy on the selection
     part (the start counts as epoch 0); "fit_loss" keeps the epoch with the lowest mean objective on the
     fit part and stops when it stagnates (DV-BASI's inner loop, as in its code)."""
-    config.check()
     tasks = tuple(data.fit)
     coefficients = nn.Parameter(torch.full((directions.shape[0], sizes.numel()), init, device=base.device))
     optimizer = torch.optim.AdamW([coefficients], lr=config.lr, weight_decay=config.weight_decay)

@@ -43,6 +43,9 @@ class DvBasiConfig:
     direction: Literal["difference", "random"] = "difference"
     learn: LearnConfig = field(default_factory=lambda: LearnConfig(patience=5, select_by="fit_loss"))
 
+    def __post_init__(self) -> None:
+        self.check()  # a config that exists is valid
+
     def check(self) -> None:
         if self.iterations < 1:
             raise ParameterError("iterations", f"invalid setting {self.iterations!r}", fix="run at least 1 iteration")
@@ -88,7 +91,6 @@ def dv_basi(
     on_iteration: Callable[[Iteration], None] | None = None,
 ) -> DvBasiResult:
     """Iterate from `start` [P] (a merged model); every point is scored on `data.select` only."""
-    config.check()
     sizes = block_sizes(spec) if config.scaling == "blockwise" else torch.tensor([spec.numel])
     generator = torch.Generator().manual_seed(config.learn.seed)
     current = start.detach()

@@ -63,8 +63,21 @@ class FinetuneConfig:
     def linearized(self) -> bool:
         return self.mode in ("linearized", "tau_jp")
 
+    def __post_init__(self) -> None:
+        self.check_settings()  # a config that exists is valid; `check` adds what depends on the collection
+
     def check(self, *, other_tasks: int) -> None:
-        """Raise ParameterError naming the first bad setting (before any work starts)."""
+        """Raise ParameterError naming the first bad setting, or a τJp penalty without other tasks' inputs."""
+        self.check_settings()
+        if self.mode == "tau_jp" and other_tasks == 0:
+            raise ParameterError(
+                "others",
+                "the τJp penalty needs other tasks' inputs, and none were given",
+                fix="fine-tune in a collection with at least two tasks, or choose mode 'linearized'",
+            )
+
+    def check_settings(self) -> None:
+        """Raise ParameterError naming the first bad setting."""
         checks = [
             ("mode", self.mode in MODES, f"choose one of {list(MODES)}"),
             ("steps", self.steps >= 1, "train for at least 1 step"),
@@ -78,12 +91,6 @@ class FinetuneConfig:
         for name, ok, fix in checks:
             if not ok:
                 raise ParameterError(name, f"invalid fine-tuning setting {getattr(self, name)!r}", fix=fix)
-        if self.mode == "tau_jp" and other_tasks == 0:
-            raise ParameterError(
-                "others",
-                "the τJp penalty needs other tasks' inputs, and none were given",
-                fix="fine-tune in a collection with at least two tasks, or choose mode 'linearized'",
-            )
 
 
 @dataclass(frozen=True)
