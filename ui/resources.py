@@ -7,6 +7,7 @@ their own outputs (engine/workspace.py), so no session can change what another s
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ import torch
 from engine.cache.memory import ComputeCache
 from engine.home import ASSETS_DIR, DataHome
 from engine.jobs.runner import LocalRunner
+from engine.jobs.spec import JobSpec, WorkspaceRef
+from engine.jobs.spec import submit as submit_spec
 from engine.merge.analysis import cosine_similarity_matrix
 from engine.merge.forgetting import ALPHAS, STA_MARGIN, STA_THRESHOLD, ForgettingCurve, negation_curve
 from engine.merge.forgetting import forgetting_vector as build_forgetting_vector
@@ -131,6 +134,21 @@ def job_runner() -> LocalRunner:
 @st.cache_resource(max_entries=4)
 def _job_runner(path: str) -> LocalRunner:
     return LocalRunner(run_log=_run_log(path))
+
+
+def submit_job(spec: JobSpec) -> int:
+    """Queue a job described by value; it runs on this process's cached workspace of the spec's reference."""
+    return submit_spec(job_runner(), spec, owner=session_owner(), resolve=resolve_workspace)
+
+
+def job_spec(kind: str, ws: Workspace, collection: str, choice: Choice, args: dict, *, name: str) -> JobSpec:
+    """The spec of a job on the page's workspace: the one `workspace(collection, device_name(), choice)` gives."""
+    ref = WorkspaceRef.of(ws, collection=collection, device=device_name())
+    return JobSpec(kind, dataclasses.replace(ref, choice=tuple(choice)), args, name=name)
+
+
+def resolve_workspace(ref: WorkspaceRef) -> Workspace:
+    return workspace(ref.collection, ref.device, ref.choice)
 
 
 def session_owner() -> str:

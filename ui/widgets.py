@@ -6,13 +6,12 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from engine.jobs.importance import importance_job
-from engine.jobs.taujp import taujp_job
 from engine.merge import MergeMethod, Param
 from engine.merge.registry import ParamValue
 from engine.sta.importance import KINDS
 from engine.workspace import Workspace
 from ui import resources
+from ui.state import CHOICE, current_collection
 
 
 def param_key(method: MergeMethod, param: Param, task: str | None = None) -> str:
@@ -70,9 +69,7 @@ def require_importance(ws: Workspace, kind: str) -> None:
         cost="a few gradient passes per task (seconds for small models, minutes for ViT-B/32 on a CPU)",
         compute=lambda: ws.importance(kind),
         key=f"importance_{kind}",
-        job_name=f"STA importance maps ({kind})",
-        job=importance_job,
-        job_args={"workspace": ws, "kind": kind},
+        job=("importance", {"kind": kind}, f"STA importance maps ({kind})"),
     )
 
 
@@ -85,13 +82,12 @@ def require_taujp(ws: Workspace) -> None:
         "for ViT-B/32 on a CPU)",
         compute=ws.taujp,
         key="taujp",
-        job_name="τJp matrix",
-        job=taujp_job,
-        job_args={"workspace": ws},
+        job=("taujp", {}, "τJp matrix"),
     )
 
 
-def _require(ready: bool, *, what: str, cost: str, compute, key: str, job_name: str, job, job_args: dict) -> None:
+def _require(ready: bool, *, what: str, cost: str, compute, key: str, job: tuple[str, dict, str]) -> None:
+    """`job`: (kind, arguments, name) of the background job that computes it on the sidebar's workspace."""
     if ready:
         return
     st.info(f"This needs {what}, and it is not cached yet: {cost}.")
@@ -101,14 +97,10 @@ def _require(ready: bool, *, what: str, cost: str, compute, key: str, job_name: 
             compute()
         st.rerun()
     if background.button("Compute as a background job", key=f"{key}_job"):
-        job_id = resources.job_runner().submit(
-            job_name,
-            job,
-            device=resources.device_name(),
-            owner=resources.session_owner(),
-            run_log=resources.run_log(),
-            **job_args,
-        )
+        kind, args, name = job
+        collection, choice = current_collection(), st.session_state.get(CHOICE, ())  # the page's workspace
+        ws = resources.workspace_or_stop(collection, choice)
+        job_id = resources.submit_job(resources.job_spec(kind, ws, collection, choice, args, name=name))
         st.success(f"Started job #{job_id}: follow it on Jobs & runs, then come back.")
     st.stop()
 

@@ -4,8 +4,9 @@ import streamlit as st
 
 from engine.errors import MergelabError
 from engine.home import DataHome
-from engine.jobs.finetune import FinetuneCurves, FinetuneOutcome, finetune_job
+from engine.jobs.finetune import FinetuneCurves, FinetuneOutcome
 from engine.jobs.runner import JobState
+from engine.jobs.spec import to_fields
 from engine.train.finetune import MODES, PENALTY_SCHEDULES, FinetuneConfig
 from ui import figures, resources, widgets
 from ui.state import current_collection
@@ -74,16 +75,10 @@ if st.button("Fine-tune as a background job", type="primary"):
     except MergelabError as exc:
         st.error(str(exc))
     else:
-        st.session_state["ft_job"] = resources.job_runner().submit(
-            f"fine-tune {task} · {MODES[mode]}",
-            finetune_job,
-            device=resources.device_name(),
-            owner=resources.session_owner(),
-            workspace=ws,
-            task=task,
-            config=config,
-            out_root=DataHome.from_env().ensure().finetunes,
-            run_log=resources.run_log(),
+        args = {"task": task, "config": to_fields(config), "out_root": str(DataHome.from_env().ensure().finetunes)}
+        name = f"fine-tune {task} · {MODES[mode]}"
+        st.session_state["ft_job"] = resources.submit_job(
+            resources.job_spec("finetune", ws, collection, (), args, name=name)
         )
         st.session_state["ft_beta_shown"] = config.beta if mode == "tau_jp" else None
 

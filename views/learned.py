@@ -4,8 +4,9 @@ import streamlit as st
 
 from engine.errors import MergelabError
 from engine.home import DataHome
-from engine.jobs.learn import LearnCurves, LearnOutcome, learn_job
+from engine.jobs.learn import LearnCurves, LearnOutcome
 from engine.jobs.runner import FINISHED, JobState
+from engine.jobs.spec import to_fields
 from engine.learn.coefficients import LearnConfig
 from engine.learn.dvbasi import DvBasiConfig
 from ui import figures, resources, widgets
@@ -82,18 +83,16 @@ if st.button("Learn as a background job", type="primary"):
     except MergelabError as exc:
         st.error(str(exc))
     else:
-        st.session_state["dv_job"] = resources.job_runner().submit(
-            f"{'aTLAS' if start == 'atlas' else 'TA'}{' + DV-BASI' if config else ''} · {objective}",
-            learn_job,
-            device=resources.device_name(),
-            owner=resources.session_owner(),
-            workspace=ws,
-            start=start,
-            lam=float(lam),
-            atlas_config=learn,
-            config=config,
-            out_dir=DataHome.from_env().ensure().exports,
-            run_log=resources.run_log(),
+        args = {
+            "start": start,
+            "lam": float(lam),
+            "atlas_config": to_fields(learn),
+            "config": None if config is None else to_fields(config),
+            "out_dir": str(DataHome.from_env().ensure().exports),
+        }
+        name = f"{'aTLAS' if start == 'atlas' else 'TA'}{' + DV-BASI' if config else ''} · {objective}"
+        st.session_state["dv_job"] = resources.submit_job(
+            resources.job_spec("learn", ws, collection, choice, args, name=name)
         )
 
 

@@ -6,7 +6,7 @@ import streamlit as st
 
 from engine.errors import MergelabError
 from engine.home import DataHome
-from engine.jobs.sweep import record_sweep, sweep_job
+from engine.jobs.sweep import record_sweep
 from engine.merge import METHODS, get_method
 from engine.runs.recipe_runner import run_recipe, save_merge_run
 from engine.runs.recipes import MergeRecipe, parse_recipe
@@ -188,18 +188,14 @@ if st.session_state.get("_export"):
         key="download_export",
     )
 if job_col.button("λ sweep on test as a job", help="101 values of λ in the background; follow it on Jobs & runs"):
-    job_id = resources.job_runner().submit(
-        f"λ sweep · {len(tasks)} tasks",
-        sweep_job,
-        device=resources.device_name(),
-        owner=resources.session_owner(),
-        workspace=ws,
-        run_log=resources.run_log(),
-        tasks=tuple(tasks),
-        method=method_name,
-        params=params,
-        param="lam",
-        values=[i / 100 for i in range(101)],
-        split="test",
-    )
+    args = {
+        "tasks": list(tasks),
+        "method": method_name,
+        "params": params,
+        "param": "lam",
+        "values": [i / 100 for i in range(101)],
+        "split": "test",
+    }
+    spec = resources.job_spec("sweep", ws, collection, choice, args, name=f"λ sweep · {len(tasks)} tasks")
+    job_id = resources.submit_job(spec)
     st.info(f"Started job #{job_id}: follow it on Jobs & runs.")

@@ -113,12 +113,23 @@ class LocalRunner:
         if run_log is not None:
             run_log.mark_interrupted()  # what a crashed earlier server left queued or running
 
-    def submit(self, name: str, fn: JobFn, *, device: str = "cpu", owner: str = "", **kwargs: Any) -> int:
-        """Queue `fn(ctx, **kwargs)` on `device`'s worker; `owner` is the session that asked for it."""
+    def submit(
+        self,
+        name: str,
+        fn: JobFn,
+        *,
+        device: str = "cpu",
+        owner: str = "",
+        described: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> int:
+        """Queue `fn(ctx, **kwargs)` on `device`'s worker; `owner` is the session that asked for it, and
+        `described` what the jobs table records of it (default: `describe(kwargs)`; a JobSpec's JSON)."""
         recorded = None
         if self.run_log is not None:
             kind = fn.__name__.removesuffix("_job")
-            recorded = self.run_log.add_job(name=name, kind=kind, owner=owner, device=device, spec=describe(kwargs))
+            spec = describe(kwargs) if described is None else described
+            recorded = self.run_log.add_job(name=name, kind=kind, owner=owner, device=device, spec=spec)
         with self._lock:
             job_id = recorded or next(self._ids)
             self._status[job_id] = JobStatus(id=job_id, name=name, device=device)

@@ -1,5 +1,4 @@
-"""A λ sweep as a background job: the dashboard's first long-running job, and a template for the
-fine-tuning, τJp and DV-BASI jobs of later issues.
+"""A λ sweep as a background job: the one-axis case of the grid job (engine/jobs/grid.py).
 
 Every step merges and evaluates (real work), reports the curve so far, and checks for cancel after every
 evaluation batch; at the end, or when cancelled, the curve so far is written to the run log, so nothing
@@ -13,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.jobs.grid import evaluate_grid
 from engine.jobs.runner import Cancelled, JobContext
 from engine.merge.registry import ParamValue
 from engine.runs.log import RunLog
@@ -41,7 +41,7 @@ def sweep_job(
     ctx: JobContext,
     *,
     workspace: Workspace,
-    run_log: RunLog,
+    run_log: RunLog | None = None,
     tasks: Sequence[str],
     method: str,
     params: Mapping[str, ParamValue],
@@ -49,38 +49,34 @@ def sweep_job(
     values: Sequence[float],
     split: str,
 ) -> SweepOutcome:
-    """Evaluate the merge at each value of `param`; returns (and logs) the curve and the best value."""
+    """Evaluate the merge at each value of `param`; returns (and logs) the curve and the best value.
+    The one-axis case of the grid job: the same trial loop, logged as one "sweep" run with its curve."""
     start, results, status = time.perf_counter(), [], "done"
+    axes = ((param, tuple(values)),)
+    best = lambda: {"best_mean_accuracy": max(r.mean_accuracy for r in results)}
     try:
-        for i, value in enumerate(values):
-            ctx.check_cancelled()
-            result = workspace.compare(
-                tasks, method, {**params, param: value}, split=split, progress=lambda _f, _m: ctx.check_cancelled()
-            ).merged  # per batch
-            results.append(result)
-            ctx.report(
-                i + 1,
-                len(values),
-                f"{param} = {value:g}: mean {result.mean_accuracy:.1%}",
-                metrics={"best_mean_accuracy": max(r.mean_accuracy for r in results)},
-            )
+        for _, comparison in evaluate_grid(
+            ctx, workspace, tasks=tasks, method=method, params=params, axes=axes, split=split, metrics=best
+        ):
+            results.append(comparison.merged)
     except Cancelled:
         status = "cancelled"
         raise
     finally:
         sweep = Sweep.from_results(split, param, values, results, tasks)
-        record_sweep(
-            run_log,
-            sweep,
-            workspace=workspace,
-            method=method,
-            params=params,
-            device=str(workspace.matrix.T.device),
-            status=status,
-            planned=values,
-            duration_s=round(time.perf_counter() - start, 3),
-            job_id=ctx.job_id,
-        )
+        if run_log is not None:
+            record_sweep(
+                run_log,
+                sweep,
+                workspace=workspace,
+                method=method,
+                params=params,
+                device=str(workspace.matrix.T.device),
+                status=status,
+                planned=values,
+                duration_s=round(time.perf_counter() - start, 3),
+                job_id=ctx.job_id,
+            )
     return SweepOutcome.of(sweep)
 
 

@@ -225,6 +225,21 @@ class RunLog:
             )
             return int(cursor.lastrowid)
 
+    def update_run(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        outputs: Mapping[str, Any],
+        duration_s: float | None = None,
+    ) -> None:
+        """Finish a run recorded early (a grid's row, recorded first so its trials can name it as parent)."""
+        with self._connect() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, outputs = ?, duration_s = ? WHERE id = ?",
+                (status, json.dumps(outputs), duration_s, run_id),
+            )
+
     def get(self, run_id: int) -> Run:
         runs = self._select("WHERE id = ?", (run_id,))
         if not runs:
@@ -239,9 +254,11 @@ class RunLog:
         task: str | None = None,
         parent_id: int | None = None,
         job_id: int | None = None,
+        top_level: bool = False,
     ) -> list[Run]:
-        """Newest first, optionally filtered by kind, method, parent run, job and a task among the run's tasks."""
-        clauses, args = [], []
+        """Newest first, optionally filtered by kind, method, parent run, job and a task among the run's tasks;
+        `top_level` leaves out runs that belong to another (a grid's trials)."""
+        clauses, args = ["parent_id IS NULL"] if top_level else [], []
         for column, value in (("kind", kind), ("method", method), ("parent_id", parent_id), ("job_id", job_id)):
             if value is not None:
                 clauses.append(f"{column} = ?")

@@ -1,0 +1,185 @@
+"""Jobs described by value: what a job runs on and with, as JSON, so it can be recorded, shown after a
+restart, and sent to another process or machine (a live Workspace holds gigabytes and cannot be).
+
+A `JobSpec` names the job's kind (a key of `JOB_KINDS`), the workspace it runs on (`WorkspaceRef`: the
+collection path, the device, each task's checkpoint choice, and the sha256 of the pretrained and every
+fine-tuned checkpoint) and the job's own arguments, configs as their fields. Whoever runs it resolves
+the reference to a workspace (the dashboard to its cached one) and checks the sha256 first, so a job
+never runs on files other than the ones it was asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from engine.errors import CheckpointError, SchemaError
+from engine.home import DataHome, PathPolicy
+from engine.jobs.finetune import finetune_job
+from engine.jobs.grid import grid_job
+from engine.jobs.importance import importance_job
+from engine.jobs.learn import learn_job
+from engine.jobs.runner import JobContext, LocalRunner
+from engine.jobs.sweep import sweep_job
+from engine.jobs.taujp import taujp_job
+from engine.learn.coefficients import LearnConfig
+from engine.learn.dvbasi import DvBasiConfig
+from engine.pool.access import open_for_user
+from engine.train.finetune import FinetuneConfig
+from engine.workspace import Workspace
+
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WorkspaceRef:
+    collection: str  # the path as the user gave it (the dashboard caches workspaces by it)
+    device: str = "cpu"
+    choice: tuple[tuple[str, str], ...] = ()  # (task, checkpoint name) of tasks not on "standard"
+    pretrained_sha256: str = ""
+    checkpoints_sha256: tuple[tuple[str, str], ...] = ()  # (task, tensors_sha256) of every task, in order
+
+    @classmethod
+    def of(cls, workspace: Workspace, *, collection: str | None = None, device: str | None = None) -> WorkspaceRef:
+        """The reference of an open workspace (`collection` and `device` as it was opened by, if given)."""
+        choice = tuple((t, v) for t, v in workspace.variants.items() if v != "standard")
+        return cls(
+            collection or str(workspace.collection.root),
+            device or str(workspace.matrix.T.device),
+            choice,
+            workspace.pretrained.tensors_sha256,
+            tuple((t, workspace.collection.finetuned_sha256(t, workspace.variant_of(t))) for t in workspace.task_names),
+        )
+
+    def check(self, workspace: Workspace) -> Workspace:
+        """`workspace` if it holds exactly the checkpoints this reference names, else CheckpointError."""
+        found = WorkspaceRef.of(workspace, collection=self.collection, device=self.device)
+        if (found.pretrained_sha256, found.checkpoints_sha256) != (self.pretrained_sha256, self.checkpoints_sha256):
+            raise CheckpointError(
+                self.collection,
+                "holds other checkpoints than the job was asked to run on (a file changed since)",
+                fix="submit the job again on the collection as it is now",
+            )
+        return workspace
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    kind: str
+    workspace: WorkspaceRef
+    args: Mapping[str, Any] = field(default_factory=dict)  # JSON values only
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in JOB_KINDS:
+            raise SchemaError("job spec", f"kind {self.kind!r} is unknown", fix=f"use one of {sorted(JOB_KINDS)}")
+        json.dumps(dict(self.args))  # TypeError now, not when the job is recorded
+
+    def to_json(self) -> str:
+        return json.dumps({"version": SPEC_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        data = json.loads(text)
+        if data.pop("version", None) != SPEC_VERSION:
+            raise SchemaError("job spec", "has no or another version", fix=f"write version {SPEC_VERSION}")
+        ref = data.pop("workspace")
+        workspace = WorkspaceRef(
+            ref["collection"],
+            ref["device"],
+            tuple(tuple(c) for c in ref["choice"]),
+            ref["pretrained_sha256"],
+            tuple(tuple(c) for c in ref["checkpoints_sha256"]),
+        )
+        return cls(workspace=workspace, **data)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A job function and how its JSON arguments become Python ones: configs (by field) and paths."""
+
+    fn: Callable[..., Any]
+    configs: Mapping[str, type] = field(default_factory=dict)
+    paths: tuple[str, ...] = ()
+
+    def arguments(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        decoded = dict(args)
+        for name, cls in self.configs.items():
+            if decoded.get(name) is not None:
+                decoded[name] = from_fields(cls, decoded[name])
+        for name in self.paths:
+            if decoded.get(name) is not None:
+                decoded[name] = Path(decoded[name])
+        return decoded
+
+
+JOB_KINDS: Mapping[str, JobKind] = MappingProxyType(
+    {
+        "sweep": JobKind(sweep_job),
+        "grid": JobKind(grid_job),
+        "finetune": JobKind(finetune_job, configs={"config": FinetuneConfig}, paths=("out_root",)),
+        "learn": JobKind(learn_job, configs={"atlas_config": LearnConfig, "config": DvBasiConfig}, paths=("out_dir",)),
+        "importance": JobKind(importance_job),
+        "taujp": JobKind(taujp_job),
+    }
+)
+
+
+def to_fields(value: Any) -> Any:
+    """A config dataclass as JSON fields (nested ones too), for `JobSpec.args`."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def from_fields(cls: type, data: Mapping[str, Any]) -> Any:
+    """A config dataclass from its fields, nested config dataclasses and tuples restored; it validates itself."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, hint = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+            value = from_fields(hint, value)
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
+    return cls(**values)
+
+
+def open_workspace(ref: WorkspaceRef, *, home: DataHome, policy: PathPolicy) -> Workspace:
+    """A fresh workspace for a reference (what a runner without a cache of its own does), checked against it."""
+    collection = open_for_user(ref.collection, home=home, policy=policy)
+    workspace = Workspace.from_collection(
+        collection, cache_dir=home.cache, device=ref.device, variants=dict(ref.choice)
+    )
+    return ref.check(workspace)
+
+
+Resolve = Callable[[WorkspaceRef], Workspace]
+
+
+def submit(runner: LocalRunner, spec: JobSpec, *, owner: str = "", resolve: Resolve | None = None) -> int:
+    """Queue the job a spec describes on `runner`. The workspace is resolved in the job's own thread (a page
+    never waits for a pool to open) by `resolve` (the dashboard: its cached workspace; default: opened
+    afresh under the dashboard's path policy) and checked against the spec's sha256 before the job starts."""
+    kind = JOB_KINDS[spec.kind]
+
+    def run(ctx: JobContext) -> Any:
+        opened = resolve(spec.workspace) if resolve else _open_confined(spec.workspace)
+        workspace = spec.workspace.check(opened)
+        return kind.fn(ctx, workspace=workspace, run_log=runner.run_log, **kind.arguments(spec.args))
+
+    run.__name__ = kind.fn.__name__  # the jobs table's kind
+    described = json.loads(spec.to_json())
+    return runner.submit(spec.name or spec.kind, run, device=spec.workspace.device, owner=owner, described=described)
+
+
+def _open_confined(ref: WorkspaceRef) -> Workspace:
+    home = DataHome.from_env().ensure()
+    return open_workspace(ref, home=home, policy=home.dashboard_policy())
