@@ -86,6 +86,28 @@ class ParamSpec:
             for label, idx in groups.items()
         )
 
+    def matrix_view(self, flat: torch.Tensor, name: str) -> torch.Tensor:
+        """Tensor `name` of flat rows [..., P] as [..., out, in] (e.g. T [K, P] → [K, out, in]): a view, no copy.
+
+        Per-layer methods (TSV-M, Iso-C, CART) read a task matrix's rows as matrices this way; the tensor
+        must be 2-D (ShapeError otherwise)."""
+        shape = self.shapes[self.names.index(name)] if name in self.names else None
+        if shape is None or len(shape) != 2:
+            raise ShapeError(name, f"is not a 2-D tensor of this spec (shape {shape})", fix="choose a matrix")
+        return flat[..., self.slice_of(name)].view(*flat.shape[:-1], *shape)  # [..., out, in]
+
+    def matrices(self) -> tuple[str, ...]:
+        """The names of the 2-D tensors, in flat order."""
+        return tuple(n for n, s in zip(self.names, self.shapes) if len(s) == 2)
+
+    def by_shape(self, names: Sequence[str]) -> dict[tuple[int, ...], tuple[str, ...]]:
+        """`names` grouped by shape (first appearance order), so a per-layer method factors each group in one
+        batched call instead of a Python loop over layers."""
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for name in names:
+            groups.setdefault(self.shapes[self.names.index(name)], []).append(name)
+        return {shape: tuple(group) for shape, group in groups.items()}
+
     def check_state_dict(self, state: Mapping[str, torch.Tensor], *, source: str) -> None:
         """Raise ShapeError naming the first missing key or shape mismatch."""
         self.check_shapes({k: tuple(v.shape) for k, v in state.items()}, source=source)

@@ -29,7 +29,7 @@ from engine.eval.suite import EvalSuite, Progress
 from engine.io.checkpoints import CheckpointMeta
 from engine.merge import MergeMethod, apply, get_method
 from engine.merge.analysis import SparsityReport, sparsity_report
-from engine.merge.registry import ParamValue
+from engine.merge.registry import ParamValue, scale_parts
 from engine.params import TaskMatrix, take_rows
 from engine.pool.collection import CheckpointProgress, Collection, load_collection, open_suite, task_matrix
 from engine.sta.importance import ImportanceConfig, ImportanceSource, importance_codes
@@ -346,14 +346,33 @@ class Workspace:
         return take_rows(self.importance(kind), [self.matrix.task_names.index(t) for t in tasks])  # [k, P] uint8
 
     def merge(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]) -> torch.Tensor:
-        """θ [P] merged from the chosen tasks' vectors."""
+        """θ [P] merged from the chosen tasks' vectors. A method that separates its final scale s
+        (`scale_parts`: θ = base + s·direction) keeps the two parts in the cache per setting of its other
+        parameters, so moving s (α, λ) costs one pass over [P]; the parts are computed once."""
+        method = get_method(method)
+        if method.scale_parts is not None:
+            resolved = method.resolve(params, num_tasks=len(tasks))
+            scale = float(resolved.pop(method.cheap[0]))
+            key = (self.fingerprint, "scale_parts", tuple(tasks), method, _frozen(resolved))
+            base, direction = self.cache.get_or_compute(
+                key,
+                lambda: scale_parts(
+                    method, self.matrix.theta0, self.matrix.rows(tasks), resolved, spec=self.matrix.spec
+                ),
+            )
+            return torch.add(base, direction, alpha=scale)  # [P]
         return apply(
             method,
             self.matrix.theta0,
             self.matrix.rows(tasks),
             params,
             importance=self.method_importance(method, tasks),
+            spec=self.matrix.spec,
         )
+
+    def ranks(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]):
+        """What a low-rank method keeps per layer (rank and energy share), for the merge page's panel."""
+        return get_method(method).ranks(self.matrix.rows(tasks), self.matrix.spec, params)
 
     def sparsity(
         self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]

@@ -50,14 +50,15 @@ def test_a_new_masking_method_shows_its_kept_fraction_from_its_declaration():
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_registered_method_declares_a_consistent_selection(name):
     method = METHODS[name]
-    assert (method.selection == "none") == (method.keep_mask is None)
+    assert (method.selection in ("magnitude", "random_drop", "importance")) == (method.keep_mask is not None)
+    assert (method.selection == "low_rank") == (method.keep_rank is not None) == method.per_layer
     assert set(method.cheap) | set(method.expensive) == {p.name for p in method.params}
     assert not set(method.cheap) & set(method.expensive)
-    assert "lam" in method.cheap  # every method here ends in a λ-scaled step
+    assert method.cheap in (("lam",), ("alpha",))  # every method here ends in a λ- or α-scaled step
     assert method.sign_election == ("mass" if name in ("ties", "dare_ties") else "none")
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if m.selection != "low_rank"))
 def test_the_keep_panel_of_every_method_matches_what_its_merge_keeps(name):
     """Kept fraction from the declaration against the merge itself: entries the merge leaves at θ₀ when
     λ = 1 and every task vector entry is non-zero and positive (no sign conflict can zero one out)."""
@@ -88,6 +89,10 @@ def test_declarations_are_checked_when_a_method_is_made():
         MergeMethod("m", "M", "", (lam,), _first_half_merge, keep_mask=_first_half)
     with pytest.raises(ParameterError, match="selection 'low_rank'"):
         MergeMethod("m", "M", "", (lam,), _first_half_merge, selection="low_rank", keep_mask=_first_half)
+    with pytest.raises(ParameterError, match="selection 'low_rank' with keep_rank=False"):
+        MergeMethod("m", "M", "", (lam,), _first_half_merge, selection="low_rank", per_layer=True)
+    with pytest.raises(ParameterError, match="selection 'subspace'"):
+        MergeMethod("m", "M", "", (lam,), _first_half_merge, selection="subspace")
     with pytest.raises(ParameterError, match="m.alpha: is declared cheap"):
         MergeMethod("m", "M", "", (lam,), _first_half_merge, cheap=("alpha",))
     with pytest.raises(ParameterError, match="sign_election"):

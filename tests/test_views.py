@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from engine.merge import get_method
 from engine.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,6 +174,29 @@ def test_ties_controls_and_sparsity_figures_on_the_merge_page(app, tiny_collecti
     assert _metric(app, "mean accuracy (merged)") == f"{expected.mean_merged:.1%}"
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")]
     assert "Sign conflicts between tasks, per layer" in titles
+
+
+@pytest.mark.parametrize(
+    "method, scale", [("tsv_m", "alpha"), ("iso_c", "alpha"), ("iso_cts", "alpha"), ("cart", "lam")]
+)
+def test_subspace_methods_on_the_merge_page(app, tiny_collection_dir, data_home, method, scale):
+    _open(app, "views/merge.py")
+    app.selectbox(key="method").set_value(method).run()
+    app.slider(key=f"{method}.{scale}").set_value(1.2).run()
+    app.toggle(key="show_sparsity").set_value(True).run()
+    assert not app.exception and not app.error
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    expected = ws.compare(ws.task_names, method, {scale: 1.2})
+    assert _metric(app, "mean accuracy (merged)") == f"{expected.mean_merged:.1%}"
+    table = app.dataframe[0].value
+    ranks = ws.ranks(ws.task_names, method, {scale: 1.2})
+    assert list(table["layer"]) == [r.layer for r in ranks] and list(table["rank kept"]) == [r.rank for r in ranks]
+    symbol = {"alpha": "α", "lam": "λ"}[scale]
+    next(b for b in app.button if b.label == f"{symbol} sweep").click().run()
+    assert not app.exception
+    charts = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    mean = next(t for c in charts for t in c["data"] if t.get("name") == "mean")
+    assert len(mean["x"]) == 21 and mean["x"][-1] == get_method(method).scale.high
 
 
 def test_forgetting_page_shows_the_engine_numbers(app, tiny_collection_dir, data_home):

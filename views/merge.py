@@ -109,26 +109,47 @@ if st.toggle(
     help="kept fraction per task and sign conflicts per layer; computed only while this is on",
 ):
     with st.container(border=True):
-        report = ws.sparsity(tasks, method_name, params)
-        st.dataframe(
-            {"task": list(report.tasks), "kept fraction": [report.kept_fraction[t] for t in report.tasks]},
-            column_config={"kept fraction": st.column_config.NumberColumn(format="percent")},
-        )
-        st.plotly_chart(figures.sign_conflict_bars(report), key="sign_conflicts")
-        st.caption(
-            "Sign conflict: among the entries the method keeps, the share where some task vector is "
-            "positive and another negative. TIES elects one sign per entry to resolve exactly these."
-        )
+        if method.selection == "low_rank":
+            ranks = ws.ranks(tasks, method_name, params)
+            st.dataframe(
+                {
+                    "layer": [r.layer for r in ranks],
+                    "rank kept": [r.rank for r in ranks],
+                    "of": [r.full_rank for r in ranks],
+                    "energy share": [r.energy for r in ranks],
+                },
+                column_config={"energy share": st.column_config.NumberColumn(format="percent")},
+            )
+            st.caption(
+                "Per layer, the directions the method keeps (per task for TSV-M and CART, the common subspace "
+                "for Iso-CTS, all of them for Iso-C) and the share of the task matrices' energy (squared "
+                "Frobenius norm) they carry: task vectors that are close to low-rank lose little."
+            )
+        else:
+            report = ws.sparsity(tasks, method_name, params)
+            st.dataframe(
+                {"task": list(report.tasks), "kept fraction": [report.kept_fraction[t] for t in report.tasks]},
+                column_config={"kept fraction": st.column_config.NumberColumn(format="percent")},
+            )
+            st.plotly_chart(figures.sign_conflict_bars(report), key="sign_conflicts")
+            st.caption(
+                "Sign conflict: among the entries the method keeps, the share where some task vector is "
+                "positive and another negative. TIES elects one sign per entry to resolve exactly these."
+            )
 
 sweep_col, test_col = st.columns(2)
-if sweep_col.button("λ sweep", help="accuracy over λ ∈ linspace(0, 1, 21), one global λ"):
-    bar = st.progress(0.0, text="sweeping λ")
+scale = method.scale
+if sweep_col.button(
+    f"{scale.symbol or scale.name} sweep",
+    help=f"accuracy at 21 values of {scale.label} over its range, one global value",
+):
+    bar = st.progress(0.0, text=f"sweeping {scale.name}")
     sweep = ws.sweep(
         tasks,
         method_name,
         params,
-        param="lam",
-        values=[i / 20 for i in range(21)],
+        param=scale.name,
+        values=method.sweep_values(21),
         progress=lambda f, msg: bar.progress(f, text=msg),
     )
     bar.empty()
@@ -137,8 +158,8 @@ if sweep_col.button("λ sweep", help="accuracy over λ ∈ linspace(0, 1, 21), o
     )
     st.plotly_chart(figures.sweep_chart(sweep), key="sweep_chart")
     st.caption(
-        "Mean (black) and per-task accuracy as one λ scales every task vector. The dashed line marks "
-        "the λ with the best mean normalized accuracy, the papers' way to pick λ on validation data."
+        f"Mean (black) and per-task accuracy as one {scale.symbol or scale.name} scales the merge. The dashed "
+        "line marks the value with the best mean normalized accuracy, the papers' way to pick it on validation data."
     )
 if test_col.button("Evaluate on test", help="final numbers for the current setting on the test split"):
     with st.spinner("Evaluating on test…"):
@@ -187,15 +208,19 @@ if st.session_state.get("_export"):
         mime="application/octet-stream",
         key="download_export",
     )
-if job_col.button("λ sweep on test as a job", help="101 values of λ in the background; follow it on Jobs & runs"):
+if job_col.button(
+    f"{scale.symbol or scale.name} sweep on test as a job",
+    help=f"101 values of {scale.label} in the background; follow it on Jobs & runs",
+):
     args = {
         "tasks": list(tasks),
         "method": method_name,
         "params": params,
-        "param": "lam",
-        "values": [i / 100 for i in range(101)],
+        "param": scale.name,
+        "values": list(method.sweep_values(101)),
         "split": "test",
     }
-    spec = resources.job_spec("sweep", ws, collection, choice, args, name=f"λ sweep · {len(tasks)} tasks")
+    name = f"{scale.symbol or scale.name} sweep · {len(tasks)} tasks"
+    spec = resources.job_spec("sweep", ws, collection, choice, args, name=name)
     job_id = resources.submit_job(spec)
     st.info(f"Started job #{job_id}: follow it on Jobs & runs.")

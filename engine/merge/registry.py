@@ -8,8 +8,10 @@ STA map (engine/sta/codes.py); the Workspace supplies them.
 Each entry also declares what the method does, as fields rather than as code that matches its name
 (mergekit's generalized task arithmetic describes its methods the same way):
 - `selection`: which entries of each task vector it keeps: "none", "magnitude" (top-d), "random_drop"
-  (DARE) or "importance" (STA); a selecting method gives `keep_mask`, the bool [K, P] mask it applies,
-  which the merge page's "what the method keeps" panel and the sign-conflict analysis read;
+  (DARE) or "importance" (STA); a masking method gives `keep_mask`, the bool [K, P] mask it applies,
+  which the merge page's "what the method keeps" panel and the sign-conflict analysis read; or
+  "low_rank" (the subspace methods), which give `keep_rank`: the rank kept per layer and its energy;
+- `per_layer`: the method reads T's rows as per-layer matrices, so it is called with `spec=`;
 - `sign_election`: "none", or "mass" (TIES: the sign of the summed kept entries wins);
 - `cheap`: the parameters that only scale the final step (λ): moving them needs no new mask or
   election; every other parameter (density, drop rate and seed, threshold) defines the expensive part.
@@ -29,12 +31,33 @@ from engine.errors import ParameterError, UnknownMethodError
 from engine.merge.arithmetic import task_arithmetic
 from engine.merge.sparse_methods import dare, dare_ties, drop_keep, magnitude, magnitude_keep, ties
 from engine.merge.sta import importance_keep, sta
+from engine.merge.subspace import (
+    LayerRank,
+    cart,
+    cart_parts,
+    cart_ranks,
+    iso_c,
+    iso_c_parts,
+    iso_c_ranks,
+    iso_cts,
+    iso_cts_parts,
+    iso_cts_ranks,
+    tsv_m,
+    tsv_parts,
+    tsv_ranks,
+)
+from engine.params import ParamSpec
 
 ParamValue = float | Sequence[float]
-Selection = Literal["none", "magnitude", "random_drop", "importance"]
+Selection = Literal["none", "magnitude", "random_drop", "importance", "low_rank"]
+MASKING = ("magnitude", "random_drop", "importance")
 SignElection = Literal["none", "mass"]
 KeepMask = Callable[[torch.Tensor, Mapping[str, Any], torch.Tensor | None], torch.Tensor | None]
 """(T [K, P], resolved params, importance codes [K, P] or None) → bool [K, P] mask, or None (keeps all)."""
+ScaleParts = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+"""(θ₀, T, [spec=], **expensive params) → (base [P], direction [P]) with the merge = base + s·direction."""
+KeepRank = Callable[[torch.Tensor, ParamSpec, Mapping[str, Any]], "tuple[LayerRank, ...]"]
+"""(T [K, P], spec, resolved params) → per layer, the rank a low-rank method keeps and its energy share."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +112,10 @@ class MergeMethod:
     selection: Selection = "none"
     sign_election: SignElection = "none"
     cheap: tuple[str, ...] = ()  # parameters that only scale the final step
-    keep_mask: KeepMask | None = None  # required when `selection` is not "none"
+    keep_mask: KeepMask | None = None  # required when `selection` masks entries
+    keep_rank: KeepRank | None = None  # required when `selection` is "low_rank"
+    per_layer: bool = False  # called with spec= (its ParamSpec) to view T's rows as matrices
+    scale_parts: ScaleParts | None = None  # θ = base + s·direction, s its one cheap (final-scale) parameter
 
     def __post_init__(self) -> None:
         subject, known = f"method {self.name}", {p.name for p in self.params}
@@ -99,17 +125,37 @@ class MergeMethod:
             raise ParameterError(
                 subject, f"sign_election {self.sign_election!r} is unknown", fix=f"use {get_args(SignElection)}"
             )
-        if (self.selection == "none") != (self.keep_mask is None):
+        if (self.selection in MASKING) == (self.keep_mask is None):
             raise ParameterError(
                 subject,
                 f"selection {self.selection!r} with{'out' if self.keep_mask is None else ''} a keep_mask",
-                fix="a method that selects entries declares the mask it applies, and only such a method",
+                fix="a method that masks entries declares the mask it applies, and only such a method",
+            )
+        if (self.selection == "low_rank") != (self.keep_rank is not None and self.per_layer):
+            raise ParameterError(
+                subject,
+                f"selection {self.selection!r} with keep_rank={self.keep_rank is not None}, per_layer={self.per_layer}",
+                fix="a low-rank method is per-layer and declares the rank it keeps, and only such a method",
             )
         if (self.selection == "importance") != (self.importance is not None):
             raise ParameterError(subject, "selects by importance iff it names an importance kind", fix="set both")
+        if self.scale_parts is not None and not (
+            len(self.cheap) == 1 and not next(p for p in self.params if p.name == self.cheap[0]).per_task
+        ):
+            raise ParameterError(subject, "has scale_parts but not one scalar cheap parameter", fix="declare it")
         unknown = sorted(set(self.cheap) - known)
         if unknown:
             raise ParameterError(f"{self.name}.{unknown[0]}", "is declared cheap but is no parameter", fix="fix cheap")
+
+    @property
+    def scale(self) -> Param:
+        """The parameter of the final scaled step (λ or α): what a sweep of this method moves."""
+        return next(p for p in self.params if p.name == self.cheap[0])
+
+    def sweep_values(self, count: int) -> tuple[float, ...]:
+        """`count` values of `scale` evenly over its declared range (from 0 when the range allows negatives)."""
+        low, high = max(0.0, self.scale.low), self.scale.high
+        return tuple(round(low + (high - low) * i / (count - 1), 6) for i in range(count))
 
     @property
     def expensive(self) -> tuple[str, ...]:
@@ -133,10 +179,16 @@ class MergeMethod:
     ) -> torch.Tensor | None:
         """The bool [K, P] mask of the entries this method keeps with `params`; None when it keeps them all."""
         if self.keep_mask is None:
-            return None
+            return None  # keeps every entry (low-rank methods keep directions: `ranks`)
         if self.importance is not None:
             check_importance(self.name, importance, T)
         return self.keep_mask(T, self.resolve(params, num_tasks=T.shape[0]), importance)
+
+    def ranks(self, T: torch.Tensor, spec: ParamSpec, params: Mapping[str, ParamValue]) -> tuple[LayerRank, ...]:
+        """Per layer, the rank this low-rank method keeps with `params` and the energy share it carries."""
+        if self.keep_rank is None:
+            raise ParameterError(self.name, "keeps entries, not ranks", fix="read its kept fraction instead")
+        return self.keep_rank(T, spec, self.resolve(params, num_tasks=T.shape[0]))
 
 
 _LAM_TA = Param("lam", 0.3, -1.5, 1.5, 0.05, "scaling λ of each task vector", per_task=True, symbol="λ")
@@ -147,6 +199,12 @@ _THRESHOLD = Param(
     "threshold", 0.05, 0.0, 1.0, 0.01, "keep entries whose importance, normalised per tensor, is ≥ κ", symbol="κ"
 )
 _SEED = Param("seed", 0.0, 0.0, 9999.0, 1.0, "random seed of the drop mask")
+_ALPHA = Param("alpha", 1.0, 0.0, 3.0, 0.05, "scaling α of the merged task matrices Δ: θ = θ₀ + α·Δ", symbol="α")
+_SHARE = Param("share", 0.8, 0.01, 1.0, 0.01, "share f of each layer's directions in the common subspace", symbol="f")
+_LAM_CART = Param("lam", 2.0, 0.0, 4.0, 0.05, "scaling λ of the low-rank centred vectors", symbol="λ")
+_RANK = Param(
+    "rank_share", 0.12, 0.01, 1.0, 0.01, "rank kept of each centred vector, as a share ρ of min(out, in)", symbol="ρ"
+)
 
 _ALL = (
     MergeMethod(
@@ -230,6 +288,58 @@ _ALL = (
         cheap=("lam",),
         keep_mask=importance_keep,
     ),
+    MergeMethod(
+        "tsv_m",
+        "TSV-M (task singular vectors)",
+        "https://arxiv.org/abs/2412.00081",
+        (_ALPHA,),
+        tsv_m,
+        formula="per layer: top 1/K singular triplets of each τₜ, bases orthogonalised: Δ = U⊥ Ŝ V⊥ᵀ; θ = θ₀ + α Δ",
+        selection="low_rank",
+        cheap=("alpha",),
+        keep_rank=tsv_ranks,
+        per_layer=True,
+        scale_parts=tsv_parts,
+    ),
+    MergeMethod(
+        "iso_c",
+        "Iso-C (isotropic merging)",
+        "https://arxiv.org/abs/2502.04959",
+        (_ALPHA,),
+        iso_c,
+        formula="per layer: Σₜ τₜ = U S Vᵀ with every singular value set to their mean: Δ = s̄ U Vᵀ; θ = θ₀ + α Δ",
+        selection="low_rank",
+        cheap=("alpha",),
+        keep_rank=iso_c_ranks,
+        per_layer=True,
+        scale_parts=iso_c_parts,
+    ),
+    MergeMethod(
+        "iso_cts",
+        "Iso-CTS (common and task-specific subspaces)",
+        "https://arxiv.org/abs/2502.04959",
+        (_ALPHA, _SHARE),
+        iso_cts,
+        formula="per layer: top directions of Σₜ τₜ + each task's own outside them, orthogonalised, isotropic",
+        selection="low_rank",
+        cheap=("alpha",),
+        keep_rank=iso_cts_ranks,
+        per_layer=True,
+        scale_parts=iso_cts_parts,
+    ),
+    MergeMethod(
+        "cart",
+        "CART (centred low-rank task vectors)",
+        "https://arxiv.org/abs/2412.12153",
+        (_LAM_CART, _RANK),
+        cart,
+        formula="θ = θ̄ + λ Σₜ LR_r(θₜ − θ̄), θ̄ the mean of the fine-tuned models",
+        selection="low_rank",
+        cheap=("lam",),
+        keep_rank=cart_ranks,
+        per_layer=True,
+        scale_parts=cart_parts,
+    ),
 )
 METHODS: Mapping[str, MergeMethod] = MappingProxyType({m.name: m for m in _ALL})
 
@@ -254,17 +364,45 @@ def apply(
     *,
     out: torch.Tensor | None = None,
     importance: torch.Tensor | None = None,
+    spec: ParamSpec | None = None,
 ) -> torch.Tensor:
     """Merge with method `name`: θ₀ [P], T [K, P] → θ [P] (new, or `out`; inputs untouched).
 
-    `importance` (uint8 [K, P]) is required by, and only passed to, methods that declare a kind.
+    `importance` (uint8 [K, P]) is required by, and only passed to, methods that declare a kind;
+    `spec` likewise for per-layer methods (which read T's rows as matrices).
     """
     method = get_method(name)
     resolved = method.resolve(params or {}, num_tasks=T.shape[0])
+    if method.per_layer:
+        if spec is None or spec.numel != T.shape[1]:
+            raise ParameterError(
+                f"{method.name}.spec",
+                "needs the ParamSpec of T's columns (it merges layer by layer)",
+                fix="pass spec=, or merge through a Workspace",
+            )
+        resolved["spec"] = spec
     if method.importance is None:
         return method.fn(theta0, T, out=out, **resolved)
     check_importance(method.name, importance, T)
     return method.fn(theta0, T, out=out, importance=importance, **resolved)
+
+
+def scale_parts(
+    name: str | MergeMethod,
+    theta0: torch.Tensor,
+    T: torch.Tensor,
+    params: Mapping[str, ParamValue] | None = None,
+    *,
+    spec: ParamSpec | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(base, direction) [P] of a method with `scale_parts`: the merge at its cheap scale s is base + s·direction."""
+    method = get_method(name)
+    if method.scale_parts is None:
+        raise ParameterError(method.name, "has no separable final scale", fix="merge it with apply()")
+    resolved = method.resolve(params or {}, num_tasks=T.shape[0])
+    for cheap in method.cheap:
+        resolved.pop(cheap)
+    return method.scale_parts(theta0, T, **({"spec": spec} if method.per_layer else {}), **resolved)
 
 
 def check_importance(name: str, importance: torch.Tensor | None, T: torch.Tensor) -> None:

@@ -1,0 +1,266 @@
+"""Subspace merges: each layer's task matrices through their singular value decompositions.
+
+Every method reads the rows of T [K, P] as per-layer matrices [K, out, in] (`ParamSpec.matrix_view`, no
+copy) and factors the layers of one shape together in one batched `torch.linalg.svd` call. The sets of
+tensors each method treats as matrices, and how it merges the rest, follow each paper's public code:
+
+- TSV-M (Gargiulo et al., "Task Singular Vectors: Reducing Task Interference in Model Merging", CVPR
+  2025, §4, Eq. 5-7): every 2-D tensor (positional embedding and output projection included). Per layer
+  and task, the top r = ⌊p/K⌋ singular triplets of τₜ (p = min(out, in); at least one); the kept U and V
+  blocks are concatenated and replaced by their nearest orthogonal matrices (the polar factor P Qᵀ of
+  each stack's SVD P Σ Qᵀ); Δ = U⊥ diag(Ŝ) V⊥ᵀ with the tasks' own singular values. Other tensors: the
+  mean of the task vectors. θ = θ₀ + α·Δ on every tensor (α default 1, as the paper's code).
+- Iso-C (Marczak et al., "No Task Left Behind: Isotropic Model Merging with Common and Task-Specific
+  Subspaces", ICML 2025, §4.1, Eq. 7): every 2-D tensor; the summed task matrix M = Σₜ τₜ = U S Vᵀ
+  with every singular value replaced by their mean over all min(out, in) of them: Δ = mean(S)·U Vᵀ.
+  Other tensors: the mean of the task vectors. θ = θ₀ + α·Δ.
+- Iso-CTS (same paper, §4.2, Alg. 1): the top k directions of M (the common subspace) and, for each
+  task, the top s left and right singular vectors of τₜ − U_c U_cᵀ τₜ (its part outside the common
+  subspace); k = p − K·s with s = round((p − ⌊f·p⌋)/K), f the common share (default 0.8, as the
+  paper's code); the stacked bases are orthogonalised as in TSV-M and every singular value set to the
+  mean of the combined ones. Other tensors: the mean. θ = θ₀ + α·Δ. f = 1 is Iso-C.
+- CART (Choi et al., "Revisiting Weight Averaging for Model Merging", arXiv 2412.12153, §3, Eq. 4):
+  θ = θ̄ + λ Σₜ LR_r(θₜ − θ̄) with θ̄ the average of the fine-tuned models, LR_r the best rank-r
+  approximation, r = max(1, ⌊ρ·min(out, in)⌋) for the attention and MLP weights only (the paper's code:
+  keys with "attn" or "mlp", no "ln" or "bias"); every other tensor keeps its full centred vector,
+  which sums to zero over the tasks, so it stays at θ̄. The paper's text gives ρ = 8 %; its code's
+  8-task configuration uses ρ = 0.12 with λ = 2: we default to that configuration, which reproduces
+  its table.
+Where a method's matrix set is "every 2-D tensor", the patch-embedding convolution (4-D) and the class
+embedding (1-D) are not matrices: they are merged as the method's other tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from engine.params import ParamSpec
+
+LowRank = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class LayerRank:
+    """What a low-rank method keeps of one layer: the rank it keeps per task (or in all) and the share of
+    the task matrices' energy (squared Frobenius norm) those directions carry."""
+
+    layer: str
+    rank: int
+    full_rank: int
+    energy: float
+
+
+def every_matrix(spec: ParamSpec) -> tuple[str, ...]:
+    """TSV-M's and Iso's matrices: every 2-D tensor."""
+    return spec.matrices()
+
+
+def attention_and_mlp(spec: ParamSpec) -> tuple[str, ...]:
+    """CART's matrices: the attention and MLP weights (not LayerNorms, not biases)."""
+    return tuple(n for n in spec.matrices() if ("attn" in n or "mlp" in n) and "ln" not in n and "bias" not in n)
+
+
+def polar(stack: torch.Tensor) -> torch.Tensor:
+    """The nearest matrix with orthonormal columns (or rows) to each of [..., m, n]: P Qᵀ of P Σ Qᵀ."""
+    p, _, qh = torch.linalg.svd(stack, full_matrices=False)  # [..., m, c], [..., c], [..., c, n]
+    return p @ qh  # [..., m, n]
+
+
+def _layers(spec: ParamSpec, T: torch.Tensor, names: Sequence[str]) -> list[tuple[tuple[str, ...], torch.Tensor]]:
+    """(names, stacked task matrices [L, K, m, n]) per shape group; the stack is one copy per group."""
+    return [
+        (group, torch.stack([spec.matrix_view(T, n) for n in group]))  # [L, K, m, n]
+        for group in spec.by_shape(names).values()
+    ]
+
+
+def _write(out: torch.Tensor, spec: ParamSpec, names: Sequence[str], deltas: torch.Tensor) -> None:
+    for name, delta in zip(names, deltas):  # one [m, n] copy per layer: a handful of layers per call
+        spec.matrix_view(out, name).copy_(delta)
+
+
+def _others_mean(out: torch.Tensor, T: torch.Tensor, spec: ParamSpec, matrices: Sequence[str]) -> None:
+    """Every tensor outside `matrices` gets the mean of the task vectors."""
+    keep = torch.ones(spec.numel, dtype=torch.bool, device=T.device)  # [P]
+    for name in matrices:
+        keep[spec.slice_of(name)] = False
+    out[keep] = T[:, keep].mean(dim=0)  # [P_other]
+
+
+def _rank_share(p: int, k: int) -> int:
+    return max(1, p // k)
+
+
+def tsv_delta(T: torch.Tensor, spec: ParamSpec) -> torch.Tensor:
+    """Δ [P] of TSV-M (α = 1)."""
+    K, delta = T.shape[0], torch.empty(T.shape[1], dtype=T.dtype, device=T.device)  # [P]
+    matrices = every_matrix(spec)
+    _others_mean(delta, T, spec, matrices)
+    for names, tau in _layers(spec, T, matrices):
+        L, _, m, n = tau.shape
+        r = _rank_share(min(m, n), K)
+        u, s, vh = torch.linalg.svd(tau, full_matrices=False)  # [L, K, m, p], [L, K, p], [L, K, p, n]
+        u_hat = u[..., :r].permute(0, 2, 1, 3).reshape(L, m, K * r)  # [L, m, K·r] task blocks side by side
+        s_hat = s[..., :r].reshape(L, K * r)  # [L, K·r]
+        v_hat = vh[..., :r, :].reshape(L, K * r, n)  # [L, K·r, n]
+        u_perp, vh_perp = polar(u_hat), polar(v_hat)  # [L, m, K·r], [L, K·r, n]
+        _write(delta, spec, names, (u_perp * s_hat[:, None, :]) @ vh_perp)  # [L, m, n]
+    return delta
+
+
+def iso_c_delta(T: torch.Tensor, spec: ParamSpec) -> torch.Tensor:
+    """Δ [P] of Iso-C (α = 1)."""
+    delta = torch.empty(T.shape[1], dtype=T.dtype, device=T.device)  # [P]
+    matrices = every_matrix(spec)
+    _others_mean(delta, T, spec, matrices)
+    for names, tau in _layers(spec, T, matrices):
+        u, s, vh = torch.linalg.svd(tau.sum(dim=1), full_matrices=False)  # M = Σₜ τₜ: [L, m, p], [L, p], [L, p, n]
+        _write(delta, spec, names, s.mean(dim=1)[:, None, None] * (u @ vh))  # [L, m, n]
+    return delta
+
+
+def iso_cts_split(p: int, k: int, share: float) -> tuple[int, int]:
+    """(common directions, directions per task) of a p-dimensional layer, summing to p exactly."""
+    specific = round((p - int(p * share)) / k)  # per task; Python's round, as the paper's code
+    return p - k * specific, specific
+
+
+def iso_cts_delta(T: torch.Tensor, spec: ParamSpec, *, share: float) -> torch.Tensor:
+    """Δ [P] of Iso-CTS (α = 1) with common share `share`."""
+    K, delta = T.shape[0], torch.empty(T.shape[1], dtype=T.dtype, device=T.device)  # [P]
+    matrices = every_matrix(spec)
+    _others_mean(delta, T, spec, matrices)
+    for names, tau in _layers(spec, T, matrices):
+        L, _, m, n = tau.shape
+        common, s_task = iso_cts_split(min(m, n), K, share)
+        u, s, vh = torch.linalg.svd(tau.sum(dim=1), full_matrices=False)  # [L, m, p], [L, p], [L, p, n]
+        u_c = u[..., :common]  # [L, m, k]
+        bases_u, bases_v, values = [], [], []
+        if s_task > 0:
+            outside = tau - u_c[:, None] @ (u_c[:, None].transpose(-1, -2) @ tau)  # [L, K, m, n]
+            ut, st, vht = torch.linalg.svd(outside, full_matrices=False)  # [L, K, m, q], [L, K, q], [L, K, q, n]
+            bases_u.append(ut[..., :s_task].permute(0, 2, 1, 3).reshape(L, m, K * s_task))  # [L, m, K·s]
+            bases_v.append(vht[..., :s_task, :].reshape(L, K * s_task, n))  # [L, K·s, n]
+            values.append(st[..., :s_task].reshape(L, K * s_task))  # [L, K·s]
+        bases_u.append(u_c)
+        bases_v.append(vh[..., :common, :])  # [L, k, n]
+        values.append(s[..., :common])  # [L, k]
+        u_perp = polar(torch.cat(bases_u, dim=-1))  # [L, m, p]
+        vh_perp = polar(torch.cat(bases_v, dim=-2))  # [L, p, n]
+        level = torch.cat(values, dim=-1).mean(dim=-1)  # [L] one singular value for every direction
+        _write(delta, spec, names, level[:, None, None] * (u_perp @ vh_perp))  # [L, m, n]
+    return delta
+
+
+def cart_low_rank(T: torch.Tensor, spec: ParamSpec, *, rank_share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(θ̄ − θ₀, Σₜ LR_r(θₜ − θ̄)) [P] each: CART's θ = θ₀ + first + λ·second."""
+    mean = T.mean(dim=0)  # [P] θ̄ − θ₀
+    centred_sum = torch.zeros_like(mean)  # [P]: full centred vectors sum to zero outside the low-rank set
+    for names, tau in _layers(spec, T, attention_and_mlp(spec)):
+        c = tau - tau.mean(dim=1, keepdim=True)  # [L, K, m, n] θₜ − θ̄
+        r = max(1, int(rank_share * min(c.shape[-2:])))
+        u, s, vh = torch.linalg.svd(c, full_matrices=False)  # [L, K, m, p], [L, K, p], [L, K, p, n]
+        low = (u[..., :r] * s[..., None, :r]) @ vh[..., :r, :]  # [L, K, m, n] LR_r(cₜ)
+        _write(centred_sum, spec, names, low.sum(dim=1))  # [L, m, n]
+    return mean, centred_sum
+
+
+# Each method as θ = base + s·direction (s its final scale α or λ): the Workspace caches the two parts per
+# setting of the other parameters, so moving s costs one pass over [P] (`MergeMethod.scale_parts`).
+
+
+def tsv_parts(theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    return theta0, tsv_delta(T, spec)
+
+
+def iso_c_parts(theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    return theta0, iso_c_delta(T, spec)
+
+
+def iso_cts_parts(
+    theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec, share: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return theta0, iso_cts_delta(T, spec, share=share)
+
+
+def cart_parts(
+    theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec, rank_share: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, low = cart_low_rank(T, spec, rank_share=rank_share)  # [P] each
+    return theta0 + mean, low
+
+
+def tsv_m(theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec, alpha: float, out=None) -> torch.Tensor:
+    return _compose(tsv_parts(theta0, T, spec=spec), alpha, out)
+
+
+def iso_c(theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec, alpha: float, out=None) -> torch.Tensor:
+    return _compose(iso_c_parts(theta0, T, spec=spec), alpha, out)
+
+
+def iso_cts(
+    theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec, alpha: float, share: float, out=None
+) -> torch.Tensor:
+    return _compose(iso_cts_parts(theta0, T, spec=spec, share=share), alpha, out)
+
+
+def cart(
+    theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec, lam: float, rank_share: float, out=None
+) -> torch.Tensor:
+    return _compose(cart_parts(theta0, T, spec=spec, rank_share=rank_share), lam, out)
+
+
+def _compose(parts: tuple[torch.Tensor, torch.Tensor], scale: float, out: torch.Tensor | None) -> torch.Tensor:
+    base, direction = parts  # [P] each
+    return torch.add(base, direction, alpha=scale, out=out)  # [P]
+
+
+def _energy(s: torch.Tensor, r: int) -> float:
+    """Share of Σ s² in the top r of each row of singular values [..., p]."""
+    power = s.double() ** 2
+    return float(power[..., :r].sum() / power.sum().clamp(min=torch.finfo(torch.float64).tiny))
+
+
+def tsv_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
+    """Per matrix: the ⌊p/K⌋ directions kept per task, and the share of the tasks' energy they carry."""
+    rows = []
+    for names, tau in _layers(spec, T, every_matrix(spec)):
+        s = torch.linalg.svdvals(tau)  # [L, K, p]
+        r = _rank_share(s.shape[-1], T.shape[0])
+        rows += [LayerRank(n, r, s.shape[-1], _energy(s[i], r)) for i, n in enumerate(names)]
+    return _in_order(spec, rows)
+
+
+def iso_c_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
+    """Per matrix: Iso-C keeps every direction of the summed matrix (rank p, all of its energy)."""
+    return tuple(
+        LayerRank(n, min(spec.matrix_view(T, n).shape[-2:]), min(spec.matrix_view(T, n).shape[-2:]), 1.0)
+        for n in every_matrix(spec)
+    )
+
+
+def iso_cts_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
+    """Per matrix: the size k of the common subspace, and the share of the summed matrix's energy in it."""
+    rows = []
+    for names, tau in _layers(spec, T, every_matrix(spec)):
+        s = torch.linalg.svdvals(tau.sum(dim=1))  # [L, p]
+        common, _ = iso_cts_split(s.shape[-1], T.shape[0], float(params["share"]))
+        rows += [LayerRank(n, common, s.shape[-1], _energy(s[i], common)) for i, n in enumerate(names)]
+    return _in_order(spec, rows)
+
+
+def cart_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
+    """Per attention or MLP weight: the rank r kept of each centred vector, and the share of their energy."""
+    rows = []
+    for names, tau in _layers(spec, T, attention_and_mlp(spec)):
+        s = torch.linalg.svdvals(tau - tau.mean(dim=1, keepdim=True))  # [L, K, p]
+        r = max(1, int(float(params["rank_share"]) * s.shape[-1]))
+        rows += [LayerRank(n, r, s.shape[-1], _energy(s[i], r)) for i, n in enumerate(names)]
+    return _in_order(spec, rows)
+
+
+def _in_order(spec: ParamSpec, rows: list[LayerRank]) -> tuple[LayerRank, ...]:
+    return tuple(sorted(rows, key=lambda row: spec.names.index(row.layer)))

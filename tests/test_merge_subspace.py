@@ -1,0 +1,242 @@
+"""Subspace merges (TSV-M, Iso-C, Iso-CTS, CART) against slow per-layer oracles written from the papers'
+definitions in float64, their reductions, bad input, and the cached re-compose of a scale move."""
+
+import math
+
+import pytest
+import torch
+
+from engine.errors import ParameterError
+from engine.merge import METHODS, apply
+from engine.params import ParamSpec
+
+K = 3
+NAMES_SHAPES = {  # a two-block ViT tower in miniature, in the flat (sorted) order of a real one
+    "class_embedding": (8,),
+    "conv1.weight": (8, 3, 2, 2),
+    "ln_post.bias": (8,),
+    "positional_embedding": (5, 8),
+    "proj": (8, 6),
+    **{
+        f"transformer.resblocks.{i}.{k}": s
+        for i in range(2)
+        for k, s in {
+            "attn.in_proj_bias": (24,),
+            "attn.in_proj_weight": (24, 8),
+            "attn.out_proj.weight": (8, 8),
+            "ln_1.weight": (8,),
+            "mlp.c_fc.weight": (16, 8),
+            "mlp.c_proj.weight": (8, 16),
+        }.items()
+    },
+}
+SPEC = ParamSpec(tuple(NAMES_SHAPES), tuple(NAMES_SHAPES.values()))
+CART_SET = {n for n in SPEC.names if ("attn" in n or "mlp" in n) and "bias" not in n and "ln" not in n}
+
+
+@pytest.fixture()
+def tower():
+    torch.manual_seed(0)
+    theta0 = torch.randn(SPEC.numel, dtype=torch.float64)  # [P]
+    T = torch.randn(K, SPEC.numel, dtype=torch.float64) * 0.1  # [K, P] Gaussian: distinct singular values
+    return theta0, T
+
+
+def _matrix(T_row: torch.Tensor, name: str) -> torch.Tensor:
+    return T_row[SPEC.slice_of(name)].view(NAMES_SHAPES[name])
+
+
+def _polar(a: torch.Tensor) -> torch.Tensor:
+    p, _, qh = torch.linalg.svd(a, full_matrices=False)
+    return p @ qh
+
+
+def _each(T, fn_matrix, fn_other):
+    """Δ [P] from a per-matrix rule and a rule for the other tensors, one tensor at a time."""
+    delta = torch.zeros(SPEC.numel, dtype=T.dtype)
+    for name, shape in NAMES_SHAPES.items():
+        taus = [_matrix(T[k], name) for k in range(K)]
+        value = fn_matrix(name, taus) if len(shape) == 2 else fn_other(name, taus)
+        if value is not None:
+            delta[SPEC.slice_of(name)] = value.reshape(-1)
+    return delta
+
+
+def _mean(_name, taus):
+    return sum(taus) / len(taus)
+
+
+def oracle_tsv(T):
+    def layer(_name, taus):
+        p = min(taus[0].shape)
+        r = max(1, p // len(taus))
+        us, ss, vs = [], [], []
+        for tau in taus:  # the top r singular triplets of each task
+            u, s, vh = torch.linalg.svd(tau, full_matrices=False)
+            us.append(u[:, :r])
+            ss.append(s[:r])
+            vs.append(vh[:r].T)
+        u_perp, v_perp = _polar(torch.cat(us, 1)), _polar(torch.cat(vs, 1))
+        return u_perp @ torch.diag(torch.cat(ss)) @ v_perp.T
+
+    return _each(T, layer, _mean)
+
+
+def oracle_iso_c(T):
+    def layer(_name, taus):
+        u, s, vh = torch.linalg.svd(sum(taus), full_matrices=False)
+        return s.mean() * u @ vh
+
+    return _each(T, layer, _mean)
+
+
+def oracle_iso_cts(T, share):
+    def layer(_name, taus):
+        p = min(taus[0].shape)
+        s_task = round((p - math.floor(p * share)) / len(taus))
+        k = p - len(taus) * s_task
+        u, s, vh = torch.linalg.svd(sum(taus), full_matrices=False)
+        us, vs, values = [u[:, :k]], [vh[:k].T], [s[:k]]
+        for tau in taus:
+            outside = tau - u[:, :k] @ u[:, :k].T @ tau
+            ut, st, vht = torch.linalg.svd(outside, full_matrices=False)
+            us.append(ut[:, :s_task])
+            vs.append(vht[:s_task].T)
+            values.append(st[:s_task])
+        return torch.cat(values).mean() * _polar(torch.cat(us, 1)) @ _polar(torch.cat(vs, 1)).T
+
+    return _each(T, layer, _mean)
+
+
+def oracle_cart(T, rank_share, lam):
+    mean = T.mean(0)
+
+    def layer(name, taus):
+        if name not in CART_SET:
+            return None
+        total = 0
+        for tau in taus:
+            c = tau - sum(taus) / len(taus)
+            r = max(1, math.floor(rank_share * min(c.shape)))
+            u, s, vh = torch.linalg.svd(c, full_matrices=False)
+            total = total + u[:, :r] @ torch.diag(s[:r]) @ vh[:r]
+        return total
+
+    return mean + lam * _each(T, layer, lambda *_: None)
+
+
+def _close(a, b):
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_tsv_m_matches_its_oracle(tower):
+    theta0, T = tower
+    _close(apply("tsv_m", theta0, T, {"alpha": 0.7}, spec=SPEC), theta0 + 0.7 * oracle_tsv(T))
+
+
+def test_iso_c_matches_its_oracle(tower):
+    theta0, T = tower
+    _close(apply("iso_c", theta0, T, {"alpha": 1.3}, spec=SPEC), theta0 + 1.3 * oracle_iso_c(T))
+
+
+@pytest.mark.parametrize("share", [0.8, 0.5, 0.2])
+def test_iso_cts_matches_its_oracle(tower, share):
+    theta0, T = tower
+    merged = apply("iso_cts", theta0, T, {"alpha": 0.9, "share": share}, spec=SPEC)
+    _close(merged, theta0 + 0.9 * oracle_iso_cts(T, share))
+
+
+@pytest.mark.parametrize("rank_share", [0.12, 0.3])
+def test_cart_matches_its_oracle(tower, rank_share):
+    theta0, T = tower
+    merged = apply("cart", theta0, T, {"lam": 1.5, "rank_share": rank_share}, spec=SPEC)
+    _close(merged, theta0 + oracle_cart(T, rank_share, 1.5))
+
+
+def test_one_task_tsv_m_at_full_rank_is_task_arithmetic(tower):
+    theta0, T = tower
+    _close(apply("tsv_m", theta0, T[:1], {"alpha": 0.6}, spec=SPEC), theta0 + 0.6 * T[0])
+
+
+def test_iso_c_of_a_matrix_with_equal_singular_values_is_that_matrix_times_alpha(tower):
+    theta0, _ = tower
+    tau = torch.zeros(1, SPEC.numel, dtype=torch.float64)
+    for name, shape in NAMES_SHAPES.items():
+        if len(shape) == 2:  # 0.3 × a matrix with orthonormal columns (or rows): every singular value 0.3
+            q, _ = torch.linalg.qr(torch.randn(max(shape), min(shape), dtype=torch.float64))
+            tau[0, SPEC.slice_of(name)] = 0.3 * (q if shape[0] >= shape[1] else q.T).reshape(-1)
+        else:
+            tau[0, SPEC.slice_of(name)] = torch.randn(math.prod(shape), dtype=torch.float64)
+    _close(apply("iso_c", theta0, tau, {"alpha": 1.7}, spec=SPEC), theta0 + 1.7 * tau[0])
+
+
+def test_iso_cts_with_the_whole_space_common_is_iso_c(tower):
+    theta0, T = tower
+    _close(
+        apply("iso_cts", theta0, T, {"alpha": 1.1, "share": 1.0}, spec=SPEC),
+        apply("iso_c", theta0, T, {"alpha": 1.1}, spec=SPEC),
+    )
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 2.0])
+def test_cart_at_full_rank_is_the_weight_average_for_every_lambda(tower, lam):
+    theta0, T = tower
+    _close(apply("cart", theta0, T, {"lam": lam, "rank_share": 1.0}, spec=SPEC), theta0 + T.mean(0))
+
+
+def test_float32_merges_stay_close_to_the_float64_oracles(tower):
+    theta0, T = tower
+    merged = apply("tsv_m", theta0.float(), T.float(), {"alpha": 1.0}, spec=SPEC)
+    torch.testing.assert_close(merged.double(), theta0 + oracle_tsv(T), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, params, match",
+    [
+        ("cart", {"rank_share": 0.0}, "rank_share: value 0.0 outside"),
+        ("cart", {"rank_share": 1.5}, "rank_share: value 1.5 outside"),
+        ("iso_cts", {"share": 0.0}, "share: value 0.0 outside"),
+        ("tsv_m", {"alpha": -1.0}, "alpha: value -1.0 outside"),
+        ("iso_c", {"alpha": 9.0}, "alpha: value 9.0 outside"),
+        ("tsv_m", {"rank": 3}, "tsv_m.rank: is not a parameter"),
+    ],
+)
+def test_bad_settings_are_refused(tower, name, params, match):
+    theta0, T = tower
+    with pytest.raises(ParameterError, match=match):
+        apply(name, theta0, T, params, spec=SPEC)
+
+
+def test_a_per_layer_method_needs_the_spec(tower):
+    theta0, T = tower
+    with pytest.raises(ParameterError, match="iso_c.spec: needs the ParamSpec"):
+        apply("iso_c", theta0, T)
+
+
+def test_what_each_low_rank_method_keeps_per_layer(tower):
+    _, T = tower
+    tsv = METHODS["tsv_m"].ranks(T, SPEC, {})
+    assert [r.layer for r in tsv] == list(SPEC.matrices())  # network order
+    assert {(r.layer, r.rank) for r in tsv} >= {("positional_embedding", 1), ("proj", 2)}  # ⌊p / K⌋
+    assert all(0 < r.energy < 1 for r in tsv)
+    full = METHODS["cart"].ranks(T, SPEC, {"rank_share": 1.0})
+    assert {r.layer for r in full} == CART_SET and all(r.energy == pytest.approx(1.0) for r in full)
+    common = METHODS["iso_cts"].ranks(T, SPEC, {"share": 0.5})
+    assert all(r.rank < r.full_rank or r.full_rank <= K for r in common)
+
+
+@pytest.mark.parametrize("name, scale", [("tsv_m", "alpha"), ("iso_c", "alpha"), ("iso_cts", "alpha"), ("cart", "lam")])
+def test_a_scale_move_re_composes_from_the_cached_parts(tiny_collection_dir, tmp_path, name, scale):
+    from engine.cache.memory import ComputeCache
+    from engine.workspace import Workspace
+
+    cache = ComputeCache()
+    ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path)
+    ws = Workspace.from_collection(ws.collection, cache_dir=tmp_path, cache=cache)
+    m = ws.matrix
+    first = ws.merge(ws.task_names, name, {scale: 0.5})
+    computed = cache.stats().misses
+    moved = ws.merge(ws.task_names, name, {scale: 1.25})
+    assert cache.stats().misses == computed  # the move computed no new parts
+    torch.testing.assert_close(moved, apply(name, m.theta0, m.T, {scale: 1.25}, spec=m.spec), rtol=0, atol=0)
+    torch.testing.assert_close(first, apply(name, m.theta0, m.T, {scale: 0.5}, spec=m.spec), rtol=0, atol=0)
