@@ -20,6 +20,9 @@ pages = st.navigation(
             st.Page(
                 "views/interference.py", title="Interference (τJp)", icon=":material/grid_on:", url_path="interference"
             ),
+            st.Page(
+                "views/subspaces.py", title="Subspaces", icon=":material/stacked_line_chart:", url_path="subspaces"
+            ),
         ],
         "Train": [
             st.Page("views/finetune.py", title="Fine-tune", icon=":material/model_training:", url_path="finetune"),

@@ -30,6 +30,7 @@ from engine.io.checkpoints import CheckpointMeta
 from engine.merge import MergeMethod, apply, get_method
 from engine.merge.analysis import SparsityReport, sparsity_report
 from engine.merge.registry import ParamValue, scale_parts
+from engine.merge.spectra import SubspaceStats, subspace_stats
 from engine.params import TaskMatrix, take_rows
 from engine.pool.collection import CheckpointProgress, Collection, load_collection, open_suite, task_matrix
 from engine.sta.importance import ImportanceConfig, ImportanceSource, importance_codes
@@ -373,6 +374,11 @@ class Workspace:
     def ranks(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]):
         """What a low-rank method keeps per layer (rank and energy share), for the merge page's panel."""
         return get_method(method).ranks(self.matrix.rows(tasks), self.matrix.spec, params)
+
+    @_memoized
+    def subspace_stats(self) -> SubspaceStats:
+        """Spectra, top-k energy, effective rank and top-k alignment of every task's layer matrices."""
+        return subspace_stats(self.matrix.T, self.matrix.spec, self.task_names)
 
     def sparsity(
         self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]

@@ -207,3 +207,26 @@ def test_learned_table_lists_every_method_per_objective():
     rows = learned_table(learned)
     assert rows[-2] == {"method": "τJp task arithmetic (λ = 1, linearized)", "supervised": 0.88, "unsupervised": 0.88}
     assert rows[-1] == {"method": "τJp TA + DV-BASI", "supervised": 0.9, "unsupervised": 0.85} and len(rows) == 8
+
+
+def test_subspace_figures_draw_the_engine_statistics():
+    from engine.merge.spectra import alignment_vs_taujp, subspace_stats
+    from engine.params import ParamSpec
+    from ui.figures import agreement_scatter, alignment_heatmap, spectrum_chart, top_share_heatmap
+
+    spec = ParamSpec(("a.weight", "b.weight"), ((6, 4), (4, 4)))
+    torch.manual_seed(0)
+    stats = subspace_stats(torch.randn(3, spec.numel), spec, ("x", "y", "z"))
+    spectrum = spectrum_chart(stats, "a.weight")
+    assert [t.name for t in spectrum.data] == ["x", "y", "z"] and spectrum.layout.yaxis.type == "log"
+    assert list(spectrum.data[1].y) == pytest.approx(stats.spectra[0][1].tolist())
+    assert spectrum.layout.shapes[0].x0 == 1.5  # the ⌊4/3⌋ = 1 directions TSV-M keeps
+    share = top_share_heatmap(stats)
+    assert list(share.data[0].y) == ["a.weight", "b.weight"] and share.data[0].zmax == 1
+    heat = alignment_heatmap(stats.overall_alignment, stats.tasks, title="t")
+    assert list(heat.data[0].x) == ["x", "y", "z"] and heat.data[0].z[0][0] == pytest.approx(1.0)
+    taujp = torch.tensor([[5.0, 1.0, 2.0], [1.0, 5.0, 3.0], [2.0, 3.0, 5.0]])
+    agreement = alignment_vs_taujp(stats, taujp, ("x", "y", "z"), ("x", "y", "z"))
+    assert len(agreement.pairs) == 6 and agreement.taujp[agreement.pairs.index(("y", "z"))] == 3.0
+    scatter = agreement_scatter(agreement)
+    assert f"ρ = {agreement.rho:.2f}" in scatter.layout.title.text and len(scatter.data[0].x) == 6

@@ -42,6 +42,7 @@ def _metric(at: AppTest, label: str) -> str:
         "views/forgetting.py",
         "views/sta.py",
         "views/interference.py",
+        "views/subspaces.py",
         "views/finetune.py",
         "views/learned.py",
     ],
@@ -197,6 +198,25 @@ def test_subspace_methods_on_the_merge_page(app, tiny_collection_dir, data_home,
     charts = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
     mean = next(t for c in charts for t in c["data"] if t.get("name") == "mean")
     assert len(mean["x"]) == 21 and mean["x"][-1] == get_method(method).scale.high
+
+
+def test_subspaces_page_shows_the_engine_statistics(app, tiny_collection_dir, data_home):
+    _open(app, "views/subspaces.py")
+    assert not app.exception
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    stats = ws.subspace_stats()
+    layer = stats.layers[-1]
+    app.selectbox(key="subspace_layer").set_value(layer).run()
+    assert not app.exception
+    charts = {
+        json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec) for c in app.get("plotly_chart")
+    }
+    spectrum = charts[f"Singular values of each task matrix: {layer}"]
+    assert [t["name"] for t in spectrum["data"]] == list(ws.task_names)
+    assert spectrum["data"][0]["y"] == pytest.approx(stats.spectra[-1][0].tolist())
+    overall = charts["Top-k alignment, mean over layers"]["data"][0]["z"]
+    assert sum(overall, []) == pytest.approx(sum(stats.overall_alignment.tolist(), []))
+    assert any("Spearman" in t for t in charts) or any("not computed yet" in i.value for i in app.info)
 
 
 def test_forgetting_page_shows_the_engine_numbers(app, tiny_collection_dir, data_home):

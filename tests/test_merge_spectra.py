@@ -1,0 +1,48 @@
+"""Subspace statistics of task matrices: spectra, top-k energy, effective rank, alignment."""
+
+import pytest
+import torch
+
+from engine.merge.spectra import rank_correlation, subspace_stats
+from engine.params import ParamSpec
+
+SPEC = ParamSpec(("a.weight", "b.bias", "c.weight"), ((6, 4), (3,), (4, 4)))
+
+
+def _tasks(*mats_a):
+    """T [K, P] whose a.weight rows are the given [6, 4] matrices and c.weight the identity."""
+    T = torch.zeros(len(mats_a), SPEC.numel)
+    for k, m in enumerate(mats_a):
+        T[k, SPEC.slice_of("a.weight")] = m.reshape(-1)
+        T[k, SPEC.slice_of("c.weight")] = torch.eye(4).reshape(-1)
+    return T
+
+
+def test_rank_one_tasks_in_shared_and_orthogonal_directions():
+    e = torch.eye(6)
+    f = torch.eye(4)
+    one = torch.outer(e[0], f[0]) * 3.0  # rank 1
+    same = torch.outer(e[0], f[1]) * 2.0  # same left direction as `one`
+    other = torch.outer(e[1], f[2])  # an orthogonal left direction
+    stats = subspace_stats(_tasks(one, same, other), SPEC, ("one", "same", "other"))
+    assert stats.layers == ("a.weight", "c.weight") and stats.full_rank == (4, 4)
+    a = stats.layers.index("a.weight")
+    assert stats.spectra[a].shape == (3, 4) and stats.spectra[a][0, 0] == pytest.approx(3.0)
+    assert torch.allclose(stats.top_share[a], torch.ones(3))  # all the energy in the top ⌊4/3⌋ = 1 direction
+    assert torch.allclose(stats.effective_rank[a], torch.ones(3))
+    align = stats.alignment[a]
+    assert torch.allclose(align.diagonal(), torch.ones(3)) and torch.allclose(align, align.T)
+    assert align[0, 1] == pytest.approx(1.0) and align[0, 2] == pytest.approx(0.0, abs=1e-7)
+    c = stats.layers.index("c.weight")  # isotropic: identity matrices
+    assert torch.allclose(stats.effective_rank[c], torch.full((3,), 4.0))
+    assert torch.allclose(stats.top_share[c], torch.full((3,), 0.25))
+    assert stats.overall_alignment.shape == (3, 3)
+
+
+def test_rank_correlation_is_spearmans_rho():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert rank_correlation(x, x**3) == pytest.approx(1.0)
+    assert rank_correlation(x, -x) == pytest.approx(-1.0)
+    # with a tie: ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4): Pearson of the ranks
+    tied = rank_correlation(torch.tensor([1.0, 2.0, 2.0, 4.0]), x)
+    assert tied == pytest.approx(0.9486832980505138)
