@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text, run in (
         ("add-sta", "add STA importance maps and forgetting sweeps to an existing zoo", _run_zoo_add_sta),
         ("add-taujp", "add the τJp matrix (interference) to an existing zoo", _run_zoo_add_taujp),
+        ("add-methods", "add every merge method at its best val setting (report.json → methods)", _run_zoo_add_methods),
         ("add-variants", "add linearized and τJp-regularised fine-tunes of every task", _run_zoo_add_variants),
         ("add-learned", "add aTLAS / DV-BASI results (report.json → learned)", _run_zoo_add_learned),
         (
@@ -319,6 +320,16 @@ def _run_zoo_add_taujp(args: argparse.Namespace) -> int:
     from engine.zoo.taujp import interference_stage
 
     print(json.dumps(update_zoo(args.zoo, interference_stage, name="interference"), indent=2))
+    return 0
+
+
+def _run_zoo_add_methods(args: argparse.Namespace) -> int:
+    from engine.zoo.build import update_zoo
+    from engine.zoo.methods import methods_stage
+
+    recorded = update_zoo(args.zoo, methods_stage, name="methods")
+    rows = [(r["method"], r["test_mean_accuracy"], r["test_mean_normalized"]) for r in recorded["methods"]["results"]]
+    print("\n".join(f"{m:16s} test mean {a:.4f}  normalized {n:.4f}" for m, a, n in rows))
     return 0
 
 

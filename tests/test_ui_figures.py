@@ -230,3 +230,17 @@ def test_subspace_figures_draw_the_engine_statistics():
     assert len(agreement.pairs) == 6 and agreement.taujp[agreement.pairs.index(("y", "z"))] == 3.0
     scatter = agreement_scatter(agreement)
     assert f"ρ = {agreement.rho:.2f}" in scatter.layout.title.text and len(scatter.data[0].x) == 6
+
+
+def test_methods_chart_and_merge_links():
+    from engine.jobs.compare import MethodResult, MethodsComparison
+    from ui.figures import merge_link, methods_chart
+
+    rows = (
+        MethodResult("task_arithmetic", {"lam": 0.3}, 21, 0.7, {"a": 0.6, "b": 0.8}, 0.7, 0.75),
+        MethodResult("tsv_m", {"alpha": 1.2}, 30, 0.8, {"a": 0.7, "b": 0.9}, 0.8, 0.85),
+    )
+    fig = methods_chart(MethodsComparison(("a", "b"), rows))
+    assert list(fig.data[0].x) == ["TSV-M (task singular vectors)", "Task arithmetic"]  # best first
+    assert list(fig.data[0].y) == [0.85, 0.75] and [t.name for t in fig.data[1:]] == ["a", "b"]
+    assert merge_link("tsv_m", {"alpha": 1.2}) == "merge?method=tsv_m&tsv_m.alpha=1.2"

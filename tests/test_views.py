@@ -43,6 +43,7 @@ def _metric(at: AppTest, label: str) -> str:
         "views/sta.py",
         "views/interference.py",
         "views/subspaces.py",
+        "views/compare.py",
         "views/finetune.py",
         "views/learned.py",
     ],
@@ -217,6 +218,35 @@ def test_subspaces_page_shows_the_engine_statistics(app, tiny_collection_dir, da
     overall = charts["Top-k alignment, mean over layers"]["data"][0]["z"]
     assert sum(overall, []) == pytest.approx(sum(stats.overall_alignment.tolist(), []))
     assert any("Spearman" in t for t in charts) or any("not computed yet" in i.value for i in app.info)
+
+
+def test_compare_page_on_the_zoo_shows_the_stored_table_with_merge_links(data_home):
+    from engine.home import ASSETS_DIR
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["collection"] = str(ASSETS_DIR / "zoo")
+    _open(at, "views/compare.py")
+    assert not at.exception and not at.error
+    stored = json.loads((ASSETS_DIR / "zoo" / "report.json").read_text())["methods"]["results"]
+    table = at.dataframe[0].value
+    best = max(stored, key=lambda r: r["test_mean_normalized"])
+    assert table["test normalized"].iloc[0] == best["test_mean_normalized"]
+    assert table["open"].iloc[0].startswith(f"merge?method={best['method']}&")
+    assert any("top 1/K directions carry" in c.value for c in at.caption)
+
+
+def test_compare_page_runs_the_comparison_as_a_job_elsewhere(app, monkeypatch):
+    import engine.jobs.compare as compare
+
+    small = {"task_arithmetic": {"lam": (0.3, 0.6)}, "iso_c": {"alpha": (1.0, 1.5)}}
+    monkeypatch.setattr(compare, "DEFAULT_GRIDS", small)  # two methods, two points each: a quick job
+    _open(app, "views/compare.py")
+    next(b for b in app.button if b.label == "Compare every method as a background job").click().run()
+    _run_until(app, lambda at: bool(at.dataframe) or bool(at.error))
+    assert not app.exception and not app.error
+    table = app.dataframe[0].value
+    assert sorted(table["method"]) == ["Iso-C (isotropic merging)", "Task arithmetic"]
 
 
 def test_forgetting_page_shows_the_engine_numbers(app, tiny_collection_dir, data_home):

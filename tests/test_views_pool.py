@@ -81,6 +81,7 @@ def test_a_manifest_reaching_outside_the_allowed_roots_is_refused(pools, data_ho
         "views/sta.py",
         "views/interference.py",
         "views/subspaces.py",
+        "views/compare.py",
         "views/finetune.py",
         "views/learned.py",
         "views/jobs.py",

@@ -246,3 +246,28 @@ def test_one_short_dvbasi_iteration_reruns_on_the_zoo(zoo_workspace, report):
     assert len(result.iterations) == 1 and result.iterations[0].delta_norm == pytest.approx(
         stored["delta_norm"][0], rel=1e-4
     )
+
+
+def test_one_method_row_of_the_stored_comparison_recomputes(zoo_workspace, report):
+    """CI recomputes TSV-M's row of report.json → methods: its α chosen on val, its test numbers."""
+    import threading
+
+    from engine.jobs.compare import MethodsComparison, compare_job
+    from engine.jobs.runner import JobContext
+
+    stored = MethodsComparison.from_json(report["methods"])
+    row = next(r for r in stored.results if r.method == "tsv_m")
+    again = compare_job(JobContext(lambda **_: None, threading.Event()), workspace=zoo_workspace, methods=["tsv_m"])
+    (fresh,) = again.results
+    assert fresh.params == row.params and fresh.trials == row.trials
+    assert fresh.test_mean_accuracy == pytest.approx(row.test_mean_accuracy, abs=1e-6)
+    assert fresh.test_accuracy == pytest.approx(row.test_accuracy, abs=1e-6)
+
+
+@pytest.mark.stored_data
+def test_stored_comparison_lists_every_method_and_the_subspace_statistics(report):
+    from engine.merge import METHODS
+
+    methods = report["methods"]
+    assert [r["method"] for r in methods["results"]] == [m for m in METHODS if m in methods["grids"]]
+    assert len(methods["subspaces"]["top_share_mean"]) == len(methods["subspaces"]["layers"])

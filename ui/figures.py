@@ -7,8 +7,10 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 import torch
 
+from engine.jobs.compare import MethodsComparison
 from engine.jobs.finetune import FinetuneCurves
 from engine.jobs.learn import LearnCurves
+from engine.merge import METHODS as METHOD_REGISTRY
 from engine.merge.analysis import SparsityReport
 from engine.merge.forgetting import CONTROL_FLOOR, METHODS, ForgettingCurve
 from engine.merge.spectra import MeasureAgreement, SubspaceStats
@@ -721,3 +723,39 @@ def agreement_scatter(agreement: MeasureAgreement) -> go.Figure:
         margin=dict(t=50),
     )
     return fig
+
+
+def methods_chart(comparison: MethodsComparison) -> go.Figure:
+    """Every method at its best val setting: mean normalized accuracy on test (bars) and each task's test
+    accuracy (points), methods ordered by the bars."""
+    results = sorted(comparison.results, key=lambda r: r.test_mean_normalized, reverse=True)
+    names = [METHOD_REGISTRY[r.method].display_name for r in results]
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=[r.test_mean_normalized for r in results],
+            name="mean normalized accuracy",
+            marker_color=COLOURS["merged"],
+            opacity=0.55,
+            text=[f"{r.test_mean_normalized:.1%}" for r in results],
+            textposition="outside",
+        )
+    )
+    for task in comparison.tasks:
+        fig.add_scatter(
+            x=names, y=[r.test_accuracy[task] for r in results], mode="markers", name=task, marker=dict(size=7)
+        )
+    fig.update_layout(
+        title="Every method at its best val setting, on test",
+        yaxis=dict(title="accuracy (points: per task) · normalized (bars)", tickformat=".0%", range=[0, 1.1]),
+        xaxis=dict(tickangle=-30),
+        margin=dict(t=50, b=120),
+    )
+    return fig
+
+
+def merge_link(method: str, params: Mapping[str, float]) -> str:
+    """A deep link opening the Merge page on `method` with these parameter values."""
+    from urllib.parse import urlencode
+
+    return "merge?" + urlencode([("method", method), *((f"{method}.{k}", f"{v:g}") for k, v in params.items())])

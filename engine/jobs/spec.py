@@ -21,6 +21,7 @@ from typing import Any
 
 from engine.errors import CheckpointError, SchemaError
 from engine.home import DataHome, PathPolicy
+from engine.jobs.compare import compare_job
 from engine.jobs.finetune import finetune_job
 from engine.jobs.grid import grid_job
 from engine.jobs.importance import importance_job
@@ -123,6 +124,7 @@ JOB_KINDS: Mapping[str, JobKind] = MappingProxyType(
     {
         "sweep": JobKind(sweep_job),
         "grid": JobKind(grid_job),
+        "compare": JobKind(compare_job),
         "finetune": JobKind(finetune_job, configs={"config": FinetuneConfig}, paths=("out_root",)),
         "learn": JobKind(learn_job, configs={"atlas_config": LearnConfig, "config": DvBasiConfig}, paths=("out_dir",)),
         "importance": JobKind(importance_job),

@@ -31,6 +31,7 @@ from engine.eval.evaluate import evaluate
 from engine.eval.heads import build_head
 from engine.eval.suite import EvalSuite
 from engine.io.checkpoints import save_checkpoint
+from engine.jobs.compare import DEFAULT_GRIDS
 from engine.learn.coefficients import LearnConfig
 from engine.merge import apply
 from engine.merge.forgetting import ALPHAS
@@ -38,6 +39,7 @@ from engine.models import create_clip, preprocess_of, tokenizer
 from engine.pool.collection import load_collection, open_suite, task_matrix
 from engine.train.finetune import FinetuneConfig, finetune_standard
 from engine.zoo.learned import LEARN, learned_stage
+from engine.zoo.methods import methods_stage
 from engine.zoo.pretrain import PretrainConfig, Snapshot, pick_checkpoint, pretrain_clip
 from engine.zoo.report import check_thresholds
 from engine.zoo.sta import selective_stage
@@ -61,6 +63,7 @@ class ZooConfig:
     variants: Mapping[str, FinetuneConfig] = field(default_factory=lambda: dict(VARIANTS))
     learned: LearnConfig = LEARN
     learned_iterations: int = 4
+    method_grids: Mapping[str, Mapping[str, tuple[float, ...]]] = field(default_factory=dict)  # over the defaults
     seed: int = 0
     threads: int = 2
 
@@ -77,6 +80,7 @@ class ZooConfig:
             variants={k: replace(v, steps=3, batch_size=32, warmup_steps=1) for k, v in VARIANTS.items()},
             learned=replace(LEARN, epochs=1, patience=1),
             learned_iterations=1,
+            method_grids={m: {k: v[:1] for k, v in grid.items()} for m, grid in DEFAULT_GRIDS.items()},
         )
 
 
@@ -162,6 +166,7 @@ def _build_into(work: Path, *, real_images: Path, config: ZooConfig, progress: P
     report.update(
         clock.run("learned", learned_stage, work, config=config.learned, iterations=config.learned_iterations)
     )
+    report.update(clock.run("methods", methods_stage, work, grids=config.method_grids))
     report.update(pretraining=_history(snapshots, picked), config=_config_dict(config), timings_s=clock.timings)
     shutil.rmtree(cache, ignore_errors=True)
     report["sizes_bytes"] = _sizes(work)

@@ -1,0 +1,113 @@
+"""Every registered method at its best validation setting, reported on test: the Compare methods table.
+
+Per method, the grid job's loop (engine/jobs/grid.py) evaluates a grid of its declared parameters on val;
+the best point by mean normalized accuracy (the papers' rule; the earlier point on ties) is then
+evaluated once on test. Normalized accuracy is per task merged / fine-tuned on the same split
+(Ilharco et al., ICLR 2023), which is what lets numbers from different checkpoint sets be compared.
+`DEFAULT_GRIDS` follow the papers' own searches where they give one (TSV-M and Iso search α over
+0.1 … 3.0; TIES λ with a few densities) and are coarser where a method has two expensive axes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from types import MappingProxyType
+from typing import Any
+
+from engine.jobs.grid import checked_axes, evaluate_grid
+from engine.jobs.runner import JobContext
+from engine.merge import METHODS
+from engine.runs.log import RunLog
+from engine.workspace import Workspace
+
+
+def _steps(low: float, high: float, step: float) -> tuple[float, ...]:
+    return tuple(round(low + i * step, 6) for i in range(round((high - low) / step) + 1))
+
+
+DEFAULT_GRIDS: Mapping[str, Mapping[str, tuple[float, ...]]] = MappingProxyType(
+    {
+        "task_arithmetic": {"lam": _steps(0.0, 1.0, 0.05)},
+        "ties": {"density": (0.1, 0.2, 0.5), "lam": _steps(0.5, 2.0, 0.25)},
+        "dare": {"drop": (0.5, 0.7, 0.9), "lam": _steps(0.0, 1.0, 0.1)},
+        "dare_ties": {"drop": (0.5, 0.7, 0.9), "lam": _steps(0.5, 2.0, 0.25)},
+        "magnitude": {"density": (0.1, 0.2, 0.5), "lam": _steps(0.0, 1.0, 0.1)},
+        "sta": {"threshold": (0.02, 0.05, 0.1), "lam": _steps(0.1, 2.0, 0.1)},
+        "sta_theta": {"threshold": (0.02, 0.05, 0.1), "lam": _steps(0.1, 2.0, 0.1)},
+        "tsv_m": {"alpha": _steps(0.1, 3.0, 0.1)},
+        "iso_c": {"alpha": _steps(0.1, 3.0, 0.1)},
+        "iso_cts": {"share": (0.5, 0.8), "alpha": _steps(0.1, 3.0, 0.1)},
+        "cart": {"rank_share": (0.08, 0.12, 0.3), "lam": _steps(0.5, 3.0, 0.25)},
+    }
+)
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    method: str
+    params: Mapping[str, float]  # the best setting on val
+    trials: int
+    val_mean_normalized: float
+    test_accuracy: Mapping[str, float]
+    test_mean_accuracy: float
+    test_mean_normalized: float
+
+
+@dataclass(frozen=True)
+class MethodsComparison:
+    tasks: tuple[str, ...]
+    results: tuple[MethodResult, ...]  # in the order compared
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tasks": list(self.tasks), "results": [asdict(r) for r in self.results]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MethodsComparison:
+        return cls(tuple(data["tasks"]), tuple(MethodResult(**r) for r in data["results"]))
+
+
+def compare_job(
+    ctx: JobContext,
+    *,
+    workspace: Workspace,
+    tasks: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    grids: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    run_log: RunLog | None = None,
+) -> MethodsComparison:
+    """Choose each method's setting on val and report it on test (default: every method with a grid)."""
+    start = time.perf_counter()
+    tasks = tuple(tasks or workspace.task_names)
+    grids = {**DEFAULT_GRIDS, **(grids or {})}
+    methods = tuple(methods or [m for m in METHODS if m in grids])
+    results = []
+    for i, method in enumerate(methods):
+        axes = checked_axes(method, grids[method], {}, len(tasks))
+        trials = [
+            (point, comparison.mean_normalized)
+            for point, comparison in evaluate_grid(
+                ctx, workspace, tasks=tasks, method=method, params={}, axes=axes, split="val"
+            )
+        ]
+        best, val = max(trials, key=lambda t: (t[1], -trials.index(t)))
+        test = workspace.compare(tasks, method, best, split="test")
+        results.append(
+            MethodResult(
+                method, best, len(trials), val, dict(test.merged.accuracy), test.mean_merged, test.mean_normalized
+            )
+        )
+        ctx.report(i + 1, len(methods), f"{method}: test mean {test.mean_merged:.1%}")
+    comparison = MethodsComparison(tasks, tuple(results))
+    if run_log is not None:
+        run_log.record(
+            "compare",
+            job_id=ctx.job_id,
+            tasks=tasks,
+            device=str(workspace.matrix.T.device),
+            inputs={"methods": list(methods), "grids": {m: {k: list(v) for k, v in grids[m].items()} for m in methods}},
+            outputs=comparison.to_json(),
+            duration_s=round(time.perf_counter() - start, 3),
+        )
+    return comparison

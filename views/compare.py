@@ -1,0 +1,61 @@
+"""Compare methods: every registered merge at its best val setting, reported on test, side by side."""
+
+import streamlit as st
+
+from engine.jobs.compare import MethodsComparison
+from engine.jobs.runner import JobState
+from engine.merge import METHODS
+from ui import figures, resources, widgets
+from ui.state import sidebar_workspace
+
+st.header("Compare merge methods")
+st.caption(
+    "Each method's parameters are chosen on val by mean normalized accuracy (merged / fine-tuned per task, "
+    "averaged), then the chosen setting is evaluated once on test. Normalized accuracy is what makes methods "
+    "comparable across checkpoint sets; papers' absolute numbers are not."
+)
+collection, choice, ws = sidebar_workspace()
+report = resources.build_report(collection) if not choice else None
+comparison = MethodsComparison.from_json(report["methods"]) if report and report.get("methods") else None
+if comparison is not None:
+    st.caption("Stored when the demo zoo was built (`python -m engine zoo add-methods`).")
+else:
+    if st.button("Compare every method as a background job", type="primary"):
+        spec = resources.job_spec("compare", ws, collection, choice, {}, name="compare methods")
+        st.session_state["compare_job"] = resources.submit_job(spec)
+    job = widgets.job_progress("compare_job")
+    if job is not None and job.state is JobState.DONE:
+        comparison = job.result
+    elif job is not None and job.state is JobState.FAILED:
+        st.error(job.error.strip().splitlines()[-1])
+
+if comparison is not None:
+    st.plotly_chart(figures.methods_chart(comparison), key="methods_chart")
+    rows = sorted(comparison.results, key=lambda r: r.test_mean_normalized, reverse=True)
+    st.dataframe(
+        {
+            "method": [METHODS[r.method].display_name for r in rows],
+            "chosen on val": [", ".join(f"{k} = {v:g}" for k, v in r.params.items()) for r in rows],
+            "val normalized": [r.val_mean_normalized for r in rows],
+            "test accuracy": [r.test_mean_accuracy for r in rows],
+            "test normalized": [r.test_mean_normalized for r in rows],
+            "open": [figures.merge_link(r.method, r.params) for r in rows],
+        },
+        column_config={
+            **{
+                k: st.column_config.NumberColumn(format="percent")
+                for k in ("val normalized", "test accuracy", "test normalized")
+            },
+            "open": st.column_config.LinkColumn("open in Merge", display_text="open"),
+        },
+        hide_index=True,
+    )
+    subspaces = report["methods"].get("subspaces") if comparison is not None and report else None
+    if subspaces:
+        low, high = min(subspaces["top_share_mean"]), max(subspaces["top_share_mean"])
+        st.caption(
+            f"On this zoo each task matrix's top 1/K directions carry {low:.0%}–{high:.0%} of its energy and tasks' "
+            f"top subspaces overlap by {subspaces['mean_off_diagonal_alignment']:.2f} on average (Subspaces page): "
+            "the task vectors are close to low-rank even in this 96-wide tower, which is what the subspace "
+            "methods use."
+        )
