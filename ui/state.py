@@ -12,8 +12,11 @@ DEFAULTS = {"collection": DEFAULT_COLLECTION, "method": "task_arithmetic", "per_
 
 
 def init_defaults() -> None:
+    """Defaults for the shared widgets, except where the URL names a value: a default already in session
+    state would win over the link (`merge?method=iso_c` opened task arithmetic)."""
     for key, value in DEFAULTS.items():
-        st.session_state.setdefault(key, value)
+        if key not in st.query_params:
+            st.session_state.setdefault(key, value)
 
 
 def collection_picker() -> str:

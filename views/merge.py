@@ -44,6 +44,8 @@ with st.expander("Load a recipe"):
         st.error(st.session_state["_recipe_error"])
 tasks = st.multiselect("Tasks to merge", ws.task_names, key="tasks", bind="query-params")
 left, right = st.columns([2, 1])
+if st.query_params.get("method") in METHODS:  # a link naming the method (merge?method=iso_c), as Compare's do
+    st.session_state["method"] = st.query_params["method"]
 method_name = left.selectbox(
     "Method", list(METHODS), key="method", bind="query-params", format_func=lambda name: METHODS[name].display_name
 )

@@ -98,13 +98,13 @@ def page():
         browser.close()
 
 
-def _engine_mean(tasks: list[str], *, lam: float) -> float:
+def _engine_mean(tasks: list[str], *, lam: float | None = None, method: str = "task_arithmetic", **params) -> float:
     """What the engine computes for these settings, straight from the shipped zoo."""
     from engine.home import ASSETS_DIR
     from engine.workspace import Workspace
 
     ws = Workspace.open(ASSETS_DIR / "zoo", cache_dir=Path(os.environ["MERGELAB_HOME"]) / "cache")
-    return ws.compare(tasks, "task_arithmetic", {"lam": lam}).mean_merged
+    return ws.compare(tasks, method, {**params, **({"lam": lam} if lam is not None else {})}).mean_merged
 
 
 def _merged_title(page) -> str:
@@ -131,6 +131,35 @@ def test_slider_moves_the_bars(server, page):
     expect(chart.locator(".gtitle")).to_have_text(f"Merged: mean accuracy {expected:.1%} (interactive split)")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "merge_after_slider.png"), full_page=True)
+
+
+def test_dragging_iso_c_alpha_redraws_the_bars(server, page):
+    """A subspace merge on the Merge page: Iso-C opened by a link as Compare methods writes them, its α
+    dragged with the mouse."""
+    from playwright.sync_api import expect
+
+    from ui.figures import merge_link
+
+    page.goto(f"{server}/{merge_link('iso_c', {'alpha': 1.2})}", timeout=60_000)
+    chart = page.get_by_test_id("stPlotlyChart").first
+    expect(chart.locator(".gtitle")).to_contain_text("mean accuracy", timeout=60_000)
+    before = _merged_title(page)
+    slider = page.get_by_test_id("stSlider").first
+    thumb = slider.get_by_role("slider")
+    expect(thumb).to_have_attribute("aria-valuetext", "1.20", timeout=30_000)
+    box = thumb.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 80, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    expect(chart.locator(".gtitle")).not_to_have_text(before, timeout=30_000)
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+    alpha = float(thumb.get_attribute("aria-valuetext"))
+    assert alpha > 1.2 and f"iso_c.alpha={alpha:g}" in page.url
+    expected = _engine_mean(
+        ["digits", "faces", "textures", "size", "colours", "bars", "position", "stripes"], method="iso_c", alpha=alpha
+    )
+    expect(chart.locator(".gtitle")).to_have_text(f"Merged: mean accuracy {expected:.1%} (interactive split)")
 
 
 def test_deep_link_opens_the_right_page_with_its_values(server, page):

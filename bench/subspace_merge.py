@@ -1,0 +1,104 @@
+"""Subspace merges on a random ViT-B/32 tower (K = 8): the factorization stage of each method against the
+batched SVDs it needs, a cached re-compose after an α move, and a task-arithmetic merge, in the same run.
+
+Goals (the subspace-methods issue): a cached α move ≤ 3× a task-arithmetic merge; each method's
+factorization stage within 2× the time of the batched SVDs it needs (no per-layer Python overhead beyond
+that). The "SVDs needed" reference is `torch.linalg.svd` of the same stacks the method factors, timed alone.
+Random task vectors are full-rank, unlike fine-tuned ones, which makes no difference to SVD time.
+Writes bench/results/subspace_merge_<device>.json.
+
+    python bench/subspace_merge.py [--device cuda] [--arch ViT-B-32] [--tasks 8] [--methods tsv_m iso_c ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.merge_bandwidth import timed  # noqa: E402
+from engine.merge import apply  # noqa: E402
+from engine.merge.registry import scale_parts  # noqa: E402
+from engine.merge.subspace import attention_and_mlp, every_matrix  # noqa: E402
+from engine.models import create_visual, pick_device  # noqa: E402
+from engine.params import ParamSpec, flatten  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SCALE = {"tsv_m": "alpha", "iso_c": "alpha", "iso_cts": "alpha", "cart": "lam"}
+
+
+def svd_reference(method: str, T: torch.Tensor, spec: ParamSpec, device: torch.device) -> float:
+    """Seconds of the batched SVDs the method needs, on the same stacks, nothing else."""
+    names = attention_and_mlp(spec) if method == "cart" else every_matrix(spec)
+    groups = [torch.stack([spec.matrix_view(T, n) for n in g]) for g in spec.by_shape(names).values()]  # [L, K, m, n]
+
+    def run() -> None:
+        for tau in groups:
+            if method in ("tsv_m", "cart"):
+                torch.linalg.svd(tau, full_matrices=False)  # one per task matrix
+            else:
+                torch.linalg.svd(tau.sum(dim=1), full_matrices=False)  # of the summed matrix
+            if method == "iso_cts":
+                torch.linalg.svd(tau, full_matrices=False)  # each task's part outside the common subspace
+            if method in ("tsv_m", "iso_cts"):  # the two polar factors of the stacked bases (same sizes)
+                torch.linalg.svd(tau[:, 0], full_matrices=False)
+                torch.linalg.svd(tau[:, 0].transpose(-1, -2), full_matrices=False)
+
+    return min(timed(run, device=device, repeats=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device")
+    parser.add_argument("--arch", default="ViT-B-32")
+    parser.add_argument("--tasks", type=int, default=8)
+    parser.add_argument("--methods", nargs="+", default=list(SCALE))
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    visual = create_visual(args.arch)
+    spec = ParamSpec.from_state_dict(visual.state_dict())
+    theta0 = flatten(visual.state_dict(), spec, device=device)  # [P]
+    T = torch.randn(args.tasks, spec.numel, device=device) * 1e-3  # [K, P]
+    ta = min(timed(lambda: apply("task_arithmetic", theta0, T, {"lam": 0.3}), device=device, repeats=5))
+    results = {
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "arch": args.arch,
+        "tasks": args.tasks,
+        "params": spec.numel,
+        "task_arithmetic_s": round(ta, 4),
+        "methods": {},
+    }
+    for method in args.methods:
+        scale = SCALE[method]
+        start = time.perf_counter()
+        base, direction = scale_parts(method, theta0, T, {}, spec=spec)  # the factorization stage
+        factor = time.perf_counter() - start
+        move = min(timed(lambda: torch.add(base, direction, alpha=1.3), device=device, repeats=5))
+        reference = svd_reference(method, T, spec, device)
+        results["methods"][method] = {
+            "factorization_s": round(factor, 3),
+            "svds_needed_s": round(reference, 3),
+            "factorization_over_svds": round(factor / reference, 3),
+            "cached_move_s": round(move, 4),
+            "cached_move_over_task_arithmetic": round(move / ta, 3),
+            "scale": scale,
+        }
+        print(method, results["methods"][method], flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"subspace_merge_{device.type}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
