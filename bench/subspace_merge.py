@@ -96,6 +96,10 @@ def main() -> None:
         print(method, results["methods"][method], flush=True)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"subspace_merge_{device.type}.json"
+    if out.exists():  # a run of some methods updates their rows, keeping the others' (measured on the same setup)
+        earlier = json.loads(out.read_text())
+        if (earlier.get("arch"), earlier.get("tasks")) == (args.arch, args.tasks):
+            results["methods"] = {**earlier.get("methods", {}), **results["methods"]}
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -240,3 +240,20 @@ def test_a_scale_move_re_composes_from_the_cached_parts(tiny_collection_dir, tmp
     assert cache.stats().misses == computed  # the move computed no new parts
     torch.testing.assert_close(moved, apply(name, m.theta0, m.T, {scale: 1.25}, spec=m.spec), rtol=0, atol=0)
     torch.testing.assert_close(first, apply(name, m.theta0, m.T, {scale: 0.5}, spec=m.spec), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(12, 7), (7, 12)])
+def test_top_singular_triplets_of_a_rank_deficient_matrix(shape):
+    """Iso-CTS takes the top directions of task matrices with their common part removed: many zero singular
+    values, where LAPACK's SVD can fail to converge on large towers. The Gram route gives the same triplets."""
+    from engine.merge.subspace import top_singular
+
+    torch.manual_seed(1)
+    x = torch.randn(2, shape[0], 3, dtype=torch.float64) @ torch.randn(2, 3, shape[1], dtype=torch.float64)  # rank 3
+    u, s, vh = top_singular(x, 2)
+    ref_u, ref_s, ref_vh = torch.linalg.svd(x, full_matrices=False)
+    torch.testing.assert_close(s, ref_s[..., :2])
+    torch.testing.assert_close(
+        u @ torch.diag_embed(s) @ vh, ref_u[..., :2] @ torch.diag_embed(ref_s[..., :2]) @ ref_vh[..., :2, :]
+    )
+    assert u.shape == (2, shape[0], 2) and vh.shape == (2, 2, shape[1])

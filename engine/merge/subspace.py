@@ -69,6 +69,20 @@ def polar(stack: torch.Tensor) -> torch.Tensor:
     return p @ qh  # [..., m, n]
 
 
+def top_singular(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top k singular triplets of each of [..., m, n], through the eigendecomposition of the smaller Gram
+    matrix in float64. Used for rank-deficient inputs (a task matrix minus its part in the common subspace
+    has p − k zero singular values), where LAPACK's divide-and-conquer SVD can fail to converge."""
+    wide = x.shape[-2] < x.shape[-1]
+    a = (x if wide else x.transpose(-1, -2)).double()  # [..., r, c] with r ≤ c
+    values, vectors = torch.linalg.eigh(a @ a.transpose(-1, -2))  # ascending: [..., r], [..., r, r]
+    top = vectors[..., -k:].flip(-1)  # [..., r, k] the top k left singular vectors of `a`
+    sigma = values[..., -k:].flip(-1).clamp(min=0).sqrt()  # [..., k]
+    right = (top.transpose(-1, -2) @ a) / sigma.clamp(min=torch.finfo(torch.float64).tiny)[..., None]  # [..., k, c]
+    u, vh = (top, right) if wide else (right.transpose(-1, -2), top.transpose(-1, -2))
+    return u.to(x.dtype), sigma.to(x.dtype), vh.to(x.dtype)
+
+
 def _layers(spec: ParamSpec, T: torch.Tensor, names: Sequence[str]) -> list[tuple[tuple[str, ...], torch.Tensor]]:
     """(names, stacked task matrices [L, K, m, n]) per shape group; the stack is one copy per group."""
     return [
@@ -141,10 +155,10 @@ def iso_cts_delta(T: torch.Tensor, spec: ParamSpec, *, share: float) -> torch.Te
         bases_u, bases_v, values = [], [], []
         if s_task > 0:
             outside = tau - u_c[:, None] @ (u_c[:, None].transpose(-1, -2) @ tau)  # [L, K, m, n]
-            ut, st, vht = torch.linalg.svd(outside, full_matrices=False)  # [L, K, m, q], [L, K, q], [L, K, q, n]
-            bases_u.append(ut[..., :s_task].permute(0, 2, 1, 3).reshape(L, m, K * s_task))  # [L, m, K·s]
-            bases_v.append(vht[..., :s_task, :].reshape(L, K * s_task, n))  # [L, K·s, n]
-            values.append(st[..., :s_task].reshape(L, K * s_task))  # [L, K·s]
+            ut, st, vht = top_singular(outside, s_task)  # [L, K, m, s], [L, K, s], [L, K, s, n]
+            bases_u.append(ut.permute(0, 2, 1, 3).reshape(L, m, K * s_task))  # [L, m, K·s]
+            bases_v.append(vht.reshape(L, K * s_task, n))  # [L, K·s, n]
+            values.append(st.reshape(L, K * s_task))  # [L, K·s]
         bases_u.append(u_c)
         bases_v.append(vh[..., :common, :])  # [L, k, n]
         values.append(s[..., :common])  # [L, k]
