@@ -91,7 +91,7 @@ def compare_job(
                 ctx, workspace, tasks=tasks, method=method, params={}, axes=axes, split="val"
             )
         ]
-        best, val = max(trials, key=lambda t: (t[1], -trials.index(t)))
+        best, val = trials[max(range(len(trials)), key=lambda i: (trials[i][1], -i))]  # earlier on ties
         test = workspace.compare(tasks, method, best, split="test")
         results.append(
             MethodResult(

@@ -46,7 +46,8 @@ class GridOutcome:
     def best(self) -> Trial | None:
         if not self.trials:
             return None
-        return max(self.trials, key=lambda t: (t.mean_normalized or 0.0, -self.trials.index(t)))
+        best = max(range(len(self.trials)), key=lambda i: (self.trials[i].mean_normalized or 0.0, -i))
+        return self.trials[best]
 
     def to_json(self) -> dict[str, Any]:
         best = self.best

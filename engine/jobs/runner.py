@@ -26,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.jobs.ref import WorkspaceRef
 from engine.runs.log import RunLog
 from engine.workspace import Workspace
 
@@ -234,13 +235,7 @@ def _describe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_describe(v) for v in value]
     if isinstance(value, Workspace):
-        return {
-            "collection": str(value.collection.root),
-            "device": str(value.matrix.T.device),
-            "pretrained_sha256": value.pretrained.tensors_sha256,
-            "checkpoints": {t: value.collection.finetuned_sha256(t, value.variant_of(t)) for t in value.task_names},
-            "variants": dict(value.variants),
-        }
+        return dataclasses.asdict(WorkspaceRef.of(value))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _describe(getattr(value, f.name)) for f in dataclasses.fields(value)}
     return type(value).__name__  # a live object (the run log): named, not serialised

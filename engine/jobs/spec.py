@@ -19,13 +19,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from engine.errors import CheckpointError, SchemaError
+from engine.errors import SchemaError
 from engine.home import DataHome, PathPolicy
 from engine.jobs.compare import compare_job
 from engine.jobs.finetune import finetune_job
 from engine.jobs.grid import grid_job
 from engine.jobs.importance import importance_job
 from engine.jobs.learn import learn_job
+from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import JobContext, LocalRunner
 from engine.jobs.sweep import sweep_job
 from engine.jobs.taujp import taujp_job
@@ -36,38 +37,6 @@ from engine.train.finetune import FinetuneConfig
 from engine.workspace import Workspace
 
 SPEC_VERSION = 1
-
-
-@dataclass(frozen=True)
-class WorkspaceRef:
-    collection: str  # the path as the user gave it (the dashboard caches workspaces by it)
-    device: str = "cpu"
-    choice: tuple[tuple[str, str], ...] = ()  # (task, checkpoint name) of tasks not on "standard"
-    pretrained_sha256: str = ""
-    checkpoints_sha256: tuple[tuple[str, str], ...] = ()  # (task, tensors_sha256) of every task, in order
-
-    @classmethod
-    def of(cls, workspace: Workspace, *, collection: str | None = None, device: str | None = None) -> WorkspaceRef:
-        """The reference of an open workspace (`collection` and `device` as it was opened by, if given)."""
-        choice = tuple((t, v) for t, v in workspace.variants.items() if v != "standard")
-        return cls(
-            collection or str(workspace.collection.root),
-            device or str(workspace.matrix.T.device),
-            choice,
-            workspace.pretrained.tensors_sha256,
-            tuple((t, workspace.collection.finetuned_sha256(t, workspace.variant_of(t))) for t in workspace.task_names),
-        )
-
-    def check(self, workspace: Workspace) -> Workspace:
-        """`workspace` if it holds exactly the checkpoints this reference names, else CheckpointError."""
-        found = WorkspaceRef.of(workspace, collection=self.collection, device=self.device)
-        if (found.pretrained_sha256, found.checkpoints_sha256) != (self.pretrained_sha256, self.checkpoints_sha256):
-            raise CheckpointError(
-                self.collection,
-                "holds other checkpoints than the job was asked to run on (a file changed since)",
-                fix="submit the job again on the collection as it is now",
-            )
-        return workspace
 
 
 @dataclass(frozen=True)

@@ -250,10 +250,8 @@ def tsv_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]
 
 def iso_c_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
     """Per matrix: Iso-C keeps every direction of the summed matrix (rank p, all of its energy)."""
-    return tuple(
-        LayerRank(n, min(spec.matrix_view(T, n).shape[-2:]), min(spec.matrix_view(T, n).shape[-2:]), 1.0)
-        for n in every_matrix(spec)
-    )
+    shapes = dict(zip(spec.names, spec.shapes))
+    return tuple(LayerRank(n, min(shapes[n]), min(shapes[n]), 1.0) for n in every_matrix(spec))
 
 
 def iso_cts_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
