@@ -23,14 +23,16 @@ from typing import Any
 import torch
 
 from engine.cache.memory import ComputeCache
-from engine.errors import CheckpointError
+from engine.errors import CheckpointError, ParameterError
 from engine.eval.evaluate import EvalResult, evaluate
 from engine.eval.suite import EvalSuite, Progress
 from engine.io.checkpoints import CheckpointMeta
+from engine.io.tensor_store import TensorStore
 from engine.merge import MergeMethod, apply, get_method
 from engine.merge.analysis import SparsityReport, sparsity_report
 from engine.merge.registry import ParamValue, scale_parts
 from engine.merge.spectra import SubspaceStats, subspace_stats
+from engine.merge.wudi import StepProgress
 from engine.params import TaskMatrix, take_rows
 from engine.pool.collection import CheckpointProgress, Collection, load_collection, open_suite, task_matrix
 from engine.sta.importance import ImportanceConfig, ImportanceSource, importance_codes
@@ -39,6 +41,7 @@ from engine.taujp.matrix import TauJpMatrix, layer_breakdown, load_taujp, pair_d
 from engine.taujp.preview import TangentPreview
 
 TAUJP_IMAGES = 64  # val images per task for matrices computed on demand (the zoo ships whole-split ones)
+LARGE_MODEL_PARAMS = 5_000_000  # from here (ViT-B/32: 88 M) a per-layer method's first merge is a job, kept on disk
 
 
 @dataclass(frozen=True)
@@ -346,22 +349,22 @@ class Workspace:
             return None
         return take_rows(self.importance(kind), [self.matrix.task_names.index(t) for t in tasks])  # [k, P] uint8
 
-    def merge(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]) -> torch.Tensor:
+    def merge(
+        self,
+        tasks: Sequence[str],
+        method: str | MergeMethod,
+        params: Mapping[str, ParamValue],
+        *,
+        progress: StepProgress | None = None,
+    ) -> torch.Tensor:
         """θ [P] merged from the chosen tasks' vectors. A method that separates its final scale s
-        (`scale_parts`: θ = base + s·direction) keeps the two parts in the cache per setting of its other
-        parameters, so moving s (α, λ) costs one pass over [P]; the parts are computed once."""
+        (`scale_parts`: θ = base + s·direction) merges from its cached parts (`merge_parts`), so moving s
+        (α, λ) costs one pass over [P]; `progress` follows an iterative method's first computation."""
         method = get_method(method)
         if method.scale_parts is not None:
             resolved = method.resolve(params, num_tasks=len(tasks))
-            scale = float(resolved.pop(method.cheap[0]))
-            key = (self.fingerprint, "scale_parts", tuple(tasks), method, _frozen(resolved))
-            base, direction = self.cache.get_or_compute(
-                key,
-                lambda: scale_parts(
-                    method, self.matrix.theta0, self.matrix.rows(tasks), resolved, spec=self.matrix.spec
-                ),
-            )
-            return torch.add(base, direction, alpha=scale)  # [P]
+            base, direction = self.merge_parts(tasks, method, params, progress=progress)  # [P] each
+            return torch.add(base, direction, alpha=float(resolved[method.cheap[0]]))  # [P]
         return apply(
             method,
             self.matrix.theta0,
@@ -370,6 +373,67 @@ class Workspace:
             importance=self.method_importance(method, tasks),
             spec=self.matrix.spec,
         )
+
+    def merge_parts(
+        self,
+        tasks: Sequence[str],
+        method: str | MergeMethod,
+        params: Mapping[str, ParamValue],
+        *,
+        progress: StepProgress | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(base, direction) [P] of a `scale_parts` method at the setting of its expensive parameters in
+        `params` (its scale is ignored): computed once per setting and kept in the cache; a method whose
+        parts are slow to recompute (iterative, or a large model's factorizations) also keeps them in the
+        data home by the checkpoints' sha256 (`parts_store`), so a restart reads them in seconds."""
+        method = get_method(method)
+        key = self._parts_key(tasks, method, params)
+        return self.cache.get_or_compute(
+            (self.fingerprint, "scale_parts", key), lambda: self._parts(tasks, method, params, key, progress)
+        )
+
+    def parts_ready(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]) -> bool:
+        """Whether `merge_parts` only reads (the cache or the data home) for this setting."""
+        method = get_method(method)
+        key = self._parts_key(tasks, method, params)
+        return (self.fingerprint, "scale_parts", key) in self.cache or self.parts_store.path(key).is_file()
+
+    def needs_job(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]) -> bool:
+        """Whether a page should compute this merge in a background job: an iterative method, or a large
+        model's first factorization, whose parts are not ready yet."""
+        method = get_method(method)
+        return method.scale_parts is not None and self._slow(method) and not self.parts_ready(tasks, method, params)
+
+    def _slow(self, method: MergeMethod) -> bool:
+        """Iterative, or factorizing a large model: minutes to recompute."""
+        return method.iterative or (method.per_layer and self.matrix.spec.numel >= LARGE_MODEL_PARAMS)
+
+    @property
+    def parts_store(self) -> TensorStore:
+        return TensorStore(self.cache_dir / "merge_parts")
+
+    def _parts_key(self, tasks: Sequence[str], method: MergeMethod, params: Mapping[str, ParamValue]) -> str:
+        if method.scale_parts is None:
+            raise ParameterError(method.name, "has no separable final scale", fix="merge it with merge()")
+        resolved = method.resolve(params, num_tasks=len(tasks))
+        expensive = {n: float(resolved[n]) for n in method.expensive}  # scalar parameters only (declared so)
+        return json.dumps({"workspace": self.fingerprint, "tasks": list(tasks), "method": method.name, **expensive})
+
+    def _parts(
+        self, tasks: Sequence[str], method: MergeMethod, params: Mapping[str, ParamValue], key: str, progress
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        persist = self._slow(method)
+        theta0 = self.matrix.theta0
+        stored = self.parts_store.get(key, device=theta0.device) if persist else None
+        if stored is not None:
+            return stored.get("base", theta0), stored["direction"]
+        resolved = {n: v for n, v in params.items() if n not in method.cheap}
+        base, direction = scale_parts(
+            method, theta0, self.matrix.rows(tasks), resolved, spec=self.matrix.spec, progress=progress
+        )  # [P] each
+        if persist:
+            self.parts_store.put(key, {"direction": direction} | ({} if base is theta0 else {"base": base}))
+        return base, direction
 
     def ranks(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]):
         """What a low-rank method keeps per layer (rank and energy share), for the merge page's panel."""

@@ -140,6 +140,46 @@ def test_taujp_job_caches_the_matrix_for_the_next_workspace(tiny_collection_dir,
     assert run.outputs["diagonal"] == dict(zip(ws.task_names, matrix.values.diagonal().tolist()))
 
 
+def test_merge_parts_job_leaves_wudi_ready_with_its_loss_curve_and_cancels_between_steps(tiny_collection_dir, tmp_path):
+    from engine.jobs.parts import PartsOutcome, merge_parts_job
+    from engine.merge.wudi import wudi_run
+    from engine.runs.log import RunLog
+    from engine.workspace import Workspace
+
+    ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
+    runner, log = LocalRunner(), RunLog(tmp_path / "runs.sqlite3")
+    job = runner.submit("wudi", merge_parts_job, workspace=ws, method="wudi", params={"steps": 40}, run_log=log)
+    status = runner.wait(job, timeout=60)
+    assert status.state is JobState.DONE and status.result.params == {"steps": 40.0}
+    expected = wudi_run(ws.matrix.T, ws.matrix.spec, steps=40).losses[1:]  # the loss after each step
+    assert status.result.losses == pytest.approx(expected, rel=1e-6)
+    assert status.metrics["loss"] == list(status.result.losses)  # the live curve ends as the outcome's
+    assert PartsOutcome.from_json(status.result.to_json()) == status.result
+    assert ws.parts_ready(ws.task_names, "wudi", {"steps": 40}) and not ws.needs_job(
+        ws.task_names, "wudi", {"steps": 40}
+    )
+    (run,) = log.runs(kind="merge_parts")
+    assert run.method == "wudi" and run.outputs["steps"] == 40
+
+    gate = threading.Event()
+
+    def slow_progress_job(ctx, **kwargs):  # the real job, its cancel requested while it steps
+        original = ctx.check_cancelled
+
+        def check():
+            gate.set()
+            original()
+
+        ctx.check_cancelled = check
+        return merge_parts_job(ctx, **kwargs)
+
+    job = runner.submit("wudi", slow_progress_job, workspace=ws, method="wudi", params={"steps": 1000})
+    gate.wait(30)
+    runner.cancel(job)
+    assert runner.wait(job, timeout=60).state is JobState.CANCELLED
+    assert not ws.parts_ready(ws.task_names, "wudi", {"steps": 1000})  # nothing half-computed was kept
+
+
 SERVER = """
 import sys, time
 from engine.jobs.runner import LocalRunner

@@ -244,3 +244,11 @@ def test_methods_chart_and_merge_links():
     assert list(fig.data[0].x) == ["TSV-M (task singular vectors)", "Task arithmetic"]  # best first
     assert list(fig.data[0].y) == [0.85, 0.75] and [t.name for t in fig.data[1:]] == ["a", "b"]
     assert merge_link("tsv_m", {"alpha": 1.2}) == "merge?method=tsv_m&tsv_m.alpha=1.2"
+
+
+def test_parts_loss_curve_is_the_loss_relative_to_its_first_step():
+    from ui.figures import parts_loss_curve
+
+    fig = parts_loss_curve([8.0, 6.0, 4.0, 4.0], method="WUDI")
+    assert list(fig.data[0].x) == [1, 2, 3, 4] and list(fig.data[0].y) == [1.0, 0.75, 0.5, 0.5]
+    assert "WUDI" in fig.layout.title.text

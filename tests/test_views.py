@@ -201,6 +201,26 @@ def test_subspace_methods_on_the_merge_page(app, tiny_collection_dir, data_home,
     assert len(mean["x"]) == 21 and mean["x"][-1] == get_method(method).scale.high
 
 
+def test_wudi_on_the_merge_page_runs_as_a_job_then_moves_alpha_at_once(app, tiny_collection_dir, data_home):
+    import time
+
+    _open(app, "views/merge.py")
+    app.selectbox(key="method").set_value("wudi").run()
+    assert not app.exception and any("background job" in i.value for i in app.info)
+    assert not app.metric  # nothing merged before the user starts it
+    next(b for b in app.button if b.key == "parts_start").click().run()
+    deadline = time.monotonic() + 60
+    while not app.metric and time.monotonic() < deadline:
+        time.sleep(0.5)
+        app.run()
+    assert not app.exception and app.metric, "the WUDI job did not finish within 60 s"
+    app.slider(key="wudi.alpha").set_value(0.4).run()
+    assert not app.exception and not app.info  # the α move merged from the job's parts, no new job
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    expected = ws.compare(ws.task_names, "wudi", {"alpha": 0.4})
+    assert _metric(app, "mean accuracy (merged)") == f"{expected.mean_merged:.1%}"
+
+
 def test_subspaces_page_shows_the_engine_statistics(app, tiny_collection_dir, data_home):
     _open(app, "views/subspaces.py")
     assert not app.exception

@@ -447,6 +447,27 @@ def finetune_curves(curves: FinetuneCurves, *, beta: float | None = None) -> go.
     return fig
 
 
+def parts_loss_curve(losses: Sequence[float], *, method: str) -> go.Figure:
+    """An iterative merge's loss after each step, as a share of the loss at its start (WUDI: the summed
+    per-layer interference Σₜ ‖(τ_m − τₜ) τₜᵀ‖² / ‖τₜ‖²)."""
+    start = losses[0] if losses and losses[0] else 1.0
+    fig = go.Figure(
+        go.Scatter(
+            x=list(range(1, len(losses) + 1)),
+            y=[v / start for v in losses],
+            mode="lines",
+            line=dict(color=COLOURS["merged"]),
+        )
+    )
+    fig.update_layout(
+        title=f"{method}: interference loss per step",
+        xaxis=dict(title="step"),
+        yaxis=dict(title="loss / loss after step 1", rangemode="tozero"),
+        margin=dict(t=50, b=40),
+    )
+    return fig
+
+
 def variants_table(variants: Mapping[str, Mapping]) -> list[dict]:
     """One row per fine-tuning variant of report.json's "variants": what the τJp paper compares."""
     return [

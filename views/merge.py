@@ -6,6 +6,7 @@ import streamlit as st
 
 from engine.errors import MergelabError
 from engine.home import DataHome
+from engine.jobs.runner import JobState
 from engine.jobs.sweep import record_sweep
 from engine.merge import METHODS, get_method
 from engine.runs.recipe_runner import run_recipe, save_merge_run
@@ -63,6 +64,7 @@ if not tasks:
     st.stop()
 if method.importance:
     widgets.require_importance(ws, method.importance)
+scale_label = method.scale.symbol or method.scale.name
 
 preview = None
 bars = st.empty()
@@ -75,6 +77,42 @@ if method_name == "task_arithmetic" and st.toggle(
     with st.spinner("Caching tangent features of the interactive split (once)…"):
         preview = ws.preview(tasks, params)
     bars.plotly_chart(figures.preview_bars(preview), key="preview_bars")
+
+
+@st.fragment(run_every=1.0)
+def parts_job_live(setting: str) -> None:
+    """The parts job's progress and live loss curve; the tick that sees it done reruns the page, which
+    then merges from the parts it left (every later slider move is one add)."""
+    if st.session_state.get("parts_job_for") != setting:
+        return
+    job = widgets.job_progress("parts_job")
+    if job.state is JobState.DONE:
+        st.rerun(scope="app")
+    if job.state is JobState.FAILED:
+        st.error(job.error.strip().splitlines()[-1])
+    if job.metrics.get("loss"):
+        st.plotly_chart(figures.parts_loss_curve(job.metrics["loss"], method=method.display_name), key="parts_loss")
+
+
+if ws.needs_job(tasks, method_name, params):
+    expensive = {n: params[n] for n in method.expensive if n in params}
+    setting = f"{method_name}:{sorted(expensive.items())}:{tasks}"
+    work = (
+        f"{int(expensive.get('steps', method.params[-1].default))} Adam steps on every layer"
+        if method.iterative
+        else "the SVDs of every layer of this large model"
+    )
+    st.info(
+        f"{method.display_name} first computes its parts for this setting: {work}. That runs as a "
+        f"background job (progress below, cancel any time); then every {scale_label} move re-composes from "
+        "them at once, and they stay in the data home for the next session."
+    )
+    if st.button(f"Compute {method.display_name}", key="parts_start", type="primary"):
+        args = {"method": method_name, "params": expensive, "tasks": list(tasks)}
+        spec = resources.job_spec("merge_parts", ws, collection, choice, args, name=f"{method.display_name} parts")
+        st.session_state.update(parts_job=resources.submit_job(spec), parts_job_for=setting)
+    parts_job_live(setting)
+    st.stop()
 try:
     comparison = ws.compare(tasks, method_name, params, split="interactive")
 except MergelabError as exc:

@@ -26,6 +26,7 @@ from engine.jobs.finetune import finetune_job
 from engine.jobs.grid import grid_job
 from engine.jobs.importance import importance_job
 from engine.jobs.learn import learn_job
+from engine.jobs.parts import merge_parts_job
 from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import JobContext, LocalRunner
 from engine.jobs.sweep import sweep_job
@@ -98,6 +99,7 @@ JOB_KINDS: Mapping[str, JobKind] = MappingProxyType(
         "learn": JobKind(learn_job, configs={"atlas_config": LearnConfig, "config": DvBasiConfig}, paths=("out_dir",)),
         "importance": JobKind(importance_job),
         "taujp": JobKind(taujp_job),
+        "merge_parts": JobKind(merge_parts_job),
     }
 )
 

@@ -14,7 +14,9 @@ Each entry also declares what the method does, as fields rather than as code tha
 - `per_layer`: the method reads T's rows as per-layer matrices, so it is called with `spec=`;
 - `sign_election`: "none", or "mass" (TIES: the sign of the summed kept entries wins);
 - `cheap`: the parameters that only scale the final step (λ): moving them needs no new mask or
-  election; every other parameter (density, drop rate and seed, threshold) defines the expensive part.
+  election; every other parameter (density, drop rate and seed, threshold) defines the expensive part;
+- `iterative`: the expensive part is an optimisation (WUDI's Adam steps): pages run it as a background
+  job with progress, and `scale_parts` passes it a `progress(step, steps, loss)` callback.
 Adding a method: write its file, add one `MergeMethod(...)` line to `_ALL`, and add its test.
 """
 
@@ -46,6 +48,7 @@ from engine.merge.subspace import (
     tsv_parts,
     tsv_ranks,
 )
+from engine.merge.wudi import StepProgress, wudi, wudi_parts
 from engine.params import ParamSpec
 
 ParamValue = float | Sequence[float]
@@ -116,6 +119,7 @@ class MergeMethod:
     keep_rank: KeepRank | None = None  # required when `selection` is "low_rank"
     per_layer: bool = False  # called with spec= (its ParamSpec) to view T's rows as matrices
     scale_parts: ScaleParts | None = None  # θ = base + s·direction, s its one cheap (final-scale) parameter
+    iterative: bool = False  # its expensive part is an optimisation that reports progress (a background job)
 
     def __post_init__(self) -> None:
         subject, known = f"method {self.name}", {p.name for p in self.params}
@@ -139,6 +143,8 @@ class MergeMethod:
             )
         if (self.selection == "importance") != (self.importance is not None):
             raise ParameterError(subject, "selects by importance iff it names an importance kind", fix="set both")
+        if self.iterative and self.scale_parts is None:
+            raise ParameterError(subject, "is iterative without scale_parts", fix="separate its final scale")
         if self.scale_parts is not None and not (
             len(self.cheap) == 1 and not next(p for p in self.params if p.name == self.cheap[0]).per_task
         ):
@@ -202,6 +208,7 @@ _SEED = Param("seed", 0.0, 0.0, 9999.0, 1.0, "random seed of the drop mask")
 _ALPHA = Param("alpha", 1.0, 0.0, 3.0, 0.05, "scaling α of the merged task matrices Δ: θ = θ₀ + α·Δ", symbol="α")
 _SHARE = Param("share", 0.8, 0.01, 1.0, 0.01, "share f of each layer's directions in the common subspace", symbol="f")
 _LAM_CART = Param("lam", 2.0, 0.0, 4.0, 0.05, "scaling λ of the low-rank centred vectors", symbol="λ")
+_STEPS = Param("steps", 300.0, 0.0, 1000.0, 10.0, "Adam steps on each layer's interference loss", symbol="n")
 _RANK = Param(
     "rank_share", 0.12, 0.01, 1.0, 0.01, "rank kept of each centred vector, as a share ρ of min(out, in)", symbol="ρ"
 )
@@ -340,6 +347,18 @@ _ALL = (
         per_layer=True,
         scale_parts=cart_parts,
     ),
+    MergeMethod(
+        "wudi",
+        "WUDI (interference minimised per layer)",
+        "https://arxiv.org/abs/2503.08099",
+        (_ALPHA, _STEPS),
+        wudi,
+        formula="per layer: τ_m = argmin Σₜ ‖(τ_m − τₜ) τₜᵀ‖² / ‖τₜ‖², n Adam steps from Σₜ τₜ; θ = θ₀ + α τ_m",
+        cheap=("alpha",),
+        per_layer=True,
+        scale_parts=wudi_parts,
+        iterative=True,
+    ),
 )
 METHODS: Mapping[str, MergeMethod] = MappingProxyType({m.name: m for m in _ALL})
 
@@ -394,15 +413,21 @@ def scale_parts(
     params: Mapping[str, ParamValue] | None = None,
     *,
     spec: ParamSpec | None = None,
+    progress: StepProgress | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(base, direction) [P] of a method with `scale_parts`: the merge at its cheap scale s is base + s·direction."""
+    """(base, direction) [P] of a method with `scale_parts`: the merge at its cheap scale s is base + s·direction.
+    An iterative method reports each step to `progress` (which may raise to cancel); others ignore it."""
     method = get_method(name)
     if method.scale_parts is None:
         raise ParameterError(method.name, "has no separable final scale", fix="merge it with apply()")
     resolved = method.resolve(params or {}, num_tasks=T.shape[0])
     for cheap in method.cheap:
         resolved.pop(cheap)
-    return method.scale_parts(theta0, T, **({"spec": spec} if method.per_layer else {}), **resolved)
+    if method.per_layer:
+        resolved["spec"] = spec
+    if method.iterative and progress is not None:
+        resolved["progress"] = progress
+    return method.scale_parts(theta0, T, **resolved)
 
 
 def check_importance(name: str, importance: torch.Tensor | None, T: torch.Tensor) -> None:
