@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -428,9 +428,13 @@ class Workspace:
         if stored is not None:
             return stored.get("base", theta0), stored["direction"]
         resolved = {n: v for n, v in params.items() if n not in method.cheap}
+
+        def memo(name: Hashable, compute: Callable[[], Any]) -> Any:
+            return self.cache.get_or_compute((self.fingerprint, "factors", tuple(tasks), name), compute)
+
         base, direction = scale_parts(
-            method, theta0, self.matrix.rows(tasks), resolved, spec=self.matrix.spec, progress=progress
-        )  # [P] each
+            method, theta0, self.matrix.rows(tasks), resolved, spec=self.matrix.spec, progress=progress, memo=memo
+        )  # [P] each; factorizations shared by other settings (a rank, a share, a step count) stay cached
         if persist:
             self.parts_store.put(key, {"direction": direction} | ({} if base is theta0 else {"base": base}))
         return base, direction

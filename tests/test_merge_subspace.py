@@ -257,3 +257,32 @@ def test_top_singular_triplets_of_a_rank_deficient_matrix(shape):
         u @ torch.diag_embed(s) @ vh, ref_u[..., :2] @ torch.diag_embed(ref_s[..., :2]) @ ref_vh[..., :2, :]
     )
     assert u.shape == (2, shape[0], 2) and vh.shape == (2, 2, shape[1])
+
+
+@pytest.mark.parametrize(
+    "name, param, first, second",
+    [("cart", "rank_share", 0.08, 0.3), ("iso_cts", "share", 0.8, 0.5), ("wudi", "steps", 20.0, 40.0)],
+)
+def test_a_rank_change_recomputes_only_what_depends_on_it(tiny_collection_dir, tmp_path, name, param, first, second):
+    """The factorizations a method's rank (share, step count) does not change stay cached: the second setting
+    computes its own parts and nothing else, and equals the method computed from scratch."""
+    from engine.cache.memory import ComputeCache
+    from engine.workspace import Workspace
+
+    cache = ComputeCache()
+    opened = Workspace.open(tiny_collection_dir, cache_dir=tmp_path)
+    ws = Workspace.from_collection(opened.collection, cache_dir=tmp_path, cache=cache)
+    m, tasks = ws.matrix, ws.task_names
+    ws.merge(tasks, name, {param: first})
+    before = cache.stats()
+    moved = ws.merge(tasks, name, {param: second})
+    after = cache.stats()
+    from engine.merge.subspace import attention_and_mlp
+
+    factored = attention_and_mlp(m.spec) if name == "cart" else m.spec.matrices()
+    assert after.misses - before.misses == 1  # the new setting's parts only
+    assert after.hits - before.hits == len(m.spec.by_shape(factored))  # each shape group's factors, read
+    torch.testing.assert_close(moved, apply(name, m.theta0, m.T, {param: second}, spec=m.spec), rtol=1e-6, atol=1e-7)
+    if name == "iso_cts":  # Iso-C factors the same summed matrices: it reads them too
+        ws.merge(tasks, "iso_c", {})
+        assert cache.stats().misses - after.misses == 1

@@ -35,6 +35,7 @@ from engine.merge.sparse_methods import dare, dare_ties, drop_keep, magnitude, m
 from engine.merge.sta import importance_keep, sta
 from engine.merge.subspace import (
     LayerRank,
+    Memo,
     cart,
     cart_parts,
     cart_ranks,
@@ -414,9 +415,11 @@ def scale_parts(
     *,
     spec: ParamSpec | None = None,
     progress: StepProgress | None = None,
+    memo: Memo | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(base, direction) [P] of a method with `scale_parts`: the merge at its cheap scale s is base + s·direction.
-    An iterative method reports each step to `progress` (which may raise to cancel); others ignore it."""
+    An iterative method reports each step to `progress` (which may raise to cancel); others ignore it. A
+    per-layer method keeps the factorizations its parameters do not change in `memo` when given."""
     method = get_method(name)
     if method.scale_parts is None:
         raise ParameterError(method.name, "has no separable final scale", fix="merge it with apply()")
@@ -425,6 +428,8 @@ def scale_parts(
         resolved.pop(cheap)
     if method.per_layer:
         resolved["spec"] = spec
+        if memo is not None:
+            resolved["memo"] = memo
     if method.iterative and progress is not None:
         resolved["progress"] = progress
     return method.scale_parts(theta0, T, **resolved)

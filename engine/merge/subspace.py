@@ -28,18 +28,30 @@ tensors each method treats as matrices, and how it merges the rest, follow each 
   its table.
 Where a method's matrix set is "every 2-D tensor", the patch-embedding convolution (4-D) and the class
 embedding (1-D) are not matrices: they are merged as the method's other tensors.
+
+The factorizations that do not depend on a method's parameters (the SVD of each layer group's summed
+matrix, shared by Iso-C and Iso-CTS; of CART's centred vectors, for every rank) go through `memo`, a
+`(key, compute) → value` cache the Workspace backs with its ComputeCache: a rank or share change then
+re-truncates cached factors instead of factoring again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from engine.params import ParamSpec
 
 LowRank = Callable[[str], bool]
+Memo = Callable[[Hashable, Callable[[], Any]], Any]
+"""(key, compute) → the value of `key`, computed by `compute()` when not kept; keys name what is factored."""
+
+
+def no_memo(key: Hashable, compute: Callable[[], Any]) -> Any:
+    return compute()
 
 
 @dataclass(frozen=True)
@@ -108,7 +120,7 @@ def _rank_share(p: int, k: int) -> int:
     return max(1, p // k)
 
 
-def tsv_delta(T: torch.Tensor, spec: ParamSpec) -> torch.Tensor:
+def tsv_delta(T: torch.Tensor, spec: ParamSpec, *, memo: Memo = no_memo) -> torch.Tensor:
     """Δ [P] of TSV-M (α = 1)."""
     K, delta = T.shape[0], torch.empty(T.shape[1], dtype=T.dtype, device=T.device)  # [P]
     matrices = every_matrix(spec)
@@ -116,7 +128,7 @@ def tsv_delta(T: torch.Tensor, spec: ParamSpec) -> torch.Tensor:
     for names, tau in _layers(spec, T, matrices):
         L, _, m, n = tau.shape
         r = _rank_share(min(m, n), K)
-        u, s, vh = torch.linalg.svd(tau, full_matrices=False)  # [L, K, m, p], [L, K, p], [L, K, p, n]
+        u, s, vh = memo(("task_svd", names), lambda: torch.linalg.svd(tau, full_matrices=False))  # [L, K, m|p|n, p]
         u_hat = u[..., :r].permute(0, 2, 1, 3).reshape(L, m, K * r)  # [L, m, K·r] task blocks side by side
         s_hat = s[..., :r].reshape(L, K * r)  # [L, K·r]
         v_hat = vh[..., :r, :].reshape(L, K * r, n)  # [L, K·r, n]
@@ -125,13 +137,18 @@ def tsv_delta(T: torch.Tensor, spec: ParamSpec) -> torch.Tensor:
     return delta
 
 
-def iso_c_delta(T: torch.Tensor, spec: ParamSpec) -> torch.Tensor:
+def _sum_svd(names: tuple[str, ...], tau: torch.Tensor, memo: Memo) -> tuple[torch.Tensor, ...]:
+    """U, S, Vᵀ of each layer's summed task matrix M = Σₜ τₜ: [L, m, p], [L, p], [L, p, n]."""
+    return memo(("sum_svd", names), lambda: torch.linalg.svd(tau.sum(dim=1), full_matrices=False))
+
+
+def iso_c_delta(T: torch.Tensor, spec: ParamSpec, *, memo: Memo = no_memo) -> torch.Tensor:
     """Δ [P] of Iso-C (α = 1)."""
     delta = torch.empty(T.shape[1], dtype=T.dtype, device=T.device)  # [P]
     matrices = every_matrix(spec)
     _others_mean(delta, T, spec, matrices)
     for names, tau in _layers(spec, T, matrices):
-        u, s, vh = torch.linalg.svd(tau.sum(dim=1), full_matrices=False)  # M = Σₜ τₜ: [L, m, p], [L, p], [L, p, n]
+        u, s, vh = _sum_svd(names, tau, memo)  # [L, m, p], [L, p], [L, p, n]
         _write(delta, spec, names, s.mean(dim=1)[:, None, None] * (u @ vh))  # [L, m, n]
     return delta
 
@@ -142,7 +159,7 @@ def iso_cts_split(p: int, k: int, share: float) -> tuple[int, int]:
     return p - k * specific, specific
 
 
-def iso_cts_delta(T: torch.Tensor, spec: ParamSpec, *, share: float) -> torch.Tensor:
+def iso_cts_delta(T: torch.Tensor, spec: ParamSpec, *, share: float, memo: Memo = no_memo) -> torch.Tensor:
     """Δ [P] of Iso-CTS (α = 1) with common share `share`."""
     K, delta = T.shape[0], torch.empty(T.shape[1], dtype=T.dtype, device=T.device)  # [P]
     matrices = every_matrix(spec)
@@ -150,7 +167,7 @@ def iso_cts_delta(T: torch.Tensor, spec: ParamSpec, *, share: float) -> torch.Te
     for names, tau in _layers(spec, T, matrices):
         L, _, m, n = tau.shape
         common, s_task = iso_cts_split(min(m, n), K, share)
-        u, s, vh = torch.linalg.svd(tau.sum(dim=1), full_matrices=False)  # [L, m, p], [L, p], [L, p, n]
+        u, s, vh = _sum_svd(names, tau, memo)  # [L, m, p], [L, p], [L, p, n]
         u_c = u[..., :common]  # [L, m, k]
         bases_u, bases_v, values = [], [], []
         if s_task > 0:
@@ -169,14 +186,18 @@ def iso_cts_delta(T: torch.Tensor, spec: ParamSpec, *, share: float) -> torch.Te
     return delta
 
 
-def cart_low_rank(T: torch.Tensor, spec: ParamSpec, *, rank_share: float) -> tuple[torch.Tensor, torch.Tensor]:
+def cart_low_rank(
+    T: torch.Tensor, spec: ParamSpec, *, rank_share: float, memo: Memo = no_memo
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(θ̄ − θ₀, Σₜ LR_r(θₜ − θ̄)) [P] each: CART's θ = θ₀ + first + λ·second."""
     mean = T.mean(dim=0)  # [P] θ̄ − θ₀
     centred_sum = torch.zeros_like(mean)  # [P]: full centred vectors sum to zero outside the low-rank set
     for names, tau in _layers(spec, T, attention_and_mlp(spec)):
-        c = tau - tau.mean(dim=1, keepdim=True)  # [L, K, m, n] θₜ − θ̄
-        r = max(1, int(rank_share * min(c.shape[-2:])))
-        u, s, vh = torch.linalg.svd(c, full_matrices=False)  # [L, K, m, p], [L, K, p], [L, K, p, n]
+        r = max(1, int(rank_share * min(tau.shape[-2:])))
+        u, s, vh = memo(  # [L, K, m, p], [L, K, p], [L, K, p, n] of θₜ − θ̄, the same for every rank
+            ("centred_svd", names),
+            lambda: torch.linalg.svd(tau - tau.mean(dim=1, keepdim=True), full_matrices=False),
+        )
         low = (u[..., :r] * s[..., None, :r]) @ vh[..., :r, :]  # [L, K, m, n] LR_r(cₜ)
         _write(centred_sum, spec, names, low.sum(dim=1))  # [L, m, n]
     return mean, centred_sum
@@ -186,24 +207,28 @@ def cart_low_rank(T: torch.Tensor, spec: ParamSpec, *, rank_share: float) -> tup
 # setting of the other parameters, so moving s costs one pass over [P] (`MergeMethod.scale_parts`).
 
 
-def tsv_parts(theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    return theta0, tsv_delta(T, spec)
+def tsv_parts(
+    theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec, memo: Memo = no_memo
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return theta0, tsv_delta(T, spec, memo=memo)
 
 
-def iso_c_parts(theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    return theta0, iso_c_delta(T, spec)
+def iso_c_parts(
+    theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec, memo: Memo = no_memo
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return theta0, iso_c_delta(T, spec, memo=memo)
 
 
 def iso_cts_parts(
-    theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec, share: float
+    theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec, share: float, memo: Memo = no_memo
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return theta0, iso_cts_delta(T, spec, share=share)
+    return theta0, iso_cts_delta(T, spec, share=share, memo=memo)
 
 
 def cart_parts(
-    theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec, rank_share: float
+    theta0: torch.Tensor, T: torch.Tensor, *, spec: ParamSpec, rank_share: float, memo: Memo = no_memo
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    mean, low = cart_low_rank(T, spec, rank_share=rank_share)  # [P] each
+    mean, low = cart_low_rank(T, spec, rank_share=rank_share, memo=memo)  # [P] each
     return theta0 + mean, low
 
 

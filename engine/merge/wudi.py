@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.merge.subspace import Memo, no_memo
 from engine.params import ParamSpec
 
 WUDI_LR = 1e-5
@@ -60,9 +61,9 @@ class _Group:
         return 2 * (merged_gram - self.target), float(loss)  # [L, out, in], scalar
 
 
-def _group(T: torch.Tensor, spec: ParamSpec, names: tuple[str, ...]) -> _Group:
-    """A, B and the constant of the layers `names` (one shape), accumulated one task at a time so the
-    temporaries stay at one task's [L, in, in]."""
+def _terms(T: torch.Tensor, spec: ParamSpec, names: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    """Σₜ τₜ, A, B and the constant of the layers `names` (one shape), accumulated one task at a time so
+    the temporaries stay at one task's [L, in, in]. Read-only once made (they may be cached)."""
     start = torch.stack([spec.matrix_view(T, n).sum(dim=0) for n in names])  # [L, out, in] Σₜ τₜ
     gram = torch.zeros(*start.shape[:-2], start.shape[-1], start.shape[-1], dtype=T.dtype, device=T.device)
     target, constant = torch.zeros_like(start), torch.zeros(len(names), dtype=T.dtype, device=T.device)
@@ -73,7 +74,7 @@ def _group(T: torch.Tensor, spec: ParamSpec, names: tuple[str, ...]) -> _Group:
         gram += g
         target += tau @ g  # [L, out, in]
         constant += g.square().sum(dim=(-2, -1)) * norm  # [L] ‖τₜᵀτₜ‖² / ‖τₜ‖²
-    return _Group(names, start, gram, target, constant)
+    return start, gram, target, constant
 
 
 def wudi_run(
@@ -83,6 +84,7 @@ def wudi_run(
     steps: int = WUDI_STEPS,
     lr: float = WUDI_LR,
     progress: StepProgress | None = None,
+    memo: Memo = no_memo,
 ) -> WudiRun:
     """Δ [P] of WUDI after `steps` Adam steps on every 2-D tensor (others: the mean), with its loss curve."""
     delta = torch.empty(T.shape[1], dtype=T.dtype, device=T.device)  # [P]
@@ -91,7 +93,10 @@ def wudi_run(
     for name in matrices:
         keep[spec.slice_of(name)] = False
     delta[keep] = T[:, keep].mean(dim=0)  # [P_other]
-    groups = [_group(T, spec, names) for names in spec.by_shape(matrices).values()]
+    groups = []
+    for names in spec.by_shape(matrices).values():  # the terms do not depend on the step count: memo them
+        start, gram, target, constant = memo(("wudi_terms", names), lambda n=names: _terms(T, spec, n))
+        groups.append(_Group(names, start.clone(), gram, target, constant))  # τ_m starts as a copy of Σₜ τₜ
     optimiser = torch.optim.Adam([g.merged for g in groups], lr=lr, weight_decay=0.0)
     losses = []
     for step in range(steps + 1):
@@ -118,9 +123,10 @@ def wudi_parts(
     spec: ParamSpec,
     steps: float = WUDI_STEPS,
     progress: StepProgress | None = None,
+    memo: Memo = no_memo,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(θ₀, Δ): WUDI's θ = θ₀ + α·Δ."""
-    return theta0, wudi_run(T, spec, steps=int(steps), progress=progress).delta
+    return theta0, wudi_run(T, spec, steps=int(steps), progress=progress, memo=memo).delta
 
 
 def wudi(
