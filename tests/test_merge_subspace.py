@@ -286,3 +286,24 @@ def test_a_rank_change_recomputes_only_what_depends_on_it(tiny_collection_dir, t
     if name == "iso_cts":  # Iso-C factors the same summed matrices: it reads them too
         ws.merge(tasks, "iso_c", {})
         assert cache.stats().misses - after.misses == 1
+
+
+def test_a_large_models_factorized_parts_are_a_job_and_kept_in_the_data_home(
+    tiny_collection_dir, tmp_path, monkeypatch
+):
+    """From LARGE_MODEL_PARAMS on (lowered here to the tiny tower's size), a subspace merge's first
+    factorization is a job's work and its parts outlive the process; small models merge inline."""
+    import engine.workspace
+    from engine.cache.memory import ComputeCache
+    from engine.workspace import Workspace
+
+    ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path)
+    tasks = ws.task_names
+    assert not ws.needs_job(tasks, "tsv_m", {}) and not ws.needs_job(tasks, "task_arithmetic", {})
+    monkeypatch.setattr(engine.workspace, "LARGE_MODEL_PARAMS", ws.matrix.spec.numel)
+    assert ws.needs_job(tasks, "tsv_m", {}) and not ws.needs_job(tasks, "task_arithmetic", {})
+    merged = ws.merge(tasks, "tsv_m", {"alpha": 0.8})
+    fresh = Workspace.from_collection(ws.collection, cache_dir=tmp_path, cache=ComputeCache())
+    assert fresh.parts_ready(tasks, "tsv_m", {}) and not fresh.needs_job(tasks, "tsv_m", {"alpha": 2.0})
+    assert torch.equal(fresh.merge(tasks, "tsv_m", {"alpha": 0.8}), merged)
+    assert fresh.cache.stats().misses == 1  # the parts, read from the data home: no factorization was looked up

@@ -6,7 +6,9 @@ evaluated once on test. Normalized accuracy is per task merged / fine-tuned on t
 (Ilharco et al., ICLR 2023), which is what lets numbers from different checkpoint sets be compared.
 `DEFAULT_GRIDS` follow the papers' own searches where they give one (TSV-M and Iso search α over
 0.1 … 3.0; TIES λ with a few densities) and are coarser where a method has two expensive axes.
-An iterative method (WUDI) on a large model on the CPU is hours: it is compared only when asked by name.
+WUDI's own parameter is its step count: the paper's 300, and 1000 (Adam's step size is absolute, so how
+far 300 steps at lr 1e-5 get depends on the task vectors' scale). An iterative method on a large model on
+the CPU is hours: it is compared only when asked by name.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ DEFAULT_GRIDS: Mapping[str, Mapping[str, tuple[float, ...]]] = MappingProxyType(
         "iso_c": {"alpha": _steps(0.1, 3.0, 0.1)},
         "iso_cts": {"share": (0.5, 0.8), "alpha": _steps(0.1, 3.0, 0.1)},
         "cart": {"rank_share": (0.08, 0.12, 0.3), "lam": _steps(0.5, 3.0, 0.25)},
-        "wudi": {"alpha": _steps(0.1, 3.0, 0.1)},  # its 300 steps as the paper; α = 1 is the paper's (no search)
+        "wudi": {"steps": (300.0, 1000.0), "alpha": _steps(0.1, 3.0, 0.1)},  # the paper: 300 steps, α = 1
     }
 )
 

@@ -14,6 +14,7 @@ import torch
 
 from engine.jobs.compare import DEFAULT_GRIDS, compare_job
 from engine.jobs.runner import JobContext
+from engine.merge.wudi import wudi_run
 from engine.workspace import Workspace
 
 
@@ -35,5 +36,18 @@ def methods_stage(work: Path, *, grids: Mapping[str, Mapping[str, Sequence[float
                 "effective_rank_mean": [round(float(v), 2) for v in stats.effective_rank.mean(dim=1)],
                 "mean_off_diagonal_alignment": round(float(stats.overall_alignment[off_diagonal].mean()), 4),
             },
+            "wudi": _wudi_reach(ws),
         }
+    }
+
+
+def _wudi_reach(ws: Workspace) -> dict:
+    """How far WUDI's Adam gets: the share of its interference loss left after 300 and 1000 steps, and the
+    task matrices' rms entry (Adam's step is absolute, lr 1e-5: larger task vectors need more steps)."""
+    T, spec = ws.matrix.T, ws.matrix.spec
+    entries = torch.cat([spec.matrix_view(T, n).reshape(T.shape[0], -1) for n in spec.matrices()], dim=1)  # [K, M]
+    losses = wudi_run(T, spec, steps=1000).losses  # [1001]: before the first step, then after each
+    return {
+        "matrix_rms": round(float(entries.square().mean().sqrt()), 6),
+        "loss_left": {str(n): round(losses[n] / losses[0], 4) for n in (300, 1000)},
     }
