@@ -148,3 +148,13 @@ def test_paths_outside_the_allowed_roots(tmp_path, data_home):
     home.config_file.write_text("{not json")
     with pytest.raises(SchemaError, match="config.json"):
         home.resolve_user_path("/etc/passwd")
+
+
+def test_written_files_are_readable_by_others(tmp_path, visual_state):
+    """safetensors' save_file replaces its file with a 0600 one; the atomic writer sets 0644 before the move."""
+    from engine.io.tensor_store import TensorStore
+
+    saved = _save(tmp_path / "shared.safetensors", visual_state)
+    stored = TensorStore(tmp_path / "store").put("key", {"x": torch.zeros(3)})
+    for path in (saved.path, sidecar_path(saved.path), stored):
+        assert path.stat().st_mode & 0o777 == 0o644, path

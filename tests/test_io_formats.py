@@ -309,3 +309,23 @@ def test_hf_folders_with_pytorch_model_bin(tmp_path, source):
     pretrained = collection.pretrained()
     assert pretrained.meta.tower == "clip" and pretrained.meta.quick_gelu
     assert all(torch.equal(pretrained.state[k], v) for k, v in source["pretrained"].items())
+
+
+def test_views_inside_their_storage_still_load(tmp_path):
+    """The storage-bounds check refuses only views past their storage: slices and transposes of one
+    storage, as torch.save writes them, read back exactly."""
+    from engine.io.formats.torch_zip import read_torch_zip, state_tensors
+
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    views = {"rows": base[1:3], "cols": base[:, 2:5], "t": base.T, "last": base[3, 5:]}
+    torch.save(views, tmp_path / "views.pt")
+    tensors = state_tensors(read_torch_zip(tmp_path / "views.pt"))
+    assert all(torch.equal(tensors[k].read(), v) for k, v in views.items())
+
+
+def test_hf_export_files_are_readable_by_others(tmp_path, source):
+    saved = save_checkpoint(
+        tmp_path / "m.safetensors", source["visual"], architecture=TINY_ARCH, task="colour", variant="standard"
+    )
+    folder = export_hf_folder(saved, tmp_path / "hf")
+    assert all((folder / n).stat().st_mode & 0o777 == 0o644 for n in ("model.safetensors", "config.json"))

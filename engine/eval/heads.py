@@ -86,7 +86,7 @@ def load_head_file(path: Path, *, num_classes: int | None) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "no such head file", fix="check the pool manifest's head path")
-    tensors = read_header(path).tensors if path.suffix == ".safetensors" else state_tensors(read_torch_zip(path).root)
+    tensors = read_header(path).tensors if path.suffix == ".safetensors" else state_tensors(read_torch_zip(path))
     tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
     key = next(
         (k for k in ("head", "weight") if k in tensors), next(iter(tensors), None) if len(tensors) == 1 else None

@@ -1,7 +1,9 @@
 """Atomic file writes: a crash or a bad input never leaves a half-written file behind.
 
 Everything is written to a temporary sibling and moved into place with `os.replace`, which is
-atomic on POSIX when source and target share a folder.
+atomic on POSIX when source and target share a folder. Each file lands with mode 0644 (results are
+meant to be shared and read): the mode is set just before the move, because writers such as
+safetensors' `save_file` replace the temporary file with a private (0600) one of their own.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+SHARED_MODE = 0o644
+
 
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path next to `target`; on success move it onto `target`, else delete it."""
     with _tmp_sibling(Path(target)) as tmp:
         yield tmp
+        os.chmod(tmp, SHARED_MODE)
         os.replace(tmp, target)
 
 
@@ -40,6 +45,7 @@ def all_or_nothing(targets: list[Path]) -> Iterator[list[Path]]:
         moved: list[Path] = []
         try:
             for tmp, target in zip(tmps, targets):
+                os.chmod(tmp, SHARED_MODE)
                 os.replace(tmp, target)
                 moved.append(target)
         except BaseException:
@@ -53,7 +59,6 @@ def _tmp_sibling(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
-    os.chmod(name, 0o644)  # mkstemp makes files private; results are meant to be shared and read
     try:
         yield Path(name)
     finally:

@@ -108,7 +108,7 @@ def _from_torch_zip(path: Path) -> ForeignCheckpoint:
         else (False if isinstance(root, StandIn) else None)
     )
     fmt = "task_vectors" if isinstance(root, StandIn) else "torch"
-    return _from_state(path, state_tensors(root), fmt=fmt, quick_gelu=quick)
+    return _from_state(path, state_tensors(unpickled), fmt=fmt, quick_gelu=quick)
 
 
 def _from_state(path: Path, tensors: dict[str, LazyTensor], *, fmt: str, quick_gelu: bool | None) -> ForeignCheckpoint:
@@ -157,8 +157,21 @@ def _tangent_linearized(path: Path, root: dict) -> ForeignCheckpoint:
             f"has {count} parameters, {architecture} has {len(names)} without its text transformer",
             fix="check model_name, or re-export the linearized model",
         )
-    params = {n: root[f"model.params.{i}"] for i, n in enumerate(names)}
-    params0 = {n: root[f"model.params0.{i}"] for i, n in enumerate(names) if f"model.params0.{i}" in root}
+    params = {n: _tensor_at(root, f"model.params.{i}", path) for i, n in enumerate(names)}
+    params0 = {
+        n: _tensor_at(root, f"model.params0.{i}", path) for i, n in enumerate(names) if f"model.params0.{i}" in root
+    }
     visual = {k.removeprefix("visual."): v for k, v in params.items() if k.startswith("visual.")}
     base = {k.removeprefix("visual."): v for k, v in params0.items() if k.startswith("visual.")}
     return ForeignCheckpoint(path, "tangent_linearized", visual, {}, True, architecture, base or None)
+
+
+def _tensor_at(root: dict, key: str, path: Path) -> LazyTensor:
+    value = root.get(key)
+    if not isinstance(value, LazyTensor):
+        raise CheckpointError(
+            path,
+            f"has no tensor under {key!r} (model.params.0 … must number every parameter)",
+            fix="re-export the linearized model",
+        )
+    return value

@@ -4,6 +4,11 @@ The format (huggingface/safetensors): u64 little-endian N, an N-byte JSON header
 {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the data buffer;
 offsets are relative to the buffer. Each tensor becomes a FileTensor at 8 + N + begin, so reading it is
 one `readinto` into its destination.
+
+The header is checked as strictly as the safetensors library checks it before it reads a byte: a
+file that `safetensors.safe_open` refuses (overlapping or gapped offsets, bytes past the last tensor,
+a shape that does not match its byte count, non-text metadata) is refused here too, so a file is
+never read one way by mergelab and another way (or not at all) by the tools it was exported for.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import torch
 from engine.errors import CheckpointError
 from engine.io.formats.lazy import FileTensor
 
-MAX_HEADER_BYTES = 100_000_000  # the format's own limit
+# The library allows 100 MB; a CLIP's header is ~100 kB, and a 100 MB JSON header of tiny tensors would
+# parse into gigabytes of Python objects before any check could refuse it.
+MAX_HEADER_BYTES = 16 * 2**20
 DTYPES = {
     "F64": torch.float64,
     "F32": torch.float32,
@@ -40,44 +47,100 @@ class SafetensorsHeader:
     metadata: dict[str, str]
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """One checked header entry; `begin`/`end` are byte offsets inside the data buffer."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
 def read_header(path: Path) -> SafetensorsHeader:
-    """Parse and check the header: every tensor must lie inside the file and fit its dtype × shape."""
+    """Parse and check the header: the tensors, sorted by offset, must tile the data buffer exactly."""
     path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise _unreadable(path, "shorter than a safetensors header")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > MAX_HEADER_BYTES or 8 + length > size:
-            raise _unreadable(path, f"declares a {length}-byte header in a {size}-byte file")
-        try:
-            header = json.loads(handle.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _unreadable(path, f"header is not JSON ({exc})") from exc
+    header, start, size = _header_json(path)
+    metadata = _metadata(path, header.pop("__metadata__", None))
+    entries = sorted((_entry(path, name, info) for name, info in header.items()), key=lambda e: (e.begin, e.end))
+    _check_tiling(path, entries, buffer_size=size - start)
+    tensors = {e.name: FileTensor(path=path, offset=start + e.begin, shape=e.shape, dtype=e.dtype) for e in entries}
+    return SafetensorsHeader(tensors=tensors, metadata=metadata)
+
+
+def _header_json(path: Path) -> tuple[dict, int, int]:
+    """The header object, where the data buffer starts, and the file's size."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise _unreadable(path, "shorter than a safetensors header")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > MAX_HEADER_BYTES or 8 + length > size:
+                raise _unreadable(
+                    path, f"declares a {length}-byte header in a {size}-byte file (at most {MAX_HEADER_BYTES})"
+                )
+            raw = handle.read(length)
+    except OSError as exc:
+        raise CheckpointError(
+            path, f"cannot be opened ({exc.strerror or exc})", fix="check the path and the file's permissions"
+        ) from exc
+    if not raw.startswith(b"{"):
+        raise _unreadable(path, "header does not start with '{'")
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested ~1000 deep
+        raise _unreadable(path, f"header is not JSON ({type(exc).__name__})") from None
     if not isinstance(header, dict):
         raise _unreadable(path, "header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    start = 8 + length
-    tensors = {name: _file_tensor(path, name, info, start, size) for name, info in header.items()}
-    return SafetensorsHeader(tensors=tensors, metadata={str(k): str(v) for k, v in metadata.items()})
+    return header, 8 + length, size
 
 
-def _file_tensor(path: Path, name: str, info: object, start: int, size: int) -> FileTensor:
-    try:
-        dtype = DTYPES[info["dtype"]]  # type: ignore[index]
-        shape = tuple(int(n) for n in info["shape"])  # type: ignore[index]
-        begin, end = (int(n) for n in info["data_offsets"])  # type: ignore[index]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _unreadable(path, f"tensor {name!r} has a malformed or unsupported entry ({exc!r})") from exc
-    expected = prod(shape) * torch.empty((), dtype=dtype).element_size()
-    if end - begin != expected or start + end > size or begin < 0:
+def _metadata(path: Path, metadata: object) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _unreadable(path, "__metadata__ is not an object of text values")
+    return metadata
+
+
+def _entry(path: Path, name: str, info: object) -> _Entry:
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        raise _unreadable(path, f"tensor {name!r} is not an object of dtype, shape and data_offsets")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise _unreadable(
-            path,
-            f"tensor {name!r} spans bytes {begin}..{end}, expected {expected} bytes "
-            f"inside the {size - start}-byte buffer",
+            path, f"tensor {name!r} has the unsupported dtype {str(dtype)[:20]!r} (one of {list(DTYPES)})"
         )
-    return FileTensor(path=path, offset=start + begin, shape=shape, dtype=dtype)
+    if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
+        raise _unreadable(path, f"tensor {name!r} has a shape that is not a list of non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(n) for n in offsets):
+        raise _unreadable(path, f"tensor {name!r} has data_offsets that are not two non-negative integers")
+    begin, end = offsets
+    expected = prod(shape) * torch.empty((), dtype=DTYPES[dtype]).element_size()
+    if end - begin != expected:
+        raise _unreadable(
+            path, f"tensor {name!r} ({dtype} {shape}) needs {expected} bytes, its data_offsets span {end - begin}"
+        )
+    return _Entry(name=name, dtype=DTYPES[dtype], shape=tuple(shape), begin=begin, end=end)
+
+
+def _check_tiling(path: Path, entries: list[_Entry], *, buffer_size: int) -> None:
+    """Sorted by offset, each tensor starts where the previous one ended, and the last ends the file."""
+    position = 0
+    for entry in entries:
+        if entry.begin != position:
+            relation = "overlaps the tensor before it" if entry.begin < position else "leaves a gap before it"
+            raise _unreadable(path, f"tensor {entry.name!r} at bytes {entry.begin}..{entry.end} {relation}")
+        position = entry.end
+    if position != buffer_size:
+        raise _unreadable(path, f"its tensors cover {position} bytes of a {buffer_size}-byte data buffer")
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _unreadable(path: Path, problem: str) -> CheckpointError:

@@ -1,0 +1,484 @@
+"""Hostile and malformed checkpoint files: each ends in a clear MergelabError, in bounded time and memory.
+
+Every file is generated here (nothing binary is committed) and loaded by the loader the CLI uses
+(`engine.io.checkpoints.load_checkpoint`) in a process of its own, so a segfault, a hang, an out-of-memory
+kill or a traceback fails its case instead of the test run. One subprocess imports the engine once (torch
+takes ~2 s) and forks a fresh child per case: a forked child's peak RSS starts at its own current RSS
+(the kernel resets the high-water mark on fork), so each child measures its own growth over the load
+(ru_maxrss before vs after; an address-space rlimit is no use, `import torch` alone reserves 3.5 GiB).
+The child reports the error's type and message as JSON; SIGALRM ends it at the time limit. The test
+checks: a MergelabError naming the file with a "Fix:", at most 1 GiB of growth, no payload run (canary
+file absent), no `*.part` file left.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import os
+import pickle
+import re
+import struct
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.builders import TINY_ARCH
+
+TIME_LIMIT_S = 60
+RSS_LIMIT_KIB = 2**20  # 1 GiB
+REPO = Path(__file__).resolve().parents[1]
+# argv: TIME_LIMIT_S, then (checkpoint, report) pairs; prints one JSON line per case with the child's exit code.
+FORK_SERVER = """
+import json, os, resource, signal, sys, traceback
+from engine.errors import MergelabError
+from engine.io.checkpoints import load_checkpoint
+
+def load_one(path, report):
+    fd = os.open(report + ".stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 2)
+    signal.alarm(int(sys.argv[1]))  # the default SIGALRM action ends the child
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    try:
+        load_checkpoint(path)
+        outcome = {"type": None, "message": "loaded", "mergelab": False}
+    except MergelabError as exc:
+        outcome = {"type": type(exc).__name__, "message": str(exc), "mergelab": True}
+    outcome["rss_growth_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    with open(report, "w") as out:
+        json.dump(outcome, out)
+
+pairs = sys.argv[2:]
+for path, report in zip(pairs[::2], pairs[1::2]):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            load_one(path, report)
+        except BaseException:
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"report": report, "exit": os.waitstatus_to_exitcode(status)}), flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    write: Callable[[Path, Path], Path]  # (folder, canary) -> the file to load
+    expect: str  # a regex the error message must match
+
+
+# --- torch zip files, assembled entry by entry -------------------------------------------------------
+
+
+class _Storage:
+    """Pickles as torch.save's persistent storage id: ('storage', FloatStorage, key, 'cpu', numel)."""
+
+    def __init__(self, key: str, numel: int) -> None:
+        self.key, self.numel = key, numel
+
+
+class _Tensor:
+    """Pickles as torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())."""
+
+    def __init__(self, storage: _Storage, offset: int, size: tuple, stride: tuple) -> None:
+        self.args = (storage, offset, size, stride, False, collections.OrderedDict())
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, self.args)
+
+
+class _Pickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, _Storage):
+            return ("storage", torch.FloatStorage, obj.key, "cpu", obj.numel)
+        return None
+
+
+def _pickled(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue()
+
+
+def _torch_zip(path: Path, data_pkl: bytes, storages: dict[str, bytes] | None = None) -> Path:
+    """A zip laid out as torch.save lays it out (all entries stored), around a given data.pkl."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/byteorder", b"little")
+        for key, data in (storages or {}).items():
+            archive.writestr(f"archive/data/{key}", data)
+        archive.writestr("archive/version", b"3\n")
+    return path
+
+
+def short_storage(folder: Path, _: Path) -> Path:
+    """torch.save's own file with its storage entry cut to 40 of 400 bytes; the next entry follows it."""
+    whole = folder / "whole.pt"
+    torch.save({"w": torch.arange(100, dtype=torch.float32)}, whole)
+    path = folder / "short.pt"
+    with zipfile.ZipFile(whole) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info.filename, data[:40] if info.filename.endswith("/data/0") else data)
+    whole.unlink()
+    return path
+
+
+def view_past_storage(folder: Path, _: Path) -> Path:
+    """A [64] view of a 16-element storage whose entry really holds 16 elements."""
+    return _torch_zip(folder / "view.pt", _pickled({"w": _Tensor(_Storage("0", 16), 0, (64,), (1,))}), {"0": bytes(64)})
+
+
+def strided_view_past_storage(folder: Path, _: Path) -> Path:
+    """A [4, 4] view with row stride 8 reaches element 1 + 3·8 + 3 = 28 of a 16-element storage."""
+    tensor = _Tensor(_Storage("0", 16), 0, (4, 4), (8, 1))
+    return _torch_zip(folder / "strided.pt", _pickled({"w": tensor}), {"0": bytes(64)})
+
+
+def offset_view_past_storage_with_sidecar(folder: Path, _: Path) -> Path:
+    """A view starting at element 12 of 16 with 8 elements, read through a sidecar (the native path)."""
+    path = _torch_zip(
+        folder / "native.pt", _pickled({"w": _Tensor(_Storage("0", 16), 12, (8,), (1,))}), {"0": bytes(64)}
+    )
+    sidecar = {"architecture": TINY_ARCH, "variant": "standard", "tensors_sha256": "0" * 64}
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    return path
+
+
+def storage_longer_than_entry(folder: Path, _: Path) -> Path:
+    """The pickle claims 1000 elements; the entry holds 4 bytes."""
+    tensor = _Tensor(_Storage("0", 1000), 0, (1,), (1,))
+    return _torch_zip(folder / "claims.pt", _pickled({"w": tensor}), {"0": bytes(4)})
+
+
+def malformed_tensor_record(folder: Path, _: Path) -> Path:
+    """_rebuild_tensor_v2 called with text where the storage offset and size belong."""
+    tensor = _Tensor(_Storage("0", 1), 0, (1,), (1,))
+    tensor.args = (tensor.args[0], "zero", "one", (1,), False, collections.OrderedDict())
+    return _torch_zip(folder / "record.pt", _pickled({"w": tensor}), {"0": bytes(4)})
+
+
+def _deflated_pickle(path: Path, inflated_bytes: int, *, declared: int | None = None) -> Path:
+    """A zip whose data.pkl deflates `inflated_bytes` zeros (a ~1000× bomb); `declared` patches the
+    central directory's uncompressed size to lie."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("archive/data.pkl", "w") as entry:
+            chunk = bytes(2**20)
+            for _ in range(inflated_bytes // len(chunk)):
+                entry.write(chunk)
+        archive.writestr("archive/version", b"3\n")
+    if declared is not None:
+        data = bytearray(path.read_bytes())
+        central = data.index(b"PK\x01\x02")
+        struct.pack_into("<I", data, central + 24, declared)  # the uncompressed size zipfile trusts
+        path.write_bytes(bytes(data))
+    return path
+
+
+def zip_bomb_pickle(folder: Path, _: Path) -> Path:
+    return _deflated_pickle(folder / "bomb.pt", 256 * 2**20)
+
+
+def zip_bomb_lying_size(folder: Path, _: Path) -> Path:
+    return _deflated_pickle(folder / "liar.pt", 64 * 2**20, declared=1000)
+
+
+def shared_dict_40_levels(folder: Path, _: Path) -> Path:
+    """Each level holds the level below twice: 1.8 kB of pickle, 2⁴⁰ paths."""
+    level: dict = {}
+    for _ in range(40):
+        level = {"a": level, "b": level}
+    return _torch_zip(folder / "shared.pt", _pickled(level))
+
+
+def self_referencing_dict(folder: Path, _: Path) -> Path:
+    loop: dict = {"w": None}
+    loop["w"] = loop
+    return _torch_zip(folder / "loop.pt", _pickled({"state_dict": loop}))
+
+
+def dicts_150_deep(folder: Path, _: Path) -> Path:
+    nested: dict = {}
+    for _ in range(150):
+        nested = {"x": nested}
+    return _torch_zip(folder / "deep.pt", _pickled(nested))
+
+
+def tuple_key_3m_deep(folder: Path, _: Path) -> Path:
+    """{((((...)))): 1}: hashing this key recurses 3 million levels in C (a segfault, not an exception)."""
+    return _torch_zip(folder / "tuple.pt", b"\x80\x02}" + b")" + b"\x85" * 3_000_000 + b"K\x01s.")
+
+
+def lists_1m_deep(folder: Path, _: Path) -> Path:
+    return _torch_zip(folder / "lists.pt", b"\x80\x02" + b"]" * 1_000_000 + b"a" * 999_999 + b".")
+
+
+def memo_slot_2_31(folder: Path, _: Path) -> Path:
+    """LONG_BINPUT 2³¹: the C unpickler would grow its memo array to 16 GiB."""
+    return _torch_zip(folder / "memo.pt", b"\x80\x02}r" + struct.pack("<I", 2**31) + b".")
+
+
+def three_million_opcodes(folder: Path, _: Path) -> Path:
+    return _torch_zip(folder / "ops.pt", b"\x80\x02" + b"N0" * 1_500_000 + b"}.")
+
+
+def _payload(module: str, name: str, argument: str) -> bytes:
+    """Protocol-0 GLOBAL module.name, called (REDUCE) with one text argument."""
+    return f"c{module}\n{name}\n(V{argument}\ntR.".encode()
+
+
+def os_system(folder: Path, canary: Path) -> Path:
+    return _torch_zip(folder / "os.pt", _payload("os", "system", f"touch {canary}"))
+
+
+def posix_system(folder: Path, canary: Path) -> Path:
+    return _torch_zip(folder / "posix.pt", _payload("posix", "system", f"touch {canary}"))
+
+
+def builtins_eval(folder: Path, canary: Path) -> Path:
+    code = f"__import__('pathlib').Path('{canary}').touch()"
+    return _torch_zip(folder / "eval.pt", _payload("builtins", "eval", code))
+
+
+def payload_inside_state_dict(folder: Path, canary: Path) -> Path:
+    """A real torch.save file whose state dict holds an os.system REDUCE next to a tensor."""
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {canary}",))
+
+    path = folder / "mixed.pt"
+    torch.save({"w": torch.zeros(3), "x": Payload()}, path)
+    return path
+
+
+def truncated_zip(folder: Path, _: Path) -> Path:
+    path = folder / "cut.pt"
+    torch.save({"w": torch.zeros(1000)}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def bad_magic(folder: Path, _: Path) -> Path:
+    path = folder / "magic.pt"
+    path.write_bytes(b"NOTAZIP!" + bytes(range(256)) * 8)
+    return path
+
+
+def legacy_torch_pickle(folder: Path, _: Path) -> Path:
+    path = folder / "legacy.pt"
+    torch.save({"w": torch.zeros(3)}, path, _use_new_zipfile_serialization=False)
+    return path
+
+
+def empty_pt(folder: Path, _: Path) -> Path:
+    path = folder / "empty.pt"
+    path.write_bytes(b"")
+    return path
+
+
+# --- safetensors files, header written by hand -------------------------------------------------------
+
+
+def _safetensors(path: Path, header: object, data: bytes, *, length: int | None = None) -> Path:
+    raw = json.dumps(header).encode() if not isinstance(header, bytes) else header
+    path.write_bytes(struct.pack("<Q", len(raw) if length is None else length) + raw + data)
+    return path
+
+
+def _f32(name: str, shape: list, begin: int, end: int) -> dict:
+    return {name: {"dtype": "F32", "shape": shape, "data_offsets": [begin, end]}}
+
+
+def overlapping_offsets(folder: Path, _: Path) -> Path:
+    header = {**_f32("a", [4], 0, 16), **_f32("b", [4], 8, 24)}
+    return _safetensors(folder / "overlap.safetensors", header, bytes(24))
+
+
+def gap_between_tensors(folder: Path, _: Path) -> Path:
+    header = {**_f32("a", [2], 0, 8), **_f32("b", [2], 16, 24)}
+    return _safetensors(folder / "gap.safetensors", header, bytes(24))
+
+
+def bytes_past_last_tensor(folder: Path, _: Path) -> Path:
+    return _safetensors(folder / "trailing.safetensors", _f32("a", [2], 0, 8), bytes(64))
+
+
+def list_metadata(folder: Path, _: Path) -> Path:
+    header = {"__metadata__": ["format", "pt"], **_f32("a", [2], 0, 8)}
+    return _safetensors(folder / "listmeta.safetensors", header, bytes(8))
+
+
+def number_metadata(folder: Path, _: Path) -> Path:
+    header = {"__metadata__": {"quick_gelu": 1}, **_f32("a", [2], 0, 8)}
+    return _safetensors(folder / "nummeta.safetensors", header, bytes(8))
+
+
+def huge_header_length(folder: Path, _: Path) -> Path:
+    return _safetensors(folder / "huge.safetensors", _f32("a", [2], 0, 8), bytes(8), length=2**63)
+
+
+def negative_shape(folder: Path, _: Path) -> Path:
+    return _safetensors(folder / "negative.safetensors", _f32("a", [-2, -1], 0, 8), bytes(8))
+
+
+def float_shape(folder: Path, _: Path) -> Path:
+    return _safetensors(folder / "float.safetensors", _f32("a", [2.0], 0, 8), bytes(8))
+
+
+def unknown_dtype(folder: Path, _: Path) -> Path:
+    header = {"a": {"dtype": "F7", "shape": [2], "data_offsets": [0, 8]}}
+    return _safetensors(folder / "dtype.safetensors", header, bytes(8))
+
+
+def size_mismatch(folder: Path, _: Path) -> Path:
+    return _safetensors(folder / "size.safetensors", _f32("a", [10], 0, 8), bytes(8))
+
+
+def truncated_data(folder: Path, _: Path) -> Path:
+    path = folder / "cut.safetensors"
+    save_file({"a": torch.zeros(100), "b": torch.ones(100)}, str(path))
+    path.write_bytes(path.read_bytes()[:-200])
+    return path
+
+
+def json_nested_100k_deep(folder: Path, _: Path) -> Path:
+    raw = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    return _safetensors(folder / "nested.safetensors", raw, b"")
+
+
+def empty_safetensors(folder: Path, _: Path) -> Path:
+    path = folder / "empty.safetensors"
+    path.write_bytes(b"")
+    return path
+
+
+# --- paths that are not files ------------------------------------------------------------------------
+
+
+def folder_named_safetensors(folder: Path, _: Path) -> Path:
+    path = folder / "model.safetensors"
+    path.mkdir()
+    return path
+
+
+def folder_named_pt(folder: Path, _: Path) -> Path:
+    path = folder / "model.pt"
+    path.mkdir()
+    (path / "data.pkl").write_bytes(b"")
+    return path
+
+
+CASES = [
+    Case("short_storage", short_storage, r"declares 100 float32 values \(400 bytes\), its zip entry holds 40"),
+    Case("view_past_storage", view_past_storage, r"tensor 'w' views bytes up to 256 of storage data/0"),
+    Case("strided_view_past_storage", strided_view_past_storage, r"tensor 'w' views bytes up to 112 .*stride \[8, 1\]"),
+    Case("offset_view_with_sidecar", offset_view_past_storage_with_sidecar, r"tensor 'w' views bytes up to 80"),
+    Case("storage_longer_than_entry", storage_longer_than_entry, r"declares 1000 float32 values"),
+    Case("malformed_tensor_record", malformed_tensor_record, r"data.pkl cannot be read .*malformed tensor record"),
+    Case("zip_bomb_pickle", zip_bomb_pickle, r"entry archive/data.pkl declares 268435456 bytes"),
+    Case("zip_bomb_lying_size", zip_bomb_lying_size, r"entry archive/data.pkl cannot be read"),
+    Case("shared_dict_40_levels", shared_dict_40_levels, r"reaches more than 500000 objects"),
+    Case("self_referencing_dict", self_referencing_dict, r"contains itself \(at 'state_dict.w'\)"),
+    Case("dicts_150_deep", dicts_150_deep, r"nests containers more than 100 deep"),
+    Case("tuple_key_3m_deep", tuple_key_3m_deep, r"data.pkl nests objects more than 200 deep"),
+    Case("lists_1m_deep", lists_1m_deep, r"data.pkl nests objects more than 200 deep"),
+    Case("memo_slot_2_31", memo_slot_2_31, r"not a well-formed pickle \(memo slot 2147483648 out of range\)"),
+    Case("three_million_opcodes", three_million_opcodes, r"more than 2000000 pickle opcodes"),
+    Case("os_system", os_system, r"names the global 'os.system'.*nothing was executed"),
+    Case("posix_system", posix_system, r"names the global 'posix.system'"),
+    Case("builtins_eval", builtins_eval, r"names the global 'builtins.eval'"),
+    Case("payload_inside_state_dict", payload_inside_state_dict, r"names the global '(posix|os).system'"),
+    Case("truncated_zip", truncated_zip, r"is not a torch zip checkpoint"),
+    Case("bad_magic", bad_magic, r"is not a torch zip checkpoint"),
+    Case("legacy_torch_pickle", legacy_torch_pickle, r"is not a torch zip checkpoint .*legacy"),
+    Case("empty_pt", empty_pt, r"is not a torch zip checkpoint"),
+    Case("overlapping_offsets", overlapping_offsets, r"tensor 'b' at bytes 8..24 overlaps the tensor before it"),
+    Case("gap_between_tensors", gap_between_tensors, r"tensor 'b' at bytes 16..24 leaves a gap"),
+    Case("bytes_past_last_tensor", bytes_past_last_tensor, r"tensors cover 8 bytes of a 64-byte data buffer"),
+    Case("list_metadata", list_metadata, r"__metadata__ is not an object of text values"),
+    Case("number_metadata", number_metadata, r"__metadata__ is not an object of text values"),
+    Case("huge_header_length", huge_header_length, r"declares a 9223372036854775808-byte header"),
+    Case("negative_shape", negative_shape, r"shape that is not a list of non-negative integers"),
+    Case("float_shape", float_shape, r"shape that is not a list of non-negative integers"),
+    Case("unknown_dtype", unknown_dtype, r"unsupported dtype 'F7'"),
+    Case("size_mismatch", size_mismatch, r"needs 40 bytes, its data_offsets span 8"),
+    Case("truncated_data", truncated_data, r"tensors cover 800 bytes of a 600-byte data buffer"),
+    Case("json_nested_100k_deep", json_nested_100k_deep, r"header is not JSON \(RecursionError\)"),
+    Case("empty_safetensors", empty_safetensors, r"shorter than a safetensors header"),
+    Case("folder_named_safetensors", folder_named_safetensors, r"is a folder without model.safetensors"),
+    Case("folder_named_pt", folder_named_pt, r"is a folder without model.safetensors"),
+]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: Path
+    canary: Path
+    exit: int  # the child's exit code; -14 (SIGALRM): the time limit, -9: killed (memory), -11: segfault
+    report: dict | None
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, Outcome]:
+    """Every case's outcome, from one fork server (a fresh forked child per case)."""
+    root = tmp_path_factory.mktemp("fuzz")
+    targets = {}
+    for case in CASES:
+        (root / case.name).mkdir()
+        targets[case.name] = case.write(root / case.name, root / f"{case.name}.canary")
+    argv = [str(TIME_LIMIT_S)]
+    for name, path in targets.items():
+        argv += [str(path), str(root / f"{name}.report.json")]
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_SERVER, *argv],
+        capture_output=True,
+        text=True,
+        timeout=TIME_LIMIT_S * 3,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    exits = {Path(line["report"]).name: line["exit"] for line in map(json.loads, done.stdout.splitlines())}
+    found = {}
+    for name, path in targets.items():
+        report = root / f"{name}.report.json"
+        found[name] = Outcome(
+            path=path,
+            canary=root / f"{name}.canary",
+            exit=exits[report.name],
+            report=json.loads(report.read_text()) if report.is_file() else None,
+            stderr=Path(f"{report}.stderr").read_text(),
+        )
+    return found
+
+
+def test_there_are_enough_cases():
+    assert len(CASES) >= 20 and len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_hostile_file_is_refused_clearly(outcomes, case):
+    outcome = outcomes[case.name]
+    assert outcome.exit == 0 and "Traceback" not in outcome.stderr, (outcome.exit, outcome.stderr[-3000:])
+    report = outcome.report
+    assert report is not None and report["mergelab"], report
+    message = report["message"]
+    assert message.startswith(f"{outcome.path}: ") and "Fix: " in message, message
+    assert re.search(case.expect, message), message
+    assert report["rss_growth_kib"] <= RSS_LIMIT_KIB, f"peak RSS grew {report['rss_growth_kib']} KiB"
+    assert not outcome.canary.exists(), "the payload ran"
+    assert not list(outcome.path.parent.glob("*.part")) and not list(outcome.path.parent.glob(".*.part"))
