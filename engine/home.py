@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from engine.errors import PathNotAllowedError, SchemaError
 
@@ -42,14 +43,50 @@ class PathPolicy:
         """The absolute, symlink-resolved path of `raw`, refused when it lies outside the roots."""
         path = Path(raw).expanduser()
         resolved = (path if path.is_absolute() else self.base / path).resolve()
-        if self.roots is None or any(resolved.is_relative_to(root) for root in self.roots):
-            return resolved
-        listed = ", ".join(str(r) for r in self.roots)
-        raise PathNotAllowedError(
-            resolved,
+        if not self.allows(resolved):
+            raise self._outside(resolved)
+        return resolved
+
+    def allows(self, resolved: Path) -> bool:
+        return self.roots is None or any(resolved.is_relative_to(root) for root in self.roots)
+
+    def check(self, path: Path, *, shown: str | Path | None = None) -> Path:
+        """`path` (a file the engine is about to read on a user's behalf: a CSV row, an image in a folder, a
+        file of a checkpoint folder) resolved, symlinks followed, and refused outside the roots. `shown` is
+        how the error names it (a CSV's row, say); it is the same whether or not the path exists."""
+        resolved = Path(path).resolve()
+        if not self.allows(resolved):
+            raise self._outside(shown or path)
+        return resolved
+
+    def open_file(self, path: Path, *, shown: str | Path | None = None) -> BinaryIO:
+        """`path` opened for reading, with the real path of the opened descriptor checked against the roots:
+        a symlink swapped between any earlier check and this open cannot redirect the read outside them.
+        Outside the roots the error is the same whether or not the file exists."""
+        self.check(path, shown=shown)  # before opening: a missing file outside must not say "does not exist"
+        handle = open(path, "rb")  # noqa: SIM115 (returned open; the caller closes it)
+        if self.roots is not None and not self.allows(_opened_path(handle, Path(path))):
+            handle.close()
+            raise self._outside(shown or path)
+        return handle
+
+    def _outside(self, shown: str | Path) -> PathNotAllowedError:
+        listed = ", ".join(str(r) for r in self.roots or ())
+        first = self.roots[0] if self.roots else "an allowed root"
+        return PathNotAllowedError(
+            shown,
             f"lies outside the allowed roots ({listed})",
-            fix=f'move the file under {self.roots[0]} or add its folder to "allowed_roots" in {self.config_file}',
+            fix=f'move the file under {first} or add its folder to "allowed_roots" in {self.config_file}',
         )
+
+
+def _opened_path(handle: BinaryIO, path: Path) -> Path:
+    """The real path of an open file: from its descriptor on Linux, else resolved again from `path`."""
+    link = Path(f"/proc/self/fd/{handle.fileno()}")
+    try:
+        return Path(os.readlink(link))
+    except OSError:
+        return path.resolve()
 
 
 @dataclass(frozen=True)
