@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 Variant = Literal["pretrained", "standard", "linearized", "tau_jp", "merged"]
-_TOWER_CORE = {"class_embedding", "conv1.weight", "positional_embedding"}  # an image tower, with or without proj
 LINEARIZED_VARIANTS = ("linearized", "tau_jp")  # evaluated as f₀ + J f(x; θ₀)·(θ − θ₀) everywhere
+_TOWER_CORE = {"class_embedding", "conv1.weight", "positional_embedding"}  # an image tower, with or without proj
 
 
 class CheckpointMeta(BaseModel):

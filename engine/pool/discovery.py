@@ -196,17 +196,25 @@ def _task_checkpoints(folder: Path) -> tuple[dict[str, dict[str, str]], list[str
             reason = _why_no_checkpoint(sub, folder)
             if reason is not None:
                 skipped.append(_skip(f"{sub.name}/", reason, fix=_FIX_FOLDER))
+    flat, flat_skipped = _flat_checkpoints(folder)
+    for task, relative in flat.items():
+        found.setdefault(task, {})["standard"] = relative
+    return found, skipped + flat_skipped
+
+
+def _flat_checkpoints(folder: Path) -> tuple[dict[str, str], list[str]]:
+    """Task → relative path of finetuned/<task>.* files and Hugging Face folders, and the entries left out."""
     flat = folder / "finetuned"
-    if flat.is_dir():
-        for file in sorted(p for p in flat.iterdir() if not p.name.startswith(".")):
-            task = _task_name(file.stem if file.is_file() else file.name)
-            if file.is_file() and file.suffix in CHECKPOINT_SUFFIXES and _is_empty(file):
-                skipped.append(_skip(f"finetuned/{file.name}", _EMPTY, fix="copy or download it again"))
-            elif file.suffix in CHECKPOINT_SUFFIXES or is_model_folder(file):
-                found.setdefault(task, {})["standard"] = f"finetuned/{file.name}"
-            elif file.is_dir():
-                reason = _why_no_checkpoint(file, folder) or f"holds none of {', '.join(HF_WEIGHTS)}"
-                skipped.append(_skip(f"finetuned/{file.name}/", reason, fix=_FIX_FOLDER))
+    found: dict[str, str] = {}
+    skipped: list[str] = []
+    for file in sorted(p for p in flat.iterdir() if not p.name.startswith(".")) if flat.is_dir() else ():
+        if file.is_file() and file.suffix in CHECKPOINT_SUFFIXES and _is_empty(file):
+            skipped.append(_skip(f"finetuned/{file.name}", _EMPTY, fix="copy or download it again"))
+        elif file.suffix in CHECKPOINT_SUFFIXES or is_model_folder(file):
+            found[_task_name(file.stem if file.is_file() else file.name)] = f"finetuned/{file.name}"
+        elif file.is_dir():
+            reason = _why_no_checkpoint(file, folder) or f"holds none of {', '.join(HF_WEIGHTS)}"
+            skipped.append(_skip(f"finetuned/{file.name}/", reason, fix=_FIX_FOLDER))
     return found, skipped
 
 
