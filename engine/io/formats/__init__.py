@@ -110,7 +110,7 @@ def model_state(root: Any) -> Any:
         return root
     for key in MODEL_STATE_KEYS:
         inner = root.get(key)
-        if isinstance(inner, dict) and inner:
+        if isinstance(inner, dict) and any(isinstance(v, LazyTensor) for v in inner.values()):
             return inner
     return root
 
