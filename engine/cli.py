@@ -27,7 +27,7 @@ from engine.merge import METHODS
 from engine.models import pick_device
 from engine.params import flatten
 from engine.pool.access import open_for_user
-from engine.pool.collection import open_suite, pretrained_vector
+from engine.pool.collection import Collection, open_suite, pretrained_vector
 from engine.pool.convert import convert_pool
 from engine.pool.info import CheckpointInfo, pool_checkpoints
 from engine.runs.recipe_runner import run_recipe
@@ -124,7 +124,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _run_eval(args: argparse.Namespace) -> int:
     home, policy = _home_and_policy()
-    collection = open_for_user(args.collection, home=home, policy=policy)
+    collection = _open(args.collection, home=home, policy=policy)
     device = pick_device(args.device)
     pretrained = collection.pretrained()
     suite = open_suite(collection, cache_dir=home.cache, tasks=args.tasks, device=device, pretrained=pretrained)
@@ -178,6 +178,15 @@ def _run(
     return 0
 
 
+def _open(raw: Path, *, home: DataHome, policy: PathPolicy, finetunes: bool = True) -> Collection:
+    """The collection as the dashboard opens it, each thing opening it left out (a discovered pool's broken
+    fine-tune folder) printed as a warning on stderr, so stdout stays the command's output."""
+    collection = open_for_user(raw, home=home, policy=policy, finetunes=finetunes)
+    for warning in collection.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return collection
+
+
 def _home_and_policy() -> tuple[DataHome, PathPolicy]:
     return DataHome.from_env().ensure(), DataHome.shell_policy()
 
@@ -194,7 +203,7 @@ def _run_methods(args: argparse.Namespace) -> int:
 
 def _run_pool_show(args: argparse.Namespace) -> int:
     home, policy = _home_and_policy()
-    collection = open_for_user(args.path, home=home, policy=policy, finetunes=False)
+    collection = _open(args.path, home=home, policy=policy, finetunes=False)
     rows = pool_checkpoints(collection)
     if args.json:
         print(
@@ -203,6 +212,7 @@ def _run_pool_show(args: argparse.Namespace) -> int:
                     "name": collection.manifest.name,
                     "root": str(collection.root),
                     "checkpoints": [_info_fields(r, collection.root) for r in rows],
+                    "skipped": list(collection.warnings),
                 },
                 indent=2,
             )
@@ -238,7 +248,7 @@ def _info_fields(info: CheckpointInfo, root: Path) -> dict[str, str | bool]:
 
 def _run_pool_convert(args: argparse.Namespace) -> int:
     home, policy = _home_and_policy()
-    collection = open_for_user(args.path, home=home, policy=policy, finetunes=False)
+    collection = _open(args.path, home=home, policy=policy, finetunes=False)
     out = policy.resolve(args.out)
     with tqdm(total=None, desc="convert", unit="checkpoint", disable=None, file=sys.stderr) as bar:
 
@@ -257,7 +267,7 @@ def _run_pool_export_hf(args: argparse.Namespace) -> int:
     from engine.io.formats.hf_export import export_hf_folder
 
     _, policy = _home_and_policy()
-    checkpoint = load_checkpoint(policy.resolve(args.checkpoint))
+    checkpoint = load_checkpoint(policy.resolve(args.checkpoint), projection_optional=True)
     out = policy.resolve(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(
@@ -269,11 +279,17 @@ def _run_pool_export_hf(args: argparse.Namespace) -> int:
             "its parameters θ, run as a plain network, not the linearized model",
             file=sys.stderr,
         )
+    projected = "proj" in checkpoint.state or "visual.proj" in checkpoint.state
+    if not projected:
+        print(
+            f"note: {checkpoint.path} has no image projection (a Hugging Face CLIPVisionModel); the folder is a "
+            "CLIPVisionModel of the image tower alone. For the projection too, convert the pool it belongs to "
+            "(`pool convert`: its pretrained model lends the projection) and export the converted checkpoint",
+            file=sys.stderr,
+        )
     folder = export_hf_folder(checkpoint, out)
-    print(
-        f"wrote {folder} (config.json + model.safetensors, {checkpoint.meta.architecture}, "
-        f"tower {checkpoint.meta.tower})"
-    )
+    tower = checkpoint.meta.tower if projected else "visual, without projection"
+    print(f"wrote {folder} (config.json + model.safetensors, {checkpoint.meta.architecture}, tower {tower})")
     return 0
 
 

@@ -107,6 +107,14 @@ def _visual_shapes(architecture: str) -> tuple[tuple[str, tuple[int, ...]], ...]
     return tuple((k.removeprefix("visual."), shape) for k, shape in state if k.startswith("visual."))
 
 
+def expected_text_shapes(architecture: str) -> dict[str, tuple[int, ...]]:
+    """Key → shape of everything outside the image tower in a full CLIP state dict (text transformer, token
+    and positional embeddings, ln_final, text_projection, logit_scale): what a pretrained checkpoint's text
+    tower must hold for zero-shot heads to be built from it."""
+    state, _ = _meta_clip(architecture)
+    return {k: shape for k, shape in state if not k.startswith("visual.")}
+
+
 def clip_parameter_names(architecture: str) -> tuple[str, ...]:
     """The CLIP's named_parameters() order (both towers): how index-keyed checkpoints (tangent's
     `model.params.{i}`) name their tensors."""

@@ -148,6 +148,50 @@ def write_image_folders(
                     Image.fromarray(pixels).save(folder / f"{i}.png")
 
 
+def write_open_clip_training_checkpoint(path: Path, architecture: str, state: Mapping[str, torch.Tensor]) -> Path:
+    """open_clip's training/main.py checkpoint, `epoch_N.pt`: {epoch, name, state_dict, optimizer, scaler}, the
+    model wrapped in DistributedDataParallel (keys `module.`) and a real AdamW state after one step: an
+    exp_avg and exp_avg_sq per parameter, keyed by parameter index, shaped like the weights."""
+    clip = clip_with(architecture, state)
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=1e-5, weight_decay=0.2)
+    for parameter in clip.parameters():
+        parameter.grad = torch.full_like(parameter, 1e-3)
+    optimizer.step()
+    clip.load_state_dict(state)  # the weights as given; the optimizer keeps its moments
+    checkpoint = {
+        "epoch": 3,
+        "name": f"2024_05_01-12_00_00-model_{architecture}-lr_1e-05-b_128-j_8-p_amp",
+        "state_dict": {f"module.{k}": v for k, v in clip.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scaler": torch.amp.GradScaler("cpu").state_dict(),
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+def write_hf_vision(
+    folder: Path,
+    visual: Mapping[str, torch.Tensor],
+    architecture: str,
+    *,
+    projection: bool,
+    prefixed: bool = True,
+    quick_gelu: bool = True,
+) -> Path:
+    """A Hugging Face vision-only fine-tune of an open_clip image tower (`visual`, no "visual." prefix):
+    CLIPVisionModelWithProjection (with `visual_projection.weight`) or CLIPVisionModel (without), keys under
+    `vision_model.` (transformers < 5) or unprefixed (`prefixed=False`, transformers >= 5)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    hf = open_clip_to_hf({f"visual.{k}": v for k, v in visual.items() if projection or k != "proj"})
+    if not prefixed:
+        hf = {k.removeprefix("vision_model."): v for k, v in hf.items()}
+    save_file(_contiguous(hf), str(folder / "model.safetensors"))
+    config = hf_config(model_config(architecture), quick_gelu=quick_gelu, with_text=False)
+    config["architectures"] = ["CLIPVisionModelWithProjection" if projection else "CLIPVisionModel"]
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
 def _write_hf(folder: Path, state: Mapping[str, torch.Tensor], architecture: str, *, quick_gelu: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with_text = any(not k.startswith("visual.") for k in state)

@@ -156,3 +156,16 @@ def test_cli_paths_are_the_shell_users_own(tiny_collection_dir, data_home, tmp_p
     monkeypatch.chdir(tmp_path)
     assert main(["run", "r.yaml"]) == 0, capsys.readouterr().err
     assert (data_home / "exports" / "r.safetensors").is_file()
+
+
+def test_cli_eval_of_a_collection_without_tasks_names_the_manifest(tiny_collection_dir, tmp_path, capsys):
+    """`tasks: {}` used to reach torch.cat inside the evaluation; now the manifest is refused, exit status 2."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    manifest = json.loads((tiny_collection_dir / "collection.json").read_text())
+    manifest["pretrained"] = str(tiny_collection_dir / manifest["pretrained"])
+    (empty / "collection.json").write_text(json.dumps({**manifest, "tasks": {}}))
+    assert main(["eval", "--collection", str(empty), "--split", "interactive"]) == 2
+    err = capsys.readouterr().err
+    assert f"{empty / 'collection.json'}: invalid manifest" in err and "names no task" in err
+    assert "Traceback" not in err

@@ -1,4 +1,7 @@
+import io
 import json
+import struct
+import zlib
 
 import pytest
 import torch
@@ -51,6 +54,56 @@ def test_missing_folder_and_bad_files(tmp_path):
     (tmp_path / "broken" / "test" / "cat" / "x.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match=r"x\.png: is not a readable image"):
         load_task(tmp_path / "broken", image_size=8)
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG header that declares width × height pixels (a decompression bomb of a few dozen bytes)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
+
+
+def _bmp_declaring(width: int, height: int) -> bytes:
+    """A real 2×2 BMP whose header is edited to declare width × height pixels."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buffer, "BMP")
+    data = bytearray(buffer.getvalue())
+    data[18:26] = struct.pack("<ii", width, height)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "name,data", [("bomb.png", _png_declaring(100_000, 100_000)), ("bomb.bmp", _bmp_declaring(60_000, 60_000))]
+)
+def test_a_decompression_bomb_is_a_dataset_error_naming_the_image(tmp_path, name, data):
+    """PIL refuses images above twice MAX_IMAGE_PIXELS with DecompressionBombError, which is no OSError: it
+    must still come out as the image's DatasetError, not a traceback from inside PIL."""
+    for label in ("cat", "dog"):
+        folder = tmp_path / "task" / "test" / label
+        folder.mkdir(parents=True)
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / "fine.png")
+    (tmp_path / "task" / "test" / "dog" / name).write_bytes(data)
+    with pytest.raises(DatasetError, match=rf"dog/{name}: declares more pixels than PIL decodes.*Fix: downscale"):
+        load_task(tmp_path / "task", image_size=8)
+
+
+def test_every_pil_decoding_error_names_the_image(tmp_path, monkeypatch):
+    """PIL's plugins also raise SyntaxError, EOFError and struct.error on malformed data; each names the file."""
+    (tmp_path / "task" / "test" / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "task" / "test" / "cat" / "odd.png")
+    for error in (SyntaxError("broken PNG file"), EOFError(), struct.error("unpack requires a buffer")):
+
+        def broken(self, *args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(Image.Image, "convert", broken)
+        with pytest.raises(DatasetError, match=rf"odd\.png: is not a readable image \({type(error).__name__}"):
+            load_task(tmp_path / "task", image_size=8)
 
 
 def test_interactive_indices_are_fixed_and_sorted():

@@ -93,3 +93,12 @@ def test_concurrent_evaluations_do_not_disturb_each_other(suite_and_matrix):
     with ThreadPoolExecutor(max_workers=4) as pool:
         parallel = list(pool.map(lambda m: evaluate(m, suite, "val", batch_size=16).correct, merged))
     assert parallel == sequential
+
+
+def test_a_suite_without_tasks_is_refused_before_any_tensor_work():
+    """torch.cat of no tasks' images used to be the error; the suite's emptiness is named instead."""
+    from engine.eval.suite import EvalSuite
+
+    empty = EvalSuite(visual=None, spec=None, preprocess=None, tasks={}, heads={})
+    with pytest.raises(DatasetError, match="evaluation suite: holds no task to evaluate on 'test'"):
+        evaluate(torch.zeros(1), empty, "test")

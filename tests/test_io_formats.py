@@ -18,7 +18,14 @@ from engine.params import ParamSpec, flatten
 from engine.pool.collection import load_collection, task_matrix
 from engine.workspace import Workspace
 from tests.builders import TINY_ARCH
-from tests.foreign import FORMATS, as_module, tiny_source, write_image_folders, write_pool
+from tests.foreign import (
+    FORMATS,
+    as_module,
+    tiny_source,
+    write_image_folders,
+    write_open_clip_training_checkpoint,
+    write_pool,
+)
 
 TASKS = {"colour": ("red", "green", "blue"), "shape": ("round", "square")}
 QUICK_GELU_SAID = {"open_clip": False, "open_clip_pt": False, "task_vectors": True, "hf": True, "tangent": True}
@@ -329,3 +336,80 @@ def test_hf_export_files_are_readable_by_others(tmp_path, source):
     )
     folder = export_hf_folder(saved, tmp_path / "hf")
     assert all((folder / n).stat().st_mode & 0o777 == 0o644 for n in ("model.safetensors", "config.json"))
+
+
+def test_an_open_clip_training_checkpoint_reads_its_state_dict(tmp_path, source):
+    """open_clip's epoch_N.pt keeps the optimizer's moments (one exp_avg per weight) and the AMP scaler beside
+    the DDP-wrapped state dict: the weights are read, the loop's state is not, with or without a sidecar."""
+    path = write_open_clip_training_checkpoint(tmp_path / "epoch_3.pt", TINY_ARCH, source["pretrained"])
+    read = load_checkpoint(path)
+    assert read.meta.tower == "clip" and read.meta.architecture == TINY_ARCH
+    assert set(read.state) == set(source["pretrained"])
+    assert all(torch.equal(read.state[k], v) for k, v in source["pretrained"].items())
+    save_checkpoint(
+        tmp_path / "ref.safetensors", source["pretrained"], architecture=TINY_ARCH, tower="clip", variant="pretrained"
+    )
+    (tmp_path / "epoch_3.json").write_bytes((tmp_path / "ref.json").read_bytes())
+    assert set(load_checkpoint(path).state) == set(source["pretrained"])  # the sidecar'd (native) reader too
+
+    only_visual = {f"visual.{k}": v for k, v in source["finetuned"]["colour"].items()}
+    root = tmp_path / "pool"
+    (root / "finetuned").mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in source["pretrained"].items()}, str(root / "pretrained.safetensors"))
+    full = {**source["pretrained"], **only_visual}
+    write_open_clip_training_checkpoint(root / "finetuned" / "colour.pt", TINY_ARCH, full)
+    write_image_folders(root, {"colour": TASKS["colour"]})
+    tm = task_matrix(load_collection(root))
+    expected = flatten(source["finetuned"]["colour"], tm.spec) - tm.theta0
+    assert torch.equal(tm.T[0], expected)
+
+
+def _with_shape(path: Path, key: str, shape: list[int]) -> None:
+    """Rewrite a safetensors header so `key` declares `shape` (same element count, so the file stays consistent:
+    what a damaged or hand-edited file looks like to every reader but a shape check)."""
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length])
+    header[key]["shape"] = shape
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + length :])
+
+
+def test_text_tower_shapes_are_checked_against_the_architecture(tmp_path, source):
+    """Heads are built from the pretrained text tower: a wrong or negative shape there is the file's error,
+    naming the key and both shapes, not a RuntimeError from load_state_dict."""
+    state = dict(source["pretrained"])
+    vocab, width = state["token_embedding.weight"].shape
+    state["token_embedding.weight"] = torch.zeros(vocab, width + 1)
+    save_checkpoint(tmp_path / "wide.safetensors", state, architecture=TINY_ARCH, tower="clip", variant="pretrained")
+    with pytest.raises(
+        CheckpointError,
+        match=rf"wide\.safetensors: text tower does not fit architecture {TINY_ARCH} \(wrong shape: "
+        rf"token_embedding\.weight is \[{vocab}, {width + 1}\], expected \[{vocab}, {width}\]\)",
+    ):
+        load_checkpoint(tmp_path / "wide.safetensors")
+
+    foreign = tmp_path / "negative.safetensors"
+    save_file({k: v.contiguous() for k, v in source["pretrained"].items()}, str(foreign))
+    rows, cols = source["pretrained"]["text_projection"].shape
+    _with_shape(foreign, "text_projection", [-rows, -cols])
+    with pytest.raises(CheckpointError, match=r"negative\.safetensors: .*text_projection"):
+        open_checkpoint(foreign)
+
+    missing = {k: v.contiguous() for k, v in source["pretrained"].items() if k != "ln_final.bias"}
+    save_file(missing, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(CheckpointError, match=r"text tower does not fit .*missing \['ln_final\.bias'\]"):
+        open_checkpoint(tmp_path / "partial.safetensors")
+
+
+def test_collections_and_pool_manifests_without_tasks_are_refused(tmp_path, source):
+    """Evaluation concatenates the tasks' images: `tasks: {}` is the manifest's error, not torch.cat's."""
+    save_file({k: v.contiguous() for k, v in source["pretrained"].items()}, str(tmp_path / "pretrained.safetensors"))
+    (tmp_path / "collection.json").write_text(
+        json.dumps({"schema_version": 1, "name": "none", "pretrained": "pretrained.safetensors", "tasks": {}})
+    )
+    with pytest.raises(SchemaError, match=r"collection\.json: invalid manifest: .*tasks.*names no task"):
+        load_collection(tmp_path)
+    (tmp_path / "pool.yaml").write_text("pretrained: pretrained.safetensors\ntasks: {}\n")
+    with pytest.raises(SchemaError, match=r"pool\.yaml: invalid pool manifest: tasks: .*names no task"):
+        load_collection(tmp_path / "pool.yaml")

@@ -16,7 +16,7 @@ from engine.pool.collection import load_collection, task_matrix
 from engine.pool.convert import convert_pool
 from engine.workspace import Workspace
 from tests.builders import TINY_ARCH
-from tests.foreign import FORMATS, tiny_source, write_image_folders, write_pool
+from tests.foreign import FORMATS, tiny_source, write_hf_vision, write_image_folders, write_pool
 
 TASKS = {"colour": ("red", "green", "blue"), "shape": ("round", "square")}
 NAME = {"tangent": "linearized"}  # the checkpoint name a discovered pool gives each format (else "standard")
@@ -201,3 +201,81 @@ def test_cli_pool_paths_are_the_shell_users_own(tmp_path, source, capsys, monkey
     assert str(tmp_path / "converted") in capsys.readouterr().out
     assert main(["pool", "convert", "tv", "converted"]) == 2
     assert "converted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("prefixed", [True, False], ids=["vision_model-keys", "unprefixed-keys"])
+def test_cli_export_hf_of_a_vision_only_fine_tune(tmp_path, source, capsys, allow_tmp, prefixed):
+    """A Hugging Face CLIPVisionModel fine-tune has no projection: on its own it is refused with what is missing
+    and why it matters; export-hf writes what it holds (a CLIPVisionModel folder) and says so. With the
+    projection (CLIPVisionModelWithProjection) the export holds it too. Both round-trip exactly."""
+    tower = source["finetuned"]["colour"]
+    bare = write_hf_vision(tmp_path / "bare", tower, TINY_ARCH, projection=False, prefixed=prefixed)
+    with pytest.raises(CheckpointError, match=r"bare: has no image projection .*visual_projection\.weight.*heads"):
+        load_checkpoint(bare)
+    assert main(["pool", "export-hf", str(bare), str(tmp_path / "bare-out")]) == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "has no image projection" in captured.err and "without projection" in captured.out
+    config = json.loads((tmp_path / "bare-out" / "config.json").read_text())
+    assert config["architectures"] == ["CLIPVisionModel"] and "projection_dim" not in config
+    written = load_file(str(tmp_path / "bare-out" / "model.safetensors"))
+    assert "visual_projection.weight" not in written and "vision_model.post_layernorm.weight" in written
+    back = load_checkpoint(tmp_path / "bare-out", projection_optional=True)
+    assert set(back.state) == set(tower) - {"proj"}
+    assert all(torch.equal(back.state[k], tower[k]) for k in back.state)
+
+    full = write_hf_vision(tmp_path / "full", tower, TINY_ARCH, projection=True, prefixed=prefixed)
+    assert main(["pool", "export-hf", str(full), str(tmp_path / "full-out")]) == 0, capsys.readouterr().err
+    assert "no image projection" not in capsys.readouterr().err
+    config = json.loads((tmp_path / "full-out" / "config.json").read_text())
+    assert config["architectures"] == ["CLIPVisionModelWithProjection"]
+    back = load_checkpoint(tmp_path / "full-out")
+    assert set(back.state) == set(tower) and all(torch.equal(back.state[k], v) for k, v in tower.items())
+
+
+def test_a_discovered_pool_reports_the_fine_tune_folders_it_skips(tmp_path, source, capsys, allow_tmp):
+    """A task folder without a readable fine-tune used to vanish from the pool without a word. The pool still
+    opens with the tasks it can read, and says which folder was left out and why: on the collection, in
+    `pool show` (stderr, and the JSON's "skipped") and on the dashboard's pool page."""
+    root = _pool(tmp_path / "tv", "task_vectors", source)
+    (root / "shape" / "finetuned.pt").rename(root / "shape" / "checkpoint_10.pt")
+    (root / "notes").mkdir()
+    (root / "notes" / "README.md").write_text("not a task")
+    (root / "EuroSAT").mkdir()
+    (root / "EuroSAT" / "config.json").write_text("{}")
+    (root / "EuroSAT" / "model.safetensors.index.json").write_text("{}")
+    (root / "DTD").mkdir()
+    (root / "DTD" / "finetuned.pt").write_bytes(b"")
+    (root / "SVHN").mkdir()
+    (root / "SVHN" / "config.json").write_text("{}")
+
+    collection = load_collection(root)
+    assert collection.task_names == ("colour",)
+    warnings = dict(w.split(": ", 1) for w in collection.warnings)
+    assert set(warnings) == {"shape/", "EuroSAT/", "DTD/finetuned.pt", "SVHN/"}
+    assert "checkpoint_10.pt but none of finetuned.pt" in warnings["shape/"]
+    assert "sharded weights (model.safetensors.index.json)" in warnings["EuroSAT/"]
+    assert "empty file" in warnings["DTD/finetuned.pt"]
+    assert "config.json but none of model.safetensors" in warnings["SVHN/"]
+    assert all("(skipped). Fix: " in w for w in collection.warnings)
+
+    assert main(["pool", "show", str(root)]) == 0
+    captured = capsys.readouterr()
+    assert "1 tasks" in captured.out
+    assert sum(line.startswith("warning: ") for line in captured.err.splitlines()) == 4
+    assert "warning: shape/: holds checkpoint_10.pt" in captured.err
+    assert main(["pool", "show", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"] == list(collection.warnings)
+
+
+def test_the_pool_page_shows_the_skipped_folders(tmp_path, source, data_home):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_views import APP, _open
+
+    root = _pool(data_home / "pools" / "tv", "task_vectors", source)
+    (root / "shape" / "finetuned.pt").rename(root / "shape" / "checkpoint_10.pt")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["collection"] = str(root)
+    _open(at, "views/zoo.py")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(w.value.startswith("shape/: holds checkpoint_10.pt") for w in at.warning)

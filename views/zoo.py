@@ -13,6 +13,8 @@ collection, choice, ws = sidebar_workspace()
 manifest = ws.collection.manifest
 st.subheader(manifest.name)
 st.write(manifest.description)
+for warning in ws.collection.warnings:  # a discovered pool's folders left out, and why
+    st.warning(warning)
 zero_shot, finetuned = ws.zero_shot("interactive"), ws.finetuned("interactive")
 pool = {(info.task, info.name): info for info in resources.pool_checkpoints(collection)}
 towers = {"clip": "both towers", "visual": "image tower"}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,17 @@ from engine.errors import DatasetError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 CSV_COLUMNS = ("path", "label", "split")
+# What PIL raises on a malformed file: OSError (UnidentifiedImageError, "image file is truncated"), ValueError,
+# SyntaxError (its plugins' "broken PNG file" and the like), EOFError and struct.error from parsing headers and
+# chunks; an image too large to decode safely is a DecompressionBombError (an Exception, not an OSError).
+PIL_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
+)
 
 
 @dataclass(frozen=True)
@@ -309,6 +321,8 @@ def _decode(files: list[ImageFile], *, image_size: int | None) -> LabelledImages
 
 
 def _read_image(file: Path, *, image_size: int | None) -> torch.Tensor:
+    """One image as [3, H, W] uint8; any failure to decode it names the file (one bad image in a dataset of
+    thousands must be findable, not a traceback from inside PIL)."""
     try:
         with Image.open(file) as img:
             img = img.convert("RGB")
@@ -316,8 +330,17 @@ def _read_image(file: Path, *, image_size: int | None) -> torch.Tensor:
                 img = _resize_center_crop(img, image_size)
             data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)  # [H·W·3]
             return data.view(img.height, img.width, 3).permute(2, 0, 1)  # [3, H, W]
-    except (OSError, ValueError) as exc:
-        raise DatasetError(file, f"is not a readable image ({exc})", fix="remove or replace the file") from exc
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(
+            file,
+            f"declares more pixels than PIL decodes ({exc}): a decompression bomb, or an image far larger than "
+            "a model input",
+            fix="downscale or remove the file (or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)",
+        ) from exc
+    except PIL_DECODE_ERRORS as exc:
+        raise DatasetError(
+            file, f"is not a readable image ({type(exc).__name__}: {exc})", fix="remove or replace the file"
+        ) from exc
 
 
 def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:

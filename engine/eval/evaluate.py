@@ -71,6 +71,10 @@ def evaluate(
 ) -> EvalResult:
     """Accuracy of θ = `params` [P] on `split` for `tasks` (default: all of the suite's)."""
     names = tuple(tasks or suite.task_names)
+    if not names:
+        raise DatasetError(
+            "evaluation suite", f"holds no task to evaluate on {split!r}", fix="open a collection with tasks"
+        )
     unknown = [t for t in names if t not in suite.tasks]
     if unknown:
         raise DatasetError(unknown[0], "is not a task of this evaluation suite", fix=f"use {list(suite.tasks)}")

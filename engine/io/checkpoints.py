@@ -28,13 +28,13 @@ from safetensors.torch import save_file
 
 from engine.errors import CheckpointError, SchemaError
 from engine.io.atomic import all_or_nothing
-from engine.io.formats import TORCH_SUFFIXES, read_foreign
+from engine.io.formats import TORCH_SUFFIXES, model_state, read_foreign
 from engine.io.formats.architecture import detect_architecture
 from engine.io.formats.lazy import LazyTensor, materialize
 from engine.io.formats.safetensors_file import read_header
 from engine.io.formats.torch_zip import TorchZip, read_torch_zip
 from engine.io.verified import VerifiedFiles
-from engine.models import expected_visual_shapes
+from engine.models import expected_text_shapes, expected_visual_shapes
 
 if TYPE_CHECKING:
     from engine.params import ParamSpec
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 Variant = Literal["pretrained", "standard", "linearized", "tau_jp", "merged"]
 LINEARIZED_VARIANTS = ("linearized", "tau_jp")  # evaluated as f₀ + J f(x; θ₀)·(θ − θ₀) everywhere
+_TOWER_CORE = {"class_embedding", "conv1.weight", "positional_embedding"}  # an image tower, with or without proj
 
 
 class CheckpointMeta(BaseModel):
@@ -125,14 +126,15 @@ def save_checkpoint(
     return Checkpoint(path=path, state=stored, meta=info)
 
 
-def load_checkpoint(path: Path, *, architecture: str | None = None) -> Checkpoint:
+def load_checkpoint(path: Path, *, architecture: str | None = None, projection_optional: bool = False) -> Checkpoint:
     """Read and validate a checkpoint of any supported format; every failure names the file and the fix.
 
     With a sidecar: the sidecar follows the schema, the tensors hash to its sha256, every value is
-    finite, and (image towers) every key and shape fits its architecture and, when given, `architecture`.
+    finite, and every key and shape of both towers fits its architecture and, when given, `architecture`.
     Without one, the file is read as a foreign checkpoint (engine/io/formats) with detected metadata.
+    `projection_optional` accepts a foreign image tower without `proj` (see `open_checkpoint`).
     """
-    return open_checkpoint(path, architecture=architecture).load()
+    return open_checkpoint(path, architecture=architecture, projection_optional=projection_optional).load()
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,7 @@ def open_checkpoint(
     task: str | None = None,
     fill_from: Callable[[], LazyCheckpoint] | None = None,
     verified: VerifiedFiles | None = None,
+    projection_optional: bool = False,
 ) -> LazyCheckpoint:
     """Locate a checkpoint's tensors and settle its metadata, without reading tensor data.
 
@@ -226,6 +229,9 @@ def open_checkpoint(
     then): Hugging Face CLIPVisionModel fine-tunes have no projection, which fine-tuning leaves at the
     pretrained value (FusionBench trains the vision model only). `verified` skips hashing a sidecar'd file
     already checked and unchanged since (engine/io/verified.py), and records the files it checks.
+    A foreign image tower without `proj` (none lent either) is refused, as merging, evaluating and heads all
+    need it, unless `projection_optional` (exporting the tower as it is): its architecture is then the first
+    whose tower matches, the embedding size being unknown.
     """
     path = Path(path)
     if not path.exists():
@@ -233,7 +239,13 @@ def open_checkpoint(
     if sidecar_path(path).is_file() and not path.is_dir():
         return _open_native(path, architecture=architecture, verified=verified)
     return _open_foreign(
-        path, architecture=architecture, quick_gelu=quick_gelu, variant=variant, task=task, fill_from=fill_from
+        path,
+        architecture=architecture,
+        quick_gelu=quick_gelu,
+        variant=variant,
+        task=task,
+        fill_from=fill_from,
+        projection_optional=projection_optional,
     )
 
 
@@ -255,17 +267,15 @@ def _open_native(path: Path, *, architecture: str | None, verified: VerifiedFile
             f"unknown checkpoint suffix {path.suffix!r}",
             fix=f"use .safetensors or one of {', '.join(TORCH_SUFFIXES)}",
         )
-    if meta.tower == "visual":
-        _check_architecture({k: v.shape for k, v in tensors.items()}, meta, path)
+    _check_towers(tensors, meta, path)
     checked = verified is not None and verified.holds(path, meta.tensors_sha256)
     return LazyCheckpoint(path=path, meta=meta, tensors=tensors, verify=not checked, verified=verified)
 
 
 def _unwrapped_state(unpickled: TorchZip, path: Path) -> dict[str, LazyTensor]:
-    """A plain state dict ({'state_dict': ...} and DDP's 'module.' accepted); modules are not state dicts."""
-    root = unpickled.root
-    if isinstance(root, dict) and isinstance(root.get("state_dict"), dict):
-        root = root["state_dict"]
+    """A plain state dict (a training checkpoint's model entry and DDP's 'module.' accepted); modules are not
+    state dicts."""
+    root = model_state(unpickled.root)
     if not isinstance(root, dict) or not all(isinstance(v, LazyTensor) for v in root.values()):
         raise CheckpointError(path, "is not a state dict of tensors", fix="save model.state_dict(), not the model")
     return {str(k).removeprefix("module."): v for k, v in root.items()}
@@ -279,6 +289,7 @@ def _open_foreign(
     variant: Variant | None,
     task: str | None,
     fill_from: Callable[[], LazyCheckpoint] | None,
+    projection_optional: bool,
 ) -> LazyCheckpoint:
     found = read_foreign(path)
     visual = dict(found.visual)
@@ -286,10 +297,13 @@ def _open_foreign(
         lender = fill_from().visual
         if "proj" in lender:
             visual["proj"] = lender["proj"]
+    projected = "proj" in visual
+    if not projected and not projection_optional and _TOWER_CORE <= set(visual):
+        raise _no_projection(path, lent=fill_from is not None)
     arch = (
         architecture
         or found.architecture_hint
-        or detect_architecture({k: v.shape for k, v in visual.items()}, source=path)
+        or detect_architecture({k: v.shape for k, v in visual.items()}, source=path, projection=projected)
     )
     quick = quick_gelu if quick_gelu is not None else bool(found.quick_gelu)
     try:
@@ -304,10 +318,23 @@ def _open_foreign(
         )
     except ValidationError as exc:
         raise SchemaError(path, _describe(exc), fix="check the pool manifest's fields") from exc
-    _check_architecture({k: v.shape for k, v in visual.items()}, meta, path)
     tensors = visual if found.tower == "visual" else {**{f"visual.{k}": v for k, v in visual.items()}, **found.text}
+    _check_towers(tensors, meta, path, projection=projected)
     return LazyCheckpoint(
         path=path, meta=meta, tensors=tensors, verify=False, linearized_at=found.linearized_at, format=found.format
+    )
+
+
+def _no_projection(path: Path, *, lent: bool) -> CheckpointError:
+    """A Hugging Face CLIPVisionModel keeps no `visual_projection`: the tower's output is not yet in the embedding
+    space the heads (and the pretrained model) live in, so nothing can evaluate or merge it on its own."""
+    where = "the pool's pretrained model has none to lend either" if lent else "no pretrained model lends one"
+    return CheckpointError(
+        path,
+        f"has no image projection (open_clip `proj`, Hugging Face `visual_projection.weight`; {where}): the "
+        "projection maps the tower's output into the embedding space of the heads",
+        fix="open it in a pool whose pretrained model has both towers or a projection (fine-tuning leaves it "
+        "at the pretrained value), or save it as a CLIPVisionModelWithProjection",
     )
 
 
@@ -352,20 +379,44 @@ def _check_finite(state: Mapping[str, torch.Tensor], path: Path) -> None:
             )
 
 
-def _check_architecture(shapes: Mapping[str, tuple[int, ...]], meta: CheckpointMeta, path: Path) -> None:
+def _check_towers(
+    tensors: Mapping[str, LazyTensor], meta: CheckpointMeta, path: Path, *, projection: bool = True
+) -> None:
+    """Every tensor the checkpoint holds against its architecture: the image tower always (without `proj` when
+    `projection` is off), and for tower "clip" the text tower too (heads are built from it; a wrong shape
+    there would otherwise only surface as a RuntimeError from load_state_dict, without the file's name)."""
     expected = expected_visual_shapes(meta.architecture)
+    if not projection:
+        expected.pop("proj", None)
+    if meta.tower == "visual":
+        _check_shapes({k: v.shape for k, v in tensors.items()}, expected, meta, path)
+        return
+    visual = {k.removeprefix("visual."): v.shape for k, v in tensors.items() if k.startswith("visual.")}
+    text = {k: v.shape for k, v in tensors.items() if not k.startswith("visual.")}
+    _check_shapes(visual, expected, meta, path)
+    _check_shapes(text, expected_text_shapes(meta.architecture), meta, path, tower="text tower")
+
+
+def _check_shapes(
+    shapes: Mapping[str, tuple[int, ...]],
+    expected: Mapping[str, tuple[int, ...]],
+    meta: CheckpointMeta,
+    path: Path,
+    *,
+    tower: str = "image tower",
+) -> None:
+    """Keys and shapes of one tower; the message names the first wrong keys with the shape found and expected."""
     missing = sorted(set(expected) - set(shapes))
     extra = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(shapes) if tuple(shapes[k]) != expected[k])
+    wrong = sorted(k for k in set(expected) & set(shapes) if tuple(shapes[k]) != tuple(expected[k]))
     if missing or extra or wrong:
-        detail = "; ".join(
-            f"{label} {keys[:3]}"
-            for label, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong))
-            if keys
-        )
+        parts = [f"missing {missing[:3]}"] if missing else []
+        parts += [f"unexpected {extra[:3]}"] if extra else []
+        parts += [f"wrong shape: {k} is {list(shapes[k])}, expected {list(expected[k])}" for k in wrong[:3]]
+        detail = "; ".join(parts)
         raise CheckpointError(
             path,
-            f"does not fit architecture {meta.architecture} ({detail})",
+            f"{tower} does not fit architecture {meta.architecture} ({detail})",
             fix="fix the sidecar's architecture, or use a checkpoint of the chosen architecture",
         )
 

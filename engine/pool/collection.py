@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from engine.data.loading import load_task
 from engine.data.tasks import TaskData
@@ -42,6 +42,7 @@ from engine.io.checkpoints import (
 from engine.io.verified import VerifiedFiles
 from engine.models import create_visual, preprocess_of
 from engine.params import ParamSpec, TaskMatrix, flatten
+from engine.pool.discovery import NO_TASKS
 
 MANIFEST = "collection.json"
 CheckpointProgress = Callable[[int, int, str], None]  # (checkpoints read, of total, task)
@@ -80,12 +81,22 @@ class CollectionManifest(BaseModel):
     architecture: str | None = None  # for checkpoints without a sidecar: else detected from shapes
     quick_gelu: bool | None = None  # for checkpoints without a sidecar: else what the files say
 
+    @field_validator("tasks")
+    @classmethod
+    def _some_task(cls, tasks: dict[str, TaskEntry]) -> dict[str, TaskEntry]:
+        """Every page and command works on tasks (evaluation concatenates their images, merges stack their
+        task vectors): a collection without one is refused here, not deep inside torch."""
+        if not tasks:
+            raise ValueError(NO_TASKS)
+        return tasks
+
 
 @dataclass(frozen=True)
 class Collection:
     root: Path
     manifest: CollectionManifest
     verified: VerifiedFiles | None = None  # remembers sidecar'd checkpoints already hash-checked (with_verified)
+    warnings: tuple[str, ...] = ()  # what opening it left out, and why (a discovered pool's skipped folders)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -262,7 +273,8 @@ def load_collection(path: Path) -> Collection:
 
     path = Path(path)
     if path.is_dir() and not (path / MANIFEST).is_file():
-        return _validated(discover_pool(path), path, root=path)
+        found = discover_pool(path)
+        return replace(_validated(found.document, path, root=path), warnings=found.skipped)
     file = path / MANIFEST if path.is_dir() else path
     if not file.is_file():
         raise SchemaError(

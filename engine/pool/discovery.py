@@ -27,14 +27,15 @@ Relative paths resolve against the manifest's folder.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from engine.errors import SchemaError
-from engine.io.formats import is_model_folder
+from engine.io.formats import HF_WEIGHTS, is_model_folder
 
 POOL_MANIFESTS = ("pool.yaml", "pool.yml", "pool.json")
 PRETRAINED_NAMES = ("zeroshot", "linear_zeroshot", "nonlinear_zeroshot", "pretrained", "base")
@@ -46,6 +47,7 @@ FINETUNED_FILES = {
     "model": "standard",
 }
 DATA_FOLDERS = ("data", "datasets")
+NO_TASKS = "names no task (tasks: {}); give at least one task with its data and fine-tuned checkpoints"
 NOT_TASKS = {*DATA_FOLDERS, "heads", "finetuned", *PRETRAINED_NAMES}
 
 
@@ -73,6 +75,14 @@ class PoolManifest(BaseModel):
     data_root: str | None = None
     pretrained: str
     tasks: dict[str, PoolTask]
+
+    @field_validator("tasks")
+    @classmethod
+    def _some_task(cls, tasks: dict[str, PoolTask]) -> dict[str, PoolTask]:
+        """A pool without tasks has nothing to merge or evaluate (see CollectionManifest)."""
+        if not tasks:
+            raise ValueError(NO_TASKS)
+        return tasks
 
     def collection_manifest(self, *, default_name: str) -> dict[str, Any]:
         """The equivalent collection.json document (engine/pool/collection.py's schema)."""
@@ -114,19 +124,31 @@ def read_pool_manifest(file: Path) -> dict[str, Any]:
     return manifest.collection_manifest(default_name=file.parent.name)
 
 
-def discover_pool(folder: Path) -> dict[str, Any]:
-    """A collection.json document for a folder laid out like the task_vectors release or a flat pool."""
+@dataclass(frozen=True)
+class DiscoveredPool:
+    """A collection.json document for a pool folder, and what discovery left out of it, with why: a folder that
+    looks like a task's fine-tune but yields no readable checkpoint would otherwise just be one task fewer, with
+    nothing to tell the researcher which folder to fix. The pool stays usable with the rest."""
+
+    document: dict[str, Any]
+    skipped: tuple[str, ...] = ()  # "<folder or file>: <why> (skipped). Fix: <what to do>", one per left-out entry
+
+
+def discover_pool(folder: Path) -> DiscoveredPool:
+    """The pool in a folder laid out like the task_vectors release or a flat pool (or described by its
+    pool.yaml / pool.yml / pool.json)."""
     folder = Path(folder)
     manifest = next((folder / n for n in POOL_MANIFESTS if (folder / n).is_file()), None)
     if manifest is not None:
-        return read_pool_manifest(manifest)
-    checkpoints = _task_checkpoints(folder)
+        return DiscoveredPool(read_pool_manifest(manifest))
+    checkpoints, skipped = _task_checkpoints(folder)
     pretrained = _pretrained(folder, checkpoints)
     if pretrained is None or not checkpoints:
         raise SchemaError(
             folder,
             "is not a pool: found "
-            + (f"{len(checkpoints)} fine-tuned checkpoints and " + ("a" if pretrained else "no") + " pretrained model"),
+            + (f"{len(checkpoints)} fine-tuned checkpoints and " + ("a" if pretrained else "no") + " pretrained model")
+            + "".join(f"; {s}" for s in skipped[:3]),
             fix="lay it out as <root>/zeroshot.pt + <root>/<Task>/finetuned.pt (task_vectors), or "
             "write pool.yaml (README, 'Opening your own models')",
         )
@@ -142,35 +164,92 @@ def discover_pool(folder: Path) -> dict[str, Any]:
             )
         head = _head_path(folder, task)
         tasks[task] = {"data": data, "checkpoints": found, "head": head}
-    return {
+    document = {
         "schema_version": 1,
         "name": folder.name,
         "pretrained": pretrained,
         "tasks": tasks,
         "description": "discovered by layout",
     }
+    return DiscoveredPool(document, tuple(skipped))
 
 
-def _task_checkpoints(folder: Path) -> dict[str, dict[str, str]]:
-    """Task → {checkpoint name: relative path} from <Task>[Val]/ subfolders and finetuned/<task>.* files."""
+def _task_checkpoints(folder: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Task → {checkpoint name: relative path} from <Task>[Val]/ subfolders and finetuned/<task>.* files, and
+    the folders and files that look like fine-tunes but were left out (see `DiscoveredPool`)."""
     found: dict[str, dict[str, str]] = {}
+    skipped: list[str] = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.lower() not in NOT_TASKS):
+        if sub.name.startswith((".", "__")):
+            continue
         task = _task_name(sub.name)
         if (sub / "config.json").is_file() and is_model_folder(sub):
             found.setdefault(task, {})["standard"] = sub.name  # a Hugging Face model folder
             continue
         for stem, name in FINETUNED_FILES.items():
             file = _checkpoint_file(sub, stem)
-            if file is not None:
+            if file is not None and _is_empty(file):
+                skipped.append(_skip(f"{sub.name}/{file.name}", _EMPTY, fix="copy or download it again"))
+            elif file is not None:
                 found.setdefault(task, {}).setdefault(name, f"{sub.name}/{file.name}")
+        if task not in found and not any(s.startswith(f"{sub.name}/") for s in skipped):
+            reason = _why_no_checkpoint(sub, folder)
+            if reason is not None:
+                skipped.append(_skip(f"{sub.name}/", reason, fix=_FIX_FOLDER))
+    flat, flat_skipped = _flat_checkpoints(folder)
+    for task, relative in flat.items():
+        found.setdefault(task, {})["standard"] = relative
+    return found, skipped + flat_skipped
+
+
+def _flat_checkpoints(folder: Path) -> tuple[dict[str, str], list[str]]:
+    """Task → relative path of finetuned/<task>.* files and Hugging Face folders, and the entries left out."""
     flat = folder / "finetuned"
-    if flat.is_dir():
-        for file in sorted(flat.iterdir()):
-            if file.suffix in CHECKPOINT_SUFFIXES or is_model_folder(file):
-                found.setdefault(_task_name(file.stem if file.is_file() else file.name), {})["standard"] = (
-                    f"finetuned/{file.name}"
-                )
-    return found
+    found: dict[str, str] = {}
+    skipped: list[str] = []
+    for file in sorted(p for p in flat.iterdir() if not p.name.startswith(".")) if flat.is_dir() else ():
+        if file.is_file() and file.suffix in CHECKPOINT_SUFFIXES and _is_empty(file):
+            skipped.append(_skip(f"finetuned/{file.name}", _EMPTY, fix="copy or download it again"))
+        elif file.suffix in CHECKPOINT_SUFFIXES or is_model_folder(file):
+            found[_task_name(file.stem if file.is_file() else file.name)] = f"finetuned/{file.name}"
+        elif file.is_dir():
+            reason = _why_no_checkpoint(file, folder) or f"holds none of {', '.join(HF_WEIGHTS)}"
+            skipped.append(_skip(f"finetuned/{file.name}/", reason, fix=_FIX_FOLDER))
+    return found, skipped
+
+
+_EMPTY = "is an empty file (an interrupted copy or download?)"
+_FIX_FOLDER = (
+    "put the fine-tune there as finetuned.pt (or a Hugging Face folder with its weights), or name it in pool.yaml"
+)
+
+
+def _why_no_checkpoint(sub: Path, root: Path) -> str | None:
+    """Why a folder that looks like a task's fine-tune holds none that discovery reads; None when it does not
+    look like one (a folder of notes or logs beside the pool)."""
+    entries = [p for p in sub.iterdir() if not p.name.startswith(".")]
+    shards = sorted(p.name for p in entries if p.name.endswith(".index.json"))
+    if shards:
+        return f"holds sharded weights ({shards[0]}); mergelab reads one model.safetensors or pytorch_model.bin"
+    if (sub / "config.json").is_file():
+        return f"has config.json but none of {', '.join(HF_WEIGHTS)}"
+    others = sorted(p.name for p in entries if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+    if others:
+        expected = ", ".join(f"{stem}.pt" for stem in FINETUNED_FILES)
+        return f"holds {', '.join(others[:3])} but none of {expected} (the name says which file is the fine-tune)"
+    if not entries:
+        return "is empty"
+    if _data_path(root, _task_name(sub.name)) is not None:
+        return "has a dataset but no fine-tuned checkpoint"
+    return None
+
+
+def _is_empty(file: Path) -> bool:
+    return file.is_file() and file.stat().st_size == 0
+
+
+def _skip(where: str, reason: str, *, fix: str) -> str:
+    return f"{where}: {reason} (skipped). Fix: {fix}"
 
 
 def _pretrained(folder: Path, checkpoints: dict[str, dict[str, str]]) -> str | None:

@@ -3,7 +3,8 @@
 `read_foreign(path)` returns open_clip image-tower names → LazyTensor (and the text tower when the file
 has a complete one), plus what the file says about QuickGELU and linearization. Formats:
 - open_clip state dicts: safetensors or torch zip (`.pt/.pth/.bin`), full CLIP or visual-only, with
-  `module.`/`model.`/`state_dict` wrappers (engine/io/formats/safetensors_file.py, torch_zip.py);
+  `module.`/`model.`/`state_dict` wrappers (engine/io/formats/safetensors_file.py, torch_zip.py), and
+  training checkpoints that keep the loop's state beside the weights (open_clip's `epoch_N.pt`);
 - task_vectors / tangent / aTLAS pickled `ImageEncoder` modules, read by the restricted unpickler;
 - Hugging Face CLIPModel / CLIPVisionModel(WithProjection) safetensors, a file or a folder with
   model.safetensors (or pytorch_model.bin) and config.json (engine/io/formats/hf_clip.py);
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from engine.errors import CheckpointError
 from engine.io.formats.hf_clip import hf_to_open_clip, is_hf_clip
@@ -29,6 +31,10 @@ from engine.models import clip_parameter_names
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 HF_WEIGHTS = ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 # (the hub's openai/clip-vit-* base models ship pytorch_model.bin only)
+# Training checkpoints keep the model's state dict under one of these keys, beside the optimizer's moments
+# (one exp_avg per parameter), the AMP scaler and counters: open_clip's epoch_N.pt ({epoch, name,
+# state_dict, optimizer[, scaler]}), Lightning's .ckpt, PyTorch's "general checkpoint" recipe.
+MODEL_STATE_KEYS = ("state_dict", "model_state_dict", "model")
 _TEXT_COMPLETE = ("token_embedding.weight", "ln_final.weight", "text_projection", "positional_embedding")
 
 
@@ -97,9 +103,21 @@ def _hf_folder(folder: Path) -> ForeignCheckpoint:
     )
 
 
+def model_state(root: Any) -> Any:
+    """The model's weights of an unpickled torch file: a training checkpoint's state dict entry (its optimizer
+    and scaler state are not the model, and their tensors would otherwise be read as weights), else `root`."""
+    if not isinstance(root, dict):
+        return root
+    for key in MODEL_STATE_KEYS:
+        inner = root.get(key)
+        if isinstance(inner, dict) and any(isinstance(v, LazyTensor) for v in inner.values()):
+            return inner
+    return root
+
+
 def _from_torch_zip(path: Path) -> ForeignCheckpoint:
     unpickled = read_torch_zip(path)
-    root = unpickled.root
+    root = model_state(unpickled.root)
     if isinstance(root, dict) and "model_name" in root and any(str(k).startswith("model.params.") for k in root):
         return _tangent_linearized(path, root)
     quick = (
@@ -108,7 +126,7 @@ def _from_torch_zip(path: Path) -> ForeignCheckpoint:
         else (False if isinstance(root, StandIn) else None)
     )
     fmt = "task_vectors" if isinstance(root, StandIn) else "torch"
-    return _from_state(path, state_tensors(unpickled), fmt=fmt, quick_gelu=quick)
+    return _from_state(path, state_tensors(replace(unpickled, root=root)), fmt=fmt, quick_gelu=quick)
 
 
 def _from_state(path: Path, tensors: dict[str, LazyTensor], *, fmt: str, quick_gelu: bool | None) -> ForeignCheckpoint:

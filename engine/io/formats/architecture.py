@@ -28,37 +28,49 @@ PREFERRED = (
 )
 
 
-def detect_architecture(shapes: Mapping[str, tuple[int, ...]], *, source: str | Path) -> str:
-    """The open_clip config name whose image tower has exactly these keys and shapes."""
-    signature = _signature(shapes, source)
+def detect_architecture(shapes: Mapping[str, tuple[int, ...]], *, source: str | Path, projection: bool = True) -> str:
+    """The open_clip config name whose image tower has exactly these keys and shapes.
+
+    `projection=False` matches a tower saved without `proj` (a Hugging Face CLIPVisionModel): the embedding
+    size is then unknown, so the first architecture in preference order whose tower matches is taken.
+    """
+    signature = _signature(shapes, source, projection=projection)
     for name in _candidates():
-        if _config_signature(name) == signature and expected_visual_shapes(name) == dict(shapes):
+        config = _config_signature(name)
+        if config is None or config[: len(signature)] != signature:
+            continue  # only configs that match are built (on the meta device) to compare key by key
+        expected = expected_visual_shapes(name)
+        if not projection:
+            expected.pop("proj", None)
+        if expected == dict(shapes):
             return name
-    width, layers, patch, image, embed = signature
+    width, layers, patch, image, *embed = signature
     raise CheckpointError(
         source,
         f"matches no known architecture (width {width}, {layers} layers, patch {patch}, "
-        f"image {image}, embedding {embed})",
+        f"image {image}, embedding {embed[0] if embed else 'unknown: no projection'})",
         fix="name it in the pool manifest (architecture: <open_clip config>), or register its "
         "config with open_clip.add_model_config",
     )
 
 
-def _signature(shapes: Mapping[str, tuple[int, ...]], source: str | Path) -> tuple[int, int, int, int, int]:
+def _signature(shapes: Mapping[str, tuple[int, ...]], source: str | Path, *, projection: bool) -> tuple[int, ...]:
+    """(width, layers, patch, image size, embedding size); without the projection, the first four."""
+    needed = ("class_embedding", "conv1.weight", "positional_embedding", *(("proj",) if projection else ()))
     try:
         width = shapes["class_embedding"][0]
         patch = shapes["conv1.weight"][-1]
-        grid = round((shapes["positional_embedding"][0] - 1) ** 0.5)
-        embed = shapes["proj"][1]
+        grid = round(max(shapes["positional_embedding"][0] - 1, 0) ** 0.5)
+        embed = (shapes["proj"][1],) if projection else ()
     except (KeyError, IndexError):
-        missing = [k for k in ("class_embedding", "conv1.weight", "positional_embedding", "proj") if k not in shapes]
+        missing = [k for k in needed if k not in shapes]
         raise CheckpointError(
             source,
             f"is not an open_clip ViT image tower (missing {missing})",
             fix="point at a CLIP ViT checkpoint (open_clip, task_vectors or Hugging Face)",
         ) from None
     layers = len({m.group(1) for k in shapes if (m := re.match(r"transformer\.resblocks\.(\d+)\.", k))})
-    return width, layers, patch, grid * patch, embed
+    return width, layers, patch, grid * patch, *embed
 
 
 @functools.cache

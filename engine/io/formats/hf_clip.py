@@ -156,8 +156,9 @@ def _swap_prefix(name: str, pairs: Iterable[tuple[str, str]]) -> str:
     return name
 
 
-def hf_config(architecture_config: Mapping, *, quick_gelu: bool, with_text: bool) -> dict:
-    """A transformers config.json for the exported model: CLIPVisionModelWithProjection, or CLIPModel
+def hf_config(architecture_config: Mapping, *, quick_gelu: bool, with_text: bool, with_projection: bool = True) -> dict:
+    """A transformers config.json for the exported model: CLIPVisionModelWithProjection, CLIPVisionModel for a
+    tower saved without its projection (no projection_dim: the embedding size is then unknown), or CLIPModel
     when the text tower comes along (`architecture_config` is open_clip's config dict)."""
     vision = architecture_config["vision_cfg"]
     width = vision["width"]
@@ -174,6 +175,14 @@ def hf_config(architecture_config: Mapping, *, quick_gelu: bool, with_text: bool
         "hidden_act": act,
         "projection_dim": architecture_config["embed_dim"],
     }
+    if not with_text and not with_projection:
+        del vision_config["projection_dim"]
+        return {
+            "architectures": ["CLIPVisionModel"],
+            "model_type": "clip_vision_model",
+            **vision_config,
+            "torch_dtype": "float32",
+        }
     if not with_text:
         return {
             "architectures": ["CLIPVisionModelWithProjection"],

@@ -1,8 +1,9 @@
 """Write a checkpoint as a Hugging Face model folder (the reverse of reading FusionBench's checkpoints).
 
 `config.json` + `model.safetensors`, written together or not at all: CLIPVisionModelWithProjection for an
-image tower, CLIPModel when the checkpoint holds both towers. Reading the folder back with
-`engine.io.checkpoints.load_checkpoint` gives the same tensors (tests/test_io_formats.py).
+image tower, CLIPVisionModel for one read without its projection (a Hugging Face CLIPVisionModel fine-tune:
+what it holds is written, nothing is made up), CLIPModel when the checkpoint holds both towers. Reading the
+folder back with `engine.io.checkpoints.load_checkpoint` gives the same tensors (tests/test_io_formats.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ def export_hf_folder(checkpoint: Checkpoint, folder: Path) -> Path:
     meta = checkpoint.meta
     state = checkpoint.state if meta.tower == "clip" else {f"visual.{k}": v for k, v in checkpoint.state.items()}
     tensors = {k: v.float().contiguous() for k, v in open_clip_to_hf(state).items()}
-    config = hf_config(model_config(meta.architecture), quick_gelu=meta.quick_gelu, with_text=meta.tower == "clip")
+    config = hf_config(
+        model_config(meta.architecture),
+        quick_gelu=meta.quick_gelu,
+        with_text=meta.tower == "clip",
+        with_projection="visual_projection.weight" in tensors,
+    )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with all_or_nothing([folder / "model.safetensors", folder / "config.json"]) as (tmp_weights, tmp_config):
