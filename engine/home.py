@@ -39,6 +39,11 @@ class PathPolicy:
     def confined(self) -> bool:
         return self.roots is not None
 
+    @staticmethod
+    def trust_all() -> PathPolicy:
+        """No roots: what a library caller (or the command line) gets when it passes no policy."""
+        return PathPolicy(Path.cwd())
+
     def resolve(self, raw: str | Path) -> Path:
         """The absolute, symlink-resolved path of `raw`, refused when it lies outside the roots."""
         path = Path(raw).expanduser()

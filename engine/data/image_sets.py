@@ -8,11 +8,15 @@ CSV paths are relative to the CSV's folder; a header row is optional; labels are
 class names. Display class names come from `task.json` (`class_names`) or `classes.json` beside the
 data, else from the standard task of that name (engine/data/standard_tasks.py), else from the folders or
 labels themselves. Scanning reads no image, so a cache can be checked before anything is decoded.
+Every file read goes through a `PathPolicy` (engine/home.py): under the dashboard's, a CSV row or a
+symlinked image that resolves outside the allowed roots is refused at the scan (before any "does not
+exist" could tell whether it is there), and each image is opened with its descriptor checked again.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import struct
@@ -26,6 +30,7 @@ from PIL import Image
 from engine.data.standard_tasks import StandardTask, standard_task
 from engine.data.tasks import SPLITS, LabelledImages, TaskData, TaskInfo, read_task_info, task_templates
 from engine.errors import DatasetError
+from engine.home import PathPolicy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 CSV_COLUMNS = ("path", "label", "split")
@@ -81,40 +86,40 @@ class _Row:
         return DatasetError(f"{self.csv}, row {self.line}", problem, fix=fix)
 
 
-def scan_image_set(path: Path, *, name: str | None = None) -> ImageSet:
+def scan_image_set(path: Path, *, name: str | None = None, policy: PathPolicy | None = None) -> ImageSet:
     """List an image folder, a CSV file or a folder of split CSVs (no image is decoded).
 
     `name` (the task's name in a pool) wins over task.json's and the folder's; it also picks the
     standard task whose templates and class names apply when task.json gives none.
     """
-    path = Path(path)
+    path, policy = Path(path), policy or PathPolicy.trust_all()
     root = path if path.is_dir() else path.parent
-    info = read_task_info(root / "task.json") if (root / "task.json").is_file() else TaskInfo()
+    info = read_task_info(policy.check(root / "task.json")) if (root / "task.json").is_file() else TaskInfo()
     task_name = name or info.name or (path.name if path.is_dir() else path.stem)
     standard = standard_task(task_name)
-    given = _given_names(root, info)
+    given = _given_names(root, info, policy)
     split_csvs = [root / f"{s}.csv" for s in SPLITS if (root / f"{s}.csv").is_file()] if path.is_dir() else []
     if not path.is_dir():
-        class_names, files = _label_rows(_read_csv(path, split=None), given, standard)
+        class_names, files = _label_rows(_read_csv(path, split=None, policy=policy), given, standard)
     elif split_csvs:
-        rows = [row for file in split_csvs for row in _read_csv(file, split=file.stem)]
+        rows = [row for file in split_csvs for row in _read_csv(file, split=file.stem, policy=policy)]
         class_names, files = _label_rows(rows, given, standard)
     else:
-        class_names, files = _scan_folders(path, given, standard)
+        class_names, files = _scan_folders(path, given, standard, policy)
     return ImageSet(task_name, class_names, task_templates(info, task_name), tuple(files))
 
 
-def decode_image_set(image_set: ImageSet, *, image_size: int | None) -> TaskData:
+def decode_image_set(image_set: ImageSet, *, image_size: int | None, policy: PathPolicy | None = None) -> TaskData:
     """Decode every split present (resized and centre-cropped to `image_size` when given)."""
-    splits = {}
+    splits, policy = {}, policy or PathPolicy.trust_all()
     for split in SPLITS:
         files = [f for f in image_set.files if f.split == split]
         if files:
-            splits[split] = _decode(files, image_size=image_size)
+            splits[split] = _decode(files, image_size=image_size, policy=policy)
     return TaskData(image_set.name, image_set.class_names, image_set.templates, splits)
 
 
-def _given_names(root: Path, info: TaskInfo) -> _GivenNames | None:
+def _given_names(root: Path, info: TaskInfo, policy: PathPolicy) -> _GivenNames | None:
     """task.json's class_names, else classes.json (list or mapping), else None."""
     if info.class_names:
         return _GivenNames(root / "task.json", info.class_names)
@@ -122,7 +127,8 @@ def _given_names(root: Path, info: TaskInfo) -> _GivenNames | None:
     if not path.is_file():
         return None
     try:
-        names = json.loads(path.read_text(encoding="utf-8"))
+        with policy.open_file(path) as handle:
+            names = json.loads(handle.read().decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise DatasetError(path, f"cannot be read as JSON ({exc})", fix="write a list of names or an object") from exc
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
@@ -137,7 +143,7 @@ def _given_names(root: Path, info: TaskInfo) -> _GivenNames | None:
 
 
 def _scan_folders(
-    root: Path, given: _GivenNames | None, standard: StandardTask | None
+    root: Path, given: _GivenNames | None, standard: StandardTask | None, policy: PathPolicy
 ) -> tuple[tuple[str, ...], list[ImageFile]]:
     split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
     if not split_dirs:
@@ -155,6 +161,8 @@ def _scan_folders(
             for file in sorted((split_dir / folder).glob("*"))
             if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()
         ]
+        for entry in found:  # a symlinked image must resolve inside the roots too
+            policy.check(entry.file)
         if not found:
             raise DatasetError(split_dir, "contains no images", fix=f"add {'/'.join(IMAGE_SUFFIXES)} files per class")
         files += found
@@ -181,11 +189,11 @@ def _display_names(
     return tuple(given.names[k] for k in keys)
 
 
-def _read_csv(path: Path, *, split: str | None) -> list[_Row]:
+def _read_csv(path: Path, *, split: str | None, policy: PathPolicy) -> list[_Row]:
     """Rows of one CSV; `split` is the split of every row (a file of a split-CSV folder), else a column."""
     allowed = CSV_COLUMNS[:2] if split else CSV_COLUMNS
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        with policy.open_file(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
             lines = [(n, cells) for n, cells in _numbered(csv.reader(handle)) if any(c.strip() for c in cells)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(path, f"cannot be read as CSV ({exc})", fix="write UTF-8 rows path,label[,split]") from exc
@@ -194,7 +202,7 @@ def _read_csv(path: Path, *, split: str | None) -> list[_Row]:
     columns, has_header = _columns([c.strip() for c in lines[0][1]], allowed, path)
     rows = []
     for line, cells in lines[1:] if has_header else lines:
-        rows.append(_parse_row(path, line, [c.strip() for c in cells], columns, split=split))
+        rows.append(_parse_row(path, line, [c.strip() for c in cells], columns, split=split, policy=policy))
     if not rows:
         raise DatasetError(path, "has a header but no rows", fix=f"write one row {','.join(allowed)} per image")
     return rows
@@ -224,7 +232,9 @@ def _columns(first: list[str], allowed: tuple[str, ...], path: Path) -> tuple[di
     return {c: i for i, c in enumerate(allowed[: len(first)])}, False
 
 
-def _parse_row(path: Path, line: int, cells: list[str], columns: dict[str, int], *, split: str | None) -> _Row:
+def _parse_row(
+    path: Path, line: int, cells: list[str], columns: dict[str, int], *, split: str | None, policy: PathPolicy
+) -> _Row:
     where = f"{path}, row {line}"
     if len(cells) != len(columns):
         raise DatasetError(
@@ -239,6 +249,7 @@ def _parse_row(path: Path, line: int, cells: list[str], columns: dict[str, int],
     if not source or not label:
         raise DatasetError(where, "has an empty path or label", fix="fill in both, or delete the row")
     file = Path(source) if Path(source).is_absolute() else path.parent / source
+    policy.check(file, shown=where)  # before "does not exist", which would tell what lies outside the roots
     if not file.is_file():
         raise DatasetError(
             where,
@@ -302,12 +313,12 @@ def _named_labels(
     return class_names, [index[r.label] for r in rows]
 
 
-def _decode(files: list[ImageFile], *, image_size: int | None) -> LabelledImages:
-    first = _read_image(files[0].file, image_size=image_size)  # [3, H, W]
+def _decode(files: list[ImageFile], *, image_size: int | None, policy: PathPolicy) -> LabelledImages:
+    first = _read_image(files[0].file, image_size=image_size, policy=policy)  # [3, H, W]
     images = torch.empty((len(files), *first.shape), dtype=torch.uint8)  # [N, 3, H, W]
     images[0] = first
     for i, entry in enumerate(files[1:], start=1):
-        image = _read_image(entry.file, image_size=image_size)  # [3, H', W']
+        image = _read_image(entry.file, image_size=image_size, policy=policy)  # [3, H', W']
         if image.shape != first.shape:
             raise DatasetError(
                 entry.file,
@@ -320,11 +331,11 @@ def _decode(files: list[ImageFile], *, image_size: int | None) -> LabelledImages
     return LabelledImages(images, labels)
 
 
-def _read_image(file: Path, *, image_size: int | None) -> torch.Tensor:
+def _read_image(file: Path, *, image_size: int | None, policy: PathPolicy) -> torch.Tensor:
     """One image as [3, H, W] uint8; any failure to decode it names the file (one bad image in a dataset of
     thousands must be findable, not a traceback from inside PIL)."""
     try:
-        with Image.open(file) as img:
+        with policy.open_file(file) as handle, Image.open(handle) as img:
             img = img.convert("RGB")
             if image_size is not None:
                 img = _resize_center_crop(img, image_size)

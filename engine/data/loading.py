@@ -13,19 +13,27 @@ from engine.data.image_sets import decode_image_set, scan_image_set
 from engine.data.task_cache import load_cached
 from engine.data.tasks import TaskData, check_task, load_packed_task
 from engine.errors import DatasetError
+from engine.home import PathPolicy
 
 
 def load_task(
-    path: Path, *, image_size: int | None = None, cache_dir: Path | None = None, name: str | None = None
+    path: Path,
+    *,
+    image_size: int | None = None,
+    cache_dir: Path | None = None,
+    name: str | None = None,
+    policy: PathPolicy | None = None,
 ) -> TaskData:
     """Load a packed task file, an image folder, a CSV file or a folder of split CSVs.
 
     `image_size` resizes and centre-crops image files (packed tasks are returned as stored).
     `cache_dir` keeps decoded image files as a packed task under `cache_dir/tasks/`, so the next
     load only hashes the files. `name` (the task's name in a pool, e.g. "EuroSAT") names the task
-    and picks a standard task's templates and class names when the data's JSON gives none.
+    and picks a standard task's templates and class names when the data's JSON gives none. `policy`
+    checks every file read (the dashboard's confines them to the allowed roots; default: trusted).
     """
-    path = Path(path)
+    path, policy = Path(path), policy or PathPolicy.trust_all()
+    policy.check(path)
     if not path.exists():
         raise DatasetError(
             path,
@@ -34,15 +42,18 @@ def load_task(
             "or CSV files path,label[,split]",
         )
     if path.is_dir() or path.suffix.lower() == ".csv":
-        return _load_image_files(path, image_size=image_size, cache_dir=cache_dir, name=name)
+        return _load_image_files(path, image_size=image_size, cache_dir=cache_dir, name=name, policy=policy)
+    policy.check(path.with_suffix(".json"))
     return load_packed_task(path, name=name)
 
 
-def _load_image_files(path: Path, *, image_size: int | None, cache_dir: Path | None, name: str | None) -> TaskData:
-    image_set = scan_image_set(path, name=name)
+def _load_image_files(
+    path: Path, *, image_size: int | None, cache_dir: Path | None, name: str | None, policy: PathPolicy
+) -> TaskData:
+    image_set = scan_image_set(path, name=name, policy=policy)
 
     def decode() -> TaskData:
-        return check_task(decode_image_set(image_set, image_size=image_size), path)
+        return check_task(decode_image_set(image_set, image_size=image_size, policy=policy), path)
 
     if cache_dir is None:
         return decode()

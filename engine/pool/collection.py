@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +31,7 @@ from engine.data.tasks import TaskData
 from engine.errors import CheckpointError, DatasetError, SchemaError
 from engine.eval.heads import cached_head, load_head_file
 from engine.eval.suite import EvalSuite
+from engine.home import PathPolicy
 from engine.io.checkpoints import (
     Checkpoint,
     CheckpointMeta,
@@ -97,13 +98,28 @@ class Collection:
     manifest: CollectionManifest
     verified: VerifiedFiles | None = None  # remembers sidecar'd checkpoints already hash-checked (with_verified)
     warnings: tuple[str, ...] = ()  # what opening it left out, and why (a discovered pool's skipped folders)
+    policy: PathPolicy = field(default_factory=PathPolicy.trust_all)  # checks every file read for the user
 
     @property
     def task_names(self) -> tuple[str, ...]:
         return tuple(self.manifest.tasks)
 
     def path(self, relative: str) -> Path:
-        return (self.root / relative).resolve()
+        """A path the manifest names, resolved, and checked against the policy's roots (the dashboard's)."""
+        return self.policy.check((self.root / relative).resolve(), shown=self.root / relative)
+
+    def _checkpoint_files(self, path: Path) -> Path:
+        """`path` (a checkpoint file or folder) with its sidecar and every file of a folder checked too: an HF
+        folder's model.safetensors or a sidecar may be a symlink pointing anywhere."""
+        if self.policy.confined:
+            for file in [sidecar_path(path), *(path.rglob("*") if path.is_dir() else ())]:
+                if file.exists():
+                    self.policy.check(file)
+        return path
+
+    def with_policy(self, policy: PathPolicy) -> Collection:
+        """This collection reading every file under `policy` (open_for_user gives the caller's)."""
+        return replace(self, policy=policy)
 
     def variants(self, task: str) -> tuple[str, ...]:
         return tuple(self._entry(task).checkpoints)
@@ -114,7 +130,10 @@ class Collection:
 
     def pretrained_lazy(self) -> LazyCheckpoint:
         return open_checkpoint(
-            self.path(self.manifest.pretrained), variant="pretrained", verified=self.verified, **self._overrides()
+            self._checkpoint_files(self.path(self.manifest.pretrained)),
+            variant="pretrained",
+            verified=self.verified,
+            **self._overrides(),
         )
 
     def finetuned(self, task: str, variant: str = "standard") -> Checkpoint:
@@ -125,7 +144,7 @@ class Collection:
     ) -> LazyCheckpoint:
         """One fine-tuned checkpoint, located but not read (a foreign HF fine-tune borrows the pretrained `proj`)."""
         return open_checkpoint(
-            self._checkpoint_path(task, variant),
+            self._checkpoint_files(self._checkpoint_path(task, variant)),
             task=task,
             fill_from=(lambda: pretrained) if pretrained else self.pretrained_lazy,
             verified=self.verified,
@@ -153,7 +172,9 @@ class Collection:
             return generated_task(
                 data.task, seed=data.seed, real_images=self.path(data.real_images), cache_dir=cache_dir
             )
-        task_data = load_task(self.path(data), image_size=image_size, cache_dir=cache_dir, name=task)
+        task_data = load_task(
+            self.path(data), image_size=image_size, cache_dir=cache_dir, name=task, policy=self.policy
+        )
         templates = self._entry(task).templates
         return replace(task_data, templates=templates) if templates else task_data
 
@@ -230,7 +251,7 @@ class Collection:
 
     def checkpoint_meta(self, task: str, variant: str = "standard") -> CheckpointMeta:
         """One fine-tuned checkpoint's metadata: its sidecar, or what its content says (tensors not read)."""
-        path = self._checkpoint_path(task, variant)
+        path = self._checkpoint_files(self._checkpoint_path(task, variant))
         return read_sidecar(path) if sidecar_path(path).is_file() else self.finetuned_lazy(task, variant).meta
 
     def referenced_paths(self) -> tuple[Path, ...]:
@@ -266,12 +287,22 @@ def finetune_folder(root: Path, pretrained_sha256: str, task: str) -> Path:
     return Path(root) / pretrained_sha256[:16] / task
 
 
-def load_collection(path: Path) -> Collection:
+def load_collection(path: Path, *, policy: PathPolicy | None = None) -> Collection:
     """A collection.json (or its folder), a pool manifest (.yaml/.yml/.json), or a pool folder discovered by
-    layout (engine/pool/discovery.py)."""
+    layout (engine/pool/discovery.py); under `policy` the manifest it reads must resolve inside its roots
+    (a collection.json may be a symlink), and so does every file the collection reads later."""
+    from engine.pool.discovery import POOL_MANIFESTS
+
+    path, policy = Path(path), policy or PathPolicy.trust_all()
+    for manifest in [path / n for n in (MANIFEST, *POOL_MANIFESTS)] if path.is_dir() else [path]:
+        if manifest.is_file():
+            policy.check(manifest)
+    return _read_collection(path).with_policy(policy)
+
+
+def _read_collection(path: Path) -> Collection:
     from engine.pool.discovery import POOL_MANIFESTS, discover_pool, read_pool_manifest
 
-    path = Path(path)
     if path.is_dir() and not (path / MANIFEST).is_file():
         found = discover_pool(path)
         return replace(_validated(found.document, path, root=path), warnings=found.skipped)
