@@ -8,6 +8,7 @@ MERGELAB_FAULT set, checks it died by SIGKILL, then "restarts" by opening the sa
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -20,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import DiskFullError
 from engine.faults import fault_point
 from engine.home import DataHome
-from engine.io.atomic import sweep_stale_parts
+from engine.io.atomic import all_or_nothing, atomic_path, sweep_stale_parts
 from engine.io.checkpoints import load_checkpoint
 from engine.jobs.runner import LocalRunner
 from engine.processes import process_start
@@ -216,3 +218,18 @@ def test_a_fault_point_does_nothing_unless_named_and_refuses_unknown_names(monke
     fault_point("job.mid_run")
     with pytest.raises(ValueError, match="unknown fault point"):
         fault_point("export.typo")
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_write_that_finds_the_disk_full_names_the_file_and_removes_its_temporaries(tmp_path, code):
+    target = tmp_path / "out" / "m.safetensors"
+    with pytest.raises(DiskFullError, match="free space in") as caught:
+        with all_or_nothing([target, target.with_suffix(".json")]) as (tensors, sidecar):
+            tensors.write_bytes(b"written")
+            raise OSError(code, os.strerror(code), str(sidecar))
+    assert caught.value.subject == str(target) and str(target.parent) in caught.value.fix
+    assert list(target.parent.iterdir()) == []
+    with pytest.raises(PermissionError):  # any other failure passes unchanged
+        with atomic_path(target):
+            raise PermissionError(errno.EACCES, "denied")
+    assert list(target.parent.iterdir()) == []
