@@ -48,3 +48,7 @@ class UnknownMethodError(ParameterError):
 
 class OutputExistsError(MergelabError):
     """An output folder already exists; mergelab writes a new one rather than mixing old and new files."""
+
+
+class DiskFullError(MergelabError):
+    """A file could not be written for want of room: the disk or quota is full, or a file-size limit hit."""

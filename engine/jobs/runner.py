@@ -26,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.faults import fault_point
 from engine.jobs.ref import WorkspaceRef
 from engine.runs.log import RunLog
 from engine.workspace import Workspace
@@ -75,9 +76,11 @@ class JobContext:
         self.job_id = job_id
 
     def report(self, step: int, total: int, message: str = "", metrics: Mapping[str, Any] | None = None) -> None:
+        """Record how far the job got (in the run log too, when the runner has one)."""
         self._update(
             step=step, total=total, message=message, **({"metrics": dict(metrics)} if metrics is not None else {})
         )
+        fault_point("job.mid_run")  # crash tests: die running, with this step on record
 
     @property
     def cancelled(self) -> bool:

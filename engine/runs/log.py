@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import SchemaError
+from engine.faults import fault_point
+from engine.processes import process_alive, process_start
 
 SCHEMA_VERSION = 1
 RUNS_V0 = """
@@ -188,6 +190,14 @@ class RunLog:
         finally:
             db.close()
 
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; the `runlog.before_commit` fault point sits between its rows and its commit,
+        where a killed writer must leave the file as it was (SQLite's WAL discards the uncommitted frames)."""
+        with self._connect() as db:
+            yield db
+            fault_point("runlog.before_commit")
+
     def record(
         self,
         kind: str,
@@ -217,7 +227,7 @@ class RunLog:
             parent_id,
             job_id,
         )
-        with self._connect() as db:
+        with self._write() as db:
             cursor = db.execute(
                 "INSERT INTO runs (created, kind, status, method, tasks, inputs, outputs, "
                 "duration_s, device, versions, parent_id, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -234,7 +244,7 @@ class RunLog:
         duration_s: float | None = None,
     ) -> None:
         """Finish a run recorded early (a grid's row, recorded first so its trials can name it as parent)."""
-        with self._connect() as db:
+        with self._write() as db:
             db.execute(
                 "UPDATE runs SET status = ?, outputs = ?, duration_s = ? WHERE id = ?",
                 (status, json.dumps(outputs), duration_s, run_id),
@@ -298,7 +308,7 @@ class RunLog:
     def add_job(self, *, name: str, kind: str, owner: str, device: str, spec: Mapping[str, Any]) -> int:
         """Record a job as it is submitted (state "queued"); returns its id, unique in this file."""
         pid, started = _this_process()
-        with self._connect() as db:
+        with self._write() as db:
             cursor = db.execute(
                 "INSERT INTO jobs (created, name, kind, owner, device, spec, state, pid, process_start) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
@@ -330,7 +340,7 @@ class RunLog:
         elif state is not None and state not in ACTIVE_JOB_STATES:
             changes["finished"] = _now()
         if changes:
-            with self._connect() as db:
+            with self._write() as db:
                 db.execute(
                     f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?",
                     (*changes.values(), job_id),
@@ -355,7 +365,7 @@ class RunLog:
             active = db.execute(
                 "SELECT id, pid, process_start FROM jobs WHERE state IN (?, ?)", ACTIVE_JOB_STATES
             ).fetchall()
-            dead = [job_id for job_id, pid, started in active if not _process_alive(pid, started)]
+            dead = [job_id for job_id, pid, started in active if not process_alive(pid, started)]
             db.executemany(
                 "UPDATE jobs SET state = 'interrupted', finished = ? WHERE id = ?", [(_now(), j) for j in dead]
             )
@@ -376,25 +386,4 @@ def _now() -> str:
 
 def _this_process() -> tuple[int, str]:
     pid = os.getpid()
-    return pid, _process_start(pid) or _now()
-
-
-def _process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
-
-
-def _process_alive(pid: int, started: str) -> bool:
-    if not Path("/proc").is_dir():  # no /proc: the pid alone
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return _process_start(pid) == started
+    return pid, process_start(pid) or _now()
