@@ -125,7 +125,6 @@ def test_a_symlink_swapped_while_files_are_opened_never_reads_outside(places):
     assert b"secret" not in reads and reads and refused  # both outcomes happened, never the outside bytes
 
 
-
 def test_a_collection_manifest_that_is_a_symlink_outside_is_refused(places, tiny_collection_dir, tmp_path):
     inside, outside, _ = places
     shutil.copytree(tiny_collection_dir, outside / "real")
