@@ -154,6 +154,34 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
+def _descendants(pid: int) -> list[int]:
+    out, pending = [], [pid]
+    while pending:
+        p = pending.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
+def tree_cpu_seconds(pid: int, *, exclude: int | None = None) -> float:
+    """User + system CPU time of a process and its live descendants (without `exclude`'s tree)."""
+    skip = set(_descendants(exclude)) if exclude is not None else set()
+    ticks = 0
+    for p in _descendants(pid):
+        if p in skip:
+            continue
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Monitor:
     """Polls /_stcore/health and samples the server's RSS every `interval` s on a thread, until stopped."""
@@ -162,6 +190,7 @@ class Monitor:
     pid: int
     interval: float = 0.5
     health_s: list[float] = field(default_factory=list)
+    health_at: list[float] = field(default_factory=list)  # seconds since the monitor started
     health_failures: int = 0
     rss_bytes: list[int] = field(default_factory=list)
 
@@ -178,6 +207,7 @@ class Monitor:
         self._thread.join(30)
 
     def _loop(self) -> None:
+        began = time.monotonic()
         while not self._stop.is_set():
             tick = time.monotonic()
             self.rss_bytes.append(tree_rss_bytes(self.pid))
@@ -188,6 +218,7 @@ class Monitor:
             except OSError:
                 ok = False
             self.health_s.append(time.perf_counter() - start)
+            self.health_at.append(tick - began)
             self.health_failures += not ok
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - tick)))
 
@@ -207,7 +238,8 @@ class ContextResult:
     expected: tuple[str, str]
     shown: tuple[str, str] | None = None
     slider_values: dict[str, float] | None = None
-    time_to_numbers_s: float | None = None
+    time_to_first_numbers_s: float | None = None  # the link's settings shown
+    time_to_numbers_s: float | None = None  # after the key presses, its own final numbers
     error: str = ""
 
     @property
@@ -244,6 +276,7 @@ async def _one_context(browser, url: str, index: int, setting: Setting, expected
             page.get_by_test_id("stMetric").filter(has_text="mean normalized accuracy").get_by_test_id("stMetricValue")
         )
         await expect(merged).to_be_visible(timeout=ms)  # the link's settings merged and shown
+        result.time_to_first_numbers_s = time.perf_counter() - start
         thumb = page.get_by_test_id("stSlider").nth(setting.slider_index()).get_by_role("slider")
         await thumb.focus()
         for _ in range(PRESSES):
@@ -273,18 +306,23 @@ async def _one_context(browser, url: str, index: int, setting: Setting, expected
     return result
 
 
-async def _drive(url: str, items: list[Setting], expected, timeout_s: float) -> tuple[list[ContextResult], float]:
+async def _drive(
+    url: str, items: list[Setting], expected, timeout_s: float, *, server: int
+) -> tuple[list[ContextResult], float, float]:
+    """All contexts at once in one Chromium; returns their results, the wall time and the CPU seconds the
+    browser side (Playwright's driver and Chromium, this process's children other than the server) used."""
     from playwright.async_api import async_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install chromium"
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), tree_cpu_seconds(os.getpid(), exclude=server)
             results = await asyncio.gather(
                 *(_one_context(browser, url, i, s, e, timeout_s) for i, (s, e) in enumerate(zip(items, expected)))
             )
-            return list(results), time.perf_counter() - start
+            wall = time.perf_counter() - start
+            return list(results), wall, tree_cpu_seconds(os.getpid(), exclude=server) - cpu
         finally:
             await browser.close()
 
@@ -312,11 +350,15 @@ def run_load(home: Path, contexts: int, *, timeout_s: float = 300.0, warm: bool 
     with dashboard_server(home / "server-home") as (url, proc):
         idle_rss = tree_rss_bytes(proc.pid) / 2**30
         warm_s = warm_up(url) if warm else None
+        cpu_before = tree_cpu_seconds(proc.pid)
         with Monitor(url, proc.pid) as monitor:
-            results, wall_s = asyncio.run(_drive(url, items, expected, timeout_s))
+            results, wall_s, browser_cpu_s = asyncio.run(_drive(url, items, expected, timeout_s, server=proc.pid))
             final_rss = tree_rss_bytes(proc.pid) / 2**30
+        server_cpu_s = tree_cpu_seconds(proc.pid) - cpu_before
         server_alive = proc.poll() is None
     times = [r.time_to_numbers_s for r in results if r.time_to_numbers_s is not None]
+    firsts = [r.time_to_first_numbers_s for r in results if r.time_to_first_numbers_s is not None]
+    slowest = sorted(zip(monitor.health_s, monitor.health_at), reverse=True)[:5]
     health_max = monitor.health_max_s
     return {
         "benchmark": "many users on one dashboard server: N browser contexts on the Merge page (demo zoo, CPU)",
@@ -330,7 +372,18 @@ def run_load(home: Path, contexts: int, *, timeout_s: float = 300.0, warm: bool 
             "max": round(max(times), 2) if times else None,
             "note": "per context: page opened by its link, two key presses, until its own numbers are shown",
         },
+        "time_to_first_numbers_s": {
+            "median": round(statistics.median(firsts), 2) if firsts else None,
+            "max": round(max(firsts), 2) if firsts else None,
+            "note": "per context: page opened by its link until the link's numbers are shown",
+        },
         "all_contexts_wall_s": round(wall_s, 2),
+        "cpu_s_during_load": {
+            "server": round(server_cpu_s, 1),
+            "browser": round(browser_cpu_s, 1),
+            "note": "the server's and Chromium's share of the machine while all contexts ran; the benchmark "
+            "process's own (Playwright client) time is in the browser figure",
+        },
         "warm_up_first_page_s": round(warm_s, 2) if warm_s is not None else None,
         "serial_engine_s": round(serial_s, 2),
         "health": {
@@ -338,6 +391,7 @@ def run_load(home: Path, contexts: int, *, timeout_s: float = 300.0, warm: bool 
             "max_latency_s": round(health_max, 3),
             "median_latency_s": round(statistics.median(monitor.health_s), 3) if monitor.health_s else None,
             "failures": monitor.health_failures,
+            "slowest_polls": [{"latency_s": round(d, 3), "at_s": round(t, 1)} for d, t in slowest],
             "goal_max_s": HEALTH_GOAL_S,
             "responsive": monitor.health_failures == 0 and health_max <= HEALTH_GOAL_S,
         },
@@ -362,7 +416,12 @@ def run_load(home: Path, contexts: int, *, timeout_s: float = 300.0, warm: bool 
             for r in results
             if not r.correct
         ],
-        "machine": {"cores": os.cpu_count(), "chromium": CHROMIUM, "python": sys.version.split()[0]},
+        "machine": {
+            "cores": os.cpu_count(),
+            "load_average_1min_after": round(os.getloadavg()[0], 1),
+            "chromium": CHROMIUM,
+            "python": sys.version.split()[0],
+        },
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
