@@ -120,6 +120,90 @@ def test_jobs_page_with_a_running_job_and_with_none(app, tiny_collection_dir, da
         runner.wait(job, timeout=30)
 
 
+APPTEST_SESSION = "test session id"  # the session id AppTest's script runs see (streamlit.testing)
+
+
+@pytest.fixture()
+def gated_job():
+    """submit(owner) -> job id of a job that runs until the test ends (then it is let go and waited for)."""
+    import threading
+
+    from ui import resources
+
+    gate, started = threading.Event(), []
+
+    def waiting_job(ctx):
+        ctx.report(1, 4, "waiting for the gate")
+        while not gate.wait(0.05):
+            ctx.check_cancelled()
+        return 1
+
+    def submit(owner: str) -> int:
+        started.append(resources.job_runner().submit("demo wait", waiting_job, owner=owner))
+        return started[-1]
+
+    yield submit
+    gate.set()
+    for job in started:
+        resources.job_runner().wait(job, timeout=30)
+
+
+def test_a_page_following_another_sessions_job_shows_it_read_only(app, gated_job):
+    """widgets.job_progress (Compare, Merge parts, fine-tune, learn pages): a job id in this session's state
+    that another session started shows its progress, but no Cancel, and the job keeps running."""
+    from engine.jobs.runner import JobState
+    from ui import resources
+
+    job = gated_job("another-session")
+    app.session_state["compare_job"] = job
+    _open(app, "views/compare.py")
+    assert not app.exception
+    assert any("demo wait" in p.proto.text for p in app.get("progress"))
+    assert not any(b.label == "Cancel" for b in app.button)
+    assert any("another session's" in c.value for c in app.caption)
+    assert resources.job_runner().status(job).state is JobState.RUNNING
+
+
+def test_the_owner_session_can_cancel_its_job_from_the_page(app, gated_job):
+    from engine.jobs.runner import JobState
+    from ui import resources
+
+    job = gated_job(APPTEST_SESSION)
+    app.session_state["compare_job"] = job
+    _open(app, "views/compare.py")
+    assert not any("another session's" in c.value for c in app.caption)
+    next(b for b in app.button if b.label == "Cancel").click().run()
+    assert not app.exception
+    assert resources.job_runner().wait(job, timeout=30).state is JobState.CANCELLED
+
+
+def test_the_jobs_page_lets_the_owner_cancel_and_nobody_else(app, gated_job):
+    from engine.jobs.runner import JobState
+    from ui import resources
+
+    mine, theirs = gated_job(APPTEST_SESSION), gated_job("another-session")  # one worker: theirs queued
+    _open(app, "views/jobs.py")
+    assert not app.exception
+    cancels = [b for b in app.button if b.label == "Cancel"]
+    assert [b.key for b in cancels] == [f"cancel-{mine}"]
+    cancels[0].click().run()
+    assert resources.job_runner().wait(mine, timeout=30).state is JobState.CANCELLED
+    assert resources.job_runner().status(theirs).state in (JobState.QUEUED, JobState.RUNNING)
+
+
+def test_cancel_job_refuses_a_session_that_does_not_own_the_job(gated_job):
+    """The server-side check behind every Cancel button: outside that session (here: no session at all,
+    owner "script") the job is not cancelled."""
+    from engine.jobs.runner import JobState
+    from ui import resources
+
+    job = gated_job("another-session")
+    assert resources.job_owner(job) == "another-session" and not resources.owns_job(job)
+    assert resources.cancel_job(job) is False
+    assert resources.job_runner().status(job).state in (JobState.QUEUED, JobState.RUNNING)
+    assert resources.job_owner(10_000) == "" and resources.cancel_job(10_000) is False
+
+
 def test_save_run_and_export_from_the_merge_page(app, tiny_collection_dir, data_home):
     from engine.io.checkpoints import load_checkpoint
     from engine.runs.log import RunLog

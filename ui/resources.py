@@ -159,6 +159,29 @@ def session_owner() -> str:
     return ctx.session_id if ctx is not None else "script"
 
 
+def job_owner(job_id: int) -> str:
+    """The session recorded as the job's owner ("" when the run log has no such job)."""
+    log = job_runner().run_log
+    try:
+        return log.job(job_id).owner if log is not None else ""
+    except KeyError:
+        return ""
+
+
+def owns_job(job_id: int) -> bool:
+    """Whether this browser session started the job: on a shared server only it may cancel the job."""
+    owner = job_owner(job_id)
+    return bool(owner) and owner == session_owner()
+
+
+def cancel_job(job_id: int) -> bool:
+    """Cancel the job if this session owns it; another session's job is left running (returns False)."""
+    if not owns_job(job_id):
+        return False
+    job_runner().cancel(job_id)
+    return True
+
+
 def run_log() -> RunLog:
     return _run_log(str(DataHome.from_env().ensure().runs / "runs.sqlite3"))
 

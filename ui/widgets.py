@@ -106,8 +106,9 @@ def _require(ready: bool, *, what: str, cost: str, compute, key: str, job: tuple
 
 
 def job_progress(session_key: str):
-    """The progress bar and Cancel button of the job whose id is in st.session_state[session_key];
-    returns its JobStatus (None when no job was started from this page)."""
+    """The progress bar of the job whose id is in st.session_state[session_key], with a Cancel button
+    only when this session owns the job (another session's reads "another session's"); returns its
+    JobStatus (None when no job was started from this page)."""
     from engine.jobs.runner import FINISHED
 
     job_id = st.session_state.get(session_key)
@@ -120,6 +121,9 @@ def job_progress(session_key: str):
         job.fraction if job.state not in FINISHED else 1.0,
         text=f"#{job.id} {job.name} · {job.state.value}" + (f" · {job.message}" if job.message else ""),
     )
-    if job.state not in FINISHED and right.button("Cancel", key=f"{session_key}_cancel"):
-        runner.cancel(job.id)
+    if job.state not in FINISHED:
+        if not resources.owns_job(job.id):
+            right.caption("another session's")
+        elif right.button("Cancel", key=f"{session_key}_cancel"):
+            resources.cancel_job(job.id)
     return job

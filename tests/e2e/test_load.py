@@ -1,0 +1,31 @@
+"""Many users on one server, small: a few browser sessions at once on the Merge page of one `streamlit run`,
+each with its own method and sliders (bench/dashboard_load.py with 5 contexts instead of 20)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.dashboard_load import HEALTH_GOAL_S, RSS_GOAL_GIB, run_load, settings
+
+pytestmark = pytest.mark.browser
+
+CONTEXTS = 5
+
+
+def test_settings_are_distinct_and_cover_three_methods():
+    items = settings(20)
+    assert len({(s.method, tuple(sorted(s.params.items()))) for s in items}) == 20
+    assert {s.method for s in settings(CONTEXTS)} == {"task_arithmetic", "ties", "tsv_m"}
+
+
+def test_concurrent_sessions_each_see_their_own_numbers(tmp_path: Path):
+    report = run_load(tmp_path, CONTEXTS, timeout_s=90, warm=False)  # all at once on an unbuilt workspace
+    # every session shows its own sliders and the engine's serial numbers for them, nobody else's
+    assert report["failures"] == [] and report["all_correct"], report["failures"]
+    assert report["correct_contexts"] == CONTEXTS
+    health = report["health"]
+    assert health["polls"] > 0 and health["failures"] == 0, health
+    assert health["max_latency_s"] <= HEALTH_GOAL_S, health
+    assert 0 < report["server_rss_gib"]["peak"] <= RSS_GOAL_GIB, report["server_rss_gib"]
