@@ -136,10 +136,18 @@ def run_cases(cases: Sequence[Case], root: Path) -> dict[str, Outcome]:
             path=named[case.name],
             canary=root / f"{case.name}.canary",
             exit=exits[report.name],
-            report=json.loads(report.read_text()) if report.is_file() else None,
+            report=_report(report),
             stderr=Path(f"{report}.stderr").read_text(),
         )
     return found
+
+
+def _report(path: Path) -> dict | None:
+    """The child's report, or None when it wrote none (or was killed while writing it)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def check_refused(outcome: Outcome, case: Case) -> None:
