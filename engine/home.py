@@ -16,14 +16,53 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from engine.errors import PathNotAllowedError, SchemaError
+from engine.errors import MergelabError, PathNotAllowedError, SchemaError
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 SUBFOLDERS = ("runs", "cache", "checkpoints", "exports")
+# Manifests, recipes, sidecars, task JSON and config.json are a few kB (a sidecar listing 1000 class names and a
+# recipe ~50 kB): a larger one is a mistake or an attack, and reading it whole would cost its size several times.
+MAX_DOCUMENT_BYTES = 16 * 2**20
+
+
+def read_document(
+    path: Path,
+    *,
+    fix: str,
+    error: type[MergelabError] = SchemaError,
+    opener: Callable[[Path], BinaryIO] | None = None,
+    limit: int = MAX_DOCUMENT_BYTES,
+) -> str:
+    """The UTF-8 text of a small document a user gives (a manifest, recipe, sidecar, config), read through
+    `opener` (a PathPolicy's open_file; default: open). Unreadable, larger than `limit` (nothing beyond it is
+    read) or not UTF-8, it is an `error` naming `path`, with `fix` as its fix."""
+    try:
+        with (opener or _open_binary)(Path(path)) as handle:
+            data = handle.read(limit + 1)
+    except IsADirectoryError as exc:
+        raise error(path, "is a folder, not a file", fix=fix) from exc
+    except OSError as exc:
+        raise error(path, f"cannot be read ({exc.strerror or exc})", fix=fix) from exc
+    if len(data) > limit:
+        raise error(path, f"is larger than {limit // 2**20} MiB, far more than such a file holds", fix=fix)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(path, f"is not UTF-8 text ({exc.reason} at byte {exc.start})", fix=fix) from exc
+
+
+def nesting(exc: Exception) -> str:
+    """How a parse error reads in a message: a RecursionError (JSON or YAML nested thousands deep) says so."""
+    return "nested too deep to parse" if isinstance(exc, RecursionError) else str(exc)
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return open(path, "rb")  # noqa: SIM115 (the caller closes it)
 
 
 @dataclass(frozen=True)
@@ -159,10 +198,13 @@ class DataHome:
     def _config(self) -> dict:
         if not self.config_file.exists():
             return {}
+        text = read_document(self.config_file, fix="write it as a small UTF-8 JSON object")
         try:
-            config = json.loads(self.config_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SchemaError(self.config_file, f"unreadable config ({exc})", fix="write it as a JSON object") from exc
+            config = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
+            raise SchemaError(
+                self.config_file, f"unreadable config ({nesting(exc)})", fix="write it as a JSON object"
+            ) from exc
         if not isinstance(config, dict):
             raise SchemaError(self.config_file, "is not a JSON object", fix='write {"allowed_roots": [...]}')
         return config

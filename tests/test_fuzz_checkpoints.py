@@ -1,14 +1,10 @@
 """Hostile and malformed checkpoint files: each ends in a clear MergelabError, in bounded time and memory.
 
 Every file is generated here (nothing binary is committed) and loaded by the loader the CLI uses
-(`engine.io.checkpoints.load_checkpoint`) in a process of its own, so a segfault, a hang, an out-of-memory
-kill or a traceback fails its case instead of the test run. One subprocess imports the engine once (torch
-takes ~2 s) and forks a fresh child per case: a forked child's peak RSS starts at its own current RSS
-(the kernel resets the high-water mark on fork), so each child measures its own growth over the load
-(ru_maxrss before vs after; an address-space rlimit is no use, `import torch` alone reserves 3.5 GiB).
-The child reports the error's type and message as JSON; SIGALRM ends it at the time limit. The test
-checks: a MergelabError naming the file with a "Fix:", at most 1 GiB of growth, no payload run (canary
-file absent), no `*.part` file left.
+(`engine.io.checkpoints.load_checkpoint`) through the harness of tests/fuzz.py: one subprocess imports the
+engine once and forks a fresh child per case (60 s alarm, peak-RSS growth measured with ru_maxrss); the test
+checks a MergelabError naming the file with a "Fix:", at most 1 GiB of growth, no payload run (canary file
+absent), no `*.part` file left.
 """
 
 from __future__ import annotations
@@ -18,13 +14,8 @@ import io
 import json
 import os
 import pickle
-import re
 import struct
-import subprocess
-import sys
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,52 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from tests.builders import TINY_ARCH
-
-TIME_LIMIT_S = 60
-RSS_LIMIT_KIB = 2**20  # 1 GiB
-REPO = Path(__file__).resolve().parents[1]
-# argv: TIME_LIMIT_S, then (checkpoint, report) pairs; prints one JSON line per case with the child's exit code.
-FORK_SERVER = """
-import json, os, resource, signal, sys, traceback
-from engine.errors import MergelabError
-from engine.io.checkpoints import load_checkpoint
-
-def load_one(path, report):
-    fd = os.open(report + ".stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(fd, 2)
-    signal.alarm(int(sys.argv[1]))  # the default SIGALRM action ends the child
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    try:
-        load_checkpoint(path)
-        outcome = {"type": None, "message": "loaded", "mergelab": False}
-    except MergelabError as exc:
-        outcome = {"type": type(exc).__name__, "message": str(exc), "mergelab": True}
-    outcome["rss_growth_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    with open(report, "w") as out:
-        json.dump(outcome, out)
-
-pairs = sys.argv[2:]
-for path, report in zip(pairs[::2], pairs[1::2]):
-    pid = os.fork()
-    if pid == 0:
-        try:
-            load_one(path, report)
-        except BaseException:
-            traceback.print_exc()
-            sys.stderr.flush()
-            os._exit(1)
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    print(json.dumps({"report": report, "exit": os.waitstatus_to_exitcode(status)}), flush=True)
-"""
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    write: Callable[[Path, Path], Path]  # (folder, canary) -> the file to load
-    expect: str  # a regex the error message must match
-
+from tests.fuzz import Case, Outcome, check_cases, check_refused, run_cases
 
 # --- torch zip files, assembled entry by entry -------------------------------------------------------
 
@@ -423,62 +369,16 @@ CASES = [
 ]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    path: Path
-    canary: Path
-    exit: int  # the child's exit code; -14 (SIGALRM): the time limit, -9: killed (memory), -11: segfault
-    report: dict | None
-    stderr: str
-
-
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory) -> dict[str, Outcome]:
     """Every case's outcome, from one fork server (a fresh forked child per case)."""
-    root = tmp_path_factory.mktemp("fuzz")
-    targets = {}
-    for case in CASES:
-        (root / case.name).mkdir()
-        targets[case.name] = case.write(root / case.name, root / f"{case.name}.canary")
-    argv = [str(TIME_LIMIT_S)]
-    for name, path in targets.items():
-        argv += [str(path), str(root / f"{name}.report.json")]
-    done = subprocess.run(
-        [sys.executable, "-c", FORK_SERVER, *argv],
-        capture_output=True,
-        text=True,
-        timeout=TIME_LIMIT_S * 3,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    exits = {Path(line["report"]).name: line["exit"] for line in map(json.loads, done.stdout.splitlines())}
-    found = {}
-    for name, path in targets.items():
-        report = root / f"{name}.report.json"
-        found[name] = Outcome(
-            path=path,
-            canary=root / f"{name}.canary",
-            exit=exits[report.name],
-            report=json.loads(report.read_text()) if report.is_file() else None,
-            stderr=Path(f"{report}.stderr").read_text(),
-        )
-    return found
+    return run_cases(CASES, tmp_path_factory.mktemp("fuzz"))
 
 
 def test_there_are_enough_cases():
-    assert len(CASES) >= 20 and len({c.name for c in CASES}) == len(CASES)
+    check_cases(CASES, 20)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_hostile_file_is_refused_clearly(outcomes, case):
-    outcome = outcomes[case.name]
-    assert outcome.exit == 0 and "Traceback" not in outcome.stderr, (outcome.exit, outcome.stderr[-3000:])
-    report = outcome.report
-    assert report is not None and report["mergelab"], report
-    message = report["message"]
-    assert message.startswith(f"{outcome.path}: ") and "Fix: " in message, message
-    assert re.search(case.expect, message), message
-    assert report["rss_growth_kib"] <= RSS_LIMIT_KIB, f"peak RSS grew {report['rss_growth_kib']} KiB"
-    assert not outcome.canary.exists(), "the payload ran"
-    assert not list(outcome.path.parent.glob("*.part")) and not list(outcome.path.parent.glob(".*.part"))
+    check_refused(outcomes[case.name], case)

@@ -30,10 +30,14 @@ from PIL import Image
 from engine.data.standard_tasks import StandardTask, standard_task
 from engine.data.tasks import SPLITS, LabelledImages, TaskData, TaskInfo, read_task_info, task_templates
 from engine.errors import DatasetError
-from engine.home import PathPolicy
+from engine.home import PathPolicy, nesting, read_document
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 CSV_COLUMNS = ("path", "label", "split")
+# Pixels an image may declare: 33.5 M (8192 × 4096), ~100 MB as RGB, already ~600× a 224² model input. PIL only
+# refuses above 2 × Image.MAX_IMAGE_PIXELS (179 M) and warns below, so a 13000² PNG of a few kB would decode
+# into 507 MB and be copied twice more before it is resized.
+MAX_PIXELS = 2**25
 # What PIL raises on a malformed file: OSError (UnidentifiedImageError, "image file is truncated"), ValueError,
 # SyntaxError (its plugins' "broken PNG file" and the like), EOFError and struct.error from parsing headers and
 # chunks; an image too large to decode safely is a DecompressionBombError (an Exception, not an OSError).
@@ -126,11 +130,11 @@ def _given_names(root: Path, info: TaskInfo, policy: PathPolicy) -> _GivenNames 
     path = root / "classes.json"
     if not path.is_file():
         return None
+    fix = "write a list of names or an object"
     try:
-        with policy.open_file(path) as handle:
-            names = json.loads(handle.read().decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DatasetError(path, f"cannot be read as JSON ({exc})", fix="write a list of names or an object") from exc
+        names = json.loads(read_document(path, error=DatasetError, fix=fix, opener=policy.open_file))
+    except (ValueError, RecursionError) as exc:
+        raise DatasetError(path, f"cannot be read as JSON ({nesting(exc)})", fix=fix) from exc
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
         return _GivenNames(path, tuple(names))
     if isinstance(names, dict) and all(isinstance(n, str) for n in names.values()):
@@ -336,6 +340,13 @@ def _read_image(file: Path, *, image_size: int | None, policy: PathPolicy) -> to
     thousands must be findable, not a traceback from inside PIL)."""
     try:
         with policy.open_file(file) as handle, Image.open(handle) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise DatasetError(
+                    file,
+                    f"declares {img.width}×{img.height} pixels, more than the {MAX_PIXELS} mergelab decodes: a "
+                    "decompression bomb, or an image far larger than a model input",
+                    fix="downscale the file (a model reads 224×224) or remove it",
+                )
             img = img.convert("RGB")
             if image_size is not None:
                 img = _resize_center_crop(img, image_size)

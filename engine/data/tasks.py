@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from engine.data.standard_tasks import standard_task
 from engine.errors import DatasetError
+from engine.home import read_document
 from engine.io.atomic import all_or_nothing
 from engine.models import Preprocess
 
@@ -118,9 +119,21 @@ def load_packed_task(path: Path, *, name: str | None = None) -> TaskData:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise DatasetError(path, f"cannot be read ({exc})", fix="rebuild or copy the task file again") from exc
-    splits = {
-        s: LabelledImages(tensors[f"{s}.images"], tensors[f"{s}.labels"]) for s in SPLITS if f"{s}.images" in tensors
-    }
+    splits = {}
+    for split in SPLITS:
+        images, labels = f"{split}.images", f"{split}.labels"
+        if (images in tensors) != (labels in tensors):
+            have, lack = (images, labels) if images in tensors else (labels, images)
+            raise DatasetError(path, f"has {have} but no {lack}", fix="re-pack the task with both tensors per split")
+        if images in tensors:
+            splits[split] = LabelledImages(tensors[images], tensors[labels])
+    if not splits:
+        raise DatasetError(
+            path,
+            f"holds no split (keys {sorted(tensors)[:4]}; expected <split>.images and <split>.labels for "
+            f"split in {', '.join(SPLITS)})",
+            fix="re-pack the task with save_task",
+        )
     task_name = name or info.name or path.stem
     return check_task(TaskData(task_name, info.class_names, task_templates(info, task_name), splits), path)
 
@@ -129,8 +142,9 @@ def read_task_info(path: Path) -> TaskInfo:
     """A packed task's JSON, or the `task.json` beside image files."""
     if not path.is_file():
         raise DatasetError(path, "missing task JSON", fix="write name, class_names and templates as JSON there")
+    text = read_document(path, error=DatasetError, fix="write name, class_names and templates as UTF-8 JSON")
     try:
-        return TaskInfo.model_validate_json(path.read_text(encoding="utf-8"))
+        return TaskInfo.model_validate_json(text)
     except ValidationError as exc:
         raise DatasetError(
             path,
@@ -158,7 +172,19 @@ def check_task(task: TaskData, source: Path) -> TaskData:
                 f"{split}.images must be uint8 [N, 3, H, W], got {data.images.dtype} {tuple(data.images.shape)}",
                 fix="re-pack the task",
             )
-        if len(data) != data.images.shape[0] or (len(data) and int(data.labels.max()) >= num_classes):
+        if data.labels.dtype != torch.int64 or data.labels.ndim != 1:
+            raise DatasetError(
+                source,
+                f"{split}.labels must be int64 [N], got {data.labels.dtype} {tuple(data.labels.shape)}",
+                fix="re-pack the task with integer class indices",
+            )
+        if data.images.shape[0] == 0:
+            raise DatasetError(
+                source,
+                f"the {split} split holds no images (accuracy on it would be 0 of 0)",
+                fix=f"add images to {split}, or leave the split out",
+            )
+        if len(data) != data.images.shape[0] or not 0 <= int(data.labels.min()) <= int(data.labels.max()) < num_classes:
             raise DatasetError(
                 source,
                 f"{split} labels do not fit {num_classes} classes or the image count",

@@ -71,10 +71,11 @@ def load_clip(checkpoint: Checkpoint) -> torch.nn.Module:
     return clip.eval()
 
 
-def load_head_file(path: Path, *, num_classes: int | None) -> torch.Tensor:
-    """A stored head [C, E] in our convention (logits = head @ normalize(f(x))).
+def load_head_file(path: Path, *, num_classes: int | None, embed_dim: int | None = None) -> torch.Tensor:
+    """A stored head [C, E] in our convention (logits = head @ normalize(f(x))), every value finite.
 
     `num_classes` pairs it with its dataset; None accepts any count (a pool converted without reading its data).
+    `embed_dim` (E of the model it serves), when given, must match its second dimension.
 
     Accepted: a safetensors file with one [C, E] tensor (or keys "head"/"weight"), a torch zip state dict,
     or task_vectors' pickled `ClassificationHead` (an nn.Linear whose weight already holds logit_scale ×
@@ -115,6 +116,16 @@ def load_head_file(path: Path, *, num_classes: int | None) -> torch.Tensor:
             path,
             f"head has shape {tuple(head.shape)}, the task has {num_classes} classes",
             fix="pair the head file with the task's dataset (same classes, same order)",
+        )
+    if embed_dim is not None and head.shape[1] != embed_dim:
+        raise CheckpointError(
+            path,
+            f"head has shape {tuple(head.shape)}, the model's embedding has {embed_dim} dimensions",
+            fix="use the head built for this pool's pretrained model (same architecture)",
+        )
+    if not torch.isfinite(head).all():
+        raise CheckpointError(
+            path, "contains NaN or Inf values", fix="re-build the head from class names, or re-export it"
         )
     return head  # [C, E]
 

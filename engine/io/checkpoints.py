@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors.torch import save_file
 
 from engine.errors import CheckpointError, SchemaError
+from engine.home import read_document
 from engine.io.atomic import all_or_nothing
 from engine.io.formats import TORCH_SUFFIXES, model_state, read_foreign
 from engine.io.formats.architecture import detect_architecture
@@ -355,8 +356,9 @@ def read_sidecar(path: Path) -> CheckpointMeta:
             "missing JSON sidecar",
             fix=f"write {side.name} next to {Path(path).name} (schema: README, 'Checkpoint format')",
         )
+    text = read_document(side, fix="write it as UTF-8 JSON (schema: README, 'Checkpoint format')")
     try:
-        return CheckpointMeta.model_validate_json(side.read_text(encoding="utf-8"))
+        return CheckpointMeta.model_validate_json(text)
     except ValidationError as exc:
         raise SchemaError(side, _describe(exc), fix="correct the listed fields (schema: README)") from exc
 

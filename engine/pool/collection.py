@@ -31,7 +31,7 @@ from engine.data.tasks import TaskData
 from engine.errors import CheckpointError, DatasetError, SchemaError
 from engine.eval.heads import cached_head, load_head_file
 from engine.eval.suite import EvalSuite
-from engine.home import PathPolicy
+from engine.home import PathPolicy, nesting, read_document
 from engine.io.checkpoints import (
     Checkpoint,
     CheckpointMeta,
@@ -41,7 +41,7 @@ from engine.io.checkpoints import (
     sidecar_path,
 )
 from engine.io.verified import VerifiedFiles
-from engine.models import create_visual, preprocess_of
+from engine.models import create_visual, expected_visual_shapes, preprocess_of
 from engine.params import ParamSpec, TaskMatrix, flatten
 from engine.pool.discovery import NO_TASKS
 
@@ -183,7 +183,10 @@ class Collection:
         pretrained model's text tower (cached)."""
         relative = self._entry(task).head
         if relative is not None:
-            return load_head_file(self.path(relative), num_classes=len(data.class_names))
+            proj = expected_visual_shapes(pretrained.meta.architecture).get("proj")  # [width, E]
+            return load_head_file(
+                self.path(relative), num_classes=len(data.class_names), embed_dim=proj[1] if proj else None
+            )
         if pretrained.meta.tower != "clip":
             raise CheckpointError(
                 pretrained.path,
@@ -198,15 +201,16 @@ class Collection:
         if self.manifest.forgetting_report is None:
             return None
         path = self.path(self.manifest.forgetting_report)
+        fix = "rebuild it with `python -m engine zoo add-sta`, or drop it from the manifest"
         try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            report = json.loads(read_document(path, fix=fix))
+        except (ValueError, RecursionError) as exc:
             raise SchemaError(
                 path,
-                f"unreadable forgetting report ({exc})",
+                f"unreadable forgetting report ({nesting(exc)})",
                 fix="rebuild it with `python -m engine zoo add-sta`, or drop it from the manifest",
             ) from exc
-        if report.get("schema_version") != 1 or "targets" not in report:
+        if not isinstance(report, dict) or report.get("schema_version") != 1 or "targets" not in report:
             raise SchemaError(
                 path,
                 "not a forgetting report (schema_version 1 with 'targets')",
@@ -220,10 +224,10 @@ class Collection:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            return json.loads(read_document(path, fix="rebuild the zoo, or remove the file"))
+        except (ValueError, RecursionError) as exc:
             raise SchemaError(
-                path, f"unreadable build report ({exc})", fix="rebuild the zoo, or remove the file"
+                path, f"unreadable build report ({nesting(exc)})", fix="rebuild the zoo, or remove the file"
             ) from exc
 
     def taujp_path(self, variant: str = "standard") -> Path | None:
@@ -316,9 +320,9 @@ def _read_collection(path: Path) -> Collection:
     if file.name != MANIFEST:
         return _validated(read_pool_manifest(file), file, root=file.parent)
     try:
-        document = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SchemaError(file, f"unreadable manifest ({exc})", fix="write valid JSON") from exc
+        document = json.loads(read_document(file, fix="write it as UTF-8 JSON (schema: engine/pool/collection.py)"))
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
+        raise SchemaError(file, f"unreadable manifest ({nesting(exc)})", fix="write valid JSON") from exc
     return _validated(document, file, root=file.parent)
 
 

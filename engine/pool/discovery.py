@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from engine.errors import SchemaError
+from engine.home import nesting, read_document
 from engine.io.formats import HF_WEIGHTS, is_model_folder
 
 POOL_MANIFESTS = ("pool.yaml", "pool.yml", "pool.json")
@@ -106,11 +107,11 @@ class PoolManifest(BaseModel):
 
 def read_pool_manifest(file: Path) -> dict[str, Any]:
     """A pool manifest (YAML or JSON) as a collection.json document; errors name the file and the field."""
+    text = read_document(file, fix="write it as UTF-8 YAML or JSON (README, 'Opening your own models')")
     try:
-        text = file.read_text(encoding="utf-8")
         raw = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise SchemaError(file, f"cannot be parsed ({exc})", fix="write valid YAML or JSON") from exc
+    except (ValueError, RecursionError, yaml.YAMLError) as exc:  # RecursionError: nested thousands deep
+        raise SchemaError(file, f"cannot be parsed ({nesting(exc)})", fix="write valid YAML or JSON") from exc
     try:
         manifest = PoolManifest.model_validate(raw)
     except ValidationError as exc:

@@ -14,6 +14,7 @@ run log share. Files are JSON or YAML (read with yaml.safe_load: data only, no o
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.errors import SchemaError, UnknownMethodError
+from engine.errors import ParameterError, SchemaError, UnknownMethodError
+from engine.home import nesting, read_document
 from engine.merge import get_method
 
 
@@ -54,10 +56,7 @@ def load_recipe(path: Path) -> MergeRecipe:
     path = Path(path)
     if not path.is_file():
         raise SchemaError(path, "no such recipe file", fix="check the path")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise SchemaError(path, "is not a text file", fix="write the recipe as JSON or YAML") from exc
+    text = read_document(path, fix="write the recipe as UTF-8 JSON or YAML (see engine/runs/recipes.py)")
     recipe = parse_recipe(text, source=str(path))
     collection = Path(recipe.collection)
     if not collection.is_absolute():
@@ -79,15 +78,43 @@ def parse_recipe(text: str, *, source: str = "recipe", defaults: Mapping[str, ob
     if not isinstance(data, dict):
         raise SchemaError(source, "must be a mapping of recipe fields", fix="see engine/runs/recipes.py for an example")
     try:
-        return MergeRecipe.model_validate({**(defaults or {}), **data})
+        recipe = MergeRecipe.model_validate({**(defaults or {}), **data})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(map(str, first["loc"])) or "recipe"
         raise SchemaError(
             source,
-            f"{where}: {first['msg']} (got {first.get('input')!r})",
+            f"{where}: {first['msg']} (got {_SHORT.repr(first.get('input'))})",
             fix="correct that field; see engine/runs/recipes.py for the schema",
         ) from exc
+    _check_params(recipe, source)
+    return recipe
+
+
+# The offending value, shortened: YAML aliases let 1 kB of text hold 9⁹ strings ("billion laughs"), whose full
+# repr would take minutes and gigabytes.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 4, 4, 60, 60
+
+
+def _check_params(recipe: MergeRecipe, source: str) -> None:
+    """Every parameter is one of the method's and inside its declared range (how many values a per-task one
+    needs is checked when the collection's tasks are known)."""
+    method = get_method(recipe.method)
+    known = {p.name: p for p in method.params}
+    unknown = sorted(set(recipe.params) - set(known))
+    if unknown:
+        raise UnknownMethodError(
+            source,
+            f"params.{unknown[0]}: is not a parameter of {method.name}",
+            fix=f"use one of {sorted(known)}; see engine/merge/registry.py",
+        )
+    for name, value in recipe.params.items():
+        count = len(value) if isinstance(value, list) else 1
+        try:
+            known[name].resolve(value, num_tasks=max(count, 1), method=method.name)
+        except ParameterError as exc:
+            raise ParameterError(source, f"params.{name}: {exc.subject}: {exc.problem}", fix=exc.fix) from exc
 
 
 def _yaml(text: str):
@@ -95,5 +122,7 @@ def _yaml(text: str):
 
     try:
         return yaml.safe_load(text)
+    except RecursionError as exc:  # the composer recurses once per level of nesting
+        raise ValueError(nesting(exc)) from exc
     except yaml.YAMLError as exc:
         raise ValueError(str(exc).splitlines()[0]) from exc
