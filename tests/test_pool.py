@@ -60,6 +60,8 @@ def test_a_converted_pool_has_the_same_task_matrix_and_loads_weights_only(tmp_pa
     assert seen == [(1, 3, "pretrained"), (2, 3, f"colour/{name}"), (3, 3, f"shape/{name}")]
     converted = load_collection(out)
     assert converted.task_names == original.task_names and _leftovers(tmp_path, "native") == []
+    modes = {f.relative_to(out).as_posix(): f.stat().st_mode & 0o777 for f in out.rglob("*") if f.is_file()}
+    assert set(modes.values()) == {0o644}, modes  # heads too: a shared lab folder can read every file
     before, after = task_matrix(original, variant=name), task_matrix(converted, variant=name)
     assert torch.equal(before.theta0, after.theta0) and torch.equal(before.T, after.T)
 

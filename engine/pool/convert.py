@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 from engine.data.tasks import read_task_info
 from engine.errors import CheckpointError, DatasetError, OutputExistsError, SchemaError
 from engine.eval.heads import load_head_file
+from engine.io.atomic import atomic_path
 from engine.io.checkpoints import Checkpoint, LazyCheckpoint, save_checkpoint
 from engine.pool.collection import MANIFEST, CheckpointProgress, Collection, GeneratedData, visual_state
 
@@ -172,8 +173,8 @@ def _check_linearized_at(lazy: LazyCheckpoint, theta0: dict[str, torch.Tensor]) 
 
 def _write_head(source: Path, path: Path, *, num_classes: int | None) -> None:
     head = load_head_file(source, num_classes=num_classes)  # [C, E]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"head": head.float().contiguous()}, str(path))
+    with atomic_path(path) as tmp:  # which also leaves it readable by others (0644), as the checkpoints
+        save_file({"head": head.float().contiguous()}, str(tmp))
 
 
 def _class_names(collection: Collection, task: str) -> tuple[str, ...]:
