@@ -271,3 +271,23 @@ def test_stored_comparison_lists_every_method_and_the_subspace_statistics(report
     methods = report["methods"]
     assert [r["method"] for r in methods["results"]] == [m for m in METHODS if m in methods["grids"]]
     assert len(methods["subspaces"]["top_share_mean"]) == len(methods["subspaces"]["layers"])
+
+
+def test_a_zoo_update_removes_the_copies_killed_updates_left_but_not_a_running_ones(tmp_path):
+    """A build or update killed before its clean-up leaves its working copy beside the zoo (assets/ would
+    carry 100 MB of it); the next one removes copies whose process is gone, never a live one's."""
+    import os
+    import subprocess
+    import sys
+
+    from engine.processes import process_start
+    from engine.zoo.build import _work_dir
+
+    (tmp_path / "zoo").mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / f".zoo-update-{gone.pid}-1-abc").mkdir()
+    live = tmp_path / f".zoo-update-{os.getpid()}-{process_start(os.getpid())}-xyz"
+    live.mkdir()
+    work = _work_dir(tmp_path / "zoo", "update")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, work.name, "zoo"])

@@ -15,6 +15,7 @@ task's "checkpoints", added without rewriting what exists.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -37,6 +38,7 @@ from engine.merge import apply
 from engine.merge.forgetting import ALPHAS
 from engine.models import create_clip, preprocess_of, tokenizer
 from engine.pool.collection import load_collection, open_suite, task_matrix
+from engine.processes import process_alive, process_start
 from engine.train.finetune import FinetuneConfig, finetune_standard
 from engine.zoo.learned import LEARN, learned_stage
 from engine.zoo.methods import methods_stage
@@ -102,7 +104,7 @@ def build_zoo(
     torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-build-", dir=out_dir.parent))
+    work = _work_dir(out_dir, "build")
     work.chmod(0o755)
     try:
         report = _build_into(work, real_images=real_images, config=config, progress=progress or _silent)
@@ -358,7 +360,7 @@ def update_zoo(zoo: Path, stage: Callable[[Path], dict], *, name: str, threads: 
     """Run one later stage on a copy of an existing zoo, record it in report.json, swap the copy in."""
     zoo = Path(zoo)
     torch.set_num_threads(threads)
-    work = Path(tempfile.mkdtemp(prefix=f".{zoo.name}-update-", dir=zoo.parent))
+    work = _work_dir(zoo, "update")
     try:
         shutil.copytree(zoo, work, dirs_exist_ok=True)
         work.chmod(0o755)
@@ -375,6 +377,18 @@ def update_zoo(zoo: Path, stage: Callable[[Path], dict], *, name: str, threads: 
         return recorded
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _work_dir(target: Path, kind: str) -> Path:
+    """A fresh sibling `.<name>-<kind>-<pid>-<start>-<random>` of `target` to build in, after removing the ones
+    whose process is gone (a build or update killed before its `finally` ran leaves its copy behind)."""
+    prefix = f".{target.name}-{kind}-"
+    for stale in target.parent.glob(f"{prefix}*"):
+        pid, started, *_ = stale.name.removeprefix(prefix).split("-") + ["", ""]
+        if stale.is_dir() and pid.isdigit() and not process_alive(int(pid), started):
+            shutil.rmtree(stale, ignore_errors=True)
+    tag = f"{prefix}{os.getpid()}-{process_start(os.getpid())}-"
+    return Path(tempfile.mkdtemp(prefix=tag, dir=target.parent))
 
 
 def _swap_in(work: Path, out_dir: Path) -> None:
