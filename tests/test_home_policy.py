@@ -134,3 +134,23 @@ def test_a_collection_manifest_that_is_a_symlink_outside_is_refused(places, tiny
     policy = PathPolicy(home.root, (inside.resolve(), home.root), home.config_file)
     with pytest.raises(PathNotAllowedError, match=r"collection\.json.*outside the allowed roots"):
         open_for_user(inside / "c", home=home, policy=policy)
+
+
+def test_checkpoint_tensors_are_read_through_the_policy_after_the_checkpoint_was_opened(places, tiny_collection_dir):
+    """A checkpoint located (header read, inside the roots) and swapped for a link to an outside copy before its
+    tensors are read: the read opens the file through the policy, whose descriptor check refuses it."""
+    inside, outside, _ = places
+    pool = inside / "pool"
+    shutil.copytree(tiny_collection_dir, pool)
+    home = DataHome(inside / "home").ensure()
+    policy = PathPolicy(home.root, (inside.resolve(),), home.config_file)
+    collection = open_for_user(pool, home=home, policy=policy)
+    task = collection.task_names[0]
+    lazy = collection.finetuned_lazy(task)
+    lazy.load()  # inside: reads
+    weights = lazy.path
+    shutil.copy(weights, outside / weights.name)
+    weights.unlink()
+    os.symlink(outside / weights.name, weights)
+    with pytest.raises(PathNotAllowedError, match="outside the allowed roots"):
+        lazy.load()

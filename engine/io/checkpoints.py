@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,7 +31,7 @@ from engine.home import read_document
 from engine.io.atomic import all_or_nothing
 from engine.io.formats import TORCH_SUFFIXES, model_state, read_foreign
 from engine.io.formats.architecture import detect_architecture
-from engine.io.formats.lazy import LazyTensor, materialize
+from engine.io.formats.lazy import LazyTensor, Opener, materialize
 from engine.io.formats.safetensors_file import read_header
 from engine.io.formats.torch_zip import TorchZip, read_torch_zip
 from engine.io.verified import VerifiedFiles
@@ -157,6 +157,11 @@ class LazyCheckpoint:
     linearized_at: dict[str, LazyTensor] | None = None
     verified: VerifiedFiles | None = None  # where a successful verification is remembered
     format: str = "mergelab"
+
+    def opened_by(self, opener: Opener) -> LazyCheckpoint:
+        """This checkpoint with every tensor's file opened by `opener` when read (a path policy's open_file)."""
+        linear = None if self.linearized_at is None else {k: v.opened_by(opener) for k, v in self.linearized_at.items()}
+        return replace(self, tensors={k: v.opened_by(opener) for k, v in self.tensors.items()}, linearized_at=linear)
 
     @property
     def visual(self) -> dict[str, LazyTensor]:

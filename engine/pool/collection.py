@@ -117,6 +117,10 @@ class Collection:
                     self.policy.check(file)
         return path
 
+    def _confined(self, lazy: LazyCheckpoint) -> LazyCheckpoint:
+        """Under a confining policy, every tensor read opens its file through the policy (descriptor checked)."""
+        return lazy.opened_by(self.policy.open_file) if self.policy.confined else lazy
+
     def with_policy(self, policy: PathPolicy) -> Collection:
         """This collection reading every file under `policy` (open_for_user gives the caller's)."""
         return replace(self, policy=policy)
@@ -129,11 +133,13 @@ class Collection:
         return self.pretrained_lazy().load()
 
     def pretrained_lazy(self) -> LazyCheckpoint:
-        return open_checkpoint(
-            self._checkpoint_files(self.path(self.manifest.pretrained)),
-            variant="pretrained",
-            verified=self.verified,
-            **self._overrides(),
+        return self._confined(
+            open_checkpoint(
+                self._checkpoint_files(self.path(self.manifest.pretrained)),
+                variant="pretrained",
+                verified=self.verified,
+                **self._overrides(),
+            )
         )
 
     def finetuned(self, task: str, variant: str = "standard") -> Checkpoint:
@@ -143,12 +149,14 @@ class Collection:
         self, task: str, variant: str = "standard", *, pretrained: LazyCheckpoint | None = None
     ) -> LazyCheckpoint:
         """One fine-tuned checkpoint, located but not read (a foreign HF fine-tune borrows the pretrained `proj`)."""
-        return open_checkpoint(
-            self._checkpoint_files(self._checkpoint_path(task, variant)),
-            task=task,
-            fill_from=(lambda: pretrained) if pretrained else self.pretrained_lazy,
-            verified=self.verified,
-            **self._overrides(),
+        return self._confined(
+            open_checkpoint(
+                self._checkpoint_files(self._checkpoint_path(task, variant)),
+                task=task,
+                fill_from=(lambda: pretrained) if pretrained else self.pretrained_lazy,
+                verified=self.verified,
+                **self._overrides(),
+            )
         )
 
     def _overrides(self) -> dict:

@@ -4,19 +4,29 @@ Every checkpoint reader (safetensors, torch zip pickles, Hugging Face names) des
 name → LazyTensor without reading any data. The task matrix then reads each tensor straight into its
 row of T with `read_into`, so opening a pool of K checkpoints needs T and little else (no mmap of whole
 files held while copying, no intermediate state dicts).
+Each read opens its file through an `Opener` (default: plain `open`); a collection opened for the
+dashboard rebinds its checkpoints' tensors to its path policy's `open_file` (`opened_by`), so every
+read checks the real path of the descriptor it reads from.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from math import prod
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
 from engine.errors import CheckpointError
+
+Opener = Callable[[Path], BinaryIO]
+
+
+def open_plain(path: Path) -> BinaryIO:
+    return open(path, "rb")  # noqa: SIM115 (the caller closes it)
 
 
 class LazyTensor(ABC):
@@ -26,6 +36,10 @@ class LazyTensor(ABC):
     @abstractmethod
     def read_into(self, out: torch.Tensor) -> None:
         """Fill `out` (contiguous, of `shape`, any floating dtype) with this tensor's values."""
+
+    @abstractmethod
+    def opened_by(self, opener: Opener) -> LazyTensor:
+        """The same tensor, its file(s) opened by `opener` when read."""
 
     def read(self, *, dtype: torch.dtype | None = None) -> torch.Tensor:
         out = torch.empty(self.shape, dtype=dtype or self.dtype)
@@ -46,6 +60,10 @@ class FileTensor(LazyTensor):
     shape: tuple[int, ...]
     dtype: torch.dtype
     stride: tuple[int, ...] | None = None
+    opener: Opener = field(default=open_plain, compare=False, repr=False)
+
+    def opened_by(self, opener: Opener) -> FileTensor:
+        return replace(self, opener=opener)
 
     def read_into(self, out: torch.Tensor) -> None:
         _check_out(out, self.shape, self.path)
@@ -65,7 +83,7 @@ class FileTensor(LazyTensor):
     def _read_bytes(self, dest: torch.Tensor) -> None:
         """One readinto from the file straight into `dest`'s memory (a contiguous CPU tensor)."""
         view = memoryview(dest.reshape(-1).view(torch.uint8).numpy())
-        with open(self.path, "rb") as handle:
+        with self.opener(self.path) as handle:
             handle.seek(self.offset)
             got = handle.readinto(view)
         if got != len(view):
@@ -81,6 +99,9 @@ class Concatenated(LazyTensor):
     """Parts stacked along dim 0: Hugging Face's separate q, k, v projections → open_clip's in_proj."""
 
     parts: tuple[LazyTensor, ...]
+
+    def opened_by(self, opener: Opener) -> Concatenated:
+        return Concatenated(tuple(p.opened_by(opener) for p in self.parts))
 
     @property
     def shape(self) -> tuple[int, ...]:  # type: ignore[override]
@@ -103,6 +124,9 @@ class Transposed(LazyTensor):
     """A 2-D tensor transposed: HF's visual_projection.weight [E, W] → open_clip's proj [W, E]."""
 
     part: LazyTensor
+
+    def opened_by(self, opener: Opener) -> Transposed:
+        return Transposed(self.part.opened_by(opener))
 
     @property
     def shape(self) -> tuple[int, ...]:  # type: ignore[override]
