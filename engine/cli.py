@@ -1,5 +1,6 @@
-"""The command line: `python -m engine eval|merge|methods ...` on a collection (default: the demo zoo), and
-`python -m engine pool show|convert|export-hf` on the pools researchers bring.
+"""The command line: `python -m engine eval|merge|methods ...` on a collection (default: the demo zoo),
+`python -m engine pool show|convert|export-hf` on the pools researchers bring, and `python -m engine home`
+for the data home's size (and `--clear-caches`).
 
 Long work shows a tqdm bar on stderr (hidden when stderr is not a terminal); errors print one
 line naming the file and the fix, and exit with status 2. Paths are the shell user's own: relative ones
@@ -73,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     rc.set_defaults(run=_run_recipe)
     ls = sub.add_parser("methods", help="list merge methods and their parameters")
     ls.set_defaults(run=_run_methods)
+    home = sub.add_parser("home", help="the data home's size per folder; --clear-caches frees the caches")
+    home.add_argument("--clear-caches", action="store_true", help="remove cache/ (exports, checkpoints, runs kept)")
+    home.set_defaults(run=_run_home)
     pool = sub.add_parser("pool", help="inspect, convert and export model pools").add_subparsers(required=True)
     show = pool.add_parser("show", help="format, architecture, towers and variant of every checkpoint (no tensor read)")
     show.add_argument("path", type=Path, help="pool folder, pool manifest (YAML/JSON) or collection")
@@ -198,6 +202,17 @@ def _run_methods(args: argparse.Namespace) -> int:
         for p in method.params:
             scope = "per task or global" if p.per_task else "global"
             print(f"  {p.name} = {p.default} in [{p.low}, {p.high}], {scope}: {p.help}")
+    return 0
+
+
+def _run_home(args: argparse.Namespace) -> int:
+    home = DataHome.from_env().ensure()
+    if args.clear_caches:
+        freed = home.clear_caches()
+        print(f"cleared {freed.files} cached files ({freed.bytes / 2**20:.1f} MB) from {home.cache}")
+    print(f"data home {home.root}")
+    for folder in home.usage():
+        print(f"  {folder.name:<12} {folder.files:>7} files {folder.bytes / 2**20:>10.1f} MB")
     return 0
 
 

@@ -14,6 +14,7 @@ the process-wide cache of computed results may hold (engine/cache/memory.py; def
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -124,6 +125,16 @@ class PathPolicy:
         )
 
 
+def _usage(name: str, folder: Path) -> FolderUsage:
+    files = size = 0
+    for parent, _, names in os.walk(folder):
+        for file in names:
+            with contextlib.suppress(OSError):  # removed while counting
+                size += (Path(parent) / file).lstat().st_size
+                files += 1
+    return FolderUsage(name, files, size)
+
+
 def _opened_path(handle: BinaryIO, path: Path) -> Path:
     """The real path of an open file: from its descriptor on Linux, else resolved again from `path`."""
     link = Path(f"/proc/self/fd/{handle.fileno()}")
@@ -131,6 +142,15 @@ def _opened_path(handle: BinaryIO, path: Path) -> Path:
         return Path(os.readlink(link))
     except OSError:
         return path.resolve()
+
+
+@dataclass(frozen=True)
+class FolderUsage:
+    """Files and bytes under one folder of the data home."""
+
+    name: str
+    files: int
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -173,6 +193,28 @@ class DataHome:
     @property
     def config_file(self) -> Path:
         return self.root / "config.json"
+
+    def usage(self) -> tuple[FolderUsage, ...]:
+        """Files and bytes under each folder: runs (the run log), cache, checkpoints (fine-tunes), exports."""
+        return tuple(_usage(name, self.root / name) for name in SUBFOLDERS)
+
+    def clear_caches(self) -> FolderUsage:
+        """Remove every file under cache/ (heads, decoded tasks, importance maps, τJp matrices, JVPs, merge
+        parts, hash records: each is recomputed when next needed); what was removed. Exports, checkpoints and
+        the run log are untouched, and so are the temporary files of writes still in progress (`*.part`)."""
+        files = removed = 0
+        for folder, dirs, names in os.walk(self.cache, topdown=False):  # symlinked folders are not followed
+            for name in names:
+                path = Path(folder) / name
+                if name.endswith(".part"):
+                    continue
+                size = path.lstat().st_size
+                path.unlink(missing_ok=True)
+                files, removed = files + 1, removed + size
+            for name in dirs:
+                with contextlib.suppress(OSError):  # still holds a write in progress
+                    (Path(folder) / name).rmdir()
+        return FolderUsage("cache", files, removed)
 
     def allowed_roots(self) -> tuple[Path, ...]:
         """The data home, the shipped assets, and the extra roots from `config.json`."""

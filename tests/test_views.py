@@ -92,6 +92,22 @@ def test_a_bad_collection_shows_an_error_and_the_app_stays_up(app, tmp_path):
     assert any("outside the allowed roots" in e.value or "manifest" in e.value for e in app.error)
 
 
+def test_jobs_page_shows_the_data_home_and_clears_its_caches(app, data_home):
+    from engine.home import DataHome
+
+    home = DataHome.from_env().ensure()
+    (home.cache / "heads").mkdir(parents=True, exist_ok=True)
+    (home.cache / "heads" / "h.safetensors").write_bytes(b"x" * 100)  # as a page building heads leaves it
+    _open(app, "views/jobs.py")
+    before = {f.name: f.files for f in home.usage()}
+    table = next(d.value for d in app.dataframe if "folder" in d.value.columns)
+    assert dict(zip(table["folder"], table["files"])) == before and before["cache"] > 0
+    (home.exports / "keep.safetensors").write_bytes(b"x")
+    next(b for b in app.button if b.label == "Clear caches").click().run()
+    assert not app.exception and any("Cleared" in s.value for s in app.success)
+    assert {f.name: f.files for f in home.usage()}["cache"] == 0 and (home.exports / "keep.safetensors").is_file()
+
+
 def test_jobs_page_with_a_running_job_and_with_none(app, tiny_collection_dir, data_home):
     import threading
 

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from engine.home import DataHome
 from ui import figures, resources
 
 st.header("Jobs and runs")
@@ -30,6 +31,16 @@ def live_jobs() -> None:
 
 
 live_jobs()
+with st.expander("Data home"):
+    home = DataHome.from_env().ensure()
+    if st.button("Clear caches", help="heads, decoded tasks, importance maps, τJp, merge parts: all recomputed"):
+        freed = home.clear_caches()
+        st.success(f"Cleared {freed.files} cached files ({freed.bytes / 2**20:.1f} MB).")
+    st.dataframe(
+        [{"folder": f.name, "files": f.files, "MB": round(f.bytes / 2**20, 1)} for f in home.usage()],
+        hide_index=True,
+    )
+    st.caption(f"`{home.root}`. Clearing caches keeps exports, checkpoints (your fine-tunes) and the run log.")
 st.subheader("Run log")
 log = resources.run_log()
 all_runs = log.runs()
