@@ -16,6 +16,7 @@ pages = st.navigation(
             st.Page("views/zoo.py", title="Zoo", icon=":material/inventory_2:", url_path="zoo"),
             st.Page("views/merge.py", title="Merge", icon=":material/merge:", url_path="merge"),
             st.Page("views/compare.py", title="Compare methods", icon=":material/leaderboard:", url_path="compare"),
+            st.Page("views/landscape.py", title="λ landscape", icon=":material/landscape:", url_path="landscape"),
             st.Page("views/forgetting.py", title="Forgetting", icon=":material/remove_circle:", url_path="forgetting"),
             st.Page("views/sta.py", title="STA importance", icon=":material/filter_alt:", url_path="sta"),
             st.Page(

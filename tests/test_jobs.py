@@ -180,6 +180,36 @@ def test_merge_parts_job_leaves_wudi_ready_with_its_loss_curve_and_cancels_betwe
     assert not ws.parts_ready(ws.task_names, "wudi", {"steps": 1000})  # nothing half-computed was kept
 
 
+def test_landscape_job_evaluates_every_point_and_marks_the_best(tiny_collection_dir, tmp_path):
+    from engine.errors import ParameterError
+    from engine.jobs.landscape import Landscape, landscape_job
+    from engine.runs.log import RunLog
+    from engine.workspace import Workspace
+
+    ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
+    pair, values = ws.task_names[:2], (0.0, 0.5, 1.0)
+    runner, log = LocalRunner(), RunLog(tmp_path / "runs.sqlite3")
+    status = runner.wait(runner.submit("land", landscape_job, workspace=ws, tasks=pair, values=values, run_log=log), 60)
+    assert status.state is JobState.DONE and status.step == status.total == 9
+    land = status.result
+    for i, a in enumerate(values):
+        for j, b in enumerate(values):
+            merged = ws.compare(pair, "task_arithmetic", {"lam": [a, b]}, split="interactive")
+            assert land.exact[i][j] == merged.mean_normalized
+            preview = ws.preview(pair, {"lam": [a, b]})
+            finetuned = ws.finetuned("interactive")
+            assert land.preview[i][j] == pytest.approx(sum(preview[t] / finetuned[t] for t in pair) / 2)
+    best = land.best()
+    assert best[2] == max(v for row in land.exact for v in row) and (best[0], best[1]) in {
+        (a, b) for i, a in enumerate(values) for j, b in enumerate(values) if land.exact[i][j] == best[2]
+    }
+    assert Landscape.from_json(land.to_json()) == land
+    (run,) = log.runs(kind="landscape")
+    assert run.outputs["best_lam"] == list(best[:2])
+    with pytest.raises(ParameterError, match="two different tasks"):
+        landscape_job(None, workspace=ws, tasks=[pair[0], pair[0]], values=values)
+
+
 SERVER = """
 import sys, time
 from engine.jobs.runner import LocalRunner

@@ -44,6 +44,7 @@ def _metric(at: AppTest, label: str) -> str:
         "views/interference.py",
         "views/subspaces.py",
         "views/compare.py",
+        "views/landscape.py",
         "views/finetune.py",
         "views/learned.py",
     ],
@@ -318,6 +319,55 @@ def test_wudi_on_the_merge_page_runs_as_a_job_then_moves_alpha_at_once(app, tiny
     assert not app.exception and not app.info  # the α move merged from the job's parts, no new job
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
     expected = ws.compare(ws.task_names, "wudi", {"alpha": 0.4})
+    assert _metric(app, "mean accuracy (merged)") == f"{expected.mean_merged:.1%}"
+
+
+def test_landscape_page_shows_both_grids_and_links_the_best_point_to_merge(app, tiny_collection_dir, data_home):
+    from engine.jobs.landscape import Landscape, exact_grid, preview_grid
+
+    _open(app, "views/landscape.py")
+    assert not app.exception and not app.error
+    app.select_slider(key="landscape_step").set_value(0.25).run()
+    assert not app.exception
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    pair, values = ws.task_names[:2], (0.0, 0.25, 0.5, 0.75, 1.0)
+    expected = Landscape(
+        pair,
+        values,
+        "interactive",
+        exact_grid(ws, pair, values, split="interactive"),
+        preview_grid(ws, pair, values, split="interactive"),
+    )
+    charts = {
+        json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec) for c in app.get("plotly_chart")
+    }
+    exact = charts["exact evaluation (interactive)"]["data"][0]["z"]
+    preview = charts["tangent-space preview (interactive)"]["data"][0]["z"]
+    assert sum(exact, []) == pytest.approx(sum(map(list, expected.exact), []))
+    assert sum(preview, []) == pytest.approx(sum(map(list, expected.preview), []))
+    a, b, value = expected.best()
+    link = f"merge?method=task_arithmetic&tasks={pair[0]}&tasks={pair[1]}&per_task=true"
+    assert any(link in m.value and f"{value:.1%}" in m.value for m in app.markdown)
+
+
+def test_a_landscape_link_opens_merge_with_those_two_lambdas(app, tiny_collection_dir, data_home):
+    from ui.figures import two_task_merge_link
+
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    pair = ws.task_names[:2]
+    link = two_task_merge_link(pair, (0.25, 0.75))
+    from urllib.parse import parse_qsl, urlsplit
+
+    for key, value in parse_qsl(urlsplit(link).query):
+        app.query_params.setdefault(key, [])
+        app.query_params[key] = [*app.query_params[key], value] if key == "tasks" else value
+    app.run()
+    app.switch_page("views/merge.py").run()
+    assert not app.exception
+    assert app.multiselect(key="tasks").value == list(pair) and app.toggle(key="per_task").value
+    assert app.slider(key=f"task_arithmetic.lam.{pair[0]}").value == 0.25
+    assert app.slider(key=f"task_arithmetic.lam.{pair[1]}").value == 0.75
+    expected = ws.compare(pair, "task_arithmetic", {"lam": [0.25, 0.75]})
     assert _metric(app, "mean accuracy (merged)") == f"{expected.mean_merged:.1%}"
 
 

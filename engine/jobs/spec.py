@@ -25,6 +25,7 @@ from engine.jobs.compare import compare_job
 from engine.jobs.finetune import finetune_job
 from engine.jobs.grid import grid_job
 from engine.jobs.importance import importance_job
+from engine.jobs.landscape import landscape_job
 from engine.jobs.learn import learn_job
 from engine.jobs.parts import merge_parts_job
 from engine.jobs.ref import WorkspaceRef
@@ -100,6 +101,7 @@ JOB_KINDS: Mapping[str, JobKind] = MappingProxyType(
         "importance": JobKind(importance_job),
         "taujp": JobKind(taujp_job),
         "merge_parts": JobKind(merge_parts_job),
+        "landscape": JobKind(landscape_job),
     }
 )
 

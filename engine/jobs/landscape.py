@@ -1,0 +1,139 @@
+"""The λ landscape of two tasks: mean normalized accuracy of their task-arithmetic merge over a λ₁ × λ₂ grid.
+
+θ = θ₀ + λ₁ τ₁ + λ₂ τ₂ (Ilharco et al., ICLR 2023, Eq. 1, with one coefficient per task), evaluated at every
+grid point, the other tasks' vectors left out; normalized accuracy is merged / fine-tuned per task on the
+same split, averaged over the two. The exact landscape is one evaluation per point (a background job: 121
+points are half a minute on the zoo, far more on ViT-B/32); the tangent-space preview of the same grid
+(f(x; θ₀) + Σₜ λₜ J f(x; θ₀)·τₜ, from cached Jacobian-vector products) is a matrix product per point, shown
+at once beside it, so a class sees where the first-order picture holds and where it breaks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from engine.errors import ParameterError
+from engine.eval.suite import Progress
+from engine.jobs.runner import JobContext
+from engine.runs.log import RunLog
+from engine.workspace import Workspace
+
+Grid = tuple[tuple[float | None, ...], ...]
+"""[i][j]: the value at λ₁ = values[i], λ₂ = values[j]; None where not computed (a cancelled job)."""
+
+
+@dataclass(frozen=True)
+class Landscape:
+    tasks: tuple[str, str]
+    values: tuple[float, ...]
+    split: str
+    exact: Grid
+    preview: Grid
+
+    def best(self, *, preview: bool = False) -> tuple[float, float, float] | None:
+        """(λ₁, λ₂, mean normalized) of the highest point of the exact (or preview) grid; the earlier on ties."""
+        grid = self.preview if preview else self.exact
+        points = [(i, j) for i, row in enumerate(grid) for j, v in enumerate(row) if v is not None]
+        if not points:
+            return None
+        i, j = max(points, key=lambda p: (grid[p[0]][p[1]], -p[0], -p[1]))
+        return self.values[i], self.values[j], grid[i][j]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Landscape:
+        return cls(
+            tuple(data["tasks"]), tuple(data["values"]), data["split"], _grid(data["exact"]), _grid(data["preview"])
+        )
+
+
+def _grid(rows: Sequence[Sequence[float | None]]) -> Grid:
+    return tuple(tuple(row) for row in rows)
+
+
+def checked_pair(workspace: Workspace, tasks: Sequence[str], values: Sequence[float]) -> tuple[str, str]:
+    pair = tuple(tasks)
+    unknown = [t for t in pair if t not in workspace.task_names]
+    if len(pair) != 2 or len(set(pair)) != 2 or unknown:
+        raise ParameterError(
+            "landscape.tasks", f"needs two different tasks of the collection, got {list(pair)}", fix="pick two"
+        )
+    if not values:
+        raise ParameterError("landscape.values", "is empty", fix="give at least one λ value")
+    return pair[0], pair[1]
+
+
+def preview_grid(workspace: Workspace, tasks: Sequence[str], values: Sequence[float], *, split: str) -> Grid:
+    """The tangent-space preview's mean normalized accuracy at every grid point (cached JVPs: milliseconds)."""
+    pair = checked_pair(workspace, tasks, values)
+    finetuned = workspace.finetuned(split)
+    rows = []
+    for a in values:
+        row = []
+        for b in values:
+            accuracy = workspace.preview(pair, {"lam": [a, b]}, split=split)
+            row.append(sum(accuracy[t] / finetuned[t] for t in pair) / 2)
+        rows.append(tuple(row))
+    return tuple(rows)
+
+
+def exact_grid(
+    workspace: Workspace,
+    tasks: Sequence[str],
+    values: Sequence[float],
+    *,
+    split: str,
+    progress: Progress | None = None,
+) -> Grid:
+    """The merge's evaluated mean normalized accuracy at every grid point (each kept in the workspace's cache)."""
+    pair = checked_pair(workspace, tasks, values)
+    rows, total = [], len(values) ** 2
+    for i, a in enumerate(values):
+        row = []
+        for j, b in enumerate(values):
+            row.append(workspace.compare(pair, "task_arithmetic", {"lam": [a, b]}, split=split).mean_normalized)
+            if progress is not None:
+                progress((i * len(values) + j + 1) / total, f"λ = ({a:g}, {b:g})")
+        rows.append(tuple(row))
+    return tuple(rows)
+
+
+def landscape_job(
+    ctx: JobContext,
+    *,
+    workspace: Workspace,
+    tasks: Sequence[str],
+    values: Sequence[float],
+    split: str = "interactive",
+    run_log: RunLog | None = None,
+) -> Landscape:
+    """Both grids of two tasks; the exact one point by point with progress (a cancel stops between points)."""
+    start, values = time.perf_counter(), tuple(float(v) for v in values)
+    pair = checked_pair(workspace, tasks, values)
+    total = len(values) ** 2
+
+    def progress(fraction: float, message: str) -> None:
+        ctx.check_cancelled()
+        ctx.report(round(fraction * total), total, message)
+
+    preview = preview_grid(workspace, pair, values, split=split)
+    exact = exact_grid(workspace, pair, values, split=split, progress=progress)
+    landscape = Landscape(pair, values, split, exact, preview)
+    if run_log is not None:
+        best = landscape.best()
+        run_log.record(
+            "landscape",
+            job_id=ctx.job_id,
+            method="task_arithmetic",
+            tasks=pair,
+            device=str(workspace.matrix.T.device),
+            inputs={"values": list(values), "split": split},
+            outputs={"best_lam": None if best is None else list(best[:2]), "mean_normalized": best and best[2]},
+            duration_s=round(time.perf_counter() - start, 3),
+        )
+    return landscape

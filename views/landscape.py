@@ -1,0 +1,81 @@
+"""λ landscape: two tasks' merge over a λ₁ × λ₂ grid, exact and tangent preview side by side."""
+
+import streamlit as st
+
+from engine.errors import MergelabError
+from engine.jobs.landscape import Landscape, exact_grid, preview_grid
+from engine.jobs.runner import JobState
+from engine.workspace import LARGE_MODEL_PARAMS
+from ui import figures, resources, widgets
+from ui.state import sidebar_workspace
+
+st.header("λ landscape of two tasks")
+st.caption(
+    "θ = θ₀ + λ₁ τ₁ + λ₂ τ₂: the mean normalized accuracy of the two tasks (merged / fine-tuned, averaged) at "
+    "every point of the grid. Left, each point evaluated; right, the tangent-space preview (the model linearized "
+    "at θ₀), which is exact for linearized checkpoints and a first-order guess for standard ones. Click a cell to "
+    "open that merge on the Merge page."
+)
+collection, choice, ws = sidebar_workspace()
+names = ws.task_names
+st.session_state.setdefault("landscape_a", names[0])
+st.session_state.setdefault("landscape_b", names[1 % len(names)])
+left, middle, right = st.columns(3)
+task_a = left.selectbox("task 1 (rows)", names, key="landscape_a", bind="query-params")
+task_b = middle.selectbox("task 2 (columns)", names, key="landscape_b", bind="query-params")
+step = right.select_slider("grid step of λ", [0.25, 0.2, 0.1], value=0.1, key="landscape_step")
+if task_a == task_b:
+    st.info("Pick two different tasks.")
+    st.stop()
+values = tuple(round(i * step, 6) for i in range(round(1.0 / step) + 1))
+pair, split = (task_a, task_b), "interactive"
+large = ws.matrix.spec.numel >= LARGE_MODEL_PARAMS
+try:
+    with st.spinner("Caching tangent features of the interactive split (once)…"):
+        preview = preview_grid(ws, pair, values, split=split)
+except MergelabError as exc:
+    st.error(str(exc))
+    st.stop()
+
+exact = None
+setting = f"{pair}:{values}"
+if large:  # hundreds of full evaluations of a big model: a background job
+    if st.button("Evaluate every point as a background job", type="primary"):
+        spec = resources.job_spec(
+            "landscape", ws, collection, choice, {"tasks": list(pair), "values": list(values)}, name="λ landscape"
+        )
+        st.session_state.update(landscape_job=resources.submit_job(spec), landscape_for=setting)
+    job = widgets.job_progress("landscape_job") if st.session_state.get("landscape_for") == setting else None
+    if job is not None and job.state is JobState.DONE:
+        exact = job.result.exact
+else:
+    bar = st.progress(0.0, text="evaluating the grid")
+    exact = exact_grid(ws, pair, values, split=split, progress=lambda f, msg: bar.progress(f, text=msg))
+    bar.empty()
+
+landscape = Landscape(pair, values, split, exact or tuple((None,) * len(values) for _ in values), preview)
+exact_col, preview_col = st.columns(2)
+exact_col.plotly_chart(
+    figures.landscape_heatmap(landscape), key="landscape_exact", on_select="rerun", selection_mode="points"
+)
+preview_col.plotly_chart(
+    figures.landscape_heatmap(landscape, preview=True),
+    key="landscape_preview",
+    on_select="rerun",
+    selection_mode="points",
+)
+clicked = figures.clicked_lambdas(st.session_state.get("landscape_exact")) or figures.clicked_lambdas(
+    st.session_state.get("landscape_preview")
+)
+best = landscape.best() or landscape.best(preview=True)
+if best is not None:
+    kind = "evaluated" if exact is not None else "preview"
+    st.markdown(
+        f"Best ({kind}): λ {task_a} = {best[0]:g}, λ {task_b} = {best[1]:g}, mean normalized {best[2]:.1%} · "
+        f"[open in Merge]({figures.two_task_merge_link(pair, best[:2])})"
+    )
+if clicked is not None:
+    st.markdown(
+        f"Clicked: λ {task_a} = {clicked[0]:g}, λ {task_b} = {clicked[1]:g} · "
+        f"[open in Merge]({figures.two_task_merge_link(pair, clicked)})"
+    )
