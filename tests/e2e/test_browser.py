@@ -98,7 +98,9 @@ def page():
         browser.close()
 
 
-def _engine_mean(tasks: list[str], *, lam: float | None = None, method: str = "task_arithmetic", **params) -> float:
+def _engine_mean(
+    tasks: list[str], *, lam: float | list[float] | None = None, method: str = "task_arithmetic", **params
+) -> float:
     """What the engine computes for these settings, straight from the shipped zoo."""
     from engine.home import ASSETS_DIR
     from engine.workspace import Workspace
@@ -159,6 +161,32 @@ def test_dragging_iso_c_alpha_redraws_the_bars(server, page):
     expected = _engine_mean(
         ["digits", "faces", "textures", "size", "colours", "bars", "position", "stripes"], method="iso_c", alpha=alpha
     )
+    expect(chart.locator(".gtitle")).to_have_text(f"Merged: mean accuracy {expected:.1%} (interactive split)")
+
+
+def test_clicking_a_landscape_cell_opens_merge_with_those_two_lambdas(server, page):
+    """λ landscape: the evaluated grid and its preview drawn, a click on cell (λ₁ = 0.3, λ₂ = 0.7) offers that
+    merge, and its link opens the Merge page with those two λ and the engine's numbers."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/landscape", timeout=60_000)
+    exact = page.get_by_test_id("stPlotlyChart").first
+    expect(exact.locator(".gtitle")).to_have_text("exact evaluation (interactive)", timeout=90_000)
+    cells = exact.locator(".scatterlayer .trace").first.locator(".point")
+    expect(cells).to_have_count(121, timeout=30_000)  # 11 × 11 values of λ, rows λ₁ then columns λ₂
+    box = cells.nth(3 * 11 + 7).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    clicked = page.get_by_text("Clicked: λ digits = 0.3, λ faces = 0.7")
+    expect(clicked).to_be_visible(timeout=60_000)
+    href = clicked.get_by_role("link", name="open in Merge").get_attribute("href")
+    page.goto(f"{server}/{href.lstrip('/')}", timeout=60_000)
+    chart = page.get_by_test_id("stPlotlyChart").first
+    expect(chart.locator(".gtitle")).to_contain_text("mean accuracy", timeout=60_000)
+    thumbs = page.get_by_test_id("stSlider").get_by_role("slider")
+    expect(thumbs).to_have_count(2)
+    expect(thumbs.nth(0)).to_have_attribute("aria-valuetext", "0.30")
+    expect(thumbs.nth(1)).to_have_attribute("aria-valuetext", "0.70")
+    expected = _engine_mean(["digits", "faces"], lam=[0.3, 0.7])
     expect(chart.locator(".gtitle")).to_have_text(f"Merged: mean accuracy {expected:.1%} (interactive split)")
 
 
