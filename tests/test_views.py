@@ -390,6 +390,24 @@ def test_subspaces_page_shows_the_engine_statistics(app, tiny_collection_dir, da
     assert any("Spearman" in t for t in charts) or any("not computed yet" in i.value for i in app.info)
 
 
+def test_zoo_page_labels_the_variant_curve_by_the_split_it_plots(data_home):
+    """The curve is mean val accuracy (λ is chosen on val), the table test: title and caption say so."""
+    from engine.home import ASSETS_DIR
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["collection"] = str(ASSETS_DIR / "zoo")
+    _open(at, "views/zoo.py")
+    assert not at.exception
+    curve = next(
+        json.loads(c.proto.spec)
+        for c in at.get("plotly_chart")
+        if "against λ" in json.loads(c.proto.spec)["layout"]["title"]["text"]
+    )
+    assert "val" in curve["layout"]["title"]["text"]
+    assert any("the curve: mean val accuracy" in c.value for c in at.caption)
+
+
 def test_compare_page_on_the_zoo_shows_the_stored_table_with_merge_links(data_home):
     from engine.home import ASSETS_DIR
 

@@ -100,7 +100,8 @@ if report and report.get("variants"):
     )
     st.plotly_chart(figures.variant_curves(report["variants"]), key="variant_curves")
     st.caption(
-        "Test accuracy averaged over the tasks, stored at build time. Standard fine-tunes interfere: their "
+        "The table: test accuracy averaged over the tasks; the curve: mean val accuracy, on which λ is chosen "
+        "(both stored at build time). Standard fine-tunes interfere: their "
         "merge peaks at a small λ and falls apart at λ = 1. Linearized fine-tuning alone does not fix that. "
         "With the τJp penalty the task vectors barely move other tasks' embeddings, so adding all of them at "
         "λ = 1 works (Yoshida et al., ICLR 2025). Choose a variant under 'Fine-tuned checkpoints' to merge it."
