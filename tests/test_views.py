@@ -390,6 +390,18 @@ def test_subspaces_page_shows_the_engine_statistics(app, tiny_collection_dir, da
     assert any("Spearman" in t for t in charts) or any("not computed yet" in i.value for i in app.info)
 
 
+def test_an_empty_collection_box_means_the_demo_zoo(data_home):
+    from engine.home import ASSETS_DIR
+    from engine.pool.collection import load_collection
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["collection"] = "  "
+    _open(at, "views/merge.py")
+    assert not at.exception and not at.error
+    assert at.multiselect(key="tasks").value == list(load_collection(ASSETS_DIR / "zoo").task_names)
+
+
 def test_zoo_page_labels_the_variant_curve_by_the_split_it_plots(data_home):
     """The curve is mean val accuracy (λ is chosen on val), the table test: title and caption say so."""
     from engine.home import ASSETS_DIR

@@ -20,15 +20,16 @@ def init_defaults() -> None:
 
 
 def collection_picker() -> str:
-    """The collection folder, in the sidebar and the URL, shared by every view."""
-    return st.sidebar.text_input(
+    """The collection folder, in the sidebar and the URL, shared by every view; an empty box is the demo zoo."""
+    st.sidebar.text_input(
         "Collection folder",
         key="collection",
         bind="query-params",
         help="a collection (folder with collection.json), a pool folder (task_vectors "
         "layout, open_clip or Hugging Face files) or a pool manifest (.yaml/.json), "
-        "under the data home, assets/ or a root listed in the data home's config.json",
+        "under the data home, assets/ or a root listed in the data home's config.json; empty: the demo zoo",
     )
+    return current_collection()
 
 
 def checkpoint_picker(collection: str) -> Choice:
@@ -84,7 +85,8 @@ def sidebar_pickers() -> None:
 
 
 def current_collection() -> str:
-    return st.session_state["collection"]
+    """The sidebar's collection, the demo zoo when its box is empty."""
+    return str(st.session_state.get("collection") or "").strip() or DEFAULT_COLLECTION
 
 
 def sidebar_workspace() -> tuple[str, Choice, Workspace]:
