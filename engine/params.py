@@ -20,6 +20,30 @@ import torch
 from engine.errors import ShapeError
 
 _BLOCK_RE = re.compile(r"^(.*?resblocks\.\d+)\.")
+_BLOCK_NUMBER = re.compile(r"resblocks\.(\d+)(?:\.|$)")
+_BEFORE_BLOCKS = ("conv1", "class_embedding", "positional_embedding", "ln_pre")
+_IN_BLOCK = ("ln_1", "attn", "ln_2", "mlp")
+
+
+def network_key(name: str) -> tuple[int, int, int, str]:
+    """Where tensor (or layer block) `name` of an image tower runs: the embeddings and ln_pre, then the residual
+    blocks by number (ln_1, attention, ln_2, MLP inside each), then ln_post and proj. The flat order is sorted
+    keys, which puts resblocks.10 before resblocks.2 and proj before every block: per-layer charts sort by this."""
+    bare = name.removeprefix("visual.")
+    block = _BLOCK_NUMBER.search(bare)
+    if block is not None:
+        rest = bare[block.end() :]
+        part = next((i for i, p in enumerate(_IN_BLOCK) if rest.startswith(p)), len(_IN_BLOCK))
+        return (1, int(block.group(1)), part, rest)
+    stem = bare.split(".")[0]
+    if stem in _BEFORE_BLOCKS:
+        return (0, _BEFORE_BLOCKS.index(stem), 0, bare)
+    return (2, 0, 0, bare)
+
+
+def network_order(names: Sequence[str]) -> list[int]:
+    """The positions of `names` in network order (`network_key`)."""
+    return sorted(range(len(names)), key=lambda i: network_key(names[i]))
 
 
 @dataclass(frozen=True)

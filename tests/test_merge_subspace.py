@@ -216,7 +216,10 @@ def test_a_per_layer_method_needs_the_spec(tower):
 def test_what_each_low_rank_method_keeps_per_layer(tower):
     _, T = tower
     tsv = METHODS["tsv_m"].ranks(T, SPEC, {})
-    assert [r.layer for r in tsv] == list(SPEC.matrices())  # network order
+    from engine.params import network_order
+
+    matrices = SPEC.matrices()
+    assert [r.layer for r in tsv] == [matrices[i] for i in network_order(matrices)]  # positional_embedding first
     assert {(r.layer, r.rank) for r in tsv} >= {("positional_embedding", 1), ("proj", 2)}  # ⌊p / K⌋
     assert all(0 < r.energy < 1 for r in tsv)
     full = METHODS["cart"].ranks(T, SPEC, {"rank_share": 1.0})

@@ -129,3 +129,29 @@ def test_merge_leaves_inputs_untouched(states):
     theta0, T = tm.theta0.clone(), tm.T.clone()
     apply("task_arithmetic", tm.theta0, tm.T, {"lam": 0.7})
     assert torch.equal(theta0, tm.theta0) and torch.equal(T, tm.T)
+
+
+def test_network_order_runs_embeddings_then_blocks_by_number_then_the_head():
+    from engine.params import network_order
+
+    names = [  # flat (sorted) order of a 12-block tower's layer labels
+        "class_embedding",
+        "conv1",
+        "ln_post",
+        "ln_pre",
+        "positional_embedding",
+        "proj",
+        *sorted(f"transformer.resblocks.{i}" for i in range(12)),
+    ]
+    ordered = [names[i] for i in network_order(names)]
+    assert ordered == [
+        "conv1",
+        "class_embedding",
+        "positional_embedding",
+        "ln_pre",
+        *(f"transformer.resblocks.{i}" for i in range(12)),
+        "ln_post",
+        "proj",
+    ]
+    inside = ["t.resblocks.3.mlp.c_proj.weight", "t.resblocks.3.ln_2.weight", "t.resblocks.3.attn.in_proj_weight"]
+    assert [inside[i] for i in network_order(inside)] == [inside[2], inside[1], inside[0]]  # attention, ln_2, MLP

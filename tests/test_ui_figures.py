@@ -252,3 +252,16 @@ def test_parts_loss_curve_is_the_loss_relative_to_its_first_step():
     fig = parts_loss_curve([8.0, 6.0, 4.0, 4.0], method="WUDI")
     assert list(fig.data[0].x) == [1, 2, 3, 4] and list(fig.data[0].y) == [1.0, 0.75, 0.5, 0.5]
     assert "WUDI" in fig.layout.title.text
+
+
+def test_per_layer_charts_run_in_network_order():
+    from engine.merge.analysis import SparsityReport
+    from ui.figures import layer_bars, sign_conflict_bars
+
+    layers = ("ln_post", "proj", "transformer.resblocks.0", "transformer.resblocks.10", "transformer.resblocks.2")
+    report = SparsityReport(("a",), {"a": 1.0}, layers, (0.5, 0.6, 0.1, 0.3, 0.2))
+    bars = sign_conflict_bars(report)
+    assert list(bars.data[0].x) == [*layers[2:3], layers[4], layers[3], *layers[:2]]
+    assert list(bars.data[0].y) == [0.1, 0.2, 0.3, 0.5, 0.6]
+    parts = layer_bars(dict(zip(layers, range(5))), vector="a", task="b")
+    assert list(parts.data[0].y) == [2, 4, 3, 0, 1]

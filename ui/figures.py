@@ -15,6 +15,7 @@ from engine.merge import METHODS as METHOD_REGISTRY
 from engine.merge.analysis import SparsityReport
 from engine.merge.forgetting import CONTROL_FLOOR, METHODS, ForgettingCurve
 from engine.merge.spectra import MeasureAgreement, SubspaceStats
+from engine.params import network_order
 from engine.runs.log import Run
 from engine.sta.stats import ImportanceSummary
 from engine.taujp.matrix import TauJpMatrix
@@ -143,11 +144,12 @@ def runs_comparison(runs: Sequence[Run]) -> go.Figure:
 
 
 def sign_conflict_bars(report: SparsityReport) -> go.Figure:
-    """Per layer: the share of entries where the (masked) task vectors disagree in sign."""
+    """Per layer, in network order: the share of entries where the (masked) task vectors disagree in sign."""
+    order = network_order(report.layers)
     fig = go.Figure(
         go.Bar(
-            x=list(report.layers),
-            y=list(report.sign_conflict),
+            x=[report.layers[i] for i in order],
+            y=[report.sign_conflict[i] for i in order],
             marker_color="#d95f02",
             hovertemplate="%{x}: %{y:.1%}<extra></extra>",
         )
@@ -254,11 +256,12 @@ def mask_overlap_heatmap(summary: ImportanceSummary) -> go.Figure:
 
 
 def layer_importance_heatmap(summary: ImportanceSummary) -> go.Figure:
-    """Tasks × layers: the share of each layer's entries with importance ≥ κ."""
+    """Tasks × layers (network order): the share of each layer's entries with importance ≥ κ."""
+    order = network_order(summary.layers)
     fig = go.Figure(
         go.Heatmap(
-            z=summary.kept_per_layer.tolist(),
-            x=list(summary.layers),
+            z=summary.kept_per_layer[:, order].tolist(),
+            x=[summary.layers[i] for i in order],
             y=list(summary.tasks),
             zmin=0,
             zmax=1,
@@ -394,10 +397,15 @@ def interference_scatter(matrix: TauJpMatrix, drops: Mapping[tuple[str, str], fl
 
 
 def layer_bars(parts: Mapping[str, float], *, vector: str, task: str) -> go.Figure:
-    """τJp of one vector on one task's inputs, restricted to each layer block in turn."""
+    """τJp of one vector on one task's inputs, restricted to each layer block in turn (network order)."""
+    names = list(parts)
+    names = [names[i] for i in network_order(names)]
     fig = go.Figure(
         go.Bar(
-            x=list(parts), y=list(parts.values()), marker_color="#d95f02", hovertemplate="%{x}: %{y:.3f}<extra></extra>"
+            x=names,
+            y=[parts[n] for n in names],
+            marker_color="#d95f02",
+            hovertemplate="%{x}: %{y:.3f}<extra></extra>",
         )
     )
     fig.update_layout(
@@ -688,11 +696,12 @@ def spectrum_chart(stats: SubspaceStats, layer: str) -> go.Figure:
 
 def top_share_heatmap(stats: SubspaceStats) -> go.Figure:
     """Per layer (rows, network order) and task: the energy share of its top ⌊p/K⌋ directions."""
+    order = network_order(stats.layers)
     fig = go.Figure(
         go.Heatmap(
-            z=stats.top_share.tolist(),
+            z=stats.top_share[order].tolist(),
             x=list(stats.tasks),
-            y=list(stats.layers),
+            y=[stats.layers[i] for i in order],
             zmin=0,
             zmax=1,
             colorscale="Blues",

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from engine.merge.spectra import alignment_vs_taujp
+from engine.params import network_order
 from ui import figures
 from ui.state import sidebar_workspace
 
@@ -17,7 +18,7 @@ collection, choice, ws = sidebar_workspace()
 with st.spinner("Factoring every layer of every task…"):
     stats = ws.subspace_stats()
 
-layer = st.selectbox("Layer", stats.layers, key="subspace_layer")
+layer = st.selectbox("Layer", [stats.layers[i] for i in network_order(stats.layers)], key="subspace_layer")
 left, right = st.columns(2)
 left.plotly_chart(figures.spectrum_chart(stats, layer), key="subspace_spectrum")
 right.plotly_chart(figures.top_share_heatmap(stats), key="subspace_top_share")

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from engine.params import ParamSpec
+from engine.params import ParamSpec, network_key
 
 LowRank = Callable[[str], bool]
 Memo = Callable[[Hashable, Callable[[], Any]], Any]
@@ -276,7 +276,7 @@ def tsv_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]
 def iso_c_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
     """Per matrix: Iso-C keeps every direction of the summed matrix (rank p, all of its energy)."""
     shapes = dict(zip(spec.names, spec.shapes))
-    return tuple(LayerRank(n, min(shapes[n]), min(shapes[n]), 1.0) for n in every_matrix(spec))
+    return _in_order(spec, [LayerRank(n, min(shapes[n]), min(shapes[n]), 1.0) for n in every_matrix(spec)])
 
 
 def iso_cts_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
@@ -300,4 +300,5 @@ def cart_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...
 
 
 def _in_order(spec: ParamSpec, rows: list[LayerRank]) -> tuple[LayerRank, ...]:
-    return tuple(sorted(rows, key=lambda row: spec.names.index(row.layer)))
+    """Rows in network order (`network_key`), as the merge page's panel lists them."""
+    return tuple(sorted(rows, key=lambda row: network_key(row.layer)))
