@@ -265,3 +265,16 @@ def test_per_layer_charts_run_in_network_order():
     assert list(bars.data[0].y) == [0.1, 0.2, 0.3, 0.5, 0.6]
     parts = layer_bars(dict(zip(layers, range(5))), vector="a", task="b")
     assert list(parts.data[0].y) == [2, 4, 3, 0, 1]
+
+
+def test_interference_scatter_states_the_rank_correlation_of_its_points():
+    from engine.taujp.matrix import TauJpMatrix
+    from ui.figures import interference_scatter
+
+    tasks = ("x", "y", "z")
+    values = torch.tensor([[5.0, 1.0, 2.0], [3.0, 5.0, 4.0], [6.0, 0.5, 5.0]])
+    matrix = TauJpMatrix(tasks, tasks, values, "val", (8, 8, 8))
+    drops = {("x", "y"): 0.01, ("x", "z"): 0.02, ("y", "x"): 0.03, ("y", "z"): 0.04, ("z", "x"): 0.05, ("z", "y"): 0.06}
+    fig = interference_scatter(matrix, drops, lam=0.3)
+    # τJp ranks the pairs 1 2 3 4 5 0, the drops 0 1 2 3 4 5: ρ = 1 − 6·30 / (6·35) = 0.14
+    assert "Spearman ρ = 0.14" in fig.layout.title.text

@@ -14,7 +14,7 @@ from engine.jobs.learn import LearnCurves
 from engine.merge import METHODS as METHOD_REGISTRY
 from engine.merge.analysis import SparsityReport
 from engine.merge.forgetting import CONTROL_FLOOR, METHODS, ForgettingCurve
-from engine.merge.spectra import MeasureAgreement, SubspaceStats
+from engine.merge.spectra import MeasureAgreement, SubspaceStats, rank_correlation
 from engine.params import network_order
 from engine.runs.log import Run
 from engine.sta.stats import ImportanceSummary
@@ -375,9 +375,11 @@ def taujp_diagonal_bars(matrix: TauJpMatrix) -> go.Figure:
 
 
 def interference_scatter(matrix: TauJpMatrix, drops: Mapping[tuple[str, str], float], *, lam: float) -> go.Figure:
-    """Off-diagonal τJp[a, b] against the accuracy task b loses when τ_a is added (drop_b(a))."""
+    """Off-diagonal τJp[a, b] against the accuracy task b loses when τ_a is added (drop_b(a)), with their
+    Spearman rank correlation in the title: near 1, the pairs τJp ranks higher lose more accuracy."""
     pairs = [(a, b) for a in matrix.vectors for b in matrix.tasks if a != b and (a, b) in drops]
     x = [matrix.values[matrix.vectors.index(a), matrix.tasks.index(b)].item() for a, b in pairs]
+    rho = rank_correlation(torch.tensor(x), torch.tensor([drops[p] for p in pairs])) if len(pairs) > 1 else None
     fig = go.Figure(
         go.Scatter(
             x=x,
@@ -388,7 +390,8 @@ def interference_scatter(matrix: TauJpMatrix, drops: Mapping[tuple[str, str], fl
         )
     )
     fig.update_layout(
-        title=f"Interference: τJp against the accuracy drop at λ = {lam:g}",
+        title=f"Interference: τJp against the accuracy drop at λ = {lam:g}"
+        + ("" if rho is None else f" (Spearman ρ = {rho:.2f})"),
         xaxis_title="τJp[a, b]",
         yaxis=dict(title="drop_b(a) = acc_b(λτ_b) − acc_b(λ(τ_a + τ_b))", tickformat=".0%"),
         margin=dict(t=50),
