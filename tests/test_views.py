@@ -577,7 +577,11 @@ def test_interference_page_shows_the_engine_matrix_and_pairs(app, tiny_collectio
     scatter = charts["Interference"]["data"][0]
     assert len(scatter["x"]) == 6 and sorted(scatter["y"]) == pytest.approx(sorted(drops.values()))
     layers = charts["τ_texture on brightness inputs, per layer"]["data"][0]
-    assert layers["y"] == pytest.approx(list(ws.taujp_layers("texture", "brightness").values()), rel=1e-5)
+    parts = ws.taujp_layers("texture", "brightness")
+    assert layers["y"] == pytest.approx([parts[n] for n in layers["x"]], rel=1e-5) and set(layers["x"]) == set(parts)
+    from engine.params import network_order
+
+    assert layers["x"] == [list(parts)[i] for i in network_order(list(parts))]  # conv1 … blocks … proj
 
 
 def test_merge_preview_toggle_shows_preview_and_exact(app, tiny_collection_dir, data_home):
