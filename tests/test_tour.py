@@ -122,3 +122,25 @@ def test_stored_forgetting_curve_and_learned_bars_read_the_zoo():
     fig = figures.learned_bars(rows, objective="unsupervised")
     assert list(fig.data[0].x) == [r["unsupervised"] for r in rows]
     assert list(fig.data[0].y) == [r["method"] for r in rows]
+
+
+def test_a_step_keeps_its_control_when_the_tour_comes_back(tour):
+    tour.query_params["step"] = "2"
+    at = _open(tour)
+    at.slider(key="tour_lam").set_value(0.6).run()
+    _button(at, "tour_next").click().run()
+    _button(at, "tour_previous").click().run()
+    _shows_step(at, 2)
+    assert at.slider(key="tour_lam").value == 0.6
+
+
+@pytest.mark.parametrize("step", range(1, 7))
+def test_every_step_renders_on_a_collection_without_stored_results(tiny_collection_dir, data_home, step):
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tiny_collection_dir)]}))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["collection"] = str(tiny_collection_dir)
+    at.query_params["step"] = str(step)
+    at = _open(at)
+    assert not at.error and at.latex
+    assert at.get("plotly_chart") or any("stores no" in i.value for i in at.info)

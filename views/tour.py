@@ -4,6 +4,7 @@ the full page. The step is in st.session_state["tour_step"] and the URL (?step=N
 import streamlit as st
 
 from engine.merge import get_method
+from engine.merge.forgetting import METHODS as FORGETTING_METHODS
 from ui import figures, resources
 from ui.state import sidebar_workspace
 
@@ -27,6 +28,21 @@ def _step_from_url() -> int | None:
 
 if "tour_step" not in st.session_state or st.session_state.get("_tour_url_step") != st.query_params.get("step"):
     st.session_state["tour_step"] = _step_from_url() or st.session_state.get("tour_step", 1)
+
+
+# Each step's control is a widget only while its step is shown, and Streamlit drops an unrendered widget's
+# value: re-assigning it on every run keeps λ, d, ... where the audience left them when the tour comes back.
+for key in (
+    "tour_sim_tasks",
+    "tour_lam",
+    "tour_density",
+    "tour_taujp_variant",
+    "tour_forget_target",
+    "tour_forget_method",
+    "tour_objective",
+):
+    if key in st.session_state:
+        st.session_state[key] = st.session_state[key]
 
 
 def go_to(step: int) -> None:
@@ -153,7 +169,9 @@ elif step == 5:
         st.session_state.setdefault("tour_forget_method", methods[0])
         if st.session_state["tour_forget_method"] not in methods:
             st.session_state["tour_forget_method"] = methods[0]
-        method = b.selectbox("Method", methods, key="tour_forget_method", format_func=lambda m: m.replace("_", " "))
+        method = b.selectbox(
+            "Method", methods, key="tour_forget_method", format_func=lambda m: FORGETTING_METHODS.get(m, m)
+        )
         curve = figures.stored_forgetting_curve(stored["targets"][target][method]["curve"])
         chart(figures.forgetting_chart(curve), "tour_forgetting")
         st.caption("Stored when the zoo was built (val split); the Forgetting page sweeps the interactive split.")
