@@ -156,7 +156,7 @@ elif step == 5:
     st.markdown(
         "Subtracting a task vector **forgets** the task (negation, Ilharco et al., ICLR 2023): the target falls "
         "towards chance while the other tasks should hold. α is chosen as the lowest target with the control "
-        "at ≥ 95% of pretrained; STA subtracts only the entries important for the target."
+        "at ≥ 95% of pretrained; STA (provisional definition here) subtracts only the entries important for the target."
     )
     st.latex(r"\theta = \theta_0 - \alpha\,\tau_{\text{target}} \qquad (\text{STA: } \theta_0 - \alpha\, m \odot \tau)")
     stored = resources.stored_forgetting(collection)
