@@ -13,6 +13,7 @@ pages = st.navigation(
     {
         "": [st.Page("views/home.py", title="Home", icon=":material/home:", default=True)],
         "Explore": [
+            st.Page("views/tour.py", title="Tour", icon=":material/school:", url_path="tour"),
             st.Page("views/zoo.py", title="Zoo", icon=":material/inventory_2:", url_path="zoo"),
             st.Page("views/merge.py", title="Merge", icon=":material/merge:", url_path="merge"),
             st.Page("views/compare.py", title="Compare methods", icon=":material/leaderboard:", url_path="compare"),

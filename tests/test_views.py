@@ -47,6 +47,7 @@ def _metric(at: AppTest, label: str) -> str:
         "views/landscape.py",
         "views/finetune.py",
         "views/learned.py",
+        "views/tour.py",
     ],
 )
 def test_every_view_renders(app, view):

@@ -859,3 +859,40 @@ def two_task_merge_link(tasks: Sequence[str], lambdas: Sequence[float]) -> str:
     pairs = [("method", "task_arithmetic"), *(("tasks", t) for t in tasks), ("per_task", "true")]
     pairs += [(f"task_arithmetic.lam.{t}", f"{v:g}") for t, v in zip(tasks, lambdas)]
     return "merge?" + urlencode(pairs)
+
+
+PROJECTOR_FONT = 22
+PROJECTOR_HEIGHT = 640
+
+
+def for_projector(fig: go.Figure, *, font_size: int = PROJECTOR_FONT, height: int = PROJECTOR_HEIGHT) -> go.Figure:
+    """The same figure, readable from the back of a lecture room: larger base and title fonts, taller."""
+    fig.update_layout(font=dict(size=font_size), title_font=dict(size=font_size + 4), height=height)
+    return fig
+
+
+def stored_forgetting_curve(stored: Mapping) -> ForgettingCurve:
+    """A negation curve as forgetting.json stores it (targets → target → method → "curve"), as the engine's object."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
+    return ForgettingCurve(**fields)
+
+
+def learned_bars(rows: Sequence[Mapping], *, objective: str) -> go.Figure:
+    """`learned_table` rows as bars: test mean accuracy of every learned-coefficient method for one objective."""
+    fig = go.Figure(
+        go.Bar(
+            x=[r[objective] for r in rows],
+            y=[r["method"] for r in rows],
+            orientation="h",
+            marker_color=COLOURS["merged"],
+            text=[f"{r[objective]:.1%}" for r in rows],
+            hovertemplate="%{y}: %{x:.1%}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Learned coefficients, {objective} objective: test mean accuracy",
+        xaxis=dict(title="mean accuracy (test)", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(autorange="reversed"),
+        margin=dict(t=50, l=10),
+    )
+    return fig
