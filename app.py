@@ -32,7 +32,8 @@ pages = st.navigation(
             st.Page("views/learned.py", title="aTLAS & DV-BASI", icon=":material/tune:", url_path="learned"),
         ],
         "Track": [st.Page("views/jobs.py", title="Jobs & runs", icon=":material/monitoring:", url_path="jobs")],
-    }
+    },
+    expanded=True,  # 14 pages: collapsed past twelve, "Jobs & runs" would hide behind "View more"
 )
 sidebar_pickers()  # here, not in the views: the entry script's widgets survive page switches
 pages.run()

@@ -31,16 +31,6 @@ def live_jobs() -> None:
 
 
 live_jobs()
-with st.expander("Data home"):
-    home = DataHome.from_env().ensure()
-    if st.button("Clear caches", help="heads, decoded tasks, importance maps, τJp, merge parts: all recomputed"):
-        freed = home.clear_caches()
-        st.success(f"Cleared {freed.files} cached files ({freed.bytes / 2**20:.1f} MB).")
-    st.dataframe(
-        [{"folder": f.name, "files": f.files, "MB": round(f.bytes / 2**20, 1)} for f in home.usage()],
-        hide_index=True,
-    )
-    st.caption(f"`{home.root}`. Clearing caches keeps exports, checkpoints (your fine-tunes) and the run log.")
 st.subheader("Run log")
 log = resources.run_log()
 all_runs = log.runs()
@@ -77,3 +67,14 @@ chosen = st.multiselect("Compare runs (2 to 4)", [r.id for r in runs], max_selec
 if len(chosen) >= 2:
     st.plotly_chart(figures.runs_comparison([log.get(i) for i in chosen]), key="runs_comparison")
     st.caption("Each run's per-task accuracy as logged (for sweeps: at the best λ of the sweep).")
+
+with st.expander("Data home"):
+    home = DataHome.from_env().ensure()
+    if st.button("Clear caches", help="heads, decoded tasks, importance maps, τJp, merge parts: all recomputed"):
+        freed = home.clear_caches()
+        st.success(f"Cleared {freed.files} cached files ({freed.bytes / 2**20:.1f} MB).")
+    st.dataframe(
+        [{"folder": f.name, "files": f.files, "MB": round(f.bytes / 2**20, 1)} for f in home.usage()],
+        hide_index=True,
+    )
+    st.caption(f"`{home.root}`. Clearing caches keeps exports, checkpoints (your fine-tunes) and the run log.")
