@@ -27,14 +27,11 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -42,7 +39,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _wait_healthy  # noqa: E402
+from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, dashboard_server  # noqa: E402
 
 RSS_GOAL_GIB = 3.0
 HEALTH_GOAL_S = 5.0  # a health check slower than this counts as unresponsive
@@ -101,43 +98,6 @@ def expected_numbers(items: list[Setting], cache_dir: Path) -> list[tuple[str, s
         comparison = ws.compare(ws.task_names, s.method, dict(s.params), split="interactive")
         out.append((f"{comparison.mean_merged:.1%}", f"{comparison.mean_normalized:.1%}"))
     return out
-
-
-@contextmanager
-def dashboard_server(home: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A fresh `streamlit run app.py` on a free local port with its own MERGELAB_HOME; yields (url, process)."""
-    port = _free_port()
-    env = {**os.environ, "MERGELAB_HOME": str(home), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def tree_rss_bytes(pid: int) -> int:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.merge_bandwidth import timed  # noqa: E402
 from engine.merge import apply  # noqa: E402
 from engine.merge.registry import scale_parts  # noqa: E402
-from engine.merge.subspace import attention_and_mlp, every_matrix  # noqa: E402
+from engine.merge.subspace import Memo, attention_and_mlp, every_matrix  # noqa: E402
 from engine.merge.wudi import WUDI_STEPS, wudi_run  # noqa: E402
 from engine.models import create_visual, pick_device  # noqa: E402
 from engine.params import ParamSpec, flatten  # noqa: E402
@@ -59,8 +59,8 @@ def svd_reference(method: str, T: torch.Tensor, spec: ParamSpec, device: torch.d
     return min(timed(run, device=device, repeats=1))
 
 
-def wudi_row(T: torch.Tensor, spec: ParamSpec, device: torch.device, steps: int) -> dict:
-    """WUDI's terms (A, B per layer group) and `steps` Adam steps, extrapolated to the paper's 300."""
+def dict_memo() -> Memo:
+    """A memo that keeps everything (the bench's second call must read what the first computed)."""
     kept: dict = {}
 
     def memo(key, compute):
@@ -68,6 +68,12 @@ def wudi_row(T: torch.Tensor, spec: ParamSpec, device: torch.device, steps: int)
             kept[key] = compute()
         return kept[key]
 
+    return memo
+
+
+def wudi_row(T: torch.Tensor, spec: ParamSpec, device: torch.device, steps: int) -> dict:
+    """WUDI's terms (A, B per layer group) and `steps` Adam steps, extrapolated to the paper's 300."""
+    memo = dict_memo()
     start = time.perf_counter()
     wudi_run(T, spec, steps=0, memo=memo)  # the terms only
     terms = time.perf_counter() - start
@@ -93,13 +99,7 @@ def wudi_row(T: torch.Tensor, spec: ParamSpec, device: torch.device, steps: int)
 
 def rank_change_row(T: torch.Tensor, spec: ParamSpec, theta0: torch.Tensor) -> dict:
     """CART at ρ = 0.12 (factoring), then at ρ = 0.3 from the cached factors."""
-    kept: dict = {}
-
-    def memo(key, compute):
-        if key not in kept:
-            kept[key] = compute()
-        return kept[key]
-
+    memo = dict_memo()
     start = time.perf_counter()
     scale_parts("cart", theta0, T, {"rank_share": 0.12}, spec=spec, memo=memo)
     first = time.perf_counter() - start

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,15 @@ def _free_port() -> int:
 @pytest.fixture()
 def server(data_home: Path) -> Iterator[str]:
     """A fresh `streamlit run app.py` on a free local port; yields its base URL."""
+    with dashboard_server(data_home) as (url, _):
+        yield url
+
+
+@contextmanager
+def dashboard_server(home: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A fresh `streamlit run app.py` on a free local port with its own MERGELAB_HOME; yields (url, process)."""
     port = _free_port()
-    env = {**os.environ, "MERGELAB_HOME": str(data_home), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env = {**os.environ, "MERGELAB_HOME": str(home), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -64,13 +72,14 @@ def server(data_home: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(10)
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
