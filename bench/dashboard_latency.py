@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _wait_healthy  # noqa: E402
+from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, dashboard_server  # noqa: E402
 
 
 def engine_path(home: Path, repeats: int = 10) -> list[float]:
@@ -41,42 +39,27 @@ def engine_path(home: Path, repeats: int = 10) -> list[float]:
 def browser_path(home: Path, presses: int = 5) -> dict:
     from playwright.sync_api import expect, sync_playwright
 
-    port = _free_port()
-    env = {**os.environ, "MERGELAB_HOME": str(home), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     launched = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(f"{url}/merge", timeout=60_000)
-            title = page.get_by_test_id("stPlotlyChart").first.locator(".gtitle")
-            expect(title).to_contain_text("mean accuracy", timeout=60_000)
-            cold = time.perf_counter() - launched
-            thumb = page.get_by_test_id("stSlider").first.get_by_role("slider")
-            updates = []
-            for _ in range(presses):
-                before = title.text_content()
-                thumb.focus()
-                start = time.perf_counter()
-                page.keyboard.press("ArrowRight")
-                expect(page.get_by_test_id("stApp")).to_have_attribute(
-                    "data-test-script-state", "notRunning", timeout=30_000
-                )
-                expect(title).not_to_have_text(before, timeout=30_000)
-                updates.append(time.perf_counter() - start)
-            browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with dashboard_server(home) as (url, _), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(f"{url}/merge", timeout=60_000)
+        title = page.get_by_test_id("stPlotlyChart").first.locator(".gtitle")
+        expect(title).to_contain_text("mean accuracy", timeout=60_000)
+        cold = time.perf_counter() - launched
+        thumb = page.get_by_test_id("stSlider").first.get_by_role("slider")
+        updates = []
+        for _ in range(presses):
+            before = title.text_content()
+            thumb.focus()
+            start = time.perf_counter()
+            page.keyboard.press("ArrowRight")
+            expect(page.get_by_test_id("stApp")).to_have_attribute(
+                "data-test-script-state", "notRunning", timeout=30_000
+            )
+            expect(title).not_to_have_text(before, timeout=30_000)
+            updates.append(time.perf_counter() - start)
+        browser.close()
     return {"cold_start_to_first_chart_s": round(cold, 2), "key_press_to_chart_s": updates}
 
 
