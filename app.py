@@ -5,10 +5,9 @@ when it is a fresh server's first request (tests/e2e checks deep links)."""
 
 import streamlit as st
 
-from ui.state import init_defaults, sidebar_pickers
+from ui.state import sidebar_pickers
 
 st.set_page_config(page_title="mergelab", page_icon=":material/science:", layout="wide")
-init_defaults()
 pages = st.navigation(
     {
         "": [st.Page("views/home.py", title="Home", icon=":material/home:", default=True)],

@@ -510,6 +510,11 @@ class Workspace:
         return Sweep.from_results(split, param, values, results, tasks)
 
 
+def linearized_tasks(collection: Collection, chosen: Mapping[str, str]) -> tuple[str, ...]:
+    """The tasks whose chosen checkpoint is a linearized one (sidecar variant linearized or tau_jp)."""
+    return tuple(t for t, v in chosen.items() if collection.checkpoint_meta(t, v).linearized)
+
+
 def _linearized(collection: Collection, chosen: Mapping[str, str]) -> bool:
     """Whether the chosen checkpoints are linearized ones; CheckpointError when they mix both kinds."""
     kinds = {t: collection.checkpoint_meta(t, v).linearized for t, v in chosen.items()}

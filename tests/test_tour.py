@@ -94,7 +94,7 @@ def test_the_lambda_slider_shows_what_the_engine_computes(tour, data_home):
     merged = next(t for t in chart["data"] if t["name"] == "merged")
     assert merged["y"] == pytest.approx([expected.merged.accuracy[t] for t in ws.task_names])
     assert f"{expected.mean_merged:.1%}" in chart["layout"]["title"]["text"]
-    assert any("task_arithmetic.lam=0.6" in m.value for m in at.markdown)
+    assert any("method=task_arithmetic&lam=0.6" in m.value for m in at.markdown)
 
 
 def test_the_presenter_toggle_enlarges_the_figures(tour):

@@ -243,7 +243,8 @@ def test_methods_chart_and_merge_links():
     fig = methods_chart(MethodsComparison(("a", "b"), rows))
     assert list(fig.data[0].x) == ["TSV-M (task singular vectors)", "Task arithmetic"]  # best first
     assert list(fig.data[0].y) == [0.85, 0.75] and [t.name for t in fig.data[1:]] == ["a", "b"]
-    assert merge_link("tsv_m", {"alpha": 1.2}) == "merge?method=tsv_m&tsv_m.alpha=1.2"
+    assert merge_link("tsv_m", {"alpha": 1.2}) == "merge?method=tsv_m&alpha=1.2"
+    assert merge_link("ties", {"lam": 0.1 + 0.2}, base=[("ckpt", "tau_jp")]) == "merge?ckpt=tau_jp&method=ties&lam=0.3"
 
 
 def test_parts_loss_curve_is_the_loss_relative_to_its_first_step():

@@ -347,7 +347,7 @@ def test_landscape_page_shows_both_grids_and_links_the_best_point_to_merge(app, 
     assert sum(exact, []) == pytest.approx(sum(map(list, expected.exact), []))
     assert sum(preview, []) == pytest.approx(sum(map(list, expected.preview), []))
     a, b, value = expected.best()
-    link = f"merge?method=task_arithmetic&tasks={pair[0]}&tasks={pair[1]}&per_task=true"
+    link = f"tasks={pair[0]}&tasks={pair[1]}&per_task=true"
     assert any(link in m.value and f"{value:.1%}" in m.value for m in app.markdown)
 
 

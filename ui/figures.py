@@ -788,11 +788,13 @@ def methods_chart(comparison: MethodsComparison) -> go.Figure:
     return fig
 
 
-def merge_link(method: str, params: Mapping[str, float]) -> str:
-    """A deep link opening the Merge page on `method` with these parameter values."""
+def merge_link(method: str, params: Mapping[str, float], *, base: Sequence[tuple[str, str]] = ()) -> str:
+    """A deep link opening the Merge page on `method` with these parameter values, after `base` (the
+    sidebar's part of the URL: collection and checkpoints, so the link shows the same numbers)."""
     from urllib.parse import urlencode
 
-    return "merge?" + urlencode([("method", method), *((f"{method}.{k}", f"{v:g}") for k, v in params.items())])
+    pairs = [*base, ("method", method), *((k, f"{v:.6g}") for k, v in params.items())]
+    return "merge?" + urlencode(pairs)
 
 
 def landscape_heatmap(landscape: Landscape, *, preview: bool = False) -> go.Figure:
@@ -852,12 +854,13 @@ def clicked_lambdas(selection: Mapping | None) -> tuple[float, float] | None:
     return None if cell is None else (float(cell["y"]), float(cell["x"]))
 
 
-def two_task_merge_link(tasks: Sequence[str], lambdas: Sequence[float]) -> str:
-    """A deep link opening the Merge page on task arithmetic of `tasks` with one λ each."""
+def two_task_merge_link(tasks: Sequence[str], lambdas: Sequence[float], *, base: Sequence[tuple[str, str]] = ()) -> str:
+    """A deep link opening the Merge page on task arithmetic of `tasks` with one λ each (after `base`, as
+    in `merge_link`)."""
     from urllib.parse import urlencode
 
-    pairs = [("method", "task_arithmetic"), *(("tasks", t) for t in tasks), ("per_task", "true")]
-    pairs += [(f"task_arithmetic.lam.{t}", f"{v:g}") for t, v in zip(tasks, lambdas)]
+    pairs = [*base, *(("tasks", t) for t in tasks), ("per_task", "true")]
+    pairs += [(f"lam.{t}", f"{v:.6g}") for t, v in zip(tasks, lambdas)]
     return "merge?" + urlencode(pairs)
 
 

@@ -10,7 +10,7 @@ from engine.merge import MergeMethod, Param
 from engine.merge.registry import ParamValue
 from engine.sta.importance import KINDS
 from engine.workspace import Workspace
-from ui import resources
+from ui import links, resources
 from ui.state import CHOICE, current_collection
 
 
@@ -18,11 +18,29 @@ def param_key(method: MergeMethod, param: Param, task: str | None = None) -> str
     return f"{method.name}.{param.name}" + (f".{task}" if task else "")
 
 
+def param_links(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) -> list[links.Link]:
+    """The method's parameters in the URL by their own names (`lam=0.3`, `lam.digits=0.4` per task), reading
+    the method-qualified names links carried before (`task_arithmetic.lam=0.3`)."""
+    found = []
+    for param in method.params:
+        keys = [(f".{t}", t) for t in tasks] if param.per_task and per_task else [("", None)]
+        found += [
+            links.number(
+                f"{param.name}{suffix}",
+                param_key(method, param, task),
+                low=param.low,
+                high=param.high,
+                default=param.default,
+                aliases=(f"{method.name}.{param.name}{suffix}",),
+            )
+            for suffix, task in keys
+        ]
+    return found
+
+
 def _slider(label: str, param: Param, key: str) -> float:
     st.session_state.setdefault(key, param.default)
-    return st.slider(
-        label, min_value=param.low, max_value=param.high, step=param.step, key=key, help=param.help, bind="query-params"
-    )
+    return st.slider(label, min_value=param.low, max_value=param.high, step=param.step, key=key, help=param.help)
 
 
 def method_params(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) -> dict[str, ParamValue]:

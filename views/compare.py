@@ -6,7 +6,7 @@ from engine.jobs.compare import MethodsComparison
 from engine.jobs.runner import JobState
 from engine.merge import METHODS
 from ui import figures, resources, widgets
-from ui.state import sidebar_workspace
+from ui.state import sidebar_query, sidebar_workspace
 
 st.header("Compare merge methods")
 st.caption(
@@ -39,7 +39,7 @@ if comparison is not None:
             "val normalized": [r.val_mean_normalized for r in rows],
             "test accuracy": [r.test_mean_accuracy for r in rows],
             "test normalized": [r.test_mean_normalized for r in rows],
-            "open": [figures.merge_link(r.method, r.params) for r in rows],
+            "open": [figures.merge_link(r.method, r.params, base=sidebar_query()) for r in rows],
         },
         column_config={
             **{

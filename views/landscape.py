@@ -7,7 +7,7 @@ from engine.jobs.landscape import Landscape, exact_grid, preview_grid
 from engine.jobs.runner import JobState
 from engine.workspace import LARGE_MODEL_PARAMS
 from ui import figures, resources, widgets
-from ui.state import sidebar_workspace
+from ui.state import sidebar_query, sidebar_workspace
 
 st.header("λ landscape of two tasks")
 st.caption(
@@ -72,10 +72,10 @@ if best is not None:
     kind = "evaluated" if exact is not None else "preview"
     st.markdown(
         f"Best ({kind}): λ {task_a} = {best[0]:g}, λ {task_b} = {best[1]:g}, mean normalized {best[2]:.1%} · "
-        f"[open in Merge]({figures.two_task_merge_link(pair, best[:2])})"
+        f"[open in Merge]({figures.two_task_merge_link(pair, best[:2], base=sidebar_query())})"
     )
 if clicked is not None:
     st.markdown(
         f"Clicked: λ {task_a} = {clicked[0]:g}, λ {task_b} = {clicked[1]:g} · "
-        f"[open in Merge]({figures.two_task_merge_link(pair, clicked)})"
+        f"[open in Merge]({figures.two_task_merge_link(pair, clicked, base=sidebar_query())})"
     )

@@ -9,48 +9,81 @@ from engine.home import DataHome
 from engine.jobs.runner import JobState
 from engine.jobs.sweep import record_sweep
 from engine.merge import METHODS, get_method
-from engine.runs.recipe_runner import run_recipe, save_merge_run
+from engine.runs.recipe_runner import run_recipe, save_merge_run, select
 from engine.runs.recipes import MergeRecipe, parse_recipe
 from engine.taujp.preview import preview_gap
-from ui import figures, resources, widgets
-from ui.state import sidebar_workspace
+from ui import figures, links, resources, widgets
+from ui.state import sidebar_owns, sidebar_workspace
 
 st.header("Merge task vectors")
 collection, choice, ws = sidebar_workspace()
+MERGE = "merge"  # the links' scope of this page's values
 
-st.session_state.setdefault("tasks", list(ws.task_names))
+
+def page_links(method_name: str, tasks: list[str], *, per_task: bool) -> list[links.Link]:
+    """This page's part of the URL: the tasks, the method by its engine name, its parameters, the preview."""
+    shared = [
+        links.subset("tasks", "tasks", ws.task_names),
+        links.choice("method", "method", list(METHODS), "task_arithmetic"),
+        links.flag("per_task", "per_task"),
+    ]
+    method = get_method(method_name)
+    preview = [links.flag("preview", "preview")] if method_name == "task_arithmetic" else []
+    return [*shared, *widgets.param_links(method, tasks, per_task=per_task), *preview]
+
+
+def restore_from_link() -> None:
+    """The URL's tasks, method and parameters into the widgets' state, before any widget exists; what the
+    page cannot use is named in a notice. Tasks of another collection (the box changed) are dropped."""
+    if st.session_state.get("_merge_tasks_of") != ws.task_names:
+        st.session_state["tasks"] = list(ws.task_names)
+        st.session_state["_merge_tasks_of"] = ws.task_names
+    links.restore(page_links("task_arithmetic", [], per_task=False)[:3], scope=MERGE)
+    state = st.session_state
+    wanted = page_links(state["method"], state["tasks"], per_task=state["per_task"])
+    links.restore(wanted[3:], scope=MERGE)
+    claimed = {link.name for link in wanted} | {a for link in wanted for a in link.aliases}
+    ignored = links.unclaimed(lambda name: name in claimed or sidebar_owns(name))
+    if ignored:
+        links.notice(
+            f"Ignored {', '.join(ignored)} from the link: not a setting of {METHODS[state['method']].display_name}"
+            + (" with one value for all tasks" if not state["per_task"] else "")
+            + ".",
+            scope=MERGE,
+        )
 
 
 def apply_recipe() -> None:
-    """Callback of "Apply recipe": runs before the widgets, so they show the recipe's values."""
+    """Callback of "Apply recipe": checks the recipe as `python -m engine run` does (engine.runs.recipe_runner
+    .select), then sets all of it (collection, checkpoints, tasks, method, parameters) before the widgets run.
+    A recipe that fails changes nothing and shows the command line's message."""
     try:
         recipe = parse_recipe(
             st.session_state.get("_recipe_text", ""), source="pasted recipe", defaults={"collection": collection}
         )
-        chosen = list(recipe.tasks or ws.task_names)
-        unknown = [t for t in chosen if t not in ws.task_names]
-        if unknown:
-            raise ValueError(f"tasks {unknown} are not in this collection")
-    except (MergelabError, ValueError) as exc:
+        target = resources.user_collection(recipe.collection)
+        picked = select(recipe, target)
+    except MergelabError as exc:
         st.session_state["_recipe_error"] = str(exc)
         return
-    st.session_state.update(tasks=chosen, method=recipe.method, _recipe_error=None)
-    st.session_state["per_task"] = widgets.set_params_in_state(get_method(recipe.method), chosen, recipe.params)
+    state = st.session_state
+    state.update(collection=recipe.collection, tasks=list(picked.tasks), method=recipe.method, _recipe_error=None)
+    state.update({f"ckpt.{t}": v for t, v in picked.variants.items()}, _merge_tasks_of=target.task_names)
+    state["per_task"] = widgets.set_params_in_state(get_method(recipe.method), picked.tasks, recipe.params)
 
 
+restore_from_link()
+state = st.session_state
+links.show_notices(MERGE, links=page_links(state["method"], state["tasks"], per_task=state["per_task"]))
 with st.expander("Load a recipe"):
     st.text_area("Recipe (JSON or YAML)", key="_recipe_text", placeholder="method: task_arithmetic\nparams: {lam: 0.3}")
     st.button("Apply recipe", on_click=apply_recipe)
     if st.session_state.get("_recipe_error"):
         st.error(st.session_state["_recipe_error"])
-tasks = st.multiselect("Tasks to merge", ws.task_names, key="tasks", bind="query-params")
+tasks = st.multiselect("Tasks to merge", ws.task_names, key="tasks")
 left, right = st.columns([2, 1])
-if st.query_params.get("method") in METHODS:  # a link naming the method (merge?method=iso_c), as Compare's do
-    st.session_state["method"] = st.query_params["method"]
-method_name = left.selectbox(
-    "Method", list(METHODS), key="method", bind="query-params", format_func=lambda name: METHODS[name].display_name
-)
-per_task = right.toggle("one λ per task", key="per_task", bind="query-params")
+method_name = left.selectbox("Method", list(METHODS), key="method", format_func=lambda name: METHODS[name].display_name)
+per_task = right.toggle("one λ per task", key="per_task")
 method = get_method(method_name)
 if method.provisional:
     st.caption(
@@ -59,6 +92,7 @@ if method.provisional:
         "Importance maps are computed once per checkpoint and cached."
     )
 params = widgets.method_params(method, tasks, per_task=per_task)
+links.publish(page_links(method_name, tasks, per_task=per_task), owned=lambda name: not sidebar_owns(name), scope=MERGE)
 if not tasks:
     st.info("Pick at least one task.")
     st.stop()
@@ -71,7 +105,6 @@ bars = st.empty()
 if method_name == "task_arithmetic" and st.toggle(
     "Tangent-space preview",
     key="preview",
-    bind="query-params",
     help="bars from cached Jacobian-vector products at once, then the exact evaluation",
 ):
     with st.spinner("Caching tangent features of the interactive split (once)…"):
@@ -179,6 +212,9 @@ if st.toggle(
 
 sweep_col, test_col = st.columns(2)
 scale = method.scale
+# Results the user asked for stay while their inputs do: the sweep ignores the scale it sweeps.
+inputs = (collection, choice, tuple(tasks), method_name, repr(sorted(params.items())))
+sweep_inputs = (*inputs[:4], repr(sorted((k, v) for k, v in params.items() if k != scale.name)))
 if sweep_col.button(
     f"{scale.symbol or scale.name} sweep",
     help=f"accuracy at 21 values of {scale.label} over its range, one global value",
@@ -196,21 +232,29 @@ if sweep_col.button(
     record_sweep(
         resources.run_log(), sweep, workspace=ws, method=method_name, params=params, device=resources.device_name()
     )
-    st.plotly_chart(figures.sweep_chart(sweep), key="sweep_chart")
+    st.session_state["_merge_sweep"] = (sweep_inputs, sweep)
+if st.session_state.get("_merge_sweep", (None,))[0] == sweep_inputs:
+    st.plotly_chart(figures.sweep_chart(st.session_state["_merge_sweep"][1]), key="sweep_chart")
     st.caption(
-        f"Mean (black) and per-task accuracy as one {scale.symbol or scale.name} scales the merge. The dashed "
-        "line marks the value with the best mean normalized accuracy, the papers' way to pick it on validation data."
+        f"Mean (black) and per-task accuracy as one {scale.symbol or scale.name} scales the merge over its declared "
+        f"range. The dashed line marks the value with the best mean normalized accuracy, the papers' way to pick "
+        "it on validation data. It stays until the tasks, method or another parameter change."
     )
 if test_col.button("Evaluate on test", help="final numbers for the current setting on the test split"):
     with st.spinner("Evaluating on test…"):
-        final = ws.compare(tasks, method_name, params, split="test")
+        st.session_state["_merge_test"] = (inputs, ws.compare(tasks, method_name, params, split="test"))
+if st.session_state.get("_merge_test", (None,))[0] == inputs:
+    final = st.session_state["_merge_test"][1]
     st.dataframe(
         {
             "task": list(final.tasks),
             "zero-shot": [final.zero_shot[t] for t in final.tasks],
             "merged": [final.merged.accuracy[t] for t in final.tasks],
             "fine-tuned": [final.finetuned[t] for t in final.tasks],
-        }
+        },
+        column_config={
+            k: st.column_config.NumberColumn(format="percent") for k in ("zero-shot", "merged", "fine-tuned")
+        },
     )
     st.write(f"Test: mean accuracy {final.mean_merged:.1%}, mean normalized {final.mean_normalized:.1%}.")
 

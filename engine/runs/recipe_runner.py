@@ -19,6 +19,7 @@ from engine.home import DataHome, PathPolicy
 from engine.io.checkpoints import Checkpoint
 from engine.merge import get_method
 from engine.pool.access import open_for_user
+from engine.pool.collection import Collection
 from engine.runs.export import export_merged
 from engine.runs.log import RunLog
 from engine.runs.recipes import MergeRecipe
@@ -82,11 +83,46 @@ def run_recipe(
     return RecipeOutcome(filled, merged, checkpoint, result, run_id)
 
 
+@dataclass(frozen=True)
+class RecipeSelection:
+    """What a recipe picks in its collection: the tasks it merges and the checkpoint of every task
+    (the recipe's for its tasks; for the others its `variant` where they have one, else standard)."""
+
+    tasks: tuple[str, ...]
+    variants: dict[str, str]
+
+
+def select(recipe: MergeRecipe, collection: Collection) -> RecipeSelection:
+    """Check the recipe against its collection before anything is read: its tasks exist, each has the
+    checkpoint the recipe names, the parameters fit the number of tasks. The command line and the
+    dashboard's "Apply recipe" both check here, so they refuse the same recipes with the same message."""
+    tasks = tuple(recipe.tasks or collection.task_names)
+    names = ", ".join(collection.task_names)
+    for task in [*tasks, *recipe.variants]:
+        if task not in collection.task_names:
+            raise ParameterError(
+                f"recipe task {task!r}", f"is not a task of {collection.root}", fix=f"use one of {names}"
+            )
+    for task in tasks:
+        variant = recipe.variants.get(task, recipe.variant)
+        if variant not in collection.variants(task):
+            raise CheckpointError(
+                f"{task}/{variant}",
+                "no such fine-tuned checkpoint in the collection",
+                fix=f"choose one of {sorted(collection.variants(task))} for {task}",
+            )
+    get_method(recipe.method).resolve(recipe.params, num_tasks=len(tasks))
+    fallback = {
+        t: recipe.variant if recipe.variant in collection.variants(t) else "standard" for t in collection.task_names
+    }
+    return RecipeSelection(tasks, {**fallback, **{t: recipe.variants.get(t, recipe.variant) for t in tasks}})
+
+
 def _open_workspace(
     recipe: MergeRecipe, *, home: DataHome, device: torch.device | str, policy: PathPolicy
 ) -> Workspace:
     collection = open_for_user(recipe.collection, home=home, policy=policy)
-    get_method(recipe.method).resolve(recipe.params, num_tasks=len(recipe.tasks or collection.task_names))  # fail early
+    select(recipe, collection)  # fail early, before any checkpoint is read
     return Workspace.from_collection(
         collection,
         cache_dir=home.cache,

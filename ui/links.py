@@ -1,0 +1,197 @@
+"""The URL of a page, synced by hand so a copied link reproduces the numbers on it.
+
+`bind="query-params"` writes a select box's label (`method=DARE+%2B+task+arithmetic`) and silently drops values
+the widget does not accept, so the pages that hold the numbers (the sidebar, Merge) declare their URL instead:
+one `Link` per value, named as the engine names it (`method=ties&lam=0.5`). Before its widget exists a link's
+value is read from the URL and checked (an unknown or out-of-range value leaves the widget as it was and adds
+a notice naming it); after the widgets, `publish` writes every value that differs from its default, so URLs stay
+short and state a page did not change is left out.
+
+A value in the URL is applied only when it differs from what this session last wrote there: otherwise the widget
+the user just moved would be reset to the URL's older value on the rerun it triggers. A fresh session (a link
+opened in a new tab, a reload) has written nothing yet, so everything the link names is applied.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+Value = str | float | bool | list[str]
+PUBLISHED = "_links_published"  # {URL name: [values]} this session last wrote
+NOTICES = "_links_notices"  # {scope: Notices} of the link last opened, until the user changes the URL
+
+
+class LinkValueError(ValueError):
+    """A URL value a link cannot take; the message names the value and what it accepts."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """One value in the URL: `name` there, `key` in session state, left out of the URL at `default`.
+    `aliases` are older names links still carry (`task_arithmetic.lam` for `lam`)."""
+
+    name: str
+    key: str
+    default: Value
+    read: Callable[[list[str]], Value]
+    write: Callable[[Value], list[str]]
+    aliases: tuple[str, ...] = ()
+
+
+def choice(name: str, key: str, options: Sequence[str], default: str, *, aliases: tuple[str, ...] = ()) -> Link:
+    """One of `options`, by its engine name."""
+
+    def read(raw: list[str]) -> str:
+        if raw[-1] not in options:
+            raise LinkValueError(f"`{name}={raw[-1]}` is not one of {', '.join(options)}")
+        return raw[-1]
+
+    return Link(name, key, default, read, lambda v: [str(v)], aliases)
+
+
+def subset(name: str, key: str, options: Sequence[str]) -> Link:
+    """Some of `options` (repeated in the URL: `tasks=a&tasks=b`); all of them by default."""
+
+    def read(raw: list[str]) -> list[str]:
+        unknown = [v for v in raw if v not in options]
+        if unknown:
+            raise LinkValueError(f"`{name}={unknown[0]}` is not one of {', '.join(options)}")
+        return [o for o in options if o in raw]
+
+    return Link(name, key, list(options), read, lambda v: list(v))
+
+
+def number(name: str, key: str, *, low: float, high: float, default: float, aliases: tuple[str, ...] = ()) -> Link:
+    """A number inside [low, high], written shortest (`0.3`, not `0.30000000000000004`)."""
+
+    def read(raw: list[str]) -> float:
+        try:
+            value = float(raw[-1])
+        except ValueError:
+            raise LinkValueError(f"`{name}={raw[-1]}` is not a number") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise LinkValueError(f"`{name}={raw[-1]}` is outside its range {low:g} to {high:g}")
+        return value
+
+    return Link(name, key, float(default), read, lambda v: [f"{float(v):.6g}"], aliases)
+
+
+def flag(name: str, key: str, *, default: bool = False) -> Link:
+    """On or off (`true`/`false`, also `1`/`0`)."""
+
+    def read(raw: list[str]) -> bool:
+        word = raw[-1].lower()
+        if word not in ("true", "false", "1", "0"):
+            raise LinkValueError(f"`{name}={raw[-1]}` is not true or false")
+        return word in ("true", "1")
+
+    return Link(name, key, default, read, lambda v: ["true" if v else "false"])
+
+
+def text(name: str, key: str, *, default: str = "") -> Link:
+    """Free text (a path), checked by whoever uses it."""
+    return Link(name, key, default, lambda raw: raw[-1], lambda v: [str(v)])
+
+
+def restore(links: Iterable[Link], *, scope: str) -> None:
+    """Put what the URL names into session state before the links' widgets exist; values it does not name
+    keep the session's (or their defaults). A bad value becomes a notice of `scope` (`show_notices`)."""
+    published = st.session_state.get(PUBLISHED, {})
+    for link in links:
+        name, raw = _in_url(link)
+        if raw is None or published.get(name) == raw:
+            st.session_state.setdefault(link.key, _copy(link.default))
+            continue
+        try:
+            st.session_state[link.key] = link.read(raw)
+        except LinkValueError as exc:
+            st.session_state.setdefault(link.key, _copy(link.default))
+            notice(f"{exc}: kept {_shown(link, st.session_state[link.key])}.", scope=scope)
+
+
+def publish(links: Iterable[Link], *, owned: Callable[[str], bool], scope: str) -> None:
+    """Write the links' current values into the URL (those at their default left out) and drop every other
+    parameter `owned` claims (a previous method's, an old-style alias), leaving other widgets' alone.
+
+    The notices of `scope` stay while the URL is the one the link gave, and go once the user changes it."""
+    wanted = _wanted(links)
+    for name in [n for n in st.query_params if owned(n) and n not in wanted]:
+        del st.query_params[name]
+    for name, values in wanted.items():
+        if st.query_params.get_all(name) != values:
+            st.query_params[name] = values if len(values) != 1 else values[0]
+    published = st.session_state.get(PUBLISHED, {})
+    st.session_state[PUBLISHED] = {**{n: v for n, v in published.items() if not owned(n)}, **wanted}
+    _settle_notices(scope, wanted)
+
+
+def unclaimed(claimed: Callable[[str], bool]) -> list[str]:
+    """Parameters of the URL nothing on this page reads (a typo, another method's value), as `name=value`."""
+    return [f"`{n}={st.query_params.get(n)}`" for n in st.query_params if not claimed(n)]
+
+
+def notice(message: str, *, scope: str) -> None:
+    """Tell the user what of the link was not applied; shown by `show_notices(scope)`."""
+    notes = st.session_state.setdefault(NOTICES, {}).setdefault(scope, Notices())
+    if message not in notes.messages:
+        notes.messages.append(message)
+
+
+def show_notices(scope: str, *, links: Iterable[Link] | None = None) -> None:
+    """The notices of `scope`, unless the values of `links` (the page's, when it shows them before it
+    publishes) differ from the URL the notices came with: the user has moved on from the link."""
+    if links is not None:
+        _settle_notices(scope, _wanted(links))
+    for message in getattr(st.session_state.get(NOTICES, {}).get(scope), "messages", ()):
+        st.warning(message, icon=":material/link_off:")
+
+
+def _settle_notices(scope: str, wanted: dict[str, list[str]]) -> None:
+    notes = st.session_state.get(NOTICES, {}).get(scope)
+    if notes is not None:
+        if notes.pinned is None:
+            notes.pinned = wanted
+        elif notes.pinned != wanted:
+            del st.session_state[NOTICES][scope]
+
+
+def _wanted(links: Iterable[Link]) -> dict[str, list[str]]:
+    """The URL values of `links` now, those at their default left out."""
+    return {
+        link.name: link.write(st.session_state[link.key])
+        for link in links
+        if link.key in st.session_state and not _equal(st.session_state[link.key], link.default)
+    }
+
+
+@dataclass
+class Notices:
+    """The notices of one scope and the URL it published when they were raised (None: not yet)."""
+
+    messages: list[str] = field(default_factory=list)
+    pinned: dict | None = None
+
+
+def _in_url(link: Link) -> tuple[str, list[str] | None]:
+    for name in (link.name, *link.aliases):
+        if name in st.query_params:
+            return name, st.query_params.get_all(name)
+    return link.name, None
+
+
+def _shown(link: Link, value: Value) -> str:
+    return f"{link.name}={','.join(link.write(value))}"
+
+
+def _equal(value: Value, default: Value) -> bool:
+    if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return abs(float(value) - default) < 1e-9
+    return value == default
+
+
+def _copy(value: Value) -> Value:
+    return list(value) if isinstance(value, list) else value
