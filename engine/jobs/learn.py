@@ -128,6 +128,7 @@ def learn_job(
     began, m, suite = time.perf_counter(), workspace.matrix, workspace.suite
     if start not in ("atlas", "task_arithmetic"):
         raise ValueError(f"start must be 'atlas' or 'task_arithmetic', not {start!r}")
+    ctx.starting("splitting val into fit and selection halves and building the heads")
     data = ValSplit.of(suite, seed=atlas_config.seed)
     progress = _Progress(ctx, config.iterations if config else 0)
     status = "done"
@@ -183,11 +184,20 @@ def learn_job(
                 "atlas": asdict(atlas_config),
                 "dv_basi": None if config is None else asdict(config),
             },
-            outputs=outcome.to_json(),
+            outputs={**outcome.to_json(), **(_reached(progress) if status == "cancelled" else {})},
         )
     if status == "cancelled":
         raise Cancelled()
     return outcome
+
+
+def _reached(progress: _Progress) -> dict[str, Any]:
+    """How far a cancelled run got: epochs over all stages, DV-BASI iterations of those asked for."""
+    return {
+        "epochs": len(progress.curves.epochs),
+        "step": len(progress.curves.iterations),
+        "total": progress.iterations,
+    }
 
 
 def _finish(
