@@ -161,7 +161,19 @@ def learn_job(
             progress.best = (result.theta, f"{label} + DV-BASI (iteration {result.best_iteration})")
     except Cancelled:
         status = "cancelled"
-        if progress.best is None:
+        if progress.best is None:  # cancelled in aTLAS's first epochs: only the curves so far to keep
+            if run_log is not None:
+                run_log.record(
+                    "learned",
+                    job_id=ctx.job_id,
+                    method="dv_basi" if config else "atlas",
+                    tasks=workspace.task_names,
+                    device=str(m.T.device),
+                    status=status,
+                    duration_s=round(time.perf_counter() - began, 3),
+                    inputs=_inputs(start, lam, atlas_config, config),
+                    outputs={"partial": True, "point": None, "curves": asdict(progress.curves), **_reached(progress)},
+                )
             raise
     outcome = _finish(workspace, *progress.best, progress.curves, out_dir=out_dir, partial=status == "cancelled")
     if config is not None:
@@ -178,17 +190,21 @@ def learn_job(
             device=str(m.T.device),
             status=status,
             duration_s=round(time.perf_counter() - began, 3),
-            inputs={
-                "start": start,
-                "lam": lam,
-                "atlas": asdict(atlas_config),
-                "dv_basi": None if config is None else asdict(config),
-            },
+            inputs=_inputs(start, lam, atlas_config, config),
             outputs={**outcome.to_json(), **(_reached(progress) if status == "cancelled" else {})},
         )
     if status == "cancelled":
         raise Cancelled()
     return outcome
+
+
+def _inputs(start: str, lam: float, atlas_config: LearnConfig, config: DvBasiConfig | None) -> dict[str, Any]:
+    return {
+        "start": start,
+        "lam": lam,
+        "atlas": asdict(atlas_config),
+        "dv_basi": None if config is None else asdict(config),
+    }
 
 
 def _reached(progress: _Progress) -> dict[str, Any]:

@@ -222,7 +222,13 @@ class LocalRunner:
         self.run_log.record(
             fn.__name__.removesuffix("_job"),
             inputs={"job": record.spec},
-            outputs={"partial": True, "step": status.step, "total": status.total, "reached": dict(status.metrics)},
+            outputs={
+                "partial": True,
+                "step": status.step,
+                "total": status.total,
+                "message": status.message,  # its last progress line: what it was doing when stopped
+                "reached": dict(status.metrics),
+            },
             status="cancelled",
             device=status.device,
             job_id=job_id,

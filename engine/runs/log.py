@@ -109,15 +109,17 @@ class Run:
 
     @property
     def reached(self) -> str:
-        """How far a partial run got, in words ("" for a complete run): steps, epochs, the point it kept."""
+        """How far a partial run got, in words ("" for a complete run): steps, epochs, the point it kept, and
+        its last progress line."""
         if not self.partial:
             return ""
         out = self.outputs
-        said = [f"{out['step']} of {out['total']}" if out.get("total") else ""]
-        said += [
+        said = (
+            f"{out['step']} of {out['total']}" if out.get("total") else "",
             f"{out['epochs']} epochs" if out.get("epochs") else "",
             f"kept {out['point']}" if out.get("point") else "",
-        ]
+            out.get("message") or "",
+        )
         return ", ".join(s for s in said if s) or "nothing finished"
 
     @property
