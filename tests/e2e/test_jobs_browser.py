@@ -26,16 +26,24 @@ def server(jobs_home: Path) -> Iterator[str]:
         yield url
 
 
+def _standard_finetune(tab, steps: int) -> None:
+    """On the Fine-tune page: the cheapest mode (standard) and few steps, so the job ends in seconds."""
+    from playwright.sync_api import expect
+
+    expect(tab.get_by_role("button", name="Fine-tune as a background job")).to_be_visible(timeout=60_000)
+    tab.get_by_test_id("stSelectbox").filter(has_text="Mode").click()
+    tab.get_by_role("option", name="standard (non-linear)").click()
+    box = tab.get_by_label("Steps")
+    box.fill(str(steps))
+    box.press("Enter")
+
+
 def test_a_finetune_says_starting_then_its_curve_survives_a_reload_and_shows_on_jobs(server, page):  # noqa: F811
     from playwright.sync_api import expect
 
     page.goto(f"{server}/finetune", timeout=60_000)
-    start = page.get_by_role("button", name="Fine-tune as a background job")
-    expect(start).to_be_visible(timeout=60_000)
-    steps = page.get_by_label("Steps")
-    steps.fill("30")
-    steps.press("Enter")
-    start.click()
+    _standard_finetune(page, 12)
+    page.get_by_role("button", name="Fine-tune as a background job").click()
     bar = page.get_by_test_id("stProgress").filter(has_text="#1")
     expect(bar).to_contain_text("starting", timeout=10_000)  # the latency itself: bench/job_start_latency.py
     expect(bar).to_contain_text("loss", timeout=90_000)  # its first steps: a curve to draw
@@ -59,15 +67,11 @@ def test_a_finished_finetune_is_selectable_in_the_sidebar_without_a_reload(serve
     from playwright.sync_api import expect
 
     page.goto(f"{server}/finetune", timeout=60_000)
-    start = page.get_by_role("button", name="Fine-tune as a background job")
-    expect(start).to_be_visible(timeout=60_000)
-    steps = page.get_by_label("Steps")
-    steps.fill("20")
-    steps.press("Enter")
-    start.click()
+    _standard_finetune(page, 6)
+    page.get_by_role("button", name="Fine-tune as a background job").click()
     expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text("Saved", timeout=90_000)
     sidebar = page.get_by_test_id("stSidebar")
     sidebar.get_by_text("Fine-tuned checkpoints").click()
     sidebar.get_by_test_id("stSelectbox").filter(has_text="digits").click()
-    expect(page.get_by_role("option", name=re.compile(r"tau_jp-b0\.1-s20-"))).to_be_visible(timeout=10_000)
+    expect(page.get_by_role("option", name=re.compile(r"standard-s6-"))).to_be_visible(timeout=10_000)
     expect(page.get_by_text("None yet")).to_have_count(0)  # "Your fine-tunes" lists it too
