@@ -480,6 +480,26 @@ def parts_loss_curve(losses: Sequence[float], *, method: str) -> go.Figure:
     return fig
 
 
+def job_curve(kind: str, metrics: Mapping, *, name: str = "") -> go.Figure | None:
+    """A background job's live curve from the progress metrics the jobs table keeps, drawn by the figure its
+    own page uses (None for a kind without a curve, or before its first point): fine-tune loss and val
+    accuracy, aTLAS / DV-BASI epochs, an iterative merge's loss, a sweep's accuracy over λ."""
+    from engine.jobs.sweep import sweep_from_metrics
+
+    if kind == "finetune":
+        curves = FinetuneCurves.from_json(metrics)
+        return finetune_curves(curves) if curves.step else None
+    if kind == "learn":
+        learned = LearnCurves.from_json(metrics)
+        return learning_curves(learned) if learned.epochs else None
+    if kind == "merge_parts":
+        return parts_loss_curve(metrics["loss"], method=name) if metrics.get("loss") else None
+    if kind == "sweep":
+        sweep = sweep_from_metrics(metrics)
+        return sweep_chart(sweep) if sweep is not None else None
+    return None
+
+
 def variants_table(variants: Mapping[str, Mapping]) -> list[dict]:
     """One row per fine-tuning variant of report.json's "variants": what the τJp paper compares."""
     return [

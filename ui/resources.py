@@ -30,7 +30,7 @@ from engine.pool.collection import CheckpointProgress, Collection
 from engine.pool.convert import convert_pool as engine_convert_pool
 from engine.pool.info import CheckpointInfo
 from engine.pool.info import pool_checkpoints as engine_pool_checkpoints
-from engine.runs.log import RunLog
+from engine.runs.log import JobRecord, RunLog
 from engine.sta.stats import ImportanceSummary
 from engine.sta.stats import importance_summary as summarize_importance
 from engine.workspace import Workspace
@@ -172,6 +172,18 @@ def owns_job(job_id: int) -> bool:
     """Whether this browser session started the job: on a shared server only it may cancel the job."""
     owner = job_owner(job_id)
     return bool(owner) and owner == session_owner()
+
+
+def latest_job(kind: str, collection: str) -> JobRecord | None:
+    """The newest job of `kind` on `collection` that this server's runner holds, whoever started it: after a
+    reload (a new session, so a new owner) the page finds the job it started. A job of an earlier server
+    process (interrupted) is listed on Jobs & runs only."""
+    held = {job.id for job in job_runner().jobs()}
+    for record in run_log().jobs():
+        on = record.spec.get("workspace", {}).get("collection")
+        if record.kind == kind and record.id in held and on == collection:
+            return record
+    return None
 
 
 def cancel_job(job_id: int) -> bool:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import streamlit as st
 
@@ -121,6 +122,29 @@ def _require(ready: bool, *, what: str, cost: str, compute, key: str, job: tuple
         job_id = resources.submit_job(resources.job_spec(kind, ws, collection, choice, args, name=name))
         st.success(f"Started job #{job_id}: follow it on Jobs & runs, then come back.")
     st.stop()
+
+
+def restore_job(
+    session_key: str,
+    kind: str,
+    collection: str,
+    *,
+    for_key: str | None = None,
+    setting_of: Callable[[Mapping[str, Any]], str] | None = None,
+):
+    """The job a page shows: the one this session started (its id in st.session_state[session_key]), else,
+    as after a browser reload, the newest job of `kind` on `collection` that this server runs or ran, put in
+    st.session_state[session_key] (read-only: a reload is a new session, `job_progress` offers no Cancel).
+    A page that shows its job only for the setting it was started with gets that setting back too:
+    st.session_state[for_key] = setting_of(the job's arguments). Returns the JobRecord it restored, else None."""
+    if st.session_state.get(session_key) is not None:
+        return None
+    record = resources.latest_job(kind, collection)
+    if record is not None:
+        st.session_state[session_key] = record.id
+        if for_key is not None and setting_of is not None:
+            st.session_state[for_key] = setting_of(record.spec.get("args", {}))
+    return record
 
 
 def job_progress(session_key: str):

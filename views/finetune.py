@@ -83,8 +83,16 @@ if st.button("Fine-tune as a background job", type="primary"):
         st.session_state["ft_beta_shown"] = config.beta if mode == "tau_jp" else None
 
 
+restored = widgets.restore_job("ft_job", "finetune", collection)  # after a reload: the job this page started
+if restored is not None:
+    shown = restored.spec.get("args", {}).get("config", {})
+    st.session_state["ft_beta_shown"] = shown.get("beta") if shown.get("mode") == "tau_jp" else None
+
+
 @st.fragment(run_every=1.0)
 def live_run() -> None:
+    """The job's progress and live curves; the tick that first sees it done reruns the whole app once, so the
+    sidebar's checkpoint picker and the list below show the new fine-tune without a reload."""
     job = widgets.job_progress("ft_job")
     if job is None:
         return
@@ -98,6 +106,9 @@ def live_run() -> None:
             f"{result.zero_shot_val_accuracy:.1%} → {result.val_accuracy:.1%}). Choose it under "
             "'Fine-tuned checkpoints' in the sidebar of any page."
         )
+        if st.session_state.get("ft_rerun_for") != job.id:  # once per job: the rerun renders this again
+            st.session_state["ft_rerun_for"] = job.id
+            st.rerun(scope="app")
     elif job.state is JobState.FAILED:
         st.error(job.error.strip().splitlines()[-1])
 

@@ -12,7 +12,8 @@ resources.job_runner()  # one per server: it marks the jobs a crashed server lef
 @st.fragment(run_every=1.0)
 def live_jobs() -> None:
     """Every job of the run log, this server's and earlier ones' (a job a crash cut off reads "interrupted");
-    only the session that started a job can cancel it."""
+    only the session that started a job can cancel it. A job with a curve (fine-tune, aTLAS / DV-BASI, an
+    iterative merge, a sweep) shows it under its bar, drawn from the metrics the jobs table keeps."""
     records = resources.run_log().jobs()
     if not records:
         st.caption("No jobs yet: start a λ sweep from the Merge page.")
@@ -28,6 +29,10 @@ def live_jobs() -> None:
             right.caption("another session's")
         if record.error:
             left.error(record.error.strip().splitlines()[-1])
+        curve = figures.job_curve(record.kind, record.metrics, name=record.name)
+        if curve is not None:
+            with left.expander(f"Curve of #{record.id}", expanded=active):
+                st.plotly_chart(curve, key=f"job-curve-{record.id}")
 
 
 live_jobs()
@@ -52,7 +57,8 @@ st.dataframe(
             "id": r.id,
             "created": r.created,
             "kind": r.kind,
-            "status": r.status,
+            "status": r.status_shown,
+            "reached": r.reached,
             "method": r.method,
             "tasks": ", ".join(r.tasks),
             "mean accuracy": r.mean_accuracy,
@@ -61,7 +67,12 @@ st.dataframe(
         }
         for r in runs
     ],
-    column_config={"mean accuracy": st.column_config.NumberColumn(format="percent")},
+    column_config={
+        "mean accuracy": st.column_config.NumberColumn(
+            format="percent", help="a partial run's: at the best of the points it reached"
+        ),
+        "reached": st.column_config.TextColumn(help="how far a cancelled run got (its steps, epochs or values)"),
+    },
 )
 chosen = st.multiselect("Compare runs (2 to 4)", [r.id for r in runs], max_selections=4, key="runs_compare")
 if len(chosen) >= 2:

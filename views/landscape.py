@@ -45,6 +45,13 @@ if large:  # hundreds of full evaluations of a big model: a background job
             "landscape", ws, collection, choice, {"tasks": list(pair), "values": list(values)}, name="λ landscape"
         )
         st.session_state.update(landscape_job=resources.submit_job(spec), landscape_for=setting)
+    widgets.restore_job(
+        "landscape_job",
+        "landscape",
+        collection,
+        for_key="landscape_for",
+        setting_of=lambda args: f"{tuple(args['tasks'])}:{tuple(float(v) for v in args['values'])}",
+    )
     job = widgets.job_progress("landscape_job") if st.session_state.get("landscape_for") == setting else None
     if job is not None and job.state is JobState.DONE:
         exact = job.result.exact

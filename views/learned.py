@@ -143,6 +143,7 @@ def finished_run() -> None:
         st.error(job.error.strip().splitlines()[-1])
 
 
+widgets.restore_job("dv_job", "learn", collection)  # after a reload: the job this page started
 dv_job = st.session_state.get("dv_job")
 if dv_job is not None and resources.job_runner().status(dv_job).state in FINISHED:
     finished_run()

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any
 
-from engine.jobs.grid import checked_axes, evaluate_grid
+from engine.jobs.grid import FIRST_POINT, checked_axes, evaluate_grid
 from engine.jobs.runner import JobContext
 from engine.merge import METHODS
 from engine.runs.log import RunLog
@@ -94,6 +94,7 @@ def compare_job(
     grids = {**DEFAULT_GRIDS, **(grids or {})}
     methods = tuple(methods or [m for m in METHODS if m in grids and not _too_slow(workspace, m)])
     results = []
+    ctx.starting(FIRST_POINT.format(method=methods[0] if methods else "", split="val"), total=len(methods))
     for i, method in enumerate(methods):
         axes = checked_axes(method, grids[method], {}, len(tasks))
         trials = [

@@ -88,6 +88,7 @@ def finetune_job(
 ) -> FinetuneOutcome:
     """Fine-tune `task` of the workspace's collection from θ₀; returns the checkpoint's name, path and curves."""
     start = time.perf_counter()
+    ctx.starting(f"{task}: the zero-shot val accuracy and the training set-up", total=config.steps)
     suite, theta0 = workspace.suite, workspace.matrix.theta0  # [P]
     if task not in suite.tasks:
         raise DatasetError(task, "is not a task of this collection", fix=f"choose one of {list(suite.tasks)}")

@@ -61,6 +61,9 @@ class GridOutcome:
         }
 
 
+FIRST_POINT = "{method}: the first merge and its evaluation (the {split} split's features, once)"
+
+
 def grid_points(axes: Sequence[tuple[str, Sequence[float]]]) -> list[dict[str, float]]:
     """Every point of the grid, the last axis varying fastest."""
     names = [name for name, _ in axes]
@@ -145,6 +148,7 @@ def grid_job(
             outputs={},
         )
     trials, status = [], "done"
+    ctx.starting(FIRST_POINT.format(method=method, split=split), total=len(grid_points(axes)))
     try:
         best = lambda: {"best_mean_normalized": max(t.mean_normalized or 0.0 for t in trials)}
         for point, comparison in evaluate_grid(
@@ -171,7 +175,8 @@ def grid_job(
     finally:
         outcome = GridOutcome(method, split, axes, tuple(trials), parent)
         if run_log is not None:
-            summary = {**outcome.to_json(), **({"partial": True} if status != "done" else {})}
+            reached = {"partial": True, "step": len(trials), "total": len(grid_points(axes))}
+            summary = {**outcome.to_json(), **(reached if status != "done" else {})}
             if status == "done" and len(trials) < len(grid_points(axes)):
                 status = "failed"
             run_log.update_run(parent, status=status, outputs=summary, duration_s=round(time.perf_counter() - start, 3))

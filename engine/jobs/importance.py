@@ -34,6 +34,7 @@ def importance_job(
     """Compute (or find) every task's map of `kind`; returns the kept share at κ = 0.05 per task."""
     start, kept = time.perf_counter(), {}
     tasks = workspace.task_names
+    ctx.starting(f"{kind} importance of {tasks[0]} (gradient passes)", total=len(tasks))
     for i, task in enumerate(tasks):
         ctx.check_cancelled()
         codes = workspace.task_importance(task, kind)  # [P] uint8, now cached

@@ -121,6 +121,7 @@ def landscape_job(
         ctx.check_cancelled()
         ctx.report(round(fraction * total), total, message)
 
+    ctx.starting("the tangent-space preview of the grid (Jacobian-vector products, once)", total=total)
     preview = preview_grid(workspace, pair, values, split=split)
     exact = exact_grid(workspace, pair, values, split=split, progress=progress)
     landscape = Landscape(pair, values, split, exact, preview)

@@ -128,6 +128,7 @@ def learn_job(
     began, m, suite = time.perf_counter(), workspace.matrix, workspace.suite
     if start not in ("atlas", "task_arithmetic"):
         raise ValueError(f"start must be 'atlas' or 'task_arithmetic', not {start!r}")
+    ctx.starting("splitting val into fit and selection halves and building the heads")
     data = ValSplit.of(suite, seed=atlas_config.seed)
     progress = _Progress(ctx, config.iterations if config else 0)
     status = "done"
@@ -160,7 +161,19 @@ def learn_job(
             progress.best = (result.theta, f"{label} + DV-BASI (iteration {result.best_iteration})")
     except Cancelled:
         status = "cancelled"
-        if progress.best is None:
+        if progress.best is None:  # cancelled in aTLAS's first epochs: only the curves so far to keep
+            if run_log is not None:
+                run_log.record(
+                    "learned",
+                    job_id=ctx.job_id,
+                    method="dv_basi" if config else "atlas",
+                    tasks=workspace.task_names,
+                    device=str(m.T.device),
+                    status=status,
+                    duration_s=round(time.perf_counter() - began, 3),
+                    inputs=_inputs(start, lam, atlas_config, config),
+                    outputs={"partial": True, "point": None, "curves": asdict(progress.curves), **_reached(progress)},
+                )
             raise
     outcome = _finish(workspace, *progress.best, progress.curves, out_dir=out_dir, partial=status == "cancelled")
     if config is not None:
@@ -177,17 +190,30 @@ def learn_job(
             device=str(m.T.device),
             status=status,
             duration_s=round(time.perf_counter() - began, 3),
-            inputs={
-                "start": start,
-                "lam": lam,
-                "atlas": asdict(atlas_config),
-                "dv_basi": None if config is None else asdict(config),
-            },
-            outputs=outcome.to_json(),
+            inputs=_inputs(start, lam, atlas_config, config),
+            outputs={**outcome.to_json(), **(_reached(progress) if status == "cancelled" else {})},
         )
     if status == "cancelled":
         raise Cancelled()
     return outcome
+
+
+def _inputs(start: str, lam: float, atlas_config: LearnConfig, config: DvBasiConfig | None) -> dict[str, Any]:
+    return {
+        "start": start,
+        "lam": lam,
+        "atlas": asdict(atlas_config),
+        "dv_basi": None if config is None else asdict(config),
+    }
+
+
+def _reached(progress: _Progress) -> dict[str, Any]:
+    """How far a cancelled run got: epochs over all stages, DV-BASI iterations of those asked for."""
+    return {
+        "epochs": len(progress.curves.epochs),
+        "step": len(progress.curves.iterations),
+        "total": progress.iterations,
+    }
 
 
 def _finish(

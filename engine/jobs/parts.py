@@ -54,7 +54,7 @@ def merge_parts_job(
         if step % max(1, steps // 100) == 0 or step == steps:  # ≤ ~100 updates, the curve so far in each
             ctx.report(step, steps, f"step {step}/{steps}: loss {loss:.4g}", metrics={"loss": list(losses)})
 
-    ctx.report(0, 1, f"{entry.display_name}: computing its parts")
+    ctx.starting(f"{entry.display_name}: computing its parts", total=1)
     workspace.merge_parts(chosen, entry, params, progress=progress)
     resolved = entry.resolve(params, num_tasks=len(chosen))
     expensive = {n: float(resolved[n]) for n in entry.expensive}

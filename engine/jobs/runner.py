@@ -10,6 +10,8 @@ Given a run log, the runner records every job there from its submission on (engi
 owner, a JSON description of what it runs with, its state, progress and last metrics; so a reload or a
 restarted server finds it, and a runner started after a crash marks the jobs it left as interrupted.
 A cancelled job that logged no run of its own is logged as a partial run with what it reached.
+A job reads "starting" the moment a worker takes it, and each job names its expensive set-up (opening the
+workspace, building heads, a zero-shot evaluation) before doing it, so a page never shows seconds of silence.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class JobState(str, Enum):
 
 
 FINISHED = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+STARTING = "starting"  # a job's message from the moment a worker takes it until the job reports its set-up
 
 
 class Cancelled(Exception):
@@ -89,6 +92,10 @@ class JobContext:
     def check_cancelled(self) -> None:
         if self._cancel.is_set():
             raise Cancelled()
+
+    def starting(self, doing: str, *, total: int = 0) -> None:
+        """Say which expensive set-up comes next, before the first step ("starting: building heads")."""
+        self.report(0, total, f"{STARTING}: {doing}")
 
 
 JobFn = Callable[..., Any]
@@ -193,7 +200,7 @@ class LocalRunner:
         if cancel.is_set():
             self._update(job_id, state=JobState.CANCELLED, finished_at=time.time())
             return
-        self._update(job_id, state=JobState.RUNNING, started_at=time.time())
+        self._update(job_id, state=JobState.RUNNING, started_at=time.time(), message=STARTING)
         ctx = JobContext(lambda **c: self._update(job_id, **c), cancel, job_id=job_id)
         try:
             result = fn(ctx, **kwargs)
@@ -215,7 +222,13 @@ class LocalRunner:
         self.run_log.record(
             fn.__name__.removesuffix("_job"),
             inputs={"job": record.spec},
-            outputs={"partial": True, "step": status.step, "total": status.total, "reached": dict(status.metrics)},
+            outputs={
+                "partial": True,
+                "step": status.step,
+                "total": status.total,
+                "message": status.message,  # its last progress line: what it was doing when stopped
+                "reached": dict(status.metrics),
+            },
             status="cancelled",
             device=status.device,
             job_id=job_id,

@@ -146,6 +146,7 @@ def submit(runner: LocalRunner, spec: JobSpec, *, owner: str = "", resolve: Reso
     kind = JOB_KINDS[spec.kind]
 
     def run(ctx: JobContext) -> Any:
+        ctx.starting("opening the workspace")
         opened = resolve(spec.workspace) if resolve else _open_confined(spec.workspace)
         workspace = spec.workspace.check(opened)
         return kind.fn(ctx, workspace=workspace, run_log=runner.run_log, **kind.arguments(spec.args))

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.jobs.grid import evaluate_grid
+from engine.jobs.grid import FIRST_POINT, evaluate_grid
 from engine.jobs.runner import Cancelled, JobContext
 from engine.merge.registry import ParamValue
 from engine.runs.log import RunLog
@@ -53,10 +53,11 @@ def sweep_job(
     The one-axis case of the grid job: the same trial loop, logged as one "sweep" run with its curve."""
     start, results, status = time.perf_counter(), [], "done"
     axes = ((param, tuple(values)),)
-    best = lambda: {"best_mean_accuracy": max(r.mean_accuracy for r in results)}
+    reached = lambda: sweep_metrics(Sweep.from_results(split, param, values, results, tasks))
+    ctx.starting(FIRST_POINT.format(method=method, split=split), total=len(values))
     try:
         for _, comparison in evaluate_grid(
-            ctx, workspace, tasks=tasks, method=method, params=params, axes=axes, split=split, metrics=best
+            ctx, workspace, tasks=tasks, method=method, params=params, axes=axes, split=split, metrics=reached
         ):
             results.append(comparison.merged)
     except Cancelled:
@@ -80,6 +81,20 @@ def sweep_job(
     return SweepOutcome.of(sweep)
 
 
+def sweep_metrics(sweep: Sweep) -> dict[str, Any]:
+    """A sweep's progress metrics: the curve so far with its parameter and split, for a live chart."""
+    return {"param": sweep.param, "split": sweep.split, **sweep_outputs(sweep)["curve"]}
+
+
+def sweep_from_metrics(data: Mapping[str, Any]) -> Sweep | None:
+    """The curve so far from a sweep job's progress metrics (None before its first point)."""
+    if not data.get("values"):
+        return None
+    per_task = {t: tuple(v) for t, v in data["per_task"].items()}
+    mean_accuracy, mean_normalized = tuple(data["mean_accuracy"]), tuple(data["mean_normalized"])
+    return Sweep(data["split"], data["param"], tuple(data["values"]), mean_accuracy, mean_normalized, per_task)
+
+
 def sweep_outputs(sweep: Sweep) -> dict:
     """What the run log keeps of a sweep: the curve, the best value and the per-task accuracy there."""
     curve = {
@@ -90,6 +105,13 @@ def sweep_outputs(sweep: Sweep) -> dict:
     }
     outcome = SweepOutcome.of(sweep)
     return {"curve": curve, "best_value": outcome.best_value, "accuracy": dict(outcome.accuracy)}
+
+
+def partial_marks(sweep: Sweep, planned: Sequence[float] | None) -> dict[str, Any]:
+    """What a cancelled sweep's row says of itself: partial, how far it got, and that its accuracy is the
+    best of the values reached (the papers' rule on a shorter curve), not of the sweep asked for."""
+    total = len(planned) if planned is not None else len(sweep.values)
+    return {"partial": True, "step": len(sweep.values), "total": total, "accuracy_is": "best reached so far"}
 
 
 def record_sweep(
@@ -121,6 +143,6 @@ def record_sweep(
             "values": list(planned or sweep.values),
             "split": sweep.split,
         },
-        outputs={**sweep_outputs(sweep), **({"partial": True} if status != "done" else {})},
+        outputs={**sweep_outputs(sweep), **(partial_marks(sweep, planned) if status != "done" else {})},
         job_id=job_id,
     )

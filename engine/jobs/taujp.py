@@ -29,6 +29,7 @@ class TauJpOutcome:
 def taujp_job(ctx: JobContext, *, workspace: Workspace, run_log: RunLog | None = None) -> TauJpOutcome:
     """Compute (or find) the workspace's τJp matrix; returns its diagonal and mean off-diagonal value."""
     start, tasks = time.perf_counter(), workspace.task_names
+    ctx.starting("Jacobian-vector products of the task vectors", total=len(tasks))
 
     def progress(fraction: float, message: str) -> None:
         ctx.check_cancelled()

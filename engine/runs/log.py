@@ -102,6 +102,31 @@ class Run:
         accuracy = self.outputs.get("accuracy") or {}
         return sum(accuracy.values()) / len(accuracy) if accuracy else None
 
+    @property
+    def partial(self) -> bool:
+        """A run cut short (cancelled): its outputs are what it reached, not what it was asked for."""
+        return bool(self.outputs.get("partial"))
+
+    @property
+    def reached(self) -> str:
+        """How far a partial run got, in words ("" for a complete run): steps, epochs, the point it kept, and
+        its last progress line."""
+        if not self.partial:
+            return ""
+        out = self.outputs
+        said = (
+            f"{out['step']} of {out['total']}" if out.get("total") else "",
+            f"{out['epochs']} epochs" if out.get("epochs") else "",
+            f"kept {out['point']}" if out.get("point") else "",
+            out.get("message") or "",
+        )
+        return ", ".join(s for s in said if s) or "nothing finished"
+
+    @property
+    def status_shown(self) -> str:
+        """The status as the run-log table shows it: "cancelled (partial)" for a run cut short."""
+        return f"{self.status} (partial)" if self.partial else self.status
+
 
 @dataclass(frozen=True)
 class JobRecord:

@@ -1,0 +1,77 @@
+"""Jobs a class can follow, in a real browser on the demo zoo: a job says "starting" at once, its live curve
+survives a reload and is drawn on Jobs & runs, and a finished fine-tune is in the sidebar without a reload.
+One server for the module (its own data home); the tests run in order, as one user's afternoon."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_browser import ARTIFACTS, dashboard_server, page  # noqa: F401 - `page` is a fixture
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def jobs_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("jobs-browser-home")
+
+
+@pytest.fixture(scope="module")
+def server(jobs_home: Path) -> Iterator[str]:
+    with dashboard_server(jobs_home) as (url, _):
+        yield url
+
+
+def _standard_finetune(tab, steps: int) -> None:
+    """On the Fine-tune page: the cheapest mode (standard) and few steps, so the job ends in seconds."""
+    from playwright.sync_api import expect
+
+    expect(tab.get_by_role("button", name="Fine-tune as a background job")).to_be_visible(timeout=60_000)
+    tab.get_by_test_id("stSelectbox").filter(has_text="Mode").click()
+    tab.get_by_role("option", name="standard (non-linear)").click()
+    box = tab.get_by_label("Steps")
+    box.fill(str(steps))
+    box.press("Enter")
+
+
+def test_a_finetune_says_starting_then_its_curve_survives_a_reload_and_shows_on_jobs(server, page):  # noqa: F811
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/finetune", timeout=60_000)
+    _standard_finetune(page, 12)
+    page.get_by_role("button", name="Fine-tune as a background job").click()
+    bar = page.get_by_test_id("stProgress").filter(has_text="#1")
+    expect(bar).to_contain_text("starting", timeout=10_000)  # the latency itself: bench/job_start_latency.py
+    expect(bar).to_contain_text("loss", timeout=90_000)  # its first steps: a curve to draw
+    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=30_000)
+
+    page.reload()  # a new session: the page finds its job again, with its curve
+    expect(page.get_by_test_id("stProgress").filter(has_text="#1")).to_contain_text("fine-tune", timeout=60_000)
+    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=30_000)
+
+    page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
+    curve = page.get_by_test_id("stExpander").filter(has_text="Curve of #1")
+    expect(curve).to_be_visible(timeout=30_000)
+    expect(curve.get_by_test_id("stPlotlyChart")).to_be_attached(timeout=30_000)  # drawn from the jobs table
+    jobs_bar = page.get_by_test_id("stProgress").filter(has_text="#1")
+    expect(jobs_bar).to_contain_text("done", timeout=120_000)  # the next test's job needs the CPU worker
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "jobs_curve_after_reload.png"), full_page=True)
+
+
+def test_a_finished_finetune_is_selectable_in_the_sidebar_without_a_reload(server, page):  # noqa: F811
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/finetune", timeout=60_000)
+    _standard_finetune(page, 6)
+    page.get_by_role("button", name="Fine-tune as a background job").click()
+    expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text("Saved", timeout=90_000)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("Fine-tuned checkpoints").click()
+    sidebar.get_by_test_id("stSelectbox").filter(has_text="digits").click()
+    expect(page.get_by_role("option", name=re.compile(r"standard-s6-"))).to_be_visible(timeout=10_000)
+    expect(page.get_by_text("None yet")).to_have_count(0)  # "Your fine-tunes" lists it too

@@ -1,0 +1,129 @@
+"""Jobs that hold across reloads: a page finds the job it started, Jobs & runs draws each job's curve and
+says "starting" and "partial", and a finished fine-tune is in the sidebar at once. An AppTest per session:
+a new AppTest on the same server process is what a browser reload is (a new session, the same runner)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine.jobs.runner import JobState
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture()
+def new_session(tiny_collection_dir, data_home):
+    """A fresh AppTest session on the tiny collection (call it again for a reload)."""
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tiny_collection_dir)]}))
+
+    def open_page(view: str) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.session_state["collection"] = str(tiny_collection_dir)
+        at.run()
+        at.switch_page(view).run()
+        assert not at.exception, at.exception
+        return at
+
+    return open_page
+
+
+def _progress_texts(at: AppTest) -> list[str]:
+    return [p.proto.text for p in at.get("progress")]
+
+
+def _chart_titles(at: AppTest) -> list[str]:
+    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+
+
+def _run_until(at: AppTest, done, *, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done(at):
+        assert time.monotonic() < deadline, "the job did not finish in time"
+        time.sleep(0.5)
+        at.run()
+
+
+def test_a_finished_finetune_is_in_the_sidebar_and_survives_a_reload_with_its_curve(new_session, data_home):
+    at = new_session("views/finetune.py")
+    at.selectbox(key="ft_task").set_value("texture")
+    at.selectbox(key="ft_mode").set_value("standard")
+    at.number_input(key="ft_steps").set_value(4)
+    at.number_input(key="ft_batch").set_value(8).run()
+    next(b for b in at.button if b.label == "Fine-tune as a background job").click().run()
+    job = at.session_state["ft_job"]
+    _run_until(at, lambda a: bool(a.success) or bool(a.error))
+    assert not at.error, at.error[0].value
+    (saved,) = (data_home / "checkpoints" / "finetuned").rglob("*.safetensors")
+    # the run that first sees the job done: the sidebar and the list below already name the checkpoint
+    assert saved.stem in at.selectbox(key="ckpt.texture").options
+    assert saved.stem in list(at.dataframe[-1].value["checkpoint"])
+    assert at.session_state["ft_rerun_for"] == job
+
+    reloaded = new_session("views/finetune.py")  # a reload: a new session, nothing in its state
+    assert reloaded.session_state["ft_job"] == job
+    assert any(t.startswith(f"#{job} fine-tune texture") and "done" in t for t in _progress_texts(reloaded))
+    assert "Saved `standard-s4-" in reloaded.success[0].value
+    assert "Fine-tuning" in _chart_titles(reloaded)  # the live curve is back
+
+    jobs = new_session("views/jobs.py")
+    assert any(e.label == f"Curve of #{job}" for e in jobs.expander)
+    curve = json.loads(jobs.get("plotly_chart")[0].proto.spec)
+    assert len(curve["data"][0]["y"]) == 4  # one loss per step, from the jobs table's metrics
+
+
+def test_the_jobs_page_says_starting_while_a_job_sets_up(new_session):
+    from ui import resources
+
+    gate, taken = threading.Event(), threading.Event()
+
+    def slow_setup_job(ctx):
+        taken.set()
+        gate.wait(30)  # e.g. opening a large workspace, before any step
+        ctx.report(1, 1, "done")
+
+    job = resources.job_runner().submit("slow set-up", slow_setup_job, owner="another-session")
+    try:
+        assert taken.wait(10)
+        at = new_session("views/jobs.py")
+        assert f"#{job} slow set-up · running · starting" in _progress_texts(at)
+    finally:
+        gate.set()
+        resources.job_runner().wait(job, timeout=30)
+
+
+def test_a_cancelled_sweep_reads_partial_in_the_run_log_with_what_it_reached(
+    new_session, tiny_collection_dir, data_home
+):
+    from engine.jobs.sweep import sweep_job
+    from engine.workspace import Workspace
+    from tests.test_jobs_cancel import cancelled_after_its_first_step
+    from ui import resources
+
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+    runner = resources.job_runner()
+    job = runner.submit(
+        "λ sweep",
+        cancelled_after_its_first_step(runner, sweep_job),
+        workspace=ws,
+        run_log=runner.run_log,
+        tasks=ws.task_names,
+        method="task_arithmetic",
+        params={},
+        param="lam",
+        values=[0.1 * i for i in range(11)],
+        split="val",
+    )
+    assert runner.wait(job, timeout=120).state is JobState.CANCELLED
+    at = new_session("views/jobs.py")
+    table = at.dataframe[0].value
+    row = table[table["kind"] == "sweep"].iloc[0]
+    assert row["status"] == "cancelled (partial)" and row["reached"].startswith("1 of 11")
+    assert any(e.label == f"Curve of #{job}" for e in at.expander)  # the curve it reached
+    assert "Accuracy over lam (val split)" in _chart_titles(at)
