@@ -144,6 +144,13 @@ if ws.needs_job(tasks, method_name, params):
         args = {"method": method_name, "params": expensive, "tasks": list(tasks)}
         spec = resources.job_spec("merge_parts", ws, collection, choice, args, name=f"{method.display_name} parts")
         st.session_state.update(parts_job=resources.submit_job(spec), parts_job_for=setting)
+    widgets.restore_job(  # after a reload: the parts job this setting started, with its live curve
+        "parts_job",
+        "merge_parts",
+        collection,
+        for_key="parts_job_for",
+        setting_of=lambda args: f"{args['method']}:{sorted(args['params'].items())}:{args['tasks']}",
+    )
     parts_job_live(setting)
     st.stop()
 try:
