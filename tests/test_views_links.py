@@ -183,3 +183,25 @@ def _chart_titles(at: AppTest) -> str:
     return " | ".join(
         json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in at.get("plotly_chart")
     )
+
+
+def test_link_values_read_back_what_they_write_and_refuse_the_rest():
+    from ui import links
+
+    lam = links.number("lam", "k", low=-1.5, high=1.5, default=0.3)
+    assert lam.write(0.1 + 0.2) == ["0.3"] and lam.read(lam.write(-1.25)) == -1.25
+    for bad, why in (("2", "outside its range -1.5 to 1.5"), ("nan", "outside"), ("x", "not a number")):
+        with pytest.raises(links.LinkValueError, match=why):
+            lam.read([bad])
+    tasks = links.subset("tasks", "tasks", ["a", "b", "c"])
+    assert tasks.read(["c", "a"]) == ["a", "c"] and tasks.default == ["a", "b", "c"]
+    with pytest.raises(links.LinkValueError, match="`tasks=z` is not one of a, b, c"):
+        tasks.read(["a", "z"])
+    on = links.flag("per_task", "per_task")
+    assert on.read(["true"]) is True and on.read(["0"]) is False and on.write(True) == ["true"]
+    with pytest.raises(links.LinkValueError, match="not true or false"):
+        on.read(["yes please"])
+    method = links.choice("method", "method", ["ties", "dare"], "ties")
+    assert method.read(["dare"]) == "dare"
+    with pytest.raises(links.LinkValueError, match="`method=TIES` is not one of ties, dare"):
+        method.read(["TIES"])

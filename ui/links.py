@@ -129,6 +129,12 @@ def publish(links: Iterable[Link], *, owned: Callable[[str], bool], scope: str) 
     _settle_notices(scope, wanted)
 
 
+def owned_by(links: Sequence[Link]) -> Callable[[str], bool]:
+    """`publish`'s `owned` for a page that claims only its links' names (and their aliases)."""
+    names = {n for link in links for n in (link.name, *link.aliases)}
+    return names.__contains__
+
+
 def unclaimed(claimed: Callable[[str], bool]) -> list[str]:
     """Parameters of the URL nothing on this page reads (a typo, another method's value), as `name=value`."""
     return [f"`{n}={st.query_params.get(n)}`" for n in st.query_params if not claimed(n)]

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from engine.sta.importance import KINDS
-from ui import figures, resources, widgets
+from ui import figures, links, resources, widgets
 from ui.state import sidebar_workspace
 
 st.header("STA importance maps")
@@ -13,19 +13,23 @@ st.caption(
     "aggregation, normalisation and threshold are our choices (engine/sta/importance.py)."
 )
 collection, choice, ws = sidebar_workspace()
-st.session_state.setdefault("sta_kind", "tau")
-st.session_state.setdefault("sta_threshold", 0.05)
+page_links = [
+    links.choice("kind", "sta_kind", list(KINDS), "tau", aliases=("sta_kind",)),
+    links.number("threshold", "sta_threshold", low=0.0, high=1.0, default=0.05, aliases=("sta_threshold",)),
+]
+links.restore(page_links, scope="sta")
+links.show_notices("sta", links=page_links)
 left, right = st.columns(2)
-kind = left.selectbox("Importance", list(KINDS), key="sta_kind", bind="query-params", format_func=KINDS.get)
+kind = left.selectbox("Importance", list(KINDS), key="sta_kind", format_func=KINDS.get)
 threshold = right.slider(
     "κ (keep entries with importance ≥ κ)",
     0.0,
     1.0,
     step=0.01,
     key="sta_threshold",
-    bind="query-params",
     help="importance is normalised per tensor: each tensor's peak is 1",
 )
+links.publish(page_links, owned=links.owned_by(page_links), scope="sta")
 widgets.require_importance(ws, kind)
 summary = resources.importance_summary(collection, resources.device_name(), kind, threshold, choice)
 
