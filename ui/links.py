@@ -40,6 +40,7 @@ class Link:
     read: Callable[[list[str]], Value]
     write: Callable[[Value], list[str]]
     aliases: tuple[str, ...] = ()
+    blank_is_default: bool = False  # an empty text box means the default (the collection box: the demo zoo)
 
 
 def choice(name: str, key: str, options: Sequence[str], default: str, *, aliases: tuple[str, ...] = ()) -> Link:
@@ -92,9 +93,9 @@ def flag(name: str, key: str, *, default: bool = False) -> Link:
     return Link(name, key, default, read, lambda v: ["true" if v else "false"])
 
 
-def text(name: str, key: str, *, default: str = "") -> Link:
+def text(name: str, key: str, *, default: str = "", blank_is_default: bool = False) -> Link:
     """Free text (a path), checked by whoever uses it."""
-    return Link(name, key, default, lambda raw: raw[-1], lambda v: [str(v)])
+    return Link(name, key, default, lambda raw: raw[-1], lambda v: [str(v)], blank_is_default=blank_is_default)
 
 
 def restore(links: Iterable[Link], *, scope: str) -> None:
@@ -103,14 +104,16 @@ def restore(links: Iterable[Link], *, scope: str) -> None:
     published = st.session_state.get(PUBLISHED, {})
     for link in links:
         name, raw = _in_url(link)
+        kept = st.session_state.get(link.key, _copy(link.default))
+        # Assigned even when unchanged: a widget the last run did not draw (an error stopped the page) is
+        # otherwise redrawn at its own default (no tasks, λ at its minimum) while the chart uses this value.
+        st.session_state[link.key] = kept
         if raw is None or published.get(name) == raw:
-            st.session_state.setdefault(link.key, _copy(link.default))
             continue
         try:
             st.session_state[link.key] = link.read(raw)
         except LinkValueError as exc:
-            st.session_state.setdefault(link.key, _copy(link.default))
-            notice(f"{exc}: kept {_shown(link, st.session_state[link.key])}.", scope=scope)
+            notice(f"{exc}: kept {_shown(link, kept)}.", scope=scope)
 
 
 def publish(links: Iterable[Link], *, owned: Callable[[str], bool], scope: str) -> None:
@@ -170,7 +173,7 @@ def _wanted(links: Iterable[Link]) -> dict[str, list[str]]:
     return {
         link.name: link.write(st.session_state[link.key])
         for link in links
-        if link.key in st.session_state and not _equal(st.session_state[link.key], link.default)
+        if link.key in st.session_state and not _at_default(link, st.session_state[link.key])
     }
 
 
@@ -193,7 +196,10 @@ def _shown(link: Link, value: Value) -> str:
     return f"{link.name}={','.join(link.write(value))}"
 
 
-def _equal(value: Value, default: Value) -> bool:
+def _at_default(link: Link, value: Value) -> bool:
+    if link.blank_is_default and isinstance(value, str) and not value.strip():
+        return True
+    default = link.default
     if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
         return abs(float(value) - default) < 1e-9
     return value == default

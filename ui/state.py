@@ -19,7 +19,11 @@ def sidebar_links(names: dict[str, tuple[str, ...]]) -> list[links.Link]:
     common = [v for v in next(iter(names.values()), ()) if all(v in opts for opts in names.values())]
     every = [links.choice("ckpt", EVERY, common or ["standard"], "standard")]
     per_task = [links.choice(f"ckpt.{t}", f"ckpt.{t}", options, _standard(options)) for t, options in names.items()]
-    return [links.text("collection", "collection", default=DEFAULT_COLLECTION), *every, *per_task]
+    return [
+        links.text("collection", "collection", default=DEFAULT_COLLECTION, blank_is_default=True),
+        *every,
+        *per_task,
+    ]
 
 
 def sidebar_owns(name: str) -> bool:
