@@ -61,6 +61,21 @@ def _settled(page, heading: str) -> None:
     assert errors.count() == 0, errors.all_inner_texts()
 
 
+def _screenshot(page, name: str) -> None:
+    """A whole page: Streamlit scrolls its main area inside the window, so a full-page shot would stop at the
+    window's bottom; the window is stretched to the content's height for the shot, then given back."""
+    from playwright.sync_api import expect
+
+    size = page.viewport_size
+    height = page.get_by_test_id("stMain").evaluate("main => main.scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": max(height, size["height"])})
+    for chart in page.get_by_test_id("stPlotlyChart").all():
+        expect(chart.locator(".main-svg").first).to_be_visible(timeout=30_000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    page.set_viewport_size(size)
+
+
 def test_the_navigation_lists_every_page(server, page):
     page.goto(server, timeout=60_000)
     _settled(page, "mergelab")
@@ -75,8 +90,7 @@ def test_every_page_opens_without_an_error(server, page, path, title, heading):
     _settled(page, heading)
     link = page.get_by_test_id("stSidebarNavLink").filter(has_text=title)
     assert link.count() >= 1  # the page is one of the navigation's
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{path.split('?')[0] or 'home'}.png"), full_page=True)
+    _screenshot(page, path.split("?")[0] or "home")
 
 
 def _shows_tour_step(page, n: int) -> None:
@@ -113,8 +127,7 @@ def test_the_tour_walks_six_steps_and_its_presenter_mode_enlarges(server, page):
     _shows_tour_step(page, 5)
     assert _chart_font_px(page) > font
     assert page.locator(".katex").first.bounding_box()["height"] > formula
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "tour_presenter.png"), full_page=True)
+    _screenshot(page, "tour_presenter")
 
 
 def test_a_tour_link_opens_its_step(server, page):
