@@ -164,7 +164,7 @@ def test_clicking_a_landscape_cell_opens_merge_with_those_two_lambdas(server, pa
 
     page.goto(f"{server}/landscape", timeout=60_000)
     exact = page.get_by_test_id("stPlotlyChart").first
-    expect(exact.locator(".gtitle")).to_have_text("exact evaluation (interactive)", timeout=90_000)
+    expect(exact.locator(".gtitle")).to_have_text("exact evaluation (interactive)", timeout=180_000)
     cells = exact.locator(".scatterlayer .trace").first.locator(".point")
     expect(cells).to_have_count(121, timeout=30_000)  # 11 × 11 values of λ, rows λ₁ then columns λ₂
     box = cells.nth(3 * 11 + 7).bounding_box()
