@@ -23,7 +23,7 @@ st.session_state.setdefault("landscape_b", names[1 % len(names)])
 left, middle, right = st.columns(3)
 task_a = left.selectbox("task 1 (rows)", names, key="landscape_a", bind="query-params")
 task_b = middle.selectbox("task 2 (columns)", names, key="landscape_b", bind="query-params")
-step = right.select_slider("grid step of λ", [0.25, 0.2, 0.1], value=0.1, key="landscape_step")
+step = right.select_slider("grid step of λ", [0.25, 0.2, 0.1], value=0.1, key="landscape_step", bind="query-params")
 if task_a == task_b:
     st.info("Pick two different tasks.")
     st.stop()

@@ -58,8 +58,9 @@ top.header(f"Tour · step {step} of {len(STEPS)}: {STEPS[step - 1]}")
 presenter = toggle.toggle("Presenter mode", key="tour_presenter", help="larger fonts and figures for a projector")
 if presenter:
     st.markdown(
-        "<style>html, body, [data-testid='stMarkdownContainer'] p, [data-testid='stMarkdownContainer'] li "
-        "{font-size: 1.5rem !important;} .katex {font-size: 1.6em !important;}</style>",
+        # the lecture's text only: a larger root font would also truncate the sidebar's and the widgets' labels
+        "<style>[data-testid='stMain'] [data-testid='stMarkdown'] :is(p, li) "
+        "{font-size: 1.75rem !important;} .katex {font-size: 1.6em !important;}</style>",
         unsafe_allow_html=True,
     )
 collection, choice, ws = sidebar_workspace()

@@ -1,11 +1,13 @@
 """The dashboard in a real browser: Debian's Chromium driven by Playwright against `streamlit run`.
 
-Runs on the shipped demo zoo, as a newcomer would see it. Screenshots go to test-artifacts/.
+Runs on the shipped demo zoo, as a newcomer would see it, one server for the module (tests/e2e/conftest.py).
+Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -36,13 +38,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture()
-def server(data_home: Path) -> Iterator[str]:
-    """A fresh `streamlit run app.py` on a free local port; yields its base URL."""
-    with dashboard_server(data_home) as (url, _):
-        yield url
 
 
 @contextmanager
@@ -94,17 +89,6 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> No
         except OSError:
             time.sleep(0.2)
     raise TimeoutError(f"{url} not healthy after {timeout} s")
-
-
-@pytest.fixture()
-def page():
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser.new_page(viewport={"width": 1280, "height": 1000})
-        browser.close()
 
 
 def _engine_mean(
@@ -180,7 +164,7 @@ def test_clicking_a_landscape_cell_opens_merge_with_those_two_lambdas(server, pa
 
     page.goto(f"{server}/landscape", timeout=60_000)
     exact = page.get_by_test_id("stPlotlyChart").first
-    expect(exact.locator(".gtitle")).to_have_text("exact evaluation (interactive)", timeout=90_000)
+    expect(exact.locator(".gtitle")).to_have_text("exact evaluation (interactive)", timeout=180_000)
     cells = exact.locator(".scatterlayer .trace").first.locator(".point")
     expect(cells).to_have_count(121, timeout=30_000)  # 11 × 11 values of λ, rows λ₁ then columns λ₂
     box = cells.nth(3 * 11 + 7).bounding_box()
@@ -221,9 +205,11 @@ def test_a_background_job_survives_navigation_and_can_be_cancelled(server, page)
         "mean accuracy", timeout=60_000
     )
     page.get_by_role("button", name="λ sweep on test as a job").click()
-    expect(page.get_by_text("Started job #1")).to_be_visible(timeout=30_000)
+    started = page.get_by_text(re.compile(r"Started job #\d+"))
+    expect(started).to_be_visible(timeout=30_000)
+    job_id = int(re.search(r"#(\d+)", started.text_content()).group(1))  # other tests may have started jobs
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
-    bar = page.get_by_test_id("stProgress").filter(has_text="#1")
+    bar = page.get_by_test_id("stProgress").filter(has_text=re.compile(rf"#{job_id}\b"))
     expect(bar).to_contain_text("running", timeout=30_000)
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Zoo").click()
     expect(page.get_by_test_id("stHeading").first).to_contain_text("Checkpoints and tasks", timeout=30_000)
@@ -239,7 +225,7 @@ def test_a_background_job_survives_navigation_and_can_be_cancelled(server, page)
     page.screenshot(path=str(ARTIFACTS / "jobs_after_cancel.png"), full_page=True)
     from engine.runs.log import RunLog
 
-    runs = RunLog(Path(os.environ["MERGELAB_HOME"]) / "runs" / "runs.sqlite3").runs(kind="sweep")
+    runs = RunLog(Path(os.environ["MERGELAB_HOME"]) / "runs" / "runs.sqlite3").runs(kind="sweep", job_id=job_id)
     assert [r.status for r in runs] == ["cancelled"] and runs[0].outputs["curve"]["values"]
 
 

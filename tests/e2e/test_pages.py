@@ -1,0 +1,149 @@
+"""Every page of the dashboard in a real browser at a laptop's size, and the Tour walked as a class would.
+
+One server for the module (tests/e2e/conftest.py), on the shipped demo zoo. Each page's full-page screenshot goes
+to test-artifacts/pages/, so whoever changes a view can look at all of them afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.e2e.test_browser import ARTIFACTS
+from ui.figures import PROJECTOR_FONT
+
+pytestmark = pytest.mark.browser
+
+SHOTS = ARTIFACTS / "pages"
+# (url path, title in the navigation, heading the page opens with), in app.py's order
+PAGES = (
+    ("", "Home", "mergelab"),
+    ("tour", "Tour", "Tour · step 1 of 6"),
+    ("zoo", "Zoo", "Checkpoints and tasks"),
+    ("merge", "Merge", "Merge task vectors"),
+    ("compare", "Compare methods", "Compare merge methods"),
+    ("landscape?landscape_step=0.25", "λ landscape", "λ landscape of two tasks"),  # 0.1's 121 points: test_browser
+    ("forgetting", "Forgetting", "Forget a task"),
+    ("sta", "STA importance", "STA importance maps"),
+    ("interference", "Interference (τJp)", "Interference between tasks (τJp)"),
+    ("subspaces", "Subspaces", "Task vectors in subspaces"),
+    ("finetune", "Fine-tune", "Fine-tune a task"),
+    ("learned", "aTLAS & DV-BASI", "Learned coefficients: aTLAS and DV-BASI"),
+    ("jobs", "Jobs & runs", "Jobs and runs"),
+)
+TOUR_STEPS = (
+    "Task vectors and their similarity",
+    "Addition and the role of λ",
+    "Interference and TIES's sign conflicts",
+    "τJp and its regulariser",
+    "Forgetting by negation",
+    "Learned coefficients and DV-BASI",
+)
+
+
+@pytest.fixture()
+def viewport() -> dict[str, int]:
+    """A 14-inch laptop's browser window: what a student follows the class on."""
+    return {"width": 1440, "height": 900}
+
+
+def _settled(page, heading: str) -> None:
+    """Wait until the page's script has run to its end and its charts are drawn, then check it shows no error."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("stHeading").first).to_contain_text(heading, timeout=120_000)
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning", timeout=180_000)
+    for chart in page.get_by_test_id("stPlotlyChart").all():
+        expect(chart.locator(".main-svg").first).to_be_attached(timeout=30_000)
+    exceptions = page.get_by_test_id("stException")
+    assert exceptions.count() == 0, exceptions.all_inner_texts()
+    errors = page.get_by_test_id("stAlertContentError")
+    assert errors.count() == 0, errors.all_inner_texts()
+
+
+def _screenshot(page, name: str) -> None:
+    """A whole page: Streamlit scrolls its main area inside the window, so a full-page shot would stop at the
+    window's bottom; the window is stretched to the content's height for the shot, then given back."""
+    from playwright.sync_api import expect
+
+    size = page.viewport_size
+    height = page.get_by_test_id("stMain").evaluate("main => main.scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": max(height, size["height"])})
+    for chart in page.get_by_test_id("stPlotlyChart").all():
+        expect(chart.locator(".main-svg").first).to_be_visible(timeout=30_000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    page.set_viewport_size(size)
+
+
+def test_the_navigation_lists_every_page(server, page):
+    page.goto(server, timeout=60_000)
+    _settled(page, "mergelab")
+    links = page.get_by_test_id("stSidebarNavLink")
+    shown = [text.split("\n")[-1].strip() for text in links.all_inner_texts()]  # after the icon's ligature
+    assert shown == [title for _, title, _ in PAGES]
+
+
+@pytest.mark.parametrize(("path", "title", "heading"), PAGES, ids=[title for _, title, _ in PAGES])
+def test_every_page_opens_without_an_error(server, page, path, title, heading):
+    page.goto(f"{server}/{path}", timeout=60_000)
+    _settled(page, heading)
+    link = page.get_by_test_id("stSidebarNavLink").filter(has_text=title)
+    assert link.count() >= 1  # the page is one of the navigation's
+    _screenshot(page, path.split("?")[0] or "home")
+
+
+def _shows_tour_step(page, n: int) -> None:
+    from playwright.sync_api import expect
+
+    _settled(page, f"Tour · step {n} of 6: {TOUR_STEPS[n - 1]}")
+    expect(page.get_by_test_id("stPlotlyChart").first.locator(".main-svg").first).to_be_visible()
+    expect(page.get_by_test_id("stMarkdown").locator(".katex").first).to_be_visible()  # st.latex, typeset
+    assert re.search(rf"[?&]step={n}\b", page.url), page.url
+
+
+def _font_px(text) -> float:
+    """Plotly writes the layout's font size into each SVG text's style."""
+    return float(re.search(r"font-size:\s*([\d.]+)px", text.get_attribute("style")).group(1))
+
+
+def test_the_tour_walks_six_steps_and_its_presenter_mode_enlarges(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/tour", timeout=60_000)
+    _shows_tour_step(page, 1)
+    expect(page.get_by_role("button", name="← Previous")).to_be_disabled()
+    for n in range(2, 7):
+        page.get_by_role("button", name="Next →").click()
+        _shows_tour_step(page, n)
+    expect(page.get_by_role("button", name="Next →")).to_be_disabled()
+
+    page.get_by_role("button", name="← Previous").click()  # step 5: a chart with tick labels and a formula
+    _shows_tour_step(page, 5)
+    ticks = page.get_by_test_id("stPlotlyChart").first.locator(".xtick text").first
+    assert _font_px(ticks) < PROJECTOR_FONT
+    formula = page.locator(".katex").first.bounding_box()["height"]
+    page.get_by_text("Presenter mode").click()
+    expect(page.get_by_role("switch", name="Presenter mode")).to_be_checked()
+    expect(ticks).to_have_attribute("style", re.compile(rf"font-size: ?{PROJECTOR_FONT}px"), timeout=60_000)
+    _shows_tour_step(page, 5)
+    assert page.locator(".katex").first.bounding_box()["height"] > formula
+    _screenshot(page, "tour_presenter")
+
+
+def test_a_tour_link_opens_its_step(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/tour?step=4", timeout=60_000)
+    _shows_tour_step(page, 4)
+    expect(page.get_by_role("button", name="Next →")).to_be_enabled()
+
+
+def test_the_landscape_grid_step_is_in_the_link(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/landscape?landscape_step=0.25", timeout=60_000)
+    _settled(page, "λ landscape of two tasks")
+    cells = page.get_by_test_id("stPlotlyChart").first.locator(".scatterlayer .trace").first.locator(".point")
+    expect(cells).to_have_count(25, timeout=30_000)  # λ in 0, 0.25, …, 1 for both tasks
