@@ -5,25 +5,12 @@ One server for the module (its own data home); the tests run in order, as one us
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_browser import ARTIFACTS, dashboard_server, page  # noqa: F401 - `page` is a fixture
+from tests.e2e.test_browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def jobs_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("jobs-browser-home")
-
-
-@pytest.fixture(scope="module")
-def server(jobs_home: Path) -> Iterator[str]:
-    with dashboard_server(jobs_home) as (url, _):
-        yield url
 
 
 def _standard_finetune(tab, steps: int) -> None:
@@ -38,7 +25,7 @@ def _standard_finetune(tab, steps: int) -> None:
     box.press("Enter")
 
 
-def test_a_finetune_says_starting_then_its_curve_survives_a_reload_and_shows_on_jobs(server, page):  # noqa: F811
+def test_a_finetune_says_starting_then_its_curve_survives_a_reload_and_shows_on_jobs(server, page):
     from playwright.sync_api import expect
 
     page.goto(f"{server}/finetune", timeout=60_000)
@@ -63,7 +50,7 @@ def test_a_finetune_says_starting_then_its_curve_survives_a_reload_and_shows_on_
     page.screenshot(path=str(ARTIFACTS / "jobs_curve_after_reload.png"), full_page=True)
 
 
-def test_a_finished_finetune_is_selectable_in_the_sidebar_without_a_reload(server, page):  # noqa: F811
+def test_a_finished_finetune_is_selectable_in_the_sidebar_without_a_reload(server, page):
     from playwright.sync_api import expect
 
     page.goto(f"{server}/finetune", timeout=60_000)

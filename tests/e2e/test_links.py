@@ -8,51 +8,14 @@ disagreeing, a pasted recipe is checked as the command line checks it, results s
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, dashboard_server
+from tests.e2e.test_browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 ZOO_TASKS = ["digits", "faces", "textures", "size", "colours", "bars", "position", "stripes"]
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("links-home")
-    before = os.environ.get("MERGELAB_HOME")
-    os.environ["MERGELAB_HOME"] = str(root)
-    yield root
-    if before is None:
-        os.environ.pop("MERGELAB_HOME")
-    else:
-        os.environ["MERGELAB_HOME"] = before
-
-
-@pytest.fixture(scope="module")
-def server(home: Path) -> Iterator[str]:
-    with dashboard_server(home) as (url, _):
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)"
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture()
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})  # a fresh browser session per test
-    yield context.new_page()
-    context.close()
 
 
 def _engine_mean(tasks: list[str], lam: float | list[float], *, method: str = "task_arithmetic", variant="standard"):
