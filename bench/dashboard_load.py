@@ -4,7 +4,7 @@ One `streamlit run app.py` on the demo zoo (the default collection; a fresh data
 zoo's tasks and heads the serial run below filled), one warm-up session that opens the Merge page (--cold: none),
 then N browser contexts (separate sessions) in one headless Chromium, all at once. Each context opens the
 Merge page by a link naming its method and parameters (slider values bind to the URL:
-merge?method=ties&ties.density=0.35&ties.lam=0.9), then moves its method's scale slider two steps with the
+merge?method=ties&density=0.35&lam=0.9, the engine's names), then moves its method's scale slider two steps with the
 keyboard to its own final value, and reads the numbers shown: the "mean accuracy (merged)" and
 "mean normalized accuracy" metrics. Checks:
 
@@ -62,7 +62,7 @@ class Setting:
         method = get_method(self.method)
         step = next(p.step for p in method.params if p.name == self.moved)
         start = {**self.params, self.moved: round(self.params[self.moved] - PRESSES * step, 6)}
-        return urlencode({"method": self.method, **{f"{self.method}.{k}": f"{v:g}" for k, v in start.items()}})
+        return urlencode({"method": self.method, **{k: f"{v:g}" for k, v in start.items()}})
 
     def slider_index(self) -> int:
         from engine.merge import get_method
@@ -245,7 +245,7 @@ async def _one_context(browser, url: str, index: int, setting: Setting, expected
             await page.keyboard.press("ArrowRight")
         target = setting.params[setting.moved]
         await expect(thumb).to_have_attribute("aria-valuetext", f"{target:.2f}", timeout=ms)
-        await page.wait_for_url(lambda u: _url_value(u, f"{setting.method}.{setting.moved}") == target, timeout=ms)
+        await page.wait_for_url(lambda u: _url_value(u, setting.moved) == target, timeout=ms)
         app = page.get_by_test_id("stApp")
         await expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=ms)
         try:  # the rerun of the last press may still be on its way: wait for the numbers to settle on ours

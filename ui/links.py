@@ -43,15 +43,22 @@ class Link:
     blank_is_default: bool = False  # an empty text box means the default (the collection box: the demo zoo)
 
 
-def choice(name: str, key: str, options: Sequence[str], default: str, *, aliases: tuple[str, ...] = ()) -> Link:
-    """One of `options`, by its engine name."""
+def choice(
+    name: str, key: str, options: Sequence[str | float], default: str | float, *, aliases: tuple[str, ...] = ()
+) -> Link:
+    """One of `options`, by its engine name (numbers written shortest: `step=0.1`)."""
+    by_text = {_word(o): o for o in options}
 
-    def read(raw: list[str]) -> str:
-        if raw[-1] not in options:
-            raise LinkValueError(f"`{name}={raw[-1]}` is not one of {', '.join(options)}")
-        return raw[-1]
+    def read(raw: list[str]) -> str | float:
+        if raw[-1] not in by_text:
+            raise LinkValueError(f"`{name}={raw[-1]}` is not one of {', '.join(by_text)}")
+        return by_text[raw[-1]]
 
-    return Link(name, key, default, read, lambda v: [str(v)], aliases)
+    return Link(name, key, default, read, lambda v: [_word(v)], aliases)
+
+
+def _word(option: str | float) -> str:
+    return f"{option:.6g}" if isinstance(option, float) else str(option)
 
 
 def subset(name: str, key: str, options: Sequence[str]) -> Link:

@@ -6,7 +6,7 @@ from engine.errors import MergelabError
 from engine.jobs.landscape import Landscape, exact_grid, preview_grid
 from engine.jobs.runner import JobState
 from engine.workspace import LARGE_MODEL_PARAMS
-from ui import figures, resources, widgets
+from ui import figures, links, resources, widgets
 from ui.state import sidebar_query, sidebar_workspace
 
 st.header("λ landscape of two tasks")
@@ -17,13 +17,19 @@ st.caption(
     "open that merge on the Merge page."
 )
 collection, choice, ws = sidebar_workspace()
-names = ws.task_names
-st.session_state.setdefault("landscape_a", names[0])
-st.session_state.setdefault("landscape_b", names[1 % len(names)])
+names, steps = ws.task_names, [0.25, 0.2, 0.1]
+page_links = [
+    links.choice("a", "landscape_a", names, names[0], aliases=("landscape_a",)),
+    links.choice("b", "landscape_b", names, names[1 % len(names)], aliases=("landscape_b",)),
+    links.choice("step", "landscape_step", steps, 0.1, aliases=("landscape_step",)),
+]
+links.restore(page_links, scope="landscape")
+links.show_notices("landscape", links=page_links)
 left, middle, right = st.columns(3)
-task_a = left.selectbox("task 1 (rows)", names, key="landscape_a", bind="query-params")
-task_b = middle.selectbox("task 2 (columns)", names, key="landscape_b", bind="query-params")
-step = right.select_slider("grid step of λ", [0.25, 0.2, 0.1], value=0.1, key="landscape_step", bind="query-params")
+task_a = left.selectbox("task 1 (rows)", names, key="landscape_a")
+task_b = middle.selectbox("task 2 (columns)", names, key="landscape_b")
+step = right.select_slider("grid step of λ", steps, key="landscape_step")
+links.publish(page_links, owned=links.owned_by(page_links), scope="landscape")
 if task_a == task_b:
     st.info("Pick two different tasks.")
     st.stop()

@@ -23,7 +23,7 @@ PAGES = (
     ("zoo", "Zoo", "Checkpoints and tasks"),
     ("merge", "Merge", "Merge task vectors"),
     ("compare", "Compare methods", "Compare merge methods"),
-    ("landscape?landscape_step=0.25", "λ landscape", "λ landscape of two tasks"),  # 0.1's 121 points: test_browser
+    ("landscape?step=0.25", "λ landscape", "λ landscape of two tasks"),  # 0.1's 121 points: test_browser
     ("forgetting", "Forgetting", "Forget a task"),
     ("sta", "STA importance", "STA importance maps"),
     ("interference", "Interference (τJp)", "Interference between tasks (τJp)"),
@@ -143,7 +143,7 @@ def test_a_tour_link_opens_its_step(server, page):
 def test_the_landscape_grid_step_is_in_the_link(server, page):
     from playwright.sync_api import expect
 
-    page.goto(f"{server}/landscape?landscape_step=0.25", timeout=60_000)
+    page.goto(f"{server}/landscape?step=0.25", timeout=60_000)
     _settled(page, "λ landscape of two tasks")
     cells = page.get_by_test_id("stPlotlyChart").first.locator(".scatterlayer .trace").first.locator(".point")
     expect(cells).to_have_count(25, timeout=30_000)  # λ in 0, 0.25, …, 1 for both tasks
