@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import plotly.graph_objects as go
 import torch
@@ -16,10 +17,12 @@ from engine.merge.analysis import SparsityReport
 from engine.merge.forgetting import CONTROL_FLOOR, METHODS, ForgettingCurve
 from engine.merge.spectra import MeasureAgreement, SubspaceStats, rank_correlation
 from engine.params import network_order
+from engine.pool.info import CheckpointInfo
 from engine.runs.log import Run
 from engine.sta.stats import ImportanceSummary
 from engine.taujp.matrix import TauJpMatrix
 from engine.workspace import MergeComparison, Sweep
+from ui.formats import fixed, fixed_grid, percent
 
 COLOURS = {"zero-shot": "#9aa5b1", "tangent preview": "#9ecae1", "merged": "#2f6fdb", "fine-tuned": "#1b9e77"}
 
@@ -111,9 +114,10 @@ def similarity_heatmap(similarity: torch.Tensor, names: Sequence[str]) -> go.Fig
             zmax=1,
             colorscale="RdBu",
             reversescale=True,
-            text=[[f"{v:.2f}" for v in row] for row in values],
+            text=fixed_grid(values),
             texttemplate="%{text}",
-            hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>",
+            customdata=fixed_grid(values, 3),
+            hovertemplate="%{y} · %{x}: %{customdata}<extra></extra>",
         )
     )
     fig.update_layout(title="Cosine similarity of task vectors", yaxis=dict(autorange="reversed"), margin=dict(t=50))
@@ -190,7 +194,7 @@ def forgetting_chart(curve: ForgettingCurve, *, alpha: float | None = None) -> g
         line_color="#1f77b4",
         annotation_text="95% of pretrained control",
     )
-    fig.add_vline(x=curve.chosen_alpha, line_dash="dash", annotation_text=f"chosen α = {curve.chosen_alpha:g}")
+    fig.add_vline(x=curve.chosen_alpha, line_dash="dash", annotation_text=f"chosen α = {fixed(curve.chosen_alpha)}")
     if alpha is not None:
         fig.add_vline(x=alpha, line_color="grey", opacity=0.5)
     vector = "τ" if curve.method == "task_arithmetic" else "(m ⊙ τ)"
@@ -242,7 +246,7 @@ def mask_overlap_heatmap(summary: ImportanceSummary) -> go.Figure:
             zmin=0,
             zmax=1,
             colorscale="Viridis",
-            text=[[f"{v:.2f}" for v in row] for row in values],
+            text=fixed_grid(values),
             texttemplate="%{text}",
             hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>",
         )
@@ -278,6 +282,53 @@ def layer_importance_heatmap(summary: ImportanceSummary) -> go.Figure:
     return fig
 
 
+TOWERS = {"clip": "both towers", "visual": "image tower"}
+
+
+def checkpoint_table(
+    pretrained: CheckpointInfo,
+    checkpoints: Sequence[CheckpointInfo],
+    *,
+    in_use: Mapping[str, str],
+    zero_shot: Mapping[str, float],
+    finetuned: Mapping[str, float],
+    sizes: Mapping[Path, int],
+) -> list[dict]:
+    """The Zoo page's checkpoint rows: the pretrained model (its mean zero-shot accuracy), then every task's
+    checkpoints; accuracies as percentages, "—" where a checkpoint is not in use (not evaluated)."""
+    rows = [
+        {
+            "task": f"(pretrained, {TOWERS.get(pretrained.tower, pretrained.tower)})",
+            "checkpoint": "pretrained",
+            "in use": True,
+            "format": pretrained.format,
+            "architecture": _architecture(pretrained),
+            "size": sizes[pretrained.path] // 1000,
+            "zero-shot": percent(sum(zero_shot.values()) / len(zero_shot)) + " (mean)",
+            "fine-tuned": "—",
+        }
+    ]
+    for info in checkpoints:
+        used = in_use.get(info.task) == info.name
+        rows.append(
+            {
+                "task": info.task,
+                "checkpoint": info.name if info.variant == info.name else f"{info.name} ({info.variant})",
+                "in use": used,
+                "format": info.format,
+                "architecture": _architecture(info),
+                "size": sizes[info.path] // 1000,
+                "zero-shot": percent(zero_shot[info.task]),
+                "fine-tuned": percent(finetuned[info.task]) if used else "—",
+            }
+        )
+    return rows
+
+
+def _architecture(info: CheckpointInfo) -> str:
+    return info.architecture + ("-quickgelu" if info.quick_gelu else "")
+
+
 def forgetting_table(stored: Mapping[str, Mapping]) -> list[dict]:
     """Rows of a stored forgetting report for one target: one per method, at its chosen α."""
     rows = []
@@ -286,10 +337,10 @@ def forgetting_table(stored: Mapping[str, Mapping]) -> list[dict]:
         rows.append(
             {
                 "method": METHODS[method] if method in METHODS else method,
-                "chosen α": o["alpha"],
+                "chosen α": fixed(o["alpha"]),
                 "target": o["target_accuracy"],
                 "pretrained target": o["pretrained_target"],
-                "chance": round(o["chance"], 3),
+                "chance": o["chance"],
                 "control": o["control_accuracy"],
                 "control / pretrained": o["control_accuracy"] / o["pretrained_control"],
                 "forgotten": bool(entry["succeeded"]),
@@ -313,7 +364,7 @@ def taujp_heatmap(matrix: TauJpMatrix, *, title: str | None = None, zmax: float 
             colorscale="Reds",
             zmin=0,
             zmax=zmax,
-            text=[["" if v is None else f"{v:.2f}" for v in row] for row in z],
+            text=[["" if v is None else fixed(v) for v in row] for row in z],
             texttemplate="%{text}",
             hoverinfo="skip",
         )
@@ -508,9 +559,9 @@ def variant_curves(variants: Mapping[str, Mapping]) -> go.Figure:
             hovertemplate=name + " λ=%{x}: %{y:.1%}<extra></extra>",
         )
     fig.update_layout(
-        title="Merging every task: mean val accuracy against λ",
+        title="Merging every task: mean accuracy on val against λ (λ is chosen on val)",
         xaxis_title="λ",
-        yaxis=dict(title="mean accuracy", tickformat=".0%"),
+        yaxis=dict(title="mean accuracy (val)", tickformat=".0%"),
         margin=dict(t=50),
     )
     return fig
@@ -730,7 +781,7 @@ def alignment_heatmap(values: torch.Tensor, tasks: Sequence[str], *, title: str)
             zmin=0,
             zmax=1,
             colorscale="Purples",
-            text=[[f"{v:.2f}" for v in row] for row in values.tolist()],
+            text=fixed_grid(values.tolist()),
             texttemplate="%{text}",
             hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>",
         )
