@@ -574,7 +574,7 @@ def test_interference_page_shows_the_engine_matrix_and_pairs(app, tiny_collectio
     }
     heat = charts["τJp"]["data"][0]["z"]
     assert heat[0][0] is None and heat[0][1] == pytest.approx(matrix.values[0, 1].item(), rel=1e-5)
-    drops = ws.pair_drops(0.5)
+    drops = ws.tangent_pair_drops(0.5)  # the default: first order, from the stored products
     scatter = charts["Interference"]["data"][0]
     assert len(scatter["x"]) == 6 and sorted(scatter["y"]) == pytest.approx(sorted(drops.values()))
     layers = charts["τ_texture on brightness inputs, per layer"]["data"][0]

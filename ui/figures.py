@@ -22,7 +22,7 @@ from engine.runs.log import Run
 from engine.sta.stats import ImportanceSummary
 from engine.taujp.matrix import TauJpMatrix
 from engine.workspace import MergeComparison, Sweep
-from ui.formats import fixed, fixed_grid, percent
+from ui.formats import fixed, fixed_grid, percent, short_number
 
 COLOURS = {"zero-shot": "#9aa5b1", "tangent preview": "#9ecae1", "merged": "#2f6fdb", "fine-tuned": "#1b9e77"}
 
@@ -425,9 +425,12 @@ def taujp_diagonal_bars(matrix: TauJpMatrix) -> go.Figure:
     return fig
 
 
-def interference_scatter(matrix: TauJpMatrix, drops: Mapping[tuple[str, str], float], *, lam: float) -> go.Figure:
+def interference_scatter(
+    matrix: TauJpMatrix, drops: Mapping[tuple[str, str], float], *, lam: float, source: str = ""
+) -> go.Figure:
     """Off-diagonal τJp[a, b] against the accuracy task b loses when τ_a is added (drop_b(a)), with their
-    Spearman rank correlation in the title: near 1, the pairs τJp ranks higher lose more accuracy."""
+    Spearman rank correlation in the title: near 1, the pairs τJp ranks higher lose more accuracy. `source`
+    says how the drops were obtained (e.g. "first order, interactive split")."""
     pairs = [(a, b) for a in matrix.vectors for b in matrix.tasks if a != b and (a, b) in drops]
     x = [matrix.values[matrix.vectors.index(a), matrix.tasks.index(b)].item() for a, b in pairs]
     rho = rank_correlation(torch.tensor(x), torch.tensor([drops[p] for p in pairs])) if len(pairs) > 1 else None
@@ -441,8 +444,9 @@ def interference_scatter(matrix: TauJpMatrix, drops: Mapping[tuple[str, str], fl
         )
     )
     fig.update_layout(
-        title=f"Interference: τJp against the accuracy drop at λ = {lam:g}"
-        + ("" if rho is None else f" (Spearman ρ = {rho:.2f})"),
+        title=f"Interference: τJp against the accuracy drop at λ = {short_number(lam)}"
+        + (f", {source}" if source else "")
+        + ("" if rho is None else f" (Spearman ρ = {fixed(rho)})"),
         xaxis_title="τJp[a, b]",
         yaxis=dict(title="drop_b(a) = acc_b(λτ_b) − acc_b(λ(τ_a + τ_b))", tickformat=".0%"),
         margin=dict(t=50),
