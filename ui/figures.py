@@ -51,7 +51,7 @@ def accuracy_bars(comparison: MergeComparison, *, preview: Mapping[str, float] |
     fig.update_layout(
         barmode="group",
         title=f"Merged: mean accuracy {comparison.mean_merged:.1%} ({comparison.split} split)",
-        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         legend=dict(orientation="h", y=-0.15),
         margin=dict(t=50, b=40),
     )
@@ -72,7 +72,7 @@ def preview_bars(preview: Mapping[str, float]) -> go.Figure:
     )
     fig.update_layout(
         title=f"Tangent-space preview: mean accuracy {mean:.1%} (exact evaluation follows)",
-        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50, b=40),
     )
     return fig
@@ -96,7 +96,7 @@ def sweep_chart(sweep: Sweep) -> go.Figure:
     fig.update_layout(
         title=f"Accuracy over {sweep.param} ({sweep.split} split)",
         xaxis_title=sweep.param,
-        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
     return fig
@@ -140,7 +140,7 @@ def runs_comparison(runs: Sequence[Run]) -> go.Figure:
     fig.update_layout(
         barmode="group",
         title="Per-task accuracy of the selected runs",
-        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         legend=dict(orientation="h", y=-0.15),
         margin=dict(t=50, b=40),
     )
@@ -160,7 +160,7 @@ def sign_conflict_bars(report: SparsityReport) -> go.Figure:
     )
     fig.update_layout(
         title="Sign conflicts between tasks, per layer",
-        yaxis=dict(tickformat=".0%", title="share"),
+        yaxis=dict(tickformat=".0%", hoverformat=".1%", title="share"),
         xaxis=dict(tickangle=-45),
         margin=dict(t=50, b=120),
     )
@@ -201,7 +201,7 @@ def forgetting_chart(curve: ForgettingCurve, *, alpha: float | None = None) -> g
     fig.update_layout(
         title=f"Forgetting {curve.target}: θ₀ − α·{vector} ({curve.split} split)",
         xaxis_title="α",
-        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
     return fig
@@ -448,7 +448,7 @@ def interference_scatter(
         + (f", {source}" if source else "")
         + ("" if rho is None else f" (Spearman ρ = {fixed(rho)})"),
         xaxis_title="τJp[a, b]",
-        yaxis=dict(title="drop_b(a) = acc_b(λτ_b) − acc_b(λ(τ_a + τ_b))", tickformat=".0%"),
+        yaxis=dict(title="drop_b(a) = acc_b(λτ_b) − acc_b(λ(τ_a + τ_b))", tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
     return fig
@@ -507,7 +507,9 @@ def finetune_curves(curves: FinetuneCurves, *, beta: float | None = None) -> go.
         title="Fine-tuning",
         xaxis=dict(title="step"),
         yaxis=dict(title="loss / penalty", rangemode="tozero"),
-        yaxis2=dict(title="val accuracy", overlaying="y", side="right", range=[0, 1], tickformat=".0%"),
+        yaxis2=dict(
+            title="val accuracy", overlaying="y", side="right", range=[0, 1], tickformat=".0%", hoverformat=".1%"
+        ),
         legend=dict(orientation="h", y=-0.2),
         margin=dict(t=50, b=40),
     )
@@ -565,7 +567,7 @@ def variant_curves(variants: Mapping[str, Mapping]) -> go.Figure:
     fig.update_layout(
         title="Merging every task: mean accuracy on val against λ (λ is chosen on val)",
         xaxis_title="λ",
-        yaxis=dict(title="mean accuracy (val)", tickformat=".0%"),
+        yaxis=dict(title="mean accuracy (val)", tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
     return fig
@@ -606,7 +608,7 @@ def learning_curves(curves: LearnCurves) -> go.Figure:
         title="Learning the coefficients",
         xaxis_title="epoch (all stages)",
         yaxis=dict(title="objective", rangemode="tozero"),
-        yaxis2=dict(title="selection accuracy", overlaying="y", side="right", tickformat=".0%"),
+        yaxis2=dict(title="selection accuracy", overlaying="y", side="right", tickformat=".0%", hoverformat=".1%"),
         legend=dict(orientation="h", y=-0.2),
         margin=dict(t=50, b=40),
     )
@@ -646,7 +648,7 @@ def iteration_accuracy(curves: LearnCurves) -> go.Figure:
     fig.update_layout(
         title="DV-BASI iterations: selection accuracy and ‖δ‖",
         xaxis=dict(title="iteration", dtick=1),
-        yaxis=dict(title="accuracy", tickformat=".0%"),
+        yaxis=dict(title="accuracy", tickformat=".0%", hoverformat=".1%"),
         yaxis2=dict(title="‖δ‖", overlaying="y", side="right", rangemode="tozero"),
         margin=dict(t=50),
     )
@@ -664,7 +666,8 @@ def scales_heatmap(curves: LearnCurves, blocks: Sequence[str]) -> go.Figure:
             y=[f"iteration {it.iteration}" for it in its],
             colorscale="RdBu",
             zmid=0,
-            hovertemplate="%{y}, %{x}: λ = %{z:.3f}<extra></extra>",
+            customdata=fixed_grid([list(it.scales) for it in its], 3),
+            hovertemplate="%{y}, %{x}: λ = %{customdata}<extra></extra>",
         )
     )
     fig.update_layout(
@@ -689,7 +692,7 @@ def learned_runs_overlay(runs: Sequence[Run]) -> go.Figure:
     fig.update_layout(
         title="Logged runs: selection accuracy per epoch",
         xaxis_title="epoch (all stages)",
-        yaxis=dict(title="selection accuracy", tickformat=".0%"),
+        yaxis=dict(title="selection accuracy", tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
     return fig
@@ -806,7 +809,7 @@ def agreement_scatter(agreement: MeasureAgreement) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=f"τJp against subspace alignment (Spearman ρ = {agreement.rho:.2f})",
+        title=f"τJp against subspace alignment (Spearman ρ = {fixed(agreement.rho)})",
         xaxis_title="top-k subspace alignment",
         yaxis_title="τJp",
         margin=dict(t=50),
@@ -836,7 +839,9 @@ def methods_chart(comparison: MethodsComparison) -> go.Figure:
         )
     fig.update_layout(
         title="Every method at its best val setting, on test",
-        yaxis=dict(title="accuracy (points: per task) · normalized (bars)", tickformat=".0%", range=[0, 1.1]),
+        yaxis=dict(
+            title="accuracy (points: per task) · normalized (bars)", tickformat=".0%", hoverformat=".1%", range=[0, 1.1]
+        ),
         xaxis=dict(tickangle=-30),
         margin=dict(t=50, b=120),
     )
@@ -946,7 +951,7 @@ def learned_bars(rows: Sequence[Mapping], *, objective: str) -> go.Figure:
     )
     fig.update_layout(
         title=f"Learned coefficients, {objective} objective: test mean accuracy",
-        xaxis=dict(title="mean accuracy (test)", range=[0, 1], tickformat=".0%"),
+        xaxis=dict(title="mean accuracy (test)", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         yaxis=dict(autorange="reversed"),
         margin=dict(t=50, l=10),
     )
