@@ -82,3 +82,28 @@ def test_forgetting_page_opens_at_the_chosen_alpha_and_shows_one_chosen_alpha(zo
     assert zoo_app.slider(key="forget_alpha").value == pytest.approx(0.5)
     delta = next(m for m in zoo_app.metric if m.label.startswith("target: digits")).proto.delta
     assert not delta.startswith(("-0.0%", "+0.0%"))
+
+
+def test_interference_scatter_says_which_drops_it_plots(tiny_collection_dir, data_home):
+    """First-order drops by default (λ reads stored products), the network's own behind 'Exact drops'."""
+    from engine.workspace import Workspace
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tiny_collection_dir)]}))
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.session_state["collection"] = str(tiny_collection_dir)
+    _open(at, "views/interference.py")
+    if any("not cached yet" in i.value for i in at.info):  # the workspace is process-wide: maybe computed already
+        at.button(key="taujp_now").click().run()
+    ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
+
+    def scatter() -> dict:
+        return next(c for c in _charts(at) if c["layout"]["title"]["text"].startswith("Interference"))
+
+    assert "first order, interactive split" in scatter()["layout"]["title"]["text"]
+    assert sorted(scatter()["data"][0]["y"]) == pytest.approx(sorted(ws.tangent_pair_drops(0.3).values()))
+    at.toggle(key="interference_exact").set_value(True).run()
+    assert not at.exception
+    assert "network, val split" in scatter()["layout"]["title"]["text"]
+    assert sorted(scatter()["data"][0]["y"]) == pytest.approx(sorted(ws.pair_drops(0.3).values()))
+    assert any("the network's own, on val" in c.value for c in at.caption)
