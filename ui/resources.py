@@ -23,7 +23,6 @@ from engine.jobs.spec import JobSpec, WorkspaceRef
 from engine.jobs.spec import submit as submit_spec
 from engine.merge.analysis import cosine_similarity_matrix
 from engine.merge.forgetting import ALPHAS, STA_MARGIN, STA_THRESHOLD, ForgettingCurve, negation_curve
-from engine.merge.forgetting import forgetting_vector as build_forgetting_vector
 from engine.models import pick_device
 from engine.pool.access import open_for_user
 from engine.pool.collection import CheckpointProgress, Collection
@@ -234,22 +233,6 @@ def shown_forgetting_curve(
         if method == "task_arithmetic" or (curve.threshold, curve.margin) == (threshold, margin):
             return curve
     return forgetting_curve(collection, device, target, method, threshold, margin, choice)
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def forgetting_vector(
-    collection: str,
-    device: str,
-    target: str,
-    method: str = "task_arithmetic",
-    threshold: float = STA_THRESHOLD,
-    margin: float = STA_MARGIN,
-    choice: Choice = (),
-) -> torch.Tensor:
-    """The vector v [P] that forgetting subtracts, built once per setting: moving α only rescales it."""
-    return build_forgetting_vector(
-        workspace(collection, device, choice), target, method=method, threshold=threshold, margin=margin
-    )
 
 
 @st.cache_resource(max_entries=16, show_spinner="Summarising the importance maps…")
