@@ -38,7 +38,7 @@ from engine.pool.collection import CheckpointProgress, Collection, load_collecti
 from engine.sta.importance import ImportanceConfig, ImportanceSource, importance_codes
 from engine.taujp.jvp_cache import JvpStore
 from engine.taujp.matrix import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, save_taujp, taujp_matrix
-from engine.taujp.preview import TangentPreview
+from engine.taujp.preview import TangentPreview, tangent_pair_drops
 
 TAUJP_IMAGES = 64  # val images per task for matrices computed on demand (the zoo ships whole-split ones)
 LARGE_MODEL_PARAMS = 5_000_000  # from here (ViT-B/32: 88 M) a per-layer method's first merge is a job, kept on disk
@@ -304,6 +304,13 @@ class Workspace:
         """drop_b(a) for every ordered pair a ≠ b at coefficient λ (engine/taujp/matrix.py)."""
         m = self.matrix
         return pair_drops(self.suite, m.theta0, m.T, names=m.task_names, lam=lam, split=split)
+
+    @_memoized
+    def tangent_pair_drops(self, lam: float, *, split: str = "interactive") -> dict[tuple[str, str], float]:
+        """drop_b(a) for every ordered pair from the λ-independent J f(x; θ₀)·τ of `tangent_preview` (computed once,
+        kept in the data home): exact for linearized checkpoints, the first-order estimate for standard ones;
+        a new λ evaluates no network (engine/taujp/preview.py)."""
+        return tangent_pair_drops(self.tangent_preview(split), lam=lam)
 
     @_memoized
     def taujp_layers(self, vector: str, task: str) -> dict[str, float]:

@@ -75,3 +75,11 @@ def test_unknown_forgetting_method(tiny_collection_dir, tmp_path):
     ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path)
     with pytest.raises(UnknownMethodError, match="ties: is not a forgetting method"):
         negate(ws, "colour", 1.0, method="ties")
+
+
+def test_a_curve_is_read_at_the_sweep_point_nearest_alpha():
+    from engine.merge.forgetting import ForgettingCurve
+
+    curve = ForgettingCurve("t", ("c",), "val", (0.0, 0.05, 0.1), (0.9, 0.5, 0.2), (0.8, 0.79, 0.7))
+    assert curve.nearest_index(0.05000000000000001) == 1 and curve.nearest_index(0.09) == 2
+    assert curve.nearest_index(-1.0) == 0 and curve.pretrained_target == 0.9

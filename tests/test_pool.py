@@ -281,3 +281,21 @@ def test_the_pool_page_shows_the_skipped_folders(tmp_path, source, data_home):
     _open(at, "views/zoo.py")
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any(w.value.startswith("shape/: holds checkpoint_10.pt") for w in at.warning)
+
+
+def test_an_empty_finetunes_folder_adds_nothing_and_leaves_the_pretrained_unopened(
+    tiny_collection_dir, tmp_path, monkeypatch
+):
+    """A new data home holds no fine-tunes: the sidebar's checkpoint list must not build the pretrained
+    model's architecture (the first open_clip import) just to find none."""
+    from engine.pool.collection import Collection
+
+    collection = load_collection(tiny_collection_dir)
+
+    def opened(self):
+        raise AssertionError("the pretrained model was opened")
+
+    monkeypatch.setattr(Collection, "pretrained_lazy", opened)
+    (tmp_path / "finetunes" / "0123456789abcdef" / "colour").mkdir(parents=True)  # folders, no checkpoint
+    assert collection.with_finetunes(tmp_path / "finetunes") is collection
+    assert collection.with_finetunes(tmp_path / "missing") is collection

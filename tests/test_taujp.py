@@ -135,3 +135,30 @@ def test_jvp_products_are_stored_and_a_second_preview_only_reads_them(setup, tmp
     changed = JvpStore(tmp_path / "jvp", "pre-sha", ("sha-a", "sha-new", "sha-c"))
     TangentPreview.build(suite, tm.theta0, tm.T, vectors=tm.task_names, store=changed)
     assert calls == [1] * len(tm.task_names), "only the new checkpoint's products are computed"
+
+
+def test_tangent_pair_drops_are_the_linearized_models_exact_drops(setup):
+    """From the cached products alone, drop_b(a) equals evaluating the linearized model (the suite's
+    `linearized_at`) at λτ_b and λ(τ_a + τ_b): the cache changes the cost, not the result."""
+    from engine.taujp.matrix import pair_drops
+    from engine.taujp.preview import tangent_pair_drops
+
+    suite, tm = setup
+    preview = TangentPreview.build(suite, tm.theta0, tm.T, vectors=tm.task_names)
+    for lam in (0.3, 0.9):
+        got = tangent_pair_drops(preview, lam=lam)
+        exact = pair_drops(
+            suite.linearized(tm.theta0), tm.theta0, tm.T, names=tm.task_names, lam=lam, split="interactive"
+        )
+        assert set(got) == set(exact) and len(got) == len(tm.task_names) * (len(tm.task_names) - 1)
+        for pair, drop in exact.items():
+            assert got[pair] == pytest.approx(drop, abs=1e-6), pair
+
+
+def test_tangent_pair_drops_need_every_vectors_task(setup):
+    from engine.taujp.preview import tangent_pair_drops
+
+    suite, tm = setup
+    preview = TangentPreview.build(suite, tm.theta0, tm.T, vectors=tm.task_names, tasks=tm.task_names[:1])
+    with pytest.raises(ValueError, match="holds no inputs of tasks"):
+        tangent_pair_drops(preview, lam=0.5)

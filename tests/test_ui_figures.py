@@ -92,7 +92,7 @@ def test_forgetting_table_rows_from_a_stored_report():
         }
     }
     (row,) = forgetting_table(stored)
-    assert row["chosen α"] == 1.5 and row["forgotten"] is True
+    assert row["chosen α"] == "1.50" and row["forgotten"] is True
     assert row["control / pretrained"] == pytest.approx(0.95) and row["method"].startswith("STA masked negation")
 
 

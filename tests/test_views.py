@@ -418,7 +418,7 @@ def test_zoo_page_labels_the_variant_curve_by_the_split_it_plots(data_home):
         if "against λ" in json.loads(c.proto.spec)["layout"]["title"]["text"]
     )
     assert "val" in curve["layout"]["title"]["text"]
-    assert any("the curve: mean val accuracy" in c.value for c in at.caption)
+    assert any("The curve: mean accuracy on val" in c.value for c in at.caption)
 
 
 def test_compare_page_on_the_zoo_shows_the_stored_table_with_merge_links(data_home):
@@ -459,7 +459,7 @@ def test_forgetting_page_shows_the_engine_numbers(app, tiny_collection_dir, data
     assert not app.exception
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
     expected = evaluate(negate(ws, "colour", 1.5), ws.suite, "interactive").accuracy["colour"]
-    assert _metric(app, "target: colour") == f"{expected:.1%}"
+    assert _metric(app, "target: colour (interactive split)") == f"{expected:.1%}"
     chart = json.loads(app.get("plotly_chart")[0].proto.spec)
     assert len(chart["data"][0]["x"]) == 41
 
@@ -497,7 +497,7 @@ def test_forgetting_page_with_sta(app, tiny_collection_dir, data_home):
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
     theta = negate(ws, "colour", 2.0, method="sta", threshold=0.02, margin=1.0)
     expected = evaluate(theta, ws.suite, "interactive").accuracy["colour"]
-    assert _metric(app, "target: colour") == f"{expected:.1%}"
+    assert _metric(app, "target: colour (interactive split)") == f"{expected:.1%}"
     chart = json.loads(app.get("plotly_chart")[0].proto.spec)
     assert "(m ⊙ τ)" in chart["layout"]["title"]["text"]
     next(b for b in app.button if b.label == "Compare methods").click().run()  # no stored report here
@@ -554,7 +554,7 @@ def test_forgetting_page_on_the_zoo_shows_the_stored_comparison(data_home):
     assert not at.exception
     stored = json.loads((ASSETS_DIR / "zoo" / "forgetting.json").read_text())["targets"]["digits"]
     table = at.dataframe[0].value
-    assert table["chosen α"].tolist() == [stored[m]["outcome"]["alpha"] for m in stored]
+    assert table["chosen α"].tolist() == [f"{stored[m]['outcome']['alpha']:.2f}" for m in stored]
     assert table["forgotten"].tolist() == [stored[m]["succeeded"] for m in stored]
 
 
@@ -574,7 +574,7 @@ def test_interference_page_shows_the_engine_matrix_and_pairs(app, tiny_collectio
     }
     heat = charts["τJp"]["data"][0]["z"]
     assert heat[0][0] is None and heat[0][1] == pytest.approx(matrix.values[0, 1].item(), rel=1e-5)
-    drops = ws.pair_drops(0.5)
+    drops = ws.tangent_pair_drops(0.5)  # the default: first order, from the stored products
     scatter = charts["Interference"]["data"][0]
     assert len(scatter["x"]) == 6 and sorted(scatter["y"]) == pytest.approx(sorted(drops.values()))
     layers = charts["τ_texture on brightness inputs, per layer"]["data"][0]

@@ -54,3 +54,16 @@ def test_a_dropped_workspace_is_freed_with_its_memoized_results(tiny_collection_
     del ws
     gc.collect()
     assert ref() is None
+
+
+def test_tangent_pair_drops_read_from_the_stored_products_equal_a_fresh_computation(workspace, tmp_path):
+    """The workspace's drops come from J f(x; θ₀)·τ stored in the data home and kept per λ; a workspace on an
+    empty cache directory, computing every product anew, gives the same drops."""
+    from engine.taujp.preview import TangentPreview, tangent_pair_drops
+
+    first = workspace.tangent_pair_drops(0.4)
+    assert list((workspace.cache_dir / "jvp").rglob("*.safetensors")), "the products are stored"
+    assert workspace.tangent_pair_drops(0.4) is first  # a second call at the same λ reads the cache
+    m = workspace.matrix
+    fresh = TangentPreview.build(workspace.suite, m.theta0, m.T, vectors=workspace.task_names)
+    assert tangent_pair_drops(fresh, lam=0.4) == pytest.approx(first, abs=1e-6)

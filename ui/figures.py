@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import plotly.graph_objects as go
 import torch
@@ -16,10 +17,12 @@ from engine.merge.analysis import SparsityReport
 from engine.merge.forgetting import CONTROL_FLOOR, METHODS, ForgettingCurve
 from engine.merge.spectra import MeasureAgreement, SubspaceStats, rank_correlation
 from engine.params import network_order
+from engine.pool.info import CheckpointInfo
 from engine.runs.log import Run
 from engine.sta.stats import ImportanceSummary
 from engine.taujp.matrix import TauJpMatrix
 from engine.workspace import MergeComparison, Sweep
+from ui.formats import fixed, fixed_grid, percent, short_number
 
 COLOURS = {"zero-shot": "#9aa5b1", "tangent preview": "#9ecae1", "merged": "#2f6fdb", "fine-tuned": "#1b9e77"}
 
@@ -48,7 +51,7 @@ def accuracy_bars(comparison: MergeComparison, *, preview: Mapping[str, float] |
     fig.update_layout(
         barmode="group",
         title=f"Merged: mean accuracy {comparison.mean_merged:.1%} ({comparison.split} split)",
-        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         legend=dict(orientation="h", y=-0.15),
         margin=dict(t=50, b=40),
     )
@@ -69,7 +72,7 @@ def preview_bars(preview: Mapping[str, float]) -> go.Figure:
     )
     fig.update_layout(
         title=f"Tangent-space preview: mean accuracy {mean:.1%} (exact evaluation follows)",
-        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50, b=40),
     )
     return fig
@@ -93,7 +96,7 @@ def sweep_chart(sweep: Sweep) -> go.Figure:
     fig.update_layout(
         title=f"Accuracy over {sweep.param} ({sweep.split} split)",
         xaxis_title=sweep.param,
-        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
     return fig
@@ -111,9 +114,10 @@ def similarity_heatmap(similarity: torch.Tensor, names: Sequence[str]) -> go.Fig
             zmax=1,
             colorscale="RdBu",
             reversescale=True,
-            text=[[f"{v:.2f}" for v in row] for row in values],
+            text=fixed_grid(values),
             texttemplate="%{text}",
-            hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>",
+            customdata=fixed_grid(values, 3),
+            hovertemplate="%{y} · %{x}: %{customdata}<extra></extra>",
         )
     )
     fig.update_layout(title="Cosine similarity of task vectors", yaxis=dict(autorange="reversed"), margin=dict(t=50))
@@ -136,7 +140,7 @@ def runs_comparison(runs: Sequence[Run]) -> go.Figure:
     fig.update_layout(
         barmode="group",
         title="Per-task accuracy of the selected runs",
-        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         legend=dict(orientation="h", y=-0.15),
         margin=dict(t=50, b=40),
     )
@@ -156,7 +160,7 @@ def sign_conflict_bars(report: SparsityReport) -> go.Figure:
     )
     fig.update_layout(
         title="Sign conflicts between tasks, per layer",
-        yaxis=dict(tickformat=".0%", title="share"),
+        yaxis=dict(tickformat=".0%", hoverformat=".1%", title="share"),
         xaxis=dict(tickangle=-45),
         margin=dict(t=50, b=120),
     )
@@ -190,14 +194,14 @@ def forgetting_chart(curve: ForgettingCurve, *, alpha: float | None = None) -> g
         line_color="#1f77b4",
         annotation_text="95% of pretrained control",
     )
-    fig.add_vline(x=curve.chosen_alpha, line_dash="dash", annotation_text=f"chosen α = {curve.chosen_alpha:g}")
+    fig.add_vline(x=curve.chosen_alpha, line_dash="dash", annotation_text=f"chosen α = {fixed(curve.chosen_alpha)}")
     if alpha is not None:
         fig.add_vline(x=alpha, line_color="grey", opacity=0.5)
     vector = "τ" if curve.method == "task_arithmetic" else "(m ⊙ τ)"
     fig.update_layout(
         title=f"Forgetting {curve.target}: θ₀ − α·{vector} ({curve.split} split)",
         xaxis_title="α",
-        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
     return fig
@@ -242,7 +246,7 @@ def mask_overlap_heatmap(summary: ImportanceSummary) -> go.Figure:
             zmin=0,
             zmax=1,
             colorscale="Viridis",
-            text=[[f"{v:.2f}" for v in row] for row in values],
+            text=fixed_grid(values),
             texttemplate="%{text}",
             hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>",
         )
@@ -278,6 +282,53 @@ def layer_importance_heatmap(summary: ImportanceSummary) -> go.Figure:
     return fig
 
 
+TOWERS = {"clip": "both towers", "visual": "image tower"}
+
+
+def checkpoint_table(
+    pretrained: CheckpointInfo,
+    checkpoints: Sequence[CheckpointInfo],
+    *,
+    in_use: Mapping[str, str],
+    zero_shot: Mapping[str, float],
+    finetuned: Mapping[str, float],
+    sizes: Mapping[Path, int],
+) -> list[dict]:
+    """The Zoo page's checkpoint rows: the pretrained model (its mean zero-shot accuracy), then every task's
+    checkpoints; accuracies as percentages, "—" where a checkpoint is not in use (not evaluated)."""
+    rows = [
+        {
+            "task": f"(pretrained, {TOWERS.get(pretrained.tower, pretrained.tower)})",
+            "checkpoint": "pretrained",
+            "in use": True,
+            "format": pretrained.format,
+            "architecture": _architecture(pretrained),
+            "size": sizes[pretrained.path] // 1000,
+            "zero-shot": percent(sum(zero_shot.values()) / len(zero_shot)) + " (mean)",
+            "fine-tuned": "—",
+        }
+    ]
+    for info in checkpoints:
+        used = in_use.get(info.task) == info.name
+        rows.append(
+            {
+                "task": info.task,
+                "checkpoint": info.name if info.variant == info.name else f"{info.name} ({info.variant})",
+                "in use": used,
+                "format": info.format,
+                "architecture": _architecture(info),
+                "size": sizes[info.path] // 1000,
+                "zero-shot": percent(zero_shot[info.task]),
+                "fine-tuned": percent(finetuned[info.task]) if used else "—",
+            }
+        )
+    return rows
+
+
+def _architecture(info: CheckpointInfo) -> str:
+    return info.architecture + ("-quickgelu" if info.quick_gelu else "")
+
+
 def forgetting_table(stored: Mapping[str, Mapping]) -> list[dict]:
     """Rows of a stored forgetting report for one target: one per method, at its chosen α."""
     rows = []
@@ -286,10 +337,10 @@ def forgetting_table(stored: Mapping[str, Mapping]) -> list[dict]:
         rows.append(
             {
                 "method": METHODS[method] if method in METHODS else method,
-                "chosen α": o["alpha"],
+                "chosen α": fixed(o["alpha"]),
                 "target": o["target_accuracy"],
                 "pretrained target": o["pretrained_target"],
-                "chance": round(o["chance"], 3),
+                "chance": o["chance"],
                 "control": o["control_accuracy"],
                 "control / pretrained": o["control_accuracy"] / o["pretrained_control"],
                 "forgotten": bool(entry["succeeded"]),
@@ -313,7 +364,7 @@ def taujp_heatmap(matrix: TauJpMatrix, *, title: str | None = None, zmax: float 
             colorscale="Reds",
             zmin=0,
             zmax=zmax,
-            text=[["" if v is None else f"{v:.2f}" for v in row] for row in z],
+            text=[["" if v is None else fixed(v) for v in row] for row in z],
             texttemplate="%{text}",
             hoverinfo="skip",
         )
@@ -374,9 +425,12 @@ def taujp_diagonal_bars(matrix: TauJpMatrix) -> go.Figure:
     return fig
 
 
-def interference_scatter(matrix: TauJpMatrix, drops: Mapping[tuple[str, str], float], *, lam: float) -> go.Figure:
+def interference_scatter(
+    matrix: TauJpMatrix, drops: Mapping[tuple[str, str], float], *, lam: float, source: str = ""
+) -> go.Figure:
     """Off-diagonal τJp[a, b] against the accuracy task b loses when τ_a is added (drop_b(a)), with their
-    Spearman rank correlation in the title: near 1, the pairs τJp ranks higher lose more accuracy."""
+    Spearman rank correlation in the title: near 1, the pairs τJp ranks higher lose more accuracy. `source`
+    says how the drops were obtained (e.g. "first order, interactive split")."""
     pairs = [(a, b) for a in matrix.vectors for b in matrix.tasks if a != b and (a, b) in drops]
     x = [matrix.values[matrix.vectors.index(a), matrix.tasks.index(b)].item() for a, b in pairs]
     rho = rank_correlation(torch.tensor(x), torch.tensor([drops[p] for p in pairs])) if len(pairs) > 1 else None
@@ -390,10 +444,11 @@ def interference_scatter(matrix: TauJpMatrix, drops: Mapping[tuple[str, str], fl
         )
     )
     fig.update_layout(
-        title=f"Interference: τJp against the accuracy drop at λ = {lam:g}"
-        + ("" if rho is None else f" (Spearman ρ = {rho:.2f})"),
+        title=f"Interference: τJp against the accuracy drop at λ = {short_number(lam)}"
+        + (f", {source}" if source else "")
+        + ("" if rho is None else f" (Spearman ρ = {fixed(rho)})"),
         xaxis_title="τJp[a, b]",
-        yaxis=dict(title="drop_b(a) = acc_b(λτ_b) − acc_b(λ(τ_a + τ_b))", tickformat=".0%"),
+        yaxis=dict(title="drop_b(a) = acc_b(λτ_b) − acc_b(λ(τ_a + τ_b))", tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
     return fig
@@ -452,7 +507,9 @@ def finetune_curves(curves: FinetuneCurves, *, beta: float | None = None) -> go.
         title="Fine-tuning",
         xaxis=dict(title="step"),
         yaxis=dict(title="loss / penalty", rangemode="tozero"),
-        yaxis2=dict(title="val accuracy", overlaying="y", side="right", range=[0, 1], tickformat=".0%"),
+        yaxis2=dict(
+            title="val accuracy", overlaying="y", side="right", range=[0, 1], tickformat=".0%", hoverformat=".1%"
+        ),
         legend=dict(orientation="h", y=-0.2),
         margin=dict(t=50, b=40),
     )
@@ -528,9 +585,9 @@ def variant_curves(variants: Mapping[str, Mapping]) -> go.Figure:
             hovertemplate=name + " λ=%{x}: %{y:.1%}<extra></extra>",
         )
     fig.update_layout(
-        title="Merging every task: mean val accuracy against λ",
+        title="Merging every task: mean accuracy on val against λ (λ is chosen on val)",
         xaxis_title="λ",
-        yaxis=dict(title="mean accuracy", tickformat=".0%"),
+        yaxis=dict(title="mean accuracy (val)", tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
     return fig
@@ -571,7 +628,7 @@ def learning_curves(curves: LearnCurves) -> go.Figure:
         title="Learning the coefficients",
         xaxis_title="epoch (all stages)",
         yaxis=dict(title="objective", rangemode="tozero"),
-        yaxis2=dict(title="selection accuracy", overlaying="y", side="right", tickformat=".0%"),
+        yaxis2=dict(title="selection accuracy", overlaying="y", side="right", tickformat=".0%", hoverformat=".1%"),
         legend=dict(orientation="h", y=-0.2),
         margin=dict(t=50, b=40),
     )
@@ -611,7 +668,7 @@ def iteration_accuracy(curves: LearnCurves) -> go.Figure:
     fig.update_layout(
         title="DV-BASI iterations: selection accuracy and ‖δ‖",
         xaxis=dict(title="iteration", dtick=1),
-        yaxis=dict(title="accuracy", tickformat=".0%"),
+        yaxis=dict(title="accuracy", tickformat=".0%", hoverformat=".1%"),
         yaxis2=dict(title="‖δ‖", overlaying="y", side="right", rangemode="tozero"),
         margin=dict(t=50),
     )
@@ -629,7 +686,8 @@ def scales_heatmap(curves: LearnCurves, blocks: Sequence[str]) -> go.Figure:
             y=[f"iteration {it.iteration}" for it in its],
             colorscale="RdBu",
             zmid=0,
-            hovertemplate="%{y}, %{x}: λ = %{z:.3f}<extra></extra>",
+            customdata=fixed_grid([list(it.scales) for it in its], 3),
+            hovertemplate="%{y}, %{x}: λ = %{customdata}<extra></extra>",
         )
     )
     fig.update_layout(
@@ -654,7 +712,7 @@ def learned_runs_overlay(runs: Sequence[Run]) -> go.Figure:
     fig.update_layout(
         title="Logged runs: selection accuracy per epoch",
         xaxis_title="epoch (all stages)",
-        yaxis=dict(title="selection accuracy", tickformat=".0%"),
+        yaxis=dict(title="selection accuracy", tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
     return fig
@@ -750,7 +808,7 @@ def alignment_heatmap(values: torch.Tensor, tasks: Sequence[str], *, title: str)
             zmin=0,
             zmax=1,
             colorscale="Purples",
-            text=[[f"{v:.2f}" for v in row] for row in values.tolist()],
+            text=fixed_grid(values.tolist()),
             texttemplate="%{text}",
             hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>",
         )
@@ -771,7 +829,7 @@ def agreement_scatter(agreement: MeasureAgreement) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=f"τJp against subspace alignment (Spearman ρ = {agreement.rho:.2f})",
+        title=f"τJp against subspace alignment (Spearman ρ = {fixed(agreement.rho)})",
         xaxis_title="top-k subspace alignment",
         yaxis_title="τJp",
         margin=dict(t=50),
@@ -801,7 +859,9 @@ def methods_chart(comparison: MethodsComparison) -> go.Figure:
         )
     fig.update_layout(
         title="Every method at its best val setting, on test",
-        yaxis=dict(title="accuracy (points: per task) · normalized (bars)", tickformat=".0%", range=[0, 1.1]),
+        yaxis=dict(
+            title="accuracy (points: per task) · normalized (bars)", tickformat=".0%", hoverformat=".1%", range=[0, 1.1]
+        ),
         xaxis=dict(tickangle=-30),
         margin=dict(t=50, b=120),
     )
@@ -914,7 +974,7 @@ def learned_bars(rows: Sequence[Mapping], *, objective: str) -> go.Figure:
     )
     fig.update_layout(
         title=f"Learned coefficients, {objective} objective: test mean accuracy",
-        xaxis=dict(title="mean accuracy (test)", range=[0, 1], tickformat=".0%"),
+        xaxis=dict(title="mean accuracy (test)", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         yaxis=dict(autorange="reversed"),
         margin=dict(t=50, l=10),
     )

@@ -23,7 +23,6 @@ from engine.jobs.spec import JobSpec, WorkspaceRef
 from engine.jobs.spec import submit as submit_spec
 from engine.merge.analysis import cosine_similarity_matrix
 from engine.merge.forgetting import ALPHAS, STA_MARGIN, STA_THRESHOLD, ForgettingCurve, negation_curve
-from engine.merge.forgetting import forgetting_vector as build_forgetting_vector
 from engine.models import pick_device
 from engine.pool.access import open_for_user
 from engine.pool.collection import CheckpointProgress, Collection
@@ -34,6 +33,7 @@ from engine.runs.log import JobRecord, RunLog
 from engine.sta.stats import ImportanceSummary
 from engine.sta.stats import importance_summary as summarize_importance
 from engine.workspace import Workspace
+from ui.figures import stored_forgetting_curve
 
 DEFAULT_COLLECTION = str(ASSETS_DIR / "zoo")
 Choice = tuple[tuple[str, str], ...]  # (task, checkpoint name) for tasks not on "standard"
@@ -226,8 +226,7 @@ def forgetting_curve(
     )
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def forgetting_vector(
+def shown_forgetting_curve(
     collection: str,
     device: str,
     target: str,
@@ -235,11 +234,17 @@ def forgetting_vector(
     threshold: float = STA_THRESHOLD,
     margin: float = STA_MARGIN,
     choice: Choice = (),
-) -> torch.Tensor:
-    """The vector v [P] that forgetting subtracts, built once per setting: moving α only rescales it."""
-    return build_forgetting_vector(
-        workspace(collection, device, choice), target, method=method, threshold=threshold, margin=margin
-    )
+) -> ForgettingCurve:
+    """The curve the Forgetting page draws: the build's stored val sweep where it is of this setting (the
+    collection's own checkpoints, the method's stored κ and ρ), so its chosen α is the one the stored methods
+    table reports and changing target or method reads a file; else the sweep on the interactive split."""
+    stored = stored_forgetting(collection) if not choice else None
+    entry = ((stored or {}).get("targets", {}).get(target) or {}).get(method)
+    if entry is not None:
+        curve = stored_forgetting_curve(entry["curve"])
+        if method == "task_arithmetic" or (curve.threshold, curve.margin) == (threshold, margin):
+            return curve
+    return forgetting_curve(collection, device, target, method, threshold, margin, choice)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Summarising the importance maps…")
@@ -275,11 +280,12 @@ def workspace_or_stop(collection: str, choice: Choice = ()) -> Workspace:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def build_report(collection: str) -> dict | None:
-    """The collection's report.json as stored at build time (None if it has none)."""
-    return workspace(collection, device_name()).collection.build_report()
+    """The collection's report.json as stored at build time (None if it has none). Read from the collection
+    alone, not its workspace: a page can draw the stored numbers before the tasks, heads and checkpoints load."""
+    return allowed_collection(collection).build_report()
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def stored_forgetting(collection: str) -> dict | None:
-    """The collection's forgetting report as stored at build time (None if it has none)."""
-    return workspace(collection, device_name()).collection.forgetting_report()
+    """The collection's forgetting report as stored at build time (None if it has none), read like `build_report`."""
+    return allowed_collection(collection).forgetting_report()

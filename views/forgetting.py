@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-from engine.eval.evaluate import evaluate
-from engine.merge.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD, subtract
-from ui import figures, resources, widgets
+from engine.merge.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD
+from ui import figures, formats, resources, widgets
 from ui.state import sidebar_workspace
 
 st.header("Forget a task")
@@ -12,14 +11,24 @@ collection, choice, ws = sidebar_workspace()
 for key, value in {
     "forget_target": ws.task_names[0],
     "forget_method": "task_arithmetic",
-    "forget_alpha": 1.0,
     "forget_threshold": STA_THRESHOLD,
     "forget_margin": STA_MARGIN,
 }.items():
     st.session_state.setdefault(key, value)
+
+
+def reset_alpha() -> None:
+    """A new target, method or mask setting opens at its own chosen α, not the previous one's."""
+    st.session_state.pop("forget_alpha", None)
+
+
 left, right = st.columns(2)
-target = left.selectbox("Task to forget", ws.task_names, key="forget_target", bind="query-params")
-method = right.selectbox("Method", list(METHODS), key="forget_method", bind="query-params", format_func=METHODS.get)
+target = left.selectbox(
+    "Task to forget", ws.task_names, key="forget_target", bind="query-params", on_change=reset_alpha
+)
+method = right.selectbox(
+    "Method", list(METHODS), key="forget_method", bind="query-params", format_func=METHODS.get, on_change=reset_alpha
+)
 settings = {}
 if method != "task_arithmetic":
     st.caption(
@@ -30,7 +39,13 @@ if method != "task_arithmetic":
     a, b = st.columns(2)
     settings = {
         "threshold": a.slider(
-            "κ (importance threshold)", 0.0, 1.0, step=0.01, key="forget_threshold", bind="query-params"
+            "κ (importance threshold)",
+            0.0,
+            1.0,
+            step=0.01,
+            key="forget_threshold",
+            bind="query-params",
+            on_change=reset_alpha,
         ),
         "margin": b.slider(
             "ρ (target over controls)",
@@ -39,31 +54,36 @@ if method != "task_arithmetic":
             step=0.1,
             key="forget_margin",
             bind="query-params",
+            on_change=reset_alpha,
             help="0 ignores the controls' importance",
         ),
     }
 if method != "task_arithmetic":
     widgets.require_importance(ws, "grad0")
-alpha = st.slider("α", 0.0, 2.0, step=0.05, key="forget_alpha", bind="query-params", help="θ = θ₀ − α·v")
+curve = resources.shown_forgetting_curve(collection, resources.device_name(), target, method, **settings, choice=choice)
+st.session_state.setdefault("forget_alpha", curve.chosen_alpha)
+alpha = st.slider("α", 0.0, 2.0, step=0.05, format="%.2f", key="forget_alpha", bind="query-params", help="θ = θ₀ − α·v")
 
-vector = resources.forgetting_vector(collection, resources.device_name(), target, method, **settings, choice=choice)
-result = evaluate(subtract(ws, vector, alpha), ws.suite, "interactive")
-others = [t for t in ws.task_names if t != target]
-control = sum(result.accuracy[t] for t in others) / len(others)
+point = curve.nearest_index(alpha)  # α moves on the sweep's grid: the numbers are the chart's own
 a, b = st.columns(2)
 a.metric(
-    f"target: {target}",
-    f"{result.accuracy[target]:.1%}",
-    delta=f"{result.accuracy[target] - ws.zero_shot('interactive')[target]:+.1%} vs pretrained",
+    f"target: {target} ({curve.split} split)",
+    formats.percent(curve.target_accuracy[point]),
+    delta=f"{formats.signed_percent(curve.target_accuracy[point] - curve.pretrained_target)} vs pretrained",
     delta_color="inverse",
 )
-b.metric("control (mean of the others)", f"{control:.1%}")
+b.metric(f"control (mean of the {len(curve.controls)} others)", formats.percent(curve.control_accuracy[point]))
 
-curve = resources.forgetting_curve(collection, resources.device_name(), target, method, **settings, choice=choice)
 st.plotly_chart(figures.forgetting_chart(curve, alpha=alpha), key="forgetting_chart")
 st.caption(
     "The papers' protocol: choose the α that brings the target lowest while the control accuracy stays "
-    "at or above 95% of the pretrained model's (dotted line). Here on the interactive split."
+    f"at or above 95% of the pretrained model's (dotted line), on the {curve.split} split"
+    + (
+        " (the sweep stored when the collection was built, whose chosen α the table below reports)"
+        if curve.split != "interactive"
+        else ""
+    )
+    + ". The numbers above are this sweep's at the slider's α, which opens at the chosen α."
 )
 
 st.subheader("Methods at their chosen α")
@@ -73,7 +93,7 @@ if stored is not None and target in stored["targets"]:
         figures.forgetting_table(stored["targets"][target]),
         column_config={
             k: st.column_config.NumberColumn(format="percent")
-            for k in ("target", "control", "pretrained target", "control / pretrained")
+            for k in ("target", "control", "pretrained target", "chance", "control / pretrained")
         },
     )
     st.caption(
@@ -88,7 +108,7 @@ elif st.button("Compare methods", help="sweep α for every method (default setti
         [
             {
                 "method": METHODS[m],
-                "chosen α": c.chosen_alpha,
+                "chosen α": formats.fixed(c.chosen_alpha),
                 "target": c.target_accuracy[c.chosen_index()],
                 "control": c.control_accuracy[c.chosen_index()],
             }

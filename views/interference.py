@@ -9,7 +9,8 @@ st.header("Interference between tasks (τJp)")
 st.caption(
     "Adding τ_a to the model moves the embedding of task b's images by about J f(x; θ₀)·τ_a (first order). "
     "τJp[a, b] is the mean length of that move (Yoshida et al., ICLR 2025): where it is large, task a's vector "
-    "disturbs task b, and the scatter below checks it against the accuracy b actually loses when τ_a is added."
+    "disturbs task b, and the scatter below checks it against the accuracy b loses when τ_a is added (to first "
+    "order, or evaluated through the network with 'Exact drops')."
 )
 collection, choice, ws = sidebar_workspace()
 widgets.require_taujp(ws)
@@ -42,16 +43,44 @@ if len(stored) > 1:
         "checkpoints')."
     )
 
-st.session_state.setdefault("interference_lam", 0.3)
-lam = st.slider("λ for the accuracy drop", 0.05, 1.0, step=0.05, key="interference_lam", bind="query-params")
-with st.spinner("Evaluating every pair of tasks on val…"):
-    drops = ws.pair_drops(lam)
-st.plotly_chart(figures.interference_scatter(matrix, drops, lam=lam), key="interference_scatter")
-st.caption(
-    "Spearman ρ in the title: the rank correlation of τJp and the accuracy drop over all ordered pairs. Near 1, "
-    "the pairs τJp ranks as interfering more do lose more accuracy, so τJp, computed without any merge, predicts "
-    "which tasks will disturb which; near 0 it does not, at this λ."
-)
+DROPS_EXPLAINED = {
+    "network, val split": "The drops are the network's own, on val.",
+    "linearized model, interactive split": "The drops are the linearized model's, f₀ + λ·J(τ_a + τ_b): exactly how "
+    "these checkpoints are evaluated, from stored Jacobian-vector products that moving λ only re-reads.",
+    "first order, interactive split": "The drops are the first-order (tangent-space) estimate f₀ + λ·J(τ_a + τ_b), "
+    "the model τJp describes, from stored Jacobian-vector products that moving λ only re-reads; turn on 'Exact "
+    "drops' for the network's own.",
+}
+
+
+@st.fragment
+def drops_section() -> None:
+    """The λ slider and the scatter it drives, rerun on their own: moving λ redraws only this chart, not the
+    heatmaps and layer bars above and below it."""
+    st.session_state.setdefault("interference_lam", 0.3)
+    lam = st.slider("λ for the accuracy drop", 0.05, 1.0, step=0.05, key="interference_lam", bind="query-params")
+    exact = not ws.linearized and st.toggle(
+        "Exact drops: evaluate the network on val",
+        key="interference_exact",
+        help="every pair through the network at each λ: seconds per λ on a CPU, where the first-order drops take "
+        "milliseconds once J f(x; θ₀)·τ is stored",
+    )
+    if exact:
+        with st.spinner("Evaluating every pair of tasks on val…"):
+            drops, source = ws.pair_drops(lam), "network, val split"
+    else:
+        with st.spinner("J f(x; θ₀)·τ on every task's interactive images (once, then kept in the data home)…"):
+            drops = ws.tangent_pair_drops(lam)
+        source = "linearized model, interactive split" if ws.linearized else "first order, interactive split"
+    st.plotly_chart(figures.interference_scatter(matrix, drops, lam=lam, source=source), key="interference_scatter")
+    st.caption(
+        "Spearman ρ in the title: the rank correlation of τJp and the accuracy drop over all ordered pairs. Near 1, "
+        "the pairs τJp ranks as interfering more do lose more accuracy, so τJp, computed without any merge, predicts "
+        f"which tasks will disturb which; near 0 it does not, at this λ. {DROPS_EXPLAINED[source]}"
+    )
+
+
+drops_section()
 
 st.subheader("Which layers carry it")
 a, b = st.columns(2)

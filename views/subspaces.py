@@ -4,7 +4,7 @@ import streamlit as st
 
 from engine.merge.spectra import alignment_vs_taujp
 from engine.params import network_order
-from ui import figures
+from ui import figures, formats
 from ui.state import sidebar_workspace
 
 st.header("Task vectors in subspaces")
@@ -52,9 +52,9 @@ if ws.taujp_ready():
     c.plotly_chart(figures.taujp_heatmap(matrix), key="subspace_taujp")
     d.plotly_chart(figures.agreement_scatter(agreement), key="subspace_agreement")
     st.caption(
-        f"Spearman ρ = {agreement.rho:.2f} over {len(agreement.pairs)} ordered pairs: positive when the pairs whose "
-        "subspaces overlap most are also the pairs whose vectors move each other's embeddings most (τJp, the "
-        "Interference page), i.e. when the two measures of interference agree."
+        f"Spearman ρ = {formats.fixed(agreement.rho)} over {len(agreement.pairs)} ordered pairs: positive when the "
+        "pairs whose subspaces overlap most are also the pairs whose vectors move each other's embeddings most "
+        "(τJp, the Interference page), i.e. when the two measures of interference agree."
     )
 else:
     st.info("The τJp matrix of these checkpoints is not computed yet: open the Interference page to compute it.")

@@ -5,9 +5,44 @@ import streamlit as st
 from engine.data.tasks import example_images
 from engine.errors import MergelabError
 from ui import figures, resources
-from ui.state import sidebar_workspace
+from ui.state import current_collection, sidebar_workspace
 
 st.header("Checkpoints and tasks")
+
+
+def stored_variants_section(collection: str) -> None:
+    """The build report's comparison of fine-tuning variants: stored numbers only, so it is drawn before the
+    workspace (tasks, heads, checkpoints) opens and the page shows its first chart at once."""
+    try:
+        report = resources.build_report(collection)
+    except MergelabError:
+        return  # sidebar_workspace below shows the collection's error
+    if not report or not report.get("variants"):
+        return
+    st.subheader("Three ways to fine-tune")
+    st.dataframe(
+        figures.variants_table(report["variants"]),
+        hide_index=True,
+        column_config={
+            "fine-tuned": st.column_config.NumberColumn("fine-tuned (test)", format="percent"),
+            "merge at best λ": st.column_config.NumberColumn("merge at best λ (test)", format="percent"),
+            "best λ (val)": st.column_config.NumberColumn("best λ (chosen on val)", format="%g"),
+            "merge at λ = 1": st.column_config.NumberColumn("merge at λ = 1 (test)", format="percent"),
+            "mean off-diagonal τJp": st.column_config.NumberColumn(format="%.2f"),
+        },
+    )
+    st.plotly_chart(figures.variant_curves(report["variants"]), key="variant_curves")
+    st.caption(
+        "The curve: mean accuracy on val of the merge of every task, θ₀ + λ·Στ, against λ; the best λ is chosen "
+        "on it. The table: mean accuracy on test, at that λ and at λ = 1 (both stored at build time). Standard "
+        "fine-tunes interfere: their merge peaks at a small λ and falls apart at λ = 1. Linearized fine-tuning "
+        "alone does not fix that. With the τJp penalty the task vectors barely move other tasks' embeddings, so "
+        "adding all of them at λ = 1 works (Yoshida et al., ICLR 2025). Choose a variant under 'Fine-tuned "
+        "checkpoints' to merge it."
+    )
+
+
+stored_variants_section(current_collection())
 collection, choice, ws = sidebar_workspace()
 
 manifest = ws.collection.manifest
@@ -16,54 +51,35 @@ st.write(manifest.description)
 for warning in ws.collection.warnings:  # a discovered pool's folders left out, and why
     st.warning(warning)
 zero_shot, finetuned = ws.zero_shot("interactive"), ws.finetuned("interactive")
-pool = {(info.task, info.name): info for info in resources.pool_checkpoints(collection)}
-towers = {"clip": "both towers", "visual": "image tower"}
-pre = pool[(None, "pretrained")]
-rows = [
-    {
-        "task": f"(pretrained, {towers[pre.tower]})",
-        "checkpoint": "pretrained",
-        "kind": "pretrained",
-        "in use": True,
-        "format": pre.format,
-        "architecture": pre.architecture + ("-quickgelu" if pre.quick_gelu else ""),
-        "size (kB)": resources.checkpoint_size(pre.path) // 1000,
-        "zero-shot": sum(zero_shot.values()) / len(zero_shot),
-        "fine-tuned": None,
-    }
-]
-for task in ws.task_names:
-    for variant in ws.collection.variants(task):
-        info = pool[(task, variant)]
-        in_use = variant == ws.variant_of(task)
-        rows.append(
-            {
-                "task": task,
-                "checkpoint": variant,
-                "kind": info.variant,
-                "in use": in_use,
-                "format": info.format,
-                "architecture": info.architecture + ("-quickgelu" if info.quick_gelu else ""),
-                "size (kB)": resources.checkpoint_size(info.path) // 1000,
-                "zero-shot": zero_shot[task],
-                "fine-tuned": finetuned[task] if in_use else None,
-            }
-        )
+pool = resources.pool_checkpoints(collection)
 st.dataframe(
-    rows,
+    figures.checkpoint_table(
+        pool[0],
+        pool[1:],
+        in_use={t: ws.variant_of(t) for t in ws.task_names},
+        zero_shot=zero_shot,
+        finetuned=finetuned,
+        sizes={info.path: resources.checkpoint_size(info.path) for info in pool},
+    ),
+    hide_index=True,
     column_config={
-        "zero-shot": st.column_config.NumberColumn(format="percent"),
-        "fine-tuned": st.column_config.NumberColumn(format="percent"),
+        "task": st.column_config.TextColumn(width="medium"),
+        "checkpoint": st.column_config.TextColumn(width="medium", help="its name; its kind in brackets if different"),
+        "in use": st.column_config.CheckboxColumn(width="small"),
+        "architecture": st.column_config.TextColumn(width="medium"),
+        "size": st.column_config.NumberColumn("size (kB)", format="%d", width="small"),
+        "zero-shot": st.column_config.TextColumn(width="small"),
+        "fine-tuned": st.column_config.TextColumn(width="small", help="for the checkpoints in use"),
     },
 )
 st.caption(
     "Accuracy on the interactive split (a fixed subset of val): zero-shot = the pretrained model with "
     "heads from class-name prompts; fine-tuned = each task's own image tower with the same head, shown for "
-    "the checkpoints in use (choose them under 'Fine-tuned checkpoints' in the sidebar). Kinds linearized and "
-    "tau_jp are linearized models, evaluated as f(x; θ₀) + J·(θ − θ₀)."
+    "the checkpoints in use (choose them under 'Fine-tuned checkpoints' in the sidebar; — for the others). "
+    "Kinds linearized and tau_jp are linearized models, evaluated as f(x; θ₀) + J·(θ − θ₀)."
 )
 
-if any(info.format != "mergelab" for info in pool.values()):
+if any(info.format != "mergelab" for info in pool):
     with st.expander("Convert this pool to safetensors"):
         st.write(
             "Foreign files (pickles, Hugging Face folders) are re-parsed on every open. Converting writes each "
@@ -87,25 +103,6 @@ if any(info.format != "mergelab" for info in pool.values()):
                 st.error(str(exc))
             else:
                 st.success(f"Wrote {written}. Open it by typing that path into 'Collection folder'.")
-
-report = resources.build_report(collection)
-if report and report.get("variants"):
-    st.subheader("Three ways to fine-tune")
-    st.dataframe(
-        figures.variants_table(report["variants"]),
-        column_config={
-            k: st.column_config.NumberColumn(format="percent")
-            for k in ("fine-tuned", "merge at best λ", "merge at λ = 1")
-        },
-    )
-    st.plotly_chart(figures.variant_curves(report["variants"]), key="variant_curves")
-    st.caption(
-        "The table: test accuracy averaged over the tasks; the curve: mean val accuracy, on which λ is chosen "
-        "(both stored at build time). Standard fine-tunes interfere: their "
-        "merge peaks at a small λ and falls apart at λ = 1. Linearized fine-tuning alone does not fix that. "
-        "With the τJp penalty the task vectors barely move other tasks' embeddings, so adding all of them at "
-        "λ = 1 works (Yoshida et al., ICLR 2025). Choose a variant under 'Fine-tuned checkpoints' to merge it."
-    )
 
 st.subheader("Sample images")
 for task in ws.task_names:

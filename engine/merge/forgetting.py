@@ -80,6 +80,10 @@ class ForgettingCurve:
     def pretrained_control(self) -> float:
         return self.control_accuracy[self.alphas.index(0.0)] if 0.0 in self.alphas else self.control_accuracy[0]
 
+    @property
+    def pretrained_target(self) -> float:
+        return self.target_accuracy[self.alphas.index(0.0)] if 0.0 in self.alphas else self.target_accuracy[0]
+
     def chosen_index(self, *, floor: float = CONTROL_FLOOR) -> int:
         """argmin target accuracy subject to control ≥ floor × pretrained control; the smaller α on ties."""
         allowed = [i for i, c in enumerate(self.control_accuracy) if c >= floor * self.pretrained_control]
@@ -88,6 +92,10 @@ class ForgettingCurve:
     @property
     def chosen_alpha(self) -> float:
         return self.alphas[self.chosen_index()]
+
+    def nearest_index(self, alpha: float) -> int:
+        """The sweep point nearest α: a slider stepping on the sweep's grid reads its numbers, no evaluation."""
+        return min(range(len(self.alphas)), key=lambda i: abs(self.alphas[i] - alpha))
 
 
 def forgetting_vector(

@@ -244,7 +244,11 @@ class Collection:
         return None if relative is None else self.path(relative)
 
     def with_finetunes(self, root: Path) -> Collection:
-        """This collection plus the fine-tunes of its pretrained model found under `root` (named by file stem)."""
+        """This collection plus the fine-tunes of its pretrained model found under `root` (named by file stem).
+        An empty `root` (a new data home) adds nothing, so the pretrained model's header is not even opened:
+        that would build its architecture (the first open_clip import) before the first page can draw."""
+        if not any(Path(root).glob("*/*/*.safetensors")):
+            return self
         sha = self.pretrained_lazy().meta.tensors_sha256
         tasks = {}
         for name, entry in self.manifest.tasks.items():

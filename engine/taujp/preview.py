@@ -69,12 +69,33 @@ class TangentPreview:
         weights = torch.as_tensor(lam, dtype=torch.float32)
         if weights.shape != (len(self.vectors),):
             raise ValueError(f"expected {len(self.vectors)} coefficients (one per vector), got {tuple(weights.shape)}")
-        result = {}
-        for task, f0 in self.base.items():
-            feats = f0 + torch.einsum("k,kne->ne", weights.to(f0), self.products[task])  # [N, E]
-            pred = (F.normalize(feats, dim=-1) @ self.heads[task].T).argmax(dim=-1)  # [N]
-            result[task] = float((pred == self.labels[task]).float().mean())
-        return result
+        return {task: self.task_accuracy(task, weights) for task in self.base}
+
+    def task_accuracy(self, task: str, weights: torch.Tensor) -> float:
+        """Accuracy on one task of f₀ + Σₖ λₖ J τₖ, for coefficients `weights` [K]."""
+        f0 = self.base[task]  # [N, E]
+        feats = f0 + torch.einsum("k,kne->ne", weights.to(f0), self.products[task])  # [N, E]
+        pred = (F.normalize(feats, dim=-1) @ self.heads[task].T).argmax(dim=-1)  # [N]
+        return float((pred == self.labels[task]).float().mean())
+
+
+def tangent_pair_drops(preview: TangentPreview, *, lam: float) -> dict[tuple[str, str], float]:
+    """drop_b(a) = acc_b(λτ_b) − acc_b(λ(τ_a + τ_b)) of the linearized model, for every ordered pair a ≠ b of
+    the preview's vectors (each the task vector of the task of that name), from its stored products alone:
+    exact for linearized checkpoints, the first-order estimate for standard ones. No forward pass, so a new λ
+    costs K² small [N, E] sums (the exact network version: engine/taujp/matrix.py `pair_drops`)."""
+    names = preview.vectors
+    missing = [t for t in names if t not in preview.base]
+    if missing:
+        raise ValueError(f"the preview holds no inputs of tasks {missing}; build it on every vector's task")
+    eye = torch.eye(len(names))  # [K, K]
+    alone = {b: preview.task_accuracy(b, lam * eye[j]) for j, b in enumerate(names)}
+    return {
+        (a, b): alone[b] - preview.task_accuracy(b, lam * (eye[i] + eye[j]))
+        for i, a in enumerate(names)
+        for j, b in enumerate(names)
+        if a != b
+    }
 
 
 def preview_gap(preview: Mapping[str, float], exact: Mapping[str, float]) -> float:
