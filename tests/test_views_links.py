@@ -205,3 +205,17 @@ def test_link_values_read_back_what_they_write_and_refuse_the_rest():
     assert method.read(["dare"]) == "dare"
     with pytest.raises(links.LinkValueError, match="`method=TIES` is not one of ties, dare"):
         method.read(["TIES"])
+
+
+def test_forgetting_and_interference_links_use_engine_names(data_home):
+    """On the demo zoo: a Forgetting link names the method as the engine does (`method=sta`, not its label),
+    and the Interference page's pair and λ round-trip."""
+    data_home.mkdir(parents=True, exist_ok=True)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(target="faces", method="task_arithmetic", alpha="0.5")
+    _open(at, "views/forgetting.py")
+    assert not at.exception and not at.error
+    assert at.selectbox(key="forget_target").value == "faces" and at.slider(key="forget_alpha").value == 0.5
+    assert at.query_params["target"] == "faces" and at.query_params["alpha"] == "0.5"
+    at.selectbox(key="forget_method").set_value("sta").run()
+    assert at.query_params["method"] == "sta"

@@ -123,11 +123,9 @@ def restore(links: Iterable[Link], *, scope: str) -> None:
             notice(f"{exc}: kept {_shown(link, kept)}.", scope=scope)
 
 
-def publish(links: Iterable[Link], *, owned: Callable[[str], bool], scope: str) -> None:
+def publish(links: Iterable[Link], *, owned: Callable[[str], bool]) -> None:
     """Write the links' current values into the URL (those at their default left out) and drop every other
-    parameter `owned` claims (a previous method's, an old-style alias), leaving other widgets' alone.
-
-    The notices of `scope` stay while the URL is the one the link gave, and go once the user changes it."""
+    parameter `owned` claims (a previous method's, an old-style alias), leaving other widgets' alone."""
     wanted = _wanted(links)
     for name in [n for n in st.query_params if owned(n) and n not in wanted]:
         del st.query_params[name]
@@ -136,7 +134,6 @@ def publish(links: Iterable[Link], *, owned: Callable[[str], bool], scope: str) 
             st.query_params[name] = values if len(values) != 1 else values[0]
     published = st.session_state.get(PUBLISHED, {})
     st.session_state[PUBLISHED] = {**{n: v for n, v in published.items() if not owned(n)}, **wanted}
-    _settle_notices(scope, wanted)
 
 
 def owned_by(links: Sequence[Link]) -> Callable[[str], bool]:
@@ -157,11 +154,10 @@ def notice(message: str, *, scope: str) -> None:
         notes.messages.append(message)
 
 
-def show_notices(scope: str, *, links: Iterable[Link] | None = None) -> None:
-    """The notices of `scope`, unless the values of `links` (the page's, when it shows them before it
-    publishes) differ from the URL the notices came with: the user has moved on from the link."""
-    if links is not None:
-        _settle_notices(scope, _wanted(links))
+def show_notices(scope: str, *, links: Iterable[Link]) -> None:
+    """The notices of `scope`, while the values of `links` (every value the scope restores) are those the
+    link gave: once the user changes one, they have moved on from the link and the notices go."""
+    _settle_notices(scope, _wanted(links))
     for message in getattr(st.session_state.get(NOTICES, {}).get(scope), "messages", ()):
         st.warning(message, icon=":material/link_off:")
 

@@ -63,7 +63,8 @@ def checkpoint_picker(collection: str) -> Choice:
         user = resources.user_collection(collection)
         names = {t: user.variants(t) for t in user.task_names}
     except MergelabError:
-        links.publish(sidebar_links({}), owned=sidebar_owns, scope=SIDEBAR)
+        links.publish(sidebar_links({}), owned=sidebar_owns)
+        links.show_notices(SIDEBAR, links=sidebar_links({}))
         return ()  # the view's workspace_or_stop shows the error
     _restore_variants(names)
     for task, options in names.items():
@@ -92,7 +93,8 @@ def checkpoint_picker(collection: str) -> Choice:
     values = set(chosen.values())
     st.session_state[EVERY] = values.pop() if len(values) == 1 else "standard"
     shown = sidebar_links(names)
-    links.publish(shown[:2] if st.session_state[EVERY] != "standard" else shown, owned=sidebar_owns, scope=SIDEBAR)
+    links.publish(shown[:2] if st.session_state[EVERY] != "standard" else shown, owned=sidebar_owns)
+    links.show_notices(SIDEBAR, links=shown)
     return tuple((t, v) for t, v in chosen.items() if v != "standard")
 
 
@@ -139,7 +141,6 @@ def sidebar_pickers() -> None:
     which used to empty the collection box on every sidebar click."""
     collection = collection_picker()
     st.session_state[CHOICE] = checkpoint_picker(collection)
-    links.show_notices(SIDEBAR)
 
 
 def current_collection() -> str:

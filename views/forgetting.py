@@ -3,18 +3,20 @@
 import streamlit as st
 
 from engine.merge.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD
-from ui import figures, formats, resources, widgets
+from ui import figures, formats, links, resources, widgets
 from ui.state import sidebar_workspace
 
 st.header("Forget a task")
 collection, choice, ws = sidebar_workspace()
-for key, value in {
-    "forget_target": ws.task_names[0],
-    "forget_method": "task_arithmetic",
-    "forget_threshold": STA_THRESHOLD,
-    "forget_margin": STA_MARGIN,
-}.items():
-    st.session_state.setdefault(key, value)
+page_links = [
+    links.choice("target", "forget_target", ws.task_names, ws.task_names[0], aliases=("forget_target",)),
+    links.choice("method", "forget_method", list(METHODS), "task_arithmetic", aliases=("forget_method",)),
+    links.number(
+        "threshold", "forget_threshold", low=0.0, high=1.0, default=STA_THRESHOLD, aliases=("forget_threshold",)
+    ),
+    links.number("margin", "forget_margin", low=0.0, high=4.0, default=STA_MARGIN, aliases=("forget_margin",)),
+]
+links.restore(page_links, scope="forgetting")
 
 
 def reset_alpha() -> None:
@@ -23,12 +25,8 @@ def reset_alpha() -> None:
 
 
 left, right = st.columns(2)
-target = left.selectbox(
-    "Task to forget", ws.task_names, key="forget_target", bind="query-params", on_change=reset_alpha
-)
-method = right.selectbox(
-    "Method", list(METHODS), key="forget_method", bind="query-params", format_func=METHODS.get, on_change=reset_alpha
-)
+target = left.selectbox("Task to forget", ws.task_names, key="forget_target", on_change=reset_alpha)
+method = right.selectbox("Method", list(METHODS), key="forget_method", format_func=METHODS.get, on_change=reset_alpha)
 settings = {}
 if method != "task_arithmetic":
     st.caption(
@@ -44,7 +42,6 @@ if method != "task_arithmetic":
             1.0,
             step=0.01,
             key="forget_threshold",
-            bind="query-params",
             on_change=reset_alpha,
         ),
         "margin": b.slider(
@@ -53,16 +50,21 @@ if method != "task_arithmetic":
             4.0,
             step=0.1,
             key="forget_margin",
-            bind="query-params",
             on_change=reset_alpha,
             help="0 ignores the controls' importance",
         ),
     }
+links.publish(page_links, owned=links.owned_by(page_links))
 if method != "task_arithmetic":
     widgets.require_importance(ws, "grad0")
 curve = resources.shown_forgetting_curve(collection, resources.device_name(), target, method, **settings, choice=choice)
-st.session_state.setdefault("forget_alpha", curve.chosen_alpha)
-alpha = st.slider("α", 0.0, 2.0, step=0.05, format="%.2f", key="forget_alpha", bind="query-params", help="θ = θ₀ − α·v")
+alpha_link = links.number(
+    "alpha", "forget_alpha", low=0.0, high=2.0, default=curve.chosen_alpha, aliases=("forget_alpha",)
+)
+links.restore([alpha_link], scope="forgetting")  # after the curve: α opens at its chosen value
+links.show_notices("forgetting", links=[*page_links, alpha_link])
+alpha = st.slider("α", 0.0, 2.0, step=0.05, format="%.2f", key="forget_alpha", help="θ = θ₀ − α·v")
+links.publish([alpha_link], owned=links.owned_by([alpha_link]))
 
 point = curve.nearest_index(alpha)  # α moves on the sweep's grid: the numbers are the chart's own
 a, b = st.columns(2)

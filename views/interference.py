@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import figures, widgets
+from ui import figures, links, widgets
 from ui.state import sidebar_workspace
 
 st.header("Interference between tasks (τJp)")
@@ -15,8 +15,13 @@ st.caption(
 collection, choice, ws = sidebar_workspace()
 widgets.require_taujp(ws)
 matrix = ws.taujp()
-st.session_state.setdefault("interference_vector", ws.task_names[0])
-st.session_state.setdefault("interference_task", ws.task_names[-1])
+pair_links = [
+    links.choice("a", "interference_vector", ws.task_names, ws.task_names[0], aliases=("interference_vector",)),
+    links.choice("b", "interference_task", ws.task_names, ws.task_names[-1], aliases=("interference_task",)),
+]
+lam_link = links.number("lam", "interference_lam", low=0.05, high=1.0, default=0.3, aliases=("interference_lam",))
+links.restore([*pair_links, lam_link], scope="interference")
+links.show_notices("interference", links=[*pair_links, lam_link])
 
 
 def select_cell() -> None:
@@ -57,8 +62,8 @@ DROPS_EXPLAINED = {
 def drops_section() -> None:
     """The λ slider and the scatter it drives, rerun on their own: moving λ redraws only this chart, not the
     heatmaps and layer bars above and below it."""
-    st.session_state.setdefault("interference_lam", 0.3)
-    lam = st.slider("λ for the accuracy drop", 0.05, 1.0, step=0.05, key="interference_lam", bind="query-params")
+    lam = st.slider("λ for the accuracy drop", 0.05, 1.0, step=0.05, key="interference_lam")
+    links.publish([lam_link], owned=links.owned_by([lam_link]))
     exact = not ws.linearized and st.toggle(
         "Exact drops: evaluate the network on val",
         key="interference_exact",
@@ -84,8 +89,9 @@ drops_section()
 
 st.subheader("Which layers carry it")
 a, b = st.columns(2)
-vector = a.selectbox("task vector a", ws.task_names, key="interference_vector", bind="query-params")
-task = b.selectbox("inputs of task b", ws.task_names, key="interference_task", bind="query-params")
+vector = a.selectbox("task vector a", ws.task_names, key="interference_vector")
+task = b.selectbox("inputs of task b", ws.task_names, key="interference_task")
+links.publish(pair_links, owned=links.owned_by(pair_links))
 with st.spinner("τJp per layer…"):
     parts = ws.taujp_layers(vector, task)
 st.plotly_chart(figures.layer_bars(parts, vector=vector, task=task), key="taujp_layers")

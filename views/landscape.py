@@ -29,7 +29,7 @@ left, middle, right = st.columns(3)
 task_a = left.selectbox("task 1 (rows)", names, key="landscape_a")
 task_b = middle.selectbox("task 2 (columns)", names, key="landscape_b")
 step = right.select_slider("grid step of λ", steps, key="landscape_step")
-links.publish(page_links, owned=links.owned_by(page_links), scope="landscape")
+links.publish(page_links, owned=links.owned_by(page_links))
 if task_a == task_b:
     st.info("Pick two different tasks.")
     st.stop()

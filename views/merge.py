@@ -92,7 +92,7 @@ if method.provisional:
         "Importance maps are computed once per checkpoint and cached."
     )
 params = widgets.method_params(method, tasks, per_task=per_task)
-links.publish(page_links(method_name, tasks, per_task=per_task), owned=lambda name: not sidebar_owns(name), scope=MERGE)
+links.publish(page_links(method_name, tasks, per_task=per_task), owned=lambda name: not sidebar_owns(name))
 if not tasks:
     st.info("Pick at least one task.")
     st.stop()

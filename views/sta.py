@@ -29,7 +29,7 @@ threshold = right.slider(
     key="sta_threshold",
     help="importance is normalised per tensor: each tensor's peak is 1",
 )
-links.publish(page_links, owned=links.owned_by(page_links), scope="sta")
+links.publish(page_links, owned=links.owned_by(page_links))
 widgets.require_importance(ws, kind)
 summary = resources.importance_summary(collection, resources.device_name(), kind, threshold, choice)
 

@@ -176,7 +176,7 @@ elif step == 5:
         curve = figures.stored_forgetting_curve(stored["targets"][target][method]["curve"])
         chart(figures.forgetting_chart(curve), "tour_forgetting")
         st.caption("Stored when the zoo was built (val split); the Forgetting page sweeps the interactive split.")
-        link("Forget this task on the Forgetting page", f"forgetting?forget_target={target}&forget_method={method}")
+        link("Forget this task on the Forgetting page", f"forgetting?target={target}&method={method}")
     else:
         no_stored("forgetting sweeps")
         link("Forget a task on the Forgetting page", "forgetting")
