@@ -12,7 +12,7 @@ from engine.merge import METHODS, get_method
 from engine.runs.recipe_runner import run_recipe, save_merge_run, select
 from engine.runs.recipes import MergeRecipe, parse_recipe
 from engine.taujp.preview import preview_gap
-from ui import figures, links, resources, widgets
+from ui import figures, formats, links, resources, widgets
 from ui.state import sidebar_owns, sidebar_workspace
 
 st.header("Merge task vectors")
@@ -161,8 +161,9 @@ except MergelabError as exc:
 previous = st.session_state.get("_previous_means")
 means = (comparison.mean_merged, comparison.mean_normalized)
 a, b, c = st.columns(3)
-a.metric("mean accuracy (merged)", f"{means[0]:.1%}", delta=f"{means[0] - previous[0]:+.1%}" if previous else None)
-b.metric("mean normalized accuracy", f"{means[1]:.1%}", delta=f"{means[1] - previous[1]:+.1%}" if previous else None)
+changes = [formats.signed_percent(now - before) for now, before in zip(means, previous)] if previous else [None] * 2
+for column, label, value, change in zip((a, b), ("mean accuracy (merged)", "mean normalized accuracy"), means, changes):
+    column.metric(label, formats.percent(value), delta=change, delta_color="off" if change == "0.0%" else "normal")
 c.metric("tasks · images", f"{len(tasks)} · {sum(comparison.merged.total.values())}")
 st.session_state["_previous_means"] = means
 bars.plotly_chart(figures.accuracy_bars(comparison, preview=preview), key="accuracy_bars")
