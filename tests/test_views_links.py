@@ -194,7 +194,7 @@ def test_link_values_read_back_what_they_write_and_refuse_the_rest():
         with pytest.raises(links.LinkValueError, match=why):
             lam.read([bad])
     tasks = links.subset("tasks", "tasks", ["a", "b", "c"])
-    assert tasks.read(["c", "a"]) == ["a", "c"] and tasks.default == ["a", "b", "c"]
+    assert tasks.read(["c", "a", "c"]) == ["c", "a"] and tasks.default == ["a", "b", "c"]
     with pytest.raises(links.LinkValueError, match="`tasks=z` is not one of a, b, c"):
         tasks.read(["a", "z"])
     on = links.flag("per_task", "per_task")
@@ -219,3 +219,15 @@ def test_forgetting_and_interference_links_use_engine_names(data_home):
     assert at.query_params["target"] == "faces" and at.query_params["alpha"] == "0.5"
     at.selectbox(key="forget_method").set_value("sta").run()
     assert at.query_params["method"] == "sta"
+
+
+def test_a_pages_settings_are_still_there_after_visiting_another_page(app):
+    _open(app, "views/merge.py")
+    app.selectbox(key="method").set_value("ties").run()
+    app.slider(key="ties.lam").set_value(0.5).run()
+    app.query_params.clear()  # as a click in the navigation leaves it
+    app.switch_page("views/zoo.py").run()
+    app.switch_page("views/merge.py").run()
+    assert not app.exception
+    assert app.selectbox(key="method").value == "ties" and app.slider(key="ties.lam").value == 0.5
+    assert app.query_params["method"] == "ties" and app.query_params["lam"] == "0.5"

@@ -22,6 +22,7 @@ import streamlit as st
 
 Value = str | float | bool | list[str]
 PUBLISHED = "_links_published"  # {URL name: [values]} this session last wrote
+KEPT = "_links_kept"  # {state key: value} as last published: a page's widgets are dropped while another runs
 NOTICES = "_links_notices"  # {scope: Notices} of the link last opened, until the user changes the URL
 
 
@@ -62,13 +63,13 @@ def _word(option: str | float) -> str:
 
 
 def subset(name: str, key: str, options: Sequence[str]) -> Link:
-    """Some of `options` (repeated in the URL: `tasks=a&tasks=b`); all of them by default."""
+    """Some of `options` in the order picked (repeated in the URL: `tasks=a&tasks=b`); all of them by default."""
 
     def read(raw: list[str]) -> list[str]:
         unknown = [v for v in raw if v not in options]
         if unknown:
             raise LinkValueError(f"`{name}={unknown[0]}` is not one of {', '.join(options)}")
-        return [o for o in options if o in raw]
+        return list(dict.fromkeys(raw))  # the link's order, as the user picked them
 
     return Link(name, key, list(options), read, lambda v: list(v))
 
@@ -107,11 +108,13 @@ def text(name: str, key: str, *, default: str = "", blank_is_default: bool = Fal
 
 def restore(links: Iterable[Link], *, scope: str) -> None:
     """Put what the URL names into session state before the links' widgets exist; values it does not name
-    keep the session's (or their defaults). A bad value becomes a notice of `scope` (`show_notices`)."""
+    keep the session's: the widget's, else the value last published (Streamlit drops a page's widget state
+    while another page runs, so coming back to a page would otherwise reset it), else the default. A bad
+    value becomes a notice of `scope` (`show_notices`)."""
     published = st.session_state.get(PUBLISHED, {})
     for link in links:
         name, raw = _in_url(link)
-        kept = st.session_state.get(link.key, _copy(link.default))
+        kept = _valid(link, st.session_state.get(link.key, st.session_state.get(KEPT, {}).get(link.key, link.default)))
         # Assigned even when unchanged: a widget the last run did not draw (an error stopped the page) is
         # otherwise redrawn at its own default (no tasks, λ at its minimum) while the chart uses this value.
         st.session_state[link.key] = kept
@@ -126,6 +129,7 @@ def restore(links: Iterable[Link], *, scope: str) -> None:
 def publish(links: Iterable[Link], *, owned: Callable[[str], bool]) -> None:
     """Write the links' current values into the URL (those at their default left out) and drop every other
     parameter `owned` claims (a previous method's, an old-style alias), leaving other widgets' alone."""
+    links = list(links)
     wanted = _wanted(links)
     for name in [n for n in st.query_params if owned(n) and n not in wanted]:
         del st.query_params[name]
@@ -134,6 +138,8 @@ def publish(links: Iterable[Link], *, owned: Callable[[str], bool]) -> None:
             st.query_params[name] = values if len(values) != 1 else values[0]
     published = st.session_state.get(PUBLISHED, {})
     st.session_state[PUBLISHED] = {**{n: v for n, v in published.items() if not owned(n)}, **wanted}
+    kept = st.session_state.setdefault(KEPT, {})
+    kept.update({link.key: _copy(st.session_state[link.key]) for link in links if link.key in st.session_state})
 
 
 def owned_by(links: Sequence[Link]) -> Callable[[str], bool]:
@@ -186,6 +192,20 @@ class Notices:
 
     messages: list[str] = field(default_factory=list)
     pinned: dict | None = None
+
+
+def forget(key: str) -> None:
+    """Drop a value so the next `restore` gives its link's default (a setting that opens at a computed value)."""
+    st.session_state.pop(key, None)
+    st.session_state.get(KEPT, {}).pop(key, None)
+
+
+def _valid(link: Link, value: Value) -> Value:
+    """`value` if the link still accepts it (a kept task of another collection is not), else its default."""
+    try:
+        return link.read(link.write(value))
+    except (LinkValueError, IndexError, TypeError, ValueError):
+        return _copy(link.default)
 
 
 def _in_url(link: Link) -> tuple[str, list[str] | None]:

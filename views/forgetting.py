@@ -21,7 +21,7 @@ links.restore(page_links, scope="forgetting")
 
 def reset_alpha() -> None:
     """A new target, method or mask setting opens at its own chosen α, not the previous one's."""
-    st.session_state.pop("forget_alpha", None)
+    links.forget("forget_alpha")
 
 
 left, right = st.columns(2)

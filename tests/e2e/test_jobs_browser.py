@@ -45,7 +45,7 @@ def test_a_finetune_says_starting_then_its_curve_survives_a_reload_and_shows_on_
     expect(curve).to_be_visible(timeout=30_000)
     expect(curve.get_by_test_id("stPlotlyChart")).to_be_attached(timeout=30_000)  # drawn from the jobs table
     jobs_bar = page.get_by_test_id("stProgress").filter(has_text="#1")
-    expect(jobs_bar).to_contain_text("done", timeout=120_000)  # the next test's job needs the CPU worker
+    expect(jobs_bar).to_contain_text("done", timeout=240_000)  # the next test's job needs the CPU worker
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "jobs_curve_after_reload.png"), full_page=True)
 
