@@ -25,26 +25,34 @@ def _standard_finetune(tab, steps: int) -> None:
     box.press("Enter")
 
 
-def test_a_finetune_says_starting_then_its_curve_survives_a_reload_and_shows_on_jobs(server, page):
+def test_a_job_says_starting_at_once_and_its_curve_survives_a_reload_and_shows_on_jobs(server, page):
+    """aTLAS sets up for seconds (heads, features): its bar says what it is doing meanwhile, and Cancel stops
+    it. A fine-tune's live curve then survives a reload and is drawn on Jobs & runs from the jobs table."""
     from playwright.sync_api import expect
+
+    page.goto(f"{server}/learned", timeout=60_000)
+    page.get_by_role("button", name="Learn as a background job").click()
+    learn = page.get_by_test_id("stProgress").filter(has_text="#1")
+    expect(learn).to_contain_text("starting", timeout=10_000)  # the latency itself: bench/job_start_latency.py
+    page.get_by_role("button", name="Cancel").click()
+    expect(learn).to_contain_text("cancelled", timeout=60_000)
 
     page.goto(f"{server}/finetune", timeout=60_000)
     _standard_finetune(page, 12)
     page.get_by_role("button", name="Fine-tune as a background job").click()
-    bar = page.get_by_test_id("stProgress").filter(has_text="#1")
-    expect(bar).to_contain_text("starting", timeout=10_000)  # the latency itself: bench/job_start_latency.py
+    bar = page.get_by_test_id("stProgress").filter(has_text="#2")
     expect(bar).to_contain_text("loss", timeout=90_000)  # its first steps: a curve to draw
     expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=30_000)
 
     page.reload()  # a new session: the page finds its job again, with its curve
-    expect(page.get_by_test_id("stProgress").filter(has_text="#1")).to_contain_text("fine-tune", timeout=60_000)
+    expect(page.get_by_test_id("stProgress").filter(has_text="#2")).to_contain_text("fine-tune", timeout=60_000)
     expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=30_000)
 
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
-    curve = page.get_by_test_id("stExpander").filter(has_text="Curve of #1")
+    curve = page.get_by_test_id("stExpander").filter(has_text="Curve of #2")
     expect(curve).to_be_visible(timeout=30_000)
     expect(curve.get_by_test_id("stPlotlyChart")).to_be_attached(timeout=30_000)  # drawn from the jobs table
-    jobs_bar = page.get_by_test_id("stProgress").filter(has_text="#1")
+    jobs_bar = page.get_by_test_id("stProgress").filter(has_text="#2")
     expect(jobs_bar).to_contain_text("done", timeout=240_000)  # the next test's job needs the CPU worker
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "jobs_curve_after_reload.png"), full_page=True)
@@ -57,8 +65,10 @@ def test_a_finished_finetune_is_selectable_in_the_sidebar_without_a_reload(serve
     _standard_finetune(page, 6)
     page.get_by_role("button", name="Fine-tune as a background job").click()
     expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text("Saved", timeout=90_000)
+    app = page.get_by_test_id("stApp")  # the page reruns the whole app once when it sees the job done
+    expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=60_000)
     sidebar = page.get_by_test_id("stSidebar")
     sidebar.get_by_text("Fine-tuned checkpoints").click()
-    sidebar.get_by_test_id("stSelectbox").filter(has_text="digits").click()
+    sidebar.get_by_role("combobox", name="digits").click()
     expect(page.get_by_role("option", name=re.compile(r"standard-s6-"))).to_be_visible(timeout=10_000)
     expect(page.get_by_text("None yet")).to_have_count(0)  # "Your fine-tunes" lists it too
