@@ -5,6 +5,7 @@ when it is a fresh server's first request (tests/e2e checks deep links)."""
 
 import streamlit as st
 
+from ui import links
 from ui.state import sidebar_pickers
 
 st.set_page_config(page_title="mergelab", page_icon=":material/science:", layout="wide")
@@ -34,5 +35,6 @@ pages = st.navigation(
     },
     expanded=True,  # 14 pages: collapsed past twelve, "Jobs & runs" would hide behind "View more"
 )
+links.begin_run(pages.url_path)  # the URL is read on a page's first run only (ui/links.py)
 sidebar_pickers()  # here, not in the views: the entry script's widgets survive page switches
 pages.run()

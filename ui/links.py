@@ -7,9 +7,9 @@ value is read from the URL and checked (an unknown or out-of-range value leaves 
 a notice naming it); after the widgets, `publish` writes every value that differs from its default, so URLs stay
 short and state a page did not change is left out.
 
-A value in the URL is applied only when it differs from what this session last wrote there: otherwise the widget
-the user just moved would be reset to the URL's older value on the rerun it triggers. A fresh session (a link
-opened in a new tab, a reload) has written nothing yet, so everything the link names is applied.
+The URL is read only on the first run of a page (a link opened, a reload, a switch from another page), never on
+the reruns a widget triggers: the query string a rerun arrives with can be older than the value the user just
+set (slider key presses outrun the URL updates), and applying it would snap the widget back.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import streamlit as st
 
 Value = str | float | bool | list[str]
 PUBLISHED = "_links_published"  # {URL name: [values]} this session last wrote
+PAGE = "_links_page"  # (the page of this run, whether this run is that page's first)
 KEPT = "_links_kept"  # {state key: value} as last published: a page's widgets are dropped while another runs
 NOTICES = "_links_notices"  # {scope: Notices} of the link last opened, until the user changes the URL
 
@@ -106,19 +107,26 @@ def text(name: str, key: str, *, default: str = "", blank_is_default: bool = Fal
     return Link(name, key, default, lambda raw: raw[-1], lambda v: [str(v)], blank_is_default=blank_is_default)
 
 
+def begin_run(page: str) -> None:
+    """Called by app.py at the start of every run with the page about to run: `restore` reads the URL only
+    when this is that page's first run."""
+    previous = st.session_state.get(PAGE, (None, True))[0]
+    st.session_state[PAGE] = (page, page != previous)
+
+
 def restore(links: Iterable[Link], *, scope: str) -> None:
     """Put what the URL names into session state before the links' widgets exist; values it does not name
     keep the session's: the widget's, else the value last published (Streamlit drops a page's widget state
     while another page runs, so coming back to a page would otherwise reset it), else the default. A bad
     value becomes a notice of `scope` (`show_notices`)."""
-    published = st.session_state.get(PUBLISHED, {})
+    entry = st.session_state.get(PAGE, (None, True))[1]
     for link in links:
         name, raw = _in_url(link)
         kept = _valid(link, st.session_state.get(link.key, st.session_state.get(KEPT, {}).get(link.key, link.default)))
         # Assigned even when unchanged: a widget the last run did not draw (an error stopped the page) is
         # otherwise redrawn at its own default (no tasks, λ at its minimum) while the chart uses this value.
         st.session_state[link.key] = kept
-        if raw is None or published.get(name) == raw:
+        if raw is None or not entry:
             continue
         try:
             st.session_state[link.key] = link.read(raw)
