@@ -1,7 +1,8 @@
 """Browser-test fixtures: one `streamlit run` and one Chromium per test module, a fresh browser context per test.
 
 Starting a server costs ~10 s, so a module's tests share one; each test gets its own browser context, hence its
-own Streamlit session, and tests share only the data home (cache, jobs, run log), which they must not count on.
+own Streamlit session, and tests share only the data home (jobs, run log; the cache with every module), which they
+must not count on.
 """
 
 from __future__ import annotations
@@ -14,10 +15,21 @@ import pytest
 from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, dashboard_server
 
 
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder (heads, decoded tasks, tangent features, τJp products) for every browser module: each
+    module's first visit to a heavy page would otherwise recompute what the previous module's server wrote."""
+    return tmp_path_factory.mktemp("dashboard-cache")
+
+
 @pytest.fixture(scope="module")
-def dashboard_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The MERGELAB_HOME of the module's server, shared by its tests."""
-    return tmp_path_factory.mktemp("dashboard-home") / "mergelab-home"
+def dashboard_home(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    """The MERGELAB_HOME of the module's server, shared by its tests; its own jobs and run log, the session's
+    cache."""
+    home = tmp_path_factory.mktemp("dashboard-home") / "mergelab-home"
+    home.mkdir()
+    (home / "cache").symlink_to(shared_cache, target_is_directory=True)
+    return home
 
 
 @pytest.fixture()
