@@ -164,12 +164,18 @@ def _logged(
         outcome = body(evaluator, on_trial, lambda: ctx.cancelled)
         status = "done" if outcome.complete else "cancelled"
     finally:
-        evaluator.close()
+        evaluator.close()  # the evaluator's record of starts stays readable
         if run_log is not None:
             reached = outcome or SearchOutcome(
                 kind, method, tasks, tuple(sorted(finished, key=lambda t: t.index)), planned
             )
-            summary = reached.to_json()
+            starts = evaluator.starts()
+            summary = {
+                **reached.to_json(),
+                "trials_started": len(starts),  # a cancel abandons the trials then running
+                "last_trial_started": max(starts, default=None),  # epoch s: before the cancel returned
+                "retried": evaluator.retried,
+            }
             if status != "done":
                 summary |= {"partial": True, "step": len(reached.trials), "total": planned}
             run_log.update_run(parent, status=status, outputs=summary, duration_s=round(time.perf_counter() - start, 3))

@@ -17,6 +17,7 @@ process with its processes bound to 127.0.0.1 and its dashboard off (Ray runs wh
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -80,16 +81,22 @@ def open_worker_workspace(spec: WorkerSpec) -> Workspace:
 
 
 class TrialGate:
-    """A Ray actor every trial asks before it starts; closed once, by a cancel."""
+    """A Ray actor every trial asks before it starts; closed once, by a cancel. It notes when it let each
+    trial start (this host's clock), which is how a cancelled sweep shows that nothing started after."""
 
     def __init__(self) -> None:
-        self._open = True
+        self._open, self._starts = True, []
 
-    def is_open(self) -> bool:
+    def admit(self) -> bool:
+        if self._open:
+            self._starts.append(time.time())
         return self._open
 
     def close(self) -> None:
         self._open = False
+
+    def starts(self) -> list[float]:
+        return list(self._starts)
 
 
 class TrialWorker:
@@ -106,7 +113,7 @@ class TrialWorker:
         """The trial's result, or None when the sweep was cancelled before it could start."""
         import ray
 
-        if not ray.get(self._gate.is_open.remote()):
+        if not ray.get(self._gate.admit.remote()):
             return None
         return evaluate_trial(self._workspace, request)
 
@@ -127,6 +134,7 @@ class RayEvaluator:
         self.names = ray.get([a.where.remote() for a in self._actors])  # each has opened its workspace
         self._running: dict[Any, tuple[Any, TrialRequest]] = {}
         self._cancelled = False
+        self._starts: tuple[float, ...] | None = None  # the gate's record, kept when it is closed
         self.retried = 0  # trials given to another worker after theirs died
 
     def worker_names(self) -> list[str]:
@@ -185,9 +193,17 @@ class RayEvaluator:
         for ref in list(self._running):
             ray.cancel(ref)
 
+    def starts(self) -> tuple[float, ...]:
+        """When each trial started (epoch seconds), in order."""
+        import ray
+
+        return self._starts if self._starts is not None else tuple(ray.get(self._gate.starts.remote()))
+
     def close(self) -> None:
         import ray
 
+        if self._starts is None:
+            self._starts = self.starts()
         for actor in [*self._actors, self._gate]:
             ray.kill(actor)
         self._actors = []

@@ -62,9 +62,11 @@ class TrialResult:
 
 class TrialEvaluator(Protocol):
     workers: int
+    retried: int  # trials run again after their worker died
 
     def run(self, requests: Sequence[TrialRequest], *, stop: Stop = ...) -> Iterator[TrialResult]: ...
     def cancel(self) -> None: ...
+    def starts(self) -> tuple[float, ...]: ...  # when each trial started (epoch s), also after close
     def close(self) -> None: ...
 
 
@@ -94,20 +96,25 @@ def worker_name() -> str:
 class LocalEvaluator:
     """Trials in this process, one after the other, on one open workspace."""
 
-    workers = 1
+    workers, retried = 1, 0
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
         self._cancelled = threading.Event()
+        self._starts: list[float] = []
 
     def run(self, requests: Sequence[TrialRequest], *, stop: Stop = lambda: False) -> Iterator[TrialResult]:
         for request in requests:
             if stop() or self._cancelled.is_set():
                 return
+            self._starts.append(time.time())
             yield evaluate_trial(self.workspace, request)
 
     def cancel(self) -> None:
         self._cancelled.set()
+
+    def starts(self) -> tuple[float, ...]:
+        return tuple(self._starts)
 
     def close(self) -> None:
         """Nothing to release: the workspace belongs to the caller."""
