@@ -27,9 +27,11 @@ TIES_GRID = {"density": [0.2, 0.5, 0.8], "lam": [0.25 * i for i in range(1, 9)]}
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """Ray started in this process as MERGELAB_RAY=local starts it, with 2 CPUs: 2 trial workers."""
-    os.environ["MERGELAB_HOME"] = str(tmp_path_factory.mktemp("ray-home"))
-    connect("local", num_cpus=2)
+    """Ray started in this process as MERGELAB_RAY=local starts it, with 2 CPUs: 2 trial workers (whose
+    data home, for evaluators not handed one, is the one set while the cluster starts)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MERGELAB_HOME", str(tmp_path_factory.mktemp("ray-home")))
+        connect("local", num_cpus=2)
     yield
     ray.shutdown()
 
@@ -146,3 +148,18 @@ def test_a_search_job_on_ray_logs_its_trials_and_the_best_on_test(cluster, ws, t
     assert sweep.kind == "search" and sweep.status == "done"
     assert sweep.outputs["test"]["split"] == "test" and sweep.outputs["best"]["index"] == outcome.best.index
     assert sorted(r.inputs["index"] for r in log.runs(parent_id=sweep.id)) == list(range(8))
+
+
+def test_the_cli_sweeps_on_ray_as_in_process(cluster, tiny_collection_dir, tmp_path, capsys):
+    import json
+
+    from engine.cli import main
+
+    recipe = tmp_path / "ta.json"
+    recipe.write_text(json.dumps({"collection": str(tiny_collection_dir), "method": "task_arithmetic"}))
+    assert main(["sweep", str(recipe), "--grid", "lam=0:1:6", "--ray", "local"]) == 0
+    on_ray = json.loads(capsys.readouterr().out)
+    assert main(["sweep", str(recipe), "--grid", "lam=0:1:6"]) == 0
+    in_process = json.loads(capsys.readouterr().out)
+    assert on_ray["status"] == "done" and on_ray["trials"] == 6
+    assert {k: v for k, v in on_ray.items() if k != "run"} == {k: v for k, v in in_process.items() if k != "run"}
