@@ -119,3 +119,35 @@ def test_a_search_space_must_be_a_per_task_parameter_in_range():
         SearchSpace("ties", ("a", "b"), param="density")
     with pytest.raises(ParameterError, match="outside"):
         SearchSpace("task_arithmetic", ("a", "b"), low=0.0, high=5.0)
+
+
+def test_with_mergelab_ray_unset_trials_run_in_process(ws, monkeypatch):
+    from engine.search.backend import ray_setting, trial_evaluator
+
+    monkeypatch.delenv("MERGELAB_RAY", raising=False)
+    assert ray_setting() == "" and isinstance(trial_evaluator(ws), LocalEvaluator)
+    monkeypatch.setenv("MERGELAB_RAY", "local")
+    assert ray_setting() == "local" and ray_setting("auto") == "auto"
+
+
+def test_a_grid_sweep_job_runs_from_its_json_spec(ws, tiny_collection_dir, tmp_path):
+    from engine.jobs.ref import WorkspaceRef
+    from engine.jobs.runner import JobState, LocalRunner
+    from engine.jobs.spec import JobSpec, submit
+    from engine.runs.log import RunLog
+
+    log = RunLog(tmp_path / "runs.sqlite3")
+    runner = LocalRunner(run_log=log)
+    args = {"tasks": list(ws.task_names), "method": "task_arithmetic", "grid": {"lam": [0.2, 0.4, 0.6]}}
+    spec = JobSpec("grid_sweep", WorkspaceRef.of(ws, collection=str(tiny_collection_dir)), args, name="λ grid")
+    spec = JobSpec.from_json(spec.to_json())
+    job = submit(runner, spec, resolve=lambda _ref: ws)
+    status = runner.wait(job, timeout=60)
+    assert status.state is JobState.DONE, status.error
+    (sweep,) = log.runs(top_level=True)
+    assert sweep.kind == "grid_sweep" and log.job(job).spec["kind"] == "grid_sweep"
+    assert [r.inputs["params"]["lam"] for r in sorted(log.runs(parent_id=sweep.id), key=lambda r: r.id)] == [
+        0.2,
+        0.4,
+        0.6,
+    ]
