@@ -104,6 +104,11 @@ class TrialWorker:
     """A Ray actor: one opened workspace, many trials."""
 
     def __init__(self, spec: WorkerSpec, gate: Any) -> None:
+        import ray
+        import torch
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        torch.set_num_threads(max(1, int(cpus)))  # its share of the node's cores, no more (no oversubscription)
         self._workspace = open_worker_workspace(spec)
         self._gate = gate
 
@@ -128,7 +133,7 @@ class RayEvaluator:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         self.workers = workers or gpus or max(int(resources.get("CPU", 1)), 1)
-        options = {"num_cpus": 1, "num_gpus": 1 if gpus else 0, "max_restarts": 0}
+        options = {"num_cpus": _cpus_per_worker(self.workers, gpus), "num_gpus": 1 if gpus else 0, "max_restarts": 0}
         self._gate = ray.remote(TrialGate).options(num_cpus=0).remote()
         worker = ray.remote(TrialWorker).options(**options)
         self._actors = [worker.remote(spec, self._gate) for _ in range(self.workers)]
@@ -137,12 +142,6 @@ class RayEvaluator:
         self._cancelled = False
         self._starts: tuple[float, ...] | None = None  # the gate's record, kept when it is closed
         self.retried = 0  # trials given to another worker after theirs died
-
-    def worker_names(self) -> list[str]:
-        """host:pid of every live worker."""
-        import ray
-
-        return ray.get([a.where.remote() for a in self._actors])
 
     def run(self, requests: Sequence[TrialRequest], *, stop: Stop = lambda: False) -> Iterator[TrialResult]:
         import ray
@@ -158,13 +157,12 @@ class RayEvaluator:
         try:
             while self._running:
                 done, _ = ray.wait(list(self._running), num_returns=1, timeout=POLL_S)
-                if self._cancelled or stop():
-                    self.cancel()
-                    return
-                for ref in done:
+                for ref in done:  # finished (so started) before any cancel: still handed on
                     actor, request = self._running.pop(ref)
                     try:
                         result = ray.get(ref)
+                    except ray.exceptions.TaskCancelledError:  # a cancel from another thread got to it first
+                        continue
                     except ray.exceptions.RayActorError:
                         self._lost(actor, request, pending)
                         continue
@@ -172,6 +170,9 @@ class RayEvaluator:
                     fill()  # the worker's next trial goes out before this one's result is handed on
                     if result is not None:
                         yield result
+                if self._cancelled or stop():
+                    self.cancel()
+                    return
                 fill()
                 if pending and not self._actors:
                     raise WorkersLostError("the sweep's Ray workers", "all died", fix="check the workers' logs")
@@ -191,7 +192,7 @@ class RayEvaluator:
 
         self._cancelled = True
         ray.get(self._gate.close.remote())
-        for ref in list(self._running):
+        for ref in tuple(self._running):
             ray.cancel(ref)
 
     def starts(self) -> tuple[float, ...]:
@@ -208,3 +209,14 @@ class RayEvaluator:
         for actor in [*self._actors, self._gate]:
             ray.kill(actor)
         self._actors = []
+
+
+def _cpus_per_worker(workers: int, gpus: int) -> int:
+    """A GPU worker needs one core; CPU workers share the cores evenly, at most one node's worth each."""
+    import ray
+
+    if gpus:
+        return 1
+    nodes = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    total = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, min(total // workers, int(max(nodes, default=1))))
