@@ -1,6 +1,9 @@
 """Sweeps: a grid sweep or coefficient search from the run log (the CLI's `sweep` and `search`, or a sweep
 job): its trials on two objectives with their Pareto front, each trial's setting as parallel coordinates,
-and its best trial opened in the Merge page by a link holding its setting."""
+and its best trial opened in the Merge page by a link holding its setting (a relative link, so the page
+works whether or not app.py's navigation lists it)."""
+
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -61,6 +64,4 @@ st.markdown(
     f"Best trial: **#{best.index}**, mean normalized accuracy **{best.mean_normalized:.1%}** on {best.split}"
     + (f", **{test['mean_normalized']:.1%}** on test." if test else ".")
 )
-st.page_link(
-    "views/merge.py", label="Open the best trial in Merge", icon=":material/merge:", query_params=merge_link(sweep)
-)
+st.markdown(f"[Open the best trial in Merge](merge?{urlencode(merge_link(sweep), doseq=True)})")
