@@ -56,7 +56,12 @@ def connect(setting: str, *, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if setting != "local":
-        ray.init(address=setting, log_to_driver=False)
+        try:
+            ray.init(address=setting, log_to_driver=False)
+        except ConnectionError as exc:
+            raise MergelabError(
+                f"Ray cluster {setting!r}", f"is not reachable ({exc})", fix="start it with `ray start --head`"
+            ) from exc
         return
     ray_constants.ENABLE_RAY_CLUSTER = False  # the same switch, when ray was imported before the variable was set
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
