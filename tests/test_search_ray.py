@@ -89,7 +89,9 @@ def test_a_killed_worker_s_trials_are_retried_and_logged_once(cluster, ws, local
 
     def update(**change):
         if change.get("step") == 3 and not killed:  # mid-sweep: both workers have a trial in flight
-            killed.append(trial_worker_pids()[0])
+            worker = log.runs(kind="trial")[0].outputs["worker"]  # host:pid of one of this sweep's workers
+            killed.append(int(worker.rsplit(":", 1)[1]))
+            assert killed[0] in trial_worker_pids()
             os.kill(killed[0], signal.SIGKILL)
 
     ctx = JobContext(update, threading.Event())
