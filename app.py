@@ -31,7 +31,10 @@ pages = st.navigation(
             st.Page("views/finetune.py", title="Fine-tune", icon=":material/model_training:", url_path="finetune"),
             st.Page("views/learned.py", title="aTLAS & DV-BASI", icon=":material/tune:", url_path="learned"),
         ],
-        "Track": [st.Page("views/jobs.py", title="Jobs & runs", icon=":material/monitoring:", url_path="jobs")],
+        "Track": [
+            st.Page("views/jobs.py", title="Jobs & runs", icon=":material/monitoring:", url_path="jobs"),
+            st.Page("views/sweeps.py", title="Sweeps", icon=":material/scatter_plot:", url_path="sweeps"),
+        ],
     },
     expanded=True,  # 14 pages: collapsed past twelve, "Jobs & runs" would hide behind "View more"
 )

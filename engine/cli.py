@@ -1,6 +1,7 @@
 """The command line: `python -m engine eval|merge|methods ...` on a collection (default: the demo zoo),
 `python -m engine pool show|convert|export-hf` on the pools researchers bring, and `python -m engine home`
-for the data home's size (and `--clear-caches`).
+for the data home's size (and `--clear-caches`); `python -m engine sweep|search RECIPE` for grids over a
+method's parameters and searches over per-task λ, in process or on Ray workers (`--ray`, or `MERGELAB_RAY`).
 
 Long work shows a tqdm bar on stderr (hidden when stderr is not a terminal); errors print one
 line naming the file and the fix, and exit with status 2. Paths are the shell user's own: relative ones
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +26,9 @@ from engine.eval.evaluate import EvalResult, evaluate
 from engine.eval.suite import EvalSuite
 from engine.home import ASSETS_DIR, DataHome, PathPolicy
 from engine.io.checkpoints import load_checkpoint
+from engine.jobs.grid import checked_axes
+from engine.jobs.runner import FINISHED, JobState, JobStatus, LocalRunner
+from engine.jobs.search import grid_sweep_job, search_job
 from engine.merge import METHODS
 from engine.models import pick_device
 from engine.params import flatten
@@ -31,8 +36,13 @@ from engine.pool.access import open_for_user
 from engine.pool.collection import Collection, open_suite, pretrained_vector
 from engine.pool.convert import convert_pool
 from engine.pool.info import CheckpointInfo, pool_checkpoints
-from engine.runs.recipe_runner import run_recipe
+from engine.runs.log import RunLog
+from engine.runs.recipe_runner import RecipeSelection, run_recipe, select
 from engine.runs.recipes import MergeRecipe, load_recipe, parse_recipe
+from engine.search.axes import parse_axes
+from engine.search.coefficients import STRATEGIES, SearchSpace
+from engine.search.ray_trials import RAY_ENV
+from engine.workspace import Workspace
 
 DEFAULT_COLLECTION = ASSETS_DIR / "zoo"
 
@@ -72,6 +82,26 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("recipe", type=Path)
     rc.add_argument("--device", help="cpu, cuda, ... (default: CUDA when present)")
     rc.set_defaults(run=_run_recipe)
+    sweep = sub.add_parser("sweep", help="a grid over the recipe method's parameters (in process, or on Ray)")
+    _trials_common(sweep)
+    sweep.add_argument(
+        "--grid",
+        nargs="+",
+        required=True,
+        metavar="NAME=LOW:HIGH:COUNT|NAME=V1,V2",
+        help="grid axes, e.g. lam=0:1:21 density=0.1,0.2,0.5 (the last varies fastest)",
+    )
+    sweep.set_defaults(run=_run_sweep)
+    search = sub.add_parser("search", help="a TPE or CMA-ES search over per-task λ (in process, or on Ray)")
+    _trials_common(search)
+    search.add_argument("--trials", type=int, default=200)
+    search.add_argument("--strategy", choices=STRATEGIES, default="tpe")
+    search.add_argument("--batch", type=int, default=8, help="trials asked and told together (fixes the trials)")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--param", default="lam", help="the per-task parameter searched")
+    search.add_argument("--low", type=float, default=0.0)
+    search.add_argument("--high", type=float, default=1.0)
+    search.set_defaults(run=_run_search)
     ls = sub.add_parser("methods", help="list merge methods and their parameters")
     ls.set_defaults(run=_run_methods)
     home = sub.add_parser("home", help="the data home's size per folder; --clear-caches frees the caches")
@@ -124,6 +154,99 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", nargs="+", help="subset of the collection's tasks")
     p.add_argument("--split", default="test", help="train, val, test or interactive")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+
+
+def _trials_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", type=Path, help="merge recipe: collection, tasks, checkpoints, method, base params")
+    p.add_argument("--split", default="val", help="the split trials are scored on (default val)")
+    p.add_argument("--device", help="cpu, cuda, ... for trials in process (default: CUDA when present)")
+    p.add_argument("--ray", metavar="ADDRESS", help=f"local, auto or a cluster address (default: ${RAY_ENV})")
+    p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else per CPU of the cluster)")
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    home, recipe, collection, chosen = _recipe_selection(args)
+    grid = {name: list(values) for name, values in parse_axes(args.grid)}
+    checked_axes(recipe.method, grid, recipe.params, len(chosen.tasks))  # before any checkpoint is read
+    workspace = _open_selection(home, collection, chosen, args.device)
+    fields = dict(tasks=chosen.tasks, method=recipe.method, grid=grid, params=recipe.params, split=args.split)
+    return _run_trials(home, "sweep", grid_sweep_job, args, workspace=workspace, **fields)
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    home, recipe, collection, chosen = _recipe_selection(args)
+    SearchSpace(recipe.method, chosen.tasks, args.param, args.low, args.high)  # before any checkpoint is read
+    workspace = _open_selection(home, collection, chosen, args.device)
+    fields = dict(
+        tasks=chosen.tasks,
+        method=recipe.method,
+        strategy=args.strategy,
+        trials=args.trials,
+        batch=args.batch,
+        seed=args.seed,
+        param=args.param,
+        low=args.low,
+        high=args.high,
+        params={k: v for k, v in recipe.params.items() if k != args.param},
+        split=args.split,
+    )
+    return _run_trials(home, "search", search_job, args, workspace=workspace, **fields)
+
+
+def _recipe_selection(args: argparse.Namespace) -> tuple[DataHome, MergeRecipe, Collection, RecipeSelection]:
+    """The recipe, its collection and what it picks there, checked before anything is read."""
+    home, policy = _home_and_policy()
+    recipe = load_recipe(policy.resolve(args.recipe))
+    collection = _open(recipe.collection, home=home, policy=policy)
+    return home, recipe, collection, select(recipe, collection)
+
+
+def _open_selection(home: DataHome, collection: Collection, chosen: RecipeSelection, device: str | None) -> Workspace:
+    """The recipe's checkpoints opened (in process the trials run on it; Ray workers open the same ones)."""
+    return Workspace.from_collection(
+        collection, cache_dir=home.cache, device=pick_device(device), variants=chosen.variants, tasks=chosen.tasks
+    )
+
+
+def _run_trials(home: DataHome, name: str, job, args: argparse.Namespace, **kwargs) -> int:
+    """Run a sweep or search job with a tqdm bar; Ctrl-C cancels it (logged partial) and exits 130."""
+    log = RunLog(home.runs / "runs.sqlite3")
+    runner = LocalRunner(run_log=log)
+    job_id = runner.submit(name, job, owner="cli", run_log=log, ray=args.ray, workers=args.workers, **kwargs)
+    with tqdm(desc=name, unit="trial", disable=None, file=sys.stderr) as bar:
+        try:
+            status = _follow(runner, job_id, bar)
+        except KeyboardInterrupt:
+            runner.cancel(job_id)
+            status = runner.wait(job_id)
+    if status.state is JobState.FAILED:
+        print(status.error.strip().splitlines()[-1], file=sys.stderr)
+        return 1
+    (sweep,) = [r for r in log.runs(job_id=job_id) if r.parent_id is None]
+    print(json.dumps({"run": sweep.id, "status": sweep.status_shown, **_summary(sweep.outputs)}, indent=2))
+    return 0 if status.state is JobState.DONE else 130
+
+
+def _follow(runner: LocalRunner, job_id: int, bar: tqdm) -> JobStatus:
+    while (status := runner.status(job_id)).state not in FINISHED:
+        bar.total = status.total or None
+        bar.set_postfix_str(status.message[-60:], refresh=False)
+        bar.update(status.step - bar.n)
+        time.sleep(0.2)
+    bar.update(status.step - bar.n)
+    return status
+
+
+def _summary(outputs: dict) -> dict:
+    best, test = outputs.get("best") or {}, outputs.get("test") or {}
+    return {
+        "trials": outputs.get("trials"),
+        "planned": outputs.get("planned"),
+        "best_params": outputs.get("best_params"),
+        "val_mean_normalized": best.get("mean_normalized"),
+        "test_mean_normalized": test.get("mean_normalized"),
+        "test_accuracy": test.get("accuracy"),
+    }
 
 
 def _run_eval(args: argparse.Namespace) -> int:

@@ -169,3 +169,45 @@ def test_cli_eval_of_a_collection_without_tasks_names_the_manifest(tiny_collecti
     err = capsys.readouterr().err
     assert f"{empty / 'collection.json'}: invalid manifest" in err and "names no task" in err
     assert "Traceback" not in err
+
+
+def _recipe(path, collection, method="ties", params=None):
+    import json as _json
+
+    path.write_text(_json.dumps({"collection": str(collection), "method": method, "params": params or {}}))
+    return path
+
+
+def test_cli_sweep_runs_the_grid_and_logs_one_sweep_row(tiny_collection_dir, data_home, tmp_path, capsys):
+    from engine.runs.log import RunLog
+
+    recipe = _recipe(tmp_path / "ties.json", tiny_collection_dir)
+    assert main(["sweep", str(recipe), "--grid", "lam=0.5:1.5:3", "density=0.2,0.6"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["status"] == "done" and (printed["trials"], printed["planned"]) == (6, 6)
+    log = RunLog(data_home / "runs" / "runs.sqlite3")
+    (sweep,) = log.runs(top_level=True)
+    assert sweep.id == printed["run"] and sweep.kind == "grid_sweep" and sweep.inputs["backend"] == "local"
+    assert sweep.inputs["grid"] == {"lam": [0.5, 1.0, 1.5], "density": [0.2, 0.6]}
+    assert len(log.runs(parent_id=sweep.id)) == 6 and printed["best_params"] == sweep.outputs["best_params"]
+    assert log.job(sweep.job_id).owner == "cli"
+
+
+def test_cli_search_reports_the_best_on_val_and_test(tiny_collection_dir, data_home, tmp_path, capsys):
+    recipe = _recipe(tmp_path / "ta.json", tiny_collection_dir, method="task_arithmetic", params={"lam": 0.3})
+    argv = ["search", str(recipe), "--trials", "6", "--batch", "3", "--strategy", "cma", "--seed", "2"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert (first["trials"], first["planned"]) == (6, 6) and len(first["best_params"]["lam"]) == 3
+    assert 0 < first["val_mean_normalized"] and 0 < first["test_mean_normalized"]
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["best_params"] == first["best_params"] and again["run"] != first["run"]
+
+
+def test_cli_sweep_refuses_a_grid_of_an_undeclared_parameter(tiny_collection_dir, tmp_path, capsys):
+    recipe = _recipe(tmp_path / "ties.json", tiny_collection_dir)
+    assert main(["sweep", str(recipe), "--grid", "rank=1,2"]) == 2
+    assert "ties.rank" in capsys.readouterr().err
+    assert main(["search", str(recipe), "--trials", "4"]) == 2  # TIES has no per-task λ
+    assert "per-task" in capsys.readouterr().err

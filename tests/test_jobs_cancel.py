@@ -26,6 +26,7 @@ def _jobs(ws: Workspace, tmp_path):
     from engine.jobs.landscape import landscape_job
     from engine.jobs.learn import learn_job
     from engine.jobs.parts import merge_parts_job
+    from engine.jobs.search import grid_sweep_job, search_job
     from engine.jobs.sweep import sweep_job
     from engine.jobs.taujp import taujp_job
 
@@ -43,10 +44,24 @@ def _jobs(ws: Workspace, tmp_path):
         "landscape": (landscape_job, dict(tasks=tasks[:2], values=[0.0, 0.5, 1.0])),
         "importance": (importance_job, dict(kind="theta")),
         "taujp": (taujp_job, {}),
+        "grid_sweep": (grid_sweep_job, dict(tasks=tasks, method="task_arithmetic", grid={"lam": lams})),
+        "search": (search_job, dict(tasks=tasks, trials=12, batch=4)),
     }
 
 
-KINDS = ("sweep", "grid", "compare", "finetune", "learn", "merge_parts", "landscape", "importance", "taujp")
+KINDS = (
+    "sweep",
+    "grid",
+    "compare",
+    "finetune",
+    "learn",
+    "merge_parts",
+    "landscape",
+    "importance",
+    "taujp",
+    "grid_sweep",
+    "search",
+)
 LOGGED_AS = {"learn": "learned"}  # the run's kind where it differs from the job's (the Learned page lists "learned")
 
 

@@ -17,7 +17,7 @@ LAYERS = (
     ("engine.pool",),
     ("engine.merge", "engine.sta", "engine.taujp", "engine.train", "engine.learn"),
     ("engine.workspace",),
-    ("engine.jobs", "engine.runs"),
+    ("engine.jobs", "engine.runs", "engine.search"),
     ("engine.cli", "engine.__main__", "engine.zoo"),
 )
 UI = ("streamlit", "ui", "views", "app")

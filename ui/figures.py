@@ -19,6 +19,7 @@ from engine.merge.spectra import MeasureAgreement, SubspaceStats, rank_correlati
 from engine.params import network_order
 from engine.pool.info import CheckpointInfo
 from engine.runs.log import Run
+from engine.search.logged import Coordinates, ObjectivePlane
 from engine.sta.stats import ImportanceSummary
 from engine.taujp.matrix import TauJpMatrix
 from engine.workspace import MergeComparison, Sweep
@@ -979,3 +980,51 @@ def learned_bars(rows: Sequence[Mapping], *, objective: str) -> go.Figure:
         margin=dict(t=50, l=10),
     )
     return fig
+
+
+def objective_plane_chart(plane: ObjectivePlane) -> go.Figure:
+    """Every trial of a sweep on two objectives (accuracy of a task, the mean or the worst task), its Pareto
+    front joined and its best trial (by mean normalized accuracy on val) marked."""
+    label = lambda name: f"{name} accuracy" if name not in ("mean", "worst") else f"{name} task accuracy"
+    text = [f"trial {i}" for i in plane.indices]
+    fig = go.Figure(
+        go.Scatter(
+            x=list(plane.xs), y=list(plane.ys), mode="markers", name="trials", text=text, marker=dict(color="#9aa5b1")
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[plane.xs[i] for i in plane.front],
+            y=[plane.ys[i] for i in plane.front],
+            text=[text[i] for i in plane.front],
+            mode="lines+markers",
+            name="Pareto front",
+            line=dict(color=COLOURS["merged"]),
+        )
+    )
+    if plane.best is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[plane.xs[plane.best]],
+                y=[plane.ys[plane.best]],
+                text=[text[plane.best]],
+                mode="markers",
+                name="best (mean normalized, val)",
+                marker=dict(symbol="star", size=16, color=COLOURS["fine-tuned"]),
+            )
+        )
+    fig.update_layout(
+        xaxis=dict(title=label(plane.x), tickformat=".0%"),
+        yaxis=dict(title=label(plane.y), tickformat=".0%"),
+        margin=dict(t=30),
+    )
+    return fig
+
+
+def coordinates_chart(coords: Coordinates) -> go.Figure:
+    """Parallel coordinates of every trial's varied parameters (per-task λ), coloured by mean normalized
+    accuracy."""
+    dimensions = [dict(label=name, values=list(column)) for name, column in zip(coords.names, coords.columns)]
+    dimensions.append(dict(label="mean normalized", values=list(coords.score)))
+    line = dict(color=list(coords.score), colorscale="Viridis", showscale=True)
+    return go.Figure(go.Parcoords(dimensions=dimensions, line=line)).update_layout(margin=dict(t=60, l=60, r=60))

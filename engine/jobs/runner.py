@@ -74,9 +74,24 @@ class JobStatus:
 class JobContext:
     """What a running job sees: its id (runs it logs name it), a progress reporter and the cancel flag."""
 
-    def __init__(self, update: Callable[..., None], cancel: threading.Event, *, job_id: int | None = None) -> None:
+    def __init__(
+        self,
+        update: Callable[..., None],
+        cancel: threading.Event,
+        *,
+        job_id: int | None = None,
+        on_cancel: list[Callable[[], None]] | None = None,
+    ) -> None:
         self._update, self._cancel = update, cancel
         self.job_id = job_id
+        self._on_cancel = on_cancel if on_cancel is not None else []
+
+    def on_cancel(self, stop: Callable[[], None]) -> None:
+        """Have the runner's `cancel` call `stop` before it returns (a Ray sweep closes its gate there, so no
+        trial starts once cancel has returned); called at once when the job is already cancelled."""
+        self._on_cancel.append(stop)
+        if self._cancel.is_set():
+            stop()
 
     def report(self, step: int, total: int, message: str = "", metrics: Mapping[str, Any] | None = None) -> None:
         """Record how far the job got (in the run log too, when the runner has one)."""
@@ -118,6 +133,7 @@ class LocalRunner:
         self._changed = threading.Condition(self._lock)
         self._status: dict[int, JobStatus] = {}
         self._cancel: dict[int, threading.Event] = {}
+        self._on_cancel: dict[int, list[Callable[[], None]]] = {}
         self._queues: dict[str, queue.Queue] = {}
         self._ids = itertools.count(1)
         self.run_log = run_log
@@ -145,6 +161,7 @@ class LocalRunner:
             job_id = recorded or next(self._ids)
             self._status[job_id] = JobStatus(id=job_id, name=name, device=device)
             self._cancel[job_id] = threading.Event()
+            self._on_cancel[job_id] = []
             if device not in self._queues:
                 self._queues[device] = queue.Queue()
                 threading.Thread(
@@ -164,9 +181,12 @@ class LocalRunner:
             return list(self._status.values())
 
     def cancel(self, job_id: int) -> None:
-        """Ask a job to stop; a queued job is cancelled before it starts."""
+        """Ask a job to stop; a queued job is cancelled before it starts. What the job registered with
+        `JobContext.on_cancel` runs before this returns."""
         self.status(job_id)  # KeyError for unknown ids
         self._cancel[job_id].set()
+        for stop in list(self._on_cancel[job_id]):
+            stop()
 
     def wait(self, job_id: int, timeout: float | None = None) -> JobStatus:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -201,7 +221,9 @@ class LocalRunner:
             self._update(job_id, state=JobState.CANCELLED, finished_at=time.time())
             return
         self._update(job_id, state=JobState.RUNNING, started_at=time.time(), message=STARTING)
-        ctx = JobContext(lambda **c: self._update(job_id, **c), cancel, job_id=job_id)
+        ctx = JobContext(
+            lambda **c: self._update(job_id, **c), cancel, job_id=job_id, on_cancel=self._on_cancel[job_id]
+        )
         try:
             result = fn(ctx, **kwargs)
             final = {"state": JobState.DONE, "result": result}

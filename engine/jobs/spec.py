@@ -30,6 +30,7 @@ from engine.jobs.learn import learn_job
 from engine.jobs.parts import merge_parts_job
 from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import JobContext, LocalRunner
+from engine.jobs.search import grid_sweep_job, search_job
 from engine.jobs.sweep import sweep_job
 from engine.jobs.taujp import taujp_job
 from engine.learn.coefficients import LearnConfig
@@ -95,6 +96,8 @@ JOB_KINDS: Mapping[str, JobKind] = MappingProxyType(
     {
         "sweep": JobKind(sweep_job),
         "grid": JobKind(grid_job),
+        "grid_sweep": JobKind(grid_sweep_job),
+        "search": JobKind(search_job),
         "compare": JobKind(compare_job),
         "finetune": JobKind(finetune_job, configs={"config": FinetuneConfig}, paths=("out_root",)),
         "learn": JobKind(learn_job, configs={"atlas_config": LearnConfig, "config": DvBasiConfig}, paths=("out_dir",)),

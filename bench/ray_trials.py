@@ -1,0 +1,159 @@
+"""Trials per second of a sweep on the demo zoo (issue "Sweeps and coefficient searches ... on Ray"): in
+process, on a local Ray cluster with 1 worker and with 2; writes bench/results/ray_trials_cpu.json.
+
+Every trial is one task-arithmetic merge of the zoo's 8 tasks and its evaluation on val. Each backend first
+runs one warm-up trial per worker (a worker's first trial builds its split's features), then `trials` timed
+ones at λ values none of them has seen, in interleaved rounds (the shared machine's load drifts; medians are
+reported). Ray's overhead per trial is the driver's wall time per trial, times the number of workers, less
+the workers' own time per merge and evaluation. A Ray worker gets its share of the cores (1 worker: both,
+2 workers: one each). With `--search`, a seeded TPE search over per-task λ (on the 2 workers) is reported
+beside the global-λ grid and TA at the zoo's best λ.
+
+    python bench/ray_trials.py [--trials 8] [--rounds 3] [--search 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def timed(evaluator, tasks: tuple[str, ...], lams: list[float]) -> dict:
+    from engine.search.outcome import run_batch
+    from engine.search.trials import TrialRequest
+
+    requests = [TrialRequest(i, "task_arithmetic", tasks, {"lam": lam}) for i, lam in enumerate(lams)]
+    start = time.perf_counter()
+    results = run_batch(evaluator, requests, on_trial=lambda _r: None, stop=lambda: False)
+    wall = time.perf_counter() - start
+    per_trial = statistics.mean(r.seconds for r in results)
+    overhead = wall * evaluator.workers / len(results) - per_trial
+    return {
+        "workers": evaluator.workers,
+        "trials": len(results),
+        "wall_s": round(wall, 3),
+        "trials_per_s": round(len(results) / wall, 4),
+        "trial_s": round(per_trial, 4),  # one merge + evaluation, as the worker timed it
+        "overhead_per_trial_s": round(overhead, 4),
+        "overhead_share": round(overhead / per_trial, 4),
+        "mean_normalized": [round(r.mean_normalized, 6) for r in results],
+    }
+
+
+def summary(rounds: list[dict]) -> dict:
+    """Medians over the rounds, with each round's trials per second."""
+    keys = ("trials_per_s", "trial_s", "overhead_per_trial_s", "overhead_share", "workers_open_s")
+    found = {k: round(statistics.median(r[k] for r in rounds), 4) for k in keys if k in rounds[0]}
+    return {"workers": rounds[0]["workers"], **found, "per_round_trials_per_s": [r["trials_per_s"] for r in rounds]}
+
+
+def main(trials: int, rounds: int, search: int) -> None:
+    from engine.home import ASSETS_DIR
+    from engine.jobs.ref import WorkspaceRef
+    from engine.search.coefficients import SearchSpace, coefficient_search
+    from engine.search.grid import grid_sweep
+    from engine.search.outcome import run_batch
+    from engine.search.ray_trials import RayEvaluator, WorkerSpec, connect
+    from engine.search.trials import LocalEvaluator, TrialRequest
+    from engine.workspace import Workspace
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MERGELAB_HOME"] = tmp
+        ws = Workspace.open(ASSETS_DIR / "zoo", cache_dir=Path(tmp) / "cache")
+        tasks = ws.task_names
+        warm = lambda ev: run_batch(
+            ev,
+            [TrialRequest(i, "task_arithmetic", tasks, {"lam": 0.9 + 0.01 * i}) for i in range(ev.workers)],
+            on_trial=lambda _r: None,
+            stop=lambda: False,
+        )
+        local = LocalEvaluator(ws)
+        warm(local)
+        connect("local", num_cpus=2)
+        spec = WorkerSpec(WorkspaceRef.of(ws), home=tmp)
+        measured: dict[str, list[dict]] = {"local": [], "ray_1": [], "ray_2": []}
+        for r in range(rounds):  # interleaved: the shared machine's load changes over minutes
+            lams = [round(0.2 + 0.4 * (r * trials + i) / (rounds * trials), 5) for i in range(trials)]
+            measured["local"].append(timed(local, tasks, lams))
+            for workers in (1, 2):
+                started = time.perf_counter()
+                evaluator = RayEvaluator(spec, workers=workers)
+                opened = time.perf_counter() - started
+                warm(evaluator)
+                measured[f"ray_{workers}"].append({**timed(evaluator, tasks, lams), "workers_open_s": round(opened, 2)})
+                evaluator.close()
+        same = all(
+            measured["local"][r]["mean_normalized"] == m[r]["mean_normalized"]
+            for m in measured.values()
+            for r in range(rounds)
+        )
+        results = {name: summary(rounds_measured) for name, rounds_measured in measured.items()}
+        out = {
+            "benchmark": "sweep trials per second on the demo zoo (8 tasks, task arithmetic, val), CPU",
+            "machine": f"{os.cpu_count()} cores, shared with other work (load average {os.getloadavg()[0]:.1f})",
+            "rounds": rounds,
+            "trials_per_round": trials,
+            "results": results,
+            "same_results_everywhere": same,
+            "speedup_2_vs_1_workers": round(results["ray_2"]["trials_per_s"] / results["ray_1"]["trials_per_s"], 3),
+            "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        if search:
+            evaluator = RayEvaluator(spec, workers=2)
+            space = SearchSpace("task_arithmetic", tasks)
+            found = coefficient_search(evaluator, space, strategy="tpe", trials=search, batch=8, seed=0)
+            grid = grid_sweep(evaluator, method="task_arithmetic", tasks=tasks, axes=[("lam", lams_grid())])
+            test = run_batch(
+                evaluator,
+                [TrialRequest(0, "task_arithmetic", tasks, dict(grid.best.params), "test")],
+                on_trial=lambda _r: None,
+                stop=lambda: False,
+            )[0]
+            evaluator.close()
+            report = json.loads((ASSETS_DIR / "zoo" / "report.json").read_text())
+            ta = next(r for r in report["methods"]["results"] if r["method"] == "task_arithmetic")
+            out["search_vs_grid"] = {
+                "tpe_per_task_lam": {
+                    "trials": search,
+                    "batch": 8,
+                    "seed": 0,
+                    "best_lam": [round(v, 4) for v in found.best.params["lam"]],
+                    "val_mean_normalized": round(found.best.mean_normalized, 4),
+                    "test_mean_normalized": round(found.test.mean_normalized, 4),
+                },
+                "global_lam_grid": {
+                    "values": "0:1:21",
+                    "best_lam": grid.best.params["lam"],
+                    "val_mean_normalized": round(grid.best.mean_normalized, 4),
+                    "test_mean_normalized": round(test.mean_normalized, 4),
+                },
+                "zoo_report_ta": {
+                    "lam": ta["params"]["lam"],
+                    "val_mean_normalized": round(ta["val_mean_normalized"], 4),
+                    "test_mean_normalized": round(ta["test_mean_normalized"], 4),
+                },
+            }
+    (ROOT / "bench" / "results" / "ray_trials_cpu.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
+def lams_grid() -> tuple[float, ...]:
+    return tuple(round(i / 20, 4) for i in range(21))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=8, help="timed trials per backend and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--search", type=int, default=48, help="TPE trials (0: leave the search out)")
+    args = parser.parse_args()
+    main(args.trials, args.rounds, args.search)

@@ -1,0 +1,184 @@
+"""Grid sweeps and coefficient searches as background jobs, their trials in process or on Ray workers
+(engine/search/). The driver alone writes the run log: the sweep is one run, recorded first, and every
+trial a run under it (`parent_id`), recorded once as its result comes back, whatever worker ran it; so the
+runs list shows one row per sweep, and a cancel keeps every finished trial and marks the sweep partial.
+The runner's cancel reaches the evaluator directly (`JobContext.on_cancel`): no trial starts after it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from engine.jobs.grid import FIRST_POINT, checked_axes, grid_points
+from engine.jobs.runner import Cancelled, JobContext
+from engine.merge.registry import ParamValue
+from engine.runs.log import RunLog
+from engine.search.backend import ray_setting, trial_evaluator
+from engine.search.coefficients import SearchSpace, coefficient_search
+from engine.search.grid import grid_sweep
+from engine.search.outcome import OnTrial, SearchOutcome
+from engine.search.trials import Stop, TrialEvaluator, TrialResult
+from engine.workspace import Workspace
+
+Body = Callable[[TrialEvaluator, OnTrial, Stop], SearchOutcome]
+
+
+def grid_sweep_job(
+    ctx: JobContext,
+    *,
+    workspace: Workspace,
+    tasks: Sequence[str],
+    method: str,
+    grid: Mapping[str, Sequence[float]],
+    params: Mapping[str, ParamValue] | None = None,
+    split: str = "val",
+    ray: str | None = None,
+    workers: int | None = None,
+    run_log: RunLog | None = None,
+) -> SearchOutcome:
+    """Every point of `grid` (declared parameter → values) over the base `params`, evaluated on `split`."""
+    tasks, params = tuple(tasks), dict(params or {})
+    axes = checked_axes(method, grid, params, len(tasks))
+    inputs = {"params": params, "grid": {name: list(values) for name, values in axes}, "split": split}
+    body = lambda evaluator, on_trial, stop: grid_sweep(
+        evaluator, method=method, tasks=tasks, axes=axes, params=params, split=split, on_trial=on_trial, stop=stop
+    )
+    planned = len(grid_points(axes))
+    return _logged(ctx, workspace, "grid_sweep", method, tasks, inputs, planned, body, ray, workers, run_log)
+
+
+def search_job(
+    ctx: JobContext,
+    *,
+    workspace: Workspace,
+    tasks: Sequence[str],
+    method: str = "task_arithmetic",
+    strategy: str = "tpe",
+    trials: int = 200,
+    batch: int = 8,
+    seed: int = 0,
+    param: str = "lam",
+    low: float = 0.0,
+    high: float = 1.0,
+    params: Mapping[str, ParamValue] | None = None,
+    split: str = "val",
+    ray: str | None = None,
+    workers: int | None = None,
+    run_log: RunLog | None = None,
+) -> SearchOutcome:
+    """`trials` per-task settings of `param` chosen by `strategy` (tpe or cma), `batch` at a time; the best
+    on `split` is evaluated once on test."""
+    tasks, params = tuple(tasks), dict(params or {})
+    space = SearchSpace(method, tasks, param, low, high)
+    inputs = {
+        "strategy": strategy,
+        "trials": trials,
+        "batch": batch,
+        "seed": seed,
+        "space": {"param": param, "low": low, "high": high},
+        "params": params,
+        "split": split,
+    }
+    body = lambda evaluator, on_trial, stop: coefficient_search(
+        evaluator,
+        space,
+        strategy=strategy,
+        trials=trials,
+        batch=batch,
+        seed=seed,
+        params=params,
+        split=split,
+        on_trial=on_trial,
+        stop=stop,
+    )
+    return _logged(ctx, workspace, "search", method, tasks, inputs, trials, body, ray, workers, run_log)
+
+
+def _logged(
+    ctx: JobContext,
+    workspace: Workspace,
+    kind: str,
+    method: str,
+    tasks: tuple[str, ...],
+    inputs: dict[str, Any],
+    planned: int,
+    body: Body,
+    ray: str | None,
+    workers: int | None,
+    run_log: RunLog | None,
+) -> SearchOutcome:
+    """Run `body` on the chosen evaluator with progress, cancel and the run log: the sweep's row, then a row
+    per trial as it comes back; cancelled, the row keeps what was reached, marked partial."""
+    start, setting = time.perf_counter(), ray_setting(ray)
+    where = f"ray {setting}" if setting else str(workspace.matrix.T.device)
+    ctx.starting("Ray workers opening the collection" if setting else FIRST_POINT.format(method=method, split="val"))
+    evaluator = trial_evaluator(workspace, ray=setting or None, workers=workers)
+    ctx.on_cancel(evaluator.cancel)
+    inputs = {
+        "collection": str(workspace.collection.root),
+        "pretrained_sha256": workspace.pretrained.tensors_sha256,
+        "backend": setting or "local",
+        "workers": evaluator.workers,
+        **inputs,
+    }
+    parent = None
+    if run_log is not None:
+        parent = run_log.record(
+            kind,
+            job_id=ctx.job_id,
+            method=method,
+            tasks=tasks,
+            device=where,
+            status="running",
+            inputs=inputs,
+            outputs={},
+        )
+    finished: list[TrialResult] = []
+
+    def on_trial(result: TrialResult) -> None:
+        if run_log is not None:
+            run_log.record(
+                "trial",
+                parent_id=parent,
+                job_id=ctx.job_id,
+                method=method,
+                tasks=tasks,
+                device=where,
+                inputs={"index": result.index, "params": dict(result.params), "split": result.split},
+                outputs=result.to_json(),
+                duration_s=result.seconds,
+            )
+        finished.append(result)
+        best = max(finished, key=lambda t: (t.mean_normalized, -t.index))
+        ctx.report(
+            len(finished),
+            planned,
+            f"trial {result.index + 1}: mean normalized {result.mean_normalized:.1%}",
+            metrics={"trials": len(finished), "best_index": best.index, "best_mean_normalized": best.mean_normalized},
+        )
+
+    outcome, status = None, "failed"
+    try:
+        outcome = body(evaluator, on_trial, lambda: ctx.cancelled)
+        status = "done" if outcome.complete else "cancelled"
+    finally:
+        evaluator.close()  # the evaluator's record of starts stays readable
+        if run_log is not None:
+            reached = outcome or SearchOutcome(
+                kind, method, tasks, tuple(sorted(finished, key=lambda t: t.index)), planned
+            )
+            starts = evaluator.starts()
+            summary = {
+                **reached.to_json(),
+                "trials_started": len(starts),  # a cancel abandons the trials then running
+                "last_trial_started": max(starts, default=None),  # epoch s: before the cancel returned
+                "retried": evaluator.retried,
+            }
+            if status != "done":
+                summary |= {"partial": True, "step": len(reached.trials), "total": planned}
+            run_log.update_run(parent, status=status, outputs=summary, duration_s=round(time.perf_counter() - start, 3))
+    if status == "cancelled":
+        raise Cancelled()
+    return outcome

@@ -1,0 +1,68 @@
+"""The Sweeps page: a logged search drawn as its Pareto plane and coordinates, with a link to its best trial."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE, APP = str(ROOT / "views" / "sweeps.py"), str(ROOT / "app.py")
+
+
+@pytest.fixture()
+def session(tiny_collection_dir, data_home):
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tiny_collection_dir)]}))
+
+    def open_page() -> AppTest:
+        at = AppTest.from_file(PAGE, default_timeout=120).run()  # the page alone: app.py does not list it yet
+        assert not at.exception, at.exception
+        return at
+
+    return open_page
+
+
+def test_with_no_sweep_the_page_says_how_to_run_one(session):
+    at = session()
+    assert any("python -m engine sweep" in i.value for i in at.info)
+
+
+def test_a_search_is_drawn_and_its_best_trial_links_to_merge(session, tiny_collection_dir, tmp_path, capsys):
+    recipe = tmp_path / "ta.json"
+    recipe.write_text(json.dumps({"collection": str(tiny_collection_dir), "method": "task_arithmetic"}))
+    assert main(["search", str(recipe), "--trials", "6", "--batch", "3"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    at = session()
+    assert len(at.get("plotly_chart")) == 2
+    at.selectbox(key="sweep_y").set_value("colour").run()
+    assert not at.exception, at.exception
+    (link,) = [m.value for m in at.markdown if "Open the best trial in Merge" in m.value]
+    query = parse_qs(link.split("(merge?", 1)[1].rstrip(")"))
+    assert query["method"] == ["task_arithmetic"] and query["per_task"] == ["true"]
+    assert query["tasks"] == ["colour", "brightness", "texture"] and query["collection"] == [str(tiny_collection_dir)]
+    for task, value in zip(query["tasks"], printed["best_params"]["lam"]):
+        assert query[f"lam.{task}"] == [f"{value:.6g}"]
+    assert any(f"{printed['val_mean_normalized']:.1%}" in m.value for m in at.markdown)
+
+
+def test_the_best_trial_s_link_opens_merge_at_its_setting(session, tiny_collection_dir, tmp_path, capsys):
+    recipe = tmp_path / "ta.json"
+    recipe.write_text(json.dumps({"collection": str(tiny_collection_dir), "method": "task_arithmetic"}))
+    assert main(["search", str(recipe), "--trials", "4", "--batch", "2", "--seed", "5"]) == 0
+    best = json.loads(capsys.readouterr().out)["best_params"]["lam"]
+    (link,) = [m.value for m in session().markdown if "Open the best trial in Merge" in m.value]
+    merge = AppTest.from_file(APP, default_timeout=120)
+    for name, values in parse_qs(link.split("(merge?", 1)[1].rstrip(")")).items():
+        merge.query_params[name] = values if len(values) > 1 else values[0]
+    merge.run()
+    merge.switch_page("views/merge.py").run()
+    assert not merge.exception and not merge.warning, [w.value for w in merge.warning]
+    assert merge.session_state["per_task"] is True
+    for task, value in zip(("colour", "brightness", "texture"), best):
+        assert merge.session_state[f"task_arithmetic.lam.{task}"] == pytest.approx(value, abs=1e-5)
