@@ -48,6 +48,7 @@ def _metric(at: AppTest, label: str) -> str:
         "views/finetune.py",
         "views/learned.py",
         "views/tour.py",
+        "views/sweeps.py",
     ],
 )
 def test_every_view_renders(app, view):

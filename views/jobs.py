@@ -38,7 +38,7 @@ def live_jobs() -> None:
 live_jobs()
 st.subheader("Run log")
 log = resources.run_log()
-all_runs = log.runs()
+all_runs = log.runs(top_level=True)  # a sweep's trials are on the Sweeps page
 kinds = sorted({r.kind for r in all_runs})
 methods = sorted({r.method for r in all_runs if r.method})
 tasks = sorted({t for r in all_runs for t in r.tasks})
@@ -50,6 +50,7 @@ runs = log.runs(
     kind=None if kind == "(all)" else kind,
     method=None if method == "(all)" else method,
     task=None if task == "(all)" else task,
+    top_level=True,
 )
 st.dataframe(
     [

@@ -31,6 +31,7 @@ PAGES = (
     ("finetune", "Fine-tune", "Fine-tune a task"),
     ("learned", "aTLAS & DV-BASI", "Learned coefficients: aTLAS and DV-BASI"),
     ("jobs", "Jobs & runs", "Jobs and runs"),
+    ("sweeps", "Sweeps", "Sweeps and searches"),
 )
 TOUR_STEPS = (
     "Task vectors and their similarity",
