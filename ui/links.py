@@ -109,17 +109,18 @@ def text(name: str, key: str, *, default: str = "", blank_is_default: bool = Fal
 
 def begin_run(page: str) -> None:
     """Called by app.py at the start of every run with the page about to run: `restore` reads the URL only
-    when this is that page's first run."""
-    previous = st.session_state.get(PAGE, (None, True))[0]
-    st.session_state[PAGE] = (page, page != previous)
+    on that page's first run (or, for the sidebar, on the session's)."""
+    previous = st.session_state.get(PAGE)
+    st.session_state[PAGE] = (page, previous is None or page != previous[0], previous is None)
 
 
-def restore(links: Iterable[Link], *, scope: str) -> None:
+def restore(links: Iterable[Link], *, scope: str, per_session: bool = False) -> None:
     """Put what the URL names into session state before the links' widgets exist; values it does not name
     keep the session's: the widget's, else the value last published (Streamlit drops a page's widget state
     while another page runs, so coming back to a page would otherwise reset it), else the default. A bad
-    value becomes a notice of `scope` (`show_notices`)."""
-    entry = st.session_state.get(PAGE, (None, True))[1]
+    value becomes a notice of `scope` (`show_notices`). `per_session`: read the URL on the session's first run
+    only (the sidebar's values: a later page switch carries what this session wrote, or older values)."""
+    entry = st.session_state.get(PAGE, (None, True, True))[2 if per_session else 1]
     for link in links:
         name, raw = _in_url(link)
         kept = _valid(link, st.session_state.get(link.key, st.session_state.get(KEPT, {}).get(link.key, link.default)))

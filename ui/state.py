@@ -43,7 +43,7 @@ def _standard(options: tuple[str, ...]) -> str:
 
 def collection_picker() -> str:
     """The collection folder, in the sidebar and the URL, shared by every view; an empty box is the demo zoo."""
-    links.restore(sidebar_links({})[:1], scope=SIDEBAR)
+    links.restore(sidebar_links({})[:1], scope=SIDEBAR, per_session=True)
     st.sidebar.text_input(
         "Collection folder",
         key="collection",
@@ -102,11 +102,11 @@ def _restore_variants(names: dict[str, tuple[str, ...]]) -> None:
     """What the link names: `ckpt=<variant>` for every task, then `ckpt.<task>=<variant>` for each."""
     every, *per_task = sidebar_links(names)[1:]
     before = st.session_state.get(EVERY)
-    links.restore([every], scope=SIDEBAR)
+    links.restore([every], scope=SIDEBAR, per_session=True)
     if st.session_state[EVERY] not in (before, "standard"):
         for task in names:
             st.session_state[f"ckpt.{task}"] = st.session_state[EVERY]
-    links.restore(per_task, scope=SIDEBAR)
+    links.restore(per_task, scope=SIDEBAR, per_session=True)
 
 
 def _explain_a_mix(collection, chosen: dict[str, str]) -> None:
