@@ -15,8 +15,8 @@ st.header("Sweeps and searches")
 
 
 def merge_link(sweep: LoggedSweep) -> dict[str, str | list[str]]:
-    """The Merge page's URL for the best trial: its collection, tasks, method and every parameter (per task
-    where the setting has one value per task)."""
+    """The Merge page's URL for the best trial: its collection, checkpoints, tasks, method and every parameter
+    (per task where the setting has one value per task)."""
     best, method = sweep.best, get_method(sweep.run.method)
     per_task = any(not isinstance(v, (int, float)) for v in best.params.values())
     query: dict[str, str | list[str]] = {
@@ -25,6 +25,8 @@ def merge_link(sweep: LoggedSweep) -> dict[str, str | list[str]]:
         "method": method.name,
         "per_task": "true" if per_task else "false",
     }
+    checkpoints = sweep.run.inputs.get("checkpoints", {})  # the sidebar's part: the checkpoints it ran on
+    query |= {f"ckpt.{t}": v for t, v in checkpoints.items() if v != "standard"}
     for param in method.params:
         if param.name not in best.params:
             continue

@@ -119,6 +119,7 @@ def _logged(
     inputs = {
         "collection": str(workspace.collection.root),
         "pretrained_sha256": workspace.pretrained.tensors_sha256,
+        "checkpoints": {t: workspace.variant_of(t) for t in workspace.task_names},
         "backend": setting or "local",
         "workers": evaluator.workers,
         **inputs,
