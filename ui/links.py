@@ -1,8 +1,8 @@
 """The URL of a page, synced by hand so a copied link reproduces the numbers on it.
 
 `bind="query-params"` writes a select box's label (`method=DARE+%2B+task+arithmetic`) and silently drops values
-the widget does not accept, so the pages that hold the numbers (the sidebar, Merge) declare their URL instead:
-one `Link` per value, named as the engine names it (`method=ties&lam=0.5`). Before its widget exists a link's
+the widget does not accept, so every page with settings (and the sidebar) declares its URL instead: one `Link` per
+value, named as the engine names it (`method=ties&lam=0.5`). Before its widget exists a link's
 value is read from the URL and checked (an unknown or out-of-range value leaves the widget as it was and adds
 a notice naming it); after the widgets, `publish` writes every value that differs from its default, so URLs stay
 short and state a page did not change is left out.
@@ -22,7 +22,7 @@ import streamlit as st
 
 Value = str | float | bool | list[str]
 PUBLISHED = "_links_published"  # {URL name: [values]} this session last wrote
-PAGE = "_links_page"  # (the page of this run, whether this run is that page's first)
+PAGE = "_links_page"  # (this run's page, whether it is that page's first run, whether it is the session's first)
 KEPT = "_links_kept"  # {state key: value} as last published: a page's widgets are dropped while another runs
 NOTICES = "_links_notices"  # {scope: Notices} of the link last opened, until the user changes the URL
 
@@ -197,7 +197,7 @@ def _wanted(links: Iterable[Link]) -> dict[str, list[str]]:
 
 @dataclass
 class Notices:
-    """The notices of one scope and the URL it published when they were raised (None: not yet)."""
+    """The notices of one scope and the values its links had when they were first shown (None: not yet)."""
 
     messages: list[str] = field(default_factory=list)
     pinned: dict | None = None
