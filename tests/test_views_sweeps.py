@@ -66,3 +66,30 @@ def test_the_best_trial_s_link_opens_merge_at_its_setting(session, tiny_collecti
     assert merge.session_state["per_task"] is True
     for task, value in zip(("colour", "brightness", "texture"), best):
         assert merge.session_state[f"task_arithmetic.lam.{task}"] == pytest.approx(value, abs=1e-5)
+
+
+def test_a_grid_started_from_the_page_runs_as_a_job_and_is_then_drawn(tiny_collection_dir, data_home):
+    import time
+
+    from engine.runs.log import RunLog
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tiny_collection_dir)]}))
+    at = AppTest.from_file(str(Path(PAGE).parent.parent / "app.py"), default_timeout=120)
+    at.session_state["collection"] = str(tiny_collection_dir)
+    at.run()
+    at.switch_page("views/sweeps.py").run()
+    at.text_input(key="sweep_grid").input("lam=0:9:3").run()  # out of task arithmetic's range
+    next(b for b in at.button if b.label == "Start as a background job").click().run()
+    assert any("lam" in e.value and "outside" in e.value for e in at.error), [e.value for e in at.error]
+    at.text_input(key="sweep_grid").input("lam=0:1:3").run()
+    next(b for b in at.button if b.label == "Start as a background job").click().run()
+    assert not at.exception and any("Started job #" in s.value for s in at.success)
+    log = RunLog(data_home / "runs" / "runs.sqlite3")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not [r for r in log.runs(kind="grid_sweep") if r.status == "done"]:
+        time.sleep(0.2)
+    (sweep,) = log.runs(kind="grid_sweep")
+    assert sweep.status == "done" and len(log.runs(parent_id=sweep.id)) == 3
+    at.run()
+    assert not at.exception and at.selectbox(key="sweep_run").value == sweep.id

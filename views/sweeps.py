@@ -7,9 +7,13 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from engine.merge import get_method
+from engine.errors import MergelabError
+from engine.jobs.grid import checked_axes
+from engine.merge import METHODS, get_method
+from engine.search.axes import parse_axes
 from engine.search.logged import SUMMARIES, LoggedSweep, coordinates, logged_sweeps, objective_plane, read_sweep
 from ui import figures, resources
+from ui.state import CHOICE, current_collection
 
 st.header("Sweeps and searches")
 
@@ -39,8 +43,72 @@ def merge_link(sweep: LoggedSweep) -> dict[str, str | list[str]]:
     return query
 
 
+def start_job(kind: str, method: str, grid_text: str, trials: int, strategy: str) -> None:
+    """Check the request as the CLI does (axes parsed and checked against the method's declared ranges), then
+    submit it as a background job on the sidebar's workspace: Jobs & runs follows and cancels it."""
+    collection, choice = current_collection(), st.session_state.get(CHOICE, ())
+    ws = resources.workspace_or_stop(collection, choice)
+    tasks = list(ws.task_names)
+    try:
+        if kind == "grid":
+            axes = checked_axes(method, dict(parse_axes(grid_text.split())), {}, len(tasks))
+            args = {"tasks": tasks, "method": method, "grid": {name: list(values) for name, values in axes}}
+            name = f"grid sweep · {METHODS[method].display_name} · {grid_text}"
+        else:
+            args = {"tasks": tasks, "method": "task_arithmetic", "strategy": strategy, "trials": trials}
+            name = f"{strategy} search · per-task λ · {trials} trials"
+    except MergelabError as exc:
+        st.error(str(exc))
+        return
+    job_id = resources.submit_job(
+        resources.job_spec("grid_sweep" if kind == "grid" else "search", ws, collection, choice, args, name=name)
+    )
+    st.success(f"Started job #{job_id}: follow or cancel it on Jobs & runs; it is listed here as it runs.")
+
+
 log = resources.run_log()
 sweeps = logged_sweeps(log)
+with st.expander("Start a grid sweep or a coefficient search", expanded=not sweeps):
+    kind = st.radio(
+        "kind",
+        ["grid", "search"],
+        horizontal=True,
+        key="sweep_kind",
+        format_func={
+            "grid": "grid over a method's parameters",
+            "search": "search over per-task λ (task arithmetic)",
+        }.get,
+    )
+    left, right = st.columns(2)
+    method = left.selectbox(
+        "method",
+        list(METHODS),
+        key="sweep_method",
+        format_func=lambda m: METHODS[m].display_name,
+        disabled=kind != "grid",
+    )
+    grid_text = right.text_input(
+        "grid",
+        "lam=0:1:11",
+        key="sweep_grid",
+        disabled=kind != "grid",
+        help="NAME=LOW:HIGH:COUNT or NAME=V1,V2,..., separated by spaces (as `python -m engine sweep --grid`)",
+    )
+    trials = left.number_input("trials", 8, 2000, 48, step=8, key="sweep_trials", disabled=kind != "search")
+    strategy = right.radio(
+        "strategy",
+        ["tpe", "cma"],
+        horizontal=True,
+        key="sweep_strategy",
+        disabled=kind != "search",
+        help="Optuna's TPE or CMA-ES, 8 trials asked at a time, seed 0",
+    )
+    if st.button("Start as a background job", type="primary", key="sweep_start"):
+        start_job(kind, method, grid_text, int(trials), strategy)
+    st.caption(
+        "On the sidebar's collection and checkpoints, evaluated on val; a search's best is re-evaluated on test. "
+        "With MERGELAB_RAY set, trials run on Ray workers."
+    )
 if not sweeps:
     st.info("No sweep yet: `python -m engine sweep RECIPE --grid lam=0:1:21` or `python -m engine search RECIPE`.")
     st.stop()
