@@ -132,6 +132,22 @@ def learn_job(
     data = ValSplit.of(suite, seed=atlas_config.seed)
     progress = _Progress(ctx, config.iterations if config else 0)
     status = "done"
+
+    def log_run(outputs: dict) -> None:
+        """The learned run's row (done, or cancelled with what it reached)."""
+        if run_log is not None:
+            run_log.record(
+                "learned",
+                job_id=ctx.job_id,
+                method="dv_basi" if config else "atlas",
+                tasks=workspace.task_names,
+                device=str(m.T.device),
+                status=status,
+                duration_s=round(time.perf_counter() - began, 3),
+                inputs=_inputs(start, lam, atlas_config, config),
+                outputs=outputs,
+            )
+
     try:
         if start == "atlas":
             learned = atlas(
@@ -162,18 +178,7 @@ def learn_job(
     except Cancelled:
         status = "cancelled"
         if progress.best is None:  # cancelled in aTLAS's first epochs: only the curves so far to keep
-            if run_log is not None:
-                run_log.record(
-                    "learned",
-                    job_id=ctx.job_id,
-                    method="dv_basi" if config else "atlas",
-                    tasks=workspace.task_names,
-                    device=str(m.T.device),
-                    status=status,
-                    duration_s=round(time.perf_counter() - began, 3),
-                    inputs=_inputs(start, lam, atlas_config, config),
-                    outputs={"partial": True, "point": None, "curves": asdict(progress.curves), **_reached(progress)},
-                )
+            log_run({"partial": True, "point": None, "curves": asdict(progress.curves), **_reached(progress)})
             raise
     outcome = _finish(workspace, *progress.best, progress.curves, out_dir=out_dir, partial=status == "cancelled")
     if config is not None:
@@ -181,18 +186,7 @@ def learn_job(
         outcome = replace(
             outcome, start=LearnedPoint(progress.origin[1], dict(start_test.accuracy), start_test.mean_accuracy)
         )
-    if run_log is not None:
-        run_log.record(
-            "learned",
-            job_id=ctx.job_id,
-            method="dv_basi" if config else "atlas",
-            tasks=workspace.task_names,
-            device=str(m.T.device),
-            status=status,
-            duration_s=round(time.perf_counter() - began, 3),
-            inputs=_inputs(start, lam, atlas_config, config),
-            outputs={**outcome.to_json(), **(_reached(progress) if status == "cancelled" else {})},
-        )
+    log_run({**outcome.to_json(), **(_reached(progress) if status == "cancelled" else {})})
     if status == "cancelled":
         raise Cancelled()
     return outcome

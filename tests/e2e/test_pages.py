@@ -11,6 +11,7 @@ import re
 import pytest
 
 from tests.e2e.test_browser import ARTIFACTS
+from tests.test_tour import TITLES
 from ui.figures import PROJECTOR_FONT
 
 pytestmark = pytest.mark.browser
@@ -33,14 +34,7 @@ PAGES = (
     ("jobs", "Jobs & runs", "Jobs and runs"),
     ("sweeps", "Sweeps", "Sweeps and searches"),
 )
-TOUR_STEPS = (
-    "Task vectors and their similarity",
-    "Addition and the role of λ",
-    "Interference and TIES's sign conflicts",
-    "τJp and its regulariser",
-    "Forgetting by negation",
-    "Learned coefficients and DV-BASI",
-)
+TOUR_STEPS = TITLES  # the six step titles, as the tour's AppTests name them
 
 
 @pytest.fixture()
