@@ -29,7 +29,7 @@ from engine.eval.suite import EvalSuite, Progress
 from engine.io.checkpoints import CheckpointMeta
 from engine.io.tensor_store import TensorStore
 from engine.merge import MergeMethod, apply, get_method
-from engine.merge.analysis import SparsityReport, sparsity_report
+from engine.merge.analysis import SparsityReport, masked_sparsity
 from engine.merge.registry import ParamValue, scale_parts
 from engine.merge.spectra import SubspaceStats, subspace_stats
 from engine.merge.wudi import StepProgress
@@ -42,6 +42,10 @@ from engine.taujp.preview import TangentPreview, tangent_pair_drops
 
 TAUJP_IMAGES = 64  # val images per task for matrices computed on demand (the zoo ships whole-split ones)
 LARGE_MODEL_PARAMS = 5_000_000  # from here (ViT-B/32: 88 M) a per-layer method's first merge is a job, kept on disk
+KEEP_MASK_SHARE = 0.5
+"""A masking method's keep mask (bool [K, P], K·P bytes) is cached only while it takes at most this share of the
+cache budget: at the default 2 GB, a ViT-B/32 mask of K = 8 tasks (0.70 GB) is kept, and the other half still
+holds a few (base, direction) parts (0.35 GB each) and the evaluations; a bigger mask is recomputed per merge."""
 
 
 @dataclass(frozen=True)
@@ -366,12 +370,15 @@ class Workspace:
     ) -> torch.Tensor:
         """θ [P] merged from the chosen tasks' vectors. A method that separates its final scale s
         (`scale_parts`: θ = base + s·direction) merges from its cached parts (`merge_parts`), so moving s
-        (α, λ) costs one pass over [P]; `progress` follows an iterative method's first computation."""
+        (α, λ) costs one pass over [P]; `progress` follows an iterative method's first computation. A
+        masking method with per-task λ that differ merges again, from its cached mask (`kept`) when the
+        mask fits the cache: one pass over [K, P], no mask, election or drop recomputed."""
         method = get_method(method)
-        if method.scale_parts is not None:
-            resolved = method.resolve(params, num_tasks=len(tasks))
+        scale = method.common_scale(method.resolve(params, num_tasks=len(tasks)))
+        if scale is not None:
             base, direction = self.merge_parts(tasks, method, params, progress=progress)  # [P] each
-            return torch.add(base, direction, alpha=float(resolved[method.cheap[0]]))  # [P]
+            return torch.add(base, direction, alpha=scale)  # [P]
+        cached_mask = method.keep_mask is not None and self.mask_fits(tasks)
         return apply(
             method,
             self.matrix.theta0,
@@ -379,7 +386,35 @@ class Workspace:
             params,
             importance=self.method_importance(method, tasks),
             spec=self.matrix.spec,
+            keep=self.kept(tasks, method, params) if cached_mask else None,
         )
+
+    def kept(
+        self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]
+    ) -> torch.Tensor | None:
+        """The bool [k, P] mask of what a masking `method` keeps of `tasks`' vectors at `params` (None: every
+        entry, or a method that masks nothing); cached while it fits `KEEP_MASK_SHARE` of the cache budget, under
+        its mask function and expensive parameters (TIES and magnitude at one density share it, as DARE and
+        DARE-TIES at one drop rate and seed do)."""
+        method = get_method(method)
+        if method.keep_mask is None:
+            return None
+
+        def compute() -> torch.Tensor | None:
+            return method.kept(self.matrix.rows(tasks), params, importance=self.method_importance(method, tasks))
+
+        if not self.mask_fits(tasks):
+            return compute()
+        return self.cache.get_or_compute(self._keep_key(tasks, method, params), compute)
+
+    def mask_fits(self, tasks: Sequence[str]) -> bool:
+        """Whether a keep mask of `tasks` (bool [k, P]) is small enough to cache (`KEEP_MASK_SHARE`)."""
+        return len(tasks) * self.matrix.spec.numel <= KEEP_MASK_SHARE * self.cache.budget_bytes
+
+    def _keep_key(self, tasks: Sequence[str], method: MergeMethod, params: Mapping[str, ParamValue]) -> tuple:
+        resolved = method.resolve(params, num_tasks=len(tasks))
+        expensive = tuple((n, _frozen(resolved[n])) for n in method.expensive)
+        return (self.fingerprint, "keep", tuple(tasks), method.keep_mask, method.importance, expensive)
 
     def merge_parts(
         self,
@@ -392,12 +427,15 @@ class Workspace:
         """(base, direction) [P] of a `scale_parts` method at the setting of its expensive parameters in
         `params` (its scale is ignored): computed once per setting and kept in the cache; a method whose
         parts are slow to recompute (iterative, or a large model's factorizations) also keeps them in the
-        data home by the checkpoints' sha256 (`parts_store`), so a restart reads them in seconds."""
+        data home by the checkpoints' sha256 (`parts_store`), so a restart reads them in seconds. A base that is
+        θ₀ itself is not kept again: a setting of a sparse method costs the cache one [P]."""
         method = get_method(method)
-        key = self._parts_key(tasks, method, params)
-        return self.cache.get_or_compute(
-            (self.fingerprint, "scale_parts", key), lambda: self._parts(tasks, method, params, key, progress)
+        key, theta0 = self._parts_key(tasks, method, params), self.matrix.theta0
+        base, direction = self.cache.get_or_compute(
+            (self.fingerprint, "scale_parts", key),
+            lambda: _without_theta0(self._parts(tasks, method, params, key, progress), theta0),
         )
+        return (theta0 if base is None else base), direction
 
     def parts_ready(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]) -> bool:
         """Whether `merge_parts` only reads (the cache or the data home) for this setting."""
@@ -440,11 +478,24 @@ class Workspace:
             return self.cache.get_or_compute((self.fingerprint, "factors", tuple(tasks), name), compute)
 
         base, direction = scale_parts(
-            method, theta0, self.matrix.rows(tasks), resolved, spec=self.matrix.spec, progress=progress, memo=memo
+            method,
+            theta0,
+            self.matrix.rows(tasks),
+            resolved,
+            spec=self.matrix.spec,
+            progress=progress,
+            memo=memo,
+            importance=self.method_importance(method, tasks),
+            keep=self._cached_mask(tasks, method, params),
         )  # [P] each; factorizations shared by other settings (a rank, a share, a step count) stay cached
         if persist:
             self.parts_store.put(key, {"direction": direction} | ({} if base is theta0 else {"base": base}))
         return base, direction
+
+    def _cached_mask(self, tasks: Sequence[str], method: MergeMethod, params: Mapping[str, ParamValue]):
+        """The keep mask when the cache already holds it (the keep panel or a per-task merge computed it), else
+        None: parts computed from scratch do not cache a [K, P] mask that a λ move would never read."""
+        return None if method.keep_mask is None else self.cache.get(self._keep_key(tasks, method, params))
 
     def ranks(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]):
         """What a low-rank method keeps per layer (rank and energy share), for the merge page's panel."""
@@ -458,14 +509,9 @@ class Workspace:
     def sparsity(
         self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]
     ) -> SparsityReport:
-        return sparsity_report(
-            method,
-            self.matrix.rows(tasks),
-            params,
-            tasks=tasks,
-            spec=self.matrix.spec,
-            importance=self.method_importance(method, tasks),
-        )
+        """What the method keeps and where the kept entries disagree, from the mask a per-task merge shares."""
+        mask = self.kept(tasks, method, params)  # bool [k, P] or None
+        return masked_sparsity(self.matrix.rows(tasks), mask, tasks=tasks, spec=self.matrix.spec)
 
     def compare(
         self,
@@ -515,6 +561,15 @@ class Workspace:
             if progress is not None:
                 progress((i + 1) / len(values), f"{param} = {value:g}")
         return Sweep.from_results(split, param, values, results, tasks)
+
+
+def _without_theta0(
+    parts: tuple[torch.Tensor, torch.Tensor], theta0: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(None, direction) where the base is θ₀ itself, which the workspace holds anyway: the cache counts only
+    what the parts add."""
+    base, direction = parts
+    return (None if base is theta0 else base), direction
 
 
 def linearized_tasks(collection: Collection, chosen: Mapping[str, str]) -> tuple[str, ...]:

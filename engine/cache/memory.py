@@ -82,6 +82,16 @@ class ComputeCache:
                 self._bytes -= dropped
                 self._evictions += 1
 
+    def get(self, key: Hashable) -> Any | None:
+        """The cached value of `key` (counted as a hit), or None when it is not kept: a caller that can use a
+        value when it is there, and would rather not compute or keep it otherwise."""
+        with self._lock:
+            if key not in self._entries:
+                return None
+            self._entries.move_to_end(key)
+            self._hits += 1
+            return self._entries[key][0]
+
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
             return key in self._entries

@@ -45,6 +45,13 @@ def sparsity_report(
     Fig. 2), of the task vectors as the method masks them: the mask is the one the method's registry
     entry declares (`MergeMethod.keep_mask`), so a new selecting method shows here with no change."""
     mask = get_method(method).kept(T, params, importance=importance)  # bool [K, P] or None
+    return masked_sparsity(T, mask, tasks=tasks, spec=spec)
+
+
+def masked_sparsity(
+    T: torch.Tensor, mask: torch.Tensor | None, *, tasks: Sequence[str], spec: ParamSpec
+) -> SparsityReport:
+    """`sparsity_report` of a mask computed before (bool [K, P], or None: every entry kept), e.g. a cached one."""
     kept = mask.float().mean(dim=1).tolist() if mask is not None else [1.0] * T.shape[0]
     layers, conflict = [], []
     for label, cols in spec.blocks(level="layer"):

@@ -15,6 +15,10 @@ Each entry also declares what the method does, as fields rather than as code tha
 - `sign_election`: "none", or "mass" (TIES: the sign of the summed kept entries wins);
 - `cheap`: the parameters that only scale the final step (λ): moving them needs no new mask or
   election; every other parameter (density, drop rate and seed, threshold) defines the expensive part;
+- `scale_parts`: the expensive part as (base, direction) [P], the merge being base + s·direction at the
+  one cheap parameter s, so the Workspace caches them and a move of s is one pass over [P]. A per-task
+  s (DARE's, magnitude's λ) separates only while every task's value is equal (`common_scale`); with
+  unequal ones a masking method merges again from its cached mask (`apply(..., keep=)`);
 - `iterative`: the expensive part is an optimisation (WUDI's Adam steps): pages run it as a background
   job with progress, and `scale_parts` passes it a `progress(step, steps, loss)` callback.
 Adding a method: write its file, add one `MergeMethod(...)` line to `_ALL`, and add its test.
@@ -31,8 +35,19 @@ import torch
 
 from engine.errors import ParameterError, UnknownMethodError
 from engine.merge.arithmetic import task_arithmetic
-from engine.merge.sparse_methods import dare, dare_ties, drop_keep, magnitude, magnitude_keep, ties
-from engine.merge.sta import importance_keep, sta
+from engine.merge.sparse_methods import (
+    dare,
+    dare_parts,
+    dare_ties,
+    dare_ties_parts,
+    drop_keep,
+    magnitude,
+    magnitude_keep,
+    magnitude_parts,
+    ties,
+    ties_parts,
+)
+from engine.merge.sta import importance_keep, sta, sta_parts
 from engine.merge.subspace import (
     LayerRank,
     Memo,
@@ -59,7 +74,8 @@ SignElection = Literal["none", "mass"]
 KeepMask = Callable[[torch.Tensor, Mapping[str, Any], torch.Tensor | None], torch.Tensor | None]
 """(T [K, P], resolved params, importance codes [K, P] or None) → bool [K, P] mask, or None (keeps all)."""
 ScaleParts = Callable[..., tuple[torch.Tensor, torch.Tensor]]
-"""(θ₀, T, [spec=], **expensive params) → (base [P], direction [P]) with the merge = base + s·direction."""
+"""(θ₀, T, [spec=], [importance=], [keep=], **expensive params) → (base [P], direction [P]) with the merge =
+base + s·direction; base is θ₀ itself (not a copy) where the method adds to θ₀."""
 KeepRank = Callable[[torch.Tensor, ParamSpec, Mapping[str, Any]], "tuple[LayerRank, ...]"]
 """(T [K, P], spec, resolved params) → per layer, the rank a low-rank method keeps and its energy share."""
 
@@ -119,7 +135,7 @@ class MergeMethod:
     keep_mask: KeepMask | None = None  # required when `selection` masks entries
     keep_rank: KeepRank | None = None  # required when `selection` is "low_rank"
     per_layer: bool = False  # called with spec= (its ParamSpec) to view T's rows as matrices
-    scale_parts: ScaleParts | None = None  # θ = base + s·direction, s its one cheap (final-scale) parameter
+    scale_parts: ScaleParts | None = None  # θ = base + s·direction, s its one cheap parameter (per-task: equal)
     iterative: bool = False  # its expensive part is an optimisation that reports progress (a background job)
 
     def __post_init__(self) -> None:
@@ -146,13 +162,11 @@ class MergeMethod:
             raise ParameterError(subject, "selects by importance iff it names an importance kind", fix="set both")
         if self.iterative and self.scale_parts is None:
             raise ParameterError(subject, "is iterative without scale_parts", fix="separate its final scale")
-        if self.scale_parts is not None and not (
-            len(self.cheap) == 1 and not next(p for p in self.params if p.name == self.cheap[0]).per_task
-        ):
-            raise ParameterError(subject, "has scale_parts but not one scalar cheap parameter", fix="declare it")
         unknown = sorted(set(self.cheap) - known)
         if unknown:
             raise ParameterError(f"{self.name}.{unknown[0]}", "is declared cheap but is no parameter", fix="fix cheap")
+        if self.scale_parts is not None and len(self.cheap) != 1:
+            raise ParameterError(subject, "has scale_parts but not one cheap parameter", fix="declare its scale")
 
     @property
     def scale(self) -> Param:
@@ -163,6 +177,16 @@ class MergeMethod:
         """`count` values of `scale` evenly over its declared range (from 0 when the range allows negatives)."""
         low, high = max(0.0, self.scale.low), self.scale.high
         return tuple(round(low + (high - low) * i / (count - 1), 6) for i in range(count))
+
+    def common_scale(self, resolved: Mapping[str, Any]) -> float | None:
+        """The one value s of the scale in `resolved` params, where `scale_parts` gives the merge (base +
+        s·direction): a scalar scale, or a per-task one whose tasks all have the same value; else None."""
+        if self.scale_parts is None:
+            return None
+        value = resolved[self.scale.name]
+        if not isinstance(value, torch.Tensor):
+            return float(value)
+        return float(value[0]) if bool((value == value[0]).all()) else None
 
     @property
     def expensive(self) -> tuple[str, ...]:
@@ -235,6 +259,7 @@ _ALL = (
         sign_election="mass",
         cheap=("lam",),
         keep_mask=magnitude_keep,
+        scale_parts=ties_parts,
     ),
     MergeMethod(
         "dare",
@@ -246,6 +271,7 @@ _ALL = (
         selection="random_drop",
         cheap=("lam",),
         keep_mask=drop_keep,
+        scale_parts=dare_parts,
     ),
     MergeMethod(
         "dare_ties",
@@ -258,6 +284,7 @@ _ALL = (
         sign_election="mass",
         cheap=("lam",),
         keep_mask=drop_keep,
+        scale_parts=dare_ties_parts,
     ),
     MergeMethod(
         "magnitude",
@@ -269,6 +296,7 @@ _ALL = (
         selection="magnitude",
         cheap=("lam",),
         keep_mask=magnitude_keep,
+        scale_parts=magnitude_parts,
     ),
     MergeMethod(
         "sta",
@@ -282,6 +310,7 @@ _ALL = (
         selection="importance",
         cheap=("lam",),
         keep_mask=importance_keep,
+        scale_parts=sta_parts,
     ),
     MergeMethod(
         "sta_theta",
@@ -295,6 +324,7 @@ _ALL = (
         selection="importance",
         cheap=("lam",),
         keep_mask=importance_keep,
+        scale_parts=sta_parts,
     ),
     MergeMethod(
         "tsv_m",
@@ -385,11 +415,14 @@ def apply(
     out: torch.Tensor | None = None,
     importance: torch.Tensor | None = None,
     spec: ParamSpec | None = None,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Merge with method `name`: θ₀ [P], T [K, P] → θ [P] (new, or `out`; inputs untouched).
 
     `importance` (uint8 [K, P]) is required by, and only passed to, methods that declare a kind;
-    `spec` likewise for per-layer methods (which read T's rows as matrices).
+    `spec` likewise for per-layer methods (which read T's rows as matrices). `keep`, only for a masking
+    method, is its mask `method.kept(T, params)` computed before (a cache's): the merge then skips
+    computing it (and needs no importance).
     """
     method = get_method(name)
     resolved = method.resolve(params or {}, num_tasks=T.shape[0])
@@ -401,10 +434,20 @@ def apply(
                 fix="pass spec=, or merge through a Workspace",
             )
         resolved["spec"] = spec
+    return method.fn(theta0, T, out=out, **resolved, **_mask_inputs(method, T, importance, keep))
+
+
+def _mask_inputs(
+    method: MergeMethod, T: torch.Tensor, importance: torch.Tensor | None, keep: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """The `keep=` mask when given (checked), else the `importance=` codes a method that selects by them needs."""
+    if keep is not None:
+        check_keep(method, keep, T)
+        return {"keep": keep}
     if method.importance is None:
-        return method.fn(theta0, T, out=out, **resolved)
+        return {}
     check_importance(method.name, importance, T)
-    return method.fn(theta0, T, out=out, importance=importance, **resolved)
+    return {"importance": importance}
 
 
 def scale_parts(
@@ -416,10 +459,13 @@ def scale_parts(
     spec: ParamSpec | None = None,
     progress: StepProgress | None = None,
     memo: Memo | None = None,
+    importance: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(base, direction) [P] of a method with `scale_parts`: the merge at its cheap scale s is base + s·direction.
-    An iterative method reports each step to `progress` (which may raise to cancel); others ignore it. A
-    per-layer method keeps the factorizations its parameters do not change in `memo` when given."""
+    """(base, direction) [P] of a method with `scale_parts`: the merge at its cheap scale s is base + s·direction
+    (for a per-task s, with every task at s). An iterative method reports each step to `progress` (which may
+    raise to cancel); others ignore it. A per-layer method keeps the factorizations its parameters do not
+    change in `memo` when given. `importance` and `keep` are as for `apply`."""
     method = get_method(name)
     if method.scale_parts is None:
         raise ParameterError(method.name, "has no separable final scale", fix="merge it with apply()")
@@ -432,7 +478,18 @@ def scale_parts(
             resolved["memo"] = memo
     if method.iterative and progress is not None:
         resolved["progress"] = progress
-    return method.scale_parts(theta0, T, **resolved)
+    return method.scale_parts(theta0, T, **resolved, **_mask_inputs(method, T, importance, keep))
+
+
+def check_keep(method: MergeMethod, keep: torch.Tensor, T: torch.Tensor) -> None:
+    if method.keep_mask is None:
+        raise ParameterError(f"{method.name}.keep", "is no masking method", fix="pass keep= only to masking methods")
+    if keep.dtype != torch.bool or keep.shape != T.shape:
+        raise ParameterError(
+            f"{method.name}.keep",
+            f"got {keep.dtype} {tuple(keep.shape)}, expected bool {tuple(T.shape)}",
+            fix="pass the method's own mask of these task vectors (MergeMethod.kept)",
+        )
 
 
 def check_importance(name: str, importance: torch.Tensor | None, T: torch.Tensor) -> None:

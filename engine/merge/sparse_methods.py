@@ -6,6 +6,9 @@
   survivors by 1/(1 − p), then task arithmetic; DARE-TIES puts the same dropped vectors through TIES's
   sign election and disjoint mean (no magnitude trim), as mergekit's dare_ties does.
 - Magnitude: top-d per task, then task arithmetic: the plain baseline.
+
+Each merge takes `keep=`, its mask computed before (the Workspace's cache), and has `*_parts`: (θ₀, τ_m)
+with τ_m what λ scales (for DARE and magnitude, with every task's λ equal), so a λ move is one pass over [P].
 """
 
 from __future__ import annotations
@@ -30,9 +33,15 @@ def drop_keep(T: torch.Tensor, params: Mapping[str, Any], importance: torch.Tens
 
 
 def ties(
-    theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: float, out: torch.Tensor | None = None
+    theta0: torch.Tensor,
+    T: torch.Tensor,
+    *,
+    density: float,
+    lam: float,
+    keep: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    mask = magnitude_keep(T, {"density": density})  # [K, P]
+    mask = magnitude_keep(T, {"density": density}) if keep is None else keep  # [K, P]
     return masked_merge(theta0, T, mask=mask, lam=torch.tensor([lam]), ties=True, out=out)
 
 
@@ -43,22 +52,77 @@ def dare(
     drop: float,
     lam: torch.Tensor,
     seed: float,
+    keep: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    mask = drop_keep(T, {"drop": drop, "seed": seed})  # [K, P]
-    rescale = torch.full((T.shape[0],), 1.0 / (1.0 - drop))
-    return masked_merge(theta0, T, mask=mask, lam=lam, rescale=rescale, out=out)
+    mask = drop_keep(T, {"drop": drop, "seed": seed}) if keep is None else keep  # [K, P]
+    return masked_merge(theta0, T, mask=mask, lam=lam, rescale=_survivor_scale(T, drop), out=out)
 
 
 def dare_ties(
-    theta0: torch.Tensor, T: torch.Tensor, *, drop: float, lam: float, seed: float, out: torch.Tensor | None = None
+    theta0: torch.Tensor,
+    T: torch.Tensor,
+    *,
+    drop: float,
+    lam: float,
+    seed: float,
+    keep: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    mask = drop_keep(T, {"drop": drop, "seed": seed})  # [K, P]
-    rescale = torch.full((T.shape[0],), 1.0 / (1.0 - drop))
+    mask = drop_keep(T, {"drop": drop, "seed": seed}) if keep is None else keep  # [K, P]
+    rescale = _survivor_scale(T, drop)
     return masked_merge(theta0, T, mask=mask, lam=torch.tensor([lam]), rescale=rescale, ties=True, out=out)
 
 
 def magnitude(
-    theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: torch.Tensor, out: torch.Tensor | None = None
+    theta0: torch.Tensor,
+    T: torch.Tensor,
+    *,
+    density: float,
+    lam: torch.Tensor,
+    keep: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    return masked_merge(theta0, T, mask=magnitude_keep(T, {"density": density}), lam=lam, out=out)
+    mask = magnitude_keep(T, {"density": density}) if keep is None else keep  # [K, P]
+    return masked_merge(theta0, T, mask=mask, lam=lam, out=out)
+
+
+def ties_parts(
+    theta0: torch.Tensor, T: torch.Tensor, *, density: float, keep: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(θ₀, τ_m): TIES's trimmed, elected, disjoint mean, which λ scales."""
+    return theta0, ties(no_base(theta0), T, density=density, lam=1.0, keep=keep, out=torch.empty_like(theta0))
+
+
+def dare_parts(
+    theta0: torch.Tensor, T: torch.Tensor, *, drop: float, seed: float, keep: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(θ₀, Σₜ mₜ ⊙ τₜ / (1 − p)): DARE with one λ for every task is θ₀ + λ·direction."""
+    ones = torch.ones(T.shape[0])
+    return theta0, dare(no_base(theta0), T, drop=drop, lam=ones, seed=seed, keep=keep, out=torch.empty_like(theta0))
+
+
+def dare_ties_parts(
+    theta0: torch.Tensor, T: torch.Tensor, *, drop: float, seed: float, keep: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(θ₀, τ_m) of TIES's election over DARE's rescaled vectors."""
+    merged = dare_ties(no_base(theta0), T, drop=drop, lam=1.0, seed=seed, keep=keep, out=torch.empty_like(theta0))
+    return theta0, merged
+
+
+def magnitude_parts(
+    theta0: torch.Tensor, T: torch.Tensor, *, density: float, keep: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(θ₀, Σₜ top_d(τₜ)): magnitude pruning with one λ for every task is θ₀ + λ·direction."""
+    ones = torch.ones(T.shape[0])
+    return theta0, magnitude(no_base(theta0), T, density=density, lam=ones, keep=keep, out=torch.empty_like(theta0))
+
+
+def no_base(theta0: torch.Tensor) -> torch.Tensor:
+    """A zero θ₀ [P] of `theta0`'s kind that reads no memory (a broadcast scalar): the merge is then its direction."""
+    return theta0.new_zeros(()).expand_as(theta0)
+
+
+def _survivor_scale(T: torch.Tensor, drop: float) -> torch.Tensor:
+    """[K] DARE's rescale 1/(1 − p) of the surviving entries."""
+    return torch.full((T.shape[0],), 1.0 / (1.0 - drop))

@@ -5,6 +5,7 @@ arXiv 2411.16139): θ = θ₀ + λ Σₜ mₜ ⊙ τₜ with mₜ = [Ĩₜ ≥ �
 importance normalised per tensor (engine/sta/importance.py says how, and which choices are ours: the paper
 body was not available). The review shows no λ; we keep one (default 1, which is the review's form)
 so the method sits on the same sliders as TIES. κ = 0 keeps every entry: task arithmetic with λ.
+`sta_parts` separates that λ, so the Workspace moves it with one pass over [P].
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from engine.merge.generalized import masked_merge
+from engine.merge.sparse_methods import no_base
 from engine.sta.codes import importance_mask
 
 
@@ -22,14 +24,30 @@ def sta(
     theta0: torch.Tensor,
     T: torch.Tensor,
     *,
-    importance: torch.Tensor,
     threshold: float,
     lam: float,
+    importance: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """θ₀ [P], T [K, P], importance uint8 codes [K, P] → θ [P]."""
-    mask = importance_keep(T, {"threshold": threshold}, importance)  # bool [K, P] or None
+    """θ₀ [P], T [K, P], importance uint8 codes [K, P] (or their mask `keep` computed before) → θ [P]."""
+    mask = importance_keep(T, {"threshold": threshold}, importance) if keep is None else keep  # bool [K, P] or None
     return masked_merge(theta0, T, mask=mask, lam=torch.full((T.shape[0],), lam), out=out)
+
+
+def sta_parts(
+    theta0: torch.Tensor,
+    T: torch.Tensor,
+    *,
+    threshold: float,
+    importance: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(θ₀, Σₜ mₜ ⊙ τₜ), which λ scales."""
+    direction = sta(
+        no_base(theta0), T, threshold=threshold, lam=1.0, importance=importance, keep=keep, out=torch.empty_like(theta0)
+    )
+    return theta0, direction
 
 
 def importance_keep(T: torch.Tensor, params: Mapping[str, Any], importance: torch.Tensor | None) -> torch.Tensor | None:
