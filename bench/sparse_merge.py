@@ -3,8 +3,11 @@
 Same run: the memory-bandwidth bound of one pass over T ((K + 2)·P·4 bytes over the measured copy
 bandwidth), TA / TIES / DARE / magnitude / STA-mask merges (STA from random uint8 importance codes),
 and the exact per-task kthvalue threshold over the flat [K, P] matrix (FusionBench's TIES approach).
-Also the kept-count error of the sampled-quantile threshold used above EXACT_TOPK_LIMIT. Writes
-bench/results/sparse_merge_<device>.json.
+Also the kept-count error of the sampled-quantile threshold used above EXACT_TOPK_LIMIT, and a λ move after
+the first merge at a setting, as the Workspace does it on a cache hit: base + λ·direction from the method's
+`scale_parts` (a new [P] each move, as a session gets), and for per-task λ that differ, the merge again from
+the cached keep mask (`apply(..., keep=)`). The registry's parts are timed directly: a Workspace needs a
+collection on disk, 8 ViT-B/32 checkpoints of 350 MB each. Writes bench/results/sparse_merge_<device>.json.
 
     python bench/sparse_merge.py [--device cuda]
 """
@@ -22,7 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.merge_bandwidth import timed  # noqa: E402
-from engine.merge import apply  # noqa: E402
+from engine.merge import METHODS, apply  # noqa: E402
+from engine.merge.registry import scale_parts  # noqa: E402
 from engine.merge.sparsify import kept_count, magnitude_mask  # noqa: E402
 from engine.models import create_visual, pick_device  # noqa: E402
 from engine.params import ParamSpec, flatten  # noqa: E402
@@ -62,6 +66,8 @@ def main() -> None:
         for m, p in methods.items()
     }
 
+    moves = lam_moves(theta0, T, codes, methods, device=device, repeats=args.repeats)
+
     def exact_kthvalue():
         k = P - kept_count(P, 0.2) + 1
         return torch.kthvalue(T.abs(), k, dim=1).values  # [K] thresholds over the flat matrix
@@ -85,10 +91,47 @@ def main() -> None:
         "goal_speedup_min": 50,
         "sampled_quantile_kept_count_max_rel_error": count_error,
         "goal_kept_count_error_max": 0.001,
+        "lam_move_s": {m: round(t, 4) for m, t in moves["scale"].items()},
+        "lam_move_passes": {m: round(t / bound, 2) for m, t in moves["scale"].items()},
+        "goal_lam_move_passes_max": 2,
+        "per_task_lam_move_s": {m: round(t, 4) for m, t in moves["per_task"].items()},
+        "per_task_lam_move_passes": {m: round(t / bound, 2) for m, t in moves["per_task"].items()},
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (ROOT / "bench" / "results" / f"sparse_merge_{device.type}.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
+
+
+def lam_moves(
+    theta0: torch.Tensor,
+    T: torch.Tensor,
+    codes: torch.Tensor,
+    methods: dict[str, dict],
+    *,
+    device: torch.device,
+    repeats: int,
+) -> dict[str, dict[str, float]]:
+    """Seconds of a λ move after the first merge at each sparse method's setting: "scale", one λ from the cached
+    (base, direction); "per_task", per-task λ that differ from the cached mask (methods with a per-task λ)."""
+    scale, per_task = {}, {}
+    lams = torch.linspace(0.1, 0.8, T.shape[0]).tolist()  # [K] values that differ
+    for name, params in methods.items():
+        method = METHODS[name]
+        if method.keep_mask is None:
+            continue
+        importance = codes if method.importance else None
+        base, direction = scale_parts(method, theta0, T, params, importance=importance)  # the first merge's work
+        lam = 0.7
+        scale[name] = min(timed(lambda b=base, d=direction: torch.add(b, d, alpha=lam), device=device, repeats=repeats))
+        del base, direction
+        if method.scale.per_task:
+            keep = method.kept(T, params, importance=importance)  # bool [K, P], the cached mask
+            moved = {**params, method.scale.name: lams}
+            per_task[name] = min(
+                timed(lambda m=name, p=moved, k=keep: apply(m, theta0, T, p, keep=k), device=device, repeats=repeats)
+            )
+            del keep
+    return {"scale": scale, "per_task": per_task}
 
 
 if __name__ == "__main__":

@@ -199,3 +199,23 @@ def test_another_choice_of_tasks_misses_the_parts_and_the_mask(collection, tmp_p
         merged = ws.merge(pair, "dare", params)
         torch.testing.assert_close(merged, apply("dare", m.theta0, m.rows(pair), params))
     assert ws.cache.stats().misses == before + 2  # the pair's own mask and parts
+
+
+def test_scale_parts_need_one_cheap_parameter_which_may_be_per_task():
+    from engine.errors import ParameterError
+    from engine.merge import Param
+    from engine.merge.sparse_methods import magnitude, magnitude_keep, magnitude_parts
+
+    density = Param("density", 0.2, 0.01, 1.0, 0.01, "kept")
+    lam = Param("lam", 1.0, 0.0, 2.0, 0.1, "scale", per_task=True)
+    made = MergeMethod(
+        "m", "M", "", (density, lam), magnitude, selection="magnitude", cheap=("lam",), keep_mask=magnitude_keep,
+        scale_parts=magnitude_parts,
+    )  # fmt: skip
+    assert made.common_scale({"density": 0.2, "lam": torch.tensor([0.5, 0.5])}) == 0.5
+    assert made.common_scale({"density": 0.2, "lam": torch.tensor([0.5, 0.6])}) is None
+    with pytest.raises(ParameterError, match="has scale_parts but not one cheap parameter"):
+        MergeMethod(
+            "m", "M", "", (density, lam), magnitude, selection="magnitude", cheap=("lam", "density"),
+            keep_mask=magnitude_keep, scale_parts=magnitude_parts,
+        )  # fmt: skip
