@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from engine.merge.generalized import masked_merge
-from engine.merge.sparsify import dare_keep_mask, magnitude_mask
+from engine.merge.sparsify import dare_keep_mask, magnitude_cuts, magnitude_mask
 
 
 def magnitude_keep(T: torch.Tensor, params: Mapping[str, Any], importance: torch.Tensor | None = None) -> torch.Tensor:
@@ -32,8 +32,8 @@ def drop_keep(T: torch.Tensor, params: Mapping[str, Any], importance: torch.Tens
 def ties(
     theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: float, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    mask = magnitude_keep(T, {"density": density})  # [K, P]
-    return masked_merge(theta0, T, mask=mask, lam=torch.tensor([lam]), ties=True, out=out)
+    cut = magnitude_cuts(T, density)  # TIES's trim, applied by the kernel without a [K, P] mask
+    return masked_merge(theta0, T, mask=None, cut=cut, lam=torch.tensor([lam]), ties=True, out=out)
 
 
 def dare(
@@ -61,4 +61,4 @@ def dare_ties(
 def magnitude(
     theta0: torch.Tensor, T: torch.Tensor, *, density: float, lam: torch.Tensor, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    return masked_merge(theta0, T, mask=magnitude_keep(T, {"density": density}), lam=lam, out=out)
+    return masked_merge(theta0, T, mask=None, cut=magnitude_cuts(T, density), lam=lam, out=out)
