@@ -195,3 +195,66 @@ def test_sparsity_report_counts_kept_entries_and_sign_conflicts():
     assert ta.layers == ("blocks.resblocks.0", "head") and ta.sign_conflict == (0.25, 0.5)
     ties_report = sparsity_report("ties", T, {"density": 0.5}, tasks=["a", "b"], spec=spec)
     assert ties_report.kept_fraction == {"a": 0.5, "b": 0.5}
+
+
+def _oracle_top(row: torch.Tensor, density: float) -> torch.Tensor:
+    """bool [P]: the round(d·P) largest magnitudes, ties kept in index order (a stable sort, slowly)."""
+    mask = torch.zeros(row.numel(), dtype=torch.bool)
+    mask[torch.sort(-row.abs(), stable=True).indices[: kept_count(row.numel(), density)]] = True
+    return mask
+
+
+def _tied_rows() -> torch.Tensor:
+    """[3, 50_001]: magnitudes on a coarse grid (many ties at any cut), a mostly-zero row, a block of equal ones."""
+    gen = torch.Generator().manual_seed(3)
+    T = torch.round(torch.randn(3, 50_001, generator=gen) * 20) / 20
+    T[1, :40_000] = 0.0
+    T[2, 5_000:35_000] = -0.5
+    return T
+
+
+@pytest.mark.parametrize("banded", [False, True])
+@pytest.mark.parametrize("density", [0.05, 0.15, 0.5, 0.9])
+def test_magnitude_masks_keep_the_top_entries_and_ties_in_index_order(monkeypatch, banded, density):
+    import engine.merge.sparsify as sparsify
+
+    if banded:  # the sampled band and its chunked scan, several chunks and a short last one
+        monkeypatch.setattr(sparsify, "EXACT_TOPK_LIMIT", 1000)
+        monkeypatch.setattr(sparsify, "QUANTILE_SAMPLE", 4096)
+        monkeypatch.setattr(sparsify, "SCAN_CHUNK", 3333)
+    T = _tied_rows()
+    mask = sparsify.magnitude_mask(T, density)
+    for k in range(3):
+        assert torch.equal(mask[k], _oracle_top(T[k], density)), k
+
+
+def test_a_band_that_misses_the_cut_falls_back_to_the_exact_row(monkeypatch):
+    import engine.merge.sparsify as sparsify
+
+    monkeypatch.setattr(sparsify, "EXACT_TOPK_LIMIT", 1000)
+    T = torch.randn(1, 20_000, generator=torch.Generator().manual_seed(8))
+    T[0, :12_000] = 0.5  # 60% equal: the sampled band (lo, hi] is empty around the cut
+    lo, hi = sparsify._bracket(T[0], kept_count(20_000, 0.5), seed=0)
+    assert lo == hi == 0.5
+    assert torch.equal(sparsify.magnitude_mask(T, 0.5)[0], _oracle_top(T[0], 0.5))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_the_cut_kernel_equals_the_mask_kernel_bit_for_bit(monkeypatch, ties):
+    import engine.merge.generalized as generalized
+    from engine.merge.sparsify import magnitude_cuts
+
+    monkeypatch.setattr(generalized, "CPU_CHUNK_ENTRIES", 3 * 1500)  # 1,500 columns a chunk, a short last one
+    T = _tied_rows()
+    theta0 = torch.randn(T.shape[1], generator=torch.Generator().manual_seed(6))
+    lam, rescale = torch.tensor([0.7, -0.2, 1.1]), torch.tensor([1.0, 2.0, 0.5])
+    cut = magnitude_cuts(T, 0.3)
+    assert any(0 < end < T.shape[1] for end in cut.tie_ends)  # some task stops keeping ties mid-row
+    by_cut = generalized.masked_merge(theta0, T, mask=None, cut=cut, lam=lam, rescale=rescale, ties=ties)
+    mask = magnitude_mask(T, 0.3)
+    by_mask = generalized.masked_merge(theta0, T, mask=mask, lam=lam, rescale=rescale, ties=ties)
+    assert torch.equal(by_cut, by_mask)
+    monkeypatch.setattr(generalized, "CPU_CHUNK_ENTRIES", 1 << 30)  # one chunk: the same numbers
+    assert torch.equal(generalized.masked_merge(theta0, T, mask=mask, lam=lam, rescale=rescale, ties=ties), by_mask)
+    if not ties:
+        torch.testing.assert_close(by_cut, theta0 + (lam * rescale) @ (T * mask), rtol=0, atol=1e-5)

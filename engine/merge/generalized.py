@@ -5,14 +5,20 @@
     TIES consensus: γ = sign(Σₖ τ̂ₖ);  τ_m = Σₖ τ̂ₖ·[sign τ̂ₖ = γ, τ̂ₖ ≠ 0] / #{k : sign τ̂ₖ = γ, τ̂ₖ ≠ 0};
                     θ = θ₀ + λ τ_m     (Yadav et al., NeurIPS 2023, §3: trim, elect sign, disjoint merge)
 
-Columns are processed in cache-sized chunks, so the temporaries are [K, chunk], never [K, P].
+The mask mₖ is either given (bool [K, P]) or TIES's trim as a magnitude cut per task
+(sparsify.MagnitudeCut), applied chunk by chunk so no mask is ever written. Columns are processed in
+chunks whose [K, c] temporaries live in two scratch buffers allocated once per merge: a fresh temporary per
+chunk costs page faults that, on the CPU, took as long as the arithmetic (bench/sparse_merge.py).
 """
 
 from __future__ import annotations
 
 import torch
 
-CHUNK = 1 << 15
+from engine.merge.sparsify import MagnitudeCut
+
+CPU_CHUNK_ENTRIES = 1 << 18  # K·c floats per scratch buffer on the CPU (1 MiB): cache-resident
+GPU_CHUNK_ENTRIES = 1 << 25  # on a GPU few, large chunks (launch overhead), 128 MiB per buffer
 
 
 def masked_merge(
@@ -21,29 +27,46 @@ def masked_merge(
     *,
     mask: torch.Tensor | None,
     lam: torch.Tensor,
+    cut: MagnitudeCut | None = None,
     rescale: torch.Tensor | None = None,
     ties: bool = False,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """θ₀ [P], T [K, P], mask bool [K, P] or None, lam [K] (TIES: its first entry is λ) → θ [P]."""
+    """θ₀ [P], T [K, P], mask bool [K, P] or a magnitude cut or neither (every entry kept), lam [K] (TIES: its
+    first entry is λ) → θ [P]."""
     K, P = T.shape
     out = torch.empty_like(theta0) if out is None else out  # [P]
     lam = lam.to(T)  # [K]
     scale = None if rescale is None else rescale.to(T)[:, None]  # [K, 1]
-    for start in range(0, P, CHUNK):
-        cols = slice(start, start + CHUNK)
-        tau = T[:, cols] if mask is None else T[:, cols] * mask[:, cols]  # [K, c]
+    entries = GPU_CHUNK_ENTRIES if T.device.type != "cpu" else CPU_CHUNK_ENTRIES
+    width = min(P, max(1024, entries // K))
+    tau_buf = torch.empty(K, width, dtype=T.dtype, device=T.device)  # [K, c] kept entries of the chunk
+    aux_buf = torch.empty(K, width, dtype=T.dtype, device=T.device)  # [K, c] cut mask, then agreement
+    sum_buf = torch.empty(width, dtype=T.dtype, device=T.device)  # [c] the weighted sum of a linear merge
+    for start in range(0, P, width):
+        cols = slice(start, start + width)
+        n = min(width, P - start)
+        tau, aux = tau_buf[:, :n], aux_buf[:, :n]  # [K, n]
+        if mask is not None:
+            torch.mul(T[:, cols], mask[:, cols], out=tau)
+        elif cut is not None:
+            torch.mul(T[:, cols], cut.keep(torch.abs(T[:, cols], out=tau), start, out=aux), out=tau)
+        else:
+            tau.copy_(T[:, cols])
         if scale is not None:
-            tau = tau * scale
-        out[cols] = theta0[cols] + (_disjoint_mean(tau) * lam[0] if ties else lam @ tau)  # [c]
+            tau.mul_(scale)
+        if ties:
+            torch.add(theta0[cols], _disjoint_mean(tau, agree=aux).mul_(lam[0]), out=out[cols])  # [n]
+        else:
+            torch.add(theta0[cols], torch.mv(tau.t(), lam, out=sum_buf[:n]), out=out[cols])  # [n]
     return out
 
 
-def _disjoint_mean(tau: torch.Tensor) -> torch.Tensor:
-    """TIES elect + disjoint merge of trimmed vectors [K, c] → [c].
+def _disjoint_mean(tau: torch.Tensor, *, agree: torch.Tensor) -> torch.Tensor:
+    """TIES elect + disjoint merge of trimmed vectors [K, c] → [c]; overwrites `tau` and `agree` [K, c].
 
     The agreement indicator stays a float 0/1 tensor: summing bools over K (an integer reduction) and
     `where` is about twice as slow on the CPU, with identical results (bench/sparse_merge.py)."""
     elected = tau.sum(dim=0).sign_()  # [c]
-    agree = (tau * elected).gt_(0)  # [K, c] 1.0 where same sign as elected and non-zero, else 0.0
-    return (tau * agree).sum(dim=0) / agree.sum(dim=0).clamp_(min=1)  # [c]
+    torch.mul(tau, elected, out=agree).gt_(0)  # [K, c] 1.0 where same sign as elected and non-zero, else 0.0
+    return tau.mul_(agree).sum(dim=0).div_(agree.sum(dim=0).clamp_(min=1))  # [c]

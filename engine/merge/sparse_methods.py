@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from engine.merge.generalized import masked_merge
-from engine.merge.sparsify import dare_keep_mask, magnitude_mask
+from engine.merge.sparsify import dare_keep_mask, magnitude_cuts, magnitude_mask
 
 
 def magnitude_keep(T: torch.Tensor, params: Mapping[str, Any], importance: torch.Tensor | None = None) -> torch.Tensor:
@@ -41,8 +41,8 @@ def ties(
     keep: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    mask = magnitude_keep(T, {"density": density}) if keep is None else keep  # [K, P]
-    return masked_merge(theta0, T, mask=mask, lam=torch.tensor([lam]), ties=True, out=out)
+    cut = None if keep is not None else magnitude_cuts(T, density)  # the trim, applied without a [K, P] mask
+    return masked_merge(theta0, T, mask=keep, cut=cut, lam=torch.tensor([lam]), ties=True, out=out)
 
 
 def dare(
@@ -83,8 +83,8 @@ def magnitude(
     keep: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    mask = magnitude_keep(T, {"density": density}) if keep is None else keep  # [K, P]
-    return masked_merge(theta0, T, mask=mask, lam=lam, out=out)
+    cut = None if keep is not None else magnitude_cuts(T, density)  # the trim, applied without a [K, P] mask
+    return masked_merge(theta0, T, mask=keep, cut=cut, lam=lam, out=out)
 
 
 def ties_parts(

@@ -1,19 +1,52 @@
 """Which entries of each task vector survive: magnitude top-k (TIES's trim) and random drop (DARE).
 
-Masks are bool [K, P] (1 byte per entry) and keep exactly round(d·P) entries per task; ties among equal
-magnitudes are broken deterministically by topk's order. Up to `EXACT_TOPK_LIMIT` entries per task a
-plain `torch.topk` over the row does it. Above that (a full sort or kthvalue over 88M entries takes
-seconds even on a GPU: bench/sparse_merge.py), a seeded sample of `QUANTILE_SAMPLE` magnitudes brackets the
-threshold in a narrow band; everything above the band is kept and `topk` runs only inside the band for the exact
-remainder (falling back to the whole row if the sample missed).
+Masks are bool [K, P] (1 byte per entry) and keep exactly round(d·P) entries per task. A magnitude trim is
+found as a cut per task (`magnitude_cuts`): the magnitude cₖ of its round(d·P)-th largest entry, all entries
+above it, and of the entries equal to it (ties are common among 88M float32 magnitudes) the first ones in
+index order, up to the count. The merge kernels apply the cut chunk by chunk and never write a mask.
+Up to `EXACT_TOPK_LIMIT` entries per task the cut is a `kthvalue` over the row. Above that (a full sort or
+kthvalue over 88M entries takes seconds even on a GPU: bench/sparse_merge.py), a seeded sample of
+`QUANTILE_SAMPLE` magnitudes brackets the cut in a narrow band, one chunked scan counts the entries above the
+band and gathers those inside it with their positions, and the cut is the remainder's `kthvalue` in the band
+(the whole row's, should the sample miss).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-EXACT_TOPK_LIMIT = 1 << 22  # 4M entries per task: exact top-k below, sampled quantile above
-QUANTILE_SAMPLE = 1 << 20
+EXACT_TOPK_LIMIT = 1 << 22  # 4M entries per task: exact kthvalue below, sampled band above
+QUANTILE_SAMPLE = 1 << 18
+SCAN_CHUNK = 1 << 18  # entries scanned at a time on the CPU (1 MiB of floats, cache-resident)
+GPU_CHUNK_ENTRIES = 1 << 25  # on a GPU: few, large blocks
+
+
+@dataclass(frozen=True)
+class MagnitudeCut:
+    """Per task k: keep |τₖ| > cₖ, and |τₖ| = cₖ in the columns before eₖ (exactly round(d·P) entries)."""
+
+    values: torch.Tensor  # [K] cₖ, on T's device
+    tie_ends: tuple[int, ...]  # eₖ: entries equal to the cut are kept before this column
+    _ends: torch.Tensor  # [K, 1] eₖ on T's device
+    _above: torch.Tensor  # [K, 1] the next float above cₖ: "≥ it" is "> cₖ"
+
+    @classmethod
+    def of(cls, values: torch.Tensor, tie_ends: tuple[int, ...]) -> MagnitudeCut:
+        ends = torch.tensor(tie_ends, device=values.device)[:, None]  # [K, 1]
+        return cls(values, tie_ends, ends, torch.nextafter(values, torch.full_like(values, torch.inf))[:, None])
+
+    def keep(self, magnitudes: torch.Tensor, start: int, *, out: torch.Tensor) -> torch.Tensor:
+        """Which entries of the column block [start, start + n) are kept, from their magnitudes [K, n] → out
+        [K, n] (bool, or float 0/1)."""
+        n = magnitudes.shape[1]
+        cut = torch.where(self._ends >= start + n, self.values[:, None], self._above)  # [K, 1] ≥ c, then > c
+        torch.ge(magnitudes, cut, out=out)
+        for k, end in enumerate(self.tie_ends):
+            if start < end < start + n:  # the block where task k stops keeping ties: its first columns keep them
+                torch.ge(magnitudes[k, : end - start], self.values[k], out=out[k, : end - start])
+        return out
 
 
 def kept_count(num_entries: int, density: float) -> int:
@@ -21,40 +54,87 @@ def kept_count(num_entries: int, density: float) -> int:
     return max(1, round(density * num_entries))
 
 
+def magnitude_cuts(T: torch.Tensor, density: float, *, seed: int = 0) -> MagnitudeCut:
+    """Per task, the cut that keeps its round(d·P) largest magnitudes (d = 1: every entry)."""
+    K, P = T.shape
+    if density >= 1.0:
+        return MagnitudeCut.of(torch.zeros(K, dtype=T.dtype, device=T.device), (P,) * K)
+    n_keep = kept_count(P, density)
+    cuts = [_row_cut(T[k], n_keep, seed=seed + k) for k in range(K)]
+    return MagnitudeCut.of(torch.stack([c for c, _ in cuts]), tuple(e for _, e in cuts))
+
+
 def magnitude_mask(T: torch.Tensor, density: float, *, seed: int = 0) -> torch.Tensor:
     """Per task, keep the `density` fraction of entries with the largest |τ| → bool [K, P]."""
     K, P = T.shape
+    cuts = magnitude_cuts(T, density, seed=seed)
     mask = torch.empty(K, P, dtype=torch.bool, device=T.device)  # [K, P]
-    if density >= 1.0:
-        return mask.fill_(True)
-    n_keep = kept_count(P, density)
-    mag = torch.empty(P, dtype=T.dtype, device=T.device)  # [P] |T[k]|, reused row after row (no page faults)
-    for k in range(K):
-        torch.abs(T[k], out=mag)
-        if P <= EXACT_TOPK_LIMIT:
-            mask[k].zero_()[torch.topk(mag, n_keep, sorted=False).indices] = True
-        else:
-            _banded_top_k(mag, n_keep, seed=seed + k, out=mask[k])
+    width = _width(T, SCAN_CHUNK)
+    magnitudes = torch.empty(K, min(width, P), dtype=T.dtype, device=T.device)  # [K, c] reused
+    for start in range(0, P, width):
+        block = T[:, start : start + width]
+        cuts.keep(torch.abs(block, out=magnitudes[:, : block.shape[1]]), start, out=mask[:, start : start + width])
     return mask
 
 
-def _banded_top_k(mag: torch.Tensor, n_keep: int, *, seed: int, out: torch.Tensor) -> None:
-    """Exact top-`n_keep` mask of magnitudes [P] into `out` (bool [P]), using a sampled band around the threshold."""
-    P = mag.numel()
-    gen = torch.Generator(device=mag.device).manual_seed(seed)
-    sample = mag[torch.randint(0, P, (QUANTILE_SAMPLE,), generator=gen, device=mag.device)]  # [S]
+def _row_cut(row: torch.Tensor, n_keep: int, *, seed: int) -> tuple[torch.Tensor, int]:
+    """(cₖ as a 0-d tensor, eₖ) of one task vector [P]."""
+    P = row.numel()
+    if P > EXACT_TOPK_LIMIT:
+        lo, hi = _bracket(row, n_keep, seed=seed)
+        above, values, positions = _scan(row, lo, hi)  # count above the band; magnitudes [B] in it, where
+        rest = n_keep - above
+        if 1 <= rest <= values.numel():
+            return _cut_among(values, positions, rest, above)
+    mag = row.abs()  # [P] the exact way: a small row, or a sample that missed the cut
+    return _cut_among(mag, torch.arange(P, device=row.device), n_keep, 0)
+
+
+def _cut_among(values: torch.Tensor, positions: torch.Tensor, rest: int, above: int) -> tuple[torch.Tensor, int]:
+    """The cut of the `rest` largest `values` [B] (at ascending `positions` [B]) after `above` larger entries."""
+    cut = torch.kthvalue(values, values.numel() - rest + 1).values  # 0-d
+    ties_kept = rest - int(torch.count_nonzero(values > cut))  # ≥ 1 of the entries equal to the cut
+    tied = positions[values == cut]  # [t] ascending
+    return cut, int(tied[ties_kept - 1]) + 1
+
+
+def _bracket(row: torch.Tensor, n_keep: int, *, seed: int) -> tuple[float, float]:
+    """(lo, hi): magnitudes that bracket the cut, ~6σ of a seeded sample's quantile estimate either side."""
+    P = row.numel()
+    gen = torch.Generator(device=row.device).manual_seed(seed)
+    sample = row[torch.randint(0, P, (QUANTILE_SAMPLE,), generator=gen, device=row.device)].abs_()  # [S]
     q = 1.0 - n_keep / P
-    spread = 6.0 * (q * (1 - q) / QUANTILE_SAMPLE) ** 0.5 + 1.0 / QUANTILE_SAMPLE  # ~6σ of the estimate
-    lo, hi = torch.quantile(
-        sample.float(), torch.tensor([max(0.0, q - spread), min(1.0, q + spread)], device=mag.device)
-    )
-    torch.gt(mag, hi, out=out)  # [P] surely kept
-    band = torch.gt(mag, lo).logical_xor_(out).nonzero().squeeze(1)  # undecided: lo < |τ| ≤ hi
-    rest = n_keep - int(torch.count_nonzero(out))
-    if not 0 <= rest <= band.numel():  # the sample missed the threshold: do it the slow, exact way
-        out.zero_()[torch.topk(mag, n_keep, sorted=False).indices] = True
-        return
-    out[band[torch.topk(mag[band], rest, sorted=False).indices]] = True
+    spread = 6.0 * (q * (1 - q) / QUANTILE_SAMPLE) ** 0.5 + 1.0 / QUANTILE_SAMPLE
+    bounds = torch.tensor([max(0.0, q - spread), min(1.0, q + spread)], device=row.device)
+    lo, hi = torch.quantile(sample.float(), bounds).tolist()
+    return lo, hi
+
+
+def _scan(row: torch.Tensor, lo: float, hi: float) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """One pass over `row` [P] in cache-sized chunks: #{|x| > hi}, and the magnitudes with lo < |x| ≤ hi [B]
+    with their positions [B] (ascending)."""
+    width = _width(row, SCAN_CHUNK)
+    mag = torch.empty(min(width, row.numel()), dtype=row.dtype, device=row.device)  # [c] reused
+    high_buf = torch.empty(mag.shape, dtype=torch.bool, device=row.device)  # [c]
+    band_buf = torch.empty(mag.shape, dtype=torch.bool, device=row.device)  # [c]
+    above = torch.zeros((), dtype=torch.int64, device=row.device)
+    values, positions = [], []
+    for start in range(0, row.numel(), width):
+        x = row[start : start + width]
+        n = x.numel()
+        m = torch.abs(x, out=mag[:n])
+        high = torch.gt(m, hi, out=high_buf[:n])
+        above += torch.count_nonzero(high)
+        where = torch.gt(m, lo, out=band_buf[:n]).logical_xor_(high).nonzero().squeeze(1)  # [b]
+        values.append(m[where])
+        positions.append(where + start)
+    return int(above), torch.cat(values), torch.cat(positions)
+
+
+def _width(like: torch.Tensor, cpu_entries: int) -> int:
+    """Columns per chunk: a cache-sized block on the CPU, large blocks on a GPU (where launches cost more)."""
+    rows = like.shape[0] if like.dim() == 2 else 1
+    return max(1024, (cpu_entries if like.device.type == "cpu" else GPU_CHUNK_ENTRIES) // rows)
 
 
 def dare_keep_mask(
