@@ -86,6 +86,8 @@ def main() -> None:
         "merge_s": {m: round(t, 4) for m, t in times.items()},
         "passes_of_bound": {m: round(t / bound, 2) for m, t in times.items()},
         "goal_passes_max": 5,
+        "ties_density_change_passes": round(times["ties"] / bound, 2),  # a first merge at a new density
+        "goal_density_change_passes_max": 20,
         "exact_kthvalue_threshold_s": round(exact_s, 3),
         "ties_speedup_over_exact_kthvalue": round(exact_s / times["ties"], 2),
         "goal_speedup_min": 50,
