@@ -48,7 +48,7 @@ def masked_merge(
         n = min(width, P - start)
         tau, aux = tau_buf[:, :n], aux_buf[:, :n]  # [K, n]
         if mask is not None:
-            torch.mul(T[:, cols], mask[:, cols], out=tau)
+            torch.mul(T[:, cols], aux.copy_(mask[:, cols].view(torch.uint8)), out=tau)  # uint8 → float: 3× bool's
         elif cut is not None:
             torch.mul(T[:, cols], cut.keep(torch.abs(T[:, cols], out=tau), start, out=aux), out=tau)
         else:
