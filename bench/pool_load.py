@@ -63,8 +63,9 @@ print(json.dumps({{"seconds": seconds, "rss_after_imports_mb": rss0 / 1024, "pea
 
 
 def write_case(case: str, folder: Path, *, arch: str = ARCH, tasks: tuple[str, ...] = TASKS) -> None:
-    """Runs in its own process (`--write`), so the measuring processes start small: Linux keeps a
-    process's peak RSS across exec, and the parent never holds the weights."""
+    """Here it runs in its own process (`--write`), so the measuring processes start small: Linux keeps a
+    process's peak RSS across exec, and the parent never holds the weights (bench/gpu.py, which measures no
+    RSS, calls it in-process)."""
     from safetensors.torch import save_file
 
     from tests.foreign import random_pool, write_pool
