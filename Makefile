@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
 
-.PHONY: run test lint bench setup
+.PHONY: run test lint bench bench-gpu setup
 setup: $(STAMP)
 
 $(STAMP): requirements.txt
@@ -25,3 +25,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/merge_bandwidth.py
+
+# Every GPU figure in one process (docs/gpu.md). No .venv: on a lent GPU machine python3 is the one with torch.
+GPU_PYTHON ?= python3
+bench-gpu:
+	$(GPU_PYTHON) bench/gpu.py $(GPU_ARGS)

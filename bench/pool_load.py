@@ -48,15 +48,11 @@ from engine.pool.collection import load_collection, task_matrix
 from engine.params import TaskMatrix
 from safetensors.torch import load_file
 import open_clip  # imported by any process that evaluates (the dashboard, the CLI): not load time
+from pathlib import Path
+from bench.pool_load import open_matrix
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
-if {case!r} == "baseline":
-    base = load_file({folder!r} + "/pretrained.safetensors")
-    tuned = {{t: load_file({folder!r} + f"/{{t}}.safetensors") for t in {tasks!r}}}
-    matrix = TaskMatrix.from_state_dicts(base, tuned, device={device!r})
-else:
-    collection = load_collection({folder!r}).with_verified({folder!r} + "/../verified")
-    matrix = task_matrix(collection, variant={variant!r}, device={device!r})
+matrix = open_matrix({case!r}, Path({folder!r}), device={device!r})
 if {device!r} == "cuda":
     torch.cuda.synchronize()
 seconds = time.perf_counter() - start
@@ -66,14 +62,15 @@ print(json.dumps({{"seconds": seconds, "rss_after_imports_mb": rss0 / 1024, "pea
 """
 
 
-def write_case(case: str, folder: Path) -> None:
-    """Runs in its own process (`--write`), so the measuring processes start small: Linux keeps a
-    process's peak RSS across exec, and the parent never holds the weights."""
+def write_case(case: str, folder: Path, *, arch: str = ARCH, tasks: tuple[str, ...] = TASKS) -> None:
+    """Here it runs in its own process (`--write`), so the measuring processes start small: Linux keeps a
+    process's peak RSS across exec, and the parent never holds the weights (bench/gpu.py, which measures no
+    RSS, calls it in-process)."""
     from safetensors.torch import save_file
 
     from tests.foreign import random_pool, write_pool
 
-    pretrained, finetuned, heads = random_pool(ARCH, TASKS)
+    pretrained, finetuned, heads = random_pool(arch, tasks)
     if case == "baseline":
         folder.mkdir(parents=True)
         visual = {k.removeprefix("visual."): v for k, v in pretrained.items() if k.startswith("visual.")}
@@ -82,8 +79,8 @@ def write_case(case: str, folder: Path) -> None:
             save_file({k: v.contiguous() for k, v in state.items()}, str(folder / f"{task}.safetensors"))
         return
     fmt = "open_clip" if case == "converted" else case
-    write_pool(folder, fmt, architecture=ARCH, pretrained=pretrained, finetuned=finetuned, heads=heads)
-    for task in TASKS:
+    write_pool(folder, fmt, architecture=arch, pretrained=pretrained, finetuned=finetuned, heads=heads)
+    for task in tasks:
         (folder / "data" / task).mkdir(parents=True)  # discovery wants a dataset per task; not read here
     if case == "converted":
         from engine.pool.collection import load_collection
@@ -96,15 +93,24 @@ def write_case(case: str, folder: Path) -> None:
     os.sync()  # no writeback of the fresh files while the next process measures
 
 
+def open_matrix(case: str, folder: Path, *, device: str, tasks: tuple[str, ...] = TASKS):
+    """θ₀ and T [K, P] of a written case: plain safetensors files for the baseline, else the pool as mergelab
+    opens it (hash checks remembered beside the case's folder)."""
+    from safetensors.torch import load_file
+
+    from engine.params import TaskMatrix
+    from engine.pool.collection import load_collection, task_matrix
+
+    if case == "baseline":
+        base = load_file(str(folder / "pretrained.safetensors"))
+        tuned = {t: load_file(str(folder / f"{t}.safetensors")) for t in tasks}
+        return TaskMatrix.from_state_dicts(base, tuned, device=device)
+    collection = load_collection(folder).with_verified(folder.parent / "verified")
+    return task_matrix(collection, variant="linearized" if case == "tangent" else "standard", device=device)
+
+
 def measure(case: str, folder: Path, device: str, repeats: int) -> dict:
-    code = MEASURE.format(
-        root=str(ROOT),
-        case=case,
-        folder=str(folder),
-        tasks=TASKS,
-        device=device,
-        variant="linearized" if case == "tangent" else "standard",
-    )
+    code = MEASURE.format(root=str(ROOT), case=case, folder=str(folder), device=device)
     runs = []
     for _ in range(repeats):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

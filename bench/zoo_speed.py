@@ -19,6 +19,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.eval.evaluate import EvalResult
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,12 +56,28 @@ def cold_start(device: str, home: Path) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def slider_moves(theta0, T, suite, *, split: str, repeats: int) -> tuple[list[float], EvalResult]:
+    """Seconds of each λ move, as the Merge page makes it: a task-arithmetic merge into one reused buffer, then
+    the exact accuracies of every task on `split` (the accuracies are read back, so the GPU has finished)."""
     import torch
 
     from engine.eval.evaluate import evaluate
-    from engine.home import ASSETS_DIR
     from engine.merge import apply
+
+    buffer = torch.empty_like(theta0)
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        merged = apply("task_arithmetic", theta0, T, {"lam": 0.05 * (i % 20)}, out=buffer)
+        result = evaluate(merged, suite, split)
+        times.append(time.perf_counter() - start)
+    return times, result
+
+
+def main() -> None:
+    import torch
+
+    from engine.home import ASSETS_DIR
     from engine.models import pick_device
     from engine.pool.collection import load_collection, open_suite, task_matrix
 
@@ -76,13 +96,7 @@ def main() -> None:
         suite = open_suite(collection, cache_dir=home / "cache", device=device, pretrained=pretrained)
         tm = task_matrix(collection, device=device, pretrained=pretrained)
         load_s = time.perf_counter() - start
-    buffer = torch.empty_like(tm.theta0)
-    times = []
-    for i in range(args.repeats):
-        start = time.perf_counter()
-        merged = apply("task_arithmetic", tm.theta0, tm.T, {"lam": 0.05 * (i % 20)}, out=buffer)
-        result = evaluate(merged, suite, "interactive")
-        times.append(time.perf_counter() - start)
+    times, result = slider_moves(tm.theta0, tm.T, suite, split="interactive", repeats=args.repeats)
     report = json.loads((ASSETS_DIR / "zoo" / "report.json").read_text())
     out = {
         "benchmark": "demo zoo speed",
