@@ -200,14 +200,19 @@ def test_the_cli_s_ray_driver_opens_no_workspace_and_finds_the_local_runner_s_tr
 def test_a_ray_sweep_from_its_json_spec_runs_on_the_reference_unopened(
     cluster, ws, local_grid, tiny_collection_dir, data_home, tmp_path, opened_here
 ):
+    """As the Sweeps page submits it: the sidebar's path (relative to the data home), no workspace opened."""
     from engine.jobs.spec import JobSpec, submit
 
     data_home.mkdir(parents=True, exist_ok=True)  # the dashboard's policy admits the collection's folder
     (data_home / "config.json").write_text(f'{{"allowed_roots": ["{tiny_collection_dir}"]}}')
+    (data_home / "tiny").symlink_to(tiny_collection_dir)
     log = RunLog(tmp_path / "runs.sqlite3")
     runner = LocalRunner(run_log=log)
     args = {"tasks": list(ws.task_names), "method": "ties", "grid": TIES_GRID, "ray": "local"}
-    spec = JobSpec.from_json(JobSpec("grid_sweep", WorkspaceRef.of(ws), args, name="ties grid").to_json())
+    ref = WorkspaceRef.of(ws, collection="tiny")
+    spec = JobSpec.from_json(JobSpec("grid_sweep", ref, args, name="ties grid").to_json())
     status = runner.wait(submit(runner, spec), timeout=240)  # no resolve: a runner that would open it afresh
     assert status.state is JobState.DONE, status.error
     assert opened_here == [] and status.result.trials == local_grid.trials
+    (sweep,) = log.runs(top_level=True)
+    assert sweep.inputs["collection"] == str(tiny_collection_dir.resolve())  # as the workers opened it

@@ -153,8 +153,8 @@ def submit(runner: LocalRunner, spec: JobSpec, *, owner: str = "", resolve: Reso
 
     def run(ctx: JobContext) -> Any:
         if kind.by_reference(spec.args):  # its workers open the workspace and check the sha256 as they read
-            _check_unopened(spec.workspace)
-            return kind.fn(ctx, workspace=spec.workspace, run_log=runner.run_log, **kind.arguments(spec.args))
+            ref = _checked_unopened(spec.workspace)
+            return kind.fn(ctx, workspace=ref, run_log=runner.run_log, **kind.arguments(spec.args))
         ctx.starting("opening the workspace")
         opened = resolve(spec.workspace) if resolve else _open_confined(spec.workspace)
         workspace = spec.workspace.check(opened)
@@ -165,12 +165,14 @@ def submit(runner: LocalRunner, spec: JobSpec, *, owner: str = "", resolve: Reso
     return runner.submit(spec.name or spec.kind, run, device=spec.workspace.device, owner=owner, described=described)
 
 
-def _check_unopened(ref: WorkspaceRef) -> None:
-    """The reference's collection opened under the dashboard's path policy (its manifest and sidecars, no
-    tensor), and its sidecars' sha256 checked against the reference's."""
+def _checked_unopened(ref: WorkspaceRef) -> WorkspaceRef:
+    """The reference with its collection's path resolved under the dashboard's path policy (a path typed in
+    the sidebar may be relative to the data home; workers take it as it is), the collection opened there
+    (manifest and sidecars, no tensor) and its sidecars' sha256 checked against the reference's."""
     home = DataHome.from_env().ensure()
     collection = open_for_user(ref.collection, home=home, policy=home.dashboard_policy())
     ref.check_ref(WorkspaceRef.of_selection(collection, tasks=ref.tasks, variants=dict(ref.choice)))
+    return dataclasses.replace(ref, collection=str(collection.root))
 
 
 def _open_confined(ref: WorkspaceRef) -> Workspace:
