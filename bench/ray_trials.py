@@ -9,7 +9,14 @@ the workers' own time per merge and evaluation. A Ray worker gets its share of t
 2 workers: one each). With `--search`, a seeded TPE search over per-task λ (on the 2 workers) is reported
 beside the global-λ grid and TA at the zoo's best λ.
 
+With `--vit-b32`, only the time t of one search trial on a random ViT-B/32 (QuickGELU) pool of 1 + K = 8
+checkpoints (tests/foreign.py's, written in a child process, with `--images` random val images per task):
+one task-arithmetic merge at a per-task λ, as `search` asks it, and one evaluation of every task's val
+images, in process on `--device`. The merge is also timed alone, so t can be projected to other image counts
+(t = merge + K·n·per image). It is written under the key "vit_b32" of ray_trials_<cpu|gpu>.json.
+
     python bench/ray_trials.py [--trials 8] [--rounds 3] [--search 48]
+    python bench/ray_trials.py --vit-b32 [--images 16] [--trials 3] [--device cuda]
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -146,6 +155,77 @@ def main(trials: int, rounds: int, search: int) -> None:
     print(json.dumps(out, indent=2))
 
 
+VIT_TASKS, VIT_CLASSES = tuple(f"task{i}" for i in range(8)), ("cat", "dog")
+
+
+def write_vit_b32_pool(folder: Path, images_per_task: int) -> None:
+    """Runs in its own process (`--write-pool`): the parent that measures never holds the random weights."""
+    from tests.foreign import random_pool, write_image_folders, write_pool
+
+    pretrained, finetuned, heads = random_pool("ViT-B-32", VIT_TASKS, num_classes=len(VIT_CLASSES))
+    write_pool(folder, "open_clip", architecture="ViT-B-32", pretrained=pretrained, finetuned=finetuned, heads=heads)
+    del pretrained, finetuned
+    per_class = max(1, images_per_task // len(VIT_CLASSES))
+    write_image_folders(folder, {t: VIT_CLASSES for t in VIT_TASKS}, per_class=per_class, size=32)
+    os.sync()  # no writeback of the fresh files while the parent reads them
+
+
+def vit_b32(images_per_task: int, trials: int, device: str) -> dict:
+    """One search trial's merge and evaluation on a ViT-B/32 pool, after a warm-up trial (which also
+    evaluates the zero-shot and fine-tuned baselines every later trial is normalized by)."""
+    import torch
+
+    from engine.home import DataHome
+    from engine.pool.access import open_for_user
+    from engine.search.trials import TrialRequest, evaluate_trial
+    from engine.workspace import Workspace
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home, pool = DataHome(Path(tmp) / "home").ensure(), Path(tmp) / "pool"
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, __file__, "--write-pool", str(pool), "--images", str(images_per_task)], check=True
+        )
+        written = time.perf_counter() - started
+        started = time.perf_counter()
+        collection = open_for_user(pool, home=home, policy=DataHome.shell_policy())
+        ws = Workspace.from_collection(collection, cache_dir=home.cache, device=device)
+        opened = time.perf_counter() - started
+        tasks, rng = ws.task_names, random.Random(0)
+        n_val = len(ws.suite.tasks[tasks[0]].split("val").labels)
+        synced = lambda: torch.cuda.synchronize() if device.startswith("cuda") else None
+        request = lambda i: TrialRequest(i, "task_arithmetic", tasks, {"lam": [rng.uniform(0, 1) for _ in tasks]})
+        started = time.perf_counter()
+        evaluate_trial(ws, request(0))
+        warm = time.perf_counter() - started
+        trial_s, merge_s = [], []
+        for i in range(1, trials + 1):
+            trial_s.append(evaluate_trial(ws, request(i)).seconds)
+            lams = {"lam": [rng.uniform(0, 1) for _ in tasks]}
+            started = time.perf_counter()
+            ws.merge(tasks, "task_arithmetic", lams)
+            synced()
+            merge_s.append(time.perf_counter() - started)
+        t, merge = statistics.median(trial_s), statistics.median(merge_s)
+        images = len(tasks) * n_val
+    return {
+        "pool": "random ViT-B-32 (QuickGELU), 1 pretrained + 8 fine-tuned, open_clip safetensors",
+        "device": device,
+        "val_images_per_task": n_val,
+        "val_images_per_trial": images,
+        "trials": trials,
+        "trial_s": round(t, 3),  # one per-task-λ merge + the evaluation of every task's val images
+        "per_round_trial_s": [round(x, 3) for x in trial_s],
+        "merge_s": round(merge, 3),
+        "eval_per_image_s": round((t - merge) / images, 4),
+        "first_trial_s": round(warm, 2),  # and the baselines (fine-tuned, zero-shot) on val
+        "workspace_open_s": round(opened, 1),  # what each Ray worker pays once per sweep
+        "pool_write_s": round(written, 1),
+        "machine": f"{os.cpu_count()} cores, shared with other work (load average {os.getloadavg()[0]:.1f})",
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
 def lams_grid() -> tuple[float, ...]:
     return tuple(round(i / 20, 4) for i in range(21))
 
@@ -155,5 +235,18 @@ if __name__ == "__main__":
     parser.add_argument("--trials", type=int, default=8, help="timed trials per backend and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--search", type=int, default=48, help="TPE trials (0: leave the search out)")
+    parser.add_argument("--vit-b32", action="store_true", help="only a search trial's time on a ViT-B/32 pool")
+    parser.add_argument("--images", type=int, default=16, help="val images per task of the ViT-B/32 pool")
+    parser.add_argument("--device", default="cpu", help="the ViT-B/32 trial's device (cpu, cuda)")
+    parser.add_argument("--write-pool", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    main(args.trials, args.rounds, args.search)
+    if args.write_pool:
+        write_vit_b32_pool(args.write_pool, args.images)
+    elif args.vit_b32:
+        path = ROOT / "bench" / "results" / f"ray_trials_{'cpu' if args.device == 'cpu' else 'gpu'}.json"
+        out = json.loads(path.read_text()) if path.is_file() else {}
+        out["vit_b32"] = vit_b32(args.images, args.trials, args.device)
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        print(json.dumps(out["vit_b32"], indent=2))
+    else:
+        main(args.trials, args.rounds, args.search)

@@ -27,6 +27,7 @@ from engine.eval.suite import EvalSuite
 from engine.home import ASSETS_DIR, DataHome, PathPolicy
 from engine.io.checkpoints import load_checkpoint
 from engine.jobs.grid import checked_axes
+from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import FINISHED, JobState, JobStatus, LocalRunner
 from engine.jobs.search import grid_sweep_job, search_job
 from engine.merge import METHODS
@@ -40,6 +41,7 @@ from engine.runs.log import RunLog
 from engine.runs.recipe_runner import RecipeSelection, run_recipe, select
 from engine.runs.recipes import MergeRecipe, load_recipe, parse_recipe
 from engine.search.axes import parse_axes
+from engine.search.backend import ray_setting
 from engine.search.coefficients import STRATEGIES, SearchSpace
 from engine.search.ray_trials import RAY_ENV
 from engine.workspace import Workspace
@@ -168,7 +170,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     home, recipe, collection, chosen = _recipe_selection(args)
     grid = {name: list(values) for name, values in parse_axes(args.grid)}
     checked_axes(recipe.method, grid, recipe.params, len(chosen.tasks))  # before any checkpoint is read
-    workspace = _open_selection(home, collection, chosen, args.device)
+    workspace = _trials_source(home, collection, chosen, args)
     fields = dict(tasks=chosen.tasks, method=recipe.method, grid=grid, params=recipe.params, split=args.split)
     return _run_trials(home, "sweep", grid_sweep_job, args, workspace=workspace, **fields)
 
@@ -176,7 +178,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
 def _run_search(args: argparse.Namespace) -> int:
     home, recipe, collection, chosen = _recipe_selection(args)
     SearchSpace(recipe.method, chosen.tasks, args.param, args.low, args.high)  # before any checkpoint is read
-    workspace = _open_selection(home, collection, chosen, args.device)
+    workspace = _trials_source(home, collection, chosen, args)
     fields = dict(
         tasks=chosen.tasks,
         method=recipe.method,
@@ -201,10 +203,15 @@ def _recipe_selection(args: argparse.Namespace) -> tuple[DataHome, MergeRecipe, 
     return home, recipe, collection, select(recipe, collection)
 
 
-def _open_selection(home: DataHome, collection: Collection, chosen: RecipeSelection, device: str | None) -> Workspace:
-    """The recipe's checkpoints opened (in process the trials run on it; Ray workers open the same ones)."""
+def _trials_source(
+    home: DataHome, collection: Collection, chosen: RecipeSelection, args: argparse.Namespace
+) -> Workspace | WorkspaceRef:
+    """In process, the recipe's checkpoints opened for the trials; on Ray, only their reference (read from
+    the sidecars): the workers open the checkpoints and check their sha256, this process reads no tensor."""
+    if ray_setting(args.ray):
+        return WorkspaceRef.of_selection(collection, tasks=chosen.tasks, variants=chosen.variants)
     return Workspace.from_collection(
-        collection, cache_dir=home.cache, device=pick_device(device), variants=chosen.variants, tasks=chosen.tasks
+        collection, cache_dir=home.cache, device=pick_device(args.device), variants=chosen.variants, tasks=chosen.tasks
     )
 
 

@@ -16,8 +16,10 @@ from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import JobContext, JobState, LocalRunner
 from engine.jobs.search import grid_sweep_job, search_job
 from engine.runs.log import RunLog
+from engine.search.axes import parse_axes
 from engine.search.coefficients import SearchSpace, coefficient_search
 from engine.search.grid import grid_sweep
+from engine.search.logged import read_sweep
 from engine.search.ray_trials import LOOPBACK, RayEvaluator, WorkerSpec, connect
 from engine.search.trials import LocalEvaluator
 from engine.workspace import Workspace
@@ -45,6 +47,20 @@ def ws(tiny_collection_dir, tmp_path_factory):
 def local_grid(ws):
     axes = tuple((k, tuple(v)) for k, v in TIES_GRID.items())
     return grid_sweep(LocalEvaluator(ws), method="ties", tasks=ws.task_names, axes=axes)
+
+
+@pytest.fixture
+def opened_here(monkeypatch) -> list[tuple[str, ...]]:
+    """The tasks of every Workspace.from_collection call in this (the driver's) process, as they happen: the
+    real function still runs; Ray's workers are other processes and are not counted."""
+    calls, real = [], Workspace.from_collection.__func__
+
+    def counting(cls, collection, **kwargs):
+        calls.append(tuple(kwargs.get("tasks") or collection.task_names))
+        return real(cls, collection, **kwargs)
+
+    monkeypatch.setattr(Workspace, "from_collection", classmethod(counting))
+    return calls
 
 
 def trial_worker_pids() -> list[int]:
@@ -152,7 +168,9 @@ def test_a_search_job_on_ray_logs_its_trials_and_the_best_on_test(cluster, ws, t
     assert sorted(r.inputs["index"] for r in log.runs(parent_id=sweep.id)) == list(range(8))
 
 
-def test_the_cli_sweeps_on_ray_as_in_process(cluster, tiny_collection_dir, tmp_path, capsys):
+def test_the_cli_s_ray_driver_opens_no_workspace_and_finds_the_local_runner_s_trials(
+    cluster, ws, tiny_collection_dir, data_home, tmp_path, capsys, opened_here
+):
     import json
 
     from engine.cli import main
@@ -160,8 +178,41 @@ def test_the_cli_sweeps_on_ray_as_in_process(cluster, tiny_collection_dir, tmp_p
     recipe = tmp_path / "ta.json"
     recipe.write_text(json.dumps({"collection": str(tiny_collection_dir), "method": "task_arithmetic"}))
     assert main(["sweep", str(recipe), "--grid", "lam=0:1:6", "--ray", "local"]) == 0
+    assert opened_here == []  # the workers opened θ₀, T and the suite; the driver read sidecars only
     on_ray = json.loads(capsys.readouterr().out)
     assert main(["sweep", str(recipe), "--grid", "lam=0:1:6"]) == 0
+    assert opened_here == [ws.task_names]  # in process: one workspace, as before Ray
     in_process = json.loads(capsys.readouterr().out)
-    assert on_ray["status"] == "done" and on_ray["trials"] == 6
     assert {k: v for k, v in on_ray.items() if k != "run"} == {k: v for k, v in in_process.items() if k != "run"}
+    log = RunLog(data_home / "runs" / "runs.sqlite3")
+    ray_sweep, local_sweep = read_sweep(log, on_ray["run"]), read_sweep(log, in_process["run"])
+    assert ray_sweep.run.inputs["backend"] == "local" and ray_sweep.run.inputs["workers"] == 2
+    assert local_sweep.run.inputs["backend"] == "local" and local_sweep.run.device == "cpu"
+    local = grid_sweep(
+        LocalEvaluator(ws), method="task_arithmetic", tasks=ws.task_names, axes=parse_axes(["lam=0:1:6"])
+    )
+    assert len(ray_sweep.trials) == 6 and ray_sweep.trials == local.trials == local_sweep.trials
+    assert len({t.worker for t in ray_sweep.trials}) == 2 and ray_sweep.run.inputs["checkpoints"] == {
+        t: "standard" for t in ws.task_names
+    }
+
+
+def test_a_ray_sweep_from_its_json_spec_runs_on_the_reference_unopened(
+    cluster, ws, local_grid, tiny_collection_dir, data_home, tmp_path, opened_here
+):
+    """As the Sweeps page submits it: the sidebar's path (relative to the data home), no workspace opened."""
+    from engine.jobs.spec import JobSpec, submit
+
+    data_home.mkdir(parents=True, exist_ok=True)  # the dashboard's policy admits the collection's folder
+    (data_home / "config.json").write_text(f'{{"allowed_roots": ["{tiny_collection_dir}"]}}')
+    (data_home / "tiny").symlink_to(tiny_collection_dir)
+    log = RunLog(tmp_path / "runs.sqlite3")
+    runner = LocalRunner(run_log=log)
+    args = {"tasks": list(ws.task_names), "method": "ties", "grid": TIES_GRID, "ray": "local"}
+    ref = WorkspaceRef.of(ws, collection="tiny")
+    spec = JobSpec.from_json(JobSpec("grid_sweep", ref, args, name="ties grid").to_json())
+    status = runner.wait(submit(runner, spec), timeout=240)  # no resolve: a runner that would open it afresh
+    assert status.state is JobState.DONE, status.error
+    assert opened_here == [] and status.result.trials == local_grid.trials
+    (sweep,) = log.runs(top_level=True)
+    assert sweep.inputs["collection"] == str(tiny_collection_dir.resolve())  # as the workers opened it

@@ -3,6 +3,9 @@
 trial a run under it (`parent_id`), recorded once as its result comes back, whatever worker ran it; so the
 runs list shows one row per sweep, and a cancel keeps every finished trial and marks the sweep partial.
 The runner's cancel reaches the evaluator directly (`JobContext.on_cancel`): no trial starts after it returns.
+
+On Ray a job runs on a `WorkspaceRef` alone (`runs_on_ray`): its workers open the checkpoints, so the driver
+(the CLI, a job runner) never reads θ₀ or T; in process it runs on the open Workspace, as before Ray.
 """
 
 from __future__ import annotations
@@ -11,24 +14,31 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from engine.errors import ParameterError
 from engine.jobs.grid import FIRST_POINT, checked_axes, grid_points
+from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import Cancelled, JobContext
 from engine.merge.registry import ParamValue
 from engine.runs.log import RunLog
-from engine.search.backend import ray_setting, trial_evaluator
+from engine.search.backend import Source, ray_setting, reference, trial_evaluator
 from engine.search.coefficients import SearchSpace, coefficient_search
 from engine.search.grid import grid_sweep
 from engine.search.outcome import OnTrial, SearchOutcome
 from engine.search.trials import Stop, TrialEvaluator, TrialResult
-from engine.workspace import Workspace
 
 Body = Callable[[TrialEvaluator, OnTrial, Stop], SearchOutcome]
+
+
+def runs_on_ray(args: Mapping[str, Any]) -> bool:
+    """Whether a sweep or search job with these arguments runs its trials on Ray (its `ray`, else
+    `MERGELAB_RAY`): then it needs the workspace's reference only, not the workspace opened."""
+    return bool(ray_setting(args.get("ray")))
 
 
 def grid_sweep_job(
     ctx: JobContext,
     *,
-    workspace: Workspace,
+    workspace: Source,
     tasks: Sequence[str],
     method: str,
     grid: Mapping[str, Sequence[float]],
@@ -52,7 +62,7 @@ def grid_sweep_job(
 def search_job(
     ctx: JobContext,
     *,
-    workspace: Workspace,
+    workspace: Source,
     tasks: Sequence[str],
     method: str = "task_arithmetic",
     strategy: str = "tpe",
@@ -98,7 +108,7 @@ def search_job(
 
 def _logged(
     ctx: JobContext,
-    workspace: Workspace,
+    workspace: Source,
     kind: str,
     method: str,
     tasks: tuple[str, ...],
@@ -111,15 +121,16 @@ def _logged(
 ) -> SearchOutcome:
     """Run `body` on the chosen evaluator with progress, cancel and the run log: the sweep's row, then a row
     per trial as it comes back; cancelled, the row keeps what was reached, marked partial."""
-    start, setting = time.perf_counter(), ray_setting(ray)
-    where = f"ray {setting}" if setting else str(workspace.matrix.T.device)
+    start, setting, ref = time.perf_counter(), ray_setting(ray), reference(workspace)
+    _check_tasks(tasks, ref)
+    where = f"ray {setting}" if setting else ref.device
     ctx.starting("Ray workers opening the collection" if setting else FIRST_POINT.format(method=method, split="val"))
     evaluator = trial_evaluator(workspace, ray=setting or None, workers=workers)
     ctx.on_cancel(evaluator.cancel)
     inputs = {
-        "collection": str(workspace.collection.root),
-        "pretrained_sha256": workspace.pretrained.tensors_sha256,
-        "checkpoints": {t: workspace.variant_of(t) for t in workspace.task_names},
+        "collection": ref.collection,
+        "pretrained_sha256": ref.pretrained_sha256,
+        "checkpoints": {t: ref.variant_of(t) for t in ref.tasks},
         "backend": setting or "local",
         "workers": evaluator.workers,
         **inputs,
@@ -183,3 +194,12 @@ def _logged(
     if status == "cancelled":
         raise Cancelled()
     return outcome
+
+
+def _check_tasks(tasks: Sequence[str], ref: WorkspaceRef) -> None:
+    """The driver's check before any trial: every task is one the workspace holds (workers would fail later)."""
+    unknown = [t for t in tasks if t not in ref.tasks]
+    if unknown:
+        raise ParameterError(
+            f"tasks {unknown}", f"are not in the workspace of {ref.collection}", fix=f"use {ref.tasks}"
+        )

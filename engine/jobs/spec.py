@@ -5,7 +5,8 @@ A `JobSpec` names the job's kind (a key of `JOB_KINDS`), the workspace it runs o
 collection path, the device, each task's checkpoint choice, and the sha256 of the pretrained and every
 fine-tuned checkpoint) and the job's own arguments, configs as their fields. Whoever runs it resolves
 the reference to a workspace (the dashboard to its cached one) and checks the sha256 first, so a job
-never runs on files other than the ones it was asked for.
+never runs on files other than the ones it was asked for. A sweep on Ray runs on the reference itself
+(`JobKind.by_reference`): its collection is checked under the dashboard's policy and its workers open it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from engine.jobs.learn import learn_job
 from engine.jobs.parts import merge_parts_job
 from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import JobContext, LocalRunner
-from engine.jobs.search import grid_sweep_job, search_job
+from engine.jobs.search import grid_sweep_job, runs_on_ray, search_job
 from engine.jobs.sweep import sweep_job
 from engine.jobs.taujp import taujp_job
 from engine.learn.coefficients import LearnConfig
@@ -80,6 +81,8 @@ class JobKind:
     fn: Callable[..., Any]
     configs: Mapping[str, type] = field(default_factory=dict)
     paths: tuple[str, ...] = ()
+    # for these arguments, the job runs on the spec's reference, unopened (a sweep whose Ray workers open it)
+    by_reference: Callable[[Mapping[str, Any]], bool] = lambda _args: False
 
     def arguments(self, args: Mapping[str, Any]) -> dict[str, Any]:
         decoded = dict(args)
@@ -96,8 +99,8 @@ JOB_KINDS: Mapping[str, JobKind] = MappingProxyType(
     {
         "sweep": JobKind(sweep_job),
         "grid": JobKind(grid_job),
-        "grid_sweep": JobKind(grid_sweep_job),
-        "search": JobKind(search_job),
+        "grid_sweep": JobKind(grid_sweep_job, by_reference=runs_on_ray),
+        "search": JobKind(search_job, by_reference=runs_on_ray),
         "compare": JobKind(compare_job),
         "finetune": JobKind(finetune_job, configs={"config": FinetuneConfig}, paths=("out_root",)),
         "learn": JobKind(learn_job, configs={"atlas_config": LearnConfig, "config": DvBasiConfig}, paths=("out_dir",)),
@@ -149,6 +152,9 @@ def submit(runner: LocalRunner, spec: JobSpec, *, owner: str = "", resolve: Reso
     kind = JOB_KINDS[spec.kind]
 
     def run(ctx: JobContext) -> Any:
+        if kind.by_reference(spec.args):  # its workers open the workspace and check the sha256 as they read
+            ref = _checked_unopened(spec.workspace)
+            return kind.fn(ctx, workspace=ref, run_log=runner.run_log, **kind.arguments(spec.args))
         ctx.starting("opening the workspace")
         opened = resolve(spec.workspace) if resolve else _open_confined(spec.workspace)
         workspace = spec.workspace.check(opened)
@@ -157,6 +163,16 @@ def submit(runner: LocalRunner, spec: JobSpec, *, owner: str = "", resolve: Reso
     run.__name__ = kind.fn.__name__  # the jobs table's kind
     described = json.loads(spec.to_json())
     return runner.submit(spec.name or spec.kind, run, device=spec.workspace.device, owner=owner, described=described)
+
+
+def _checked_unopened(ref: WorkspaceRef) -> WorkspaceRef:
+    """The reference with its collection's path resolved under the dashboard's path policy (a path typed in
+    the sidebar may be relative to the data home; workers take it as it is), the collection opened there
+    (manifest and sidecars, no tensor) and its sidecars' sha256 checked against the reference's."""
+    home = DataHome.from_env().ensure()
+    collection = open_for_user(ref.collection, home=home, policy=home.dashboard_policy())
+    ref.check_ref(WorkspaceRef.of_selection(collection, tasks=ref.tasks, variants=dict(ref.choice)))
+    return dataclasses.replace(ref, collection=str(collection.root))
 
 
 def _open_confined(ref: WorkspaceRef) -> Workspace:
