@@ -25,6 +25,13 @@ def collection(tiny_collection_dir):
     return load_collection(tiny_collection_dir)
 
 
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """One data home for the module: STA's importance maps and WUDI's parts are computed once and then read
+    (each test still has a fresh in-memory cache, whose misses it counts)."""
+    return tmp_path_factory.mktemp("incremental-home")
+
+
 def _workspace(collection, cache_dir, cache: ComputeCache | None = None) -> Workspace:
     return Workspace.from_collection(collection, cache_dir=cache_dir, cache=cache or ComputeCache())
 
@@ -51,24 +58,25 @@ def _changed(method: MergeMethod) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_a_scale_move_after_the_first_merge_equals_the_method_recomputed(collection, tmp_path, name):
+def test_a_scale_move_after_the_first_merge_equals_the_method_recomputed(collection, home, name):
     method = METHODS[name]
-    ws = _workspace(collection, tmp_path)
+    ws = _workspace(collection, home)
     tasks, scale = ws.task_names, method.scale.name
-    first = ws.merge(tasks, name, {scale: method.scale.default})
+    base = {"steps": 30.0} if method.iterative else {}  # WUDI: fewer Adam steps than its default, same path
+    first = ws.merge(tasks, name, {**base, scale: method.scale.default})
     before = ws.cache.stats()
-    moved = ws.merge(tasks, name, {scale: _moved(method)})
+    moved = ws.merge(tasks, name, {**base, scale: _moved(method)})
     assert ws.cache.stats().misses == before.misses  # the move computed nothing expensive
-    torch.testing.assert_close(moved, _recomputed(ws, name, {scale: _moved(method)}))
-    torch.testing.assert_close(first, _recomputed(ws, name, {scale: method.scale.default}))
+    torch.testing.assert_close(moved, _recomputed(ws, name, {**base, scale: _moved(method)}))
+    torch.testing.assert_close(first, _recomputed(ws, name, {**base, scale: method.scale.default}))
     if method.scale_parts is not None:
         assert ws.cache.stats().hits > before.hits  # it read its parts
 
 
 @pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if m.expensive))
-def test_an_expensive_change_computes_again_and_equals_the_method_recomputed(collection, tmp_path, name):
+def test_an_expensive_change_computes_again_and_equals_the_method_recomputed(collection, home, name):
     method = METHODS[name]
-    ws = _workspace(collection, tmp_path)
+    ws = _workspace(collection, home)
     tasks, scale = ws.task_names, method.scale.name
     ws.merge(tasks, name, {scale: _moved(method)})
     before = ws.cache.stats().misses
@@ -86,9 +94,9 @@ def test_the_registry_has_masking_methods_with_a_per_task_lambda():
 
 
 @pytest.mark.parametrize("name", PER_TASK)
-def test_per_task_lambdas_that_differ_equal_the_method_recomputed(collection, tmp_path, name):
+def test_per_task_lambdas_that_differ_equal_the_method_recomputed(collection, home, name):
     """Masking methods merge again from the cached mask: the second move computes nothing and reads the mask."""
-    ws = _workspace(collection, tmp_path)
+    ws = _workspace(collection, home)
     tasks = ws.task_names
     first = ws.merge(tasks, name, {"lam": [0.2, 0.5, 0.9]})
     torch.testing.assert_close(first, _recomputed(ws, name, {"lam": [0.2, 0.5, 0.9]}))
@@ -103,8 +111,8 @@ def test_per_task_lambdas_that_differ_equal_the_method_recomputed(collection, tm
 
 
 @pytest.mark.parametrize("name", MASKING_PER_TASK)
-def test_equal_per_task_lambdas_merge_from_the_parts_of_one_lambda(collection, tmp_path, name):
-    ws = _workspace(collection, tmp_path)
+def test_equal_per_task_lambdas_merge_from_the_parts_of_one_lambda(collection, home, name):
+    ws = _workspace(collection, home)
     tasks = ws.task_names
     one = ws.merge(tasks, name, {"lam": 0.4})
     before = ws.cache.stats()
@@ -113,9 +121,9 @@ def test_equal_per_task_lambdas_merge_from_the_parts_of_one_lambda(collection, t
     torch.testing.assert_close(each, _recomputed(ws, name, {"lam": [0.4] * len(tasks)}))
 
 
-def test_a_sparse_setting_costs_the_cache_one_vector(collection, tmp_path):
+def test_a_sparse_setting_costs_the_cache_one_vector(collection, home):
     """TIES's parts are (θ₀, τ_m): the base is θ₀ itself, so the cache holds one [P] for the setting."""
-    ws = _workspace(collection, tmp_path)
+    ws = _workspace(collection, home)
     ws.merge(ws.task_names, "ties", {"density": 0.3})
     stats, vector = ws.cache.stats(), ws.matrix.spec.numel * 4
     assert stats.entries == 1 and vector <= stats.bytes < vector + 1024
@@ -123,8 +131,8 @@ def test_a_sparse_setting_costs_the_cache_one_vector(collection, tmp_path):
     assert base is ws.matrix.theta0
 
 
-def test_the_keep_panel_shares_the_mask_of_a_per_task_merge(collection, tmp_path):
-    ws = _workspace(collection, tmp_path)
+def test_the_keep_panel_shares_the_mask_of_a_per_task_merge(collection, home):
+    ws = _workspace(collection, home)
     tasks, params = ws.task_names, {"drop": 0.5, "seed": 3.0, "lam": [0.2, 0.5, 0.9]}
     ws.merge(tasks, "dare", params)
     before = ws.cache.stats()
@@ -137,11 +145,11 @@ def test_the_keep_panel_shares_the_mask_of_a_per_task_merge(collection, tmp_path
     assert ws.cache.stats().misses == before.misses + 1 and ws.cache.stats().hits == before.hits + 1
 
 
-def test_a_tiny_budget_is_kept_and_a_mask_too_big_for_its_share_is_recomputed(collection, tmp_path):
+def test_a_tiny_budget_is_kept_and_a_mask_too_big_for_its_share_is_recomputed(collection, home):
     """5·P bytes: one [P] float32 direction fits, a bool [3, P] mask exceeds its share (half): never cached."""
-    P = _workspace(collection, tmp_path).matrix.spec.numel
+    P = _workspace(collection, home).matrix.spec.numel
     budget = 5 * P
-    ws = _workspace(collection, tmp_path, ComputeCache(budget))
+    ws = _workspace(collection, home, ComputeCache(budget))
     tasks = ws.task_names
     assert not ws.mask_fits(tasks) and len(tasks) * P <= budget and len(tasks) * P > KEEP_MASK_SHARE * budget
     steps = [
@@ -188,8 +196,8 @@ def test_keep_is_only_for_masking_methods_and_must_match_the_task_vectors():
     assert torch.equal(given, apply("ties", torch.zeros(6), T, {"density": 0.5}))
 
 
-def test_another_choice_of_tasks_misses_the_parts_and_the_mask(collection, tmp_path):
-    ws = _workspace(collection, tmp_path)
+def test_another_choice_of_tasks_misses_the_parts_and_the_mask(collection, home):
+    ws = _workspace(collection, home)
     ws.merge(ws.task_names, "dare", {"lam": [0.2, 0.5, 0.9]})
     ws.merge(ws.task_names, "dare", {"lam": 0.5})
     pair = ["texture", "colour"]
