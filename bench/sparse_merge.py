@@ -7,9 +7,11 @@ Also the kept-count error of the sampled-quantile threshold used above EXACT_TOP
 the first merge at a setting, as the Workspace does it on a cache hit: base + λ·direction from the method's
 `scale_parts` (a new [P] each move, as a session gets), and for per-task λ that differ, the merge again from
 the cached keep mask (`apply(..., keep=)`). The registry's parts are timed directly: a Workspace needs a
-collection on disk, 8 ViT-B/32 checkpoints of 350 MB each. Writes bench/results/sparse_merge_<device>.json.
+collection on disk, 8 ViT-B/32 checkpoints of 350 MB each. With --compile, TIES's election and disjoint mean
+given to torch.compile as one whole-matrix expression, against the engine's chunked kernel. Every time is over
+the bound measured just before it. Writes bench/results/sparse_merge_<device>.json.
 
-    python bench/sparse_merge.py [--device cuda]
+    python bench/sparse_merge.py [--device cuda] [--compile]
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd TIES kernel")
     args = parser.parse_args()
     device = pick_device(args.device)
     torch.manual_seed(0)
@@ -99,10 +102,45 @@ def main() -> None:
         "goal_lam_move_passes_max": 2,
         "per_task_lam_move_s": {m: round(t, 4) for m, (t, _) in moves["per_task"].items()},
         "per_task_lam_move_passes": {m: round(r, 2) for m, (_, r) in moves["per_task"].items()},
+        **(compiled_ties(theta0, T, paced=paced, repeats=args.repeats) if args.compile else {}),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (ROOT / "bench" / "results" / f"sparse_merge_{device.type}.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
+
+
+def compiled_ties(theta0: torch.Tensor, T: torch.Tensor, *, paced: PacedBound, repeats: int) -> dict:
+    """TIES's elect and disjoint mean after the trim, as one whole-matrix expression given to torch.compile
+    (inductor fuses it into one loop), against the engine's chunked kernel at the same cut, same run."""
+    from engine.merge.generalized import masked_merge
+    from engine.merge.sparsify import magnitude_cuts
+
+    cut = magnitude_cuts(T, 0.2)
+    cut_values = cut.values[:, None]  # [K, 1]
+
+    def whole(theta0: torch.Tensor, T: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
+        tau = torch.where(T.abs() >= cut, T, 0.0)  # [K, P] (ties at the cut all kept: a timing, not the method)
+        agree = tau * tau.sum(0).sign() > 0  # [K, P]
+        return theta0 + torch.where(agree, tau, 0.0).sum(0) / agree.sum(0).clamp(min=1)  # [P]
+
+    started = time.perf_counter()
+    fused = torch.compile(whole, dynamic=False)
+    fused(theta0, T, cut_values)
+    compile_s = time.perf_counter() - started
+    compiled_s, compiled_passes = paced.measure(lambda: fused(theta0, T, cut_values), repeats)
+    lam = torch.tensor([1.0])
+    eager_s, eager_passes = paced.measure(
+        lambda: masked_merge(theta0, T, mask=None, cut=cut, lam=lam, ties=True), repeats
+    )
+    return {
+        "torch_compile_ties": {
+            "compile_s": round(compile_s, 1),
+            "compiled_s": round(compiled_s, 4),
+            "compiled_passes": round(compiled_passes, 2),
+            "engine_kernel_s": round(eager_s, 4),
+            "engine_kernel_passes": round(eager_passes, 2),
+        }
+    }
 
 
 class PacedBound:
