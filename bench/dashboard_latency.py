@@ -272,6 +272,9 @@ def engine_lam_move(root: str, home: str, moves: int = 2) -> dict:
     )
     tasks, split = ws.task_names, "interactive"
     once = {"open_workspace_s": opened}
+    once["reopen_collection_s"], _ = _timed(  # what the sidebar's checkpoint picker does on every rerun
+        lambda: open_for_user(root, home=data_home, policy=data_home.dashboard_policy())
+    )
     once["zero_shot_eval_s"], _ = _timed(lambda: ws.zero_shot(split))
     once["finetuned_eval_s"], reference = _timed(lambda: ws.finetuned(split))
     once["sta_importance_maps_s"], _ = _timed(lambda: ws.importance(get_method("sta").importance))
@@ -371,7 +374,7 @@ def browser_lam_move(root: str, home: Path, presses: int = 3) -> dict:
                 if marks["preview"] is not None:
                     to_preview.append(round((marks["preview"] - marks["key"]) / 1000, 3))
                 changed.append(title.text_content() != before)
-                values.append(thumb.get_attribute("aria-valuenow"))  # the slider's value as the page shows it
+                values.append(thumb.get_attribute("aria-valuetext"))  # the slider's value as the page shows it
             results[name] = {
                 "first_visit_s": round(first, 2),
                 "key_press_to_exact_bars_s": _summary(to_exact, None),
@@ -414,6 +417,7 @@ def vit_b32_part(*, presses: int = 3, moves: int = 2, architecture: str = VIT_AR
         engine = _in_child("engine_lam_move", pool["root"], str(home), moves)
         browser = browser_lam_move(pool["root"], home, presses=presses)
     dominant = {name: m["dominant"] for name, m in engine["methods"].items()}
+    summary = {name: _move_summary(browser[name], engine["methods"][name]) for name in VIT_METHODS}
     return {
         "benchmark": "a λ (α) move on a random ViT-B/32 pool, K = 8, in the dashboard and in the engine (CPU)",
         "pool": {
@@ -431,12 +435,30 @@ def vit_b32_part(*, presses: int = 3, moves: int = 2, architecture: str = VIT_AR
         },
         "sta": "importance maps (|τ ⊙ ∇L|, 8 batches of the 8 train images per task) computed once into the data home",
         "subspace": "iso_c: its SVD factors computed once into the data home (the page's job would do the same)",
+        "summary_median_s": summary,
+        "dominant_piece_of_a_move": dominant,
         "browser": browser,
         "engine": engine,
-        "dominant_piece_of_a_move": dominant,
         "machine": {"cpu_cores": os.cpu_count(), "torch_threads": _torch_threads(), "device": "cpu"},
         "load_average_before_after": [load_before, _load()],
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _move_summary(browser: dict, engine: dict) -> dict:
+    """One method's move: the browser's two figures and the engine's pieces (medians); `dashboard_rest` is
+    what the page adds to the engine's merge + evaluation (the rerun of the script, the chart's drawing)."""
+    pieces = {piece: times["median"] for piece, times in engine["lam_move_s"].items()}
+    exact = browser["key_press_to_exact_bars_s"]["median"]
+    preview = browser.get("key_press_to_preview_bars_s", {}).get("median")
+    return {
+        "key_press_to_preview_bars": preview,
+        "key_press_to_exact_bars": exact,
+        "engine_merge_from_cached_parts": pieces["merge_from_cached_parts"],
+        "engine_evaluate": pieces["evaluate"],
+        "engine_load_theta_and_other": round(pieces["load_theta"] + pieces["other"], 4),
+        "dashboard_rest": round(exact - sum(pieces.values()), 3),
+        "evaluate_share_of_exact": round(pieces["evaluate"] / exact, 2),
     }
 
 
