@@ -10,16 +10,23 @@ bench/results/dashboard_latency.json.
   stepped → the scatter redrawn (≤ 1 s); the Forgetting page's method, then its task, changed → the chart
   redrawn (≤ 2 s each). The first visit of each page (its one-time computations) is not timed.
 
-    python bench/dashboard_latency.py
+    python bench/dashboard_latency.py                  # the demo zoo's parts above
+    python bench/dashboard_latency.py --part vit-b32   # a λ move on a random ViT-B/32 pool, K = 8 (vit_b32_part)
+
+Each part rewrites only its own keys of the JSON.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +142,7 @@ def lecture_path(home: Path, steps: int = 3) -> dict:
     }
 
 
-def _summary(times: list[float], target: float) -> dict:
+def _summary(times: list[float], target: float | None) -> dict:
     return {"median": round(statistics.median(times), 3), "max": round(max(times), 3), "all": times, "target": target}
 
 
@@ -146,7 +153,7 @@ def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def main() -> None:
+def zoo_part() -> dict:
     load_before = _load()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
@@ -184,8 +191,314 @@ def main() -> None:
         "load_average_before_after": [load_before, _load()],
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (ROOT / "bench" / "results" / "dashboard_latency.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
+    return out
+
+
+# ---- the ViT-B/32 part: a λ move end to end on a big pool (issue "A slider move costs only what it changed") ----
+
+VIT_ARCHITECTURE = "ViT-B-32"
+VIT_TASKS = tuple(f"task{i}" for i in range(8))
+VIT_CLASSES = ("cat", "dog")
+VIT_IMAGES_PER_CLASS = 4
+"""Per class and split: 8 val images per task, so the interactive split (min(128, val) per task) holds 8 per task,
+64 per evaluation. The product's 128 per task would make one exact move ~16× longer on these 2 cores (minutes),
+which the per-image figures let a reader extrapolate."""
+VIT_METHODS = ("task_arithmetic", "ties", "dare", "magnitude", "sta", "iso_c")
+VIT_FORMAT = "open_clip"
+VIT_KEY = "vit_b32_lam_move"
+FREE_GB_NEEDED = 15
+
+
+def write_vit_pool(home: str, architecture: str = VIT_ARCHITECTURE) -> dict:
+    """The pool tests/test_pool_vitb32.py serves (random ViT-B/32, K = 8, one format) under the data home; another
+    `architecture` (tests/builders.py TINY_ARCH) runs the same path in seconds."""
+    from tests.foreign import random_pool, write_image_folders, write_pool
+
+    start = time.perf_counter()
+    pretrained, finetuned, heads = random_pool(architecture, VIT_TASKS)
+    root = write_pool(
+        Path(home) / "pool",
+        VIT_FORMAT,
+        architecture=architecture,
+        pretrained=pretrained,
+        finetuned=finetuned,
+        heads=heads,
+    )
+    del pretrained, finetuned
+    write_image_folders(root, {task: VIT_CLASSES for task in VIT_TASKS}, per_class=VIT_IMAGES_PER_CLASS, size=32)
+    return {"root": str(root), "write_s": round(time.perf_counter() - start, 1)}
+
+
+def _default_params(method_name: str) -> dict[str, float]:
+    from engine.merge import get_method
+
+    return {p.name: p.default for p in get_method(method_name).params}
+
+
+def _moved(method_name: str, steps: int) -> dict[str, float]:
+    """The default setting with the method's scale `steps` slider steps to the right (what ArrowRight does)."""
+    from engine.merge import get_method
+
+    scale = get_method(method_name).scale
+    return {**_default_params(method_name), scale.name: round(scale.default + steps * scale.step, 6)}
+
+
+def _timed(compute: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    value = compute()
+    return time.perf_counter() - start, value
+
+
+def engine_lam_move(root: str, home: str, moves: int = 2) -> dict:
+    """The engine's share of a λ move, per method, on the workspace the dashboard would open (same data home,
+    so what is computed here once, importance maps, Iso-C's factors and the tangent features, is read there).
+    Pieces: Workspace.merge from the cached parts; loading θ into the model (`unflatten`: views, the swap itself
+    is part of every functional_call); the evaluation of the interactive split; the rest of `compare`."""
+    from engine.cache.memory import ComputeCache
+    from engine.eval.evaluate import evaluate
+    from engine.home import DataHome
+    from engine.merge import get_method
+    from engine.params import unflatten
+    from engine.pool.access import open_for_user
+    from engine.workspace import Workspace
+
+    data_home = DataHome(Path(home)).ensure()
+    opened, ws = _timed(
+        lambda: Workspace.from_collection(
+            open_for_user(root, home=data_home, policy=data_home.dashboard_policy()),
+            cache_dir=data_home.cache,
+            cache=ComputeCache(data_home.cache_budget_bytes()),
+        )
+    )
+    tasks, split = ws.task_names, "interactive"
+    once = {"open_workspace_s": opened}
+    once["reopen_collection_s"], _ = _timed(  # what the sidebar's checkpoint picker does on every rerun
+        lambda: open_for_user(root, home=data_home, policy=data_home.dashboard_policy())
+    )
+    once["zero_shot_eval_s"], _ = _timed(lambda: ws.zero_shot(split))
+    once["finetuned_eval_s"], reference = _timed(lambda: ws.finetuned(split))
+    once["sta_importance_maps_s"], _ = _timed(lambda: ws.importance(get_method("sta").importance))
+    once["iso_c_parts_s"], _ = _timed(lambda: ws.merge_parts(tasks, "iso_c", _default_params("iso_c")))
+    once["tangent_features_s"], _ = _timed(lambda: ws.tangent_preview(split))
+    methods = {}
+    for name in VIT_METHODS:
+        first, _ = _timed(lambda: ws.compare(tasks, name, _default_params(name), split=split))
+        pieces: dict[str, list[float]] = {"merge_from_cached_parts": [], "load_theta": [], "evaluate": [], "other": []}
+        preview = []
+        for step in range(1, moves + 1):
+            params = _moved(name, step)
+            merge_s, theta = _timed(lambda: ws.merge(tasks, name, params))
+            load_s, _ = _timed(lambda: unflatten(theta, ws.suite.spec))
+            eval_s, _ = _timed(lambda: evaluate(theta, ws.suite, split, tasks=tasks, reference=reference))
+            compare_s, _ = _timed(lambda: ws.compare(tasks, name, params, split=split))  # merge + eval again
+            for piece, seconds in zip(pieces, (merge_s, load_s, eval_s - load_s, compare_s - merge_s - eval_s)):
+                pieces[piece].append(round(seconds, 4))
+            if name == "task_arithmetic":
+                preview.append(round(_timed(lambda: ws.preview(tasks, params, split=split))[0], 4))
+        medians = {piece: statistics.median(times) for piece, times in pieces.items()}
+        methods[name] = {
+            "first_merge_and_eval_s": round(first, 2),
+            "lam_move_s": {piece: {"median": round(medians[piece], 4), "all": pieces[piece]} for piece in pieces},
+            "dominant": max(medians, key=medians.get),
+            **({"tangent_preview_s": preview} if preview else {}),
+        }
+    images = sum(len(ws.suite.tasks[t].split(split)) for t in tasks)
+    eval_median = statistics.median(m["lam_move_s"]["evaluate"]["median"] for m in methods.values())
+    return {
+        "once_s": {k: round(v, 2) for k, v in once.items()},
+        "methods": methods,
+        "interactive_images": images,
+        "evaluate_images_per_s": round(images / eval_median, 2),
+        "parameters": ws.matrix.spec.numel,
+    }
+
+
+MOVE_MARKS = """() => {
+  if (window.__lamObserver) window.__lamObserver.disconnect();
+  const marks = {key: null, running: null, preview: null, done: null};
+  window.__lamMove = marks;
+  const app = document.querySelector('[data-testid="stApp"]');
+  const titled = (text) => [...document.querySelectorAll('.gtitle')].some((t) => t.textContent.includes(text));
+  document.addEventListener('keydown', () => { if (marks.key === null) marks.key = performance.now(); },
+                            {capture: true, once: true});
+  const check = () => {
+    if (marks.key === null) return;
+    const now = performance.now(), state = app.getAttribute('data-test-script-state');
+    if (marks.running === null && state === 'running') marks.running = now;
+    if (marks.preview === null && titled('Tangent-space preview')) marks.preview = now;
+    if (marks.running !== null && marks.done === null && state === 'notRunning' && titled('Merged: mean accuracy'))
+      marks.done = now;
+  };
+  window.__lamObserver = new MutationObserver(check);
+  window.__lamObserver.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+"""In-page marks of one key press (the page's own clock, so the polling of Playwright adds nothing): the key
+down, the rerun starting, the tangent-preview bars drawn (their title appears only while the exact evaluation
+runs) and the run ended with the exact bars drawn."""
+
+
+def browser_lam_move(root: str, home: Path, presses: int = 3) -> dict:
+    """Per method: the Merge page opened by deep link on the pool, its first merge awaited, then `presses`
+    ArrowRight presses on the scale slider, each timed to the preview bars (task arithmetic with the
+    tangent-space preview on) and to the exact bars (run over, chart redrawn)."""
+    from urllib.parse import urlencode
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from engine.merge import get_method
+
+    results = {}
+    with dashboard_server(home) as (url, _), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        for name in VIT_METHODS:
+            query = {"collection": root, "method": name, **({"preview": "true"} if name == "task_arithmetic" else {})}
+            opened = time.perf_counter()
+            page.goto(f"{url}/merge?{urlencode(query)}", timeout=60_000)
+            title = page.locator(".gtitle").filter(has_text="Merged: mean accuracy")
+            expect(title).to_have_count(1, timeout=900_000)
+            expect(page.get_by_test_id("stApp")).to_have_attribute(
+                "data-test-script-state", "notRunning", timeout=900_000
+            )
+            first = time.perf_counter() - opened
+            thumb = page.get_by_test_id("stSlider").filter(has_text=get_method(name).scale.label).get_by_role("slider")
+            to_preview, to_exact, changed, values = [], [], [], []
+            for _ in range(presses):
+                before = title.text_content()
+                page.evaluate(MOVE_MARKS)
+                thumb.focus()
+                page.keyboard.press("ArrowRight")
+                page.wait_for_function("() => window.__lamMove.done !== null", timeout=900_000)
+                marks = page.evaluate("() => window.__lamMove")
+                to_exact.append(round((marks["done"] - marks["key"]) / 1000, 3))
+                if marks["preview"] is not None:
+                    to_preview.append(round((marks["preview"] - marks["key"]) / 1000, 3))
+                changed.append(title.text_content() != before)
+                values.append(thumb.get_attribute("aria-valuetext"))  # the slider's value as the page shows it
+            results[name] = {
+                "first_visit_s": round(first, 2),
+                "key_press_to_exact_bars_s": _summary(to_exact, None),
+                **({"key_press_to_preview_bars_s": _summary(to_preview, None)} if to_preview else {}),
+                "metric_changed": changed,
+                "slider": get_method(name).scale.label,
+                "slider_values_after_presses": values,
+            }
+        browser.close()
+    return results
+
+
+def _in_child(function: str, *args: str | int) -> dict:
+    """Run this module's `function(*args)` in a fresh interpreter: a ViT-B/32 workspace (and the pool's writing)
+    takes GBs that a finished phase must hand back before the dashboard opens its own."""
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from bench.dashboard_latency import {function}; "
+        f"print('RESULT ' + json.dumps({function}(*{list(args)!r})))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if run.returncode != 0:
+        raise RuntimeError(f"{function} failed:\n{run.stderr[-3000:]}")
+    return json.loads(next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def _available_gb() -> float:
+    """MemAvailable of /proc/meminfo in GB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("/proc/meminfo has no MemAvailable line")
+
+
+def vit_b32_part(*, presses: int = 3, moves: int = 2, architecture: str = VIT_ARCHITECTURE) -> dict:
+    """Pool written, engine pieces timed, the dashboard driven: one λ move of each method end to end."""
+    load_before = _load()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        pool = _in_child("write_vit_pool", str(home), architecture)
+        engine = _in_child("engine_lam_move", pool["root"], str(home), moves)
+        browser = browser_lam_move(pool["root"], home, presses=presses)
+    dominant = {name: m["dominant"] for name, m in engine["methods"].items()}
+    summary = {name: _move_summary(browser[name], engine["methods"][name]) for name in VIT_METHODS}
+    return {
+        "benchmark": "a λ (α) move on a random ViT-B/32 pool, K = 8, in the dashboard and in the engine (CPU)",
+        "pool": {
+            "architecture": architecture,
+            "tasks": len(VIT_TASKS),
+            "format": VIT_FORMAT,
+            "parameters": engine["parameters"],
+            "write_s": pool["write_s"],
+        },
+        "images": {
+            "interactive_per_task": engine["interactive_images"] // len(VIT_TASKS),
+            "interactive_total": engine["interactive_images"],
+            "val_per_task": 2 * VIT_IMAGES_PER_CLASS,
+            "train_per_task": 2 * VIT_IMAGES_PER_CLASS,
+        },
+        "sta": "importance maps (|τ ⊙ ∇L|, 8 batches of the 8 train images per task) computed once into the data home",
+        "subspace": "iso_c: its SVD factors computed once into the data home (the page's job would do the same)",
+        "summary_median_s": summary,
+        "dominant_piece_of_a_move": dominant,
+        "browser": browser,
+        "engine": engine,
+        "machine": {"cpu_cores": os.cpu_count(), "torch_threads": _torch_threads(), "device": "cpu"},
+        "load_average_before_after": [load_before, _load()],
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _move_summary(browser: dict, engine: dict) -> dict:
+    """One method's move: the browser's two figures and the engine's pieces (medians); `dashboard_rest` is
+    what the page adds to the engine's merge + evaluation (the rerun of the script, the chart's drawing)."""
+    pieces = {piece: times["median"] for piece, times in engine["lam_move_s"].items()}
+    exact = browser["key_press_to_exact_bars_s"]["median"]
+    preview = browser.get("key_press_to_preview_bars_s", {}).get("median")
+    return {
+        "key_press_to_preview_bars": preview,
+        "key_press_to_exact_bars": exact,
+        "engine_merge_from_cached_parts": pieces["merge_from_cached_parts"],
+        "engine_evaluate": pieces["evaluate"],
+        "engine_load_theta_and_other": round(pieces["load_theta"] + pieces["other"], 4),
+        "dashboard_rest": round(exact - sum(pieces.values()), 3),
+        "evaluate_share_of_exact": round(pieces["evaluate"] / exact, 2),
+    }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+RESULTS = ROOT / "bench" / "results" / "dashboard_latency.json"
+
+
+def write_results(update: dict) -> None:
+    """Merge one part's keys into the results file, keeping the other parts' keys."""
+    existing = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    RESULTS.write_text(json.dumps({**existing, **update}, indent=2, ensure_ascii=False) + "\n")
+
+
+def wait_for_memory(*, needed_gb: float = FREE_GB_NEEDED, checks: int = 20, every_s: float = 60.0) -> float:
+    """Wait (up to `checks` × `every_s`) until `needed_gb` are available: the machine's memory is shared."""
+    for _ in range(checks):
+        available = _available_gb()
+        if available >= needed_gb:
+            return available
+        print(f"{available:.1f} GB available, {needed_gb} GB needed: waiting {every_s:.0f} s", flush=True)
+        time.sleep(every_s)
+    raise RuntimeError(f"fewer than {needed_gb} GB available after {checks * every_s:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("zoo", "vit-b32"), default="zoo")
+    args = parser.parse_args()
+    if args.part == "zoo":
+        update = zoo_part()
+    else:
+        available = wait_for_memory()
+        update = {VIT_KEY: {**vit_b32_part(), "memory_available_at_start_gb": round(available, 1)}}
+    write_results(update)
+    print(json.dumps(update, indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":
