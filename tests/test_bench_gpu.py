@@ -21,6 +21,8 @@ KEY_FIGURES = {
         "merge_s.magnitude",
         "merge_s.sta",
         "passes_of_bound.ties",
+        "lam_move_passes.ties",
+        "per_task_lam_move_passes.magnitude",
         "exact_kthvalue_threshold_s",
         "ties_speedup_over_exact_kthvalue",
     ),
@@ -38,7 +40,7 @@ KEY_FIGURES = {
 TARGETS = {
     "task_arithmetic": ("target_flat_over_bound_max", "target_per_key_over_flat_min"),
     "slider_move": ("target_move_s_max",),
-    "sparse_merges": ("target_ties_speedup_min", "target_kept_count_error_max"),
+    "sparse_merges": ("target_ties_speedup_min", "target_kept_count_error_max", "target_lam_move_passes_max"),
     "merge_memory": ("target_peak_over_target_max",),
     "evaluation": ("target_ratio_to_bare_min",),
     "taujp": ("target_taujp_matrix_s_max",),
