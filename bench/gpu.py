@@ -152,7 +152,9 @@ def sparse_part(b: Bench) -> dict:
     )
     codes = torch.randint(0, 256, (K, P), dtype=torch.uint8, device=b.device)  # [K, P] STA importance codes
     measured = {
-        m: paced.measure(lambda m=m, p=p: apply(m, b.theta0, b.T, p, importance=codes if m == "sta" else None), 2)
+        m: paced.measure(
+            lambda m=m, p=p: apply(m, b.theta0, b.T, p, importance=codes if m == "sta" else None), b.sizes.repeats
+        )
         for m, p in SPARSE.items()
     }
     moves = lam_moves(b.theta0, b.T, codes, SPARSE, paced=paced, repeats=b.sizes.repeats)

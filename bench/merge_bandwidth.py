@@ -30,16 +30,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def timed(fn, *, device: torch.device, repeats: int) -> list[float]:
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
+    return [run_once(fn, device) for _ in range(repeats)]
+
+
+def run_once(fn, device: torch.device) -> float:
+    """Seconds of one call of `fn`, the GPU's queue drained before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def per_key_merge(base: dict[str, torch.Tensor], vectors: list[dict[str, torch.Tensor]], lam: float):

@@ -26,7 +26,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.merge_bandwidth import timed  # noqa: E402
+from bench.merge_bandwidth import run_once, timed  # noqa: E402
 from engine.merge import METHODS, apply  # noqa: E402
 from engine.merge.registry import scale_parts  # noqa: E402
 from engine.merge.sparsify import kept_count, magnitude_mask  # noqa: E402
@@ -153,18 +153,8 @@ class PacedBound:
     def measure(self, fn, repeats: int) -> tuple[float, float]:
         """(best seconds, best seconds-over-bound) of `fn` over `repeats` runs after a warm-up."""
         fn()
-        pairs = [(_run_once(fn, self.device), _run_once(self.copy, self.device) * self.ratio) for _ in range(repeats)]
+        pairs = [(run_once(fn, self.device), run_once(self.copy, self.device) * self.ratio) for _ in range(repeats)]
         return min(t for t, _ in pairs), min(t / b for t, b in pairs)
-
-
-def _run_once(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def lam_moves(

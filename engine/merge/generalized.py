@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from engine.merge.sparsify import MagnitudeCut
+from engine.merge.sparsify import MagnitudeCut, chunk_columns
 
 CPU_CHUNK_ENTRIES = 1 << 18  # K·c floats per scratch buffer on the CPU (1 MiB): cache-resident
-GPU_CHUNK_ENTRIES = 1 << 25  # on a GPU few, large chunks (launch overhead), 128 MiB per buffer
 
 
 def masked_merge(
@@ -38,8 +37,7 @@ def masked_merge(
     out = torch.empty_like(theta0) if out is None else out  # [P]
     lam = lam.to(T)  # [K]
     scale = None if rescale is None else rescale.to(T)[:, None]  # [K, 1]
-    entries = GPU_CHUNK_ENTRIES if T.device.type != "cpu" else CPU_CHUNK_ENTRIES
-    width = min(P, max(1024, entries // K))
+    width = min(P, chunk_columns(T, CPU_CHUNK_ENTRIES))
     tau_buf = torch.empty(K, width, dtype=T.dtype, device=T.device)  # [K, c] kept entries of the chunk
     aux_buf = torch.empty(K, width, dtype=T.dtype, device=T.device)  # [K, c] cut mask, then agreement
     sum_buf = torch.empty(width, dtype=T.dtype, device=T.device)  # [c] the weighted sum of a linear merge

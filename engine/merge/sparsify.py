@@ -69,7 +69,7 @@ def magnitude_mask(T: torch.Tensor, density: float, *, seed: int = 0) -> torch.T
     K, P = T.shape
     cuts = magnitude_cuts(T, density, seed=seed)
     mask = torch.empty(K, P, dtype=torch.bool, device=T.device)  # [K, P]
-    width = _width(T, SCAN_CHUNK)
+    width = chunk_columns(T, SCAN_CHUNK)
     magnitudes = torch.empty(K, min(width, P), dtype=T.dtype, device=T.device)  # [K, c] reused
     for start in range(0, P, width):
         block = T[:, start : start + width]
@@ -113,7 +113,7 @@ def _bracket(row: torch.Tensor, n_keep: int, *, seed: int) -> tuple[float, float
 def _scan(row: torch.Tensor, lo: float, hi: float) -> tuple[int, torch.Tensor, torch.Tensor]:
     """One pass over `row` [P] in cache-sized chunks: #{|x| > hi}, and the magnitudes with lo < |x| ≤ hi [B]
     with their positions [B] (ascending)."""
-    width = _width(row, SCAN_CHUNK)
+    width = chunk_columns(row, SCAN_CHUNK)
     mag = torch.empty(min(width, row.numel()), dtype=row.dtype, device=row.device)  # [c] reused
     high_buf = torch.empty(mag.shape, dtype=torch.bool, device=row.device)  # [c]
     band_buf = torch.empty(mag.shape, dtype=torch.bool, device=row.device)  # [c]
@@ -131,8 +131,9 @@ def _scan(row: torch.Tensor, lo: float, hi: float) -> tuple[int, torch.Tensor, t
     return int(above), torch.cat(values), torch.cat(positions)
 
 
-def _width(like: torch.Tensor, cpu_entries: int) -> int:
-    """Columns per chunk: a cache-sized block on the CPU, large blocks on a GPU (where launches cost more)."""
+def chunk_columns(like: torch.Tensor, cpu_entries: int) -> int:
+    """Columns per chunk of `like` ([K, P] or [P]): `cpu_entries` floats a block on the CPU (cache-sized),
+    `GPU_CHUNK_ENTRIES` on a GPU (where launches cost more)."""
     rows = like.shape[0] if like.dim() == 2 else 1
     return max(1024, (cpu_entries if like.device.type == "cpu" else GPU_CHUNK_ENTRIES) // rows)
 
