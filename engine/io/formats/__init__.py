@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import CheckpointError
+from engine.home import refuse_special
 from engine.io.formats.hf_clip import hf_to_open_clip, is_hf_clip
 from engine.io.formats.lazy import LazyTensor
 from engine.io.formats.safetensors_file import read_header
@@ -63,6 +64,7 @@ def read_foreign(path: Path) -> ForeignCheckpoint:
     path = Path(path)
     if path.is_dir():
         return _hf_folder(path)
+    refuse_special(path, fix="point at the checkpoint file itself (.safetensors, .pt) or a Hugging Face folder")
     if not path.is_file():
         raise CheckpointError(path, "no such file", fix="check the path")
     if path.suffix == ".safetensors":
