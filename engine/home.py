@@ -9,7 +9,9 @@ data home, and every path must resolve (symlinks followed) under the data home, 
 listed in `<home>/config.json` as `{"allowed_roots": ["/data/checkpoints", ...]}`. The command line's
 (`DataHome.shell_policy`) trusts the shell user's own paths and resolves relative ones against the
 current directory, as any command-line tool does. The same file may set `"cache_budget_mb"`: the memory
-the process-wide cache of computed results may hold (engine/cache/memory.py; default 2048).
+the process-wide cache of computed results may hold (engine/cache/memory.py; default 2048). The file is
+checked whole (`HomeConfig`) whoever reads it, the command line included (`DataHome.ensure`).
+Files are opened with `open_regular`: a named pipe, socket or device is refused by name, never opened.
 """
 
 from __future__ import annotations
