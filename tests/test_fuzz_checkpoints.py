@@ -374,6 +374,31 @@ def named_pipe_with_sidecar(folder: Path, _: Path) -> Path:
     return path
 
 
+def sidecar_is_a_pipe(folder: Path, _: Path) -> tuple[Path, Path]:
+    """A pipe where the sidecar belongs used to be passed over: the file was read as a foreign checkpoint."""
+    path = folder / "model.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    os.mkfifo(path.with_suffix(".json"))
+    return path, path.with_suffix(".json")
+
+
+def hf_weights_are_a_pipe(folder: Path, _: Path) -> tuple[Path, Path]:
+    """A Hugging Face folder whose model.safetensors is a pipe used to read "a folder without model.safetensors"."""
+    model = folder / "hf"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    os.mkfifo(model / "model.safetensors")
+    return model, model / "model.safetensors"
+
+
+def hf_config_is_a_pipe(folder: Path, _: Path) -> tuple[Path, Path]:
+    model = folder / "hf"
+    model.mkdir()
+    save_file({"w": torch.zeros(2)}, str(model / "model.safetensors"))
+    os.mkfifo(model / "config.json")
+    return model, model / "config.json"
+
+
 def unix_socket(folder: Path, _: Path) -> Path:
     path = folder / "model.pt"
     with socket.socket(socket.AF_UNIX) as server:
@@ -431,6 +456,9 @@ CASES = [
     Case("bool_with_sidecar", bool_with_sidecar, r"tensor '\w+' is bool "),
     Case("named_pipe", named_pipe, r"is a named pipe \(FIFO\), not a regular file"),
     Case("named_pipe_with_sidecar", named_pipe_with_sidecar, r"is a named pipe \(FIFO\), not a regular file"),
+    Case("sidecar_is_a_pipe", sidecar_is_a_pipe, r"is a named pipe \(FIFO\), not a regular file"),
+    Case("hf_weights_are_a_pipe", hf_weights_are_a_pipe, r"is a named pipe \(FIFO\), not a regular file"),
+    Case("hf_config_is_a_pipe", hf_config_is_a_pipe, r"is a named pipe \(FIFO\), not a regular file"),
     Case("unix_socket", unix_socket, r"is a socket, not a regular file"),
     Case("character_device", character_device, r"is a character device, not a regular file"),
 ]

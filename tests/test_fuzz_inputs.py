@@ -515,6 +515,15 @@ def head_nan(folder: Path, _: Path) -> Path:
     return _head(folder, head)
 
 
+def head_integer(folder: Path, _: Path) -> Path:
+    return _head(folder, torch.randint(-100, 100, (3, 16)))
+
+
+def head_is_a_pipe(folder: Path, _: Path) -> Path:
+    os.mkfifo(folder / "head.safetensors")
+    return folder / "head.safetensors"
+
+
 def head_pickle_payload(folder: Path, canary: Path) -> Path:
     return _torch_zip(folder / "head_colour.pt", _payload("os", "system", f"touch {canary}"))
 
@@ -643,6 +652,8 @@ CASES = [
     Case("head_one_dimensional", head_one_dimensional, r"head has shape \(16,\), not \[classes, embedding\]", "head"),
     Case("head_wrong_class_count", head_wrong_class_count, r"the task has 3 classes", "head"),
     Case("head_nan", head_nan, r"contains NaN or Inf values", "head"),
+    Case("head_integer", head_integer, r"head tensor 'head' is int64: weights must be float32", "head"),
+    Case("head_is_a_pipe", head_is_a_pipe, r"is a named pipe \(FIFO\), not a regular file", "head"),
     Case("head_pickle_payload", head_pickle_payload, r"names the global 'os.system'", "head"),
     Case("config_roots_not_a_list", config_roots_not_a_list, r"allowed_roots is not a list of strings", "config"),
     Case("config_roots_a_string_cli", config_roots_not_a_list, r"allowed_roots is not a list of strings", "shell"),

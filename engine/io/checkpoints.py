@@ -244,7 +244,7 @@ def open_checkpoint(
     if not path.exists():
         raise CheckpointError(path, "no such file", fix="check the path, or pick a checkpoint from the list")
     refuse_special(path, fix="point at the checkpoint file itself (.safetensors, .pt) or a Hugging Face folder")
-    if sidecar_path(path).is_file() and not path.is_dir():
+    if sidecar_path(path).exists() and not path.is_dir():  # a sidecar that is a pipe is refused, not passed over
         return _open_native(path, architecture=architecture, verified=verified)
     return _open_foreign(
         path,
@@ -358,7 +358,7 @@ def _fingerprint(path: Path, fmt: str) -> str:
 def read_sidecar(path: Path) -> CheckpointMeta:
     """Parse and validate `<path>.json`."""
     side = sidecar_path(path)
-    if not side.is_file():
+    if not side.exists():
         raise SchemaError(
             side,
             "missing JSON sidecar",

@@ -268,7 +268,7 @@ class Collection:
     def checkpoint_meta(self, task: str, variant: str = "standard") -> CheckpointMeta:
         """One fine-tuned checkpoint's metadata: its sidecar, or what its content says (tensors not read)."""
         path = self._checkpoint_files(self._checkpoint_path(task, variant))
-        return read_sidecar(path) if sidecar_path(path).is_file() else self.finetuned_lazy(task, variant).meta
+        return read_sidecar(path) if sidecar_path(path).exists() else self.finetuned_lazy(task, variant).meta
 
     def referenced_paths(self) -> tuple[Path, ...]:
         """Every file or folder the manifest points at (resolved), for the dashboard's allowed-roots check."""

@@ -307,7 +307,7 @@ def _data_path(folder: Path, task: str) -> str | None:
 
 def _head_path(folder: Path, task: str) -> str | None:
     for name in (f"head_{task}.pt", f"head_{task}Val.pt", f"heads/{task}.safetensors", f"heads/{task}.pt"):
-        if (folder / name).is_file():
+        if _not_a_folder(folder / name):  # a pipe there is refused by name when the head is read
             return name
     return None
 
