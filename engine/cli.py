@@ -187,7 +187,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
     checked_axes(recipe.method, grid, recipe.params, len(chosen.tasks))  # before any checkpoint is read
     workspace = _trials_source(home, collection, chosen, args)
     fields = dict(tasks=chosen.tasks, method=recipe.method, grid=grid, params=recipe.params, split=args.split)
-    return _run_trials(home, "sweep", grid_sweep_job, args, workspace=workspace, skipped=collection.skipped, **fields)
+    skipped = [str(s) for s in collection.skipped]
+    return _run_trials(home, "sweep", grid_sweep_job, args, workspace=workspace, skipped=skipped, **fields)
 
 
 def _run_search(args: argparse.Namespace) -> int:
@@ -207,7 +208,8 @@ def _run_search(args: argparse.Namespace) -> int:
         params={k: v for k, v in recipe.params.items() if k != args.param},
         split=args.split,
     )
-    return _run_trials(home, "search", search_job, args, workspace=workspace, skipped=collection.skipped, **fields)
+    skipped = [str(s) for s in collection.skipped]
+    return _run_trials(home, "search", search_job, args, workspace=workspace, skipped=skipped, **fields)
 
 
 def _recipe_selection(args: argparse.Namespace) -> tuple[DataHome, MergeRecipe, Collection, RecipeSelection]:
@@ -230,7 +232,7 @@ def _trials_source(
     )
 
 
-def _run_trials(home: DataHome, name: str, job, args: argparse.Namespace, *, skipped: Sequence, **kwargs) -> int:
+def _run_trials(home: DataHome, name: str, job, args: argparse.Namespace, **kwargs) -> int:
     """Run a sweep or search job with a tqdm bar; Ctrl-C cancels it (logged partial) and exits 130."""
     log = RunLog(home.runs / "runs.sqlite3")
     runner = LocalRunner(run_log=log)
@@ -249,7 +251,7 @@ def _run_trials(home: DataHome, name: str, job, args: argparse.Namespace, *, ski
         "run": sweep.id,
         "status": sweep.status_shown,
         **_summary(sweep.outputs),
-        "skipped": list(map(str, skipped)),
+        "skipped": sweep.inputs.get("skipped", []),  # as the run log has them
     }
     print(json.dumps(summary, indent=2))
     return 0 if status.state is JobState.DONE else 130

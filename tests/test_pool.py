@@ -280,6 +280,11 @@ def test_a_discovered_pool_refuses_the_entries_it_cannot_read_unless_told(
     assert run.inputs["skipped"] == printed["skipped"]
 
     recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"collection: {root}\n")
+    assert main(["sweep", str(recipe), "--grid", "lam=0.5,1", "--skip-unreadable"]) == 0
+    swept = json.loads(capsys.readouterr().out)
+    assert swept["skipped"] == printed["skipped"]  # as the sweep's run-log row has them
+
     recipe.write_text(f"collection: {root}\ntasks: [colour, shape]\n")
     assert main(["run", str(recipe), "--skip-unreadable"]) == 2
     assert "'shape': is not a task of" in (err := capsys.readouterr().err) and "left out: shape/ holds" in err
