@@ -87,6 +87,10 @@ def special_kind(path: Path) -> str | None:
         mode = os.stat(path).st_mode
     except (OSError, ValueError):  # missing, a dangling link, a name with NUL: the caller's own error
         return None
+    return _kind_of(mode)
+
+
+def _kind_of(mode: int) -> str | None:
     return next((kind for test, kind in SPECIAL_KINDS if test(mode)), None)
 
 
@@ -109,8 +113,7 @@ def open_regular(path: Path, *, shown: str | Path | None = None) -> BinaryIO:
         os.close(fd)
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
-        kind = next((kind for test, kind in SPECIAL_KINDS if test(mode)), "not a regular file")
-        raise SpecialFileError(shown or path, f"is {kind}, not a regular file", fix=fix)
+        raise SpecialFileError(shown or path, f"is {_kind_of(mode) or 'not a file'}, not a regular file", fix=fix)
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
