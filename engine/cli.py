@@ -4,7 +4,9 @@ for the data home's size (and `--clear-caches`); `python -m engine sweep|search 
 method's parameters and searches over per-task λ, in process or on Ray workers (`--ray`, or `MERGELAB_RAY`).
 
 Long work shows a tqdm bar on stderr (hidden when stderr is not a terminal); errors print one
-line naming the file and the fix, and exit with status 2. Paths are the shell user's own: relative ones
+line naming the file and the fix, and exit with status 2. A discovered pool with entries it cannot read is
+refused naming them; `--skip-unreadable` goes on without them, each printed as a warning and listed under
+"skipped" in the printed JSON and the run log. Paths are the shell user's own: relative ones
 resolve against the current directory and none is confined to the dashboard's allowed roots
 (`DataHome.shell_policy`); collections open through the same `open_for_user` as the dashboard's.
 """
@@ -83,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("run", help="run a merge recipe (JSON or YAML): merge, export, evaluate, log")
     rc.add_argument("recipe", type=Path)
     rc.add_argument("--device", help="cpu, cuda, ... (default: CUDA when present)")
+    _skip_flag(rc)
     rc.set_defaults(run=_run_recipe)
     sweep = sub.add_parser("sweep", help="a grid over the recipe method's parameters (in process, or on Ray)")
     _trials_common(sweep)
@@ -117,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     convert = pool.add_parser("convert", help="write a pool once as fp32 safetensors + sidecars (weights-only loads)")
     convert.add_argument("path", type=Path, help="pool folder, pool manifest (YAML/JSON) or collection")
     convert.add_argument("out", type=Path, help="the new collection folder (must not exist)")
+    _skip_flag(convert)
     convert.set_defaults(run=_run_pool_convert)
     export_hf = pool.add_parser("export-hf", help="write any readable checkpoint as a Hugging Face model folder")
     export_hf.add_argument("checkpoint", type=Path, help="checkpoint file or Hugging Face folder, any format")
@@ -156,6 +160,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", nargs="+", help="subset of the collection's tasks")
     p.add_argument("--split", default="test", help="train, val, test or interactive")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    _skip_flag(p)
+
+
+def _skip_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="go on without the pool entries that cannot be read (an empty checkpoint, a task folder without one), "
+        "listed as skipped in the output and the run log; default: refuse the pool, naming them",
+    )
 
 
 def _trials_common(p: argparse.ArgumentParser) -> None:
@@ -164,6 +178,7 @@ def _trials_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, ... for trials in process (default: CUDA when present)")
     p.add_argument("--ray", metavar="ADDRESS", help=f"local, auto or a cluster address (default: ${RAY_ENV})")
     p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else per CPU of the cluster)")
+    _skip_flag(p)
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
@@ -172,7 +187,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
     checked_axes(recipe.method, grid, recipe.params, len(chosen.tasks))  # before any checkpoint is read
     workspace = _trials_source(home, collection, chosen, args)
     fields = dict(tasks=chosen.tasks, method=recipe.method, grid=grid, params=recipe.params, split=args.split)
-    return _run_trials(home, "sweep", grid_sweep_job, args, workspace=workspace, **fields)
+    skipped = [str(s) for s in collection.skipped]
+    return _run_trials(home, "sweep", grid_sweep_job, args, workspace=workspace, skipped=skipped, **fields)
 
 
 def _run_search(args: argparse.Namespace) -> int:
@@ -192,14 +208,15 @@ def _run_search(args: argparse.Namespace) -> int:
         params={k: v for k, v in recipe.params.items() if k != args.param},
         split=args.split,
     )
-    return _run_trials(home, "search", search_job, args, workspace=workspace, **fields)
+    skipped = [str(s) for s in collection.skipped]
+    return _run_trials(home, "search", search_job, args, workspace=workspace, skipped=skipped, **fields)
 
 
 def _recipe_selection(args: argparse.Namespace) -> tuple[DataHome, MergeRecipe, Collection, RecipeSelection]:
     """The recipe, its collection and what it picks there, checked before anything is read."""
     home, policy = _home_and_policy()
     recipe = load_recipe(policy.resolve(args.recipe))
-    collection = _open(recipe.collection, home=home, policy=policy)
+    collection = _open(recipe.collection, home=home, policy=policy, skip_unreadable=args.skip_unreadable)
     return home, recipe, collection, select(recipe, collection)
 
 
@@ -230,7 +247,13 @@ def _run_trials(home: DataHome, name: str, job, args: argparse.Namespace, **kwar
         print(status.error.strip().splitlines()[-1], file=sys.stderr)
         return 1
     (sweep,) = [r for r in log.runs(job_id=job_id) if r.parent_id is None]
-    print(json.dumps({"run": sweep.id, "status": sweep.status_shown, **_summary(sweep.outputs)}, indent=2))
+    summary = {
+        "run": sweep.id,
+        "status": sweep.status_shown,
+        **_summary(sweep.outputs),
+        "skipped": sweep.inputs.get("skipped", []),  # as the run log has them
+    }
+    print(json.dumps(summary, indent=2))
     return 0 if status.state is JobState.DONE else 130
 
 
@@ -258,7 +281,7 @@ def _summary(outputs: dict) -> dict:
 
 def _run_eval(args: argparse.Namespace) -> int:
     home, policy = _home_and_policy()
-    collection = _open(args.collection, home=home, policy=policy)
+    collection = _open(args.collection, home=home, policy=policy, skip_unreadable=args.skip_unreadable)
     device = pick_device(args.device)
     pretrained = collection.pretrained()
     suite = open_suite(collection, cache_dir=home.cache, tasks=args.tasks, device=device, pretrained=pretrained)
@@ -268,7 +291,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     else:
         params = pretrained_vector(collection, suite.spec, device=device, pretrained=pretrained)
     reference = _finetuned_reference(collection, suite, args.split, device) if args.normalized else None
-    _print_result(_eval_with_bar(params, suite, args.split, reference))
+    _print_result(_eval_with_bar(params, suite, args.split, reference), skipped=collection.skipped)
     return 0
 
 
@@ -286,39 +309,47 @@ def _run_merge(args: argparse.Namespace) -> int:
         "output": out.stem,
     }
     recipe = parse_recipe(json.dumps(fields), source="the command line's flags")
-    return _run(recipe, home=home, policy=policy, device=args.device, out=out)
+    return _run(recipe, home=home, policy=policy, args=args, out=out)
 
 
 def _run_recipe(args: argparse.Namespace) -> int:
     home, policy = _home_and_policy()
-    return _run(load_recipe(policy.resolve(args.recipe)), home=home, policy=policy, device=args.device)
+    return _run(load_recipe(policy.resolve(args.recipe)), home=home, policy=policy, args=args)
 
 
 def _run(
-    recipe: MergeRecipe, *, home: DataHome, policy: PathPolicy, device: str | None, out: Path | None = None
+    recipe: MergeRecipe, *, home: DataHome, policy: PathPolicy, args: argparse.Namespace, out: Path | None = None
 ) -> int:
     with tqdm(total=100, desc="recipe", disable=None, file=sys.stderr) as bar:
         outcome = run_recipe(
             recipe,
             home=home,
-            device=pick_device(device),
+            device=pick_device(args.device),
             policy=policy,
             out=out,
             progress=lambda f, _m: bar.update(round(f * 100) - bar.n),
+            skip_unreadable=args.skip_unreadable,
         )
+    _warn(outcome.skipped)
     print(f"wrote {outcome.checkpoint.path} (sha256 {outcome.checkpoint.sha256[:12]}); run {outcome.run_id}")
     if outcome.result is not None:
-        _print_result(outcome.result)
+        _print_result(outcome.result, skipped=outcome.skipped)
     return 0
 
 
-def _open(raw: Path, *, home: DataHome, policy: PathPolicy, finetunes: bool = True) -> Collection:
-    """The collection as the dashboard opens it, each thing opening it left out (a discovered pool's broken
-    fine-tune folder) printed as a warning on stderr, so stdout stays the command's output."""
-    collection = open_for_user(raw, home=home, policy=policy, finetunes=finetunes)
-    for warning in collection.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+def _open(
+    raw: Path, *, home: DataHome, policy: PathPolicy, finetunes: bool = True, skip_unreadable: bool = False
+) -> Collection:
+    """The collection as the dashboard opens it; with `skip_unreadable`, each entry a discovered pool left out
+    printed as a warning on stderr, so stdout stays the command's output."""
+    collection = open_for_user(raw, home=home, policy=policy, finetunes=finetunes, skip_unreadable=skip_unreadable)
+    _warn(collection.skipped)
     return collection
+
+
+def _warn(skipped: Sequence) -> None:
+    for entry in skipped:
+        print(f"warning: {entry}", file=sys.stderr)
 
 
 def _home_and_policy() -> tuple[DataHome, PathPolicy]:
@@ -348,7 +379,7 @@ def _run_home(args: argparse.Namespace) -> int:
 
 def _run_pool_show(args: argparse.Namespace) -> int:
     home, policy = _home_and_policy()
-    collection = _open(args.path, home=home, policy=policy, finetunes=False)
+    collection = _open(args.path, home=home, policy=policy, finetunes=False, skip_unreadable=True)  # shows them
     rows = pool_checkpoints(collection)
     if args.json:
         print(
@@ -357,7 +388,7 @@ def _run_pool_show(args: argparse.Namespace) -> int:
                     "name": collection.manifest.name,
                     "root": str(collection.root),
                     "checkpoints": [_info_fields(r, collection.root) for r in rows],
-                    "skipped": list(collection.warnings),
+                    "skipped": [str(s) for s in collection.skipped],
                 },
                 indent=2,
             )
@@ -393,7 +424,7 @@ def _info_fields(info: CheckpointInfo, root: Path) -> dict[str, str | bool]:
 
 def _run_pool_convert(args: argparse.Namespace) -> int:
     home, policy = _home_and_policy()
-    collection = _open(args.path, home=home, policy=policy, finetunes=False)
+    collection = _open(args.path, home=home, policy=policy, finetunes=False, skip_unreadable=args.skip_unreadable)
     out = policy.resolve(args.out)
     with tqdm(total=None, desc="convert", unit="checkpoint", disable=None, file=sys.stderr) as bar:
 
@@ -605,7 +636,7 @@ def _eval_with_bar(params: torch.Tensor, suite: EvalSuite, split: str, reference
         return evaluate(params, suite, split, reference=reference, progress=progress)
 
 
-def _print_result(result: EvalResult) -> None:
+def _print_result(result: EvalResult, *, skipped: Sequence = ()) -> None:
     rows = {
         t: {"accuracy": round(a, 4), "correct": result.correct[t], "total": result.total[t]}
         for t, a in result.accuracy.items()
@@ -618,4 +649,4 @@ def _print_result(result: EvalResult) -> None:
         "mean_accuracy": round(result.mean_accuracy, 4),
         "mean_normalized": None if result.mean_normalized is None else round(result.mean_normalized, 4),
     }
-    print(json.dumps({"tasks": rows, **summary}, indent=2))
+    print(json.dumps({"tasks": rows, **summary, "skipped": [str(s) for s in skipped]}, indent=2))

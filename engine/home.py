@@ -9,20 +9,24 @@ data home, and every path must resolve (symlinks followed) under the data home, 
 listed in `<home>/config.json` as `{"allowed_roots": ["/data/checkpoints", ...]}`. The command line's
 (`DataHome.shell_policy`) trusts the shell user's own paths and resolves relative ones against the
 current directory, as any command-line tool does. The same file may set `"cache_budget_mb"`: the memory
-the process-wide cache of computed results may hold (engine/cache/memory.py; default 2048).
+the process-wide cache of computed results may hold (engine/cache/memory.py; default 2048). The file is
+checked whole (`HomeConfig`) whoever reads it, the command line included (`DataHome.ensure`).
+Files are opened with `open_regular`: a named pipe, socket or device is refused by name, never opened.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from engine.errors import MergelabError, PathNotAllowedError, SchemaError
+from engine.errors import MergelabError, PathNotAllowedError, SchemaError, SpecialFileError
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 SUBFOLDERS = ("runs", "cache", "checkpoints", "exports")
@@ -47,6 +51,8 @@ def read_document(
             data = handle.read(limit + 1)
     except IsADirectoryError as exc:
         raise error(path, "is a folder, not a file", fix=fix) from exc
+    except SpecialFileError as exc:
+        raise error(path, exc.problem, fix=fix) from exc
     except OSError as exc:
         raise error(path, f"cannot be read ({exc.strerror or exc})", fix=fix) from exc
     if len(data) > limit:
@@ -63,7 +69,53 @@ def nesting(exc: Exception) -> str:
 
 
 def _open_binary(path: Path) -> BinaryIO:
-    return open(path, "rb")  # noqa: SIM115 (the caller closes it)
+    return open_regular(path)
+
+
+SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def special_kind(path: Path) -> str | None:
+    """What `path` is (symlinks followed) when it is a named pipe, socket or device, else None (a regular file, a
+    folder, or nothing there). A stat, never an open: opening a pipe to read blocks until something writes."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing, a dangling link, a name with NUL: the caller's own error
+        return None
+    return _kind_of(mode)
+
+
+def _kind_of(mode: int) -> str | None:
+    return next((kind for test, kind in SPECIAL_KINDS if test(mode)), None)
+
+
+def refuse_special(path: Path, *, fix: str, shown: str | Path | None = None) -> None:
+    """A SpecialFileError naming `shown` (default `path`) and what it is, when `path` is a pipe, socket or device."""
+    kind = special_kind(path)
+    if kind is not None:
+        raise SpecialFileError(shown or path, f"is {kind}, not a regular file", fix=fix)
+
+
+def open_regular(path: Path, *, shown: str | Path | None = None) -> BinaryIO:
+    """`path` opened for reading, refused (SpecialFileError) when it is a pipe, socket or device. It is checked by
+    a stat first, then opened without blocking and checked again on the descriptor, so a pipe swapped in between
+    is refused too instead of blocking the reader. A folder raises IsADirectoryError, as `open` does."""
+    fix = "point at the file itself: mergelab reads regular files only"
+    refuse_special(path, fix=fix, shown=shown)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        raise SpecialFileError(shown or path, f"is {_kind_of(mode) or 'not a file'}, not a regular file", fix=fix)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 @dataclass(frozen=True)
@@ -109,7 +161,7 @@ class PathPolicy:
         a symlink swapped between any earlier check and this open cannot redirect the read outside them.
         Outside the roots the error is the same whether or not the file exists."""
         self.check(path, shown=shown)  # before opening: a missing file outside must not say "does not exist"
-        handle = open(path, "rb")  # noqa: SIM115 (returned open; the caller closes it)
+        handle = open_regular(path, shown=shown)
         if self.roots is not None and not self.allows(_opened_path(handle, Path(path))):
             handle.close()
             raise self._outside(shown or path)
@@ -154,6 +206,35 @@ class FolderUsage:
 
 
 @dataclass(frozen=True)
+class HomeConfig:
+    """The data home's config.json: `allowed_roots` (folders the dashboard may read besides the data home and
+    assets/) and `cache_budget_mb` (None: the caller's default). Unknown fields are refused, so a typo such
+    as "allowed_root" is an error, not a setting silently ignored."""
+
+    allowed_roots: tuple[Path, ...] = ()
+    cache_budget_mb: float | None = None
+
+    @staticmethod
+    def parse(config: object, file: Path) -> HomeConfig:
+        if not isinstance(config, dict):
+            raise SchemaError(file, "is not a JSON object", fix='write {"allowed_roots": [...]}')
+        unknown = sorted(set(config) - {"allowed_roots", "cache_budget_mb"})
+        if unknown:
+            raise SchemaError(
+                file, f"has the unknown field {unknown[0]!r}", fix="use only allowed_roots and cache_budget_mb"
+            )
+        roots = config.get("allowed_roots", [])
+        if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
+            raise SchemaError(
+                file, "allowed_roots is not a list of strings", fix='write {"allowed_roots": ["/abs/folder"]}'
+            )
+        mb = config.get("cache_budget_mb")
+        if mb is not None and (isinstance(mb, bool) or not isinstance(mb, (int, float)) or not mb >= 0):
+            raise SchemaError(file, f"cache_budget_mb is {mb!r}", fix="write a number of MB ≥ 0")
+        return HomeConfig(tuple(Path(r).expanduser().resolve() for r in roots), mb)
+
+
+@dataclass(frozen=True)
 class DataHome:
     """A resolved data home; `ensure()` creates its subfolders."""
 
@@ -165,8 +246,11 @@ class DataHome:
         return cls(Path(raw).expanduser().resolve())
 
     def ensure(self) -> DataHome:
+        """Create the subfolders, and check config.json: every entry point (the command line's too, whose
+        paths no root confines) refuses a malformed config before it does anything."""
         for name in SUBFOLDERS:
             (self.root / name).mkdir(parents=True, exist_ok=True)
+        self.config()
         return self
 
     @property
@@ -218,28 +302,18 @@ class DataHome:
 
     def allowed_roots(self) -> tuple[Path, ...]:
         """The data home, the shipped assets, and the extra roots from `config.json`."""
-        return (self.root, ASSETS_DIR.resolve(), *self._configured_roots())
-
-    def _configured_roots(self) -> tuple[Path, ...]:
-        roots = self._config().get("allowed_roots", [])
-        if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
-            raise SchemaError(
-                self.config_file,
-                "allowed_roots is not a list of strings",
-                fix='write {"allowed_roots": ["/abs/folder"]}',
-            )
-        return tuple(Path(r).expanduser().resolve() for r in roots)
+        return (self.root, ASSETS_DIR.resolve(), *self.config().allowed_roots)
 
     def cache_budget_bytes(self, *, default_mb: int = 2048) -> int:
         """`cache_budget_mb` from config.json (MB of computed results kept in memory), else `default_mb`."""
-        mb = self._config().get("cache_budget_mb", default_mb)
-        if isinstance(mb, bool) or not isinstance(mb, (int, float)) or mb < 0:
-            raise SchemaError(self.config_file, f"cache_budget_mb is {mb!r}", fix="write a number of MB ≥ 0")
-        return int(mb * (1 << 20))
+        mb = self.config().cache_budget_mb
+        return int((default_mb if mb is None else mb) * (1 << 20))
 
-    def _config(self) -> dict:
+    def config(self) -> HomeConfig:
+        """config.json (empty when absent), every field checked, whichever field the caller wants: the
+        dashboard, the command line and the job runners refuse the same file with the same message."""
         if not self.config_file.exists():
-            return {}
+            return HomeConfig()
         text = read_document(self.config_file, fix="write it as a small UTF-8 JSON object")
         try:
             config = json.loads(text)
@@ -247,9 +321,7 @@ class DataHome:
             raise SchemaError(
                 self.config_file, f"unreadable config ({nesting(exc)})", fix="write it as a JSON object"
             ) from exc
-        if not isinstance(config, dict):
-            raise SchemaError(self.config_file, "is not a JSON object", fix='write {"allowed_roots": [...]}')
-        return config
+        return HomeConfig.parse(config, self.config_file)
 
     def dashboard_policy(self) -> PathPolicy:
         """Paths typed into the dashboard: relative to the data home, confined to the allowed roots."""

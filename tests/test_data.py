@@ -52,6 +52,9 @@ def test_missing_folder_and_bad_files(tmp_path):
     (tmp_path / "broken" / "test" / "cat").mkdir(parents=True)
     (tmp_path / "broken" / "test" / "dog").mkdir(parents=True)
     (tmp_path / "broken" / "test" / "cat" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=r"test/dog: is a class folder without images"):  # a class of none
+        load_task(tmp_path / "broken", image_size=8)
+    Image.new("RGB", (8, 8)).save(tmp_path / "broken" / "test" / "dog" / "y.png")
     with pytest.raises(DatasetError, match=r"x\.png: is not a readable image"):
         load_task(tmp_path / "broken", image_size=8)
 

@@ -24,7 +24,7 @@ from engine.jobs.spec import submit as submit_spec
 from engine.merge.analysis import cosine_similarity_matrix
 from engine.merge.forgetting import ALPHAS, STA_MARGIN, STA_THRESHOLD, ForgettingCurve, negation_curve
 from engine.models import pick_device
-from engine.pool.access import open_for_user
+from engine.pool.access import open_for_user, unreadable_entries
 from engine.pool.collection import CheckpointProgress, Collection
 from engine.pool.convert import convert_pool as engine_convert_pool
 from engine.pool.info import CheckpointInfo
@@ -44,16 +44,18 @@ def device_name() -> str:
 
 
 def allowed_collection(collection: str) -> Collection:
-    """The collection (or pool) at a typed path as it is, every path it names confined to the allowed roots."""
+    """The collection (or pool) at a typed path as it is, every path it names confined to the allowed roots.
+    A discovered pool's unreadable entries are left out here and refused per session by `workspace_or_stop`
+    until its user confirms (the cached workspace is shared by every session)."""
     home = DataHome.from_env().ensure()
-    return open_for_user(collection, home=home, policy=home.dashboard_policy(), finetunes=False)
+    return open_for_user(collection, home=home, policy=home.dashboard_policy(), finetunes=False, skip_unreadable=True)
 
 
 def user_collection(collection: str) -> Collection:
     """The allowed collection plus the user's fine-tunes of its pretrained model (read on every call: a
-    finished fine-tune job shows up at the next rerun)."""
+    finished fine-tune job shows up at the next rerun); unreadable entries as in `allowed_collection`."""
     home = DataHome.from_env().ensure()
-    return open_for_user(collection, home=home, policy=home.dashboard_policy())
+    return open_for_user(collection, home=home, policy=home.dashboard_policy(), skip_unreadable=True)
 
 
 @dataclass(eq=False)
@@ -255,8 +257,13 @@ def importance_summary(
     return summarize_importance(ws.importance(kind), ws.matrix.spec, tasks=ws.task_names, threshold=threshold)
 
 
+SKIP_CONFIRMED = "skip_unreadable_confirmed"  # session state: collections whose unreadable entries were confirmed
+
+
 def workspace_or_stop(collection: str, choice: Choice = ()) -> Workspace:
-    """The cached workspace, or the engine's error on the page and the rest of the page skipped."""
+    """The cached workspace, or the engine's error on the page and the rest of the page skipped. A discovered
+    pool with entries it cannot read is refused the same way, naming them, with a button to go on without
+    them: the explicit confirmation, kept for this session and this collection."""
     from engine.errors import MergelabError
 
     slot = _workspace_slot(collection, device_name(), tuple(choice))
@@ -273,9 +280,17 @@ def workspace_or_stop(collection: str, choice: Choice = ()) -> Workspace:
         st.error(str(exc))
     if bar is not None:
         bar.empty()
+    if opened is not None and opened.collection.skipped and collection not in st.session_state.get(SKIP_CONFIRMED, ()):
+        st.error(str(unreadable_entries(opened.collection)))
+        st.button("Open without them", key="confirm_skip_unreadable", on_click=_confirm_skip, args=(collection,))
+        opened = None
     if opened is None:
         st.stop()
     return opened
+
+
+def _confirm_skip(collection: str) -> None:
+    st.session_state[SKIP_CONFIRMED] = (*st.session_state.get(SKIP_CONFIRMED, ()), collection)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

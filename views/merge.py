@@ -280,6 +280,7 @@ if save_col.button("Save run", help="record this merge and its accuracies in the
         recipe,
         pretrained_sha256=ws.pretrained.tensors_sha256,
         device=resources.device_name(),
+        skipped=[str(s) for s in ws.collection.skipped],
     )
     st.success(f"Saved as run #{run_id} (see Jobs & runs).")
 if export_col.button("Export checkpoint", help="merge, write safetensors + sidecar + recipe, evaluate on test"):

@@ -20,9 +20,11 @@ import io
 import json
 import re
 import struct
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from PIL import Image
@@ -30,7 +32,7 @@ from PIL import Image
 from engine.data.standard_tasks import StandardTask, standard_task
 from engine.data.tasks import SPLITS, LabelledImages, TaskData, TaskInfo, read_task_info, task_templates
 from engine.errors import DatasetError
-from engine.home import PathPolicy, nesting, read_document
+from engine.home import PathPolicy, nesting, read_document, refuse_special
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 CSV_COLUMNS = ("path", "label", "split")
@@ -98,11 +100,11 @@ def scan_image_set(path: Path, *, name: str | None = None, policy: PathPolicy | 
     """
     path, policy = Path(path), policy or PathPolicy.trust_all()
     root = path if path.is_dir() else path.parent
-    info = read_task_info(policy.check(root / "task.json")) if (root / "task.json").is_file() else TaskInfo()
+    info = read_task_info(policy.check(root / "task.json")) if (root / "task.json").exists() else TaskInfo()
     task_name = name or info.name or (path.name if path.is_dir() else path.stem)
     standard = standard_task(task_name)
     given = _given_names(root, info, policy)
-    split_csvs = [root / f"{s}.csv" for s in SPLITS if (root / f"{s}.csv").is_file()] if path.is_dir() else []
+    split_csvs = [root / f"{s}.csv" for s in SPLITS if (root / f"{s}.csv").exists()] if path.is_dir() else []
     if not path.is_dir():
         class_names, files = _label_rows(_read_csv(path, split=None, policy=policy), given, standard)
     elif split_csvs:
@@ -128,7 +130,7 @@ def _given_names(root: Path, info: TaskInfo, policy: PathPolicy) -> _GivenNames 
     if info.class_names:
         return _GivenNames(root / "task.json", info.class_names)
     path = root / "classes.json"
-    if not path.is_file():
+    if not path.exists():
         return None
     fix = "write a list of names or an object"
     try:
@@ -149,6 +151,12 @@ def _given_names(root: Path, info: TaskInfo, policy: PathPolicy) -> _GivenNames 
 def _scan_folders(
     root: Path, given: _GivenNames | None, standard: StandardTask | None, policy: PathPolicy
 ) -> tuple[tuple[str, ...], list[ImageFile]]:
+    """Every image of `<root>/<split>/<class>/`; the classes are the class folders of all splits, sorted.
+
+    A class folder is a label: one that holds no image would add a class with no examples (a different label
+    set and zero-shot head), so it is refused, naming it, like a split without images. A symlinked split or
+    class folder must resolve inside the policy's roots, checked before it is listed. A named pipe, socket or
+    device among the entries is refused, named as what it is (a pipe would block the reader)."""
     split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
     if not split_dirs:
         raise DatasetError(
@@ -156,21 +164,45 @@ def _scan_folders(
             "has none of the folders train/, val/, test/ (nor train.csv, val.csv, test.csv)",
             fix="arrange images as <root>/<split>/<class>/<image>.png, or list them in <root>/<split>.csv",
         )
-    folders = sorted({p.name for d in split_dirs for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")})
+    for split_dir in split_dirs:  # each folder checked before it is listed: a symlink may lead outside the roots
+        policy.check(split_dir)
+    class_dirs = {d: [p for p in _entries(d) if p.is_dir()] for d in split_dirs}
+    for folder in (p for found in class_dirs.values() for p in found):
+        policy.check(folder)
+    folders = sorted({p.name for found in class_dirs.values() for p in found})
     files: list[ImageFile] = []
     for split_dir in split_dirs:
+        images = {
+            p.name: [f for f in _entries(p) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+            for p in class_dirs[split_dir]
+        }
         found = [
             ImageFile(file, f"{split_dir.name}/{folder}/{file.name}", split_dir.name, label)
             for label, folder in enumerate(folders)
-            for file in sorted((split_dir / folder).glob("*"))
-            if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()
+            for file in images.get(folder, ())
         ]
         for entry in found:  # a symlinked image must resolve inside the roots too
             policy.check(entry.file)
         if not found:
             raise DatasetError(split_dir, "contains no images", fix=f"add {'/'.join(IMAGE_SUFFIXES)} files per class")
+        empty = next((split_dir / name for name, listed in images.items() if not listed), None)
+        if empty is not None:
+            raise DatasetError(
+                empty,
+                "is a class folder without images: it would add a class with no examples to the label set",
+                fix=f"add its {'/'.join(IMAGE_SUFFIXES)} files, or remove the folder",
+            )
         files += found
     return _display_names(folders, given, standard, what="class folders"), files
+
+
+def _entries(folder: Path) -> list[Path]:
+    """A folder's visible entries, sorted: files and folders (symlinks followed). A named pipe, socket or device
+    is refused naming it, never passed over."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    for entry in entries:
+        refuse_special(entry, fix="replace it with the image file it stands for, or remove it")
+    return [p for p in entries if p.is_file() or p.is_dir()]
 
 
 def _display_names(
@@ -254,6 +286,7 @@ def _parse_row(
         raise DatasetError(where, "has an empty path or label", fix="fill in both, or delete the row")
     file = Path(source) if Path(source).is_absolute() else path.parent / source
     policy.check(file, shown=where)  # before "does not exist", which would tell what lies outside the roots
+    refuse_special(file, shown=where, fix=f"name the image file itself, not {file}")
     if not file.is_file():
         raise DatasetError(
             where,
@@ -339,7 +372,7 @@ def _read_image(file: Path, *, image_size: int | None, policy: PathPolicy) -> to
     """One image as [3, H, W] uint8; any failure to decode it names the file (one bad image in a dataset of
     thousands must be findable, not a traceback from inside PIL)."""
     try:
-        with policy.open_file(file) as handle, Image.open(handle) as img:
+        with policy.open_file(file) as handle, _opened_image(handle) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise DatasetError(
                     file,
@@ -363,6 +396,15 @@ def _read_image(file: Path, *, image_size: int | None, policy: PathPolicy) -> to
         raise DatasetError(
             file, f"is not a readable image ({type(exc).__name__}: {exc})", fix="remove or replace the file"
         ) from exc
+
+
+def _opened_image(handle: BinaryIO) -> Image.Image:
+    """`Image.open` without its DecompressionBombWarning: PIL warns above Image.MAX_IMAGE_PIXELS (89 M), which
+    `MAX_PIXELS` (33.5 M) is below, so mergelab's own error naming the file and its size follows every such
+    warning, and a library's warning printed first would only bury it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(handle)
 
 
 def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:

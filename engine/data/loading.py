@@ -13,7 +13,7 @@ from engine.data.image_sets import decode_image_set, scan_image_set
 from engine.data.task_cache import load_cached
 from engine.data.tasks import TaskData, check_task, load_packed_task
 from engine.errors import DatasetError
-from engine.home import PathPolicy
+from engine.home import PathPolicy, refuse_special
 
 
 def load_task(
@@ -41,6 +41,7 @@ def load_task(
             fix="check the path; a task is <task>.safetensors + .json, a folder <split>/<class>/, "
             "or CSV files path,label[,split]",
         )
+    refuse_special(path, fix="point at the task's file or folder itself")
     if path.is_dir() or path.suffix.lower() == ".csv":
         return _load_image_files(path, image_size=image_size, cache_dir=cache_dir, name=name, policy=policy)
     policy.check(path.with_suffix(".json"))

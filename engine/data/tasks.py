@@ -140,7 +140,7 @@ def load_packed_task(path: Path, *, name: str | None = None) -> TaskData:
 
 def read_task_info(path: Path) -> TaskInfo:
     """A packed task's JSON, or the `task.json` beside image files."""
-    if not path.is_file():
+    if not path.exists():
         raise DatasetError(path, "missing task JSON", fix="write name, class_names and templates as JSON there")
     text = read_document(path, error=DatasetError, fix="write name, class_names and templates as UTF-8 JSON")
     try:

@@ -43,7 +43,7 @@ from engine.io.checkpoints import (
 from engine.io.verified import VerifiedFiles
 from engine.models import create_visual, expected_visual_shapes, preprocess_of
 from engine.params import ParamSpec, TaskMatrix, flatten
-from engine.pool.discovery import NO_TASKS
+from engine.pool.discovery import NO_TASKS, Skipped
 
 MANIFEST = "collection.json"
 CheckpointProgress = Callable[[int, int, str], None]  # (checkpoints read, of total, task)
@@ -97,7 +97,7 @@ class Collection:
     root: Path
     manifest: CollectionManifest
     verified: VerifiedFiles | None = None  # remembers sidecar'd checkpoints already hash-checked (with_verified)
-    warnings: tuple[str, ...] = ()  # what opening it left out, and why (a discovered pool's skipped folders)
+    skipped: tuple[Skipped, ...] = ()  # what discovery left out, and why (open_for_user refuses it unless told)
     policy: PathPolicy = field(default_factory=PathPolicy.trust_all)  # checks every file read for the user
 
     @property
@@ -268,7 +268,7 @@ class Collection:
     def checkpoint_meta(self, task: str, variant: str = "standard") -> CheckpointMeta:
         """One fine-tuned checkpoint's metadata: its sidecar, or what its content says (tensors not read)."""
         path = self._checkpoint_files(self._checkpoint_path(task, variant))
-        return read_sidecar(path) if sidecar_path(path).is_file() else self.finetuned_lazy(task, variant).meta
+        return read_sidecar(path) if sidecar_path(path).exists() else self.finetuned_lazy(task, variant).meta
 
     def referenced_paths(self) -> tuple[Path, ...]:
         """Every file or folder the manifest points at (resolved), for the dashboard's allowed-roots check."""
@@ -292,10 +292,14 @@ class Collection:
         if task not in self.manifest.tasks:
             raise DatasetError(
                 task,
-                f"is not a task of collection {self.manifest.name!r}",
+                f"is not a task of collection {self.manifest.name!r}{self.why_left_out(task)}",
                 fix=f"choose one of {list(self.manifest.tasks)}",
             )
         return self.manifest.tasks[task]
+
+    def why_left_out(self, task: str) -> str:
+        """ ", left out: <entry> <reason>" when discovery skipped `task` (opened with skip_unreadable), else ""."""
+        return "".join(f", left out: {s.entry} {s.reason}" for s in self.skipped if s.task == task)
 
 
 def finetune_folder(root: Path, pretrained_sha256: str, task: str) -> Path:
@@ -311,7 +315,7 @@ def load_collection(path: Path, *, policy: PathPolicy | None = None) -> Collecti
 
     path, policy = Path(path), policy or PathPolicy.trust_all()
     for manifest in [path / n for n in (MANIFEST, *POOL_MANIFESTS)] if path.is_dir() else [path]:
-        if manifest.is_file():
+        if manifest.exists():
             policy.check(manifest)
     return _read_collection(path).with_policy(policy)
 
@@ -319,11 +323,11 @@ def load_collection(path: Path, *, policy: PathPolicy | None = None) -> Collecti
 def _read_collection(path: Path) -> Collection:
     from engine.pool.discovery import POOL_MANIFESTS, discover_pool, read_pool_manifest
 
-    if path.is_dir() and not (path / MANIFEST).is_file():
+    if path.is_dir() and not (path / MANIFEST).exists():
         found = discover_pool(path)
-        return replace(_validated(found.document, path, root=path), warnings=found.skipped)
+        return replace(_validated(found.document, path, root=path), skipped=found.skipped)
     file = path / MANIFEST if path.is_dir() else path
-    if not file.is_file():
+    if not file.exists():
         raise SchemaError(
             file,
             "no collection manifest or pool here",

@@ -35,7 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from engine.errors import SchemaError
-from engine.home import nesting, read_document
+from engine.home import nesting, read_document, special_kind
 from engine.io.formats import HF_WEIGHTS, is_model_folder
 
 POOL_MANIFESTS = ("pool.yaml", "pool.yml", "pool.json")
@@ -126,20 +126,33 @@ def read_pool_manifest(file: Path) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """One entry discovery left out of a pool: a folder or file that looks like a task's fine-tune but yields no
+    readable checkpoint. Left unsaid it would just be one task fewer; `open_for_user` refuses the pool naming
+    it unless the user explicitly goes on without it (`--skip-unreadable`, the dashboard's confirmation)."""
+
+    task: str  # the task (or task variant) it would have given
+    entry: str  # the folder ("<name>/") or file, relative to the pool
+    reason: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.entry}: {self.reason} (skipped). Fix: {self.fix}"
+
+
+@dataclass(frozen=True)
 class DiscoveredPool:
-    """A collection.json document for a pool folder, and what discovery left out of it, with why: a folder that
-    looks like a task's fine-tune but yields no readable checkpoint would otherwise just be one task fewer, with
-    nothing to tell the researcher which folder to fix. The pool stays usable with the rest."""
+    """A collection.json document for a pool folder, and what discovery left out of it, with why."""
 
     document: dict[str, Any]
-    skipped: tuple[str, ...] = ()  # "<folder or file>: <why> (skipped). Fix: <what to do>", one per left-out entry
+    skipped: tuple[Skipped, ...] = ()
 
 
 def discover_pool(folder: Path) -> DiscoveredPool:
     """The pool in a folder laid out like the task_vectors release or a flat pool (or described by its
     pool.yaml / pool.yml / pool.json)."""
     folder = Path(folder)
-    manifest = next((folder / n for n in POOL_MANIFESTS if (folder / n).is_file()), None)
+    manifest = next((folder / n for n in POOL_MANIFESTS if (folder / n).exists()), None)
     if manifest is not None:
         return DiscoveredPool(read_pool_manifest(manifest))
     checkpoints, skipped = _task_checkpoints(folder)
@@ -149,7 +162,7 @@ def discover_pool(folder: Path) -> DiscoveredPool:
             folder,
             "is not a pool: found "
             + (f"{len(checkpoints)} fine-tuned checkpoints and " + ("a" if pretrained else "no") + " pretrained model")
-            + "".join(f"; {s}" for s in skipped[:3]),
+            + "".join(f"; {s.entry}: {s.reason}" for s in skipped[:3]),
             fix="lay it out as <root>/zeroshot.pt + <root>/<Task>/finetuned.pt (task_vectors), or "
             "write pool.yaml (README, 'Opening your own models')",
         )
@@ -175,11 +188,11 @@ def discover_pool(folder: Path) -> DiscoveredPool:
     return DiscoveredPool(document, tuple(skipped))
 
 
-def _task_checkpoints(folder: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
+def _task_checkpoints(folder: Path) -> tuple[dict[str, dict[str, str]], list[Skipped]]:
     """Task → {checkpoint name: relative path} from <Task>[Val]/ subfolders and finetuned/<task>.* files, and
-    the folders and files that look like fine-tunes but were left out (see `DiscoveredPool`)."""
+    the folders and files that look like fine-tunes but were left out (see `Skipped`)."""
     found: dict[str, dict[str, str]] = {}
-    skipped: list[str] = []
+    skipped: list[Skipped] = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.lower() not in NOT_TASKS):
         if sub.name.startswith((".", "__")):
             continue
@@ -189,33 +202,36 @@ def _task_checkpoints(folder: Path) -> tuple[dict[str, dict[str, str]], list[str
             continue
         for stem, name in FINETUNED_FILES.items():
             file = _checkpoint_file(sub, stem)
-            if file is not None and _is_empty(file):
-                skipped.append(_skip(f"{sub.name}/{file.name}", _EMPTY, fix="copy or download it again"))
+            unreadable = None if file is None else _unreadable_file(file, task, f"{sub.name}/{file.name}")
+            if unreadable is not None:
+                skipped.append(unreadable)
             elif file is not None:
                 found.setdefault(task, {}).setdefault(name, f"{sub.name}/{file.name}")
-        if task not in found and not any(s.startswith(f"{sub.name}/") for s in skipped):
+        if task not in found and not any(s.entry.startswith(f"{sub.name}/") for s in skipped):
             reason = _why_no_checkpoint(sub, folder)
             if reason is not None:
-                skipped.append(_skip(f"{sub.name}/", reason, fix=_FIX_FOLDER))
+                skipped.append(Skipped(task, f"{sub.name}/", reason, _FIX_FOLDER))
     flat, flat_skipped = _flat_checkpoints(folder)
     for task, relative in flat.items():
         found.setdefault(task, {})["standard"] = relative
     return found, skipped + flat_skipped
 
 
-def _flat_checkpoints(folder: Path) -> tuple[dict[str, str], list[str]]:
+def _flat_checkpoints(folder: Path) -> tuple[dict[str, str], list[Skipped]]:
     """Task → relative path of finetuned/<task>.* files and Hugging Face folders, and the entries left out."""
     flat = folder / "finetuned"
     found: dict[str, str] = {}
-    skipped: list[str] = []
+    skipped: list[Skipped] = []
     for file in sorted(p for p in flat.iterdir() if not p.name.startswith(".")) if flat.is_dir() else ():
-        if file.is_file() and file.suffix in CHECKPOINT_SUFFIXES and _is_empty(file):
-            skipped.append(_skip(f"finetuned/{file.name}", _EMPTY, fix="copy or download it again"))
+        task = _task_name(file.name if file.is_dir() else file.stem)
+        unreadable = None if file.is_dir() else _unreadable_file(file, task, f"finetuned/{file.name}")
+        if unreadable is not None:
+            skipped.append(unreadable)
         elif file.suffix in CHECKPOINT_SUFFIXES or is_model_folder(file):
-            found[_task_name(file.stem if file.is_file() else file.name)] = f"finetuned/{file.name}"
+            found[task] = f"finetuned/{file.name}"
         elif file.is_dir():
             reason = _why_no_checkpoint(file, folder) or f"holds none of {', '.join(HF_WEIGHTS)}"
-            skipped.append(_skip(f"finetuned/{file.name}/", reason, fix=_FIX_FOLDER))
+            skipped.append(Skipped(task, f"finetuned/{file.name}/", reason, _FIX_FOLDER))
     return found, skipped
 
 
@@ -245,12 +261,15 @@ def _why_no_checkpoint(sub: Path, root: Path) -> str | None:
     return None
 
 
-def _is_empty(file: Path) -> bool:
-    return file.is_file() and file.stat().st_size == 0
-
-
-def _skip(where: str, reason: str, *, fix: str) -> str:
-    return f"{where}: {reason} (skipped). Fix: {fix}"
+def _unreadable_file(file: Path, task: str, entry: str) -> Skipped | None:
+    """Why a file where a fine-tune belongs cannot be one, without opening it: a named pipe, socket or device
+    (reading a pipe would block), or an empty checkpoint file; None when it may be read."""
+    kind = special_kind(file)
+    if kind is not None:
+        return Skipped(task, entry, f"is {kind}, not a checkpoint file", "put the checkpoint file itself there")
+    if file.suffix in CHECKPOINT_SUFFIXES and file.is_file() and file.stat().st_size == 0:
+        return Skipped(task, entry, _EMPTY, "copy or download it again")
+    return None
 
 
 def _pretrained(folder: Path, checkpoints: dict[str, dict[str, str]]) -> str | None:
@@ -270,7 +289,12 @@ def _pretrained(folder: Path, checkpoints: dict[str, dict[str, str]]) -> str | N
 
 
 def _checkpoint_file(folder: Path, stem: str) -> Path | None:
-    return next((folder / f"{stem}{s}" for s in CHECKPOINT_SUFFIXES if (folder / f"{stem}{s}").is_file()), None)
+    """The first <stem>.<suffix> there that is not a folder (a pipe or device too: refused by name, not passed over)."""
+    return next((folder / f"{stem}{s}" for s in CHECKPOINT_SUFFIXES if _not_a_folder(folder / f"{stem}{s}")), None)
+
+
+def _not_a_folder(path: Path) -> bool:
+    return path.exists() and not path.is_dir()
 
 
 def _data_path(folder: Path, task: str) -> str | None:
@@ -283,7 +307,7 @@ def _data_path(folder: Path, task: str) -> str | None:
 
 def _head_path(folder: Path, task: str) -> str | None:
     for name in (f"head_{task}.pt", f"head_{task}Val.pt", f"heads/{task}.safetensors", f"heads/{task}.pt"):
-        if (folder / name).is_file():
+        if _not_a_folder(folder / name):  # a pipe there is refused by name when the head is read
             return name
     return None
 
