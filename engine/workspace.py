@@ -30,7 +30,8 @@ from engine.io.checkpoints import CheckpointMeta
 from engine.io.tensor_store import TensorStore
 from engine.merge import MergeMethod, apply, get_method
 from engine.merge.analysis import SparsityReport, masked_sparsity
-from engine.merge.registry import ParamValue, scale_parts
+from engine.merge.declaration import ParamValue
+from engine.merge.registry import scale_parts
 from engine.merge.spectra import SubspaceStats, subspace_stats
 from engine.merge.wudi import StepProgress
 from engine.params import TaskMatrix, take_rows

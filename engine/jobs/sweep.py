@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.jobs.grid import FIRST_POINT, evaluate_grid
 from engine.jobs.runner import Cancelled, JobContext
-from engine.merge.registry import ParamValue
+from engine.merge.declaration import ParamValue
 from engine.runs.log import RunLog
 from engine.workspace import Sweep, Workspace
 
