@@ -15,8 +15,9 @@ import torch
 from engine.cache.memory import ComputeCache
 from engine.merge import METHODS, MergeMethod, apply
 from engine.merge.analysis import sparsity_report
+from engine.merge.session import KEEP_MASK_SHARE
 from engine.pool.collection import load_collection
-from engine.workspace import KEEP_MASK_SHARE, Workspace
+from engine.workspace import Workspace
 from tests.builders import build_tiny_collection
 
 

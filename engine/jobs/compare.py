@@ -20,8 +20,9 @@ from typing import Any
 from engine.jobs.grid import FIRST_POINT, checked_axes, evaluate_grid
 from engine.jobs.runner import JobContext
 from engine.merge import METHODS, MergeMethod
+from engine.merge.session import LARGE_MODEL_PARAMS
 from engine.runs.log import RunLog
-from engine.workspace import LARGE_MODEL_PARAMS, Workspace
+from engine.workspace import Workspace
 
 
 def compare_grids(methods: Mapping[str, MergeMethod]) -> Mapping[str, Mapping[str, tuple[float, ...]]]:
