@@ -235,11 +235,17 @@ class MergeMethod:
         self, T: torch.Tensor, params: Mapping[str, ParamValue], *, importance: torch.Tensor | None = None
     ) -> torch.Tensor | None:
         """The bool [K, P] mask of the entries this method keeps with `params`; None when it keeps them all."""
+        return self.kept_resolved(T, self.resolve(params, num_tasks=T.shape[0]), importance=importance)
+
+    def kept_resolved(
+        self, T: torch.Tensor, resolved: Mapping[str, Any], *, importance: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """`kept` with the parameters `resolve` gave already (a merge session's plan)."""
         if self.keep_mask is None:
             return None  # keeps every entry (low-rank methods keep directions: `ranks`)
         if self.importance is not None:
             check_importance(self.name, importance, T)
-        return self.keep_mask(T, self.resolve(params, num_tasks=T.shape[0]), importance)
+        return self.keep_mask(T, resolved, importance)
 
     def ranks(self, T: torch.Tensor, spec: ParamSpec, params: Mapping[str, ParamValue]) -> tuple[LayerRank, ...]:
         """Per layer, the rank this low-rank method keeps with `params` and the energy share it carries."""

@@ -13,6 +13,7 @@ import importlib
 import pkgutil
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 import torch
 
@@ -84,6 +85,22 @@ def apply(
     """
     method = get_method(name)
     resolved = method.resolve(params or {}, num_tasks=T.shape[0])
+    return apply_resolved(method, theta0, T, resolved, out=out, importance=importance, spec=spec, keep=keep)
+
+
+def apply_resolved(
+    method: MergeMethod,
+    theta0: torch.Tensor,
+    T: torch.Tensor,
+    resolved: Mapping[str, Any],
+    *,
+    out: torch.Tensor | None = None,
+    importance: torch.Tensor | None = None,
+    spec: ParamSpec | None = None,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`apply` with the parameters `method.resolve` gave already (a merge session's plan): resolved once."""
+    resolved = dict(resolved)
     if method.per_layer:
         if spec is None or spec.numel != T.shape[1]:
             raise ParameterError(
@@ -125,11 +142,28 @@ def scale_parts(
     raise to cancel); others ignore it. A per-layer method keeps the factorizations its parameters do not
     change in `memo` when given. `importance` and `keep` are as for `apply`."""
     method = get_method(name)
+    resolved = method.resolve(params or {}, num_tasks=T.shape[0])
+    return scale_parts_resolved(
+        method, theta0, T, resolved, spec=spec, progress=progress, memo=memo, importance=importance, keep=keep
+    )
+
+
+def scale_parts_resolved(
+    method: MergeMethod,
+    theta0: torch.Tensor,
+    T: torch.Tensor,
+    resolved: Mapping[str, Any],
+    *,
+    spec: ParamSpec | None = None,
+    progress: StepProgress | None = None,
+    memo: Memo | None = None,
+    importance: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`scale_parts` with the parameters `method.resolve` gave already (its cheap ones are ignored)."""
     if method.scale_parts is None:
         raise ParameterError(method.name, "has no separable final scale", fix="merge it with apply()")
-    resolved = method.resolve(params or {}, num_tasks=T.shape[0])
-    for cheap in method.cheap:
-        resolved.pop(cheap)
+    resolved = {n: v for n, v in resolved.items() if n not in method.cheap}
     if method.per_layer:
         resolved["spec"] = spec
         if memo is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from engine.errors import ParameterError
 from engine.io.tensor_store import TensorStore
 from engine.merge.analysis import SparsityReport, masked_sparsity
 from engine.merge.declaration import MergeMethod, ParamValue
-from engine.merge.registry import apply, get_method, scale_parts
+from engine.merge.registry import apply_resolved, get_method, scale_parts_resolved
 from engine.merge.subspace import LayerRank
 from engine.merge.wudi import StepProgress
 from engine.params import TaskMatrix, take_rows
@@ -39,14 +40,14 @@ holds a few (base, direction) parts (0.35 GB each) and the evaluations; a bigger
 
 @dataclass(frozen=True)
 class MergePlan:
-    """One merge call, planned once: the method, the tasks, the parameters as given and resolved (defaults
-    filled, ranges checked), and `scale`, the s of θ = base + s·direction when the method separates its final
-    step at these parameters (a per-task s only while every task's value is equal), else None."""
+    """One merge call, planned once: the tasks, the method, its parameters resolved (defaults filled, ranges and
+    arity checked: the kernels take them as they are), and `scale`, the s of θ = base + s·direction when the
+    method separates its final step at these parameters (a per-task s only while every task's value is equal),
+    else None."""
 
     tasks: tuple[str, ...]
     method: MergeMethod
-    params: Mapping[str, ParamValue]
-    resolved: Mapping[str, Any]
+    resolved: Mapping[str, Any]  # name → float, or float32 [k] for a per-task parameter
     scale: float | None
 
     @property
@@ -69,7 +70,7 @@ class MergeSession:
     def plan(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]) -> MergePlan:
         method = get_method(method)
         resolved = method.resolve(params, num_tasks=len(tasks))
-        return MergePlan(tuple(tasks), method, params, resolved, method.common_scale(resolved))
+        return MergePlan(tuple(tasks), method, MappingProxyType(resolved), method.common_scale(resolved))
 
     def merge(
         self,
@@ -87,11 +88,11 @@ class MergeSession:
             base, direction = self._parts(plan, progress)  # [P] each
             return torch.add(base, direction, alpha=plan.scale)  # [P]
         cached_mask = plan.method.keep_mask is not None and self.mask_fits(tasks)
-        return apply(
+        return apply_resolved(
             plan.method,
             self.matrix.theta0,
             self.matrix.rows(tasks),
-            params,
+            plan.resolved,
             importance=self.method_importance(plan.method, tasks),
             spec=self.matrix.spec,
             keep=self._kept(plan) if cached_mask else None,
@@ -112,7 +113,8 @@ class MergeSession:
             return None
 
         def compute() -> torch.Tensor | None:
-            return method.kept(self.matrix.rows(tasks), plan.params, importance=self.method_importance(method, tasks))
+            rows, importance = self.matrix.rows(tasks), self.method_importance(method, tasks)
+            return method.kept_resolved(rows, plan.resolved, importance=importance)
 
         if not self.mask_fits(tasks):
             return compute()
@@ -188,11 +190,11 @@ class MergeSession:
         def memo(name: Hashable, compute: Callable[[], Any]) -> Any:
             return self.cache.get_or_compute((self.fingerprint, "factors", tasks, name), compute)
 
-        base, direction = scale_parts(
+        base, direction = scale_parts_resolved(
             method,
             theta0,
             self.matrix.rows(tasks),
-            {n: v for n, v in plan.params.items() if n not in method.cheap},
+            plan.resolved,
             spec=self.matrix.spec,
             progress=progress,
             memo=memo,
