@@ -56,8 +56,7 @@ def test_every_registered_method_declares_a_consistent_selection(name):
     assert method.per_layer == (method.selection == "low_rank" or method.iterative)  # WUDI: per layer, keeps all
     assert set(method.cheap) | set(method.expensive) == {p.name for p in method.params}
     assert not set(method.cheap) & set(method.expensive)
-    assert method.cheap in (("lam",), ("alpha",))  # every method here ends in a λ- or α-scaled step
-    assert method.sign_election == ("mass" if name in ("ties", "dare_ties") else "none")
+    assert len(method.cheap) == 1 and method.scale.name == method.cheap[0]  # one scaled final step: what sweeps move
 
 
 @pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if not m.per_layer))
