@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from engine.jobs.grid import checked_axes
 from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import FINISHED, JobState, JobStatus, LocalRunner
 from engine.jobs.search import grid_sweep_job, search_job
-from engine.merge import METHODS
+from engine.merge import METHODS, MergeMethod
 from engine.models import pick_device
 from engine.params import flatten
 from engine.pool.access import open_for_user
@@ -357,13 +357,20 @@ def _home_and_policy() -> tuple[DataHome, PathPolicy]:
 
 
 def _run_methods(args: argparse.Namespace) -> int:
-    for method in METHODS.values():
+    print("\n".join(method_lines(METHODS)))
+    return 0
+
+
+def method_lines(methods: Mapping[str, MergeMethod]) -> list[str]:
+    """What `methods` prints: each method, its paper and its parameters, in the registry's order."""
+    lines = []
+    for method in methods.values():
         note = " [provisional definition]" if method.provisional else ""
-        print(f"{method.name}: {method.display_name} ({method.paper_url}){note}")
+        lines.append(f"{method.name}: {method.display_name} ({method.paper_url}){note}")
         for p in method.params:
             scope = "per task or global" if p.per_task else "global"
-            print(f"  {p.name} = {p.default} in [{p.low}, {p.high}], {scope}: {p.help}")
-    return 0
+            lines.append(f"  {p.name} = {p.default} in [{p.low}, {p.high}], {scope}: {p.help}")
+    return lines
 
 
 def _run_home(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import torch
 
+from engine.eval.results import MergeComparison, Sweep
 from engine.jobs.compare import MethodsComparison
 from engine.jobs.finetune import FinetuneCurves
 from engine.jobs.landscape import Landscape
@@ -22,7 +23,6 @@ from engine.runs.log import Run
 from engine.search.logged import Coordinates, ObjectivePlane
 from engine.sta.stats import ImportanceSummary
 from engine.taujp.matrix import TauJpMatrix
-from engine.workspace import MergeComparison, Sweep
 from ui.formats import fixed, fixed_grid, percent, short_number
 
 COLOURS = {"zero-shot": "#9aa5b1", "tangent preview": "#9ecae1", "merged": "#2f6fdb", "fine-tuned": "#1b9e77"}

@@ -8,7 +8,7 @@ from typing import Any
 import streamlit as st
 
 from engine.merge import MergeMethod, Param
-from engine.merge.registry import ParamValue
+from engine.merge.declaration import ParamValue
 from engine.sta.importance import KINDS
 from engine.workspace import Workspace
 from ui import links, resources

@@ -5,7 +5,7 @@ import streamlit as st
 from engine.errors import MergelabError
 from engine.jobs.landscape import Landscape, exact_grid, preview_grid
 from engine.jobs.runner import JobState
-from engine.workspace import LARGE_MODEL_PARAMS
+from engine.merge.session import LARGE_MODEL_PARAMS
 from ui import figures, links, resources, widgets
 from ui.state import sidebar_query, sidebar_workspace
 

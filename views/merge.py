@@ -190,7 +190,7 @@ if st.toggle(
     help="kept fraction per task and sign conflicts per layer; computed only while this is on",
 ):
     with st.container(border=True):
-        if method.selection == "low_rank":
+        if method.keep_panel == "ranks":
             ranks = ws.ranks(tasks, method_name, params)
             st.dataframe(
                 {

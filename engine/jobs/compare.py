@@ -4,11 +4,9 @@ Per method, the grid job's loop (engine/jobs/grid.py) evaluates a grid of its de
 the best point by mean normalized accuracy (the papers' rule; the earlier point on ties) is then
 evaluated once on test. Normalized accuracy is per task merged / fine-tuned on the same split
 (Ilharco et al., ICLR 2023), which is what lets numbers from different checkpoint sets be compared.
-`DEFAULT_GRIDS` follow the papers' own searches where they give one (TSV-M and Iso search α over
-0.1 … 3.0; TIES λ with a few densities) and are coarser where a method has two expensive axes.
-WUDI's own parameter is its step count: the paper's 300, and 1000 (Adam's step size is absolute, so how
-far 300 steps at lr 1e-5 get depends on the task vectors' scale). An iterative method on a large model on
-the CPU is hours: it is compared only when asked by name.
+Each method declares its grid in its module (engine/merge/methods/: the papers' own searches where they give
+one, coarser where a method has two expensive axes), or the reason it has none; `DEFAULT_GRIDS` collects them.
+An iterative method on a large model on the CPU is hours: it is compared only when asked by name.
 """
 
 from __future__ import annotations
@@ -21,31 +19,18 @@ from typing import Any
 
 from engine.jobs.grid import FIRST_POINT, checked_axes, evaluate_grid
 from engine.jobs.runner import JobContext
-from engine.merge import METHODS
+from engine.merge import METHODS, MergeMethod
+from engine.merge.session import LARGE_MODEL_PARAMS
 from engine.runs.log import RunLog
-from engine.workspace import LARGE_MODEL_PARAMS, Workspace
+from engine.workspace import Workspace
 
 
-def _steps(low: float, high: float, step: float) -> tuple[float, ...]:
-    return tuple(round(low + i * step, 6) for i in range(round((high - low) / step) + 1))
+def compare_grids(methods: Mapping[str, MergeMethod]) -> Mapping[str, Mapping[str, tuple[float, ...]]]:
+    """Method → its declared Compare grid (axis → values), for every method of `methods` that declares one."""
+    return MappingProxyType({name: m.grid.as_mapping() for name, m in methods.items() if m.grid.axes})
 
 
-DEFAULT_GRIDS: Mapping[str, Mapping[str, tuple[float, ...]]] = MappingProxyType(
-    {
-        "task_arithmetic": {"lam": _steps(0.0, 1.0, 0.05)},
-        "ties": {"density": (0.1, 0.2, 0.5), "lam": _steps(0.5, 2.0, 0.25)},
-        "dare": {"drop": (0.5, 0.7, 0.9), "lam": _steps(0.0, 1.0, 0.1)},
-        "dare_ties": {"drop": (0.5, 0.7, 0.9), "lam": _steps(0.5, 2.0, 0.25)},
-        "magnitude": {"density": (0.1, 0.2, 0.5), "lam": _steps(0.0, 1.0, 0.1)},
-        "sta": {"threshold": (0.02, 0.05, 0.1), "lam": _steps(0.1, 2.0, 0.1)},
-        "sta_theta": {"threshold": (0.02, 0.05, 0.1), "lam": _steps(0.1, 2.0, 0.1)},
-        "tsv_m": {"alpha": _steps(0.1, 3.0, 0.1)},
-        "iso_c": {"alpha": _steps(0.1, 3.0, 0.1)},
-        "iso_cts": {"share": (0.5, 0.8), "alpha": _steps(0.1, 3.0, 0.1)},
-        "cart": {"rank_share": (0.08, 0.12, 0.3), "lam": _steps(0.5, 3.0, 0.25)},
-        "wudi": {"steps": (300.0, 1000.0), "alpha": _steps(0.1, 3.0, 0.1)},  # the paper: 300 steps, α = 1
-    }
-)
+DEFAULT_GRIDS = compare_grids(METHODS)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from engine.errors import ParameterError
 from engine.jobs.grid import FIRST_POINT, checked_axes, grid_points
 from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import Cancelled, JobContext
-from engine.merge.registry import ParamValue
+from engine.merge.declaration import ParamValue
 from engine.runs.log import RunLog
 from engine.search.backend import Source, ray_setting, reference, trial_evaluator
 from engine.search.coefficients import SearchSpace, coefficient_search

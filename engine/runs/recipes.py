@@ -107,7 +107,7 @@ def _check_params(recipe: MergeRecipe, source: str) -> None:
         raise UnknownMethodError(
             source,
             f"params.{unknown[0]}: is not a parameter of {method.name}",
-            fix=f"use one of {sorted(known)}; see engine/merge/registry.py",
+            fix=f"use one of {sorted(known)}; see engine/merge/methods/",
         )
     for name, value in recipe.params.items():
         count = len(value) if isinstance(value, list) else 1
