@@ -6,7 +6,7 @@ Three layouts, all read through `load_task` (engine/data/loading.py):
 - a folder holding `train.csv`, `val.csv`, `test.csv` (columns `path,label`); these win over class folders.
 CSV paths are relative to the CSV's folder; a header row is optional; labels are class indices or
 class names. Display class names come from `task.json` (`class_names`) or `classes.json` beside the
-data, else from the standard task of that name (engine/data/standard_tasks.py), else from the folders or
+data, else from the suite task of that name (engine/data/suites.py), else from the folders or
 labels themselves. Scanning reads no image, so a cache can be checked before anything is decoded.
 Every file read goes through a `PathPolicy` (engine/home.py): under the dashboard's, a CSV row or a
 symlinked image that resolves outside the allowed roots is refused at the scan (before any "does not
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from engine.data.standard_tasks import StandardTask, standard_task
+from engine.data.suites import SuiteTask, suite_task
 from engine.data.tasks import SPLITS, LabelledImages, TaskData, TaskInfo, read_task_info, task_templates
 from engine.errors import DatasetError
 from engine.home import PathPolicy, nesting, read_document
@@ -94,22 +94,22 @@ def scan_image_set(path: Path, *, name: str | None = None, policy: PathPolicy | 
     """List an image folder, a CSV file or a folder of split CSVs (no image is decoded).
 
     `name` (the task's name in a pool) wins over task.json's and the folder's; it also picks the
-    standard task whose templates and class names apply when task.json gives none.
+    suite task whose templates and class names apply when task.json gives none.
     """
     path, policy = Path(path), policy or PathPolicy.trust_all()
     root = path if path.is_dir() else path.parent
     info = read_task_info(policy.check(root / "task.json")) if (root / "task.json").is_file() else TaskInfo()
     task_name = name or info.name or (path.name if path.is_dir() else path.stem)
-    standard = standard_task(task_name)
+    suite = suite_task(task_name)
     given = _given_names(root, info, policy)
     split_csvs = [root / f"{s}.csv" for s in SPLITS if (root / f"{s}.csv").is_file()] if path.is_dir() else []
     if not path.is_dir():
-        class_names, files = _label_rows(_read_csv(path, split=None, policy=policy), given, standard)
+        class_names, files = _label_rows(_read_csv(path, split=None, policy=policy), given, suite)
     elif split_csvs:
         rows = [row for file in split_csvs for row in _read_csv(file, split=file.stem, policy=policy)]
-        class_names, files = _label_rows(rows, given, standard)
+        class_names, files = _label_rows(rows, given, suite)
     else:
-        class_names, files = _scan_folders(path, given, standard, policy)
+        class_names, files = _scan_folders(path, given, suite, policy)
     return ImageSet(task_name, class_names, task_templates(info, task_name), tuple(files))
 
 
@@ -147,7 +147,7 @@ def _given_names(root: Path, info: TaskInfo, policy: PathPolicy) -> _GivenNames 
 
 
 def _scan_folders(
-    root: Path, given: _GivenNames | None, standard: StandardTask | None, policy: PathPolicy
+    root: Path, given: _GivenNames | None, suite: SuiteTask | None, policy: PathPolicy
 ) -> tuple[tuple[str, ...], list[ImageFile]]:
     split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
     if not split_dirs:
@@ -170,15 +170,15 @@ def _scan_folders(
         if not found:
             raise DatasetError(split_dir, "contains no images", fix=f"add {'/'.join(IMAGE_SUFFIXES)} files per class")
         files += found
-    return _display_names(folders, given, standard, what="class folders"), files
+    return _display_names(folders, given, suite, what="class folders"), files
 
 
 def _display_names(
-    keys: list[str], given: _GivenNames | None, standard: StandardTask | None, *, what: str
+    keys: list[str], given: _GivenNames | None, suite: SuiteTask | None, *, what: str
 ) -> tuple[str, ...]:
-    """Display names of `keys` (sorted folder names or labels): as given, or by the standard task's rule."""
+    """Display names of `keys` (sorted folder names or labels): as given, or by the suite task's rule."""
     if given is None:
-        return tuple(standard.display_name(k) for k in keys) if standard else tuple(keys)
+        return tuple(suite.display_name(k) for k in keys) if suite else tuple(keys)
     if isinstance(given.names, tuple):
         if len(given.names) != len(keys):
             raise DatasetError(
@@ -268,13 +268,13 @@ def _parse_row(
 
 
 def _label_rows(
-    rows: list[_Row], given: _GivenNames | None, standard: StandardTask | None
+    rows: list[_Row], given: _GivenNames | None, suite: SuiteTask | None
 ) -> tuple[tuple[str, ...], list[ImageFile]]:
     """Class names and labelled files: labels are all class indices, or else all class names."""
     if all(_is_index(r.label) for r in rows):
         class_names, labels = _index_labels(rows, given)
     else:
-        class_names, labels = _named_labels(rows, given, standard)
+        class_names, labels = _named_labels(rows, given, suite)
     return class_names, [ImageFile(r.file, r.source, r.split, label) for r, label in zip(rows, labels)]
 
 
@@ -302,14 +302,14 @@ def _index_labels(rows: list[_Row], given: _GivenNames | None) -> tuple[tuple[st
 
 
 def _named_labels(
-    rows: list[_Row], given: _GivenNames | None, standard: StandardTask | None
+    rows: list[_Row], given: _GivenNames | None, suite: SuiteTask | None
 ) -> tuple[tuple[str, ...], list[int]]:
     """Class names as labels: the given list's entries, the given mapping's keys, or the labels seen."""
     if given is not None and isinstance(given.names, tuple):
         keys, class_names = list(given.names), given.names
     else:
         keys = sorted(given.names) if given else sorted({r.label for r in rows})
-        class_names = _display_names(keys, given, standard, what="labels")
+        class_names = _display_names(keys, given, suite, what="labels")
     index = {key: i for i, key in enumerate(keys)}
     for row in rows:
         if row.label not in index:
