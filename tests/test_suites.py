@@ -10,10 +10,13 @@ import torch
 import torchvision
 from torch.utils.data import Subset, random_split
 
+from engine.cli import main
 from engine.data.splits import PROFILES, profile, read_indices, split_indices, with_validation
 from engine.data.suites import match_suite, require_suite, suite_task, suite_tasks, suites
 from engine.data.tasks import LabelledImages, TaskData
 from engine.errors import DatasetError, ParameterError, SchemaError
+from tests.builders import TINY_ARCH
+from tests.foreign import tiny_source, write_image_folders, write_pool
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "fusion_bench_clip_tasks.json").read_text(encoding="utf-8"))
 # suite task → (FusionBench task module, FusionBench dataset configuration name)
@@ -180,3 +183,40 @@ def test_knots_profile_takes_stored_indices_of_test(tmp_path):
     with pytest.raises(ParameterError, match="random: is not a validation split profile"):
         profile("random")
     assert set(PROFILES) == {"task_vectors", "fusion_bench", "knots"}
+
+
+@pytest.fixture
+def suite_pool(tmp_path, data_home):
+    """A task_vectors-style pool of two TA8 tasks (tiny model), its folder listed as an allowed root."""
+    tasks = {"EuroSAT": ("AnnualCrop", "Forest"), "mnist": ("0", "1")}
+    source = tiny_source(TINY_ARCH, tasks, seed=3)
+    root = write_pool(
+        tmp_path / "pool",
+        "task_vectors",
+        architecture=TINY_ARCH,
+        pretrained=source["pretrained"],
+        finetuned=source["finetuned"],
+        heads=source["heads"],
+    )
+    write_image_folders(root, tasks, per_class=1, size=8)
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tmp_path)]}))
+    return root
+
+
+def test_cli_suites_and_pool_show_name_the_suite(suite_pool, capsys):
+    assert main(["suites"]) == 0
+    listing = capsys.readouterr().out
+    assert "TALL20  20 tasks: SUN397, Cars" in listing and "knots         KnOTS: 20% of test" in listing
+    assert main(["suites", "tall14"]) == 0
+    assert "  OxfordIIITPet   37 classes  1 templates  timm/oxford-iiit-pet" in capsys.readouterr().out
+    assert main(["pool", "show", str(suite_pool)]) == 0
+    missing = "SUN397, Cars, RESISC45, SVHN, GTSRB, DTD"
+    assert f"suite: 2 of TA8's 8 tasks (missing {missing}); checkpoints: task_vectors / TALL masks" in (
+        capsys.readouterr().out
+    )
+    assert main(["pool", "show", str(suite_pool), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["family"] == "task_vectors / TALL masks" and shown["suite"].startswith("2 of TA8's 8 tasks")
+    assert main(["suites", "TA8", "--pool", str(suite_pool)]) == 2
+    assert f"pool: lacks 6 of TA8's 8 tasks: {missing}. Fix: add a fine-tuned checkpoint" in capsys.readouterr().err

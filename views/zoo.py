@@ -48,6 +48,7 @@ collection, choice, ws = sidebar_workspace()
 manifest = ws.collection.manifest
 st.subheader(manifest.name)
 st.write(manifest.description)
+st.caption(resources.pool_summary(collection))
 for warning in ws.collection.warnings:  # a discovered pool's folders left out, and why
     st.warning(warning)
 zero_shot, finetuned = ws.zero_shot("interactive"), ws.finetuned("interactive")

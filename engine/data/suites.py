@@ -175,11 +175,17 @@ def match_suite(task_names: tuple[str, ...] | list[str]) -> SuiteMatch | None:
     return SuiteMatch(best, MappingProxyType({k: v for k, v in mapped.items() if v in best.tasks}), missing)
 
 
+def suite_named(name: str) -> Suite:
+    """TA8, TALL14 or TALL20 (any case)."""
+    suite = suites().get(name.upper())
+    if suite is None:
+        raise SchemaError(name, "is not a suite", fix=f"choose one of {', '.join(suites())}")
+    return suite
+
+
 def require_suite(pool: str | Path, task_names: tuple[str, ...] | list[str], suite_name: str) -> SuiteMatch:
     """The pool's match with `suite_name`, every suite task present; else an error naming the missing tasks."""
-    suite = suites().get(suite_name.upper()) or suites().get(suite_name)
-    if suite is None:
-        raise SchemaError(suite_name, "is not a suite", fix=f"choose one of {', '.join(suites())}")
+    suite = suite_named(suite_name)
     mapped = {name: task.name for name in task_names if (task := suite_task(name)) is not None}
     missing = tuple(t for t in suite.tasks if t not in mapped.values())
     if missing:
