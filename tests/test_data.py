@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from engine.data import load_task, save_task
-from engine.data.suites import suite_task, suites, suite_tasks
+from engine.data.suites import suite_task, suite_tasks, suites
 from engine.data.tasks import DEFAULT_TEMPLATES, interactive_indices
 from engine.errors import DatasetError
 from tests.builders import tiny_task
