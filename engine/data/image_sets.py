@@ -23,6 +23,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from PIL import Image
@@ -336,13 +337,23 @@ def _decode(files: list[ImageFile], *, image_size: int | None, policy: PathPolic
 
 
 def _read_image(file: Path, *, image_size: int | None, policy: PathPolicy) -> torch.Tensor:
-    """One image as [3, H, W] uint8; any failure to decode it names the file (one bad image in a dataset of
-    thousands must be findable, not a traceback from inside PIL)."""
+    """One image file as [3, H, W] uint8, its descriptor checked by `policy`."""
     try:
-        with policy.open_file(file) as handle, Image.open(handle) as img:
+        handle = policy.open_file(file)
+    except OSError as exc:
+        raise DatasetError(file, f"cannot be read ({exc})", fix="check the file's permissions, or remove it") from exc
+    with handle:
+        return decode_image(handle, where=file, image_size=image_size)
+
+
+def decode_image(handle: BinaryIO, *, where: str | Path, image_size: int | None) -> torch.Tensor:
+    """One encoded image (a file, or bytes from a parquet row) as [3, H, W] uint8; any failure to decode it
+    names `where` (one bad image in a dataset of thousands must be findable, not a traceback from inside PIL)."""
+    try:
+        with Image.open(handle) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise DatasetError(
-                    file,
+                    where,
                     f"declares {img.width}×{img.height} pixels, more than the {MAX_PIXELS} mergelab decodes: a "
                     "decompression bomb, or an image far larger than a model input",
                     fix="downscale the file (a model reads 224×224) or remove it",
@@ -354,14 +365,14 @@ def _read_image(file: Path, *, image_size: int | None, policy: PathPolicy) -> to
             return data.view(img.height, img.width, 3).permute(2, 0, 1)  # [3, H, W]
     except Image.DecompressionBombError as exc:
         raise DatasetError(
-            file,
+            where,
             f"declares more pixels than PIL decodes ({exc}): a decompression bomb, or an image far larger than "
             "a model input",
             fix="downscale or remove the file (or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)",
         ) from exc
     except PIL_DECODE_ERRORS as exc:
         raise DatasetError(
-            file, f"is not a readable image ({type(exc).__name__}: {exc})", fix="remove or replace the file"
+            where, f"is not a readable image ({type(exc).__name__}: {exc})", fix="remove or replace the file"
         ) from exc
 
 

@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from engine.data.hf_datasets import is_hf_reference
 from engine.data.loading import load_task
 from engine.data.tasks import TaskData
 from engine.errors import CheckpointError, DatasetError, SchemaError
@@ -180,9 +181,8 @@ class Collection:
             return generated_task(
                 data.task, seed=data.seed, real_images=self.path(data.real_images), cache_dir=cache_dir
             )
-        task_data = load_task(
-            self.path(data), image_size=image_size, cache_dir=cache_dir, name=task, policy=self.policy
-        )
+        source = data if is_hf_reference(data) else self.path(data)  # hf:<owner>/<name>: the HF caches
+        task_data = load_task(source, image_size=image_size, cache_dir=cache_dir, name=task, policy=self.policy)
         templates = self._entry(task).templates
         return replace(task_data, templates=templates) if templates else task_data
 
@@ -275,7 +275,8 @@ class Collection:
         paths = [self.manifest.pretrained]
         for entry in self.manifest.tasks.values():
             paths += list(entry.checkpoints.values()) + list(entry.importance.values())
-            paths += [p for p in (entry.head, entry.data if isinstance(entry.data, str) else None) if p]
+            data = entry.data if isinstance(entry.data, str) and not is_hf_reference(entry.data) else None
+            paths += [p for p in (entry.head, data) if p]  # an hf: dataset is checked where it resolves
         return tuple(self.path(p) for p in paths)
 
     def _checkpoint_path(self, task: str, variant: str) -> Path:
