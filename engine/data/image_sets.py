@@ -1,7 +1,8 @@
 """Task datasets kept as image files: which file is which split and label, and decoding them.
 
 Three layouts, all read through `load_task` (engine/data/loading.py):
-- image folder `<root>/<split>/<class>/<image>`: the classes are the class folders, sorted;
+- image folder `<root>/<split>/<class>/<image>`: the classes are the class folders, sorted (a split folder
+  `valid/` or `validation/` is val);
 - a CSV file with columns `path,label` and an optional `split` (without one every row is test);
 - a folder holding `train.csv`, `val.csv`, `test.csv` (columns `path,label`); these win over class folders.
 CSV paths are relative to the CSV's folder; a header row is optional; labels are class indices or
@@ -35,6 +36,8 @@ from engine.home import PathPolicy, nesting, read_document
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 CSV_COLUMNS = ("path", "label", "split")
+# split folder → split: RenderedSST2 (torchvision's layout) and Hugging Face exports call val "valid" / "validation"
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 # Pixels an image may declare: 33.5 M (8192 × 4096), ~100 MB as RGB, already ~600× a 224² model input. PIL only
 # refuses above 2 × Image.MAX_IMAGE_PIXELS (179 M) and warns below, so a 13000² PNG of a few kB would decode
 # into 507 MB and be copied twice more before it is resized.
@@ -150,7 +153,7 @@ def _given_names(root: Path, info: TaskInfo, policy: PathPolicy) -> _GivenNames 
 def _scan_folders(
     root: Path, given: _GivenNames | None, suite: SuiteTask | None, policy: PathPolicy
 ) -> tuple[tuple[str, ...], list[ImageFile]]:
-    split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
+    split_dirs = [root / f for f in SPLIT_FOLDERS if (root / f).is_dir()]
     if not split_dirs:
         raise DatasetError(
             root,
@@ -161,7 +164,7 @@ def _scan_folders(
     files: list[ImageFile] = []
     for split_dir in split_dirs:
         found = [
-            ImageFile(file, f"{split_dir.name}/{folder}/{file.name}", split_dir.name, label)
+            ImageFile(file, f"{split_dir.name}/{folder}/{file.name}", SPLIT_FOLDERS[split_dir.name], label)
             for label, folder in enumerate(folders)
             for file in sorted((split_dir / folder).glob("*"))
             if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()

@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.data.hf_datasets import decode_hf_dataset, is_hf_dataset, is_hf_reference, resolve_hf, scan_hf_dataset
-from engine.data.image_sets import decode_image_set, scan_image_set
+from engine.data.image_sets import ImageSet, decode_image_set, scan_image_set
+from engine.data.native_arrays import array_layout, load_array_task
+from engine.data.native_folders import folder_layout, scan_release
 from engine.data.task_cache import load_cached
 from engine.data.tasks import TaskData, check_task, load_packed_task
 from engine.errors import DatasetError
@@ -46,6 +48,12 @@ def load_task(
         )
     if is_hf_dataset(path):
         return _load_hf(path, image_size=image_size, cache_dir=cache_dir, name=name, policy=policy)
+    task_name = name or path.name
+    if (layout := array_layout(path, task_name)) is not None:
+        return check_task(load_array_task(path, layout, name=task_name), path)
+    if (layout := folder_layout(path, task_name)) is not None:
+        image_set = scan_release(path, layout, name=task_name, policy=policy)
+        return _load_image_set(image_set, path, image_size=image_size, cache_dir=cache_dir, policy=policy)
     if path.is_dir() or path.suffix.lower() == ".csv":
         return _load_image_files(path, image_size=image_size, cache_dir=cache_dir, name=name, policy=policy)
     policy.check(path.with_suffix(".json"))
@@ -56,7 +64,12 @@ def _load_image_files(
     path: Path, *, image_size: int | None, cache_dir: Path | None, name: str | None, policy: PathPolicy
 ) -> TaskData:
     image_set = scan_image_set(path, name=name, policy=policy)
+    return _load_image_set(image_set, path, image_size=image_size, cache_dir=cache_dir, policy=policy)
 
+
+def _load_image_set(
+    image_set: ImageSet, path: Path, *, image_size: int | None, cache_dir: Path | None, policy: PathPolicy
+) -> TaskData:
     def decode() -> TaskData:
         return check_task(decode_image_set(image_set, image_size=image_size, policy=policy), path)
 
