@@ -41,20 +41,30 @@ def dataset_dict(class_names: tuple[str, ...], labels: dict[str, list[int]]) -> 
 
 
 def write_hub_cache(hub: Path, dataset_id: str, data: datasets.DatasetDict) -> Path:
-    """`hub/datasets--<owner>--<name>/`: parquet blobs named by sha256, snapshot links, refs/main. Returns the
-    snapshot folder."""
-    repo = hub / f"datasets--{dataset_id.replace('/', '--')}"
+    """`hub/datasets--<owner>--<name>/`: one parquet shard per split as the hub serves them
+    (`data/<split>-00000-of-00001.parquet`), in the cache layout. Returns the snapshot folder."""
+    staging = hub / ".staging" / dataset_id
+    for split, part in data.items():
+        (staging / "data").mkdir(parents=True, exist_ok=True)
+        part.to_parquet(str(staging / "data" / f"{split}-00000-of-00001.parquet"))
+    snapshot = cache_repo(hub, "dataset", dataset_id, staging)
+    shutil.rmtree(hub / ".staging")
+    return snapshot
+
+
+def cache_repo(hub: Path, kind: str, repo_id: str, source: Path) -> Path:
+    """Move the files of `source` into `hub/<kind>s--<owner>--<name>/` as the hub client lays them out: blobs
+    named by sha256, snapshot symlinks, refs/main. Returns the snapshot folder."""
+    repo = hub / f"{kind}s--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / REVISION
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(REVISION)
     (repo / "blobs").mkdir()
-    for split, part in data.items():
-        staging = repo / f"{split}.parquet"
-        part.to_parquet(str(staging))
-        blob = repo / "blobs" / hashlib.sha256(staging.read_bytes()).hexdigest()
-        staging.rename(blob)
-        link = snapshot / "data" / f"{split}-00000-of-00001.parquet"
+    for file in sorted(p for p in source.rglob("*") if p.is_file()):
+        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        link = snapshot / file.relative_to(source)
         link.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(file), blob)
         os.symlink(os.path.relpath(blob, link.parent), link)
     return snapshot
 

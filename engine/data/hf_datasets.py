@@ -115,7 +115,7 @@ def resolve_hf(reference: str) -> Path:
     if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", dataset_id):
         raise DatasetError(reference, "is not a dataset id", fix="write hf:<owner>/<name>, e.g. hf:tanganke/sun397")
     repo = hub_cache() / f"datasets--{dataset_id.replace('/', '--')}"
-    snapshot = _snapshot(repo)
+    snapshot = cache_snapshot(repo)
     if snapshot is not None:
         return snapshot
     processed = datasets_cache() / dataset_id.replace("/", "___")
@@ -132,8 +132,8 @@ def resolve_hf(reference: str) -> Path:
     )
 
 
-def _snapshot(repo: Path) -> Path | None:
-    """refs/main's snapshot, else the most recently written one."""
+def cache_snapshot(repo: Path) -> Path | None:
+    """A hub cache repository's (`datasets--…` or `models--…`) refs/main snapshot, else its newest one."""
     if not (repo / "snapshots").is_dir():
         return None
     main = repo / "refs" / "main"
