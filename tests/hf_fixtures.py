@@ -11,7 +11,11 @@ import shutil
 from pathlib import Path
 
 import datasets
+import torch
 from PIL import Image
+
+from engine.data.suites import suite_task
+from tests.foreign import _write_hf, write_hf_vision
 
 SPLIT_CODE = {"train": 1, "validation": 2, "test": 3}
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -82,3 +86,25 @@ def write_processed_cache(cache: Path, dataset_id: str, data: datasets.DatasetDi
     target.parent.mkdir(parents=True)
     shutil.move(str(prepared), target)
     return target
+
+
+def write_fusion_bench_cache(
+    hub: Path,
+    scratch: Path,
+    *,
+    base: str,
+    architecture: str,
+    pretrained: dict[str, torch.Tensor],
+    finetuned: dict[str, dict[str, torch.Tensor]],
+    datasets_of: dict[str, tuple[str, list[int]]],
+) -> None:
+    """FusionBench's pool in a hub cache: `models--openai--<base>` (a CLIPModel), `models--tanganke--<base>_<task>`
+    (CLIPVisionModel fine-tunes, image-tower state dicts in `finetuned`) and per task the dataset
+    `datasets_of[task] = (dataset id, test labels)`, with the suite task's class names as its ClassLabel."""
+    _write_hf(scratch / "base", pretrained, architecture, quick_gelu=True)
+    cache_repo(hub, "model", f"openai/{base}", scratch / "base")
+    for task, visual in finetuned.items():
+        write_hf_vision(scratch / task, visual, architecture, projection=False)
+        cache_repo(hub, "model", f"tanganke/{base}_{task}", scratch / task)
+    for task, (dataset_id, labels) in datasets_of.items():
+        write_hub_cache(hub, dataset_id, dataset_dict(suite_task(task).class_names, {"test": labels}))

@@ -12,7 +12,7 @@ from engine.errors import SchemaError
 from engine.pool.collection import load_collection
 from tests.builders import TINY_ARCH
 from tests.foreign import _write_hf, tiny_source, write_hf_vision
-from tests.hf_fixtures import cache_repo, dataset_dict, write_hub_cache
+from tests.hf_fixtures import cache_repo, write_fusion_bench_cache
 
 BASE = "clip-vit-tiny"
 TASKS = {"eurosat": suite_task("EuroSAT").class_names, "mnist": suite_task("MNIST").class_names}
@@ -24,13 +24,15 @@ def source():
 
 
 def _hub_cache(hub, scratch, source) -> None:
-    _write_hf(scratch / "base", source["pretrained"], TINY_ARCH, quick_gelu=True)
-    cache_repo(hub, "model", f"openai/{BASE}", scratch / "base")
-    for task in TASKS:
-        write_hf_vision(scratch / task, source["finetuned"][task], TINY_ARCH, projection=False)
-        cache_repo(hub, "model", f"tanganke/{BASE}_{task}", scratch / task)
-    for dataset_id, labels in (("tanganke/eurosat", [3, 9]), ("ylecun/mnist", [7])):
-        write_hub_cache(hub, dataset_id, dataset_dict(tuple(str(i) for i in range(10)), {"test": labels}))
+    write_fusion_bench_cache(
+        hub,
+        scratch,
+        base=BASE,
+        architecture=TINY_ARCH,
+        pretrained=source["pretrained"],
+        finetuned=source["finetuned"],
+        datasets_of={"eurosat": ("tanganke/eurosat", [3, 9]), "mnist": ("ylecun/mnist", [7])},
+    )
 
 
 def test_a_fusion_bench_hub_cache_is_a_pool(tmp_path, source, data_home, capsys):
