@@ -3,6 +3,8 @@ idx bytes, CIFAR/STL10 binary records, HDF5 by h5py, CSV, PPM/JPEG/PNG by PIL) a
 image, label and class name for a known item."""
 
 import gzip
+import os
+import pickle
 import struct
 
 import h5py
@@ -187,3 +189,33 @@ def test_rendered_sst2_folders_with_valid(tmp_path):
     task = load_task(tmp_path, name="rendered-sst2")
     assert task.split("val").labels.tolist() == [0, 1] and task.class_names == ("negative", "positive")
     assert task.templates == ("a {} review of a movie.",)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_cifar_python_batches_through_the_restricted_unpickler(tmp_path, protocol):
+    """torchvision's download: pickled dicts of a numpy array and label lists (bytes keys, as Python 2 wrote)."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    data = np.zeros((2, 3072), dtype=np.uint8)
+    data[1, 1024 + 33] = 77  # image 1, green plane, row 1, column 1
+    batch = {b"batch_label": b"testing batch 1 of 1", b"labels": [9, 3], b"data": data, b"filenames": [b"a", b"b"]}
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=protocol))
+    task = load_task(tmp_path, name="CIFAR10")
+    assert task.split("test").labels.tolist() == [9, 3] and task.class_names[9] == "truck"
+    assert int(task.split("test").images[1, 1, 1, 1]) == 77
+    (folder / "cifar-100-python").mkdir()
+    (folder / "cifar-100-python" / "test").write_bytes(
+        pickle.dumps({b"fine_labels": [42], b"coarse_labels": [8], b"data": data[:1]}, protocol=protocol)
+    )
+    assert load_task(folder, name="CIFAR100").split("test").labels.tolist() == [42]
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_cifar_batch_naming_another_global_is_refused(tmp_path):
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": _Payload(), b"labels": [0]}))
+    with pytest.raises(DatasetError, match=r"test_batch: is not a CIFAR python batch \(the global posix\.system"):
+        load_task(tmp_path, name="CIFAR10")

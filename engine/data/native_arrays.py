@@ -9,7 +9,10 @@ itself or in its `raw/` or release sub-folder):
   (torchvision's unused class 0), the suite's 0..25, so one is subtracted; the images stay as stored (as
   torchvision reads them);
 - CIFAR10 / CIFAR100: the binary release, `data_batch_{1..5}.bin` + `test_batch.bin` (label byte + 3072
-  bytes, R, G, B planes) and `{train,test}.bin` (coarse and fine label bytes + 3072; the fine label is read);
+  bytes, R, G, B planes) and `{train,test}.bin` (coarse and fine label bytes + 3072; the fine label is read),
+  or the python release torchvision downloads (`cifar-10-batches-py/data_batch_{1..5}`, `test_batch`;
+  `cifar-100-python/{train,test}`): pickles, opened only after an opcode scan (engine/io/formats/pickle_scan.py)
+  by an unpickler that builds numpy arrays and plain containers and refuses every other global;
 - STL10: `{train,test}_X.bin` (N × 3 × 96 × 96 bytes, each plane column-major) and `{train,test}_y.bin` (1..10);
 - PCAM: `camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5` (h5py): x [N, 96, 96, 3], y [N, 1, 1, 1];
 - FER2013: `fer2013.csv` or `icml_face_data.csv` (emotion, pixels, Usage: Training → train, PublicTest → val,
@@ -23,6 +26,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,10 +37,28 @@ import torch
 
 from engine.data.suites import suite_task
 from engine.data.tasks import LabelledImages, TaskData
-from engine.errors import DatasetError
+from engine.errors import CheckpointError, DatasetError
+from engine.io.formats.pickle_scan import check_pickle
 
 SplitReader = Callable[[Path], dict[str, LabelledImages]]
-RELEASE_FOLDERS = ("", "raw", "cifar-10-batches-bin", "cifar-100-binary", "stl10_binary", "fer2013")
+RELEASE_FOLDERS = (
+    "",
+    "raw",
+    "cifar-10-batches-bin",
+    "cifar-100-binary",
+    "cifar-10-batches-py",
+    "cifar-100-python",
+    "stl10_binary",
+    "fer2013",
+)
+# what a CIFAR python batch may build: numpy arrays (pickled by numpy 1 or 2), and bytes as Python 3 writes them
+ARRAY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"): ("numpy", "ndarray"),
+    ("numpy", "dtype"): ("numpy", "dtype"),
+    ("_codecs", "encode"): ("_codecs", "encode"),
+}
 IDX_SPLITS = {"train": "train", "t10k": "test"}
 FER_USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 FER_TO_SUITE = (0, 1, 2, 3, 5, 6, 4)  # CSV code → suite index (sad, surprise, neutral move)
@@ -150,15 +172,50 @@ def _concat(parts: list[LabelledImages]) -> LabelledImages:
     return LabelledImages(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Builds numpy arrays, dtypes and plain containers; any other global is refused by name."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ARRAY_GLOBALS:
+            raise pickle.UnpicklingError(f"the global {module}.{name} is not allowed in a dataset batch")
+        return super().find_class(*ARRAY_GLOBALS[(module, name)])
+
+
+def _python_batch(file: Path, label_key: bytes) -> LabelledImages:
+    """A CIFAR python batch: {b"data": uint8 [N, 3072], b"labels" or b"fine_labels": [N]}."""
+    data = _read_bytes(file)
+    try:
+        check_pickle(data, file)
+        batch = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
+        pixels, labels = np.asarray(batch[b"data"], dtype=np.uint8), np.asarray(batch[label_key], dtype=np.int64)
+    except CheckpointError as exc:
+        raise DatasetError(file, exc.problem.replace("data.pkl", "the batch"), fix="download it again") from exc
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DatasetError(file, f"is not a CIFAR python batch ({exc})", fix="use the released batch files") from exc
+    if pixels.ndim != 2 or pixels.shape[1] != 3072 or labels.shape != (pixels.shape[0],):
+        raise DatasetError(file, f"holds data {pixels.shape} and labels {labels.shape}", fix="download it again")
+    return LabelledImages(torch.from_numpy(pixels.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels))
+
+
 def _cifar10(root: Path) -> dict[str, LabelledImages]:
-    train = [f for i in range(1, 6) if (f := _find(root, f"data_batch_{i}.bin")) is not None]
-    test = _find(root, "test_batch.bin")
-    result = {"train": _concat([_records(f, header=1, label_at=0) for f in train])} if train else {}
-    return result | ({"test": _records(test, header=1, label_at=0)} if test else {})
+    result = {}
+    for split, stems in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
+        binary = [f for stem in stems if (f := _find(root, f"{stem}.bin")) is not None]
+        python = [f for stem in stems if (f := _find(root, stem)) is not None]
+        parts = [_records(f, header=1, label_at=0) for f in binary] or [_python_batch(f, b"labels") for f in python]
+        if parts:
+            result[split] = _concat(parts)
+    return result
 
 
 def _cifar100(root: Path) -> dict[str, LabelledImages]:
-    return {s: _records(f, header=2, label_at=1) for s in ("train", "test") if (f := _find(root, f"{s}.bin"))}
+    result = {}
+    for split in ("train", "test"):
+        if (binary := _find(root, f"{split}.bin")) is not None:
+            result[split] = _records(binary, header=2, label_at=1)
+        elif (python := _find(root, split)) is not None:
+            result[split] = _python_batch(python, b"fine_labels")
+    return result
 
 
 def _stl10(root: Path) -> dict[str, LabelledImages]:
@@ -222,8 +279,8 @@ ARRAY_LAYOUTS: dict[str, tuple[tuple[str, ...], SplitReader]] = {
     "FashionMNIST": (("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"), _mnist_family),
     "KMNIST": (("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"), _mnist_family),
     "EMNIST": (("emnist-letters-train-images-idx3-ubyte", "emnist-letters-test-images-idx3-ubyte"), _emnist_letters),
-    "CIFAR10": (("data_batch_1.bin", "test_batch.bin"), _cifar10),
-    "CIFAR100": (("train.bin", "test.bin"), _cifar100),
+    "CIFAR10": (("data_batch_1.bin", "test_batch.bin", "data_batch_1", "test_batch"), _cifar10),
+    "CIFAR100": (("train.bin", "test.bin", "cifar-100-python/train", "cifar-100-python/test"), _cifar100),
     "STL10": (("train_X.bin", "test_X.bin"), _stl10),
     "PCAM": (tuple(f"camelyonpatch_level_2_split_{s}_x.h5" for s in PCAM_SPLITS), _pcam),
     "FER2013": (("fer2013.csv", "icml_face_data.csv"), _fer2013),
