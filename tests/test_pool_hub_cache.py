@@ -59,3 +59,25 @@ def test_a_fusion_bench_hub_cache_is_a_pool(tmp_path, source, data_home, capsys)
     cache_repo(hub, "model", "tanganke/clip-vit-small_mnist", tmp_path / "other")
     with pytest.raises(SchemaError, match=r"holds fine-tunes of 2 base models in its hub cache \(clip-vit-small"):
         load_collection(hub)
+
+
+def test_a_manifest_names_its_data_by_hub_id(tmp_path, source, monkeypatch):
+    """`data: hf:<owner>/<name>` in pool.yaml is looked up in the Hugging Face cache (HF_HUB_CACHE here)."""
+    hub = tmp_path / "hub"
+    _hub_cache(hub, tmp_path / "scratch", source)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    snapshots = {p.parent.parent.name: p for p in hub.glob("models--*/snapshots/*")}
+    manifest = {
+        "pretrained": str(snapshots[f"models--openai--{BASE}"]),
+        "tasks": {
+            "EuroSAT": {
+                "checkpoint": str(snapshots[f"models--tanganke--{BASE}_eurosat"]),
+                "data": "hf:tanganke/eurosat",
+            }
+        },
+    }
+    (tmp_path / "pool.json").write_text(json.dumps(manifest))
+    collection = load_collection(tmp_path / "pool.json")
+    task = collection.task_data("EuroSAT")
+    assert task.name == "EuroSAT" and task.class_names == suite_task("EuroSAT").class_names
+    assert task.split("test").labels.tolist() == [3, 9]
