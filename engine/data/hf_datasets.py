@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,7 +42,7 @@ from engine.errors import DatasetError
 from engine.home import PathPolicy
 
 HF_PREFIX = "hf:"
-SPLIT_NAMES = {"train": "train", "validation": "val", "valid": "val", "val": "val", "test": "test"}
+SPLIT_NAMES = MappingProxyType({"train": "train", "validation": "val", "valid": "val", "val": "val", "test": "test"})
 IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "cls")
 ROWS_PER_SLICE = 64  # rows converted to Python at once: a slice of encoded images, never a whole shard

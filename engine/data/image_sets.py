@@ -24,6 +24,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import BinaryIO
 
 import torch
@@ -37,7 +38,7 @@ from engine.home import PathPolicy, nesting, read_document
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 CSV_COLUMNS = ("path", "label", "split")
 # split folder → split: RenderedSST2 (torchvision's layout) and Hugging Face exports call val "valid" / "validation"
-SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_FOLDERS = MappingProxyType({"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"})
 # Pixels an image may declare: 33.5 M (8192 × 4096), ~100 MB as RGB, already ~600× a 224² model input. PIL only
 # refuses above 2 × Image.MAX_IMAGE_PIXELS (179 M) and warns below, so a 13000² PNG of a few kB would decode
 # into 507 MB and be copied twice more before it is resized.

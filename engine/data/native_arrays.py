@@ -27,8 +27,9 @@ import csv
 import gzip
 import io
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import h5py
 import numpy as np
@@ -52,17 +53,19 @@ RELEASE_FOLDERS = (
     "fer2013",
 )
 # what a CIFAR python batch may build: numpy arrays (pickled by numpy 1 or 2), and bytes as Python 3 writes them
-ARRAY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"): ("numpy", "ndarray"),
-    ("numpy", "dtype"): ("numpy", "dtype"),
-    ("_codecs", "encode"): ("_codecs", "encode"),
-}
-IDX_SPLITS = {"train": "train", "t10k": "test"}
-FER_USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+ARRAY_GLOBALS = MappingProxyType(
+    {
+        ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"): ("numpy", "ndarray"),
+        ("numpy", "dtype"): ("numpy", "dtype"),
+        ("_codecs", "encode"): ("_codecs", "encode"),
+    }
+)
+IDX_SPLITS = MappingProxyType({"train": "train", "t10k": "test"})
+FER_USAGE = MappingProxyType({"Training": "train", "PublicTest": "val", "PrivateTest": "test"})
 FER_TO_SUITE = (0, 1, 2, 3, 5, 6, 4)  # CSV code → suite index (sad, surprise, neutral move)
-PCAM_SPLITS = {"train": "train", "valid": "val", "test": "test"}
+PCAM_SPLITS = MappingProxyType({"train": "train", "valid": "val", "test": "test"})
 H5_ROWS = 4096  # PCAM rows copied at once
 
 
@@ -273,18 +276,23 @@ def _fer2013(root: Path) -> dict[str, LabelledImages]:
 
 
 # suite task → (a file that marks the layout, its reader)
-ARRAY_LAYOUTS: dict[str, tuple[tuple[str, ...], SplitReader]] = {
-    "SVHN": (("train_32x32.mat", "test_32x32.mat"), _svhn),
-    "MNIST": (("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"), _mnist_family),
-    "FashionMNIST": (("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"), _mnist_family),
-    "KMNIST": (("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"), _mnist_family),
-    "EMNIST": (("emnist-letters-train-images-idx3-ubyte", "emnist-letters-test-images-idx3-ubyte"), _emnist_letters),
-    "CIFAR10": (("data_batch_1.bin", "test_batch.bin", "data_batch_1", "test_batch"), _cifar10),
-    "CIFAR100": (("train.bin", "test.bin", "cifar-100-python/train", "cifar-100-python/test"), _cifar100),
-    "STL10": (("train_X.bin", "test_X.bin"), _stl10),
-    "PCAM": (tuple(f"camelyonpatch_level_2_split_{s}_x.h5" for s in PCAM_SPLITS), _pcam),
-    "FER2013": (("fer2013.csv", "icml_face_data.csv"), _fer2013),
-}
+ARRAY_LAYOUTS: Mapping[str, tuple[tuple[str, ...], SplitReader]] = MappingProxyType(
+    {
+        "SVHN": (("train_32x32.mat", "test_32x32.mat"), _svhn),
+        "MNIST": (("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"), _mnist_family),
+        "FashionMNIST": (("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"), _mnist_family),
+        "KMNIST": (("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"), _mnist_family),
+        "EMNIST": (
+            ("emnist-letters-train-images-idx3-ubyte", "emnist-letters-test-images-idx3-ubyte"),
+            _emnist_letters,
+        ),
+        "CIFAR10": (("data_batch_1.bin", "test_batch.bin", "data_batch_1", "test_batch"), _cifar10),
+        "CIFAR100": (("train.bin", "test.bin", "cifar-100-python/train", "cifar-100-python/test"), _cifar100),
+        "STL10": (("train_X.bin", "test_X.bin"), _stl10),
+        "PCAM": (tuple(f"camelyonpatch_level_2_split_{s}_x.h5" for s in PCAM_SPLITS), _pcam),
+        "FER2013": (("fer2013.csv", "icml_face_data.csv"), _fer2013),
+    }
+)
 
 
 def array_layout(root: Path, name: str) -> str | None:

@@ -17,8 +17,9 @@ come as pre-split class folders and are read as image folders.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import scipy.io
@@ -103,12 +104,14 @@ def _resisc45(root: Path, task: SuiteTask) -> list[ImageFile]:
 
 
 # suite task → (files marking the layout, relative to the dataset folder; the lister)
-FOLDER_LAYOUTS: dict[str, tuple[tuple[str, ...], Lister]] = {
-    "GTSRB": (("GTSRB/Training", "Training", "GT-final_test.csv"), _gtsrb),
-    "Cars": (("devkit/cars_train_annos.mat", "cars_test_annos_withlabels.mat"), _cars),
-    "Flowers102": (("imagelabels.mat",), _flowers102),
-    "RESISC45": (("resisc45-train.txt", "resisc45-test.txt"), _resisc45),
-}
+FOLDER_LAYOUTS: Mapping[str, tuple[tuple[str, ...], Lister]] = MappingProxyType(
+    {
+        "GTSRB": (("GTSRB/Training", "Training", "GT-final_test.csv"), _gtsrb),
+        "Cars": (("devkit/cars_train_annos.mat", "cars_test_annos_withlabels.mat"), _cars),
+        "Flowers102": (("imagelabels.mat",), _flowers102),
+        "RESISC45": (("resisc45-train.txt", "resisc45-test.txt"), _resisc45),
+    }
+)
 
 
 def folder_layout(root: Path, name: str) -> str | None:
