@@ -219,3 +219,28 @@ def test_a_cifar_batch_naming_another_global_is_refused(tmp_path):
     (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": _Payload(), b"labels": [0]}))
     with pytest.raises(DatasetError, match=r"test_batch: is not a CIFAR python batch \(the global posix\.system"):
         load_task(tmp_path, name="CIFAR10")
+
+
+def test_food101_and_oxford_pets_lists(tmp_path):
+    food = tmp_path / "food-101"
+    for entry in ("apple_pie/1005649", "waffles/17"):
+        (food / "images" / entry).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (9, 9), (1, 2, 3)).save(food / "images" / f"{entry}.jpg")
+    (food / "meta").mkdir()
+    (food / "meta" / "train.txt").write_text("apple_pie/1005649\n")
+    (food / "meta" / "test.txt").write_text("waffles/17\n")
+    task = load_task(food, name="food101")
+    assert task.class_names[int(task.split("test").labels[0])] == "waffles"
+    assert task.split("train").labels.tolist() == [0] and task.class_names[0] == "apple pie"
+
+    pets = tmp_path / "oxford-iiit-pet"
+    (pets / "images").mkdir(parents=True)
+    (pets / "annotations").mkdir()
+    for image in ("Abyssinian_100", "yorkshire_terrier_7"):
+        Image.new("RGB", (9, 9), (4, 5, 6)).save(pets / "images" / f"{image}.jpg")
+    (pets / "annotations" / "trainval.txt").write_text("#Image CLASS-ID SPECIES BREED ID\nAbyssinian_100 1 1 1\n")
+    (pets / "annotations" / "test.txt").write_text("yorkshire_terrier_7 37 2 25\n")
+    task = load_task(pets)
+    assert task.class_names[int(task.split("train").labels[0])] == "abyssinian"
+    assert task.class_names[int(task.split("test").labels[0])] == "yorkshire_terrier"
+    assert task.templates == ("a photo of a {}, a type of pet.",)

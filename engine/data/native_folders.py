@@ -9,7 +9,10 @@ these layouts only say which file is which split and class, as the papers' code 
   `cars_test_annos_withlabels.mat` (scipy.io; `fname` and `class`, 1..196);
 - Flowers102: `jpg/image_00001.jpg…`, `imagelabels.mat` (`labels`, 1..102) and `setid.mat` (`trnid`, `valid`,
   `tstid`, 1-based image numbers);
-- RESISC45: `NWPU-RESISC45/<class>/<class>_NNN.jpg` with `resisc45-{train,val,test}.txt` listing file names.
+- RESISC45: `NWPU-RESISC45/<class>/<class>_NNN.jpg` with `resisc45-{train,val,test}.txt` listing file names;
+- Food101: `images/<class>/<id>.jpg` with `meta/{train,test}.txt` listing `<class>/<id>`;
+- OxfordIIITPet: `images/<Breed>_<n>.jpg` with `annotations/{trainval,test}.txt` (`<Breed>_<n> <class 1..37> ...`;
+  trainval is read as train).
 Class names and labels are the suite task's (engine/data/suites.py); SUN397, EuroSAT, DTD and RenderedSST2
 come as pre-split class folders and are read as image folders.
 """
@@ -103,6 +106,38 @@ def _resisc45(root: Path, task: SuiteTask) -> list[ImageFile]:
     return files
 
 
+def _food101(root: Path, task: SuiteTask) -> list[ImageFile]:
+    index = {name.replace(" ", "_"): i for i, name in enumerate(task.class_names)}
+    files = []
+    for split in ("train", "test"):
+        listing = root / "meta" / f"{split}.txt"
+        for line, entry in enumerate(listing.read_text(encoding="utf-8").split() if listing.is_file() else (), 1):
+            folder = entry.split("/")[0]
+            if folder not in index:
+                raise DatasetError(
+                    f"{listing}, line {line}", f"names the unknown class {folder!r}", fix="use the released lists"
+                )
+            files.append(_image(root, root / "images" / f"{entry}.jpg", split, index[folder]))
+    return files
+
+
+def _oxford_pets(root: Path, task: SuiteTask) -> list[ImageFile]:
+    files = []
+    for listing_name, split in (("trainval.txt", "train"), ("test.txt", "test")):
+        listing = root / "annotations" / listing_name
+        lines = listing.read_text(encoding="utf-8").splitlines() if listing.is_file() else []
+        for line, text in enumerate(lines, start=1):
+            cells = text.split()
+            if text.startswith("#") or not cells:
+                continue
+            if len(cells) < 2 or not cells[1].isdigit():
+                raise DatasetError(
+                    f"{listing}, line {line}", "is not '<image> <class id> ...'", fix="use the released lists"
+                )
+            files.append(_image(root, root / "images" / f"{cells[0]}.jpg", split, int(cells[1]) - 1))
+    return files
+
+
 # suite task → (files marking the layout, relative to the dataset folder; the lister)
 FOLDER_LAYOUTS: Mapping[str, tuple[tuple[str, ...], Lister]] = MappingProxyType(
     {
@@ -110,6 +145,8 @@ FOLDER_LAYOUTS: Mapping[str, tuple[tuple[str, ...], Lister]] = MappingProxyType(
         "Cars": (("devkit/cars_train_annos.mat", "cars_test_annos_withlabels.mat"), _cars),
         "Flowers102": (("imagelabels.mat",), _flowers102),
         "RESISC45": (("resisc45-train.txt", "resisc45-test.txt"), _resisc45),
+        "Food101": (("meta/train.txt", "meta/test.txt"), _food101),
+        "OxfordIIITPet": (("annotations/trainval.txt", "annotations/test.txt"), _oxford_pets),
     }
 )
 
