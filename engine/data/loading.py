@@ -34,7 +34,7 @@ def load_task(
     `image_size` resizes and centre-crops image files (packed tasks are returned as stored).
     `cache_dir` keeps decoded image files as a packed task under `cache_dir/tasks/`, so the next
     load only hashes the files. `name` (the task's name in a pool, e.g. "EuroSAT") names the task
-    and picks a standard task's templates and class names when the data's JSON gives none. `policy`
+    and picks a suite task's templates and class names when the data's JSON gives none. `policy`
     checks every file read (the dashboard's confines them to the allowed roots; default: trusted).
     """
     path, policy = resolve_hf(str(path)) if is_hf_reference(path) else Path(path), policy or PathPolicy.trust_all()
