@@ -96,15 +96,15 @@ def write_fusion_bench_cache(
     architecture: str,
     pretrained: dict[str, torch.Tensor],
     finetuned: dict[str, dict[str, torch.Tensor]],
-    datasets_of: dict[str, tuple[str, list[int]]],
+    datasets_of: dict[str, tuple[str, dict[str, list[int]]]],
 ) -> None:
     """FusionBench's pool in a hub cache: `models--openai--<base>` (a CLIPModel), `models--tanganke--<base>_<task>`
     (CLIPVisionModel fine-tunes, image-tower state dicts in `finetuned`) and per task the dataset
-    `datasets_of[task] = (dataset id, test labels)`, with the suite task's class names as its ClassLabel."""
+    `datasets_of[task] = (dataset id, {split: labels})`, with the suite task's class names as its ClassLabel."""
     _write_hf(scratch / "base", pretrained, architecture, quick_gelu=True)
     cache_repo(hub, "model", f"openai/{base}", scratch / "base")
     for task, visual in finetuned.items():
         write_hf_vision(scratch / task, visual, architecture, projection=False)
         cache_repo(hub, "model", f"tanganke/{base}_{task}", scratch / task)
     for task, (dataset_id, labels) in datasets_of.items():
-        write_hub_cache(hub, dataset_id, dataset_dict(suite_task(task).class_names, {"test": labels}))
+        write_hub_cache(hub, dataset_id, dataset_dict(suite_task(task).class_names, labels))

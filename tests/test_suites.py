@@ -175,6 +175,8 @@ def test_knots_profile_takes_stored_indices_of_test(tmp_path):
     assert task.splits["train"].labels.tolist() == list(range(9))
     own = _task("DTD", val=_known_order(3), test=_known_order(4))
     assert with_validation(own, "knots") is own  # DTD keeps its own val split under KnOTS
+    eurosat = with_validation(_task("EuroSAT", train=_known_order(30), test=_known_order(4)), "task_vectors")
+    assert len(eurosat.splits["val"]) == 3  # no val folder of its own: drawn from train like the others
     np.save(tmp_path / "short.npy", np.arange(count - 1))
     with pytest.raises(DatasetError, match=r"short\.npy: holds 249 indices that are not a permutation"):
         read_indices(tmp_path / "short.npy", count)

@@ -12,7 +12,9 @@ images those are, so mergelab draws them the way each code base does:
 - `knots`: KnOTS (Stoica et al., ICLR'25) `configs/vitB_r16_knots_ties.py`: val_fraction 0.2 of the *test*
   split, drawn by a stored permutation (`dataset/shuffled_idxs/<task>_shuffled_idxs.pt`): val = its first
   int(0.2 · N) indices, test = the rest; DTD, EuroSAT and RESISC45 keep their own val splits.
-A split drawn from train or test replaces it by what is left, so no image is in two splits.
+A split drawn from train or test replaces it by what is left, so no image is in two splits. A task whose
+dataset's own val split the profile takes (EuroSAT under task_vectors) but whose copy has none (a Hugging Face
+export of train and test) gets its val drawn by the profile's rule instead.
 """
 
 from __future__ import annotations
@@ -103,13 +105,9 @@ def with_validation(task: TaskData, name: str, *, indices_file: Path | None = No
     chosen = profile(name)
     known = suite_task(task.name)
     canonical = known.name if known else task.name
-    if canonical in chosen.own_val:
-        if "val" not in task.splits:
-            raise DatasetError(
-                task.name, f"has no val split, which {chosen.name} takes from the dataset", fix="add the val folder"
-            )
+    if canonical in chosen.own_val and "val" in task.splits:
         return task
-    if chosen.tasks is not None and canonical not in chosen.tasks:
+    if chosen.tasks is not None and canonical not in (*chosen.tasks, *chosen.own_val):
         raise DatasetError(
             task.name,
             f"has no {chosen.name} validation split ({chosen.name} defines one for {', '.join(chosen.tasks)})",

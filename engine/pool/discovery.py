@@ -16,6 +16,7 @@ dataset and, when the pretrained file has no text tower, a head file. `load_coll
           data: data/EuroSAT                        # image folder, CSV, or packed task file
           head: head_EuroSAT.pt                     # optional when the pretrained has a text tower
           templates: ["a centered satellite photo of {}."]   # optional
+          validation: task_vectors                  # optional: draw val as task_vectors / fusion_bench / knots do
 
 - a folder without a manifest, discovered by layout (`discover_pool`): the task_vectors / tangent /
   TALL-masks release (`zeroshot.pt`, `<Task>[Val]/{finetuned,linear_finetuned,nonlinear_finetuned}.pt`,
@@ -23,7 +24,8 @@ dataset and, when the pretrained file has no text tower, a head file. `load_coll
   folders), with datasets under `data/<task>` or `datasets/<task>`;
 - a Hugging Face hub cache holding FusionBench's fine-tunes (`models--tanganke--clip-vit-base-patch32_<task>`)
   and their base (`models--openai--clip-vit-base-patch32`): each task's data is its dataset in the same cache
-  (`datasets--tanganke--<task>`, by the suite task's dataset ids, engine/data/suites.py), else `data/<task>`.
+  (`datasets--tanganke--<task>`, by the suite task's dataset ids, engine/data/suites.py), else `data/<task>`,
+  its val split drawn from train as FusionBench's val configurations draw it (task_vectors' way where it has none).
 Relative paths resolve against the manifest's folder.
 """
 
@@ -38,6 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from engine.data.hf_datasets import cache_snapshot
+from engine.data.splits import PROFILES
 from engine.data.suites import suite_task
 from engine.errors import SchemaError
 from engine.home import nesting, read_document
@@ -64,6 +67,8 @@ class PoolTask(BaseModel):
     data: str | None = None
     head: str | None = None
     templates: tuple[str, ...] = ()
+    validation: str | None = None  # a validation split profile (engine/data/splits.py)
+    validation_indices: str | None = None  # its stored indices file (knots)
 
     @model_validator(mode="after")
     def _one_checkpoint_at_least(self) -> PoolTask:
@@ -98,7 +103,14 @@ class PoolManifest(BaseModel):
             if data is None:
                 raise SchemaError(name, "has no dataset", fix=f"give tasks.{name}.data, or data_root for all tasks")
             checkpoints = dict(task.checkpoints) or {"standard": task.checkpoint}
-            tasks[name] = {"data": data, "checkpoints": checkpoints, "head": task.head, "templates": task.templates}
+            tasks[name] = {
+                "data": data,
+                "checkpoints": checkpoints,
+                "head": task.head,
+                "templates": task.templates,
+                "validation": task.validation,
+                "validation_indices": task.validation_indices,
+            }
         return {
             "schema_version": 1,
             "name": self.name or default_name,
@@ -339,7 +351,12 @@ def _hub_cache_pool(folder: Path) -> DiscoveredPool:
                 fix=f"put it in the same hub cache (e.g. huggingface-cli download --repo-type dataset "
                 f"tanganke/{task}) or under {folder / 'data' / task}",
             )
-        entries[task] = {"data": data, "checkpoints": {"standard": str(snapshot.relative_to(folder))}, "head": None}
+        entries[task] = {
+            "data": data,
+            "checkpoints": {"standard": str(snapshot.relative_to(folder))},
+            "head": None,
+            "validation": _fusion_bench_validation(task),
+        }
     document = {
         "schema_version": 1,
         "name": base,
@@ -348,6 +365,13 @@ def _hub_cache_pool(folder: Path) -> DiscoveredPool:
         "description": "FusionBench checkpoints in a Hugging Face hub cache",
     }
     return DiscoveredPool(document)
+
+
+def _fusion_bench_validation(task: str) -> str:
+    """FusionBench draws val from train for the tasks of its val configurations; mergelab draws the others'
+    as task_vectors does (FusionBench defines none), so every task has the val split the dashboard tunes on."""
+    known = suite_task(task)
+    return "fusion_bench" if known is not None and known.name in PROFILES["fusion_bench"].tasks else "task_vectors"
 
 
 def _hub_dataset(folder: Path, task: str, datasets: dict[str, Path]) -> str | None:
