@@ -334,10 +334,12 @@ def decode_hf_dataset(dataset: HFDataset, *, image_size: int | None, policy: Pat
     return TaskData(dataset.name, dataset.class_names, dataset.templates, splits)
 
 
-def _batches(shard: Shard) -> Iterator[pa.RecordBatch]:
+def _batches(shard: Shard, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches of a shard: parquet read `ROWS_PER_SLICE` rows (and only `columns`) at a time, an Arrow
+    stream memory-mapped batch by batch."""
     try:
         if shard.kind == "parquet":
-            yield from pq.ParquetFile(shard.file).iter_batches(batch_size=ROWS_PER_SLICE)
+            yield from pq.ParquetFile(shard.file).iter_batches(batch_size=ROWS_PER_SLICE, columns=columns)
             return
         with pa.memory_map(str(shard.file)) as source:
             yield from pa.ipc.open_stream(source)
@@ -372,7 +374,7 @@ def _decode_split(
     labels = torch.empty(count, dtype=torch.int64)  # [count]
     row = 0
     for shard in shards:
-        for batch in _batches(shard):
+        for batch in _batches(shard, [dataset.image_column, dataset.label_column]):
             for start in range(0, batch.num_rows, ROWS_PER_SLICE):
                 part = batch.slice(start, ROWS_PER_SLICE)
                 cells = part.column(dataset.image_column).to_pylist()
