@@ -10,7 +10,7 @@ by the decoded tensor plus a slice of encoded rows, not the shard (the reader ho
 converts `ROWS_PER_SLICE` rows of it at a time). Writes bench/results/dataset_readers_cpu.json.
 CPU, 2 cores shared (load 6.5, 2026-12-06), 2,000 images: image folder 3.6 s; parquet 0.98×, save_to_disk
 0.55× (best of 3; runs varied ±25% with the load); extra RSS 30 MB (folder), 85 MB (parquet: pyarrow reads a
-whole row group, here the file's one of ~40 MB; the hub's image parquet files hold 100-row groups) and 52 MB
+whole row group, here the file's one of ~40 MB; `datasets` 5 caps row groups at 100 MB) and 52 MB
 (save_to_disk: the memory-mapped stream's touched pages), for 23 MB of decoded images.
 
     python bench/dataset_readers.py [--images 2000] [--repeats 3]

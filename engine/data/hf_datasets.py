@@ -45,7 +45,9 @@ HF_PREFIX = "hf:"
 SPLIT_NAMES = MappingProxyType({"train": "train", "validation": "val", "valid": "val", "val": "val", "test": "test"})
 IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "cls")
-ROWS_PER_SLICE = 64  # rows converted to Python at once: a slice of encoded images, never a whole shard
+# rows converted to Python at once; pyarrow still reads a parquet row group whole (`datasets` writes them up to
+# 100 MB), an Arrow stream is memory-mapped: memory is the decoded tensor plus one row group, never a whole shard
+ROWS_PER_SLICE = 64
 _SHARD_SPLIT = re.compile(r"(?:^|-)(train|validation|valid|val|test)(?:-\d+-of-\d+)?(?:-|\.|$)")
 ARROW_ERRORS = (pa.ArrowException, OSError, ValueError)
 
