@@ -3,6 +3,7 @@ base model (`models--openai--<base>`) and the tasks' datasets opens as a pool wi
 `pool show` names the suite and the checkpoint family."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from engine.errors import DatasetError, SchemaError
 from engine.pool.collection import load_collection
 from tests.builders import TINY_ARCH
 from tests.foreign import _write_hf, tiny_source, write_hf_vision
-from tests.hf_fixtures import cache_repo, write_fusion_bench_cache
+from tests.hf_fixtures import cache_repo, dataset_dict, write_fusion_bench_cache, write_processed_cache
 
 BASE = "clip-vit-tiny"
 TASKS = {"eurosat": suite_task("EuroSAT").class_names, "kmnist": suite_task("KMNIST").class_names}
@@ -93,3 +94,17 @@ def test_a_manifest_names_its_data_by_hub_id_and_its_validation_profile(tmp_path
     (tmp_path / "pool.json").write_text(json.dumps(manifest).replace('"EuroSAT"', '"KMNIST"'))
     with pytest.raises(DatasetError, match="KMNIST: has no knots validation split"):
         load_collection(tmp_path / "pool.json").task_data("KMNIST")
+
+
+def test_a_hub_cache_pool_finds_a_dataset_in_the_processed_cache_beside_it(tmp_path, source):
+    """HF_HOME/hub holds the models, HF_HOME/datasets what `datasets.load_dataset` prepared."""
+    hub = tmp_path / "hf-home" / "hub"
+    _hub_cache(hub, tmp_path / "scratch", source)
+    for repo in hub.glob("datasets--tanganke--kmnist"):
+        shutil.rmtree(repo)
+    labels = {"train": list(range(10)) * 2, "test": [4, 2]}
+    write_processed_cache(
+        tmp_path / "hf-home" / "datasets", "tanganke/kmnist", dataset_dict(TASKS["kmnist"], labels), tmp_path / "p"
+    )
+    kmnist = load_collection(hub).task_data("kmnist")
+    assert kmnist.split("test").labels.tolist() == [4, 2] and len(kmnist.split("val")) == 2

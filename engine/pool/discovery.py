@@ -24,7 +24,8 @@ dataset and, when the pretrained file has no text tower, a head file. `load_coll
   folders), with datasets under `data/<task>` or `datasets/<task>`;
 - a Hugging Face hub cache holding FusionBench's fine-tunes (`models--tanganke--clip-vit-base-patch32_<task>`)
   and their base (`models--openai--clip-vit-base-patch32`): each task's data is its dataset in the same cache
-  (`datasets--tanganke--<task>`, by the suite task's dataset ids, engine/data/suites.py), else `data/<task>`,
+  (`datasets--tanganke--<task>`, by the suite task's dataset ids, engine/data/suites.py) or in the processed
+  cache beside it (`../datasets/tanganke___<task>/`), else `data/<task>`,
   its val split drawn from train as FusionBench's val configurations draw it (task_vectors' way where it has none).
 Relative paths resolve against the manifest's folder.
 """
@@ -32,6 +33,7 @@ Relative paths resolve against the manifest's folder.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -375,8 +377,14 @@ def _fusion_bench_validation(task: str) -> str:
 
 
 def _hub_dataset(folder: Path, task: str, datasets: dict[str, Path]) -> str | None:
+    """The task's dataset (by its suite task's dataset ids) in the hub cache, else in the `datasets` processed
+    cache beside it (`HF_HOME/hub` and `HF_HOME/datasets`), as a path relative to the hub cache."""
     known = suite_task(task)
     for dataset_id in known.hub_ids if known else ():
         if dataset_id.lower() in datasets:
             return str(datasets[dataset_id.lower()].relative_to(folder))
+        prepared = folder.parent / "datasets" / dataset_id.replace("/", "___")
+        infos = sorted(prepared.glob("*/*/*/dataset_info.json"), key=lambda p: p.stat().st_mtime)
+        if infos:
+            return os.path.relpath(infos[-1].parent, folder)
     return None
