@@ -14,6 +14,7 @@ from engine.cli import main
 from engine.data.suites import suite_task
 from engine.errors import DatasetError, SchemaError
 from engine.pool.collection import load_collection
+from engine.pool.convert import convert_pool
 from tests.builders import TINY_ARCH
 from tests.foreign import _write_hf, tiny_source, write_hf_vision
 from tests.hf_fixtures import cache_repo, dataset_dict, write_fusion_bench_cache, write_processed_cache
@@ -62,6 +63,10 @@ def test_a_fusion_bench_hub_cache_is_a_pool(tmp_path, source, data_home, capsys)
     assert "suite: 2 of TALL20's 20 tasks (missing SUN397, Cars, RESISC45, SVHN, GTSRB, MNIST" in shown
     assert "; checkpoints: FusionBench" in shown
     assert any(line.split()[:2] == ["eurosat/standard", "hf_clip"] for line in shown.splitlines())
+
+    converted = load_collection(convert_pool(collection, tmp_path / "converted"))  # the profile travels along
+    assert converted.manifest.tasks["eurosat"].validation == "fusion_bench"
+    assert converted.task_data("eurosat").split("val").labels.tolist() == [i % 10 for i in val]
 
     write_hf_vision(tmp_path / "other", source["finetuned"]["kmnist"], TINY_ARCH, projection=False)
     _write_hf(tmp_path / "other-base", source["pretrained"], TINY_ARCH, quick_gelu=True)
