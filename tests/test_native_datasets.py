@@ -26,7 +26,8 @@ def _idx(path, array: np.ndarray, *, compress: bool = False) -> None:
     data = struct.pack(">BBBB", 0, 0, 8, array.ndim) + b"".join(struct.pack(">I", n) for n in array.shape)
     data += array.astype(np.uint8).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
-    (gzip.open(f"{path}.gz", "wb") if compress else open(path, "wb")).write(data)
+    with gzip.open(f"{path}.gz", "wb") if compress else open(path, "wb") as handle:
+        handle.write(data)
 
 
 def test_svhn_mat(tmp_path):
