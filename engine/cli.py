@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from engine.data.splits import PROFILES
+from engine.data.suites import require_suite, suite_named, suite_tasks, suites
 from engine.errors import MergelabError, OutputExistsError, ParameterError
 from engine.eval.evaluate import EvalResult, evaluate
 from engine.eval.suite import EvalSuite
@@ -38,7 +40,7 @@ from engine.params import flatten
 from engine.pool.access import open_for_user
 from engine.pool.collection import Collection, open_suite, pretrained_vector
 from engine.pool.convert import convert_pool
-from engine.pool.info import CheckpointInfo, pool_checkpoints
+from engine.pool.info import CheckpointInfo, checkpoint_family, pool_checkpoints, pool_suite
 from engine.runs.log import RunLog
 from engine.runs.recipe_runner import RecipeSelection, run_recipe, select
 from engine.runs.recipes import MergeRecipe, load_recipe, parse_recipe
@@ -109,6 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     search.set_defaults(run=_run_search)
     ls = sub.add_parser("methods", help="list merge methods and their parameters")
     ls.set_defaults(run=_run_methods)
+    su = sub.add_parser("suites", help="the field's task suites (TA8, TALL14, TALL20) and validation split profiles")
+    su.add_argument("suite", nargs="?", help="one suite's tasks: class and template counts, dataset ids, aliases")
+    su.add_argument("--pool", type=Path, help="check that this pool holds every task of SUITE (default TA8)")
+    su.set_defaults(run=_run_suites)
     home = sub.add_parser("home", help="the data home's size per folder; --clear-caches frees the caches")
     home.add_argument("--clear-caches", action="store_true", help="remove cache/ (exports, checkpoints, runs kept)")
     home.set_defaults(run=_run_home)
@@ -373,6 +379,28 @@ def method_lines(methods: Mapping[str, MergeMethod]) -> list[str]:
     return lines
 
 
+def _run_suites(args: argparse.Namespace) -> int:
+    if args.pool is not None:
+        home, policy = _home_and_policy()
+        collection = _open(args.pool, home=home, policy=policy, finetunes=False)
+        match = require_suite(collection.root, collection.task_names, args.suite or "TA8")
+        print(f"pool {collection.manifest.name!r} holds {match.describe()}")
+        for task, known in match.tasks.items():
+            print(f"  {task:<16} = {known}")
+        return 0
+    chosen = [suite_named(args.suite)] if args.suite else []
+    for suite in chosen or suites().values():
+        print(f"{suite.name:<7} {len(suite.tasks):>2} tasks: {', '.join(suite.tasks)}")
+    for task in (suite_tasks()[name] for suite in chosen for name in suite.tasks):
+        hub = ", ".join(task.hub_ids)
+        print(f"  {task.name:<14} {len(task.class_names):>3} classes {len(task.templates):>2} templates  {hub}")
+        print(f"  {'':<14} also named {', '.join(task.aliases)}")
+    print("validation split profiles:")
+    for profile in PROFILES.values():
+        print(f"  {profile.name:<13} {profile.description}")
+    return 0
+
+
 def _run_home(args: argparse.Namespace) -> int:
     home = DataHome.from_env().ensure()
     if args.clear_caches:
@@ -388,6 +416,7 @@ def _run_pool_show(args: argparse.Namespace) -> int:
     home, policy = _home_and_policy()
     collection = _open(args.path, home=home, policy=policy, finetunes=False, skip_unreadable=True)  # shows them
     rows = pool_checkpoints(collection)
+    suite = pool_suite(collection)
     if args.json:
         print(
             json.dumps(
@@ -396,6 +425,8 @@ def _run_pool_show(args: argparse.Namespace) -> int:
                     "root": str(collection.root),
                     "checkpoints": [_info_fields(r, collection.root) for r in rows],
                     "skipped": [str(s) for s in collection.skipped],
+                    "suite": None if suite is None else suite.describe(),
+                    "family": checkpoint_family(rows),
                 },
                 indent=2,
             )
@@ -405,6 +436,7 @@ def _run_pool_show(args: argparse.Namespace) -> int:
         f"pool {collection.manifest.name!r} at {collection.root}: {len(collection.task_names)} tasks, "
         f"{len(rows) - 1} fine-tuned checkpoints"
     )
+    print(f"suite: {'none' if suite is None else suite.describe()}; checkpoints: {checkpoint_family(rows)}")
     table = [["checkpoint", "format", "architecture", "quick_gelu", "tower", "variant", "file"]]
     table += [
         [str(v).lower() if isinstance(v, bool) else str(v) for v in _info_fields(r, collection.root).values()]

@@ -27,7 +27,7 @@ from engine.models import pick_device
 from engine.pool.access import open_for_user, unreadable_entries
 from engine.pool.collection import CheckpointProgress, Collection
 from engine.pool.convert import convert_pool as engine_convert_pool
-from engine.pool.info import CheckpointInfo
+from engine.pool.info import CheckpointInfo, checkpoint_family, pool_suite
 from engine.pool.info import pool_checkpoints as engine_pool_checkpoints
 from engine.runs.log import JobRecord, RunLog
 from engine.sta.stats import ImportanceSummary
@@ -111,6 +111,14 @@ def task_similarity(collection: str, device: str, choice: Choice = ()) -> torch.
 def pool_checkpoints(collection: str) -> tuple[CheckpointInfo, ...]:
     """What each checkpoint of the collection is (format, architecture, towers, variant), headers only."""
     return engine_pool_checkpoints(user_collection(collection))
+
+
+def pool_summary(collection: str) -> str:
+    """Which suite the pool's tasks make up (TA8, TALL14, TALL20) and whose fine-tunes they are."""
+    opened = user_collection(collection)
+    suite = pool_suite(opened)
+    family = checkpoint_family(engine_pool_checkpoints(opened))
+    return f"Suite: {'none of TA8, TALL14, TALL20' if suite is None else suite.describe()}. Checkpoints: {family}."
 
 
 def default_conversion_folder(collection: str) -> str:

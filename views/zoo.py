@@ -48,6 +48,7 @@ collection, choice, ws = sidebar_workspace()
 manifest = ws.collection.manifest
 st.subheader(manifest.name)
 st.write(manifest.description)
+st.caption(resources.pool_summary(collection))
 for entry in ws.collection.skipped:  # a discovered pool's entries left out (confirmed), and why
     st.warning(str(entry))
 zero_shot, finetuned = ws.zero_shot("interactive"), ws.finetuned("interactive")

@@ -26,7 +26,9 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from engine.data.hf_datasets import is_hf_reference
 from engine.data.loading import load_task
+from engine.data.splits import with_validation
 from engine.data.tasks import TaskData
 from engine.errors import CheckpointError, DatasetError, SchemaError
 from engine.eval.heads import cached_head, load_head_file
@@ -67,6 +69,8 @@ class TaskEntry(BaseModel):
     importance: dict[str, str] = {}  # STA importance kind ("tau", "theta") → map of the standard checkpoint
     head: str | None = None  # zero-shot head file (task_vectors head_<D>.pt or [C, E] safetensors)
     templates: tuple[str, ...] = ()  # prompt templates overriding the data's own
+    validation: str | None = None  # draw val as this profile does (engine/data/splits.py: task_vectors, ...)
+    validation_indices: str | None = None  # the profile's stored indices file (knots)
 
 
 class CollectionManifest(BaseModel):
@@ -180,11 +184,13 @@ class Collection:
             return generated_task(
                 data.task, seed=data.seed, real_images=self.path(data.real_images), cache_dir=cache_dir
             )
-        task_data = load_task(
-            self.path(data), image_size=image_size, cache_dir=cache_dir, name=task, policy=self.policy
-        )
-        templates = self._entry(task).templates
-        return replace(task_data, templates=templates) if templates else task_data
+        source = data if is_hf_reference(data) else self.path(data)  # hf:<owner>/<name>: the HF caches
+        task_data = load_task(source, image_size=image_size, cache_dir=cache_dir, name=task, policy=self.policy)
+        entry = self._entry(task)
+        if entry.validation is not None:
+            indices = None if entry.validation_indices is None else self.path(entry.validation_indices)
+            task_data = with_validation(task_data, entry.validation, indices_file=indices)
+        return replace(task_data, templates=entry.templates) if entry.templates else task_data
 
     def head(self, task: str, pretrained: Checkpoint, data: TaskData, *, cache_dir: Path) -> torch.Tensor:
         """The task's zero-shot head [C, E]: its head file when the manifest names one, else built from the
@@ -275,7 +281,10 @@ class Collection:
         paths = [self.manifest.pretrained]
         for entry in self.manifest.tasks.values():
             paths += list(entry.checkpoints.values()) + list(entry.importance.values())
-            paths += [p for p in (entry.head, entry.data if isinstance(entry.data, str) else None) if p]
+            data = entry.data if isinstance(entry.data, str) and not is_hf_reference(entry.data) else None
+            paths += [
+                p for p in (entry.head, data, entry.validation_indices) if p
+            ]  # an hf: dataset is checked where it resolves
         return tuple(self.path(p) for p in paths)
 
     def _checkpoint_path(self, task: str, variant: str) -> Path:

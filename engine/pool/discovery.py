@@ -16,17 +16,24 @@ dataset and, when the pretrained file has no text tower, a head file. `load_coll
           data: data/EuroSAT                        # image folder, CSV, or packed task file
           head: head_EuroSAT.pt                     # optional when the pretrained has a text tower
           templates: ["a centered satellite photo of {}."]   # optional
+          validation: task_vectors                  # optional: draw val as task_vectors / fusion_bench / knots do
 
 - a folder without a manifest, discovered by layout (`discover_pool`): the task_vectors / tangent /
   TALL-masks release (`zeroshot.pt`, `<Task>[Val]/{finetuned,linear_finetuned,nonlinear_finetuned}.pt`,
   `head_<Task>[Val].pt`), or a flat pool (`pretrained.*` plus `finetuned/<task>.*` or Hugging Face model
-  folders), with datasets under `data/<task>` or `datasets/<task>`.
+  folders), with datasets under `data/<task>` or `datasets/<task>`;
+- a Hugging Face hub cache holding FusionBench's fine-tunes (`models--tanganke--clip-vit-base-patch32_<task>`)
+  and their base (`models--openai--clip-vit-base-patch32`): each task's data is its dataset in the same cache
+  (`datasets--tanganke--<task>`, by the suite task's dataset ids, engine/data/suites.py) or in the processed
+  cache beside it (`../datasets/tanganke___<task>/`), else `data/<task>`,
+  its val split drawn from train as FusionBench's val configurations draw it (task_vectors' way where it has none).
 Relative paths resolve against the manifest's folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from engine.data.hf_datasets import cache_snapshot
+from engine.data.splits import PROFILES
+from engine.data.suites import suite_task
 from engine.errors import SchemaError
 from engine.home import nesting, read_document, special_kind
 from engine.io.formats import HF_WEIGHTS, is_model_folder
@@ -59,6 +69,8 @@ class PoolTask(BaseModel):
     data: str | None = None
     head: str | None = None
     templates: tuple[str, ...] = ()
+    validation: str | None = None  # a validation split profile (engine/data/splits.py)
+    validation_indices: str | None = None  # its stored indices file (knots)
 
     @model_validator(mode="after")
     def _one_checkpoint_at_least(self) -> PoolTask:
@@ -93,7 +105,14 @@ class PoolManifest(BaseModel):
             if data is None:
                 raise SchemaError(name, "has no dataset", fix=f"give tasks.{name}.data, or data_root for all tasks")
             checkpoints = dict(task.checkpoints) or {"standard": task.checkpoint}
-            tasks[name] = {"data": data, "checkpoints": checkpoints, "head": task.head, "templates": task.templates}
+            tasks[name] = {
+                "data": data,
+                "checkpoints": checkpoints,
+                "head": task.head,
+                "templates": task.templates,
+                "validation": task.validation,
+                "validation_indices": task.validation_indices,
+            }
         return {
             "schema_version": 1,
             "name": self.name or default_name,
@@ -155,6 +174,8 @@ def discover_pool(folder: Path) -> DiscoveredPool:
     manifest = next((folder / n for n in POOL_MANIFESTS if (folder / n).exists()), None)
     if manifest is not None:
         return DiscoveredPool(read_pool_manifest(manifest))
+    if any(folder.glob("models--*--*")):
+        return _hub_cache_pool(folder)
     checkpoints, skipped = _task_checkpoints(folder)
     pretrained = _pretrained(folder, checkpoints)
     if pretrained is None or not checkpoints:
@@ -315,3 +336,79 @@ def _head_path(folder: Path, task: str) -> str | None:
 def _task_name(name: str) -> str:
     """task_vectors' training folders carry a "Val" suffix (EuroSATVal): the task is EuroSAT."""
     return name[:-3] if name.endswith("Val") and len(name) > 3 else name
+
+
+def _hub_snapshots(folder: Path, kind: str) -> dict[tuple[str, str], Path]:
+    """(owner, name) → snapshot folder of each `<kind>--<owner>--<name>` repository holding one."""
+    found = {}
+    for repo in sorted(folder.glob(f"{kind}--*--*")):
+        _, owner, name = repo.name.split("--", 2)
+        snapshot = cache_snapshot(repo)
+        if snapshot is not None:
+            found[(owner, name)] = snapshot
+    return found
+
+
+def _hub_cache_pool(folder: Path) -> DiscoveredPool:
+    """FusionBench's layout in a hub cache: fine-tunes named `<base>_<task>` beside the base model `<base>`."""
+    models = {key: snap for key, snap in _hub_snapshots(folder, "models").items() if is_model_folder(snap)}
+    bases = {name: snap for (_, name), snap in models.items() if "_" not in name}
+    tuned: dict[str, dict[str, Path]] = {}
+    for (_, name), snapshot in models.items():
+        base, _, task = name.partition("_")
+        if task and base in bases:
+            tuned.setdefault(base, {})[task] = snapshot
+    if len(tuned) != 1:
+        raise SchemaError(
+            folder,
+            f"holds fine-tunes of {len(tuned)} base models in its hub cache ({', '.join(sorted(tuned)) or 'none'})",
+            fix="keep one base model's family there (models--<owner>--<base> and models--<owner>--<base>_<task>), "
+            "or write pool.yaml naming the checkpoints",
+        )
+    ((base, tasks),) = tuned.items()
+    datasets = {f"{o}/{n}".lower(): snap for (o, n), snap in _hub_snapshots(folder, "datasets").items()}
+    entries = {}
+    for task, snapshot in tasks.items():
+        data = _hub_dataset(folder, task, datasets) or _data_path(folder, task)
+        if data is None:
+            raise SchemaError(
+                folder,
+                f"has no dataset for task {task!r}",
+                fix=f"put it in the same hub cache (e.g. huggingface-cli download --repo-type dataset "
+                f"tanganke/{task}) or under {folder / 'data' / task}",
+            )
+        entries[task] = {
+            "data": data,
+            "checkpoints": {"standard": str(snapshot.relative_to(folder))},
+            "head": None,
+            "validation": _fusion_bench_validation(task),
+        }
+    document = {
+        "schema_version": 1,
+        "name": base,
+        "pretrained": str(bases[base].relative_to(folder)),
+        "tasks": entries,
+        "description": "FusionBench checkpoints in a Hugging Face hub cache",
+    }
+    return DiscoveredPool(document)
+
+
+def _fusion_bench_validation(task: str) -> str:
+    """FusionBench draws val from train for the tasks of its val configurations; mergelab draws the others'
+    as task_vectors does (FusionBench defines none), so every task has the val split the dashboard tunes on."""
+    known = suite_task(task)
+    return "fusion_bench" if known is not None and known.name in PROFILES["fusion_bench"].tasks else "task_vectors"
+
+
+def _hub_dataset(folder: Path, task: str, datasets: dict[str, Path]) -> str | None:
+    """The task's dataset (by its suite task's dataset ids) in the hub cache, else in the `datasets` processed
+    cache beside it (`HF_HOME/hub` and `HF_HOME/datasets`), as a path relative to the hub cache."""
+    known = suite_task(task)
+    for dataset_id in known.hub_ids if known else ():
+        if dataset_id.lower() in datasets:
+            return str(datasets[dataset_id.lower()].relative_to(folder))
+        prepared = folder.parent / "datasets" / dataset_id.replace("/", "___")
+        infos = sorted(prepared.glob("*/*/*/dataset_info.json"), key=lambda p: p.stat().st_mtime)
+        if infos:
+            return os.path.relpath(infos[-1].parent, folder)
+    return None
