@@ -55,3 +55,39 @@ class FactoredRow:
         rows = (left[first:last] @ right).reshape(-1)  # [(last − first)·in]
         self.densified.append(rows.numel())
         return rows[a - first * width : b - first * width]
+
+
+SYNTHETIC_SPEC = ParamSpec(names=("w1", "b1", "w2"), shapes=((64, 48), (64,), (32, 64)))
+
+
+def synthetic_row(k: int, numel: int = SYNTHETIC_SPEC.numel) -> torch.Tensor:
+    """Task row k of the synthetic pool: seeded, so every process builds the same store."""
+    return torch.randn(numel, generator=torch.Generator().manual_seed(100 + k))
+
+
+def open_synthetic(
+    target, *, sources: dict, dtype: str = "float32", tasks: int = 3, log=None, delay: float = 0.0, spec=None
+):
+    """open_built_store over the synthetic pool; each row written appends a line to `log` (a path) when given,
+    after `delay` seconds (so a second process arrives while the first builds)."""
+    import time
+    from pathlib import Path
+
+    from engine.store.built import open_built_store, store_header
+
+    spec = spec or SYNTHETIC_SPEC
+
+    def fill_row(k: int, row: torch.Tensor) -> None:
+        time.sleep(delay)
+        row.copy_(synthetic_row(k, spec.numel))
+        if log is not None:
+            with open(log, "a", encoding="utf-8") as handle:
+                handle.write(f"{k}\n")
+
+    names = tuple(f"task{k}" for k in range(tasks))
+    return open_built_store(
+        Path(target),
+        header=store_header(spec, names, sources, dtype),
+        theta0=lambda: torch.linspace(-1, 1, spec.numel),
+        fill_row=fill_row,
+    )
