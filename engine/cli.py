@@ -24,7 +24,7 @@ from tqdm import tqdm
 from engine.errors import MergelabError, OutputExistsError, ParameterError
 from engine.eval.evaluate import EvalResult, evaluate
 from engine.eval.suite import EvalSuite
-from engine.home import ASSETS_DIR, DataHome, PathPolicy
+from engine.home import ASSETS_DIR, STORE_CHOICES, DataHome, PathPolicy
 from engine.io.checkpoints import load_checkpoint
 from engine.jobs.grid import checked_axes
 from engine.jobs.ref import WorkspaceRef
@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("--variant", default="standard", help="fine-tuned variant to merge")
     mg.add_argument("--out", required=True, help="output .safetensors (a bare name goes to <data home>/exports)")
     mg.add_argument("--eval", dest="eval_split", help="also evaluate the merge on this split")
+    mg.add_argument(
+        "--store", choices=STORE_CHOICES, help="how the task vectors open (default: config.json's, else auto)"
+    )
     mg.set_defaults(run=_run_merge)
     rc = sub.add_parser("run", help="run a merge recipe (JSON or YAML): merge, export, evaluate, log")
     rc.add_argument("recipe", type=Path)
@@ -286,7 +289,7 @@ def _run_merge(args: argparse.Namespace) -> int:
         "output": out.stem,
     }
     recipe = parse_recipe(json.dumps(fields), source="the command line's flags")
-    return _run(recipe, home=home, policy=policy, device=args.device, out=out)
+    return _run(recipe, home=home, policy=policy, device=args.device, out=out, store=args.store)
 
 
 def _run_recipe(args: argparse.Namespace) -> int:
@@ -295,7 +298,13 @@ def _run_recipe(args: argparse.Namespace) -> int:
 
 
 def _run(
-    recipe: MergeRecipe, *, home: DataHome, policy: PathPolicy, device: str | None, out: Path | None = None
+    recipe: MergeRecipe,
+    *,
+    home: DataHome,
+    policy: PathPolicy,
+    device: str | None,
+    out: Path | None = None,
+    store: str | None = None,
 ) -> int:
     with tqdm(total=100, desc="recipe", disable=None, file=sys.stderr) as bar:
         outcome = run_recipe(
@@ -305,6 +314,8 @@ def _run(
             policy=policy,
             out=out,
             progress=lambda f, _m: bar.update(round(f * 100) - bar.n),
+            store=store,
+            on_plan=lambda plan: tqdm.write(f"store: {plan.summary()}", file=sys.stderr),
         )
     print(f"wrote {outcome.checkpoint.path} (sha256 {outcome.checkpoint.sha256[:12]}); run {outcome.run_id}")
     if outcome.result is not None:

@@ -9,7 +9,8 @@ data home, and every path must resolve (symlinks followed) under the data home, 
 listed in `<home>/config.json` as `{"allowed_roots": ["/data/checkpoints", ...]}`. The command line's
 (`DataHome.shell_policy`) trusts the shell user's own paths and resolves relative ones against the
 current directory, as any command-line tool does. The same file may set `"cache_budget_mb"`: the memory
-the process-wide cache of computed results may hold (engine/cache/memory.py; default 2048).
+the process-wide cache of computed results may hold (engine/cache/memory.py; default 2048), and `"store"`: how
+pools open (engine/store/plan.py: "auto", "memory", "built" or "built-bf16").
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from engine.errors import MergelabError, PathNotAllowedError, SchemaError
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 SUBFOLDERS = ("runs", "cache", "checkpoints", "exports")
+STORE_CHOICES = ("auto", "memory", "built", "built-bf16")  # how a pool opens: the plan's pick, or one backing
 # Manifests, recipes, sidecars, task JSON and config.json are a few kB (a sidecar listing 1000 class names and a
 # recipe ~50 kB): a larger one is a mistake or an attack, and reading it whole would cost its size several times.
 MAX_DOCUMENT_BYTES = 16 * 2**20
@@ -236,6 +238,19 @@ class DataHome:
         if isinstance(mb, bool) or not isinstance(mb, (int, float)) or mb < 0:
             raise SchemaError(self.config_file, f"cache_budget_mb is {mb!r}", fix="write a number of MB ≥ 0")
         return int(mb * (1 << 20))
+
+    def store_choice(self) -> str:
+        """`store` from config.json: how pools open ("auto", the memory plan's pick, or "memory", "built",
+        "built-bf16"; engine/store/plan.py), else "auto"."""
+        choice = self._config().get("store", "auto")
+        if choice not in STORE_CHOICES:
+            raise SchemaError(self.config_file, f"store is {choice!r}", fix=f"write one of {', '.join(STORE_CHOICES)}")
+        return choice
+
+    @property
+    def stores(self) -> Path:
+        """Built task stores (engine/store/built.py): derived from the checkpoints, rebuilt when missing."""
+        return self.cache / "stores"
 
     def _config(self) -> dict:
         if not self.config_file.exists():

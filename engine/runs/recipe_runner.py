@@ -7,6 +7,7 @@ made either way leaves the same artifacts and the same run-log row.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from engine.home import DataHome, PathPolicy
 from engine.io.checkpoints import Checkpoint
 from engine.merge import get_method
 from engine.pool.access import open_for_user
+from engine.pool.backing import plan_for
 from engine.pool.collection import Collection
 from engine.runs.export import export_merged
 from engine.runs.log import RunLog
 from engine.runs.recipes import MergeRecipe
+from engine.store.plan import StorePlan
 from engine.workspace import Workspace
 
 
@@ -44,15 +47,19 @@ def run_recipe(
     workspace: Workspace | None = None,
     policy: PathPolicy | None = None,
     out: Path | None = None,
+    store: str | None = None,
+    on_plan: Callable[[StorePlan], None] | None = None,
 ) -> RecipeOutcome:
     """Open the recipe's collection and checkpoints, or use `workspace` (the dashboard's, already open on
     them: reading a ViT-B/32 pool again would hold it in memory twice), then merge, export, evaluate, log.
 
     `policy` reads the recipe's paths (default: the dashboard's, confined to the allowed roots; the command
-    line passes the shell's). `out` is the export's file (default `<home>/exports/<output>.safetensors`)."""
+    line passes the shell's). `out` is the export's file (default `<home>/exports/<output>.safetensors`). `store` is
+    how the task vectors open (default: config.json's "store", else the memory plan's pick); `on_plan` hears the
+    plan before anything is read (the command line prints its summary)."""
     start = time.perf_counter()
     policy = policy or home.dashboard_policy()
-    ws = workspace or _open_workspace(recipe, home=home, device=device, policy=policy)
+    ws = workspace or _open_workspace(recipe, home=home, device=device, policy=policy, store=store, on_plan=on_plan)
     tasks = tuple(recipe.tasks or ws.task_names)
     _check_matches(recipe, ws, tasks)
     get_method(recipe.method).resolve(recipe.params, num_tasks=len(tasks))
@@ -119,10 +126,21 @@ def select(recipe: MergeRecipe, collection: Collection) -> RecipeSelection:
 
 
 def _open_workspace(
-    recipe: MergeRecipe, *, home: DataHome, device: torch.device | str, policy: PathPolicy
+    recipe: MergeRecipe,
+    *,
+    home: DataHome,
+    device: torch.device | str,
+    policy: PathPolicy,
+    store: str | None = None,
+    on_plan: Callable[[StorePlan], None] | None = None,
 ) -> Workspace:
     collection = open_for_user(recipe.collection, home=home, policy=policy)
     select(recipe, collection)  # fail early, before any checkpoint is read
+    choice = store or home.store_choice()
+    budget = home.cache_budget_bytes()
+    plan = plan_for(collection, tasks=recipe.tasks or None, folder=home.stores, choice=choice, cache_budget=budget)
+    if on_plan is not None:
+        on_plan(plan)
     return Workspace.from_collection(
         collection,
         cache_dir=home.cache,
@@ -130,6 +148,7 @@ def _open_workspace(
         variant=recipe.variant,
         variants=recipe.variants,
         tasks=recipe.tasks or None,
+        store=plan,
     )
 
 
