@@ -13,7 +13,7 @@ import torch
 
 from engine.errors import DiskFullError, ParameterError
 from engine.params import ParamSpec
-from engine.pool.collection import built_task_store, load_collection, task_matrix
+from engine.pool.collection import built_task_store, lazy_task_store, load_collection, task_matrix
 from engine.store import TaskStore, column_blocks
 from engine.store.built import BuiltStore, stale_or_damaged, store_header
 from tests.store_doubles import SYNTHETIC_SPEC, open_synthetic, synthetic_row
@@ -32,16 +32,18 @@ def zoo():
 @pytest.fixture(scope="module")
 def stores(zoo, tmp_path_factory):
     folder = tmp_path_factory.mktemp("stores")
-    return {dtype: built_task_store(zoo[0], folder, dtype=dtype) for dtype in ("float32", "bfloat16")}
+    built = {dtype: built_task_store(zoo[0], folder, dtype=dtype) for dtype in ("float32", "bfloat16")}
+    return {**built, "lazy": lazy_task_store(zoo[0])}
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_a_built_store_reads_the_in_memory_matrix(zoo, stores, dtype):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "lazy"])
+def test_a_built_or_lazy_store_reads_the_in_memory_matrix(zoo, stores, dtype):
+    """ "lazy" reads the checkpoints themselves (float32, exact): mergekit's way, the other out-of-core option."""
     _, matrix = zoo
     store = stores[dtype]
     assert isinstance(store, TaskStore) and store.task_names == matrix.task_names
     assert torch.equal(store.theta0, matrix.theta0)  # θ₀ stays float32
-    expected = matrix.T if dtype == "float32" else matrix.T.to(torch.bfloat16).float()  # rounded once
+    expected = matrix.T.to(torch.bfloat16).float() if dtype == "bfloat16" else matrix.T  # bf16: rounded once
     for rows in [(0, 1, 2, 3, 4, 5, 6, 7), (6, 1, 4), (2,)]:
         walked = torch.cat([store.block(rows, c) for c in column_blocks(matrix.spec.numel, 50_000)], dim=1)
         assert walked.dtype == torch.float32 and torch.equal(walked, expected[list(rows)])

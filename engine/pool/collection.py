@@ -46,6 +46,8 @@ from engine.models import create_visual, expected_visual_shapes, preprocess_of
 from engine.params import ParamSpec, TaskMatrix, flatten
 from engine.pool.discovery import NO_TASKS
 from engine.store.built import BuiltStore, open_built_store, store_header
+from engine.store.lazy import CheckpointRow
+from engine.store.rows import RowStore
 
 MANIFEST = "collection.json"
 CheckpointProgress = Callable[[int, int, str], None]  # (checkpoints read, of total, task)
@@ -389,7 +391,10 @@ def task_matrix(
     def read_row(k: int) -> None:
         on_cpu = T.device.type == "cpu"
         row = T[k] if on_cpu else torch.empty(spec.numel, dtype=torch.float32)  # [P]
-        _read_finetuned(collection, names[k], (variants or {}).get(names[k], variant), lender, theta0, spec, row)
+        checked = _checked_finetuned(
+            collection, names[k], (variants or {}).get(names[k], variant), lender, theta0, spec
+        )
+        checked.read_visual_into(spec, row)
         if not on_cpu:
             T[k].copy_(row)
         T[k].sub_(theta0)
@@ -408,16 +413,10 @@ def task_matrix(
     return TaskMatrix(theta0=theta0, T=T, spec=spec, task_names=names)
 
 
-def _read_finetuned(
-    collection: Collection,
-    task: str,
-    variant: str,
-    lender: LazyCheckpoint,
-    theta0: torch.Tensor,
-    spec: ParamSpec,
-    row: torch.Tensor,
-) -> None:
-    """θ_task into `row` [P] (CPU float32), the checkpoint checked against the pool's model (θ₀) first."""
+def _checked_finetuned(
+    collection: Collection, task: str, variant: str, lender: LazyCheckpoint, theta0: torch.Tensor, spec: ParamSpec
+) -> LazyCheckpoint:
+    """`task`'s checkpoint, located and checked against the pool's model (architecture; a tangent one's θ₀)."""
     checkpoint = collection.finetuned_lazy(task, variant, pretrained=lender)
     if checkpoint.meta.architecture != lender.meta.architecture:
         raise CheckpointError(
@@ -426,7 +425,7 @@ def _read_finetuned(
             fix="fine-tune from the collection's model",
         )
     _check_linearized_around(checkpoint, theta0, spec)
-    checkpoint.read_visual_into(spec, row)
+    return checkpoint
 
 
 def built_task_store(
@@ -459,7 +458,7 @@ def built_task_store(
         return theta0
 
     def fill_row(k: int, row: torch.Tensor) -> None:
-        _read_finetuned(collection, chosen[k][0], chosen[k][1], lender, theta0, spec, row)
+        _checked_finetuned(collection, *chosen[k], lender, theta0, spec).read_visual_into(spec, row)
         row.sub_(theta0)
 
     return open_built_store(
@@ -468,6 +467,26 @@ def built_task_store(
         theta0=read_theta0,
         fill_row=fill_row,
     )
+
+
+def lazy_task_store(
+    collection: Collection,
+    *,
+    tasks: Sequence[str] | None = None,
+    variant: str = "standard",
+    variants: Mapping[str, str] | None = None,
+) -> RowStore:
+    """θ₀ in memory and each task's row read lazily from its checkpoint (engine/store/lazy.py): nothing built."""
+    lender = collection.pretrained_lazy()
+    spec = ParamSpec.from_shapes({k: (v.shape, v.dtype) for k, v in lender.visual.items()})
+    theta0 = torch.zeros(spec.numel, dtype=torch.float32)  # [P]
+    lender.read_visual_into(spec, theta0)
+    names = tuple(tasks or collection.task_names)
+    rows = []
+    for task in names:
+        checkpoint = _checked_finetuned(collection, task, (variants or {}).get(task, variant), lender, theta0, spec)
+        rows.append(CheckpointRow.open(checkpoint, spec, theta0))
+    return RowStore(theta0, spec, names, tuple(rows))
 
 
 def _identity(checkpoint: LazyCheckpoint) -> dict:
