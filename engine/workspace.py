@@ -177,7 +177,9 @@ class Workspace:
         plan = (
             store
             if isinstance(store, StorePlan)
-            else plan_for(collection, tasks=names, folder=folder, choice=store, cache_budget=cache.budget_bytes)
+            else plan_for(
+                collection, tasks=names, folder=folder, choice=store, cache_budget=cache.budget_bytes, device=device
+            )
         )
         matrix = open_task_matrix(
             collection,

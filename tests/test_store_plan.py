@@ -59,6 +59,12 @@ def test_a_disk_with_room_for_bfloat16_only_picks_the_bfloat16_store():
     assert _plan(20, VIT_L14, 24 * GB, disk_free=GB).backing == "built"  # neither fits: its build says so
 
 
+def test_a_pool_on_a_gpu_opens_in_memory_unless_asked():
+    plan = _plan(20, VIT_L14, 24 * GB, device="cuda:0")
+    assert plan.backing == "memory" and plan.summary().endswith("opening in memory on cuda:0 (24.0 GiB free)")
+    assert _plan(20, VIT_L14, 24 * GB, device="cuda:0", choice="built").backing == "built"
+
+
 def test_an_explicit_choice_wins_and_a_bad_one_is_named():
     plan = _plan(20, VIT_L14, 24 * GB, choice="memory", architecture="ViT-L/14")
     assert plan.backing == "memory" and plan.asked and plan.summary().endswith("opening in memory (as asked)")

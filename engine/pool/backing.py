@@ -30,6 +30,7 @@ def plan_for(
     choice: str = "auto",
     cache_budget: int = DEFAULT_BUDGET_BYTES,
     jobs: int = 1,
+    device: torch.device | str = "cpu",
 ) -> StorePlan:
     """The plan for `tasks` (default all) of `collection`, from the pretrained model's header (P, architecture)
     and this machine's memory now; `folder` is where a built store would go (its free disk counts)."""
@@ -44,6 +45,7 @@ def plan_for(
         jobs=jobs,
         choice=choice,
         architecture=lender.meta.architecture,
+        device=str(torch.device(device)),
     )
 
 
@@ -75,9 +77,10 @@ def open_task_matrix(
             fix="open a GPU pool in memory (--store memory)",
         )
     if plan.backing == "built-bf16":
+        why = "" if plan.asked else " (the plan's pick: a float32 store would not fit on the disk)"
         raise ParameterError(
             "store built-bf16",
-            "serves block and layer reads; merges still read T whole as float32",
-            fix="open the pool with --store built (float32, exact) or memory",
+            f"serves block and layer reads, but merges still read T whole as float32{why}",
+            fix="open the pool with --store built (float32, exact) or memory, freeing disk for the former",
         )
     return built_task_store(collection, folder, tasks=tasks, variants=variants).matrix()

@@ -138,7 +138,9 @@ def _open_workspace(
     select(recipe, collection)  # fail early, before any checkpoint is read
     choice = store or home.store_choice()
     budget = home.cache_budget_bytes()
-    plan = plan_for(collection, tasks=recipe.tasks or None, folder=home.stores, choice=choice, cache_budget=budget)
+    plan = plan_for(
+        collection, tasks=recipe.tasks or None, folder=home.stores, choice=choice, cache_budget=budget, device=device
+    )
     if on_plan is not None:
         on_plan(plan)
     return Workspace.from_collection(

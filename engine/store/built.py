@@ -159,8 +159,7 @@ def check_room(folder: Path, need: int) -> None:
         raise DiskFullError(
             folder,
             f"needs {need / 1e9:.1f} GB on {folder} for the task store, {free / 1e9:.1f} GB are free",
-            fix="free space there, open the pool as bfloat16 (--store built-bf16, half the bytes), or in memory "
-            "(--store memory) if it fits",
+            fix="free space there, or point MERGELAB_HOME at a data home on a larger disk",
         )
 
 

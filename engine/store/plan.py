@@ -89,6 +89,7 @@ class StorePlan:
     architecture: str
     room_bytes: int
     asked: bool  # chosen by --store / config.json rather than by the plan
+    device: str = "cpu"  # where T lives in memory: out of core is a CPU affair, so a GPU pool opens in memory
 
     @property
     def float32_bytes(self) -> int:
@@ -99,7 +100,7 @@ class StorePlan:
         """One line for the command line and the dashboard's sidebar, e.g.
         "20 × ViT-L-14: 22.6 GiB as float32; opening out of core"."""
         where = {
-            "memory": "opening in memory",
+            "memory": "opening in memory" + ("" if self.device == "cpu" else f" on {self.device}"),
             "built": "opening out of core",
             "built-bf16": f"opening out of core as bfloat16 ({self.float32_bytes / 2 / GIB:.1f} GiB)",
         }[self.backing]
@@ -122,23 +123,25 @@ def plan_store(
     jobs: int = 1,
     choice: str = "auto",
     architecture: str = "",
+    device: str = "cpu",
 ) -> StorePlan:
-    """The backing for a pool of `num_tasks` × `numel` (module docstring: the rule)."""
+    """The backing for a pool of `num_tasks` × `numel` (module docstring: the rule); a pool on a GPU `device`
+    opens in memory unless asked otherwise (its memory is the device's, not this machine's)."""
     if choice not in CHOICES:
         raise ParameterError("store", f"{choice!r} is not one of {', '.join(CHOICES)}", fix="pick one of them")
     if jobs < 1:
         raise ParameterError("store.jobs", f"is {jobs}", fix="count at least this process")
     room = facts.room // jobs
-    plan = StorePlan(choice, num_tasks, numel, architecture or "model", room, asked=True)
+    plan = StorePlan(choice, num_tasks, numel, architecture or "model", room, asked=True, device=device)
     if choice != "auto":
         return plan
-    if in_memory_bytes(num_tasks, numel) + cache_budget <= COMFORT * room:
+    if device != "cpu" or in_memory_bytes(num_tasks, numel) + cache_budget <= COMFORT * room:
         backing = "memory"
     else:
         float32_file, bfloat16_file = 4 * numel * (num_tasks + 1), 4 * numel + 2 * numel * num_tasks
         half_only = disk_free is not None and bfloat16_file <= disk_free < float32_file
         backing = "built-bf16" if half_only else "built"  # neither fitting: the float32 build says what it needs
-    return StorePlan(backing, num_tasks, numel, architecture or "model", room, asked=False)
+    return StorePlan(backing, num_tasks, numel, architecture or "model", room, asked=False, device=device)
 
 
 def disk_free(folder: Path) -> int:
