@@ -118,7 +118,7 @@ def test_a_killed_build_leaves_nothing_under_the_final_name(tmp_path):
 
 def test_two_processes_opening_at_once_build_once(tmp_path):
     target, log = tmp_path / "s.float32.taskstore", tmp_path / "log"
-    openers = [_opener(target, log, delay=0.3) for _ in range(2)]
+    openers = [_opener(target, log, delay=1.0) for _ in range(2)]  # a 3 s build: the second arrives during it
     sums = [opener.communicate(timeout=120)[0] for opener in openers]
     assert [o.returncode for o in openers] == [0, 0]
     assert log.read_text().split() == ["0", "1", "2"]  # one build of three rows
@@ -152,4 +152,4 @@ def test_reading_block_by_block_keeps_the_mapping_out_of_the_resident_set(tmp_pa
         for cols in column_blocks(spec.numel, 1 << 20):
             buffer[0].copy_(store.rows[r, cols])
     kept = _rss_file_kib() - rss
-    assert kept > 48 * 1024 and released < 8 * 1024, (released, kept)
+    assert kept > 32 * 1024 and released < 8 * 1024, (released, kept)  # KiB: 64 MiB walked
