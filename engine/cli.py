@@ -28,7 +28,7 @@ from engine.data.suites import require_suite, suite_named, suite_tasks, suites
 from engine.errors import MergelabError, OutputExistsError, ParameterError
 from engine.eval.evaluate import EvalResult, evaluate
 from engine.eval.suite import EvalSuite
-from engine.home import ASSETS_DIR, DataHome, PathPolicy
+from engine.home import ASSETS_DIR, STORE_CHOICES, DataHome, PathPolicy
 from engine.io.checkpoints import load_checkpoint
 from engine.jobs.grid import checked_axes
 from engine.jobs.ref import WorkspaceRef
@@ -83,10 +83,16 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("--variant", default="standard", help="fine-tuned variant to merge")
     mg.add_argument("--out", required=True, help="output .safetensors (a bare name goes to <data home>/exports)")
     mg.add_argument("--eval", dest="eval_split", help="also evaluate the merge on this split")
+    mg.add_argument(
+        "--store", choices=STORE_CHOICES, help="how the task vectors open (default: config.json's, else auto)"
+    )
     mg.set_defaults(run=_run_merge)
     rc = sub.add_parser("run", help="run a merge recipe (JSON or YAML): merge, export, evaluate, log")
     rc.add_argument("recipe", type=Path)
     rc.add_argument("--device", help="cpu, cuda, ... (default: CUDA when present)")
+    rc.add_argument(
+        "--store", choices=STORE_CHOICES, help="how the task vectors open (default: config.json's, else auto)"
+    )
     _skip_flag(rc)
     rc.set_defaults(run=_run_recipe)
     sweep = sub.add_parser("sweep", help="a grid over the recipe method's parameters (in process, or on Ray)")
@@ -335,6 +341,8 @@ def _run(
             out=out,
             progress=lambda f, _m: bar.update(round(f * 100) - bar.n),
             skip_unreadable=args.skip_unreadable,
+            store=args.store,
+            on_plan=lambda plan: tqdm.write(f"store: {plan.summary()}", file=sys.stderr),
         )
     _warn(outcome.skipped)
     print(f"wrote {outcome.checkpoint.path} (sha256 {outcome.checkpoint.sha256[:12]}); run {outcome.run_id}")

@@ -9,7 +9,8 @@ data home, and every path must resolve (symlinks followed) under the data home, 
 listed in `<home>/config.json` as `{"allowed_roots": ["/data/checkpoints", ...]}`. The command line's
 (`DataHome.shell_policy`) trusts the shell user's own paths and resolves relative ones against the
 current directory, as any command-line tool does. The same file may set `"cache_budget_mb"`: the memory
-the process-wide cache of computed results may hold (engine/cache/memory.py; default 2048). The file is
+the process-wide cache of computed results may hold (engine/cache/memory.py; default 2048), and `"store"`:
+how pools open (engine/store/plan.py: "auto", "memory", "built" or "built-bf16"). The file is
 checked whole (`HomeConfig`) whoever reads it, the command line included (`DataHome.ensure`).
 Files are opened with `open_regular`: a named pipe, socket or device is refused by name, never opened.
 """
@@ -30,6 +31,7 @@ from engine.errors import MergelabError, PathNotAllowedError, SchemaError, Speci
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 SUBFOLDERS = ("runs", "cache", "checkpoints", "exports")
+STORE_CHOICES = ("auto", "memory", "built", "built-bf16")  # how a pool opens: the plan's pick, or one backing
 # Manifests, recipes, sidecars, task JSON and config.json are a few kB (a sidecar listing 1000 class names and a
 # recipe ~50 kB): a larger one is a mistake or an attack, and reading it whole would cost its size several times.
 MAX_DOCUMENT_BYTES = 16 * 2**20
@@ -213,15 +215,18 @@ class HomeConfig:
 
     allowed_roots: tuple[Path, ...] = ()
     cache_budget_mb: float | None = None
+    store: str = "auto"
 
     @staticmethod
     def parse(config: object, file: Path) -> HomeConfig:
         if not isinstance(config, dict):
             raise SchemaError(file, "is not a JSON object", fix='write {"allowed_roots": [...]}')
-        unknown = sorted(set(config) - {"allowed_roots", "cache_budget_mb"})
+        unknown = sorted(set(config) - {"allowed_roots", "cache_budget_mb", "store"})
         if unknown:
             raise SchemaError(
-                file, f"has the unknown field {unknown[0]!r}", fix="use only allowed_roots and cache_budget_mb"
+                file,
+                f"has the unknown field {unknown[0]!r}",
+                fix="use only allowed_roots, cache_budget_mb and store",
             )
         roots = config.get("allowed_roots", [])
         if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
@@ -231,7 +236,10 @@ class HomeConfig:
         mb = config.get("cache_budget_mb")
         if mb is not None and (isinstance(mb, bool) or not isinstance(mb, (int, float)) or not mb >= 0):
             raise SchemaError(file, f"cache_budget_mb is {mb!r}", fix="write a number of MB ≥ 0")
-        return HomeConfig(tuple(Path(r).expanduser().resolve() for r in roots), mb)
+        store = config.get("store", "auto")
+        if store not in STORE_CHOICES:
+            raise SchemaError(file, f"store is {store!r}", fix=f"write one of {', '.join(STORE_CHOICES)}")
+        return HomeConfig(tuple(Path(r).expanduser().resolve() for r in roots), mb, store)
 
 
 @dataclass(frozen=True)
@@ -308,6 +316,16 @@ class DataHome:
         """`cache_budget_mb` from config.json (MB of computed results kept in memory), else `default_mb`."""
         mb = self.config().cache_budget_mb
         return int((default_mb if mb is None else mb) * (1 << 20))
+
+    def store_choice(self) -> str:
+        """`store` from config.json: how pools open ("auto", the memory plan's pick, or "memory", "built",
+        "built-bf16"; engine/store/plan.py), else "auto"."""
+        return self.config().store
+
+    @property
+    def stores(self) -> Path:
+        """Built task stores (engine/store/built.py): derived from the checkpoints, rebuilt when missing."""
+        return self.cache / "stores"
 
     def config(self) -> HomeConfig:
         """config.json (empty when absent), every field checked, whichever field the caller wants: the

@@ -37,8 +37,10 @@ from engine.merge.session import MergeSession
 from engine.merge.spectra import SubspaceStats, subspace_stats
 from engine.merge.wudi import StepProgress
 from engine.params import TaskMatrix
-from engine.pool.collection import CheckpointProgress, Collection, load_collection, open_suite, task_matrix
+from engine.pool.backing import open_task_matrix, plan_for
+from engine.pool.collection import CheckpointProgress, Collection, load_collection, open_suite
 from engine.sta.importance import ImportanceConfig, ImportanceSource, importance_codes
+from engine.store.plan import StorePlan
 from engine.taujp.jvp_cache import JvpStore
 from engine.taujp.matrix import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, save_taujp, taujp_matrix
 from engine.taujp.preview import TangentPreview, tangent_pair_drops
@@ -76,6 +78,7 @@ class Workspace:
     cache_dir: Path
     variants: Mapping[str, str] = field(default_factory=dict)  # task → checkpoint name in T (else "standard")
     cache: ComputeCache = field(default_factory=ComputeCache, repr=False)  # the dashboard passes one per process
+    store_plan: StorePlan | None = None  # how T was opened (in memory or out of core) and why: its summary()
 
     @classmethod
     def open(
@@ -103,20 +106,39 @@ class Workspace:
         tasks: Sequence[str] | None = None,
         on_checkpoint: CheckpointProgress | None = None,
         cache: ComputeCache | None = None,
+        store: str | StorePlan = "auto",
     ) -> Workspace:
         """Open `tasks` (default all) of an already loaded collection, `variants[task]` (else `variant`) each;
-        `on_checkpoint(done, total, task)` follows the reading of the fine-tuned checkpoints."""
+        `on_checkpoint(done, total, task)` follows the reading of the fine-tuned checkpoints (in memory). `store`
+        is the task store's backing, "auto" for the memory plan's pick, or a plan made before (engine/store/plan.py;
+        a built store goes to `cache_dir`/stores)."""
         pretrained = collection.pretrained()  # its weights are dropped once θ₀ and the heads are built
         names = tuple(tasks or collection.task_names)
         chosen = {t: (variants or {}).get(t, variant) for t in names}
         linearized = _linearized(collection, chosen)
         suite = open_suite(collection, cache_dir=cache_dir, tasks=names, device=device, pretrained=pretrained)
-        matrix = task_matrix(
-            collection, tasks=names, variants=chosen, device=device, pretrained=pretrained, on_checkpoint=on_checkpoint
+        cache = cache or ComputeCache()
+        folder = Path(cache_dir) / "stores"
+        plan = (
+            store
+            if isinstance(store, StorePlan)
+            else plan_for(
+                collection, tasks=names, folder=folder, choice=store, cache_budget=cache.budget_bytes, device=device
+            )
+        )
+        matrix = open_task_matrix(
+            collection,
+            plan,
+            folder=folder,
+            tasks=names,
+            variants=chosen,
+            device=device,
+            pretrained=pretrained,
+            on_checkpoint=on_checkpoint,
         )
         if linearized:
             suite = suite.linearized(matrix.theta0)
-        return cls(collection, pretrained.meta, suite, matrix, Path(cache_dir), chosen, cache or ComputeCache())
+        return cls(collection, pretrained.meta, suite, matrix, Path(cache_dir), chosen, cache, plan)
 
     @functools.cached_property
     def fingerprint(self) -> str:

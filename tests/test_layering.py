@@ -12,6 +12,7 @@ ENGINE = ROOT / "engine"
 LAYERS = (
     ("engine", "engine.errors", "engine.params", "engine.home", "engine.models"),  # shared vocabulary
     ("engine.io",),
+    ("engine.store",),
     ("engine.data",),
     ("engine.eval",),
     ("engine.pool",),

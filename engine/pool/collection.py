@@ -16,6 +16,7 @@ page lists them beside the shipped ones.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,10 +43,13 @@ from engine.io.checkpoints import (
     read_sidecar,
     sidecar_path,
 )
-from engine.io.verified import VerifiedFiles
+from engine.io.verified import VerifiedFiles, file_stamp
 from engine.models import create_visual, expected_visual_shapes, preprocess_of
 from engine.params import ParamSpec, TaskMatrix, flatten
 from engine.pool.discovery import NO_TASKS, Skipped
+from engine.store.built import BuiltStore, open_built_store, store_header
+from engine.store.lazy import CheckpointRow
+from engine.store.rows import RowStore
 
 MANIFEST = "collection.json"
 CheckpointProgress = Callable[[int, int, str], None]  # (checkpoints read, of total, task)
@@ -398,17 +402,12 @@ def task_matrix(
     T = torch.zeros(len(names), spec.numel, dtype=torch.float32, device=device)  # [K, P] touched by all threads at once
 
     def read_row(k: int) -> None:
-        checkpoint = collection.finetuned_lazy(names[k], (variants or {}).get(names[k], variant), pretrained=lender)
-        if checkpoint.meta.architecture != lender.meta.architecture:
-            raise CheckpointError(
-                checkpoint.path,
-                f"is {checkpoint.meta.architecture}, the pretrained model is {lender.meta.architecture}",
-                fix="fine-tune from the collection's model",
-            )
-        _check_linearized_around(checkpoint, theta0, spec)
         on_cpu = T.device.type == "cpu"
         row = T[k] if on_cpu else torch.empty(spec.numel, dtype=torch.float32)  # [P]
-        checkpoint.read_visual_into(spec, row)
+        checked = _checked_finetuned(
+            collection, names[k], (variants or {}).get(names[k], variant), lender, theta0, spec
+        )
+        checked.read_visual_into(spec, row)
         if not on_cpu:
             T[k].copy_(row)
         T[k].sub_(theta0)
@@ -425,6 +424,89 @@ def task_matrix(
                 row.cancel()
             raise
     return TaskMatrix(theta0=theta0, T=T, spec=spec, task_names=names)
+
+
+def _checked_finetuned(
+    collection: Collection, task: str, variant: str, lender: LazyCheckpoint, theta0: torch.Tensor, spec: ParamSpec
+) -> LazyCheckpoint:
+    """`task`'s checkpoint, located and checked against the pool's model (architecture; a tangent one's θ₀)."""
+    checkpoint = collection.finetuned_lazy(task, variant, pretrained=lender)
+    if checkpoint.meta.architecture != lender.meta.architecture:
+        raise CheckpointError(
+            checkpoint.path,
+            f"is {checkpoint.meta.architecture}, the pretrained model is {lender.meta.architecture}",
+            fix="fine-tune from the collection's model",
+        )
+    _check_linearized_around(checkpoint, theta0, spec)
+    return checkpoint
+
+
+def built_task_store(
+    collection: Collection,
+    folder: Path,
+    *,
+    tasks: Sequence[str] | None = None,
+    variant: str = "standard",
+    variants: Mapping[str, str] | None = None,
+    dtype: str = "float32",
+) -> BuiltStore:
+    """θ₀ and T of `tasks` as a store built once in `folder` (the data home's cache/stores), memory-mapped.
+
+    The file is named by what it holds (the collection, its tasks and their checkpoint names, the dtype) and
+    checked against the checkpoints' identities (tensors_sha256 and file stamp: nothing is hashed on open); it
+    is rebuilt when one changed (engine/store/built.py)."""
+    lender = collection.pretrained_lazy()
+    spec = ParamSpec.from_shapes({k: (v.shape, v.dtype) for k, v in lender.visual.items()})
+    names = tuple(tasks or collection.task_names)
+    chosen = [(t, (variants or {}).get(t, variant)) for t in names]
+    sources = {
+        "pretrained": _identity(lender),
+        "tasks": [[t, v, _identity(collection.finetuned_lazy(t, v, pretrained=lender))] for t, v in chosen],
+    }
+    slot = hashlib.sha256(json.dumps([str(collection.root), collection.manifest.pretrained, chosen]).encode())
+    theta0 = torch.zeros(spec.numel, dtype=torch.float32)  # [P] read only when the store is built
+
+    def read_theta0() -> torch.Tensor:
+        lender.read_visual_into(spec, theta0)
+        return theta0
+
+    def fill_row(k: int, row: torch.Tensor) -> None:
+        _checked_finetuned(collection, *chosen[k], lender, theta0, spec).read_visual_into(spec, row)
+        row.sub_(theta0)
+
+    return open_built_store(
+        Path(folder) / f"{slot.hexdigest()[:24]}.{dtype}.taskstore",
+        header=store_header(spec, names, sources, dtype),
+        theta0=read_theta0,
+        fill_row=fill_row,
+    )
+
+
+def lazy_task_store(
+    collection: Collection,
+    *,
+    tasks: Sequence[str] | None = None,
+    variant: str = "standard",
+    variants: Mapping[str, str] | None = None,
+) -> RowStore:
+    """θ₀ in memory and each task's row read lazily from its checkpoint (engine/store/lazy.py): nothing built."""
+    lender = collection.pretrained_lazy()
+    spec = ParamSpec.from_shapes({k: (v.shape, v.dtype) for k, v in lender.visual.items()})
+    theta0 = torch.zeros(spec.numel, dtype=torch.float32)  # [P]
+    lender.read_visual_into(spec, theta0)
+    names = tuple(tasks or collection.task_names)
+    rows = []
+    for task in names:
+        checkpoint = _checked_finetuned(collection, task, (variants or {}).get(task, variant), lender, theta0, spec)
+        rows.append(CheckpointRow.open(checkpoint, spec, theta0))
+    return RowStore(theta0, spec, names, tuple(rows))
+
+
+def _identity(checkpoint: LazyCheckpoint) -> dict:
+    """A checkpoint's identity without reading it: its tensors_sha256 (a sidecar's, or a foreign file's
+    fingerprint) and, for a file, its stamp, so a file rewritten under an unchanged sidecar differs too."""
+    path = Path(checkpoint.path)
+    return {"tensors_sha256": checkpoint.meta.tensors_sha256, **(file_stamp(path) if path.is_file() else {})}
 
 
 def _check_linearized_around(checkpoint: LazyCheckpoint, theta0: torch.Tensor, spec: ParamSpec) -> None:

@@ -7,7 +7,7 @@ made either way leaves the same artifacts and the same run-log row.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +20,12 @@ from engine.home import DataHome, PathPolicy
 from engine.io.checkpoints import Checkpoint
 from engine.merge import get_method
 from engine.pool.access import open_for_user
+from engine.pool.backing import plan_for
 from engine.pool.collection import Collection
 from engine.runs.export import export_merged
 from engine.runs.log import RunLog
 from engine.runs.recipes import MergeRecipe
+from engine.store.plan import StorePlan
 from engine.workspace import Workspace
 
 
@@ -47,6 +49,8 @@ def run_recipe(
     policy: PathPolicy | None = None,
     out: Path | None = None,
     skip_unreadable: bool = False,
+    store: str | None = None,
+    on_plan: Callable[[StorePlan], None] | None = None,
 ) -> RecipeOutcome:
     """Open the recipe's collection and checkpoints, or use `workspace` (the dashboard's, already open on
     them: reading a ViT-B/32 pool again would hold it in memory twice), then merge, export, evaluate, log.
@@ -54,10 +58,14 @@ def run_recipe(
     `policy` reads the recipe's paths (default: the dashboard's, confined to the allowed roots; the command
     line passes the shell's). `out` is the export's file (default `<home>/exports/<output>.safetensors`).
     `skip_unreadable` goes on without a discovered pool's unreadable entries (refused otherwise); the ones
-    left out are in the outcome and the run log's inputs."""
+    left out are in the outcome and the run log's inputs. `store` is how the task vectors open (default:
+    config.json's "store", else the memory plan's pick); `on_plan` hears the plan before anything is read (the
+    command line prints its summary)."""
     start = time.perf_counter()
     policy = policy or home.dashboard_policy()
-    ws = workspace or _open_workspace(recipe, home=home, device=device, policy=policy, skip=skip_unreadable)
+    ws = workspace or _open_workspace(
+        recipe, home=home, device=device, policy=policy, skip=skip_unreadable, store=store, on_plan=on_plan
+    )
     skipped = tuple(str(s) for s in ws.collection.skipped)
     tasks = tuple(recipe.tasks or ws.task_names)
     _check_matches(recipe, ws, tasks)
@@ -128,10 +136,24 @@ def select(recipe: MergeRecipe, collection: Collection) -> RecipeSelection:
 
 
 def _open_workspace(
-    recipe: MergeRecipe, *, home: DataHome, device: torch.device | str, policy: PathPolicy, skip: bool
+    recipe: MergeRecipe,
+    *,
+    home: DataHome,
+    device: torch.device | str,
+    policy: PathPolicy,
+    skip: bool,
+    store: str | None = None,
+    on_plan: Callable[[StorePlan], None] | None = None,
 ) -> Workspace:
     collection = open_for_user(recipe.collection, home=home, policy=policy, skip_unreadable=skip)
     select(recipe, collection)  # fail early, before any checkpoint is read
+    choice = store or home.store_choice()
+    budget = home.cache_budget_bytes()
+    plan = plan_for(
+        collection, tasks=recipe.tasks or None, folder=home.stores, choice=choice, cache_budget=budget, device=device
+    )
+    if on_plan is not None:
+        on_plan(plan)
     return Workspace.from_collection(
         collection,
         cache_dir=home.cache,
@@ -139,6 +161,7 @@ def _open_workspace(
         variant=recipe.variant,
         variants=recipe.variants,
         tasks=recipe.tasks or None,
+        store=plan,
     )
 
 
