@@ -40,6 +40,7 @@ from engine.pool.access import open_for_user
 from engine.runs.log import RunLog
 
 CANCELLED_EXIT = 130  # the shell's code for a command stopped by Ctrl-C
+POLL_S = 0.2
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -85,7 +86,9 @@ def _add_flag(parser: argparse.ArgumentParser, field: Field) -> None:
         parser.add_argument(field.flag, default=None, help=help_text)
     else:
         kind = type(field.default)
-        parser.add_argument(field.flag, type=kind, default=field.default, choices=field.options(()) or None, help=help_text)
+        parser.add_argument(
+            field.flag, type=kind, default=field.default, choices=field.options(()) or None, help=help_text
+        )
 
 
 def _run_form(form: JobForm, args: argparse.Namespace) -> int:
@@ -184,9 +187,14 @@ def _follow(runner: LocalRunner, job_id: int, bar: tqdm) -> JobStatus:
         bar.total = status.total or None
         bar.set_postfix_str(status.message[-80:], refresh=False)
         bar.update(status.step - bar.n)
-        time.sleep(0.2)
+        _pause(status)
     bar.update(status.step - bar.n)
     return status
+
+
+def _pause(status: JobStatus) -> None:
+    """Wait between two looks at the job (where Ctrl-C arrives, as KeyboardInterrupt)."""
+    time.sleep(POLL_S)
 
 
 def _outcome(log: RunLog, spec: JobSpec, status: JobStatus) -> dict[str, Any]:

@@ -183,9 +183,7 @@ FINETUNE = JobForm(
             more=True,
             help="strict: a batch of every other task each step; cyclic: one other task per step, in turn",
         ),
-        Field(
-            "penalty_batch", "images per other task", 8, step=4, applies_when=("mode", ("tau_jp",)), more=True
-        ),
+        Field("penalty_batch", "images per other task", 8, step=4, applies_when=("mode", ("tau_jp",)), more=True),
     ),
     _finetune,
     lambda v: f"fine-tune {v['task']} · {MODES[v['mode']]}",
