@@ -28,7 +28,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from engine.errors import SchemaError
+from engine.errors import MergelabError, SchemaError
 from engine.home import ASSETS_DIR, DataHome, PathPolicy
 from engine.io.atomic import write_text_atomic
 from engine.jobs.forms import FORMS, Field, JobForm
@@ -155,7 +155,10 @@ def read_spec(path: Path) -> JobSpec:
     unknown = sorted(set(spec.args) - accepted)
     if unknown:
         raise SchemaError(path, f"args.{unknown[0]} is no argument of a {spec.kind} job", fix=f"use {sorted(accepted)}")
-    kind.arguments(spec.args)  # configs check their fields now, not in the job
+    try:
+        kind.arguments(spec.args)  # configs check their fields now, not in the job
+    except MergelabError as exc:
+        raise SchemaError(path, f"{exc.subject}: {exc.problem}", fix=exc.fix) from exc
     return spec
 
 
