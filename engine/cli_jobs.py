@@ -1,5 +1,5 @@
 """The jobs behind the pages from the command line: `python -m engine finetune|learn|taujp|importance|compare|
-landscape ...` and `python -m engine job SPEC.json`, for a headless machine or a cluster node.
+landscape|parts ...` and `python -m engine job SPEC.json`, for a headless machine or a cluster node.
 
 Each subcommand's flags are made from the page's own declaration (engine/jobs/forms.py), turned into a
 `JobSpec` by the same `JobForm.arguments` the page calls, and run like the dashboard runs it: on a
@@ -28,7 +28,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from engine.errors import MergelabError, SchemaError
+from engine.errors import MergelabError, ParameterError, SchemaError
 from engine.home import ASSETS_DIR, DataHome, PathPolicy
 from engine.io.atomic import write_text_atomic
 from engine.jobs.forms import FORMS, Field, JobForm
@@ -78,7 +78,9 @@ def _add_flag(parser: argparse.ArgumentParser, field: Field) -> None:
     if field.tasks and field.default:
         shown = f"task {field.default + 1} of the collection"
     help_text = f"{field.label}{': ' + field.help if field.help else ''} (default: {shown})"
-    if isinstance(field.default, bool):
+    if isinstance(field.default, dict):
+        parser.add_argument(field.flag, action="append", default=[], metavar="NAME=VALUE", help=help_text)
+    elif isinstance(field.default, bool):
         parser.add_argument(field.flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
     elif isinstance(field.default, list):
         parser.add_argument(field.flag, nargs="+", default=[], choices=field.options(()) or None, help=help_text)
@@ -94,7 +96,7 @@ def _add_flag(parser: argparse.ArgumentParser, field: Field) -> None:
 def _run_form(form: JobForm, args: argparse.Namespace) -> int:
     home, policy = DataHome.from_env().ensure(), DataHome.shell_policy()
     ref = _reference(args, home=home, policy=policy)
-    values = {f.name: getattr(args, f.name) for f in form.fields if getattr(args, f.name) is not None}
+    values = {f.name: _value(form, f, getattr(args, f.name)) for f in form.fields if getattr(args, f.name) is not None}
     job_args = form.arguments(values, tasks=ref.tasks, home=home)
     chosen = {**form.defaults(ref.tasks), **values}
     spec = JobSpec(form.kind, ref, job_args, name=form.title(chosen))
@@ -102,6 +104,22 @@ def _run_form(form: JobForm, args: argparse.Namespace) -> int:
         print(spec.to_json())
         return 0
     return run_spec(spec, home=home, policy=policy)
+
+
+def _value(form: JobForm, field: Field, raw: Any) -> Any:
+    """A flag's value as the page's widget gives it: `NAME=VALUE` items of a method's parameters as a dict."""
+    if not isinstance(field.default, dict):
+        return raw
+    values = {}
+    for item in raw:
+        name, sep, number = item.partition("=")
+        try:
+            values[name] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ParameterError(f"{form.command} {field.flag}", f"{item!r} is not NAME=NUMBER", fix="e.g. steps=300")
+    return values
 
 
 def _reference(args: argparse.Namespace, *, home: DataHome, policy: PathPolicy) -> WorkspaceRef:

@@ -38,6 +38,7 @@ CASES = {
     "importance": (["--kind", "grad0"], {"kind": "grad0"}),
     "compare": (["--methods", "task_arithmetic"], {"methods": ["task_arithmetic"]}),
     "landscape": (["--a", "faces", "--b", "digits", "--step", "0.25"], {"a": "faces", "b": "digits", "step": 0.25}),
+    "parts": (["--method", "wudi", "--param", "steps=5"], {"method": "wudi", "param": {"steps": 5.0}}),
 }
 
 
@@ -78,6 +79,8 @@ def test_the_command_gives_the_page_job_s_result(command, page_workspace, data_h
             mine, theirs = Path(expected.pop(key)), Path(got.pop(key))
             if key != "checkpoint":
                 assert mine.read_bytes() == theirs.read_bytes() and theirs.is_relative_to(data_home)
+    for timing in ("seconds",):  # how long it took: not part of the result
+        expected.pop(timing, None), got.pop(timing, None)
     assert got == expected  # curves included
     (run,) = RunLog(data_home / "runs" / "runs.sqlite3").runs(job_id=document["job"])
     assert run.id == document["run"] and run.status == "done"
@@ -111,6 +114,7 @@ def test_ctrl_c_cancels_the_job_and_logs_what_it_reached(command, tiny_collectio
         "importance": ["--kind", "grad0"],
         "compare": ["--methods", "task_arithmetic", "ties", "dare"],
         "landscape": ["--step", "0.1"],
+        "parts": ["--param", "steps=1000"],
     }.get(command, [])
     interrupted = []
 
@@ -170,6 +174,9 @@ def _running_step(home: Path) -> bool:
         (["landscape", "--a", "digits", "--b", "digits"], "landscape --a/--b: are both 'digits'"),
         (["learn", "--variant", "nope=standard"], "--variant: 'nope=standard' names no task"),
         (["compare", "--tasks", "digits", "nope"], "nope"),
+        (["parts", "--param", "steps"], "parts --param: 'steps' is not NAME=NUMBER"),
+        (["parts", "--param", "lam=0.3"], "parts --param lam: is no parameter of wudi"),
+        (["parts", "--param", "steps=5000"], "wudi.steps: value 5000.0 outside"),
     ],
 )
 def test_a_bad_flag_is_named(argv, named, capsys):

@@ -3,9 +3,10 @@ command's flags (engine/cli_jobs.py) are both made from a `JobForm`, and both tu
 the job's arguments with the same `JobForm.arguments`, so a page and its command cannot drift apart.
 
 A form is named as its page names the job (`finetune`, `learn`, `taujp`, `importance`, `compare`,
-`landscape`); a field's name is its flag (`--penalty-batch`) and, after the form's prefix, its widget's
-session key (`ft_penalty_batch`). Chosen where the pages were silent: a field that applies only under
-another's value (β only in τJp mode) is still a flag, and is ignored, as on the page, where it does not apply.
+`landscape`, and `parts` for the Merge page's expensive parts, e.g. WUDI's); a field's name is its flag
+(`--penalty-batch`) and, after the form's prefix, its widget's session key (`ft_penalty_batch`). Chosen
+where the pages were silent: a field that applies only under another's value (β only in τJp mode) is still
+a flag, and is ignored, as on the page, where it does not apply.
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ from engine.home import DataHome
 from engine.jobs.spec import to_fields
 from engine.learn.coefficients import LearnConfig
 from engine.learn.dvbasi import DvBasiConfig
-from engine.merge import METHODS
+from engine.merge import METHODS, get_method
 from engine.sta.importance import KINDS as IMPORTANCE_KINDS
 from engine.train.finetune import MODES, PENALTY_SCHEDULES, FinetuneConfig
 
-WIDGETS = ("number", "slider", "select", "radio", "toggle", "select_slider", "multiselect")
+WIDGETS = ("number", "slider", "select", "radio", "toggle", "select_slider", "multiselect", "method_params")
+# method_params: a merge method's own declared parameters (engine/merge/registry.py), the Merge page's sliders
 
 
 @dataclass(frozen=True)
 class Field:
-    """One parameter of a job: its value's type is its default's (bool, int, float, str, list of str)."""
+    """One parameter of a job: its value's type is its default's (bool, int, float, str, list of str, or a
+    dict of a method's parameters by name)."""
 
     name: str
     label: str
@@ -150,6 +153,16 @@ def _landscape(values: Mapping[str, Any], *, tasks: tuple[str, ...], home: DataH
 def _compare(values: Mapping[str, Any], *, tasks: tuple[str, ...], home: DataHome) -> dict[str, Any]:
     """No methods chosen: every method with a grid (the page's button), as an empty argument list."""
     return {"methods": list(values["methods"])} if values["methods"] else {}
+
+
+def _parts(values: Mapping[str, Any], *, tasks: tuple[str, ...], home: DataHome) -> dict[str, Any]:
+    """The method's expensive parameters (its declared defaults where not given), checked against its ranges."""
+    method = get_method(values["method"])
+    unknown = sorted(set(values["param"]) - {p.name for p in method.params})
+    if unknown:
+        raise ParameterError(f"parts --param {unknown[0]}", f"is no parameter of {method.name}", fix="see `methods`")
+    resolved = method.resolve(dict(values["param"]), num_tasks=len(tasks))
+    return {"method": method.name, "params": {n: float(resolved[n]) for n in method.expensive}, "tasks": list(tasks)}
 
 
 FINETUNE = JobForm(
@@ -294,6 +307,25 @@ LANDSCAPE = JobForm(
     _landscape,
     lambda v: "λ landscape",
 )
+PARTS = JobForm(
+    "parts",
+    "merge_parts",
+    "compute a merge's expensive parts (WUDI's Adam steps, a large model's SVDs) into the data home, where the "
+    "Merge page then merges from them on every slider move",
+    "parts",
+    (
+        Field(
+            "method",
+            "Method",
+            "wudi",
+            "select",
+            choices={n: m.display_name for n, m in METHODS.items() if m.scale_parts and (m.iterative or m.per_layer)},
+        ),
+        Field("param", "parameters", {}, "method_params", help="NAME=VALUE, e.g. steps=300 (repeat it)"),
+    ),
+    _parts,
+    lambda v: f"{get_method(v['method']).display_name} parts",
+)
 FORMS: Mapping[str, JobForm] = MappingProxyType(
-    {f.command: f for f in (FINETUNE, LEARN, TAUJP, IMPORTANCE, COMPARE, LANDSCAPE)}
+    {f.command: f for f in (FINETUNE, LEARN, TAUJP, IMPORTANCE, COMPARE, LANDSCAPE, PARTS)}
 )
