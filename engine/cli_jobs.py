@@ -5,14 +5,18 @@ Each subcommand's flags are made from the page's own declaration (engine/jobs/fo
 `JobSpec` by the same `JobForm.arguments` the page calls, and run like the dashboard runs it: on a
 `LocalRunner` that records the job in the data home's run log, the workspace opened in the job and checked
 against the spec's sha256. `job SPEC.json` runs any serialised spec (the JSON the run log's jobs table keeps),
-so a job seen in the dashboard can be rerun elsewhere. A tqdm bar on stderr shows the job's own progress line
-(loss, penalty, val accuracy; ‖δ‖ per DV-BASI iteration); Ctrl-C cancels the job, which logs what it reached
-as the dashboard's Cancel does, and exits 130. The outcome (curves included) is printed as JSON and written
-to <data home>/runs/outcomes/run-<id>.json, named by the run log's row. New checkpoints (fine-tune) and
-learned merges land in the data home, where the dashboard lists them.
+so a job seen in the dashboard can be rerun elsewhere. `compare` and `landscape`, sets of independent trials,
+take `--ray ADDRESS` (and `--workers`) to run them on the search engine's Ray backend.
 
-A module of its own rather than more of engine/cli.py: the parser there stays as it is but for one
-`register` call, and these commands share one path (form → spec → runner → outcome) that reads best in one place.
+A tqdm bar on stderr shows the job's own progress line (loss, penalty, val accuracy; ‖δ‖ per DV-BASI
+iteration); Ctrl-C cancels the job, which logs what it reached as the dashboard's Cancel does, and exits 130.
+The outcome (curves included) is printed as JSON and written to <data home>/runs/outcomes/run-<id>.json,
+named by the run log's row. New checkpoints (fine-tune) and learned merges land in the data home, where the
+dashboard lists them.
+
+A module of its own rather than more of engine/cli.py (or an engine/cli/ package, which would move the file
+others are editing): the parser there stays as it is but for one `register` call, and these commands share
+one path (form → spec → runner → outcome) that reads best in one place.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from engine.jobs.spec import JOB_KINDS, JobSpec, open_workspace, submit
 from engine.models import pick_device
 from engine.pool.access import open_for_user
 from engine.runs.log import RunLog
+from engine.search.ray_trials import RAY_ENV
 
 CANCELLED_EXIT = 130  # the shell's code for a command stopped by Ctrl-C
 POLL_S = 0.2
@@ -50,6 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         _workspace_flags(parser)
         for field in form.fields:
             _add_flag(parser, field)
+        if "ray" in inspect.signature(JOB_KINDS[form.kind].fn).parameters:  # a job of independent trials
+            parser.add_argument(
+                "--ray", metavar="ADDRESS", help=f"local, auto or a cluster address (default: ${RAY_ENV})"
+            )
+            parser.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else per CPU)")
         parser.add_argument("--print-spec", action="store_true", help="print the job's spec (JSON) and run nothing")
         parser.set_defaults(run=lambda args, form=form: _run_form(form, args))
     job = sub.add_parser("job", help="run a serialised job spec (the JSON the run log's jobs table keeps)")
@@ -98,6 +108,8 @@ def _run_form(form: JobForm, args: argparse.Namespace) -> int:
     ref = _reference(args, home=home, policy=policy)
     values = {f.name: _value(form, f, getattr(args, f.name)) for f in form.fields if getattr(args, f.name) is not None}
     job_args = form.arguments(values, tasks=ref.tasks, home=home)
+    if getattr(args, "ray", None):
+        job_args |= {"ray": args.ray, "workers": args.workers}
     chosen = {**form.defaults(ref.tasks), **values}
     spec = JobSpec(form.kind, ref, job_args, name=form.title(chosen))
     if args.print_spec:
