@@ -63,9 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--print-spec", action="store_true", help="print the job's spec (JSON) and run nothing")
         parser.set_defaults(run=lambda args, form=form: _run_form(form, args))
     job = sub.add_parser("job", help="run a serialised job spec (the JSON the run log's jobs table keeps)")
-    job.add_argument("spec", type=Path, help="the spec's JSON file")
+    job.add_argument("spec", type=Path, nargs="?", help="the spec's JSON file")
+    job.add_argument("--job-id", type=int, help="instead of a file: the spec of job #ID of this data home's run log")
     job.add_argument("--collection", type=Path, help="the collection here, if not at the spec's path (sha256 checked)")
     job.add_argument("--device", help="run on this device instead of the spec's")
+    job.add_argument("--print-spec", action="store_true", help="print the spec (JSON) and run nothing")
     job.set_defaults(run=_run_spec_file)
 
 
@@ -159,36 +161,63 @@ def _variants(raw: list[str], tasks: tuple[str, ...]) -> dict[str, str]:
 
 def _run_spec_file(args: argparse.Namespace) -> int:
     home, policy = DataHome.from_env().ensure(), DataHome.shell_policy()
-    path = policy.resolve(args.spec)
-    spec = read_spec(path)
+    if (args.spec is None) == (args.job_id is None):
+        raise ParameterError("job", "needs a spec file or --job-id, and not both", fix="e.g. `job spec.json`")
+    if args.spec is not None:
+        path = policy.resolve(args.spec)
+        spec = read_spec(_read_text(path), source=str(path))
+    else:
+        spec = read_spec(json.dumps(_recorded_spec(home, args.job_id)), source=f"job #{args.job_id}")
     ref = spec.workspace
     if args.collection is not None:
         ref = replace(ref, collection=str(policy.resolve(args.collection)))
     if args.device is not None:
         ref = replace(ref, device=str(pick_device(args.device)))
-    return run_spec(replace(spec, workspace=ref), home=home, policy=policy)
+    spec = replace(spec, workspace=ref)
+    if args.print_spec:
+        print(spec.to_json())
+        return 0
+    return run_spec(spec, home=home, policy=policy)
 
 
-def read_spec(path: Path) -> JobSpec:
-    """A job spec from its JSON file, its arguments checked against its job's: a SchemaError names the file
-    and the key."""
+def _read_text(path: Path) -> str:
     try:
-        spec = JobSpec.from_json(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SchemaError(path, f"cannot be read ({exc.strerror})", fix="give the path of a job spec") from exc
+
+
+def _recorded_spec(home: DataHome, job_id: int) -> Any:
+    """The spec the jobs table keeps for job #`job_id` (as the Jobs & runs page numbers them)."""
+    log = RunLog(home.runs / "runs.sqlite3")
+    try:
+        return log.job(job_id).spec
+    except KeyError as exc:
+        raise SchemaError(
+            f"job #{job_id}", f"is not in the run log {log.path}", fix="see the Jobs & runs page"
+        ) from exc
+
+
+def read_spec(text: str, *, source: str) -> JobSpec:
+    """A job spec from its JSON, its arguments checked against its job's: a SchemaError names `source` (the
+    file, or the run log's job) and the key."""
+    try:
+        spec = JobSpec.from_json(text)
     except (ValueError, KeyError, TypeError) as exc:
-        raise SchemaError(path, f"is not a job spec ({type(exc).__name__}: {exc})", fix=_SPEC_FIX) from exc
+        raise SchemaError(source, f"is not a job spec ({type(exc).__name__}: {exc})", fix=_SPEC_FIX) from exc
     except SchemaError as exc:
-        raise SchemaError(path, f"{exc.subject} {exc.problem}", fix=exc.fix) from exc
+        raise SchemaError(source, f"{exc.subject} {exc.problem}", fix=exc.fix) from exc
     kind = JOB_KINDS[spec.kind]
     accepted = set(inspect.signature(kind.fn).parameters) - {"ctx", "workspace", "run_log"}
     unknown = sorted(set(spec.args) - accepted)
     if unknown:
-        raise SchemaError(path, f"args.{unknown[0]} is no argument of a {spec.kind} job", fix=f"use {sorted(accepted)}")
+        raise SchemaError(
+            source, f"args.{unknown[0]} is no argument of a {spec.kind} job", fix=f"use {sorted(accepted)}"
+        )
     try:
         kind.arguments(spec.args)  # configs check their fields now, not in the job
     except MergelabError as exc:
-        raise SchemaError(path, f"{exc.subject}: {exc.problem}", fix=exc.fix) from exc
+        raise SchemaError(source, f"{exc.subject}: {exc.problem}", fix=exc.fix) from exc
     return spec
 
 

@@ -102,6 +102,22 @@ def test_a_spec_from_the_run_log_runs_again_with_the_same_outcome(data_home, tmp
     path.write_text(json.dumps(recorded))
     again = _command(["job", str(path)], capsys)
     assert again["outcome"] == first["outcome"] and again["job"] != first["job"] and again["run"] != first["run"]
+    assert _command(["job", "--job-id", str(first["job"]), "--print-spec"], capsys) == recorded  # by its number
+    third = _command(["job", "--job-id", str(first["job"])], capsys)
+    assert third["outcome"] == first["outcome"]
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["job"], "job: needs a spec file or --job-id"),
+        (["job", "--job-id", "99"], "job #99: is not in the run log"),
+        (["job", "missing.json"], "missing.json: cannot be read"),
+    ],
+)
+def test_a_job_without_a_spec_is_named(argv, named, capsys):
+    assert main(argv) == 2
+    assert named in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", CASES)
