@@ -190,6 +190,7 @@ def _running_step(home: Path) -> bool:
         (["landscape", "--a", "digits", "--b", "digits"], "landscape --a/--b: are both 'digits'"),
         (["learn", "--variant", "nope=standard"], "--variant: 'nope=standard' names no task"),
         (["compare", "--tasks", "digits", "nope"], "nope"),
+        (["taujp", "--variant", "nope"], "digits/nope: no such fine-tuned checkpoint"),
         (["parts", "--param", "steps"], "parts --param: 'steps' is not NAME=NUMBER"),
         (["parts", "--param", "lam=0.3"], "parts --param lam: is no parameter of wudi"),
         (["parts", "--param", "steps=5000"], "wudi.steps: value 5000.0 outside"),
@@ -236,3 +237,29 @@ def test_a_spec_on_changed_checkpoints_is_refused(tmp_path, capsys):
     path.write_text(json.dumps(spec))
     assert main(["job", str(path)]) == 1
     assert "holds other checkpoints than the job was asked to run on" in capsys.readouterr().err
+
+
+def test_every_form_is_a_job_kind_and_every_field_a_flag(capsys):
+    for form in FORMS.values():
+        assert form.kind in JOB_KINDS
+        with pytest.raises(SystemExit):
+            main([form.command, "--help"])
+        shown = capsys.readouterr().out
+        assert all(field.flag in shown for field in form.fields), form.command
+
+
+def test_flags_reach_the_spec_as_the_page_s_widgets_would_put_them(capsys):
+    spec = _command(["learn", *ON_THE_ZOO, "--no-dv-basi", "--start", "task_arithmetic", "--print-spec"], capsys)
+    assert spec["args"]["config"] is None and spec["args"]["start"] == "task_arithmetic"
+    assert spec["name"] == FORMS["learn"].title(
+        {"start": "task_arithmetic", "dv_basi": False, "objective": "supervised"}
+    )
+    spec = _command(
+        ["taujp", *ON_THE_ZOO, "--variant", "tau_jp", "--variant", "faces=standard", "--print-spec"], capsys
+    )
+    collection = load_collection(ZOO)
+    assert spec["workspace"]["choice"] == [["digits", "tau_jp"]]
+    assert spec["workspace"]["checkpoints_sha256"] == [
+        ["digits", collection.finetuned_sha256("digits", "tau_jp")],
+        ["faces", collection.finetuned_sha256("faces", "standard")],
+    ]
