@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from engine import cli_jobs
 from engine.data.splits import PROFILES
 from engine.data.suites import require_suite, suite_named, suite_tasks, suites
 from engine.errors import MergelabError, OutputExistsError, ParameterError
@@ -164,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     extract = zoo.add_parser("extract-real", help="extract the real source images from scikit-learn/-image")
     extract.add_argument("--out", type=Path, default=DEFAULT_COLLECTION / "real_images.npz")
     extract.set_defaults(run=_run_zoo_extract)
+    cli_jobs.register(sub)  # finetune, learn, taujp, importance, compare, landscape, job SPEC.json
     return parser
 
 

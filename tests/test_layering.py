@@ -19,7 +19,7 @@ LAYERS = (
     ("engine.merge", "engine.sta", "engine.taujp", "engine.train", "engine.learn"),
     ("engine.workspace",),
     ("engine.jobs", "engine.runs", "engine.search"),
-    ("engine.cli", "engine.__main__", "engine.zoo"),
+    ("engine.cli", "engine.cli_jobs", "engine.__main__", "engine.zoo"),
 )
 UI = ("streamlit", "ui", "views", "app")
 

@@ -47,6 +47,9 @@ def engine_commands() -> list[str]:
 def test_the_readme_shows_every_kind_of_engine_command():
     kinds = {command.split()[3] for command in engine_commands()}
     assert {"methods", "eval", "merge", "run", "pool", "suites"} <= kinds
+    assert {"finetune", "learn", "taujp", "importance", "compare", "landscape", "parts", "job"} <= {
+        word for command in engine_commands() for word in command.split()
+    }
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Sliders built from a merge method's declared parameters, so new methods need no page changes."""
+"""Sliders built from a merge method's declared parameters, so new methods need no page changes; the widgets
+of a job's declared parameters (engine/jobs/forms.py), so a page and its command take the same ones."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import streamlit as st
 
+from engine.home import DataHome
+from engine.jobs.forms import IMPORTANCE, TAUJP, JobForm
 from engine.merge import MergeMethod, Param
 from engine.merge.declaration import ParamValue
 from engine.sta.importance import KINDS
@@ -80,6 +83,36 @@ def set_params_in_state(method: MergeMethod, tasks: Sequence[str], params: dict[
     return per_task
 
 
+def job_defaults(form: JobForm, tasks: Sequence[str]) -> None:
+    """Put the form's defaults into the widgets' state (once per session)."""
+    for name, value in form.defaults(tasks).items():
+        st.session_state.setdefault(form.key(name), value)
+
+
+def job_input(
+    container, form: JobForm, name: str, *, tasks: Sequence[str] = (), values: Mapping[str, Any] | None = None
+):
+    """The widget of one declared job parameter in `container` (a column, an expander or `st`), keyed
+    f"{form.prefix}_{name}"; disabled where `values` (the fields read before it) make it not apply."""
+    field, key = form.field(name), form.key(name)
+    options, disabled, helped = field.options(tasks), not field.applies(values or {}), field.help or None
+    shown = field.choices.get if field.choices else str
+    if field.widget == "number":
+        return container.number_input(
+            field.label, step=field.step, format=field.format, key=key, disabled=disabled, help=helped
+        )
+    if field.widget == "slider":
+        return container.slider(
+            field.label, field.low, field.high, step=field.step, key=key, disabled=disabled, help=helped
+        )
+    if field.widget == "toggle":
+        return container.toggle(field.label, key=key, disabled=disabled, help=helped)
+    if field.widget == "select_slider":
+        return container.select_slider(field.label, options, key=key, disabled=disabled, help=helped)
+    draw = {"select": container.selectbox, "radio": container.radio, "multiselect": container.multiselect}
+    return draw[field.widget](field.label, options, key=key, format_func=shown, disabled=disabled, help=helped)
+
+
 def require_importance(ws: Workspace, kind: str) -> None:
     """Stop the page with two ways to get STA importance maps when they are neither shipped nor cached."""
     _require(
@@ -88,7 +121,7 @@ def require_importance(ws: Workspace, kind: str) -> None:
         cost="a few gradient passes per task (seconds for small models, minutes for ViT-B/32 on a CPU)",
         compute=lambda: ws.importance(kind),
         key=f"importance_{kind}",
-        job=("importance", {"kind": kind}, f"STA importance maps ({kind})"),
+        job=(IMPORTANCE, {"kind": kind}),
     )
 
 
@@ -101,12 +134,12 @@ def require_taujp(ws: Workspace) -> None:
         "for ViT-B/32 on a CPU)",
         compute=ws.taujp,
         key="taujp",
-        job=("taujp", {}, "τJp matrix"),
+        job=(TAUJP, {}),
     )
 
 
-def _require(ready: bool, *, what: str, cost: str, compute, key: str, job: tuple[str, dict, str]) -> None:
-    """`job`: (kind, arguments, name) of the background job that computes it on the sidebar's workspace."""
+def _require(ready: bool, *, what: str, cost: str, compute, key: str, job: tuple[JobForm, dict]) -> None:
+    """`job`: (form, values) of the background job that computes it on the sidebar's workspace."""
     if ready:
         return
     st.info(f"This needs {what}, and it is not cached yet: {cost}.")
@@ -116,10 +149,12 @@ def _require(ready: bool, *, what: str, cost: str, compute, key: str, job: tuple
             compute()
         st.rerun()
     if background.button("Compute as a background job", key=f"{key}_job"):
-        kind, args, name = job
+        form, values = job
         collection, choice = current_collection(), st.session_state.get(CHOICE, ())  # the page's workspace
         ws = resources.workspace_or_stop(collection, choice)
-        job_id = resources.submit_job(resources.job_spec(kind, ws, collection, choice, args, name=name))
+        args = form.arguments(values, tasks=ws.task_names, home=DataHome.from_env())
+        spec = resources.job_spec(form.kind, ws, collection, choice, args, name=form.title(values))
+        job_id = resources.submit_job(spec)
         st.success(f"Started job #{job_id}: follow it on Jobs & runs, then come back.")
     st.stop()
 

@@ -6,6 +6,7 @@ import streamlit as st
 
 from engine.errors import MergelabError
 from engine.home import DataHome
+from engine.jobs.forms import PARTS
 from engine.jobs.runner import JobState
 from engine.jobs.sweep import record_sweep
 from engine.merge import METHODS, get_method
@@ -141,8 +142,9 @@ if ws.needs_job(tasks, method_name, params):
         "them at once, and they stay in the data home for the next session."
     )
     if st.button(f"Compute {method.display_name}", key="parts_start", type="primary"):
-        args = {"method": method_name, "params": expensive, "tasks": list(tasks)}
-        spec = resources.job_spec("merge_parts", ws, collection, choice, args, name=f"{method.display_name} parts")
+        values = {"method": method_name, "param": expensive}
+        args = PARTS.arguments(values, tasks=tasks, home=DataHome.from_env())
+        spec = resources.job_spec("merge_parts", ws, collection, choice, args, name=PARTS.title(values))
         st.session_state.update(parts_job=resources.submit_job(spec), parts_job_for=setting)
     widgets.restore_job(  # after a reload: the parts job this setting started, with its live curve
         "parts_job",

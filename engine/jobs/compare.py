@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any
 
 from engine.jobs.grid import FIRST_POINT, checked_axes, evaluate_grid
 from engine.jobs.runner import JobContext
+from engine.jobs.workers import RunTrials, trials_on_workers
 from engine.merge import METHODS, MergeMethod
 from engine.merge.session import LARGE_MODEL_PARAMS
 from engine.runs.log import RunLog
+from engine.search.backend import ray_setting
+from engine.search.grid import grid_requests
+from engine.search.trials import TrialRequest
 from engine.workspace import Workspace
 
 
@@ -70,32 +75,29 @@ def compare_job(
     tasks: Sequence[str] | None = None,
     methods: Sequence[str] | None = None,
     grids: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    ray: str | None = None,
+    workers: int | None = None,
     run_log: RunLog | None = None,
 ) -> MethodsComparison:
     """Choose each method's setting on val and report it on test (default: every method with a grid, but
-    an iterative one on a large model on the CPU)."""
+    an iterative one on a large model on the CPU); with `ray` (else MERGELAB_RAY), every trial on Ray workers."""
     start = time.perf_counter()
     tasks = tuple(tasks or workspace.task_names)
     grids = {**DEFAULT_GRIDS, **(grids or {})}
     methods = tuple(methods or [m for m in METHODS if m in grids and not _too_slow(workspace, m)])
     results = []
+    setting = ray_setting(ray)
     ctx.starting(FIRST_POINT.format(method=methods[0] if methods else "", split="val"), total=len(methods))
-    for i, method in enumerate(methods):
-        axes = checked_axes(method, grids[method], {}, len(tasks))
-        trials = [
-            (point, comparison.mean_normalized)
-            for point, comparison in evaluate_grid(
-                ctx, workspace, tasks=tasks, method=method, params={}, axes=axes, split="val"
+    with trials_on_workers(ctx, workspace, ray=setting, workers=workers) if setting else nullcontext() as run:
+        for i, method in enumerate(methods):
+            axes = checked_axes(method, grids[method], {}, len(tasks))
+            result = (
+                _on_workers(ctx, run, tasks, method, axes, step=(i, len(methods)))
+                if run
+                else _in_process(ctx, workspace, tasks, method, axes)
             )
-        ]
-        best, val = trials[max(range(len(trials)), key=lambda i: (trials[i][1], -i))]  # earlier on ties
-        test = workspace.compare(tasks, method, best, split="test")
-        results.append(
-            MethodResult(
-                method, best, len(trials), val, dict(test.merged.accuracy), test.mean_merged, test.mean_normalized
-            )
-        )
-        ctx.report(i + 1, len(methods), f"{method}: test mean {test.mean_merged:.1%}")
+            results.append(result)
+            ctx.report(i + 1, len(methods), f"{method}: test mean {result.test_mean_accuracy:.1%}")
     comparison = MethodsComparison(tasks, tuple(results))
     if run_log is not None:
         run_log.record(
@@ -108,3 +110,45 @@ def compare_job(
             duration_s=round(time.perf_counter() - start, 3),
         )
     return comparison
+
+
+def _in_process(
+    ctx: JobContext, workspace: Workspace, tasks: tuple[str, ...], method: str, axes: Sequence[tuple[str, Any]]
+) -> MethodResult:
+    trials = [
+        (point, comparison.mean_normalized)
+        for point, comparison in evaluate_grid(
+            ctx, workspace, tasks=tasks, method=method, params={}, axes=axes, split="val"
+        )
+    ]
+    best, val = trials[max(range(len(trials)), key=lambda i: (trials[i][1], -i))]  # earlier on ties
+    test = workspace.compare(tasks, method, best, split="test")
+    return MethodResult(
+        method, best, len(trials), val, dict(test.merged.accuracy), test.mean_merged, test.mean_normalized
+    )
+
+
+def _on_workers(
+    ctx: JobContext,
+    run: RunTrials,
+    tasks: tuple[str, ...],
+    method: str,
+    axes: Sequence[tuple[str, Any]],
+    *,
+    step: tuple[int, int],
+) -> MethodResult:
+    """The same grid and choice as `_in_process`, each point a trial on the workers, then the best on test."""
+    requests = grid_requests(method=method, tasks=tasks, axes=axes, params={}, split="val")
+    report = lambda r: ctx.report(*step, f"{method}: trial {r.index + 1}/{len(requests)}")  # noqa: E731
+    trials = run(requests, report)
+    best = max(trials, key=lambda t: (t.mean_normalized, -t.index))  # earlier on ties
+    (test,) = run([TrialRequest(0, method, tasks, best.params, "test")], lambda _r: None)
+    return MethodResult(
+        method,
+        dict(best.params),
+        len(trials),
+        best.mean_normalized,
+        dict(test.accuracy),
+        test.mean_accuracy,
+        test.mean_normalized,
+    )
