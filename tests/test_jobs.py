@@ -282,3 +282,29 @@ def test_every_job_is_recorded_from_submission_and_a_cancelled_one_is_logged_as_
     assert partial.kind == "counting" and partial.status == "cancelled" and partial.outputs["partial"]
     assert 2 <= partial.outputs["step"] < 1000 and partial.outputs["reached"]["partial_sum"] > 0
     assert log.job(cancelled).state == "cancelled" and [j.id for j in log.jobs()] == [cancelled, done]
+
+
+def test_a_job_takes_its_share_of_the_cores_and_no_more_than_other_processes_leave_idle():
+    from engine.jobs.runner import job_threads
+
+    assert job_threads(running=1, cores=2, load=0.2, in_use=0) == 2  # a quiet machine: every core
+    assert job_threads(running=2, cores=16, load=4.0, in_use=4) == 8  # two jobs: half each
+    assert job_threads(running=1, cores=2, load=8.0, in_use=0) == 1  # a loaded machine: one thread
+    assert job_threads(running=1, cores=2, load=2.1, in_use=2) == 2  # its own threads are not "others"
+    assert job_threads(running=3, cores=2, load=0.0, in_use=0) == 1  # never below one
+
+
+def test_a_job_runs_with_the_runners_threads_in_its_own_thread():
+    import torch
+
+    def threads_job(ctx):
+        seen = [torch.get_num_threads()]
+        ctx.report(1, 1)
+        return [*seen, torch.get_num_threads()]
+
+    before = torch.get_num_threads()
+    runner = LocalRunner(threads=1)
+    assert runner.wait(runner.submit("threads", threads_job), timeout=10).result == [1, 1]
+    assert torch.get_num_threads() == before  # the caller's thread keeps its own
+    with pytest.raises(ValueError, match="at least 1"):
+        LocalRunner(threads=0)

@@ -12,12 +12,17 @@ restarted server finds it, and a runner started after a crash marks the jobs it 
 A cancelled job that logged no run of its own is logged as a partial run with what it reached.
 A job reads "starting" the moment a worker takes it, and each job names its expensive set-up (opening the
 workspace, building heads, a zero-shot evaluation) before doing it, so a page never shows seconds of silence.
+Each job runs with its share of the cores (`job_threads`), set in its worker thread when it starts and again
+at each progress report: two OpenMP threads on a 2-core machine that other processes keep busy made a τJp
+step 5–10× slower than one thread did (each parallel region waits for its descheduled thread), the main
+reason a 60-step fine-tune took minutes instead of seconds on a loaded machine.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import queue
 import threading
 import time
@@ -27,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
+
+import torch
 
 from engine.faults import fault_point
 from engine.jobs.ref import WorkspaceRef
@@ -128,7 +135,12 @@ class LocalRunner:
     """Threads, one FIFO queue and worker per device; all state lives in the instance (and, given
     `run_log`, in its jobs table too)."""
 
-    def __init__(self, *, run_log: RunLog | None = None) -> None:
+    def __init__(self, *, run_log: RunLog | None = None, threads: int | None = None) -> None:
+        """`threads`: torch threads per job (None: `job_threads`' share of the cores, fewer on a busy machine)."""
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads per job must be at least 1, got {threads}")
+        self.threads = threads
+        self._threads_in_use: dict[int, tuple[int, int]] = {}  # running job → (its worker thread, its threads)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._status: dict[int, JobStatus] = {}
@@ -220,10 +232,14 @@ class LocalRunner:
         if cancel.is_set():
             self._update(job_id, state=JobState.CANCELLED, finished_at=time.time())
             return
+        self._fit_threads(job_id)
         self._update(job_id, state=JobState.RUNNING, started_at=time.time(), message=STARTING)
-        ctx = JobContext(
-            lambda **c: self._update(job_id, **c), cancel, job_id=job_id, on_cancel=self._on_cancel[job_id]
-        )
+
+        def report(**changes: Any) -> None:
+            self._fit_threads(job_id)
+            self._update(job_id, **changes)
+
+        ctx = JobContext(report, cancel, job_id=job_id, on_cancel=self._on_cancel[job_id])
         try:
             result = fn(ctx, **kwargs)
             final = {"state": JobState.DONE, "result": result}
@@ -233,8 +249,29 @@ class LocalRunner:
         except Exception:  # noqa: BLE001 - a job's failure is recorded, the runner keeps serving
             final = {"state": JobState.FAILED, "error": traceback.format_exc()}
         finally:
+            with self._lock:
+                self._threads_in_use.pop(job_id, None)
             _free_device_memory(device)
         self._update(job_id, finished_at=time.time(), **final)
+
+    def _fit_threads(self, job_id: int) -> None:
+        """Give the job its share of the cores now (called in the job's worker thread: torch's thread count is
+        per thread once set; threads started later inherit the latest setting)."""
+        me = threading.get_ident()
+        with self._lock:
+            worker, current = self._threads_in_use.get(job_id, (me, 0))
+            if worker != me:  # a report from another thread (a Ray callback): not the job's compute thread
+                return
+            others = [n for j, (_, n) in self._threads_in_use.items() if j != job_id]
+            wanted = self.threads or job_threads(
+                running=len(others) + 1,
+                cores=os.cpu_count() or 1,
+                load=os.getloadavg()[0],
+                in_use=sum(others) + current,
+            )
+            self._threads_in_use[job_id] = (me, wanted)
+        if wanted != current:
+            torch.set_num_threads(wanted)
 
     def _log_partial(self, job_id: int, fn: JobFn) -> None:
         """A cancelled job that logged nothing itself: log what it reached, marked partial."""
@@ -255,6 +292,15 @@ class LocalRunner:
             device=status.device,
             job_id=job_id,
         )
+
+
+def job_threads(*, running: int, cores: int, load: float, in_use: int) -> int:
+    """Torch threads for one of `running` jobs: its share of the `cores`, no more than the cores other
+    processes leave idle (`load`, the 1-minute load average, less the `in_use` threads of this runner's
+    jobs), and at least 1. Our choice: an oversubscribed OpenMP team is far slower than a smaller one."""
+    share = max(1, cores // max(1, running))
+    busy_elsewhere = max(0.0, load - in_use)
+    return max(1, min(share, cores - round(busy_elsewhere)))
 
 
 def describe(kwargs: Mapping[str, Any]) -> dict[str, Any]:
