@@ -1,5 +1,6 @@
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -308,3 +309,41 @@ def test_a_job_runs_with_the_runners_threads_in_its_own_thread():
     assert torch.get_num_threads() == before  # the caller's thread keeps its own
     with pytest.raises(ValueError, match="at least 1"):
         LocalRunner(threads=0)
+
+
+def test_the_estimate_counts_from_the_first_step_not_the_set_up():
+    from engine.jobs.progress import job_timing
+
+    timing = dict(started=100.0, finished=None, total=10, stepping_since=130.0, stepping_from=1)
+    first = job_timing(step=1, now=131.0, **timing)  # 30 s of set-up, then one step: no rate yet
+    assert (first.elapsed_s, first.left_s) == (31.0, None)
+    later = job_timing(step=5, now=138.0, **timing)  # 4 steps in 8 s: 2 s a step, 5 steps left
+    assert (later.elapsed_s, later.left_s) == (38.0, 10.0)
+    late = job_timing(step=5, now=142.0, **timing)  # no step for a while: the estimate grows
+    assert late.left_s == 15.0
+    assert job_timing(step=10, now=150.0, **timing).left_s == 0.0
+    finished = job_timing(**{**timing, "finished": 160.0}, step=10, now=999.0)
+    assert (finished.elapsed_s, finished.left_s) == (60.0, None)
+    assert job_timing(**{**timing, "started": None}, step=0) is None  # queued: nothing to show
+
+
+def test_a_job_reports_where_its_rate_starts_in_the_runner_and_the_run_log(tmp_path):
+    from engine.jobs import progress
+    from engine.runs.log import RunLog
+
+    def phased_job(ctx):
+        ctx.starting("set-up")
+        ctx.report(1, 4)
+        ctx.report(3, 4)
+        ctx.report(1, 2)  # a new phase with its own total: the rate starts again
+        return ctx.job_id
+
+    runner = LocalRunner(run_log=RunLog(tmp_path / "runs.sqlite3"))
+    job = runner.submit("phases", phased_job)
+    status = runner.wait(job, timeout=10)
+    record = runner.run_log.job(job)
+    assert status.stepping_from == record.stepping_from == 1
+    assert status.started_at <= status.stepping_since == record.stepping_since <= status.finished_at
+    running = progress.of_status(replace(status, finished_at=None, step=2), now=status.stepping_since + 3.0)
+    assert running.left_s == 0.0 and running.elapsed_s >= 3.0
+    assert progress.of_record(record).left_s is None  # finished: no estimate

@@ -7,11 +7,12 @@ from typing import Any
 
 import streamlit as st
 
+from engine.jobs import progress
 from engine.merge import MergeMethod, Param
 from engine.merge.declaration import ParamValue
 from engine.sta.importance import KINDS
 from engine.workspace import Workspace
-from ui import links, resources
+from ui import formats, links, resources
 from ui.state import CHOICE, current_collection
 
 
@@ -159,9 +160,12 @@ def job_progress(session_key: str):
     runner = resources.job_runner()
     job = runner.status(job_id)
     left, right = st.columns([5, 1])
+    timing = formats.job_time(progress.of_status(job))
     left.progress(
         job.fraction if job.state not in FINISHED else 1.0,
-        text=f"#{job.id} {job.name} · {job.state.value}" + (f" · {job.message}" if job.message else ""),
+        text=f"#{job.id} {job.name} · {job.state.value}"
+        + (f" · {job.message}" if job.message else "")
+        + (f" · {timing}" if timing else ""),
     )
     if job.state not in FINISHED:
         if not resources.owns_job(job.id):

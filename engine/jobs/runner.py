@@ -72,6 +72,8 @@ class JobStatus:
     queued_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    stepping_since: float | None = None  # when the first step (or the first of this total) was reported
+    stepping_from: int = 0  # the step reported then (engine/jobs/progress.py takes the rate from there)
 
     @property
     def fraction(self) -> float:
@@ -211,16 +213,29 @@ class LocalRunner:
             return self._status[job_id]
 
     def _update(self, job_id: int, **changes: Any) -> None:
+        changes.update(self._stepping(self._status[job_id], changes))
         if self.run_log is not None:  # first the file, so whoever the change wakes finds it recorded
             state = changes.get("state")
             self.run_log.update_job(
                 job_id,
                 state=state.value if state is not None else None,
-                **{k: changes[k] for k in ("step", "total", "message", "metrics", "error") if k in changes},
+                **{
+                    k: changes[k]
+                    for k in ("step", "total", "message", "metrics", "error", "stepping_since", "stepping_from")
+                    if k in changes
+                },
             )
         with self._changed:
             self._status[job_id] = replace(self._status[job_id], **changes)
             self._changed.notify_all()
+
+    @staticmethod
+    def _stepping(status: JobStatus, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Where the job's rate is counted from: its first step, and again when its total changes."""
+        step, total = changes.get("step"), changes.get("total", status.total)
+        if step is None or step < 1 or (status.stepping_since is not None and total == status.total):
+            return {}
+        return {"stepping_since": time.time(), "stepping_from": step}
 
     def _worker(self, device: str) -> None:
         while True:
