@@ -41,8 +41,19 @@ def param_links(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) ->
 
 
 def _slider(label: str, param: Param, key: str) -> float:
+    """A float slider; a count (whole default, bounds and step, e.g. WUDI's steps) reads as an integer, not as
+    Streamlit's float default format '%0.2f' ("300.00")."""
     st.session_state.setdefault(key, param.default)
-    return st.slider(label, min_value=param.low, max_value=param.high, step=param.step, key=key, help=param.help)
+    counts = all(float(v).is_integer() for v in (param.default, param.low, param.high, param.step))
+    return st.slider(
+        label,
+        min_value=param.low,
+        max_value=param.high,
+        step=param.step,
+        key=key,
+        help=param.help,
+        format="%d" if counts else None,
+    )
 
 
 def method_params(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) -> dict[str, ParamValue]:
