@@ -154,11 +154,13 @@ def resolve_workspace(ref: WorkspaceRef) -> Workspace:
 
 
 def session_owner() -> str:
-    """The browser session's id: the owner recorded with each job it starts."""
+    """The browser's owner id (ui/owner.py: a cookie's token, hashed): the owner recorded with each job it
+    starts, the same after a reload and in another tab of the same browser."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    ctx = get_script_run_ctx()
-    return ctx.session_id if ctx is not None else "script"
+    from ui import owner
+
+    return owner.owner() if get_script_run_ctx() is not None else "script"
 
 
 def job_owner(job_id: int) -> str:
