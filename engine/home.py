@@ -30,6 +30,9 @@ from engine.errors import MergelabError, PathNotAllowedError, SchemaError, Speci
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 SUBFOLDERS = ("runs", "cache", "checkpoints", "exports")
+# Our choice: two jobs at once on the CPU by default (a sweep need not wait behind a fine-tune); a lone job
+# still gets every idle core (engine/jobs/runner.job_threads splits the cores among the running jobs).
+JOB_SLOTS = 2
 # Manifests, recipes, sidecars, task JSON and config.json are a few kB (a sidecar listing 1000 class names and a
 # recipe ~50 kB): a larger one is a mistake or an attack, and reading it whole would cost its size several times.
 MAX_DOCUMENT_BYTES = 16 * 2**20
@@ -177,6 +180,16 @@ class PathPolicy:
         )
 
 
+def _env_count(name: str) -> int | None:
+    """A whole number ≥ 1 from the environment variable `name` (None when unset or empty)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise SchemaError(name, f"is {raw!r}", fix=f"set {name} to a whole number ≥ 1, or unset it")
+    return int(raw)
+
+
 def _usage(name: str, folder: Path) -> FolderUsage:
     files = size = 0
     for parent, _, names in os.walk(folder):
@@ -213,16 +226,17 @@ class HomeConfig:
 
     allowed_roots: tuple[Path, ...] = ()
     cache_budget_mb: float | None = None
+    job_slots: int | None = None  # jobs the dashboard runs at once on the CPU (None: JOB_SLOTS)
+    job_threads: int | None = None  # torch threads per job (None: its share of the idle cores)
 
     @staticmethod
     def parse(config: object, file: Path) -> HomeConfig:
         if not isinstance(config, dict):
             raise SchemaError(file, "is not a JSON object", fix='write {"allowed_roots": [...]}')
-        unknown = sorted(set(config) - {"allowed_roots", "cache_budget_mb"})
+        known = ("allowed_roots", "cache_budget_mb", "job_slots", "job_threads")
+        unknown = sorted(set(config) - set(known))
         if unknown:
-            raise SchemaError(
-                file, f"has the unknown field {unknown[0]!r}", fix="use only allowed_roots and cache_budget_mb"
-            )
+            raise SchemaError(file, f"has the unknown field {unknown[0]!r}", fix=f"use only {', '.join(known)}")
         roots = config.get("allowed_roots", [])
         if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
             raise SchemaError(
@@ -231,7 +245,11 @@ class HomeConfig:
         mb = config.get("cache_budget_mb")
         if mb is not None and (isinstance(mb, bool) or not isinstance(mb, (int, float)) or not mb >= 0):
             raise SchemaError(file, f"cache_budget_mb is {mb!r}", fix="write a number of MB ≥ 0")
-        return HomeConfig(tuple(Path(r).expanduser().resolve() for r in roots), mb)
+        counts = {name: config.get(name) for name in ("job_slots", "job_threads")}
+        for name, n in counts.items():
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise SchemaError(file, f"{name} is {n!r}", fix="write a whole number ≥ 1, or leave it out")
+        return HomeConfig(tuple(Path(r).expanduser().resolve() for r in roots), mb, **counts)
 
 
 @dataclass(frozen=True)
@@ -308,6 +326,16 @@ class DataHome:
         """`cache_budget_mb` from config.json (MB of computed results kept in memory), else `default_mb`."""
         mb = self.config().cache_budget_mb
         return int((default_mb if mb is None else mb) * (1 << 20))
+
+    def job_slots(self) -> int:
+        """How many jobs the dashboard runs at once on the CPU: MERGELAB_JOB_SLOTS, else config.json's
+        `job_slots`, else JOB_SLOTS (a GPU runs one job per device: engine/jobs/runner.py)."""
+        return _env_count("MERGELAB_JOB_SLOTS") or self.config().job_slots or JOB_SLOTS
+
+    def job_threads(self) -> int | None:
+        """Torch threads per job: MERGELAB_JOB_THREADS, else config.json's `job_threads`, else None (each job
+        its share of the idle cores)."""
+        return _env_count("MERGELAB_JOB_THREADS") or self.config().job_threads
 
     def config(self) -> HomeConfig:
         """config.json (empty when absent), every field checked, whichever field the caller wants: the

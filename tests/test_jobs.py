@@ -347,3 +347,53 @@ def test_a_job_reports_where_its_rate_starts_in_the_runner_and_the_run_log(tmp_p
     running = progress.of_status(replace(status, finished_at=None, step=2), now=status.stepping_since + 3.0)
     assert running.left_s == 0.0 and running.elapsed_s >= 3.0
     assert progress.of_record(record).left_s is None  # finished: no estimate
+
+
+def test_a_sweep_submitted_behind_a_running_finetune_starts_and_reports_progress(tiny_collection_dir, tmp_path):
+    from engine.jobs.finetune import finetune_job
+    from engine.jobs.sweep import sweep_job
+    from engine.runs.log import RunLog
+    from engine.train.finetune import FinetuneConfig
+    from engine.workspace import Workspace
+
+    ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
+    log = RunLog(tmp_path / "runs.sqlite3")
+    runner = LocalRunner(run_log=log, cpu_slots=2)
+    config = FinetuneConfig(mode="standard", steps=100_000, batch_size=8)  # runs until cancelled
+    finetune = runner.submit(
+        "fine-tune", finetune_job, workspace=ws, task=ws.task_names[0], config=config, out_root=tmp_path / "ft"
+    )
+    try:
+        while runner.status(finetune).step < 1:
+            assert runner.status(finetune).state in (JobState.QUEUED, JobState.RUNNING), runner.status(finetune).error
+            time.sleep(0.05)
+        args = dict(tasks=ws.task_names, method="task_arithmetic", params={}, param="lam", split="val")
+        sweep = runner.submit("sweep", sweep_job, workspace=ws, run_log=log, values=[0.0, 0.5, 1.0], **args)
+        done = runner.wait(sweep, timeout=120)
+        assert done.state is JobState.DONE and (done.step, done.total) == (3, 3)
+        assert log.job(sweep).step == 3 and runner.status(finetune).state is JobState.RUNNING  # side by side
+    finally:
+        runner.cancel(finetune)
+    assert runner.wait(finetune, timeout=60).state is JobState.CANCELLED
+
+
+def test_job_slots_and_threads_come_from_the_environment_then_config_json(tmp_path, monkeypatch):
+    import json
+
+    from engine.errors import SchemaError
+    from engine.home import JOB_SLOTS, DataHome
+
+    home = DataHome(tmp_path)
+    monkeypatch.delenv("MERGELAB_JOB_SLOTS", raising=False)
+    monkeypatch.delenv("MERGELAB_JOB_THREADS", raising=False)
+    assert (home.job_slots(), home.job_threads()) == (JOB_SLOTS, None)
+    home.config_file.write_text(json.dumps({"job_slots": 3, "job_threads": 1}))
+    assert (home.job_slots(), home.job_threads()) == (3, 1)
+    monkeypatch.setenv("MERGELAB_JOB_SLOTS", "4")
+    assert home.job_slots() == 4
+    monkeypatch.setenv("MERGELAB_JOB_THREADS", "two")
+    with pytest.raises(SchemaError, match="MERGELAB_JOB_THREADS"):
+        home.job_threads()
+    home.config_file.write_text(json.dumps({"job_slots": 0}))
+    with pytest.raises(SchemaError, match="job_slots is 0"):
+        home.config()

@@ -135,7 +135,8 @@ def job_runner() -> LocalRunner:
 
 @st.cache_resource(max_entries=4)
 def _job_runner(path: str) -> LocalRunner:
-    return LocalRunner(run_log=_run_log(path))
+    home = DataHome.from_env()
+    return LocalRunner(run_log=_run_log(path), threads=home.job_threads(), cpu_slots=home.job_slots())
 
 
 def submit_job(spec: JobSpec) -> int:

@@ -1,10 +1,12 @@
-"""Background jobs: progress, cooperative cancel, one job at a time per device, the rest queued.
+"""Background jobs: progress, cooperative cancel, a few jobs at a time per device, the rest queued.
 
 A job is a plain function `fn(ctx: JobContext, **kwargs) -> result` that calls `ctx.report(...)`
 between steps and `ctx.check_cancelled()` where stopping is safe. `LocalRunner` runs jobs on threads,
 one worker per device: threads share the process's cached models and CUDA context (a process per job
 would reload every model and could not share GPU tensors), and torch releases the GIL inside its
-kernels. `JobRunner` is the interface pages use, so another backend (e.g. Ray) can be added later
+kernels. A GPU runs one job at a time (one queue slot per device: jobs there are big and share its memory);
+the CPU runs `cpu_slots` at once (the dashboard's: config.json's `job_slots`), so a sweep need not wait
+behind a fine-tune. `JobRunner` is the interface pages use, so another backend (e.g. Ray) can be added later
 without touching pages or jobs.
 Given a run log, the runner records every job there from its submission on (engine/runs/log.py): its
 owner, a JSON description of what it runs with, its state, progress and last metrics; so a reload or a
@@ -134,14 +136,16 @@ class JobRunner(Protocol):
 
 
 class LocalRunner:
-    """Threads, one FIFO queue and worker per device; all state lives in the instance (and, given
-    `run_log`, in its jobs table too)."""
+    """Threads, one FIFO queue per device with its slots' workers; all state lives in the instance (and,
+    given `run_log`, in its jobs table too)."""
 
-    def __init__(self, *, run_log: RunLog | None = None, threads: int | None = None) -> None:
-        """`threads`: torch threads per job (None: `job_threads`' share of the cores, fewer on a busy machine)."""
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads per job must be at least 1, got {threads}")
-        self.threads = threads
+    def __init__(self, *, run_log: RunLog | None = None, threads: int | None = None, cpu_slots: int = 1) -> None:
+        """`threads`: torch threads per job (None: `job_threads`' share of the cores, fewer on a busy machine);
+        `cpu_slots`: jobs the CPU runs at once (a GPU device runs one)."""
+        for name, n in (("threads", threads), ("cpu_slots", cpu_slots)):
+            if n is not None and n < 1:
+                raise ValueError(f"{name} must be at least 1, got {n}")
+        self.threads, self.cpu_slots = threads, cpu_slots
         self._threads_in_use: dict[int, tuple[int, int]] = {}  # running job → (its worker thread, its threads)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -178,9 +182,10 @@ class LocalRunner:
             self._on_cancel[job_id] = []
             if device not in self._queues:
                 self._queues[device] = queue.Queue()
-                threading.Thread(
-                    target=self._worker, args=(device,), daemon=True, name=f"mergelab-jobs-{device}"
-                ).start()
+                for slot in range(self.cpu_slots if device == "cpu" else 1):
+                    threading.Thread(
+                        target=self._worker, args=(device,), daemon=True, name=f"mergelab-jobs-{device}-{slot}"
+                    ).start()
         self._queues[device].put((job_id, fn, kwargs))
         return job_id
 

@@ -18,6 +18,8 @@ def test_a_job_stays_with_its_browser_and_a_shared_link_hands_out_no_cancel(serv
 
     link = f"{server}/finetune"
     page.goto(link, timeout=60_000)
+    start = page.get_by_role("button", name="Fine-tune as a background job")
+    expect(start).to_be_visible(timeout=SLOW_S)  # the first open builds the workspace
     _standard_finetune(page, 100_000)  # runs until this test cancels it
     page.get_by_role("button", name="Fine-tune as a background job").click()
     expect(page.get_by_test_id("stProgress").filter(has_text="#1")).to_contain_text("running", timeout=SLOW_S)
