@@ -397,3 +397,20 @@ def test_job_slots_and_threads_come_from_the_environment_then_config_json(tmp_pa
     home.config_file.write_text(json.dumps({"job_slots": 0}))
     with pytest.raises(SchemaError, match="job_slots is 0"):
         home.config()
+
+
+def test_progress_goes_to_the_jobs_table_in_bounded_writes_and_the_end_carries_the_latest(tmp_path):
+    from engine.runs.log import RunLog
+
+    class CountingLog(RunLog):
+        writes = 0
+
+        def update_job(self, job_id, **changes):
+            CountingLog.writes += 1
+            super().update_job(job_id, **changes)
+
+    runner = LocalRunner(run_log=CountingLog(tmp_path / "runs.sqlite3"))
+    status = runner.wait(runner.submit("sum", counting_job, steps=400), timeout=30)
+    record = runner.run_log.job(status.id)
+    assert (record.state, record.step, record.metrics) == ("done", 400, {"partial_sum": sum(i * i for i in range(400))})
+    assert CountingLog.writes < 50  # not one commit per step: running, the first step, a few more, done
