@@ -17,7 +17,7 @@ def test_a_job_stays_with_its_browser_and_a_shared_link_hands_out_no_cancel(serv
     from playwright.sync_api import expect
 
     link = f"{server}/finetune"
-    page.goto(link, timeout=60_000)
+    page.goto(link, timeout=SLOW_S)
     start = page.get_by_role("button", name="Fine-tune as a background job")
     expect(start).to_be_visible(timeout=SLOW_S)  # the first open builds the workspace
     _standard_finetune(page, 100_000)  # runs until this test cancels it
@@ -31,14 +31,14 @@ def test_a_job_stays_with_its_browser_and_a_shared_link_hands_out_no_cancel(serv
     expect(page.get_by_role("button", name="Cancel")).to_be_visible(timeout=SLOW_S)
 
     tab = page.context.new_page()  # a second tab of the same browser
-    tab.goto(link, timeout=60_000)
+    tab.goto(link, timeout=SLOW_S)
     expect(tab.get_by_test_id("stProgress").filter(has_text="#1")).to_be_visible(timeout=SLOW_S)
     expect(tab.get_by_role("button", name="Cancel")).to_be_visible(timeout=SLOW_S)
 
     stranger_context = browser.new_context()  # another browser, given the same link
     try:
         stranger = stranger_context.new_page()
-        stranger.goto(link, timeout=60_000)
+        stranger.goto(link, timeout=SLOW_S)
         expect(stranger.get_by_test_id("stProgress").filter(has_text="#1")).to_be_visible(timeout=SLOW_S)
         expect(stranger.get_by_text("another session's")).to_be_visible(timeout=SLOW_S)
         expect(stranger.get_by_role("button", name="Cancel")).to_have_count(0)
