@@ -146,7 +146,7 @@ def restore_job(
 ):
     """The job a page shows: the one this session started (its id in st.session_state[session_key]), else,
     as after a browser reload, the newest job of `kind` on `collection` that this server runs or ran, put in
-    st.session_state[session_key] (read-only: a reload is a new session, `job_progress` offers no Cancel).
+    st.session_state[session_key] (with its Cancel where this browser started it: ui/owner.py).
     A page that shows its job only for the setting it was started with gets that setting back too:
     st.session_state[for_key] = setting_of(the job's arguments). Returns the JobRecord it restored, else None."""
     if st.session_state.get(session_key) is not None:
