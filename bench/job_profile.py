@@ -74,10 +74,10 @@ def _run_job(runner, ws, ref, kind: str, args: dict) -> dict:
         for name, (f, fn) in PARTS.items()
     }
     wall = time.perf_counter() - began
-    first_step = status.stepping_since - status.started_at if status.stepping_since else None
+    first_step = status.stepping_from == 1 and status.stepping_since - status.started_at  # one total throughout
     return {
         "wall_s": round(wall, 2),
-        "set_up_to_first_step_s": round(first_step, 2) if first_step is not None else None,
+        **({"set_up_to_first_step_s": round(first_step, 2)} if first_step else {}),
         "seconds": {k: v for k, v in seconds.items() if v},
         "load_average_1min": round(os.getloadavg()[0], 2),
     }

@@ -181,8 +181,8 @@ def owns_job(job_id: int) -> bool:
 
 def latest_job(kind: str, collection: str) -> JobRecord | None:
     """The newest job of `kind` on `collection` that this server's runner holds, whoever started it: after a
-    reload (a new session; the same browser, so the same owner) the page finds the job it started. A job of an earlier server
-    process (interrupted) is listed on Jobs & runs only."""
+    reload (a new session; the same browser, so the same owner) the page finds the job it started. A job of
+    an earlier server process (interrupted) is listed on Jobs & runs only."""
     held = {job.id for job in job_runner().jobs()}
     for record in run_log().jobs():
         on = record.spec.get("workspace", {}).get("collection")

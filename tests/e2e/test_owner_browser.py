@@ -21,7 +21,9 @@ def test_a_job_stays_with_its_browser_and_a_shared_link_hands_out_no_cancel(serv
     start = page.get_by_role("button", name="Fine-tune as a background job")
     expect(start).to_be_visible(timeout=SLOW_S)  # the first open builds the workspace
     _standard_finetune(page, 100_000)  # runs until this test cancels it
-    page.get_by_role("button", name="Fine-tune as a background job").click()
+    app = page.get_by_test_id("stApp")  # the settings' reruns done before the click (a loaded machine lags)
+    expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=SLOW_S)
+    start.click()
     expect(page.get_by_test_id("stProgress").filter(has_text="#1")).to_contain_text("running", timeout=SLOW_S)
     expect(page.get_by_role("button", name="Cancel")).to_be_visible(timeout=SLOW_S)
     assert COOKIE in {c["name"] for c in page.context.cookies()} and COOKIE not in page.url
