@@ -138,9 +138,7 @@ def _value(form: JobForm, field: Field, raw: Any) -> Any:
 
 def _reference(args: argparse.Namespace, *, home: DataHome, policy: PathPolicy) -> WorkspaceRef:
     """The workspace the flags name, by value (sidecars only: the job opens the checkpoints and checks them)."""
-    collection = open_for_user(args.collection, home=home, policy=policy)
-    for warning in collection.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    collection = open_for_user(args.collection, home=home, policy=policy)  # an unreadable entry refuses the pool
     tasks = tuple(args.tasks or collection.task_names)
     ref = WorkspaceRef.of_selection(
         collection, tasks=tasks, variants=_variants(args.variant, tasks), device=str(pick_device(args.device))
@@ -227,7 +225,7 @@ _SPEC_FIX = "write the JSON a job's spec is (`python -m engine <job> --print-spe
 def run_spec(spec: JobSpec, *, home: DataHome, policy: PathPolicy) -> int:
     """Run a spec as the dashboard does (recorded in the run log); print and write its outcome."""
     log = RunLog(home.runs / "runs.sqlite3")
-    runner = LocalRunner(run_log=log)
+    runner = LocalRunner(run_log=log, threads=home.job_threads())  # MERGELAB_JOB_THREADS pins the bits' thread count
     job_id = submit(runner, spec, owner="cli", resolve=lambda ref: open_workspace(ref, home=home, policy=policy))
     with tqdm(desc=spec.name or spec.kind, disable=None, file=sys.stderr) as bar:
         try:

@@ -32,6 +32,9 @@ from engine.errors import MergelabError, PathNotAllowedError, SchemaError, Speci
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 SUBFOLDERS = ("runs", "cache", "checkpoints", "exports")
 STORE_CHOICES = ("auto", "memory", "built", "built-bf16")  # how a pool opens: the plan's pick, or one backing
+# Our choice: two jobs at once on the CPU by default (a sweep need not wait behind a fine-tune); a lone job
+# still gets every idle core (engine/jobs/runner.job_threads splits the cores among the running jobs).
+JOB_SLOTS = 2
 # Manifests, recipes, sidecars, task JSON and config.json are a few kB (a sidecar listing 1000 class names and a
 # recipe ~50 kB): a larger one is a mistake or an attack, and reading it whole would cost its size several times.
 MAX_DOCUMENT_BYTES = 16 * 2**20
@@ -179,6 +182,16 @@ class PathPolicy:
         )
 
 
+def _env_count(name: str) -> int | None:
+    """A whole number ≥ 1 from the environment variable `name` (None when unset or empty)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise SchemaError(name, f"is {raw!r}", fix=f"set {name} to a whole number ≥ 1, or unset it")
+    return int(raw)
+
+
 def _usage(name: str, folder: Path) -> FolderUsage:
     files = size = 0
     for parent, _, names in os.walk(folder):
@@ -216,18 +229,17 @@ class HomeConfig:
     allowed_roots: tuple[Path, ...] = ()
     cache_budget_mb: float | None = None
     store: str = "auto"
+    job_slots: int | None = None  # jobs the dashboard runs at once on the CPU (None: JOB_SLOTS)
+    job_threads: int | None = None  # torch threads per job (None: its share of the idle cores)
 
     @staticmethod
     def parse(config: object, file: Path) -> HomeConfig:
         if not isinstance(config, dict):
             raise SchemaError(file, "is not a JSON object", fix='write {"allowed_roots": [...]}')
-        unknown = sorted(set(config) - {"allowed_roots", "cache_budget_mb", "store"})
+        known = ("allowed_roots", "cache_budget_mb", "job_slots", "job_threads", "store")
+        unknown = sorted(set(config) - set(known))
         if unknown:
-            raise SchemaError(
-                file,
-                f"has the unknown field {unknown[0]!r}",
-                fix="use only allowed_roots, cache_budget_mb and store",
-            )
+            raise SchemaError(file, f"has the unknown field {unknown[0]!r}", fix=f"use only {', '.join(known)}")
         roots = config.get("allowed_roots", [])
         if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
             raise SchemaError(
@@ -239,7 +251,11 @@ class HomeConfig:
         store = config.get("store", "auto")
         if store not in STORE_CHOICES:
             raise SchemaError(file, f"store is {store!r}", fix=f"write one of {', '.join(STORE_CHOICES)}")
-        return HomeConfig(tuple(Path(r).expanduser().resolve() for r in roots), mb, store)
+        counts = {name: config.get(name) for name in ("job_slots", "job_threads")}
+        for name, n in counts.items():
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise SchemaError(file, f"{name} is {n!r}", fix="write a whole number ≥ 1, or leave it out")
+        return HomeConfig(tuple(Path(r).expanduser().resolve() for r in roots), mb, store, **counts)
 
 
 @dataclass(frozen=True)
@@ -326,6 +342,16 @@ class DataHome:
     def stores(self) -> Path:
         """Built task stores (engine/store/built.py): derived from the checkpoints, rebuilt when missing."""
         return self.cache / "stores"
+
+    def job_slots(self) -> int:
+        """How many jobs the dashboard runs at once on the CPU: MERGELAB_JOB_SLOTS, else config.json's
+        `job_slots`, else JOB_SLOTS (a GPU runs one job per device: engine/jobs/runner.py)."""
+        return _env_count("MERGELAB_JOB_SLOTS") or self.config().job_slots or JOB_SLOTS
+
+    def job_threads(self) -> int | None:
+        """Torch threads per job: MERGELAB_JOB_THREADS, else config.json's `job_threads`, else None (each job
+        its share of the idle cores)."""
+        return _env_count("MERGELAB_JOB_THREADS") or self.config().job_threads
 
     def config(self) -> HomeConfig:
         """config.json (empty when absent), every field checked, whichever field the caller wants: the

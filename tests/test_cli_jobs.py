@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine import cli_jobs
 from engine.cli import main
@@ -65,8 +66,10 @@ def _page_job(command: str, values: dict, ws: Workspace, out: Path):
 
 
 @pytest.mark.parametrize("command", CASES)
-def test_the_command_gives_the_page_job_s_result(command, page_workspace, data_home, tmp_path, capsys):
+def test_the_command_gives_the_page_job_s_result(command, page_workspace, data_home, tmp_path, capsys, monkeypatch):
     flags, values = CASES[command]
+    # the same bits need the same torch thread count: the command's job runs with this process's
+    monkeypatch.setenv("MERGELAB_JOB_THREADS", str(torch.get_num_threads()))
     spec = JobSpec.from_json(json.dumps(_command([command, *ON_THE_ZOO, *flags, "--print-spec"], capsys)))
     document = _command([command, *ON_THE_ZOO, *flags], capsys)
     args, result = _page_job(command, values, page_workspace, tmp_path / "page-home")

@@ -143,7 +143,8 @@ def job_runner() -> LocalRunner:
 
 @st.cache_resource(max_entries=4)
 def _job_runner(path: str) -> LocalRunner:
-    return LocalRunner(run_log=_run_log(path))
+    home = DataHome.from_env()
+    return LocalRunner(run_log=_run_log(path), threads=home.job_threads(), cpu_slots=home.job_slots())
 
 
 def submit_job(spec: JobSpec) -> int:
@@ -162,11 +163,13 @@ def resolve_workspace(ref: WorkspaceRef) -> Workspace:
 
 
 def session_owner() -> str:
-    """The browser session's id: the owner recorded with each job it starts."""
+    """The browser's owner id (ui/owner.py: a cookie's token, hashed): the owner recorded with each job it
+    starts, the same after a reload and in another tab of the same browser."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    ctx = get_script_run_ctx()
-    return ctx.session_id if ctx is not None else "script"
+    from ui import owner
+
+    return owner.owner() if get_script_run_ctx() is not None else "script"
 
 
 def job_owner(job_id: int) -> str:
@@ -186,8 +189,8 @@ def owns_job(job_id: int) -> bool:
 
 def latest_job(kind: str, collection: str) -> JobRecord | None:
     """The newest job of `kind` on `collection` that this server's runner holds, whoever started it: after a
-    reload (a new session, so a new owner) the page finds the job it started. A job of an earlier server
-    process (interrupted) is listed on Jobs & runs only."""
+    reload (a new session; the same browser, so the same owner) the page finds the job it started. A job of
+    an earlier server process (interrupted) is listed on Jobs & runs only."""
     held = {job.id for job in job_runner().jobs()}
     for record in run_log().jobs():
         on = record.spec.get("workspace", {}).get("collection")

@@ -9,12 +9,13 @@ from typing import Any
 import streamlit as st
 
 from engine.home import DataHome
+from engine.jobs import progress
 from engine.jobs.forms import IMPORTANCE, TAUJP, JobForm
 from engine.merge import MergeMethod, Param
 from engine.merge.declaration import ParamValue
 from engine.sta.importance import KINDS
 from engine.workspace import Workspace
-from ui import links, resources
+from ui import formats, links, resources
 from ui.state import CHOICE, current_collection
 
 
@@ -43,8 +44,19 @@ def param_links(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) ->
 
 
 def _slider(label: str, param: Param, key: str) -> float:
+    """A float slider; a count (whole default, bounds and step, e.g. WUDI's steps) reads as an integer, not as
+    Streamlit's float default format '%0.2f' ("300.00")."""
     st.session_state.setdefault(key, param.default)
-    return st.slider(label, min_value=param.low, max_value=param.high, step=param.step, key=key, help=param.help)
+    counts = all(float(v).is_integer() for v in (param.default, param.low, param.high, param.step))
+    return st.slider(
+        label,
+        min_value=param.low,
+        max_value=param.high,
+        step=param.step,
+        key=key,
+        help=param.help,
+        format="%d" if counts else None,
+    )
 
 
 def method_params(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) -> dict[str, ParamValue]:
@@ -169,7 +181,7 @@ def restore_job(
 ):
     """The job a page shows: the one this session started (its id in st.session_state[session_key]), else,
     as after a browser reload, the newest job of `kind` on `collection` that this server runs or ran, put in
-    st.session_state[session_key] (read-only: a reload is a new session, `job_progress` offers no Cancel).
+    st.session_state[session_key] (with its Cancel where this browser started it: ui/owner.py).
     A page that shows its job only for the setting it was started with gets that setting back too:
     st.session_state[for_key] = setting_of(the job's arguments). Returns the JobRecord it restored, else None."""
     if st.session_state.get(session_key) is not None:
@@ -194,9 +206,12 @@ def job_progress(session_key: str):
     runner = resources.job_runner()
     job = runner.status(job_id)
     left, right = st.columns([5, 1])
+    timing = formats.job_time(progress.of_status(job))
     left.progress(
         job.fraction if job.state not in FINISHED else 1.0,
-        text=f"#{job.id} {job.name} · {job.state.value}" + (f" · {job.message}" if job.message else ""),
+        text=f"#{job.id} {job.name} · {job.state.value}"
+        + (f" · {job.message}" if job.message else "")
+        + (f" · {timing}" if timing else ""),
     )
     if job.state not in FINISHED:
         if not resources.owns_job(job.id):

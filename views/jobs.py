@@ -3,7 +3,8 @@
 import streamlit as st
 
 from engine.home import DataHome
-from ui import figures, resources
+from engine.jobs import progress
+from ui import figures, formats, resources
 
 st.header("Jobs and runs")
 resources.job_runner()  # one per server: it marks the jobs a crashed server left as interrupted
@@ -20,7 +21,10 @@ def live_jobs() -> None:
     me = resources.session_owner()
     for record in records:
         left, right = st.columns([5, 1])
-        label = f"#{record.id} {record.name} · {record.state}" + (f" · {record.message}" if record.message else "")
+        timing = formats.job_time(progress.of_record(record))
+        label = f"#{record.id} {record.name} · {record.state}" + "".join(
+            f" · {part}" for part in (record.message, timing) if part
+        )
         active = record.state in ("queued", "running")
         left.progress(record.step / record.total if active and record.total else 1.0, text=label)
         if active and record.owner == me and right.button("Cancel", key=f"cancel-{record.id}"):
