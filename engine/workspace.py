@@ -25,7 +25,7 @@ import torch
 
 from engine.cache.memory import ComputeCache
 from engine.errors import CheckpointError
-from engine.eval.evaluate import evaluate
+from engine.eval.evaluate import evaluate, evaluate_per_task
 from engine.eval.results import MergeComparison, Sweep
 from engine.eval.suite import EvalSuite, Progress
 from engine.io.checkpoints import CheckpointMeta
@@ -319,6 +319,12 @@ class Workspace:
         """θ [P] merged from the chosen tasks' vectors (`MergeSession.merge`: from cached parts where it can)."""
         return self.merges.merge(tasks, method, params, progress=progress)
 
+    def task_model(
+        self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue], task: str
+    ) -> torch.Tensor:
+        """θ_t [P]: the model serving `task` (`MergeSession.task_model`: task-specific methods build their own)."""
+        return self.merges.task_model(tasks, method, params, task)
+
     def kept(
         self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]
     ) -> torch.Tensor | None:
@@ -384,9 +390,24 @@ class Workspace:
         progress: Progress | None,
     ) -> MergeComparison:
         finetuned = self.finetuned(split)
-        merged = evaluate(
-            self.merge(tasks, method, params), self.suite, split, tasks=tasks, reference=finetuned, progress=progress
-        )
+        if method.task_specific:  # task t scored with task t's own model, built on the fly
+            merged = evaluate_per_task(
+                lambda task: self.merges.task_model(tasks, method, params, task),
+                self.suite,
+                split,
+                tasks=tasks,
+                reference=finetuned,
+                progress=progress,
+            )
+        else:
+            merged = evaluate(
+                self.merge(tasks, method, params),
+                self.suite,
+                split,
+                tasks=tasks,
+                reference=finetuned,
+                progress=progress,
+            )
         zero_shot = self.zero_shot(split)
         return MergeComparison(split, tasks, merged, {t: zero_shot[t] for t in tasks}, {t: finetuned[t] for t in tasks})
 

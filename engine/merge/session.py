@@ -28,6 +28,7 @@ from engine.merge.analysis import SparsityReport, masked_sparsity
 from engine.merge.declaration import MergeMethod, ParamValue
 from engine.merge.registry import apply_resolved, get_method, scale_parts_resolved
 from engine.merge.subspace import LayerRank
+from engine.merge.task_models import TaskParts
 from engine.merge.wudi import StepProgress
 from engine.params import TaskMatrix, take_rows
 
@@ -97,6 +98,29 @@ class MergeSession:
             spec=self.matrix.spec,
             keep=self._kept(plan) if cached_mask else None,
         )
+
+    def task_model(
+        self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue], task: str
+    ) -> torch.Tensor:
+        """θ_t [P]: the model a task-specific `method` serves `task` (one of `tasks`) with, built from the cached
+        shared vector and task `task`'s bit mask and rescaler; a single-model method's merge for every task."""
+        if task not in tasks:
+            raise ParameterError(f"task {task!r}", "is not one of the merged tasks", fix=f"use one of {list(tasks)}")
+        plan = self.plan(tasks, method, params)
+        if not plan.method.task_specific:
+            return self.merge(tasks, plan.method, params)
+        return self.task_parts(plan).model(self.matrix.theta0, plan.tasks.index(task))
+
+    def task_parts(self, plan: MergePlan) -> TaskParts:
+        """A task-specific method's shared vector, packed masks and rescalers at `plan`'s parameters (all of them:
+        TALL's masks read its α), computed once and kept in the cache (4P + K·P/8 bytes, not K models)."""
+        key = (self.fingerprint, "task_parts", plan.tasks, plan.method.name, _frozen(plan.resolved))
+
+        def compute() -> TaskParts:
+            extra = {"spec": self.matrix.spec} if plan.method.per_layer else {}
+            return plan.method.task_parts(self.matrix.theta0, self.matrix.rows(plan.tasks), **plan.resolved, **extra)
+
+        return self.cache.get_or_compute(key, compute)
 
     def kept(
         self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]
@@ -224,6 +248,11 @@ class MergeSession:
         """What the method keeps and where the kept entries disagree, from the mask a per-task merge shares."""
         mask = self.kept(tasks, method, params)  # bool [k, P] or None
         return masked_sparsity(self.matrix.rows(tasks), mask, tasks=tasks, spec=self.matrix.spec)
+
+
+def _frozen(resolved: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Resolved parameters as a cache key: a per-task tensor as its tuple of floats."""
+    return tuple((n, tuple(v.tolist()) if isinstance(v, torch.Tensor) else v) for n, v in sorted(resolved.items()))
 
 
 def _without_theta0(

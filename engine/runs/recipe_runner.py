@@ -6,6 +6,7 @@ made either way leaves the same artifacts and the same run-log row.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import CheckpointError, ParameterError
-from engine.eval.evaluate import EvalResult, evaluate
+from engine.eval.evaluate import EvalResult, evaluate, evaluate_per_task
 from engine.eval.suite import Progress
 from engine.home import DataHome, PathPolicy
 from engine.io.checkpoints import Checkpoint
@@ -68,7 +69,7 @@ def run_recipe(
     checkpoint = export_merged(out, merged, ws.matrix.spec, pretrained=ws.pretrained, recipe=filled)
     result = None
     if recipe.evaluate:
-        result = evaluate(merged, ws.suite, recipe.evaluate, tasks=tasks, progress=progress)
+        result = _evaluated(ws, recipe, tasks, merged, progress)
     run_id = RunLog(home.runs / "runs.sqlite3").record(
         "recipe",
         method=recipe.method,
@@ -189,3 +190,13 @@ def save_merge_run(
 
 def _default_name(recipe: MergeRecipe) -> str:
     return f"{recipe.method}-{len(recipe.tasks)}tasks-{recipe.created.replace(':', '').replace('-', '')[:15]}"
+
+
+def _evaluated(
+    ws: Workspace, recipe: MergeRecipe, tasks: tuple[str, ...], merged: torch.Tensor, progress: Progress | None
+) -> EvalResult:
+    """The merge's accuracy on the recipe's split; a task-specific method scores each task with its own model."""
+    if not get_method(recipe.method).task_specific:
+        return evaluate(merged, ws.suite, recipe.evaluate, tasks=tasks, progress=progress)
+    model_of = functools.partial(ws.task_model, tasks, recipe.method, recipe.params)
+    return evaluate_per_task(model_of, ws.suite, recipe.evaluate, tasks=tasks, progress=progress)
