@@ -20,6 +20,7 @@ from engine.eval.suite import Progress
 from engine.home import DataHome, PathPolicy
 from engine.io.checkpoints import Checkpoint
 from engine.merge import get_method
+from engine.merge.pipeline import split_params
 from engine.pool.access import open_for_user
 from engine.pool.collection import Collection
 from engine.runs.export import export_merged
@@ -62,8 +63,8 @@ def run_recipe(
     skipped = tuple(str(s) for s in ws.collection.skipped)
     tasks = tuple(recipe.tasks or ws.task_names)
     _check_matches(recipe, ws, tasks)
-    get_method(recipe.method).resolve(recipe.params, num_tasks=len(tasks))
-    merged = ws.merge(tasks, recipe.method, recipe.params)  # [P]; STA methods get their importance
+    get_method(recipe.method).resolve(split_params(recipe.params, recipe.calibrate)[0], num_tasks=len(tasks))
+    merged = ws.merge(tasks, recipe.method, recipe.params, calibrate=recipe.calibrate)  # [P]
     filled = recipe.model_copy(update={"pretrained_sha256": ws.pretrained.tensors_sha256, "tasks": tasks})
     out = out or home.exports / f"{recipe.output or _default_name(filled)}.safetensors"
     checkpoint = export_merged(out, merged, ws.matrix.spec, pretrained=ws.pretrained, recipe=filled)
@@ -121,7 +122,7 @@ def select(recipe: MergeRecipe, collection: Collection) -> RecipeSelection:
                 "no such fine-tuned checkpoint in the collection",
                 fix=f"choose one of {sorted(collection.variants(task))} for {task}",
             )
-    get_method(recipe.method).resolve(recipe.params, num_tasks=len(tasks))
+    get_method(recipe.method).resolve(split_params(recipe.params, recipe.calibrate)[0], num_tasks=len(tasks))
     fallback = {
         t: recipe.variant if recipe.variant in collection.variants(t) else "standard" for t in collection.task_names
     }
@@ -196,7 +197,7 @@ def _evaluated(
     ws: Workspace, recipe: MergeRecipe, tasks: tuple[str, ...], merged: torch.Tensor, progress: Progress | None
 ) -> EvalResult:
     """The merge's accuracy on the recipe's split; a task-specific method scores each task with its own model."""
-    if not get_method(recipe.method).task_specific:
+    if recipe.calibrate or not get_method(recipe.method).task_specific:
         return evaluate(merged, ws.suite, recipe.evaluate, tasks=tasks, progress=progress)
     model_of = functools.partial(ws.task_model, tasks, recipe.method, recipe.params)
     return evaluate_per_task(model_of, ws.suite, recipe.evaluate, tasks=tasks, progress=progress)
