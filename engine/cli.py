@@ -79,8 +79,10 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=V[,V...]",
-        help="method parameter; comma-separated values give one per task",
+        help="method parameter; comma-separated values give one per task; a calibrator's as svc.alpha=V",
     )
+    mg.add_argument("--calibrate", action="append", default=[], help="calibrator after the merge: lines, svc")
+    mg.add_argument("--transform", action="append", default=[], help="transform of the task vectors (none yet)")
     mg.add_argument("--variant", default="standard", help="fine-tuned variant to merge")
     mg.add_argument("--out", required=True, help="output .safetensors (a bare name goes to <data home>/exports)")
     mg.add_argument("--eval", dest="eval_split", help="also evaluate the merge on this split")
@@ -319,6 +321,8 @@ def _run_merge(args: argparse.Namespace) -> int:
         "variant": args.variant,
         "method": args.method,
         "params": _parse_params(args.param),
+        "calibrate": args.calibrate,
+        "transform": args.transform,
         "evaluate": args.eval_split,
         "output": out.stem,
     }

@@ -25,7 +25,7 @@ import torch
 
 from engine.cache.memory import ComputeCache
 from engine.errors import CheckpointError
-from engine.eval.evaluate import evaluate
+from engine.eval.evaluate import evaluate, evaluate_per_task
 from engine.eval.results import MergeComparison, Sweep
 from engine.eval.suite import EvalSuite, Progress
 from engine.io.checkpoints import CheckpointMeta
@@ -337,9 +337,17 @@ class Workspace:
         params: Mapping[str, ParamValue],
         *,
         progress: StepProgress | None = None,
+        calibrate: Sequence[str] = (),
     ) -> torch.Tensor:
-        """θ [P] merged from the chosen tasks' vectors (`MergeSession.merge`: from cached parts where it can)."""
-        return self.merges.merge(tasks, method, params, progress=progress)
+        """θ [P] merged from the chosen tasks' vectors (`MergeSession.merge`: from cached parts where it can),
+        then `calibrate`'s calibrators on its update (their parameters namespaced in `params`: `svc.alpha`)."""
+        return self.merges.merge(tasks, method, params, progress=progress, calibrate=calibrate)
+
+    def task_model(
+        self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue], task: str
+    ) -> torch.Tensor:
+        """θ_t [P]: the model serving `task` (`MergeSession.task_model`: task-specific methods build their own)."""
+        return self.merges.task_model(tasks, method, params, task)
 
     def kept(
         self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]
@@ -390,12 +398,14 @@ class Workspace:
         *,
         split: str = "interactive",
         progress: Progress | None = None,
+        calibrate: Sequence[str] = (),
     ) -> MergeComparison:
         """Merged vs zero-shot vs fine-tuned accuracy of one setting, kept in the cache: a page rendering the
-        same setting again (a rerun, another session) evaluates nothing. `progress` follows a computation."""
-        tasks, method = tuple(tasks), get_method(method)
-        key = (self.fingerprint, "compare", tasks, method, _frozen(params), split)
-        return self.cache.get_or_compute(key, lambda: self._compare(tasks, method, params, split, progress))
+        same setting again (a rerun, another session) evaluates nothing. `progress` follows a computation.
+        `calibrate` names calibrators after the base merge (`merge`)."""
+        tasks, method, calibrate = tuple(tasks), get_method(method), tuple(calibrate)
+        key = (self.fingerprint, "compare", tasks, method, _frozen(params), split, calibrate)
+        return self.cache.get_or_compute(key, lambda: self._compare(tasks, method, params, split, progress, calibrate))
 
     def _compare(
         self,
@@ -404,11 +414,27 @@ class Workspace:
         params: Mapping[str, ParamValue],
         split: str,
         progress: Progress | None,
+        calibrate: tuple[str, ...] = (),
     ) -> MergeComparison:
         finetuned = self.finetuned(split)
-        merged = evaluate(
-            self.merge(tasks, method, params), self.suite, split, tasks=tasks, reference=finetuned, progress=progress
-        )
+        if method.task_specific and not calibrate:  # task t scored with task t's own model, built on the fly
+            merged = evaluate_per_task(
+                lambda task: self.merges.task_model(tasks, method, params, task),
+                self.suite,
+                split,
+                tasks=tasks,
+                reference=finetuned,
+                progress=progress,
+            )
+        else:
+            merged = evaluate(
+                self.merge(tasks, method, params),
+                self.suite,
+                split,
+                tasks=tasks,
+                reference=finetuned,
+                progress=progress,
+            )
         zero_shot = self.zero_shot(split)
         return MergeComparison(split, tasks, merged, {t: zero_shot[t] for t in tasks}, {t: finetuned[t] for t in tasks})
 

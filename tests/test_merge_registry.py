@@ -7,6 +7,7 @@ import torch
 from engine.errors import ParameterError, UnknownMethodError
 from engine.merge import METHODS, CompareGrid, MergeMethod, Param, apply
 from engine.merge.analysis import sparsity_report
+from engine.merge.declaration import MASKING
 from engine.merge.kernels import weighted_sum
 from engine.merge.sparsify import kept_count
 from engine.params import ParamSpec
@@ -51,7 +52,7 @@ def test_a_new_masking_method_shows_its_kept_fraction_from_its_declaration():
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_registered_method_declares_a_consistent_selection(name):
     method = METHODS[name]
-    assert (method.selection in ("magnitude", "random_drop", "importance")) == (method.keep_mask is not None)
+    assert (method.selection in MASKING) == (method.keep_mask is not None)
     assert (method.selection == "low_rank") == (method.keep_rank is not None)
     assert method.per_layer == (method.selection == "low_rank" or method.iterative)  # WUDI: per layer, keeps all
     assert set(method.cheap) | set(method.expensive) == {p.name for p in method.params}

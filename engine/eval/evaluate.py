@@ -21,7 +21,7 @@ per task, merged accuracy / the task's own fine-tuned accuracy, then the mean ov
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -83,6 +83,36 @@ def evaluate(
     progress: Progress | None = None,
 ) -> EvalResult:
     """Accuracy of θ = `params` [P] on `split` for `tasks` (default: all of the suite's)."""
+    parts = _split_parts(suite, split, tasks)
+    correct = _correct(params, suite, parts, batch_size=batch_size, precision=precision, progress=progress)
+    return _result(split, correct, parts, reference)
+
+
+@torch.no_grad()
+def evaluate_per_task(
+    model_of: Callable[[str], torch.Tensor],
+    suite: EvalSuite,
+    split: str,
+    *,
+    tasks: Sequence[str] | None = None,
+    reference: Mapping[str, float] | None = None,
+    batch_size: int = 1024,
+    precision: str = "float32",
+    progress: Progress | None = None,
+) -> EvalResult:
+    """Accuracy of a task-specific merge: task t's images through its own model θ_t = `model_of(t)` [P], one
+    task at a time (each model built when its task comes, then dropped: never K models held at once)."""
+    parts = _split_parts(suite, split, tasks)
+    correct = {}
+    for i, (task, images) in enumerate(parts.items()):
+        correct |= _correct(model_of(task), suite, {task: images}, batch_size=batch_size, precision=precision)
+        if progress is not None:
+            progress((i + 1) / len(parts), f"task {task} with its own model")
+    return _result(split, correct, parts, reference)
+
+
+def _split_parts(suite: EvalSuite, split: str, tasks: Sequence[str] | None) -> dict[str, LabelledImages]:
+    """Each task's labelled images of `split`; a clear error for no task or a task the suite lacks."""
     names = tuple(tasks or suite.task_names)
     if not names:
         raise DatasetError(
@@ -91,8 +121,12 @@ def evaluate(
     unknown = [t for t in names if t not in suite.tasks]
     if unknown:
         raise DatasetError(unknown[0], "is not a task of this evaluation suite", fix=f"use {list(suite.tasks)}")
-    parts = {t: suite.tasks[t].split(split) for t in names}
-    correct = _correct(params, suite, parts, batch_size=batch_size, precision=precision, progress=progress)
+    return {t: suite.tasks[t].split(split) for t in names}
+
+
+def _result(
+    split: str, correct: Mapping[str, int], parts: Mapping[str, LabelledImages], reference: Mapping[str, float] | None
+) -> EvalResult:
     result = EvalResult(split=split, correct=correct, total={t: len(p) for t, p in parts.items()})
     if reference is not None:
         result = EvalResult(split, correct, result.total, normalized_accuracy(result.accuracy, reference))

@@ -10,9 +10,10 @@ STA map (engine/sta/codes.py); the Workspace supplies them.
 Each method also declares what it does, as fields rather than as code that matches its name
 (mergekit's generalized task arithmetic describes its methods the same way):
 - `selection`: which entries of each task vector it keeps: "none", "magnitude" (top-d), "random_drop"
-  (DARE) or "importance" (STA); a masking method gives `keep_mask`, the bool [K, P] mask it applies,
-  which the merge page's "what the method keeps" panel and the sign-conflict analysis read; or
-  "low_rank" (the subspace methods), which give `keep_rank`: the rank kept per layer and its energy;
+  (DARE), "importance" (STA) or "consensus" (the entries at least k tasks use); a masking method gives
+  `keep_mask`, the bool [K, P] mask it applies, which the merge page's "what the method keeps" panel and the
+  sign-conflict analysis read; or "low_rank" (the subspace methods), which give `keep_rank`: the rank kept
+  per layer and its energy;
 - `per_layer`: the method reads T's rows as per-layer matrices, so it is called with `spec=`;
 - `sign_election`: "none", or "mass" (TIES: the sign of the summed kept entries wins);
 - `cheap`: the parameters that only scale the final step (λ): moving them needs no new mask or
@@ -25,7 +26,13 @@ Each method also declares what it does, as fields rather than as code that match
   job with progress, and `scale_parts` passes it a `progress(step, steps, loss)` callback;
 - `grid` (required): the settings Compare searches on val, or no axes and the reason the method stays out
   of Compare (a method is never left out silently);
-- `order`: where pages, the CLI and Compare list it (then by name).
+- `order`: where pages, the CLI and Compare list it (then by name);
+- `task_parts`: a task-specific method (TALL masks, EMR) serves task t with its own model, built on the fly from
+  a shared vector, task t's bit mask and rescaler (engine/merge/task_models.py): `task_parts(θ₀, T, **params)`
+  gives them; evaluation then scores task t with task t's model ("needs the task id at inference"), and `fn`
+  gives the shared model alone;
+- `storage`: what it stores to serve all K tasks (`Storage.bytes_per_task`): a single model 4P/K per task,
+  TALL masks 4P/K + P/8, EMR 4P/K + P/8 + 4.
 """
 
 from __future__ import annotations
@@ -38,17 +45,20 @@ import torch
 
 from engine.errors import ParameterError, UnknownMethodError
 from engine.merge.subspace import LayerRank
+from engine.merge.task_models import SINGLE_MODEL, Storage, TaskParts
 from engine.params import ParamSpec
 
 ParamValue = float | Sequence[float]
-Selection = Literal["none", "magnitude", "random_drop", "importance", "low_rank"]
-MASKING = ("magnitude", "random_drop", "importance")
+Selection = Literal["none", "magnitude", "random_drop", "importance", "consensus", "low_rank"]
+MASKING = ("magnitude", "random_drop", "importance", "consensus")
 SignElection = Literal["none", "mass"]
 KeepMask = Callable[[torch.Tensor, Mapping[str, Any], torch.Tensor | None], torch.Tensor | None]
 """(T [K, P], resolved params, importance codes [K, P] or None) → bool [K, P] mask, or None (keeps all)."""
 ScaleParts = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 """(θ₀, T, [spec=], [importance=], [keep=], **expensive params) → (base [P], direction [P]) with the merge =
 base + s·direction; base is θ₀ itself (not a copy) where the method adds to θ₀."""
+TaskPartsOf = Callable[..., TaskParts]
+"""(θ₀, T, **resolved params) → the shared vector, packed masks and rescalers a task-specific method stores."""
 KeepRank = Callable[[torch.Tensor, ParamSpec, Mapping[str, Any]], tuple[LayerRank, ...]]
 """(T [K, P], spec, resolved params) → per layer, the rank a low-rank method keeps and its energy share."""
 
@@ -145,6 +155,8 @@ class MergeMethod:
     iterative: bool = False  # its expensive part is an optimisation that reports progress (a background job)
     grid: CompareGrid = field(kw_only=True)  # what Compare searches, or why it does not compare this method
     order: int = field(default=1000, kw_only=True)  # where listings put it (then by name); unsaid: last
+    task_parts: TaskPartsOf | None = field(default=None, kw_only=True)  # task-specific: task t's model per task
+    storage: Storage = field(default=SINGLE_MODEL, kw_only=True)  # what serving all K tasks stores
 
     def __post_init__(self) -> None:
         subject, known = f"method {self.name}", {p.name for p in self.params}
@@ -168,6 +180,12 @@ class MergeMethod:
             )
         if (self.selection == "importance") != (self.importance is not None):
             raise ParameterError(subject, "selects by importance iff it names an importance kind", fix="set both")
+        if (self.task_parts is not None) != (self.storage.bits > 0 or self.storage.vectors > 0):
+            raise ParameterError(
+                subject,
+                f"task_parts={self.task_parts is not None} with storage {self.storage}",
+                fix="a task-specific method declares what it stores per task, and only such a method",
+            )
         if self.iterative and self.scale_parts is None:
             raise ParameterError(subject, "is iterative without scale_parts", fix="separate its final scale")
         unknown = sorted(set(self.cheap) - known)
@@ -187,6 +205,11 @@ class MergeMethod:
                 raise ParameterError(f"{self.name}.{name}", "has no grid values", fix="give at least one value")
             for value in values:
                 known[name].resolve(value, num_tasks=1, method=self.name)
+
+    @property
+    def task_specific(self) -> bool:
+        """Whether each task is served by its own model (the task id is needed at inference)."""
+        return self.task_parts is not None
 
     @property
     def keep_panel(self) -> Literal["entries", "ranks"]:

@@ -26,8 +26,10 @@ from engine.errors import ParameterError
 from engine.io.tensor_store import TensorStore
 from engine.merge.analysis import SparsityReport, masked_sparsity
 from engine.merge.declaration import MergeMethod, ParamValue
+from engine.merge.pipeline import get_calibrator, split_params
 from engine.merge.registry import apply_resolved, get_method, scale_parts_resolved
 from engine.merge.subspace import LayerRank
+from engine.merge.task_models import TaskParts
 from engine.merge.wudi import StepProgress
 from engine.params import TaskMatrix, take_rows
 
@@ -79,24 +81,102 @@ class MergeSession:
         params: Mapping[str, ParamValue],
         *,
         progress: StepProgress | None = None,
+        calibrate: Sequence[str] = (),
     ) -> torch.Tensor:
         """θ [P] merged from the chosen tasks' vectors: from the cached parts when the method separates its
         scale at these parameters (a move of s costs one pass over [P]; `progress` follows an iterative method's
-        first computation), else by the method's kernel, from the cached keep mask when it fits."""
-        plan = self.plan(tasks, method, params)
+        first computation), else by the method's kernel, from the cached keep mask when it fits. `calibrate`
+        names calibrators run in order on the merged update (engine/merge/pipeline.py), their parameters
+        namespaced in `params` (`svc.alpha`)."""
+        base_params, step_params = split_params(params, calibrate)
+        plan = self.plan(tasks, method, base_params)
+        if calibrate:
+            return self._calibrated(plan, tuple(calibrate), step_params, progress)
+        return self._merged(plan, progress)
+
+    def _merged(self, plan: MergePlan, progress: StepProgress | None) -> torch.Tensor:
         if plan.scale is not None:
             base, direction = self._parts(plan, progress)  # [P] each
             return torch.add(base, direction, alpha=plan.scale)  # [P]
-        cached_mask = plan.method.keep_mask is not None and self.mask_fits(tasks)
+        cached_mask = plan.method.keep_mask is not None and self.mask_fits(plan.tasks)
         return apply_resolved(
             plan.method,
             self.matrix.theta0,
-            self.matrix.rows(tasks),
+            self.matrix.rows(plan.tasks),
             plan.resolved,
-            importance=self.method_importance(plan.method, tasks),
+            importance=self.method_importance(plan.method, plan.tasks),
             spec=self.matrix.spec,
             keep=self._kept(plan) if cached_mask else None,
         )
+
+    def _calibrated(
+        self,
+        plan: MergePlan,
+        calibrate: tuple[str, ...],
+        step_params: Mapping[str, Mapping[str, ParamValue]],
+        progress: StepProgress | None,
+    ) -> torch.Tensor:
+        """θ₀ + the base merge's update after each calibrator. The update is carried as s·D with s the base's
+        scale while the steps are linear, so a calibrator's expensive part (SVC's SVDs), cached under the base's
+        parts key and the steps before it, is reused when s or a cheap calibrator parameter moves."""
+        if plan.method.task_specific:
+            raise ParameterError(
+                plan.method.name, "serves each task its own model", fix="calibrate a single-model merge"
+            )
+        direction, scale, key = self._update(plan, progress)
+        rows, spec, done = self.matrix.rows(plan.tasks), self.matrix.spec, []
+        for name in calibrate:
+            step = get_calibrator(name)
+            resolved = step.resolve(step_params.get(name, {}))
+            expensive = {n: resolved[n] for n in step.expensive}
+            prepared = self.cache.get_or_compute(
+                (self.fingerprint, "calibrator", key, tuple(done), name, tuple(sorted(expensive.items()))),
+                lambda step=step, direction=direction, expensive=expensive: step.prepare(
+                    direction, rows, spec, **expensive
+                ),
+            )
+            done.append((name, tuple(sorted(resolved.items()))))
+            direction = step.apply(prepared, direction, scale, spec, **resolved)  # [P]
+            if not step.linear:
+                done.append(("scale", scale))
+                scale = 1.0
+        return torch.add(self.matrix.theta0, direction, alpha=scale)  # [P]
+
+    def _update(self, plan: MergePlan, progress: StepProgress | None) -> tuple[torch.Tensor, float, Hashable]:
+        """(D [P], s, key): the base merge's update θ − θ₀ = s·D, with s its scale where its parts give
+        (θ₀, D), and a key naming D."""
+        theta0 = self.matrix.theta0
+        if plan.scale is not None:
+            base, direction = self._parts(plan, progress)
+            if base is theta0:
+                return direction, plan.scale, self.parts_key(plan)
+            update = torch.sub(base, theta0).add_(direction, alpha=plan.scale)
+            return update, 1.0, (self.parts_key(plan), plan.scale)
+        update = self._merged(plan, progress).sub_(theta0)
+        return update, 1.0, (plan.tasks, plan.method.name, _frozen(plan.resolved))
+
+    def task_model(
+        self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue], task: str
+    ) -> torch.Tensor:
+        """θ_t [P]: the model a task-specific `method` serves `task` (one of `tasks`) with, built from the cached
+        shared vector and task `task`'s bit mask and rescaler; a single-model method's merge for every task."""
+        if task not in tasks:
+            raise ParameterError(f"task {task!r}", "is not one of the merged tasks", fix=f"use one of {list(tasks)}")
+        plan = self.plan(tasks, method, params)
+        if not plan.method.task_specific:
+            return self.merge(tasks, plan.method, params)
+        return self.task_parts(plan).model(self.matrix.theta0, plan.tasks.index(task))
+
+    def task_parts(self, plan: MergePlan) -> TaskParts:
+        """A task-specific method's shared vector, packed masks and rescalers at `plan`'s parameters (all of them:
+        TALL's masks read its α), computed once and kept in the cache (4P + K·P/8 bytes, not K models)."""
+        key = (self.fingerprint, "task_parts", plan.tasks, plan.method.name, _frozen(plan.resolved))
+
+        def compute() -> TaskParts:
+            extra = {"spec": self.matrix.spec} if plan.method.per_layer else {}
+            return plan.method.task_parts(self.matrix.theta0, self.matrix.rows(plan.tasks), **plan.resolved, **extra)
+
+        return self.cache.get_or_compute(key, compute)
 
     def kept(
         self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]
@@ -224,6 +304,11 @@ class MergeSession:
         """What the method keeps and where the kept entries disagree, from the mask a per-task merge shares."""
         mask = self.kept(tasks, method, params)  # bool [k, P] or None
         return masked_sparsity(self.matrix.rows(tasks), mask, tasks=tasks, spec=self.matrix.spec)
+
+
+def _frozen(resolved: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Resolved parameters as a cache key: a per-task tensor as its tuple of floats."""
+    return tuple((n, tuple(v.tolist()) if isinstance(v, torch.Tensor) else v) for n, v in sorted(resolved.items()))
 
 
 def _without_theta0(

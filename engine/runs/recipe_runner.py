@@ -6,6 +6,7 @@ made either way leaves the same artifacts and the same run-log row.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,11 +15,12 @@ from pathlib import Path
 import torch
 
 from engine.errors import CheckpointError, ParameterError
-from engine.eval.evaluate import EvalResult, evaluate
+from engine.eval.evaluate import EvalResult, evaluate, evaluate_per_task
 from engine.eval.suite import Progress
 from engine.home import DataHome, PathPolicy
 from engine.io.checkpoints import Checkpoint
 from engine.merge import get_method
+from engine.merge.pipeline import split_params
 from engine.pool.access import open_for_user
 from engine.pool.backing import plan_for
 from engine.pool.collection import Collection
@@ -69,14 +71,14 @@ def run_recipe(
     skipped = tuple(str(s) for s in ws.collection.skipped)
     tasks = tuple(recipe.tasks or ws.task_names)
     _check_matches(recipe, ws, tasks)
-    get_method(recipe.method).resolve(recipe.params, num_tasks=len(tasks))
-    merged = ws.merge(tasks, recipe.method, recipe.params)  # [P]; STA methods get their importance
+    get_method(recipe.method).resolve(split_params(recipe.params, recipe.calibrate)[0], num_tasks=len(tasks))
+    merged = ws.merge(tasks, recipe.method, recipe.params, calibrate=recipe.calibrate)  # [P]
     filled = recipe.model_copy(update={"pretrained_sha256": ws.pretrained.tensors_sha256, "tasks": tasks})
     out = out or home.exports / f"{recipe.output or _default_name(filled)}.safetensors"
     checkpoint = export_merged(out, merged, ws.matrix.spec, pretrained=ws.pretrained, recipe=filled)
     result = None
     if recipe.evaluate:
-        result = evaluate(merged, ws.suite, recipe.evaluate, tasks=tasks, progress=progress)
+        result = _evaluated(ws, recipe, tasks, merged, progress)
     run_id = RunLog(home.runs / "runs.sqlite3").record(
         "recipe",
         method=recipe.method,
@@ -128,7 +130,7 @@ def select(recipe: MergeRecipe, collection: Collection) -> RecipeSelection:
                 "no such fine-tuned checkpoint in the collection",
                 fix=f"choose one of {sorted(collection.variants(task))} for {task}",
             )
-    get_method(recipe.method).resolve(recipe.params, num_tasks=len(tasks))
+    get_method(recipe.method).resolve(split_params(recipe.params, recipe.calibrate)[0], num_tasks=len(tasks))
     fallback = {
         t: recipe.variant if recipe.variant in collection.variants(t) else "standard" for t in collection.task_names
     }
@@ -212,3 +214,13 @@ def save_merge_run(
 
 def _default_name(recipe: MergeRecipe) -> str:
     return f"{recipe.method}-{len(recipe.tasks)}tasks-{recipe.created.replace(':', '').replace('-', '')[:15]}"
+
+
+def _evaluated(
+    ws: Workspace, recipe: MergeRecipe, tasks: tuple[str, ...], merged: torch.Tensor, progress: Progress | None
+) -> EvalResult:
+    """The merge's accuracy on the recipe's split; a task-specific method scores each task with its own model."""
+    if recipe.calibrate or not get_method(recipe.method).task_specific:
+        return evaluate(merged, ws.suite, recipe.evaluate, tasks=tasks, progress=progress)
+    model_of = functools.partial(ws.task_model, tasks, recipe.method, recipe.params)
+    return evaluate_per_task(model_of, ws.suite, recipe.evaluate, tasks=tasks, progress=progress)

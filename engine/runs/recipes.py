@@ -6,6 +6,8 @@ run log share. Files are JSON or YAML (read with yaml.safe_load: data only, no o
     variant: standard
     method: task_arithmetic
     params: {lam: 0.3}              # or lam: [0.2, 0.4, 0.3], one per task
+    calibrate: [svc]                # optional: calibrators after the merge (engine/merge/pipeline.py),
+                                    # their parameters namespaced in params: {svc.alpha: 0.8}
     evaluate: test                  # optional: split to evaluate the merge on
     output: ta-three                # optional: file name under <data home>/exports
 
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.errors import ParameterError, SchemaError, UnknownMethodError
 from engine.home import nesting, read_document
 from engine.merge import get_method
+from engine.merge.pipeline import check_transforms, get_calibrator, split_params
 
 
 class MergeRecipe(BaseModel):
@@ -36,7 +39,9 @@ class MergeRecipe(BaseModel):
     variant: str = "standard"
     variants: dict[str, str] = {}  # per-task checkpoint names overriding `variant`
     method: str = "task_arithmetic"
-    params: dict[str, float | list[float]] = {}
+    params: dict[str, float | list[float]] = {}  # the method's, and calibrators' as `svc.alpha`
+    transform: tuple[str, ...] = ()  # transforms of the task vectors before the merge (none declared yet)
+    calibrate: tuple[str, ...] = ()  # calibrators after the merge, in order
     evaluate: Literal["train", "val", "test", "interactive"] | None = None
     output: str | None = None
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -49,6 +54,25 @@ class MergeRecipe(BaseModel):
         except UnknownMethodError as exc:
             raise ValueError(str(exc)) from exc  # reported as a field error of the recipe
         return name
+
+    @field_validator("calibrate")
+    @classmethod
+    def _known_calibrators(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            for name in names:
+                get_calibrator(name)
+        except UnknownMethodError as exc:
+            raise ValueError(str(exc)) from exc
+        return names
+
+    @field_validator("transform")
+    @classmethod
+    def _known_transforms(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            check_transforms(names)
+        except UnknownMethodError as exc:
+            raise ValueError(str(exc)) from exc
+        return names
 
 
 def load_recipe(path: Path) -> MergeRecipe:
@@ -101,15 +125,23 @@ def _check_params(recipe: MergeRecipe, source: str) -> None:
     """Every parameter is one of the method's and inside its declared range (how many values a per-task one
     needs is checked when the collection's tasks are known)."""
     method = get_method(recipe.method)
+    try:
+        base, steps = split_params(recipe.params, recipe.calibrate)
+        for name, given in steps.items():
+            get_calibrator(name).resolve(
+                {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in given.items()}
+            )
+    except (ParameterError, UnknownMethodError) as exc:
+        raise type(exc)(source, f"params: {exc.subject}: {exc.problem}", fix=exc.fix) from exc
     known = {p.name: p for p in method.params}
-    unknown = sorted(set(recipe.params) - set(known))
+    unknown = sorted(set(base) - set(known))
     if unknown:
         raise UnknownMethodError(
             source,
             f"params.{unknown[0]}: is not a parameter of {method.name}",
             fix=f"use one of {sorted(known)}; see engine/merge/methods/",
         )
-    for name, value in recipe.params.items():
+    for name, value in base.items():
         count = len(value) if isinstance(value, list) else 1
         try:
             known[name].resolve(value, num_tasks=max(count, 1), method=method.name)

@@ -11,3 +11,7 @@ THRESHOLD = Param(
     "threshold", 0.05, 0.0, 1.0, 0.01, "keep entries whose importance, normalised per tensor, is ≥ κ", symbol="κ"
 )
 ALPHA = Param("alpha", 1.0, 0.0, 3.0, 0.05, "scaling α of the merged task matrices Δ: θ = θ₀ + α·Δ", symbol="α")
+MASK_LAMBDA = Param(
+    "mask_lambda", 0.4, 0.0, 2.0, 0.05, "TALL-mask threshold: task t uses an entry where |τₜ| ≥ λ·|τ_MTL − τₜ|"
+)
+CONSENSUS_K = Param("k", 2.0, 0.0, 20.0, 1.0, "keep the entries at least k tasks use (their TALL masks agree)")

@@ -1,0 +1,71 @@
+"""The storage–accuracy plane: every compared method at its best val setting, as bytes stored per task (x, drawn
+on a log axis) against mean normalized test accuracy (y), with the Pareto front.
+
+x is what serving all K tasks stores, divided by K (`MergeMethod.storage`, engine/merge/task_models.py): a
+single-model merge 4P/K, TALL masks 4P/K + P/8, EMR 4P/K + P/8 + 4, the fine-tuned models 4P (float32, P
+parameters of the image tower; θ₀ is shared by all and not counted). y is the mean over tasks of test accuracy /
+the task's fine-tuned test accuracy (1 for the fine-tuned models by definition). A point is on the front when no
+other point stores no more per task and scores at least as high, one of the two strictly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from engine.jobs.compare import MethodsComparison
+from engine.merge import get_method
+from engine.merge.task_models import FINE_TUNED
+
+FINE_TUNED_NAME = "fine-tuned"
+
+
+@dataclass(frozen=True)
+class PlanePoint:
+    method: str  # a registered method, or "fine-tuned"
+    params: Mapping[str, float]  # its best setting on val (empty for the fine-tuned models)
+    bytes_per_task: float
+    mean_normalized: float  # test
+    accuracy: Mapping[str, float]  # test accuracy per task (for hover)
+    task_specific: bool  # needs the task id at inference
+    on_front: bool
+
+
+@dataclass(frozen=True)
+class StoragePlane:
+    tasks: tuple[str, ...]
+    numel: int  # P
+    points: tuple[PlanePoint, ...]  # in the comparison's order, the fine-tuned models last
+
+    @property
+    def front(self) -> tuple[PlanePoint, ...]:
+        """The Pareto front, by bytes per task (then accuracy)."""
+        return tuple(
+            sorted((p for p in self.points if p.on_front), key=lambda p: (p.bytes_per_task, p.mean_normalized))
+        )
+
+
+def storage_plane(
+    comparison: MethodsComparison, *, numel: int, finetuned: Mapping[str, float] | None = None
+) -> StoragePlane:
+    """The plane of a Compare-methods result on a model of `numel` parameters; `finetuned` (test accuracy per task)
+    adds the fine-tuned models' point."""
+    K = len(comparison.tasks)
+    raw = [
+        (r.method, r.params, get_method(r.method).storage.bytes_per_task(numel, K), r.test_mean_normalized,
+         r.test_accuracy, get_method(r.method).task_specific)
+        for r in comparison.results
+    ]  # fmt: skip
+    if finetuned is not None:
+        accuracy = {t: finetuned[t] for t in comparison.tasks}
+        raw.append((FINE_TUNED_NAME, {}, FINE_TUNED.bytes_per_task(numel, K), 1.0, accuracy, True))
+    points = tuple(
+        PlanePoint(name, dict(params), x, y, dict(acc), specific, not _dominated(x, y, raw))
+        for name, params, x, y, acc, specific in raw
+    )
+    return StoragePlane(comparison.tasks, numel, points)
+
+
+def _dominated(x: float, y: float, raw: list[tuple]) -> bool:
+    """Whether another point stores no more per task and scores at least as high, one of the two strictly."""
+    return any(ox <= x and oy >= y and (ox < x or oy > y) for _, _, ox, oy, _, _ in raw)

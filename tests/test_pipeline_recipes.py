@@ -1,0 +1,55 @@
+"""The merge pipeline carried by recipes and the CLI: `--calibrate svc --param svc.alpha=V` exports the session's
+calibrated merge and records the pipeline in the recipe; a transform or a calibrator's parameter that the merge
+does not run is refused by name."""
+
+import json
+
+import pytest
+import torch
+
+from engine.cache.memory import ComputeCache
+from engine.cli import main
+from engine.errors import UnknownMethodError
+from engine.io.checkpoints import load_checkpoint
+from engine.params import flatten
+from engine.pool.collection import load_collection
+from engine.runs.export import recipe_path
+from engine.runs.recipes import parse_recipe
+from engine.workspace import Workspace
+
+
+@pytest.fixture(autouse=True)
+def allow_collection(tiny_collection_dir, data_home):
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tiny_collection_dir)]}))
+
+
+def test_cli_merge_with_a_calibrator_exports_the_calibrated_merge(tiny_collection_dir, data_home, tmp_path, capsys):
+    args = ["merge", "--collection", str(tiny_collection_dir), "--method", "tsv_m", "--param", "alpha=0.7"]
+    args += ["--calibrate", "svc", "--param", "svc.alpha=0.8", "--out", "calibrated", "--device", "cpu"]
+    assert main(args) == 0, capsys.readouterr().err
+    out = data_home / "exports" / "calibrated.safetensors"
+    ws = Workspace.from_collection(load_collection(tiny_collection_dir), cache_dir=tmp_path, cache=ComputeCache())
+    params = {"alpha": 0.7, "svc.alpha": 0.8}
+    expected = ws.merge(ws.task_names, "tsv_m", params, calibrate=("svc",))
+    torch.testing.assert_close(flatten(load_checkpoint(out).state, ws.matrix.spec), expected)
+    assert not torch.allclose(expected, ws.merge(ws.task_names, "tsv_m", {"alpha": 0.7}))  # SVC changed it
+    recipe = json.loads(recipe_path(out).read_text())
+    assert recipe["calibrate"] == ["svc"] and recipe["params"] == params
+
+
+def test_cli_refuses_a_transform_by_name(tiny_collection_dir, capsys):
+    args = ["merge", "--collection", str(tiny_collection_dir), "--transform", "larv", "--out", "x"]
+    assert main(args) == 2
+    assert "larv" in capsys.readouterr().err
+
+
+def test_a_recipe_names_its_calibrators_and_their_parameters(tiny_collection_dir):
+    recipe = parse_recipe("collection: c\nmethod: ties\ncalibrate: [lines, svc]\nparams: {lines.beta: 0.5, lam: 1}")
+    assert recipe.calibrate == ("lines", "svc")
+    with pytest.raises(UnknownMethodError, match="svc.alpha"):
+        parse_recipe("collection: c\nmethod: ties\nparams: {svc.alpha: 0.5}")
+    with pytest.raises(Exception, match="lines.gamma"):
+        parse_recipe("collection: c\nmethod: ties\ncalibrate: [lines]\nparams: {lines.gamma: 0.5}")
+    with pytest.raises(Exception, match="is not a calibrator"):
+        parse_recipe("collection: c\nmethod: ties\ncalibrate: [nope]")

@@ -1,0 +1,60 @@
+"""The storage–accuracy plane's engine side: x is bytes stored per task to serve all K tasks (4P/K for a single
+model, 4P/K + P/8 with TALL masks, 4P/K + P/8 + 4 with EMR, 4P fine-tuned), y the mean normalized test
+accuracy, and the Pareto front the points no other beats on both."""
+
+import pytest
+
+from engine.cache.memory import ComputeCache
+from engine.jobs.compare import MethodResult, MethodsComparison
+from engine.jobs.plane import FINE_TUNED_NAME, storage_plane
+from engine.pool.collection import load_collection
+from engine.workspace import Workspace
+
+TASKS = ("a", "b", "c", "d")
+
+
+def _result(method: str, normalized: float) -> MethodResult:
+    return MethodResult(method, {"lam": 0.3}, 3, normalized, dict.fromkeys(TASKS, 0.5), 0.5, normalized)
+
+
+def test_x_is_bytes_per_task_and_the_front_is_what_nothing_beats():
+    comparison = MethodsComparison(
+        TASKS,
+        (
+            _result("task_arithmetic", 0.70),
+            _result("ties", 0.75),  # same bytes, higher: TA is dominated
+            _result("tall_masks", 0.95),
+            _result("emr", 0.93),  # more bytes than TALL, lower: dominated
+        ),
+    )
+    plane = storage_plane(comparison, numel=8000, finetuned=dict.fromkeys(TASKS, 0.9))
+    x = {p.method: p.bytes_per_task for p in plane.points}
+    assert x == {
+        "task_arithmetic": 4 * 8000 / 4,
+        "ties": 4 * 8000 / 4,
+        "tall_masks": 4 * 8000 / 4 + 8000 / 8,
+        "emr": 4 * 8000 / 4 + 8000 / 8 + 4,
+        FINE_TUNED_NAME: 4 * 8000,
+    }
+    assert [p.method for p in plane.front] == ["ties", "tall_masks", FINE_TUNED_NAME]
+    assert {p.method: p.task_specific for p in plane.points}["tall_masks"]
+    assert not {p.method: p.task_specific for p in plane.points}["ties"]
+
+
+def test_the_plane_of_real_comparisons_on_a_tiny_pool(tiny_collection_dir, tmp_path):
+    ws = Workspace.from_collection(load_collection(tiny_collection_dir), cache_dir=tmp_path, cache=ComputeCache())
+    tasks, results = ws.task_names, []
+    for method, params in [("task_arithmetic", {"lam": 0.5}), ("tall_masks", {"lam": 0.5}), ("emr", {})]:
+        val, test = ws.compare(tasks, method, params, split="val"), ws.compare(tasks, method, params, split="test")
+        results.append(
+            MethodResult(method, params, 1, val.mean_normalized, dict(test.merged.accuracy), test.mean_merged,
+                         test.mean_normalized)
+        )  # fmt: skip
+    plane = storage_plane(
+        MethodsComparison(tasks, tuple(results)), numel=ws.matrix.spec.numel, finetuned=ws.finetuned("test")
+    )
+    assert len(plane.points) == 4 and plane.front
+    fine_tuned = plane.points[-1]
+    assert fine_tuned.mean_normalized == 1.0 and fine_tuned.bytes_per_task == 4 * ws.matrix.spec.numel
+    for point, result in zip(plane.points, results):
+        assert point.mean_normalized == pytest.approx(result.test_mean_normalized)
