@@ -405,7 +405,7 @@ def _run_pool_show(args: argparse.Namespace) -> int:
         f"pool {collection.manifest.name!r} at {collection.root}: {len(collection.task_names)} tasks, "
         f"{len(rows) - 1} fine-tuned checkpoints"
     )
-    table = [["checkpoint", "format", "architecture", "quick_gelu", "tower", "variant", "file"]]
+    table = [["checkpoint", "format", "architecture", "quick_gelu", "tower", "variant", "file", "lora"]]
     table += [
         [str(v).lower() if isinstance(v, bool) else str(v) for v in _info_fields(r, collection.root).values()]
         for r in rows
@@ -426,6 +426,7 @@ def _info_fields(info: CheckpointInfo, root: Path) -> dict[str, str | bool]:
         "tower": info.tower,
         "variant": info.variant,
         "file": str(file),
+        "lora": f"rank {info.lora_rank}" if info.lora_rank is not None else "",
     }
 
 

@@ -187,7 +187,7 @@ def test_modules_to_save_replace_tower_weights_and_carry_a_head(tmp_path, base):
     got = _read(folder, saved)
     assert torch.equal(got["ln_post.weight"], torch.full((16,), 2.0))
     adapter = read_adapter(folder)
-    assert torch.equal(adapter.head.read(), torch.eye(2, 16)) and adapter.rank == 2
+    assert torch.equal(adapter.head["weight"].read(), torch.eye(2, 16)) and adapter.rank == 2
     assert open_checkpoint(folder, fill_from=lambda: open_checkpoint(saved.path)).meta.training["lora"]["rank"] == 2
     with pytest.raises(CheckpointError, match="needs the base model it adapts"):
         open_checkpoint(folder)
@@ -201,3 +201,45 @@ def test_bin_adapters_read_through_the_restricted_unpickler(tmp_path, base):
     (folder / "adapter_model.safetensors").unlink()
     got = _read(folder, saved)
     assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def test_a_pool_mixes_full_and_lora_fine_tunes(tmp_path, data_home, capsys):
+    """A discovered pool: a full fine-tune and a PEFT adapter folder with a head. The LoRA task's task vector is its
+    densified ΔW (zero outside the adapted weights); `pool show` names it with its rank."""
+    from engine.cli import main
+    from engine.pool.collection import load_collection, task_matrix
+    from tests.foreign import write_image_folders, write_pool
+
+    tasks = {"colour": ("red", "green", "blue"), "shape": ("round", "square")}
+    source = tiny_source(TINY_ARCH, tasks, seed=11)
+    root = write_pool(
+        tmp_path / "pool", "open_clip", architecture=TINY_ARCH, pretrained=source["pretrained"],
+        finetuned={"shape": source["finetuned"]["shape"]}, heads=source["heads"],
+    )  # fmt: skip
+    write_image_folders(root, tasks)
+    tower = save_checkpoint(tmp_path / "t.safetensors", source["visual"], architecture=TINY_ARCH, variant="pretrained")
+    hf = export_hf_folder(tower, tmp_path / "hf")
+    adapter = _edited(
+        tmp_path / "made",
+        hf,
+        "colour",
+        config={"modules_to_save": ["classifier"]},
+        tensors=lambda t: {**t, "base_model.model.classifier.weight": source["heads"]["colour"]},
+    )
+    adapter.rename(root / "finetuned" / "colour")
+    collection = load_collection(root)
+    matrix = task_matrix(collection)
+    lora_row = matrix.T[matrix.task_names.index("colour")]
+    delta = {k: v - source["visual"][k] for k, v in _read(root / "finetuned" / "colour", tower).items()}
+    assert torch.allclose(lora_row, torch.cat([delta[n].reshape(-1) for n in matrix.spec.names]), atol=1e-6)
+    adapted = ("transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.0.attn.out_proj.weight")
+    assert all(delta[n].abs().max() == 0 for n in delta if n not in adapted)
+    pretrained = collection.pretrained()
+    head = collection.head("colour", pretrained, collection.task_data("colour"), cache_dir=tmp_path / "cache")
+    assert torch.equal(head, source["heads"]["colour"])
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tmp_path)]}))
+    assert main(["pool", "show", str(root)]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["colour/standard"].split()[1] == "peft_lora" and rows["colour/standard"].endswith("rank 2")
+    assert "rank" not in rows["shape/standard"]

@@ -111,7 +111,7 @@ class Adapter:
     settings: LoraSettings
     parts: Mapping[str, tuple[LowRankPart, ...]]  # open_clip tower name → its low-rank updates
     replaced: Mapping[str, LazyTensor]  # modules_to_save copies of tower weights (open_clip names)
-    head: LazyTensor | None  # a modules_to_save head [C, E], when the adapter carries one
+    head: Mapping[str, LazyTensor]  # a modules_to_save head: "weight" [C, E] (and "bias"), else empty
     warnings: tuple[str, ...] = ()
 
     @property
@@ -337,19 +337,19 @@ def _tower_target(module: str) -> tuple[str, int] | None:
 
 def _saved_modules(
     others: Mapping[str, LazyTensor], settings: LoraSettings, folder: Path
-) -> tuple[dict[str, LazyTensor], LazyTensor | None, list[str]]:
+) -> tuple[dict[str, LazyTensor], dict[str, LazyTensor], list[str]]:
     """modules_to_save copies: tower weights (renamed to open_clip's), a head, and keys placed nowhere."""
     saved = {k: v for k, v in others.items() if any(_under(k, m) for m in settings.modules_to_save)}
     left = sorted(set(others) - set(saved))
     tower = {k: v for k, v in saved.items() if not k.startswith(_OUTSIDE)}
     heads = {k: v for k, v in tower.items() if _tower_name(k) is None}
-    head = None
+    head: dict[str, LazyTensor] = {}
     if heads:
         weights = [k for k, v in heads.items() if k.endswith(".weight") and len(v.shape) == 2]
         if len(weights) != 1 or any(k.rsplit(".", 1)[0] != weights[0].rsplit(".", 1)[0] for k in heads):
             left += sorted(heads)
         else:
-            head = heads[weights[0]]
+            head = {k.rsplit(".", 1)[1]: v for k, v in heads.items()}
     left += sorted(set(saved) - set(tower))
     replaced = {_tower_name(k): v for k, v in tower.items() if _tower_name(k) is not None}
     return replaced, head, left
