@@ -243,3 +243,33 @@ def test_a_pool_mixes_full_and_lora_fine_tunes(tmp_path, data_home, capsys):
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     assert rows["colour/standard"].split()[1] == "peft_lora" and rows["colour/standard"].endswith("rank 2")
     assert "rank" not in rows["shape/standard"]
+
+
+def test_task_arithmetic_of_adapters_exports_an_adapter_peft_loads(tmp_path, base):
+    """TA of two adapters (rank 2 and 3, one with rsLoRA) kept factored, written with rank_pattern, loaded by PEFT
+    on a transformers CLIPVisionModel: merge_and_unload() equals θ₀ + Σ λₜ ΔWₜ as mergelab reads the adapters."""
+    from engine.io.formats.peft_export import export_lora_adapter
+    from engine.merge.lora import task_arithmetic_factors
+
+    saved, hf = base
+    _peft_adapter(hf, tmp_path / "a", r=2, lora_alpha=4, target_modules=TARGETS, seed=1)
+    _peft_adapter(hf, tmp_path / "b", r=3, lora_alpha=3, use_rslora=True, target_modules=["q_proj", "v_proj"], seed=2)
+    lams = (0.5, 0.7)
+    factors = task_arithmetic_factors([read_adapter(tmp_path / n) for n in "ab"], lams)
+    exported = export_lora_adapter(factors, tmp_path / "ta")
+    config = json.loads((tmp_path / "ta" / "adapter_config.json").read_text())
+    assert exported.rank == 5 and config["rank_pattern"] == {
+        f"encoder.layers.0.self_attn.{m}": 2 for m in ("k_proj", "out_proj")
+    }
+    assert exported.bytes == (tmp_path / "ta" / "adapter_model.safetensors").stat().st_size
+    deltas = [{k: v - saved.state[k] for k, v in _read(tmp_path / n, saved).items()} for n in "ab"]
+    expected = {k: v + lams[0] * deltas[0][k] + lams[1] * deltas[1][k] for k, v in saved.state.items()}
+    model = transformers.CLIPVisionModel.from_pretrained(hf)
+    merged = peft.PeftModel.from_pretrained(model, tmp_path / "ta").merge_and_unload().state_dict()
+    got = {k: v.tensor if isinstance(v, _Eager) else _fused(v.parts) for k, v in _hf_tower(merged).items()}
+    assert all(torch.allclose(got[k], expected[k], atol=1e-6) for k in got)
+    assert not torch.equal(
+        got["transformer.resblocks.0.attn.in_proj_weight"], saved.state["transformer.resblocks.0.attn.in_proj_weight"]
+    )
+    back = _read(tmp_path / "ta", saved)
+    assert all(torch.allclose(back[k], expected[k], atol=1e-6) for k in expected)
