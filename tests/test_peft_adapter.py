@@ -273,3 +273,27 @@ def test_task_arithmetic_of_adapters_exports_an_adapter_peft_loads(tmp_path, bas
     )
     back = _read(tmp_path / "ta", saved)
     assert all(torch.allclose(back[k], expected[k], atol=1e-6) for k in expected)
+
+
+def test_a_knots_merge_exports_an_adapter_peft_loads(tmp_path, base):
+    """KnOTS-TIES of two adapters kept factored (λU, merged S V per layer) and written as a PEFT adapter: PEFT's
+    merge_and_unload on the transformers model equals mergelab's dense KnOTS-TIES merge."""
+    from engine.io.formats.peft_export import export_lora_adapter
+    from engine.merge import get_method
+    from engine.merge.knots import knots_factors
+    from engine.merge.registry import apply
+    from engine.params import ParamSpec, flatten
+
+    saved, hf = base
+    spec = ParamSpec.from_state_dict(saved.state)
+    theta0 = flatten(saved.state, spec)
+    for i, name in enumerate("ab"):
+        _peft_adapter(hf, tmp_path / name, r=2, lora_alpha=2, target_modules=TARGETS, seed=10 + i)
+    T = torch.stack([flatten(_read(tmp_path / n, saved), spec) - theta0 for n in "ab"])  # [2, P]
+    merged = apply(get_method("knots_ties"), theta0, T, {}, spec=spec)
+    exported = export_lora_adapter(knots_factors(T, spec, lam=0.6, density=0.2, inner="ties"), tmp_path / "knots")
+    assert exported.rank == 4  # two rank-2 adapters: the shared basis has rank 4 per layer
+    model = transformers.CLIPVisionModel.from_pretrained(hf)
+    loaded = peft.PeftModel.from_pretrained(model, tmp_path / "knots").merge_and_unload().state_dict()
+    got = {k: v.tensor if isinstance(v, _Eager) else _fused(v.parts) for k, v in _hf_tower(loaded).items()}
+    assert torch.allclose(flatten({**saved.state, **got}, spec), merged, atol=1e-5)

@@ -74,6 +74,25 @@ def knots_delta(
     memo: Memo = no_memo,
 ) -> torch.Tensor:
     """Δ [P] of KnOTS at λ = 1 (zero outside its layers)."""
+    delta = torch.zeros(T.shape[1], dtype=T.dtype, device=T.device)  # [P]
+    for (name, row, rows), u, part in _merged(T, spec, density=density, inner=inner, drop=drop, seed=seed, memo=memo):
+        spec.matrix_view(delta, name)[row : row + rows] = u @ part  # [O, I]
+    return delta
+
+
+def knots_factors(
+    T: torch.Tensor, spec: ParamSpec, *, lam: float, density: float, inner: str, drop: float = 0.0, seed: float = 0.0
+) -> dict[Block, tuple[torch.Tensor, torch.Tensor]]:
+    """The merge kept factored: (name, row, rows) → (B = λU [O, r], A = merged S V [r, I]), rank r of the shared
+    basis; what engine/io/formats/peft_export.py writes as an adapter. Layers without a direction are left out."""
+    merged = _merged(T, spec, density=density, inner=inner, drop=drop, seed=seed)
+    return {block: (lam * u, part) for block, u, part in merged if u.shape[1] > 0}
+
+
+def _merged(
+    T: torch.Tensor, spec: ParamSpec, *, density: float, inner: str, drop: float, seed: float, memo: Memo = no_memo
+) -> list[tuple[Block, torch.Tensor, torch.Tensor]]:
+    """Per layer: (block, U [O, r], the merged S V [r, I])."""
     bases = shared_bases(T, spec, memo=memo)
     reps = torch.cat([sv.reshape(T.shape[0], -1) for _, _, sv in bases], dim=1)  # [K, D] all layers of a task
     if drop > 0:
@@ -82,14 +101,9 @@ def knots_delta(
         reps = reps * survive / (1 - drop)
     kept = reps * _top_share(reps, density)  # [K, D]
     merged = _disjoint_mean(kept) if inner == "ties" else kept.sum(dim=0)  # [D]
-    delta = torch.zeros(T.shape[1], dtype=T.dtype, device=T.device)  # [P]
-    start = 0
-    for (name, row, rows), u, sv in bases:
-        size = sv[0].numel()
-        part = merged[start : start + size].view(sv.shape[1:])  # [r, I]
-        spec.matrix_view(delta, name)[row : row + rows] = u @ part  # [O, I]
-        start += size
-    return delta
+    sizes = [sv[0].numel() for _, _, sv in bases]
+    parts = merged.split(sizes)
+    return [(block, u, part.view(sv.shape[1:])) for (block, u, sv), part in zip(bases, parts)]
 
 
 def _top_share(reps: torch.Tensor, density: float) -> torch.Tensor:
