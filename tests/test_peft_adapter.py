@@ -191,6 +191,15 @@ def test_modules_to_save_replace_tower_weights_and_carry_a_head(tmp_path, base):
     assert open_checkpoint(folder, fill_from=lambda: open_checkpoint(saved.path)).meta.training["lora"]["rank"] == 2
     with pytest.raises(CheckpointError, match="needs the base model it adapts"):
         open_checkpoint(folder)
+    whole_q = _edited(
+        tmp_path,
+        hf,
+        "whole_q",
+        config={"modules_to_save": ["q_proj"]},
+        tensors=lambda t: {**t, "base_model.model.encoder.layers.0.self_attn.q_proj.weight": torch.eye(16)},
+    )
+    with pytest.raises(CheckpointError, match=r"cannot place .*self_attn.q_proj.weight"):
+        _read(whole_q, saved)  # a whole q_proj copy has no open_clip tensor of its own: refused, never a head
 
 
 def test_bin_adapters_read_through_the_restricted_unpickler(tmp_path, base):

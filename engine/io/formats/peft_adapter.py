@@ -66,6 +66,9 @@ _OC_TARGETS = {
     "mlp.c_proj": "mlp.c_proj.weight",
 }
 _OUTSIDE = ("text_model.", "text_projection", "visual_projection", "logit_scale")
+_HF_TOWER = ("vision_model.", "embeddings.", "encoder.", "pre_layrnorm.", "post_layernorm.")
+_OC_TOWER = ("class_embedding", "positional_embedding", "conv1.", "ln_pre.", "ln_post.", "transformer.", "proj")
+_TOWER_PREFIXES = (*_HF_TOWER, *_OC_TOWER, "visual.", "model.visual.")
 
 
 @dataclass(frozen=True)
@@ -341,8 +344,9 @@ def _saved_modules(
     """modules_to_save copies: tower weights (renamed to open_clip's), a head, and keys placed nowhere."""
     saved = {k: v for k, v in others.items() if any(_under(k, m) for m in settings.modules_to_save)}
     left = sorted(set(others) - set(saved))
-    tower = {k: v for k, v in saved.items() if not k.startswith(_OUTSIDE)}
-    heads = {k: v for k, v in tower.items() if _tower_name(k) is None}
+    tower = {k: v for k, v in saved.items() if not k.startswith(_OUTSIDE) and _tower_name(k) is not None}
+    heads = {k: v for k, v in saved.items() if not k.startswith((*_OUTSIDE, *_TOWER_PREFIXES))}
+    left += sorted(set(saved) - set(tower) - set(heads))  # outside the image tower, or a tower part not placed
     head: dict[str, LazyTensor] = {}
     if heads:
         weights = [k for k, v in heads.items() if k.endswith(".weight") and len(v.shape) == 2]
@@ -350,8 +354,7 @@ def _saved_modules(
             left += sorted(heads)
         else:
             head = {k.rsplit(".", 1)[1]: v for k, v in heads.items()}
-    left += sorted(set(saved) - set(tower))
-    replaced = {_tower_name(k): v for k, v in tower.items() if _tower_name(k) is not None}
+    replaced = {_tower_name(k): v for k, v in tower.items()}
     return replaced, head, left
 
 
@@ -360,14 +363,14 @@ def _under(key: str, module: str) -> bool:
 
 
 def _tower_name(key: str) -> str | None:
-    """The open_clip tower name of a saved tower parameter (either naming), None if it is not one."""
-    if key.startswith(("vision_model.", "embeddings.", "encoder.", "pre_layrnorm.", "post_layernorm.")):
+    """The open_clip tower name of a saved tower parameter (either naming), None if it is not one (or a Hugging
+    Face q/k/v projection saved whole, which has no open_clip tensor of its own)."""
+    if key.startswith(_HF_TOWER):
         renamed = hf_to_open_clip({key: _NO_TENSOR})
         name = next(iter(renamed), "")
         return name.removeprefix("visual.") if ".self_attn." not in name and "encoder." not in name else None
     oc = re.sub(r"^(model\.)?visual\.", "", key)
-    known = ("class_embedding", "positional_embedding", "conv1.", "ln_pre.", "ln_post.", "transformer.resblocks.")
-    return oc if oc.startswith(known) else None
+    return oc if oc.startswith(_OC_TOWER) and oc != "proj" else None
 
 
 class _Placeholder(LazyTensor):
