@@ -362,7 +362,10 @@ def _open_adapter(path: Path, *, task: str | None, fill_from: Callable[[], LazyC
             "training": {"lora": lora},
             "source": f"peft_lora: {path.name}",
             "parent_sha256": base.meta.tensors_sha256,
-            "tensors_sha256": _fingerprint(path, "peft_lora"),
+            # θ₀ + ΔW changes with the base too: caches keyed by this identity must not outlive either
+            "tensors_sha256": hashlib.sha256(
+                f"{_fingerprint(path, 'peft_lora')}|{base.meta.tensors_sha256}".encode()
+            ).hexdigest(),
         }
     )
     tensors = adapted_tower(adapter, base.visual, base_path=base.path)
