@@ -451,7 +451,7 @@ def _run_pool_show(args: argparse.Namespace) -> int:
         f"{len(rows) - 1} fine-tuned checkpoints"
     )
     print(f"suite: {'none' if suite is None else suite.describe()}; checkpoints: {checkpoint_family(rows)}")
-    table = [["checkpoint", "format", "architecture", "quick_gelu", "tower", "variant", "file"]]
+    table = [["checkpoint", "format", "architecture", "quick_gelu", "tower", "variant", "file", "lora"]]
     table += [
         [str(v).lower() if isinstance(v, bool) else str(v) for v in _info_fields(r, collection.root).values()]
         for r in rows
@@ -472,6 +472,7 @@ def _info_fields(info: CheckpointInfo, root: Path) -> dict[str, str | bool]:
         "tower": info.tower,
         "variant": info.variant,
         "file": str(file),
+        "lora": f"rank {info.lora_rank}" if info.lora_rank is not None else "",
     }
 
 

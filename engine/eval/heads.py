@@ -80,16 +80,21 @@ def load_head_file(path: Path, *, num_classes: int | None, embed_dim: int | None
 
     Accepted: a safetensors file with one [C, E] tensor (or keys "head"/"weight"), a torch zip state dict,
     or task_vectors' pickled `ClassificationHead` (an nn.Linear whose weight already holds logit_scale ×
-    the normalised class embeddings, and a zero bias), read by the restricted unpickler.
+    the normalised class embeddings, and a zero bias), read by the restricted unpickler; or a PEFT LoRA adapter
+    folder whose `modules_to_save` carries a head (a Linear [C, E], zero bias), taken as is.
     """
+    from engine.io.formats.peft_adapter import is_peft_adapter, read_adapter
     from engine.io.formats.safetensors_file import read_header
     from engine.io.formats.torch_zip import read_torch_zip, state_tensors
 
     path = Path(path)
     refuse_special(path, fix="point at the head file itself (.safetensors or .pt)")
-    if not path.is_file():
+    if is_peft_adapter(path):  # a LoRA adapter's modules_to_save head: {"weight", "bias"}
+        tensors = dict(read_adapter(path).head)
+    elif not path.is_file():
         raise CheckpointError(path, "no such head file", fix="check the pool manifest's head path")
-    tensors = read_header(path).tensors if path.suffix == ".safetensors" else state_tensors(read_torch_zip(path))
+    else:
+        tensors = read_header(path).tensors if path.suffix == ".safetensors" else state_tensors(read_torch_zip(path))
     tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
     key = next(
         (k for k in ("head", "weight") if k in tensors), next(iter(tensors), None) if len(tensors) == 1 else None

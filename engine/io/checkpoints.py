@@ -17,6 +17,7 @@ so it survives a change of container and keys every cache in the data home.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from engine.io.atomic import all_or_nothing
 from engine.io.formats import TORCH_SUFFIXES, model_state, read_foreign
 from engine.io.formats.architecture import detect_architecture
 from engine.io.formats.lazy import LazyTensor, Opener, materialize
+from engine.io.formats.peft_adapter import adapted_tower, is_peft_adapter, read_adapter
 from engine.io.formats.safetensors_file import read_header
 from engine.io.formats.torch_zip import TorchZip, read_torch_zip
 from engine.io.verified import VerifiedFiles
@@ -299,6 +301,8 @@ def _open_foreign(
     fill_from: Callable[[], LazyCheckpoint] | None,
     projection_optional: bool,
 ) -> LazyCheckpoint:
+    if is_peft_adapter(path):
+        return _open_adapter(path, task=task, fill_from=fill_from)
     found = read_foreign(path)
     visual = dict(found.visual)
     if fill_from is not None and "proj" not in visual:
@@ -332,6 +336,40 @@ def _open_foreign(
     return LazyCheckpoint(
         path=path, meta=meta, tensors=tensors, verify=False, linearized_at=found.linearized_at, format=found.format
     )
+
+
+def _open_adapter(path: Path, *, task: str | None, fill_from: Callable[[], LazyCheckpoint] | None) -> LazyCheckpoint:
+    """A PEFT LoRA adapter as the image tower θ₀ + s·B·A on the pool's pretrained model (engine/io/formats/
+    peft_adapter.py); its metadata is the base's, with the adapter's rank under `training["lora"]`."""
+    if fill_from is None:
+        raise CheckpointError(
+            path,
+            "is a LoRA adapter: it needs the base model it adapts",
+            fix="open it in a pool (pool.yaml or a pool folder) whose pretrained model is the adapter's base",
+        )
+    adapter = read_adapter(path)
+    for note in adapter.warnings:
+        warnings.warn(f"{path}: {note}", stacklevel=3)
+    base = fill_from()
+    s = adapter.settings
+    lora = {"rank": adapter.rank, "alpha": s.alpha, "rslora": s.use_rslora, "modules": len(adapter.parts)}
+    meta = base.meta.model_copy(
+        update={
+            "tower": "visual",
+            "task": task,
+            "variant": "standard",
+            "class_names": (),
+            "training": {"lora": lora},
+            "source": f"peft_lora: {path.name}",
+            "parent_sha256": base.meta.tensors_sha256,
+            # θ₀ + ΔW changes with the base too: caches keyed by this identity must not outlive either
+            "tensors_sha256": hashlib.sha256(
+                f"{_fingerprint(path, 'peft_lora')}|{base.meta.tensors_sha256}".encode()
+            ).hexdigest(),
+        }
+    )
+    tensors = adapted_tower(adapter, base.visual, base_path=base.path)
+    return LazyCheckpoint(path=path, meta=meta, tensors=tensors, verify=False, format="peft_lora")
 
 
 def _no_projection(path: Path, *, lent: bool) -> CheckpointError:

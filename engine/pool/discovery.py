@@ -27,6 +27,8 @@ dataset and, when the pretrained file has no text tower, a head file. `load_coll
   (`datasets--tanganke--<task>`, by the suite task's dataset ids, engine/data/suites.py) or in the processed
   cache beside it (`../datasets/tanganke___<task>/`), else `data/<task>`,
   its val split drawn from train as FusionBench's val configurations draw it (task_vectors' way where it has none).
+A task's fine-tune may be a PEFT LoRA adapter folder (`<Task>/` or `finetuned/<task>/` with
+adapter_config.json) of the pretrained model.
 Relative paths resolve against the manifest's folder.
 """
 
@@ -47,6 +49,7 @@ from engine.data.suites import suite_task
 from engine.errors import SchemaError
 from engine.home import nesting, read_document, special_kind
 from engine.io.formats import HF_WEIGHTS, is_model_folder
+from engine.io.formats.peft_adapter import is_peft_adapter
 
 POOL_MANIFESTS = ("pool.yaml", "pool.yml", "pool.json")
 PRETRAINED_NAMES = ("zeroshot", "linear_zeroshot", "nonlinear_zeroshot", "pretrained", "base")
@@ -197,7 +200,7 @@ def discover_pool(folder: Path) -> DiscoveredPool:
                 fix=f"put its images under {folder / 'data' / task}/<split>/<class>/, or write "
                 "pool.yaml with tasks.<task>.data",
             )
-        head = _head_path(folder, task)
+        head = _head_path(folder, task) or _adapter_head(folder, found.get("standard"))
         tasks[task] = {"data": data, "checkpoints": found, "head": head}
     document = {
         "schema_version": 1,
@@ -218,8 +221,8 @@ def _task_checkpoints(folder: Path) -> tuple[dict[str, dict[str, str]], list[Ski
         if sub.name.startswith((".", "__")):
             continue
         task = _task_name(sub.name)
-        if (sub / "config.json").is_file() and is_model_folder(sub):
-            found.setdefault(task, {})["standard"] = sub.name  # a Hugging Face model folder
+        if ((sub / "config.json").is_file() and is_model_folder(sub)) or is_peft_adapter(sub):
+            found.setdefault(task, {})["standard"] = sub.name  # a Hugging Face model folder or a PEFT LoRA adapter
             continue
         for stem, name in FINETUNED_FILES.items():
             file = _checkpoint_file(sub, stem)
@@ -248,7 +251,7 @@ def _flat_checkpoints(folder: Path) -> tuple[dict[str, str], list[Skipped]]:
         unreadable = None if file.is_dir() else _unreadable_file(file, task, f"finetuned/{file.name}")
         if unreadable is not None:
             skipped.append(unreadable)
-        elif file.suffix in CHECKPOINT_SUFFIXES or is_model_folder(file):
+        elif file.suffix in CHECKPOINT_SUFFIXES or is_model_folder(file) or is_peft_adapter(file):
             found[task] = f"finetuned/{file.name}"
         elif file.is_dir():
             reason = _why_no_checkpoint(file, folder) or f"holds none of {', '.join(HF_WEIGHTS)}"
@@ -331,6 +334,14 @@ def _head_path(folder: Path, task: str) -> str | None:
         if _not_a_folder(folder / name):  # a pipe there is refused by name when the head is read
             return name
     return None
+
+
+def _adapter_head(folder: Path, relative: str | None) -> str | None:
+    """A LoRA adapter's `modules_to_save` head is its task's head (engine/eval/heads.py reads it from the folder)."""
+    from engine.io.formats.peft_adapter import read_adapter
+
+    adapter = None if relative is None or not is_peft_adapter(folder / relative) else folder / relative
+    return relative if adapter is not None and read_adapter(adapter).head else None
 
 
 def _task_name(name: str) -> str:

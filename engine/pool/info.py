@@ -1,8 +1,8 @@
 """What a pool holds, from file headers and sidecars only (no tensor data read): `python -m engine pool show`.
 
 Before converting or merging a pool of foreign checkpoints, a researcher checks what mergelab made of each
-file: its format, the architecture detected from its shapes, QuickGELU, which towers it holds, and whether
-it is evaluated as a linearized model.
+file: its format, the architecture detected from its shapes, QuickGELU, which towers it holds, whether
+it is evaluated as a linearized model, and, for a LoRA adapter, its rank.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class CheckpointInfo:
     quick_gelu: bool
     tower: str  # "clip" (both towers) or "visual"
     variant: str
+    lora_rank: int | None = None  # a LoRA adapter's rank (its largest, with rank_pattern); None for full weights
 
     @property
     def label(self) -> str:
@@ -55,6 +56,7 @@ def _info(checkpoint: LazyCheckpoint, *, task: str | None, name: str) -> Checkpo
         quick_gelu=meta.quick_gelu,
         tower=meta.tower,
         variant=meta.variant,
+        lora_rank=meta.training.get("lora", {}).get("rank") if checkpoint.format == "peft_lora" else None,
     )
 
 

@@ -165,3 +165,33 @@ def _check_out(out: torch.Tensor, shape: tuple[int, ...], path: Path) -> None:
             f"(contiguous={out.is_contiguous()}, device={out.device})",
             fix="read into a contiguous CPU tensor of the same shape",
         )
+
+
+@dataclass(frozen=True)
+class LowRankUpdated(LazyTensor):
+    """A weight plus low-rank updates: `base` + Σ sᵢ·Bᵢ·Aᵢ, each added to rows rowᵢ:rowᵢ + Bᵢ.shape[0] (a LoRA
+    adapter's ΔW, q/k/v updates landing in their slices of open_clip's fused in_proj). Read in float32."""
+
+    base: LazyTensor
+    updates: tuple[tuple[int, float, LazyTensor, LazyTensor], ...]  # (row, s, A [r, in], B [out, r])
+
+    def opened_by(self, opener: Opener) -> LowRankUpdated:
+        moved = tuple((row, s, a.opened_by(opener), b.opened_by(opener)) for row, s, a, b in self.updates)
+        return LowRankUpdated(self.base.opened_by(opener), moved)
+
+    @property
+    def shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        return self.base.shape
+
+    @property
+    def dtype(self) -> torch.dtype:  # type: ignore[override]
+        return torch.float32
+
+    def read_into(self, out: torch.Tensor) -> None:
+        full = out if out.dtype == torch.float32 else torch.empty(self.shape, dtype=torch.float32)
+        self.base.read_into(full)
+        for row, scale, down, up in self.updates:
+            b = up.read(dtype=torch.float32)  # [out, r]
+            full.narrow(0, row, b.shape[0]).addmm_(b, down.read(dtype=torch.float32), alpha=scale)
+        if full is not out:
+            out.copy_(full)
