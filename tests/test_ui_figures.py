@@ -234,7 +234,8 @@ def test_subspace_figures_draw_the_engine_statistics():
 
 def test_methods_chart_and_merge_links():
     from engine.jobs.compare import MethodResult, MethodsComparison
-    from ui.figures import merge_link, methods_chart
+    from ui.figures import methods_chart
+    from ui.links import merge_link
 
     rows = (
         MethodResult("task_arithmetic", {"lam": 0.3}, 21, 0.7, {"a": 0.6, "b": 0.8}, 0.7, 0.75),

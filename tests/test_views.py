@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine.merge import get_method
 from engine.workspace import Workspace
+from ui.pages import PAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -32,25 +33,7 @@ def _metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
-@pytest.mark.parametrize(
-    "view",
-    [
-        "views/home.py",
-        "views/zoo.py",
-        "views/merge.py",
-        "views/jobs.py",
-        "views/forgetting.py",
-        "views/sta.py",
-        "views/interference.py",
-        "views/subspaces.py",
-        "views/compare.py",
-        "views/landscape.py",
-        "views/finetune.py",
-        "views/learned.py",
-        "views/tour.py",
-        "views/sweeps.py",
-    ],
-)
+@pytest.mark.parametrize("view", [v.file for v in PAGES])
 def test_every_view_renders(app, view):
     _open(app, view)
     assert not app.exception
@@ -353,7 +336,7 @@ def test_landscape_page_shows_both_grids_and_links_the_best_point_to_merge(app, 
 
 
 def test_a_landscape_link_opens_merge_with_those_two_lambdas(app, tiny_collection_dir, data_home):
-    from ui.figures import two_task_merge_link
+    from ui.links import two_task_merge_link
 
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
     pair = ws.task_names[:2]

@@ -15,8 +15,9 @@ set (slider key presses outrun the URL updates), and applying it would snap the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -239,3 +240,18 @@ def _at_default(link: Link, value: Value) -> bool:
 
 def _copy(value: Value) -> Value:
     return list(value) if isinstance(value, list) else value
+
+
+def merge_link(method: str, params: Mapping[str, float], *, base: Sequence[tuple[str, str]] = ()) -> str:
+    """A deep link opening the Merge page on `method` with these parameter values, after `base` (the
+    sidebar's part of the URL: collection and checkpoints, so the link shows the same numbers)."""
+    pairs = [*base, ("method", method), *((k, f"{v:.6g}") for k, v in params.items())]
+    return "merge?" + urlencode(pairs)
+
+
+def two_task_merge_link(tasks: Sequence[str], lambdas: Sequence[float], *, base: Sequence[tuple[str, str]] = ()) -> str:
+    """A deep link opening the Merge page on task arithmetic of `tasks` with one λ each (after `base`, as
+    in `merge_link`)."""
+    pairs = [*base, *(("tasks", t) for t in tasks), ("per_task", "true")]
+    pairs += [(f"lam.{t}", f"{v:.6g}") for t, v in zip(tasks, lambdas)]
+    return "merge?" + urlencode(pairs)

@@ -5,10 +5,10 @@ import streamlit as st
 from engine.jobs.compare import MethodsComparison
 from engine.jobs.runner import JobState
 from engine.merge import METHODS
-from ui import figures, resources, widgets
+from ui import figures, links, pages, resources, widgets
 from ui.state import sidebar_query, sidebar_workspace
 
-st.header("Compare merge methods")
+st.header(pages.heading("compare"))
 st.caption(
     "Each method's parameters are chosen on val by mean normalized accuracy (merged / fine-tuned per task, "
     "averaged), then the chosen setting is evaluated once on test. Normalized accuracy is what makes methods "
@@ -39,7 +39,7 @@ if comparison is not None:
             "val normalized": [r.val_mean_normalized for r in rows],
             "test accuracy": [r.test_mean_accuracy for r in rows],
             "test normalized": [r.test_mean_normalized for r in rows],
-            "open": [figures.merge_link(r.method, r.params, base=sidebar_query()) for r in rows],
+            "open": [links.merge_link(r.method, r.params, base=sidebar_query()) for r in rows],
         },
         column_config={
             **{

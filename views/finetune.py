@@ -8,10 +8,10 @@ from engine.jobs.finetune import FinetuneCurves, FinetuneOutcome
 from engine.jobs.runner import JobState
 from engine.jobs.spec import to_fields
 from engine.train.finetune import MODES, PENALTY_SCHEDULES, FinetuneConfig
-from ui import figures, resources, widgets
+from ui import figures, pages, resources, widgets
 from ui.state import current_collection
 
-st.header("Fine-tune a task")
+st.header(pages.heading("finetune"))
 st.caption(
     "Linearized fine-tuning trains the first-order model f(x; θ₀) + J f(x; θ₀)·(θ − θ₀), so task vectors add "
     "exactly in function space. The τJp penalty (Yoshida et al., ICLR 2025) adds β · mean ‖J f(x; θ₀)·(θ − θ₀)‖ "

@@ -3,10 +3,10 @@
 import streamlit as st
 
 from engine.merge.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD
-from ui import figures, formats, links, resources, widgets
+from ui import figures, formats, links, pages, resources, widgets
 from ui.state import sidebar_workspace
 
-st.header("Forget a task")
+st.header(pages.heading("forgetting"))
 collection, choice, ws = sidebar_workspace()
 page_links = [
     links.choice("target", "forget_target", ws.task_names, ws.task_names[0], aliases=("forget_target",)),

@@ -3,9 +3,9 @@
 import streamlit as st
 
 from engine.home import DataHome
-from ui import figures, resources
+from ui import figures, pages, resources
 
-st.header("Jobs and runs")
+st.header(pages.heading("jobs"))
 resources.job_runner()  # one per server: it marks the jobs a crashed server left as interrupted
 
 

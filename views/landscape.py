@@ -6,10 +6,10 @@ from engine.errors import MergelabError
 from engine.jobs.landscape import Landscape, exact_grid, preview_grid
 from engine.jobs.runner import JobState
 from engine.workspace import LARGE_MODEL_PARAMS
-from ui import figures, links, resources, widgets
+from ui import figures, links, pages, resources, widgets
 from ui.state import sidebar_query, sidebar_workspace
 
-st.header("λ landscape of two tasks")
+st.header(pages.heading("landscape"))
 st.caption(
     "θ = θ₀ + λ₁ τ₁ + λ₂ τ₂: the mean normalized accuracy of the two tasks (merged / fine-tuned, averaged) at "
     "every point of the grid. Left, each point evaluated; right, the tangent-space preview (the model linearized "
@@ -85,10 +85,10 @@ if best is not None:
     kind = "evaluated" if exact is not None else "preview"
     st.markdown(
         f"Best ({kind}): λ {task_a} = {best[0]:g}, λ {task_b} = {best[1]:g}, mean normalized {best[2]:.1%} · "
-        f"[open in Merge]({figures.two_task_merge_link(pair, best[:2], base=sidebar_query())})"
+        f"[open in Merge]({links.two_task_merge_link(pair, best[:2], base=sidebar_query())})"
     )
 if clicked is not None:
     st.markdown(
         f"Clicked: λ {task_a} = {clicked[0]:g}, λ {task_b} = {clicked[1]:g} · "
-        f"[open in Merge]({figures.two_task_merge_link(pair, clicked, base=sidebar_query())})"
+        f"[open in Merge]({links.two_task_merge_link(pair, clicked, base=sidebar_query())})"
     )

@@ -9,10 +9,10 @@ from engine.jobs.runner import FINISHED, JobState
 from engine.jobs.spec import to_fields
 from engine.learn.coefficients import LearnConfig
 from engine.learn.dvbasi import DvBasiConfig
-from ui import figures, resources, widgets
+from ui import figures, pages, resources, widgets
 from ui.state import sidebar_workspace
 
-st.header("Learned coefficients: aTLAS and DV-BASI")
+st.header(pages.heading("learned"))
 st.caption(
     "aTLAS (Zhang et al., NeurIPS 2024) learns one coefficient per task vector and parameter tensor. DV-BASI "
     "(Wang et al., AAAI-26) then takes the merged model's difference vector δ = θ − θ₀, learns one scale per "

@@ -12,10 +12,10 @@ from engine.merge import METHODS, get_method
 from engine.runs.recipe_runner import run_recipe, save_merge_run, select
 from engine.runs.recipes import MergeRecipe, parse_recipe
 from engine.taujp.preview import preview_gap
-from ui import figures, formats, links, resources, widgets
+from ui import figures, formats, links, pages, resources, widgets
 from ui.state import sidebar_owns, sidebar_workspace
 
-st.header("Merge task vectors")
+st.header(pages.heading("merge"))
 collection, choice, ws = sidebar_workspace()
 MERGE = "merge"  # the links' scope of this page's values
 

@@ -4,10 +4,10 @@ import streamlit as st
 
 from engine.merge.spectra import alignment_vs_taujp
 from engine.params import network_order
-from ui import figures, formats
+from ui import figures, formats, pages
 from ui.state import sidebar_workspace
 
-st.header("Task vectors in subspaces")
+st.header(pages.heading("subspaces"))
 st.caption(
     "Each layer's task vector is a matrix τₜ = Uₜ Sₜ Vₜᵀ. The subspace merges (TSV-M, Iso-C, Iso-CTS, CART) work "
     "on these decompositions: they pay off when task matrices are close to low-rank (most energy in a few "

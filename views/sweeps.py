@@ -12,10 +12,10 @@ from engine.jobs.grid import checked_axes
 from engine.merge import METHODS, get_method
 from engine.search.axes import parse_axes
 from engine.search.logged import SUMMARIES, LoggedSweep, coordinates, logged_sweeps, objective_plane, read_sweep
-from ui import figures, resources
+from ui import figures, pages, resources
 from ui.state import CHOICE, current_collection
 
-st.header("Sweeps and searches")
+st.header(pages.heading("sweeps"))
 
 
 def merge_link(sweep: LoggedSweep) -> dict[str, str | list[str]]:

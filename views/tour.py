@@ -5,7 +5,7 @@ import streamlit as st
 
 from engine.merge import get_method
 from engine.merge.forgetting import METHODS as FORGETTING_METHODS
-from ui import figures, resources
+from ui import figures, links, resources
 from ui.state import sidebar_workspace
 
 STEPS = (
@@ -108,7 +108,7 @@ elif step == 2:
     comparison = ws.compare(tasks, "task_arithmetic", {"lam": lam}, split="interactive")
     chart(figures.accuracy_bars(comparison), "tour_accuracy")
     st.caption(f"Mean normalized accuracy (merged / fine-tuned): {comparison.mean_normalized:.1%}.")
-    link("Open this merge on the Merge page", figures.merge_link("task_arithmetic", {"lam": lam}))
+    link("Open this merge on the Merge page", links.merge_link("task_arithmetic", {"lam": lam}))
 
 elif step == 3:
     st.markdown(
@@ -127,7 +127,7 @@ elif step == 3:
     params = {p.name: p.default for p in ties.params} | {"density": density}
     report = ws.sparsity(tasks, "ties", params)
     chart(figures.sign_conflict_bars(report), "tour_sign_conflicts")
-    link("Open TIES on the Merge page (turn on 'Show what the method keeps')", figures.merge_link("ties", params))
+    link("Open TIES on the Merge page (turn on 'Show what the method keeps')", links.merge_link("ties", params))
 
 elif step == 4:
     st.markdown(

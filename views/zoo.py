@@ -4,10 +4,10 @@ import streamlit as st
 
 from engine.data.tasks import example_images
 from engine.errors import MergelabError
-from ui import figures, resources
+from ui import figures, pages, resources
 from ui.state import current_collection, sidebar_workspace
 
-st.header("Checkpoints and tasks")
+st.header(pages.heading("zoo"))
 
 
 def stored_variants_section(collection: str) -> None:

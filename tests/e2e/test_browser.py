@@ -133,7 +133,7 @@ def test_dragging_iso_c_alpha_redraws_the_bars(server, page):
     dragged with the mouse."""
     from playwright.sync_api import expect
 
-    from ui.figures import merge_link
+    from ui.links import merge_link
 
     page.goto(f"{server}/{merge_link('iso_c', {'alpha': 1.2})}", timeout=60_000)
     chart = page.get_by_test_id("stPlotlyChart").first

@@ -12,28 +12,15 @@ import pytest
 
 from tests.e2e.test_browser import ARTIFACTS
 from tests.test_tour import TITLES
+from ui import pages as ui_pages
 from ui.figures import PROJECTOR_FONT
 
 pytestmark = pytest.mark.browser
 
 SHOTS = ARTIFACTS / "pages"
-# (url path, title in the navigation, heading the page opens with), in app.py's order
-PAGES = (
-    ("", "Home", "mergelab"),
-    ("tour", "Tour", "Tour · step 1 of 6"),
-    ("zoo", "Zoo", "Checkpoints and tasks"),
-    ("merge", "Merge", "Merge task vectors"),
-    ("compare", "Compare methods", "Compare merge methods"),
-    ("landscape?step=0.25", "λ landscape", "λ landscape of two tasks"),  # 0.1's 121 points: test_browser
-    ("forgetting", "Forgetting", "Forget a task"),
-    ("sta", "STA importance", "STA importance maps"),
-    ("interference", "Interference (τJp)", "Interference between tasks (τJp)"),
-    ("subspaces", "Subspaces", "Task vectors in subspaces"),
-    ("finetune", "Fine-tune", "Fine-tune a task"),
-    ("learned", "aTLAS & DV-BASI", "Learned coefficients: aTLAS and DV-BASI"),
-    ("jobs", "Jobs & runs", "Jobs and runs"),
-    ("sweeps", "Sweeps", "Sweeps and searches"),
-)
+QUERY = {"landscape": "?step=0.25"}  # 0.1's 121 points: test_browser
+# (url path with its query, title in the navigation, heading the page opens with), in the navigation's order
+PAGES = tuple((v.url_path + QUERY.get(v.url_path, ""), v.title, v.heading) for v in ui_pages.PAGES)
 TOUR_STEPS = TITLES  # the six step titles, as the tour's AppTests name them
 
 

@@ -1,0 +1,128 @@
+"""Figures of the Merge page: accuracy bars, the λ sweep, sign conflicts, an iterative merge's loss."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+
+from engine.merge.analysis import SparsityReport
+from engine.params import network_order
+from engine.workspace import MergeComparison, Sweep
+from ui.figures.style import COLOURS
+
+
+def accuracy_bars(comparison: MergeComparison, *, preview: Mapping[str, float] | None = None) -> go.Figure:
+    """Grouped bars per task: zero-shot, (tangent preview,) merged and fine-tuned accuracy on the same split."""
+    tasks = list(comparison.tasks)
+    series = {
+        "zero-shot": comparison.zero_shot,
+        **({"tangent preview": preview} if preview else {}),
+        "merged": comparison.merged.accuracy,
+        "fine-tuned": comparison.finetuned,
+    }
+    fig = go.Figure(
+        [
+            go.Bar(
+                name=name,
+                x=tasks,
+                y=[values[t] for t in tasks],
+                marker_color=COLOURS[name],
+                hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>",
+            )
+            for name, values in series.items()
+        ]
+    )
+    fig.update_layout(
+        barmode="group",
+        title=f"Merged: mean accuracy {comparison.mean_merged:.1%} ({comparison.split} split)",
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
+        legend=dict(orientation="h", y=-0.15),
+        margin=dict(t=50, b=40),
+    )
+    return fig
+
+
+def preview_bars(preview: Mapping[str, float]) -> go.Figure:
+    """The tangent-space preview alone: shown at once while the exact evaluation runs."""
+    mean = sum(preview.values()) / len(preview)
+    fig = go.Figure(
+        go.Bar(
+            name="tangent preview",
+            x=list(preview),
+            y=list(preview.values()),
+            marker_color=COLOURS["tangent preview"],
+            hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Tangent-space preview: mean accuracy {mean:.1%} (exact evaluation follows)",
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
+        margin=dict(t=50, b=40),
+    )
+    return fig
+
+
+def sweep_chart(sweep: Sweep) -> go.Figure:
+    """Mean and per-task accuracy against the swept parameter, best value marked."""
+    x = list(sweep.values)
+    fig = go.Figure(
+        [
+            go.Scatter(x=x, y=list(acc), name=task, mode="lines", line=dict(width=1), opacity=0.6)
+            for task, acc in sweep.per_task.items()
+        ]
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x, y=list(sweep.mean_accuracy), name="mean", mode="lines+markers", line=dict(width=3, color="black")
+        )
+    )
+    fig.add_vline(x=sweep.best_value, line_dash="dash", annotation_text=f"best {sweep.param} = {sweep.best_value:g}")
+    fig.update_layout(
+        title=f"Accuracy over {sweep.param} ({sweep.split} split)",
+        xaxis_title=sweep.param,
+        yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
+        margin=dict(t=50),
+    )
+    return fig
+
+
+def sign_conflict_bars(report: SparsityReport) -> go.Figure:
+    """Per layer, in network order: the share of entries where the (masked) task vectors disagree in sign."""
+    order = network_order(report.layers)
+    fig = go.Figure(
+        go.Bar(
+            x=[report.layers[i] for i in order],
+            y=[report.sign_conflict[i] for i in order],
+            marker_color="#d95f02",
+            hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Sign conflicts between tasks, per layer",
+        yaxis=dict(tickformat=".0%", hoverformat=".1%", title="share"),
+        xaxis=dict(tickangle=-45),
+        margin=dict(t=50, b=120),
+    )
+    return fig
+
+
+def parts_loss_curve(losses: Sequence[float], *, method: str) -> go.Figure:
+    """An iterative merge's loss after each step, as a share of the loss at its start (WUDI: the summed
+    per-layer interference Σₜ ‖(τ_m − τₜ) τₜᵀ‖² / ‖τₜ‖²)."""
+    start = losses[0] if losses and losses[0] else 1.0
+    fig = go.Figure(
+        go.Scatter(
+            x=list(range(1, len(losses) + 1)),
+            y=[v / start for v in losses],
+            mode="lines",
+            line=dict(color=COLOURS["merged"]),
+        )
+    )
+    fig.update_layout(
+        title=f"{method}: interference loss per step",
+        xaxis=dict(title="step"),
+        yaxis=dict(title="loss / loss after step 1", rangemode="tozero"),
+        margin=dict(t=50, b=40),
+    )
+    return fig

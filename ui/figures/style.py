@@ -1,0 +1,19 @@
+"""Shared look of every figure: the series colours and the projector's larger fonts."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+COLOURS = {"zero-shot": "#9aa5b1", "tangent preview": "#9ecae1", "merged": "#2f6fdb", "fine-tuned": "#1b9e77"}
+
+
+PROJECTOR_FONT = 22
+
+
+PROJECTOR_HEIGHT = 640
+
+
+def for_projector(fig: go.Figure, *, font_size: int = PROJECTOR_FONT, height: int = PROJECTOR_HEIGHT) -> go.Figure:
+    """The same figure, readable from the back of a lecture room: larger base and title fonts, taller."""
+    fig.update_layout(font=dict(size=font_size), title_font=dict(size=font_size + 4), height=height)
+    return fig
