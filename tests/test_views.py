@@ -219,6 +219,9 @@ def test_save_run_and_export_from_the_merge_page(app, tiny_collection_dir, data_
     assert not app.exception
     exported = list((data_home / "exports").glob("*.safetensors"))
     assert len(exported) == 1 and load_checkpoint(exported[0]).meta.variant == "merged"
+    (download,) = app.get("download_button")
+    assert download.proto.label == f"Download {exported[0].stem}.zip"  # the zip test_export_bundle loads
+    assert (data_home / "exports" / f"{exported[0].stem}.zip").is_file()
 
 
 def test_a_pasted_recipe_sets_the_sliders(app, tiny_collection_dir, data_home):
@@ -247,8 +250,23 @@ def test_the_sweep_button_draws_and_logs_the_curve(app, data_home):
     mean = next(t for c in charts for t in c["data"] if t.get("name") == "mean")
     (run,) = RunLog(data_home / "runs" / "runs.sqlite3").runs(kind="sweep")
     assert mean["y"] == run.outputs["curve"]["mean_accuracy"] and len(mean["y"]) == 21
-    best_line = next(c for c in charts if c["layout"].get("shapes"))["layout"]["shapes"][0]["x0"]
-    assert run.outputs["best_value"] == best_line
+    lines = [s["x0"] for s in next(c for c in charts if c["layout"].get("shapes"))["layout"]["shapes"]]
+    assert lines == [run.outputs["best_value"], 0.3]  # the best value, then "you are here" (the slider's)
+    best = run.outputs["best_value"]
+    use = next(b for b in app.button if b.key == "use_best")
+    assert use.label == f"Use the best λ = {best:g}" and not use.disabled
+    use.click().run()
+    assert not app.exception
+    assert app.slider(key="task_arithmetic.lam").value == pytest.approx(best)
+    assert app.query_params.get("lam") == f"{best:.6g}" or best == 0.3
+    assert next(b for b in app.button if b.key == "use_best").disabled  # already there
+
+
+def test_the_headline_metrics_are_explained(app):
+    _open(app, "views/merge.py")
+    helps = {m.label: m.help for m in app.metric}
+    assert "fine-tuned" in helps["mean normalized accuracy"] and "divided" in helps["mean normalized accuracy"]
+    assert "averaged" in helps["mean accuracy (merged)"] and helps["tasks · images"]
 
 
 def test_ties_controls_and_sparsity_figures_on_the_merge_page(app, tiny_collection_dir, data_home):

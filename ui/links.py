@@ -115,13 +115,19 @@ def begin_run(page: str) -> None:
     st.session_state[PAGE] = (page, previous is None or page != previous[0], previous is None)
 
 
+def entering(*, per_session: bool = False) -> bool:
+    """Whether this run opens the page (a link, a reload, a switch from another page): the only run whose URL
+    is the user's (`per_session`: the session's first run)."""
+    return st.session_state.get(PAGE, (None, True, True))[2 if per_session else 1]
+
+
 def restore(links: Iterable[Link], *, scope: str, per_session: bool = False) -> None:
     """Put what the URL names into session state before the links' widgets exist; values it does not name
     keep the session's: the widget's, else the value last published (Streamlit drops a page's widget state
     while another page runs, so coming back to a page would otherwise reset it), else the default. A bad
     value becomes a notice of `scope` (`show_notices`). `per_session`: read the URL on the session's first run
     only (the sidebar's values: a later page switch carries what this session wrote, or older values)."""
-    entry = st.session_state.get(PAGE, (None, True, True))[2 if per_session else 1]
+    entry = entering(per_session=per_session)
     for link in links:
         name, raw = _in_url(link)
         kept = _valid(link, st.session_state.get(link.key, st.session_state.get(KEPT, {}).get(link.key, link.default)))

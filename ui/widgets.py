@@ -44,16 +44,17 @@ def _slider(label: str, param: Param, key: str) -> float:
     return st.slider(label, min_value=param.low, max_value=param.high, step=param.step, key=key, help=param.help)
 
 
-def method_params(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) -> dict[str, ParamValue]:
-    """One slider per parameter; per-task parameters get one slider per task when `per_task`."""
+def method_params(
+    method: MergeMethod, tasks: Sequence[str], *, per_task: bool, columns: int = 4
+) -> dict[str, ParamValue]:
+    """One slider per parameter; per-task parameters get one slider per task when `per_task`, in up to
+    `columns` columns."""
     values: dict[str, ParamValue] = {}
     for param in method.params:
         if param.per_task and per_task:
-            columns = st.columns(min(4, max(1, len(tasks))))
+            cells = st.columns(min(columns, max(1, len(tasks))))
             values[param.name] = [
-                _column_slider(
-                    columns[i % len(columns)], f"{param.label} · {task}", param, param_key(method, param, task)
-                )
+                _column_slider(cells[i % len(cells)], f"{param.label} · {task}", param, param_key(method, param, task))
                 for i, task in enumerate(tasks)
             ]
         else:

@@ -9,7 +9,9 @@ import plotly.graph_objects as go
 from engine.merge.analysis import SparsityReport
 from engine.params import network_order
 from engine.workspace import MergeComparison, Sweep
-from ui.figures.style import COLOURS
+from ui.figures.style import COLOURS, TOP_LEGEND
+
+BARS_HEIGHT = 400  # with the metrics above, the bars and their legend fit a 1440×900 window
 
 
 def accuracy_bars(comparison: MergeComparison, *, preview: Mapping[str, float] | None = None) -> go.Figure:
@@ -36,9 +38,11 @@ def accuracy_bars(comparison: MergeComparison, *, preview: Mapping[str, float] |
     fig.update_layout(
         barmode="group",
         title=f"Merged: mean accuracy {comparison.mean_merged:.1%} ({comparison.split} split)",
+        xaxis_title="task",
         yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
-        legend=dict(orientation="h", y=-0.15),
-        margin=dict(t=50, b=40),
+        legend=TOP_LEGEND,
+        height=BARS_HEIGHT,
+        margin=dict(t=80, b=40),
     )
     return fig
 
@@ -57,14 +61,17 @@ def preview_bars(preview: Mapping[str, float]) -> go.Figure:
     )
     fig.update_layout(
         title=f"Tangent-space preview: mean accuracy {mean:.1%} (exact evaluation follows)",
+        xaxis_title="task",
+        height=BARS_HEIGHT,
         yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50, b=40),
     )
     return fig
 
 
-def sweep_chart(sweep: Sweep) -> go.Figure:
-    """Mean and per-task accuracy against the swept parameter, best value marked."""
+def sweep_chart(sweep: Sweep, *, current: float | None = None) -> go.Figure:
+    """Mean and per-task accuracy against the swept parameter, the best value marked (dashed) and the
+    slider's `current` value (solid: "you are here")."""
     x = list(sweep.values)
     fig = go.Figure(
         [
@@ -78,6 +85,13 @@ def sweep_chart(sweep: Sweep) -> go.Figure:
         )
     )
     fig.add_vline(x=sweep.best_value, line_dash="dash", annotation_text=f"best {sweep.param} = {sweep.best_value:g}")
+    if current is not None:
+        fig.add_vline(
+            x=current,
+            line_color=COLOURS["merged"],
+            annotation_text=f"now {current:g}",
+            annotation_position="bottom right",
+        )
     fig.update_layout(
         title=f"Accuracy over {sweep.param} ({sweep.split} split)",
         xaxis_title=sweep.param,
