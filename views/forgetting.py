@@ -3,7 +3,7 @@
 import streamlit as st
 
 from engine.merge.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD
-from ui import figures, formats, links, pages, resources, widgets
+from ui import figures, formats, links, pages, resources, tables, widgets
 from ui.state import sidebar_workspace
 
 st.header(pages.heading("forgetting"))
@@ -91,12 +91,13 @@ st.caption(
 st.subheader("Methods at their chosen α")
 stored = resources.stored_forgetting(collection)
 if stored is not None and target in stored["targets"]:
+    table = figures.forgetting_table(stored["targets"][target])
+    percents = ("target", "control", "pretrained target", "chance", "control / pretrained")
     st.dataframe(
-        figures.forgetting_table(stored["targets"][target]),
-        column_config={
-            k: st.column_config.NumberColumn(format="percent")
-            for k in ("target", "control", "pretrained target", "chance", "control / pretrained")
-        },
+        table,
+        column_config=tables.fitted_columns(
+            table, {k: st.column_config.NumberColumn(format="percent") for k in percents}
+        ),
     )
     st.caption(
         "Stored when the collection was built, with each method's default settings: α chosen on val, "

@@ -40,8 +40,8 @@ b.plotly_chart(
     key="alignment_layer",
 )
 st.caption(
-    "Alignment of tasks a and b: ‖U_{a,k}ᵀ U_{b,k}‖²_F / k over their top k = ⌊p/K⌋ left singular vectors "
-    "(1: the same subspace, 0: orthogonal subspaces)."
+    r"Alignment of tasks a and b: $\lVert U_{a,k}^\top U_{b,k} \rVert_F^2 / k$ over their top "
+    r"$k = \lfloor p/K \rfloor$ left singular vectors (1: the same subspace, 0: orthogonal subspaces)."
 )
 
 st.subheader("Against τJp")

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import plotly.graph_objects as go
 
 from engine.merge.forgetting import CONTROL_FLOOR, METHODS, ForgettingCurve
+from ui.figures.style import readable
 from ui.formats import fixed
 
 
@@ -47,7 +48,7 @@ def forgetting_chart(curve: ForgettingCurve, *, alpha: float | None = None) -> g
         yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)
 
 
 def forgetting_table(stored: Mapping[str, Mapping]) -> list[dict]:

@@ -10,6 +10,7 @@ import torch
 from engine.merge.spectra import rank_correlation
 from engine.params import network_order
 from engine.taujp.matrix import TauJpMatrix
+from ui.figures.style import readable
 from ui.formats import fixed, short_number
 
 
@@ -26,6 +27,7 @@ def taujp_heatmap(matrix: TauJpMatrix, *, title: str | None = None, zmax: float 
             x=list(matrix.tasks),
             y=list(matrix.vectors),
             colorscale="Reds",
+            colorbar=dict(title="τJp"),
             zmin=0,
             zmax=zmax,
             text=[["" if v is None else fixed(v) for v in row] for row in z],
@@ -52,7 +54,7 @@ def taujp_heatmap(matrix: TauJpMatrix, *, title: str | None = None, zmax: float 
         yaxis=dict(title="task vector a", autorange="reversed"),
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)
 
 
 def clicked_cell(selection: Mapping | None) -> tuple[str, str] | None:
@@ -63,14 +65,15 @@ def clicked_cell(selection: Mapping | None) -> tuple[str, str] | None:
 
 
 def taujp_variant_heatmaps(matrices: Mapping[str, TauJpMatrix]) -> list[go.Figure]:
-    """One compact heatmap per variant on a shared colour scale (shown on the last), titled with its mean
-    off-diagonal τJp: small multiples, so the numbers are in the hover, not in the cells."""
+    """One compact heatmap per variant on a shared colour scale (each with its colour bar: the Tour shows
+    one at a time), titled with its mean off-diagonal τJp: small multiples, so the numbers are in the hover,
+    not in the cells."""
     zmax = max(float(_off_diagonal(m).max()) for m in matrices.values())
     figures = []
-    for i, (name, m) in enumerate(matrices.items()):
+    for name, m in matrices.items():
         fig = taujp_heatmap(m, title=f"{name}: mean off-diagonal {float(_off_diagonal(m).mean()):.3g}", zmax=zmax)
-        fig.update_traces(texttemplate=None, showscale=i == len(matrices) - 1, selector=dict(type="heatmap"))
-        fig.update_layout(xaxis_title=None, yaxis_title=None, height=360, margin=dict(t=40, l=10, r=10, b=10))
+        fig.update_traces(texttemplate=None, selector=dict(type="heatmap"))
+        fig.update_layout(height=380, margin=dict(t=40, l=10, r=10, b=10))
         figures.append(fig)
     return figures
 
@@ -85,8 +88,10 @@ def taujp_diagonal_bars(matrix: TauJpMatrix) -> go.Figure:
     shared = [t for t in matrix.vectors if t in matrix.tasks]
     values = [matrix.values[matrix.vectors.index(t), matrix.tasks.index(t)].item() for t in shared]
     fig = go.Figure(go.Bar(x=shared, y=values, marker_color="#2f6fdb", hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
-    fig.update_layout(title="Diagonal: each task's vector on its own inputs", yaxis_title="τJp", margin=dict(t=50))
-    return fig
+    fig.update_layout(
+        title="Diagonal: each task's vector on its own inputs", xaxis_title="task", yaxis_title="τJp", margin=dict(t=50)
+    )
+    return readable(fig)
 
 
 def interference_scatter(
@@ -115,7 +120,7 @@ def interference_scatter(
         yaxis=dict(title="drop_b(a) = acc_b(λτ_b) − acc_b(λ(τ_a + τ_b))", tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)
 
 
 def layer_bars(parts: Mapping[str, float], *, vector: str, task: str) -> go.Figure:
@@ -132,11 +137,11 @@ def layer_bars(parts: Mapping[str, float], *, vector: str, task: str) -> go.Figu
     )
     fig.update_layout(
         title=f"τ_{vector} on {task} inputs, per layer",
-        xaxis=dict(tickangle=-45),
+        xaxis=dict(title="layer block (network order)", tickangle=-45),
         yaxis_title="τJp of the block's part",
         margin=dict(t=50, b=120),
     )
-    return fig
+    return readable(fig)
 
 
 def variants_table(variants: Mapping[str, Mapping]) -> list[dict]:
@@ -172,4 +177,4 @@ def variant_curves(variants: Mapping[str, Mapping]) -> go.Figure:
         yaxis=dict(title="mean accuracy (val)", tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)

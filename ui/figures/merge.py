@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from engine.merge.analysis import SparsityReport
 from engine.params import network_order
 from engine.workspace import MergeComparison, Sweep
-from ui.figures.style import COLOURS, TOP_LEGEND
+from ui.figures.style import COLOURS, TOP_LEGEND, readable
 
 BARS_HEIGHT = 400  # with the metrics above, the bars and their legend fit a 1440×900 window
 
@@ -44,7 +44,7 @@ def accuracy_bars(comparison: MergeComparison, *, preview: Mapping[str, float] |
         height=BARS_HEIGHT,
         margin=dict(t=80, b=40),
     )
-    return fig
+    return readable(fig)
 
 
 def preview_bars(preview: Mapping[str, float]) -> go.Figure:
@@ -66,7 +66,7 @@ def preview_bars(preview: Mapping[str, float]) -> go.Figure:
         yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50, b=40),
     )
-    return fig
+    return readable(fig)
 
 
 def sweep_chart(sweep: Sweep, *, current: float | None = None) -> go.Figure:
@@ -98,7 +98,7 @@ def sweep_chart(sweep: Sweep, *, current: float | None = None) -> go.Figure:
         yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)
 
 
 def sign_conflict_bars(report: SparsityReport) -> go.Figure:
@@ -115,10 +115,10 @@ def sign_conflict_bars(report: SparsityReport) -> go.Figure:
     fig.update_layout(
         title="Sign conflicts between tasks, per layer",
         yaxis=dict(tickformat=".0%", hoverformat=".1%", title="share"),
-        xaxis=dict(tickangle=-45),
+        xaxis=dict(title="layer (network order)", tickangle=-45),
         margin=dict(t=50, b=120),
     )
-    return fig
+    return readable(fig)
 
 
 def parts_loss_curve(losses: Sequence[float], *, method: str) -> go.Figure:
@@ -139,4 +139,4 @@ def parts_loss_curve(losses: Sequence[float], *, method: str) -> go.Figure:
         yaxis=dict(title="loss / loss after step 1", rangemode="tozero"),
         margin=dict(t=50, b=40),
     )
-    return fig
+    return readable(fig)

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from engine.jobs.compare import MethodsComparison
 from engine.jobs.landscape import Landscape
 from engine.merge import METHODS as METHOD_REGISTRY
-from ui.figures.style import COLOURS
+from ui.figures.style import COLOURS, readable
 
 
 def methods_chart(comparison: MethodsComparison) -> go.Figure:
@@ -24,8 +24,6 @@ def methods_chart(comparison: MethodsComparison) -> go.Figure:
             name="mean normalized accuracy",
             marker_color=COLOURS["merged"],
             opacity=0.55,
-            text=[f"{r.test_mean_normalized:.1%}" for r in results],
-            textposition="outside",
         )
     )
     for task in comparison.tasks:
@@ -35,19 +33,32 @@ def methods_chart(comparison: MethodsComparison) -> go.Figure:
     fig.update_layout(
         title="Every method at its best val setting, on test",
         yaxis=dict(
-            title="accuracy (points: per task) · normalized (bars)", tickformat=".0%", hoverformat=".1%", range=[0, 1.1]
+            title="accuracy (points: per task) · normalized (bars)",
+            tickformat=".0%",
+            hoverformat=".1%",
+            range=[0, max(1.1, *(r.test_mean_normalized + 0.05 for r in results))],
         ),
-        xaxis=dict(tickangle=-30),
+        # the bars' values under their names, where no per-task point can cover them
+        xaxis=dict(
+            title="method (mean normalized accuracy)",
+            tickangle=-30,
+            tickmode="array",
+            tickvals=names,
+            ticktext=[f"{n}<br>{r.test_mean_normalized:.1%}" for n, r in zip(names, results)],
+        ),
         margin=dict(t=50, b=120),
     )
-    return fig
+    return readable(fig)
 
 
 def landscape_heatmap(landscape: Landscape, *, preview: bool = False) -> go.Figure:
     """Mean normalized accuracy of the two-task merge over the λ₁ × λ₂ grid (exact, or the tangent preview),
-    on a fixed 0–1 colour scale so the two read alike; a star marks the best point. Transparent markers on
-    every cell make a click selectable (`clicked_lambdas` reads it back)."""
+    on one colour scale from 0 to 100% (or to the best cell of either grid, if above) so the two read alike; a
+    star marks the best point. Transparent markers on every cell make a click selectable (`clicked_lambdas`
+    reads it back)."""
     grid = landscape.preview if preview else landscape.exact
+    cells = [v for g in (landscape.exact, landscape.preview) for row in g for v in row if v is not None]
+    top = max(1.0, *cells)  # normalized accuracy passes 100% where the merge beats the fine-tuned models
     a, b = landscape.tasks
     values = list(landscape.values)
     fig = go.Figure(
@@ -56,7 +67,7 @@ def landscape_heatmap(landscape: Landscape, *, preview: bool = False) -> go.Figu
             x=values,
             y=values,
             zmin=0,
-            zmax=1,
+            zmax=top,
             colorscale="Viridis",
             colorbar=dict(title="normalized", tickformat=".0%"),
             hoverinfo="skip",
@@ -90,7 +101,7 @@ def landscape_heatmap(landscape: Landscape, *, preview: bool = False) -> go.Figu
         legend=dict(orientation="h", y=-0.25),
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)
 
 
 def clicked_lambdas(selection: Mapping | None) -> tuple[float, float] | None:

@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 
 from engine.params import network_order
 from engine.sta.stats import ImportanceSummary
+from ui.figures.style import readable
 from ui.formats import fixed_grid
 
 
@@ -33,7 +34,7 @@ def importance_histograms(summary: ImportanceSummary) -> go.Figure:
         yaxis=dict(title="share of entries", tickformat=".1%"),
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)
 
 
 def mask_overlap_heatmap(summary: ImportanceSummary) -> go.Figure:
@@ -48,6 +49,7 @@ def mask_overlap_heatmap(summary: ImportanceSummary) -> go.Figure:
             zmin=0,
             zmax=1,
             colorscale="Viridis",
+            colorbar=dict(title="Jaccard"),
             text=fixed_grid(values),
             texttemplate="%{text}",
             hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>",
@@ -55,10 +57,11 @@ def mask_overlap_heatmap(summary: ImportanceSummary) -> go.Figure:
     )
     fig.update_layout(
         title=f"Mask overlap between tasks at κ = {summary.threshold:g} (Jaccard)",
-        yaxis=dict(autorange="reversed"),
+        xaxis_title="task",
+        yaxis=dict(title="task", autorange="reversed"),
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)
 
 
 def layer_importance_heatmap(summary: ImportanceSummary) -> go.Figure:
@@ -72,13 +75,14 @@ def layer_importance_heatmap(summary: ImportanceSummary) -> go.Figure:
             zmin=0,
             zmax=1,
             colorscale="Blues",
+            colorbar=dict(title="kept", tickformat=".0%"),
             hovertemplate="%{y} · %{x}: %{z:.1%} kept<extra></extra>",
         )
     )
     fig.update_layout(
         title=f"Share of each layer kept at κ = {summary.threshold:g}",
-        xaxis=dict(tickangle=-45),
-        yaxis=dict(autorange="reversed"),
+        xaxis=dict(title="layer (network order)", tickangle=-45),
+        yaxis=dict(title="task", autorange="reversed"),
         margin=dict(t=50, b=120),
     )
-    return fig
+    return readable(fig)

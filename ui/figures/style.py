@@ -18,3 +18,11 @@ def for_projector(fig: go.Figure, *, font_size: int = PROJECTOR_FONT, height: in
     """The same figure, readable from the back of a lecture room: larger base and title fonts, taller."""
     fig.update_layout(font=dict(size=font_size), title_font=dict(size=font_size + 4), height=height)
     return fig
+
+
+def readable(fig: go.Figure) -> go.Figure:
+    """Every builder's last step: axes grow their margins to fit their tick labels and titles (plotly's
+    default keeps fixed margins and cuts long labels, "Task arithmetic" → "3)"), at any font size."""
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    return fig

@@ -9,6 +9,7 @@ import torch
 
 from engine.merge.spectra import MeasureAgreement, SubspaceStats
 from engine.params import network_order
+from ui.figures.style import readable
 from ui.formats import fixed, fixed_grid
 
 
@@ -30,7 +31,7 @@ def spectrum_chart(stats: SubspaceStats, layer: str) -> go.Figure:
         yaxis=dict(title="singular value", type="log"),
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)
 
 
 def top_share_heatmap(stats: SubspaceStats) -> go.Figure:
@@ -44,16 +45,18 @@ def top_share_heatmap(stats: SubspaceStats) -> go.Figure:
             zmin=0,
             zmax=1,
             colorscale="Blues",
+            colorbar=dict(title="energy share", tickformat=".0%"),
             hovertemplate="%{y} · %{x}: %{z:.0%} of the energy in the top 1/K<extra></extra>",
         )
     )
     fig.update_layout(
         title="Energy share of each task matrix's top 1/K directions",
-        yaxis=dict(autorange="reversed"),
+        xaxis_title="task",
+        yaxis=dict(title="layer (network order)", autorange="reversed"),
         height=max(320, 22 * len(stats.layers)),
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)
 
 
 def alignment_heatmap(values: torch.Tensor, tasks: Sequence[str], *, title: str) -> go.Figure:
@@ -64,15 +67,18 @@ def alignment_heatmap(values: torch.Tensor, tasks: Sequence[str], *, title: str)
             x=list(tasks),
             y=list(tasks),
             zmin=0,
-            zmax=1,
+            zmax=max(1.0, float(values.max())),  # 1 up to rounding: ‖UᵀU‖² / k can land at 1 + 1e-7
             colorscale="Purples",
+            colorbar=dict(title="alignment"),
             text=fixed_grid(values.tolist()),
             texttemplate="%{text}",
             hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>",
         )
     )
-    fig.update_layout(title=title, yaxis=dict(autorange="reversed"), margin=dict(t=50))
-    return fig
+    fig.update_layout(
+        title=title, xaxis_title="task", yaxis=dict(title="task", autorange="reversed"), margin=dict(t=50)
+    )
+    return readable(fig)
 
 
 def agreement_scatter(agreement: MeasureAgreement) -> go.Figure:
@@ -92,4 +98,4 @@ def agreement_scatter(agreement: MeasureAgreement) -> go.Figure:
         yaxis_title="τJp",
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)

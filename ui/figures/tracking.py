@@ -11,7 +11,7 @@ from engine.jobs.learn import LearnCurves
 from engine.runs.log import Run
 from engine.search.logged import Coordinates, ObjectivePlane
 from ui.figures.merge import parts_loss_curve, sweep_chart
-from ui.figures.style import COLOURS
+from ui.figures.style import COLOURS, readable
 from ui.figures.training import finetune_curves, learning_curves
 
 
@@ -31,11 +31,12 @@ def runs_comparison(runs: Sequence[Run]) -> go.Figure:
     fig.update_layout(
         barmode="group",
         title="Per-task accuracy of the selected runs",
+        xaxis_title="task",
         yaxis=dict(title="accuracy", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
         legend=dict(orientation="h", y=-0.15),
         margin=dict(t=50, b=40),
     )
-    return fig
+    return readable(fig)
 
 
 def job_curve(kind: str, metrics: Mapping, *, name: str = "") -> go.Figure | None:
@@ -90,11 +91,12 @@ def objective_plane_chart(plane: ObjectivePlane) -> go.Figure:
             )
         )
     fig.update_layout(
+        title=f"Every trial: {label(plane.x)} against {label(plane.y)}",
         xaxis=dict(title=label(plane.x), tickformat=".0%"),
         yaxis=dict(title=label(plane.y), tickformat=".0%"),
         margin=dict(t=30),
     )
-    return fig
+    return readable(fig)
 
 
 def coordinates_chart(coords: Coordinates) -> go.Figure:
@@ -102,5 +104,6 @@ def coordinates_chart(coords: Coordinates) -> go.Figure:
     accuracy."""
     dimensions = [dict(label=name, values=list(column)) for name, column in zip(coords.names, coords.columns)]
     dimensions.append(dict(label="mean normalized", values=list(coords.score)))
-    line = dict(color=list(coords.score), colorscale="Viridis", showscale=True)
-    return go.Figure(go.Parcoords(dimensions=dimensions, line=line)).update_layout(margin=dict(t=60, l=60, r=60))
+    line = dict(color=list(coords.score), colorscale="Viridis", showscale=True, colorbar=dict(title="normalized"))
+    fig = go.Figure(go.Parcoords(dimensions=dimensions, line=line))
+    return fig.update_layout(title="Every trial's settings, coloured by its score", margin=dict(t=90, l=60, r=60))

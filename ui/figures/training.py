@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from engine.jobs.finetune import FinetuneCurves
 from engine.jobs.learn import LearnCurves
 from engine.runs.log import Run
-from ui.figures.style import COLOURS
+from ui.figures.style import COLOURS, readable
 from ui.formats import fixed_grid
 
 
@@ -51,7 +51,7 @@ def finetune_curves(curves: FinetuneCurves, *, beta: float | None = None) -> go.
         legend=dict(orientation="h", y=-0.2),
         margin=dict(t=50, b=40),
     )
-    return fig
+    return readable(fig)
 
 
 def learning_curves(curves: LearnCurves) -> go.Figure:
@@ -93,7 +93,7 @@ def learning_curves(curves: LearnCurves) -> go.Figure:
         legend=dict(orientation="h", y=-0.2),
         margin=dict(t=50, b=40),
     )
-    return fig
+    return readable(fig)
 
 
 def iteration_accuracy(curves: LearnCurves) -> go.Figure:
@@ -133,7 +133,7 @@ def iteration_accuracy(curves: LearnCurves) -> go.Figure:
         yaxis2=dict(title="‖δ‖", overlaying="y", side="right", rangemode="tozero"),
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)
 
 
 def scales_heatmap(curves: LearnCurves, blocks: Sequence[str]) -> go.Figure:
@@ -147,16 +147,18 @@ def scales_heatmap(curves: LearnCurves, blocks: Sequence[str]) -> go.Figure:
             y=[f"iteration {it.iteration}" for it in its],
             colorscale="RdBu",
             zmid=0,
+            colorbar=dict(title="λ"),
             customdata=fixed_grid([list(it.scales) for it in its], 3),
             hovertemplate="%{y}, %{x}: λ = %{customdata}<extra></extra>",
         )
     )
     fig.update_layout(
         title="Learned scale λ of δ per block (θ ← θ + λ·δ)",
-        xaxis=dict(showticklabels=len(labels) <= 60),
+        xaxis=dict(title="parameter block", showticklabels=len(labels) <= 60),
+        yaxis_title="DV-BASI iteration",
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)
 
 
 def learned_runs_overlay(runs: Sequence[Run]) -> go.Figure:
@@ -176,7 +178,7 @@ def learned_runs_overlay(runs: Sequence[Run]) -> go.Figure:
         yaxis=dict(title="selection accuracy", tickformat=".0%", hoverformat=".1%"),
         margin=dict(t=50),
     )
-    return fig
+    return readable(fig)
 
 
 def learned_table(learned: Mapping[str, Mapping]) -> list[dict]:
@@ -230,7 +232,7 @@ def learned_bars(rows: Sequence[Mapping], *, objective: str) -> go.Figure:
     fig.update_layout(
         title=f"Learned coefficients, {objective} objective: test mean accuracy",
         xaxis=dict(title="mean accuracy (test)", range=[0, 1], tickformat=".0%", hoverformat=".1%"),
-        yaxis=dict(autorange="reversed"),
-        margin=dict(t=50, l=10),
+        yaxis=dict(title="method", autorange="reversed"),
+        margin=dict(t=50),
     )
-    return fig
+    return readable(fig)

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import torch
 
 from engine.pool.info import CheckpointInfo
+from ui.figures.style import readable
 from ui.formats import fixed_grid, percent
 
 
@@ -23,6 +24,7 @@ def similarity_heatmap(similarity: torch.Tensor, names: Sequence[str]) -> go.Fig
             zmin=-1,
             zmax=1,
             colorscale="RdBu",
+            colorbar=dict(title="cosine"),
             reversescale=True,
             text=fixed_grid(values),
             texttemplate="%{text}",
@@ -30,8 +32,13 @@ def similarity_heatmap(similarity: torch.Tensor, names: Sequence[str]) -> go.Fig
             hovertemplate="%{y} · %{x}: %{customdata}<extra></extra>",
         )
     )
-    fig.update_layout(title="Cosine similarity of task vectors", yaxis=dict(autorange="reversed"), margin=dict(t=50))
-    return fig
+    fig.update_layout(
+        title="Cosine similarity of task vectors",
+        xaxis_title="task vector",
+        yaxis=dict(title="task vector", autorange="reversed"),
+        margin=dict(t=50),
+    )
+    return readable(fig)
 
 
 TOWERS = {"clip": "both towers", "visual": "image tower"}
