@@ -113,7 +113,7 @@ def test_jobs_page_with_a_running_job_and_with_none(app, tiny_collection_dir, da
     try:
         app.run()
         assert not app.exception
-        assert any("demo wait" in p.proto.text for p in app.get("progress"))
+        assert any("demo wait" in m.value and "-badge[" in m.value for m in app.markdown)
         # another session's job is shown read-only: only the session that started a job may cancel it
         assert not any(b.label == "Cancel" for b in app.button)
         assert any("another session's" in c.value for c in app.caption)
@@ -160,7 +160,7 @@ def test_a_page_following_another_sessions_job_shows_it_read_only(app, gated_job
     app.session_state["compare_job"] = job
     _open(app, "views/compare.py")
     assert not app.exception
-    assert any("demo wait" in p.proto.text for p in app.get("progress"))
+    assert any("demo wait" in m.value and "-badge[" in m.value for m in app.markdown)
     assert not any(b.label == "Cancel" for b in app.button)
     assert any("another session's" in c.value for c in app.caption)
     assert resources.job_runner().status(job).state is JobState.RUNNING

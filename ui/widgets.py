@@ -11,7 +11,7 @@ from engine.merge import MergeMethod, Param
 from engine.merge.registry import ParamValue
 from engine.sta.importance import KINDS
 from engine.workspace import Workspace
-from ui import links, resources
+from ui import job_states, links, resources
 from ui.state import CHOICE, current_collection
 
 
@@ -160,9 +160,14 @@ def job_progress(session_key: str):
     runner = resources.job_runner()
     job = runner.status(job_id)
     left, right = st.columns([5, 1])
-    left.progress(
-        job.fraction if job.state not in FINISHED else 1.0,
-        text=f"#{job.id} {job.name} · {job.state.value}" + (f" · {job.message}" if job.message else ""),
+    job_states.job_bar(
+        left,
+        job_id=job.id,
+        name=job.name,
+        state=job.state.value,
+        step=job.step,
+        total=job.total,
+        message=job.message,
     )
     if job.state not in FINISHED:
         if not resources.owns_job(job.id):

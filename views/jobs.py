@@ -3,7 +3,7 @@
 import streamlit as st
 
 from engine.home import DataHome
-from ui import figures, pages, resources
+from ui import figures, job_states, pages, resources
 
 st.header(pages.heading("jobs"))
 resources.job_runner()  # one per server: it marks the jobs a crashed server left as interrupted
@@ -20,9 +20,16 @@ def live_jobs() -> None:
     me = resources.session_owner()
     for record in records:
         left, right = st.columns([5, 1])
-        label = f"#{record.id} {record.name} · {record.state}" + (f" · {record.message}" if record.message else "")
         active = record.state in ("queued", "running")
-        left.progress(record.step / record.total if active and record.total else 1.0, text=label)
+        job_states.job_bar(
+            left,
+            job_id=record.id,
+            name=record.name,
+            state=record.state,
+            step=record.step,
+            total=record.total,
+            message=record.message,
+        )
         if active and record.owner == me and right.button("Cancel", key=f"cancel-{record.id}"):
             resources.cancel_job(record.id)  # checks the owner again, on the server
         elif active and record.owner != me:

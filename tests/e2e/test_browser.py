@@ -209,7 +209,7 @@ def test_a_background_job_survives_navigation_and_can_be_cancelled(server, page)
     expect(started).to_be_visible(timeout=30_000)
     job_id = int(re.search(r"#(\d+)", started.text_content()).group(1))  # other tests may have started jobs
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
-    bar = page.get_by_test_id("stProgress").filter(has_text=re.compile(rf"#{job_id}\b"))
+    bar = page.locator(f".st-key-job-{job_id}")
     expect(bar).to_contain_text("running", timeout=30_000)
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Zoo").click()
     expect(page.get_by_test_id("stHeading").first).to_contain_text("Checkpoints and tasks", timeout=30_000)

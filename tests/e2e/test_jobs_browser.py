@@ -32,7 +32,7 @@ def test_a_job_says_starting_at_once_and_its_curve_survives_a_reload_and_shows_o
 
     page.goto(f"{server}/learned", timeout=60_000)
     page.get_by_role("button", name="Learn as a background job").click()
-    learn = page.get_by_test_id("stProgress").filter(has_text="#1")
+    learn = page.locator(".st-key-job-1")
     expect(learn).to_contain_text("starting", timeout=10_000)  # the latency itself: bench/job_start_latency.py
     page.get_by_role("button", name="Cancel").click()
     expect(learn).to_contain_text("cancelled", timeout=60_000)
@@ -40,19 +40,19 @@ def test_a_job_says_starting_at_once_and_its_curve_survives_a_reload_and_shows_o
     page.goto(f"{server}/finetune", timeout=60_000)
     _standard_finetune(page, 12)
     page.get_by_role("button", name="Fine-tune as a background job").click()
-    bar = page.get_by_test_id("stProgress").filter(has_text="#2")
+    bar = page.locator(".st-key-job-2")
     expect(bar).to_contain_text("loss", timeout=90_000)  # its first steps: a curve to draw
     expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=30_000)
 
     page.reload()  # a new session: the page finds its job again, with its curve
-    expect(page.get_by_test_id("stProgress").filter(has_text="#2")).to_contain_text("fine-tune", timeout=60_000)
+    expect(page.locator(".st-key-job-2")).to_contain_text("fine-tune", timeout=60_000)
     expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=30_000)
 
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
     curve = page.get_by_test_id("stExpander").filter(has_text="Curve of #2")
     expect(curve).to_be_visible(timeout=30_000)
     expect(curve.get_by_test_id("stPlotlyChart")).to_be_attached(timeout=30_000)  # drawn from the jobs table
-    jobs_bar = page.get_by_test_id("stProgress").filter(has_text="#2")
+    jobs_bar = page.locator(".st-key-job-2")
     expect(jobs_bar).to_contain_text("done", timeout=240_000)  # the next test's job needs the CPU worker
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "jobs_curve_after_reload.png"), full_page=True)

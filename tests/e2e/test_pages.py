@@ -44,6 +44,40 @@ def _settled(page, heading: str) -> None:
     assert errors.count() == 0, errors.all_inner_texts()
 
 
+# Per chart: the text boxes that leave the chart's element, and the pairs that overlap (tick labels, axis and
+# colour-bar titles, the title, legend entries). Plotly never shortens a label; a label that does not fit is
+# drawn past the SVG's edge and clipped ("Task arithmetic" shown as "3)"), or drawn over its neighbour.
+TEXT_BOXES = """chart => {
+  const svg = chart.querySelector('.main-svg').getBoundingClientRect();
+  const nodes = chart.querySelectorAll(
+    '.xtick text, .ytick text, .g-xtitle text, .g-ytitle text, .g-y2title text, .gtitle, .legendtext, .cbtitle text');
+  const boxes = [...nodes].filter(n => n.textContent.trim()).map(n => {
+    const r = n.getBoundingClientRect();
+    return {text: n.textContent, l: r.left, r: r.right, t: r.top, b: r.bottom};
+  }).filter(b => b.r > b.l);
+  const outside = boxes.filter(
+    b => b.l < svg.left - 1 || b.r > svg.right + 1 || b.t < svg.top - 1 || b.b > svg.bottom + 1);
+  const overlaps = [];
+  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+    const a = boxes[i], c = boxes[j];
+    const w = Math.min(a.r, c.r) - Math.max(a.l, c.l), h = Math.min(a.b, c.b) - Math.max(a.t, c.t);
+    if (w > 2 && h > 2) overlaps.push([a.text, c.text]);
+  }
+  return {outside: outside.map(b => b.text), overlaps: overlaps, count: boxes.length};
+}"""
+
+
+def _charts_readable(page) -> None:
+    """Every chart on the page: each text box inside the chart, none over another (waits for the SVG first)."""
+    from playwright.sync_api import expect
+
+    for chart in page.get_by_test_id("stPlotlyChart").all():
+        expect(chart.locator(".main-svg").first).to_be_visible(timeout=60_000)
+        expect(chart.locator(".gtitle, .xtick text").first).to_be_attached(timeout=60_000)
+        found = chart.evaluate(TEXT_BOXES)
+        assert found["outside"] == [] and found["overlaps"] == [], found
+
+
 def _screenshot(page, name: str) -> None:
     """A whole page: Streamlit scrolls its main area inside the window, so a full-page shot would stop at the
     window's bottom; the window is stretched to the content's height for the shot, then given back."""
@@ -73,6 +107,7 @@ def test_every_page_opens_without_an_error(server, page, path, title, heading):
     _settled(page, heading)
     link = page.get_by_test_id("stSidebarNavLink").filter(has_text=title)
     assert link.count() >= 1  # the page is one of the navigation's
+    _charts_readable(page)
     _screenshot(page, path.split("?")[0] or "home")
 
 
@@ -95,10 +130,16 @@ def test_the_tour_walks_six_steps_and_its_presenter_mode_enlarges(server, page):
 
     page.goto(f"{server}/tour", timeout=60_000)
     _shows_tour_step(page, 1)
+    _charts_readable(page)
     expect(page.get_by_role("button", name="← Previous")).to_be_disabled()
     for n in range(2, 7):
-        page.get_by_role("button", name="Next →").click()
+        if n % 2:
+            page.get_by_role("button", name="Next →").click()
+        else:
+            page.get_by_test_id("stMain").click(position={"x": 5, "y": 5})  # focus on the page, not a slider
+            page.keyboard.press("ArrowRight")
         _shows_tour_step(page, n)
+        _charts_readable(page)
     expect(page.get_by_role("button", name="Next →")).to_be_disabled()
 
     page.get_by_role("button", name="← Previous").click()  # step 5: a chart with tick labels and a formula
@@ -111,7 +152,21 @@ def test_the_tour_walks_six_steps_and_its_presenter_mode_enlarges(server, page):
     expect(ticks).to_have_attribute("style", re.compile(rf"font-size: ?{PROJECTOR_FONT}px"), timeout=60_000)
     _shows_tour_step(page, 5)
     assert page.locator(".katex").first.bounding_box()["height"] > formula
+    expect(page).to_have_url(re.compile(r"presenter=true"))
     _screenshot(page, "tour_presenter")
+    page.reload()  # in front of the class: a reload keeps presenter mode
+    _shows_tour_step(page, 5)
+    expect(page.get_by_role("switch", name="Presenter mode")).to_be_checked()
+    for n in (5, 4, 3, 2, 1):  # back with the arrow key, every step readable at the projector's size
+        if n < 5:
+            page.get_by_test_id("stMain").click(position={"x": 5, "y": 5})
+            page.keyboard.press("ArrowLeft")
+        _shows_tour_step(page, n)
+        expect(page.get_by_test_id("stPlotlyChart").first.locator(".xtick text").first).to_have_attribute(
+            "style", re.compile(rf"font-size: ?{PROJECTOR_FONT}px"), timeout=60_000
+        )
+        _charts_readable(page)
+        _screenshot(page, f"tour_presenter_step{n}")
 
 
 def test_a_tour_link_opens_its_step(server, page):

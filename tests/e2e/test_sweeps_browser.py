@@ -42,7 +42,7 @@ def test_a_grid_started_from_the_form_is_followed_drawn_and_its_best_trial_opens
     expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text("Started job #1", timeout=60_000)
 
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
-    bar = page.get_by_test_id("stProgress").filter(has_text="#1")
+    bar = page.locator(".st-key-job-1")
     expect(bar).to_contain_text("grid sweep", timeout=30_000)
     expect(bar).to_contain_text("done", timeout=120_000)
 
