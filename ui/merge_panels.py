@@ -22,7 +22,7 @@ from engine.runs.export import export_bundle
 from engine.runs.recipe_runner import run_recipe, save_merge_run
 from engine.runs.recipes import MergeRecipe
 from engine.workspace import MergeComparison, Workspace
-from ui import figures, resources, widgets
+from ui import figures, messages, resources, widgets
 from ui.resources import Choice
 
 
@@ -58,7 +58,7 @@ def parts_job_live(setting: str, method) -> None:
     if job.state is JobState.DONE:
         st.rerun(scope="app")
     if job.state is JobState.FAILED:
-        st.error(job.error.strip().splitlines()[-1])
+        st.error(messages.shown(job.error))
     if job.metrics.get("loss"):
         st.plotly_chart(figures.parts_loss_curve(job.metrics["loss"], method=method.display_name), key="parts_loss")
 
@@ -241,7 +241,7 @@ def export_panel(s: Setting, recipe: MergeRecipe, column) -> None:
                 outcome = run_recipe(recipe, home=home, device=resources.device_name(), workspace=s.ws)
                 st.session_state["_export"] = str(export_bundle(outcome.checkpoint))
         except MergelabError as exc:
-            st.error(str(exc))
+            st.error(messages.shown(exc))
     if st.session_state.get("_export"):
         bundle = Path(st.session_state["_export"])
         st.download_button(

@@ -5,7 +5,7 @@ import streamlit as st
 from engine.jobs.compare import MethodsComparison
 from engine.jobs.runner import JobState
 from engine.merge import METHODS
-from ui import figures, links, pages, resources, tables, widgets
+from ui import figures, links, messages, pages, resources, tables, widgets
 from ui.state import sidebar_query, sidebar_workspace
 
 st.header(pages.heading("compare"))
@@ -27,7 +27,7 @@ else:
     if job is not None and job.state is JobState.DONE:
         comparison = job.result
     elif job is not None and job.state is JobState.FAILED:
-        st.error(job.error.strip().splitlines()[-1])
+        st.error(messages.shown(job.error))
 
 if comparison is not None:
     st.plotly_chart(figures.methods_chart(comparison), key="methods_chart")

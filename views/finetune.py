@@ -8,7 +8,7 @@ from engine.jobs.finetune import FinetuneCurves, FinetuneOutcome
 from engine.jobs.runner import JobState
 from engine.jobs.spec import to_fields
 from engine.train.finetune import MODES, PENALTY_SCHEDULES, FinetuneConfig
-from ui import figures, pages, resources, widgets
+from ui import figures, messages, pages, resources, widgets
 from ui.state import current_collection
 
 st.header(pages.heading("finetune"))
@@ -73,7 +73,7 @@ if st.button("Fine-tune as a background job", type="primary"):
         )
         config.check(other_tasks=others)
     except MergelabError as exc:
-        st.error(str(exc))
+        st.error(messages.shown(exc))
     else:
         args = {"task": task, "config": to_fields(config), "out_root": str(DataHome.from_env().ensure().finetunes)}
         name = f"fine-tune {task} · {MODES[mode]}"
@@ -110,7 +110,7 @@ def live_run() -> None:
             st.session_state["ft_rerun_for"] = job.id
             st.rerun(scope="app")
     elif job.state is JobState.FAILED:
-        st.error(job.error.strip().splitlines()[-1])
+        st.error(messages.shown(job.error))
 
 
 live_run()

@@ -32,7 +32,7 @@ if method != "task_arithmetic":
     st.caption(
         "**Provisional definition** (the STA paper body was not available): subtract only the entries of "
         "τ whose importance for the target, normalised per tensor, is ≥ κ and at least ρ times their "
-        "importance for every control task (engine/merge/forgetting.py)."
+        "importance for every control task."
     )
     a, b = st.columns(2)
     settings = {

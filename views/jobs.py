@@ -3,7 +3,7 @@
 import streamlit as st
 
 from engine.home import DataHome
-from ui import figures, job_states, pages, resources
+from ui import figures, job_states, messages, pages, resources
 
 st.header(pages.heading("jobs"))
 resources.job_runner()  # one per server: it marks the jobs a crashed server left as interrupted
@@ -35,7 +35,7 @@ def live_jobs() -> None:
         elif active and record.owner != me:
             right.caption("another session's")
         if record.error:
-            left.error(record.error.strip().splitlines()[-1])
+            left.error(messages.shown(record.error))
         curve = figures.job_curve(record.kind, record.metrics, name=record.name)
         if curve is not None:
             with left.expander(f"Curve of #{record.id}", expanded=active):

@@ -6,7 +6,7 @@ from engine.errors import MergelabError
 from engine.jobs.landscape import Landscape, exact_grid, preview_grid
 from engine.jobs.runner import JobState
 from engine.workspace import LARGE_MODEL_PARAMS
-from ui import figures, links, pages, resources, widgets
+from ui import figures, links, messages, pages, resources, widgets
 from ui.state import sidebar_query, sidebar_workspace
 
 st.header(pages.heading("landscape"))
@@ -40,7 +40,7 @@ try:
     with st.spinner("Caching tangent features of the interactive split (once)…"):
         preview = preview_grid(ws, pair, values, split=split)
 except MergelabError as exc:
-    st.error(str(exc))
+    st.error(messages.shown(exc))
     st.stop()
 
 exact = None

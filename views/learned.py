@@ -9,7 +9,7 @@ from engine.jobs.runner import FINISHED, JobState
 from engine.jobs.spec import to_fields
 from engine.learn.coefficients import LearnConfig
 from engine.learn.dvbasi import DvBasiConfig
-from ui import figures, pages, resources, widgets
+from ui import figures, messages, pages, resources, widgets
 from ui.state import sidebar_workspace
 
 st.header(pages.heading("learned"))
@@ -81,7 +81,7 @@ if st.button("Learn as a background job", type="primary"):
             else None
         )
     except MergelabError as exc:
-        st.error(str(exc))
+        st.error(messages.shown(exc))
     else:
         args = {
             "start": start,
@@ -140,7 +140,7 @@ def finished_run() -> None:
         )
         st.caption("Test accuracy per task, for reporting only.")
     elif job.state is JobState.FAILED:
-        st.error(job.error.strip().splitlines()[-1])
+        st.error(messages.shown(job.error))
 
 
 widgets.restore_job("dv_job", "learn", collection)  # after a reload: the job this page started

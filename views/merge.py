@@ -7,7 +7,7 @@ from engine.merge import METHODS, get_method
 from engine.runs.recipe_runner import select
 from engine.runs.recipes import parse_recipe
 from engine.taujp.preview import preview_gap
-from ui import figures, formats, links, pages, resources, widgets
+from ui import figures, formats, links, messages, pages, resources, widgets
 from ui import merge_panels as panels
 from ui.state import sidebar_owns, sidebar_workspace
 
@@ -62,7 +62,7 @@ def apply_recipe() -> None:
         target = resources.user_collection(recipe.collection)
         picked = select(recipe, target)
     except MergelabError as exc:
-        st.session_state["_recipe_error"] = str(exc)
+        st.session_state["_recipe_error"] = messages.shown(exc)
         return
     state = st.session_state
     state.update(collection=recipe.collection, tasks=list(picked.tasks), method=recipe.method, _recipe_error=None)
@@ -143,7 +143,7 @@ with right:
     try:
         comparison = ws.compare(tasks, method_name, params, split="interactive")
     except MergelabError as exc:
-        st.error(str(exc))
+        st.error(messages.shown(exc))
         st.stop()
     headline(metrics, comparison, tasks)
     bars.plotly_chart(figures.accuracy_bars(comparison, preview=preview), key="accuracy_bars")

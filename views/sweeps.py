@@ -12,7 +12,7 @@ from engine.jobs.grid import checked_axes
 from engine.merge import METHODS, get_method
 from engine.search.axes import parse_axes
 from engine.search.logged import SUMMARIES, LoggedSweep, coordinates, logged_sweeps, objective_plane, read_sweep
-from ui import figures, job_states, pages, resources
+from ui import figures, job_states, messages, pages, resources
 from ui.state import CHOICE, current_collection
 
 st.header(pages.heading("sweeps"))
@@ -58,7 +58,7 @@ def start_job(kind: str, method: str, grid_text: str, trials: int, strategy: str
             args = {"tasks": tasks, "method": "task_arithmetic", "strategy": strategy, "trials": trials}
             name = f"{strategy} search · per-task λ · {trials} trials"
     except MergelabError as exc:
-        st.error(str(exc))
+        st.error(messages.shown(exc))
         return
     job_id = resources.submit_job(
         resources.job_spec("grid_sweep" if kind == "grid" else "search", ws, collection, choice, args, name=name)

@@ -4,7 +4,7 @@ import streamlit as st
 
 from engine.data.tasks import example_images
 from engine.errors import MergelabError
-from ui import figures, pages, resources, tables
+from ui import figures, messages, pages, resources, tables
 from ui.state import current_collection, sidebar_workspace
 
 st.header(pages.heading("zoo"))
@@ -110,7 +110,7 @@ if any(info.format != "mergelab" for info in pool):
                     ),
                 )
             except MergelabError as exc:
-                st.error(str(exc))
+                st.error(messages.shown(exc))
             else:
                 st.success(f"Wrote {written}. Open it by typing that path into 'Collection folder'.")
 

@@ -34,10 +34,10 @@ def _settled(page, heading: str) -> None:
     """Wait until the page's script has run to its end and its charts are drawn, then check it shows no error."""
     from playwright.sync_api import expect
 
-    expect(page.get_by_test_id("stHeading").first).to_contain_text(heading, timeout=120_000)
-    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning", timeout=180_000)
+    expect(page.get_by_test_id("stHeading").first).to_contain_text(heading)
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
     for chart in page.get_by_test_id("stPlotlyChart").all():
-        expect(chart.locator(".main-svg").first).to_be_attached(timeout=30_000)
+        expect(chart.locator(".main-svg").first).to_be_attached()
     exceptions = page.get_by_test_id("stException")
     assert exceptions.count() == 0, exceptions.all_inner_texts()
     errors = page.get_by_test_id("stAlertContentError")
@@ -72,8 +72,8 @@ def _charts_readable(page) -> None:
     from playwright.sync_api import expect
 
     for chart in page.get_by_test_id("stPlotlyChart").all():
-        expect(chart.locator(".main-svg").first).to_be_visible(timeout=60_000)
-        expect(chart.locator(".gtitle, .xtick text").first).to_be_attached(timeout=60_000)
+        expect(chart.locator(".main-svg").first).to_be_visible()
+        expect(chart.locator(".gtitle, .xtick text").first).to_be_attached()
         found = chart.evaluate(TEXT_BOXES)
         assert found["outside"] == [] and found["overlaps"] == [], found
 
@@ -87,14 +87,14 @@ def _screenshot(page, name: str) -> None:
     height = page.get_by_test_id("stMain").evaluate("main => main.scrollHeight")
     page.set_viewport_size({"width": size["width"], "height": max(height, size["height"])})
     for chart in page.get_by_test_id("stPlotlyChart").all():
-        expect(chart.locator(".main-svg").first).to_be_visible(timeout=30_000)
+        expect(chart.locator(".main-svg").first).to_be_visible()
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     page.set_viewport_size(size)
 
 
 def test_the_navigation_lists_every_page(server, page):
-    page.goto(server, timeout=60_000)
+    page.goto(server)
     _settled(page, "mergelab")
     links = page.get_by_test_id("stSidebarNavLink")
     shown = [text.split("\n")[-1].strip() for text in links.all_inner_texts()]  # after the icon's ligature
@@ -103,7 +103,7 @@ def test_the_navigation_lists_every_page(server, page):
 
 @pytest.mark.parametrize(("path", "title", "heading"), PAGES, ids=[title for _, title, _ in PAGES])
 def test_every_page_opens_without_an_error(server, page, path, title, heading):
-    page.goto(f"{server}/{path}", timeout=60_000)
+    page.goto(f"{server}/{path}")
     _settled(page, heading)
     link = page.get_by_test_id("stSidebarNavLink").filter(has_text=title)
     assert link.count() >= 1  # the page is one of the navigation's
@@ -128,7 +128,7 @@ def _font_px(text) -> float:
 def test_the_tour_walks_six_steps_and_its_presenter_mode_enlarges(server, page):
     from playwright.sync_api import expect
 
-    page.goto(f"{server}/tour", timeout=60_000)
+    page.goto(f"{server}/tour")
     _shows_tour_step(page, 1)
     _charts_readable(page)
     expect(page.get_by_role("button", name="← Previous")).to_be_disabled()
@@ -149,7 +149,7 @@ def test_the_tour_walks_six_steps_and_its_presenter_mode_enlarges(server, page):
     formula = page.locator(".katex").first.bounding_box()["height"]
     page.get_by_text("Presenter mode").click()
     expect(page.get_by_role("switch", name="Presenter mode")).to_be_checked()
-    expect(ticks).to_have_attribute("style", re.compile(rf"font-size: ?{PROJECTOR_FONT}px"), timeout=60_000)
+    expect(ticks).to_have_attribute("style", re.compile(rf"font-size: ?{PROJECTOR_FONT}px"))
     _shows_tour_step(page, 5)
     assert page.locator(".katex").first.bounding_box()["height"] > formula
     expect(page).to_have_url(re.compile(r"presenter=true"))
@@ -163,7 +163,7 @@ def test_the_tour_walks_six_steps_and_its_presenter_mode_enlarges(server, page):
             page.keyboard.press("ArrowLeft")
         _shows_tour_step(page, n)
         expect(page.get_by_test_id("stPlotlyChart").first.locator(".xtick text").first).to_have_attribute(
-            "style", re.compile(rf"font-size: ?{PROJECTOR_FONT}px"), timeout=60_000
+            "style", re.compile(rf"font-size: ?{PROJECTOR_FONT}px")
         )
         _charts_readable(page)
         _screenshot(page, f"tour_presenter_step{n}")
@@ -172,7 +172,7 @@ def test_the_tour_walks_six_steps_and_its_presenter_mode_enlarges(server, page):
 def test_a_tour_link_opens_its_step(server, page):
     from playwright.sync_api import expect
 
-    page.goto(f"{server}/tour?step=4", timeout=60_000)
+    page.goto(f"{server}/tour?step=4")
     _shows_tour_step(page, 4)
     expect(page.get_by_role("button", name="Next →")).to_be_enabled()
 
@@ -180,7 +180,7 @@ def test_a_tour_link_opens_its_step(server, page):
 def test_the_landscape_grid_step_is_in_the_link(server, page):
     from playwright.sync_api import expect
 
-    page.goto(f"{server}/landscape?step=0.25", timeout=60_000)
+    page.goto(f"{server}/landscape?step=0.25")
     _settled(page, "λ landscape of two tasks")
     cells = page.get_by_test_id("stPlotlyChart").first.locator(".scatterlayer .trace").first.locator(".point")
-    expect(cells).to_have_count(25, timeout=30_000)  # λ in 0, 0.25, …, 1 for both tasks
+    expect(cells).to_have_count(25)  # λ in 0, 0.25, …, 1 for both tasks
