@@ -725,3 +725,13 @@ def test_bad_learning_settings_show_a_clear_error(app, key, value, subject):
     assert not app.exception
     assert any(e.value.startswith(f"{subject}: invalid setting") for e in app.error)
     assert "dv_job" not in app.session_state
+
+
+def test_home_starts_with_the_tour_and_links_every_page(app):
+    from ui.pages import PAGES
+
+    app.run()  # Home is the default page
+    assert not app.exception
+    linked = [link.proto.page for link in app.get("page_link")]
+    assert linked[0] == "tour"
+    assert set(linked) == {v.url_path for v in PAGES if v.url_path}  # every page but Home itself

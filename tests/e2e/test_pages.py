@@ -120,6 +120,13 @@ def _shows_tour_step(page, n: int) -> None:
     assert re.search(rf"[?&]step={n}\b", page.url), page.url
 
 
+def _press(page, key: str) -> None:
+    """A key pressed on the page itself, as a presenter does after clicking away from a slider (which would
+    take the arrow keys for itself)."""
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.keyboard.press(key)
+
+
 def _font_px(text) -> float:
     """Plotly writes the layout's font size into each SVG text's style."""
     return float(re.search(r"font-size:\s*([\d.]+)px", text.get_attribute("style")).group(1))
@@ -136,8 +143,7 @@ def test_the_tour_walks_six_steps_and_its_presenter_mode_enlarges(server, page):
         if n % 2:
             page.get_by_role("button", name="Next →").click()
         else:
-            page.get_by_test_id("stMain").click(position={"x": 5, "y": 5})  # focus on the page, not a slider
-            page.keyboard.press("ArrowRight")
+            _press(page, "ArrowRight")
         _shows_tour_step(page, n)
         _charts_readable(page)
     expect(page.get_by_role("button", name="Next →")).to_be_disabled()
@@ -159,8 +165,7 @@ def test_the_tour_walks_six_steps_and_its_presenter_mode_enlarges(server, page):
     expect(page.get_by_role("switch", name="Presenter mode")).to_be_checked()
     for n in (5, 4, 3, 2, 1):  # back with the arrow key, every step readable at the projector's size
         if n < 5:
-            page.get_by_test_id("stMain").click(position={"x": 5, "y": 5})
-            page.keyboard.press("ArrowLeft")
+            _press(page, "ArrowLeft")
         _shows_tour_step(page, n)
         expect(page.get_by_test_id("stPlotlyChart").first.locator(".xtick text").first).to_have_attribute(
             "style", re.compile(rf"font-size: ?{PROJECTOR_FONT}px")
@@ -184,3 +189,23 @@ def test_the_landscape_grid_step_is_in_the_link(server, page):
     _settled(page, "λ landscape of two tasks")
     cells = page.get_by_test_id("stPlotlyChart").first.locator(".scatterlayer .trace").first.locator(".point")
     expect(cells).to_have_count(25)  # λ in 0, 0.25, …, 1 for both tasks
+
+
+def test_the_merge_page_fits_a_laptop_window(server, page, viewport):
+    """At 1440×900 the headline metrics, the bars and their legend are in the window, without scrolling."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/merge")
+    _settled(page, "Merge task vectors")
+    chart = page.get_by_test_id("stPlotlyChart").first
+    expect(chart.locator(".legendtext").first).to_be_visible()
+    _charts_readable(page)
+
+    def bottom(locator) -> float:
+        box = locator.bounding_box()
+        return box["y"] + box["height"]
+
+    metrics = page.get_by_test_id("stMetric").all()
+    assert len(metrics) == 3 and all(bottom(m) <= viewport["height"] for m in metrics)
+    assert bottom(chart.locator(".legend").first) <= viewport["height"]
+    assert bottom(chart) <= viewport["height"], bottom(chart)
