@@ -581,10 +581,10 @@ def test_interference_page_shows_the_engine_matrix_and_pairs(app, tiny_collectio
     assert len(scatter["x"]) == 6 and sorted(scatter["y"]) == pytest.approx(sorted(drops.values()))
     layers = charts["τ_texture on brightness inputs, per layer"]["data"][0]
     parts = ws.taujp_layers("texture", "brightness")
-    assert layers["y"] == pytest.approx([parts[n] for n in layers["x"]], rel=1e-5) and set(layers["x"]) == set(parts)
+    assert layers["x"] == pytest.approx([parts[n] for n in layers["y"]], rel=1e-5) and set(layers["y"]) == set(parts)
     from engine.params import network_order
 
-    assert layers["x"] == [list(parts)[i] for i in network_order(list(parts))]  # conv1 … blocks … proj
+    assert layers["y"] == [list(parts)[i] for i in network_order(list(parts))]  # conv1 … blocks … proj, from the top
 
 
 def test_merge_preview_toggle_shows_preview_and_exact(app, tiny_collection_dir, data_home):

@@ -10,7 +10,7 @@ import torch
 from engine.merge.spectra import rank_correlation
 from engine.params import network_order
 from engine.taujp.matrix import TauJpMatrix
-from ui.figures.style import readable
+from ui.figures.style import layers_height, readable
 from ui.formats import fixed, short_number
 
 
@@ -124,22 +124,25 @@ def interference_scatter(
 
 
 def layer_bars(parts: Mapping[str, float], *, vector: str, task: str) -> go.Figure:
-    """τJp of one vector on one task's inputs, restricted to each layer block in turn (network order)."""
+    """τJp of one vector on one task's inputs, restricted to each layer block in turn (network order from the
+    top; horizontal bars, so block names read level)."""
     names = list(parts)
     names = [names[i] for i in network_order(names)]
     fig = go.Figure(
         go.Bar(
-            x=names,
-            y=[parts[n] for n in names],
+            y=names,
+            x=[parts[n] for n in names],
+            orientation="h",
             marker_color="#d95f02",
-            hovertemplate="%{x}: %{y:.3f}<extra></extra>",
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
         )
     )
     fig.update_layout(
         title=f"τ_{vector} on {task} inputs, per layer",
-        xaxis=dict(title="layer block (network order)", tickangle=-45),
-        yaxis_title="τJp of the block's part",
-        margin=dict(t=50, b=120),
+        yaxis=dict(title="layer block (network order)", autorange="reversed"),
+        xaxis_title="τJp of the block's part",
+        height=layers_height(len(names)),
+        margin=dict(t=50),
     )
     return readable(fig)
 

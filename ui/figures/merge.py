@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from engine.merge.analysis import SparsityReport
 from engine.params import network_order
 from engine.workspace import MergeComparison, Sweep
-from ui.figures.style import COLOURS, TOP_LEGEND, readable
+from ui.figures.style import COLOURS, TOP_LEGEND, layers_height, readable
 
 BARS_HEIGHT = 400  # with the metrics above, the bars and their legend fit a 1440×900 window
 
@@ -102,21 +102,24 @@ def sweep_chart(sweep: Sweep, *, current: float | None = None) -> go.Figure:
 
 
 def sign_conflict_bars(report: SparsityReport) -> go.Figure:
-    """Per layer, in network order: the share of entries where the (masked) task vectors disagree in sign."""
+    """Per layer, in network order from the top: the share of entries where the (masked) task vectors disagree
+    in sign. Horizontal bars: layer names read level, at any length."""
     order = network_order(report.layers)
     fig = go.Figure(
         go.Bar(
-            x=[report.layers[i] for i in order],
-            y=[report.sign_conflict[i] for i in order],
+            y=[report.layers[i] for i in order],
+            x=[report.sign_conflict[i] for i in order],
+            orientation="h",
             marker_color="#d95f02",
-            hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+            hovertemplate="%{y}: %{x:.1%}<extra></extra>",
         )
     )
     fig.update_layout(
         title="Sign conflicts between tasks, per layer",
-        yaxis=dict(tickformat=".0%", hoverformat=".1%", title="share"),
-        xaxis=dict(title="layer (network order)", tickangle=-45),
-        margin=dict(t=50, b=120),
+        xaxis=dict(tickformat=".0%", hoverformat=".1%", title="share of kept entries with conflicting signs"),
+        yaxis=dict(title="layer (network order)", autorange="reversed"),
+        height=layers_height(len(order)),
+        margin=dict(t=50),
     )
     return readable(fig)
 

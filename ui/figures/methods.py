@@ -14,39 +14,42 @@ from ui.figures.style import COLOURS, readable
 
 def methods_chart(comparison: MethodsComparison) -> go.Figure:
     """Every method at its best val setting: mean normalized accuracy on test (bars) and each task's test
-    accuracy (points), methods ordered by the bars."""
+    accuracy (points), methods ordered by the bars from the top. Horizontal, so method names read level; each
+    bar's value is written after its name, where no per-task point can cover it."""
     results = sorted(comparison.results, key=lambda r: r.test_mean_normalized, reverse=True)
     names = [METHOD_REGISTRY[r.method].display_name for r in results]
     fig = go.Figure(
         go.Bar(
-            x=names,
-            y=[r.test_mean_normalized for r in results],
+            y=names,
+            x=[r.test_mean_normalized for r in results],
+            orientation="h",
             name="mean normalized accuracy",
             marker_color=COLOURS["merged"],
             opacity=0.55,
+            hovertemplate="%{y}: %{x:.1%} normalized<extra></extra>",
         )
     )
     for task in comparison.tasks:
         fig.add_scatter(
-            x=names, y=[r.test_accuracy[task] for r in results], mode="markers", name=task, marker=dict(size=7)
+            y=names, x=[r.test_accuracy[task] for r in results], mode="markers", name=task, marker=dict(size=8)
         )
     fig.update_layout(
         title="Every method at its best val setting, on test",
-        yaxis=dict(
+        xaxis=dict(
             title="accuracy (points: per task) · normalized (bars)",
             tickformat=".0%",
             hoverformat=".1%",
             range=[0, max(1.1, *(r.test_mean_normalized + 0.05 for r in results))],
         ),
-        # the bars' values under their names, where no per-task point can cover them
-        xaxis=dict(
+        yaxis=dict(
             title="method (mean normalized accuracy)",
-            tickangle=-30,
+            autorange="reversed",
             tickmode="array",
             tickvals=names,
-            ticktext=[f"{n}<br>{r.test_mean_normalized:.1%}" for n, r in zip(names, results)],
+            ticktext=[f"{n} · {r.test_mean_normalized:.1%}" for n, r in zip(names, results)],
         ),
-        margin=dict(t=50, b=120),
+        height=max(360, 34 * len(names) + 160),
+        margin=dict(t=50),
     )
     return readable(fig)
 

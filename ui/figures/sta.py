@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 
 from engine.params import network_order
 from engine.sta.stats import ImportanceSummary
-from ui.figures.style import readable
+from ui.figures.style import layers_height, readable
 from ui.formats import fixed_grid
 
 
@@ -65,24 +65,25 @@ def mask_overlap_heatmap(summary: ImportanceSummary) -> go.Figure:
 
 
 def layer_importance_heatmap(summary: ImportanceSummary) -> go.Figure:
-    """Tasks × layers (network order): the share of each layer's entries with importance ≥ κ."""
+    """Layers (rows, network order) × tasks: the share of each layer's entries with importance ≥ κ."""
     order = network_order(summary.layers)
     fig = go.Figure(
         go.Heatmap(
-            z=summary.kept_per_layer[:, order].tolist(),
-            x=[summary.layers[i] for i in order],
-            y=list(summary.tasks),
+            z=summary.kept_per_layer[:, order].T.tolist(),  # [layers, K]
+            y=[summary.layers[i] for i in order],
+            x=list(summary.tasks),
             zmin=0,
             zmax=1,
             colorscale="Blues",
             colorbar=dict(title="kept", tickformat=".0%"),
-            hovertemplate="%{y} · %{x}: %{z:.1%} kept<extra></extra>",
+            hovertemplate="%{x} · %{y}: %{z:.1%} kept<extra></extra>",
         )
     )
     fig.update_layout(
         title=f"Share of each layer kept at κ = {summary.threshold:g}",
-        xaxis=dict(title="layer (network order)", tickangle=-45),
-        yaxis=dict(title="task", autorange="reversed"),
-        margin=dict(t=50, b=120),
+        xaxis_title="task",
+        yaxis=dict(title="layer (network order)", autorange="reversed"),
+        height=layers_height(len(order)),
+        margin=dict(t=50),
     )
     return readable(fig)

@@ -15,7 +15,9 @@ PROJECTOR_HEIGHT = 640
 
 
 def for_projector(fig: go.Figure, *, font_size: int = PROJECTOR_FONT, height: int = PROJECTOR_HEIGHT) -> go.Figure:
-    """The same figure, readable from the back of a lecture room: larger base and title fonts, taller."""
+    """The same figure, readable from the back of a lecture room: larger base and title fonts, taller (a chart
+    already taller, one row per layer, keeps its height)."""
+    height = max(height, fig.layout.height or 0)
     fig.update_layout(font=dict(size=font_size), title_font=dict(size=font_size + 4), height=height)
     return fig
 
@@ -26,3 +28,8 @@ def readable(fig: go.Figure) -> go.Figure:
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)
     return fig
+
+
+def layers_height(rows: int) -> int:
+    """Height of a chart with one row per layer: 24 px a row and room for title and axis, at least 320 px."""
+    return max(320, 24 * rows + 140)
