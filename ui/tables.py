@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-CHAR_PX = 8  # one character of the table font (14 px sans), rounded up: wide glyphs (m, %) fit too
-PAD_PX = 36  # cell padding and the header's sort / menu icons
+CHAR_PX = 7  # one character of the table font (14 px sans, digits 7-8 px); PAD_PX covers the difference
+PAD_PX = 32  # cell padding and the header's sort / menu icons
 MAX_PX = 420  # a long free-text cell wraps in the cell's tooltip rather than pushing the table sideways
 
 Rows = Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]

@@ -18,7 +18,8 @@ def for_projector(fig: go.Figure, *, font_size: int = PROJECTOR_FONT, height: in
     """The same figure, readable from the back of a lecture room: larger base and title fonts, taller (a chart
     already taller, one row per layer, keeps its height)."""
     height = max(height, fig.layout.height or 0)
-    fig.update_layout(font=dict(size=font_size), title_font=dict(size=font_size + 4), height=height)
+    top = max(fig.layout.margin.t or 0, 3 * font_size)  # the larger title stays inside the figure
+    fig.update_layout(font=dict(size=font_size), title_font=dict(size=font_size + 4), height=height, margin=dict(t=top))
     return fig
 
 
