@@ -84,9 +84,11 @@ def ties(t: Tour) -> None:
         "entry and averages only the agreeing ones. The bars: the share of kept entries whose signs conflict."
     )
     st.latex(
-        r"\hat\tau_t = \operatorname{top}_d(\tau_t), \quad \gamma = \operatorname{sgn}\Big(\sum_t \hat\tau_t\Big),"
-        r"\quad \tau_m^{(p)} = \frac{1}{|A_p|}\sum_{t \in A_p} \hat\tau_t^{(p)},\ A_p = \{t : \operatorname{sgn}"
-        r"\hat\tau_t^{(p)} = \gamma^{(p)}\}, \quad \theta = \theta_0 + \lambda\,\tau_m"
+        # two lines: one would overflow the page at the projector's size
+        r"\begin{gathered}\hat\tau_t = \operatorname{top}_d(\tau_t), \quad"
+        r"\gamma = \operatorname{sgn}\Big(\sum_t \hat\tau_t\Big), \quad A_p = \{t : \operatorname{sgn}"
+        r"\hat\tau_t^{(p)} = \gamma^{(p)}\} \\ \tau_m^{(p)} = \frac{1}{|A_p|}\sum_{t \in A_p} \hat\tau_t^{(p)},"
+        r"\quad \theta = \theta_0 + \lambda\,\tau_m\end{gathered}"
     )
     st.session_state.setdefault("tour_density", 0.2)
     density = st.slider("d (fraction of each task vector kept)", 0.05, 1.0, step=0.05, key="tour_density")
@@ -104,9 +106,9 @@ def taujp(t: Tour) -> None:
         "β·R on the other tasks' inputs) shrinks the off-diagonal, and with it what merging costs."
     )
     st.latex(
-        r"\tau\mathrm{Jp}[a,b] = \mathbb{E}_{x \sim D_b} \big\lVert J_\theta f(x;\theta_0)\,\tau_a \big\rVert,"
-        r"\qquad \mathcal{L} = \mathcal{L}_{\mathrm{CE}} + \beta\, \mathbb{E}_{x \sim D_{b \neq t}}"
-        r"\big\lVert J_\theta f(x;\theta_0)\,(\theta - \theta_0) \big\rVert"
+        r"\begin{gathered}\tau\mathrm{Jp}[a,b] = \mathbb{E}_{x \sim D_b} \big\lVert J_\theta f(x;\theta_0)\,\tau_a"
+        r"\big\rVert \\ \mathcal{L} = \mathcal{L}_{\mathrm{CE}} + \beta\, \mathbb{E}_{x \sim D_{b \neq t}}"
+        r"\big\lVert J_\theta f(x;\theta_0)\,(\theta - \theta_0) \big\rVert\end{gathered}"
     )
     stored = t.ws.stored_taujp()
     if stored:

@@ -117,6 +117,8 @@ def _shows_tour_step(page, n: int) -> None:
     _settled(page, f"Tour · step {n} of 6: {TOUR_STEPS[n - 1]}")
     expect(page.get_by_test_id("stPlotlyChart").first.locator(".main-svg").first).to_be_visible()
     expect(page.get_by_test_id("stMarkdown").locator(".katex").first).to_be_visible()  # st.latex, typeset
+    for formula in page.locator(".katex-display").all():  # a formula wider than the page would be cut
+        assert formula.evaluate("f => f.scrollWidth <= f.clientWidth + 1"), formula.text_content()
     assert re.search(rf"[?&]step={n}\b", page.url), page.url
 
 
@@ -163,9 +165,9 @@ def test_the_tour_walks_six_steps_and_its_presenter_mode_enlarges(server, page):
     page.reload()  # in front of the class: a reload keeps presenter mode
     _shows_tour_step(page, 5)
     expect(page.get_by_role("switch", name="Presenter mode")).to_be_checked()
-    for n in (5, 4, 3, 2, 1):  # back with the arrow key, every step readable at the projector's size
-        if n < 5:
-            _press(page, "ArrowLeft")
+    for key, n in ((None, 5), ("ArrowRight", 6), *(("ArrowLeft", m) for m in (5, 4, 3, 2, 1))):
+        if key:  # every step readable at the projector's size, walked with the arrow keys
+            _press(page, key)
         _shows_tour_step(page, n)
         expect(page.get_by_test_id("stPlotlyChart").first.locator(".xtick text").first).to_have_attribute(
             "style", re.compile(rf"font-size: ?{PROJECTOR_FONT}px")
