@@ -5,11 +5,12 @@ when it is a fresh server's first request (tests/e2e checks deep links)."""
 
 import streamlit as st
 
-from ui import links
+from ui import links, owner
 from ui import pages as ui_pages
 from ui.state import sidebar_pickers
 
 st.set_page_config(page_title="mergelab", page_icon=":material/science:", layout="wide")
+owner.remember_browser()  # jobs stay this browser's across reloads and tabs (ui/owner.py)
 pages = st.navigation(
     {
         section: [

@@ -4,7 +4,9 @@ for the data home's size (and `--clear-caches`); `python -m engine sweep|search 
 method's parameters and searches over per-task λ, in process or on Ray workers (`--ray`, or `MERGELAB_RAY`).
 
 Long work shows a tqdm bar on stderr (hidden when stderr is not a terminal); errors print one
-line naming the file and the fix, and exit with status 2. Paths are the shell user's own: relative ones
+line naming the file and the fix, and exit with status 2. A discovered pool with entries it cannot read is
+refused naming them; `--skip-unreadable` goes on without them, each printed as a warning and listed under
+"skipped" in the printed JSON and the run log. Paths are the shell user's own: relative ones
 resolve against the current directory and none is confined to the dashboard's allowed roots
 (`DataHome.shell_policy`); collections open through the same `open_for_user` as the dashboard's.
 """
@@ -15,28 +17,31 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from engine import cli_jobs
+from engine.data.splits import PROFILES
+from engine.data.suites import require_suite, suite_named, suite_tasks, suites
 from engine.errors import MergelabError, OutputExistsError, ParameterError
 from engine.eval.evaluate import EvalResult, evaluate
 from engine.eval.suite import EvalSuite
-from engine.home import ASSETS_DIR, DataHome, PathPolicy
+from engine.home import ASSETS_DIR, STORE_CHOICES, DataHome, PathPolicy
 from engine.io.checkpoints import load_checkpoint
 from engine.jobs.grid import checked_axes
 from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import FINISHED, JobState, JobStatus, LocalRunner
 from engine.jobs.search import grid_sweep_job, search_job
-from engine.merge import METHODS
+from engine.merge import METHODS, MergeMethod
 from engine.models import pick_device
 from engine.params import flatten
 from engine.pool.access import open_for_user
 from engine.pool.collection import Collection, open_suite, pretrained_vector
 from engine.pool.convert import convert_pool
-from engine.pool.info import CheckpointInfo, pool_checkpoints
+from engine.pool.info import CheckpointInfo, checkpoint_family, pool_checkpoints, pool_suite
 from engine.runs.log import RunLog
 from engine.runs.recipe_runner import RecipeSelection, run_recipe, select
 from engine.runs.recipes import MergeRecipe, load_recipe, parse_recipe
@@ -79,10 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("--variant", default="standard", help="fine-tuned variant to merge")
     mg.add_argument("--out", required=True, help="output .safetensors (a bare name goes to <data home>/exports)")
     mg.add_argument("--eval", dest="eval_split", help="also evaluate the merge on this split")
+    mg.add_argument(
+        "--store", choices=STORE_CHOICES, help="how the task vectors open (default: config.json's, else auto)"
+    )
     mg.set_defaults(run=_run_merge)
     rc = sub.add_parser("run", help="run a merge recipe (JSON or YAML): merge, export, evaluate, log")
     rc.add_argument("recipe", type=Path)
     rc.add_argument("--device", help="cpu, cuda, ... (default: CUDA when present)")
+    rc.add_argument(
+        "--store", choices=STORE_CHOICES, help="how the task vectors open (default: config.json's, else auto)"
+    )
+    _skip_flag(rc)
     rc.set_defaults(run=_run_recipe)
     sweep = sub.add_parser("sweep", help="a grid over the recipe method's parameters (in process, or on Ray)")
     _trials_common(sweep)
@@ -106,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     search.set_defaults(run=_run_search)
     ls = sub.add_parser("methods", help="list merge methods and their parameters")
     ls.set_defaults(run=_run_methods)
+    su = sub.add_parser("suites", help="the field's task suites (TA8, TALL14, TALL20) and validation split profiles")
+    su.add_argument("suite", nargs="?", help="one suite's tasks: class and template counts, dataset ids, aliases")
+    su.add_argument("--pool", type=Path, help="check that this pool holds every task of SUITE (default TA8)")
+    su.set_defaults(run=_run_suites)
     home = sub.add_parser("home", help="the data home's size per folder; --clear-caches frees the caches")
     home.add_argument("--clear-caches", action="store_true", help="remove cache/ (exports, checkpoints, runs kept)")
     home.set_defaults(run=_run_home)
@@ -117,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     convert = pool.add_parser("convert", help="write a pool once as fp32 safetensors + sidecars (weights-only loads)")
     convert.add_argument("path", type=Path, help="pool folder, pool manifest (YAML/JSON) or collection")
     convert.add_argument("out", type=Path, help="the new collection folder (must not exist)")
+    _skip_flag(convert)
     convert.set_defaults(run=_run_pool_convert)
     export_hf = pool.add_parser("export-hf", help="write any readable checkpoint as a Hugging Face model folder")
     export_hf.add_argument("checkpoint", type=Path, help="checkpoint file or Hugging Face folder, any format")
@@ -148,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     extract = zoo.add_parser("extract-real", help="extract the real source images from scikit-learn/-image")
     extract.add_argument("--out", type=Path, default=DEFAULT_COLLECTION / "real_images.npz")
     extract.set_defaults(run=_run_zoo_extract)
+    cli_jobs.register(sub)  # finetune, learn, taujp, importance, compare, landscape, job SPEC.json
     return parser
 
 
@@ -156,6 +174,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", nargs="+", help="subset of the collection's tasks")
     p.add_argument("--split", default="test", help="train, val, test or interactive")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    _skip_flag(p)
+
+
+def _skip_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="go on without the pool entries that cannot be read (an empty checkpoint, a task folder without one), "
+        "listed as skipped in the output and the run log; default: refuse the pool, naming them",
+    )
 
 
 def _trials_common(p: argparse.ArgumentParser) -> None:
@@ -164,6 +192,7 @@ def _trials_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, ... for trials in process (default: CUDA when present)")
     p.add_argument("--ray", metavar="ADDRESS", help=f"local, auto or a cluster address (default: ${RAY_ENV})")
     p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else per CPU of the cluster)")
+    _skip_flag(p)
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
@@ -172,7 +201,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
     checked_axes(recipe.method, grid, recipe.params, len(chosen.tasks))  # before any checkpoint is read
     workspace = _trials_source(home, collection, chosen, args)
     fields = dict(tasks=chosen.tasks, method=recipe.method, grid=grid, params=recipe.params, split=args.split)
-    return _run_trials(home, "sweep", grid_sweep_job, args, workspace=workspace, **fields)
+    skipped = [str(s) for s in collection.skipped]
+    return _run_trials(home, "sweep", grid_sweep_job, args, workspace=workspace, skipped=skipped, **fields)
 
 
 def _run_search(args: argparse.Namespace) -> int:
@@ -192,14 +222,15 @@ def _run_search(args: argparse.Namespace) -> int:
         params={k: v for k, v in recipe.params.items() if k != args.param},
         split=args.split,
     )
-    return _run_trials(home, "search", search_job, args, workspace=workspace, **fields)
+    skipped = [str(s) for s in collection.skipped]
+    return _run_trials(home, "search", search_job, args, workspace=workspace, skipped=skipped, **fields)
 
 
 def _recipe_selection(args: argparse.Namespace) -> tuple[DataHome, MergeRecipe, Collection, RecipeSelection]:
     """The recipe, its collection and what it picks there, checked before anything is read."""
     home, policy = _home_and_policy()
     recipe = load_recipe(policy.resolve(args.recipe))
-    collection = _open(recipe.collection, home=home, policy=policy)
+    collection = _open(recipe.collection, home=home, policy=policy, skip_unreadable=args.skip_unreadable)
     return home, recipe, collection, select(recipe, collection)
 
 
@@ -230,7 +261,13 @@ def _run_trials(home: DataHome, name: str, job, args: argparse.Namespace, **kwar
         print(status.error.strip().splitlines()[-1], file=sys.stderr)
         return 1
     (sweep,) = [r for r in log.runs(job_id=job_id) if r.parent_id is None]
-    print(json.dumps({"run": sweep.id, "status": sweep.status_shown, **_summary(sweep.outputs)}, indent=2))
+    summary = {
+        "run": sweep.id,
+        "status": sweep.status_shown,
+        **_summary(sweep.outputs),
+        "skipped": sweep.inputs.get("skipped", []),  # as the run log has them
+    }
+    print(json.dumps(summary, indent=2))
     return 0 if status.state is JobState.DONE else 130
 
 
@@ -258,7 +295,7 @@ def _summary(outputs: dict) -> dict:
 
 def _run_eval(args: argparse.Namespace) -> int:
     home, policy = _home_and_policy()
-    collection = _open(args.collection, home=home, policy=policy)
+    collection = _open(args.collection, home=home, policy=policy, skip_unreadable=args.skip_unreadable)
     device = pick_device(args.device)
     pretrained = collection.pretrained()
     suite = open_suite(collection, cache_dir=home.cache, tasks=args.tasks, device=device, pretrained=pretrained)
@@ -268,7 +305,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     else:
         params = pretrained_vector(collection, suite.spec, device=device, pretrained=pretrained)
     reference = _finetuned_reference(collection, suite, args.split, device) if args.normalized else None
-    _print_result(_eval_with_bar(params, suite, args.split, reference))
+    _print_result(_eval_with_bar(params, suite, args.split, reference), skipped=collection.skipped)
     return 0
 
 
@@ -286,39 +323,49 @@ def _run_merge(args: argparse.Namespace) -> int:
         "output": out.stem,
     }
     recipe = parse_recipe(json.dumps(fields), source="the command line's flags")
-    return _run(recipe, home=home, policy=policy, device=args.device, out=out)
+    return _run(recipe, home=home, policy=policy, args=args, out=out)
 
 
 def _run_recipe(args: argparse.Namespace) -> int:
     home, policy = _home_and_policy()
-    return _run(load_recipe(policy.resolve(args.recipe)), home=home, policy=policy, device=args.device)
+    return _run(load_recipe(policy.resolve(args.recipe)), home=home, policy=policy, args=args)
 
 
 def _run(
-    recipe: MergeRecipe, *, home: DataHome, policy: PathPolicy, device: str | None, out: Path | None = None
+    recipe: MergeRecipe, *, home: DataHome, policy: PathPolicy, args: argparse.Namespace, out: Path | None = None
 ) -> int:
     with tqdm(total=100, desc="recipe", disable=None, file=sys.stderr) as bar:
         outcome = run_recipe(
             recipe,
             home=home,
-            device=pick_device(device),
+            device=pick_device(args.device),
             policy=policy,
             out=out,
             progress=lambda f, _m: bar.update(round(f * 100) - bar.n),
+            skip_unreadable=args.skip_unreadable,
+            store=args.store,
+            on_plan=lambda plan: tqdm.write(f"store: {plan.summary()}", file=sys.stderr),
         )
+    _warn(outcome.skipped)
     print(f"wrote {outcome.checkpoint.path} (sha256 {outcome.checkpoint.sha256[:12]}); run {outcome.run_id}")
     if outcome.result is not None:
-        _print_result(outcome.result)
+        _print_result(outcome.result, skipped=outcome.skipped)
     return 0
 
 
-def _open(raw: Path, *, home: DataHome, policy: PathPolicy, finetunes: bool = True) -> Collection:
-    """The collection as the dashboard opens it, each thing opening it left out (a discovered pool's broken
-    fine-tune folder) printed as a warning on stderr, so stdout stays the command's output."""
-    collection = open_for_user(raw, home=home, policy=policy, finetunes=finetunes)
-    for warning in collection.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+def _open(
+    raw: Path, *, home: DataHome, policy: PathPolicy, finetunes: bool = True, skip_unreadable: bool = False
+) -> Collection:
+    """The collection as the dashboard opens it; with `skip_unreadable`, each entry a discovered pool left out
+    printed as a warning on stderr, so stdout stays the command's output."""
+    collection = open_for_user(raw, home=home, policy=policy, finetunes=finetunes, skip_unreadable=skip_unreadable)
+    _warn(collection.skipped)
     return collection
+
+
+def _warn(skipped: Sequence) -> None:
+    for entry in skipped:
+        print(f"warning: {entry}", file=sys.stderr)
 
 
 def _home_and_policy() -> tuple[DataHome, PathPolicy]:
@@ -326,12 +373,41 @@ def _home_and_policy() -> tuple[DataHome, PathPolicy]:
 
 
 def _run_methods(args: argparse.Namespace) -> int:
-    for method in METHODS.values():
+    print("\n".join(method_lines(METHODS)))
+    return 0
+
+
+def method_lines(methods: Mapping[str, MergeMethod]) -> list[str]:
+    """What `methods` prints: each method, its paper and its parameters, in the registry's order."""
+    lines = []
+    for method in methods.values():
         note = " [provisional definition]" if method.provisional else ""
-        print(f"{method.name}: {method.display_name} ({method.paper_url}){note}")
+        lines.append(f"{method.name}: {method.display_name} ({method.paper_url}){note}")
         for p in method.params:
             scope = "per task or global" if p.per_task else "global"
-            print(f"  {p.name} = {p.default} in [{p.low}, {p.high}], {scope}: {p.help}")
+            lines.append(f"  {p.name} = {p.default} in [{p.low}, {p.high}], {scope}: {p.help}")
+    return lines
+
+
+def _run_suites(args: argparse.Namespace) -> int:
+    if args.pool is not None:
+        home, policy = _home_and_policy()
+        collection = _open(args.pool, home=home, policy=policy, finetunes=False)
+        match = require_suite(collection.root, collection.task_names, args.suite or "TA8")
+        print(f"pool {collection.manifest.name!r} holds {match.describe()}")
+        for task, known in match.tasks.items():
+            print(f"  {task:<16} = {known}")
+        return 0
+    chosen = [suite_named(args.suite)] if args.suite else []
+    for suite in chosen or suites().values():
+        print(f"{suite.name:<7} {len(suite.tasks):>2} tasks: {', '.join(suite.tasks)}")
+    for task in (suite_tasks()[name] for suite in chosen for name in suite.tasks):
+        hub = ", ".join(task.hub_ids)
+        print(f"  {task.name:<14} {len(task.class_names):>3} classes {len(task.templates):>2} templates  {hub}")
+        print(f"  {'':<14} also named {', '.join(task.aliases)}")
+    print("validation split profiles:")
+    for profile in PROFILES.values():
+        print(f"  {profile.name:<13} {profile.description}")
     return 0
 
 
@@ -348,8 +424,9 @@ def _run_home(args: argparse.Namespace) -> int:
 
 def _run_pool_show(args: argparse.Namespace) -> int:
     home, policy = _home_and_policy()
-    collection = _open(args.path, home=home, policy=policy, finetunes=False)
+    collection = _open(args.path, home=home, policy=policy, finetunes=False, skip_unreadable=True)  # shows them
     rows = pool_checkpoints(collection)
+    suite = pool_suite(collection)
     if args.json:
         print(
             json.dumps(
@@ -357,7 +434,9 @@ def _run_pool_show(args: argparse.Namespace) -> int:
                     "name": collection.manifest.name,
                     "root": str(collection.root),
                     "checkpoints": [_info_fields(r, collection.root) for r in rows],
-                    "skipped": list(collection.warnings),
+                    "skipped": [str(s) for s in collection.skipped],
+                    "suite": None if suite is None else suite.describe(),
+                    "family": checkpoint_family(rows),
                 },
                 indent=2,
             )
@@ -367,6 +446,7 @@ def _run_pool_show(args: argparse.Namespace) -> int:
         f"pool {collection.manifest.name!r} at {collection.root}: {len(collection.task_names)} tasks, "
         f"{len(rows) - 1} fine-tuned checkpoints"
     )
+    print(f"suite: {'none' if suite is None else suite.describe()}; checkpoints: {checkpoint_family(rows)}")
     table = [["checkpoint", "format", "architecture", "quick_gelu", "tower", "variant", "file"]]
     table += [
         [str(v).lower() if isinstance(v, bool) else str(v) for v in _info_fields(r, collection.root).values()]
@@ -393,7 +473,7 @@ def _info_fields(info: CheckpointInfo, root: Path) -> dict[str, str | bool]:
 
 def _run_pool_convert(args: argparse.Namespace) -> int:
     home, policy = _home_and_policy()
-    collection = _open(args.path, home=home, policy=policy, finetunes=False)
+    collection = _open(args.path, home=home, policy=policy, finetunes=False, skip_unreadable=args.skip_unreadable)
     out = policy.resolve(args.out)
     with tqdm(total=None, desc="convert", unit="checkpoint", disable=None, file=sys.stderr) as bar:
 
@@ -605,7 +685,7 @@ def _eval_with_bar(params: torch.Tensor, suite: EvalSuite, split: str, reference
         return evaluate(params, suite, split, reference=reference, progress=progress)
 
 
-def _print_result(result: EvalResult) -> None:
+def _print_result(result: EvalResult, *, skipped: Sequence = ()) -> None:
     rows = {
         t: {"accuracy": round(a, 4), "correct": result.correct[t], "total": result.total[t]}
         for t, a in result.accuracy.items()
@@ -618,4 +698,4 @@ def _print_result(result: EvalResult) -> None:
         "mean_accuracy": round(result.mean_accuracy, 4),
         "mean_normalized": None if result.mean_normalized is None else round(result.mean_normalized, 4),
     }
-    print(json.dumps({"tasks": rows, **summary}, indent=2))
+    print(json.dumps({"tasks": rows, **summary, "skipped": [str(s) for s in skipped]}, indent=2))

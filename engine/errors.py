@@ -30,6 +30,11 @@ class PathNotAllowedError(MergelabError):
     """A user-typed path resolves outside the data home, assets/ and the configured roots."""
 
 
+class SpecialFileError(MergelabError):
+    """A path where mergelab reads a file names a named pipe, socket or device: it is refused unopened (reading a
+    pipe would block until something writes to it), never skipped."""
+
+
 class DatasetError(MergelabError):
     """A task dataset folder or file is missing or malformed."""
 

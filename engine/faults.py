@@ -14,6 +14,8 @@ Points:
   (engine/runs/log.py: `record`, `update_run`, `add_job`, `update_job`).
 - `job.mid_run`: a job has just had a progress report recorded (engine/jobs/runner.py:
   `JobContext.report`), so it dies running with its first step on record.
+- `store.mid_build`: a built task store has its first task row written, the others not yet
+  (engine/store/built.py: `open_built_store`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import os
 import signal
 
 FAULT_ENV = "MERGELAB_FAULT"
-POINTS = frozenset({"export.before_rename", "runlog.before_commit", "job.mid_run"})
+POINTS = frozenset({"export.before_rename", "runlog.before_commit", "job.mid_run", "store.mid_build"})
 
 
 def fault_point(name: str) -> None:

@@ -189,7 +189,8 @@ def take_rows(matrix: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TaskMatrix:
-    """θ₀ [P] and the task vectors T [K, P] of K fine-tuned checkpoints, on one device."""
+    """θ₀ [P] and the task vectors T [K, P] of K fine-tuned checkpoints, on one device: the in-memory float32
+    backing of the task store (engine/store/protocol.py), whose `block` and `layer` are views of T."""
 
     theta0: torch.Tensor  # [P]
     T: torch.Tensor  # [K, P]
@@ -231,6 +232,23 @@ class TaskMatrix:
 
     def vector(self, task: str) -> TaskVector:
         return TaskVector(self.T[self.task_names.index(task)], self.spec)
+
+    def block(self, rows: Sequence[int], cols: slice, *, out: torch.Tensor | None = None) -> torch.Tensor:
+        """T[rows, cols] [k, c]: the task store's read (engine/store/protocol.py) of this in-memory backing. A view
+        of T when `rows` are consecutive and ascending and no `out` is given; else only the block is copied."""
+        part = self.T[:, cols]  # [K, c] a view
+        if out is None:
+            return take_rows(part, list(rows))  # [k, c]
+        index = torch.as_tensor(list(rows), dtype=torch.long, device=self.T.device)
+        return torch.index_select(part, 0, index, out=out)  # [k, c]
+
+    def layer(self, rows: Sequence[int], name: str, *, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Tensor `name` of rows `rows` as [k, out, in] (a view of T for consecutive rows, as `block`)."""
+        shape = self.spec.shapes[self.spec.names.index(name)] if name in self.spec.names else None
+        if shape is None or len(shape) != 2:
+            raise ShapeError(name, f"is not a 2-D tensor of this spec (shape {shape})", fix="choose a matrix")
+        flat = None if out is None else out.view(out.shape[0], -1)
+        return self.block(rows, self.spec.slice_of(name), out=flat).view(-1, *shape)  # [k, out, in]
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 It holds the evaluation suite and the task matrix on the chosen device, and answers the questions a
 page asks in one call each: "what does this merge do to every task?" (`compare`) and "how does
 accuracy move with λ?" (`sweep`). Results carry the zero-shot and fine-tuned baselines of the same
-split, so a figure needs nothing else. Nothing here mutates a shared tensor: every merge allocates
-its own output, so sessions sharing a workspace cannot disturb each other.
+split, so a figure needs nothing else. Merges are planned and cached by its `merges` session
+(engine/merge/session.py); the merge methods here delegate to it. Nothing here mutates a shared tensor:
+every merge allocates its own output, so sessions sharing a workspace cannot disturb each other.
 T holds one fine-tuned checkpoint per task (`variants`, default "standard"). Linearized checkpoints
 (sidecar variant "linearized" or "tau_jp") are evaluated as the linearized model around θ₀ everywhere
 (eval, merges, sweeps, pair drops: the suite's `linearized_at`); one workspace never mixes the two kinds.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,82 +24,28 @@ from typing import Any
 import torch
 
 from engine.cache.memory import ComputeCache
-from engine.errors import CheckpointError, ParameterError
-from engine.eval.evaluate import EvalResult, evaluate
+from engine.errors import CheckpointError
+from engine.eval.evaluate import evaluate
+from engine.eval.results import MergeComparison, Sweep
 from engine.eval.suite import EvalSuite, Progress
 from engine.io.checkpoints import CheckpointMeta
 from engine.io.tensor_store import TensorStore
-from engine.merge import MergeMethod, apply, get_method
-from engine.merge.analysis import SparsityReport, masked_sparsity
-from engine.merge.registry import ParamValue, scale_parts
+from engine.merge import MergeMethod, get_method
+from engine.merge.analysis import SparsityReport
+from engine.merge.declaration import ParamValue
+from engine.merge.session import MergeSession
 from engine.merge.spectra import SubspaceStats, subspace_stats
 from engine.merge.wudi import StepProgress
-from engine.params import TaskMatrix, take_rows
-from engine.pool.collection import CheckpointProgress, Collection, load_collection, open_suite, task_matrix
+from engine.params import TaskMatrix
+from engine.pool.backing import open_task_matrix, plan_for
+from engine.pool.collection import CheckpointProgress, Collection, load_collection, open_suite
 from engine.sta.importance import ImportanceConfig, ImportanceSource, importance_codes
+from engine.store.plan import StorePlan
 from engine.taujp.jvp_cache import JvpStore
 from engine.taujp.matrix import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, save_taujp, taujp_matrix
 from engine.taujp.preview import TangentPreview, tangent_pair_drops
 
 TAUJP_IMAGES = 64  # val images per task for matrices computed on demand (the zoo ships whole-split ones)
-LARGE_MODEL_PARAMS = 5_000_000  # from here (ViT-B/32: 88 M) a per-layer method's first merge is a job, kept on disk
-KEEP_MASK_SHARE = 0.5
-"""A masking method's keep mask (bool [K, P], K·P bytes) is cached only while it takes at most this share of the
-cache budget: at the default 2 GB, a ViT-B/32 mask of K = 8 tasks (0.70 GB) is kept, and the other half still
-holds a few (base, direction) parts (0.35 GB each) and the evaluations; a bigger mask is recomputed per merge."""
-
-
-@dataclass(frozen=True)
-class MergeComparison:
-    """Merged vs zero-shot vs fine-tuned accuracy per task, on one split."""
-
-    split: str
-    tasks: tuple[str, ...]
-    merged: EvalResult
-    zero_shot: Mapping[str, float]
-    finetuned: Mapping[str, float]
-
-    @property
-    def mean_merged(self) -> float:
-        return self.merged.mean_accuracy
-
-    @property
-    def mean_normalized(self) -> float:
-        return self.merged.mean_normalized or 0.0
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """Accuracy over a grid of one parameter (λ), with the best value by mean normalized accuracy."""
-
-    split: str
-    param: str
-    values: tuple[float, ...]
-    mean_accuracy: tuple[float, ...]
-    mean_normalized: tuple[float, ...]
-    per_task: Mapping[str, tuple[float, ...]]
-
-    @classmethod
-    def from_results(
-        cls, split: str, param: str, values: Sequence[float], results: Sequence[EvalResult], tasks: Sequence[str]
-    ) -> Sweep:
-        """One EvalResult per value (a job's partial sweep may have fewer results than planned values)."""
-        return cls(
-            split,
-            param,
-            tuple(values[: len(results)]),
-            tuple(r.mean_accuracy for r in results),
-            tuple(r.mean_normalized for r in results),
-            {t: tuple(r.accuracy[t] for r in results) for t in tasks},
-        )
-
-    @property
-    def best_value(self) -> float | None:
-        """The papers' rule: best mean normalized accuracy, the smaller value on ties (None if empty)."""
-        if not self.values:
-            return None
-        best = max(range(len(self.values)), key=lambda i: (self.mean_normalized[i], -self.values[i]))
-        return self.values[best]
 
 
 def _memoized(method: Callable) -> Callable:
@@ -131,6 +78,7 @@ class Workspace:
     cache_dir: Path
     variants: Mapping[str, str] = field(default_factory=dict)  # task → checkpoint name in T (else "standard")
     cache: ComputeCache = field(default_factory=ComputeCache, repr=False)  # the dashboard passes one per process
+    store_plan: StorePlan | None = None  # how T was opened (in memory or out of core) and why: its summary()
 
     @classmethod
     def open(
@@ -158,20 +106,39 @@ class Workspace:
         tasks: Sequence[str] | None = None,
         on_checkpoint: CheckpointProgress | None = None,
         cache: ComputeCache | None = None,
+        store: str | StorePlan = "auto",
     ) -> Workspace:
         """Open `tasks` (default all) of an already loaded collection, `variants[task]` (else `variant`) each;
-        `on_checkpoint(done, total, task)` follows the reading of the fine-tuned checkpoints."""
+        `on_checkpoint(done, total, task)` follows the reading of the fine-tuned checkpoints (in memory). `store`
+        is the task store's backing, "auto" for the memory plan's pick, or a plan made before (engine/store/plan.py;
+        a built store goes to `cache_dir`/stores)."""
         pretrained = collection.pretrained()  # its weights are dropped once θ₀ and the heads are built
         names = tuple(tasks or collection.task_names)
         chosen = {t: (variants or {}).get(t, variant) for t in names}
         linearized = _linearized(collection, chosen)
         suite = open_suite(collection, cache_dir=cache_dir, tasks=names, device=device, pretrained=pretrained)
-        matrix = task_matrix(
-            collection, tasks=names, variants=chosen, device=device, pretrained=pretrained, on_checkpoint=on_checkpoint
+        cache = cache or ComputeCache()
+        folder = Path(cache_dir) / "stores"
+        plan = (
+            store
+            if isinstance(store, StorePlan)
+            else plan_for(
+                collection, tasks=names, folder=folder, choice=store, cache_budget=cache.budget_bytes, device=device
+            )
+        )
+        matrix = open_task_matrix(
+            collection,
+            plan,
+            folder=folder,
+            tasks=names,
+            variants=chosen,
+            device=device,
+            pretrained=pretrained,
+            on_checkpoint=on_checkpoint,
         )
         if linearized:
             suite = suite.linearized(matrix.theta0)
-        return cls(collection, pretrained.meta, suite, matrix, Path(cache_dir), chosen, cache or ComputeCache())
+        return cls(collection, pretrained.meta, suite, matrix, Path(cache_dir), chosen, cache, plan)
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -353,12 +320,15 @@ class Workspace:
         accuracy = self.tangent_preview(split).accuracy(full)
         return {t: accuracy[t] for t in tasks}
 
+    @functools.cached_property
+    def merges(self) -> MergeSession:
+        """The merge session of this workspace's task vectors: plans each merge, owns its caches."""
+        return MergeSession(
+            self.matrix, self.cache, self.fingerprint, TensorStore(self.cache_dir / "merge_parts"), self.importance
+        )
+
     def method_importance(self, method: str | MergeMethod, tasks: Sequence[str]) -> torch.Tensor | None:
-        """The importance rows of `tasks` when `method` needs them, else None."""
-        kind = get_method(method).importance
-        if kind is None:
-            return None
-        return take_rows(self.importance(kind), [self.matrix.task_names.index(t) for t in tasks])  # [k, P] uint8
+        return self.merges.method_importance(method, tasks)
 
     def merge(
         self,
@@ -368,53 +338,16 @@ class Workspace:
         *,
         progress: StepProgress | None = None,
     ) -> torch.Tensor:
-        """θ [P] merged from the chosen tasks' vectors. A method that separates its final scale s
-        (`scale_parts`: θ = base + s·direction) merges from its cached parts (`merge_parts`), so moving s
-        (α, λ) costs one pass over [P]; `progress` follows an iterative method's first computation. A
-        masking method with per-task λ that differ merges again, from its cached mask (`kept`) when the
-        mask fits the cache: one pass over [K, P], no mask, election or drop recomputed."""
-        method = get_method(method)
-        scale = method.common_scale(method.resolve(params, num_tasks=len(tasks)))
-        if scale is not None:
-            base, direction = self.merge_parts(tasks, method, params, progress=progress)  # [P] each
-            return torch.add(base, direction, alpha=scale)  # [P]
-        cached_mask = method.keep_mask is not None and self.mask_fits(tasks)
-        return apply(
-            method,
-            self.matrix.theta0,
-            self.matrix.rows(tasks),
-            params,
-            importance=self.method_importance(method, tasks),
-            spec=self.matrix.spec,
-            keep=self.kept(tasks, method, params) if cached_mask else None,
-        )
+        """θ [P] merged from the chosen tasks' vectors (`MergeSession.merge`: from cached parts where it can)."""
+        return self.merges.merge(tasks, method, params, progress=progress)
 
     def kept(
         self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]
     ) -> torch.Tensor | None:
-        """The bool [k, P] mask of what a masking `method` keeps of `tasks`' vectors at `params` (None: every
-        entry, or a method that masks nothing); cached while it fits `KEEP_MASK_SHARE` of the cache budget, under
-        its mask function and expensive parameters (TIES and magnitude at one density share it, as DARE and
-        DARE-TIES at one drop rate and seed do)."""
-        method = get_method(method)
-        if method.keep_mask is None:
-            return None
-
-        def compute() -> torch.Tensor | None:
-            return method.kept(self.matrix.rows(tasks), params, importance=self.method_importance(method, tasks))
-
-        if not self.mask_fits(tasks):
-            return compute()
-        return self.cache.get_or_compute(self._keep_key(tasks, method, params), compute)
+        return self.merges.kept(tasks, method, params)
 
     def mask_fits(self, tasks: Sequence[str]) -> bool:
-        """Whether a keep mask of `tasks` (bool [k, P]) is small enough to cache (`KEEP_MASK_SHARE`)."""
-        return len(tasks) * self.matrix.spec.numel <= KEEP_MASK_SHARE * self.cache.budget_bytes
-
-    def _keep_key(self, tasks: Sequence[str], method: MergeMethod, params: Mapping[str, ParamValue]) -> tuple:
-        resolved = method.resolve(params, num_tasks=len(tasks))
-        expensive = tuple((n, _frozen(resolved[n])) for n in method.expensive)
-        return (self.fingerprint, "keep", tuple(tasks), method.keep_mask, method.importance, expensive)
+        return self.merges.mask_fits(tasks)
 
     def merge_parts(
         self,
@@ -424,82 +357,20 @@ class Workspace:
         *,
         progress: StepProgress | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(base, direction) [P] of a `scale_parts` method at the setting of its expensive parameters in
-        `params` (its scale is ignored): computed once per setting and kept in the cache; a method whose
-        parts are slow to recompute (iterative, or a large model's factorizations) also keeps them in the
-        data home by the checkpoints' sha256 (`parts_store`), so a restart reads them in seconds. A base that is
-        θ₀ itself is not kept again: a setting of a sparse method costs the cache one [P]."""
-        method = get_method(method)
-        key, theta0 = self._parts_key(tasks, method, params), self.matrix.theta0
-        base, direction = self.cache.get_or_compute(
-            (self.fingerprint, "scale_parts", key),
-            lambda: _without_theta0(self._parts(tasks, method, params, key, progress), theta0),
-        )
-        return (theta0 if base is None else base), direction
+        return self.merges.parts(tasks, method, params, progress=progress)
 
     def parts_ready(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]) -> bool:
-        """Whether `merge_parts` only reads (the cache or the data home) for this setting."""
-        method = get_method(method)
-        key = self._parts_key(tasks, method, params)
-        return (self.fingerprint, "scale_parts", key) in self.cache or self.parts_store.path(key).is_file()
+        return self.merges.parts_ready(tasks, method, params)
 
     def needs_job(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]) -> bool:
-        """Whether a page should compute this merge in a background job: an iterative method, or a large
-        model's first factorization, whose parts are not ready yet."""
-        method = get_method(method)
-        return method.scale_parts is not None and self._slow(method) and not self.parts_ready(tasks, method, params)
-
-    def _slow(self, method: MergeMethod) -> bool:
-        """Iterative, or factorizing a large model: minutes to recompute."""
-        return method.iterative or (method.per_layer and self.matrix.spec.numel >= LARGE_MODEL_PARAMS)
+        return self.merges.needs_job(tasks, method, params)
 
     @property
     def parts_store(self) -> TensorStore:
-        return TensorStore(self.cache_dir / "merge_parts")
-
-    def _parts_key(self, tasks: Sequence[str], method: MergeMethod, params: Mapping[str, ParamValue]) -> str:
-        if method.scale_parts is None:
-            raise ParameterError(method.name, "has no separable final scale", fix="merge it with merge()")
-        resolved = method.resolve(params, num_tasks=len(tasks))
-        expensive = {n: float(resolved[n]) for n in method.expensive}  # scalar parameters only (declared so)
-        return json.dumps({"workspace": self.fingerprint, "tasks": list(tasks), "method": method.name, **expensive})
-
-    def _parts(
-        self, tasks: Sequence[str], method: MergeMethod, params: Mapping[str, ParamValue], key: str, progress
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        persist = self._slow(method)
-        theta0 = self.matrix.theta0
-        stored = self.parts_store.get(key, device=theta0.device) if persist else None
-        if stored is not None:
-            return stored.get("base", theta0), stored["direction"]
-        resolved = {n: v for n, v in params.items() if n not in method.cheap}
-
-        def memo(name: Hashable, compute: Callable[[], Any]) -> Any:
-            return self.cache.get_or_compute((self.fingerprint, "factors", tuple(tasks), name), compute)
-
-        base, direction = scale_parts(
-            method,
-            theta0,
-            self.matrix.rows(tasks),
-            resolved,
-            spec=self.matrix.spec,
-            progress=progress,
-            memo=memo,
-            importance=self.method_importance(method, tasks),
-            keep=self._cached_mask(tasks, method, params),
-        )  # [P] each; factorizations shared by other settings (a rank, a share, a step count) stay cached
-        if persist:
-            self.parts_store.put(key, {"direction": direction} | ({} if base is theta0 else {"base": base}))
-        return base, direction
-
-    def _cached_mask(self, tasks: Sequence[str], method: MergeMethod, params: Mapping[str, ParamValue]):
-        """The keep mask when the cache already holds it (the keep panel or a per-task merge computed it), else
-        None: parts computed from scratch do not cache a [K, P] mask that a λ move would never read."""
-        return None if method.keep_mask is None else self.cache.get(self._keep_key(tasks, method, params))
+        return self.merges.parts_store
 
     def ranks(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]):
-        """What a low-rank method keeps per layer (rank and energy share), for the merge page's panel."""
-        return get_method(method).ranks(self.matrix.rows(tasks), self.matrix.spec, params)
+        return self.merges.ranks(tasks, method, params)
 
     @_memoized
     def subspace_stats(self) -> SubspaceStats:
@@ -509,9 +380,7 @@ class Workspace:
     def sparsity(
         self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]
     ) -> SparsityReport:
-        """What the method keeps and where the kept entries disagree, from the mask a per-task merge shares."""
-        mask = self.kept(tasks, method, params)  # bool [k, P] or None
-        return masked_sparsity(self.matrix.rows(tasks), mask, tasks=tasks, spec=self.matrix.spec)
+        return self.merges.sparsity(tasks, method, params)
 
     def compare(
         self,
@@ -561,15 +430,6 @@ class Workspace:
             if progress is not None:
                 progress((i + 1) / len(values), f"{param} = {value:g}")
         return Sweep.from_results(split, param, values, results, tasks)
-
-
-def _without_theta0(
-    parts: tuple[torch.Tensor, torch.Tensor], theta0: torch.Tensor
-) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(None, direction) where the base is θ₀ itself, which the workspace holds anyway: the cache counts only
-    what the parts add."""
-    base, direction = parts
-    return (None if base is theta0 else base), direction
 
 
 def linearized_tasks(collection: Collection, chosen: Mapping[str, str]) -> tuple[str, ...]:

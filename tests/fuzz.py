@@ -8,7 +8,8 @@ fresh child per case: a forked child's peak RSS starts at its own current RSS (t
 high-water mark on fork), so each child measures its own growth over the load (ru_maxrss before vs after; an
 address-space rlimit is no use, `import torch` alone reserves 3.5 GiB). The child reports the error's type
 and message as JSON; SIGALRM ends it at the time limit. `check_refused` asserts: a MergelabError naming the
-file with a "Fix:", at most 1 GiB of growth, no payload run (canary file absent), no `*.part` file left.
+file with a "Fix:", no library warning printed before it (PIL's DecompressionBombWarning used to be), at most
+1 GiB of growth, no payload run (canary file absent), no `*.part` file left.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def config(path):  # the data home whose config.json this is
     home.dashboard_policy()
     home.cache_budget_bytes()
 
+def shell(path):  # the same config.json as the command line reads it: its data home, the shell's policy
+    DataHome(Path(path).parent).ensure()
+    DataHome.shell_policy()
+
 ENTRIES = {
     "checkpoint": lambda path: load_checkpoint(path),
     "pool": pool,
@@ -60,6 +65,7 @@ ENTRIES = {
     "task": task,
     "head": lambda path: load_head_file(Path(path), num_classes=3),
     "config": config,
+    "shell": shell,
 }
 
 def load_one(entry, path, report):
@@ -158,6 +164,7 @@ def check_refused(outcome: Outcome, case: Case) -> None:
     message = report["message"]
     assert message.startswith(f"{outcome.path}: ") or message.startswith(f"{outcome.path}, "), message
     assert "Fix: " in message, message
+    assert not re.search(r"\w+Warning\b", outcome.stderr), f"a library warning came first: {outcome.stderr[-2000:]}"
     assert re.search(case.expect, message), message
     assert report["rss_growth_kib"] <= RSS_LIMIT_KIB, f"peak RSS grew {report['rss_growth_kib']} KiB"
     assert not outcome.canary.exists(), "the payload ran"

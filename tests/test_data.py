@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from engine.data import load_task, save_task
-from engine.data.standard_tasks import STANDARD_TASKS, standard_task
+from engine.data.suites import suite_task, suite_tasks, suites
 from engine.data.tasks import DEFAULT_TEMPLATES, interactive_indices
 from engine.errors import DatasetError
 from tests.builders import tiny_task
@@ -52,6 +52,9 @@ def test_missing_folder_and_bad_files(tmp_path):
     (tmp_path / "broken" / "test" / "cat").mkdir(parents=True)
     (tmp_path / "broken" / "test" / "dog").mkdir(parents=True)
     (tmp_path / "broken" / "test" / "cat" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=r"test/dog: is a class folder without images"):  # a class of none
+        load_task(tmp_path / "broken", image_size=8)
+    Image.new("RGB", (8, 8)).save(tmp_path / "broken" / "test" / "dog" / "y.png")
     with pytest.raises(DatasetError, match=r"x\.png: is not a readable image"):
         load_task(tmp_path / "broken", image_size=8)
 
@@ -209,12 +212,13 @@ def test_standard_task_templates_and_class_names(tmp_path):
     assert load_task(dtd, name="DTD").templates == ("{} texture",)
 
 
-def test_standard_task_table():
-    counts = {name: len(task.templates) for name, task in STANDARD_TASKS.items()}
+def test_suite_task_names_and_folder_rules():
+    ta8 = {name: suite_tasks()[name] for name in suites()["TA8"].tasks}
+    counts = {name: len(task.templates) for name, task in ta8.items()}
     assert counts == {"SUN397": 2, "Cars": 8, "RESISC45": 18, "EuroSAT": 3, "SVHN": 1, "GTSRB": 3, "MNIST": 1, "DTD": 8}
-    assert all(t.count("{}") == 1 and t.format("x") != t for task in STANDARD_TASKS.values() for t in task.templates)
-    assert len({t for t in STANDARD_TASKS["RESISC45"].templates}) == 18
-    assert [standard_task(n).name for n in ("stanford_cars", "CarsVal", "eurosat", "sun397", "GTSRBVal", "mnist")] == [
+    assert all(t.count("{}") == 1 and t.format("x") != t for task in suite_tasks().values() for t in task.templates)
+    assert len(set(ta8["RESISC45"].templates)) == 18
+    assert [suite_task(n).name for n in ("stanford_cars", "CarsVal", "eurosat", "sun397", "GTSRBVal", "mnist")] == [
         "Cars",
         "Cars",
         "EuroSAT",
@@ -222,11 +226,13 @@ def test_standard_task_table():
         "GTSRB",
         "MNIST",
     ]
-    assert standard_task("digits") is None and standard_task("val") is None
-    sun = standard_task("SUN397").display_name
+    assert suite_task("digits") is None and suite_task("val") is None
+    sun = suite_task("SUN397").display_name
     assert (
         sun("a_apartment_building_outdoor") == "apartment building outdoor" and sun("/b/bakery/shop") == "bakery shop"
     )
+    gtsrb = suite_task("GTSRB").display_name  # class-index folders (GTSRB's 00000 ... 00042) → the class names
+    assert gtsrb("00000") == "red and white circle 20 kph speed limit" and gtsrb("00043") == "00043"
 
 
 def test_ppm_and_tif_are_images(tmp_path):

@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from engine.data.tasks import normalize_batch
-from engine.errors import DatasetError
-from engine.eval.evaluate import evaluate, normalized_accuracy
+from engine.errors import DatasetError, ParameterError
+from engine.eval.evaluate import bf16_fast, encode_images, evaluate, normalized_accuracy, predictions
 from engine.merge import apply
 from engine.models import create_visual
 from engine.params import unflatten
@@ -102,3 +102,53 @@ def test_a_suite_without_tasks_is_refused_before_any_tensor_work():
     empty = EvalSuite(visual=None, spec=None, preprocess=None, tasks={}, heads={})
     with pytest.raises(DatasetError, match="evaluation suite: holds no task to evaluate on 'test'"):
         evaluate(torch.zeros(1), empty, "test")
+
+
+def _bare_features(params, suite, images, dtype):
+    """The reference: a real module with the weights loaded and converted to `dtype`, the batch too."""
+    visual = create_visual(TINY_ARCH)
+    visual.load_state_dict(unflatten(params, suite.spec))
+    visual = visual.to(dtype)
+    with torch.no_grad():
+        x = normalize_batch(images, suite.preprocess).to(dtype)
+        return F.normalize(visual(x).float(), dim=-1)
+
+
+def test_bfloat16_evaluation_is_the_tower_converted_to_bfloat16(suite_and_matrix):
+    _, suite, tm = suite_and_matrix
+    merged = apply("task_arithmetic", tm.theta0, tm.T, {"lam": 0.4})
+    images = suite.tasks["colour"].split("test").images[:40]
+    bf16 = encode_images(merged, suite, images, batch_size=40, precision="bfloat16")
+    assert bf16.dtype == torch.float32
+    assert torch.equal(bf16, _bare_features(merged, suite, images, torch.bfloat16))
+    fp32 = encode_images(merged, suite, images, batch_size=40)
+    assert torch.allclose(fp32, _bare_features(merged, suite, images, torch.float32), atol=1e-6)
+    cosine = (bf16 * fp32).sum(dim=-1)  # [N]
+    assert cosine.min() > 0.99 and not torch.equal(bf16, fp32)  # close, yet computed in another precision
+
+
+def test_bfloat16_predictions_mostly_agree_and_float32_is_the_default(suite_and_matrix):
+    _, suite, tm = suite_and_matrix
+    merged = apply("task_arithmetic", tm.theta0, tm.T, {"lam": 0.4})
+    parts = {t: suite.tasks[t].split("test") for t in suite.task_names}
+    fp32, bf16 = (predictions(merged, suite, parts, precision=p) for p in ("float32", "bfloat16"))
+    assert evaluate(merged, suite, "test").correct == {t: int((fp32[t] == parts[t].labels).sum()) for t in parts}
+    changed = sum(int((fp32[t] != bf16[t]).sum()) for t in parts)
+    assert changed <= 0.05 * sum(len(p) for p in parts.values())
+    result = evaluate(merged, suite, "test", precision="bfloat16")
+    assert result.correct == {t: int((bf16[t] == parts[t].labels).sum()) for t in parts}
+
+
+def test_unknown_precision_and_bfloat16_on_a_linearized_suite_are_refused(suite_and_matrix):
+    _, suite, tm = suite_and_matrix
+    with pytest.raises(ParameterError, match="precision: unknown precision 'float16'"):
+        evaluate(tm.theta0, suite, "test", precision="float16")
+    with pytest.raises(ParameterError, match="precision: bfloat16 is not offered for a linearized suite"):
+        evaluate(tm.theta0, suite.linearized(tm.theta0), "test", precision="bfloat16")
+
+
+def test_bf16_fast_only_names_devices_with_bf16_units():
+    assert not bf16_fast("meta")
+    assert bf16_fast("cuda") == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    flags = open("/proc/cpuinfo").read().split()
+    assert bf16_fast("cpu") == ("amx_bf16" in flags or "avx512_bf16" in flags)

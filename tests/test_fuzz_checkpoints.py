@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pickle
+import socket
 import struct
 import zipfile
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from engine.models import expected_visual_shapes
 from tests.builders import TINY_ARCH
 from tests.fuzz import Case, Outcome, check_cases, check_refused, run_cases
 
@@ -311,6 +313,38 @@ def empty_safetensors(folder: Path, _: Path) -> Path:
     return path
 
 
+# --- weights that are not floating point -----------------------------------------------------------
+
+
+def _integer_tower(dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The tiny architecture's image tower, every key and shape right, its values integers (×1000)."""
+    generator = torch.Generator().manual_seed(3)
+    shapes = expected_visual_shapes(TINY_ARCH)
+    return {k: (torch.randint(-3, 4, tuple(v), generator=generator) * 1000).to(dtype) for k, v in shapes.items()}
+
+
+def int64_safetensors(folder: Path, _: Path) -> Path:
+    """Written by the safetensors library: it used to be cast to float and merged, every weight 1000× too large."""
+    path = folder / "int64.safetensors"
+    save_file(_integer_tower(torch.int64), str(path))
+    return path
+
+
+def int8_torch_save(folder: Path, _: Path) -> Path:
+    path = folder / "int8.pt"
+    torch.save(_integer_tower(torch.int8), path)
+    return path
+
+
+def bool_with_sidecar(folder: Path, _: Path) -> Path:
+    """A sidecar'd (native) file whose tensors are booleans."""
+    path = folder / "bool.safetensors"
+    save_file({k: v != 0 for k, v in _integer_tower(torch.int64).items()}, str(path))
+    sidecar = {"architecture": TINY_ARCH, "variant": "standard", "tensors_sha256": "0" * 64}
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    return path
+
+
 # --- paths that are not files ------------------------------------------------------------------------
 
 
@@ -324,6 +358,57 @@ def folder_named_pt(folder: Path, _: Path) -> Path:
     path = folder / "model.pt"
     path.mkdir()
     (path / "data.pkl").write_bytes(b"")
+    return path
+
+
+def named_pipe(folder: Path, _: Path) -> Path:
+    """Opening a pipe to read blocks until a writer comes: it must be refused unopened (the alarm ends a hang)."""
+    path = folder / "model.safetensors"
+    os.mkfifo(path)
+    return path
+
+
+def named_pipe_with_sidecar(folder: Path, _: Path) -> Path:
+    path = named_pipe(folder, _)
+    path.with_suffix(".json").write_text(json.dumps({"architecture": TINY_ARCH, "variant": "standard"}))
+    return path
+
+
+def sidecar_is_a_pipe(folder: Path, _: Path) -> tuple[Path, Path]:
+    """A pipe where the sidecar belongs used to be passed over: the file was read as a foreign checkpoint."""
+    path = folder / "model.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    os.mkfifo(path.with_suffix(".json"))
+    return path, path.with_suffix(".json")
+
+
+def hf_weights_are_a_pipe(folder: Path, _: Path) -> tuple[Path, Path]:
+    """A Hugging Face folder whose model.safetensors is a pipe used to read "a folder without model.safetensors"."""
+    model = folder / "hf"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    os.mkfifo(model / "model.safetensors")
+    return model, model / "model.safetensors"
+
+
+def hf_config_is_a_pipe(folder: Path, _: Path) -> tuple[Path, Path]:
+    model = folder / "hf"
+    model.mkdir()
+    save_file({"w": torch.zeros(2)}, str(model / "model.safetensors"))
+    os.mkfifo(model / "config.json")
+    return model, model / "config.json"
+
+
+def unix_socket(folder: Path, _: Path) -> Path:
+    path = folder / "model.pt"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))  # the socket file stays after the socket closes
+    return path
+
+
+def character_device(folder: Path, _: Path) -> Path:
+    path = folder / "model.safetensors"
+    path.symlink_to("/dev/zero")  # endless zeros: a reader that trusts it would never stop
     return path
 
 
@@ -366,6 +451,16 @@ CASES = [
     Case("empty_safetensors", empty_safetensors, r"shorter than a safetensors header"),
     Case("folder_named_safetensors", folder_named_safetensors, r"is a folder without model.safetensors"),
     Case("folder_named_pt", folder_named_pt, r"is a folder without model.safetensors"),
+    Case("int64_safetensors", int64_safetensors, r"tensor '\w+' is int64 \(and \d+ more\): weights must be float32"),
+    Case("int8_torch_save", int8_torch_save, r"tensor '\w+' is int8 .*float32, float16, bfloat16 or float64"),
+    Case("bool_with_sidecar", bool_with_sidecar, r"tensor '\w+' is bool "),
+    Case("named_pipe", named_pipe, r"is a named pipe \(FIFO\), not a regular file"),
+    Case("named_pipe_with_sidecar", named_pipe_with_sidecar, r"is a named pipe \(FIFO\), not a regular file"),
+    Case("sidecar_is_a_pipe", sidecar_is_a_pipe, r"is a named pipe \(FIFO\), not a regular file"),
+    Case("hf_weights_are_a_pipe", hf_weights_are_a_pipe, r"is a named pipe \(FIFO\), not a regular file"),
+    Case("hf_config_is_a_pipe", hf_config_is_a_pipe, r"is a named pipe \(FIFO\), not a regular file"),
+    Case("unix_socket", unix_socket, r"is a socket, not a regular file"),
+    Case("character_device", character_device, r"is a character device, not a regular file"),
 ]
 
 

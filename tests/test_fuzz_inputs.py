@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -122,6 +123,57 @@ def discovered_garbage_pretrained(folder: Path, _: Path) -> tuple[Path, Path]:
     return folder, folder / "zeroshot.pt"
 
 
+def _discovered(folder: Path, broken: str) -> Path:
+    """A flat pool found by layout (no manifest): a good task `colour` and the task `shape` whose fine-tune is
+    `broken` ("empty": a 0-byte file, "folder": an empty folder, "pipe": a named pipe). Opening it used to leave
+    `shape` out with a warning, and every merge of the pool merged one task fewer."""
+    (folder / "finetuned").mkdir()
+    (folder / "pretrained.safetensors").write_bytes(b"not read: refused before any checkpoint is opened")
+    (folder / "finetuned" / "colour.safetensors").write_bytes(b"not read either")
+    for task in ("colour", "shape"):
+        (folder / "data" / task).mkdir(parents=True)
+    shape = folder / "finetuned" / ("shape" if broken == "folder" else "shape.safetensors")
+    {"empty": lambda: shape.write_bytes(b""), "folder": shape.mkdir, "pipe": lambda: os.mkfifo(shape)}[broken]()
+    return folder
+
+
+def discovered_empty_checkpoint(folder: Path, _: Path) -> Path:
+    return _discovered(folder, "empty")
+
+
+def discovered_empty_task_folder(folder: Path, _: Path) -> Path:
+    return _discovered(folder, "folder")
+
+
+def discovered_piped_checkpoint(folder: Path, _: Path) -> Path:
+    return _discovered(folder, "pipe")
+
+
+def pool_yaml_is_a_pipe(folder: Path, _: Path) -> tuple[Path, Path]:
+    os.mkfifo(folder / "pool.yaml")
+    return folder, folder / "pool.yaml"
+
+
+def collection_json_is_a_pipe(folder: Path, _: Path) -> tuple[Path, Path]:
+    os.mkfifo(folder / "collection.json")
+    return folder, folder / "collection.json"
+
+
+def _socket(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))  # the socket file stays after the socket closes
+    return path
+
+
+def pool_checkpoint_is_a_socket(folder: Path, _: Path) -> tuple[Path, Path]:
+    """A manifest whose pretrained model is a socket: it used to read "no such file"."""
+    _image(folder / "colour" / "test" / "red" / "a.png")
+    manifest = {"pretrained": "zeroshot.pt", "tasks": {"colour": {"checkpoint": "zeroshot.pt", "data": "colour"}}}
+    (folder / "pool.json").write_text(json.dumps(manifest))
+    return folder / "pool.json", _socket(folder / "zeroshot.pt")
+
+
 # --- checkpoint sidecars, in a collection ------------------------------------------------------------
 
 
@@ -197,6 +249,11 @@ def recipe_laughs_in_params(folder: Path, _: Path) -> Path:
 
 def recipe_nested_100k_deep(folder: Path, _: Path) -> Path:
     return _recipe(folder, "collection: " + _nested() + "\n")
+
+
+def recipe_is_a_pipe(folder: Path, _: Path) -> Path:
+    os.mkfifo(folder / "recipe.yaml")
+    return folder / "recipe.yaml"
 
 
 def recipe_huge(folder: Path, _: Path) -> Path:
@@ -293,6 +350,57 @@ def folder_empty_split(folder: Path, _: Path) -> tuple[Path, Path]:
     (folder / "train" / "red").mkdir(parents=True)
     (folder / "train" / "blue").mkdir()
     return folder, folder / "train"
+
+
+def image_is_a_pipe(folder: Path, _: Path) -> tuple[Path, Path]:
+    """A named pipe among a split's images used to be dropped without a word (and opening it would block)."""
+    _image(folder / "test" / "red" / "a.png")
+    _image(folder / "test" / "blue" / "a.png")
+    os.mkfifo(folder / "test" / "blue" / "b.png")
+    return folder, folder / "test" / "blue" / "b.png"
+
+
+def image_is_a_socket(folder: Path, _: Path) -> tuple[Path, Path]:
+    _image(folder / "test" / "red" / "a.png")
+    _image(folder / "test" / "blue" / "a.png")
+    return folder, _socket(folder / "test" / "blue" / "notes")  # no image suffix: still named, not passed over
+
+
+def class_folder_is_a_pipe(folder: Path, _: Path) -> tuple[Path, Path]:
+    _image(folder / "test" / "red" / "a.png")
+    os.mkfifo(folder / "test" / "blue")
+    return folder, folder / "test" / "blue"
+
+
+def csv_row_names_a_pipe(folder: Path, _: Path) -> Path:
+    _image(folder / "a.png")
+    os.mkfifo(folder / "b.png")
+    return _csv(folder, "path,label\na.png,0\nb.png,1\n")
+
+
+def task_csv_is_a_pipe(folder: Path, _: Path) -> Path:
+    os.mkfifo(folder / "task.csv")
+    return folder / "task.csv"
+
+
+def class_folder_empty(folder: Path, _: Path) -> tuple[Path, Path]:
+    """An empty class folder used to become a class with no images: another label set, another zero-shot head."""
+    _image(folder / "test" / "red" / "a.png")
+    _image(folder / "test" / "blue" / "a.png")
+    (folder / "test" / "green").mkdir()
+    return folder, folder / "test" / "green"
+
+
+def class_folder_linked_outside(folder: Path, _: Path) -> tuple[Path, Path]:
+    """A class folder symlinked out of the allowed roots: refused as it is, before it is listed."""
+    _image(folder / "test" / "red" / "a.png")
+    (folder / "test" / "blue").symlink_to("/etc")
+    return folder, folder / "test" / "blue"
+
+
+def split_linked_outside(folder: Path, _: Path) -> tuple[Path, Path]:
+    (folder / "test").symlink_to("/usr/share")
+    return folder, folder / "test"
 
 
 def image_not_an_image(folder: Path, _: Path) -> tuple[Path, Path]:
@@ -407,6 +515,15 @@ def head_nan(folder: Path, _: Path) -> Path:
     return _head(folder, head)
 
 
+def head_integer(folder: Path, _: Path) -> Path:
+    return _head(folder, torch.randint(-100, 100, (3, 16)))
+
+
+def head_is_a_pipe(folder: Path, _: Path) -> Path:
+    os.mkfifo(folder / "head.safetensors")
+    return folder / "head.safetensors"
+
+
 def head_pickle_payload(folder: Path, canary: Path) -> Path:
     return _torch_zip(folder / "head_colour.pt", _payload("os", "system", f"touch {canary}"))
 
@@ -416,6 +533,16 @@ def head_pickle_payload(folder: Path, canary: Path) -> Path:
 
 def config_roots_not_a_list(folder: Path, _: Path) -> Path:
     (folder / "config.json").write_text('{"allowed_roots": "/data"}')
+    return folder / "config.json"
+
+
+def config_unknown_field(folder: Path, _: Path) -> Path:
+    (folder / "config.json").write_text('{"allowed_root": ["/data"]}')
+    return folder / "config.json"
+
+
+def config_is_a_pipe(folder: Path, _: Path) -> Path:
+    os.mkfifo(folder / "config.json")
     return folder / "config.json"
 
 
@@ -450,6 +577,27 @@ CASES = [
     Case("pool_json_wrong_types", pool_json_wrong_types, r"invalid pool manifest: pretrained", "pool"),
     Case("pool_reaching_outside", pool_reaching_outside, r"lies outside the allowed roots", "pool"),
     Case("discovered_only_empty_checkpoints", discovered_only_empty_checkpoints, r"is not a pool.*empty file", "pool"),
+    Case(
+        "discovered_empty_checkpoint",
+        discovered_empty_checkpoint,
+        r"tasks shape would be left out: finetuned/shape.safetensors is an empty file.*--skip-unreadable",
+        "pool",
+    ),
+    Case(
+        "discovered_empty_task_folder",
+        discovered_empty_task_folder,
+        r"tasks shape would be left out: finetuned/shape/ is empty.*--skip-unreadable",
+        "pool",
+    ),
+    Case(
+        "discovered_piped_checkpoint",
+        discovered_piped_checkpoint,
+        r"tasks shape would be left out: finetuned/shape.safetensors is a named pipe \(FIFO\), not a checkpoint",
+        "pool",
+    ),
+    Case("pool_yaml_is_a_pipe", pool_yaml_is_a_pipe, r"is a named pipe \(FIFO\), not a regular file", "pool"),
+    Case("collection_json_is_a_pipe", collection_json_is_a_pipe, r"is a named pipe \(FIFO\)", "pool"),
+    Case("pool_checkpoint_is_a_socket", pool_checkpoint_is_a_socket, r"is a socket, not a regular file", "pool"),
     Case("discovered_garbage_pretrained", discovered_garbage_pretrained, r"is not a torch zip checkpoint", "pool"),
     Case("sidecar_unknown_field", sidecar_unknown_field, r"archtecture: Extra inputs", "pool"),
     Case("sidecar_wrong_types", sidecar_wrong_types, r"class_names: .*tensors_sha256", "pool"),
@@ -465,6 +613,7 @@ CASES = [
     Case("recipe_laughs_in_params", recipe_laughs_in_params, r"params.lam", "recipe"),
     Case("recipe_nested_100k_deep", recipe_nested_100k_deep, r"not valid JSON or YAML .*nest", "recipe"),
     Case("recipe_huge", recipe_huge, r"is larger than 16 MiB", "recipe"),
+    Case("recipe_is_a_pipe", recipe_is_a_pipe, r"is a named pipe \(FIFO\), not a regular file", "recipe"),
     Case("recipe_wrong_types", recipe_wrong_types, r"tasks: ", "recipe"),
     Case("recipe_unknown_method", recipe_unknown_method, r"method: .*magic_merge", "recipe"),
     Case("recipe_out_of_range", recipe_out_of_range, r"params.lam: task_arithmetic.lam: value 1000.0 out", "recipe"),
@@ -479,6 +628,14 @@ CASES = [
     Case("csv_header_only", csv_header_only, r"has a header but no rows", "task"),
     Case("folder_empty_split", folder_empty_split, r"contains no images", "task"),
     Case("image_not_an_image", image_not_an_image, r"is not a readable image", "task"),
+    Case("image_is_a_pipe", image_is_a_pipe, r"is a named pipe \(FIFO\), not a regular file", "task"),
+    Case("image_is_a_socket", image_is_a_socket, r"is a socket, not a regular file", "task"),
+    Case("class_folder_is_a_pipe", class_folder_is_a_pipe, r"is a named pipe \(FIFO\)", "task"),
+    Case("csv_row_names_a_pipe", csv_row_names_a_pipe, r"row 3: is a named pipe \(FIFO\)", "task"),
+    Case("task_csv_is_a_pipe", task_csv_is_a_pipe, r"is a named pipe \(FIFO\)", "task"),
+    Case("class_folder_empty", class_folder_empty, r"is a class folder without images", "task"),
+    Case("class_folder_linked_outside", class_folder_linked_outside, r"lies outside the allowed roots", "task"),
+    Case("split_linked_outside", split_linked_outside, r"lies outside the allowed roots", "task"),
     Case("png_declaring_100000_squared", png_declaring_100000_squared, r"decompression bomb", "task"),
     Case("png_just_under_pil_bomb_limit", png_just_under_pil_bomb_limit, r"13000×13000 pixels", "task"),
     Case("truncated_png", truncated_png, r"is not a readable image", "task"),
@@ -495,8 +652,14 @@ CASES = [
     Case("head_one_dimensional", head_one_dimensional, r"head has shape \(16,\), not \[classes, embedding\]", "head"),
     Case("head_wrong_class_count", head_wrong_class_count, r"the task has 3 classes", "head"),
     Case("head_nan", head_nan, r"contains NaN or Inf values", "head"),
+    Case("head_integer", head_integer, r"head tensor 'head' is int64: weights must be float32", "head"),
+    Case("head_is_a_pipe", head_is_a_pipe, r"is a named pipe \(FIFO\), not a regular file", "head"),
     Case("head_pickle_payload", head_pickle_payload, r"names the global 'os.system'", "head"),
     Case("config_roots_not_a_list", config_roots_not_a_list, r"allowed_roots is not a list of strings", "config"),
+    Case("config_roots_a_string_cli", config_roots_not_a_list, r"allowed_roots is not a list of strings", "shell"),
+    Case("config_unknown_field", config_unknown_field, r"has the unknown field 'allowed_root'", "config"),
+    Case("config_unknown_field_cli", config_unknown_field, r"has the unknown field 'allowed_root'", "shell"),
+    Case("config_is_a_pipe", config_is_a_pipe, r"is a named pipe \(FIFO\)", "shell"),
     Case("config_nested_100k_deep", config_nested_100k_deep, r"unreadable config", "config"),
     Case("config_huge", config_huge, r"is larger than 16 MiB", "config"),
     Case("config_not_an_object", config_not_an_object, r"is not a JSON object", "config"),

@@ -1,10 +1,13 @@
 """Incremental merges through the Workspace: a move of a method's cheap parameter (λ, α) after the first merge
 re-composes from cached parts and equals the method recomputed from scratch; per-task λ of masking methods
 re-merge from the cached keep mask; an expensive-parameter change computes again; the cache keeps to its
-budget. Every registered method is covered by iterating the registry.
+budget. Every registered method is covered by iterating the registry; `guarantees(method)` names the checks a
+method's declaration holds it to, which tests/test_method_modules.py runs on a dropped-in method module.
 
 Equality is to float32 tolerance (`torch.testing.assert_close`'s defaults: rtol 1.3e-6, atol 1e-5): the cached
 path rounds base + λ·τ_m once where a method's own kernel may order its products differently."""
+
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -12,12 +15,18 @@ import torch
 from engine.cache.memory import ComputeCache
 from engine.merge import METHODS, MergeMethod, apply
 from engine.merge.analysis import sparsity_report
+from engine.merge.session import KEEP_MASK_SHARE
 from engine.pool.collection import load_collection
-from engine.workspace import KEEP_MASK_SHARE, Workspace
+from engine.workspace import Workspace
 from tests.builders import build_tiny_collection
 
+
+def masking_per_task(method: MergeMethod) -> bool:
+    return method.scale.per_task and method.keep_mask is not None
+
+
 PER_TASK = sorted(name for name, m in METHODS.items() if m.scale.per_task)
-MASKING_PER_TASK = [name for name in PER_TASK if METHODS[name].keep_mask is not None]
+MASKING_PER_TASK = [name for name in PER_TASK if masking_per_task(METHODS[name])]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +45,7 @@ def _workspace(collection, cache_dir, cache: ComputeCache | None = None) -> Work
     return Workspace.from_collection(collection, cache_dir=cache_dir, cache=cache or ComputeCache())
 
 
-def _recomputed(ws: Workspace, method: str, params) -> torch.Tensor:
+def _recomputed(ws: Workspace, method: str | MergeMethod, params) -> torch.Tensor:
     """The merge from scratch: the registry's function on the workspace's tensors, nothing cached."""
     m = ws.matrix
     return apply(method, m.theta0, m.T, params, importance=ws.method_importance(method, ws.task_names), spec=m.spec)
@@ -57,36 +66,74 @@ def _changed(method: MergeMethod) -> dict[str, float]:
     return {param.name: param.low if param.low != param.default else param.high}
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_a_scale_move_after_the_first_merge_equals_the_method_recomputed(collection, home, name):
-    method = METHODS[name]
-    ws = _workspace(collection, home)
+def scale_move_equals_the_method_recomputed(ws: Workspace, method: MergeMethod) -> None:
     tasks, scale = ws.task_names, method.scale.name
     base = {"steps": 30.0} if method.iterative else {}  # WUDI: fewer Adam steps than its default, same path
-    first = ws.merge(tasks, name, {**base, scale: method.scale.default})
+    first = ws.merge(tasks, method, {**base, scale: method.scale.default})
     before = ws.cache.stats()
-    moved = ws.merge(tasks, name, {**base, scale: _moved(method)})
+    moved = ws.merge(tasks, method, {**base, scale: _moved(method)})
     assert ws.cache.stats().misses == before.misses  # the move computed nothing expensive
-    torch.testing.assert_close(moved, _recomputed(ws, name, {**base, scale: _moved(method)}))
-    torch.testing.assert_close(first, _recomputed(ws, name, {**base, scale: method.scale.default}))
+    torch.testing.assert_close(moved, _recomputed(ws, method, {**base, scale: _moved(method)}))
+    torch.testing.assert_close(first, _recomputed(ws, method, {**base, scale: method.scale.default}))
     if method.scale_parts is not None:
         assert ws.cache.stats().hits > before.hits  # it read its parts
 
 
-@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if m.expensive))
-def test_an_expensive_change_computes_again_and_equals_the_method_recomputed(collection, home, name):
-    method = METHODS[name]
-    ws = _workspace(collection, home)
+def expensive_change_computes_again(ws: Workspace, method: MergeMethod) -> None:
     tasks, scale = ws.task_names, method.scale.name
-    ws.merge(tasks, name, {scale: _moved(method)})
+    ws.merge(tasks, method, {scale: _moved(method)})
     before = ws.cache.stats().misses
     params = {scale: _moved(method), **_changed(method)}
-    changed = ws.merge(tasks, name, params)
+    changed = ws.merge(tasks, method, params)
     assert ws.cache.stats().misses > before  # new parts for the new setting
-    torch.testing.assert_close(changed, _recomputed(ws, name, params))
+    torch.testing.assert_close(changed, _recomputed(ws, method, params))
     again = ws.cache.stats().misses
-    ws.merge(tasks, name, {**params, scale: method.scale.default})
+    ws.merge(tasks, method, {**params, scale: method.scale.default})
     assert ws.cache.stats().misses == again
+
+
+def per_task_lambdas_equal_the_method_recomputed(ws: Workspace, method: MergeMethod) -> None:
+    """Masking methods merge again from the cached mask: the second move computes nothing and reads the mask."""
+    tasks = ws.task_names
+    first = ws.merge(tasks, method, {"lam": [0.2, 0.5, 0.9]})
+    torch.testing.assert_close(first, _recomputed(ws, method, {"lam": [0.2, 0.5, 0.9]}))
+    before = ws.cache.stats()
+    moved = ws.merge(tasks, method, {"lam": [0.7, 0.1, 0.4]})
+    after = ws.cache.stats()
+    torch.testing.assert_close(moved, _recomputed(ws, method, {"lam": [0.7, 0.1, 0.4]}))
+    assert after.misses == before.misses
+    if masking_per_task(method):
+        assert after.hits == before.hits + 1  # the cached keep mask
+        assert after.bytes >= len(tasks) * ws.matrix.spec.numel  # it is kept: bool [K, P]
+
+
+def equal_per_task_lambdas_merge_from_the_parts_of_one(ws: Workspace, method: MergeMethod) -> None:
+    tasks = ws.task_names
+    one = ws.merge(tasks, method, {"lam": 0.4})
+    before = ws.cache.stats()
+    each = ws.merge(tasks, method, {"lam": [0.4] * len(tasks)})
+    assert torch.equal(each, one) and ws.cache.stats().misses == before.misses
+    torch.testing.assert_close(each, _recomputed(ws, method, {"lam": [0.4] * len(tasks)}))
+
+
+def guarantees(method: MergeMethod) -> list[Callable[[Workspace, MergeMethod], None]]:
+    """The checks above that apply to `method`, from its declaration: what a new method is held to."""
+    return [
+        scale_move_equals_the_method_recomputed,
+        *([expensive_change_computes_again] if method.expensive else []),
+        *([per_task_lambdas_equal_the_method_recomputed] if method.scale.per_task else []),
+        *([equal_per_task_lambdas_merge_from_the_parts_of_one] if masking_per_task(method) else []),
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_a_scale_move_after_the_first_merge_equals_the_method_recomputed(collection, home, name):
+    scale_move_equals_the_method_recomputed(_workspace(collection, home), METHODS[name])
+
+
+@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if m.expensive))
+def test_an_expensive_change_computes_again_and_equals_the_method_recomputed(collection, home, name):
+    expensive_change_computes_again(_workspace(collection, home), METHODS[name])
 
 
 def test_the_registry_has_masking_methods_with_a_per_task_lambda():
@@ -95,30 +142,12 @@ def test_the_registry_has_masking_methods_with_a_per_task_lambda():
 
 @pytest.mark.parametrize("name", PER_TASK)
 def test_per_task_lambdas_that_differ_equal_the_method_recomputed(collection, home, name):
-    """Masking methods merge again from the cached mask: the second move computes nothing and reads the mask."""
-    ws = _workspace(collection, home)
-    tasks = ws.task_names
-    first = ws.merge(tasks, name, {"lam": [0.2, 0.5, 0.9]})
-    torch.testing.assert_close(first, _recomputed(ws, name, {"lam": [0.2, 0.5, 0.9]}))
-    before = ws.cache.stats()
-    moved = ws.merge(tasks, name, {"lam": [0.7, 0.1, 0.4]})
-    after = ws.cache.stats()
-    torch.testing.assert_close(moved, _recomputed(ws, name, {"lam": [0.7, 0.1, 0.4]}))
-    assert after.misses == before.misses
-    if name in MASKING_PER_TASK:
-        assert after.hits == before.hits + 1  # the cached keep mask
-        assert after.bytes >= len(tasks) * ws.matrix.spec.numel  # it is kept: bool [K, P]
+    per_task_lambdas_equal_the_method_recomputed(_workspace(collection, home), METHODS[name])
 
 
 @pytest.mark.parametrize("name", MASKING_PER_TASK)
 def test_equal_per_task_lambdas_merge_from_the_parts_of_one_lambda(collection, home, name):
-    ws = _workspace(collection, home)
-    tasks = ws.task_names
-    one = ws.merge(tasks, name, {"lam": 0.4})
-    before = ws.cache.stats()
-    each = ws.merge(tasks, name, {"lam": [0.4] * len(tasks)})
-    assert torch.equal(each, one) and ws.cache.stats().misses == before.misses
-    torch.testing.assert_close(each, _recomputed(ws, name, {"lam": [0.4] * len(tasks)}))
+    equal_per_task_lambdas_merge_from_the_parts_of_one(_workspace(collection, home), METHODS[name])
 
 
 def test_a_sparse_setting_costs_the_cache_one_vector(collection, home):
@@ -211,19 +240,19 @@ def test_another_choice_of_tasks_misses_the_parts_and_the_mask(collection, home)
 
 def test_scale_parts_need_one_cheap_parameter_which_may_be_per_task():
     from engine.errors import ParameterError
-    from engine.merge import Param
+    from engine.merge import CompareGrid, Param
     from engine.merge.sparse_methods import magnitude, magnitude_keep, magnitude_parts
 
     density = Param("density", 0.2, 0.01, 1.0, 0.01, "kept")
     lam = Param("lam", 1.0, 0.0, 2.0, 0.1, "scale", per_task=True)
     made = MergeMethod(
         "m", "M", "", (density, lam), magnitude, selection="magnitude", cheap=("lam",), keep_mask=magnitude_keep,
-        scale_parts=magnitude_parts,
+        scale_parts=magnitude_parts, grid=CompareGrid.none("a test's"),
     )  # fmt: skip
     assert made.common_scale({"density": 0.2, "lam": torch.tensor([0.5, 0.5])}) == 0.5
     assert made.common_scale({"density": 0.2, "lam": torch.tensor([0.5, 0.6])}) is None
     with pytest.raises(ParameterError, match="has scale_parts but not one cheap parameter"):
         MergeMethod(
             "m", "M", "", (density, lam), magnitude, selection="magnitude", cheap=("lam", "density"),
-            keep_mask=magnitude_keep, scale_parts=magnitude_parts,
+            keep_mask=magnitude_keep, scale_parts=magnitude_parts, grid=CompareGrid.none("a test's"),
         )  # fmt: skip

@@ -1,5 +1,6 @@
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -282,3 +283,134 @@ def test_every_job_is_recorded_from_submission_and_a_cancelled_one_is_logged_as_
     assert partial.kind == "counting" and partial.status == "cancelled" and partial.outputs["partial"]
     assert 2 <= partial.outputs["step"] < 1000 and partial.outputs["reached"]["partial_sum"] > 0
     assert log.job(cancelled).state == "cancelled" and [j.id for j in log.jobs()] == [cancelled, done]
+
+
+def test_a_job_takes_its_share_of_the_cores_and_no_more_than_other_processes_leave_idle():
+    from engine.jobs.runner import job_threads
+
+    assert job_threads(running=1, cores=2, load=0.2, in_use=0) == 2  # a quiet machine: every core
+    assert job_threads(running=2, cores=16, load=4.0, in_use=4) == 8  # two jobs: half each
+    assert job_threads(running=1, cores=2, load=8.0, in_use=0) == 1  # a loaded machine: one thread
+    assert job_threads(running=1, cores=2, load=2.1, in_use=2) == 2  # its own threads are not "others"
+    assert job_threads(running=3, cores=2, load=0.0, in_use=0) == 1  # never below one
+
+
+def test_a_job_runs_with_the_runners_threads_in_its_own_thread():
+    import torch
+
+    def threads_job(ctx):
+        seen = [torch.get_num_threads()]
+        ctx.report(1, 1)
+        return [*seen, torch.get_num_threads()]
+
+    before = torch.get_num_threads()
+    runner = LocalRunner(threads=1)
+    assert runner.wait(runner.submit("threads", threads_job), timeout=10).result == [1, 1]
+    assert torch.get_num_threads() == before  # the caller's thread keeps its own
+    with pytest.raises(ValueError, match="at least 1"):
+        LocalRunner(threads=0)
+
+
+def test_the_estimate_counts_from_the_first_step_not_the_set_up():
+    from engine.jobs.progress import job_timing
+
+    timing = dict(started=100.0, finished=None, total=10, stepping_since=130.0, stepping_from=1)
+    first = job_timing(step=1, now=131.0, **timing)  # 30 s of set-up, then one step: no rate yet
+    assert (first.elapsed_s, first.left_s) == (31.0, None)
+    later = job_timing(step=5, now=138.0, **timing)  # 4 steps in 8 s: 2 s a step, 5 steps left
+    assert (later.elapsed_s, later.left_s) == (38.0, 10.0)
+    late = job_timing(step=5, now=142.0, **timing)  # no step for a while: the estimate grows
+    assert late.left_s == 15.0
+    assert job_timing(step=10, now=150.0, **timing).left_s == 0.0
+    finished = job_timing(**{**timing, "finished": 160.0}, step=10, now=999.0)
+    assert (finished.elapsed_s, finished.left_s) == (60.0, None)
+    assert job_timing(**{**timing, "started": None}, step=0) is None  # queued: nothing to show
+
+
+def test_a_job_reports_where_its_rate_starts_in_the_runner_and_the_run_log(tmp_path):
+    from engine.jobs import progress
+    from engine.runs.log import RunLog
+
+    def phased_job(ctx):
+        ctx.starting("set-up")
+        ctx.report(1, 4)
+        ctx.report(3, 4)
+        ctx.report(1, 2)  # a new phase with its own total: the rate starts again
+        return ctx.job_id
+
+    runner = LocalRunner(run_log=RunLog(tmp_path / "runs.sqlite3"))
+    job = runner.submit("phases", phased_job)
+    status = runner.wait(job, timeout=10)
+    record = runner.run_log.job(job)
+    assert status.stepping_from == record.stepping_from == 1
+    assert status.started_at <= status.stepping_since == record.stepping_since <= status.finished_at
+    running = progress.of_status(replace(status, finished_at=None, step=2), now=status.stepping_since + 3.0)
+    assert running.left_s == 0.0 and running.elapsed_s >= 3.0
+    assert progress.of_record(record).left_s is None  # finished: no estimate
+
+
+def test_a_sweep_submitted_behind_a_running_finetune_starts_and_reports_progress(tiny_collection_dir, tmp_path):
+    from engine.jobs.finetune import finetune_job
+    from engine.jobs.sweep import sweep_job
+    from engine.runs.log import RunLog
+    from engine.train.finetune import FinetuneConfig
+    from engine.workspace import Workspace
+
+    ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
+    log = RunLog(tmp_path / "runs.sqlite3")
+    runner = LocalRunner(run_log=log, cpu_slots=2)
+    config = FinetuneConfig(mode="standard", steps=100_000, batch_size=8)  # runs until cancelled
+    finetune = runner.submit(
+        "fine-tune", finetune_job, workspace=ws, task=ws.task_names[0], config=config, out_root=tmp_path / "ft"
+    )
+    try:
+        while runner.status(finetune).step < 1:
+            assert runner.status(finetune).state in (JobState.QUEUED, JobState.RUNNING), runner.status(finetune).error
+            time.sleep(0.05)
+        args = dict(tasks=ws.task_names, method="task_arithmetic", params={}, param="lam", split="val")
+        sweep = runner.submit("sweep", sweep_job, workspace=ws, run_log=log, values=[0.0, 0.5, 1.0], **args)
+        done = runner.wait(sweep, timeout=120)
+        assert done.state is JobState.DONE and (done.step, done.total) == (3, 3)
+        assert log.job(sweep).step == 3 and runner.status(finetune).state is JobState.RUNNING  # side by side
+    finally:
+        runner.cancel(finetune)
+    assert runner.wait(finetune, timeout=60).state is JobState.CANCELLED
+
+
+def test_job_slots_and_threads_come_from_the_environment_then_config_json(tmp_path, monkeypatch):
+    import json
+
+    from engine.errors import SchemaError
+    from engine.home import JOB_SLOTS, DataHome
+
+    home = DataHome(tmp_path)
+    monkeypatch.delenv("MERGELAB_JOB_SLOTS", raising=False)
+    monkeypatch.delenv("MERGELAB_JOB_THREADS", raising=False)
+    assert (home.job_slots(), home.job_threads()) == (JOB_SLOTS, None)
+    home.config_file.write_text(json.dumps({"job_slots": 3, "job_threads": 1}))
+    assert (home.job_slots(), home.job_threads()) == (3, 1)
+    monkeypatch.setenv("MERGELAB_JOB_SLOTS", "4")
+    assert home.job_slots() == 4
+    monkeypatch.setenv("MERGELAB_JOB_THREADS", "two")
+    with pytest.raises(SchemaError, match="MERGELAB_JOB_THREADS"):
+        home.job_threads()
+    home.config_file.write_text(json.dumps({"job_slots": 0}))
+    with pytest.raises(SchemaError, match="job_slots is 0"):
+        home.config()
+
+
+def test_progress_goes_to_the_jobs_table_in_bounded_writes_and_the_end_carries_the_latest(tmp_path):
+    from engine.runs.log import RunLog
+
+    class CountingLog(RunLog):
+        writes = 0
+
+        def update_job(self, job_id, **changes):
+            CountingLog.writes += 1
+            super().update_job(job_id, **changes)
+
+    runner = LocalRunner(run_log=CountingLog(tmp_path / "runs.sqlite3"))
+    status = runner.wait(runner.submit("sum", counting_job, steps=400), timeout=30)
+    record = runner.run_log.job(status.id)
+    assert (record.state, record.step, record.metrics) == ("done", 400, {"partial_sum": sum(i * i for i in range(400))})
+    assert CountingLog.writes < 50  # not one commit per step: running, the first step, a few more, done

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine.errors import ParameterError, UnknownMethodError
-from engine.merge import METHODS, MergeMethod, Param, apply
+from engine.merge import METHODS, CompareGrid, MergeMethod, Param, apply
 from engine.merge.analysis import sparsity_report
 from engine.merge.kernels import weighted_sum
 from engine.merge.sparsify import kept_count
@@ -33,6 +33,7 @@ TOY = MergeMethod(
     selection="magnitude",
     cheap=("lam",),
     keep_mask=_first_half,
+    grid=CompareGrid.none("a test's method"),
 )
 
 
@@ -55,8 +56,7 @@ def test_every_registered_method_declares_a_consistent_selection(name):
     assert method.per_layer == (method.selection == "low_rank" or method.iterative)  # WUDI: per layer, keeps all
     assert set(method.cheap) | set(method.expensive) == {p.name for p in method.params}
     assert not set(method.cheap) & set(method.expensive)
-    assert method.cheap in (("lam",), ("alpha",))  # every method here ends in a λ- or α-scaled step
-    assert method.sign_election == ("mass" if name in ("ties", "dare_ties") else "none")
+    assert len(method.cheap) == 1 and method.scale.name == method.cheap[0]  # one scaled final step: what sweeps move
 
 
 @pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if not m.per_layer))
@@ -82,24 +82,44 @@ def test_the_keep_panel_of_every_method_matches_what_its_merge_keeps(name):
     assert float((merged != 0).float().mean()) == pytest.approx(single.kept_fraction["a"])
 
 
-def test_declarations_are_checked_when_a_method_is_made():
+def _made(**fields) -> MergeMethod:
     lam = Param("lam", 1.0, 0.0, 2.0, 0.1, "scale")
+    return MergeMethod("m", "M", "", (lam,), _first_half_merge, **{"grid": CompareGrid.none("a test's"), **fields})
+
+
+def test_declarations_are_checked_when_a_method_is_made():
     with pytest.raises(ParameterError, match="keep_mask"):
-        MergeMethod("m", "M", "", (lam,), _first_half_merge, selection="magnitude")
+        _made(selection="magnitude")
     with pytest.raises(ParameterError, match="keep_mask"):
-        MergeMethod("m", "M", "", (lam,), _first_half_merge, keep_mask=_first_half)
+        _made(keep_mask=_first_half)
     with pytest.raises(ParameterError, match="selection 'low_rank'"):
-        MergeMethod("m", "M", "", (lam,), _first_half_merge, selection="low_rank", keep_mask=_first_half)
+        _made(selection="low_rank", keep_mask=_first_half)
     with pytest.raises(ParameterError, match="selection 'low_rank' with keep_rank=False"):
-        MergeMethod("m", "M", "", (lam,), _first_half_merge, selection="low_rank", per_layer=True)
+        _made(selection="low_rank", per_layer=True)
     with pytest.raises(ParameterError, match="selection 'subspace'"):
-        MergeMethod("m", "M", "", (lam,), _first_half_merge, selection="subspace")
+        _made(selection="subspace")
     with pytest.raises(ParameterError, match="m.alpha: is declared cheap"):
-        MergeMethod("m", "M", "", (lam,), _first_half_merge, cheap=("alpha",))
+        _made(cheap=("alpha",))
     with pytest.raises(ParameterError, match="sign_election"):
-        MergeMethod("m", "M", "", (lam,), _first_half_merge, sign_election="majority")
+        _made(sign_election="majority")
     with pytest.raises(ParameterError, match="importance"):
-        MergeMethod("m", "M", "", (lam,), _first_half_merge, selection="importance", keep_mask=_first_half)
+        _made(selection="importance", keep_mask=_first_half)
+
+
+def test_a_method_declares_its_compare_grid_or_why_it_has_none():
+    with pytest.raises(TypeError, match="grid"):
+        MergeMethod("m", "M", "", (Param("lam", 1.0, 0.0, 2.0, 0.1, "scale"),), _first_half_merge)
+    with pytest.raises(ParameterError, match="m.alpha: is a grid axis but no parameter"):
+        _made(grid=CompareGrid.over(alpha=(1.0,)))
+    with pytest.raises(ParameterError, match=r"m.lam: value 2.5 outside \[0.0, 2.0\]"):
+        _made(grid=CompareGrid.over(lam=(1.0, 2.5)))
+    with pytest.raises(ParameterError, match="m.lam: has no grid values"):
+        _made(grid=CompareGrid.over(lam=()))
+    with pytest.raises(ParameterError, match="needs either axes or the reason"):
+        CompareGrid.none("")
+    with pytest.raises(ParameterError, match="needs either axes or the reason"):
+        CompareGrid((("lam", (1.0,)),), reason="both")
+    assert _made(grid=CompareGrid.over(lam=(0.5, 1))).grid.as_mapping() == {"lam": (0.5, 1.0)}
 
 
 def test_an_unknown_parameter_is_a_parameter_error():

@@ -296,14 +296,14 @@ def test_a_large_models_factorized_parts_are_a_job_and_kept_in_the_data_home(
 ):
     """From LARGE_MODEL_PARAMS on (lowered here to the tiny tower's size), a subspace merge's first
     factorization is a job's work and its parts outlive the process; small models merge inline."""
-    import engine.workspace
+    import engine.merge.session
     from engine.cache.memory import ComputeCache
     from engine.workspace import Workspace
 
     ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path)
     tasks = ws.task_names
     assert not ws.needs_job(tasks, "tsv_m", {}) and not ws.needs_job(tasks, "task_arithmetic", {})
-    monkeypatch.setattr(engine.workspace, "LARGE_MODEL_PARAMS", ws.matrix.spec.numel)
+    monkeypatch.setattr(engine.merge.session, "LARGE_MODEL_PARAMS", ws.matrix.spec.numel)
     assert ws.needs_job(tasks, "tsv_m", {}) and not ws.needs_job(tasks, "task_arithmetic", {})
     merged = ws.merge(tasks, "tsv_m", {"alpha": 0.8})
     fresh = Workspace.from_collection(ws.collection, cache_dir=tmp_path, cache=ComputeCache())

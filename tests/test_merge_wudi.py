@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine.errors import ParameterError
-from engine.merge import METHODS, apply
+from engine.merge import apply
 from engine.merge.wudi import wudi_run
 from tests.test_merge_subspace import NAMES_SHAPES, SPEC, _matrix
 
@@ -118,7 +118,7 @@ def test_a_workspace_keeps_wudi_in_the_data_home_and_reads_it_back(tiny_collecti
     assert steps_seen == list(range(1, 31))
     assert ws.parts_ready(tasks, "wudi", params) and not ws.needs_job(tasks, "wudi", {**params, "alpha": 0.5})
     assert ws.needs_job(tasks, "wudi", {"steps": 40})  # another step count is another optimisation
-    stored = ws.parts_store.path(ws._parts_key(tasks, METHODS["wudi"], params))
+    stored = ws.parts_store.path(ws.merges.parts_key(ws.merges.plan(tasks, "wudi", params)))
     assert stored.is_file()
 
     fresh = Workspace.from_collection(ws.collection, cache_dir=tmp_path, cache=ComputeCache())

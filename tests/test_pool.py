@@ -14,6 +14,7 @@ from engine.errors import CheckpointError, OutputExistsError
 from engine.io.checkpoints import load_checkpoint, open_checkpoint
 from engine.pool.collection import load_collection, task_matrix
 from engine.pool.convert import convert_pool
+from engine.runs.log import RunLog
 from engine.workspace import Workspace
 from tests.builders import TINY_ARCH
 from tests.foreign import FORMATS, tiny_source, write_hf_vision, write_image_folders, write_pool
@@ -234,10 +235,13 @@ def test_cli_export_hf_of_a_vision_only_fine_tune(tmp_path, source, capsys, allo
     assert set(back.state) == set(tower) and all(torch.equal(back.state[k], v) for k, v in tower.items())
 
 
-def test_a_discovered_pool_reports_the_fine_tune_folders_it_skips(tmp_path, source, capsys, allow_tmp):
-    """A task folder without a readable fine-tune used to vanish from the pool without a word. The pool still
-    opens with the tasks it can read, and says which folder was left out and why: on the collection, in
-    `pool show` (stderr, and the JSON's "skipped") and on the dashboard's pool page."""
+def test_a_discovered_pool_refuses_the_entries_it_cannot_read_unless_told(
+    tmp_path, source, capsys, allow_tmp, data_home
+):
+    """A task folder without a readable fine-tune used to vanish from the pool, and from every merge of "the
+    pool", without a word. Opened for a user, the pool is now refused, naming each entry and why; with
+    `--skip-unreadable` the command goes on without them, each listed as a warning, in the printed JSON and in
+    the run log; a recipe naming a left-out task says why it is missing; `pool show` lists them."""
     root = _pool(tmp_path / "tv", "task_vectors", source)
     (root / "shape" / "finetuned.pt").rename(root / "shape" / "checkpoint_10.pt")
     (root / "notes").mkdir()
@@ -250,15 +254,40 @@ def test_a_discovered_pool_reports_the_fine_tune_folders_it_skips(tmp_path, sour
     (root / "SVHN").mkdir()
     (root / "SVHN" / "config.json").write_text("{}")
 
-    collection = load_collection(root)
+    collection = load_collection(root)  # the library lists what it left out; open_for_user decides
     assert collection.task_names == ("colour",)
-    warnings = dict(w.split(": ", 1) for w in collection.warnings)
-    assert set(warnings) == {"shape/", "EuroSAT/", "DTD/finetuned.pt", "SVHN/"}
-    assert "checkpoint_10.pt but none of finetuned.pt" in warnings["shape/"]
-    assert "sharded weights (model.safetensors.index.json)" in warnings["EuroSAT/"]
-    assert "empty file" in warnings["DTD/finetuned.pt"]
-    assert "config.json but none of model.safetensors" in warnings["SVHN/"]
-    assert all("(skipped). Fix: " in w for w in collection.warnings)
+    reasons = {s.entry: s.reason for s in collection.skipped}
+    assert set(reasons) == {"shape/", "EuroSAT/", "DTD/finetuned.pt", "SVHN/"}
+    assert {s.task for s in collection.skipped} == {"shape", "EuroSAT", "DTD", "SVHN"}
+    assert "checkpoint_10.pt but none of finetuned.pt" in reasons["shape/"]
+    assert "sharded weights (model.safetensors.index.json)" in reasons["EuroSAT/"]
+    assert "empty file" in reasons["DTD/finetuned.pt"]
+    assert "config.json but none of model.safetensors" in reasons["SVHN/"]
+    assert all("(skipped). Fix: " in str(s) for s in collection.skipped)
+
+    for command in (["merge", "--out", "m"], ["eval", "--tasks", "colour"]):
+        assert main([*command, "--collection", str(root)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {root}: tasks DTD, EuroSAT, SVHN, shape would be left out: "), err
+        assert "DTD/finetuned.pt is an empty file" in err and "--skip-unreadable" in err
+
+    assert main(["merge", "--collection", str(root), "--out", "m", "--eval", "test", "--skip-unreadable"]) == 0
+    captured = capsys.readouterr()
+    assert sum(line.startswith("warning: ") for line in captured.err.splitlines()) == 4
+    printed = json.loads(captured.out[captured.out.index("{") :])
+    assert list(printed["tasks"]) == ["colour"] and printed["skipped"] == [str(s) for s in collection.skipped]
+    (run,) = RunLog(data_home / "runs" / "runs.sqlite3").runs()
+    assert run.inputs["skipped"] == printed["skipped"]
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"collection: {root}\n")
+    assert main(["sweep", str(recipe), "--grid", "lam=0.5,1", "--skip-unreadable"]) == 0
+    swept = json.loads(capsys.readouterr().out)
+    assert swept["skipped"] == printed["skipped"]  # as the sweep's run-log row has them
+
+    recipe.write_text(f"collection: {root}\ntasks: [colour, shape]\n")
+    assert main(["run", str(recipe), "--skip-unreadable"]) == 2
+    assert "'shape': is not a task of" in (err := capsys.readouterr().err) and "left out: shape/ holds" in err
 
     assert main(["pool", "show", str(root)]) == 0
     captured = capsys.readouterr()
@@ -266,10 +295,11 @@ def test_a_discovered_pool_reports_the_fine_tune_folders_it_skips(tmp_path, sour
     assert sum(line.startswith("warning: ") for line in captured.err.splitlines()) == 4
     assert "warning: shape/: holds checkpoint_10.pt" in captured.err
     assert main(["pool", "show", str(root), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["skipped"] == list(collection.warnings)
+    assert json.loads(capsys.readouterr().out)["skipped"] == [str(s) for s in collection.skipped]
 
 
-def test_the_pool_page_shows_the_skipped_folders(tmp_path, source, data_home):
+def test_the_pool_page_refuses_the_skipped_folders_until_confirmed(tmp_path, source, data_home):
+    """The dashboard opens the pool only after its user confirms going on without the entries it names."""
     from streamlit.testing.v1 import AppTest
 
     from tests.test_views import APP, _open
@@ -279,6 +309,15 @@ def test_the_pool_page_shows_the_skipped_folders(tmp_path, source, data_home):
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["collection"] = str(root)
     _open(at, "views/zoo.py")
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        f"{root}: tasks shape would be left out: shape/ holds checkpoint_10.pt"
+        " but none of finetuned.pt, nonlinear_finetuned.pt, linear_finetuned.pt, model.pt (the name says which file"
+        " is the fine-tune). Fix: put the fine-tune there as finetuned.pt (or a Hugging Face folder with its"
+        " weights), or name it in pool.yaml; or go on without them, explicitly: --skip-unreadable on the command"
+        " line, 'Open without them' on the dashboard"
+    ]
+    next(b for b in at.button if b.label == "Open without them").click().run()  # the explicit confirmation
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any(w.value.startswith("shape/: holds checkpoint_10.pt") for w in at.warning)
 

@@ -1,7 +1,8 @@
 """Every README command example of the engine runs as written, from a folder laid out as the repository root.
 
 The folder links the checkout's `engine/`, `assets/` and `.venv/` (so nothing is written into the checkout),
-HOME and MERGELAB_HOME point into the test's own folder, and the recipe example is saved as the README says.
+HOME and MERGELAB_HOME point into the test's own folder, the recipe example is saved as the README says, and
+HOME's Hugging Face cache holds a FusionBench-style TA8 pool (a tiny model, the eight tasks' datasets).
 The `zoo` build commands are left out: they take long and rewrite assets/zoo.
 """
 
@@ -11,6 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.builders import TINY_ARCH
+from tests.foreign import tiny_source
+from tests.hf_fixtures import write_fusion_bench_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -41,7 +46,10 @@ def engine_commands() -> list[str]:
 
 def test_the_readme_shows_every_kind_of_engine_command():
     kinds = {command.split()[3] for command in engine_commands()}
-    assert {"methods", "eval", "merge", "run", "pool"} <= kinds
+    assert {"methods", "eval", "merge", "run", "pool", "suites"} <= kinds
+    assert {"finetune", "learn", "taujp", "importance", "compare", "landscape", "parts", "job"} <= {
+        word for command in engine_commands() for word in command.split()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +62,31 @@ def repository_root(tmp_path_factory) -> Path:
         (root / name).symlink_to(ROOT / name)
     (root / "recipe.yaml").write_text(next(b for b in _code_blocks("yaml") if "method: ties" in b))
     (here / "home").mkdir()
+    _fusion_bench_ta8(here / "home" / ".cache" / "huggingface" / "hub", here / "scratch")
     return root
+
+
+def _fusion_bench_ta8(hub: Path, scratch: Path) -> None:
+    source = tiny_source(TINY_ARCH, {"any": ("a", "b")}, seed=2)
+    tasks = {
+        "sun397": "tanganke/sun397",
+        "stanford-cars": "tanganke/stanford_cars",
+        "resisc45": "tanganke/resisc45",
+        "eurosat": "tanganke/eurosat",
+        "svhn": "ufldl-stanford/svhn",
+        "gtsrb": "tanganke/gtsrb",
+        "mnist": "ylecun/mnist",
+        "dtd": "tanganke/dtd",
+    }
+    write_fusion_bench_cache(
+        hub,
+        scratch,
+        base="clip-vit-tiny",
+        architecture=TINY_ARCH,
+        pretrained=source["pretrained"],
+        finetuned={task: source["finetuned"]["any"] for task in tasks},
+        datasets_of={task: (dataset_id, {"train": [0, 1], "test": [1, 0]}) for task, dataset_id in tasks.items()},
+    )
 
 
 @pytest.mark.parametrize("command", engine_commands())

@@ -96,7 +96,10 @@ def test_a_run_log_of_the_previous_release_is_migrated_in_place(tmp_path):
     sweep = log.record("sweep", inputs={}, outputs={})
     trial = log.record("trial", inputs={"lam": 0.1}, outputs={}, parent_id=sweep)
     assert [r.id for r in log.runs(parent_id=sweep)] == [trial]
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    job = log.add_job(name="j", kind="sweep", owner="s", device="cpu", spec={})
+    log.update_job(job, step=3, total=9, stepping_since=100.5, stepping_from=2)
+    assert (log.job(job).stepping_since, log.job(job).stepping_from) == (100.5, 2)  # the jobs table migrated
     RunLog(path)  # opening a current file again changes nothing
     assert len(RunLog(path).runs()) == 3
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from engine.eval.evaluate import EvalResult
-from engine.workspace import MergeComparison, Sweep
+from engine.eval.results import MergeComparison, Sweep
 from ui.figures import accuracy_bars, similarity_heatmap, sweep_chart
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from engine.eval.evaluate import EvalResult
+from engine.eval.results import MergeComparison, Sweep
 from engine.jobs.compare import MethodResult, MethodsComparison
 from engine.jobs.finetune import FinetuneCurves
 from engine.jobs.landscape import Landscape
@@ -28,7 +29,6 @@ from engine.search.logged import Coordinates, ObjectivePlane
 from engine.sta.codes import encode
 from engine.sta.stats import importance_summary
 from engine.taujp.matrix import TauJpMatrix
-from engine.workspace import MergeComparison, Sweep
 from ui import figures
 
 TASKS = ("digits", "faces", "textures")

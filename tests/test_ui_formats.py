@@ -34,3 +34,12 @@ def test_short_number(value, expected):
 
 def test_fixed_grid_has_no_signed_zero():
     assert formats.fixed_grid([[1.0, -0.0004], [0.5, -0.25]]) == [["1.00", "0.00"], ["0.50", "-0.25"]]
+
+
+def test_a_job_time_reads_like_a_clock():
+    from engine.jobs.progress import JobTiming
+
+    assert [formats.clock(s) for s in (5.2, 125, 3725)] == ["0:05", "2:05", "1:02:05"]
+    assert formats.job_time(JobTiming(42.0, 70.4)) == "0:42 elapsed · about 1:10 left"
+    assert formats.job_time(JobTiming(3.0, None)) == "0:03 elapsed"
+    assert formats.job_time(None) == ""

@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine.merge import get_method
 from engine.workspace import Workspace
+from ui import owner
 from ui.pages import PAGES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,6 +21,7 @@ def app(tiny_collection_dir, data_home):
     (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tiny_collection_dir)]}))
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["collection"] = str(tiny_collection_dir)
+    at.session_state[owner.TOKEN_KEY] = BROWSER_TOKEN  # as if its browser had sent this cookie
     return at
 
 
@@ -122,7 +124,8 @@ def test_jobs_page_with_a_running_job_and_with_none(app, tiny_collection_dir, da
         runner.wait(job, timeout=30)
 
 
-APPTEST_SESSION = "test session id"  # the session id AppTest's script runs see (streamlit.testing)
+BROWSER_TOKEN = "t" * 43  # the cookie of the `app` fixture's browser (ui/owner.py)
+APPTEST_SESSION = owner.owner_of(BROWSER_TOKEN)  # the owner its jobs are recorded with
 
 
 @pytest.fixture()
@@ -183,7 +186,7 @@ def test_the_jobs_page_lets_the_owner_cancel_and_nobody_else(app, gated_job):
     from engine.jobs.runner import JobState
     from ui import resources
 
-    mine, theirs = gated_job(APPTEST_SESSION), gated_job("another-session")  # one worker: theirs queued
+    mine, theirs = gated_job(APPTEST_SESSION), gated_job("another-session")  # queued or running
     _open(app, "views/jobs.py")
     assert not app.exception
     cancels = [b for b in app.button if b.label == "Cancel"]

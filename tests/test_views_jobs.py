@@ -93,7 +93,8 @@ def test_the_jobs_page_says_starting_while_a_job_sets_up(new_session):
     try:
         assert taken.wait(10)
         at = new_session("views/jobs.py")
-        assert any(f"running] **#{job}** slow set-up · starting" in line for line in _job_lines(at))
+        (line,) = [line for line in _job_lines(at) if f"running] **#{job}** slow set-up · starting · " in line]
+        assert line.endswith(" elapsed")  # its time so far; no estimate before its steps give a rate
     finally:
         gate.set()
         resources.job_runner().wait(job, timeout=30)
@@ -146,10 +147,10 @@ def test_each_job_state_is_drawn_its_own_way():
 def test_the_jobs_page_draws_queued_running_cancelled_and_done_jobs_apart(new_session):
     from ui import resources
 
-    gate, started = threading.Event(), threading.Event()
+    gate, started = threading.Event(), threading.Semaphore(0)
 
-    def blocking(ctx):  # holds the runner's one worker: the job after it stays queued
-        started.set()
+    def blocking(ctx):  # holds one of the runner's CPU slots: with every slot held, the next job stays queued
+        started.release()
         gate.wait(30)
         return 1
 
@@ -169,8 +170,8 @@ def test_the_jobs_page_draws_queued_running_cancelled_and_done_jobs_apart(new_se
         time.sleep(0.05)
     runner.cancel(cancelled)
     assert runner.wait(cancelled, timeout=30).state is JobState.CANCELLED
-    running = runner.submit("blocking", blocking, owner="x")
-    assert started.wait(10)
+    running, *_ = [runner.submit("blocking", blocking, owner="x") for _ in range(runner.cpu_slots)]
+    assert all(started.acquire(timeout=10) for _ in range(runner.cpu_slots))
     queued = runner.submit("waiting", lambda ctx: 1, owner="x")
     try:
         at = new_session("views/jobs.py")
@@ -180,7 +181,7 @@ def test_the_jobs_page_draws_queued_running_cancelled_and_done_jobs_apart(new_se
         assert lines[running].startswith(":blue-badge[:material/play_arrow: running]")
         assert lines[queued].startswith(":gray-badge[:material/hourglass_empty: queued]")
         bars = sorted(p.proto.value for p in at.get("progress"))  # queued 0, cancelled where it stopped, running 0
-        assert len(bars) == 3 and bars[0] == 0 and 0 < bars[-1] < 100
+        assert len(bars) == 2 + runner.cpu_slots and bars[0] == 0 and 0 < bars[-1] < 100
     finally:
         gate.set()
         runner.wait(queued, timeout=30)

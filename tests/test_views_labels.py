@@ -107,3 +107,17 @@ def test_interference_scatter_says_which_drops_it_plots(tiny_collection_dir, dat
     assert "network, val split" in scatter()["layout"]["title"]["text"]
     assert sorted(scatter()["data"][0]["y"]) == pytest.approx(sorted(ws.pair_drops(0.3).values()))
     assert any("the network's own, on val" in c.value for c in at.caption)
+
+
+def test_a_count_slider_shows_whole_numbers_and_a_coefficient_keeps_its_decimals():
+    def page():
+        from engine.merge import get_method
+        from ui import widgets
+
+        widgets.method_params(get_method("wudi"), ["digits", "faces"], per_task=False)
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception
+    formats_shown = {s.key: s.proto.format for s in at.slider}
+    assert formats_shown == {"wudi.steps": "%d", "wudi.alpha": "%0.2f"}  # "300", not "300.00"
+    assert at.slider(key="wudi.steps").value == 300

@@ -102,6 +102,8 @@ def test_the_zoo_page_shows_formats_and_converts_a_pool(pools, data_home):
     _open(at, "views/zoo.py")
     table = at.dataframe[0].value
     assert set(table["format"]) == {"task_vectors"} and table["task"][0] == "(pretrained, image tower)"
+    summary = "Suite: none of TA8, TALL14, TALL20. Checkpoints: task_vectors / TALL masks."
+    assert summary in [c.value for c in at.caption]
     target = data_home / "collections" / "converted"
     at.text_input(key="convert_to").set_value(str(target)).run()
     at.button(key="convert").click().run()

@@ -40,3 +40,20 @@ def short_number(value: float) -> str:
 def fixed_grid(rows: Sequence[Sequence[float]], digits: int = 2) -> list[list[str]]:
     """`fixed` of every cell of a matrix given as rows (heatmap cell labels)."""
     return [[fixed(v, digits) for v in row] for row in rows]
+
+
+def clock(seconds: float) -> str:
+    """A duration as a clock reads it: 5.2 → '0:05', 125 → '2:05', 3725 → '1:02:05'."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def job_time(timing) -> str:
+    """A job's elapsed time and estimate (engine/jobs/progress.JobTiming) for its progress bar; '' before it
+    started."""
+    if timing is None:
+        return ""
+    if timing.left_s is None:
+        return f"{clock(timing.elapsed_s)} elapsed"
+    return f"{clock(timing.elapsed_s)} elapsed · about {clock(timing.left_s)} left"

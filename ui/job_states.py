@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from engine.jobs import progress
+from ui import formats
+
 
 @dataclass(frozen=True)
 class JobLook:
@@ -50,12 +53,23 @@ def job_look(state: str, *, step: int, total: int) -> JobLook:
     return JobLook(state, colour, icon, fraction)
 
 
-def job_bar(container, *, job_id: int, name: str, state: str, step: int, total: int, message: str = "") -> None:
-    """The job's badge, number, name and message on one line, then its bar where its state has one; in a
-    container keyed `job-<id>` (the browser finds it as `.st-key-job-<id>`)."""
+def job_bar(
+    container,
+    *,
+    job_id: int,
+    name: str,
+    state: str,
+    step: int,
+    total: int,
+    message: str = "",
+    timing: str = "",
+) -> None:
+    """The job's badge, number, name, message and `timing` ("0:42 elapsed · about 1:10 left", ui/formats.job_time)
+    on one line, then its bar where its state has one; in a container keyed `job-<id>` (the browser finds it as
+    `.st-key-job-<id>`)."""
     look = job_look(state, step=step, total=total)
     box = container.container(key=f"job-{job_id}")
-    box.markdown(f"{look.badge} **#{job_id}** {name}" + (f" · {message}" if message else ""))
+    box.markdown(f"{look.badge} **#{job_id}** {name}" + "".join(f" · {part}" for part in (message, timing) if part))
     if look.fraction is not None:
         reached = f"step {step} of {total}" if total else "no step yet"
         box.progress(look.fraction, text=reached + (" (stopped here)" if state == "cancelled" else ""))
@@ -74,4 +88,5 @@ def show_jobs_of(records, *, header: str | None = None) -> None:
             step=record.step,
             total=record.total,
             message=record.message,
+            timing=formats.job_time(progress.of_record(record)),
         )

@@ -13,15 +13,17 @@ from pathlib import Path
 import streamlit as st
 
 from engine.errors import MergelabError
+from engine.eval.results import MergeComparison
 from engine.home import DataHome
+from engine.jobs.forms import PARTS
 from engine.jobs.runner import JobState
 from engine.jobs.sweep import record_sweep
 from engine.merge import MergeMethod
-from engine.merge.registry import ParamValue
+from engine.merge.declaration import ParamValue
 from engine.runs.export import export_bundle
 from engine.runs.recipe_runner import run_recipe, save_merge_run
 from engine.runs.recipes import MergeRecipe
-from engine.workspace import MergeComparison, Workspace
+from engine.workspace import Workspace
 from ui import figures, messages, resources, widgets
 from ui.resources import Choice
 
@@ -79,10 +81,9 @@ def parts_job(s: Setting) -> None:
         "move re-composes from them at once, and they stay in the data home for the next session."
     )
     if st.button(f"Compute {method.display_name}", key="parts_start", type="primary"):
-        args = {"method": method.name, "params": expensive, "tasks": list(tasks)}
-        spec = resources.job_spec(
-            "merge_parts", s.ws, s.collection, s.choice, args, name=f"{method.display_name} parts"
-        )
+        values = {"method": method.name, "param": expensive}
+        args = PARTS.arguments(values, tasks=tasks, home=DataHome.from_env())
+        spec = resources.job_spec("merge_parts", s.ws, s.collection, s.choice, args, name=PARTS.title(values))
         st.session_state.update(parts_job=resources.submit_job(spec), parts_job_for=setting)
     widgets.restore_job(  # after a reload: the parts job this setting started, with its live curve
         "parts_job",
@@ -98,7 +99,7 @@ def parts_job(s: Setting) -> None:
 def sparsity_panel(s: Setting) -> None:
     """Per task the share the method keeps (or per layer the rank), and the sign conflicts per layer."""
     with st.container(border=True):
-        if s.method.selection == "low_rank":
+        if s.method.keep_panel == "ranks":
             ranks = s.ws.ranks(list(s.tasks), s.method.name, s.params)
             st.dataframe(
                 {
@@ -225,6 +226,7 @@ def keep_panel(s: Setting, comparison: MergeComparison) -> None:
             recipe,
             pretrained_sha256=s.ws.pretrained.tensors_sha256,
             device=resources.device_name(),
+            skipped=[str(entry) for entry in s.ws.collection.skipped],
         )
         st.success(f"Saved as run #{run_id} (see Jobs & runs).")
     export_panel(s, recipe, export_col)

@@ -24,10 +24,10 @@ from engine.jobs.spec import submit as submit_spec
 from engine.merge.analysis import cosine_similarity_matrix
 from engine.merge.forgetting import ALPHAS, STA_MARGIN, STA_THRESHOLD, ForgettingCurve, negation_curve
 from engine.models import pick_device
-from engine.pool.access import open_for_user
+from engine.pool.access import open_for_user, unreadable_entries
 from engine.pool.collection import CheckpointProgress, Collection
 from engine.pool.convert import convert_pool as engine_convert_pool
-from engine.pool.info import CheckpointInfo
+from engine.pool.info import CheckpointInfo, checkpoint_family, pool_suite
 from engine.pool.info import pool_checkpoints as engine_pool_checkpoints
 from engine.runs.log import JobRecord, RunLog
 from engine.sta.stats import ImportanceSummary
@@ -45,16 +45,18 @@ def device_name() -> str:
 
 
 def allowed_collection(collection: str) -> Collection:
-    """The collection (or pool) at a typed path as it is, every path it names confined to the allowed roots."""
+    """The collection (or pool) at a typed path as it is, every path it names confined to the allowed roots.
+    A discovered pool's unreadable entries are left out here and refused per session by `workspace_or_stop`
+    until its user confirms (the cached workspace is shared by every session)."""
     home = DataHome.from_env().ensure()
-    return open_for_user(collection, home=home, policy=home.dashboard_policy(), finetunes=False)
+    return open_for_user(collection, home=home, policy=home.dashboard_policy(), finetunes=False, skip_unreadable=True)
 
 
 def user_collection(collection: str) -> Collection:
     """The allowed collection plus the user's fine-tunes of its pretrained model (read on every call: a
-    finished fine-tune job shows up at the next rerun)."""
+    finished fine-tune job shows up at the next rerun); unreadable entries as in `allowed_collection`."""
     home = DataHome.from_env().ensure()
-    return open_for_user(collection, home=home, policy=home.dashboard_policy())
+    return open_for_user(collection, home=home, policy=home.dashboard_policy(), skip_unreadable=True)
 
 
 @dataclass(eq=False)
@@ -112,6 +114,14 @@ def pool_checkpoints(collection: str) -> tuple[CheckpointInfo, ...]:
     return engine_pool_checkpoints(user_collection(collection))
 
 
+def pool_summary(collection: str) -> str:
+    """Which suite the pool's tasks make up (TA8, TALL14, TALL20) and whose fine-tunes they are."""
+    opened = user_collection(collection)
+    suite = pool_suite(opened)
+    family = checkpoint_family(engine_pool_checkpoints(opened))
+    return f"Suite: {'none of TA8, TALL14, TALL20' if suite is None else suite.describe()}. Checkpoints: {family}."
+
+
 def default_conversion_folder(collection: str) -> str:
     return str(DataHome.from_env().root / "collections" / f"{Path(collection).stem}-safetensors")
 
@@ -134,7 +144,8 @@ def job_runner() -> LocalRunner:
 
 @st.cache_resource(max_entries=4)
 def _job_runner(path: str) -> LocalRunner:
-    return LocalRunner(run_log=_run_log(path))
+    home = DataHome.from_env()
+    return LocalRunner(run_log=_run_log(path), threads=home.job_threads(), cpu_slots=home.job_slots())
 
 
 def submit_job(spec: JobSpec) -> int:
@@ -153,11 +164,13 @@ def resolve_workspace(ref: WorkspaceRef) -> Workspace:
 
 
 def session_owner() -> str:
-    """The browser session's id: the owner recorded with each job it starts."""
+    """The browser's owner id (ui/owner.py: a cookie's token, hashed): the owner recorded with each job it
+    starts, the same after a reload and in another tab of the same browser."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    ctx = get_script_run_ctx()
-    return ctx.session_id if ctx is not None else "script"
+    from ui import owner
+
+    return owner.owner() if get_script_run_ctx() is not None else "script"
 
 
 def job_owner(job_id: int) -> str:
@@ -177,8 +190,8 @@ def owns_job(job_id: int) -> bool:
 
 def latest_job(kind: str, collection: str) -> JobRecord | None:
     """The newest job of `kind` on `collection` that this server's runner holds, whoever started it: after a
-    reload (a new session, so a new owner) the page finds the job it started. A job of an earlier server
-    process (interrupted) is listed on Jobs & runs only."""
+    reload (a new session; the same browser, so the same owner) the page finds the job it started. A job of
+    an earlier server process (interrupted) is listed on Jobs & runs only."""
     held = {job.id for job in job_runner().jobs()}
     for record in run_log().jobs():
         on = record.spec.get("workspace", {}).get("collection")
@@ -256,8 +269,13 @@ def importance_summary(
     return summarize_importance(ws.importance(kind), ws.matrix.spec, tasks=ws.task_names, threshold=threshold)
 
 
+SKIP_CONFIRMED = "skip_unreadable_confirmed"  # session state: collections whose unreadable entries were confirmed
+
+
 def workspace_or_stop(collection: str, choice: Choice = ()) -> Workspace:
-    """The cached workspace, or the engine's error on the page and the rest of the page skipped."""
+    """The cached workspace, or the engine's error on the page and the rest of the page skipped. A discovered
+    pool with entries it cannot read is refused the same way, naming them, with a button to go on without
+    them: the explicit confirmation, kept for this session and this collection."""
     from engine.errors import MergelabError
 
     slot = _workspace_slot(collection, device_name(), tuple(choice))
@@ -274,9 +292,17 @@ def workspace_or_stop(collection: str, choice: Choice = ()) -> Workspace:
         st.error(messages.shown(exc))
     if bar is not None:
         bar.empty()
+    if opened is not None and opened.collection.skipped and collection not in st.session_state.get(SKIP_CONFIRMED, ()):
+        st.error(messages.shown(unreadable_entries(opened.collection)))
+        st.button("Open without them", key="confirm_skip_unreadable", on_click=_confirm_skip, args=(collection,))
+        opened = None
     if opened is None:
         st.stop()
     return opened
+
+
+def _confirm_skip(collection: str) -> None:
+    st.session_state[SKIP_CONFIRMED] = (*st.session_state.get(SKIP_CONFIRMED, ()), collection)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

@@ -1,4 +1,5 @@
-"""Sliders built from a merge method's declared parameters, so new methods need no page changes."""
+"""Sliders built from a merge method's declared parameters, so new methods need no page changes; the widgets
+of a job's declared parameters (engine/jobs/forms.py), so a page and its command take the same ones."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from typing import Any
 
 import streamlit as st
 
+from engine.home import DataHome
+from engine.jobs import progress
+from engine.jobs.forms import IMPORTANCE, TAUJP, JobForm
 from engine.merge import MergeMethod, Param
-from engine.merge.registry import ParamValue
+from engine.merge.declaration import ParamValue
 from engine.sta.importance import KINDS
 from engine.workspace import Workspace
-from ui import job_states, links, resources
+from ui import formats, job_states, links, resources
 from ui.state import CHOICE, current_collection
 
 
@@ -40,8 +44,19 @@ def param_links(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) ->
 
 
 def _slider(label: str, param: Param, key: str) -> float:
+    """A float slider; a count (whole default, bounds and step, e.g. WUDI's steps) reads as an integer, not as
+    Streamlit's float default format '%0.2f' ("300.00")."""
     st.session_state.setdefault(key, param.default)
-    return st.slider(label, min_value=param.low, max_value=param.high, step=param.step, key=key, help=param.help)
+    counts = all(float(v).is_integer() for v in (param.default, param.low, param.high, param.step))
+    return st.slider(
+        label,
+        min_value=param.low,
+        max_value=param.high,
+        step=param.step,
+        key=key,
+        help=param.help,
+        format="%d" if counts else None,
+    )
 
 
 def method_params(
@@ -81,6 +96,36 @@ def set_params_in_state(method: MergeMethod, tasks: Sequence[str], params: dict[
     return per_task
 
 
+def job_defaults(form: JobForm, tasks: Sequence[str]) -> None:
+    """Put the form's defaults into the widgets' state (once per session)."""
+    for name, value in form.defaults(tasks).items():
+        st.session_state.setdefault(form.key(name), value)
+
+
+def job_input(
+    container, form: JobForm, name: str, *, tasks: Sequence[str] = (), values: Mapping[str, Any] | None = None
+):
+    """The widget of one declared job parameter in `container` (a column, an expander or `st`), keyed
+    f"{form.prefix}_{name}"; disabled where `values` (the fields read before it) make it not apply."""
+    field, key = form.field(name), form.key(name)
+    options, disabled, helped = field.options(tasks), not field.applies(values or {}), field.help or None
+    shown = field.choices.get if field.choices else str
+    if field.widget == "number":
+        return container.number_input(
+            field.label, step=field.step, format=field.format, key=key, disabled=disabled, help=helped
+        )
+    if field.widget == "slider":
+        return container.slider(
+            field.label, field.low, field.high, step=field.step, key=key, disabled=disabled, help=helped
+        )
+    if field.widget == "toggle":
+        return container.toggle(field.label, key=key, disabled=disabled, help=helped)
+    if field.widget == "select_slider":
+        return container.select_slider(field.label, options, key=key, disabled=disabled, help=helped)
+    draw = {"select": container.selectbox, "radio": container.radio, "multiselect": container.multiselect}
+    return draw[field.widget](field.label, options, key=key, format_func=shown, disabled=disabled, help=helped)
+
+
 def require_importance(ws: Workspace, kind: str) -> None:
     """Stop the page with two ways to get STA importance maps when they are neither shipped nor cached."""
     _require(
@@ -89,7 +134,7 @@ def require_importance(ws: Workspace, kind: str) -> None:
         cost="a few gradient passes per task (seconds for small models, minutes for ViT-B/32 on a CPU)",
         compute=lambda: ws.importance(kind),
         key=f"importance_{kind}",
-        job=("importance", {"kind": kind}, f"STA importance maps ({kind})"),
+        job=(IMPORTANCE, {"kind": kind}),
     )
 
 
@@ -102,12 +147,12 @@ def require_taujp(ws: Workspace) -> None:
         "for ViT-B/32 on a CPU)",
         compute=ws.taujp,
         key="taujp",
-        job=("taujp", {}, "τJp matrix"),
+        job=(TAUJP, {}),
     )
 
 
-def _require(ready: bool, *, what: str, cost: str, compute, key: str, job: tuple[str, dict, str]) -> None:
-    """`job`: (kind, arguments, name) of the background job that computes it on the sidebar's workspace."""
+def _require(ready: bool, *, what: str, cost: str, compute, key: str, job: tuple[JobForm, dict]) -> None:
+    """`job`: (form, values) of the background job that computes it on the sidebar's workspace."""
     if ready:
         return
     st.info(f"This needs {what}, and it is not cached yet: {cost}.")
@@ -117,10 +162,12 @@ def _require(ready: bool, *, what: str, cost: str, compute, key: str, job: tuple
             compute()
         st.rerun()
     if background.button("Compute as a background job", key=f"{key}_job"):
-        kind, args, name = job
+        form, values = job
         collection, choice = current_collection(), st.session_state.get(CHOICE, ())  # the page's workspace
         ws = resources.workspace_or_stop(collection, choice)
-        job_id = resources.submit_job(resources.job_spec(kind, ws, collection, choice, args, name=name))
+        args = form.arguments(values, tasks=ws.task_names, home=DataHome.from_env())
+        spec = resources.job_spec(form.kind, ws, collection, choice, args, name=form.title(values))
+        job_id = resources.submit_job(spec)
         st.success(f"Started job #{job_id}: follow it on Jobs & runs, then come back.")
     st.stop()
 
@@ -135,7 +182,7 @@ def restore_job(
 ):
     """The job a page shows: the one this session started (its id in st.session_state[session_key]), else,
     as after a browser reload, the newest job of `kind` on `collection` that this server runs or ran, put in
-    st.session_state[session_key] (read-only: a reload is a new session, `job_progress` offers no Cancel).
+    st.session_state[session_key] (with its Cancel where this browser started it: ui/owner.py).
     A page that shows its job only for the setting it was started with gets that setting back too:
     st.session_state[for_key] = setting_of(the job's arguments). Returns the JobRecord it restored, else None."""
     if st.session_state.get(session_key) is not None:
@@ -168,6 +215,7 @@ def job_progress(session_key: str):
         step=job.step,
         total=job.total,
         message=job.message,
+        timing=formats.job_time(progress.of_status(job)),
     )
     if job.state not in FINISHED:
         if not resources.owns_job(job.id):

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
+from engine.home import DataHome
 from engine.jobs.compare import MethodsComparison
+from engine.jobs.forms import COMPARE
 from engine.jobs.runner import JobState
 from engine.merge import METHODS
 from ui import figures, links, messages, pages, resources, tables, widgets
@@ -20,8 +22,10 @@ comparison = MethodsComparison.from_json(report["methods"]) if report and report
 if comparison is not None:
     st.caption("Stored when the demo zoo was built (`python -m engine zoo add-methods`).")
 else:
+    values = {"methods": widgets.job_input(st, COMPARE, "methods")}
     if st.button("Compare every method as a background job", type="primary"):
-        spec = resources.job_spec("compare", ws, collection, choice, {}, name="compare methods")
+        args = COMPARE.arguments(values, tasks=ws.task_names, home=DataHome.from_env())
+        spec = resources.job_spec("compare", ws, collection, choice, args, name=COMPARE.title(values))
         st.session_state["compare_job"] = resources.submit_job(spec)
     job = widgets.job_progress("compare_job")
     if job is not None and job.state is JobState.DONE:

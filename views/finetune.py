@@ -5,9 +5,8 @@ import streamlit as st
 from engine.errors import MergelabError
 from engine.home import DataHome
 from engine.jobs.finetune import FinetuneCurves, FinetuneOutcome
+from engine.jobs.forms import FINETUNE
 from engine.jobs.runner import JobState
-from engine.jobs.spec import to_fields
-from engine.train.finetune import MODES, PENALTY_SCHEDULES, FinetuneConfig
 from ui import figures, messages, pages, resources, widgets
 from ui.state import current_collection
 
@@ -20,67 +19,26 @@ st.caption(
 )
 collection = current_collection()
 ws = resources.workspace_or_stop(collection)
-defaults = {
-    "ft_task": ws.task_names[0],
-    "ft_mode": "tau_jp",
-    "ft_beta": 0.1,
-    "ft_steps": 200,
-    "ft_lr": 1e-3,
-    "ft_batch": 128,
-    "ft_penalty": "strict",
-    "ft_penalty_batch": 8,
-}
-for key, value in defaults.items():
-    st.session_state.setdefault(key, value)
+widgets.job_defaults(FINETUNE, ws.task_names)
 a, b = st.columns(2)
-task = a.selectbox("Task", ws.task_names, key="ft_task")
-mode = b.selectbox("Mode", list(MODES), key="ft_mode", format_func=MODES.get)
+values = {"task": widgets.job_input(a, FINETUNE, "task", tasks=ws.task_names)}
+values["mode"] = widgets.job_input(b, FINETUNE, "mode")
 c, d = st.columns(2)
-steps = c.number_input("Steps", step=50, key="ft_steps")
-beta = d.number_input(
-    "β (penalty weight)",
-    step=0.1,
-    key="ft_beta",
-    format="%.3f",
-    disabled=mode != "tau_jp",
-    help="weight of the τJp penalty in the loss; not the merge coefficient λ",
-)
+values["steps"] = widgets.job_input(c, FINETUNE, "steps")
+values["beta"] = widgets.job_input(d, FINETUNE, "beta", values=values)
 with st.expander("More settings"):
-    e, f, g, h = st.columns(4)
-    lr = e.number_input("learning rate", key="ft_lr", format="%.1e", step=1e-4)
-    batch = f.number_input("batch size", key="ft_batch", step=16)
-    penalty = g.radio(
-        "penalty schedule",
-        PENALTY_SCHEDULES,
-        key="ft_penalty",
-        disabled=mode != "tau_jp",
-        help="strict: a batch of every other task each step; cyclic: one other task per step, in turn",
-    )
-    penalty_batch = h.number_input("images per other task", key="ft_penalty_batch", step=4, disabled=mode != "tau_jp")
+    for column, name in zip(st.columns(4), ("lr", "batch", "penalty", "penalty_batch")):
+        values[name] = widgets.job_input(column, FINETUNE, name, values=values)
 
-others = len(ws.task_names) - 1
 if st.button("Fine-tune as a background job", type="primary"):
     try:
-        config = FinetuneConfig(
-            mode=mode,
-            steps=int(steps),
-            batch_size=int(batch),
-            lr=float(lr),
-            beta=float(beta) if mode == "tau_jp" else 0.0,
-            penalty=penalty,
-            penalty_batch=int(penalty_batch),
-            eval_every=max(1, int(steps) // 10),
-        )
-        config.check(other_tasks=others)
+        args = FINETUNE.arguments(values, tasks=ws.task_names, home=DataHome.from_env())
     except MergelabError as exc:
         st.error(messages.shown(exc))
     else:
-        args = {"task": task, "config": to_fields(config), "out_root": str(DataHome.from_env().ensure().finetunes)}
-        name = f"fine-tune {task} · {MODES[mode]}"
-        st.session_state["ft_job"] = resources.submit_job(
-            resources.job_spec("finetune", ws, collection, (), args, name=name)
-        )
-        st.session_state["ft_beta_shown"] = config.beta if mode == "tau_jp" else None
+        spec = resources.job_spec("finetune", ws, collection, (), args, name=FINETUNE.title(values))
+        st.session_state["ft_job"] = resources.submit_job(spec)
+        st.session_state["ft_beta_shown"] = args["config"]["beta"] if values["mode"] == "tau_jp" else None
 
 
 restored = widgets.restore_job("ft_job", "finetune", collection)  # after a reload: the job this page started

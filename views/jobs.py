@@ -3,7 +3,8 @@
 import streamlit as st
 
 from engine.home import DataHome
-from ui import figures, job_states, messages, pages, resources
+from engine.jobs import progress
+from ui import figures, formats, job_states, messages, pages, resources
 
 st.header(pages.heading("jobs"))
 resources.job_runner()  # one per server: it marks the jobs a crashed server left as interrupted
@@ -29,6 +30,7 @@ def live_jobs() -> None:
             step=record.step,
             total=record.total,
             message=record.message,
+            timing=formats.job_time(progress.of_record(record)),
         )
         if active and record.owner == me and right.button("Cancel", key=f"cancel-{record.id}"):
             resources.cancel_job(record.id)  # checks the owner again, on the server

@@ -3,9 +3,11 @@
 import streamlit as st
 
 from engine.errors import MergelabError
+from engine.home import DataHome
+from engine.jobs.forms import LANDSCAPE
 from engine.jobs.landscape import Landscape, exact_grid, preview_grid
 from engine.jobs.runner import JobState
-from engine.workspace import LARGE_MODEL_PARAMS
+from engine.merge.session import LARGE_MODEL_PARAMS
 from ui import figures, links, messages, pages, resources, widgets
 from ui.state import sidebar_query, sidebar_workspace
 
@@ -17,23 +19,25 @@ st.caption(
     "open that merge on the Merge page."
 )
 collection, choice, ws = sidebar_workspace()
-names, steps = ws.task_names, [0.25, 0.2, 0.1]
+names = ws.task_names
+a_field, b_field, step_field = (LANDSCAPE.field(n) for n in ("a", "b", "step"))
 page_links = [
-    links.choice("a", "landscape_a", names, names[0], aliases=("landscape_a",)),
-    links.choice("b", "landscape_b", names, names[1 % len(names)], aliases=("landscape_b",)),
-    links.choice("step", "landscape_step", steps, 0.1, aliases=("landscape_step",)),
+    links.choice("a", "landscape_a", names, a_field.default_value(names), aliases=("landscape_a",)),
+    links.choice("b", "landscape_b", names, b_field.default_value(names), aliases=("landscape_b",)),
+    links.choice("step", "landscape_step", step_field.options(names), step_field.default, aliases=("landscape_step",)),
 ]
 links.restore(page_links, scope="landscape")
 links.show_notices("landscape", links=page_links)
 left, middle, right = st.columns(3)
-task_a = left.selectbox("task 1 (rows)", names, key="landscape_a")
-task_b = middle.selectbox("task 2 (columns)", names, key="landscape_b")
-step = right.select_slider("grid step of λ", steps, key="landscape_step")
+task_a = widgets.job_input(left, LANDSCAPE, "a", tasks=names)
+task_b = widgets.job_input(middle, LANDSCAPE, "b", tasks=names)
+step = widgets.job_input(right, LANDSCAPE, "step")
 links.publish(page_links, owned=links.owned_by(page_links))
 if task_a == task_b:
     st.info("Pick two different tasks.")
     st.stop()
-values = tuple(round(i * step, 6) for i in range(round(1.0 / step) + 1))
+args = LANDSCAPE.arguments({"a": task_a, "b": task_b, "step": step}, tasks=names, home=DataHome.from_env())
+values = tuple(args["values"])
 pair, split = (task_a, task_b), "interactive"
 large = ws.matrix.spec.numel >= LARGE_MODEL_PARAMS
 try:
@@ -47,9 +51,7 @@ exact = None
 setting = f"{pair}:{values}"
 if large:  # hundreds of full evaluations of a big model: a background job
     if st.button("Evaluate every point as a background job", type="primary"):
-        spec = resources.job_spec(
-            "landscape", ws, collection, choice, {"tasks": list(pair), "values": list(values)}, name="λ landscape"
-        )
+        spec = resources.job_spec("landscape", ws, collection, choice, args, name=LANDSCAPE.title({}))
         st.session_state.update(landscape_job=resources.submit_job(spec), landscape_for=setting)
     widgets.restore_job(
         "landscape_job",

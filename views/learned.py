@@ -4,11 +4,9 @@ import streamlit as st
 
 from engine.errors import MergelabError
 from engine.home import DataHome
+from engine.jobs.forms import LEARN
 from engine.jobs.learn import LearnCurves, LearnOutcome
 from engine.jobs.runner import FINISHED, JobState
-from engine.jobs.spec import to_fields
-from engine.learn.coefficients import LearnConfig
-from engine.learn.dvbasi import DvBasiConfig
 from ui import figures, messages, pages, resources, widgets
 from ui.state import sidebar_workspace
 
@@ -20,80 +18,26 @@ st.caption(
     "chooses epochs and iterations; test is only reported."
 )
 collection, choice, ws = sidebar_workspace()
-for key, value in {
-    "dv_start": "atlas",
-    "dv_lam": 0.3,
-    "dv_objective": "supervised",
-    "dv_iterations": 4,
-    "dv_patience": 5,
-    "dv_epochs": 30,
-    "dv_scaling": "blockwise",
-    "dv_direction": "difference",
-    "dv_run": True,
-}.items():
-    st.session_state.setdefault(key, value)
+widgets.job_defaults(LEARN, ws.task_names)
 a, b, c = st.columns(3)
-start = a.radio(
-    "Start from",
-    ["atlas", "task_arithmetic"],
-    key="dv_start",
-    format_func={"atlas": "aTLAS (learned first)", "task_arithmetic": "task arithmetic"}.get,
-)
-lam = a.slider("λ (task arithmetic start)", 0.0, 1.0, step=0.05, key="dv_lam", disabled=start != "task_arithmetic")
-objective = b.radio(
-    "Objective",
-    ["supervised", "unsupervised"],
-    key="dv_objective",
-    help="supervised: cross-entropy with val labels; unsupervised: prediction entropy (AdaMerging)",
-)
-run_dvbasi = b.toggle("Then DV-BASI", key="dv_run")
-iterations = c.number_input("DV-BASI iterations", step=1, key="dv_iterations", disabled=not run_dvbasi)
-patience = c.number_input("patience (epochs)", step=1, key="dv_patience")
+values = {"start": widgets.job_input(a, LEARN, "start")}
+values["lam"] = widgets.job_input(a, LEARN, "lam", values=values)
+values["objective"] = widgets.job_input(b, LEARN, "objective")
+values["dv_basi"] = widgets.job_input(b, LEARN, "dv_basi")
+values["iterations"] = widgets.job_input(c, LEARN, "iterations", values=values)
+values["patience"] = widgets.job_input(c, LEARN, "patience")
 with st.expander("More settings"):
-    d, e, f = st.columns(3)
-    epochs = d.number_input("max epochs per stage", step=5, key="dv_epochs")
-    scaling = e.radio(
-        "DV-BASI scaling",
-        ["blockwise", "isotropic"],
-        key="dv_scaling",
-        help="isotropic: one scalar per iteration (the paper's ablation)",
-    )
-    direction = f.radio(
-        "DV-BASI direction",
-        ["difference", "random"],
-        key="dv_direction",
-        help="random: a random direction of the same norm as δ (control)",
-    )
+    for column, name in zip(st.columns(3), ("epochs", "scaling", "direction")):
+        values[name] = widgets.job_input(column, LEARN, name)
 
 if st.button("Learn as a background job", type="primary"):
     try:
-        learn = LearnConfig(objective=objective, epochs=int(epochs), patience=int(patience))
-        config = (
-            DvBasiConfig(
-                iterations=int(iterations),
-                scaling=scaling,
-                direction=direction,
-                learn=LearnConfig(
-                    objective=objective, epochs=int(epochs), patience=int(patience), select_by="fit_loss"
-                ),
-            )
-            if run_dvbasi
-            else None
-        )
+        args = LEARN.arguments(values, tasks=ws.task_names, home=DataHome.from_env())
     except MergelabError as exc:
         st.error(messages.shown(exc))
     else:
-        args = {
-            "start": start,
-            "lam": float(lam),
-            "atlas_config": to_fields(learn),
-            "config": None if config is None else to_fields(config),
-            "out_dir": str(DataHome.from_env().ensure().exports),
-        }
-        name = f"{'aTLAS' if start == 'atlas' else 'TA'}{' + DV-BASI' if config else ''} · {objective}"
-        st.session_state["dv_job"] = resources.submit_job(
-            resources.job_spec("learn", ws, collection, choice, args, name=name)
-        )
+        spec = resources.job_spec("learn", ws, collection, choice, args, name=LEARN.title(values))
+        st.session_state["dv_job"] = resources.submit_job(spec)
 
 
 @st.fragment(run_every=1.0)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from engine.sta.importance import KINDS
+from engine.jobs.forms import IMPORTANCE
 from ui import figures, links, pages, resources, widgets
 from ui.state import sidebar_workspace
 
@@ -13,14 +13,15 @@ st.caption(
     "aggregation, normalisation and threshold are our choices."
 )
 collection, choice, ws = sidebar_workspace()
+kind_field = IMPORTANCE.field("kind")
 page_links = [
-    links.choice("kind", "sta_kind", list(KINDS), "tau", aliases=("sta_kind",)),
+    links.choice("kind", "sta_kind", kind_field.options(()), kind_field.default, aliases=("sta_kind",)),
     links.number("threshold", "sta_threshold", low=0.0, high=1.0, default=0.05, aliases=("sta_threshold",)),
 ]
 links.restore(page_links, scope="sta")
 links.show_notices("sta", links=page_links)
 left, right = st.columns(2)
-kind = left.selectbox("Importance", list(KINDS), key="sta_kind", format_func=KINDS.get)
+kind = widgets.job_input(left, IMPORTANCE, "kind")
 threshold = right.slider(
     "κ (keep entries with importance ≥ κ)",
     0.0,

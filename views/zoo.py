@@ -52,8 +52,9 @@ collection, choice, ws = sidebar_workspace()
 manifest = ws.collection.manifest
 st.subheader(manifest.name)
 st.write(manifest.description)
-for warning in ws.collection.warnings:  # a discovered pool's folders left out, and why
-    st.warning(warning)
+st.caption(resources.pool_summary(collection))
+for entry in ws.collection.skipped:  # a discovered pool's entries left out (confirmed), and why
+    st.warning(str(entry))
 zero_shot, finetuned = ws.zero_shot("interactive"), ws.finetuned("interactive")
 pool = resources.pool_checkpoints(collection)
 checkpoints = figures.checkpoint_table(

@@ -1,4 +1,4 @@
-"""Task datasets: packed files, image folders and CSVs, the standard tasks, and the zoo's generated tasks.
+"""Task datasets: packed files, image folders, CSVs, Hugging Face and release files, the suites, and the zoo's tasks.
 
 `load_task` and `save_task` are the names the README documents; they live in engine/data/loading.py
 and engine/data/tasks.py.

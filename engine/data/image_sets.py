@@ -1,12 +1,13 @@
 """Task datasets kept as image files: which file is which split and label, and decoding them.
 
 Three layouts, all read through `load_task` (engine/data/loading.py):
-- image folder `<root>/<split>/<class>/<image>`: the classes are the class folders, sorted;
+- image folder `<root>/<split>/<class>/<image>`: the classes are the class folders, sorted (a split folder
+  `valid/` or `validation/` is val);
 - a CSV file with columns `path,label` and an optional `split` (without one every row is test);
 - a folder holding `train.csv`, `val.csv`, `test.csv` (columns `path,label`); these win over class folders.
 CSV paths are relative to the CSV's folder; a header row is optional; labels are class indices or
 class names. Display class names come from `task.json` (`class_names`) or `classes.json` beside the
-data, else from the standard task of that name (engine/data/standard_tasks.py), else from the folders or
+data, else from the suite task of that name (engine/data/suites.py), else from the folders or
 labels themselves. Scanning reads no image, so a cache can be checked before anything is decoded.
 Every file read goes through a `PathPolicy` (engine/home.py): under the dashboard's, a CSV row or a
 symlinked image that resolves outside the allowed roots is refused at the scan (before any "does not
@@ -20,20 +21,25 @@ import io
 import json
 import re
 import struct
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import BinaryIO
 
 import torch
 from PIL import Image
 
-from engine.data.standard_tasks import StandardTask, standard_task
+from engine.data.suites import SuiteTask, suite_task
 from engine.data.tasks import SPLITS, LabelledImages, TaskData, TaskInfo, read_task_info, task_templates
 from engine.errors import DatasetError
-from engine.home import PathPolicy, nesting, read_document
+from engine.home import PathPolicy, nesting, read_document, refuse_special
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 CSV_COLUMNS = ("path", "label", "split")
+# split folder → split: RenderedSST2 (torchvision's layout) and Hugging Face exports call val "valid" / "validation"
+SPLIT_FOLDERS = MappingProxyType({"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"})
 # Pixels an image may declare: 33.5 M (8192 × 4096), ~100 MB as RGB, already ~600× a 224² model input. PIL only
 # refuses above 2 × Image.MAX_IMAGE_PIXELS (179 M) and warns below, so a 13000² PNG of a few kB would decode
 # into 507 MB and be copied twice more before it is resized.
@@ -94,22 +100,22 @@ def scan_image_set(path: Path, *, name: str | None = None, policy: PathPolicy | 
     """List an image folder, a CSV file or a folder of split CSVs (no image is decoded).
 
     `name` (the task's name in a pool) wins over task.json's and the folder's; it also picks the
-    standard task whose templates and class names apply when task.json gives none.
+    suite task whose templates and class names apply when task.json gives none.
     """
     path, policy = Path(path), policy or PathPolicy.trust_all()
     root = path if path.is_dir() else path.parent
-    info = read_task_info(policy.check(root / "task.json")) if (root / "task.json").is_file() else TaskInfo()
+    info = read_task_info(policy.check(root / "task.json")) if (root / "task.json").exists() else TaskInfo()
     task_name = name or info.name or (path.name if path.is_dir() else path.stem)
-    standard = standard_task(task_name)
+    suite = suite_task(task_name)
     given = _given_names(root, info, policy)
-    split_csvs = [root / f"{s}.csv" for s in SPLITS if (root / f"{s}.csv").is_file()] if path.is_dir() else []
+    split_csvs = [root / f"{s}.csv" for s in SPLITS if (root / f"{s}.csv").exists()] if path.is_dir() else []
     if not path.is_dir():
-        class_names, files = _label_rows(_read_csv(path, split=None, policy=policy), given, standard)
+        class_names, files = _label_rows(_read_csv(path, split=None, policy=policy), given, suite)
     elif split_csvs:
         rows = [row for file in split_csvs for row in _read_csv(file, split=file.stem, policy=policy)]
-        class_names, files = _label_rows(rows, given, standard)
+        class_names, files = _label_rows(rows, given, suite)
     else:
-        class_names, files = _scan_folders(path, given, standard, policy)
+        class_names, files = _scan_folders(path, given, suite, policy)
     return ImageSet(task_name, class_names, task_templates(info, task_name), tuple(files))
 
 
@@ -128,7 +134,7 @@ def _given_names(root: Path, info: TaskInfo, policy: PathPolicy) -> _GivenNames 
     if info.class_names:
         return _GivenNames(root / "task.json", info.class_names)
     path = root / "classes.json"
-    if not path.is_file():
+    if not path.exists():
         return None
     fix = "write a list of names or an object"
     try:
@@ -147,38 +153,68 @@ def _given_names(root: Path, info: TaskInfo, policy: PathPolicy) -> _GivenNames 
 
 
 def _scan_folders(
-    root: Path, given: _GivenNames | None, standard: StandardTask | None, policy: PathPolicy
+    root: Path, given: _GivenNames | None, suite: SuiteTask | None, policy: PathPolicy
 ) -> tuple[tuple[str, ...], list[ImageFile]]:
-    split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
+    """Every image of `<root>/<split>/<class>/`; the classes are the class folders of all splits, sorted.
+
+    A class folder is a label: one that holds no image would add a class with no examples (a different label
+    set and zero-shot head), so it is refused, naming it, like a split without images. A symlinked split or
+    class folder must resolve inside the policy's roots, checked before it is listed. A named pipe, socket or
+    device among the entries is refused, named as what it is (a pipe would block the reader)."""
+    split_dirs = [root / f for f in SPLIT_FOLDERS if (root / f).is_dir()]
     if not split_dirs:
         raise DatasetError(
             root,
             "has none of the folders train/, val/, test/ (nor train.csv, val.csv, test.csv)",
             fix="arrange images as <root>/<split>/<class>/<image>.png, or list them in <root>/<split>.csv",
         )
-    folders = sorted({p.name for d in split_dirs for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")})
+    for split_dir in split_dirs:  # each folder checked before it is listed: a symlink may lead outside the roots
+        policy.check(split_dir)
+    class_dirs = {d: [p for p in _entries(d) if p.is_dir()] for d in split_dirs}
+    for folder in (p for found in class_dirs.values() for p in found):
+        policy.check(folder)
+    folders = sorted({p.name for found in class_dirs.values() for p in found})
     files: list[ImageFile] = []
     for split_dir in split_dirs:
+        images = {
+            p.name: [f for f in _entries(p) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+            for p in class_dirs[split_dir]
+        }
         found = [
-            ImageFile(file, f"{split_dir.name}/{folder}/{file.name}", split_dir.name, label)
+            ImageFile(file, f"{split_dir.name}/{folder}/{file.name}", SPLIT_FOLDERS[split_dir.name], label)
             for label, folder in enumerate(folders)
-            for file in sorted((split_dir / folder).glob("*"))
-            if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()
+            for file in images.get(folder, ())
         ]
         for entry in found:  # a symlinked image must resolve inside the roots too
             policy.check(entry.file)
         if not found:
             raise DatasetError(split_dir, "contains no images", fix=f"add {'/'.join(IMAGE_SUFFIXES)} files per class")
+        empty = next((split_dir / name for name, listed in images.items() if not listed), None)
+        if empty is not None:
+            raise DatasetError(
+                empty,
+                "is a class folder without images: it would add a class with no examples to the label set",
+                fix=f"add its {'/'.join(IMAGE_SUFFIXES)} files, or remove the folder",
+            )
         files += found
-    return _display_names(folders, given, standard, what="class folders"), files
+    return _display_names(folders, given, suite, what="class folders"), files
+
+
+def _entries(folder: Path) -> list[Path]:
+    """A folder's visible entries, sorted: files and folders (symlinks followed). A named pipe, socket or device
+    is refused naming it, never passed over."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    for entry in entries:
+        refuse_special(entry, fix="replace it with the image file it stands for, or remove it")
+    return [p for p in entries if p.is_file() or p.is_dir()]
 
 
 def _display_names(
-    keys: list[str], given: _GivenNames | None, standard: StandardTask | None, *, what: str
+    keys: list[str], given: _GivenNames | None, suite: SuiteTask | None, *, what: str
 ) -> tuple[str, ...]:
-    """Display names of `keys` (sorted folder names or labels): as given, or by the standard task's rule."""
+    """Display names of `keys` (sorted folder names or labels): as given, or by the suite task's rule."""
     if given is None:
-        return tuple(standard.display_name(k) for k in keys) if standard else tuple(keys)
+        return tuple(suite.display_name(k) for k in keys) if suite else tuple(keys)
     if isinstance(given.names, tuple):
         if len(given.names) != len(keys):
             raise DatasetError(
@@ -254,6 +290,7 @@ def _parse_row(
         raise DatasetError(where, "has an empty path or label", fix="fill in both, or delete the row")
     file = Path(source) if Path(source).is_absolute() else path.parent / source
     policy.check(file, shown=where)  # before "does not exist", which would tell what lies outside the roots
+    refuse_special(file, shown=where, fix=f"name the image file itself, not {file}")
     if not file.is_file():
         raise DatasetError(
             where,
@@ -268,13 +305,13 @@ def _parse_row(
 
 
 def _label_rows(
-    rows: list[_Row], given: _GivenNames | None, standard: StandardTask | None
+    rows: list[_Row], given: _GivenNames | None, suite: SuiteTask | None
 ) -> tuple[tuple[str, ...], list[ImageFile]]:
     """Class names and labelled files: labels are all class indices, or else all class names."""
     if all(_is_index(r.label) for r in rows):
         class_names, labels = _index_labels(rows, given)
     else:
-        class_names, labels = _named_labels(rows, given, standard)
+        class_names, labels = _named_labels(rows, given, suite)
     return class_names, [ImageFile(r.file, r.source, r.split, label) for r, label in zip(rows, labels)]
 
 
@@ -302,14 +339,14 @@ def _index_labels(rows: list[_Row], given: _GivenNames | None) -> tuple[tuple[st
 
 
 def _named_labels(
-    rows: list[_Row], given: _GivenNames | None, standard: StandardTask | None
+    rows: list[_Row], given: _GivenNames | None, suite: SuiteTask | None
 ) -> tuple[tuple[str, ...], list[int]]:
     """Class names as labels: the given list's entries, the given mapping's keys, or the labels seen."""
     if given is not None and isinstance(given.names, tuple):
         keys, class_names = list(given.names), given.names
     else:
         keys = sorted(given.names) if given else sorted({r.label for r in rows})
-        class_names = _display_names(keys, given, standard, what="labels")
+        class_names = _display_names(keys, given, suite, what="labels")
     index = {key: i for i, key in enumerate(keys)}
     for row in rows:
         if row.label not in index:
@@ -336,13 +373,23 @@ def _decode(files: list[ImageFile], *, image_size: int | None, policy: PathPolic
 
 
 def _read_image(file: Path, *, image_size: int | None, policy: PathPolicy) -> torch.Tensor:
-    """One image as [3, H, W] uint8; any failure to decode it names the file (one bad image in a dataset of
-    thousands must be findable, not a traceback from inside PIL)."""
+    """One image file as [3, H, W] uint8, its descriptor checked by `policy`."""
     try:
-        with policy.open_file(file) as handle, Image.open(handle) as img:
+        handle = policy.open_file(file)
+    except OSError as exc:
+        raise DatasetError(file, f"cannot be read ({exc})", fix="check the file's permissions, or remove it") from exc
+    with handle:
+        return decode_image(handle, where=file, image_size=image_size)
+
+
+def decode_image(handle: BinaryIO, *, where: str | Path, image_size: int | None) -> torch.Tensor:
+    """One encoded image (a file, or bytes from a parquet row) as [3, H, W] uint8; any failure to decode it
+    names `where` (one bad image in a dataset of thousands must be findable, not a traceback from inside PIL)."""
+    try:
+        with _opened_image(handle) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise DatasetError(
-                    file,
+                    where,
                     f"declares {img.width}×{img.height} pixels, more than the {MAX_PIXELS} mergelab decodes: a "
                     "decompression bomb, or an image far larger than a model input",
                     fix="downscale the file (a model reads 224×224) or remove it",
@@ -354,15 +401,24 @@ def _read_image(file: Path, *, image_size: int | None, policy: PathPolicy) -> to
             return data.view(img.height, img.width, 3).permute(2, 0, 1)  # [3, H, W]
     except Image.DecompressionBombError as exc:
         raise DatasetError(
-            file,
+            where,
             f"declares more pixels than PIL decodes ({exc}): a decompression bomb, or an image far larger than "
             "a model input",
             fix="downscale or remove the file (or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)",
         ) from exc
     except PIL_DECODE_ERRORS as exc:
         raise DatasetError(
-            file, f"is not a readable image ({type(exc).__name__}: {exc})", fix="remove or replace the file"
+            where, f"is not a readable image ({type(exc).__name__}: {exc})", fix="remove or replace the file"
         ) from exc
+
+
+def _opened_image(handle: BinaryIO) -> Image.Image:
+    """`Image.open` without its DecompressionBombWarning: PIL warns above Image.MAX_IMAGE_PIXELS (89 M), which
+    `MAX_PIXELS` (33.5 M) is below, so mergelab's own error naming the file and its size follows every such
+    warning, and a library's warning printed first would only bury it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(handle)
 
 
 def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:

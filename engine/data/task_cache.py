@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
-from engine.data.image_sets import ImageSet
+from engine.data.image_sets import ImageFile
 from engine.data.tasks import TaskData, load_packed_task, save_task
 from engine.errors import DatasetError
 from engine.io.atomic import write_text_atomic
@@ -22,7 +23,18 @@ from engine.io.atomic import write_text_atomic
 DECODER = "pil-rgb/bicubic-shorter-side/centre-crop/v1"  # change when decoding changes, to retire old entries
 
 
-def cache_key(image_set: ImageSet, *, image_size: int | None) -> str:
+class Listed(Protocol):
+    """A dataset listed before decoding: an ImageSet (image files) or an HFDataset (its shards as files)."""
+
+    name: str
+    class_names: tuple[str, ...]
+    templates: tuple[str, ...]
+
+    @property
+    def files(self) -> Sequence[ImageFile]: ...
+
+
+def cache_key(image_set: Listed, *, image_size: int | None) -> str:
     """32 hex digits of a sha256 over the decoder, image size, names, templates and every file."""
     digest = hashlib.sha256()
     head = {
@@ -42,7 +54,7 @@ def cached_task_path(cache_dir: Path, key: str) -> Path:
 
 
 def load_cached(
-    image_set: ImageSet, *, image_size: int | None, cache_dir: Path, origin: Path, decode: Callable[[], TaskData]
+    image_set: Listed, *, image_size: int | None, cache_dir: Path, origin: Path, decode: Callable[[], TaskData]
 ) -> TaskData:
     """The cached task when its key matches, else `decode()`, written to the cache (atomically), retiring
     the entries it supersedes: same `origin` (the dataset's path), image size, names and templates."""
@@ -58,7 +70,7 @@ def load_cached(
     return task
 
 
-def _retire_superseded(entry: Path, image_set: ImageSet, *, origin: Path, image_size: int | None) -> None:
+def _retire_superseded(entry: Path, image_set: Listed, *, origin: Path, image_size: int | None) -> None:
     """Delete the other entries decoded from the same origin with the same settings (only their files
     differed), then record the new entry's origin."""
     stamp = json.dumps(

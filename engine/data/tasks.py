@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from engine.data.standard_tasks import standard_task
+from engine.data.suites import suite_task
 from engine.errors import DatasetError
 from engine.home import read_document
 from engine.io.atomic import all_or_nothing
@@ -140,7 +140,7 @@ def load_packed_task(path: Path, *, name: str | None = None) -> TaskData:
 
 def read_task_info(path: Path) -> TaskInfo:
     """A packed task's JSON, or the `task.json` beside image files."""
-    if not path.is_file():
+    if not path.exists():
         raise DatasetError(path, "missing task JSON", fix="write name, class_names and templates as JSON there")
     text = read_document(path, error=DatasetError, fix="write name, class_names and templates as UTF-8 JSON")
     try:
@@ -154,11 +154,11 @@ def read_task_info(path: Path) -> TaskInfo:
 
 
 def task_templates(info: TaskInfo, task_name: str) -> tuple[str, ...]:
-    """The JSON's templates when it lists any, else the standard task's (e.g. EuroSAT's), else the default."""
-    standard = standard_task(task_name)
-    if "templates" in info.model_fields_set or standard is None:
+    """The JSON's templates when it lists any, else the suite task's (e.g. EuroSAT's), else the default."""
+    suite = suite_task(task_name)
+    if "templates" in info.model_fields_set or suite is None:
         return info.templates
-    return standard.templates
+    return suite.templates
 
 
 def check_task(task: TaskData, source: Path) -> TaskData:

@@ -7,6 +7,14 @@ A suite whose `linearized_at` is θ₀ evaluates the linearized model instead, f
 (engine/eval/tangent.py): the way linearized and τJp-regularised checkpoints are defined and evaluated
 (Ortiz-Jiménez et al., NeurIPS 2023; Yoshida et al., ICLR 2025), so every merge, sweep and pair drop
 of such checkpoints is exact in function space.
+Precision: float32 is the default and the one every reported number uses. `precision="bfloat16"` converts the
+flat vector (hence the image tower's weights) and each batch to bfloat16 for the forward only; features return
+to float32 before the heads. It is for sweeps and the dashboard's interactive split at benchmark scale: on CUDA
+and on CPUs with bf16 matrix units (AMX, AVX512-BF16; `bf16_fast`) the tower runs several times faster. Its
+effect on the zoo's every number is measured in bench/results/eval_precision_zoo.json (bench/eval_precision_zoo.py):
+0.15 % of the test predictions change, no task's accuracy by more than 0.6 points, no method's mean by more than
+0.09; small, not nil, so float32 stays the default.
+The linearized model stays float32 (its JVP is a difference of two close forwards).
 Normalized accuracy is the papers' convention (Ilharco et al. 2023; Ortiz-Jiménez et al. 2023):
 per task, merged accuracy / the task's own fine-tuned accuracy, then the mean over tasks.
 """
@@ -15,16 +23,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
 from engine.data.tasks import LabelledImages, normalize_batch
-from engine.errors import DatasetError
+from engine.errors import DatasetError, ParameterError
 from engine.eval.suite import EvalSuite, Progress
 from engine.eval.tangent import linearized_features
 from engine.params import unflatten
+
+PRECISIONS = MappingProxyType({"float32": torch.float32, "bfloat16": torch.bfloat16})
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of x86 bf16 matrix / dot-product units
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ def evaluate(
     tasks: Sequence[str] | None = None,
     reference: Mapping[str, float] | None = None,
     batch_size: int = 1024,
+    precision: str = "float32",
     progress: Progress | None = None,
 ) -> EvalResult:
     """Accuracy of θ = `params` [P] on `split` for `tasks` (default: all of the suite's)."""
@@ -79,36 +92,52 @@ def evaluate(
     if unknown:
         raise DatasetError(unknown[0], "is not a task of this evaluation suite", fix=f"use {list(suite.tasks)}")
     parts = {t: suite.tasks[t].split(split) for t in names}
-    correct = _correct(params, suite, parts, batch_size=batch_size, progress=progress)
+    correct = _correct(params, suite, parts, batch_size=batch_size, precision=precision, progress=progress)
     result = EvalResult(split=split, correct=correct, total={t: len(p) for t, p in parts.items()})
     if reference is not None:
         result = EvalResult(split, correct, result.total, normalized_accuracy(result.accuracy, reference))
     return result
 
 
-def accuracy_on(params: torch.Tensor, suite: EvalSuite, parts: Mapping[str, LabelledImages]) -> dict[str, float]:
+def accuracy_on(
+    params: torch.Tensor, suite: EvalSuite, parts: Mapping[str, LabelledImages], *, precision: str = "float32"
+) -> dict[str, float]:
     """Per-task accuracy of θ [P] on given labelled images (a subset or a re-split of val, say)."""
-    correct = _correct(params, suite, parts)
+    correct = _correct(params, suite, parts, precision=precision)
     return {t: correct[t] / len(p) for t, p in parts.items()}
 
 
-@torch.no_grad()
 def _correct(
     params: torch.Tensor,
     suite: EvalSuite,
     parts: Mapping[str, LabelledImages],
     *,
     batch_size: int = 1024,
+    precision: str = "float32",
     progress: Progress | None = None,
 ) -> dict[str, int]:
-    """Correct predictions per task: every task's images through the tower in one pass, then its head."""
+    """Correct predictions per task."""
+    pred = predictions(params, suite, parts, batch_size=batch_size, precision=precision, progress=progress)
+    return {name: int((pred[name] == parts[name].labels).sum()) for name in parts}
+
+
+@torch.no_grad()
+def predictions(
+    params: torch.Tensor,
+    suite: EvalSuite,
+    parts: Mapping[str, LabelledImages],
+    *,
+    batch_size: int = 1024,
+    precision: str = "float32",
+    progress: Progress | None = None,
+) -> dict[str, torch.Tensor]:
+    """Predicted class per image, task → [N_t]: every task's images through the tower in one pass, then its head."""
     images = torch.cat([p.images for p in parts.values()])  # [N, 3, H, W] uint8
-    feats = encode_images(params, suite, images, batch_size=batch_size, progress=progress)  # [N, E]
-    correct = {}
-    for name, chunk in zip(parts, torch.split(feats, [len(p) for p in parts.values()])):
-        pred = (chunk @ suite.heads[name].T).argmax(dim=-1)  # [N_t]
-        correct[name] = int((pred == parts[name].labels).sum())
-    return correct
+    feats = encode_images(params, suite, images, batch_size=batch_size, precision=precision, progress=progress)
+    return {
+        name: (chunk @ suite.heads[name].T).argmax(dim=-1)  # [N_t]
+        for name, chunk in zip(parts, torch.split(feats, [len(p) for p in parts.values()]))
+    }
 
 
 def encode_images(
@@ -117,17 +146,24 @@ def encode_images(
     images: torch.Tensor,
     *,
     batch_size: int = 1024,
+    precision: str = "float32",
     progress: Progress | None = None,
 ) -> torch.Tensor:
-    """L2-normalised image features [N, E] of uint8 images [N, 3, H, W] under θ = params [P]."""
+    """L2-normalised float32 image features [N, E] of uint8 images [N, 3, H, W] under θ = params [P], the forward
+    in `precision` (see the module docstring)."""
+    dtype = _dtype(precision)
     if suite.linearized_at is not None:
+        if dtype != torch.float32:
+            raise ParameterError(
+                "precision", f"{precision} is not offered for a linearized suite", fix="evaluate it in float32"
+            )
         return _linearized_features(params, suite, images, batch_size=batch_size, progress=progress)
-    weights = unflatten(params, suite.spec)
+    weights = unflatten(params.to(dtype), suite.spec)  # views of one converted copy (none for float32)
     out = []
     for start in range(0, images.shape[0], batch_size):
-        x = normalize_batch(images[start : start + batch_size], suite.preprocess)  # [B, 3, S, S]
+        x = normalize_batch(images[start : start + batch_size], suite.preprocess).to(dtype)  # [B, 3, S, S]
         with suite.lock:
-            feats = functional_call(suite.visual, weights, (x,))  # [B, E]
+            feats = functional_call(suite.visual, weights, (x,)).float()  # [B, E]
         out.append(F.normalize(feats, dim=-1))
         if progress is not None:
             progress(min(1.0, (start + batch_size) / images.shape[0]), "encoding images")
@@ -145,3 +181,25 @@ def _linearized_features(
         if progress is not None:
             progress(min(1.0, (start + batch_size) / images.shape[0]), "encoding images (linearized)")
     return torch.cat(out)  # [N, E]
+
+
+def _dtype(precision: str) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise ParameterError("precision", f"unknown precision {precision!r}", fix=f"use one of {list(PRECISIONS)}")
+    return PRECISIONS[precision]
+
+
+def bf16_fast(device: torch.device | str) -> bool:
+    """Whether bfloat16 evaluation is fast on `device`: a CUDA GPU that supports it, or a CPU with bf16 matrix or
+    dot-product units (elsewhere bf16 matmuls are emulated and slower than float32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            flags = next((line.split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return any(flag in flags for flag in CPU_BF16_FLAGS)

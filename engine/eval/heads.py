@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from engine.errors import CheckpointError
+from engine.home import refuse_special
 from engine.io.atomic import atomic_path
-from engine.io.checkpoints import Checkpoint
+from engine.io.checkpoints import Checkpoint, check_floating
 from engine.models import create_clip, tokenizer
 
 
@@ -85,6 +86,7 @@ def load_head_file(path: Path, *, num_classes: int | None, embed_dim: int | None
     from engine.io.formats.torch_zip import read_torch_zip, state_tensors
 
     path = Path(path)
+    refuse_special(path, fix="point at the head file itself (.safetensors or .pt)")
     if not path.is_file():
         raise CheckpointError(path, "no such head file", fix="check the pool manifest's head path")
     tensors = read_header(path).tensors if path.suffix == ".safetensors" else state_tensors(read_torch_zip(path))
@@ -98,6 +100,7 @@ def load_head_file(path: Path, *, num_classes: int | None, embed_dim: int | None
             f"holds no head matrix (keys {sorted(tensors)[:4]})",
             fix="save the [classes, embedding] matrix under 'head', or a ClassificationHead",
         )
+    check_floating({k: v for k, v in tensors.items() if k in (key, "bias")}, path, what="head tensor")
     head = tensors[key].read(dtype=torch.float32)
     if "bias" in tensors and tensors["bias"].read().abs().max() > 0:
         raise CheckpointError(

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors.torch import save_file
 
 from engine.errors import CheckpointError, SchemaError
-from engine.home import read_document
+from engine.home import read_document, refuse_special
 from engine.io.atomic import all_or_nothing
 from engine.io.formats import TORCH_SUFFIXES, model_state, read_foreign
 from engine.io.formats.architecture import detect_architecture
@@ -44,6 +44,7 @@ SCHEMA_VERSION = 1
 Variant = Literal["pretrained", "standard", "linearized", "tau_jp", "merged"]
 LINEARIZED_VARIANTS = ("linearized", "tau_jp")  # evaluated as f₀ + J f(x; θ₀)·(θ − θ₀) everywhere
 _TOWER_CORE = {"class_embedding", "conv1.weight", "positional_embedding"}  # an image tower, with or without proj
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 class CheckpointMeta(BaseModel):
@@ -242,7 +243,8 @@ def open_checkpoint(
     path = Path(path)
     if not path.exists():
         raise CheckpointError(path, "no such file", fix="check the path, or pick a checkpoint from the list")
-    if sidecar_path(path).is_file() and not path.is_dir():
+    refuse_special(path, fix="point at the checkpoint file itself (.safetensors, .pt) or a Hugging Face folder")
+    if sidecar_path(path).exists() and not path.is_dir():  # a sidecar that is a pipe is refused, not passed over
         return _open_native(path, architecture=architecture, verified=verified)
     return _open_foreign(
         path,
@@ -326,6 +328,7 @@ def _open_foreign(
         raise SchemaError(path, _describe(exc), fix="check the pool manifest's fields") from exc
     tensors = visual if found.tower == "visual" else {**{f"visual.{k}": v for k, v in visual.items()}, **found.text}
     _check_towers(tensors, meta, path, projection=projected)
+    check_floating(found.linearized_at or {}, path)
     return LazyCheckpoint(
         path=path, meta=meta, tensors=tensors, verify=False, linearized_at=found.linearized_at, format=found.format
     )
@@ -355,7 +358,7 @@ def _fingerprint(path: Path, fmt: str) -> str:
 def read_sidecar(path: Path) -> CheckpointMeta:
     """Parse and validate `<path>.json`."""
     side = sidecar_path(path)
-    if not side.is_file():
+    if not side.exists():
         raise SchemaError(
             side,
             "missing JSON sidecar",
@@ -386,22 +389,39 @@ def _check_finite(state: Mapping[str, torch.Tensor], path: Path) -> None:
             )
 
 
+def check_floating(tensors: Mapping[str, LazyTensor], path: Path, *, what: str = "tensor") -> None:
+    """Every tensor is float32, float16, bfloat16 or float64 (`WEIGHT_DTYPES`). An integer or boolean tensor is
+    refused, not cast: int64 weights cast to float merge as numbers they never meant (quantised or scaled
+    values, a state dict saved with the wrong dtype), with results that look plausible."""
+    wrong = sorted(k for k, v in tensors.items() if v.dtype not in WEIGHT_DTYPES)
+    if wrong:
+        dtype = str(tensors[wrong[0]].dtype).removeprefix("torch.")
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        raise CheckpointError(
+            path,
+            f"{what} {wrong[0]!r} is {dtype}{more}: weights must be float32, float16, bfloat16 or float64",
+            fix="save the floating-point weights (e.g. model.float().state_dict()); mergelab does not dequantise",
+        )
+
+
 def _check_towers(
     tensors: Mapping[str, LazyTensor], meta: CheckpointMeta, path: Path, *, projection: bool = True
 ) -> None:
     """Every tensor the checkpoint holds against its architecture: the image tower always (without `proj` when
     `projection` is off), and for tower "clip" the text tower too (heads are built from it; a wrong shape
-    there would otherwise only surface as a RuntimeError from load_state_dict, without the file's name)."""
+    there would otherwise only surface as a RuntimeError from load_state_dict, without the file's name); then
+    every tensor's dtype (`check_floating`)."""
     expected = expected_visual_shapes(meta.architecture)
     if not projection:
         expected.pop("proj", None)
     if meta.tower == "visual":
         _check_shapes({k: v.shape for k, v in tensors.items()}, expected, meta, path)
-        return
-    visual = {k.removeprefix("visual."): v.shape for k, v in tensors.items() if k.startswith("visual.")}
-    text = {k: v.shape for k, v in tensors.items() if not k.startswith("visual.")}
-    _check_shapes(visual, expected, meta, path)
-    _check_shapes(text, expected_text_shapes(meta.architecture), meta, path, tower="text tower")
+    else:
+        visual = {k.removeprefix("visual."): v.shape for k, v in tensors.items() if k.startswith("visual.")}
+        text = {k: v.shape for k, v in tensors.items() if not k.startswith("visual.")}
+        _check_shapes(visual, expected, meta, path)
+        _check_shapes(text, expected_text_shapes(meta.architecture), meta, path, tower="text tower")
+    check_floating(tensors, path)
 
 
 def _check_shapes(

@@ -33,20 +33,22 @@ class VerifiedFiles:
             record = json.loads(self._record(path).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        return record == {**_stamp(path), "tensors_sha256": tensors_sha256}
+        return record == {**file_stamp(path), "tensors_sha256": tensors_sha256}
 
     def add(self, path: Path, tensors_sha256: str) -> None:
         """Remember that `path` (as it is now) hashed to `tensors_sha256`, unless it changed too recently."""
         if time.time_ns() - Path(path).stat().st_mtime_ns < SETTLE_NS:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self._record(path), json.dumps({**_stamp(path), "tensors_sha256": tensors_sha256}))
+        write_text_atomic(self._record(path), json.dumps({**file_stamp(path), "tensors_sha256": tensors_sha256}))
 
     def _record(self, path: Path) -> Path:
         return self.root / f"{hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]}.json"
 
 
-def _stamp(path: Path) -> dict[str, int | str]:
+def file_stamp(path: Path) -> dict[str, int | str]:
+    """Where a file is and how it looks now (resolved path, device, inode, size, mtime): what tells a file
+    unchanged since it was checked, without reading it."""
     stat = Path(path).stat()
     return {
         "path": str(Path(path).resolve()),

@@ -4,48 +4,38 @@ Per method, the grid job's loop (engine/jobs/grid.py) evaluates a grid of its de
 the best point by mean normalized accuracy (the papers' rule; the earlier point on ties) is then
 evaluated once on test. Normalized accuracy is per task merged / fine-tuned on the same split
 (Ilharco et al., ICLR 2023), which is what lets numbers from different checkpoint sets be compared.
-`DEFAULT_GRIDS` follow the papers' own searches where they give one (TSV-M and Iso search α over
-0.1 … 3.0; TIES λ with a few densities) and are coarser where a method has two expensive axes.
-WUDI's own parameter is its step count: the paper's 300, and 1000 (Adam's step size is absolute, so how
-far 300 steps at lr 1e-5 get depends on the task vectors' scale). An iterative method on a large model on
-the CPU is hours: it is compared only when asked by name.
+Each method declares its grid in its module (engine/merge/methods/: the papers' own searches where they give
+one, coarser where a method has two expensive axes), or the reason it has none; `DEFAULT_GRIDS` collects them.
+An iterative method on a large model on the CPU is hours: it is compared only when asked by name.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any
 
 from engine.jobs.grid import FIRST_POINT, checked_axes, evaluate_grid
 from engine.jobs.runner import JobContext
-from engine.merge import METHODS
+from engine.jobs.workers import RunTrials, trials_on_workers
+from engine.merge import METHODS, MergeMethod
+from engine.merge.session import LARGE_MODEL_PARAMS
 from engine.runs.log import RunLog
-from engine.workspace import LARGE_MODEL_PARAMS, Workspace
+from engine.search.backend import ray_setting
+from engine.search.grid import grid_requests
+from engine.search.trials import TrialRequest
+from engine.workspace import Workspace
 
 
-def _steps(low: float, high: float, step: float) -> tuple[float, ...]:
-    return tuple(round(low + i * step, 6) for i in range(round((high - low) / step) + 1))
+def compare_grids(methods: Mapping[str, MergeMethod]) -> Mapping[str, Mapping[str, tuple[float, ...]]]:
+    """Method → its declared Compare grid (axis → values), for every method of `methods` that declares one."""
+    return MappingProxyType({name: m.grid.as_mapping() for name, m in methods.items() if m.grid.axes})
 
 
-DEFAULT_GRIDS: Mapping[str, Mapping[str, tuple[float, ...]]] = MappingProxyType(
-    {
-        "task_arithmetic": {"lam": _steps(0.0, 1.0, 0.05)},
-        "ties": {"density": (0.1, 0.2, 0.5), "lam": _steps(0.5, 2.0, 0.25)},
-        "dare": {"drop": (0.5, 0.7, 0.9), "lam": _steps(0.0, 1.0, 0.1)},
-        "dare_ties": {"drop": (0.5, 0.7, 0.9), "lam": _steps(0.5, 2.0, 0.25)},
-        "magnitude": {"density": (0.1, 0.2, 0.5), "lam": _steps(0.0, 1.0, 0.1)},
-        "sta": {"threshold": (0.02, 0.05, 0.1), "lam": _steps(0.1, 2.0, 0.1)},
-        "sta_theta": {"threshold": (0.02, 0.05, 0.1), "lam": _steps(0.1, 2.0, 0.1)},
-        "tsv_m": {"alpha": _steps(0.1, 3.0, 0.1)},
-        "iso_c": {"alpha": _steps(0.1, 3.0, 0.1)},
-        "iso_cts": {"share": (0.5, 0.8), "alpha": _steps(0.1, 3.0, 0.1)},
-        "cart": {"rank_share": (0.08, 0.12, 0.3), "lam": _steps(0.5, 3.0, 0.25)},
-        "wudi": {"steps": (300.0, 1000.0), "alpha": _steps(0.1, 3.0, 0.1)},  # the paper: 300 steps, α = 1
-    }
-)
+DEFAULT_GRIDS = compare_grids(METHODS)
 
 
 @dataclass(frozen=True)
@@ -85,32 +75,29 @@ def compare_job(
     tasks: Sequence[str] | None = None,
     methods: Sequence[str] | None = None,
     grids: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    ray: str | None = None,
+    workers: int | None = None,
     run_log: RunLog | None = None,
 ) -> MethodsComparison:
     """Choose each method's setting on val and report it on test (default: every method with a grid, but
-    an iterative one on a large model on the CPU)."""
+    an iterative one on a large model on the CPU); with `ray` (else MERGELAB_RAY), every trial on Ray workers."""
     start = time.perf_counter()
     tasks = tuple(tasks or workspace.task_names)
     grids = {**DEFAULT_GRIDS, **(grids or {})}
     methods = tuple(methods or [m for m in METHODS if m in grids and not _too_slow(workspace, m)])
     results = []
+    setting = ray_setting(ray)
     ctx.starting(FIRST_POINT.format(method=methods[0] if methods else "", split="val"), total=len(methods))
-    for i, method in enumerate(methods):
-        axes = checked_axes(method, grids[method], {}, len(tasks))
-        trials = [
-            (point, comparison.mean_normalized)
-            for point, comparison in evaluate_grid(
-                ctx, workspace, tasks=tasks, method=method, params={}, axes=axes, split="val"
+    with trials_on_workers(ctx, workspace, ray=setting, workers=workers) if setting else nullcontext() as run:
+        for i, method in enumerate(methods):
+            axes = checked_axes(method, grids[method], {}, len(tasks))
+            result = (
+                _on_workers(ctx, run, tasks, method, axes, step=(i, len(methods)))
+                if run
+                else _in_process(ctx, workspace, tasks, method, axes)
             )
-        ]
-        best, val = trials[max(range(len(trials)), key=lambda i: (trials[i][1], -i))]  # earlier on ties
-        test = workspace.compare(tasks, method, best, split="test")
-        results.append(
-            MethodResult(
-                method, best, len(trials), val, dict(test.merged.accuracy), test.mean_merged, test.mean_normalized
-            )
-        )
-        ctx.report(i + 1, len(methods), f"{method}: test mean {test.mean_merged:.1%}")
+            results.append(result)
+            ctx.report(i + 1, len(methods), f"{method}: test mean {result.test_mean_accuracy:.1%}")
     comparison = MethodsComparison(tasks, tuple(results))
     if run_log is not None:
         run_log.record(
@@ -123,3 +110,45 @@ def compare_job(
             duration_s=round(time.perf_counter() - start, 3),
         )
     return comparison
+
+
+def _in_process(
+    ctx: JobContext, workspace: Workspace, tasks: tuple[str, ...], method: str, axes: Sequence[tuple[str, Any]]
+) -> MethodResult:
+    trials = [
+        (point, comparison.mean_normalized)
+        for point, comparison in evaluate_grid(
+            ctx, workspace, tasks=tasks, method=method, params={}, axes=axes, split="val"
+        )
+    ]
+    best, val = trials[max(range(len(trials)), key=lambda i: (trials[i][1], -i))]  # earlier on ties
+    test = workspace.compare(tasks, method, best, split="test")
+    return MethodResult(
+        method, best, len(trials), val, dict(test.merged.accuracy), test.mean_merged, test.mean_normalized
+    )
+
+
+def _on_workers(
+    ctx: JobContext,
+    run: RunTrials,
+    tasks: tuple[str, ...],
+    method: str,
+    axes: Sequence[tuple[str, Any]],
+    *,
+    step: tuple[int, int],
+) -> MethodResult:
+    """The same grid and choice as `_in_process`, each point a trial on the workers, then the best on test."""
+    requests = grid_requests(method=method, tasks=tasks, axes=axes, params={}, split="val")
+    report = lambda r: ctx.report(*step, f"{method}: trial {r.index + 1}/{len(requests)}")  # noqa: E731
+    trials = run(requests, report)
+    best = max(trials, key=lambda t: (t.mean_normalized, -t.index))  # earlier on ties
+    (test,) = run([TrialRequest(0, method, tasks, best.params, "test")], lambda _r: None)
+    return MethodResult(
+        method,
+        dict(best.params),
+        len(trials),
+        best.mean_normalized,
+        dict(test.accuracy),
+        test.mean_accuracy,
+        test.mean_normalized,
+    )

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import ParameterError
+from engine.eval.results import MergeComparison
 from engine.jobs.runner import Cancelled, JobContext
 from engine.merge import get_method
-from engine.merge.registry import ParamValue
+from engine.merge.declaration import ParamValue
 from engine.runs.log import RunLog
-from engine.workspace import MergeComparison, Workspace
+from engine.workspace import Workspace
 
 
 @dataclass(frozen=True)

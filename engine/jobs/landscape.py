@@ -18,7 +18,10 @@ from typing import Any
 from engine.errors import ParameterError
 from engine.eval.suite import Progress
 from engine.jobs.runner import JobContext
+from engine.jobs.workers import trials_on_workers
 from engine.runs.log import RunLog
+from engine.search.backend import ray_setting
+from engine.search.trials import TrialRequest
 from engine.workspace import Workspace
 
 Grid = tuple[tuple[float | None, ...], ...]
@@ -110,9 +113,12 @@ def landscape_job(
     tasks: Sequence[str],
     values: Sequence[float],
     split: str = "interactive",
+    ray: str | None = None,
+    workers: int | None = None,
     run_log: RunLog | None = None,
 ) -> Landscape:
-    """Both grids of two tasks; the exact one point by point with progress (a cancel stops between points)."""
+    """Both grids of two tasks; the exact one point by point with progress (a cancel stops between points),
+    with `ray` (else MERGELAB_RAY) each point a trial on Ray workers; the preview stays here (cached JVPs)."""
     start, values = time.perf_counter(), tuple(float(v) for v in values)
     pair = checked_pair(workspace, tasks, values)
     total = len(values) ** 2
@@ -123,7 +129,12 @@ def landscape_job(
 
     ctx.starting("the tangent-space preview of the grid (Jacobian-vector products, once)", total=total)
     preview = preview_grid(workspace, pair, values, split=split)
-    exact = exact_grid(workspace, pair, values, split=split, progress=progress)
+    setting = ray_setting(ray)
+    exact = (
+        _exact_on_workers(ctx, workspace, pair, values, split=split, ray=setting, workers=workers)
+        if setting
+        else exact_grid(workspace, pair, values, split=split, progress=progress)
+    )
     landscape = Landscape(pair, values, split, exact, preview)
     if run_log is not None:
         best = landscape.best()
@@ -138,3 +149,31 @@ def landscape_job(
             duration_s=round(time.perf_counter() - start, 3),
         )
     return landscape
+
+
+def _exact_on_workers(
+    ctx: JobContext,
+    workspace: Workspace,
+    pair: tuple[str, str],
+    values: tuple[float, ...],
+    *,
+    split: str,
+    ray: str,
+    workers: int | None,
+) -> Grid:
+    """`exact_grid`'s points as trials (index i·n + j: λ₁ = values[i], λ₂ = values[j])."""
+    n, done = len(values), []
+    requests = [
+        TrialRequest(i * n + j, "task_arithmetic", pair, {"lam": [a, b]}, split)
+        for i, a in enumerate(values)
+        for j, b in enumerate(values)
+    ]
+
+    def on_trial(result) -> None:
+        done.append(result)
+        lam = result.params["lam"]
+        ctx.report(len(done), n * n, f"λ = ({lam[0]:g}, {lam[1]:g})")
+
+    with trials_on_workers(ctx, workspace, ray=ray, workers=workers) as run:
+        flat = [r.mean_normalized for r in run(requests, on_trial)]
+    return tuple(tuple(flat[i * n : (i + 1) * n]) for i in range(n))

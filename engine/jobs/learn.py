@@ -110,7 +110,7 @@ class _Progress:
     def on_iteration(self, it: Iteration) -> None:
         point = IterationPoint(it.index, it.delta_norm, dict(it.selection), tuple(it.scales.tolist()))
         self.curves = replace(self.curves, iterations=(*self.curves.iterations, point))
-        self.report(f"iteration {it.index}: selection {it.mean_selection:.1%}")
+        self.report(f"iteration {it.index}: ‖δ‖ {it.delta_norm:.3g} · selection {it.mean_selection:.1%}")
 
 
 def learn_job(

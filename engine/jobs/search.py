@@ -18,13 +18,14 @@ from engine.errors import ParameterError
 from engine.jobs.grid import FIRST_POINT, checked_axes, grid_points
 from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import Cancelled, JobContext
-from engine.merge.registry import ParamValue
+from engine.merge.declaration import ParamValue
 from engine.runs.log import RunLog
 from engine.search.backend import Source, ray_setting, reference, trial_evaluator
 from engine.search.coefficients import SearchSpace, coefficient_search
 from engine.search.grid import grid_sweep
 from engine.search.outcome import OnTrial, SearchOutcome
 from engine.search.trials import Stop, TrialEvaluator, TrialResult
+from engine.workspace import Workspace
 
 Body = Callable[[TrialEvaluator, OnTrial, Stop], SearchOutcome]
 
@@ -47,6 +48,7 @@ def grid_sweep_job(
     ray: str | None = None,
     workers: int | None = None,
     run_log: RunLog | None = None,
+    skipped: Sequence[str] = (),
 ) -> SearchOutcome:
     """Every point of `grid` (declared parameter → values) over the base `params`, evaluated on `split`."""
     tasks, params = tuple(tasks), dict(params or {})
@@ -56,7 +58,9 @@ def grid_sweep_job(
         evaluator, method=method, tasks=tasks, axes=axes, params=params, split=split, on_trial=on_trial, stop=stop
     )
     planned = len(grid_points(axes))
-    return _logged(ctx, workspace, "grid_sweep", method, tasks, inputs, planned, body, ray, workers, run_log)
+    return _logged(
+        ctx, workspace, "grid_sweep", method, tasks, inputs, planned, body, ray, workers, run_log, skipped=skipped
+    )
 
 
 def search_job(
@@ -77,6 +81,7 @@ def search_job(
     ray: str | None = None,
     workers: int | None = None,
     run_log: RunLog | None = None,
+    skipped: Sequence[str] = (),
 ) -> SearchOutcome:
     """`trials` per-task settings of `param` chosen by `strategy` (tpe or cma), `batch` at a time; the best
     on `split` is evaluated once on test."""
@@ -103,7 +108,14 @@ def search_job(
         on_trial=on_trial,
         stop=stop,
     )
-    return _logged(ctx, workspace, "search", method, tasks, inputs, trials, body, ray, workers, run_log)
+    return _logged(
+        ctx, workspace, "search", method, tasks, inputs, trials, body, ray, workers, run_log, skipped=skipped
+    )
+
+
+def _skipped_of(workspace: Source) -> list[str]:
+    """The pool entries an open workspace's collection left out (by consent); a reference names none."""
+    return [str(s) for s in workspace.collection.skipped] if isinstance(workspace, Workspace) else []
 
 
 def _logged(
@@ -118,9 +130,12 @@ def _logged(
     ray: str | None,
     workers: int | None,
     run_log: RunLog | None,
+    *,
+    skipped: Sequence[str] = (),
 ) -> SearchOutcome:
     """Run `body` on the chosen evaluator with progress, cancel and the run log: the sweep's row, then a row
-    per trial as it comes back; cancelled, the row keeps what was reached, marked partial."""
+    per trial as it comes back; cancelled, the row keeps what was reached, marked partial. `skipped`: the
+    pool entries left out by consent (on an open workspace, its collection's are taken when none are given)."""
     start, setting, ref = time.perf_counter(), ray_setting(ray), reference(workspace)
     _check_tasks(tasks, ref)
     where = f"ray {setting}" if setting else ref.device
@@ -134,6 +149,7 @@ def _logged(
         "backend": setting or "local",
         "workers": evaluator.workers,
         **inputs,
+        "skipped": list(skipped) or _skipped_of(workspace),
     }
     parent = None
     if run_log is not None:

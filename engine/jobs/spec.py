@@ -134,10 +134,13 @@ def from_fields(cls: type, data: Mapping[str, Any]) -> Any:
 
 
 def open_workspace(ref: WorkspaceRef, *, home: DataHome, policy: PathPolicy) -> Workspace:
-    """A fresh workspace for a reference (what a runner without a cache of its own does), checked against it."""
-    collection = open_for_user(ref.collection, home=home, policy=policy)
+    """A fresh workspace of the reference's tasks (what a runner without a cache of its own does), checked
+    against it."""
+    # the reference names every task with its checkpoint's sha256 (checked below): what its page opened, a
+    # discovered pool's unreadable entries left out only where that page's user confirmed it
+    collection = open_for_user(ref.collection, home=home, policy=policy, skip_unreadable=True)
     workspace = Workspace.from_collection(
-        collection, cache_dir=home.cache, device=ref.device, variants=dict(ref.choice)
+        collection, cache_dir=home.cache, device=ref.device, variants=dict(ref.choice), tasks=ref.tasks or None
     )
     return ref.check(workspace)
 
@@ -170,7 +173,7 @@ def _checked_unopened(ref: WorkspaceRef) -> WorkspaceRef:
     the sidebar may be relative to the data home; workers take it as it is), the collection opened there
     (manifest and sidecars, no tensor) and its sidecars' sha256 checked against the reference's."""
     home = DataHome.from_env().ensure()
-    collection = open_for_user(ref.collection, home=home, policy=home.dashboard_policy())
+    collection = open_for_user(ref.collection, home=home, policy=home.dashboard_policy(), skip_unreadable=True)
     ref.check_ref(WorkspaceRef.of_selection(collection, tasks=ref.tasks, variants=dict(ref.choice)))
     return dataclasses.replace(ref, collection=str(collection.root))
 

@@ -12,11 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.eval.results import Sweep
 from engine.jobs.grid import FIRST_POINT, evaluate_grid
 from engine.jobs.runner import Cancelled, JobContext
-from engine.merge.registry import ParamValue
+from engine.merge.declaration import ParamValue
 from engine.runs.log import RunLog
-from engine.workspace import Sweep, Workspace
+from engine.workspace import Workspace
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine.merge.registry import MergeMethod, get_method
+from engine.merge.declaration import MergeMethod
+from engine.merge.registry import get_method
 from engine.params import ParamSpec
 
 

@@ -16,6 +16,7 @@ page lists them beside the shipped ones.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,9 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from engine.data.hf_datasets import is_hf_reference
 from engine.data.loading import load_task
+from engine.data.splits import with_validation
 from engine.data.tasks import TaskData
 from engine.errors import CheckpointError, DatasetError, SchemaError
 from engine.eval.heads import cached_head, load_head_file
@@ -40,10 +43,13 @@ from engine.io.checkpoints import (
     read_sidecar,
     sidecar_path,
 )
-from engine.io.verified import VerifiedFiles
+from engine.io.verified import VerifiedFiles, file_stamp
 from engine.models import create_visual, expected_visual_shapes, preprocess_of
 from engine.params import ParamSpec, TaskMatrix, flatten
-from engine.pool.discovery import NO_TASKS
+from engine.pool.discovery import NO_TASKS, Skipped
+from engine.store.built import BuiltStore, open_built_store, store_header
+from engine.store.lazy import CheckpointRow
+from engine.store.rows import RowStore
 
 MANIFEST = "collection.json"
 CheckpointProgress = Callable[[int, int, str], None]  # (checkpoints read, of total, task)
@@ -67,6 +73,8 @@ class TaskEntry(BaseModel):
     importance: dict[str, str] = {}  # STA importance kind ("tau", "theta") → map of the standard checkpoint
     head: str | None = None  # zero-shot head file (task_vectors head_<D>.pt or [C, E] safetensors)
     templates: tuple[str, ...] = ()  # prompt templates overriding the data's own
+    validation: str | None = None  # draw val as this profile does (engine/data/splits.py: task_vectors, ...)
+    validation_indices: str | None = None  # the profile's stored indices file (knots)
 
 
 class CollectionManifest(BaseModel):
@@ -97,7 +105,7 @@ class Collection:
     root: Path
     manifest: CollectionManifest
     verified: VerifiedFiles | None = None  # remembers sidecar'd checkpoints already hash-checked (with_verified)
-    warnings: tuple[str, ...] = ()  # what opening it left out, and why (a discovered pool's skipped folders)
+    skipped: tuple[Skipped, ...] = ()  # what discovery left out, and why (open_for_user refuses it unless told)
     policy: PathPolicy = field(default_factory=PathPolicy.trust_all)  # checks every file read for the user
 
     @property
@@ -180,11 +188,13 @@ class Collection:
             return generated_task(
                 data.task, seed=data.seed, real_images=self.path(data.real_images), cache_dir=cache_dir
             )
-        task_data = load_task(
-            self.path(data), image_size=image_size, cache_dir=cache_dir, name=task, policy=self.policy
-        )
-        templates = self._entry(task).templates
-        return replace(task_data, templates=templates) if templates else task_data
+        source = data if is_hf_reference(data) else self.path(data)  # hf:<owner>/<name>: the HF caches
+        task_data = load_task(source, image_size=image_size, cache_dir=cache_dir, name=task, policy=self.policy)
+        entry = self._entry(task)
+        if entry.validation is not None:
+            indices = None if entry.validation_indices is None else self.path(entry.validation_indices)
+            task_data = with_validation(task_data, entry.validation, indices_file=indices)
+        return replace(task_data, templates=entry.templates) if entry.templates else task_data
 
     def head(self, task: str, pretrained: Checkpoint, data: TaskData, *, cache_dir: Path) -> torch.Tensor:
         """The task's zero-shot head [C, E]: its head file when the manifest names one, else built from the
@@ -268,14 +278,17 @@ class Collection:
     def checkpoint_meta(self, task: str, variant: str = "standard") -> CheckpointMeta:
         """One fine-tuned checkpoint's metadata: its sidecar, or what its content says (tensors not read)."""
         path = self._checkpoint_files(self._checkpoint_path(task, variant))
-        return read_sidecar(path) if sidecar_path(path).is_file() else self.finetuned_lazy(task, variant).meta
+        return read_sidecar(path) if sidecar_path(path).exists() else self.finetuned_lazy(task, variant).meta
 
     def referenced_paths(self) -> tuple[Path, ...]:
         """Every file or folder the manifest points at (resolved), for the dashboard's allowed-roots check."""
         paths = [self.manifest.pretrained]
         for entry in self.manifest.tasks.values():
             paths += list(entry.checkpoints.values()) + list(entry.importance.values())
-            paths += [p for p in (entry.head, entry.data if isinstance(entry.data, str) else None) if p]
+            data = entry.data if isinstance(entry.data, str) and not is_hf_reference(entry.data) else None
+            paths += [
+                p for p in (entry.head, data, entry.validation_indices) if p
+            ]  # an hf: dataset is checked where it resolves
         return tuple(self.path(p) for p in paths)
 
     def _checkpoint_path(self, task: str, variant: str) -> Path:
@@ -292,10 +305,14 @@ class Collection:
         if task not in self.manifest.tasks:
             raise DatasetError(
                 task,
-                f"is not a task of collection {self.manifest.name!r}",
+                f"is not a task of collection {self.manifest.name!r}{self.why_left_out(task)}",
                 fix=f"choose one of {list(self.manifest.tasks)}",
             )
         return self.manifest.tasks[task]
+
+    def why_left_out(self, task: str) -> str:
+        """ ", left out: <entry> <reason>" when discovery skipped `task` (opened with skip_unreadable), else ""."""
+        return "".join(f", left out: {s.entry} {s.reason}" for s in self.skipped if s.task == task)
 
 
 def finetune_folder(root: Path, pretrained_sha256: str, task: str) -> Path:
@@ -311,7 +328,7 @@ def load_collection(path: Path, *, policy: PathPolicy | None = None) -> Collecti
 
     path, policy = Path(path), policy or PathPolicy.trust_all()
     for manifest in [path / n for n in (MANIFEST, *POOL_MANIFESTS)] if path.is_dir() else [path]:
-        if manifest.is_file():
+        if manifest.exists():
             policy.check(manifest)
     return _read_collection(path).with_policy(policy)
 
@@ -319,11 +336,11 @@ def load_collection(path: Path, *, policy: PathPolicy | None = None) -> Collecti
 def _read_collection(path: Path) -> Collection:
     from engine.pool.discovery import POOL_MANIFESTS, discover_pool, read_pool_manifest
 
-    if path.is_dir() and not (path / MANIFEST).is_file():
+    if path.is_dir() and not (path / MANIFEST).exists():
         found = discover_pool(path)
-        return replace(_validated(found.document, path, root=path), warnings=found.skipped)
+        return replace(_validated(found.document, path, root=path), skipped=found.skipped)
     file = path / MANIFEST if path.is_dir() else path
-    if not file.is_file():
+    if not file.exists():
         raise SchemaError(
             file,
             "no collection manifest or pool here",
@@ -385,17 +402,12 @@ def task_matrix(
     T = torch.zeros(len(names), spec.numel, dtype=torch.float32, device=device)  # [K, P] touched by all threads at once
 
     def read_row(k: int) -> None:
-        checkpoint = collection.finetuned_lazy(names[k], (variants or {}).get(names[k], variant), pretrained=lender)
-        if checkpoint.meta.architecture != lender.meta.architecture:
-            raise CheckpointError(
-                checkpoint.path,
-                f"is {checkpoint.meta.architecture}, the pretrained model is {lender.meta.architecture}",
-                fix="fine-tune from the collection's model",
-            )
-        _check_linearized_around(checkpoint, theta0, spec)
         on_cpu = T.device.type == "cpu"
         row = T[k] if on_cpu else torch.empty(spec.numel, dtype=torch.float32)  # [P]
-        checkpoint.read_visual_into(spec, row)
+        checked = _checked_finetuned(
+            collection, names[k], (variants or {}).get(names[k], variant), lender, theta0, spec
+        )
+        checked.read_visual_into(spec, row)
         if not on_cpu:
             T[k].copy_(row)
         T[k].sub_(theta0)
@@ -412,6 +424,89 @@ def task_matrix(
                 row.cancel()
             raise
     return TaskMatrix(theta0=theta0, T=T, spec=spec, task_names=names)
+
+
+def _checked_finetuned(
+    collection: Collection, task: str, variant: str, lender: LazyCheckpoint, theta0: torch.Tensor, spec: ParamSpec
+) -> LazyCheckpoint:
+    """`task`'s checkpoint, located and checked against the pool's model (architecture; a tangent one's θ₀)."""
+    checkpoint = collection.finetuned_lazy(task, variant, pretrained=lender)
+    if checkpoint.meta.architecture != lender.meta.architecture:
+        raise CheckpointError(
+            checkpoint.path,
+            f"is {checkpoint.meta.architecture}, the pretrained model is {lender.meta.architecture}",
+            fix="fine-tune from the collection's model",
+        )
+    _check_linearized_around(checkpoint, theta0, spec)
+    return checkpoint
+
+
+def built_task_store(
+    collection: Collection,
+    folder: Path,
+    *,
+    tasks: Sequence[str] | None = None,
+    variant: str = "standard",
+    variants: Mapping[str, str] | None = None,
+    dtype: str = "float32",
+) -> BuiltStore:
+    """θ₀ and T of `tasks` as a store built once in `folder` (the data home's cache/stores), memory-mapped.
+
+    The file is named by what it holds (the collection, its tasks and their checkpoint names, the dtype) and
+    checked against the checkpoints' identities (tensors_sha256 and file stamp: nothing is hashed on open); it
+    is rebuilt when one changed (engine/store/built.py)."""
+    lender = collection.pretrained_lazy()
+    spec = ParamSpec.from_shapes({k: (v.shape, v.dtype) for k, v in lender.visual.items()})
+    names = tuple(tasks or collection.task_names)
+    chosen = [(t, (variants or {}).get(t, variant)) for t in names]
+    sources = {
+        "pretrained": _identity(lender),
+        "tasks": [[t, v, _identity(collection.finetuned_lazy(t, v, pretrained=lender))] for t, v in chosen],
+    }
+    slot = hashlib.sha256(json.dumps([str(collection.root), collection.manifest.pretrained, chosen]).encode())
+    theta0 = torch.zeros(spec.numel, dtype=torch.float32)  # [P] read only when the store is built
+
+    def read_theta0() -> torch.Tensor:
+        lender.read_visual_into(spec, theta0)
+        return theta0
+
+    def fill_row(k: int, row: torch.Tensor) -> None:
+        _checked_finetuned(collection, *chosen[k], lender, theta0, spec).read_visual_into(spec, row)
+        row.sub_(theta0)
+
+    return open_built_store(
+        Path(folder) / f"{slot.hexdigest()[:24]}.{dtype}.taskstore",
+        header=store_header(spec, names, sources, dtype),
+        theta0=read_theta0,
+        fill_row=fill_row,
+    )
+
+
+def lazy_task_store(
+    collection: Collection,
+    *,
+    tasks: Sequence[str] | None = None,
+    variant: str = "standard",
+    variants: Mapping[str, str] | None = None,
+) -> RowStore:
+    """θ₀ in memory and each task's row read lazily from its checkpoint (engine/store/lazy.py): nothing built."""
+    lender = collection.pretrained_lazy()
+    spec = ParamSpec.from_shapes({k: (v.shape, v.dtype) for k, v in lender.visual.items()})
+    theta0 = torch.zeros(spec.numel, dtype=torch.float32)  # [P]
+    lender.read_visual_into(spec, theta0)
+    names = tuple(tasks or collection.task_names)
+    rows = []
+    for task in names:
+        checkpoint = _checked_finetuned(collection, task, (variants or {}).get(task, variant), lender, theta0, spec)
+        rows.append(CheckpointRow.open(checkpoint, spec, theta0))
+    return RowStore(theta0, spec, names, tuple(rows))
+
+
+def _identity(checkpoint: LazyCheckpoint) -> dict:
+    """A checkpoint's identity without reading it: its tensors_sha256 (a sidecar's, or a foreign file's
+    fingerprint) and, for a file, its stamp, so a file rewritten under an unchanged sidecar differs too."""
+    path = Path(checkpoint.path)
+    return {"tensors_sha256": checkpoint.meta.tensors_sha256, **(file_stamp(path) if path.is_file() else {})}
 
 
 def _check_linearized_around(checkpoint: LazyCheckpoint, theta0: torch.Tensor, spec: ParamSpec) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from engine.data.hf_datasets import is_hf_reference
 from engine.data.tasks import read_task_info
 from engine.errors import CheckpointError, DatasetError, OutputExistsError, SchemaError
 from engine.eval.heads import load_head_file
@@ -92,11 +93,15 @@ def _write_collection(
         if entry.head is not None:
             head = f"heads/{_file_stem(task)}.safetensors"
             _write_head(collection.path(entry.head), work / head, num_classes=len(class_names) or None)
+        indices = entry.validation_indices  # KnOTS' stored val indices, kept where they are
+        indices = None if indices is None else _pointer(collection.path(indices), out=out)
         tasks[task] = {
             "data": _data_entry(collection, entry.data, out=out),
             "checkpoints": checkpoints,
             "head": head,
             "templates": list(entry.templates),
+            "validation": entry.validation,
+            "validation_indices": indices,
         }
     manifest = {
         "schema_version": 1,
@@ -198,6 +203,8 @@ def _data_entry(collection: Collection, data: str | GeneratedData, *, out: Path)
         return data.model_copy(
             update={"real_images": _pointer(collection.path(data.real_images), out=out)}
         ).model_dump()
+    if is_hf_reference(data):  # hf:<owner>/<name>: looked up in the Hugging Face caches wherever the pool is
+        return data
     return _pointer(collection.path(data), out=out)
 
 

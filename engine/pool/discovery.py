@@ -16,17 +16,24 @@ dataset and, when the pretrained file has no text tower, a head file. `load_coll
           data: data/EuroSAT                        # image folder, CSV, or packed task file
           head: head_EuroSAT.pt                     # optional when the pretrained has a text tower
           templates: ["a centered satellite photo of {}."]   # optional
+          validation: task_vectors                  # optional: draw val as task_vectors / fusion_bench / knots do
 
 - a folder without a manifest, discovered by layout (`discover_pool`): the task_vectors / tangent /
   TALL-masks release (`zeroshot.pt`, `<Task>[Val]/{finetuned,linear_finetuned,nonlinear_finetuned}.pt`,
   `head_<Task>[Val].pt`), or a flat pool (`pretrained.*` plus `finetuned/<task>.*` or Hugging Face model
-  folders), with datasets under `data/<task>` or `datasets/<task>`.
+  folders), with datasets under `data/<task>` or `datasets/<task>`;
+- a Hugging Face hub cache holding FusionBench's fine-tunes (`models--tanganke--clip-vit-base-patch32_<task>`)
+  and their base (`models--openai--clip-vit-base-patch32`): each task's data is its dataset in the same cache
+  (`datasets--tanganke--<task>`, by the suite task's dataset ids, engine/data/suites.py) or in the processed
+  cache beside it (`../datasets/tanganke___<task>/`), else `data/<task>`,
+  its val split drawn from train as FusionBench's val configurations draw it (task_vectors' way where it has none).
 Relative paths resolve against the manifest's folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +41,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from engine.data.hf_datasets import cache_snapshot
+from engine.data.splits import PROFILES
+from engine.data.suites import suite_task
 from engine.errors import SchemaError
-from engine.home import nesting, read_document
+from engine.home import nesting, read_document, special_kind
 from engine.io.formats import HF_WEIGHTS, is_model_folder
 
 POOL_MANIFESTS = ("pool.yaml", "pool.yml", "pool.json")
@@ -59,6 +69,8 @@ class PoolTask(BaseModel):
     data: str | None = None
     head: str | None = None
     templates: tuple[str, ...] = ()
+    validation: str | None = None  # a validation split profile (engine/data/splits.py)
+    validation_indices: str | None = None  # its stored indices file (knots)
 
     @model_validator(mode="after")
     def _one_checkpoint_at_least(self) -> PoolTask:
@@ -93,7 +105,14 @@ class PoolManifest(BaseModel):
             if data is None:
                 raise SchemaError(name, "has no dataset", fix=f"give tasks.{name}.data, or data_root for all tasks")
             checkpoints = dict(task.checkpoints) or {"standard": task.checkpoint}
-            tasks[name] = {"data": data, "checkpoints": checkpoints, "head": task.head, "templates": task.templates}
+            tasks[name] = {
+                "data": data,
+                "checkpoints": checkpoints,
+                "head": task.head,
+                "templates": task.templates,
+                "validation": task.validation,
+                "validation_indices": task.validation_indices,
+            }
         return {
             "schema_version": 1,
             "name": self.name or default_name,
@@ -126,22 +145,37 @@ def read_pool_manifest(file: Path) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """One entry discovery left out of a pool: a folder or file that looks like a task's fine-tune but yields no
+    readable checkpoint. Left unsaid it would just be one task fewer; `open_for_user` refuses the pool naming
+    it unless the user explicitly goes on without it (`--skip-unreadable`, the dashboard's confirmation)."""
+
+    task: str  # the task (or task variant) it would have given
+    entry: str  # the folder ("<name>/") or file, relative to the pool
+    reason: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.entry}: {self.reason} (skipped). Fix: {self.fix}"
+
+
+@dataclass(frozen=True)
 class DiscoveredPool:
-    """A collection.json document for a pool folder, and what discovery left out of it, with why: a folder that
-    looks like a task's fine-tune but yields no readable checkpoint would otherwise just be one task fewer, with
-    nothing to tell the researcher which folder to fix. The pool stays usable with the rest."""
+    """A collection.json document for a pool folder, and what discovery left out of it, with why."""
 
     document: dict[str, Any]
-    skipped: tuple[str, ...] = ()  # "<folder or file>: <why> (skipped). Fix: <what to do>", one per left-out entry
+    skipped: tuple[Skipped, ...] = ()
 
 
 def discover_pool(folder: Path) -> DiscoveredPool:
     """The pool in a folder laid out like the task_vectors release or a flat pool (or described by its
     pool.yaml / pool.yml / pool.json)."""
     folder = Path(folder)
-    manifest = next((folder / n for n in POOL_MANIFESTS if (folder / n).is_file()), None)
+    manifest = next((folder / n for n in POOL_MANIFESTS if (folder / n).exists()), None)
     if manifest is not None:
         return DiscoveredPool(read_pool_manifest(manifest))
+    if any(folder.glob("models--*--*")):
+        return _hub_cache_pool(folder)
     checkpoints, skipped = _task_checkpoints(folder)
     pretrained = _pretrained(folder, checkpoints)
     if pretrained is None or not checkpoints:
@@ -149,7 +183,7 @@ def discover_pool(folder: Path) -> DiscoveredPool:
             folder,
             "is not a pool: found "
             + (f"{len(checkpoints)} fine-tuned checkpoints and " + ("a" if pretrained else "no") + " pretrained model")
-            + "".join(f"; {s}" for s in skipped[:3]),
+            + "".join(f"; {s.entry}: {s.reason}" for s in skipped[:3]),
             fix="lay it out as <root>/zeroshot.pt + <root>/<Task>/finetuned.pt (task_vectors), or "
             "write pool.yaml (README, 'Opening your own models')",
         )
@@ -175,11 +209,11 @@ def discover_pool(folder: Path) -> DiscoveredPool:
     return DiscoveredPool(document, tuple(skipped))
 
 
-def _task_checkpoints(folder: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
+def _task_checkpoints(folder: Path) -> tuple[dict[str, dict[str, str]], list[Skipped]]:
     """Task → {checkpoint name: relative path} from <Task>[Val]/ subfolders and finetuned/<task>.* files, and
-    the folders and files that look like fine-tunes but were left out (see `DiscoveredPool`)."""
+    the folders and files that look like fine-tunes but were left out (see `Skipped`)."""
     found: dict[str, dict[str, str]] = {}
-    skipped: list[str] = []
+    skipped: list[Skipped] = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.lower() not in NOT_TASKS):
         if sub.name.startswith((".", "__")):
             continue
@@ -189,33 +223,36 @@ def _task_checkpoints(folder: Path) -> tuple[dict[str, dict[str, str]], list[str
             continue
         for stem, name in FINETUNED_FILES.items():
             file = _checkpoint_file(sub, stem)
-            if file is not None and _is_empty(file):
-                skipped.append(_skip(f"{sub.name}/{file.name}", _EMPTY, fix="copy or download it again"))
+            unreadable = None if file is None else _unreadable_file(file, task, f"{sub.name}/{file.name}")
+            if unreadable is not None:
+                skipped.append(unreadable)
             elif file is not None:
                 found.setdefault(task, {}).setdefault(name, f"{sub.name}/{file.name}")
-        if task not in found and not any(s.startswith(f"{sub.name}/") for s in skipped):
+        if task not in found and not any(s.entry.startswith(f"{sub.name}/") for s in skipped):
             reason = _why_no_checkpoint(sub, folder)
             if reason is not None:
-                skipped.append(_skip(f"{sub.name}/", reason, fix=_FIX_FOLDER))
+                skipped.append(Skipped(task, f"{sub.name}/", reason, _FIX_FOLDER))
     flat, flat_skipped = _flat_checkpoints(folder)
     for task, relative in flat.items():
         found.setdefault(task, {})["standard"] = relative
     return found, skipped + flat_skipped
 
 
-def _flat_checkpoints(folder: Path) -> tuple[dict[str, str], list[str]]:
+def _flat_checkpoints(folder: Path) -> tuple[dict[str, str], list[Skipped]]:
     """Task → relative path of finetuned/<task>.* files and Hugging Face folders, and the entries left out."""
     flat = folder / "finetuned"
     found: dict[str, str] = {}
-    skipped: list[str] = []
+    skipped: list[Skipped] = []
     for file in sorted(p for p in flat.iterdir() if not p.name.startswith(".")) if flat.is_dir() else ():
-        if file.is_file() and file.suffix in CHECKPOINT_SUFFIXES and _is_empty(file):
-            skipped.append(_skip(f"finetuned/{file.name}", _EMPTY, fix="copy or download it again"))
+        task = _task_name(file.name if file.is_dir() else file.stem)
+        unreadable = None if file.is_dir() else _unreadable_file(file, task, f"finetuned/{file.name}")
+        if unreadable is not None:
+            skipped.append(unreadable)
         elif file.suffix in CHECKPOINT_SUFFIXES or is_model_folder(file):
-            found[_task_name(file.stem if file.is_file() else file.name)] = f"finetuned/{file.name}"
+            found[task] = f"finetuned/{file.name}"
         elif file.is_dir():
             reason = _why_no_checkpoint(file, folder) or f"holds none of {', '.join(HF_WEIGHTS)}"
-            skipped.append(_skip(f"finetuned/{file.name}/", reason, fix=_FIX_FOLDER))
+            skipped.append(Skipped(task, f"finetuned/{file.name}/", reason, _FIX_FOLDER))
     return found, skipped
 
 
@@ -245,12 +282,15 @@ def _why_no_checkpoint(sub: Path, root: Path) -> str | None:
     return None
 
 
-def _is_empty(file: Path) -> bool:
-    return file.is_file() and file.stat().st_size == 0
-
-
-def _skip(where: str, reason: str, *, fix: str) -> str:
-    return f"{where}: {reason} (skipped). Fix: {fix}"
+def _unreadable_file(file: Path, task: str, entry: str) -> Skipped | None:
+    """Why a file where a fine-tune belongs cannot be one, without opening it: a named pipe, socket or device
+    (reading a pipe would block), or an empty checkpoint file; None when it may be read."""
+    kind = special_kind(file)
+    if kind is not None:
+        return Skipped(task, entry, f"is {kind}, not a checkpoint file", "put the checkpoint file itself there")
+    if file.suffix in CHECKPOINT_SUFFIXES and file.is_file() and file.stat().st_size == 0:
+        return Skipped(task, entry, _EMPTY, "copy or download it again")
+    return None
 
 
 def _pretrained(folder: Path, checkpoints: dict[str, dict[str, str]]) -> str | None:
@@ -270,7 +310,12 @@ def _pretrained(folder: Path, checkpoints: dict[str, dict[str, str]]) -> str | N
 
 
 def _checkpoint_file(folder: Path, stem: str) -> Path | None:
-    return next((folder / f"{stem}{s}" for s in CHECKPOINT_SUFFIXES if (folder / f"{stem}{s}").is_file()), None)
+    """The first <stem>.<suffix> there that is not a folder (a pipe or device too: refused by name, not passed over)."""
+    return next((folder / f"{stem}{s}" for s in CHECKPOINT_SUFFIXES if _not_a_folder(folder / f"{stem}{s}")), None)
+
+
+def _not_a_folder(path: Path) -> bool:
+    return path.exists() and not path.is_dir()
 
 
 def _data_path(folder: Path, task: str) -> str | None:
@@ -283,7 +328,7 @@ def _data_path(folder: Path, task: str) -> str | None:
 
 def _head_path(folder: Path, task: str) -> str | None:
     for name in (f"head_{task}.pt", f"head_{task}Val.pt", f"heads/{task}.safetensors", f"heads/{task}.pt"):
-        if (folder / name).is_file():
+        if _not_a_folder(folder / name):  # a pipe there is refused by name when the head is read
             return name
     return None
 
@@ -291,3 +336,79 @@ def _head_path(folder: Path, task: str) -> str | None:
 def _task_name(name: str) -> str:
     """task_vectors' training folders carry a "Val" suffix (EuroSATVal): the task is EuroSAT."""
     return name[:-3] if name.endswith("Val") and len(name) > 3 else name
+
+
+def _hub_snapshots(folder: Path, kind: str) -> dict[tuple[str, str], Path]:
+    """(owner, name) → snapshot folder of each `<kind>--<owner>--<name>` repository holding one."""
+    found = {}
+    for repo in sorted(folder.glob(f"{kind}--*--*")):
+        _, owner, name = repo.name.split("--", 2)
+        snapshot = cache_snapshot(repo)
+        if snapshot is not None:
+            found[(owner, name)] = snapshot
+    return found
+
+
+def _hub_cache_pool(folder: Path) -> DiscoveredPool:
+    """FusionBench's layout in a hub cache: fine-tunes named `<base>_<task>` beside the base model `<base>`."""
+    models = {key: snap for key, snap in _hub_snapshots(folder, "models").items() if is_model_folder(snap)}
+    bases = {name: snap for (_, name), snap in models.items() if "_" not in name}
+    tuned: dict[str, dict[str, Path]] = {}
+    for (_, name), snapshot in models.items():
+        base, _, task = name.partition("_")
+        if task and base in bases:
+            tuned.setdefault(base, {})[task] = snapshot
+    if len(tuned) != 1:
+        raise SchemaError(
+            folder,
+            f"holds fine-tunes of {len(tuned)} base models in its hub cache ({', '.join(sorted(tuned)) or 'none'})",
+            fix="keep one base model's family there (models--<owner>--<base> and models--<owner>--<base>_<task>), "
+            "or write pool.yaml naming the checkpoints",
+        )
+    ((base, tasks),) = tuned.items()
+    datasets = {f"{o}/{n}".lower(): snap for (o, n), snap in _hub_snapshots(folder, "datasets").items()}
+    entries = {}
+    for task, snapshot in tasks.items():
+        data = _hub_dataset(folder, task, datasets) or _data_path(folder, task)
+        if data is None:
+            raise SchemaError(
+                folder,
+                f"has no dataset for task {task!r}",
+                fix=f"put it in the same hub cache (e.g. huggingface-cli download --repo-type dataset "
+                f"tanganke/{task}) or under {folder / 'data' / task}",
+            )
+        entries[task] = {
+            "data": data,
+            "checkpoints": {"standard": str(snapshot.relative_to(folder))},
+            "head": None,
+            "validation": _fusion_bench_validation(task),
+        }
+    document = {
+        "schema_version": 1,
+        "name": base,
+        "pretrained": str(bases[base].relative_to(folder)),
+        "tasks": entries,
+        "description": "FusionBench checkpoints in a Hugging Face hub cache",
+    }
+    return DiscoveredPool(document)
+
+
+def _fusion_bench_validation(task: str) -> str:
+    """FusionBench draws val from train for the tasks of its val configurations; mergelab draws the others'
+    as task_vectors does (FusionBench defines none), so every task has the val split the dashboard tunes on."""
+    known = suite_task(task)
+    return "fusion_bench" if known is not None and known.name in PROFILES["fusion_bench"].tasks else "task_vectors"
+
+
+def _hub_dataset(folder: Path, task: str, datasets: dict[str, Path]) -> str | None:
+    """The task's dataset (by its suite task's dataset ids) in the hub cache, else in the `datasets` processed
+    cache beside it (`HF_HOME/hub` and `HF_HOME/datasets`), as a path relative to the hub cache."""
+    known = suite_task(task)
+    for dataset_id in known.hub_ids if known else ():
+        if dataset_id.lower() in datasets:
+            return str(datasets[dataset_id.lower()].relative_to(folder))
+        prepared = folder.parent / "datasets" / dataset_id.replace("/", "___")
+        infos = sorted(prepared.glob("*/*/*/dataset_info.json"), key=lambda p: p.stat().st_mtime)
+        if infos:
+            return os.path.relpath(infos[-1].parent, folder)
+    return None

@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.data.suites import SuiteMatch, match_suite
 from engine.io.checkpoints import LazyCheckpoint
 from engine.pool.collection import Collection
+
+FUSION_BENCH_OWNER = "models--tanganke--"  # FusionBench's per-task checkpoints in a Hugging Face hub cache
+TASK_VECTORS_FORMATS = ("task_vectors", "tangent_linearized")
 
 
 @dataclass(frozen=True)
@@ -52,3 +56,19 @@ def _info(checkpoint: LazyCheckpoint, *, task: str | None, name: str) -> Checkpo
         tower=meta.tower,
         variant=meta.variant,
     )
+
+
+def pool_suite(collection: Collection) -> SuiteMatch | None:
+    """The suite (TA8, TALL14, TALL20) the pool's tasks are, or most of; None when no task is a suite task."""
+    return match_suite(collection.task_names)
+
+
+def checkpoint_family(rows: tuple[CheckpointInfo, ...]) -> str:
+    """Whose fine-tunes these are: FusionBench's Hugging Face checkpoints (`tanganke/clip-vit-*_<task>`),
+    task_vectors' / TALL masks' pickled releases, or the researcher's own (any other format)."""
+    tuned = rows[1:]
+    if tuned and all(FUSION_BENCH_OWNER in str(r.path) for r in tuned):
+        return "FusionBench"
+    if tuned and all(r.format in TASK_VECTORS_FORMATS for r in tuned):
+        return "task_vectors / TALL masks"
+    return "own"

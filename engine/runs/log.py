@@ -31,7 +31,7 @@ from engine.errors import SchemaError
 from engine.faults import fault_point
 from engine.processes import process_alive, process_start
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUNS_V0 = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -73,10 +73,15 @@ CREATE TABLE jobs (
     process_start TEXT NOT NULL
 );
 """,
+    1: """
+ALTER TABLE jobs ADD COLUMN stepping_since REAL;
+ALTER TABLE jobs ADD COLUMN stepping_from INTEGER NOT NULL DEFAULT 0;
+""",
 }
 ACTIVE_JOB_STATES = ("queued", "running")
 JOB_COLUMNS = (
-    "id, created, name, kind, owner, device, spec, state, step, total, message, metrics, error, started, finished"
+    "id, created, name, kind, owner, device, spec, state, step, total, message, metrics, error, started, finished, "
+    "stepping_since, stepping_from"
 )
 
 
@@ -147,6 +152,8 @@ class JobRecord:
     error: str
     started: str | None
     finished: str | None
+    stepping_since: float | None = None  # Unix time of its first step (engine/jobs/progress.py: the rate)
+    stepping_from: int = 0
 
 
 def library_versions() -> dict[str, str]:
@@ -351,13 +358,13 @@ class RunLog:
         message: str | None = None,
         metrics: Mapping[str, Any] | None = None,
         error: str | None = None,
+        stepping_since: float | None = None,
+        stepping_from: int | None = None,
     ) -> None:
         """Record a job's progress or new state (started and finished times follow the state)."""
-        changes: dict[str, Any] = {
-            k: v
-            for k, v in (("state", state), ("step", step), ("total", total), ("message", message), ("error", error))
-            if v is not None
-        }
+        given = {"state": state, "step": step, "total": total, "message": message, "error": error}
+        given |= {"stepping_since": stepping_since, "stepping_from": stepping_from}
+        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         if metrics is not None:
             changes["metrics"] = json.dumps(metrics)
         if state == "running":
@@ -399,10 +406,7 @@ class RunLog:
     def _jobs(self, tail: str, args: tuple) -> list[JobRecord]:
         with self._connect() as db:
             rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs {tail}", args).fetchall()
-        return [
-            JobRecord(*r[:6], json.loads(r[6]), r[7], r[8], r[9], r[10], json.loads(r[11]), r[12], r[13], r[14])
-            for r in rows
-        ]
+        return [JobRecord(*r[:6], json.loads(r[6]), r[7], r[8], r[9], r[10], json.loads(r[11]), *r[12:]) for r in rows]
 
 
 def _now() -> str:

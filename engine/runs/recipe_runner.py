@@ -7,6 +7,7 @@ made either way leaves the same artifacts and the same run-log row.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from engine.home import DataHome, PathPolicy
 from engine.io.checkpoints import Checkpoint
 from engine.merge import get_method
 from engine.pool.access import open_for_user
+from engine.pool.backing import plan_for
 from engine.pool.collection import Collection
 from engine.runs.export import export_merged
 from engine.runs.log import RunLog
 from engine.runs.recipes import MergeRecipe
+from engine.store.plan import StorePlan
 from engine.workspace import Workspace
 
 
@@ -33,6 +36,7 @@ class RecipeOutcome:
     checkpoint: Checkpoint
     result: EvalResult | None
     run_id: int
+    skipped: tuple[str, ...] = ()  # pool entries left out by consent (skip_unreadable), also in the run log
 
 
 def run_recipe(
@@ -44,15 +48,25 @@ def run_recipe(
     workspace: Workspace | None = None,
     policy: PathPolicy | None = None,
     out: Path | None = None,
+    skip_unreadable: bool = False,
+    store: str | None = None,
+    on_plan: Callable[[StorePlan], None] | None = None,
 ) -> RecipeOutcome:
     """Open the recipe's collection and checkpoints, or use `workspace` (the dashboard's, already open on
     them: reading a ViT-B/32 pool again would hold it in memory twice), then merge, export, evaluate, log.
 
     `policy` reads the recipe's paths (default: the dashboard's, confined to the allowed roots; the command
-    line passes the shell's). `out` is the export's file (default `<home>/exports/<output>.safetensors`)."""
+    line passes the shell's). `out` is the export's file (default `<home>/exports/<output>.safetensors`).
+    `skip_unreadable` goes on without a discovered pool's unreadable entries (refused otherwise); the ones
+    left out are in the outcome and the run log's inputs. `store` is how the task vectors open (default:
+    config.json's "store", else the memory plan's pick); `on_plan` hears the plan before anything is read (the
+    command line prints its summary)."""
     start = time.perf_counter()
     policy = policy or home.dashboard_policy()
-    ws = workspace or _open_workspace(recipe, home=home, device=device, policy=policy)
+    ws = workspace or _open_workspace(
+        recipe, home=home, device=device, policy=policy, skip=skip_unreadable, store=store, on_plan=on_plan
+    )
+    skipped = tuple(str(s) for s in ws.collection.skipped)
     tasks = tuple(recipe.tasks or ws.task_names)
     _check_matches(recipe, ws, tasks)
     get_method(recipe.method).resolve(recipe.params, num_tasks=len(tasks))
@@ -71,6 +85,7 @@ def run_recipe(
         inputs={
             "recipe": filled.model_dump(mode="json"),
             "checkpoints": {t: ws.collection.finetuned_sha256(t, ws.variant_of(t)) for t in tasks},
+            "skipped": list(skipped),
         },
         outputs={
             "artifact": str(checkpoint.path),
@@ -80,7 +95,7 @@ def run_recipe(
         },
         duration_s=round(time.perf_counter() - start, 3),
     )
-    return RecipeOutcome(filled, merged, checkpoint, result, run_id)
+    return RecipeOutcome(filled, merged, checkpoint, result, run_id, skipped)
 
 
 @dataclass(frozen=True)
@@ -101,7 +116,9 @@ def select(recipe: MergeRecipe, collection: Collection) -> RecipeSelection:
     for task in [*tasks, *recipe.variants]:
         if task not in collection.task_names:
             raise ParameterError(
-                f"recipe task {task!r}", f"is not a task of {collection.root}", fix=f"use one of {names}"
+                f"recipe task {task!r}",
+                f"is not a task of {collection.root}{collection.why_left_out(task)}",
+                fix=f"use one of {names}",
             )
     for task in tasks:
         variant = recipe.variants.get(task, recipe.variant)
@@ -119,10 +136,24 @@ def select(recipe: MergeRecipe, collection: Collection) -> RecipeSelection:
 
 
 def _open_workspace(
-    recipe: MergeRecipe, *, home: DataHome, device: torch.device | str, policy: PathPolicy
+    recipe: MergeRecipe,
+    *,
+    home: DataHome,
+    device: torch.device | str,
+    policy: PathPolicy,
+    skip: bool,
+    store: str | None = None,
+    on_plan: Callable[[StorePlan], None] | None = None,
 ) -> Workspace:
-    collection = open_for_user(recipe.collection, home=home, policy=policy)
+    collection = open_for_user(recipe.collection, home=home, policy=policy, skip_unreadable=skip)
     select(recipe, collection)  # fail early, before any checkpoint is read
+    choice = store or home.store_choice()
+    budget = home.cache_budget_bytes()
+    plan = plan_for(
+        collection, tasks=recipe.tasks or None, folder=home.stores, choice=choice, cache_budget=budget, device=device
+    )
+    if on_plan is not None:
+        on_plan(plan)
     return Workspace.from_collection(
         collection,
         cache_dir=home.cache,
@@ -130,6 +161,7 @@ def _open_workspace(
         variant=recipe.variant,
         variants=recipe.variants,
         tasks=recipe.tasks or None,
+        store=plan,
     )
 
 
@@ -150,15 +182,24 @@ def _check_matches(recipe: MergeRecipe, ws: Workspace, tasks: tuple[str, ...]) -
         )
 
 
-def save_merge_run(run_log: RunLog, comparison, recipe: MergeRecipe, *, pretrained_sha256: str, device: str) -> int:
-    """Log a merge the user chose to keep (the dashboard's "save run"); slider moves are not logged."""
+def save_merge_run(
+    run_log: RunLog,
+    comparison,
+    recipe: MergeRecipe,
+    *,
+    pretrained_sha256: str,
+    device: str,
+    skipped: Sequence[str] = (),
+) -> int:
+    """Log a merge the user chose to keep (the dashboard's "save run"); slider moves are not logged. `skipped`:
+    the pool entries the user confirmed to go on without."""
     filled = recipe.model_copy(update={"pretrained_sha256": pretrained_sha256, "tasks": comparison.tasks})
     return run_log.record(
         "merge",
         method=recipe.method,
         tasks=comparison.tasks,
         device=device,
-        inputs={"recipe": filled.model_dump(mode="json")},
+        inputs={"recipe": filled.model_dump(mode="json"), "skipped": list(skipped)},
         outputs={
             "split": comparison.split,
             "accuracy": dict(comparison.merged.accuracy),

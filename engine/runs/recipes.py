@@ -54,7 +54,7 @@ class MergeRecipe(BaseModel):
 def load_recipe(path: Path) -> MergeRecipe:
     """Parse and validate a recipe file; the collection path is resolved against the file's folder."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a folder or a pipe is refused by name when read
         raise SchemaError(path, "no such recipe file", fix="check the path")
     text = read_document(path, fix="write the recipe as UTF-8 JSON or YAML (see engine/runs/recipes.py)")
     recipe = parse_recipe(text, source=str(path))
@@ -107,7 +107,7 @@ def _check_params(recipe: MergeRecipe, source: str) -> None:
         raise UnknownMethodError(
             source,
             f"params.{unknown[0]}: is not a parameter of {method.name}",
-            fix=f"use one of {sorted(known)}; see engine/merge/registry.py",
+            fix=f"use one of {sorted(known)}; see engine/merge/methods/",
         )
     for name, value in recipe.params.items():
         count = len(value) if isinstance(value, list) else 1

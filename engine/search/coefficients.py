@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from engine.errors import ParameterError
 from engine.merge import get_method
-from engine.merge.registry import ParamValue
+from engine.merge.declaration import ParamValue
 from engine.search.outcome import OnTrial, SearchOutcome, run_batch
 from engine.search.trials import Stop, TrialEvaluator, TrialRequest
 

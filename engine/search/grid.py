@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from engine.jobs.grid import checked_axes, grid_points
-from engine.merge.registry import ParamValue
+from engine.merge.declaration import ParamValue
 from engine.search.outcome import OnTrial, SearchOutcome, run_batch
 from engine.search.trials import Stop, TrialEvaluator, TrialRequest
 

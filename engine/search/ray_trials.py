@@ -78,7 +78,8 @@ def open_worker_workspace(spec: WorkerSpec) -> Workspace:
 
     home = (DataHome(Path(spec.home)) if spec.home else DataHome.from_env()).ensure()
     ref = replace(spec.workspace, device="cuda" if torch.cuda.is_available() else "cpu")
-    collection = open_for_user(ref.collection, home=home, policy=DataHome.shell_policy())
+    # the driver refused or consented to a pool's unreadable entries; the reference names each task it kept
+    collection = open_for_user(ref.collection, home=home, policy=DataHome.shell_policy(), skip_unreadable=True)
     tasks = [task for task, _ in ref.checkpoints_sha256]  # the driver's tasks, in its order
     workspace = Workspace.from_collection(
         collection, cache_dir=home.cache, device=ref.device, variants=dict(ref.choice), tasks=tasks

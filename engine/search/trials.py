@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engine.merge.registry import ParamValue
+from engine.merge.declaration import ParamValue
 from engine.workspace import Workspace
 
 Stop = Callable[[], bool]

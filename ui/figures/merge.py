@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
+from engine.eval.results import MergeComparison, Sweep
 from engine.merge.analysis import SparsityReport
 from engine.params import network_order
-from engine.workspace import MergeComparison, Sweep
 from ui.figures.style import COLOURS, TOP_LEGEND, layers_height, readable
 
 BARS_HEIGHT = 400  # with the metrics above, the bars and their legend fit a 1440×900 window

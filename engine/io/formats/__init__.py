@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import CheckpointError
+from engine.home import read_document, refuse_special
 from engine.io.formats.hf_clip import hf_to_open_clip, is_hf_clip
 from engine.io.formats.lazy import LazyTensor
 from engine.io.formats.safetensors_file import read_header
@@ -55,7 +56,12 @@ class ForeignCheckpoint:
 
 def is_model_folder(path: Path) -> bool:
     """A Hugging Face (or open_clip hub) model folder: one of the known weight files inside."""
-    return path.is_dir() and any((path / name).is_file() for name in HF_WEIGHTS)
+    return path.is_dir() and any(_present(path / name) for name in HF_WEIGHTS)
+
+
+def _present(path: Path) -> bool:
+    """There, and not a folder: a pipe or device in a weights file's place is refused by name when read."""
+    return path.exists() and not path.is_dir()
 
 
 def read_foreign(path: Path) -> ForeignCheckpoint:
@@ -63,6 +69,7 @@ def read_foreign(path: Path) -> ForeignCheckpoint:
     path = Path(path)
     if path.is_dir():
         return _hf_folder(path)
+    refuse_special(path, fix="point at the checkpoint file itself (.safetensors, .pt) or a Hugging Face folder")
     if not path.is_file():
         raise CheckpointError(path, "no such file", fix="check the path")
     if path.suffix == ".safetensors":
@@ -81,7 +88,7 @@ def read_foreign(path: Path) -> ForeignCheckpoint:
 
 
 def _hf_folder(folder: Path) -> ForeignCheckpoint:
-    weights = next((folder / n for n in HF_WEIGHTS if (folder / n).is_file()), None)
+    weights = next((folder / n for n in HF_WEIGHTS if _present(folder / n)), None)
     if weights is None:
         raise CheckpointError(
             folder,
@@ -90,10 +97,10 @@ def _hf_folder(folder: Path) -> ForeignCheckpoint:
         )
     quick = None
     config = folder / "config.json"
-    if config.is_file():
+    if config.exists():
         try:
-            info = json.loads(config.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            info = json.loads(read_document(config, error=CheckpointError, fix="restore the model's config.json"))
+        except (ValueError, RecursionError) as exc:
             raise CheckpointError(config, f"unreadable config ({exc})", fix="restore the model's config.json") from exc
         act = info.get("hidden_act") or info.get("vision_config", {}).get("hidden_act")
         quick = None if act is None else act == "quick_gelu"

@@ -21,12 +21,13 @@ from typing import BinaryIO
 import torch
 
 from engine.errors import CheckpointError
+from engine.home import open_regular
 
 Opener = Callable[[Path], BinaryIO]
 
 
 def open_plain(path: Path) -> BinaryIO:
-    return open(path, "rb")  # noqa: SIM115 (the caller closes it)
+    return open_regular(path)  # a pipe put in the file's place is refused, not waited on
 
 
 class LazyTensor(ABC):

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import CheckpointError
+from engine.home import open_regular
 from engine.io.formats.lazy import FileTensor
 
 # The library allows 100 MB; a CLIP's header is ~100 kB, and a 100 MB JSON header of tiny tensors would
@@ -73,7 +74,7 @@ def _header_json(path: Path) -> tuple[dict, int, int]:
     """The header object, where the data buffer starts, and the file's size."""
     try:
         size = path.stat().st_size
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             prefix = handle.read(8)
             if len(prefix) < 8:
                 raise _unreadable(path, "shorter than a safetensors header")

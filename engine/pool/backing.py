@@ -1,0 +1,86 @@
+"""A pool's task vectors opened with the backing its memory plan picks (engine/store/plan.py).
+
+Until every merge method reads the task store block by block (issue 30's next step), a Workspace holds a
+`TaskMatrix`: in memory, or a float32 built store's own mapping (`BuiltStore.matrix`), whose pages are the
+file's (the kernel drops them under pressure) rather than the process's anonymous memory. A bfloat16 store
+serves block and layer reads only (`built_task_store(..., dtype="bfloat16")`), so it is refused here with
+that said; out of core is a CPU affair (a GPU pool opens in memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from engine.cache.memory import DEFAULT_BUDGET_BYTES
+from engine.errors import ParameterError
+from engine.io.checkpoints import Checkpoint
+from engine.params import ParamSpec, TaskMatrix
+from engine.pool.collection import CheckpointProgress, Collection, built_task_store, task_matrix
+from engine.store.plan import MemoryFacts, StorePlan, disk_free, plan_store
+
+
+def plan_for(
+    collection: Collection,
+    *,
+    tasks: Sequence[str] | None = None,
+    folder: Path,
+    choice: str = "auto",
+    cache_budget: int = DEFAULT_BUDGET_BYTES,
+    jobs: int = 1,
+    device: torch.device | str = "cpu",
+) -> StorePlan:
+    """The plan for `tasks` (default all) of `collection`, from the pretrained model's header (P, architecture)
+    and this machine's memory now; `folder` is where a built store would go (its free disk counts)."""
+    lender = collection.pretrained_lazy()
+    spec = ParamSpec.from_shapes({k: (v.shape, v.dtype) for k, v in lender.visual.items()})
+    return plan_store(
+        num_tasks=len(tasks or collection.task_names),
+        numel=spec.numel,
+        facts=MemoryFacts.read(),
+        cache_budget=cache_budget,
+        disk_free=disk_free(folder),
+        jobs=jobs,
+        choice=choice,
+        architecture=lender.meta.architecture,
+        device=str(torch.device(device)),
+    )
+
+
+def open_task_matrix(
+    collection: Collection,
+    plan: StorePlan,
+    *,
+    folder: Path,
+    tasks: Sequence[str] | None = None,
+    variants: Mapping[str, str] | None = None,
+    device: torch.device | str = "cpu",
+    pretrained: Checkpoint | None = None,
+    on_checkpoint: CheckpointProgress | None = None,
+) -> TaskMatrix:
+    """θ₀ and T of `tasks` as `plan` says: read into memory, or mapped from a float32 store built in `folder`."""
+    if plan.backing == "memory":
+        return task_matrix(
+            collection,
+            tasks=tasks,
+            variants=variants,
+            device=device,
+            pretrained=pretrained,
+            on_checkpoint=on_checkpoint,
+        )
+    if torch.device(device).type != "cpu":
+        raise ParameterError(
+            f"store {plan.backing}",
+            f"is read on the CPU, not {device}",
+            fix="open a GPU pool in memory (--store memory)",
+        )
+    if plan.backing == "built-bf16":
+        why = "" if plan.asked else " (the plan's pick: a float32 store would not fit on the disk)"
+        raise ParameterError(
+            "store built-bf16",
+            f"serves block and layer reads, but merges still read T whole as float32{why}",
+            fix="open the pool with --store built (float32, exact) or memory, freeing disk for the former",
+        )
+    return built_task_store(collection, folder, tasks=tasks, variants=variants).matrix()
