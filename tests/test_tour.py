@@ -144,3 +144,23 @@ def test_every_step_renders_on_a_collection_without_stored_results(tiny_collecti
     at = _open(at)
     assert not at.error and at.latex
     assert at.get("plotly_chart") or any("stores no" in i.value for i in at.info)
+
+
+def test_presenter_mode_is_in_the_link_and_survives_a_reload(tour):
+    at = _open(tour)
+    assert "presenter" not in at.query_params
+    at.toggle(key="tour_presenter").set_value(True).run()
+    assert at.query_params["presenter"] in ("true", ["true"])
+    assert any("&presenter=true" in c.value for c in at.caption)
+    reloaded = AppTest.from_file(APP, default_timeout=180)  # a new session opening the copied link
+    reloaded.query_params.update(step="2", presenter="true")
+    reloaded.run()
+    reloaded.switch_page("views/tour.py").run()
+    assert not reloaded.exception and reloaded.toggle(key="tour_presenter").value is True
+    assert _charts(reloaded)[0]["layout"]["font"]["size"] == figures.PROJECTOR_FONT
+
+
+def test_the_arrow_keys_move_the_tour(tour):
+    at = _open(tour)
+    shortcuts = {b.key: b.proto.shortcut for b in at.button if b.key in ("tour_previous", "tour_next")}
+    assert shortcuts == {"tour_previous": "left", "tour_next": "right"}

@@ -72,7 +72,7 @@ def test_importance_figures_show_the_summary():
     assert [t.name for t in hist.data] == ["a (12.5% < 1e-6)", "b (0.0% < 1e-6)"]
     assert sum(hist.data[0].y) == pytest.approx(7 / 8) and hist.data[1].y[-1] == 1.0
     assert [list(row) for row in mask_overlap_heatmap(summary).data[0].z] == [[1.0, 0.5], [0.5, 1.0]]
-    assert layer_importance_heatmap(summary).data[0].z[0] == pytest.approx((3 / 6, 1 / 2))
+    assert [row[0] for row in layer_importance_heatmap(summary).data[0].z] == pytest.approx((3 / 6, 1 / 2))
 
 
 def test_forgetting_table_rows_from_a_stored_report():
@@ -234,15 +234,16 @@ def test_subspace_figures_draw_the_engine_statistics():
 
 def test_methods_chart_and_merge_links():
     from engine.jobs.compare import MethodResult, MethodsComparison
-    from ui.figures import merge_link, methods_chart
+    from ui.figures import methods_chart
+    from ui.links import merge_link
 
     rows = (
         MethodResult("task_arithmetic", {"lam": 0.3}, 21, 0.7, {"a": 0.6, "b": 0.8}, 0.7, 0.75),
         MethodResult("tsv_m", {"alpha": 1.2}, 30, 0.8, {"a": 0.7, "b": 0.9}, 0.8, 0.85),
     )
     fig = methods_chart(MethodsComparison(("a", "b"), rows))
-    assert list(fig.data[0].x) == ["TSV-M (task singular vectors)", "Task arithmetic"]  # best first
-    assert list(fig.data[0].y) == [0.85, 0.75] and [t.name for t in fig.data[1:]] == ["a", "b"]
+    assert list(fig.data[0].y) == ["TSV-M (task singular vectors)", "Task arithmetic"]  # best first
+    assert list(fig.data[0].x) == [0.85, 0.75] and [t.name for t in fig.data[1:]] == ["a", "b"]
     assert merge_link("tsv_m", {"alpha": 1.2}) == "merge?method=tsv_m&alpha=1.2"
     assert merge_link("ties", {"lam": 0.1 + 0.2}, base=[("ckpt", "tau_jp")]) == "merge?ckpt=tau_jp&method=ties&lam=0.3"
 
@@ -262,10 +263,10 @@ def test_per_layer_charts_run_in_network_order():
     layers = ("ln_post", "proj", "transformer.resblocks.0", "transformer.resblocks.10", "transformer.resblocks.2")
     report = SparsityReport(("a",), {"a": 1.0}, layers, (0.5, 0.6, 0.1, 0.3, 0.2))
     bars = sign_conflict_bars(report)
-    assert list(bars.data[0].x) == [*layers[2:3], layers[4], layers[3], *layers[:2]]
-    assert list(bars.data[0].y) == [0.1, 0.2, 0.3, 0.5, 0.6]
+    assert list(bars.data[0].y) == [*layers[2:3], layers[4], layers[3], *layers[:2]]
+    assert list(bars.data[0].x) == [0.1, 0.2, 0.3, 0.5, 0.6]
     parts = layer_bars(dict(zip(layers, range(5))), vector="a", task="b")
-    assert list(parts.data[0].y) == [2, 4, 3, 0, 1]
+    assert list(parts.data[0].x) == [2, 4, 3, 0, 1]
 
 
 def test_interference_scatter_states_the_rank_correlation_of_its_points():

@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 from engine.merge import get_method
 from engine.workspace import Workspace
 from ui import owner
+from ui.pages import PAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -34,25 +35,7 @@ def _metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
-@pytest.mark.parametrize(
-    "view",
-    [
-        "views/home.py",
-        "views/zoo.py",
-        "views/merge.py",
-        "views/jobs.py",
-        "views/forgetting.py",
-        "views/sta.py",
-        "views/interference.py",
-        "views/subspaces.py",
-        "views/compare.py",
-        "views/landscape.py",
-        "views/finetune.py",
-        "views/learned.py",
-        "views/tour.py",
-        "views/sweeps.py",
-    ],
-)
+@pytest.mark.parametrize("view", [v.file for v in PAGES])
 def test_every_view_renders(app, view):
     _open(app, view)
     assert not app.exception
@@ -132,7 +115,7 @@ def test_jobs_page_with_a_running_job_and_with_none(app, tiny_collection_dir, da
     try:
         app.run()
         assert not app.exception
-        assert any("demo wait" in p.proto.text for p in app.get("progress"))
+        assert any("demo wait" in m.value and "-badge[" in m.value for m in app.markdown)
         # another session's job is shown read-only: only the session that started a job may cancel it
         assert not any(b.label == "Cancel" for b in app.button)
         assert any("another session's" in c.value for c in app.caption)
@@ -180,7 +163,7 @@ def test_a_page_following_another_sessions_job_shows_it_read_only(app, gated_job
     app.session_state["compare_job"] = job
     _open(app, "views/compare.py")
     assert not app.exception
-    assert any("demo wait" in p.proto.text for p in app.get("progress"))
+    assert any("demo wait" in m.value and "-badge[" in m.value for m in app.markdown)
     assert not any(b.label == "Cancel" for b in app.button)
     assert any("another session's" in c.value for c in app.caption)
     assert resources.job_runner().status(job).state is JobState.RUNNING
@@ -239,6 +222,9 @@ def test_save_run_and_export_from_the_merge_page(app, tiny_collection_dir, data_
     assert not app.exception
     exported = list((data_home / "exports").glob("*.safetensors"))
     assert len(exported) == 1 and load_checkpoint(exported[0]).meta.variant == "merged"
+    (download,) = app.get("download_button")
+    assert download.proto.label == f"Download {exported[0].stem}.zip"  # the zip test_export_bundle loads
+    assert (data_home / "exports" / f"{exported[0].stem}.zip").is_file()
 
 
 def test_a_pasted_recipe_sets_the_sliders(app, tiny_collection_dir, data_home):
@@ -267,8 +253,23 @@ def test_the_sweep_button_draws_and_logs_the_curve(app, data_home):
     mean = next(t for c in charts for t in c["data"] if t.get("name") == "mean")
     (run,) = RunLog(data_home / "runs" / "runs.sqlite3").runs(kind="sweep")
     assert mean["y"] == run.outputs["curve"]["mean_accuracy"] and len(mean["y"]) == 21
-    best_line = next(c for c in charts if c["layout"].get("shapes"))["layout"]["shapes"][0]["x0"]
-    assert run.outputs["best_value"] == best_line
+    lines = [s["x0"] for s in next(c for c in charts if c["layout"].get("shapes"))["layout"]["shapes"]]
+    assert lines == [run.outputs["best_value"], 0.3]  # the best value, then "you are here" (the slider's)
+    best = run.outputs["best_value"]
+    use = next(b for b in app.button if b.key == "use_best")
+    assert use.label == f"Use the best λ = {best:g}" and not use.disabled
+    use.click().run()
+    assert not app.exception
+    assert app.slider(key="task_arithmetic.lam").value == pytest.approx(best)
+    assert app.query_params.get("lam") == f"{best:.6g}" or best == 0.3
+    assert next(b for b in app.button if b.key == "use_best").disabled  # already there
+
+
+def test_the_headline_metrics_are_explained(app):
+    _open(app, "views/merge.py")
+    helps = {m.label: m.help for m in app.metric}
+    assert "fine-tuned" in helps["mean normalized accuracy"] and "divided" in helps["mean normalized accuracy"]
+    assert "averaged" in helps["mean accuracy (merged)"] and helps["tasks · images"]
 
 
 def test_ties_controls_and_sparsity_figures_on_the_merge_page(app, tiny_collection_dir, data_home):
@@ -356,7 +357,7 @@ def test_landscape_page_shows_both_grids_and_links_the_best_point_to_merge(app, 
 
 
 def test_a_landscape_link_opens_merge_with_those_two_lambdas(app, tiny_collection_dir, data_home):
-    from ui.figures import two_task_merge_link
+    from ui.links import two_task_merge_link
 
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
     pair = ws.task_names[:2]
@@ -583,10 +584,10 @@ def test_interference_page_shows_the_engine_matrix_and_pairs(app, tiny_collectio
     assert len(scatter["x"]) == 6 and sorted(scatter["y"]) == pytest.approx(sorted(drops.values()))
     layers = charts["τ_texture on brightness inputs, per layer"]["data"][0]
     parts = ws.taujp_layers("texture", "brightness")
-    assert layers["y"] == pytest.approx([parts[n] for n in layers["x"]], rel=1e-5) and set(layers["x"]) == set(parts)
+    assert layers["x"] == pytest.approx([parts[n] for n in layers["y"]], rel=1e-5) and set(layers["y"]) == set(parts)
     from engine.params import network_order
 
-    assert layers["x"] == [list(parts)[i] for i in network_order(list(parts))]  # conv1 … blocks … proj
+    assert layers["y"] == [list(parts)[i] for i in network_order(list(parts))]  # conv1 … blocks … proj, from the top
 
 
 def test_merge_preview_toggle_shows_preview_and_exact(app, tiny_collection_dir, data_home):
@@ -727,3 +728,13 @@ def test_bad_learning_settings_show_a_clear_error(app, key, value, subject):
     assert not app.exception
     assert any(e.value.startswith(f"{subject}: invalid setting") for e in app.error)
     assert "dv_job" not in app.session_state
+
+
+def test_home_starts_with_the_tour_and_links_every_page(app):
+    from ui.pages import PAGES
+
+    app.run()  # Home is the default page
+    assert not app.exception
+    linked = [link.proto.page for link in app.get("page_link")]
+    assert linked[0] == "tour"
+    assert set(linked) == {v.url_path for v in PAGES if v.url_path}  # every page but Home itself

@@ -34,8 +34,9 @@ def new_session(tiny_collection_dir, data_home):
     return open_page
 
 
-def _progress_texts(at: AppTest) -> list[str]:
-    return [p.proto.text for p in at.get("progress")]
+def _job_lines(at: AppTest) -> list[str]:
+    """The jobs' lines as drawn (ui/job_states.py): state badge, number, name, message."""
+    return [m.value for m in at.markdown if "-badge[" in m.value]
 
 
 def _chart_titles(at: AppTest) -> list[str]:
@@ -68,7 +69,7 @@ def test_a_finished_finetune_is_in_the_sidebar_and_survives_a_reload_with_its_cu
 
     reloaded = new_session("views/finetune.py")  # a reload: a new session, nothing in its state
     assert reloaded.session_state["ft_job"] == job
-    assert any(t.startswith(f"#{job} fine-tune texture") and "done" in t for t in _progress_texts(reloaded))
+    assert any(f"done] **#{job}** fine-tune texture" in line for line in _job_lines(reloaded))
     assert "Saved `standard-s4-" in reloaded.success[0].value
     assert "Fine-tuning" in _chart_titles(reloaded)  # the live curve is back
 
@@ -92,8 +93,8 @@ def test_the_jobs_page_says_starting_while_a_job_sets_up(new_session):
     try:
         assert taken.wait(10)
         at = new_session("views/jobs.py")
-        (text,) = [t for t in _progress_texts(at) if t.startswith(f"#{job} slow set-up · running · starting · ")]
-        assert text.endswith(" elapsed")  # its time so far; no estimate before its steps give a rate
+        (line,) = [line for line in _job_lines(at) if f"running] **#{job}** slow set-up · starting · " in line]
+        assert line.endswith(" elapsed")  # its time so far; no estimate before its steps give a rate
     finally:
         gate.set()
         resources.job_runner().wait(job, timeout=30)
@@ -128,3 +129,59 @@ def test_a_cancelled_sweep_reads_partial_in_the_run_log_with_what_it_reached(
     assert row["status"] == "cancelled (partial)" and row["reached"].startswith("1 of 11")
     assert any(e.label == f"Curve of #{job}" for e in at.expander)  # the curve it reached
     assert "Accuracy over lam (val split)" in _chart_titles(at)
+
+
+def test_each_job_state_is_drawn_its_own_way():
+    """queued, running, cancelled, failed, done and interrupted: a badge colour and icon each, and a bar only
+    where a fraction means something (never the full bar all finished jobs used to share)."""
+    from ui.job_states import LOOKS, job_look
+
+    looks = {s: job_look(s, step=3, total=10) for s in LOOKS}
+    assert len({(look.colour, look.icon) for look in looks.values()}) == len(LOOKS)
+    assert looks["queued"].fraction == 0.0 and looks["running"].fraction == 0.3
+    assert looks["cancelled"].fraction == 0.3  # where it stopped
+    assert looks["done"].fraction is None and looks["failed"].fraction is None
+    assert looks["running"].badge == ":blue-badge[:material/play_arrow: running]"
+
+
+def test_the_jobs_page_draws_queued_running_cancelled_and_done_jobs_apart(new_session):
+    from ui import resources
+
+    gate, started = threading.Event(), threading.Semaphore(0)
+
+    def blocking(ctx):  # holds one of the runner's CPU slots: with every slot held, the next job stays queued
+        started.release()
+        gate.wait(30)
+        return 1
+
+    def cancellable(ctx):
+        for step in range(20):
+            ctx.report(step, 20, "working")
+            ctx.check_cancelled()
+            time.sleep(0.2)
+        return 1
+
+    runner = resources.job_runner()
+    done = runner.submit("quick", lambda ctx: 1, owner="x")
+    runner.wait(done, timeout=30)
+    cancelled = runner.submit("stopped", cancellable, owner="x")
+    deadline = time.monotonic() + 30
+    while runner.status(cancelled).step < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner.cancel(cancelled)
+    assert runner.wait(cancelled, timeout=30).state is JobState.CANCELLED
+    running, *_ = [runner.submit("blocking", blocking, owner="x") for _ in range(runner.cpu_slots)]
+    assert all(started.acquire(timeout=10) for _ in range(runner.cpu_slots))
+    queued = runner.submit("waiting", lambda ctx: 1, owner="x")
+    try:
+        at = new_session("views/jobs.py")
+        lines = {int(line.split("**#")[1].split("**")[0]): line for line in _job_lines(at)}
+        assert lines[done].startswith(":green-badge[:material/check_circle: done]")
+        assert lines[cancelled].startswith(":orange-badge[:material/cancel: cancelled]")
+        assert lines[running].startswith(":blue-badge[:material/play_arrow: running]")
+        assert lines[queued].startswith(":gray-badge[:material/hourglass_empty: queued]")
+        bars = sorted(p.proto.value for p in at.get("progress"))  # queued 0, cancelled where it stopped, running 0
+        assert len(bars) == 2 + runner.cpu_slots and bars[0] == 0 and 0 < bars[-1] < 100
+    finally:
+        gate.set()
+        runner.wait(queued, timeout=30)

@@ -231,3 +231,16 @@ def test_a_pages_settings_are_still_there_after_visiting_another_page(app):
     assert not app.exception
     assert app.selectbox(key="method").value == "ties" and app.slider(key="ties.lam").value == 0.5
     assert app.query_params["method"] == "ties" and app.query_params["lam"] == "0.5"
+
+
+@pytest.mark.parametrize("then", ["iso_c", "dare"])
+def test_switching_methods_by_hand_after_a_link_gives_no_notice(app, then):
+    app.query_params.update(method="ties", density="0.21")
+    _open(app, "views/merge.py")
+    assert not app.exception and not app.warning
+    app.selectbox(key="method").set_value(then).run()  # the URL still holds density=0.21 on this rerun
+    assert not app.exception
+    assert not app.warning, _warnings(app)
+    assert "density" not in app.query_params
+    app.run()
+    assert not app.warning, _warnings(app)

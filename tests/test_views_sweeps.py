@@ -93,3 +93,40 @@ def test_a_grid_started_from_the_page_runs_as_a_job_and_is_then_drawn(tiny_colle
     assert sweep.status == "done" and len(log.runs(parent_id=sweep.id)) == 3
     at.run()
     assert not at.exception and at.selectbox(key="sweep_run").value == sweep.id
+
+
+def test_a_started_sweep_job_shows_at_once(tiny_collection_dir, data_home):
+    """Right after "Started job #N" the page shows the job (queued here: a job ahead holds the one worker),
+    not "No sweep yet"."""
+    import threading
+
+    from ui import resources
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tiny_collection_dir)]}))
+    gate, started = threading.Event(), threading.Event()
+
+    def blocking(ctx):
+        started.set()
+        gate.wait(60)
+
+    runner = resources.job_runner()
+    runner.submit("ahead", blocking, owner="x")
+    try:
+        assert started.wait(10)
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.session_state["collection"] = str(tiny_collection_dir)
+        at.run()
+        at.switch_page("views/sweeps.py").run()
+        at.text_input(key="sweep_grid").input("lam=0.1,0.5").run()
+        next(b for b in at.button if b.key == "sweep_start").click().run()
+        assert not at.exception, at.exception
+        (started_msg,) = [s.value for s in at.success if "Started job #" in s.value]
+        job = started_msg.split("#")[1].split(":")[0]
+        lines = [m.value for m in at.markdown if "-badge[" in m.value]
+        assert any(f"**#{job}**" in line and "queued]" in line for line in lines), lines
+        assert not any("No sweep yet" in i.value for i in at.info)
+    finally:
+        gate.set()
+        for job in runner.jobs():  # the sweep too: nothing left running into the next test
+            runner.wait(job.id, timeout=120)

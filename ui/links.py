@@ -15,8 +15,9 @@ set (slider key presses outrun the URL updates), and applying it would snap the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -114,13 +115,19 @@ def begin_run(page: str) -> None:
     st.session_state[PAGE] = (page, previous is None or page != previous[0], previous is None)
 
 
+def entering(*, per_session: bool = False) -> bool:
+    """Whether this run opens the page (a link, a reload, a switch from another page): the only run whose URL
+    is the user's (`per_session`: the session's first run)."""
+    return st.session_state.get(PAGE, (None, True, True))[2 if per_session else 1]
+
+
 def restore(links: Iterable[Link], *, scope: str, per_session: bool = False) -> None:
     """Put what the URL names into session state before the links' widgets exist; values it does not name
     keep the session's: the widget's, else the value last published (Streamlit drops a page's widget state
     while another page runs, so coming back to a page would otherwise reset it), else the default. A bad
     value becomes a notice of `scope` (`show_notices`). `per_session`: read the URL on the session's first run
     only (the sidebar's values: a later page switch carries what this session wrote, or older values)."""
-    entry = st.session_state.get(PAGE, (None, True, True))[2 if per_session else 1]
+    entry = entering(per_session=per_session)
     for link in links:
         name, raw = _in_url(link)
         kept = _valid(link, st.session_state.get(link.key, st.session_state.get(KEPT, {}).get(link.key, link.default)))
@@ -239,3 +246,18 @@ def _at_default(link: Link, value: Value) -> bool:
 
 def _copy(value: Value) -> Value:
     return list(value) if isinstance(value, list) else value
+
+
+def merge_link(method: str, params: Mapping[str, float], *, base: Sequence[tuple[str, str]] = ()) -> str:
+    """A deep link opening the Merge page on `method` with these parameter values, after `base` (the
+    sidebar's part of the URL: collection and checkpoints, so the link shows the same numbers)."""
+    pairs = [*base, ("method", method), *((k, f"{v:.6g}") for k, v in params.items())]
+    return "merge?" + urlencode(pairs)
+
+
+def two_task_merge_link(tasks: Sequence[str], lambdas: Sequence[float], *, base: Sequence[tuple[str, str]] = ()) -> str:
+    """A deep link opening the Merge page on task arithmetic of `tasks` with one λ each (after `base`, as
+    in `merge_link`)."""
+    pairs = [*base, *(("tasks", t) for t in tasks), ("per_task", "true")]
+    pairs += [(f"lam.{t}", f"{v:.6g}") for t, v in zip(tasks, lambdas)]
+    return "merge?" + urlencode(pairs)

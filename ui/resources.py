@@ -33,6 +33,7 @@ from engine.runs.log import JobRecord, RunLog
 from engine.sta.stats import ImportanceSummary
 from engine.sta.stats import importance_summary as summarize_importance
 from engine.workspace import Workspace
+from ui import messages
 from ui.figures import stored_forgetting_curve
 
 DEFAULT_COLLECTION = str(ASSETS_DIR / "zoo")
@@ -288,11 +289,11 @@ def workspace_or_stop(collection: str, choice: Choice = ()) -> Workspace:
         opened = workspace(collection, device_name(), choice, progress=report)
     except MergelabError as exc:
         opened = None
-        st.error(str(exc))
+        st.error(messages.shown(exc))
     if bar is not None:
         bar.empty()
     if opened is not None and opened.collection.skipped and collection not in st.session_state.get(SKIP_CONFIRMED, ()):
-        st.error(str(unreadable_entries(opened.collection)))
+        st.error(messages.shown(unreadable_entries(opened.collection)))
         st.button("Open without them", key="confirm_skip_unreadable", on_click=_confirm_skip, args=(collection,))
         opened = None
     if opened is None:

@@ -15,7 +15,7 @@ from engine.merge import MergeMethod, Param
 from engine.merge.declaration import ParamValue
 from engine.sta.importance import KINDS
 from engine.workspace import Workspace
-from ui import formats, links, resources
+from ui import formats, job_states, links, resources
 from ui.state import CHOICE, current_collection
 
 
@@ -59,16 +59,17 @@ def _slider(label: str, param: Param, key: str) -> float:
     )
 
 
-def method_params(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) -> dict[str, ParamValue]:
-    """One slider per parameter; per-task parameters get one slider per task when `per_task`."""
+def method_params(
+    method: MergeMethod, tasks: Sequence[str], *, per_task: bool, columns: int = 4
+) -> dict[str, ParamValue]:
+    """One slider per parameter; per-task parameters get one slider per task when `per_task`, in up to
+    `columns` columns."""
     values: dict[str, ParamValue] = {}
     for param in method.params:
         if param.per_task and per_task:
-            columns = st.columns(min(4, max(1, len(tasks))))
+            cells = st.columns(min(columns, max(1, len(tasks))))
             values[param.name] = [
-                _column_slider(
-                    columns[i % len(columns)], f"{param.label} · {task}", param, param_key(method, param, task)
-                )
+                _column_slider(cells[i % len(cells)], f"{param.label} · {task}", param, param_key(method, param, task))
                 for i, task in enumerate(tasks)
             ]
         else:
@@ -206,12 +207,15 @@ def job_progress(session_key: str):
     runner = resources.job_runner()
     job = runner.status(job_id)
     left, right = st.columns([5, 1])
-    timing = formats.job_time(progress.of_status(job))
-    left.progress(
-        job.fraction if job.state not in FINISHED else 1.0,
-        text=f"#{job.id} {job.name} · {job.state.value}"
-        + (f" · {job.message}" if job.message else "")
-        + (f" · {timing}" if timing else ""),
+    job_states.job_bar(
+        left,
+        job_id=job.id,
+        name=job.name,
+        state=job.state.value,
+        step=job.step,
+        total=job.total,
+        message=job.message,
+        timing=formats.job_time(progress.of_status(job)),
     )
     if job.state not in FINISHED:
         if not resources.owns_job(job.id):

@@ -7,10 +7,10 @@ from engine.jobs.compare import MethodsComparison
 from engine.jobs.forms import COMPARE
 from engine.jobs.runner import JobState
 from engine.merge import METHODS
-from ui import figures, resources, widgets
+from ui import figures, links, messages, pages, resources, tables, widgets
 from ui.state import sidebar_query, sidebar_workspace
 
-st.header("Compare merge methods")
+st.header(pages.heading("compare"))
 st.caption(
     "Each method's parameters are chosen on val by mean normalized accuracy (merged / fine-tuned per task, "
     "averaged), then the chosen setting is evaluated once on test. Normalized accuracy is what makes methods "
@@ -31,27 +31,31 @@ else:
     if job is not None and job.state is JobState.DONE:
         comparison = job.result
     elif job is not None and job.state is JobState.FAILED:
-        st.error(job.error.strip().splitlines()[-1])
+        st.error(messages.shown(job.error))
 
 if comparison is not None:
     st.plotly_chart(figures.methods_chart(comparison), key="methods_chart")
     rows = sorted(comparison.results, key=lambda r: r.test_mean_normalized, reverse=True)
+    table = {
+        "method": [METHODS[r.method].display_name for r in rows],
+        "chosen on val": [", ".join(f"{k} = {v:g}" for k, v in r.params.items()) for r in rows],
+        "val normalized": [r.val_mean_normalized for r in rows],
+        "test accuracy": [r.test_mean_accuracy for r in rows],
+        "test normalized": [r.test_mean_normalized for r in rows],
+        "open": [links.merge_link(r.method, r.params, base=sidebar_query()) for r in rows],
+    }
     st.dataframe(
-        {
-            "method": [METHODS[r.method].display_name for r in rows],
-            "chosen on val": [", ".join(f"{k} = {v:g}" for k, v in r.params.items()) for r in rows],
-            "val normalized": [r.val_mean_normalized for r in rows],
-            "test accuracy": [r.test_mean_accuracy for r in rows],
-            "test normalized": [r.test_mean_normalized for r in rows],
-            "open": [figures.merge_link(r.method, r.params, base=sidebar_query()) for r in rows],
-        },
-        column_config={
-            **{
-                k: st.column_config.NumberColumn(format="percent")
-                for k in ("val normalized", "test accuracy", "test normalized")
+        table,
+        column_config=tables.fitted_columns(
+            table,
+            {
+                **{
+                    k: st.column_config.NumberColumn(format="percent")
+                    for k in ("val normalized", "test accuracy", "test normalized")
+                },
+                "open": st.column_config.LinkColumn("open in Merge", display_text="open"),
             },
-            "open": st.column_config.LinkColumn("open in Merge", display_text="open"),
-        },
+        ),
         hide_index=True,
     )
     subspaces = report["methods"].get("subspaces") if comparison is not None and report else None

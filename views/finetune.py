@@ -7,10 +7,10 @@ from engine.home import DataHome
 from engine.jobs.finetune import FinetuneCurves, FinetuneOutcome
 from engine.jobs.forms import FINETUNE
 from engine.jobs.runner import JobState
-from ui import figures, resources, widgets
+from ui import figures, messages, pages, resources, widgets
 from ui.state import current_collection
 
-st.header("Fine-tune a task")
+st.header(pages.heading("finetune"))
 st.caption(
     "Linearized fine-tuning trains the first-order model f(x; θ₀) + J f(x; θ₀)·(θ − θ₀), so task vectors add "
     "exactly in function space. The τJp penalty (Yoshida et al., ICLR 2025) adds β · mean ‖J f(x; θ₀)·(θ − θ₀)‖ "
@@ -34,7 +34,7 @@ if st.button("Fine-tune as a background job", type="primary"):
     try:
         args = FINETUNE.arguments(values, tasks=ws.task_names, home=DataHome.from_env())
     except MergelabError as exc:
-        st.error(str(exc))
+        st.error(messages.shown(exc))
     else:
         spec = resources.job_spec("finetune", ws, collection, (), args, name=FINETUNE.title(values))
         st.session_state["ft_job"] = resources.submit_job(spec)
@@ -68,7 +68,7 @@ def live_run() -> None:
             st.session_state["ft_rerun_for"] = job.id
             st.rerun(scope="app")
     elif job.state is JobState.FAILED:
-        st.error(job.error.strip().splitlines()[-1])
+        st.error(messages.shown(job.error))
 
 
 live_run()

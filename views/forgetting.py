@@ -3,10 +3,10 @@
 import streamlit as st
 
 from engine.merge.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD
-from ui import figures, formats, links, resources, widgets
+from ui import figures, formats, links, pages, resources, tables, widgets
 from ui.state import sidebar_workspace
 
-st.header("Forget a task")
+st.header(pages.heading("forgetting"))
 collection, choice, ws = sidebar_workspace()
 page_links = [
     links.choice("target", "forget_target", ws.task_names, ws.task_names[0], aliases=("forget_target",)),
@@ -32,7 +32,7 @@ if method != "task_arithmetic":
     st.caption(
         "**Provisional definition** (the STA paper body was not available): subtract only the entries of "
         "τ whose importance for the target, normalised per tensor, is ≥ κ and at least ρ times their "
-        "importance for every control task (engine/merge/forgetting.py)."
+        "importance for every control task."
     )
     a, b = st.columns(2)
     settings = {
@@ -91,12 +91,13 @@ st.caption(
 st.subheader("Methods at their chosen α")
 stored = resources.stored_forgetting(collection)
 if stored is not None and target in stored["targets"]:
+    table = figures.forgetting_table(stored["targets"][target])
+    percents = ("target", "control", "pretrained target", "chance", "control / pretrained")
     st.dataframe(
-        figures.forgetting_table(stored["targets"][target]),
-        column_config={
-            k: st.column_config.NumberColumn(format="percent")
-            for k in ("target", "control", "pretrained target", "chance", "control / pretrained")
-        },
+        table,
+        column_config=tables.fitted_columns(
+            table, {k: st.column_config.NumberColumn(format="percent") for k in percents}
+        ),
     )
     st.caption(
         "Stored when the collection was built, with each method's default settings: α chosen on val, "

@@ -5,27 +5,22 @@ import streamlit as st
 from engine.errors import MergelabError
 from engine.home import ASSETS_DIR, DataHome
 from engine.pool.collection import load_collection
+from ui import pages
 
-st.title("mergelab")
+st.title(pages.heading(""))
 st.write(
     "Merge fine-tuned CLIP image encoders by task arithmetic and see what each merge does: "
     "per-task accuracy, interference between tasks, and how much of a task a negation removes."
 )
-left, right = st.columns(2)
-with left:
-    st.page_link(
-        "views/zoo.py", label="Zoo: checkpoints, sample images, task similarity", icon=":material/inventory_2:"
-    )
-    st.page_link("views/merge.py", label="Merge: pick tasks, move λ, see every task", icon=":material/merge:")
-with right:
-    st.page_link("views/forgetting.py", label="Forgetting: subtract a task vector", icon=":material/remove_circle:")
-    st.page_link(
-        "views/interference.py", label="Interference: τJp between every pair of tasks", icon=":material/grid_on:"
-    )
-    st.page_link(
-        "views/sta.py", label="STA importance: what each task's loss is sensitive to", icon=":material/filter_alt:"
-    )
-    st.page_link("views/jobs.py", label="Jobs & runs: background work and the run log", icon=":material/monitoring:")
+st.page_link(
+    "views/tour.py", label="New here? Start with the Tour: six steps, one live chart each", icon=":material/school:"
+)
+for section, views in pages.sections().items():
+    if section:
+        st.markdown(f"**{section}**")
+    columns = st.columns(2)
+    for i, view in enumerate(v for v in views if v.url_path):
+        columns[i % 2].page_link(view.file, label=f"{view.title}: {view.blurb}", icon=view.icon)
 home = DataHome.from_env().ensure()
 st.caption(f"Data home: `{home.root}` (set MERGELAB_HOME to move it)")
 try:

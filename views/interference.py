@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from ui import figures, links, widgets
+from ui import figures, links, pages, widgets
 from ui.state import sidebar_workspace
 
-st.header("Interference between tasks (τJp)")
+st.header(pages.heading("interference"))
 st.caption(
     "Adding τ_a to the model moves the embedding of task b's images by about J f(x; θ₀)·τ_a (first order). "
     "τJp[a, b] is the mean length of that move (Yoshida et al., ICLR 2025): where it is large, task a's vector "

@@ -4,9 +4,9 @@ import streamlit as st
 
 from engine.home import DataHome
 from engine.jobs import progress
-from ui import figures, formats, resources
+from ui import figures, formats, job_states, messages, pages, resources
 
-st.header("Jobs and runs")
+st.header(pages.heading("jobs"))
 resources.job_runner()  # one per server: it marks the jobs a crashed server left as interrupted
 
 
@@ -21,18 +21,23 @@ def live_jobs() -> None:
     me = resources.session_owner()
     for record in records:
         left, right = st.columns([5, 1])
-        timing = formats.job_time(progress.of_record(record))
-        label = f"#{record.id} {record.name} · {record.state}" + "".join(
-            f" · {part}" for part in (record.message, timing) if part
-        )
         active = record.state in ("queued", "running")
-        left.progress(record.step / record.total if active and record.total else 1.0, text=label)
+        job_states.job_bar(
+            left,
+            job_id=record.id,
+            name=record.name,
+            state=record.state,
+            step=record.step,
+            total=record.total,
+            message=record.message,
+            timing=formats.job_time(progress.of_record(record)),
+        )
         if active and record.owner == me and right.button("Cancel", key=f"cancel-{record.id}"):
             resources.cancel_job(record.id)  # checks the owner again, on the server
         elif active and record.owner != me:
             right.caption("another session's")
         if record.error:
-            left.error(record.error.strip().splitlines()[-1])
+            left.error(messages.shown(record.error))
         curve = figures.job_curve(record.kind, record.metrics, name=record.name)
         if curve is not None:
             with left.expander(f"Curve of #{record.id}", expanded=active):

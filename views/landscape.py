@@ -8,10 +8,10 @@ from engine.jobs.forms import LANDSCAPE
 from engine.jobs.landscape import Landscape, exact_grid, preview_grid
 from engine.jobs.runner import JobState
 from engine.merge.session import LARGE_MODEL_PARAMS
-from ui import figures, links, resources, widgets
+from ui import figures, links, messages, pages, resources, widgets
 from ui.state import sidebar_query, sidebar_workspace
 
-st.header("λ landscape of two tasks")
+st.header(pages.heading("landscape"))
 st.caption(
     "θ = θ₀ + λ₁ τ₁ + λ₂ τ₂: the mean normalized accuracy of the two tasks (merged / fine-tuned, averaged) at "
     "every point of the grid. Left, each point evaluated; right, the tangent-space preview (the model linearized "
@@ -44,7 +44,7 @@ try:
     with st.spinner("Caching tangent features of the interactive split (once)…"):
         preview = preview_grid(ws, pair, values, split=split)
 except MergelabError as exc:
-    st.error(str(exc))
+    st.error(messages.shown(exc))
     st.stop()
 
 exact = None
@@ -87,10 +87,10 @@ if best is not None:
     kind = "evaluated" if exact is not None else "preview"
     st.markdown(
         f"Best ({kind}): λ {task_a} = {best[0]:g}, λ {task_b} = {best[1]:g}, mean normalized {best[2]:.1%} · "
-        f"[open in Merge]({figures.two_task_merge_link(pair, best[:2], base=sidebar_query())})"
+        f"[open in Merge]({links.two_task_merge_link(pair, best[:2], base=sidebar_query())})"
     )
 if clicked is not None:
     st.markdown(
         f"Clicked: λ {task_a} = {clicked[0]:g}, λ {task_b} = {clicked[1]:g} · "
-        f"[open in Merge]({figures.two_task_merge_link(pair, clicked, base=sidebar_query())})"
+        f"[open in Merge]({links.two_task_merge_link(pair, clicked, base=sidebar_query())})"
     )

@@ -7,10 +7,10 @@ from engine.home import DataHome
 from engine.jobs.forms import LEARN
 from engine.jobs.learn import LearnCurves, LearnOutcome
 from engine.jobs.runner import FINISHED, JobState
-from ui import figures, resources, widgets
+from ui import figures, messages, pages, resources, widgets
 from ui.state import sidebar_workspace
 
-st.header("Learned coefficients: aTLAS and DV-BASI")
+st.header(pages.heading("learned"))
 st.caption(
     "aTLAS (Zhang et al., NeurIPS 2024) learns one coefficient per task vector and parameter tensor. DV-BASI "
     "(Wang et al., AAAI-26) then takes the merged model's difference vector δ = θ − θ₀, learns one scale per "
@@ -34,7 +34,7 @@ if st.button("Learn as a background job", type="primary"):
     try:
         args = LEARN.arguments(values, tasks=ws.task_names, home=DataHome.from_env())
     except MergelabError as exc:
-        st.error(str(exc))
+        st.error(messages.shown(exc))
     else:
         spec = resources.job_spec("learn", ws, collection, choice, args, name=LEARN.title(values))
         st.session_state["dv_job"] = resources.submit_job(spec)
@@ -84,7 +84,7 @@ def finished_run() -> None:
         )
         st.caption("Test accuracy per task, for reporting only.")
     elif job.state is JobState.FAILED:
-        st.error(job.error.strip().splitlines()[-1])
+        st.error(messages.shown(job.error))
 
 
 widgets.restore_job("dv_job", "learn", collection)  # after a reload: the job this page started

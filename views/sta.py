@@ -3,14 +3,14 @@
 import streamlit as st
 
 from engine.jobs.forms import IMPORTANCE
-from ui import figures, links, resources, widgets
+from ui import figures, links, pages, resources, widgets
 from ui.state import sidebar_workspace
 
-st.header("STA importance maps")
+st.header(pages.heading("sta"))
 st.caption(
     "**Provisional definition.** STA (Tian, Lai et al., arXiv 2411.16139) scores each task-vector entry "
     "by a first-order Taylor estimate of the loss change; the paper body was not available, so the "
-    "aggregation, normalisation and threshold are our choices (engine/sta/importance.py)."
+    "aggregation, normalisation and threshold are our choices."
 )
 collection, choice, ws = sidebar_workspace()
 kind_field = IMPORTANCE.field("kind")

@@ -4,10 +4,10 @@ import streamlit as st
 
 from engine.merge.spectra import alignment_vs_taujp
 from engine.params import network_order
-from ui import figures, formats
+from ui import figures, formats, pages
 from ui.state import sidebar_workspace
 
-st.header("Task vectors in subspaces")
+st.header(pages.heading("subspaces"))
 st.caption(
     "Each layer's task vector is a matrix τₜ = Uₜ Sₜ Vₜᵀ. The subspace merges (TSV-M, Iso-C, Iso-CTS, CART) work "
     "on these decompositions: they pay off when task matrices are close to low-rank (most energy in a few "
@@ -40,8 +40,8 @@ b.plotly_chart(
     key="alignment_layer",
 )
 st.caption(
-    "Alignment of tasks a and b: ‖U_{a,k}ᵀ U_{b,k}‖²_F / k over their top k = ⌊p/K⌋ left singular vectors "
-    "(1: the same subspace, 0: orthogonal subspaces)."
+    r"Alignment of tasks a and b: $\lVert U_{a,k}^\top U_{b,k} \rVert_F^2 / k$ over their top "
+    r"$k = \lfloor p/K \rfloor$ left singular vectors (1: the same subspace, 0: orthogonal subspaces)."
 )
 
 st.subheader("Against τJp")

@@ -12,10 +12,10 @@ from engine.jobs.grid import checked_axes
 from engine.merge import METHODS, get_method
 from engine.search.axes import parse_axes
 from engine.search.logged import SUMMARIES, LoggedSweep, coordinates, logged_sweeps, objective_plane, read_sweep
-from ui import figures, resources
+from ui import figures, job_states, messages, pages, resources
 from ui.state import CHOICE, current_collection
 
-st.header("Sweeps and searches")
+st.header(pages.heading("sweeps"))
 
 
 def merge_link(sweep: LoggedSweep) -> dict[str, str | list[str]]:
@@ -58,7 +58,7 @@ def start_job(kind: str, method: str, grid_text: str, trials: int, strategy: str
             args = {"tasks": tasks, "method": "task_arithmetic", "strategy": strategy, "trials": trials}
             name = f"{strategy} search · per-task λ · {trials} trials"
     except MergelabError as exc:
-        st.error(str(exc))
+        st.error(messages.shown(exc))
         return
     job_id = resources.submit_job(
         resources.job_spec("grid_sweep" if kind == "grid" else "search", ws, collection, choice, args, name=name)
@@ -109,8 +109,29 @@ with st.expander("Start a grid sweep or a coefficient search", expanded=not swee
         "On the sidebar's collection and checkpoints, evaluated on val; a search's best is re-evaluated on test. "
         "With MERGELAB_RAY set, trials run on Ray workers."
     )
+SWEEP_JOBS = ("grid_sweep", "search")
+
+
+def unfinished_sweep_jobs() -> list:
+    """Sweep and search jobs of the run log still queued or running, whoever started them."""
+    return [r for r in log.jobs() if r.spec.get("kind") in SWEEP_JOBS and r.state in ("queued", "running")]
+
+
+@st.fragment(run_every=1.0)
+def sweep_jobs(known: int) -> None:
+    """The sweep jobs under way, drawn at once (a job logs its sweep only once it runs); the tick that finds a
+    new sweep in the run log reruns the page, which then lists it."""
+    job_states.show_jobs_of(unfinished_sweep_jobs(), header="Under way (follow or cancel them on Jobs & runs):")
+    if len(logged_sweeps(log)) != known:
+        st.rerun(scope="app")
+
+
+sweep_jobs(len(sweeps))
 if not sweeps:
-    st.info("No sweep yet: `python -m engine sweep RECIPE --grid lam=0:1:21` or `python -m engine search RECIPE`.")
+    if unfinished_sweep_jobs():
+        st.info("Its sweep is listed here as soon as the job starts logging trials.")
+    else:
+        st.info("No sweep yet: `python -m engine sweep RECIPE --grid lam=0:1:21` or `python -m engine search RECIPE`.")
     st.stop()
 labels = {
     r.id: f"#{r.id} {r.kind} · {r.method} · {r.outputs.get('trials', 0)} trials · {r.status_shown}" for r in sweeps

@@ -4,10 +4,10 @@ import streamlit as st
 
 from engine.data.tasks import example_images
 from engine.errors import MergelabError
-from ui import figures, resources
+from ui import figures, messages, pages, resources, tables
 from ui.state import current_collection, sidebar_workspace
 
-st.header("Checkpoints and tasks")
+st.header(pages.heading("zoo"))
 
 
 def stored_variants_section(collection: str) -> None:
@@ -20,16 +20,20 @@ def stored_variants_section(collection: str) -> None:
     if not report or not report.get("variants"):
         return
     st.subheader("Three ways to fine-tune")
+    variants = figures.variants_table(report["variants"])
     st.dataframe(
-        figures.variants_table(report["variants"]),
+        variants,
         hide_index=True,
-        column_config={
-            "fine-tuned": st.column_config.NumberColumn("fine-tuned (test)", format="percent"),
-            "merge at best λ": st.column_config.NumberColumn("merge at best λ (test)", format="percent"),
-            "best λ (val)": st.column_config.NumberColumn("best λ (chosen on val)", format="%g"),
-            "merge at λ = 1": st.column_config.NumberColumn("merge at λ = 1 (test)", format="percent"),
-            "mean off-diagonal τJp": st.column_config.NumberColumn(format="%.2f"),
-        },
+        column_config=tables.fitted_columns(
+            variants,
+            {
+                "fine-tuned": st.column_config.NumberColumn("fine-tuned (test)", format="percent"),
+                "merge at best λ": st.column_config.NumberColumn("merge at best λ (test)", format="percent"),
+                "best λ (val)": st.column_config.NumberColumn("best λ (chosen on val)", format="%g"),
+                "merge at λ = 1": st.column_config.NumberColumn("merge at λ = 1 (test)", format="percent"),
+                "mean off-diagonal τJp": st.column_config.NumberColumn(format="%.2f"),
+            },
+        ),
     )
     st.plotly_chart(figures.variant_curves(report["variants"]), key="variant_curves")
     st.caption(
@@ -53,25 +57,31 @@ for entry in ws.collection.skipped:  # a discovered pool's entries left out (con
     st.warning(str(entry))
 zero_shot, finetuned = ws.zero_shot("interactive"), ws.finetuned("interactive")
 pool = resources.pool_checkpoints(collection)
+checkpoints = figures.checkpoint_table(
+    pool[0],
+    pool[1:],
+    in_use={t: ws.variant_of(t) for t in ws.task_names},
+    zero_shot=zero_shot,
+    finetuned=finetuned,
+    sizes={info.path: resources.checkpoint_size(info.path) for info in pool},
+)
 st.dataframe(
-    figures.checkpoint_table(
-        pool[0],
-        pool[1:],
-        in_use={t: ws.variant_of(t) for t in ws.task_names},
-        zero_shot=zero_shot,
-        finetuned=finetuned,
-        sizes={info.path: resources.checkpoint_size(info.path) for info in pool},
-    ),
+    checkpoints,
     hide_index=True,
-    column_config={
-        "task": st.column_config.TextColumn(width="medium"),
-        "checkpoint": st.column_config.TextColumn(width="medium", help="its name; its kind in brackets if different"),
-        "in use": st.column_config.CheckboxColumn(width="small"),
-        "architecture": st.column_config.TextColumn(width="medium"),
-        "size": st.column_config.NumberColumn("size (kB)", format="%d", width="small"),
-        "zero-shot": st.column_config.TextColumn(width="small"),
-        "fine-tuned": st.column_config.TextColumn(width="small", help="for the checkpoints in use"),
-    },
+    column_config=tables.fitted_columns(
+        checkpoints,
+        {
+            "task": st.column_config.TextColumn(width="medium"),
+            "checkpoint": st.column_config.TextColumn(
+                width="medium", help="its name; its kind in brackets if different"
+            ),
+            "in use": st.column_config.CheckboxColumn(width="small"),
+            "architecture": st.column_config.TextColumn(width="medium"),
+            "size": st.column_config.NumberColumn("size (kB)", format="%d", width="small"),
+            "zero-shot": st.column_config.TextColumn(width="small"),
+            "fine-tuned": st.column_config.TextColumn(width="small", help="for the checkpoints in use"),
+        },
+    ),
 )
 st.caption(
     "Accuracy on the interactive split (a fixed subset of val): zero-shot = the pretrained model with "
@@ -101,7 +111,7 @@ if any(info.format != "mergelab" for info in pool):
                     ),
                 )
             except MergelabError as exc:
-                st.error(str(exc))
+                st.error(messages.shown(exc))
             else:
                 st.success(f"Wrote {written}. Open it by typing that path into 'Collection folder'.")
 

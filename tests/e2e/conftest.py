@@ -63,9 +63,20 @@ def viewport() -> dict[str, int]:
     return {"width": 1280, "height": 1000}
 
 
+# Browser tests wait on states (a heading's text, the script's "notRunning", an SVG drawn), never on sleeps. How
+# long a state may take is a ceiling, not a measure: on a loaded machine (load 10 on 2 cores) plotly takes
+# seconds to draw, so the ceiling of every wait that names none is this, not Playwright's 5 s. Speeds are
+# measured by the benchmarks (bench/), never here.
+WAIT_CEILING_MS = 120_000
+
+
 @pytest.fixture()
 def page(browser, viewport: dict[str, int]):
     """A fresh browser context (no cookies, its own Streamlit session) and page per test."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_CEILING_MS)
     context = browser.new_context(viewport=viewport)
+    context.set_default_timeout(WAIT_CEILING_MS)
     yield context.new_page()
     context.close()

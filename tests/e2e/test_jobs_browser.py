@@ -17,7 +17,7 @@ def _standard_finetune(tab, steps: int) -> None:
     """On the Fine-tune page: the cheapest mode (standard) and few steps, so the job ends in seconds."""
     from playwright.sync_api import expect
 
-    expect(tab.get_by_role("button", name="Fine-tune as a background job")).to_be_visible(timeout=60_000)
+    expect(tab.get_by_role("button", name="Fine-tune as a background job")).to_be_visible()
     tab.get_by_test_id("stSelectbox").filter(has_text="Mode").click()
     tab.get_by_role("option", name="standard (non-linear)").click()
     box = tab.get_by_label("Steps")
@@ -30,30 +30,30 @@ def test_a_job_says_starting_at_once_and_its_curve_survives_a_reload_and_shows_o
     it. A fine-tune's live curve then survives a reload and is drawn on Jobs & runs from the jobs table."""
     from playwright.sync_api import expect
 
-    page.goto(f"{server}/learned", timeout=60_000)
+    page.goto(f"{server}/learned")
     page.get_by_role("button", name="Learn as a background job").click()
-    learn = page.get_by_test_id("stProgress").filter(has_text="#1")
-    expect(learn).to_contain_text("starting", timeout=10_000)  # the latency itself: bench/job_start_latency.py
+    learn = page.locator(".st-key-job-1")
+    expect(learn).to_contain_text("starting")  # the latency itself: bench/job_start_latency.py
     page.get_by_role("button", name="Cancel").click()
-    expect(learn).to_contain_text("cancelled", timeout=60_000)
+    expect(learn).to_contain_text("cancelled")
 
-    page.goto(f"{server}/finetune", timeout=60_000)
+    page.goto(f"{server}/finetune")
     _standard_finetune(page, 12)
     page.get_by_role("button", name="Fine-tune as a background job").click()
-    bar = page.get_by_test_id("stProgress").filter(has_text="#2")
-    expect(bar).to_contain_text("loss", timeout=90_000)  # its first steps: a curve to draw
-    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=30_000)
+    bar = page.locator(".st-key-job-2")
+    expect(bar).to_contain_text("loss")  # its first steps: a curve to draw
+    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
 
     page.reload()  # a new session: the page finds its job again, with its curve
-    expect(page.get_by_test_id("stProgress").filter(has_text="#2")).to_contain_text("fine-tune", timeout=60_000)
-    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=30_000)
+    expect(page.locator(".st-key-job-2")).to_contain_text("fine-tune")
+    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
 
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
     curve = page.get_by_test_id("stExpander").filter(has_text="Curve of #2")
-    expect(curve).to_be_visible(timeout=30_000)
-    expect(curve.get_by_test_id("stPlotlyChart")).to_be_attached(timeout=30_000)  # drawn from the jobs table
-    jobs_bar = page.get_by_test_id("stProgress").filter(has_text="#2")
-    expect(jobs_bar).to_contain_text("done", timeout=240_000)  # the next test's job needs the CPU worker
+    expect(curve).to_be_visible()
+    expect(curve.get_by_test_id("stPlotlyChart")).to_be_attached()  # drawn from the jobs table
+    jobs_bar = page.locator(".st-key-job-2")
+    expect(jobs_bar).to_contain_text("done")  # the next test's job needs the CPU worker
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "jobs_curve_after_reload.png"), full_page=True)
 
@@ -61,17 +61,17 @@ def test_a_job_says_starting_at_once_and_its_curve_survives_a_reload_and_shows_o
 def test_a_finished_finetune_is_selectable_in_the_sidebar_without_a_reload(server, page):
     from playwright.sync_api import expect
 
-    page.goto(f"{server}/finetune", timeout=60_000)
+    page.goto(f"{server}/finetune")
     _standard_finetune(page, 6)
     page.get_by_role("button", name="Fine-tune as a background job").click()
-    expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text("Saved", timeout=90_000)
+    expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text("Saved")
     app = page.get_by_test_id("stApp")  # the page reruns the whole app once when it sees the job done
-    expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=60_000)
+    expect(app).to_have_attribute("data-test-script-state", "notRunning")
     sidebar = page.get_by_test_id("stSidebar")
     sidebar.get_by_text("Fine-tuned checkpoints").click()
     option = page.get_by_role("option", name=re.compile(r"standard-s6-"))
     for _ in range(10):  # the app's rerun may redraw the sidebar under the first click and close the list
-        expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=60_000)
+        expect(app).to_have_attribute("data-test-script-state", "notRunning")
         sidebar.get_by_role("combobox", name="digits").click()
         try:
             expect(option).to_be_visible(timeout=3_000)

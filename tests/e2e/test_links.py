@@ -29,7 +29,7 @@ def _engine_mean(tasks: list[str], lam: float | list[float], *, method: str = "t
 def _settled(page) -> None:
     from playwright.sync_api import expect
 
-    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning", timeout=60_000)
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
 
 
 def _title(page):
@@ -39,8 +39,8 @@ def _title(page):
 def _open_merge(page, url: str) -> None:
     from playwright.sync_api import expect
 
-    page.goto(url, timeout=60_000)
-    expect(_title(page)).to_contain_text("mean accuracy", timeout=90_000)
+    page.goto(url)
+    expect(_title(page)).to_contain_text("mean accuracy")
     _settled(page)
 
 
@@ -65,10 +65,11 @@ def test_a_copied_link_holds_each_tasks_checkpoint_variant(server, browser, page
     sidebar.get_by_text("Fine-tuned checkpoints").click()
     _choose(page, "every task", "tau_jp", within=sidebar)
     expected = _engine_mean(ZOO_TASKS, _lam(page), variant="tau_jp")
-    expect(_title(page)).to_have_text(f"Merged: mean accuracy {expected:.1%} (interactive split)", timeout=60_000)
+    expect(_title(page)).to_have_text(f"Merged: mean accuracy {expected:.1%} (interactive split)")
     link = page.url
     assert "ckpt=tau_jp" in link, link
     student = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+    student.set_default_timeout(120_000)
     _open_merge(student, link)
     expect(_title(student)).to_have_text(f"Merged: mean accuracy {expected:.1%} (interactive split)")
     # the sidebar's expander opens by itself on non-standard checkpoints
@@ -107,11 +108,11 @@ def test_a_bad_collection_path_then_an_empty_box_shows_the_zoo_with_widgets_and_
     box = page.get_by_test_id("stSidebar").get_by_role("textbox", name="Collection folder")
     box.fill("/nowhere/at/all")
     box.press("Enter")
-    expect(page.get_by_test_id("stAlertContentError").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("stAlertContentError").first).to_be_visible()
     _settled(page)
     box.fill("")
     box.press("Enter")
-    expect(_title(page)).to_contain_text("mean accuracy", timeout=60_000)
+    expect(_title(page)).to_contain_text("mean accuracy")
     _settled(page)
     expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
     chosen = page.get_by_test_id("stMultiSelect").first
@@ -143,12 +144,12 @@ def test_a_pasted_recipe_is_checked_as_the_command_line_checks_it_then_applied_w
     recipe_box.press("Control+Enter")
     _settled(page)
     page.get_by_role("button", name="Apply recipe").click()
-    expect(page.get_by_test_id("stAlertContentError")).to_have_text(str(cli.value), timeout=30_000)
+    expect(page.get_by_test_id("stAlertContentError")).to_have_text(str(cli.value))
     _settled(page)
     assert page.url == before
     expect(page.get_by_role("combobox", name="Method")).to_have_value("Task arithmetic")
     page.get_by_test_id("stSidebarNavLink").filter(has_text="Zoo").click()
-    expect(page.get_by_test_id("stHeading").first).to_contain_text("Checkpoints and tasks", timeout=30_000)
+    expect(page.get_by_test_id("stHeading").first).to_contain_text("Checkpoints and tasks")
     _settled(page)
     expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
     expect(page.get_by_test_id("stException")).to_have_count(0)
@@ -161,7 +162,7 @@ def test_a_pasted_recipe_is_checked_as_the_command_line_checks_it_then_applied_w
     _settled(page)
     page.get_by_role("button", name="Apply recipe").click()
     expected = _engine_mean(["digits", "faces"], 1.4, method="ties", variant="tau_jp")
-    expect(_title(page)).to_have_text(f"Merged: mean accuracy {expected:.1%} (interactive split)", timeout=60_000)
+    expect(_title(page)).to_have_text(f"Merged: mean accuracy {expected:.1%} (interactive split)")
     _settled(page)
     for part in ("ckpt=tau_jp", "method=ties", "lam=1.4", "tasks=digits", "tasks=faces"):
         assert part in page.url, page.url
@@ -175,9 +176,9 @@ def test_a_sweep_and_a_test_evaluation_stay_until_their_inputs_change(server, pa
     _open_merge(page, f"{server}/merge?tasks=digits&tasks=faces")
     page.get_by_role("button", name="λ sweep", exact=True).click()
     sweep = page.get_by_test_id("stPlotlyChart").filter(has_text="Accuracy over lam")
-    expect(sweep).to_be_visible(timeout=90_000)
+    expect(sweep).to_be_visible()
     page.get_by_role("button", name="Evaluate on test").click()
-    expect(page.get_by_text("Test: mean accuracy")).to_be_visible(timeout=90_000)
+    expect(page.get_by_text("Test: mean accuracy")).to_be_visible()
     _settled(page)
     thumb = page.get_by_test_id("stSlider").first.get_by_role("slider")
     thumb.focus()
@@ -199,8 +200,8 @@ def test_mixing_linearized_and_standard_checkpoints_is_explained_in_the_sidebar(
     pick; the page shows the engine's error, not a traceback."""
     from playwright.sync_api import expect
 
-    page.goto(f"{server}/merge?ckpt.digits=tau_jp", timeout=60_000)
+    page.goto(f"{server}/merge?ckpt.digits=tau_jp")
     warning = page.get_by_test_id("stSidebar").get_by_test_id("stAlertContentWarning")
-    expect(warning).to_contain_text("digits (tau_jp) is a linearized checkpoint", timeout=90_000)
+    expect(warning).to_contain_text("digits (tau_jp) is a linearized checkpoint")
     expect(warning).to_contain_text("pick a linearized variant (linearized, tau_jp) for every task")
     expect(page.get_by_test_id("stException")).to_have_count(0)

@@ -1,0 +1,114 @@
+"""Figures comparing methods and settings: every method at its best, the two-task λ landscape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import plotly.graph_objects as go
+
+from engine.jobs.compare import MethodsComparison
+from engine.jobs.landscape import Landscape
+from engine.merge import METHODS as METHOD_REGISTRY
+from ui.figures.style import COLOURS, readable
+
+
+def methods_chart(comparison: MethodsComparison) -> go.Figure:
+    """Every method at its best val setting: mean normalized accuracy on test (bars) and each task's test
+    accuracy (points), methods ordered by the bars from the top. Horizontal, so method names read level; each
+    bar's value is written after its name, where no per-task point can cover it."""
+    results = sorted(comparison.results, key=lambda r: r.test_mean_normalized, reverse=True)
+    names = [METHOD_REGISTRY[r.method].display_name for r in results]
+    fig = go.Figure(
+        go.Bar(
+            y=names,
+            x=[r.test_mean_normalized for r in results],
+            orientation="h",
+            name="mean normalized accuracy",
+            marker_color=COLOURS["merged"],
+            opacity=0.55,
+            hovertemplate="%{y}: %{x:.1%} normalized<extra></extra>",
+        )
+    )
+    for task in comparison.tasks:
+        fig.add_scatter(
+            y=names, x=[r.test_accuracy[task] for r in results], mode="markers", name=task, marker=dict(size=8)
+        )
+    fig.update_layout(
+        title="Every method at its best val setting, on test",
+        xaxis=dict(
+            title="accuracy (points: per task) · normalized (bars)",
+            tickformat=".0%",
+            hoverformat=".1%",
+            range=[0, max(1.1, *(r.test_mean_normalized + 0.05 for r in results))],
+        ),
+        yaxis=dict(
+            title="method (mean normalized accuracy)",
+            autorange="reversed",
+            tickmode="array",
+            tickvals=names,
+            ticktext=[f"{n} · {r.test_mean_normalized:.1%}" for n, r in zip(names, results)],
+        ),
+        height=max(360, 34 * len(names) + 160),
+        margin=dict(t=50),
+    )
+    return readable(fig)
+
+
+def landscape_heatmap(landscape: Landscape, *, preview: bool = False) -> go.Figure:
+    """Mean normalized accuracy of the two-task merge over the λ₁ × λ₂ grid (exact, or the tangent preview),
+    on one colour scale from 0 to 100% (or to the best cell of either grid, if above) so the two read alike; a
+    star marks the best point. Transparent markers on every cell make a click selectable (`clicked_lambdas`
+    reads it back)."""
+    grid = landscape.preview if preview else landscape.exact
+    cells = [v for g in (landscape.exact, landscape.preview) for row in g for v in row if v is not None]
+    top = max(1.0, *cells)  # normalized accuracy passes 100% where the merge beats the fine-tuned models
+    a, b = landscape.tasks
+    values = list(landscape.values)
+    fig = go.Figure(
+        go.Heatmap(
+            z=[list(row) for row in grid],
+            x=values,
+            y=values,
+            zmin=0,
+            zmax=top,
+            colorscale="Viridis",
+            colorbar=dict(title="normalized", tickformat=".0%"),
+            hoverinfo="skip",
+        )
+    )
+    cells = [(x, y, v) for y, row in zip(values, grid) for x, v in zip(values, row) if v is not None]
+    fig.add_scatter(
+        x=[x for x, _, _ in cells],
+        y=[y for _, y, _ in cells],
+        customdata=[v for *_, v in cells],
+        mode="markers",
+        marker=dict(size=18, symbol="square", opacity=0),
+        hovertemplate=f"λ {a} = %{{y:g}}, λ {b} = %{{x:g}}: %{{customdata:.1%}}<extra>click to open in Merge</extra>",
+        showlegend=False,
+    )
+    best = landscape.best(preview=preview)
+    if best is not None:
+        fig.add_scatter(
+            x=[best[1]],
+            y=[best[0]],
+            mode="markers",
+            marker=dict(symbol="star", size=16, color="white", line=dict(color="black", width=1)),
+            name=f"best: {best[2]:.1%}",
+            hoverinfo="skip",
+        )
+    kind = "tangent-space preview" if preview else "exact evaluation"
+    fig.update_layout(
+        title=f"{kind} ({landscape.split})",
+        xaxis_title=f"λ {b}",
+        yaxis_title=f"λ {a}",
+        legend=dict(orientation="h", y=-0.25),
+        margin=dict(t=50),
+    )
+    return readable(fig)
+
+
+def clicked_lambdas(selection: Mapping | None) -> tuple[float, float] | None:
+    """(λ₁, λ₂) of the first clicked landscape cell (y is the first task's λ), from st.plotly_chart's selection."""
+    points = ((selection or {}).get("selection") or {}).get("points") or []
+    cell = next((p for p in points if "x" in p and "y" in p), None)
+    return None if cell is None else (float(cell["y"]), float(cell["x"]))
