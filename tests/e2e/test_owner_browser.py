@@ -24,24 +24,24 @@ def test_a_job_stays_with_its_browser_and_a_shared_link_hands_out_no_cancel(serv
     app = page.get_by_test_id("stApp")  # the settings' reruns done before the click (a loaded machine lags)
     expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=SLOW_S)
     start.click()
-    expect(page.get_by_test_id("stProgress").filter(has_text="#1")).to_contain_text("running", timeout=SLOW_S)
+    expect(page.locator(".st-key-job-1")).to_contain_text("running", timeout=SLOW_S)
     expect(page.get_by_role("button", name="Cancel")).to_be_visible(timeout=SLOW_S)
     assert COOKIE in {c["name"] for c in page.context.cookies()} and COOKIE not in page.url
 
     page.reload()  # a new Streamlit session, the same browser
-    expect(page.get_by_test_id("stProgress").filter(has_text="#1")).to_be_visible(timeout=SLOW_S)
+    expect(page.locator(".st-key-job-1")).to_be_visible(timeout=SLOW_S)
     expect(page.get_by_role("button", name="Cancel")).to_be_visible(timeout=SLOW_S)
 
     tab = page.context.new_page()  # a second tab of the same browser
     tab.goto(link, timeout=SLOW_S)
-    expect(tab.get_by_test_id("stProgress").filter(has_text="#1")).to_be_visible(timeout=SLOW_S)
+    expect(tab.locator(".st-key-job-1")).to_be_visible(timeout=SLOW_S)
     expect(tab.get_by_role("button", name="Cancel")).to_be_visible(timeout=SLOW_S)
 
     stranger_context = browser.new_context()  # another browser, given the same link
     try:
         stranger = stranger_context.new_page()
         stranger.goto(link, timeout=SLOW_S)
-        expect(stranger.get_by_test_id("stProgress").filter(has_text="#1")).to_be_visible(timeout=SLOW_S)
+        expect(stranger.locator(".st-key-job-1")).to_be_visible(timeout=SLOW_S)
         expect(stranger.get_by_text("another session's")).to_be_visible(timeout=SLOW_S)
         expect(stranger.get_by_role("button", name="Cancel")).to_have_count(0)
         mine = {c["value"] for c in page.context.cookies() if c["name"] == COOKIE}
@@ -51,4 +51,4 @@ def test_a_job_stays_with_its_browser_and_a_shared_link_hands_out_no_cancel(serv
         stranger_context.close()
 
     tab.get_by_role("button", name="Cancel").click()  # the second tab can stop it, too
-    expect(tab.get_by_test_id("stProgress").filter(has_text="#1")).to_contain_text("cancelled", timeout=SLOW_S)
+    expect(tab.locator(".st-key-job-1")).to_contain_text("cancelled", timeout=SLOW_S)

@@ -50,7 +50,7 @@ def taujp_heatmap(matrix: TauJpMatrix, *, title: str | None = None, zmax: float 
         title=title
         or f"τJp: ‖J f(x; θ₀)·τ_a‖ on task b's inputs ({matrix.split}, "
         f"{min(matrix.images)}–{max(matrix.images)} images per task)",
-        xaxis_title="inputs of task b",
+        xaxis=dict(title="inputs of task b", tickangle=-90),  # upright: slanted names overlap in narrow columns
         yaxis=dict(title="task vector a", autorange="reversed"),
         margin=dict(t=50),
     )

@@ -51,7 +51,8 @@ def top_share_heatmap(stats: SubspaceStats) -> go.Figure:
     )
     fig.update_layout(
         title="Energy share of each task matrix's top 1/K directions",
-        xaxis_title="task",
+        # upright task names: the layer names take half the width, and plotly's slanted labels then overlap
+        xaxis=dict(title="task", tickangle=-90),
         yaxis=dict(title="layer (network order)", autorange="reversed"),
         height=max(320, 22 * len(stats.layers)),
         margin=dict(t=50),
@@ -76,7 +77,10 @@ def alignment_heatmap(values: torch.Tensor, tasks: Sequence[str], *, title: str)
         )
     )
     fig.update_layout(
-        title=title, xaxis_title="task", yaxis=dict(title="task", autorange="reversed"), margin=dict(t=50)
+        title=title,
+        xaxis=dict(title="task", tickangle=-90),  # upright: in a half-width column slanted names overlap
+        yaxis=dict(title="task", autorange="reversed"),
+        margin=dict(t=50),
     )
     return readable(fig)
 
