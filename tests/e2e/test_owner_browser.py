@@ -44,6 +44,8 @@ def test_a_job_stays_with_its_browser_and_a_shared_link_hands_out_no_cancel(serv
         expect(stranger.locator(".st-key-job-1")).to_be_visible(timeout=SLOW_S)
         expect(stranger.get_by_text("another session's")).to_be_visible(timeout=SLOW_S)
         expect(stranger.get_by_role("button", name="Cancel")).to_have_count(0)
+        # the stranger's token is set by the page's script after it draws: wait for the cookie, not a time
+        stranger.wait_for_function(f"document.cookie.includes('{COOKIE}=')", timeout=SLOW_S)
         mine = {c["value"] for c in page.context.cookies() if c["name"] == COOKIE}
         theirs = {c["value"] for c in stranger_context.cookies() if c["name"] == COOKIE}
         assert mine and theirs and mine != theirs  # each browser its own token
