@@ -96,14 +96,15 @@ def test_a_grid_started_from_the_page_runs_as_a_job_and_is_then_drawn(tiny_colle
 
 
 def test_a_started_sweep_job_shows_at_once(tiny_collection_dir, data_home):
-    """Right after "Started job #N" the page shows the job (queued here: a job ahead holds the one worker),
-    not "No sweep yet"."""
+    """Right after "Started job #N" the page shows the job (queued here: a job ahead holds the one job slot
+    config.json allows), not "No sweep yet"."""
     import threading
 
     from ui import resources
 
     data_home.mkdir(parents=True, exist_ok=True)
-    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tiny_collection_dir)]}))
+    config = {"allowed_roots": [str(tiny_collection_dir)], "job_slots": 1}
+    (data_home / "config.json").write_text(json.dumps(config))
     gate, started = threading.Event(), threading.Event()
 
     def blocking(ctx):
