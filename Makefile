@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
 
-.PHONY: run test lint bench bench-gpu setup
+.PHONY: run test test-fast lint bench bench-gpu setup
 setup: $(STAMP)
 
 $(STAMP): requirements.txt
@@ -16,8 +16,14 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	$(PY) -m streamlit run app.py
 
+# Two workers (this machine and CI have two cores); a module's tests stay on one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
+# The fast tier: everything but the end-to-end cases marked slow or browser (a few minutes).
+test-fast: $(STAMP)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow and not browser"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -30,3 +30,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"test skipped in CI ({report.longrepr}); CI must run every test"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `pytest -n N --dist loadgroup` (make test) a module's tests stay on one worker, so its module
+    fixtures (a Ray cluster, a dashboard server, the zoo workspace) start once; a module that shares a resource
+    with another module names a common `xdist_group` itself (the Ray modules: one cluster at a time)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -13,6 +13,9 @@ from engine.home import ASSETS_DIR
 from engine.runs.log import RunLog
 from engine.search.ray_trials import connect
 
+# one local Ray cluster at a time (make test runs two workers); minutes of cluster work: not in make test-fast
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+
 ON_THE_ZOO = ["--collection", str(ASSETS_DIR / "zoo"), "--tasks", "digits", "faces", "--device", "cpu"]
 
 

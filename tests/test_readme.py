@@ -89,6 +89,7 @@ def _fusion_bench_ta8(hub: Path, scratch: Path) -> None:
     )
 
 
+@pytest.mark.slow  # ~35 engine processes: minutes
 @pytest.mark.parametrize("command", engine_commands())
 def test_a_readme_command_runs_as_written(command, repository_root):
     env = {

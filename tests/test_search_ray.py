@@ -24,6 +24,9 @@ from engine.search.ray_trials import LOOPBACK, RayEvaluator, WorkerSpec, connect
 from engine.search.trials import LocalEvaluator
 from engine.workspace import Workspace
 
+# one local Ray cluster at a time (make test runs two workers); minutes of cluster work: not in make test-fast
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+
 TIES_GRID = {"density": [0.2, 0.5, 0.8], "lam": [0.25 * i for i in range(1, 9)]}  # 24 trials
 
 
