@@ -83,11 +83,18 @@ def load_head_file(path: Path, *, num_classes: int | None, embed_dim: int | None
     the normalised class embeddings, and a zero bias), read by the restricted unpickler; or a PEFT LoRA adapter
     folder whose `modules_to_save` carries a head (a Linear [C, E], zero bias), taken as is.
     """
+    path = Path(path)
+    head = _read_head(path)  # [C, E]
+    _check_head(head, path, num_classes=num_classes, embed_dim=embed_dim)
+    return head
+
+
+def _read_head(path: Path) -> torch.Tensor:
+    """The file's head matrix as float32 (not yet shape-checked); a non-zero bias is refused."""
     from engine.io.formats.peft_adapter import is_peft_adapter, read_adapter
     from engine.io.formats.safetensors_file import read_header
     from engine.io.formats.torch_zip import read_torch_zip, state_tensors
 
-    path = Path(path)
     refuse_special(path, fix="point at the head file itself (.safetensors or .pt)")
     if is_peft_adapter(path):  # a LoRA adapter's modules_to_save head: {"weight", "bias"}
         tensors = dict(read_adapter(path).head)
@@ -100,42 +107,41 @@ def load_head_file(path: Path, *, num_classes: int | None, embed_dim: int | None
         (k for k in ("head", "weight") if k in tensors), next(iter(tensors), None) if len(tensors) == 1 else None
     )
     if key is None:
-        raise CheckpointError(
-            path,
-            f"holds no head matrix (keys {sorted(tensors)[:4]})",
-            fix="save the [classes, embedding] matrix under 'head', or a ClassificationHead",
-        )
+        raise CheckpointError(path, f"holds no head matrix (keys {sorted(tensors)[:4]})", fix=_HEAD_FIX)
     check_floating({k: v for k, v in tensors.items() if k in (key, "bias")}, path, what="head tensor")
-    head = tensors[key].read(dtype=torch.float32)
     if "bias" in tensors and tensors["bias"].read().abs().max() > 0:
         raise CheckpointError(
             path,
             "has a non-zero bias; mergelab heads are bias-free",
             fix="fold the bias away or re-build the head from class names",
         )
+    return tensors[key].read(dtype=torch.float32)
+
+
+_HEAD_FIX = "save the [classes, embedding] matrix under 'head', or a ClassificationHead"
+
+
+def _check_head(head: torch.Tensor, path: Path, *, num_classes: int | None, embed_dim: int | None) -> None:
+    """Shape [C, E] against the task's classes and the model's embedding, every value finite."""
+    shape = tuple(head.shape)
     if head.ndim != 2:
-        raise CheckpointError(
-            path,
-            f"head has shape {tuple(head.shape)}, not [classes, embedding]",
-            fix="save the [classes, embedding] matrix under 'head', or a ClassificationHead",
-        )
+        raise CheckpointError(path, f"head has shape {shape}, not [classes, embedding]", fix=_HEAD_FIX)
     if num_classes is not None and head.shape[0] != num_classes:
         raise CheckpointError(
             path,
-            f"head has shape {tuple(head.shape)}, the task has {num_classes} classes",
+            f"head has shape {shape}, the task has {num_classes} classes",
             fix="pair the head file with the task's dataset (same classes, same order)",
         )
     if embed_dim is not None and head.shape[1] != embed_dim:
         raise CheckpointError(
             path,
-            f"head has shape {tuple(head.shape)}, the model's embedding has {embed_dim} dimensions",
+            f"head has shape {shape}, the model's embedding has {embed_dim} dimensions",
             fix="use the head built for this pool's pretrained model (same architecture)",
         )
     if not torch.isfinite(head).all():
         raise CheckpointError(
             path, "contains NaN or Inf values", fix="re-build the head from class names, or re-export it"
         )
-    return head  # [C, E]
 
 
 def _head_key(clip_sha: str, class_names: Sequence[str], templates: Sequence[str]) -> str:
