@@ -125,15 +125,14 @@ def learn_job(
     run_log: RunLog | None = None,
 ) -> LearnOutcome:
     """start: "atlas" | "task_arithmetic" (at `lam`); `config` None runs aTLAS alone."""
-    began, m, suite = time.perf_counter(), workspace.matrix, workspace.suite
+    began = time.perf_counter()
     if start not in ("atlas", "task_arithmetic"):
         raise ValueError(f"start must be 'atlas' or 'task_arithmetic', not {start!r}")
     ctx.starting("splitting val into fit and selection halves and building the heads")
-    data = ValSplit.of(suite, seed=atlas_config.seed)
+    data = ValSplit.of(workspace.suite, seed=atlas_config.seed)
     progress = _Progress(ctx, config.iterations if config else 0)
-    status = "done"
 
-    def log_run(outputs: dict) -> None:
+    def log_run(status: str, outputs: dict) -> None:
         """The learned run's row (done, or cancelled with what it reached)."""
         if run_log is not None:
             run_log.record(
@@ -141,44 +140,20 @@ def learn_job(
                 job_id=ctx.job_id,
                 method="dv_basi" if config else "atlas",
                 tasks=workspace.task_names,
-                device=str(m.T.device),
+                device=str(workspace.matrix.T.device),
                 status=status,
                 duration_s=round(time.perf_counter() - began, 3),
                 inputs=_inputs(start, lam, atlas_config, config),
                 outputs=outputs,
             )
 
+    status = "done"
     try:
-        if start == "atlas":
-            learned = atlas(
-                suite,
-                m.theta0,
-                m.T,
-                m.spec,
-                data=data,
-                config=atlas_config,
-                on_epoch=lambda r: progress.on_epoch("atlas", 0, r),
-            )
-            theta, label = learned.theta, "aTLAS"
-        else:
-            theta, label = m.theta0 + lam * m.T.sum(dim=0), f"task arithmetic λ={lam:g}"
-        progress.best = progress.origin = (theta, label)
-        if config is not None:
-            result = dv_basi(
-                suite,
-                m.theta0,
-                theta,
-                m.spec,
-                data=data,
-                config=config,
-                on_epoch=lambda j, r: progress.on_epoch("dv-basi", j, r),
-                on_iteration=progress.on_iteration,
-            )
-            progress.best = (result.theta, f"{label} + DV-BASI (iteration {result.best_iteration})")
+        _learn(workspace, progress, data, start=start, lam=lam, atlas_config=atlas_config, config=config)
     except Cancelled:
         status = "cancelled"
         if progress.best is None:  # cancelled in aTLAS's first epochs: only the curves so far to keep
-            log_run({"partial": True, "point": None, "curves": asdict(progress.curves), **_reached(progress)})
+            log_run(status, {"partial": True, "point": None, "curves": asdict(progress.curves), **_reached(progress)})
             raise
     outcome = _finish(workspace, *progress.best, progress.curves, out_dir=out_dir, partial=status == "cancelled")
     if config is not None:
@@ -186,10 +161,52 @@ def learn_job(
         outcome = replace(
             outcome, start=LearnedPoint(progress.origin[1], dict(start_test.accuracy), start_test.mean_accuracy)
         )
-    log_run({**outcome.to_json(), **(_reached(progress) if status == "cancelled" else {})})
+    log_run(status, {**outcome.to_json(), **(_reached(progress) if status == "cancelled" else {})})
     if status == "cancelled":
         raise Cancelled()
     return outcome
+
+
+def _learn(
+    workspace: Workspace,
+    progress: _Progress,
+    data: ValSplit,
+    *,
+    start: str,
+    lam: float,
+    atlas_config: LearnConfig,
+    config: DvBasiConfig | None,
+) -> None:
+    """The start (aTLAS, or task arithmetic at λ), then DV-BASI from it; `progress` holds the best so far (what
+    a cancel keeps)."""
+    m, suite = workspace.matrix, workspace.suite
+    if start == "atlas":
+        learned = atlas(
+            suite,
+            m.theta0,
+            m.T,
+            m.spec,
+            data=data,
+            config=atlas_config,
+            on_epoch=lambda r: progress.on_epoch("atlas", 0, r),
+        )
+        theta, label = learned.theta, "aTLAS"
+    else:
+        theta, label = m.theta0 + lam * m.T.sum(dim=0), f"task arithmetic λ={lam:g}"  # [P]
+    progress.best = progress.origin = (theta, label)
+    if config is None:
+        return
+    result = dv_basi(
+        suite,
+        m.theta0,
+        theta,
+        m.spec,
+        data=data,
+        config=config,
+        on_epoch=lambda j, r: progress.on_epoch("dv-basi", j, r),
+        on_iteration=progress.on_iteration,
+    )
+    progress.best = (result.theta, f"{label} + DV-BASI (iteration {result.best_iteration})")
 
 
 def _inputs(start: str, lam: float, atlas_config: LearnConfig, config: DvBasiConfig | None) -> dict[str, Any]:
