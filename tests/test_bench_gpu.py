@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Per part: figures that must be strictly positive (dotted paths), and the goals beside them.
@@ -67,6 +69,7 @@ def numbers(value, path: str = ""):
         yield path, value
 
 
+@pytest.mark.slow  # every part of the GPU command, tiny, in one process: minutes
 def test_smoke_measures_every_part_with_sane_figures(tmp_path: Path) -> None:
     out = tmp_path / "gpu_smoke.json"
     run = run_smoke(out)
