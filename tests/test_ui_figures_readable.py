@@ -195,7 +195,8 @@ def readability_problems(fig: go.Figure) -> list[str]:
             problems.append(f"{axis} has no title")
         if layout_axis.showticklabels is not False and layout_axis.automargin is not True:
             problems.append(f"{axis}: tick labels may be cut (automargin off)")
-        if axis in category_axes(fig) and layout_axis.tickmode != "array" and layout_axis.dtick != 1:
+        named = axis in category_axes(fig) and layout_axis.type in (None, "category")
+        if named and layout_axis.tickmode != "array" and layout_axis.dtick != 1:
             problems.append(f"{axis}: plotly may draw every second name (no dtick=1)")
         if layout_axis.range is not None and layout_axis.type != "log":
             low, high = layout_axis.range

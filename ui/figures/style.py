@@ -32,8 +32,9 @@ def readable(fig: go.Figure) -> go.Figure:
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)
     for name in category_axes(fig):
-        if fig.layout[name].tickmode != "array":
-            fig.layout[name].update(dtick=1)
+        axis = fig.layout[name]
+        if axis.tickmode != "array" and axis.type in (None, "category"):  # a date axis's dtick=1 is 1 ms
+            axis.update(dtick=1)
     return fig
 
 
