@@ -30,12 +30,17 @@ def viewport() -> dict[str, int]:
     return {"width": 1440, "height": 900}
 
 
+# Streamlit's placeholders: an element whose code is still loading, and one not yet sent by a (re)run
+SKELETONS = '[data-testid="stSkeleton"], [data-testid="stSkeletonElement"]'
+
+
 def _settled(page, heading: str) -> None:
     """Wait until the page's script has run to its end and its charts are drawn, then check it shows no error."""
     from playwright.sync_api import expect
 
     expect(page.get_by_test_id("stHeading").first).to_contain_text(heading)
     expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+    expect(page.locator(SKELETONS)).to_have_count(0)  # a chart still loading is no stPlotlyChart yet
     for chart in page.get_by_test_id("stPlotlyChart").all():
         expect(chart.locator(".main-svg").first).to_be_attached()
     exceptions = page.get_by_test_id("stException")
@@ -119,9 +124,14 @@ def _screenshot(page, name: str) -> None:
     from playwright.sync_api import expect
 
     size = page.viewport_size
+    charts = page.get_by_test_id("stPlotlyChart")
+    count = charts.count()
     height = page.get_by_test_id("stMain").evaluate("main => main.scrollHeight")
     page.set_viewport_size({"width": size["width"], "height": max(height, size["height"])})
-    for chart in page.get_by_test_id("stPlotlyChart").all():
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+    expect(page.locator(SKELETONS)).to_have_count(0)  # on a loaded machine a shot once caught only placeholders
+    expect(charts).to_have_count(count)
+    for chart in charts.all():
         expect(chart.locator(".main-svg").first).to_be_visible()
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
