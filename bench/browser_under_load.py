@@ -97,7 +97,7 @@ def run_module(module: str, *, limit_s: float) -> dict:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             code, summary = -1, f"stopped after {limit_s:.0f} s"
-        failures = _failures(report) if report.exists() else []
+        failures = failed_tests(report) if report.exists() else []
     samples = load.samples or [round(os.getloadavg()[0], 2)]
     return {
         "module": module,
@@ -113,7 +113,7 @@ def run_module(module: str, *, limit_s: float) -> dict:
     }
 
 
-def _failures(junit: Path) -> list[dict]:
+def failed_tests(junit: Path) -> list[dict]:
     """Each failed or erroring test of a pytest JUnit report: its node name and the first line of its error."""
     found = []
     for case in ET.parse(junit).getroot().iter("testcase"):
@@ -168,7 +168,7 @@ def _write(args: argparse.Namespace, runs: list[dict]) -> None:
         "runs_asked": args.runs,
         "runs": runs,
         "all_passed": len(runs) == args.runs and all(r["passed"] for r in runs),
-        "consecutive_passing_runs": _consecutive(runs),
+        "consecutive_passing_runs": consecutive_passing(runs),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
@@ -192,7 +192,7 @@ def _with_browser_tests() -> None:
     os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 
 
-def _consecutive(runs: list[dict]) -> int:
+def consecutive_passing(runs: list[dict]) -> int:
     """The longest streak of runs whose every module passed."""
     best = streak = 0
     for run in runs:
