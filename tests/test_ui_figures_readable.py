@@ -30,6 +30,7 @@ from engine.sta.codes import encode
 from engine.sta.stats import importance_summary
 from engine.taujp.matrix import TauJpMatrix
 from ui import figures
+from ui.figures.style import category_axes
 
 TASKS = ("digits", "faces", "textures")
 LAYERS = ("transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.1.mlp.c_fc.weight", "ln_post")
@@ -194,6 +195,9 @@ def readability_problems(fig: go.Figure) -> list[str]:
             problems.append(f"{axis} has no title")
         if layout_axis.showticklabels is not False and layout_axis.automargin is not True:
             problems.append(f"{axis}: tick labels may be cut (automargin off)")
+        named = axis in category_axes(fig) and layout_axis.type in (None, "category")
+        if named and layout_axis.tickmode != "array" and layout_axis.dtick != 1:
+            problems.append(f"{axis}: plotly may draw every second name (no dtick=1)")
         if layout_axis.range is not None and layout_axis.type != "log":
             low, high = layout_axis.range
             for trace in fig.data:
@@ -244,6 +248,8 @@ def test_the_check_catches_what_the_issue_saw():
     found = readability_problems(heat)
     assert "heatmap without a colour bar" in found and "colour range stops at 1 below the data's 1.012" in found
     assert "xaxis has no title" in found
+    skipped = go.Figure(go.Heatmap(z=[[1, 2]], x=["a", "b"], y=["c"], colorbar_title="z")).update_layout(title="t")
+    assert "xaxis: plotly may draw every second name (no dtick=1)" in readability_problems(skipped)
 
 
 def test_column_widths_fit_the_longest_cell():

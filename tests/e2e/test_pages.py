@@ -30,12 +30,17 @@ def viewport() -> dict[str, int]:
     return {"width": 1440, "height": 900}
 
 
+# Streamlit's placeholders: an element whose code is still loading, and one not yet sent by a (re)run
+SKELETONS = '[data-testid="stSkeleton"], [data-testid="stSkeletonElement"]'
+
+
 def _settled(page, heading: str) -> None:
     """Wait until the page's script has run to its end and its charts are drawn, then check it shows no error."""
     from playwright.sync_api import expect
 
     expect(page.get_by_test_id("stHeading").first).to_contain_text(heading)
     expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+    expect(page.locator(SKELETONS)).to_have_count(0)  # a chart still loading is no stPlotlyChart yet
     for chart in page.get_by_test_id("stPlotlyChart").all():
         expect(chart.locator(".main-svg").first).to_be_attached()
     exceptions = page.get_by_test_id("stException")
@@ -67,8 +72,41 @@ TEXT_BOXES = """chart => {
 }"""
 
 
+# Per chart: the tick labels drawn that differ from the figure's own, and the figure's names never drawn. The
+# figure's own label of a tick is its category (a name axis), its ticktext (a builder's own labels), or, on a
+# number axis, the text plotly formatted for it (`_vals`); each drawn <text> carries its tick (d3's __data__).
+# A label drawn as several lines (<br>) reads as their concatenation; markup (<b>, &amp;) as its text.
+TICK_LABELS = """chart => {
+  const el = chart.querySelector('.js-plotly-plot'), full = el._fullLayout;
+  const plain = s => new DOMParser().parseFromString(String(s).replace(/<br\\s*\\/?>/gi, ''), 'text/html')
+    .body.textContent;
+  const own = (ax, tick) => {
+    if (ax.tickmode === 'array' && ax.ticktext) {
+      const i = (ax.tickvals || []).findIndex(v => Math.abs(ax.d2l(v) - tick.x) < 1e-9);
+      return i < 0 ? `(no ticktext at ${tick.x})` : ax.ticktext[i];
+    }
+    return ax.type === 'category' ? ax._categories[Math.round(tick.x)] : tick.text;
+  };
+  const wrong = [], missing = [];
+  for (const name of Object.keys(full).filter(k => /^[xy]axis\\d*$/.test(k))) {
+    const ax = full[name];
+    if (!ax.visible || !ax.showticklabels) continue;
+    const drawn = [...el.querySelectorAll(`g.${ax._id}tick > text`)];
+    for (const node of drawn) {
+      const label = plain(own(ax, node.__data__));
+      if (node.textContent !== label) wrong.push({axis: ax._id, drawn: node.textContent, label});
+    }
+    const shown = new Set(drawn.map(n => n.textContent));
+    const names = ax.tickmode === 'array' && ax.ticktext ? ax.ticktext : ax.type === 'category' ? ax._categories : [];
+    for (const label of names.map(plain)) if (!shown.has(label)) missing.push({axis: ax._id, label});
+  }
+  return {wrong, missing};
+}"""
+
+
 def _charts_readable(page) -> None:
-    """Every chart on the page: each text box inside the chart, none over another (waits for the SVG first)."""
+    """Every chart on the page: each text box inside the chart, none over another, every tick label drawn as
+    the figure has it and every name of a name axis drawn (waits for the SVG first)."""
     from playwright.sync_api import expect
 
     for chart in page.get_by_test_id("stPlotlyChart").all():
@@ -76,6 +114,8 @@ def _charts_readable(page) -> None:
         expect(chart.locator(".gtitle, .xtick text").first).to_be_attached()
         found = chart.evaluate(TEXT_BOXES)
         assert found["outside"] == [] and found["overlaps"] == [], found
+        ticks = chart.evaluate(TICK_LABELS)
+        assert ticks["wrong"] == [] and ticks["missing"] == [], ticks
 
 
 def _screenshot(page, name: str) -> None:
@@ -84,9 +124,14 @@ def _screenshot(page, name: str) -> None:
     from playwright.sync_api import expect
 
     size = page.viewport_size
+    charts = page.get_by_test_id("stPlotlyChart")
+    count = charts.count()
     height = page.get_by_test_id("stMain").evaluate("main => main.scrollHeight")
     page.set_viewport_size({"width": size["width"], "height": max(height, size["height"])})
-    for chart in page.get_by_test_id("stPlotlyChart").all():
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+    expect(page.locator(SKELETONS)).to_have_count(0)  # on a loaded machine a shot once caught only placeholders
+    expect(charts).to_have_count(count)
+    for chart in charts.all():
         expect(chart.locator(".main-svg").first).to_be_visible()
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)

@@ -10,7 +10,7 @@ import torch
 from engine.merge.spectra import rank_correlation
 from engine.params import network_order
 from engine.taujp.matrix import TauJpMatrix
-from ui.figures.style import layers_height, readable
+from ui.figures.style import colour_bar_on_top, layers_height, readable
 from ui.formats import fixed, short_number
 
 
@@ -72,8 +72,8 @@ def taujp_variant_heatmaps(matrices: Mapping[str, TauJpMatrix]) -> list[go.Figur
     figures = []
     for name, m in matrices.items():
         fig = taujp_heatmap(m, title=f"{name}: mean off-diagonal {float(_off_diagonal(m).mean()):.3g}", zmax=zmax)
-        fig.update_traces(texttemplate=None, selector=dict(type="heatmap"))
-        fig.update_layout(height=380, margin=dict(t=40, l=10, r=10, b=10))
+        fig.update_traces(texttemplate=None, colorbar=colour_bar_on_top("τJp"), selector=dict(type="heatmap"))
+        fig.update_layout(height=420, margin=dict(t=40, l=10, r=10, b=10))  # cells under the bar strip
         figures.append(fig)
     return figures
 

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 
 from engine.params import network_order
 from engine.sta.stats import ImportanceSummary
-from ui.figures.style import layers_height, readable
+from ui.figures.style import colour_bar_on_top, layers_height, readable
 from ui.formats import fixed_grid
 
 
@@ -75,15 +75,15 @@ def layer_importance_heatmap(summary: ImportanceSummary) -> go.Figure:
             zmin=0,
             zmax=1,
             colorscale="Blues",
-            colorbar=dict(title="kept", tickformat=".0%"),
+            colorbar=colour_bar_on_top("kept", tickformat=".0%"),  # the layer names take half the width
             hovertemplate="%{x} · %{y}: %{z:.1%} kept<extra></extra>",
         )
     )
     fig.update_layout(
         title=f"Share of each layer kept at κ = {summary.threshold:g}",
-        xaxis_title="task",
+        xaxis=dict(title="task", tickangle=-90),  # upright: plotly's slanted names touch in a half-width column
         yaxis=dict(title="layer (network order)", autorange="reversed"),
-        height=layers_height(len(order)),
+        height=layers_height(len(order)) + 60,  # and the colour bar's strip
         margin=dict(t=50),
     )
     return readable(fig)

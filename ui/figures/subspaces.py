@@ -9,7 +9,7 @@ import torch
 
 from engine.merge.spectra import MeasureAgreement, SubspaceStats
 from engine.params import network_order
-from ui.figures.style import readable
+from ui.figures.style import colour_bar_on_top, layers_height, readable
 from ui.formats import fixed, fixed_grid
 
 
@@ -45,7 +45,7 @@ def top_share_heatmap(stats: SubspaceStats) -> go.Figure:
             zmin=0,
             zmax=1,
             colorscale="Blues",
-            colorbar=dict(title="energy share", tickformat=".0%"),
+            colorbar=colour_bar_on_top("energy share", tickformat=".0%"),  # the layer names take half the width
             hovertemplate="%{y} · %{x}: %{z:.0%} of the energy in the top 1/K<extra></extra>",
         )
     )
@@ -54,7 +54,7 @@ def top_share_heatmap(stats: SubspaceStats) -> go.Figure:
         # upright task names: the layer names take half the width, and plotly's slanted labels then overlap
         xaxis=dict(title="task", tickangle=-90),
         yaxis=dict(title="layer (network order)", autorange="reversed"),
-        height=max(320, 22 * len(stats.layers)),
+        height=layers_height(len(stats.layers)) + 60,  # and the colour bar's strip
         margin=dict(t=50),
     )
     return readable(fig)
