@@ -31,8 +31,6 @@ from engine.eval.evaluate import EvalResult, evaluate
 from engine.eval.suite import EvalSuite
 from engine.home import ASSETS_DIR, STORE_CHOICES, DataHome, PathPolicy
 from engine.io.checkpoints import load_checkpoint
-from engine.jobs.grid import checked_axes
-from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import FINISHED, JobState, JobStatus, LocalRunner
 from engine.jobs.search import grid_sweep_job, search_job
 from engine.merge import METHODS, MergeMethod
@@ -48,7 +46,9 @@ from engine.runs.recipes import MergeRecipe, load_recipe, parse_recipe
 from engine.search.axes import parse_axes
 from engine.search.backend import ray_setting
 from engine.search.coefficients import STRATEGIES, SearchSpace
+from engine.search.grid import checked_axes
 from engine.search.ray_trials import RAY_ENV
+from engine.search.ref import WorkspaceRef
 from engine.workspace import Workspace
 
 DEFAULT_COLLECTION = ASSETS_DIR / "zoo"
