@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from engine import cli_jobs
+from engine import cli_benchmark, cli_jobs
 from engine.data.splits import PROFILES
 from engine.data.suites import require_suite, suite_named, suite_tasks, suites
 from engine.errors import MergelabError, OutputExistsError, ParameterError
@@ -168,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--out", type=Path, default=DEFAULT_COLLECTION / "real_images.npz")
     extract.set_defaults(run=_run_zoo_extract)
     cli_jobs.register(sub)  # finetune, learn, taujp, importance, compare, landscape, job SPEC.json
+    cli_benchmark.register(sub)  # benchmark: the papers' table on a pool
     return parser
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from engine.errors import SchemaError
 from engine.home import DataHome, PathPolicy
+from engine.jobs.benchmark import benchmark_job
 from engine.jobs.compare import compare_job
 from engine.jobs.finetune import finetune_job
 from engine.jobs.importance import importance_job
@@ -100,6 +101,7 @@ JOB_KINDS: Mapping[str, JobKind] = MappingProxyType(
         "grid_sweep": JobKind(grid_sweep_job, by_reference=runs_on_ray),
         "search": JobKind(search_job, by_reference=runs_on_ray),
         "compare": JobKind(compare_job),
+        "benchmark": JobKind(benchmark_job, paths=("out",)),
         "finetune": JobKind(finetune_job, configs={"config": FinetuneConfig}, paths=("out_root",)),
         "learn": JobKind(learn_job, configs={"atlas_config": LearnConfig, "config": DvBasiConfig}, paths=("out_dir",)),
         "importance": JobKind(importance_job),
