@@ -152,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
         ("add-taujp", "add the τJp matrix (interference) to an existing zoo", _run_zoo_add_taujp),
         ("add-methods", "add every merge method at its best val setting (report.json → methods)", _run_zoo_add_methods),
         ("add-variants", "add linearized and τJp-regularised fine-tunes of every task", _run_zoo_add_variants),
+        ("add-benchmark", "add the benchmark's table of the zoo (benchmark.json)", _run_zoo_add_benchmark),
         ("add-learned", "add aTLAS / DV-BASI results (report.json → learned)", _run_zoo_add_learned),
         (
             "add-learned-taujp",
@@ -577,6 +578,14 @@ def _run_zoo_add_methods(args: argparse.Namespace) -> int:
     recorded = update_zoo(args.zoo, methods_stage, name="methods")
     rows = [(r["method"], r["test_mean_accuracy"], r["test_mean_normalized"]) for r in recorded["methods"]["results"]]
     print("\n".join(f"{m:16s} test mean {a:.4f}  normalized {n:.4f}" for m, a, n in rows))
+    return 0
+
+
+def _run_zoo_add_benchmark(args: argparse.Namespace) -> int:
+    from engine.eval.benchmark import markdown
+    from engine.zoo.benchmark import benchmark_stage
+
+    print(markdown(benchmark_stage(args.zoo)), end="")
     return 0
 
 

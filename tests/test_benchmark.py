@@ -11,13 +11,15 @@ import torch
 from engine.cli import main
 from engine.data.splits import stratified_subset
 from engine.errors import ParameterError, SchemaError
-from engine.eval.benchmark import Benchmark, markdown
+from engine.eval.benchmark import Benchmark, markdown, stored_benchmark
 from engine.eval.published import published_rows
-from engine.jobs.benchmark import benchmark_job
+from engine.home import ASSETS_DIR
+from engine.jobs.benchmark import DEFAULT_METHODS, benchmark_job
 from engine.jobs.compare import compare_job
 from engine.jobs.runner import Cancelled, JobContext
 from engine.search import trials as trial_module
 from engine.workspace import Workspace
+from engine.zoo.benchmark import ZOO_NAME, zoo_benchmark
 from tests.builders import TINY_ARCH
 from tests.foreign import tiny_source
 from tests.hf_fixtures import write_fusion_bench_cache
@@ -163,3 +165,13 @@ def test_the_command_prints_the_table_and_writes_both_files(tiny_collection_dir,
     assert stored["settings"]["limit_per_task"] == 8 and stored["rows"][2]["trials"] == 21  # TA's declared grid
     assert main([*args, "--suite", "TA8", "--out", str(out)]) != 0
     assert "lacks 8 of TA8's 8 tasks" in capsys.readouterr().err
+
+
+def test_the_zoo_s_stored_table_recomputes_its_task_arithmetic_row():
+    stored = stored_benchmark(ASSETS_DIR / "zoo")
+    assert stored.complete and stored.settings["collection"] == ZOO_NAME and stored.settings["limit_per_task"] is None
+    assert [r.method for r in stored.rows] == ["zero_shot", "finetuned", *DEFAULT_METHODS]
+    grids = {"task_arithmetic": stored.settings["grids"]["task_arithmetic"]}
+    again = zoo_benchmark(ASSETS_DIR / "zoo", methods=["task_arithmetic"], grids=grids)
+    assert again.row("task_arithmetic") == stored.row("task_arithmetic")
+    assert again.row("finetuned") == stored.row("finetuned") and again.row("zero_shot") == stored.row("zero_shot")

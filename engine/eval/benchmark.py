@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine.errors import SchemaError
 from engine.eval.published import Published, PublishedRow, Score, Source, differences
 
 SCHEMA_VERSION = 1
+BENCHMARK_FILE = "benchmark.json"  # a collection's stored table, beside its manifest (the demo zoo ships one)
 BASELINES = ("zero_shot", "finetuned")  # rows of every table, compared with the papers' rows of those names
 
 
@@ -168,3 +170,19 @@ def _notes(benchmark: Benchmark) -> list[str]:
 
 def write_json(benchmark: Benchmark) -> str:
     return json.dumps(benchmark.to_json(), indent=2) + "\n"
+
+
+def read_benchmark(path: Path) -> Benchmark:
+    """A benchmark's JSON file (SchemaError naming it when it is not one)."""
+    try:
+        return Benchmark.from_json(json.loads(path.read_text(encoding="utf-8")), source=str(path))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SchemaError(
+            path, f"is not a benchmark's JSON ({exc})", fix="write it with `python -m engine benchmark`"
+        ) from exc
+
+
+def stored_benchmark(folder: Path) -> Benchmark | None:
+    """The table stored beside a collection (`BENCHMARK_FILE`), or None where it has none."""
+    path = Path(folder) / BENCHMARK_FILE
+    return read_benchmark(path) if path.is_file() else None

@@ -27,7 +27,7 @@ from typing import Any
 from engine.cache.memory import ComputeCache
 from engine.data.splits import profile, subsampled
 from engine.data.suites import match_suite, require_suite
-from engine.errors import ParameterError, SchemaError
+from engine.errors import DatasetError, ParameterError, SchemaError
 from engine.eval.benchmark import Benchmark, MethodRow, markdown, write_json
 from engine.eval.evaluate import normalized_accuracy
 from engine.eval.published import UNKNOWN_FAMILY, Published, published
@@ -80,6 +80,7 @@ def benchmark_job(
     _check(methods, grids, ray=ray, limit=limit_per_task, val_profile=val_profile)
     axes = {m: checked_axes(m, grids[m], {}, len(chosen)) for m in methods}
     bench = prepared(workspace, tasks=chosen, val_profile=val_profile, limit=limit_per_task, seed=seed)
+    _check_images(bench, chosen)
     architecture = published_architecture or workspace.pretrained.architecture
     settings = {
         "collection": str(workspace.collection.root),
@@ -103,7 +104,8 @@ def benchmark_job(
         {t: {s: len(bench.suite.tasks[t].split(s)) for s in ("val", "test")} for t in chosen},
         {"zero_shot": "Zero-shot", "finetuned": "Fine-tuned", **{m: short_name(m) for m in methods}},
     )
-    counter = TrialCounter(ctx, sum(len(grid_points(a)) + 1 for m, a in axes.items() if not table.row(m)))
+    planned = sum(len(grid_points(a)) + 1 for m, a in axes.items() if not table.row(m))
+    counter = TrialCounter(ctx, planned, metrics={"out": str(out)} if out else None)
     ctx.starting(FIRST_POINT.format(method=methods[0], split="val"), total=counter.total)
     save(out, table, pending)
     with job_trials(ctx, bench, ray=ray, workers=workers) as run:
@@ -144,6 +146,17 @@ def _check(
             "cannot subsample or redraw val on the workers",
             fix="drop --limit-per-task/--val-profile",
         )
+
+
+def _check_images(workspace: Workspace, tasks: Sequence[str]) -> None:
+    """Every task has val images to choose on and test images to report on (a tiny dataset's val profile may
+    draw none: 10% of 2 images)."""
+    for task in tasks:
+        for split in ("val", "test"):
+            if len(workspace.suite.tasks[task].split(split)) == 0:
+                raise DatasetError(
+                    task, f"has no {split} images", fix="give it more images, or another --val-profile for val"
+                )
 
 
 def benchmark_tasks(collection: Collection, tasks: Sequence[str] | None, suite: str | None) -> tuple[str, ...]:

@@ -110,11 +110,13 @@ class TrialCounter:
     ctx: JobContext
     total: int
     done: int = 0
+    metrics: Mapping[str, Any] | None = None  # reported with every step (the benchmark: where its file is)
 
     def __call__(self, result: TrialResult, method: str) -> None:
         self.done += 1
         where = f"{result.split} {dict(result.params)}"
-        self.ctx.report(self.done, self.total, f"{method}: {where}: mean normalized {result.mean_normalized:.1%}")
+        message = f"{method}: {where}: mean normalized {result.mean_normalized:.1%}"
+        self.ctx.report(self.done, self.total, message, metrics=self.metrics)
 
 
 def chosen_on_val(
