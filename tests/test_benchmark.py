@@ -167,7 +167,9 @@ def test_the_command_prints_the_table_and_writes_both_files(tiny_collection_dir,
     assert "lacks 8 of TA8's 8 tasks" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_zoo_s_stored_table_recomputes_its_task_arithmetic_row():
+    """The whole row: TA's declared grid on val, the choice, its test accuracy (4 minutes under load)."""
     stored = stored_benchmark(ASSETS_DIR / "zoo")
     assert stored.complete and stored.settings["collection"] == ZOO_NAME and stored.settings["limit_per_task"] is None
     assert [r.method for r in stored.rows] == ["zero_shot", "finetuned", *DEFAULT_METHODS]
