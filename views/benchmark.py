@@ -11,7 +11,7 @@ from engine.data.suites import match_suite
 from engine.errors import MergelabError
 from engine.eval.benchmark import Benchmark, markdown, read_benchmark, stored_benchmark
 from engine.home import DataHome
-from engine.jobs.benchmark import DEFAULT_METHODS, GPU_NOTE
+from engine.jobs.benchmark import DEFAULT_METHODS, GPU_NOTE, short_name
 from engine.jobs.compare import DEFAULT_GRIDS
 from engine.jobs.runner import JobState
 from ui import figures, messages, pages, resources, widgets
@@ -32,7 +32,11 @@ match = match_suite(list(ws.task_names))
 suites = [""] + ([match.suite.name] if match and match.complete else [])
 left, middle, right = st.columns([3, 1, 1])
 methods = left.multiselect(
-    "methods", sorted(DEFAULT_GRIDS), default=[m for m in DEFAULT_METHODS if m in DEFAULT_GRIDS], key="bench_methods"
+    "methods",
+    sorted(DEFAULT_GRIDS),
+    default=[m for m in DEFAULT_METHODS if m in DEFAULT_GRIDS],
+    format_func=short_name,
+    key="bench_methods",
 )
 limit = middle.number_input("images per task (0: all)", min_value=0, value=0, step=50, key="bench_limit")
 suite = right.selectbox("suite", suites, format_func=lambda s: s or "all tasks", key="bench_suite")

@@ -136,7 +136,8 @@ def markdown(benchmark: Benchmark) -> str:
         cells.append(" / ".join(f"{p.accuracy:.1f} ({p.checkpoints})" for p in theirs) or "–")
         cells.append(" / ".join(f"{100 * row.mean_accuracy - p.accuracy:+.1f}" for p in theirs) or "–")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join([*lines, "", *_notes(benchmark)]) + "\n"
+    notes = [part for note in _notes(benchmark) for part in ("", note)]  # a paragraph each
+    return "\n".join([*lines, *notes]) + "\n"
 
 
 def _published_by_method(rows: Sequence[PublishedRow]) -> dict[str, list[PublishedRow]]:
