@@ -112,6 +112,17 @@ def test_a_benchmark_file_of_other_settings_is_refused_and_kept(ws, tmp_path):
     assert out.read_text() == before
 
 
+def test_a_val_profile_redraws_val_and_ray_refuses_what_its_workers_would_not_see(ws):
+    grids = {"task_arithmetic": {"lam": [0.5]}}
+    table = benchmark_job(_ctx(), workspace=ws, methods=["task_arithmetic"], grids=grids, val_profile="task_vectors")
+    assert table.images["colour"] == {"val": 2, "test": 40} and table.settings["val_profile"] == "task_vectors"
+    assert ws.suite.tasks["colour"].split("val").labels.shape[0] == 140  # the open workspace is left as it was
+    with pytest.raises(ParameterError, match="benchmark on Ray"):
+        benchmark_job(_ctx(), workspace=ws, methods=["task_arithmetic"], grids=grids, limit_per_task=5, ray="local")
+    with pytest.raises(ParameterError, match="declare no grid"):
+        benchmark_job(_ctx(), workspace=ws, methods=["emr_unknown"])
+
+
 @pytest.fixture(scope="module")
 def ta8_pool(tmp_path_factory):
     """A tiny random pool named like TA8 in a hub cache, of FusionBench's checkpoint family (its repositories)."""
