@@ -98,9 +98,9 @@ def _bare_steps_s(ws, config) -> float:
 
 def main() -> None:
     from engine.home import ASSETS_DIR
-    from engine.jobs.ref import WorkspaceRef
     from engine.jobs.runner import LocalRunner, job_threads
     from engine.runs.log import RunLog
+    from engine.search.ref import WorkspaceRef
     from engine.train.finetune import FinetuneConfig
     from engine.workspace import Workspace
 

@@ -74,10 +74,10 @@ def _time_one(runner, spec, resolve) -> dict[str, float | str]:
 
 def main(repeats: int = 3) -> None:
     from engine.home import ASSETS_DIR
-    from engine.jobs.ref import WorkspaceRef
     from engine.jobs.runner import LocalRunner
     from engine.jobs.spec import JobSpec
     from engine.runs.log import RunLog
+    from engine.search.ref import WorkspaceRef
     from engine.workspace import Workspace
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -67,11 +67,11 @@ def summary(rounds: list[dict]) -> dict:
 
 def main(trials: int, rounds: int, search: int) -> None:
     from engine.home import ASSETS_DIR
-    from engine.jobs.ref import WorkspaceRef
     from engine.search.coefficients import SearchSpace, coefficient_search
     from engine.search.grid import grid_sweep
     from engine.search.outcome import run_batch
     from engine.search.ray_trials import RayEvaluator, WorkerSpec, connect
+    from engine.search.ref import WorkspaceRef
     from engine.search.trials import LocalEvaluator, TrialRequest
     from engine.workspace import Workspace
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from engine import cli_jobs
+from engine import cli_benchmark, cli_jobs
 from engine.data.splits import PROFILES
 from engine.data.suites import require_suite, suite_named, suite_tasks, suites
 from engine.errors import MergelabError, OutputExistsError, ParameterError
@@ -31,8 +31,6 @@ from engine.eval.evaluate import EvalResult, evaluate
 from engine.eval.suite import EvalSuite
 from engine.home import ASSETS_DIR, STORE_CHOICES, DataHome, PathPolicy
 from engine.io.checkpoints import load_checkpoint
-from engine.jobs.grid import checked_axes
-from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import FINISHED, JobState, JobStatus, LocalRunner
 from engine.jobs.search import grid_sweep_job, search_job
 from engine.merge import METHODS, MergeMethod
@@ -48,7 +46,9 @@ from engine.runs.recipes import MergeRecipe, load_recipe, parse_recipe
 from engine.search.axes import parse_axes
 from engine.search.backend import ray_setting
 from engine.search.coefficients import STRATEGIES, SearchSpace
+from engine.search.grid import checked_axes
 from engine.search.ray_trials import RAY_ENV
+from engine.search.ref import WorkspaceRef
 from engine.workspace import Workspace
 
 DEFAULT_COLLECTION = ASSETS_DIR / "zoo"
@@ -152,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
         ("add-taujp", "add the τJp matrix (interference) to an existing zoo", _run_zoo_add_taujp),
         ("add-methods", "add every merge method at its best val setting (report.json → methods)", _run_zoo_add_methods),
         ("add-variants", "add linearized and τJp-regularised fine-tunes of every task", _run_zoo_add_variants),
+        ("add-benchmark", "add the benchmark's table of the zoo (benchmark.json)", _run_zoo_add_benchmark),
         ("add-learned", "add aTLAS / DV-BASI results (report.json → learned)", _run_zoo_add_learned),
         (
             "add-learned-taujp",
@@ -168,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--out", type=Path, default=DEFAULT_COLLECTION / "real_images.npz")
     extract.set_defaults(run=_run_zoo_extract)
     cli_jobs.register(sub)  # finetune, learn, taujp, importance, compare, landscape, job SPEC.json
+    cli_benchmark.register(sub)  # benchmark: the papers' table on a pool
     return parser
 
 
@@ -576,6 +578,14 @@ def _run_zoo_add_methods(args: argparse.Namespace) -> int:
     recorded = update_zoo(args.zoo, methods_stage, name="methods")
     rows = [(r["method"], r["test_mean_accuracy"], r["test_mean_normalized"]) for r in recorded["methods"]["results"]]
     print("\n".join(f"{m:16s} test mean {a:.4f}  normalized {n:.4f}" for m, a, n in rows))
+    return 0
+
+
+def _run_zoo_add_benchmark(args: argparse.Namespace) -> int:
+    from engine.eval.benchmark import markdown
+    from engine.zoo.benchmark import benchmark_stage
+
+    print(markdown(benchmark_stage(args.zoo)), end="")
     return 0
 
 

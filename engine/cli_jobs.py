@@ -36,13 +36,13 @@ from engine.errors import MergelabError, ParameterError, SchemaError
 from engine.home import ASSETS_DIR, DataHome, PathPolicy
 from engine.io.atomic import write_text_atomic
 from engine.jobs.forms import FORMS, Field, JobForm
-from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import FINISHED, JobState, JobStatus, LocalRunner
 from engine.jobs.spec import JOB_KINDS, JobSpec, open_workspace, submit
 from engine.models import pick_device
 from engine.pool.access import open_for_user
 from engine.runs.log import RunLog
 from engine.search.ray_trials import RAY_ENV
+from engine.search.ref import WorkspaceRef
 
 CANCELLED_EXIT = 130  # the shell's code for a command stopped by Ctrl-C
 POLL_S = 0.2

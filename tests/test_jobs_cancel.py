@@ -21,7 +21,6 @@ def _jobs(ws: Workspace, tmp_path):
     """kind → (job function, its arguments): each long enough that a cancel after its first step cuts it short."""
     from engine.jobs.compare import compare_job
     from engine.jobs.finetune import finetune_job
-    from engine.jobs.grid import grid_job
     from engine.jobs.importance import importance_job
     from engine.jobs.landscape import landscape_job
     from engine.jobs.learn import learn_job
@@ -36,7 +35,6 @@ def _jobs(ws: Workspace, tmp_path):
             sweep_job,
             dict(tasks=tasks, method="task_arithmetic", params={}, param="lam", values=lams, split="val"),
         ),
-        "grid": (grid_job, dict(tasks=tasks, method="task_arithmetic", grid={"lam": lams})),
         "compare": (compare_job, dict(methods=["task_arithmetic", "ties"])),
         "finetune": (finetune_job, dict(task=tasks[0], config=TINY_FINETUNE, out_root=tmp_path / "finetuned")),
         "learn": (learn_job, dict(start="atlas", atlas_config=SHORT_LEARN, config=None)),
@@ -51,7 +49,6 @@ def _jobs(ws: Workspace, tmp_path):
 
 KINDS = (
     "sweep",
-    "grid",
     "compare",
     "finetune",
     "learn",

@@ -18,8 +18,10 @@ LAYERS = (
     ("engine.pool",),
     ("engine.merge", "engine.sta", "engine.taujp", "engine.train", "engine.learn"),
     ("engine.workspace",),
-    ("engine.jobs", "engine.runs", "engine.search"),
-    ("engine.cli", "engine.cli_jobs", "engine.__main__", "engine.zoo"),
+    ("engine.runs",),
+    ("engine.search",),  # the one trial engine: jobs submit trials to it, it never imports a job
+    ("engine.jobs",),
+    ("engine.cli", "engine.cli_jobs", "engine.cli_benchmark", "engine.__main__", "engine.zoo"),
 )
 UI = ("streamlit", "ui", "views", "app")
 

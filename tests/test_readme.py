@@ -85,7 +85,7 @@ def _fusion_bench_ta8(hub: Path, scratch: Path) -> None:
         architecture=TINY_ARCH,
         pretrained=source["pretrained"],
         finetuned={task: source["finetuned"]["any"] for task in tasks},
-        datasets_of={task: (dataset_id, {"train": [0, 1], "test": [1, 0]}) for task, dataset_id in tasks.items()},
+        datasets_of={task: (dataset_id, {"train": [0, 1] * 10, "test": [1, 0]}) for task, dataset_id in tasks.items()},
     )
 
 

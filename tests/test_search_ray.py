@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import ray
 
-from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import JobContext, JobState, LocalRunner
 from engine.jobs.search import grid_sweep_job, search_job
 from engine.runs.log import RunLog
@@ -21,6 +20,7 @@ from engine.search.coefficients import SearchSpace, coefficient_search
 from engine.search.grid import grid_sweep
 from engine.search.logged import read_sweep
 from engine.search.ray_trials import LOOPBACK, RayEvaluator, WorkerSpec, connect
+from engine.search.ref import WorkspaceRef
 from engine.search.trials import LocalEvaluator
 from engine.workspace import Workspace
 

@@ -14,7 +14,9 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
+from engine.eval.benchmark import Benchmark, MethodRow
 from engine.eval.evaluate import EvalResult
+from engine.eval.published import Published, PublishedRow, Source
 from engine.eval.results import MergeComparison, Sweep
 from engine.jobs.compare import MethodResult, MethodsComparison
 from engine.jobs.finetune import FinetuneCurves
@@ -88,6 +90,21 @@ def _methods():
     return MethodsComparison(TASKS, rows)
 
 
+def _benchmark(*, comparable: bool = True) -> Benchmark:
+    rows = tuple(
+        MethodRow(m, {}, 3, None, dict(zip(TASKS, acc)), dict(zip(TASKS, acc)))
+        for m, acc in (("zero_shot", (0.3, 0.5, 0.4)), ("finetuned", (0.9, 1.0, 0.95)), ("iso_c", (0.8, 0.7, 0.9)))
+    )
+    theirs = PublishedRow(
+        "TA8", "ViT-B-32", "FusionBench", "iso_c", "Iso-C", 82.8, None, Source("FusionBench docs", "t")
+    )
+    published = Published(
+        "TA8", "ViT-B-32", "FusionBench", (theirs,) if comparable else (), None if comparable else "x"
+    )
+    names = {"zero_shot": "Zero-shot", "finetuned": "Fine-tuned", "iso_c": "Iso-C"}
+    return Benchmark({}, TASKS, ("iso_c",), rows, published, names=names)
+
+
 def _landscape():
     grid = ((0.5, 0.9), (0.95, 1.012))  # the best cell above 100%, as on the demo zoo
     return Landscape(("digits", "faces"), (0.0, 1.0), "interactive", grid, grid)
@@ -142,6 +159,11 @@ SAMPLES = {
         alignment_vs_taujp(_stats(), _matrix().values, TASKS, TASKS)
     ),
     "methods_chart": lambda: figures.methods_chart(_methods()),
+    "benchmark_task_bars": lambda: figures.benchmark_task_bars(_benchmark()),
+    "benchmark_published_chart": lambda: [
+        figures.benchmark_published_chart(_benchmark()),
+        figures.benchmark_published_chart(_benchmark(comparable=False)),
+    ],
     "landscape_heatmap": lambda: figures.landscape_heatmap(_landscape()),
     "runs_comparison": lambda: figures.runs_comparison([_run(1, {"digits": 0.5}), _run(2, {"faces": 0.9})]),
     "job_curve": lambda: figures.job_curve("merge_parts", {"loss": [3.0, 2.0]}, name="WUDI"),

@@ -115,6 +115,16 @@ def zoo_workspace(tmp_path_factory):
     return Workspace.open(ZOO, cache_dir=tmp_path_factory.mktemp("zoo-cache"))
 
 
+def test_the_stored_benchmark_s_task_arithmetic_row_is_its_setting_s_test_accuracy(zoo_workspace):
+    """benchmark.json's TA row recomputed at its stored setting (the whole row, grid and choice, is the slow test
+    in tests/test_benchmark.py)."""
+    from engine.eval.benchmark import stored_benchmark
+
+    ws, row = zoo_workspace, stored_benchmark(ZOO).row("task_arithmetic")
+    merged = ws.merge(ws.task_names, "task_arithmetic", row.params)
+    assert evaluate(merged, ws.suite, "test").accuracy == row.accuracy
+
+
 def test_shipped_importance_maps_recompute(zoo_workspace, tmp_path):
     """One task's shipped map equals a fresh computation (codes may differ by one step from float noise)."""
     from engine.sta.importance import ImportanceConfig, ImportanceSource, importance_codes

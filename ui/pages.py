@@ -60,6 +60,15 @@ PAGES = (
         "every method at its best setting, side by side",
     ),
     View(
+        "views/benchmark.py",
+        "Benchmark",
+        ":material/table_chart:",
+        "benchmark",
+        "Explore",
+        "Benchmark: the papers' table on your checkpoints",
+        "every method chosen on val, reported on test, published numbers beside",
+    ),
+    View(
         "views/landscape.py",
         "λ landscape",
         ":material/landscape:",

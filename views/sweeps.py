@@ -8,9 +8,9 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from engine.errors import MergelabError
-from engine.jobs.grid import checked_axes
 from engine.merge import METHODS, get_method
 from engine.search.axes import parse_axes
+from engine.search.grid import checked_axes
 from engine.search.logged import SUMMARIES, LoggedSweep, coordinates, logged_sweeps, objective_plane, read_sweep
 from ui import figures, job_states, messages, pages, resources
 from ui.state import CHOICE, current_collection

@@ -147,3 +147,35 @@ def read_indices(path: Path, count: int) -> torch.Tensor:
             fix="use the indices file made for this dataset and split",
         )
     return indices
+
+
+def stratified_subset(labels: torch.Tensor, limit: int, *, seed: int) -> torch.Tensor:
+    """Sorted indices of at most `limit` of `labels` [N], each class keeping its share (largest remainders get
+    the images left over, the lower class on a tie), drawn by a seeded permutation within each class: the
+    benchmark's `--limit-per-task`, so a CPU run of a big suite keeps every class in proportion."""
+    count = int(labels.shape[0])
+    if limit < 1:
+        raise ParameterError("limit per task", f"is {limit}", fix="give a positive number of images")
+    if count <= limit:
+        return torch.arange(count)
+    classes, sizes = torch.unique(labels.cpu(), return_counts=True)  # [C], [C]
+    exact = sizes.double() * limit / count  # [C]
+    quota = exact.floor().long()
+    order = sorted(range(len(classes)), key=lambda c: (-(exact[c] - quota[c]).item(), c))
+    for c in order[: limit - int(quota.sum())]:
+        quota[c] += 1
+    gen = torch.Generator().manual_seed(seed)
+    picked = []
+    for c, wanted in zip(classes.tolist(), quota.tolist()):
+        members = torch.nonzero(labels.cpu() == c).flatten()  # [n_c]
+        picked.append(members[torch.randperm(len(members), generator=gen)[:wanted]])
+    return torch.cat(picked).sort().values
+
+
+def subsampled(task: TaskData, limit: int, *, seed: int, splits: tuple[str, ...] = ("val", "test")) -> TaskData:
+    """`task` with each of `splits` cut to at most `limit` images by `stratified_subset` (the others as they are)."""
+    kept = dict(task.splits)
+    for name in splits:
+        data = task.split(name)
+        kept[name] = _take(data, stratified_subset(data.labels, limit, seed=seed).to(data.labels.device))
+    return replace(task, splits=kept)

@@ -1,5 +1,6 @@
 """What a merge's evaluation gives the figures: merged against zero-shot and fine-tuned accuracy per task on one
-split (`MergeComparison`), and accuracy over a grid of one parameter with the papers' best value (`Sweep`)."""
+split (`MergeComparison`), accuracy over a grid of one parameter with the papers' best value (`Sweep`), and the
+one rule that picks the best setting of any grid, sweep, search, landscape or benchmark (`best_index`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.eval.evaluate import EvalResult
+
+
+def best_index(scores: Sequence[float | None]) -> int | None:
+    """The papers' selection rule, the only copy: the highest score (mean normalized accuracy on val), and on a
+    tie the EARLIER one in the order the settings were planned (grid order, the last axis fastest; a search's
+    trial index). On an ascending grid that is the smaller value, as a sweep's λ; unlike "the smaller value",
+    it is defined for grids of several axes and per-task settings too. Missing (None) or NaN scores are never
+    chosen; None when nothing is scored."""
+    scored = [i for i, s in enumerate(scores) if s is not None and s == s]
+    return max(scored, key=lambda i: (scores[i], -i)) if scored else None
 
 
 @dataclass(frozen=True)
@@ -55,8 +66,6 @@ class Sweep:
 
     @property
     def best_value(self) -> float | None:
-        """The papers' rule: best mean normalized accuracy, the smaller value on ties (None if empty)."""
-        if not self.values:
-            return None
-        best = max(range(len(self.values)), key=lambda i: (self.mean_normalized[i], -self.values[i]))
-        return self.values[best]
+        """The value `best_index` picks (the earlier value on ties; None if empty)."""
+        best = best_index(self.mean_normalized)
+        return None if best is None else self.values[best]

@@ -1,11 +1,11 @@
 """Every registered method at its best validation setting, reported on test: the Compare methods table.
 
-Per method, the grid job's loop (engine/jobs/grid.py) evaluates a grid of its declared parameters on val;
-the best point by mean normalized accuracy (the papers' rule; the earlier point on ties) is then
-evaluated once on test. Normalized accuracy is per task merged / fine-tuned on the same split
-(Ilharco et al., ICLR 2023), which is what lets numbers from different checkpoint sets be compared.
-Each method declares its grid in its module (engine/merge/methods/: the papers' own searches where they give
-one, coarser where a method has two expensive axes), or the reason it has none; `DEFAULT_GRIDS` collects them.
+Per method, a grid of its declared parameters is evaluated on val as trials of the one trial engine (engine/search/:
+in process or on Ray); the best point by `engine.eval.results.best_index` (the papers' rule: mean normalized
+accuracy, the earlier point on ties) is then evaluated once on test. Normalized accuracy is per task merged / fine-
+tuned on the same split (Ilharco et al., ICLR 2023), which is what lets numbers from different checkpoint sets be
+compared. Each method declares its grid in its module (engine/merge/methods/: the papers' own searches where they
+give one, coarser where a method has two expensive axes), or the reason it has none; `DEFAULT_GRIDS` collects them.
 An iterative method on a large model on the CPU is hours: it is compared only when asked by name.
 """
 
@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any
 
-from engine.jobs.grid import FIRST_POINT, checked_axes, evaluate_grid
 from engine.jobs.runner import JobContext
-from engine.jobs.workers import RunTrials, trials_on_workers
+from engine.jobs.workers import RunTrials, job_trials
 from engine.merge import METHODS, MergeMethod
 from engine.merge.session import LARGE_MODEL_PARAMS
 from engine.runs.log import RunLog
-from engine.search.backend import ray_setting
-from engine.search.grid import grid_requests
-from engine.search.trials import TrialRequest
+from engine.search.grid import FIRST_POINT, checked_axes, grid_points, grid_requests
+from engine.search.outcome import best_trial
+from engine.search.trials import TrialRequest, TrialResult
 from engine.workspace import Workspace
 
 
@@ -85,19 +83,12 @@ def compare_job(
     tasks = tuple(tasks or workspace.task_names)
     grids = {**DEFAULT_GRIDS, **(grids or {})}
     methods = tuple(methods or [m for m in METHODS if m in grids and not _too_slow(workspace, m)])
-    results = []
-    setting = ray_setting(ray)
-    ctx.starting(FIRST_POINT.format(method=methods[0] if methods else "", split="val"), total=len(methods))
-    with trials_on_workers(ctx, workspace, ray=setting, workers=workers) if setting else nullcontext() as run:
-        for i, method in enumerate(methods):
-            axes = checked_axes(method, grids[method], {}, len(tasks))
-            result = (
-                _on_workers(ctx, run, tasks, method, axes, step=(i, len(methods)))
-                if run
-                else _in_process(ctx, workspace, tasks, method, axes)
-            )
-            results.append(result)
-            ctx.report(i + 1, len(methods), f"{method}: test mean {result.test_mean_accuracy:.1%}")
+    results, axes = [], {m: checked_axes(m, grids[m], {}, len(tasks)) for m in methods}
+    counter = TrialCounter(ctx, sum(len(grid_points(a)) + 1 for a in axes.values()))
+    ctx.starting(FIRST_POINT.format(method=methods[0] if methods else "", split="val"), total=counter.total)
+    with job_trials(ctx, workspace, ray=ray, workers=workers) as run:
+        for method in methods:
+            results.append(chosen_on_val(run, tasks, method, axes[method], counter=counter))
     comparison = MethodsComparison(tasks, tuple(results))
     if run_log is not None:
         run_log.record(
@@ -112,41 +103,33 @@ def compare_job(
     return comparison
 
 
-def _in_process(
-    ctx: JobContext, workspace: Workspace, tasks: tuple[str, ...], method: str, axes: Sequence[tuple[str, Any]]
-) -> MethodResult:
-    trials = [
-        (point, comparison.mean_normalized)
-        for point, comparison in evaluate_grid(
-            ctx, workspace, tasks=tasks, method=method, params={}, axes=axes, split="val"
-        )
-    ]
-    best, val = trials[max(range(len(trials)), key=lambda i: (trials[i][1], -i))]  # earlier on ties
-    test = workspace.compare(tasks, method, best, split="test")
-    return MethodResult(
-        method, best, len(trials), val, dict(test.merged.accuracy), test.mean_merged, test.mean_normalized
-    )
+@dataclass
+class TrialCounter:
+    """Progress over every trial of a job of several grids: one step per trial, whichever grid it is in."""
+
+    ctx: JobContext
+    total: int
+    done: int = 0
+    metrics: Mapping[str, Any] | None = None  # reported with every step (the benchmark: where its file is)
+
+    def __call__(self, result: TrialResult, method: str) -> None:
+        self.done += 1
+        where = f"{result.split} {dict(result.params)}"
+        message = f"{method}: {where}: mean normalized {result.mean_normalized:.1%}"
+        self.ctx.report(self.done, self.total, message, metrics=self.metrics)
 
 
-def _on_workers(
-    ctx: JobContext,
-    run: RunTrials,
-    tasks: tuple[str, ...],
-    method: str,
-    axes: Sequence[tuple[str, Any]],
-    *,
-    step: tuple[int, int],
+def chosen_on_val(
+    run: RunTrials, tasks: tuple[str, ...], method: str, axes: Sequence[tuple[str, Any]], *, counter: TrialCounter
 ) -> MethodResult:
-    """The same grid and choice as `_in_process`, each point a trial on the workers, then the best on test."""
+    """Every grid point a trial on val, the best (`best_trial`) then one trial on test."""
     requests = grid_requests(method=method, tasks=tasks, axes=axes, params={}, split="val")
-    report = lambda r: ctx.report(*step, f"{method}: trial {r.index + 1}/{len(requests)}")  # noqa: E731
-    trials = run(requests, report)
-    best = max(trials, key=lambda t: (t.mean_normalized, -t.index))  # earlier on ties
-    (test,) = run([TrialRequest(0, method, tasks, best.params, "test")], lambda _r: None)
+    best = best_trial(run(requests, lambda r: counter(r, method)))
+    (test,) = run([TrialRequest(0, method, tasks, best.params, "test")], lambda r: counter(r, method))
     return MethodResult(
         method,
         dict(best.params),
-        len(trials),
+        len(requests),
         best.mean_normalized,
         dict(test.accuracy),
         test.mean_accuracy,

@@ -1,11 +1,11 @@
 """The λ landscape of two tasks: mean normalized accuracy of their task-arithmetic merge over a λ₁ × λ₂ grid.
 
-θ = θ₀ + λ₁ τ₁ + λ₂ τ₂ (Ilharco et al., ICLR 2023, Eq. 1, with one coefficient per task), evaluated at every
-grid point, the other tasks' vectors left out; normalized accuracy is merged / fine-tuned per task on the
-same split, averaged over the two. The exact landscape is one evaluation per point (a background job: 121
-points are half a minute on the zoo, far more on ViT-B/32); the tangent-space preview of the same grid
-(f(x; θ₀) + Σₜ λₜ J f(x; θ₀)·τₜ, from cached Jacobian-vector products) is a matrix product per point, shown
-at once beside it, so a class sees where the first-order picture holds and where it breaks.
+θ = θ₀ + λ₁ τ₁ + λ₂ τ₂ (Ilharco et al., ICLR 2023, Eq. 1, with one coefficient per task), evaluated at every grid
+point, the other tasks' vectors left out; normalized accuracy is merged / fine-tuned per task on the same split,
+averaged over the two. The exact landscape is one evaluation per point, each a trial of the one trial engine
+(engine/search/; a background job: 121 points are half a minute on the zoo, far more on ViT-B/32); the tangent-space
+preview of the same grid (f(x; θ₀) + Σₜ λₜ J f(x; θ₀)·τₜ, from cached Jacobian-vector products) is a matrix product
+per point, shown at once beside it, so a class sees where the first-order picture holds and where it breaks.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.errors import ParameterError
+from engine.eval.results import best_index
 from engine.eval.suite import Progress
 from engine.jobs.runner import JobContext
-from engine.jobs.workers import trials_on_workers
+from engine.jobs.workers import job_trials
 from engine.runs.log import RunLog
-from engine.search.backend import ray_setting
-from engine.search.trials import TrialRequest
+from engine.search.outcome import run_batch
+from engine.search.trials import LocalEvaluator, TrialRequest, TrialResult
 from engine.workspace import Workspace
 
 Grid = tuple[tuple[float | None, ...], ...]
@@ -39,10 +40,10 @@ class Landscape:
     def best(self, *, preview: bool = False) -> tuple[float, float, float] | None:
         """(λ₁, λ₂, mean normalized) of the highest point of the exact (or preview) grid; the earlier on ties."""
         grid = self.preview if preview else self.exact
-        points = [(i, j) for i, row in enumerate(grid) for j, v in enumerate(row) if v is not None]
-        if not points:
+        best = best_index([v for row in grid for v in row])  # row-major: the trials' order
+        if best is None:
             return None
-        i, j = max(points, key=lambda p: (grid[p[0]][p[1]], -p[0], -p[1]))
+        i, j = divmod(best, len(self.values))
         return self.values[i], self.values[j], grid[i][j]
 
     def to_json(self) -> dict[str, Any]:
@@ -85,6 +86,23 @@ def preview_grid(workspace: Workspace, tasks: Sequence[str], values: Sequence[fl
     return tuple(rows)
 
 
+def landscape_requests(pair: tuple[str, str], values: Sequence[float], *, split: str) -> list[TrialRequest]:
+    """One trial per grid point, row-major (index i·n + j: λ₁ = values[i], λ₂ = values[j])."""
+    return [
+        TrialRequest(i * len(values) + j, "task_arithmetic", pair, {"lam": [a, b]}, split)
+        for i, a in enumerate(values)
+        for j, b in enumerate(values)
+    ]
+
+
+def grid_of(trials: Sequence[TrialResult], n: int) -> Grid:
+    """The trials' mean normalized accuracy as the n × n grid (None where a trial is missing)."""
+    flat: list[float | None] = [None] * (n * n)
+    for trial in trials:
+        flat[trial.index] = trial.mean_normalized
+    return tuple(tuple(flat[i * n : (i + 1) * n]) for i in range(n))
+
+
 def exact_grid(
     workspace: Workspace,
     tasks: Sequence[str],
@@ -93,17 +111,19 @@ def exact_grid(
     split: str,
     progress: Progress | None = None,
 ) -> Grid:
-    """The merge's evaluated mean normalized accuracy at every grid point (each kept in the workspace's cache)."""
-    pair = checked_pair(workspace, tasks, values)
-    rows, total = [], len(values) ** 2
-    for i, a in enumerate(values):
-        row = []
-        for j, b in enumerate(values):
-            row.append(workspace.compare(pair, "task_arithmetic", {"lam": [a, b]}, split=split).mean_normalized)
-            if progress is not None:
-                progress((i * len(values) + j + 1) / total, f"λ = ({a:g}, {b:g})")
-        rows.append(tuple(row))
-    return tuple(rows)
+    """The merge's evaluated mean normalized accuracy at every grid point, as trials of the one engine in this
+    process (each merge kept in the workspace's cache)."""
+    pair, values = checked_pair(workspace, tasks, values), tuple(values)
+    requests, done = landscape_requests(pair, values, split=split), []
+
+    def on_trial(result: TrialResult) -> None:
+        done.append(result)
+        if progress is not None:
+            lam = result.params["lam"]
+            progress(len(done) / len(requests), f"λ = ({lam[0]:g}, {lam[1]:g})")
+
+    trials = run_batch(LocalEvaluator(workspace), requests, on_trial=on_trial, stop=lambda: False)
+    return grid_of(trials, len(values))
 
 
 def landscape_job(
@@ -117,24 +137,21 @@ def landscape_job(
     workers: int | None = None,
     run_log: RunLog | None = None,
 ) -> Landscape:
-    """Both grids of two tasks; the exact one point by point with progress (a cancel stops between points),
-    with `ray` (else MERGELAB_RAY) each point a trial on Ray workers; the preview stays here (cached JVPs)."""
+    """Both grids of two tasks; the exact one as trials with progress (a cancel stops between points or
+    evaluation batches), with `ray` (else MERGELAB_RAY) on Ray workers; the preview stays here (cached JVPs)."""
     start, values = time.perf_counter(), tuple(float(v) for v in values)
     pair = checked_pair(workspace, tasks, values)
-    total = len(values) ** 2
-
-    def progress(fraction: float, message: str) -> None:
-        ctx.check_cancelled()
-        ctx.report(round(fraction * total), total, message)
-
-    ctx.starting("the tangent-space preview of the grid (Jacobian-vector products, once)", total=total)
+    n, done = len(values), []
+    ctx.starting("the tangent-space preview of the grid (Jacobian-vector products, once)", total=n * n)
     preview = preview_grid(workspace, pair, values, split=split)
-    setting = ray_setting(ray)
-    exact = (
-        _exact_on_workers(ctx, workspace, pair, values, split=split, ray=setting, workers=workers)
-        if setting
-        else exact_grid(workspace, pair, values, split=split, progress=progress)
-    )
+
+    def on_trial(result: TrialResult) -> None:
+        done.append(result)
+        lam = result.params["lam"]
+        ctx.report(len(done), n * n, f"λ = ({lam[0]:g}, {lam[1]:g})")
+
+    with job_trials(ctx, workspace, ray=ray, workers=workers) as run:
+        exact = grid_of(run(landscape_requests(pair, values, split=split), on_trial), n)
     landscape = Landscape(pair, values, split, exact, preview)
     if run_log is not None:
         best = landscape.best()
@@ -149,31 +166,3 @@ def landscape_job(
             duration_s=round(time.perf_counter() - start, 3),
         )
     return landscape
-
-
-def _exact_on_workers(
-    ctx: JobContext,
-    workspace: Workspace,
-    pair: tuple[str, str],
-    values: tuple[float, ...],
-    *,
-    split: str,
-    ray: str,
-    workers: int | None,
-) -> Grid:
-    """`exact_grid`'s points as trials (index i·n + j: λ₁ = values[i], λ₂ = values[j])."""
-    n, done = len(values), []
-    requests = [
-        TrialRequest(i * n + j, "task_arithmetic", pair, {"lam": [a, b]}, split)
-        for i, a in enumerate(values)
-        for j, b in enumerate(values)
-    ]
-
-    def on_trial(result) -> None:
-        done.append(result)
-        lam = result.params["lam"]
-        ctx.report(len(done), n * n, f"λ = ({lam[0]:g}, {lam[1]:g})")
-
-    with trials_on_workers(ctx, workspace, ray=ray, workers=workers) as run:
-        flat = [r.mean_normalized for r in run(requests, on_trial)]
-    return tuple(tuple(flat[i * n : (i + 1) * n]) for i in range(n))

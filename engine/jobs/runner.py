@@ -38,8 +38,8 @@ from typing import Any, Protocol
 import torch
 
 from engine.faults import fault_point
-from engine.jobs.ref import WorkspaceRef
 from engine.runs.log import RunLog
+from engine.search.ref import WorkspaceRef
 from engine.workspace import Workspace
 
 

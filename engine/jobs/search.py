@@ -15,15 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from engine.errors import ParameterError
-from engine.jobs.grid import FIRST_POINT, checked_axes, grid_points
-from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import Cancelled, JobContext
 from engine.merge.declaration import ParamValue
 from engine.runs.log import RunLog
 from engine.search.backend import Source, ray_setting, reference, trial_evaluator
 from engine.search.coefficients import SearchSpace, coefficient_search
-from engine.search.grid import grid_sweep
-from engine.search.outcome import OnTrial, SearchOutcome
+from engine.search.grid import FIRST_POINT, checked_axes, grid_points, grid_sweep
+from engine.search.outcome import OnTrial, SearchOutcome, best_trial
+from engine.search.ref import WorkspaceRef
 from engine.search.trials import Stop, TrialEvaluator, TrialResult
 from engine.workspace import Workspace
 
@@ -179,7 +178,7 @@ def _logged(
                 duration_s=result.seconds,
             )
         finished.append(result)
-        best = max(finished, key=lambda t: (t.mean_normalized, -t.index))
+        best = best_trial(finished)
         ctx.report(
             len(finished),
             planned,

@@ -22,14 +22,13 @@ from typing import Any
 
 from engine.errors import SchemaError
 from engine.home import DataHome, PathPolicy
+from engine.jobs.benchmark import benchmark_job
 from engine.jobs.compare import compare_job
 from engine.jobs.finetune import finetune_job
-from engine.jobs.grid import grid_job
 from engine.jobs.importance import importance_job
 from engine.jobs.landscape import landscape_job
 from engine.jobs.learn import learn_job
 from engine.jobs.parts import merge_parts_job
-from engine.jobs.ref import WorkspaceRef
 from engine.jobs.runner import JobContext, LocalRunner
 from engine.jobs.search import grid_sweep_job, runs_on_ray, search_job
 from engine.jobs.sweep import sweep_job
@@ -37,6 +36,7 @@ from engine.jobs.taujp import taujp_job
 from engine.learn.coefficients import LearnConfig
 from engine.learn.dvbasi import DvBasiConfig
 from engine.pool.access import open_for_user
+from engine.search.ref import WorkspaceRef
 from engine.train.finetune import FinetuneConfig
 from engine.workspace import Workspace
 
@@ -98,10 +98,10 @@ class JobKind:
 JOB_KINDS: Mapping[str, JobKind] = MappingProxyType(
     {
         "sweep": JobKind(sweep_job),
-        "grid": JobKind(grid_job),
         "grid_sweep": JobKind(grid_sweep_job, by_reference=runs_on_ray),
         "search": JobKind(search_job, by_reference=runs_on_ray),
         "compare": JobKind(compare_job),
+        "benchmark": JobKind(benchmark_job, paths=("out",)),
         "finetune": JobKind(finetune_job, configs={"config": FinetuneConfig}, paths=("out_root",)),
         "learn": JobKind(learn_job, configs={"atlas_config": LearnConfig, "config": DvBasiConfig}, paths=("out_dir",)),
         "importance": JobKind(importance_job),

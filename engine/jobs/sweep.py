@@ -1,4 +1,5 @@
-"""A λ sweep as a background job: the one-axis case of the grid job (engine/jobs/grid.py).
+"""A λ sweep as a background job: the one-axis grid of the one trial engine (engine/search/grid.py), its
+values submitted as trials (in process, or on Ray with `ray`).
 
 Every step merges and evaluates (real work), reports the curve so far, and checks for cancel after every
 evaluation batch; at the end, or when cancelled, the curve so far is written to the run log, so nothing
@@ -13,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.eval.results import Sweep
-from engine.jobs.grid import FIRST_POINT, evaluate_grid
 from engine.jobs.runner import Cancelled, JobContext
+from engine.jobs.workers import job_trials
 from engine.merge.declaration import ParamValue
 from engine.runs.log import RunLog
+from engine.search.grid import FIRST_POINT, grid_requests
+from engine.search.trials import TrialResult
 from engine.workspace import Workspace
 
 
@@ -49,23 +52,29 @@ def sweep_job(
     param: str,
     values: Sequence[float],
     split: str,
+    ray: str | None = None,
+    workers: int | None = None,
 ) -> SweepOutcome:
     """Evaluate the merge at each value of `param`; returns (and logs) the curve and the best value.
-    The one-axis case of the grid job: the same trial loop, logged as one "sweep" run with its curve."""
+    The one-axis grid: its values are trials of the one engine, logged as one "sweep" run with its curve."""
     start, results, status = time.perf_counter(), [], "done"
-    axes = ((param, tuple(values)),)
-    reached = lambda: sweep_metrics(Sweep.from_results(split, param, values, results, tasks))
+    requests = grid_requests(method=method, tasks=tasks, axes=((param, tuple(values)),), params=params, split=split)
+
+    def on_trial(result: TrialResult) -> None:
+        results.append(result)
+        curve = sweep_of_trials(split, param, values, results, tasks)
+        label = f"{param} = {result.params[param]:g}: mean {result.mean_accuracy:.1%}"
+        ctx.report(len(results), len(values), label, metrics=sweep_metrics(curve))
+
     ctx.starting(FIRST_POINT.format(method=method, split=split), total=len(values))
     try:
-        for _, comparison in evaluate_grid(
-            ctx, workspace, tasks=tasks, method=method, params=params, axes=axes, split=split, metrics=reached
-        ):
-            results.append(comparison.merged)
+        with job_trials(ctx, workspace, ray=ray, workers=workers) as run:
+            run(requests, on_trial)
     except Cancelled:
         status = "cancelled"
         raise
     finally:
-        sweep = Sweep.from_results(split, param, values, results, tasks)
+        sweep = sweep_of_trials(split, param, values, results, tasks)
         if run_log is not None:
             record_sweep(
                 run_log,
@@ -80,6 +89,24 @@ def sweep_job(
                 job_id=ctx.job_id,
             )
     return SweepOutcome.of(sweep)
+
+
+def sweep_of_trials(
+    split: str, param: str, values: Sequence[float], trials: Sequence[TrialResult], tasks: Sequence[str]
+) -> Sweep:
+    """The curve of a sweep's trials so far (a local evaluator returns them in order; on Ray, the first
+    values reached in order: a point after a gap waits for the gap)."""
+    done = {t.index: t for t in trials}
+    ordered = [done[i] for i in range(len(values)) if i in done]
+    ordered = ordered[: next((n for n, t in enumerate(ordered) if t.index != n), len(ordered))]
+    return Sweep(
+        split,
+        param,
+        tuple(values[: len(ordered)]),
+        tuple(t.mean_accuracy for t in ordered),
+        tuple(t.mean_normalized for t in ordered),
+        {task: tuple(t.accuracy[task] for t in ordered) for task in tasks},
+    )
 
 
 def sweep_metrics(sweep: Sweep) -> dict[str, Any]:

@@ -112,6 +112,12 @@ class Collection:
     def task_names(self) -> tuple[str, ...]:
         return tuple(self.manifest.tasks)
 
+    def with_validation(self, profile: str) -> Collection:
+        """The same collection with every task's val split drawn as `profile` draws it (the benchmark's
+        `--val-profile`; engine/data/splits.py), whatever its manifest says."""
+        tasks = {t: e.model_copy(update={"validation": profile}) for t, e in self.manifest.tasks.items()}
+        return replace(self, manifest=self.manifest.model_copy(update={"tasks": tasks}))
+
     def path(self, relative: str) -> Path:
         """A path the manifest names, resolved, and checked against the policy's roots (the dashboard's)."""
         return self.policy.check((self.root / relative).resolve(), shown=self.root / relative)

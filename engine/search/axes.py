@@ -1,6 +1,6 @@
 """Grid axes as the command line writes them: `lam=0:1:21` (21 evenly spaced values from 0 to 1, both ends
 included) or `density=0.1,0.2,0.5` (the values listed). Whether a name is a parameter of the method and
-every value in its declared range is checked by `engine.jobs.grid.checked_axes` once the method is known."""
+every value in its declared range is checked by `engine.search.grid.checked_axes` once the method is known."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ import os
 
 from engine.errors import ParameterError
 from engine.home import DataHome
-from engine.jobs.ref import WorkspaceRef
 from engine.search.ray_trials import RAY_ENV, RayEvaluator, WorkerSpec, connect
+from engine.search.ref import WorkspaceRef
 from engine.search.trials import LocalEvaluator, TrialEvaluator
 from engine.workspace import Workspace
 

@@ -1,14 +1,45 @@
-"""A grid sweep as a batch of trials: every point of the Cartesian product of the axes (the last varying
-fastest, engine/jobs/grid.py's order) at the base parameters, evaluated by any `TrialEvaluator`."""
+"""A grid as a batch of trials: every point of the Cartesian product of a method's declared parameters (the
+last axis varying fastest) at the base parameters, evaluated by any `TrialEvaluator` (engine/search/trials.py:
+in process or on Ray). Compare methods, the λ landscape, sweeps, grid sweeps and the benchmark all run their
+grids here, and pick their best point by the one rule (`engine.eval.results.best_index`)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
-from engine.jobs.grid import checked_axes, grid_points
+from engine.errors import ParameterError
+from engine.merge import get_method
 from engine.merge.declaration import ParamValue
 from engine.search.outcome import OnTrial, SearchOutcome, run_batch
 from engine.search.trials import Stop, TrialEvaluator, TrialRequest
+
+Axes = tuple[tuple[str, tuple[float, ...]], ...]
+
+FIRST_POINT = "{method}: the first merge and its evaluation (the {split} split's features, once)"
+
+
+def grid_points(axes: Sequence[tuple[str, Sequence[float]]]) -> list[dict[str, float]]:
+    """Every point of the grid, the last axis varying fastest."""
+    names = [name for name, _ in axes]
+    return [dict(zip(names, values)) for values in itertools.product(*(v for _, v in axes))]
+
+
+def checked_axes(
+    method: str, grid: Mapping[str, Sequence[float]], params: Mapping[str, ParamValue], num_tasks: int
+) -> Axes:
+    """The grid's axes, each a declared parameter of `method` with every value in its range (ParameterError)."""
+    registered = get_method(method)
+    declared = {p.name for p in registered.params}
+    axes = tuple((name, tuple(float(v) for v in values)) for name, values in grid.items())
+    for name, values in axes:
+        if name not in declared:
+            raise ParameterError(f"{method}.{name}", "is not a parameter of this method", fix=f"use {sorted(declared)}")
+        if not values:
+            raise ParameterError(f"{method}.{name}", "has no grid values", fix="give at least one value")
+        for value in values:
+            registered.resolve({**params, name: value}, num_tasks=num_tasks)
+    return axes
 
 
 def grid_requests(

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.errors import ParameterError
 from engine.runs.log import Run, RunLog
+from engine.search.outcome import best_trial
 from engine.search.trials import TrialResult
 
 SWEEP_KINDS = ("grid_sweep", "search")
@@ -30,7 +31,7 @@ class LoggedSweep:
     @property
     def best(self) -> TrialResult | None:
         """The papers' rule, as the sweep chose: best mean normalized accuracy, the earlier trial on ties."""
-        return max(self.trials, key=lambda t: (t.mean_normalized, -t.index)) if self.trials else None
+        return best_trial(self.trials)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.eval.results import best_index
 from engine.search.trials import Stop, TrialEvaluator, TrialRequest, TrialResult
 
 OnTrial = Callable[[TrialResult], None]
+
+
+def best_trial(trials: Sequence[TrialResult]) -> TrialResult | None:
+    """The trial `engine.eval.results.best_index` picks, in index order whatever order they finished in."""
+    ordered = sorted(trials, key=lambda t: t.index)
+    best = best_index([t.mean_normalized for t in ordered])
+    return None if best is None else ordered[best]
 
 
 @dataclass(frozen=True)
@@ -28,9 +36,7 @@ class SearchOutcome:
 
     @property
     def best(self) -> TrialResult | None:
-        if not self.trials:
-            return None
-        return max(self.trials, key=lambda t: (t.mean_normalized, -t.index))
+        return best_trial(self.trials)
 
     def to_json(self) -> dict[str, Any]:
         best = self.best

@@ -26,8 +26,8 @@ from typing import Any
 
 from engine.errors import MergelabError
 from engine.home import DataHome
-from engine.jobs.ref import WorkspaceRef
 from engine.pool.access import open_for_user
+from engine.search.ref import WorkspaceRef
 from engine.search.trials import Stop, TrialRequest, TrialResult, evaluate_trial, worker_name
 from engine.workspace import Workspace
 

@@ -70,11 +70,21 @@ class TrialEvaluator(Protocol):
     def close(self) -> None: ...
 
 
-def evaluate_trial(workspace: Workspace, request: TrialRequest) -> TrialResult:
+class TrialStopped(Exception):
+    """A trial abandoned between two evaluation batches because its sweep was stopped or cancelled."""
+
+
+def evaluate_trial(workspace: Workspace, request: TrialRequest, *, stop: Stop = lambda: False) -> TrialResult:
     """Merge and evaluate one setting: mean normalized accuracy is the papers' selection objective
-    (per task merged / fine-tuned accuracy, Ilharco et al., ICLR 2023)."""
+    (per task merged / fine-tuned accuracy, Ilharco et al., ICLR 2023). `stop` is asked between evaluation
+    batches: TrialStopped once it says so (a cancel does not wait for a whole evaluation)."""
     start = time.perf_counter()
-    comparison = workspace.compare(request.tasks, request.method, request.params, split=request.split)
+
+    def check(_fraction: float, _message: str) -> None:
+        if stop():
+            raise TrialStopped(f"trial {request.index}")
+
+    comparison = workspace.compare(request.tasks, request.method, request.params, split=request.split, progress=check)
     merged = comparison.merged
     return TrialResult(
         request.index,
@@ -104,11 +114,16 @@ class LocalEvaluator:
         self._starts: list[float] = []
 
     def run(self, requests: Sequence[TrialRequest], *, stop: Stop = lambda: False) -> Iterator[TrialResult]:
+        stopped = lambda: stop() or self._cancelled.is_set()  # noqa: E731
         for request in requests:
-            if stop() or self._cancelled.is_set():
+            if stopped():
                 return
             self._starts.append(time.time())
-            yield evaluate_trial(self.workspace, request)
+            try:
+                result = evaluate_trial(self.workspace, request, stop=stopped)
+            except TrialStopped:  # abandoned mid-evaluation, as a Ray cancel abandons a running trial
+                return
+            yield result
 
     def cancel(self) -> None:
         self._cancelled.set()

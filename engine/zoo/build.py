@@ -30,6 +30,7 @@ from engine.data.generated import file_sha256, generated_task
 from engine.data.tasks import TaskData, normalize_batch
 from engine.eval.evaluate import evaluate
 from engine.eval.heads import build_head
+from engine.eval.results import best_index
 from engine.eval.suite import EvalSuite
 from engine.io.checkpoints import save_checkpoint
 from engine.jobs.compare import DEFAULT_GRIDS
@@ -283,7 +284,7 @@ def _evaluate_zoo(work: Path, config: ZooConfig, progress: Progress) -> dict:
             }
         )
         progress("task arithmetic sweep", (i + 1) / len(config.lambdas), f"λ={lam}")
-    best = max(curve, key=lambda c: (c["mean_normalized"], -c["lam"]))["lam"]
+    best = curve[best_index([c["mean_normalized"] for c in curve])]["lam"]  # λ ascending: the smaller on ties
     merged = apply("task_arithmetic", tm.theta0, tm.T, {"lam": best})
     at_best = {s: evaluate(merged, suite, s).accuracy for s in splits}
     report = {

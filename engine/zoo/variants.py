@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from engine.eval.evaluate import evaluate
+from engine.eval.results import best_index
 from engine.io.checkpoints import save_checkpoint
 from engine.pool.collection import load_collection, open_suite, pretrained_vector
 from engine.taujp.matrix import TauJpMatrix, save_taujp, taujp_matrix
@@ -106,7 +107,7 @@ def evaluate_variant(
     splits = ("val", "test")
     finetuned = {s: dict(ws.finetuned(s)) for s in splits}
     curve = _ta_curve(ws, lambdas, reference=finetuned["val"])
-    best = max(curve, key=lambda c: (c["mean_normalized"], -c["lam"]))["lam"]
+    best = curve[best_index([c["mean_normalized"] for c in curve])]["lam"]  # λ ascending: the smaller on ties
     at = {
         lam: {s: evaluate(m.theta0 + lam * m.T.sum(dim=0), ws.suite, s).accuracy for s in splits}
         for lam in sorted({best, 1.0})

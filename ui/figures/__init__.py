@@ -1,6 +1,7 @@
 """Plotly figure builders, one module per view family: engine result objects in, go.Figure (or table rows)
 out. No Streamlit, no maths beyond layout. Re-exported here, so views call `figures.accuracy_bars(...)`."""
 
+from ui.figures.benchmark import benchmark_published_chart, benchmark_task_bars
 from ui.figures.forgetting import forgetting_chart, forgetting_table, stored_forgetting_curve
 from ui.figures.interference import (
     clicked_cell,
@@ -68,6 +69,8 @@ __all__ = [
     "alignment_heatmap",
     "agreement_scatter",
     "methods_chart",
+    "benchmark_task_bars",
+    "benchmark_published_chart",
     "landscape_heatmap",
     "clicked_lambdas",
     "runs_comparison",
