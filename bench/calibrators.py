@@ -8,7 +8,7 @@ Goal (issue 35): a move after a calibrated merge ≤ 3× a plain cached move. On
 layer (≈ 2·m·n·r flops), far above one pass over [P]: the JSON records the ratio as measured.
 Writes bench/results/calibrators_<device>.json.
 
-    python bench/calibrators.py [--device cuda] [--tasks 8] [--bases task_arithmetic ties]
+    python bench/calibrators.py [--device cuda] [--tasks 8] [--arch ViT-B-32] [--bases task_arithmetic ties]
 """
 
 from __future__ import annotations
@@ -55,11 +55,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device")
     parser.add_argument("--tasks", type=int, default=8)
+    parser.add_argument("--arch", default="ViT-B-32", help="open_clip image tower (ViT-S-32 if ViT-B-32 is too heavy)")
     parser.add_argument("--bases", nargs="+", default=["task_arithmetic", "ties"])
     args = parser.parse_args()
     device = pick_device(args.device)
     torch.manual_seed(0)
-    visual = create_visual("ViT-B-32")
+    visual = create_visual(args.arch)
     spec = ParamSpec.from_state_dict(visual.state_dict())
     theta0 = flatten(visual.state_dict(), spec, device=device)  # [P]
     T = torch.randn(args.tasks, spec.numel, device=device) * 1e-3  # [K, P]
@@ -69,7 +70,7 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "arch": "ViT-B-32",
+        "arch": args.arch,
         "tasks": args.tasks,
         "params": spec.numel,
         "goal": "a move after a calibrated merge <= 3x a plain cached move",

@@ -7,6 +7,7 @@ evaluated once on test. Normalized accuracy is per task merged / fine-tuned on t
 Each method declares its grid in its module (engine/merge/methods/: the papers' own searches where they give
 one, coarser where a method has two expensive axes), or the reason it has none; `DEFAULT_GRIDS` collects them.
 An iterative method on a large model on the CPU is hours: it is compared only when asked by name.
+A pipeline (`tsv_m+svc`: a base method, then calibrators) is compared like a method, as its own row.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from engine.jobs.grid import FIRST_POINT, checked_axes, evaluate_grid
 from engine.jobs.runner import JobContext
 from engine.jobs.workers import RunTrials, trials_on_workers
 from engine.merge import METHODS, MergeMethod
+from engine.merge.pipeline import parse_pipeline, pipeline_grid
 from engine.merge.session import LARGE_MODEL_PARAMS
 from engine.runs.log import RunLog
 from engine.search.backend import ray_setting
@@ -65,7 +67,16 @@ class MethodsComparison:
 def _too_slow(workspace: Workspace, method: str) -> bool:
     """An iterative method on a large model on the CPU (WUDI on ViT-B/32: hours)."""
     large = workspace.matrix.spec.numel >= LARGE_MODEL_PARAMS and workspace.matrix.T.device.type == "cpu"
-    return METHODS[method].iterative and large
+    return METHODS[parse_pipeline(method)[0]].iterative and large
+
+
+def method_grid(method: str, grids: Mapping[str, Mapping[str, Sequence[float]]]) -> Mapping[str, Sequence[float]]:
+    """The grid Compare searches for `method`: given, else declared; a pipeline (`tsv_m+svc`) not given one
+    searches its base's grid with each calibrator's declared axes (`Calibrator.grid`)."""
+    if method in grids:
+        return grids[method]
+    base, steps = parse_pipeline(method)
+    return pipeline_grid(method, grids[base]) if steps and base in grids else grids[method]
 
 
 def compare_job(
@@ -90,7 +101,7 @@ def compare_job(
     ctx.starting(FIRST_POINT.format(method=methods[0] if methods else "", split="val"), total=len(methods))
     with trials_on_workers(ctx, workspace, ray=setting, workers=workers) if setting else nullcontext() as run:
         for i, method in enumerate(methods):
-            axes = checked_axes(method, grids[method], {}, len(tasks))
+            axes = checked_axes(method, method_grid(method, grids), {}, len(tasks))
             result = (
                 _on_workers(ctx, run, tasks, method, axes, step=(i, len(methods)))
                 if run
@@ -105,7 +116,10 @@ def compare_job(
             job_id=ctx.job_id,
             tasks=tasks,
             device=str(workspace.matrix.T.device),
-            inputs={"methods": list(methods), "grids": {m: {k: list(v) for k, v in grids[m].items()} for m in methods}},
+            inputs={
+                "methods": list(methods),
+                "grids": {m: {k: list(v) for k, v in method_grid(m, grids).items()} for m in methods},
+            },
             outputs=comparison.to_json(),
             duration_s=round(time.perf_counter() - start, 3),
         )

@@ -39,6 +39,12 @@ class Calibrator:
     cheap: tuple[str, ...] = ()  # moving these reuses `prepare`'s parts
     reads_tasks: bool = False  # reads the task vectors (the task store), not only the merged update
     linear: bool = False  # linear in the update: returns f(D) with the scale s kept apart
+    grid: tuple[tuple[str, tuple[float, ...]], ...] = ()  # added to the base's Compare grid (others at default)
+
+    @property
+    def short_name(self) -> str:
+        """`SVC`: the display name without its gloss."""
+        return self.display_name.split(" (")[0]
 
     @property
     def expensive(self) -> tuple[str, ...]:
@@ -86,6 +92,7 @@ LINES = Calibrator(
     formula="Δ(ℓ) ← (α + β(ℓ−1)/(L−1))·Δ(ℓ); embeddings and ln_pre at depth 1, ln_post and proj at depth L",
     cheap=("alpha", "beta"),
     linear=True,
+    grid=(("beta", (0.0, 0.5, 1.0)),),  # our choice: β = 0 is the base itself, so val never picks worse
 )
 SVC = Calibrator(
     "svc",
@@ -97,6 +104,7 @@ SVC = Calibrator(
     formula="per layer Δ = U S Vᵀ; s_r ← γ_r s_r, γ_r = K / Σᵢ max(α, ⟨uᵣᵀΔ, uᵣᵀτᵢ⟩/‖uᵣᵀτᵢ‖²)",
     cheap=("alpha",),
     reads_tasks=True,
+    grid=(("alpha", (0.5, 1.0, 2.0)),),  # our choice: around the paper's default floor α = 1
 )
 CALIBRATORS: Mapping[str, Calibrator] = MappingProxyType({c.name: c for c in (LINES, SVC)})
 TRANSFORMS: Mapping[str, Any] = MappingProxyType({})  # none declared: see the module docstring (LARV)
@@ -139,3 +147,37 @@ def split_params(
                 key, f"names no calibrator of this merge ({', '.join(calibrators) or 'none'})", fix="add it or drop it"
             )
     return base, steps
+
+
+PIPE = "+"  # a pipeline's name: the base method, then its calibrators in order (`tsv_m+svc`)
+
+
+def pipeline_name(method: str, calibrate: Sequence[str] = ()) -> str:
+    """The one name of a base method followed by calibrators, as a method is named in jobs, runs and links."""
+    return PIPE.join((method, *calibrate))
+
+
+def parse_pipeline(name: str) -> tuple[str, tuple[str, ...]]:
+    """`tsv_m+svc` → ("tsv_m", ("svc",)); each calibrator checked (UnknownMethodError names it)."""
+    base, *steps = name.split(PIPE)
+    for step in steps:
+        get_calibrator(step)
+    return base, tuple(steps)
+
+
+def pipeline_display(name: str, base_display: str) -> str:
+    """`TSV-M → SVC`: the base method's display name, then each calibrator's short name."""
+    _, steps = parse_pipeline(name)
+    return " → ".join((base_display, *(CALIBRATORS[s].short_name for s in steps)))
+
+
+def qualified_params(calibrate: Sequence[str]) -> tuple[tuple[str, Param], ...]:
+    """Each calibrator's parameters under their namespaced names (`svc.alpha`), in order."""
+    return tuple((f"{name}.{p.name}", p) for name in calibrate for p in get_calibrator(name).params)
+
+
+def pipeline_grid(name: str, base_grid: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, ...]]:
+    """A pipeline's Compare grid: the base method's axes, then each calibrator's declared axes (`svc.alpha`)."""
+    _, steps = parse_pipeline(name)
+    qualified = {f"{s}.{axis}": values for s in steps for axis, values in get_calibrator(s).grid}
+    return {**{k: tuple(v) for k, v in base_grid.items()}, **qualified}
