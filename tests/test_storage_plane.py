@@ -58,3 +58,19 @@ def test_the_plane_of_real_comparisons_on_a_tiny_pool(tiny_collection_dir, tmp_p
     assert fine_tuned.mean_normalized == 1.0 and fine_tuned.bytes_per_task == 4 * ws.matrix.spec.numel
     for point, result in zip(plane.points, results):
         assert point.mean_normalized == pytest.approx(result.test_mean_normalized)
+
+
+def test_the_plane_chart_draws_bytes_on_log_x_the_front_and_each_tasks_accuracy_on_hover():
+    from ui.figures.methods import PLANE_X_TITLE, storage_plane_chart
+
+    comparison = MethodsComparison(
+        TASKS, (_result("task_arithmetic", 0.70), _result("tsv_m+svc", 0.8), _result("tall_masks", 0.95))
+    )
+    plane = storage_plane(comparison, numel=8000, finetuned=dict.fromkeys(TASKS, 0.9))
+    fig = storage_plane_chart(plane)
+    points, front = fig.data
+    assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.title.text == PLANE_X_TITLE
+    assert list(points.x) == [8000, 8000, 9000, 32000]  # a calibrator stores what its base does
+    assert list(front.x) == [8000, 9000, 32000] and list(front.y) == [0.8, 0.95, 1.0]
+    assert "TSV-M → SVC" in points.hovertext[1] and "a: 50.0%" in points.hovertext[1]
+    assert list(points.marker.symbol) == ["circle", "circle", "diamond", "diamond"]

@@ -67,3 +67,25 @@ def test_a_calibrators_parameter_without_its_calibrator_is_named_as_ignored(app)
     app.query_params.update(method="tsv_m", **{"svc.alpha": "0.8"})
     _open(app, "views/merge.py")
     assert "Ignored `svc.alpha=0.8` from the link" in " ".join(w.value for w in app.warning)
+
+
+def test_a_calibrated_sweep_is_one_series_and_its_best_trial_opens_with_its_calibrator(
+    tiny_collection_dir, data_home, tmp_path, capsys
+):
+    from urllib.parse import parse_qs
+
+    from engine.cli import main
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tiny_collection_dir)]}))
+    recipe = tmp_path / "tsv_svc.json"
+    recipe.write_text(json.dumps({"collection": str(tiny_collection_dir), "method": "tsv_m", "calibrate": ["svc"]}))
+    assert main(["sweep", str(recipe), "--grid", "svc.alpha=0.5,2"]) == 0
+    best = json.loads(capsys.readouterr().out)["best_params"]
+    at = AppTest.from_file(APP.replace("app.py", "views/sweeps.py"), default_timeout=120).run()
+    assert not at.exception
+    assert "tsv_m+svc" in at.selectbox(key="sweep_run").format_func(at.selectbox(key="sweep_run").value)
+    (link,) = [m.value for m in at.markdown if "Open the best trial in Merge" in m.value]
+    query = parse_qs(link.split("(merge?", 1)[1].rstrip(")"))
+    assert query["method"] == ["tsv_m"] and query["calibrate"] == ["svc"]
+    assert query["svc.alpha"] == [f"{best['svc.alpha']:.6g}"]

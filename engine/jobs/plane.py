@@ -11,9 +11,13 @@ other point stores no more per task and scores at least as high, one of the two 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from engine.errors import SchemaError
+from engine.home import nesting, read_document
 from engine.jobs.compare import MethodsComparison
 from engine.merge import get_method
 from engine.merge.pipeline import parse_pipeline
@@ -72,3 +76,20 @@ def storage_plane(
 def _dominated(x: float, y: float, raw: list[tuple]) -> bool:
     """Whether another point stores no more per task and scores at least as high, one of the two strictly."""
     return any(ox <= x and oy >= y and (ox < x or oy > y) for _, _, ox, oy, _, _ in raw)
+
+
+PLANE_FILE = "plane.json"  # a collection's stored plane (the demo zoo's: engine/zoo/plane.py computes it)
+
+
+def load_plane(root: Path) -> tuple[MethodsComparison, StoragePlane] | None:
+    """The stored comparison and its plane of the collection at `root` (None when it has none); SchemaError names
+    a file it cannot read."""
+    path, fix = root / PLANE_FILE, "recompute it with `python -m engine.zoo.plane`, or remove it"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(read_document(path, fix=fix))
+        comparison = MethodsComparison.from_json(data["comparison"])
+        return comparison, storage_plane(comparison, numel=int(data["numel"]), finetuned=data["finetuned_test"])
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise SchemaError(path, f"unreadable storage plane ({nesting(exc)})", fix=fix) from exc

@@ -24,6 +24,7 @@ import torch
 from engine.errors import UnknownMethodError
 from engine.merge.calibrators import lines, lines_depth_fraction, svc, svc_factors
 from engine.merge.declaration import Param, ParamValue
+from engine.merge.registry import METHODS, get_method
 from engine.params import ParamSpec
 
 
@@ -165,10 +166,11 @@ def parse_pipeline(name: str) -> tuple[str, tuple[str, ...]]:
     return base, tuple(steps)
 
 
-def pipeline_display(name: str, base_display: str) -> str:
-    """`TSV-M → SVC`: the base method's display name, then each calibrator's short name."""
-    _, steps = parse_pipeline(name)
-    return " → ".join((base_display, *(CALIBRATORS[s].short_name for s in steps)))
+def pipeline_display(name: str) -> str:
+    """A method's display name; a pipeline's short names in order (`TSV-M → SVC`)."""
+    base, steps = parse_pipeline(name)
+    shown = get_method(base).display_name
+    return " → ".join((shown.split(" (")[0], *(CALIBRATORS[s].short_name for s in steps))) if steps else shown
 
 
 def qualified_params(calibrate: Sequence[str]) -> tuple[tuple[str, Param], ...]:
@@ -181,3 +183,9 @@ def pipeline_grid(name: str, base_grid: Mapping[str, Sequence[float]]) -> dict[s
     _, steps = parse_pipeline(name)
     qualified = {f"{s}.{axis}": values for s in steps for axis, values in get_calibrator(s).grid}
     return {**{k: tuple(v) for k, v in base_grid.items()}, **qualified}
+
+
+def calibrated_pipelines() -> tuple[str, ...]:
+    """Every single-model method with a Compare grid followed by one calibrator: what Compare offers as rows."""
+    single = [name for name, m in METHODS.items() if m.grid.axes and not m.task_specific]
+    return tuple(pipeline_name(m, (c,)) for m in single for c in CALIBRATORS)

@@ -24,11 +24,11 @@ from pathlib import Path
 from engine.home import ASSETS_DIR
 from engine.io.atomic import write_text_atomic
 from engine.jobs.compare import DEFAULT_GRIDS, MethodsComparison, compare_job
+from engine.jobs.plane import PLANE_FILE
 from engine.jobs.runner import JobContext
 from engine.merge.pipeline import get_calibrator, parse_pipeline
 from engine.workspace import Workspace
 
-PLANE_FILE = "plane.json"
 TASK_SPECIFIC = ("tall_masks", "emr")
 PIPELINES = (
     "task_arithmetic+svc",
@@ -71,12 +71,6 @@ def compute_plane(zoo: Path, stored: MethodsComparison) -> dict:
         "stored_from_report": [r.method for r in stored.results],
         "duration_s": round(time.perf_counter() - start, 1),
     }
-
-
-def load_plane(zoo: Path) -> dict | None:
-    """The stored plane of the zoo at `zoo`, or None when it has none."""
-    path = zoo / PLANE_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def main(argv: list[str]) -> None:
