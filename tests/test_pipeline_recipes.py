@@ -75,3 +75,19 @@ def test_a_pipeline_name_carries_its_calibrators_through_compare_sweeps_and_grid
         checked_axes("tsv_m+svc", {"svc.alpha": [9.0]}, {}, len(tasks))
     with pytest.raises(UnknownMethodError, match="is not a calibrator"):
         ws.compare(tasks, "tsv_m+nope", {}, split="val")
+
+
+def test_compare_reports_a_pipeline_as_its_own_row_searched_over_its_calibrators_axis(tiny_collection_dir, tmp_path):
+    import threading
+
+    from engine.jobs.compare import compare_job
+    from engine.jobs.runner import JobContext
+
+    ws = Workspace.from_collection(load_collection(tiny_collection_dir), cache_dir=tmp_path, cache=ComputeCache())
+    grids = {"task_arithmetic": {"lam": [0.3]}, "task_arithmetic+lines": {"lam": [0.3], "lines.beta": [0.0, 1.0]}}
+    ctx = JobContext(lambda **_: None, threading.Event())
+    base, lines = compare_job(ctx, workspace=ws, methods=list(grids), grids=grids).results
+    assert lines.method == "task_arithmetic+lines" and lines.trials == 2 and set(lines.params) == {"lam", "lines.beta"}
+    assert lines.val_mean_normalized >= base.val_mean_normalized  # β = 0 is the base itself: val never picks worse
+    test = ws.compare(ws.task_names, "task_arithmetic", {"lam": 0.3, **lines.params}, split="test", calibrate=["lines"])
+    assert lines.test_mean_normalized == pytest.approx(test.mean_normalized)
