@@ -89,3 +89,18 @@ def test_a_calibrated_sweep_is_one_series_and_its_best_trial_opens_with_its_cali
     query = parse_qs(link.split("(merge?", 1)[1].rstrip(")"))
     assert query["method"] == ["tsv_m"] and query["calibrate"] == ["svc"]
     assert query["svc.alpha"] == [f"{best['svc.alpha']:.6g}"]
+
+
+def test_compare_draws_the_zoos_storage_plane_and_defines_its_x_axis(data_home):
+    from engine.home import ASSETS_DIR
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["collection"] = str(ASSETS_DIR / "zoo")
+    _open(at, "views/compare.py")
+    assert not at.exception and not at.error
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    plane = next(c for c in charts if "stores" in c["layout"]["title"]["text"])
+    assert plane["layout"]["xaxis"]["type"] == "log"
+    assert any("divided by K" in c.value and "4P/K + P/8" in c.value for c in at.caption)
+    assert "TSV-M → SVC" in list(at.dataframe[0].value["method"])  # a calibrated pipeline is a row

@@ -93,7 +93,9 @@ LINES = Calibrator(
     formula="Δ(ℓ) ← (α + β(ℓ−1)/(L−1))·Δ(ℓ); embeddings and ln_pre at depth 1, ln_post and proj at depth L",
     cheap=("alpha", "beta"),
     linear=True,
-    grid=(("beta", (0.0, 0.5, 1.0)),),  # our choice: β = 0 is the base itself, so val never picks worse
+    # our choice: α = 1, β = 0 is the base itself (val never picks worse); α = 0.5 keeps the shallow layers closer
+    # to θ₀, the paper's point, with the deep ones at 0.5 to 1.5 of the base's update
+    grid=(("alpha", (0.5, 1.0)), ("beta", (0.0, 0.5, 1.0))),
 )
 SVC = Calibrator(
     "svc",
