@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from engine.data.generated import file_sha256
 from engine.home import ASSETS_DIR
 from engine.io.atomic import write_text_atomic
 from engine.jobs.compare import DEFAULT_GRIDS, MethodsComparison, compare_job
@@ -78,7 +79,15 @@ def main(argv: list[str]) -> None:
     report = json.loads((zoo / "report.json").read_text(encoding="utf-8"))
     data = compute_plane(zoo, MethodsComparison.from_json(report["methods"]))
     write_text_atomic(zoo / PLANE_FILE, json.dumps(data, indent=1) + "\n")
+    record_in_manifest(zoo)
     print(zoo / PLANE_FILE)
+
+
+def record_in_manifest(zoo: Path) -> None:
+    """The plane's sha256 into the zoo's manifest.json (every zoo file's; tests/test_zoo.py checks them)."""
+    manifest = json.loads((zoo / "manifest.json").read_text(encoding="utf-8"))
+    manifest[PLANE_FILE] = file_sha256(zoo / PLANE_FILE)
+    write_text_atomic(zoo / "manifest.json", json.dumps(dict(sorted(manifest.items())), indent=2))
 
 
 if __name__ == "__main__":
