@@ -129,7 +129,8 @@ left, right = st.columns([1, 2.4], gap="medium")
 with left:
     tasks, method_name, per_task, params, calibrate = controls()
     method = get_method(method_name)
-    preview_on = method_name == "task_arithmetic" and st.toggle(
+    plain_ta = method_name == "task_arithmetic" and not calibrate  # the preview linearizes TA alone
+    preview_on = plain_ta and st.toggle(
         "Tangent-space preview",
         key="preview",
         help="bars from cached Jacobian-vector products at once, then the exact evaluation",
