@@ -34,6 +34,7 @@ from engine.io.checkpoints import load_checkpoint
 from engine.jobs.runner import FINISHED, JobState, JobStatus, LocalRunner
 from engine.jobs.search import grid_sweep_job, search_job
 from engine.merge import METHODS, MergeMethod
+from engine.merge.pipeline import pipeline_name
 from engine.models import pick_device
 from engine.params import flatten
 from engine.pool.access import open_for_user
@@ -202,9 +203,10 @@ def _trials_common(p: argparse.ArgumentParser) -> None:
 def _run_sweep(args: argparse.Namespace) -> int:
     home, recipe, collection, chosen = _recipe_selection(args)
     grid = {name: list(values) for name, values in parse_axes(args.grid)}
-    checked_axes(recipe.method, grid, recipe.params, len(chosen.tasks))  # before any checkpoint is read
+    method = pipeline_name(recipe.method, recipe.calibrate)  # a calibrated recipe sweeps its pipeline
+    checked_axes(method, grid, recipe.params, len(chosen.tasks))  # before any checkpoint is read
     workspace = _trials_source(home, collection, chosen, args)
-    fields = dict(tasks=chosen.tasks, method=recipe.method, grid=grid, params=recipe.params, split=args.split)
+    fields = dict(tasks=chosen.tasks, method=method, grid=grid, params=recipe.params, split=args.split)
     skipped = [str(s) for s in collection.skipped]
     return _run_trials(home, "sweep", grid_sweep_job, args, workspace=workspace, skipped=skipped, **fields)
 

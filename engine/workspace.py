@@ -33,6 +33,7 @@ from engine.io.tensor_store import TensorStore
 from engine.merge import MergeMethod, get_method
 from engine.merge.analysis import SparsityReport
 from engine.merge.declaration import ParamValue
+from engine.merge.pipeline import PIPE, parse_pipeline
 from engine.merge.session import MergeSession
 from engine.merge.spectra import SubspaceStats, subspace_stats
 from engine.merge.wudi import StepProgress
@@ -402,8 +403,10 @@ class Workspace:
     ) -> MergeComparison:
         """Merged vs zero-shot vs fine-tuned accuracy of one setting, kept in the cache: a page rendering the
         same setting again (a rerun, another session) evaluates nothing. `progress` follows a computation.
-        `calibrate` names calibrators after the base merge (`merge`)."""
-        tasks, method, calibrate = tuple(tasks), get_method(method), tuple(calibrate)
+        `calibrate` names calibrators after the base merge (`merge`); a pipeline's name (`tsv_m+svc`) names them
+        too, so jobs and runs that carry one method name carry the pipeline."""
+        method, calibrate = _pipeline(method, calibrate)
+        tasks, method = tuple(tasks), get_method(method)
         key = (self.fingerprint, "compare", tasks, method, _frozen(params), split, calibrate)
         return self.cache.get_or_compute(key, lambda: self._compare(tasks, method, params, split, progress, calibrate))
 
@@ -428,7 +431,7 @@ class Workspace:
             )
         else:
             merged = evaluate(
-                self.merge(tasks, method, params),
+                self.merge(tasks, method, params, calibrate=calibrate),
                 self.suite,
                 split,
                 tasks=tasks,
@@ -448,14 +451,24 @@ class Workspace:
         values: Sequence[float],
         split: str = "interactive",
         progress: Progress | None = None,
+        calibrate: Sequence[str] = (),
     ) -> Sweep:
-        """Evaluate the merge at each value of `param` (the others fixed)."""
+        """Evaluate the merge (then `calibrate`'s calibrators) at each value of `param` (the others fixed)."""
         tasks, results = tuple(tasks), []
         for i, value in enumerate(values):
-            results.append(self.compare(tasks, method, {**params, param: value}, split=split).merged)
+            setting = {**params, param: value}
+            results.append(self.compare(tasks, method, setting, split=split, calibrate=calibrate).merged)
             if progress is not None:
                 progress((i + 1) / len(values), f"{param} = {value:g}")
         return Sweep.from_results(split, param, values, results, tasks)
+
+
+def _pipeline(method: str | MergeMethod, calibrate: Sequence[str]) -> tuple[str | MergeMethod, tuple[str, ...]]:
+    """(base method, calibrators) of a method, a pipeline's name (`tsv_m+svc`) or a method with `calibrate`."""
+    if isinstance(method, str) and PIPE in method:
+        base, steps = parse_pipeline(method)
+        return base, (*steps, *calibrate)
+    return method, tuple(calibrate)
 
 
 def linearized_tasks(collection: Collection, chosen: Mapping[str, str]) -> tuple[str, ...]:

@@ -195,6 +195,19 @@ def test_a_scale_or_alpha_move_after_a_calibrated_merge_computes_no_svd(matrix, 
     assert len(factorized) == before + 1
 
 
+def test_a_lambda_move_after_calibrated_task_arithmetic_computes_no_svd(matrix, tmp_path, monkeypatch):
+    """Task arithmetic caches no parts, but it is linear in λ (`linear_scale`): SVC keeps λ apart as for TSV-M."""
+    factorized = []
+    monkeypatch.setattr(pipeline, "svc_factors", lambda *a: factorized.append(1) or svc_factors(*a))
+    session, tasks = _session(matrix, tmp_path), matrix.task_names
+    session.merge(tasks, "task_arithmetic", {"lam": 0.3}, calibrate=("svc",))
+    moved = session.merge(tasks, "task_arithmetic", {"lam": 0.6, "svc.alpha": 0.7}, calibrate=("svc",))
+    assert len(factorized) == 1
+    fresh = _session(matrix, tmp_path / "fresh").merge(tasks, "task_arithmetic", {"lam": 0.6, "svc.alpha": 0.7},
+                                                       calibrate=("svc",))  # fmt: skip
+    torch.testing.assert_close(moved, fresh)
+
+
 def test_pipeline_parameters_are_namespaced_and_checked():
     assert split_params({"alpha": 1.0, "svc.alpha": 0.5}, ("svc",)) == ({"alpha": 1.0}, {"svc": {"alpha": 0.5}})
     with pytest.raises(UnknownMethodError, match="svc.alpha"):

@@ -53,3 +53,41 @@ def test_a_recipe_names_its_calibrators_and_their_parameters(tiny_collection_dir
         parse_recipe("collection: c\nmethod: ties\ncalibrate: [lines]\nparams: {lines.gamma: 0.5}")
     with pytest.raises(Exception, match="is not a calibrator"):
         parse_recipe("collection: c\nmethod: ties\ncalibrate: [nope]")
+
+
+def test_a_pipeline_name_carries_its_calibrators_through_compare_sweeps_and_grids(tiny_collection_dir, tmp_path):
+    from engine.errors import ParameterError
+    from engine.eval.evaluate import evaluate
+    from engine.jobs.compare import DEFAULT_GRIDS, method_grid
+    from engine.jobs.grid import checked_axes
+
+    ws = Workspace.from_collection(load_collection(tiny_collection_dir), cache_dir=tmp_path, cache=ComputeCache())
+    tasks, params = ws.task_names, {"alpha": 1.0, "svc.alpha": 0.5}
+    by_flag = ws.compare(tasks, "tsv_m", params, split="val", calibrate=("svc",))
+    merged = ws.merge(tasks, "tsv_m", params, calibrate=("svc",))  # the calibrated merge is what is evaluated
+    assert by_flag.merged.accuracy == evaluate(merged, ws.suite, "val", tasks=tasks).accuracy
+    assert ws.compare(tasks, "tsv_m+svc", params, split="val").merged.accuracy == by_flag.merged.accuracy
+    sweep = ws.sweep(tasks, "tsv_m+svc", params, param="svc.alpha", values=[0.5, 2.0], split="val")
+    assert sweep.mean_accuracy[0] == pytest.approx(by_flag.merged.mean_accuracy)
+    grid = method_grid("tsv_m+svc", DEFAULT_GRIDS)  # the base's grid, then the calibrator's declared axis
+    assert grid["alpha"] == DEFAULT_GRIDS["tsv_m"]["alpha"] and grid["svc.alpha"] == (0.5, 1.0, 2.0)
+    with pytest.raises(ParameterError, match="svc.alpha"):
+        checked_axes("tsv_m+svc", {"svc.alpha": [9.0]}, {}, len(tasks))
+    with pytest.raises(UnknownMethodError, match="is not a calibrator"):
+        ws.compare(tasks, "tsv_m+nope", {}, split="val")
+
+
+def test_compare_reports_a_pipeline_as_its_own_row_searched_over_its_calibrators_axis(tiny_collection_dir, tmp_path):
+    import threading
+
+    from engine.jobs.compare import compare_job
+    from engine.jobs.runner import JobContext
+
+    ws = Workspace.from_collection(load_collection(tiny_collection_dir), cache_dir=tmp_path, cache=ComputeCache())
+    grids = {"task_arithmetic": {"lam": [0.3]}, "task_arithmetic+lines": {"lam": [0.3], "lines.beta": [0.0, 1.0]}}
+    ctx = JobContext(lambda **_: None, threading.Event())
+    base, lines = compare_job(ctx, workspace=ws, methods=list(grids), grids=grids).results
+    assert lines.method == "task_arithmetic+lines" and lines.trials == 2 and set(lines.params) == {"lam", "lines.beta"}
+    assert lines.val_mean_normalized >= base.val_mean_normalized  # β = 0 is the base itself: val never picks worse
+    test = ws.compare(ws.task_names, "task_arithmetic", {"lam": 0.3, **lines.params}, split="test", calibrate=["lines"])
+    assert lines.test_mean_normalized == pytest.approx(test.mean_normalized)

@@ -58,3 +58,48 @@ def test_the_plane_of_real_comparisons_on_a_tiny_pool(tiny_collection_dir, tmp_p
     assert fine_tuned.mean_normalized == 1.0 and fine_tuned.bytes_per_task == 4 * ws.matrix.spec.numel
     for point, result in zip(plane.points, results):
         assert point.mean_normalized == pytest.approx(result.test_mean_normalized)
+
+
+def test_the_plane_chart_draws_bytes_on_log_x_the_front_and_each_tasks_accuracy_on_hover():
+    from ui.figures.methods import PLANE_X_TITLE, storage_plane_chart
+
+    comparison = MethodsComparison(
+        TASKS, (_result("task_arithmetic", 0.70), _result("tsv_m+svc", 0.8), _result("tall_masks", 0.95))
+    )
+    plane = storage_plane(comparison, numel=8000, finetuned=dict.fromkeys(TASKS, 0.9))
+    fig = storage_plane_chart(plane)
+    points, front = fig.data
+    assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.title.text == PLANE_X_TITLE
+    assert list(points.x) == [8000, 8000, 9000, 32000]  # a calibrator stores what its base does
+    assert list(front.x) == [8000, 9000, 32000] and list(front.y) == [0.8, 0.95, 1.0]
+    assert "TSV-M → SVC" in points.hovertext[1] and "a: 50.0%" in points.hovertext[1]
+    assert list(points.marker.symbol) == ["circle", "circle", "diamond", "diamond"]
+
+
+def test_the_zoos_stored_plane_keeps_reports_rows_and_one_point_recomputes(tmp_path):
+    """assets/zoo/plane.json (engine/zoo/plane.py): report.json's Compare rows as stored, plus TALL masks, EMR and
+    the calibrated pipelines; TA → SVC's merge at its stored setting gives its stored test accuracy on faces (the
+    merge from the task vectors alone, only faces' images decoded: seconds, not the whole zoo's suite)."""
+    import json
+
+    from engine.eval.evaluate import evaluate
+    from engine.home import ASSETS_DIR
+    from engine.io.tensor_store import TensorStore
+    from engine.jobs.plane import load_plane
+    from engine.merge.session import MergeSession
+    from engine.pool.collection import open_suite, task_matrix
+
+    zoo = ASSETS_DIR / "zoo"
+    comparison, plane = load_plane(zoo)
+    report = json.loads((zoo / "report.json").read_text(encoding="utf-8"))["methods"]
+    assert comparison.to_json()["results"][: len(report["results"])] == report["results"]
+    methods = {p.method: p for p in plane.points}
+    assert {"tall_masks", "emr", "tsv_m+svc", "tsv_m+lines", FINE_TUNED_NAME} <= set(methods)
+    point = methods["task_arithmetic+svc"]
+    collection = load_collection(zoo)
+    matrix = task_matrix(collection)
+    assert point.bytes_per_task == 4 * matrix.spec.numel / len(plane.tasks)  # what TA stores: 4P/K
+    session = MergeSession(matrix, ComputeCache(), "zoo", TensorStore(tmp_path / "parts"), lambda kind: None)
+    merged = session.merge(plane.tasks, "task_arithmetic", point.params, calibrate=("svc",))
+    suite = open_suite(collection, cache_dir=tmp_path, tasks=["faces"])
+    assert evaluate(merged, suite, "test", tasks=["faces"]).accuracy["faces"] == pytest.approx(point.accuracy["faces"])

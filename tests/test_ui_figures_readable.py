@@ -22,6 +22,7 @@ from engine.jobs.compare import MethodResult, MethodsComparison
 from engine.jobs.finetune import FinetuneCurves
 from engine.jobs.landscape import Landscape
 from engine.jobs.learn import LearnCurves
+from engine.jobs.plane import storage_plane
 from engine.merge.analysis import SparsityReport
 from engine.merge.forgetting import ForgettingCurve
 from engine.merge.spectra import alignment_vs_taujp, subspace_stats
@@ -164,6 +165,9 @@ SAMPLES = {
         figures.benchmark_published_chart(_benchmark()),
         figures.benchmark_published_chart(_benchmark(comparable=False)),
     ],
+    "storage_plane_chart": lambda: figures.storage_plane_chart(
+        storage_plane(_methods(), numel=1000, finetuned=dict.fromkeys(TASKS, 0.9))
+    ),
     "landscape_heatmap": lambda: figures.landscape_heatmap(_landscape()),
     "runs_comparison": lambda: figures.runs_comparison([_run(1, {"digits": 0.5}), _run(2, {"faces": 0.9})]),
     "job_curve": lambda: figures.job_curve("merge_parts", {"loss": [3.0, 2.0]}, name="WUDI"),

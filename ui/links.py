@@ -64,8 +64,9 @@ def _word(option: str | float) -> str:
     return f"{option:.6g}" if isinstance(option, float) else str(option)
 
 
-def subset(name: str, key: str, options: Sequence[str]) -> Link:
-    """Some of `options` in the order picked (repeated in the URL: `tasks=a&tasks=b`); all of them by default."""
+def subset(name: str, key: str, options: Sequence[str], *, default: Sequence[str] | None = None) -> Link:
+    """Some of `options` in the order picked (repeated in the URL: `tasks=a&tasks=b`); all of them by default
+    (or `default`: none for the calibrators after a merge)."""
 
     def read(raw: list[str]) -> list[str]:
         unknown = [v for v in raw if v not in options]
@@ -73,7 +74,7 @@ def subset(name: str, key: str, options: Sequence[str]) -> Link:
             raise LinkValueError(f"`{name}={unknown[0]}` is not one of {', '.join(options)}")
         return list(dict.fromkeys(raw))  # the link's order, as the user picked them
 
-    return Link(name, key, list(options), read, lambda v: list(v))
+    return Link(name, key, list(options if default is None else default), read, lambda v: list(v))
 
 
 def number(name: str, key: str, *, low: float, high: float, default: float, aliases: tuple[str, ...] = ()) -> Link:
@@ -249,9 +250,12 @@ def _copy(value: Value) -> Value:
 
 
 def merge_link(method: str, params: Mapping[str, float], *, base: Sequence[tuple[str, str]] = ()) -> str:
-    """A deep link opening the Merge page on `method` with these parameter values, after `base` (the
-    sidebar's part of the URL: collection and checkpoints, so the link shows the same numbers)."""
-    pairs = [*base, ("method", method), *((k, f"{v:.6g}") for k, v in params.items())]
+    """A deep link opening the Merge page on `method` (a pipeline's name `tsv_m+svc` opens with its
+    calibrators) with these parameter values (`svc.alpha` as named), after `base` (the sidebar's part of the URL:
+    collection and checkpoints, so the link shows the same numbers)."""
+    base_method, *calibrate = method.split("+")  # a pipeline's name: `tsv_m+svc` (engine/merge/pipeline.py)
+    pairs = [*base, ("method", base_method), *(("calibrate", c) for c in calibrate)]
+    pairs += [(k, f"{v:.6g}") for k, v in params.items()]
     return "merge?" + urlencode(pairs)
 
 

@@ -20,6 +20,7 @@ from engine.jobs.runner import JobState
 from engine.jobs.sweep import record_sweep
 from engine.merge import MergeMethod
 from engine.merge.declaration import ParamValue
+from engine.merge.pipeline import CALIBRATORS, pipeline_name, split_params
 from engine.runs.export import export_bundle
 from engine.runs.recipe_runner import run_recipe, save_merge_run
 from engine.runs.recipes import MergeRecipe
@@ -37,17 +38,52 @@ class Setting:
     choice: Choice
     tasks: tuple[str, ...]
     method: MergeMethod
-    params: dict[str, ParamValue]
+    params: dict[str, ParamValue]  # the method's and its calibrators' (`svc.alpha`)
+    calibrate: tuple[str, ...] = ()  # calibrators after the merge, in order
 
     @property
     def key(self) -> tuple:
         """Identifies a result computed for this setting (a sweep ignores the scale it sweeps: `sweep_key`)."""
-        return (self.collection, self.choice, self.tasks, self.method.name, repr(sorted(self.params.items())))
+        return (self.collection, self.choice, self.tasks, self.pipeline, repr(sorted(self.params.items())))
 
     @property
     def sweep_key(self) -> tuple:
         others = sorted((k, v) for k, v in self.params.items() if k != self.method.scale.name)
         return (*self.key[:4], repr(others))
+
+    @property
+    def pipeline(self) -> str:
+        """The merge's one name in jobs and runs: the method, then its calibrators (`tsv_m+svc`)."""
+        return pipeline_name(self.method.name, self.calibrate)
+
+    @property
+    def base_params(self) -> dict[str, ParamValue]:
+        """The base method's parameters alone (what it keeps and its parts do not depend on the calibrators)."""
+        return split_params(self.params, self.calibrate)[0]
+
+
+TASK_SPECIFIC = "task-specific: needs the task id at inference"
+
+
+def pipeline_controls(method: MergeMethod) -> tuple[tuple[str, ...], dict[str, float]]:
+    """The calibrators after the merge (none for a task-specific method, which serves each task its own model)
+    and their sliders; returns (calibrators in order, their values by namespaced name)."""
+    if method.task_specific:
+        st.caption(
+            f"**{TASK_SPECIFIC}.** {method.display_name} keeps one shared vector and a bit mask per task; task t "
+            "is evaluated with its own model θ₀ + r_t·(m_t ⊙ v), built on the fly. Calibrators need one merged model."
+        )
+        st.session_state["calibrate"] = []
+    chosen = st.multiselect(
+        "Calibrators after the merge",
+        list(CALIBRATORS),
+        key="calibrate",
+        format_func=lambda name: CALIBRATORS[name].display_name,
+        disabled=method.task_specific,
+        help="data-free steps on the merged update, in the order picked: LiNeS scales it by depth, SVC "
+        "recalibrates each layer's singular values against every task's",
+    )
+    return tuple(chosen), widgets.calibrator_params(chosen)
 
 
 @st.fragment(run_every=1.0)
@@ -100,7 +136,7 @@ def sparsity_panel(s: Setting) -> None:
     """Per task the share the method keeps (or per layer the rank), and the sign conflicts per layer."""
     with st.container(border=True):
         if s.method.keep_panel == "ranks":
-            ranks = s.ws.ranks(list(s.tasks), s.method.name, s.params)
+            ranks = s.ws.ranks(list(s.tasks), s.method.name, s.base_params)
             st.dataframe(
                 {
                     "layer": [r.layer for r in ranks],
@@ -116,7 +152,7 @@ def sparsity_panel(s: Setting) -> None:
                 "Frobenius norm) they carry: task vectors that are close to low-rank lose little."
             )
             return
-        report = s.ws.sparsity(list(s.tasks), s.method.name, s.params)
+        report = s.ws.sparsity(list(s.tasks), s.method.name, s.base_params)
         st.dataframe(
             {"task": list(report.tasks), "kept fraction": [report.kept_fraction[t] for t in report.tasks]},
             column_config={"kept fraction": st.column_config.NumberColumn(format="percent")},
@@ -147,13 +183,14 @@ def sweep_panel(s: Setting, column) -> None:
             param=scale.name,
             values=s.method.sweep_values(21),
             progress=lambda f, msg: bar.progress(f, text=msg),
+            calibrate=s.calibrate,
         )
         bar.empty()
         record_sweep(
             resources.run_log(),
             sweep,
             workspace=s.ws,
-            method=s.method.name,
+            method=s.pipeline,
             params=s.params,
             device=resources.device_name(),
         )
@@ -186,7 +223,7 @@ def test_panel(s: Setting, column) -> None:
         with st.spinner("Evaluating on test…"):
             st.session_state["_merge_test"] = (
                 s.key,
-                s.ws.compare(list(s.tasks), s.method.name, s.params, split="test"),
+                s.ws.compare(list(s.tasks), s.method.name, s.params, split="test", calibrate=s.calibrate),
             )
     if st.session_state.get("_merge_test", (None,))[0] != s.key:
         return
@@ -214,6 +251,7 @@ def keep_panel(s: Setting, comparison: MergeComparison) -> None:
         variants=dict(s.choice),
         method=s.method.name,
         params=s.params,
+        calibrate=s.calibrate,
         evaluate="test",
     )
     with st.expander("Recipe of the current settings (run it with `python -m engine run recipe.json`)"):
@@ -262,7 +300,7 @@ def sweep_job_button(s: Setting, column) -> None:
     if column.button(f"{symbol} sweep on test as a job", help=f"101 values of {scale.label}; see Jobs & runs"):
         args = {
             "tasks": list(s.tasks),
-            "method": s.method.name,
+            "method": s.pipeline,
             "params": s.params,
             "param": scale.name,
             "values": list(s.method.sweep_values(101)),

@@ -18,6 +18,8 @@ import torch
 
 from engine.cache.memory import ComputeCache
 from engine.home import ASSETS_DIR, DataHome
+from engine.jobs.compare import MethodsComparison
+from engine.jobs.plane import StoragePlane, load_plane
 from engine.jobs.runner import LocalRunner
 from engine.jobs.spec import JobSpec, WorkspaceRef
 from engine.jobs.spec import submit as submit_spec
@@ -310,6 +312,12 @@ def build_report(collection: str) -> dict | None:
     """The collection's report.json as stored at build time (None if it has none). Read from the collection
     alone, not its workspace: a page can draw the stored numbers before the tasks, heads and checkpoints load."""
     return allowed_collection(collection).build_report()
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def stored_plane(collection: str) -> tuple[MethodsComparison, StoragePlane] | None:
+    """The collection's stored comparison and storage–accuracy plane (the zoo's plane.json; None if none)."""
+    return load_plane(allowed_collection(collection).root)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

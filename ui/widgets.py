@@ -13,6 +13,7 @@ from engine.jobs import progress
 from engine.jobs.forms import IMPORTANCE, TAUJP, JobForm
 from engine.merge import MergeMethod, Param
 from engine.merge.declaration import ParamValue
+from engine.merge.pipeline import CALIBRATORS, qualified_params
 from engine.sta.importance import KINDS
 from engine.workspace import Workspace
 from ui import formats, job_states, links, resources
@@ -41,6 +42,27 @@ def param_links(method: MergeMethod, tasks: Sequence[str], *, per_task: bool) ->
             for suffix, task in keys
         ]
     return found
+
+
+def calibrator_key(qualified: str) -> str:
+    """The state key of a calibrator's parameter (`svc.alpha` → `calibrate.svc.alpha`)."""
+    return f"calibrate.{qualified}"
+
+
+def calibrator_links(calibrate: Sequence[str]) -> list[links.Link]:
+    """The calibrators' parameters in the URL by their namespaced names (`svc.alpha=0.8`)."""
+    return [
+        links.number(name, calibrator_key(name), low=p.low, high=p.high, default=p.default)
+        for name, p in qualified_params(calibrate)
+    ]
+
+
+def calibrator_params(calibrate: Sequence[str]) -> dict[str, float]:
+    """One slider per parameter of each chosen calibrator, labelled with its calibrator; values by namespaced name."""
+    return {
+        name: _slider(f"{CALIBRATORS[name.split('.')[0]].short_name} {p.label}", p, calibrator_key(name))
+        for name, p in qualified_params(calibrate)
+    }
 
 
 def _slider(label: str, param: Param, key: str) -> float:

@@ -5,8 +5,9 @@ import streamlit as st
 from engine.home import DataHome
 from engine.jobs.compare import MethodsComparison
 from engine.jobs.forms import COMPARE
+from engine.jobs.plane import storage_plane
 from engine.jobs.runner import JobState
-from engine.merge import METHODS
+from engine.merge.pipeline import pipeline_display
 from ui import figures, links, messages, pages, resources, tables, widgets
 from ui.state import sidebar_query, sidebar_workspace
 
@@ -16,11 +17,25 @@ st.caption(
     "averaged), then the chosen setting is evaluated once on test. Normalized accuracy is what makes methods "
     "comparable across checkpoint sets; papers' absolute numbers are not."
 )
+PLANE_HELP = (
+    "**Storage–accuracy plane.** x: the bytes a method stores to serve all K tasks, divided by K (log axis; "
+    "θ₀ is shared by all and not counted): a single merged model 4P/K, TALL masks 4P/K + P/8 (a bit mask per "
+    "task), EMR 4P/K + P/8 + 4 (and a rescaler), the fine-tuned models 4P; a calibrator stores nothing more than "
+    "its base. P is the image tower's parameter count, 4 bytes each (float32). y: mean normalized test accuracy "
+    "at the setting chosen on val. Diamonds are task-specific (they need the task id at inference); the dashed "
+    "line is the Pareto front, the points no other beats on both axes. Hover a point for each task's accuracy."
+)
 collection, choice, ws = sidebar_workspace()
 report = resources.build_report(collection) if not choice else None
 comparison = MethodsComparison.from_json(report["methods"]) if report and report.get("methods") else None
+stored = resources.stored_plane(collection) if comparison is not None else None  # with pipelines, TALL, EMR
+plane = stored[1] if stored else None
 if comparison is not None:
-    st.caption("Stored when the demo zoo was built (`python -m engine zoo add-methods`).")
+    comparison = stored[0] if stored else comparison
+    st.caption(
+        "Stored when the demo zoo was built (`python -m engine zoo add-methods`)"
+        + ("; task-specific methods and calibrated pipelines by `python -m engine.zoo.plane`." if stored else ".")
+    )
 else:
     values = {"methods": widgets.job_input(st, COMPARE, "methods")}
     if st.button("Compare every method as a background job", type="primary"):
@@ -30,6 +45,7 @@ else:
     job = widgets.job_progress("compare_job")
     if job is not None and job.state is JobState.DONE:
         comparison = job.result
+        plane = storage_plane(comparison, numel=ws.matrix.spec.numel, finetuned=ws.finetuned("test"))
     elif job is not None and job.state is JobState.FAILED:
         st.error(messages.shown(job.error))
 
@@ -37,7 +53,7 @@ if comparison is not None:
     st.plotly_chart(figures.methods_chart(comparison), key="methods_chart")
     rows = sorted(comparison.results, key=lambda r: r.test_mean_normalized, reverse=True)
     table = {
-        "method": [METHODS[r.method].display_name for r in rows],
+        "method": [pipeline_display(r.method) for r in rows],
         "chosen on val": [", ".join(f"{k} = {v:g}" for k, v in r.params.items()) for r in rows],
         "val normalized": [r.val_mean_normalized for r in rows],
         "test accuracy": [r.test_mean_accuracy for r in rows],
@@ -75,3 +91,6 @@ if comparison is not None:
             f"the paper's 300 steps leave {reach['loss_left']['300']:.0%} of its interference loss and 1000 steps "
             f"{reach['loss_left']['1000']:.0%}; its step count is chosen on val like the other methods' ranks."
         )
+if plane is not None:
+    st.plotly_chart(figures.storage_plane_chart(plane), key="storage_plane")
+    st.caption(PLANE_HELP)

@@ -4,6 +4,7 @@ import streamlit as st
 
 from engine.errors import MergelabError
 from engine.merge import METHODS, get_method
+from engine.merge.pipeline import CALIBRATORS
 from engine.runs.recipe_runner import select
 from engine.runs.recipes import parse_recipe
 from engine.taujp.preview import preview_gap
@@ -16,16 +17,19 @@ collection, choice, ws = sidebar_workspace()
 MERGE = "merge"  # the links' scope of this page's values
 
 
-def page_links(method_name: str, tasks: list[str], *, per_task: bool) -> list[links.Link]:
-    """This page's part of the URL: the tasks, the method by its engine name, its parameters, the preview."""
+def page_links(method_name: str, tasks: list[str], *, per_task: bool, calibrate=()) -> list[links.Link]:
+    """This page's part of the URL: the tasks, the method by its engine name, the calibrators after it, their
+    parameters (`svc.alpha`), the preview."""
     shared = [
         links.subset("tasks", "tasks", ws.task_names),
         links.choice("method", "method", list(METHODS), "task_arithmetic"),
         links.flag("per_task", "per_task"),
+        links.subset("calibrate", "calibrate", list(CALIBRATORS), default=[]),
     ]
     method = get_method(method_name)
     preview = [links.flag("preview", "preview")] if method_name == "task_arithmetic" else []
-    return [*shared, *widgets.param_links(method, tasks, per_task=per_task), *preview]
+    steps = widgets.calibrator_links(calibrate)
+    return [*shared, *widgets.param_links(method, tasks, per_task=per_task), *steps, *preview]
 
 
 def restore_from_link() -> None:
@@ -34,10 +38,14 @@ def restore_from_link() -> None:
     if st.session_state.get("_merge_tasks_of") != ws.task_names:
         st.session_state["tasks"] = list(ws.task_names)
         st.session_state["_merge_tasks_of"] = ws.task_names
-    links.restore(page_links("task_arithmetic", [], per_task=False)[:3], scope=MERGE)
+    links.restore(page_links("task_arithmetic", [], per_task=False)[:4], scope=MERGE)
     state = st.session_state
-    wanted = page_links(state["method"], state["tasks"], per_task=state["per_task"])
-    links.restore(wanted[3:], scope=MERGE)
+    if get_method(state["method"]).task_specific and state["calibrate"]:  # it serves each task its own model
+        name = METHODS[state["method"]].display_name
+        links.notice(f"Ignored `calibrate` from the link: {name} is {panels.TASK_SPECIFIC}.", scope=MERGE)
+        state["calibrate"] = []
+    wanted = page_links(state["method"], state["tasks"], per_task=state["per_task"], calibrate=state["calibrate"])
+    links.restore(wanted[4:], scope=MERGE)
     claimed = {link.name for link in wanted} | {a for link in wanted for a in link.aliases}
     # Only on the run that opens the link: on the rerun a changed method triggers, the URL still holds the
     # previous method's values (publish runs after the widgets), which are not "from the link".
@@ -70,8 +78,8 @@ def apply_recipe() -> None:
     state["per_task"] = widgets.set_params_in_state(get_method(recipe.method), picked.tasks, recipe.params)
 
 
-def controls() -> tuple[list[str], str, bool, dict]:
-    """Tasks, method, one λ per task and the method's sliders, in the page's left column."""
+def controls() -> tuple[list[str], str, bool, dict, tuple[str, ...]]:
+    """Tasks, method, one λ per task, the method's sliders and the calibrators after it, in the left column."""
     tasks = st.multiselect("Tasks to merge", ws.task_names, key="tasks")
     method_name = st.selectbox(
         "Method", list(METHODS), key="method", format_func=lambda name: METHODS[name].display_name
@@ -85,7 +93,8 @@ def controls() -> tuple[list[str], str, bool, dict]:
             "once per checkpoint and cached."
         )
     params = widgets.method_params(method, tasks, per_task=per_task, columns=1)
-    return tasks, method_name, per_task, params
+    calibrate, steps = panels.pipeline_controls(method)
+    return tasks, method_name, per_task, {**params, **steps}, calibrate
 
 
 HELP = {
@@ -114,17 +123,20 @@ def headline(column, comparison, tasks: list[str]) -> None:
 
 restore_from_link()
 state = st.session_state
-links.show_notices(MERGE, links=page_links(state["method"], state["tasks"], per_task=state["per_task"]))
+shown = page_links(state["method"], state["tasks"], per_task=state["per_task"], calibrate=state["calibrate"])
+links.show_notices(MERGE, links=shown)
 left, right = st.columns([1, 2.4], gap="medium")
 with left:
-    tasks, method_name, per_task, params = controls()
+    tasks, method_name, per_task, params, calibrate = controls()
     method = get_method(method_name)
-    preview_on = method_name == "task_arithmetic" and st.toggle(
+    plain_ta = method_name == "task_arithmetic" and not calibrate  # the preview linearizes TA alone
+    preview_on = plain_ta and st.toggle(
         "Tangent-space preview",
         key="preview",
         help="bars from cached Jacobian-vector products at once, then the exact evaluation",
     )
-links.publish(page_links(method_name, tasks, per_task=per_task), owned=lambda name: not sidebar_owns(name))
+wanted = page_links(method_name, tasks, per_task=per_task, calibrate=calibrate)
+links.publish(wanted, owned=lambda name: not sidebar_owns(name))
 with right:
     if not tasks:
         st.info("Pick at least one task.")
@@ -137,11 +149,11 @@ with right:
         with st.spinner("Caching tangent features of the interactive split (once)…"):
             preview = ws.preview(tasks, params)
         bars.plotly_chart(figures.preview_bars(preview), key="preview_bars")
-    setting = panels.Setting(ws, collection, choice, tuple(tasks), method, params)
-    if ws.needs_job(tasks, method_name, params):
+    setting = panels.Setting(ws, collection, choice, tuple(tasks), method, params, calibrate)
+    if ws.needs_job(tasks, method_name, setting.base_params):
         panels.parts_job(setting)
     try:
-        comparison = ws.compare(tasks, method_name, params, split="interactive")
+        comparison = ws.compare(tasks, method_name, params, split="interactive", calibrate=calibrate)
     except MergelabError as exc:
         st.error(messages.shown(exc))
         st.stop()
@@ -158,8 +170,9 @@ if preview is not None:
         f"Tangent preview vs exact: mean |gap| {gap:.1%}. The preview is the linearized model "
         f"f(x; θ₀) + Σₜ λₜ J f(x; θ₀)·τₜ: {kind}."
     )
+steps = "".join(f"; then {CALIBRATORS[c].display_name}: {CALIBRATORS[c].formula}" for c in calibrate)
 st.caption(
-    f"{method.display_name}: {method.formula}, with τₜ = θₜ − θ₀. Bars: accuracy on the interactive split "
+    f"{method.display_name}: {method.formula}, with τₜ = θₜ − θ₀{steps}. Bars: accuracy on the interactive split "
     "(a fixed subset of val) of the zero-shot model θ₀, the merge, and each task's own fine-tuned model. "
     "Normalized accuracy = merged / fine-tuned, averaged over tasks."
 )

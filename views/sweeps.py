@@ -9,6 +9,7 @@ import streamlit as st
 
 from engine.errors import MergelabError
 from engine.merge import METHODS, get_method
+from engine.merge.pipeline import CALIBRATORS, parse_pipeline, pipeline_display, pipeline_name, qualified_params
 from engine.search.axes import parse_axes
 from engine.search.grid import checked_axes
 from engine.search.logged import SUMMARIES, LoggedSweep, coordinates, logged_sweeps, objective_plane, read_sweep
@@ -21,7 +22,8 @@ st.header(pages.heading("sweeps"))
 def merge_link(sweep: LoggedSweep) -> dict[str, str | list[str]]:
     """The Merge page's URL for the best trial: its collection, checkpoints, tasks, method and every parameter
     (per task where the setting has one value per task)."""
-    best, method = sweep.best, get_method(sweep.run.method)
+    base, calibrate = parse_pipeline(sweep.run.method)  # a pipeline's sweep opens with its calibrators
+    best, method = sweep.best, get_method(base)
     per_task = any(not isinstance(v, (int, float)) for v in best.params.values())
     query: dict[str, str | list[str]] = {
         "collection": sweep.run.inputs["collection"],
@@ -29,6 +31,8 @@ def merge_link(sweep: LoggedSweep) -> dict[str, str | list[str]]:
         "method": method.name,
         "per_task": "true" if per_task else "false",
     }
+    query |= {"calibrate": list(calibrate)} if calibrate else {}
+    query |= {name: f"{best.params[name]:.6g}" for name, _ in qualified_params(calibrate) if name in best.params}
     checkpoints = sweep.run.inputs.get("checkpoints", {})  # the sidebar's part: the checkpoints it ran on
     query |= {f"ckpt.{t}": v for t, v in checkpoints.items() if v != "standard"}
     for param in method.params:
@@ -53,7 +57,7 @@ def start_job(kind: str, method: str, grid_text: str, trials: int, strategy: str
         if kind == "grid":
             axes = checked_axes(method, dict(parse_axes(grid_text.split())), {}, len(tasks))
             args = {"tasks": tasks, "method": method, "grid": {name: list(values) for name, values in axes}}
-            name = f"grid sweep · {METHODS[method].display_name} · {grid_text}"
+            name = f"grid sweep · {pipeline_display(method)} · {grid_text}"
         else:
             args = {"tasks": tasks, "method": "task_arithmetic", "strategy": strategy, "trials": trials}
             name = f"{strategy} search · per-task λ · {trials} trials"
@@ -94,6 +98,14 @@ with st.expander("Start a grid sweep or a coefficient search", expanded=not swee
         disabled=kind != "grid",
         help="NAME=LOW:HIGH:COUNT or NAME=V1,V2,..., separated by spaces (as `python -m engine sweep --grid`)",
     )
+    calibrate = left.multiselect(
+        "calibrators after the merge",
+        list(CALIBRATORS),
+        key="sweep_calibrate",
+        format_func=lambda c: CALIBRATORS[c].display_name,
+        disabled=kind != "grid" or METHODS[method].task_specific,
+        help="a calibrated pipeline is swept as one method; grid its parameters as svc.alpha=0.5,1,2",
+    )
     trials = left.number_input("trials", 8, 2000, 48, step=8, key="sweep_trials", disabled=kind != "search")
     strategy = right.radio(
         "strategy",
@@ -104,7 +116,13 @@ with st.expander("Start a grid sweep or a coefficient search", expanded=not swee
         help="Optuna's TPE or CMA-ES, 8 trials asked at a time, seed 0",
     )
     if st.button("Start as a background job", type="primary", key="sweep_start"):
-        start_job(kind, method, grid_text, int(trials), strategy)
+        start_job(
+            kind,
+            pipeline_name(method, () if METHODS[method].task_specific else calibrate),
+            grid_text,
+            int(trials),
+            strategy,
+        )
     st.caption(
         "On the sidebar's collection and checkpoints, evaluated on val; a search's best is re-evaluated on test. "
         "With MERGELAB_RAY set, trials run on Ray workers."

@@ -7,6 +7,7 @@ tuned on the same split (Ilharco et al., ICLR 2023), which is what lets numbers 
 compared. Each method declares its grid in its module (engine/merge/methods/: the papers' own searches where they
 give one, coarser where a method has two expensive axes), or the reason it has none; `DEFAULT_GRIDS` collects them.
 An iterative method on a large model on the CPU is hours: it is compared only when asked by name.
+A pipeline (`tsv_m+svc`: a base method, then calibrators) is compared like a method, as its own row.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from engine.jobs.runner import JobContext
 from engine.jobs.workers import RunTrials, job_trials
 from engine.merge import METHODS, MergeMethod
+from engine.merge.pipeline import parse_pipeline, pipeline_grid
 from engine.merge.session import LARGE_MODEL_PARAMS
 from engine.runs.log import RunLog
 from engine.search.grid import FIRST_POINT, checked_axes, grid_points, grid_requests
@@ -63,7 +65,16 @@ class MethodsComparison:
 def _too_slow(workspace: Workspace, method: str) -> bool:
     """An iterative method on a large model on the CPU (WUDI on ViT-B/32: hours)."""
     large = workspace.matrix.spec.numel >= LARGE_MODEL_PARAMS and workspace.matrix.T.device.type == "cpu"
-    return METHODS[method].iterative and large
+    return METHODS[parse_pipeline(method)[0]].iterative and large
+
+
+def method_grid(method: str, grids: Mapping[str, Mapping[str, Sequence[float]]]) -> Mapping[str, Sequence[float]]:
+    """The grid Compare searches for `method`: given, else declared; a pipeline (`tsv_m+svc`) not given one
+    searches its base's grid with each calibrator's declared axes (`Calibrator.grid`)."""
+    if method in grids:
+        return grids[method]
+    base, steps = parse_pipeline(method)
+    return pipeline_grid(method, grids[base]) if steps and base in grids else grids[method]
 
 
 def compare_job(
@@ -83,7 +94,7 @@ def compare_job(
     tasks = tuple(tasks or workspace.task_names)
     grids = {**DEFAULT_GRIDS, **(grids or {})}
     methods = tuple(methods or [m for m in METHODS if m in grids and not _too_slow(workspace, m)])
-    results, axes = [], {m: checked_axes(m, grids[m], {}, len(tasks)) for m in methods}
+    results, axes = [], {m: checked_axes(m, method_grid(m, grids), {}, len(tasks)) for m in methods}
     counter = TrialCounter(ctx, sum(len(grid_points(a)) + 1 for a in axes.values()))
     ctx.starting(FIRST_POINT.format(method=methods[0] if methods else "", split="val"), total=counter.total)
     with job_trials(ctx, workspace, ray=ray, workers=workers) as run:
@@ -96,7 +107,10 @@ def compare_job(
             job_id=ctx.job_id,
             tasks=tasks,
             device=str(workspace.matrix.T.device),
-            inputs={"methods": list(methods), "grids": {m: {k: list(v) for k, v in grids[m].items()} for m in methods}},
+            inputs={
+                "methods": list(methods),
+                "grids": {m: {k: list(v) for k, v in method_grid(m, grids).items()} for m in methods},
+            },
             outputs=comparison.to_json(),
             duration_s=round(time.perf_counter() - start, 3),
         )

@@ -22,6 +22,7 @@ from engine.jobs.spec import to_fields
 from engine.learn.coefficients import LearnConfig
 from engine.learn.dvbasi import DvBasiConfig
 from engine.merge import METHODS, get_method
+from engine.merge.pipeline import calibrated_pipelines, pipeline_display
 from engine.sta.importance import KINDS as IMPORTANCE_KINDS
 from engine.train.finetune import MODES, PENALTY_SCHEDULES, FinetuneConfig
 
@@ -287,8 +288,12 @@ COMPARE = JobForm(
             "Methods",
             [],
             "multiselect",
-            choices={name: m.display_name for name, m in METHODS.items()},
-            help="none chosen: every method with a grid (an iterative one on a large model on the CPU left out)",
+            choices={
+                **{name: m.display_name for name, m in METHODS.items()},
+                **{name: pipeline_display(name) for name in calibrated_pipelines()},
+            },
+            help="none chosen: every method with a grid (an iterative one on a large model on the CPU left out); "
+            "a calibrated pipeline (TSV-M → SVC) searches its base's grid and the calibrator's declared axis",
         ),
     ),
     _compare,

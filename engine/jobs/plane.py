@@ -3,18 +3,24 @@ on a log axis) against mean normalized test accuracy (y), with the Pareto front.
 
 x is what serving all K tasks stores, divided by K (`MergeMethod.storage`, engine/merge/task_models.py): a
 single-model merge 4P/K, TALL masks 4P/K + P/8, EMR 4P/K + P/8 + 4, the fine-tuned models 4P (float32, P
-parameters of the image tower; θ₀ is shared by all and not counted). y is the mean over tasks of test accuracy /
+parameters of the image tower; θ₀ is shared by all and not counted); a calibrated pipeline (`tsv_m+svc`) stores
+what its base method does, its calibrators changing the merged vector only. y is the mean over tasks of test accuracy /
 the task's fine-tuned test accuracy (1 for the fine-tuned models by definition). A point is on the front when no
 other point stores no more per task and scores at least as high, one of the two strictly.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from engine.errors import SchemaError
+from engine.home import nesting, read_document
 from engine.jobs.compare import MethodsComparison
 from engine.merge import get_method
+from engine.merge.pipeline import parse_pipeline
 from engine.merge.task_models import FINE_TUNED
 
 FINE_TUNED_NAME = "fine-tuned"
@@ -51,10 +57,11 @@ def storage_plane(
     """The plane of a Compare-methods result on a model of `numel` parameters; `finetuned` (test accuracy per task)
     adds the fine-tuned models' point."""
     K = len(comparison.tasks)
+    bases = [get_method(parse_pipeline(r.method)[0]) for r in comparison.results]  # calibrators store nothing
     raw = [
-        (r.method, r.params, get_method(r.method).storage.bytes_per_task(numel, K), r.test_mean_normalized,
-         r.test_accuracy, get_method(r.method).task_specific)
-        for r in comparison.results
+        (r.method, r.params, base.storage.bytes_per_task(numel, K), r.test_mean_normalized, r.test_accuracy,
+         base.task_specific)
+        for r, base in zip(comparison.results, bases)
     ]  # fmt: skip
     if finetuned is not None:
         accuracy = {t: finetuned[t] for t in comparison.tasks}
@@ -69,3 +76,20 @@ def storage_plane(
 def _dominated(x: float, y: float, raw: list[tuple]) -> bool:
     """Whether another point stores no more per task and scores at least as high, one of the two strictly."""
     return any(ox <= x and oy >= y and (ox < x or oy > y) for _, _, ox, oy, _, _ in raw)
+
+
+PLANE_FILE = "plane.json"  # a collection's stored plane (the demo zoo's: engine/zoo/plane.py computes it)
+
+
+def load_plane(root: Path) -> tuple[MethodsComparison, StoragePlane] | None:
+    """The stored comparison and its plane of the collection at `root` (None when it has none); SchemaError names
+    a file it cannot read."""
+    path, fix = root / PLANE_FILE, "recompute it with `python -m engine.zoo.plane`, or remove it"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(read_document(path, fix=fix))
+        comparison = MethodsComparison.from_json(data["comparison"])
+        return comparison, storage_plane(comparison, numel=int(data["numel"]), finetuned=data["finetuned_test"])
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise SchemaError(path, f"unreadable storage plane ({nesting(exc)})", fix=fix) from exc

@@ -157,6 +157,9 @@ class MergeMethod:
     order: int = field(default=1000, kw_only=True)  # where listings put it (then by name); unsaid: last
     task_parts: TaskPartsOf | None = field(default=None, kw_only=True)  # task-specific: task t's model per task
     storage: Storage = field(default=SINGLE_MODEL, kw_only=True)  # what serving all K tasks stores
+    # θ − θ₀ = s·f(T) with s its scale (one value for all tasks) though it caches no parts: a calibrator after it
+    # keeps s apart, so a λ move reuses the calibrator's parts (engine/merge/session.py)
+    linear_scale: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         subject, known = f"method {self.name}", {p.name for p in self.params}

@@ -24,6 +24,7 @@ import torch
 from engine.errors import UnknownMethodError
 from engine.merge.calibrators import lines, lines_depth_fraction, svc, svc_factors
 from engine.merge.declaration import Param, ParamValue
+from engine.merge.registry import METHODS, get_method
 from engine.params import ParamSpec
 
 
@@ -39,6 +40,12 @@ class Calibrator:
     cheap: tuple[str, ...] = ()  # moving these reuses `prepare`'s parts
     reads_tasks: bool = False  # reads the task vectors (the task store), not only the merged update
     linear: bool = False  # linear in the update: returns f(D) with the scale s kept apart
+    grid: tuple[tuple[str, tuple[float, ...]], ...] = ()  # added to the base's Compare grid (others at default)
+
+    @property
+    def short_name(self) -> str:
+        """`SVC`: the display name without its gloss."""
+        return self.display_name.split(" (")[0]
 
     @property
     def expensive(self) -> tuple[str, ...]:
@@ -86,6 +93,9 @@ LINES = Calibrator(
     formula="Δ(ℓ) ← (α + β(ℓ−1)/(L−1))·Δ(ℓ); embeddings and ln_pre at depth 1, ln_post and proj at depth L",
     cheap=("alpha", "beta"),
     linear=True,
+    # our choice: α = 1, β = 0 is the base itself (val never picks worse); α = 0.5 keeps the shallow layers closer
+    # to θ₀, the paper's point, with the deep ones at 0.5 to 1.5 of the base's update
+    grid=(("alpha", (0.5, 1.0)), ("beta", (0.0, 0.5, 1.0))),
 )
 SVC = Calibrator(
     "svc",
@@ -97,6 +107,7 @@ SVC = Calibrator(
     formula="per layer Δ = U S Vᵀ; s_r ← γ_r s_r, γ_r = K / Σᵢ max(α, ⟨uᵣᵀΔ, uᵣᵀτᵢ⟩/‖uᵣᵀτᵢ‖²)",
     cheap=("alpha",),
     reads_tasks=True,
+    grid=(("alpha", (0.5, 1.0, 2.0)),),  # our choice: around the paper's default floor α = 1
 )
 CALIBRATORS: Mapping[str, Calibrator] = MappingProxyType({c.name: c for c in (LINES, SVC)})
 TRANSFORMS: Mapping[str, Any] = MappingProxyType({})  # none declared: see the module docstring (LARV)
@@ -139,3 +150,44 @@ def split_params(
                 key, f"names no calibrator of this merge ({', '.join(calibrators) or 'none'})", fix="add it or drop it"
             )
     return base, steps
+
+
+PIPE = "+"  # a pipeline's name: the base method, then its calibrators in order (`tsv_m+svc`)
+
+
+def pipeline_name(method: str, calibrate: Sequence[str] = ()) -> str:
+    """The one name of a base method followed by calibrators, as a method is named in jobs, runs and links."""
+    return PIPE.join((method, *calibrate))
+
+
+def parse_pipeline(name: str) -> tuple[str, tuple[str, ...]]:
+    """`tsv_m+svc` → ("tsv_m", ("svc",)); each calibrator checked (UnknownMethodError names it)."""
+    base, *steps = name.split(PIPE)
+    for step in steps:
+        get_calibrator(step)
+    return base, tuple(steps)
+
+
+def pipeline_display(name: str) -> str:
+    """A method's display name; a pipeline's short names in order (`TSV-M → SVC`)."""
+    base, steps = parse_pipeline(name)
+    shown = get_method(base).display_name
+    return " → ".join((shown.split(" (")[0], *(CALIBRATORS[s].short_name for s in steps))) if steps else shown
+
+
+def qualified_params(calibrate: Sequence[str]) -> tuple[tuple[str, Param], ...]:
+    """Each calibrator's parameters under their namespaced names (`svc.alpha`), in order."""
+    return tuple((f"{name}.{p.name}", p) for name in calibrate for p in get_calibrator(name).params)
+
+
+def pipeline_grid(name: str, base_grid: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, ...]]:
+    """A pipeline's Compare grid: the base method's axes, then each calibrator's declared axes (`svc.alpha`)."""
+    _, steps = parse_pipeline(name)
+    qualified = {f"{s}.{axis}": values for s in steps for axis, values in get_calibrator(s).grid}
+    return {**{k: tuple(v) for k, v in base_grid.items()}, **qualified}
+
+
+def calibrated_pipelines() -> tuple[str, ...]:
+    """Every single-model method with a Compare grid followed by one calibrator: what Compare offers as rows."""
+    single = [name for name, m in METHODS.items() if m.grid.axes and not m.task_specific]
+    return tuple(pipeline_name(m, (c,)) for m in single for c in CALIBRATORS)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -152,8 +152,9 @@ class MergeSession:
                 return direction, plan.scale, self.parts_key(plan)
             update = torch.sub(base, theta0).add_(direction, alpha=plan.scale)
             return update, 1.0, (self.parts_key(plan), plan.scale)
-        update = self._merged(plan, progress).sub_(theta0)
-        return update, 1.0, (plan.tasks, plan.method.name, _frozen(plan.resolved))
+        unit, scale = _at_unit_scale(plan) if plan.method.linear_scale else (plan, 1.0)
+        update = self._merged(unit, progress).sub_(theta0)
+        return update, scale, (plan.tasks, plan.method.name, _frozen(unit.resolved))
 
     def task_model(
         self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue], task: str
@@ -304,6 +305,19 @@ class MergeSession:
         """What the method keeps and where the kept entries disagree, from the mask a per-task merge shares."""
         mask = self.kept(tasks, method, params)  # bool [k, P] or None
         return masked_sparsity(self.matrix.rows(tasks), mask, tasks=tasks, spec=self.matrix.spec)
+
+
+def _at_unit_scale(plan: MergePlan) -> tuple[MergePlan, float]:
+    """(the plan at s = 1, s) for a method linear in its scale with one value for all tasks; else (plan, 1)."""
+    name = plan.method.scale.name
+    value = plan.resolved[name]
+    if isinstance(value, torch.Tensor):
+        if not bool((value == value[0]).all()):
+            return plan, 1.0
+        scale, unit = float(value[0]), torch.ones_like(value)
+    else:
+        scale, unit = float(value), 1.0
+    return replace(plan, resolved=MappingProxyType({**plan.resolved, name: unit})), scale
 
 
 def _frozen(resolved: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from engine.errors import ParameterError
 from engine.merge import get_method
 from engine.merge.declaration import ParamValue
+from engine.merge.pipeline import parse_pipeline, qualified_params, split_params
 from engine.search.outcome import OnTrial, SearchOutcome, run_batch
 from engine.search.trials import Stop, TrialEvaluator, TrialRequest
 
@@ -28,9 +29,12 @@ def grid_points(axes: Sequence[tuple[str, Sequence[float]]]) -> list[dict[str, f
 def checked_axes(
     method: str, grid: Mapping[str, Sequence[float]], params: Mapping[str, ParamValue], num_tasks: int
 ) -> Axes:
-    """The grid's axes, each a declared parameter of `method` with every value in its range (ParameterError)."""
-    registered = get_method(method)
-    declared = {p.name for p in registered.params}
+    """The grid's axes, each a declared parameter of `method` (or of a pipeline's calibrator: `svc.alpha` of
+    `tsv_m+svc`) with every value in its range (ParameterError)."""
+    base, steps = parse_pipeline(method)
+    registered = get_method(base)
+    calibrators = dict(qualified_params(steps))
+    declared = {p.name for p in registered.params} | set(calibrators)
     axes = tuple((name, tuple(float(v) for v in values)) for name, values in grid.items())
     for name, values in axes:
         if name not in declared:
@@ -38,7 +42,10 @@ def checked_axes(
         if not values:
             raise ParameterError(f"{method}.{name}", "has no grid values", fix="give at least one value")
         for value in values:
-            registered.resolve({**params, name: value}, num_tasks=num_tasks)
+            if name in calibrators:
+                calibrators[name].resolve(value, num_tasks=1, method=name.partition(".")[0])
+            else:
+                registered.resolve({**split_params(params, steps)[0], name: value}, num_tasks=num_tasks)
     return axes
 
 

@@ -14,7 +14,7 @@ from ui.figures.interference import (
     variants_table,
 )
 from ui.figures.merge import accuracy_bars, parts_loss_curve, preview_bars, sign_conflict_bars, sweep_chart
-from ui.figures.methods import clicked_lambdas, landscape_heatmap, methods_chart
+from ui.figures.methods import clicked_lambdas, landscape_heatmap, methods_chart, storage_plane_chart
 from ui.figures.sta import importance_histograms, layer_importance_heatmap, mask_overlap_heatmap
 from ui.figures.style import COLOURS, PROJECTOR_FONT, PROJECTOR_HEIGHT, for_projector
 from ui.figures.subspaces import agreement_scatter, alignment_heatmap, spectrum_chart, top_share_heatmap
@@ -71,6 +71,7 @@ __all__ = [
     "methods_chart",
     "benchmark_task_bars",
     "benchmark_published_chart",
+    "storage_plane_chart",
     "landscape_heatmap",
     "clicked_lambdas",
     "runs_comparison",

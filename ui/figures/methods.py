@@ -8,7 +8,8 @@ import plotly.graph_objects as go
 
 from engine.jobs.compare import MethodsComparison
 from engine.jobs.landscape import Landscape
-from engine.merge import METHODS as METHOD_REGISTRY
+from engine.jobs.plane import FINE_TUNED_NAME, StoragePlane
+from engine.merge.pipeline import pipeline_display
 from ui.figures.style import COLOURS, readable
 
 
@@ -17,7 +18,7 @@ def methods_chart(comparison: MethodsComparison) -> go.Figure:
     accuracy (points), methods ordered by the bars from the top. Horizontal, so method names read level; each
     bar's value is written after its name, where no per-task point can cover it."""
     results = sorted(comparison.results, key=lambda r: r.test_mean_normalized, reverse=True)
-    names = [METHOD_REGISTRY[r.method].display_name for r in results]
+    names = [pipeline_display(r.method) for r in results]
     fig = go.Figure(
         go.Bar(
             y=names,
@@ -112,3 +113,66 @@ def clicked_lambdas(selection: Mapping | None) -> tuple[float, float] | None:
     points = ((selection or {}).get("selection") or {}).get("points") or []
     cell = next((p for p in points if "x" in p and "y" in p), None)
     return None if cell is None else (float(cell["y"]), float(cell["x"]))
+
+
+PLANE_X_TITLE = "bytes stored per task to serve all K tasks (log)"
+
+
+def storage_plane_chart(plane: StoragePlane) -> go.Figure:
+    """Bytes per task (log x) against mean normalized test accuracy (y): one point per method at its best val
+    setting (diamonds: task-specific, they need the task id at inference), each task's test accuracy on hover,
+    the Pareto front as a dashed line through the points nothing beats on both axes."""
+    points = plane.points
+    hover = [
+        "<br>".join([f"<b>{_plane_name(p.method)}</b>", f"{_bytes(p.bytes_per_task)} per task",
+                     f"normalized {p.mean_normalized:.1%}", *(f"{t}: {a:.1%}" for t, a in p.accuracy.items())])
+        for p in points
+    ]  # fmt: skip
+    fig = go.Figure(
+        go.Scatter(
+            x=[p.bytes_per_task for p in points],
+            y=[p.mean_normalized for p in points],
+            mode="markers",
+            name="methods",
+            marker=dict(
+                size=11,
+                symbol=["diamond" if p.task_specific else "circle" for p in points],
+                color=[COLOURS["fine-tuned"] if p.on_front else COLOURS["merged"] for p in points],
+            ),
+            hovertext=hover,
+            hoverinfo="text",
+        )
+    )
+    front = plane.front
+    fig.add_scatter(
+        x=[p.bytes_per_task for p in front],
+        y=[p.mean_normalized for p in front],
+        mode="lines+text",
+        line=dict(dash="dash", color=COLOURS["fine-tuned"]),
+        text=[_plane_name(p.method) for p in front],
+        textposition="top left",
+        name="Pareto front",
+        hoverinfo="skip",
+    )
+    low = min(p.mean_normalized for p in points)
+    fig.update_layout(
+        title=f"What each method stores against what it scores ({len(plane.tasks)} tasks, test)",
+        xaxis=dict(title=PLANE_X_TITLE, type="log"),
+        yaxis=dict(title="mean normalized accuracy (test)", tickformat=".0%", range=[min(0.5, low - 0.05), 1.08]),
+        height=460,
+        margin=dict(t=50),
+        legend=dict(orientation="h", y=-0.2),
+    )
+    return readable(fig)
+
+
+def _plane_name(method: str) -> str:
+    return "fine-tuned models" if method == FINE_TUNED_NAME else pipeline_display(method).split(" (")[0]
+
+
+def _bytes(count: float) -> str:
+    """4,096 → '4.1 kB': decimal units, as storage is sold."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count:.0f} B"

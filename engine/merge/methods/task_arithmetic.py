@@ -15,4 +15,5 @@ METHOD = MergeMethod(
     cheap=("lam",),
     grid=CompareGrid.over(lam=steps(0.0, 1.0, 0.05)),
     order=10,
+    linear_scale=True,
 )
