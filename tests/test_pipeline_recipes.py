@@ -59,7 +59,7 @@ def test_a_pipeline_name_carries_its_calibrators_through_compare_sweeps_and_grid
     from engine.errors import ParameterError
     from engine.eval.evaluate import evaluate
     from engine.jobs.compare import DEFAULT_GRIDS, method_grid
-    from engine.jobs.grid import checked_axes
+    from engine.search.grid import checked_axes
 
     ws = Workspace.from_collection(load_collection(tiny_collection_dir), cache_dir=tmp_path, cache=ComputeCache())
     tasks, params = ws.task_names, {"alpha": 1.0, "svc.alpha": 0.5}
