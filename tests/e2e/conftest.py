@@ -66,8 +66,9 @@ def viewport() -> dict[str, int]:
 # Browser tests wait on states (a heading's text, the script's "notRunning", an SVG drawn), never on sleeps. How
 # long a state may take is a ceiling, not a measure: on a loaded machine (load 10 on 2 cores) plotly takes
 # seconds to draw, so the ceiling of every wait that names none is this, not Playwright's 5 s. Speeds are
-# measured by the benchmarks (bench/), never here.
-WAIT_CEILING_MS = 120_000
+# measured by the benchmarks (bench/), never here. 300 s: at load 13 (bench/browser_under_load.py) a cold first
+# open of the λ landscape (121 exact merges) and a fine-tune job each passed 120 s.
+WAIT_CEILING_MS = 300_000
 
 
 @pytest.fixture()

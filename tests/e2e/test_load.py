@@ -21,7 +21,7 @@ def test_settings_are_distinct_and_cover_three_methods():
 
 
 def test_concurrent_sessions_each_see_their_own_numbers(tmp_path: Path):
-    report = run_load(tmp_path, CONTEXTS, timeout_s=180, warm=False)  # all at once on an unbuilt workspace
+    report = run_load(tmp_path, CONTEXTS, timeout_s=300, warm=False)  # all at once on an unbuilt workspace
     # every session shows its own sliders and the engine's serial numbers for them, nobody else's
     assert report["failures"] == [] and report["all_correct"], report["failures"]
     assert report["correct_contexts"] == CONTEXTS
