@@ -39,3 +39,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    first = {name: i for i, name in enumerate(MINUTES_LONG)}
+    items.sort(key=lambda item: first.get(item.module.__name__, len(first)))  # stable: the long modules first
+
+
+# Modules of minutes, longest first (the zoo's smoke build alone ~6): handed out first, so that no worker is left
+# alone with one at the end.
+MINUTES_LONG = tuple(
+    f"tests.{name}"
+    for name in (
+        "test_zoo",
+        "e2e.test_browser",
+        "e2e.test_jobs_browser",
+        "e2e.test_links",
+        "e2e.test_pages",
+        "test_readme",
+        "test_search_ray",
+        "test_cli_jobs_ray",
+        "test_cli_jobs",
+    )
+)
