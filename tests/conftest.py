@@ -33,29 +33,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `pytest -n N --dist loadgroup` (make test) a module's tests stay on one worker, so its module
-    fixtures (a Ray cluster, a dashboard server, the zoo workspace) start once; a module that shares a resource
-    with another module names a common `xdist_group` itself (the Ray modules: one cluster at a time)."""
+    """Under `pytest -n N --dist loadgroup --no-loadscope-reorder` (make test) a module's tests stay on one
+    worker, so its module fixtures (a Ray cluster, the zoo workspace) start once; the Ray modules share a group
+    (one cluster at a time), and so do the browser modules (two dashboards and two Chromiums at once swamp
+    two cores: the suite took 24 minutes so, 21 with them spread by test count). The zoo's module (its smoke
+    build ~6 minutes) and the browser group are handed out first, so no worker is left alone with one at the end."""
     for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    first = {name: i for i, name in enumerate(MINUTES_LONG)}
-    items.sort(key=lambda item: first.get(item.module.__name__, len(first)))  # stable: the long modules first
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("browser" if module.startswith("tests.e2e.") else module))
+    items.sort(key=_hand_out_order)  # stable: within a rank, the collection's order
 
 
-# Modules of minutes, longest first (the zoo's smoke build alone ~6): handed out first, so that no worker is left
-# alone with one at the end.
-MINUTES_LONG = tuple(
-    f"tests.{name}"
-    for name in (
-        "test_zoo",
-        "e2e.test_browser",
-        "e2e.test_jobs_browser",
-        "e2e.test_links",
-        "e2e.test_pages",
-        "test_readme",
-        "test_search_ray",
-        "test_cli_jobs_ray",
-        "test_cli_jobs",
-    )
-)
+def _hand_out_order(item: pytest.Item) -> int:
+    module = item.module.__name__
+    return 0 if module == "tests.test_zoo" else 1 if module.startswith("tests.e2e.") else 2
