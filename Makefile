@@ -16,15 +16,14 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	$(PY) -m streamlit run app.py
 
-# Two workers (this machine and CI have two cores); a module's tests stay on one worker, the long modules are
-# handed out first, in the order tests/conftest.py gives (no reordering by test count).
+# Two workers (this machine and CI have two cores); a module's tests stay on one worker (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The fast tier: everything but the end-to-end cases marked slow or browser (a few minutes).
 test-fast: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not slow and not browser"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow and not browser"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
