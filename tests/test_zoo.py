@@ -88,6 +88,9 @@ def test_smoke_build_runs_end_to_end(tmp_path):
     }
     collection = load_collection(out)
     assert len(collection.task_names) == 8
+    digits = collection.task_data("digits")
+    assert (len(digits.split("val")), len(digits.split("test"))) == (64, 64)  # as the report's numbers were made
+    assert report["tasks"]["digits"]["sizes"]["test"] == 64
     checkpoint = load_checkpoint(out / "finetuned" / "digits.standard.safetensors")
     assert checkpoint.meta.parent_sha256 == collection.pretrained().sha256
     assert set(collection.manifest.tasks["digits"].importance) == {"tau", "theta", "grad0"}

@@ -9,6 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from engine.data.splits import subsampled
 from engine.data.tasks import LabelledImages, TaskData, load_packed_task, save_task
 from engine.errors import DatasetError
 
@@ -17,8 +18,16 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def generated_task(task: str, *, seed: int, real_images: Path, cache_dir: Path | None) -> TaskData:
-    """Build (or read from the cache) zoo task `task` with `seed`."""
+def generated_task(
+    task: str, *, seed: int, real_images: Path, cache_dir: Path | None, images_per_split: int | None = None
+) -> TaskData:
+    """Build (or read from the cache) zoo task `task` with `seed`; with `images_per_split`, its val and test
+    cut to that many images each, every class in proportion (a smoke-sized zoo: the cache holds the whole task)."""
+    data = _whole_generated_task(task, seed=seed, real_images=real_images, cache_dir=cache_dir)
+    return data if images_per_split is None else subsampled(data, images_per_split, seed=0)
+
+
+def _whole_generated_task(task: str, *, seed: int, real_images: Path, cache_dir: Path | None) -> TaskData:
     from engine.data.generators import GENERATOR_VERSION, build_task
     from engine.data.real_images import load_real_images
 

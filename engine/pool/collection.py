@@ -64,6 +64,7 @@ class GeneratedData(BaseModel):
     task: str
     seed: int
     real_images: str  # npz with the real source images, relative to the manifest
+    images_per_split: int | None = None  # val and test cut to this many images each (a smoke-sized zoo)
 
 
 class TaskEntry(BaseModel):
@@ -192,7 +193,11 @@ class Collection:
             from engine.data.generated import generated_task
 
             return generated_task(
-                data.task, seed=data.seed, real_images=self.path(data.real_images), cache_dir=cache_dir
+                data.task,
+                seed=data.seed,
+                real_images=self.path(data.real_images),
+                cache_dir=cache_dir,
+                images_per_split=data.images_per_split,
             )
         source = data if is_hf_reference(data) else self.path(data)  # hf:<owner>/<name>: the HF caches
         task_data = load_task(source, image_size=image_size, cache_dir=cache_dir, name=task, policy=self.policy)
