@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from engine import cli_benchmark, cli_jobs
+from engine import cli_benchmark, cli_jobs, cli_warm
 from engine.data.splits import PROFILES
 from engine.data.suites import require_suite, suite_named, suite_tasks, suites
 from engine.errors import MergelabError, OutputExistsError, ParameterError
@@ -155,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         ("add-variants", "add linearized and τJp-regularised fine-tunes of every task", _run_zoo_add_variants),
         ("add-benchmark", "add the benchmark's table of the zoo (benchmark.json)", _run_zoo_add_benchmark),
         ("add-learned", "add aTLAS / DV-BASI results (report.json → learned)", _run_zoo_add_learned),
+        ("add-warm", "add the pages' first-open caches (warm/: tangent features, WUDI's parts)", _run_zoo_add_warm),
         (
             "add-learned-taujp",
             "add only DV-BASI from the τJp-regularised merge (report.json → learned)",
@@ -171,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     extract.set_defaults(run=_run_zoo_extract)
     cli_jobs.register(sub)  # finetune, learn, taujp, importance, compare, landscape, job SPEC.json
     cli_benchmark.register(sub)  # benchmark: the papers' table on a pool
+    cli_warm.register(sub)  # warm: the pages' first-open caches, before a class
     return parser
 
 
@@ -628,6 +630,14 @@ def _run_zoo_add_learned_taujp(args: argparse.Namespace) -> int:
 
     recorded = update_zoo(args.zoo, tau_jp_stage, name="learned_taujp")["learned"]
     print(json.dumps({o: recorded[o]["dv_basi_from_tau_jp"] for o in ("supervised", "unsupervised")}, indent=2))
+    return 0
+
+
+def _run_zoo_add_warm(args: argparse.Namespace) -> int:
+    from engine.zoo.build import update_zoo
+    from engine.zoo.warm import warm_stage
+
+    print(json.dumps(update_zoo(args.zoo, warm_stage, name="warm")["warm"], indent=2))
     return 0
 
 

@@ -157,6 +157,18 @@ class Workspace:
         }
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
+    @functools.cached_property
+    def vectors_fingerprint(self) -> str:
+        """sha256 of what decides a merge: θ₀ and each task vector (checkpoints by tensors_sha256, in T's row
+        order) and the device, not where the collection lies, so a merge's parts shipped with a collection
+        (engine/cache/warm.py) are found wherever it is unpacked."""
+        facts = {
+            "pretrained": self.pretrained.tensors_sha256,
+            "tasks": [(t, self.collection.finetuned_sha256(t, self.variant_of(t))) for t in self.task_names],
+            "device": str(self.matrix.T.device),
+        }
+        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
     @property
     def task_names(self) -> tuple[str, ...]:
         return self.matrix.task_names
@@ -306,6 +318,7 @@ class Workspace:
             self.cache_dir / "jvp",
             self.pretrained.tensors_sha256,
             tuple(self.collection.finetuned_sha256(t, self.variant_of(t)) for t in self.task_names),
+            shipped=self.collection.warm_dir("jvp"),
         )
         return TangentPreview.build(
             self.suite, self.matrix.theta0, self.matrix.T, vectors=self.task_names, store=store, split=split
@@ -324,9 +337,8 @@ class Workspace:
     @functools.cached_property
     def merges(self) -> MergeSession:
         """The merge session of this workspace's task vectors: plans each merge, owns its caches."""
-        return MergeSession(
-            self.matrix, self.cache, self.fingerprint, TensorStore(self.cache_dir / "merge_parts"), self.importance
-        )
+        parts = TensorStore(self.cache_dir / "merge_parts", shipped=self.collection.warm_dir("merge_parts"))
+        return MergeSession(self.matrix, self.cache, self.vectors_fingerprint, parts, self.importance)
 
     def method_importance(self, method: str | MergeMethod, tasks: Sequence[str]) -> torch.Tensor | None:
         return self.merges.method_importance(method, tasks)

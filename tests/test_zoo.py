@@ -85,6 +85,8 @@ def test_smoke_build_runs_end_to_end(tmp_path):
         "interference",
         "variants",
         "learned",
+        "methods",
+        "warm",
     }
     collection = load_collection(out)
     assert len(collection.task_names) == 8

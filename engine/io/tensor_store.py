@@ -5,6 +5,8 @@ A key is any text that identifies the inputs, checkpoints' sha256 included (the 
 `fingerprint`), so a changed checkpoint misses. Each entry is one safetensors file named by the key's
 sha256 and carrying the key itself in its metadata; it is written atomically (a crash leaves no entry),
 and an entry that cannot be read, or that holds another key, is a miss and is removed.
+A collection may ship entries (its warm folder, engine/cache/warm.py): `shipped` is read after `root`, never
+written or removed.
 """
 
 from __future__ import annotations
@@ -28,22 +30,23 @@ KEY_FIELD = "mergelab_key"
 @dataclass(frozen=True)
 class TensorStore:
     root: Path
+    shipped: Path | None = None  # read-only entries in the same layout, looked up when `root` has none
 
     def path(self, key: str) -> Path:
-        return self.root / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
+        return self.root / _file_name(key)
+
+    def has(self, key: str) -> bool:
+        """Whether `key` has a file here or among the shipped entries (not whether it reads: `get` checks that)."""
+        return self.path(key).is_file() or (self.shipped is not None and (self.shipped / _file_name(key)).is_file())
 
     def get(self, key: str, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor] | None:
-        """The tensors stored under `key`, or None (never stored, unreadable, or another key's file)."""
-        path = self.path(key)
-        if not path.is_file():
-            return None
-        try:
-            stored_key = read_header(path).metadata.get(KEY_FIELD)  # checks every tensor lies inside the file
-            tensors = load_file(path, device=str(device)) if stored_key == key else None
-        except (CheckpointError, SafetensorError, OSError):
-            tensors = None
+        """The tensors stored under `key`, or None (never stored, unreadable, or another key's file). A bad file
+        of `root` is removed (it is recomputed); a shipped one is left as it is."""
+        tensors = _read(self.path(key), key, device)
         if tensors is None:
-            path.unlink(missing_ok=True)
+            self.path(key).unlink(missing_ok=True)
+            if self.shipped is not None:
+                tensors = _read(self.shipped / _file_name(key), key, device)
         return tensors
 
     def put(self, key: str, tensors: Mapping[str, torch.Tensor]) -> Path:
@@ -52,3 +55,17 @@ class TensorStore:
         with atomic_path(path) as tmp:
             save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items()}, tmp, metadata={KEY_FIELD: key})
         return path
+
+
+def _file_name(key: str) -> str:
+    return f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
+
+
+def _read(path: Path, key: str, device: str | torch.device) -> dict[str, torch.Tensor] | None:
+    if not path.is_file():
+        return None
+    try:
+        stored_key = read_header(path).metadata.get(KEY_FIELD)  # checks every tensor lies inside the file
+        return load_file(path, device=str(device)) if stored_key == key else None
+    except (CheckpointError, SafetensorError, OSError):
+        return None

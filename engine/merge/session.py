@@ -238,15 +238,15 @@ class MergeSession:
 
     def _parts_ready(self, plan: MergePlan) -> bool:
         key = self.parts_key(plan)
-        return (self.fingerprint, "scale_parts", key) in self.cache or self.parts_store.path(key).is_file()
+        return (self.fingerprint, "scale_parts", key) in self.cache or self.parts_store.has(key)
 
     def needs_job(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]) -> bool:
         """Whether a page should compute this merge in a background job: an iterative method, or a large
         model's first factorization, whose parts are not ready yet."""
         plan = self.plan(tasks, method, params)
-        return plan.method.scale_parts is not None and self._slow(plan.method) and not self._parts_ready(plan)
+        return plan.method.scale_parts is not None and self.slow(plan.method) and not self._parts_ready(plan)
 
-    def _slow(self, method: MergeMethod) -> bool:
+    def slow(self, method: MergeMethod) -> bool:
         """Iterative, or factorizing a large model: minutes to recompute."""
         return method.iterative or (method.per_layer and self.matrix.spec.numel >= LARGE_MODEL_PARAMS)
 
@@ -263,7 +263,7 @@ class MergeSession:
         self, plan: MergePlan, key: str, progress: StepProgress | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         method, tasks = plan.method, plan.tasks
-        persist, theta0 = self._slow(method), self.matrix.theta0
+        persist, theta0 = self.slow(method), self.matrix.theta0
         stored = self.parts_store.get(key, device=theta0.device) if persist else None
         if stored is not None:
             return stored.get("base", theta0), stored["direction"]

@@ -90,6 +90,7 @@ class CollectionManifest(BaseModel):
     taujp_variants: dict[str, str] = {}  # variant → stored τJp matrix of that variant's checkpoints
     architecture: str | None = None  # for checkpoints without a sidecar: else detected from shapes
     quick_gelu: bool | None = None  # for checkpoints without a sidecar: else what the files say
+    warm: str | None = None  # folder of first-open caches shipped with it (engine/cache/warm.py), if any
 
     @field_validator("tasks")
     @classmethod
@@ -246,6 +247,10 @@ class Collection:
                 fix="rebuild it with `python -m engine zoo add-sta`",
             )
         return report
+
+    def warm_dir(self, cache: str) -> Path | None:
+        """The shipped first-open caches of one kind ("jvp", "merge_parts"), read after the data home's, if any."""
+        return None if self.manifest.warm is None else self.path(self.manifest.warm) / cache
 
     def build_report(self) -> dict | None:
         """The collection's report.json (the demo zoo's build report), or None when it has none."""

@@ -5,7 +5,8 @@ session, a restarted server, another choice of tasks) only reads files. A produc
 pretrained model's and the fine-tuned checkpoint's tensors_sha256 (τ = θ_ft − θ₀) and the sha256 of
 the uint8 input images, so it cannot be served for other weights or other images; f(x; θ₀) is keyed
 by the pretrained model and the images alone. Stored in fp32, so the preview stays exact for
-linearized checkpoints.
+linearized checkpoints. A collection may ship products in the same layout (its warm folder,
+engine/cache/warm.py): `shipped` is read after `root`, never written.
 """
 
 from __future__ import annotations
@@ -28,10 +29,21 @@ class JvpStore:
     root: Path  # e.g. <data home>/cache/jvp
     pretrained_sha256: str
     vector_sha256: tuple[str, ...]  # one fine-tuned checkpoint per row of T
+    shipped: Path | None = None  # read-only products in the same layout, looked up when `root` has none
 
     def path(self, images_sha256: str, vector_sha256: str = "") -> Path:
+        return self.root / self._name(images_sha256, vector_sha256)
+
+    def read(self, images_sha256: str, vector_sha256: str = "") -> torch.Tensor | None:
+        """A stored product: from `root`, else shipped; None when neither holds a readable one."""
+        found = _read(self.path(images_sha256, vector_sha256))
+        if found is None and self.shipped is not None:
+            found = _read(self.shipped / self._name(images_sha256, vector_sha256))
+        return found
+
+    def _name(self, images_sha256: str, vector_sha256: str) -> str:
         key = hashlib.sha256(f"{self.pretrained_sha256}|{vector_sha256}|{images_sha256}".encode()).hexdigest()
-        return self.root / key[:2] / f"{key[2:26]}.safetensors"
+        return f"{key[:2]}/{key[2:26]}.safetensors"
 
 
 def images_sha256(images: torch.Tensor) -> str:
@@ -50,8 +62,8 @@ def cached_jvp_features(
     if len(store.vector_sha256) != T.shape[0]:
         raise ValueError(f"{len(store.vector_sha256)} checkpoint hashes for {T.shape[0]} task vectors")
     key = images_sha256(images)
-    base = _read(store.path(key))
-    rows = [_read(store.path(key, sha)) for sha in store.vector_sha256]
+    base = store.read(key)
+    rows = [store.read(key, sha) for sha in store.vector_sha256]
     missing = [k for k, row in enumerate(rows) if row is None]
     if missing or base is None:
         base, computed = jvp_features(suite, theta0, T[missing] if missing else T[:1], images)  # [N, E], [M, N, E]

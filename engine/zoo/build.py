@@ -5,7 +5,8 @@ Stages (timed in report.json): real images → tasks → pretraining pool → co
 stored (fp16 read back as fp32, on the CPU) → STA importance maps and forgetting sweeps
 (engine/zoo/sta.py) → the τJp matrix (engine/zoo/taujp.py) → linearized and
 τJp-regularised fine-tunes with their merges and matrices (engine/zoo/variants.py) → aTLAS and
-DV-BASI (engine/zoo/learned.py) → report.json and manifest.json (sha256 of every file). `update_zoo` runs one later
+DV-BASI (engine/zoo/learned.py) → every method compared (engine/zoo/methods.py) → the pages' first-open
+caches (engine/zoo/warm.py) → report.json and manifest.json (sha256 of every file). `update_zoo` runs one later
 stage on an existing zoo.
 Everything is written into a temporary sibling folder and swapped in at the end, so a failed or
 interrupted build never leaves a half-written zoo. Variants (linearized, τJp) are new keys of each
@@ -48,6 +49,7 @@ from engine.zoo.report import check_thresholds
 from engine.zoo.sta import selective_stage
 from engine.zoo.taujp import interference_stage
 from engine.zoo.variants import VARIANTS, variants_stage
+from engine.zoo.warm import warm_stage
 
 ARCH = "mergelab-zoo"
 REAL_IMAGES = "real_images.npz"
@@ -179,6 +181,8 @@ def _build_into(work: Path, *, real_images: Path, config: ZooConfig, progress: P
         clock.run("learned", learned_stage, work, config=config.learned, iterations=config.learned_iterations)
     )
     report.update(clock.run("methods", methods_stage, work, grids=config.method_grids))
+    _write_interim_report(work, report)  # the warm stage opens WUDI at the setting the methods stage chose
+    report.update(clock.run("warm", warm_stage, work))
     report.update(pretraining=_history(snapshots, picked), config=_config_dict(config), timings_s=clock.timings)
     shutil.rmtree(cache, ignore_errors=True)
     report["sizes_bytes"] = _sizes(work)

@@ -1,0 +1,92 @@
+"""Warming a pool (engine/cache/warm.py, `python -m engine warm`): the pages' first-open computations land in the
+data home once and are read after; a collection's shipped warm folder serves a fresh data home wherever the
+collection is unpacked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.cache.memory import ComputeCache
+from engine.cache.warm import opening_setting, slow_settings, warm_workspace
+from engine.cli import main
+from engine.merge import METHODS
+from engine.pool.collection import load_collection
+from engine.workspace import Workspace
+from engine.zoo.warm import SHIPPED
+
+
+def _files(folder: Path) -> dict[str, int]:
+    """Every file under `folder` with its modification time (ns): what a run wrote or rewrote."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def warmed(tiny_collection_dir, tmp_path_factory):
+    """The tiny collection warmed once into a data-home cache: (workspace, report, cache folder)."""
+    cache = tmp_path_factory.mktemp("warm-cache")
+    ws = Workspace.open(tiny_collection_dir, cache_dir=cache)
+    return ws, warm_workspace(ws), cache
+
+
+def test_warm_computes_each_first_open_and_a_second_run_only_reads(warmed, tiny_collection_dir):
+    ws, report, cache = warmed
+    names = [step.name for step in report.steps]
+    assert names[:2] == ["tangent features (interactive)", "τJp matrix (val)"]
+    kinds = [f"importance maps ({k})" for k in ("tau", "theta", "grad0")]
+    assert [n for n in names if n.startswith("importance")] == kinds
+    assert [n for n in names if n.startswith("parts")] == ["parts: wudi"]  # the tiny pool has no stored comparison
+    fresh = Workspace.from_collection(ws.collection, cache_dir=cache, cache=ComputeCache())
+    assert fresh.taujp_ready() and all(fresh.importance_ready(k) for k in ("tau", "theta", "grad0"))
+    assert fresh.parts_ready(fresh.task_names, "wudi", {}) and not fresh.needs_job(fresh.task_names, "wudi", {})
+    before = _files(cache)
+    again = warm_workspace(fresh)
+    assert [s.name for s in again.steps] == names
+    assert _files(cache) == before  # nothing computed, so nothing written
+
+
+def test_a_shipped_warm_folder_serves_a_fresh_data_home_wherever_the_collection_lies(warmed, tmp_path):
+    ws, _, cache = warmed
+    moved = tmp_path / "elsewhere" / "pool"
+    shutil.copytree(ws.collection.root, moved)
+    for kind in SHIPPED:
+        shutil.copytree(cache / kind, moved / "shipped-warm" / kind)
+    manifest = json.loads((moved / "collection.json").read_text())
+    (moved / "collection.json").write_text(json.dumps({**manifest, "warm": "shipped-warm"}))
+
+    empty = tmp_path / "empty-home-cache"
+    opened = Workspace.open(moved, cache_dir=empty)
+    assert opened.parts_ready(opened.task_names, "wudi", {}) and not opened.needs_job(opened.task_names, "wudi", {})
+    torch.testing.assert_close(
+        opened.merge(opened.task_names, "wudi", {}), ws.merge(ws.task_names, "wudi", {}), rtol=0, atol=0
+    )
+    preview = opened.tangent_preview("interactive")
+    assert not (empty / "jvp").exists() and not (empty / "merge_parts").exists()  # read from the shipped folder
+    original = ws.tangent_preview("interactive")
+    for task in ws.task_names:
+        torch.testing.assert_close(preview.products[task], original.products[task], rtol=0, atol=0)
+
+
+def test_a_slow_method_opens_at_the_setting_the_stored_comparison_chose(tiny_collection_dir, tmp_path):
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_collection_dir, pool)
+    rows = [{"method": "wudi", "params": {"steps": 40.0, "alpha": 0.7}}, {"method": "ties", "params": {"lam": 0.9}}]
+    (pool / "report.json").write_text(json.dumps({"methods": {"results": rows}}))
+    collection = load_collection(pool)
+    assert opening_setting(collection, METHODS["wudi"]) == {"steps": 40.0}  # its scale α is a cheap slider
+    assert opening_setting(collection, METHODS["ties"]) == {}  # not slow: its declared defaults, as links expect
+    assert opening_setting(load_collection(tiny_collection_dir), METHODS["wudi"]) == {}
+    ws = Workspace.open(pool, cache_dir=tmp_path / "cache")
+    assert slow_settings(ws) == {"wudi": {"steps": 40.0}}
+
+
+def test_the_warm_command_prints_its_report_and_fills_the_data_home(tiny_collection_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MERGELAB_HOME", str(tmp_path / "home"))
+    assert main(["warm", "--collection", str(tiny_collection_dir)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["tasks"] and [s["name"] for s in printed["steps"]][-1] == "parts: wudi"
+    assert any((tmp_path / "home" / "cache" / "merge_parts").iterdir())
