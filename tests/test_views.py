@@ -408,6 +408,22 @@ def test_an_empty_collection_box_means_the_demo_zoo(data_home):
     assert at.multiselect(key="tasks").value == list(load_collection(ASSETS_DIR / "zoo").task_names)
 
 
+def test_wudi_on_the_zoo_opens_at_its_chosen_steps_and_merges_from_the_shipped_parts(data_home):
+    """WUDI's steps slider opens at the 1000 steps the zoo's comparison chose, whose parts ship in the zoo's warm
+    folder: the page merges at once from an empty data home, no background job offered."""
+    from engine.home import ASSETS_DIR
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["collection"] = str(ASSETS_DIR / "zoo")
+    _open(at, "views/merge.py")
+    at.selectbox(key="method").set_value("wudi").run()
+    assert not at.exception and not at.error
+    assert at.slider(key="wudi.steps").value == 1000
+    assert not any("background job" in i.value for i in at.info) and at.metric
+    assert not (data_home / "cache" / "merge_parts").exists()  # read from assets/zoo/warm, nothing computed
+
+
 def test_zoo_page_labels_the_variant_curve_by_the_split_it_plots(data_home):
     """The curve is mean val accuracy (λ is chosen on val), the table test: title and caption say so."""
     from engine.home import ASSETS_DIR

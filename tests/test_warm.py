@@ -90,3 +90,13 @@ def test_the_warm_command_prints_its_report_and_fills_the_data_home(tiny_collect
     printed = json.loads(capsys.readouterr().out)
     assert printed["tasks"] and [s["name"] for s in printed["steps"]][-1] == "parts: wudi"
     assert any((tmp_path / "home" / "cache" / "merge_parts").iterdir())
+
+
+def test_a_method_with_other_defaults_keeps_its_bounds_and_refuses_unknown_names():
+    from engine.errors import ParameterError
+
+    wudi = METHODS["wudi"].with_defaults({"steps": 1000.0})
+    assert [p.default for p in wudi.params if p.name == "steps"] == [1000.0] and wudi.name == "wudi"
+    assert [(p.low, p.high) for p in wudi.params] == [(p.low, p.high) for p in METHODS["wudi"].params]
+    with pytest.raises(ParameterError, match="stpes"):
+        METHODS["wudi"].with_defaults({"stpes": 10.0})

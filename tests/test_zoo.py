@@ -306,3 +306,28 @@ def test_a_zoo_update_removes_the_copies_killed_updates_left_but_not_a_running_o
     live.mkdir()
     work = _work_dir(tmp_path / "zoo", "update")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, work.name, "zoo"])
+
+
+def test_the_shipped_warm_folder_holds_the_tangent_features_and_wudi_s_chosen_parts(zoo_workspace, tmp_path):
+    """warm/ (engine/zoo/warm.py): one task's tangent features recomputed against the shipped file; WUDI's parts at
+    the setting the stored comparison chose are only looked up (they are 1000 Adam steps: tests/test_warm.py
+    checks a shipped folder's parts merge as computed ones do, on the tiny pool)."""
+    from engine.cache.warm import opening_setting
+    from engine.eval.tangent import jvp_features
+    from engine.io.tensor_store import TensorStore
+    from engine.merge import METHODS
+    from engine.taujp.jvp_cache import JvpStore, images_sha256
+
+    ws, task = zoo_workspace, "digits"
+    opening = opening_setting(ws.collection, METHODS["wudi"])
+    assert opening == {"steps": 1000.0}
+    key = ws.merges.parts_key(ws.merges.plan(ws.task_names, "wudi", opening))
+    assert TensorStore(tmp_path / "empty", shipped=ZOO / "warm" / "merge_parts").has(key)
+    assert not ws.needs_job(ws.task_names, "wudi", opening)
+
+    vectors = tuple(ws.collection.finetuned_sha256(t, "standard") for t in ws.task_names)
+    store = JvpStore(tmp_path / "empty", ws.pretrained.tensors_sha256, vectors, shipped=ZOO / "warm" / "jvp")
+    images = ws.suite.tasks[task].split("interactive").images
+    shipped = store.read(images_sha256(images), vectors[0])
+    _, products = jvp_features(ws.suite, ws.matrix.theta0, ws.matrix.T[:1], images)  # [1, N, E]
+    torch.testing.assert_close(products[0], shipped, rtol=1e-4, atol=1e-5)

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from engine.cache.warm import opening_setting
 from engine.errors import MergelabError
 from engine.merge import METHODS, get_method
 from engine.merge.pipeline import CALIBRATORS
@@ -17,6 +18,13 @@ collection, choice, ws = sidebar_workspace()
 MERGE = "merge"  # the links' scope of this page's values
 
 
+def opened(method_name: str):
+    """The method as this page opens it: a slow one at the setting the collection's stored comparison chose
+    (WUDI on the zoo: the 1000 steps whose parts ship with it), others at their declared defaults."""
+    method = get_method(method_name)
+    return method.with_defaults(opening_setting(ws.collection, method))
+
+
 def page_links(method_name: str, tasks: list[str], *, per_task: bool, calibrate=()) -> list[links.Link]:
     """This page's part of the URL: the tasks, the method by its engine name, the calibrators after it, their
     parameters (`svc.alpha`), the preview."""
@@ -26,7 +34,7 @@ def page_links(method_name: str, tasks: list[str], *, per_task: bool, calibrate=
         links.flag("per_task", "per_task"),
         links.subset("calibrate", "calibrate", list(CALIBRATORS), default=[]),
     ]
-    method = get_method(method_name)
+    method = opened(method_name)
     preview = [links.flag("preview", "preview")] if method_name == "task_arithmetic" else []
     steps = widgets.calibrator_links(calibrate)
     return [*shared, *widgets.param_links(method, tasks, per_task=per_task), *steps, *preview]
@@ -85,7 +93,7 @@ def controls() -> tuple[list[str], str, bool, dict, tuple[str, ...]]:
         "Method", list(METHODS), key="method", format_func=lambda name: METHODS[name].display_name
     )
     per_task = st.toggle("one λ per task", key="per_task")
-    method = get_method(method_name)
+    method = opened(method_name)
     if method.provisional:
         st.caption(
             f"**Provisional definition.** {method.display_name}: the paper body was not available, so the "

@@ -38,7 +38,7 @@ Each method also declares what it does, as fields rather than as code that match
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
 import torch
@@ -244,6 +244,15 @@ class MergeMethod:
     def expensive(self) -> tuple[str, ...]:
         """The parameters that define the mask, election or drop: changing one recomputes them."""
         return tuple(p.name for p in self.params if p.name not in self.cheap)
+
+    def with_defaults(self, defaults: Mapping[str, float]) -> MergeMethod:
+        """The same method with some parameters' defaults replaced (where a page opens it: a collection's chosen
+        setting, engine/cache/warm.py); unknown names are refused."""
+        unknown = set(defaults) - {p.name for p in self.params}
+        if unknown:
+            raise ParameterError(self.name, f"has no parameter {sorted(unknown)}", fix="use its declared names")
+        params = tuple(replace(p, default=float(defaults.get(p.name, p.default))) for p in self.params)
+        return replace(self, params=params)
 
     def resolve(self, given: Mapping[str, ParamValue], *, num_tasks: int) -> dict[str, torch.Tensor | float]:
         """Fill defaults, reject unknown names, check ranges and arity."""

@@ -32,4 +32,4 @@ def warm_stage(work: Path) -> dict:
     manifest_path = work / "collection.json"
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "warm": WARM}, indent=2) + "\n")
-    return {"warm": report.to_json()}
+    return {"warm": {k: v for k, v in report.to_json().items() if k != "collection"}}  # not the scratch copy's path
