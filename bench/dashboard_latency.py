@@ -10,7 +10,12 @@ bench/results/dashboard_latency.json.
   stepped → the scatter redrawn (≤ 1 s); the Forgetting page's method, then its task, changed → the chart
   redrawn (≤ 2 s each). The first visit of each page (its one-time computations) is not timed.
 
+- first opens, after `python -m engine warm` on the zoo (key `first_opens`): a fresh server, then every page
+  opened by its link in a new browser session, each timed to its first chart or table (target ≤ 5 s) and to
+  its script's end; and a cold start after warming, `streamlit run` launched → Merge's first chart (≤ 10 s).
+
     python bench/dashboard_latency.py                  # the demo zoo's parts above
+    python bench/dashboard_latency.py --part first-opens
     python bench/dashboard_latency.py --part vit-b32   # a λ move on a random ViT-B/32 pool, K = 8 (vit_b32_part)
 
 Each part rewrites only its own keys of the JSON.
@@ -140,6 +145,83 @@ def lecture_path(home: Path, steps: int = 3) -> dict:
         "forgetting_method_change_s": method_change,
         "forgetting_task_change_s": task_change,
     }
+
+
+FIRST_OPEN_TARGET_S = 5.0
+SHOWN = '[data-testid="stPlotlyChart"], [data-testid="stDataFrame"], [data-testid="stTable"]'
+
+
+def first_opens(home: Path) -> dict:
+    """`engine warm` on the zoo into an empty data home, then on a fresh server each page by its link, in a new
+    browser session (the page's own first-open work, not another page's), to its first chart or table."""
+    from playwright.sync_api import sync_playwright
+
+    from ui.pages import PAGES
+
+    warm = _warm_zoo(home)
+    launched = time.perf_counter()
+    pages = {}
+    with dashboard_server(home) as (url, _), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        for view in sorted(PAGES, key=lambda v: v.url_path != "merge"):  # Merge first: the cold start
+            pages[view.title] = _first_open(browser, f"{url}/{view.url_path}", since=launched)
+        browser.close()
+    slowest = max(pages, key=lambda title: pages[title]["first_chart_or_table_s"])
+    return {
+        "warm_command_s": warm,
+        "cold_start_to_merge_first_chart_s": {"after_warm": pages["Merge"]["since_launch_s"], "target": 10.0},
+        "pages": pages,
+        "slowest_first_chart": {"page": slowest, "seconds": pages[slowest]["first_chart_or_table_s"]},
+        "target_per_page_s": FIRST_OPEN_TARGET_S,
+        "all_within_target": all(v["first_chart_or_table_s"] <= FIRST_OPEN_TARGET_S for v in pages.values()),
+    }
+
+
+def _first_open(browser, link: str, *, since: float) -> dict:
+    """One page opened by `link` in a new session: seconds to its first chart or table, to its script's end."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    start = time.perf_counter()
+    page.goto(link, timeout=120_000)
+    expect(page.locator(SHOWN).first).to_be_visible(timeout=300_000)
+    shown = time.perf_counter()
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning", timeout=300_000)
+    done = time.perf_counter()
+    errors = page.get_by_test_id("stException").count() + page.get_by_test_id("stAlertContentError").count()
+    context.close()
+    return {
+        "first_chart_or_table_s": round(shown - start, 2),
+        "script_done_s": round(done - start, 2),
+        "since_launch_s": round(shown - since, 2),
+        "errors": errors,
+    }
+
+
+def _warm_zoo(home: Path) -> float:
+    """`python -m engine warm` on the zoo with MERGELAB_HOME=home, as a teacher runs it before class; its seconds."""
+    start = time.perf_counter()
+    env = {**os.environ, "MERGELAB_HOME": str(home)}
+    subprocess.run(
+        [sys.executable, "-m", "engine", "warm", "--collection", "assets/zoo"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return round(time.perf_counter() - start, 2)
+
+
+def first_opens_part() -> dict:
+    load_before = _load()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = first_opens(Path(tmp))
+    return {"first_opens": {**result, "load_average_before_after": [load_before, _load()], "measured": _now()}}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _summary(times: list[float], target: float | None) -> dict:
@@ -490,10 +572,12 @@ def wait_for_memory(*, needed_gb: float = FREE_GB_NEEDED, checks: int = 20, ever
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("zoo", "vit-b32"), default="zoo")
+    parser.add_argument("--part", choices=("zoo", "first-opens", "vit-b32"), default="zoo")
     args = parser.parse_args()
     if args.part == "zoo":
         update = zoo_part()
+    elif args.part == "first-opens":
+        update = first_opens_part()
     else:
         available = wait_for_memory()
         update = {VIT_KEY: {**vit_b32_part(), "memory_available_at_start_gb": round(available, 1)}}

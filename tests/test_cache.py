@@ -59,6 +59,17 @@ def test_two_threads_asking_for_one_key_compute_it_once():
     assert results == [42, 42] and len(calls) == 1
 
 
+def test_the_stats_count_what_was_computed_by_kind_and_what_was_served_again():
+    cache = ComputeCache()
+    for _ in range(3):  # three sessions, one setting
+        cache.get_or_compute(("fingerprint", "compare", ("a", "b"), 0.3), lambda: 1)
+    cache.get_or_compute(("fingerprint", "zero_shot", "val"), lambda: 2)
+    cache.get_or_compute("a plain key", lambda: 3)
+    stats = cache.stats()
+    assert stats.computed == {"compare": 1, "zero_shot": 1, "other": 1} and stats.hits == 2
+    assert stats.line() == "computed: compare 1, other 1, zero_shot 1; served again from memory: 2"
+
+
 def test_a_failed_computation_is_not_cached_and_the_waiter_retries():
     cache, started = ComputeCache(), threading.Event()
 

@@ -5,7 +5,7 @@ import streamlit as st
 from engine.errors import MergelabError
 from engine.home import ASSETS_DIR, DataHome
 from engine.pool.collection import load_collection
-from ui import pages
+from ui import pages, resources
 
 st.title(pages.heading(""))
 st.write(
@@ -23,6 +23,11 @@ for section, views in pages.sections().items():
         columns[i % 2].page_link(view.file, label=f"{view.title}: {view.blurb}", icon=view.icon)
 home = DataHome.from_env().ensure()
 st.caption(f"Data home: `{home.root}` (set MERGELAB_HOME to move it)")
+with st.expander("This server's shared results"):
+    st.caption(
+        "Every browser session on this server reads one cache of computed results, so a class opening the same "
+        f"link causes one merge and one evaluation. Since it started, {resources.compute_cache().stats().line()}."
+    )
 try:
     collection = load_collection(ASSETS_DIR / "zoo")
 except MergelabError as exc:

@@ -35,6 +35,12 @@ class CacheStats:
     hits: int
     misses: int
     evictions: int
+    computed: Mapping[str, int] = dataclasses.field(default_factory=dict)  # misses by kind of result (`kind_of`)
+
+    def line(self) -> str:
+        """One line for a person: what was computed, by kind, and how often a result was served again."""
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.computed.items())) or "nothing yet"
+        return f"computed: {kinds}; served again from memory: {self.hits}"
 
 
 class ComputeCache:
@@ -48,6 +54,7 @@ class ComputeCache:
         self._pending: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
         self._bytes = self._hits = self._misses = self._evictions = 0
+        self._computed: dict[str, int] = {}  # misses by kind_of(key): how much work the sessions caused
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
         while True:
@@ -60,6 +67,7 @@ class ComputeCache:
                 if waiting is None:
                     self._pending[key] = threading.Event()
                     self._misses += 1
+                    self._computed[kind_of(key)] = self._computed.get(kind_of(key), 0) + 1
                     break
             waiting.wait()  # another thread computes it; then look again (it may have failed or been evicted)
         try:
@@ -104,8 +112,20 @@ class ComputeCache:
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(
-                len(self._entries), self._bytes, self.budget_bytes, self._hits, self._misses, self._evictions
+                len(self._entries),
+                self._bytes,
+                self.budget_bytes,
+                self._hits,
+                self._misses,
+                self._evictions,
+                dict(self._computed),
             )
+
+
+def kind_of(key: Hashable) -> str:
+    """The kind of result a key names: callers build keys as (fingerprint, kind, ...), e.g. "compare" (one merge
+    and one evaluation of a setting), "zero_shot", "scale_parts"; other keys count as "other"."""
+    return key[1] if isinstance(key, tuple) and len(key) > 1 and isinstance(key[1], str) else "other"
 
 
 def size_of(value: Any, *, _seen: set[int] | None = None) -> int:
