@@ -47,38 +47,39 @@ except MergelabError as exc:
     st.error(messages.shown(exc))
     st.stop()
 
-exact = None
-setting = f"{pair}:{values}"
-if large:  # hundreds of full evaluations of a big model: a background job
-    if st.button("Evaluate every point as a background job", type="primary"):
-        spec = resources.job_spec("landscape", ws, collection, choice, args, name=LANDSCAPE.title({}))
-        st.session_state.update(landscape_job=resources.submit_job(spec), landscape_for=setting)
-    widgets.restore_job(
-        "landscape_job",
-        "landscape",
-        collection,
-        for_key="landscape_for",
-        setting_of=lambda args: f"{tuple(args['tasks'])}:{tuple(float(v) for v in args['values'])}",
-    )
-    job = widgets.job_progress("landscape_job") if st.session_state.get("landscape_for") == setting else None
-    if job is not None and job.state is JobState.DONE:
-        exact = job.result.exact
-else:
-    bar = st.progress(0.0, text="evaluating the grid")
-    exact = exact_grid(ws, pair, values, split=split, progress=lambda f, msg: bar.progress(f, text=msg))
-    bar.empty()
-
-landscape = Landscape(pair, values, split, exact or tuple((None,) * len(values) for _ in values), preview)
+pending = tuple((None,) * len(values) for _ in values)  # the exact grid before it is evaluated
 exact_col, preview_col = st.columns(2)
-exact_col.plotly_chart(
-    figures.landscape_heatmap(landscape), key="landscape_exact", on_select="rerun", selection_mode="points"
-)
-preview_col.plotly_chart(
-    figures.landscape_heatmap(landscape, preview=True),
+preview_col.plotly_chart(  # first: drawn from the cached tangent features before any merge is evaluated
+    figures.landscape_heatmap(Landscape(pair, values, split, pending, preview), preview=True),
     key="landscape_preview",
     on_select="rerun",
     selection_mode="points",
 )
+exact = None
+setting = f"{pair}:{values}"
+with exact_col:
+    if large:  # hundreds of full evaluations of a big model: a background job
+        if st.button("Evaluate every point as a background job", type="primary"):
+            spec = resources.job_spec("landscape", ws, collection, choice, args, name=LANDSCAPE.title({}))
+            st.session_state.update(landscape_job=resources.submit_job(spec), landscape_for=setting)
+        widgets.restore_job(
+            "landscape_job",
+            "landscape",
+            collection,
+            for_key="landscape_for",
+            setting_of=lambda args: f"{tuple(args['tasks'])}:{tuple(float(v) for v in args['values'])}",
+        )
+        job = widgets.job_progress("landscape_job") if st.session_state.get("landscape_for") == setting else None
+        if job is not None and job.state is JobState.DONE:
+            exact = job.result.exact
+    else:
+        bar = st.progress(0.0, text="evaluating the grid")
+        exact = exact_grid(ws, pair, values, split=split, progress=lambda f, msg: bar.progress(f, text=msg))
+        bar.empty()
+    landscape = Landscape(pair, values, split, exact or pending, preview)
+    st.plotly_chart(
+        figures.landscape_heatmap(landscape), key="landscape_exact", on_select="rerun", selection_mode="points"
+    )
 clicked = figures.clicked_lambdas(st.session_state.get("landscape_exact")) or figures.clicked_lambdas(
     st.session_state.get("landscape_preview")
 )
