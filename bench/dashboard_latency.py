@@ -10,9 +10,10 @@ bench/results/dashboard_latency.json.
   stepped → the scatter redrawn (≤ 1 s); the Forgetting page's method, then its task, changed → the chart
   redrawn (≤ 2 s each). The first visit of each page (its one-time computations) is not timed.
 
-- first opens, after `python -m engine warm` on the zoo (key `first_opens`): a fresh server, then every page
-  opened by its link in a new browser session, each timed to its first chart or table (target ≤ 5 s) and to
-  its script's end; and a cold start after warming, `streamlit run` launched → Merge's first chart (≤ 10 s).
+- first opens, after `python -m engine warm` on the zoo (key `first_opens`): a cold start, `streamlit run`
+  launched → Merge's first chart (≤ 10 s, the process's imports and the workspace's opening included); then every
+  page opened by its link in a new browser session, each timed to its first chart or table (≤ 5 s) and to its
+  script's end.
 
     python bench/dashboard_latency.py                  # the demo zoo's parts above
     python bench/dashboard_latency.py --part first-opens
@@ -163,13 +164,18 @@ def first_opens(home: Path) -> dict:
     pages = {}
     with dashboard_server(home) as (url, _), sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        for view in sorted(PAGES, key=lambda v: v.url_path != "merge"):  # Merge first: the cold start
+        cold = _first_open(browser, next(v for v in PAGES if v.url_path == "merge"), url, since=launched)
+        for view in PAGES:  # each in a new session of the running server: its own first-open work
             pages[view.title] = _first_open(browser, view, url, since=launched)
         browser.close()
     slowest = max(pages, key=lambda title: pages[title]["first_chart_or_table_s"])
     return {
         "warm_command_s": warm,
-        "cold_start_to_merge_first_chart_s": {"after_warm": pages["Merge"]["since_launch_s"], "target": 10.0},
+        "cold_start_to_merge_first_chart_s": {
+            "after_warm": cold["since_launch_s"],
+            "from_navigation": cold["first_chart_or_table_s"],
+            "target": 10.0,
+        },
         "pages": pages,
         "slowest_first_chart": {"page": slowest, "seconds": pages[slowest]["first_chart_or_table_s"]},
         "target_per_page_s": FIRST_OPEN_TARGET_S,
