@@ -5,10 +5,10 @@ Rows per base method: its first merge through a merge session (parts computed), 
 over [P]), LiNeS after it (first, then a β move), SVC after it (first: the SVDs of its update and every task's
 responses; then a λ move and an SVC α move, which rebuild U diag(γ s S) Vᵀ from cached factors, no SVD).
 Goal (issue 35): a move after a calibrated merge ≤ 3× a plain cached move. On the CPU the rebuild is a matmul per
-layer (≈ 2·m·n·r flops), far above one pass over [P]: the JSON records the ratio as measured. Measured here
-(2 shared cores, ViT-S/32 × 8: ViT-B/32 × 8 got too little CPU beside the other sessions to finish in an hour):
-LiNeS moves 0.5-1.7× a plain move; SVC after task arithmetic 2.0× (its plain move is a K-row kernel pass), after
-TSV-M 21× for a λ move and 8.6× for an α move (its plain move is one pass over [P]); no move computes an SVD.
+layer (≈ 2·m·n·r flops), far above one pass over [P]: the JSON records the ratio as measured. Measured quiet
+(load 0.2-2, 2 cores, ViT-B/32 × 8, P = 88M): a plain cached move 0.16-0.26 s; LiNeS moves 1.7-2.4× it; an SVC
+move (λ or α) 1.1-1.3 s, 5.1× the plain move after task arithmetic and 7.1× after TSV-M, the rebuild's matmuls
+running near the cores' peak; no move computes an SVD (SVC's first merge: 42-46 s of SVDs).
 Writes bench/results/calibrators_<device>.json.
 
     python bench/calibrators.py [--device cuda] [--tasks 8] [--arch ViT-B-32] [--bases task_arithmetic ties]
