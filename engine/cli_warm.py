@@ -1,5 +1,5 @@
 """`python -m engine warm`: before a class, compute what the dashboard's pages compute on their first open
-(engine/cache/warm.py) into the data home, where a server started later reads it.
+(engine/jobs/warm.py) into the data home, where a server started later reads it.
 
 The pool opens as the dashboard opens it (`open_for_user`, the data home's fine-tunes included), on the device
 the dashboard would pick. Each step is named on stderr as it starts; stdout gets the JSON report (seconds per
@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from engine.cache.warm import warm_workspace
 from engine.home import ASSETS_DIR, DataHome
+from engine.jobs.warm import warm_workspace
 from engine.models import pick_device
 from engine.pool.access import open_for_user
 from engine.workspace import Workspace

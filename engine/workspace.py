@@ -161,7 +161,7 @@ class Workspace:
     def vectors_fingerprint(self) -> str:
         """sha256 of what decides a merge: θ₀ and each task vector (checkpoints by tensors_sha256, in T's row
         order) and the device, not where the collection lies, so a merge's parts shipped with a collection
-        (engine/cache/warm.py) are found wherever it is unpacked."""
+        (engine/jobs/warm.py) are found wherever it is unpacked."""
         facts = {
             "pretrained": self.pretrained.tensors_sha256,
             "tasks": [(t, self.collection.finetuned_sha256(t, self.variant_of(t))) for t in self.task_names],

@@ -21,7 +21,7 @@ LAYERS = (
     ("engine.runs",),
     ("engine.search",),  # the one trial engine: jobs submit trials to it, it never imports a job
     ("engine.jobs",),
-    ("engine.cli", "engine.cli_jobs", "engine.cli_benchmark", "engine.__main__", "engine.zoo"),
+    ("engine.cli", "engine.cli_jobs", "engine.cli_benchmark", "engine.cli_warm", "engine.__main__", "engine.zoo"),
 )
 UI = ("streamlit", "ui", "views", "app")
 

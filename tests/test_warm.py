@@ -1,4 +1,4 @@
-"""Warming a pool (engine/cache/warm.py, `python -m engine warm`): the pages' first-open computations land in the
+"""Warming a pool (engine/jobs/warm.py, `python -m engine warm`): the pages' first-open computations land in the
 data home once and are read after; a collection's shipped warm folder serves a fresh data home wherever the
 collection is unpacked."""
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from engine.cache.memory import ComputeCache
-from engine.cache.warm import opening_setting, slow_settings, warm_workspace
 from engine.cli import main
+from engine.jobs.warm import opening_setting, slow_settings, warm_workspace
 from engine.merge import METHODS
 from engine.pool.collection import load_collection
 from engine.workspace import Workspace

@@ -312,9 +312,9 @@ def test_the_shipped_warm_folder_holds_the_tangent_features_and_wudi_s_chosen_pa
     """warm/ (engine/zoo/warm.py): one task's tangent features recomputed against the shipped file; WUDI's parts at
     the setting the stored comparison chose are only looked up (they are 1000 Adam steps: tests/test_warm.py
     checks a shipped folder's parts merge as computed ones do, on the tiny pool)."""
-    from engine.cache.warm import opening_setting
     from engine.eval.tangent import jvp_features
     from engine.io.tensor_store import TensorStore
+    from engine.jobs.warm import opening_setting
     from engine.merge import METHODS
     from engine.taujp.jvp_cache import JvpStore, images_sha256
 

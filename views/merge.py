@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from engine.cache.warm import opening_setting
 from engine.errors import MergelabError
+from engine.jobs.warm import opening_setting
 from engine.merge import METHODS, get_method
 from engine.merge.pipeline import CALIBRATORS
 from engine.runs.recipe_runner import select

@@ -5,7 +5,7 @@ A key is any text that identifies the inputs, checkpoints' sha256 included (the 
 `fingerprint`), so a changed checkpoint misses. Each entry is one safetensors file named by the key's
 sha256 and carrying the key itself in its metadata; it is written atomically (a crash leaves no entry),
 and an entry that cannot be read, or that holds another key, is a miss and is removed.
-A collection may ship entries (its warm folder, engine/cache/warm.py): `shipped` is read after `root`, never
+A collection may ship entries (its warm folder, engine/jobs/warm.py): `shipped` is read after `root`, never
 written or removed.
 """
 

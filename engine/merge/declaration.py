@@ -247,7 +247,7 @@ class MergeMethod:
 
     def with_defaults(self, defaults: Mapping[str, float]) -> MergeMethod:
         """The same method with some parameters' defaults replaced (where a page opens it: a collection's chosen
-        setting, engine/cache/warm.py); unknown names are refused."""
+        setting, engine/jobs/warm.py); unknown names are refused."""
         unknown = set(defaults) - {p.name for p in self.params}
         if unknown:
             raise ParameterError(self.name, f"has no parameter {sorted(unknown)}", fix="use its declared names")

@@ -90,7 +90,7 @@ class CollectionManifest(BaseModel):
     taujp_variants: dict[str, str] = {}  # variant → stored τJp matrix of that variant's checkpoints
     architecture: str | None = None  # for checkpoints without a sidecar: else detected from shapes
     quick_gelu: bool | None = None  # for checkpoints without a sidecar: else what the files say
-    warm: str | None = None  # folder of first-open caches shipped with it (engine/cache/warm.py), if any
+    warm: str | None = None  # folder of first-open caches shipped with it (engine/jobs/warm.py), if any
 
     @field_validator("tasks")
     @classmethod

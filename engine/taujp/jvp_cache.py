@@ -6,7 +6,7 @@ pretrained model's and the fine-tuned checkpoint's tensors_sha256 (τ = θ_ft �
 the uint8 input images, so it cannot be served for other weights or other images; f(x; θ₀) is keyed
 by the pretrained model and the images alone. Stored in fp32, so the preview stays exact for
 linearized checkpoints. A collection may ship products in the same layout (its warm folder,
-engine/cache/warm.py): `shipped` is read after `root`, never written.
+engine/jobs/warm.py): `shipped` is read after `root`, never written.
 """
 
 from __future__ import annotations

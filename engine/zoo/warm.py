@@ -1,4 +1,4 @@
-"""The zoo's warm stage: the first-open caches its pages read (engine/cache/warm.py), shipped in `warm/`.
+"""The zoo's warm stage: the first-open caches its pages read (engine/jobs/warm.py), shipped in `warm/`.
 
 The stage warms the standard checkpoints of every task into a scratch cache and copies the two kinds keyed by
 content alone, not by where the zoo lies (`jvp/`: the interactive split's tangent features; `merge_parts/`: WUDI's
@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from engine.cache.warm import warm_workspace
+from engine.jobs.warm import warm_workspace
 from engine.workspace import Workspace
 
 WARM = "warm"
