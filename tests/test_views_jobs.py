@@ -65,7 +65,7 @@ def test_a_finished_finetune_is_in_the_sidebar_and_survives_a_reload_with_its_cu
     # the run that first sees the job done: the sidebar and the list below already name the checkpoint
     assert saved.stem in at.selectbox(key="ckpt.texture").options
     assert saved.stem in list(at.dataframe[-1].value["checkpoint"])
-    assert at.session_state["ft_rerun_for"] == job
+    assert at.session_state["ft_full_run"] == job  # a whole run read the data home after the job ended
 
     reloaded = new_session("views/finetune.py")  # a reload: a new session, nothing in its state
     assert reloaded.session_state["ft_job"] == job

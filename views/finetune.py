@@ -49,8 +49,9 @@ if restored is not None:
 
 @st.fragment(run_every=1.0)
 def live_run() -> None:
-    """The job's progress and live curves; the tick that first sees it done reruns the whole app once, so the
-    sidebar's checkpoint picker and the list below show the new fine-tune without a reload."""
+    """The job's progress and live curves; once it is done, each tick reruns the whole app until a whole run
+    has seen it (`ft_full_run`), so the sidebar's checkpoint picker and the list below show the new fine-tune
+    without a reload, even when Streamlit drops a rerun asked for while another one runs."""
     job = widgets.job_progress("ft_job")
     if job is None:
         return
@@ -64,13 +65,14 @@ def live_run() -> None:
             f"{result.zero_shot_val_accuracy:.1%} → {result.val_accuracy:.1%}). Choose it under "
             "'Fine-tuned checkpoints' in the sidebar of any page."
         )
-        if st.session_state.get("ft_rerun_for") != job.id:  # once per job: the rerun renders this again
-            st.session_state["ft_rerun_for"] = job.id
+        st.session_state["ft_done_job"] = job.id
+        if st.session_state.get("ft_full_run") != job.id:  # no whole run has read the data home since
             st.rerun(scope="app")
     elif job.state is JobState.FAILED:
         st.error(messages.shown(job.error))
 
 
+st.session_state["ft_full_run"] = st.session_state.get("ft_done_job")  # this whole run reads the new fine-tune
 live_run()
 
 st.subheader("Your fine-tunes of this collection")
