@@ -66,7 +66,7 @@ PAGES = (
         "benchmark",
         "Explore",
         "Benchmark: the papers' table on your checkpoints",
-        "every method chosen on val, reported on test, published numbers beside",
+        "the papers' table: chosen on val, reported on test",
     ),
     View(
         "views/landscape.py",
