@@ -76,10 +76,10 @@ def test_a_slow_method_opens_at_the_setting_the_stored_comparison_chose(tiny_col
     shutil.copytree(tiny_collection_dir, pool)
     rows = [{"method": "wudi", "params": {"steps": 40.0, "alpha": 0.7}}, {"method": "ties", "params": {"lam": 0.9}}]
     (pool / "report.json").write_text(json.dumps({"methods": {"results": rows}}))
-    collection = load_collection(pool)
-    assert opening_setting(collection, METHODS["wudi"]) == {"steps": 40.0}  # its scale α is a cheap slider
-    assert opening_setting(collection, METHODS["ties"]) == {}  # not slow: its declared defaults, as links expect
-    assert opening_setting(load_collection(tiny_collection_dir), METHODS["wudi"]) == {}
+    report = load_collection(pool).build_report()
+    assert opening_setting(report, METHODS["wudi"]) == {"steps": 40.0}  # its scale α is a cheap slider
+    assert opening_setting(report, METHODS["ties"]) == {}  # not slow: its declared defaults, as links expect
+    assert opening_setting(load_collection(tiny_collection_dir).build_report(), METHODS["wudi"]) == {}
     ws = Workspace.open(pool, cache_dir=tmp_path / "cache")
     assert slow_settings(ws) == {"wudi": {"steps": 40.0}}
 

@@ -319,7 +319,7 @@ def test_the_shipped_warm_folder_holds_the_tangent_features_and_wudi_s_chosen_pa
     from engine.taujp.jvp_cache import JvpStore, images_sha256
 
     ws, task = zoo_workspace, "digits"
-    opening = opening_setting(ws.collection, METHODS["wudi"])
+    opening = opening_setting(ws.collection.build_report(), METHODS["wudi"])
     assert opening == {"steps": 1000.0}
     key = ws.merges.parts_key(ws.merges.plan(ws.task_names, "wudi", opening))
     assert TensorStore(tmp_path / "empty", shipped=ZOO / "warm" / "merge_parts").has(key)

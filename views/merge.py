@@ -22,7 +22,7 @@ def opened(method_name: str):
     """The method as this page opens it: a slow one at the setting the collection's stored comparison chose
     (WUDI on the zoo: the 1000 steps whose parts ship with it), others at their declared defaults."""
     method = get_method(method_name)
-    return method.with_defaults(opening_setting(ws.collection, method))
+    return method.with_defaults(opening_setting(resources.build_report(collection), method))  # report cached
 
 
 def page_links(method_name: str, tasks: list[str], *, per_task: bool, calibrate=()) -> list[links.Link]:

@@ -67,7 +67,8 @@ class ComputeCache:
                 if waiting is None:
                     self._pending[key] = threading.Event()
                     self._misses += 1
-                    self._computed[kind_of(key)] = self._computed.get(kind_of(key), 0) + 1
+                    kind = kind_of(key)
+                    self._computed[kind] = self._computed.get(kind, 0) + 1
                     break
             waiting.wait()  # another thread computes it; then look again (it may have failed or been evicted)
         try:

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.merge import METHODS, MergeMethod
-from engine.pool.collection import Collection
 from engine.workspace import Workspace
 
 Progress = Callable[[str], None]  # the step about to run
@@ -52,13 +51,13 @@ class WarmReport:
         return {**asdict(self), "seconds": self.seconds}
 
 
-def opening_setting(collection: Collection, method: MergeMethod) -> dict[str, float]:
-    """The expensive parameters a slow (iterative) method opens with on `collection`: the ones its stored
-    comparison chose on val, else {} (the declared defaults). Other methods open at their declared defaults."""
+def opening_setting(report: Mapping[str, Any] | None, method: MergeMethod) -> dict[str, float]:
+    """The expensive parameters a slow (iterative) method opens with, given its collection's build report
+    (`Collection.build_report`): the ones its stored comparison chose on val, else {} (the declared defaults).
+    Other methods open at their declared defaults."""
     if not method.iterative:
         return {}
-    report = collection.build_report() or {}
-    rows = report.get("methods", {}).get("results", [])
+    rows = (report or {}).get("methods", {}).get("results", [])
     chosen = next((row["params"] for row in rows if row.get("method") == method.name), {})
     return {name: float(chosen[name]) for name in method.expensive if name in chosen}
 
@@ -87,8 +86,9 @@ def warm_workspace(ws: Workspace, *, progress: Progress | None = None) -> WarmRe
 def slow_settings(ws: Workspace) -> dict[str, Mapping[str, float]]:
     """The opening setting of each method whose parts the Merge page computes in a background job (iterative,
     or a large model's factorizations: `MergeSession.slow`)."""
+    report = ws.collection.build_report()  # read once, not per method
     return {
-        name: opening_setting(ws.collection, method)
+        name: opening_setting(report, method)
         for name, method in METHODS.items()
         if method.scale_parts is not None and ws.merges.slow(method)
     }
