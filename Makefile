@@ -13,8 +13,9 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
+# serve.py = streamlit run app.py, its heavy imports begun while the server starts (ui/preload.py)
 run: $(STAMP)
-	$(PY) -m streamlit run app.py
+	$(PY) serve.py
 
 # Two workers (this machine and CI have two cores); a module's tests stay on one worker (tests/conftest.py).
 TEST_WORKERS ?= 2

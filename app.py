@@ -5,9 +5,13 @@ when it is a fresh server's first request (tests/e2e checks deep links)."""
 
 import streamlit as st
 
-from ui import links, owner
-from ui import pages as ui_pages
-from ui.state import sidebar_pickers
+from ui.preload import wait_for_preload
+
+wait_for_preload()  # `python serve.py` imports torch, open_clip and the engine while the server starts
+
+from ui import links, owner  # noqa: E402
+from ui import pages as ui_pages  # noqa: E402
+from ui.state import sidebar_pickers  # noqa: E402
 
 st.set_page_config(page_title="mergelab", page_icon=":material/science:", layout="wide")
 owner.remember_browser()  # jobs stay this browser's across reloads and tabs (ui/owner.py)

@@ -14,9 +14,13 @@ bench/results/dashboard_latency.json.
   launched → Merge's first chart (≤ 10 s, the process's imports and the workspace's opening included); then every
   page opened by its link in a new browser session, each timed to its first chart or table (≤ 5 s) and to its
   script's end.
+- cold start (key `cold_start`): `python serve.py` (what `make run` starts: the heavy imports begun with the server,
+  ui/preload.py) against plain `streamlit run app.py`, interleaved, each launch → Merge's first chart after `engine
+  warm`, each on its own copy of the warmed data home.
 
     python bench/dashboard_latency.py                  # the demo zoo's parts above
     python bench/dashboard_latency.py --part first-opens
+    python bench/dashboard_latency.py --part cold-start  # serve.py against plain streamlit run, interleaved
     python bench/dashboard_latency.py --part vit-b32   # a λ move on a random ViT-B/32 pool, K = 8 (vit_b32_part)
 
 Each part rewrites only its own keys of the JSON.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,7 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, dashboard_server  # noqa: E402
+from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, SERVE, STREAMLIT_RUN, dashboard_server  # noqa: E402
 
 
 def engine_path(home: Path, repeats: int = 10) -> list[float]:
@@ -222,6 +227,45 @@ def _first_open(browser, view, url: str, *, since: float) -> dict:
         "since_launch_s": round(start - since + shown, 2),
         "errors": errors,
     }
+
+
+def cold_starts(runs: int = 3) -> dict:
+    """`serve.py` and plain `streamlit run`, alternating, each launched on a fresh copy of one warmed data home and
+    timed from launch to the Merge page's first chart (a new browser each time, started once the server is healthy,
+    as a visitor arrives after `make run`)."""
+    from playwright.sync_api import sync_playwright
+
+    from ui.pages import PAGES
+
+    merge = next(v for v in PAGES if v.url_path == "merge")
+    commands = {"serve_py": SERVE, "streamlit_run": STREAMLIT_RUN}
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    with tempfile.TemporaryDirectory() as tmp:
+        warmed = Path(tmp) / "warmed"
+        _warm_zoo(warmed)
+        for run in range(runs):
+            for name, command in commands.items():
+                home = Path(tmp) / f"{name}-{run}"
+                shutil.copytree(warmed, home, symlinks=True)
+                launched = time.perf_counter()
+                with dashboard_server(home, command=command) as (url, _), sync_playwright() as pw:
+                    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                    times[name].append(_first_open(browser, merge, url, since=launched)["since_launch_s"])
+                    browser.close()
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "launch_to_merge_first_chart_s": times,
+        "median_s": medians,
+        "serve_py_over_streamlit_run": round(medians["serve_py"] / medians["streamlit_run"], 3),
+        "target_s": 10.0,
+        "serve_py_within_target": all(t <= 10.0 for t in times["serve_py"]),
+    }
+
+
+def cold_start_part(runs: int) -> dict:
+    load_before = _load()
+    result = cold_starts(runs)
+    return {"cold_start": {**result, "load_average_before_after": [load_before, _load()], "measured": _now()}}
 
 
 def _warm_zoo(home: Path) -> float:
@@ -597,10 +641,13 @@ def wait_for_memory(*, needed_gb: float = FREE_GB_NEEDED, checks: int = 20, ever
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("zoo", "first-opens", "vit-b32"), default="zoo")
+    parser.add_argument("--part", choices=("zoo", "first-opens", "cold-start", "vit-b32"), default="zoo")
+    parser.add_argument("--runs", type=int, default=3, help="cold-start: launches of each command")
     args = parser.parse_args()
     if args.part == "zoo":
         update = zoo_part()
+    elif args.part == "cold-start":
+        update = cold_start_part(args.runs)
     elif args.part == "first-opens":
         update = first_opens_part()
     else:

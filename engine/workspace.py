@@ -27,6 +27,7 @@ from engine.cache.memory import ComputeCache
 from engine.errors import CheckpointError
 from engine.eval.evaluate import evaluate, evaluate_per_task
 from engine.eval.results import MergeComparison, Sweep
+from engine.eval.stored import comparison_from, comparison_key, comparison_tensors
 from engine.eval.suite import EvalSuite, Progress
 from engine.io.checkpoints import CheckpointMeta
 from engine.io.tensor_store import TensorStore
@@ -412,15 +413,50 @@ class Workspace:
         split: str = "interactive",
         progress: Progress | None = None,
         calibrate: Sequence[str] = (),
+        store: bool = False,
     ) -> MergeComparison:
         """Merged vs zero-shot vs fine-tuned accuracy of one setting, kept in the cache: a page rendering the
         same setting again (a rerun, another session) evaluates nothing. `progress` follows a computation.
         `calibrate` names calibrators after the base merge (`merge`); a pipeline's name (`tsv_m+svc`) names them
-        too, so jobs and runs that carry one method name carry the pipeline."""
+        too, so jobs and runs that carry one method name carry the pipeline. A comparison stored on disk
+        (engine/eval/stored.py: by `engine warm`, or shipped with the collection) is read, not evaluated;
+        `store` stores this one there unless it is (what warming does)."""
         method, calibrate = _pipeline(method, calibrate)
         tasks, method = tuple(tasks), get_method(method)
         key = (self.fingerprint, "compare", tasks, method, _frozen(params), split, calibrate)
-        return self.cache.get_or_compute(key, lambda: self._compare(tasks, method, params, split, progress, calibrate))
+        stored = None if calibrate else self._stored_key(tasks, method, params, split)
+        comparison = self.cache.get_or_compute(
+            key,
+            lambda: (
+                self._read_stored(stored, split, tasks)
+                or self._compare(tasks, method, params, split, progress, calibrate)
+            ),
+        )
+        if store and stored is not None and not self._results.has(stored):
+            self._results.put(stored, comparison_tensors(comparison))
+        return comparison
+
+    @functools.cached_property
+    def _results(self) -> TensorStore:
+        return TensorStore(self.cache_dir / "results", shipped=self.collection.warm_dir("results"))
+
+    def _stored_key(
+        self, tasks: tuple[str, ...], method: MergeMethod, params: Mapping[str, ParamValue], split: str
+    ) -> str:
+        resolved = self.merges.plan(tasks, method, params).resolved
+        return comparison_key(
+            vectors=self.vectors_fingerprint,
+            suite=self.collection.suite_identity(tasks),
+            linearized=self.linearized,
+            split=split,
+            tasks=tasks,
+            method=method.name,
+            resolved=[(n, v.tolist() if isinstance(v, torch.Tensor) else v) for n, v in sorted(resolved.items())],
+        )
+
+    def _read_stored(self, key: str | None, split: str, tasks: tuple[str, ...]) -> MergeComparison | None:
+        tensors = None if key is None else self._results.get(key)
+        return None if tensors is None else comparison_from(tensors, split=split, tasks=tasks)
 
     def _compare(
         self,

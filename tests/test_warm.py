@@ -5,6 +5,7 @@ collection is unpacked."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 
 from engine.cache.memory import ComputeCache
 from engine.cli import main
-from engine.jobs.warm import opening_setting, slow_settings, warm_workspace
+from engine.jobs.warm import OPENING_METHOD, opening_setting, slow_settings, warm_workspace
 from engine.merge import METHODS
 from engine.pool.collection import load_collection
 from engine.workspace import Workspace
@@ -36,7 +37,7 @@ def warmed(tiny_collection_dir, tmp_path_factory):
 def test_warm_computes_each_first_open_and_a_second_run_only_reads(warmed, tiny_collection_dir):
     ws, report, cache = warmed
     names = [step.name for step in report.steps]
-    assert names[:2] == ["tangent features (interactive)", "τJp matrix (val)"]
+    assert names[:3] == ["Merge's opening numbers (interactive)", "tangent features (interactive)", "τJp matrix (val)"]
     kinds = [f"importance maps ({k})" for k in ("tau", "theta", "grad0")]
     assert [n for n in names if n.startswith("importance")] == kinds
     assert [n for n in names if n.startswith("parts")] == ["parts: wudi"]  # the tiny pool has no stored comparison
@@ -60,6 +61,10 @@ def test_a_shipped_warm_folder_serves_a_fresh_data_home_wherever_the_collection_
 
     empty = tmp_path / "empty-home-cache"
     opened = Workspace.open(moved, cache_dir=empty)
+    stored = opened._read_stored(
+        opened._stored_key(ws.task_names, METHODS[OPENING_METHOD], {}, "interactive"), "interactive", ws.task_names
+    )
+    assert stored == ws.compare(ws.task_names, OPENING_METHOD, {})  # the Merge page's opening numbers, found here
     assert opened.parts_ready(opened.task_names, "wudi", {}) and not opened.needs_job(opened.task_names, "wudi", {})
     torch.testing.assert_close(
         opened.merge(opened.task_names, "wudi", {}), ws.merge(ws.task_names, "wudi", {}), rtol=0, atol=0
@@ -69,6 +74,27 @@ def test_a_shipped_warm_folder_serves_a_fresh_data_home_wherever_the_collection_
     original = ws.tangent_preview("interactive")
     for task in ws.task_names:
         torch.testing.assert_close(preview.products[task], original.products[task], rtol=0, atol=0)
+
+
+def test_a_stored_comparison_is_read_exactly_instead_of_evaluated(warmed, monkeypatch, tmp_path):
+    """The numbers warming stored come back exactly, and a fresh workspace's compare evaluates nothing for them;
+    another setting, or the same setting once the evaluation data changed, is not found."""
+    import engine.workspace
+
+    ws, _, cache = warmed
+    computed = Workspace.from_collection(ws.collection, cache_dir=tmp_path / "other-cache", cache=ComputeCache())
+    expected = computed.compare(ws.task_names, OPENING_METHOD, {})  # evaluated: no stored numbers there
+    pool = tmp_path / "pool"
+    shutil.copytree(ws.collection.root, pool)  # files keep their mtimes: the same evaluation data
+    fresh = Workspace.from_collection(load_collection(pool), cache_dir=cache, cache=ComputeCache())
+    monkeypatch.setattr(engine.workspace, "evaluate", None)  # any evaluation now fails
+    assert fresh.compare(ws.task_names, OPENING_METHOD, {}) == expected
+    with pytest.raises(TypeError):
+        fresh.compare(ws.task_names, OPENING_METHOD, {"lam": 0.5})
+    key = fresh._stored_key(ws.task_names, METHODS[OPENING_METHOD], {}, "interactive")
+    data = fresh.collection.path(fresh.collection.manifest.tasks[ws.task_names[0]].data)
+    os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 1_000_000_000))  # rewritten, maybe
+    assert fresh._stored_key(ws.task_names, METHODS[OPENING_METHOD], {}, "interactive") != key
 
 
 def test_a_slow_method_opens_at_the_setting_the_stored_comparison_chose(tiny_collection_dir, tmp_path):

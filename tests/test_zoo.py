@@ -331,3 +331,24 @@ def test_the_shipped_warm_folder_holds_the_tangent_features_and_wudi_s_chosen_pa
     shipped = store.read(images_sha256(images), vectors[0])
     _, products = jvp_features(ws.suite, ws.matrix.theta0, ws.matrix.T[:1], images)  # [1, N, E]
     torch.testing.assert_close(products[0], shipped, rtol=1e-4, atol=1e-5)
+
+
+def test_the_shipped_opening_numbers_are_what_the_zoo_evaluates_now(zoo_workspace, tmp_path):
+    """warm/results/ (engine/eval/stored.py): the Merge page's opening comparison, as shipped, against the fine-tuned
+    and merged models evaluated now (a changed prediction or two allowed: another CPU's float order)."""
+    from engine.eval.stored import comparison_from
+    from engine.io.tensor_store import TensorStore
+    from engine.jobs.warm import OPENING_METHOD
+    from engine.merge import METHODS
+
+    ws, method = zoo_workspace, METHODS[OPENING_METHOD]
+    key = ws._stored_key(ws.task_names, method, {}, "interactive")
+    tensors = TensorStore(tmp_path / "empty", shipped=ZOO / "warm" / "results").get(key)
+    assert tensors is not None, "warm/results/ lacks the opening numbers: python -m engine zoo add-warm"
+    shipped = comparison_from(tensors, split="interactive", tasks=ws.task_names)
+    now = ws._compare(ws.task_names, method, {}, "interactive", None)  # evaluated, not read
+    for task in ws.task_names:
+        assert shipped.merged.total[task] == now.merged.total[task]
+        assert abs(shipped.merged.correct[task] - now.merged.correct[task]) <= 2, task
+        for stored, computed in ((shipped.finetuned, now.finetuned), (shipped.zero_shot, now.zero_shot)):
+            assert stored[task] == pytest.approx(computed[task], abs=2 / now.merged.total[task]), task

@@ -1,15 +1,17 @@
 """Warm a pool before a class: compute once what the dashboard's pages compute on their first open.
 
 On a fresh server a page's first open pays for: the tasks' images and zero-shot heads (the suite's caches),
-the tangent features of the interactive split (Merge's preview, the λ landscape's preview, Interference's λ
-slider), the τJp matrix (Interference), the STA importance maps (STA merges, Forgetting), and a slow method's
-parts (WUDI's Adam steps; a large model's SVDs) at the setting the Merge page opens it with. `warm_workspace`
-computes each that is missing into the workspace's cache folder (the data home's, where the pages read), and
-times it: a second run only reads.
+the Merge page's opening numbers (the fine-tuned and merged models evaluated on the interactive split, stored
+as engine/eval/stored.py says), the tangent features of the interactive split (Merge's preview, the λ
+landscape's preview, Interference's λ slider), the τJp matrix (Interference), the STA importance maps (STA
+merges, Forgetting), and a slow method's parts (WUDI's Adam steps; a large model's SVDs) at the setting the
+Merge page opens it with. `warm_workspace` computes each that is missing into the workspace's cache folder (the
+data home's, where the pages read), and times it: a second run only reads.
 
-A collection may ship the tangent features and the parts (its manifest's "warm" folder, laid out as the data
-home's cache: `jvp/`, `merge_parts/`): both are keyed by the checkpoints' tensors_sha256, the images' sha256
-and the setting, never by a path, so they are found wherever the collection is unpacked. The demo zoo ships
+A collection may ship the opening numbers, the tangent features and the parts (its manifest's "warm" folder,
+laid out as the data home's cache: `results/`, `jvp/`, `merge_parts/`): each is keyed by the checkpoints'
+tensors_sha256, the evaluation data (images' sha256, or a generated task's seeded entry) and the setting, never
+by a path, so they are found wherever the collection is unpacked. The demo zoo ships
 its own (`python -m engine zoo add-warm`).
 
 A slow method opens at the setting the collection's stored method comparison chose on val (the zoo's
@@ -29,6 +31,7 @@ from engine.workspace import Workspace
 
 Progress = Callable[[str], None]  # the step about to run
 IMPORTANCE_KINDS = ("tau", "theta", "grad0")  # STA merges (tau, theta) and Forgetting (grad0)
+OPENING_METHOD = "task_arithmetic"  # what the Merge page opens with: every task, the method's declared defaults
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ def warm_workspace(ws: Workspace, *, progress: Progress | None = None) -> WarmRe
         compute()
         steps.append(WarmStep(name, round(time.perf_counter() - start, 3)))
 
+    timed("Merge's opening numbers (interactive)", lambda: ws.compare(ws.task_names, OPENING_METHOD, {}, store=True))
     timed("tangent features (interactive)", lambda: ws.tangent_preview("interactive"))
     timed("τJp matrix (val)", ws.taujp)
     for kind in IMPORTANCE_KINDS:

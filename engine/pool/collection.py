@@ -296,6 +296,20 @@ class Collection:
         path = self._checkpoint_files(self._checkpoint_path(task, variant))
         return read_sidecar(path) if sidecar_path(path).exists() else self.finetuned_lazy(task, variant).meta
 
+    def suite_identity(self, tasks: Sequence[str]) -> str:
+        """sha256 of what decides the evaluation of `tasks`: each one's manifest entry but its checkpoints (the
+        data's path or generator entry, head, templates, validation profile) and, for files the entry names, their
+        size and mtime, not where the collection lies: a generated task (the demo zoo's) is its seeded entry alone,
+        so numbers stored with a collection are found wherever it is unpacked. A folder's stamp is the folder's own,
+        so an image replaced inside it goes unnoticed (stored numbers: `engine warm` again)."""
+        facts = []
+        for task in tasks:
+            entry = self._entry(task)
+            files = [entry.data if isinstance(entry.data, str) else None, entry.head, entry.validation_indices]
+            stamps = [_size_and_mtime(self.path(f)) for f in files if f and not is_hf_reference(f)]
+            facts.append((task, entry.model_dump(exclude={"checkpoints", "importance"}), stamps))
+        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
     def referenced_paths(self) -> tuple[Path, ...]:
         """Every file or folder the manifest points at (resolved), for the dashboard's allowed-roots check."""
         paths = [self.manifest.pretrained]
@@ -567,3 +581,8 @@ def pretrained_vector(
     """θ₀ [P] alone (zero-shot evaluation without loading the fine-tuned checkpoints)."""
     pretrained = pretrained or collection.pretrained()
     return flatten(visual_state(pretrained), spec, source="pretrained", device=device)
+
+
+def _size_and_mtime(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns

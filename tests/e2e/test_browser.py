@@ -40,25 +40,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+SERVE = ("serve.py",)  # what `make run` starts: streamlit run app.py with the heavy imports begun at once
+STREAMLIT_RUN = ("-m", "streamlit", "run", "app.py")  # the plain command, for the cold-start comparison
+
+
 @contextmanager
-def dashboard_server(home: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A fresh `streamlit run app.py` on a free local port with its own MERGELAB_HOME; yields (url, process)."""
+def dashboard_server(home: Path, *, command: tuple[str, ...] = SERVE) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A fresh dashboard server (`python serve.py`, or `command`) on a free local port with its own MERGELAB_HOME;
+    yields (url, process)."""
     port = _free_port()
     env = {**os.environ, "MERGELAB_HOME": str(home), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    options = ["--server.port", str(port), "--server.headless", "true", "--server.address", "127.0.0.1"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-        ],
+        [sys.executable, *command, *options],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
