@@ -31,7 +31,7 @@ def method_row(ws, method: str, T32: torch.Tensor, T16: torch.Tensor, reference)
     from engine.merge import apply
 
     m = ws.matrix
-    importance = ws.method_importance(method, ws.task_names)
+    importance = ws.merges.method_importance(method, ws.task_names)
     row = {}
     merged = {}
     for name, T in (("float32", T32), ("bfloat16", T16)):

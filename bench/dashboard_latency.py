@@ -428,9 +428,9 @@ def engine_lam_move(root: str, home: str, moves: int = 2) -> dict:
     )
     once["zero_shot_eval_s"], _ = _timed(lambda: ws.zero_shot(split))
     once["finetuned_eval_s"], reference = _timed(lambda: ws.finetuned(split))
-    once["sta_importance_maps_s"], _ = _timed(lambda: ws.importance(get_method("sta").importance))
-    once["iso_c_parts_s"], _ = _timed(lambda: ws.merge_parts(tasks, "iso_c", _default_params("iso_c")))
-    once["tangent_features_s"], _ = _timed(lambda: ws.tangent_preview(split))
+    once["sta_importance_maps_s"], _ = _timed(lambda: ws.importance.codes(get_method("sta").importance))
+    once["iso_c_parts_s"], _ = _timed(lambda: ws.merges.parts(tasks, "iso_c", _default_params("iso_c")))
+    once["tangent_features_s"], _ = _timed(lambda: ws.taujp.tangent_preview(split))
     methods = {}
     for name in VIT_METHODS:
         first, _ = _timed(lambda: ws.compare(tasks, name, _default_params(name), split=split))
@@ -445,7 +445,7 @@ def engine_lam_move(root: str, home: str, moves: int = 2) -> dict:
             for piece, seconds in zip(pieces, (merge_s, load_s, eval_s - load_s, compare_s - merge_s - eval_s)):
                 pieces[piece].append(round(seconds, 4))
             if name == "task_arithmetic":
-                preview.append(round(_timed(lambda: ws.preview(tasks, params, split=split))[0], 4))
+                preview.append(round(_timed(lambda: ws.taujp.preview(tasks, params, split=split))[0], 4))
         medians = {piece: statistics.median(times) for piece, times in pieces.items()}
         methods[name] = {
             "first_merge_and_eval_s": round(first, 2),

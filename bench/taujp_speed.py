@@ -91,13 +91,13 @@ def main() -> None:
         images = {t: ws.suite.tasks[t].split("val").images[:128] for t in ws.task_names}
         out["zoo"] = throughput(ws.suite, m.theta0, m.T, images, device=device)
         start = time.perf_counter()
-        ws.tangent_preview()
+        ws.taujp.tangent_preview()
         out["zoo"]["preview_build_s"] = round(time.perf_counter() - start, 2)
         moves = [{"lam": [0.05 * ((i + k) % 20) for k in range(8)]} for i in range(20)]
         times = []
         for params in moves:
             start = time.perf_counter()
-            ws.preview(ws.task_names, params)
+            ws.taujp.preview(ws.task_names, params)
             times.append(time.perf_counter() - start)
         exact = min(timed(lambda: ws.compare(ws.task_names, "task_arithmetic", moves[0]), device=device, repeats=3))
         out["zoo"].update(

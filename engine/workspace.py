@@ -32,7 +32,6 @@ from engine.eval.suite import EvalSuite, Progress
 from engine.io.checkpoints import CheckpointMeta
 from engine.io.tensor_store import TensorStore
 from engine.merge import MergeMethod, get_method
-from engine.merge.analysis import SparsityReport
 from engine.merge.declaration import ParamValue
 from engine.merge.pipeline import PIPE, parse_pipeline
 from engine.merge.session import MergeSession
@@ -41,13 +40,9 @@ from engine.merge.wudi import StepProgress
 from engine.params import TaskMatrix
 from engine.pool.backing import open_task_matrix, plan_for
 from engine.pool.collection import CheckpointProgress, Collection, load_collection, open_suite
-from engine.sta.importance import ImportanceConfig, ImportanceSource, importance_codes
+from engine.sta.store import ImportanceStore
 from engine.store.plan import StorePlan
-from engine.taujp.jvp_cache import JvpStore
-from engine.taujp.matrix import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, save_taujp, taujp_matrix
-from engine.taujp.preview import TangentPreview, tangent_pair_drops
-
-TAUJP_IMAGES = 64  # val images per task for matrices computed on demand (the zoo ships whole-split ones)
+from engine.taujp.store import TauJpStore
 
 
 def _memoized(method: Callable) -> Callable:
@@ -159,7 +154,7 @@ class Workspace:
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
     @functools.cached_property
-    def vectors_fingerprint(self) -> str:
+    def _vectors_fingerprint(self) -> str:
         """sha256 of what decides a merge: θ₀ and each task vector (checkpoints by tensors_sha256, in T's row
         order) and the device, not where the collection lies, so a merge's parts shipped with a collection
         (engine/jobs/warm.py) are found wherever it is unpacked."""
@@ -194,155 +189,39 @@ class Workspace:
             t: evaluate(m.theta0 + m.T[k], self.suite, split, tasks=[t]).accuracy[t] for k, t in enumerate(m.task_names)
         }
 
-    @_memoized
-    def importance(self, kind: str) -> torch.Tensor:
-        """STA importance codes uint8 [K, P] of every task, rows in `task_names` order, on the device.
-
-        kinds: "tau" and "theta" at each fine-tuned model (merging), "grad0" the bare |∇L| of each
-        task's loss at θ₀ (forgetting). Shipped with the collection, cached in the data home, or
-        computed now (a few gradient passes per task: seconds on the demo zoo, minutes for ViT-B/32
-        on a CPU; `importance_job` computes them in the background)."""
-        rows = [self.task_importance(task, kind) for task in self.task_names]
-        return torch.stack(rows).to(self.matrix.T.device)  # [K, P]
-
-    def task_importance(self, task: str, kind: str) -> torch.Tensor:
-        """One task's codes uint8 [P] (loaded, or computed at its weights and cached)."""
-        m = self.matrix
-        theta = m.theta0 if kind == "grad0" else m.theta0 + m.T[self.task_names.index(task)]  # [P]
-        return importance_codes(self.suite, theta, m.theta0, self.importance_source(task, kind))
-
-    def importance_ready(self, kind: str) -> bool:
-        """Whether every task's map of `kind` is shipped or cached (so `importance` only reads files)."""
-        return all(self.importance_source(t, kind).available for t in self.task_names)
-
-    def importance_source(self, task: str, kind: str) -> ImportanceSource:
-        """Which checkpoint one task's map of `kind` belongs to, and where it is stored."""
-        at_pretrained = kind == "grad0"
-        sha = (
-            self.pretrained.tensors_sha256
-            if at_pretrained
-            else self.collection.finetuned_sha256(task, self.variant_of(task))
-        )
-        linearized = self.suite.linearized_at is not None and not at_pretrained  # at θ₀ both gradients agree
-        config = ImportanceConfig(
-            variant="grad" if at_pretrained else kind, model="linearized" if linearized else "network"
-        )
-        return ImportanceSource(
-            task,
-            sha,
-            config,
+    @functools.cached_property
+    def importance(self) -> ImportanceStore:
+        """The tasks' STA importance maps (engine/sta/store.py): `codes(kind)` [K, P], `ready(kind)`, ..."""
+        return ImportanceStore(
+            self.collection,
+            self.suite,
+            self.matrix,
+            self.pretrained.tensors_sha256,
+            self.variants,
             self.cache_dir,
-            shipped=self.collection.importance_path(task, kind) if self.variant_of(task) == "standard" else None,
+            self.cache,
+            self.fingerprint,
         )
 
-    def taujp(self, *, progress: Progress | None = None) -> TauJpMatrix:
-        """τJp of every task vector on every task's inputs: the collection's stored matrix when it ships
-        one, else the data-home cache, else computed now on val (first `TAUJP_IMAGES` per task) and
-        cached by the checkpoints' sha256; `taujp_job` does the computing in the background."""
-        source = self._taujp_file()
-        if source.is_file():
-            return load_taujp(source)
-        m = self.matrix
-        matrix = taujp_matrix(
+    @functools.cached_property
+    def taujp(self) -> TauJpStore:
+        """τJp and the tangent features (engine/taujp/store.py): `matrix()`, `pair_drops(λ)`, `preview(...)`, ..."""
+        return TauJpStore(
+            self.collection,
             self.suite,
-            m.theta0,
-            m.T,
-            names=m.task_names,
-            tasks=m.task_names,
-            split="val",
-            max_images=TAUJP_IMAGES,
-            progress=progress,
-        )
-        save_taujp(source, matrix)
-        return matrix
-
-    @_memoized
-    def stored_taujp(self) -> dict[str, TauJpMatrix]:
-        """The τJp matrices the collection ships, per variant (e.g. standard, linearized, tau_jp)."""
-        variants = ("standard", *self.collection.manifest.taujp_variants)
-        paths = {v: self.collection.taujp_path(v) for v in variants}
-        return {v: load_taujp(p) for v, p in paths.items() if p is not None and p.is_file()}
-
-    def taujp_ready(self) -> bool:
-        """Whether `taujp` only reads a file (shipped or cached)."""
-        return self._taujp_file().is_file()
-
-    def _taujp_file(self) -> Path:
-        uniform = self._uniform_variant()
-        stored = self.collection.taujp_path(uniform) if uniform else None
-        if stored is not None and set(self.task_names) == set(self.collection.task_names):
-            return stored
-        shas = [
+            self.matrix,
             self.pretrained.tensors_sha256,
-            *(self.collection.finetuned_sha256(t, self.variant_of(t)) for t in self.task_names),
-        ]
-        key = hashlib.sha256(json.dumps({"shas": shas, "split": "val", "images": TAUJP_IMAGES}).encode()).hexdigest()
-        return self.cache_dir / "taujp" / f"{key[:24]}.json"
-
-    def _uniform_variant(self) -> str | None:
-        """The one checkpoint name every task uses, if they all use the same."""
-        names = {self.variant_of(t) for t in self.task_names}
-        return names.pop() if len(names) == 1 else None
-
-    @_memoized
-    def pair_drops(self, lam: float, *, split: str = "val") -> dict[tuple[str, str], float]:
-        """drop_b(a) for every ordered pair a ≠ b at coefficient λ (engine/taujp/matrix.py)."""
-        m = self.matrix
-        return pair_drops(self.suite, m.theta0, m.T, names=m.task_names, lam=lam, split=split)
-
-    @_memoized
-    def tangent_pair_drops(self, lam: float, *, split: str = "interactive") -> dict[tuple[str, str], float]:
-        """drop_b(a) for every ordered pair from the λ-independent J f(x; θ₀)·τ of `tangent_preview` (computed once,
-        kept in the data home): exact for linearized checkpoints, the first-order estimate for standard ones;
-        a new λ evaluates no network (engine/taujp/preview.py)."""
-        return tangent_pair_drops(self.tangent_preview(split), lam=lam)
-
-    @_memoized
-    def taujp_layers(self, vector: str, task: str) -> dict[str, float]:
-        """τJp of one task vector on one task's inputs, per layer block (same split and images as `taujp`)."""
-        m, shown = self.matrix, self.taujp()
-        return layer_breakdown(
-            self.suite,
-            m.theta0,
-            m.T[self.task_names.index(vector)],
-            m.spec,
-            task=task,
-            split=shown.split,
-            max_images=min(min(shown.images), 64),
+            self.variants,
+            self.cache_dir,
+            self.cache,
+            self.fingerprint,
         )
-
-    @_memoized
-    def tangent_preview(self, split: str = "interactive") -> TangentPreview:
-        """f(x; θ₀) and J f(x; θ₀)·τₜ of every task's `split` images (engine/taujp/preview.py): read from the data
-        home's JVP cache where stored (engine/taujp/jvp_cache.py), else computed once and stored."""
-        store = JvpStore(
-            self.cache_dir / "jvp",
-            self.pretrained.tensors_sha256,
-            tuple(self.collection.finetuned_sha256(t, self.variant_of(t)) for t in self.task_names),
-            shipped=self.collection.warm_dir("jvp"),
-        )
-        return TangentPreview.build(
-            self.suite, self.matrix.theta0, self.matrix.T, vectors=self.task_names, store=store, split=split
-        )
-
-    def preview(
-        self, tasks: Sequence[str], params: Mapping[str, ParamValue], *, split: str = "interactive"
-    ) -> dict[str, float]:
-        """Tangent-space accuracy of a task-arithmetic merge of `tasks` (other vectors at λ = 0)."""
-        lam = get_method("task_arithmetic").resolve(params, num_tasks=len(tasks))["lam"]  # [k]
-        full = torch.zeros(len(self.task_names))  # [K]
-        full[[self.task_names.index(t) for t in tasks]] = lam
-        accuracy = self.tangent_preview(split).accuracy(full)
-        return {t: accuracy[t] for t in tasks}
 
     @functools.cached_property
     def merges(self) -> MergeSession:
         """The merge session of this workspace's task vectors: plans each merge, owns its caches."""
         parts = TensorStore(self.cache_dir / "merge_parts", shipped=self.collection.warm_dir("merge_parts"))
-        return MergeSession(self.matrix, self.cache, self.vectors_fingerprint, parts, self.importance)
-
-    def method_importance(self, method: str | MergeMethod, tasks: Sequence[str]) -> torch.Tensor | None:
-        return self.merges.method_importance(method, tasks)
+        return MergeSession(self.matrix, self.cache, self._vectors_fingerprint, parts, self.importance.codes)
 
     def merge(
         self,
@@ -357,52 +236,10 @@ class Workspace:
         then `calibrate`'s calibrators on its update (their parameters namespaced in `params`: `svc.alpha`)."""
         return self.merges.merge(tasks, method, params, progress=progress, calibrate=calibrate)
 
-    def task_model(
-        self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue], task: str
-    ) -> torch.Tensor:
-        """θ_t [P]: the model serving `task` (`MergeSession.task_model`: task-specific methods build their own)."""
-        return self.merges.task_model(tasks, method, params, task)
-
-    def kept(
-        self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]
-    ) -> torch.Tensor | None:
-        return self.merges.kept(tasks, method, params)
-
-    def mask_fits(self, tasks: Sequence[str]) -> bool:
-        return self.merges.mask_fits(tasks)
-
-    def merge_parts(
-        self,
-        tasks: Sequence[str],
-        method: str | MergeMethod,
-        params: Mapping[str, ParamValue],
-        *,
-        progress: StepProgress | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.merges.parts(tasks, method, params, progress=progress)
-
-    def parts_ready(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]) -> bool:
-        return self.merges.parts_ready(tasks, method, params)
-
-    def needs_job(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]) -> bool:
-        return self.merges.needs_job(tasks, method, params)
-
-    @property
-    def parts_store(self) -> TensorStore:
-        return self.merges.parts_store
-
-    def ranks(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]):
-        return self.merges.ranks(tasks, method, params)
-
     @_memoized
     def subspace_stats(self) -> SubspaceStats:
         """Spectra, top-k energy, effective rank and top-k alignment of every task's layer matrices."""
         return subspace_stats(self.matrix.T, self.matrix.spec, self.task_names)
-
-    def sparsity(
-        self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]
-    ) -> SparsityReport:
-        return self.merges.sparsity(tasks, method, params)
 
     def compare(
         self,
@@ -445,7 +282,7 @@ class Workspace:
     ) -> str:
         resolved = self.merges.plan(tasks, method, params).resolved
         return comparison_key(
-            vectors=self.vectors_fingerprint,
+            vectors=self._vectors_fingerprint,
             suite=self.collection.suite_identity(tasks),
             linearized=self.linearized,
             split=split,

@@ -48,7 +48,9 @@ def _workspace(collection, cache_dir, cache: ComputeCache | None = None) -> Work
 def _recomputed(ws: Workspace, method: str | MergeMethod, params) -> torch.Tensor:
     """The merge from scratch: the registry's function on the workspace's tensors, nothing cached."""
     m = ws.matrix
-    return apply(method, m.theta0, m.T, params, importance=ws.method_importance(method, ws.task_names), spec=m.spec)
+    return apply(
+        method, m.theta0, m.T, params, importance=ws.merges.method_importance(method, ws.task_names), spec=m.spec
+    )
 
 
 def _moved(method: MergeMethod) -> float:
@@ -156,7 +158,7 @@ def test_a_sparse_setting_costs_the_cache_one_vector(collection, home):
     ws.merge(ws.task_names, "ties", {"density": 0.3})
     stats, vector = ws.cache.stats(), ws.matrix.spec.numel * 4
     assert stats.entries == 1 and vector <= stats.bytes < vector + 1024
-    base, _ = ws.merge_parts(ws.task_names, "ties", {"density": 0.3})
+    base, _ = ws.merges.parts(ws.task_names, "ties", {"density": 0.3})
     assert base is ws.matrix.theta0
 
 
@@ -165,7 +167,7 @@ def test_the_keep_panel_shares_the_mask_of_a_per_task_merge(collection, home):
     tasks, params = ws.task_names, {"drop": 0.5, "seed": 3.0, "lam": [0.2, 0.5, 0.9]}
     ws.merge(tasks, "dare", params)
     before = ws.cache.stats()
-    report = ws.sparsity(tasks, "dare_ties", {"drop": 0.5, "seed": 3.0})  # DARE-TIES drops with the same mask
+    report = ws.merges.sparsity(tasks, "dare_ties", {"drop": 0.5, "seed": 3.0})  # DARE-TIES drops with the same mask
     assert ws.cache.stats().misses == before.misses and ws.cache.stats().hits == before.hits + 1
     direct = sparsity_report("dare_ties", ws.matrix.T, {"drop": 0.5, "seed": 3.0}, tasks=tasks, spec=ws.matrix.spec)
     assert report == direct
@@ -180,7 +182,7 @@ def test_a_tiny_budget_is_kept_and_a_mask_too_big_for_its_share_is_recomputed(co
     budget = 5 * P
     ws = _workspace(collection, home, ComputeCache(budget))
     tasks = ws.task_names
-    assert not ws.mask_fits(tasks) and len(tasks) * P <= budget and len(tasks) * P > KEEP_MASK_SHARE * budget
+    assert not ws.merges.mask_fits(tasks) and len(tasks) * P <= budget and len(tasks) * P > KEEP_MASK_SHARE * budget
     steps = [
         ("dare", {"lam": [0.2, 0.5, 0.9]}),
         ("magnitude", {"density": 0.3, "lam": [0.9, 0.1, 0.4]}),
@@ -194,7 +196,7 @@ def test_a_tiny_budget_is_kept_and_a_mask_too_big_for_its_share_is_recomputed(co
         stats = ws.cache.stats()
         assert stats.bytes <= budget and stats.entries == 1
     assert ws.cache.stats().evictions == 2
-    report = ws.sparsity(tasks, "ties", {"density": 0.3})
+    report = ws.merges.sparsity(tasks, "ties", {"density": 0.3})
     assert report == sparsity_report("ties", ws.matrix.T, {"density": 0.3}, tasks=tasks, spec=ws.matrix.spec)
     assert ws.cache.stats().bytes <= budget
 

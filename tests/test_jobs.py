@@ -114,11 +114,11 @@ def test_importance_job_caches_every_map_and_logs_a_run(tiny_collection_dir, tmp
     from engine.workspace import Workspace
 
     ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
-    assert not ws.importance_ready("theta")
+    assert not ws.importance.ready("theta")
     runner, log = LocalRunner(), RunLog(tmp_path / "runs.sqlite3")
     status = runner.wait(runner.submit("maps", importance_job, workspace=ws, kind="theta", run_log=log), timeout=60)
     assert status.state is JobState.DONE and status.step == status.total == len(ws.task_names)
-    assert ws.importance_ready("theta")
+    assert ws.importance.ready("theta")
     (run,) = log.runs(kind="importance")
     assert run.method == "sta:theta" and set(run.outputs["kept_at_0.05"]) == set(ws.task_names)
 
@@ -126,16 +126,17 @@ def test_importance_job_caches_every_map_and_logs_a_run(tiny_collection_dir, tmp
 def test_taujp_job_caches_the_matrix_for_the_next_workspace(tiny_collection_dir, tmp_path):
     from engine.jobs.taujp import taujp_job
     from engine.runs.log import RunLog
-    from engine.workspace import TAUJP_IMAGES, Workspace
+    from engine.taujp.store import TAUJP_IMAGES
+    from engine.workspace import Workspace
 
     ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
-    assert not ws.taujp_ready()
+    assert not ws.taujp.ready()
     runner, log = LocalRunner(), RunLog(tmp_path / "runs.sqlite3")
     status = runner.wait(runner.submit("τJp", taujp_job, workspace=ws, run_log=log), timeout=120)
     assert status.state is JobState.DONE and status.step == status.total == len(ws.task_names)
     again = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
-    assert again.taujp_ready()
-    matrix = again.taujp()
+    assert again.taujp.ready()
+    matrix = again.taujp.matrix()
     assert matrix.images == tuple(min(TAUJP_IMAGES, len(ws.suite.tasks[t].split("val"))) for t in ws.task_names)
     (run,) = log.runs(kind="taujp")
     assert run.outputs["diagonal"] == dict(zip(ws.task_names, matrix.values.diagonal().tolist()))
@@ -156,7 +157,7 @@ def test_merge_parts_job_leaves_wudi_ready_with_its_loss_curve_and_cancels_betwe
     assert status.result.losses == pytest.approx(expected, rel=1e-6)
     assert status.metrics["loss"] == list(status.result.losses)  # the live curve ends as the outcome's
     assert PartsOutcome.from_json(status.result.to_json()) == status.result
-    assert ws.parts_ready(ws.task_names, "wudi", {"steps": 40}) and not ws.needs_job(
+    assert ws.merges.parts_ready(ws.task_names, "wudi", {"steps": 40}) and not ws.merges.needs_job(
         ws.task_names, "wudi", {"steps": 40}
     )
     (run,) = log.runs(kind="merge_parts")
@@ -178,7 +179,7 @@ def test_merge_parts_job_leaves_wudi_ready_with_its_loss_curve_and_cancels_betwe
     gate.wait(30)
     runner.cancel(job)
     assert runner.wait(job, timeout=60).state is JobState.CANCELLED
-    assert not ws.parts_ready(ws.task_names, "wudi", {"steps": 1000})  # nothing half-computed was kept
+    assert not ws.merges.parts_ready(ws.task_names, "wudi", {"steps": 1000})  # nothing half-computed was kept
 
 
 def test_landscape_job_evaluates_every_point_and_marks_the_best(tiny_collection_dir, tmp_path):
@@ -197,7 +198,7 @@ def test_landscape_job_evaluates_every_point_and_marks_the_best(tiny_collection_
         for j, b in enumerate(values):
             merged = ws.compare(pair, "task_arithmetic", {"lam": [a, b]}, split="interactive")
             assert land.exact[i][j] == merged.mean_normalized
-            preview = ws.preview(pair, {"lam": [a, b]})
+            preview = ws.taujp.preview(pair, {"lam": [a, b]})
             finetuned = ws.finetuned("interactive")
             assert land.preview[i][j] == pytest.approx(sum(preview[t] / finetuned[t] for t in pair) / 2)
     best = land.best()

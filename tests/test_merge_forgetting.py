@@ -41,7 +41,7 @@ def test_sta_forgetting_masks_reduce_to_task_arithmetic_and_respect_the_controls
     tau = m.T[1]
     everything = forgetting_vector(ws, "brightness", method="sta", threshold=0.0, margin=0.0)
     torch.testing.assert_close(everything, tau)
-    G = decode(ws.importance("grad0"))  # [K, P]
+    G = decode(ws.importance.codes("grad0"))  # [K, P]
     own = normalize_per_tensor(tau.abs() * G[1], m.spec)
     others = [normalize_per_tensor(tau.abs() * G[k], m.spec) for k in (0, 2)]
     expected_keep = (own >= 0.05) & (own >= 1.5 * others[0]) & (own >= 1.5 * others[1])

@@ -46,3 +46,21 @@ def test_rank_correlation_is_spearmans_rho():
     # with a tie: ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4): Pearson of the ranks
     tied = rank_correlation(torch.tensor([1.0, 2.0, 2.0, 4.0]), x)
     assert tied == pytest.approx(0.9486832980505138)
+
+
+def test_update_spectra_gives_each_merged_updates_singular_values_in_one_layer():
+    """Δ = θ − θ₀ of one layer: a rank-one update has one singular value; LiNeS-like scaling of the layer by c
+    scales its spectrum by c and keeps its shape; a vector that is not 2-D is refused by name."""
+    from engine.errors import ShapeError
+    from engine.merge.spectra import update_spectra
+
+    theta0 = torch.randn(SPEC.numel, generator=torch.Generator().manual_seed(0))
+    update = torch.zeros(SPEC.numel)
+    update[SPEC.slice_of("a.weight")] = torch.outer(torch.arange(1.0, 7.0), torch.ones(4)).reshape(-1)
+    spectra = update_spectra(theta0, {"base": theta0 + update, "scaled": theta0 + 0.5 * update}, SPEC, "a.weight")
+    assert list(spectra) == ["base", "scaled"] and spectra["base"].shape == (4,)
+    norm = float(torch.arange(1.0, 7.0).norm() * 2.0)  # ‖u‖·‖v‖ of the rank-one update
+    assert spectra["base"][0] == pytest.approx(norm, rel=1e-5) and spectra["base"][1:].abs().max() < 1e-4
+    torch.testing.assert_close(spectra["scaled"], 0.5 * spectra["base"])
+    with pytest.raises(ShapeError, match="b.bias"):
+        update_spectra(theta0, {"base": theta0}, SPEC, "b.bias")

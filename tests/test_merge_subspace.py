@@ -302,11 +302,11 @@ def test_a_large_models_factorized_parts_are_a_job_and_kept_in_the_data_home(
 
     ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path)
     tasks = ws.task_names
-    assert not ws.needs_job(tasks, "tsv_m", {}) and not ws.needs_job(tasks, "task_arithmetic", {})
+    assert not ws.merges.needs_job(tasks, "tsv_m", {}) and not ws.merges.needs_job(tasks, "task_arithmetic", {})
     monkeypatch.setattr(engine.merge.session, "LARGE_MODEL_PARAMS", ws.matrix.spec.numel)
-    assert ws.needs_job(tasks, "tsv_m", {}) and not ws.needs_job(tasks, "task_arithmetic", {})
+    assert ws.merges.needs_job(tasks, "tsv_m", {}) and not ws.merges.needs_job(tasks, "task_arithmetic", {})
     merged = ws.merge(tasks, "tsv_m", {"alpha": 0.8})
     fresh = Workspace.from_collection(ws.collection, cache_dir=tmp_path, cache=ComputeCache())
-    assert fresh.parts_ready(tasks, "tsv_m", {}) and not fresh.needs_job(tasks, "tsv_m", {"alpha": 2.0})
+    assert fresh.merges.parts_ready(tasks, "tsv_m", {}) and not fresh.merges.needs_job(tasks, "tsv_m", {"alpha": 2.0})
     assert torch.equal(fresh.merge(tasks, "tsv_m", {"alpha": 0.8}), merged)
     assert fresh.cache.stats().misses == 1  # the parts, read from the data home: no factorization was looked up

@@ -172,7 +172,9 @@ def test_compare_scores_task_t_with_task_t_model(collection, tmp_path, name, par
     ws = Workspace.from_collection(collection, cache_dir=tmp_path / "cache", cache=ComputeCache())
     tasks = ws.task_names
     comparison = ws.compare(tasks, name, params, split="val")
-    own = {t: evaluate(ws.task_model(tasks, name, params, t), ws.suite, "val", tasks=[t]).accuracy[t] for t in tasks}
+    own = {
+        t: evaluate(ws.merges.task_model(tasks, name, params, t), ws.suite, "val", tasks=[t]).accuracy[t] for t in tasks
+    }
     shared = evaluate(ws.merge(tasks, name, params), ws.suite, "val", tasks=tasks).accuracy
     assert comparison.merged.accuracy == own
     assert own != shared  # the check can fail: the shared model scores differently here

@@ -112,17 +112,19 @@ def test_a_workspace_keeps_wudi_in_the_data_home_and_reads_it_back(tiny_collecti
 
     ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path)
     tasks, params = ws.task_names, {"alpha": 1.0, "steps": 30}
-    assert ws.needs_job(tasks, "wudi", params) and not ws.parts_ready(tasks, "wudi", params)
+    assert ws.merges.needs_job(tasks, "wudi", params) and not ws.merges.parts_ready(tasks, "wudi", params)
     steps_seen = []
     first = ws.merge(tasks, "wudi", params, progress=lambda step, steps, loss: steps_seen.append(step))
     assert steps_seen == list(range(1, 31))
-    assert ws.parts_ready(tasks, "wudi", params) and not ws.needs_job(tasks, "wudi", {**params, "alpha": 0.5})
-    assert ws.needs_job(tasks, "wudi", {"steps": 40})  # another step count is another optimisation
-    stored = ws.parts_store.path(ws.merges.parts_key(ws.merges.plan(tasks, "wudi", params)))
+    assert ws.merges.parts_ready(tasks, "wudi", params) and not ws.merges.needs_job(
+        tasks, "wudi", {**params, "alpha": 0.5}
+    )
+    assert ws.merges.needs_job(tasks, "wudi", {"steps": 40})  # another step count is another optimisation
+    stored = ws.merges.parts_store.path(ws.merges.parts_key(ws.merges.plan(tasks, "wudi", params)))
     assert stored.is_file()
 
     fresh = Workspace.from_collection(ws.collection, cache_dir=tmp_path, cache=ComputeCache())
-    assert fresh.parts_ready(tasks, "wudi", params) and not fresh.needs_job(tasks, "wudi", params)
+    assert fresh.merges.parts_ready(tasks, "wudi", params) and not fresh.merges.needs_job(tasks, "wudi", params)
     fresh_steps = []
     again = fresh.merge(tasks, "wudi", params, progress=lambda step, steps, loss: fresh_steps.append(step))
     assert fresh_steps == [] and torch.equal(again, first)  # read, not optimised

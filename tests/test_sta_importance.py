@@ -134,11 +134,11 @@ def test_workspace_computes_caches_and_checks_importance(tiny_collection_dir, tm
     from engine.workspace import Workspace
 
     ws = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache")
-    codes = ws.importance("tau")  # [K, P]
+    codes = ws.importance.codes("tau")  # [K, P]
     assert codes.dtype == torch.uint8 and codes.shape == ws.matrix.T.shape
     cached = sorted((tmp_path / "cache" / "importance").glob("*.safetensors"))
     assert len(cached) == len(ws.task_names)
-    again = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache").importance("tau")
+    again = Workspace.open(tiny_collection_dir, cache_dir=tmp_path / "cache").importance.codes("tau")
     assert torch.equal(again, codes)
 
     copy = tmp_path / "collection"
@@ -155,7 +155,7 @@ def test_workspace_computes_caches_and_checks_importance(tiny_collection_dir, tm
     manifest["tasks"][first]["importance"] = {"tau": "wrong.safetensors"}
     (copy / "collection.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="wrong.safetensors.*belongs to checkpoint"):
-        Workspace.open(copy, cache_dir=tmp_path / "c3").importance("tau")
+        Workspace.open(copy, cache_dir=tmp_path / "c3").importance.codes("tau")
 
 
 def test_importance_summary_against_plain_counting():

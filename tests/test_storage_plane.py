@@ -103,3 +103,30 @@ def test_the_zoos_stored_plane_keeps_reports_rows_and_one_point_recomputes(tmp_p
     merged = session.merge(plane.tasks, "task_arithmetic", point.params, calibrate=("svc",))
     suite = open_suite(collection, cache_dir=tmp_path, tasks=["faces"])
     assert evaluate(merged, suite, "test", tasks=["faces"]).accuracy["faces"] == pytest.approx(point.accuracy["faces"])
+
+
+def test_the_plane_of_a_benchmark_run_is_its_methods_and_its_fine_tuned_row():
+    """A benchmark run (engine/eval/benchmark.py) drawn on the plane (reads the zoo's stored table, computes
+    nothing): each finished method's mean normalized test accuracy at its setting chosen on val, the fine-tuned
+    models from the run's own row at 4P bytes per task, no zero-shot point (it stores nothing per task)."""
+    from engine.eval.benchmark import stored_benchmark
+    from engine.home import ASSETS_DIR
+    from engine.jobs.plane import benchmark_plane
+    from engine.merge import get_method
+
+    table = stored_benchmark(ASSETS_DIR / "zoo")
+    numel = 1_000_000
+    plane = benchmark_plane(table, numel=numel)
+    points = {p.method: p for p in plane.points}
+    assert list(points) == [*table.methods_done, FINE_TUNED_NAME]
+    K = len(table.tasks)
+    for row in table.rows:
+        if row.method in table.methods_done:
+            assert points[row.method].mean_normalized == pytest.approx(row.mean_normalized)
+            assert points[row.method].bytes_per_task == get_method(row.method).storage.bytes_per_task(numel, K)
+            assert points[row.method].params == dict(row.params)
+    finetuned = next(r for r in table.rows if r.method == "finetuned")
+    assert points[FINE_TUNED_NAME].accuracy == dict(finetuned.accuracy)
+    assert points[FINE_TUNED_NAME].bytes_per_task == 4 * numel and points[FINE_TUNED_NAME].on_front
+    best = max(plane.points[:-1], key=lambda p: p.mean_normalized)
+    assert best.on_front  # every merge stores 4P/K: the best of them is on the front

@@ -155,8 +155,8 @@ def test_linearized_checkpoints_are_evaluated_as_linearized_models(tiny_collecti
     assert ws.compare(
         ["colour", "brightness", "texture"], "task_arithmetic", {"lam": 0.6}, split="test"
     ).merged.accuracy["colour"] == pytest.approx(expected)
-    assert ws.importance_source("colour", "tau").config.model == "linearized"  # STA takes the linearized gradient
-    assert ws.importance_source("colour", "grad0").config.model == "network"  # at θ₀ both agree: shared map
+    assert ws.importance.source("colour", "tau").config.model == "linearized"  # STA takes the linearized gradient
+    assert ws.importance.source("colour", "grad0").config.model == "network"  # at θ₀ both agree: shared map
     preview = TangentPreview.build(ws.suite, m.theta0, m.T, vectors=m.task_names, split="test")
     exact = evaluate(theta, ws.suite, "test").accuracy
     assert preview.accuracy([0.6] * 3) == pytest.approx(exact)

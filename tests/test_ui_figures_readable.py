@@ -154,6 +154,10 @@ SAMPLES = {
     ),
     "learned_bars": lambda: figures.learned_bars(LEARNED, objective="supervised"),
     "spectrum_chart": lambda: figures.spectrum_chart(_stats(), "a.weight"),
+    "pipeline_spectrum_chart": lambda: figures.pipeline_spectrum_chart(
+        {"TSV-M (task singular vectors)": torch.tensor([3.0, 1.0, 0.1]), "TSV-M → SVC": torch.tensor([2.0, 1.5, 0.2])},
+        "a.weight",
+    ),
     "top_share_heatmap": lambda: figures.top_share_heatmap(_stats()),
     "alignment_heatmap": lambda: figures.alignment_heatmap(_stats().overall_alignment, TASKS, title="alignment"),
     "agreement_scatter": lambda: figures.agreement_scatter(

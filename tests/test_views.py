@@ -298,7 +298,7 @@ def test_subspace_methods_on_the_merge_page(app, tiny_collection_dir, data_home,
     expected = ws.compare(ws.task_names, method, {scale: 1.2})
     assert _metric(app, "mean accuracy (merged)") == f"{expected.mean_merged:.1%}"
     table = app.dataframe[0].value
-    ranks = ws.ranks(ws.task_names, method, {scale: 1.2})
+    ranks = ws.merges.ranks(ws.task_names, method, {scale: 1.2})
     assert list(table["layer"]) == [r.layer for r in ranks] and list(table["rank kept"]) == [r.rank for r in ranks]
     symbol = {"alpha": "α", "lam": "λ"}[scale]
     next(b for b in app.button if b.label == f"{symbol} sweep").click().run()
@@ -394,6 +394,18 @@ def test_subspaces_page_shows_the_engine_statistics(app, tiny_collection_dir, da
     overall = charts["Top-k alignment, mean over layers"]["data"][0]["z"]
     assert sum(overall, []) == pytest.approx(sum(stats.overall_alignment.tolist(), []))
     assert any("Spearman" in t for t in charts) or any("not computed yet" in i.value for i in app.info)
+    pipeline = charts[f"Singular values of the merged update Δ = θ − θ₀: {layer}"]  # TSV-M, then TSV-M → SVC
+    assert [t["name"] for t in pipeline["data"]] == ["TSV-M (task singular vectors)", "TSV-M → SVC"]
+    from engine.merge.spectra import update_spectra
+
+    merged = {
+        "before": ws.merge(ws.task_names, "tsv_m", {}),
+        "after": ws.merge(ws.task_names, "tsv_m", {}, calibrate=["svc"]),
+    }
+    expected = update_spectra(ws.matrix.theta0, merged, ws.matrix.spec, layer)
+    assert pipeline["data"][0]["y"] == pytest.approx(expected["before"].tolist(), rel=1e-4)
+    assert pipeline["data"][1]["y"] == pytest.approx(expected["after"].tolist(), rel=1e-4)
+    assert pipeline["data"][0]["y"] != pytest.approx(pipeline["data"][1]["y"], rel=1e-3)  # SVC reshaped it
 
 
 def test_an_empty_collection_box_means_the_demo_zoo(data_home):
@@ -499,7 +511,7 @@ def test_sta_controls_on_the_merge_page(app, tiny_collection_dir, data_home):
     expected = ws.compare(ws.task_names, "sta", {"threshold": 0.2, "lam": 1.0})
     assert _metric(app, "mean accuracy (merged)") == f"{expected.mean_merged:.1%}"
     kept = app.dataframe[0].value["kept fraction"].tolist()
-    report = ws.sparsity(ws.task_names, "sta", {"threshold": 0.2})
+    report = ws.merges.sparsity(ws.task_names, "sta", {"threshold": 0.2})
     assert kept == [report.kept_fraction[t] for t in ws.task_names] and max(kept) < 1.0
 
 
@@ -536,7 +548,7 @@ def test_sta_view_shows_the_engine_summary(app, tiny_collection_dir, data_home):
     app.slider(key="sta_threshold").set_value(0.3).run()
     assert not app.exception
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
-    summary = importance_summary(ws.importance("tau"), ws.matrix.spec, tasks=ws.task_names, threshold=0.3)
+    summary = importance_summary(ws.importance.codes("tau"), ws.matrix.spec, tasks=ws.task_names, threshold=0.3)
     assert app.dataframe[0].value["kept at κ"].tolist() == pytest.approx(summary.kept_fraction.tolist())
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")]
     assert titles == [
@@ -588,18 +600,18 @@ def test_interference_page_shows_the_engine_matrix_and_pairs(app, tiny_collectio
     app.selectbox(key="interference_task").set_value("brightness").run()
     assert not app.exception
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
-    matrix = ws.taujp()
+    matrix = ws.taujp.matrix()
     charts = {
         json.loads(c.proto.spec)["layout"]["title"]["text"].split(":")[0]: json.loads(c.proto.spec)
         for c in app.get("plotly_chart")
     }
     heat = charts["τJp"]["data"][0]["z"]
     assert heat[0][0] is None and heat[0][1] == pytest.approx(matrix.values[0, 1].item(), rel=1e-5)
-    drops = ws.tangent_pair_drops(0.5)  # the default: first order, from the stored products
+    drops = ws.taujp.tangent_pair_drops(0.5)  # the default: first order, from the stored products
     scatter = charts["Interference"]["data"][0]
     assert len(scatter["x"]) == 6 and sorted(scatter["y"]) == pytest.approx(sorted(drops.values()))
     layers = charts["τ_texture on brightness inputs, per layer"]["data"][0]
-    parts = ws.taujp_layers("texture", "brightness")
+    parts = ws.taujp.layers("texture", "brightness")
     assert layers["x"] == pytest.approx([parts[n] for n in layers["y"]], rel=1e-5) and set(layers["y"]) == set(parts)
     from engine.params import network_order
 
@@ -612,7 +624,7 @@ def test_merge_preview_toggle_shows_preview_and_exact(app, tiny_collection_dir, 
     app.slider(key="task_arithmetic.lam").set_value(0.6).run()
     assert not app.exception
     ws = Workspace.open(tiny_collection_dir, cache_dir=data_home / "cache")
-    expected = ws.preview(ws.task_names, {"lam": 0.6})
+    expected = ws.taujp.preview(ws.task_names, {"lam": 0.6})
     chart = json.loads(app.get("plotly_chart")[0].proto.spec)
     series = {t["name"]: t["y"] for t in chart["data"]}
     assert series["tangent preview"] == pytest.approx([expected[t] for t in ws.task_names])

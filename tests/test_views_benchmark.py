@@ -41,6 +41,10 @@ def test_the_zoo_shows_its_stored_table_at_once(app):
     assert any(m.value.strip() == markdown(stored).strip() for m in app.markdown)
     bars = _charts(app)["Test accuracy per task, each method at its setting chosen on val"]
     assert [t["name"].split(" · ")[0] for t in bars["data"]] == [stored.names[r.method] for r in stored.rows]
+    plane = _charts(app)[f"What each method stores against what it scores ({len(stored.tasks)} tasks, test)"]
+    assert len(plane["data"][0]["x"]) == len(stored.methods_done) + 1  # and the fine-tuned models
+    assert plane["layout"]["xaxis"]["type"] == "log"
+    assert any(c.value.startswith("**Storage–accuracy plane.** x: the bytes") for c in app.caption)
 
 
 def test_a_run_on_another_pool_is_a_background_job_with_its_table(app, tiny_collection_dir):
@@ -59,4 +63,7 @@ def test_a_run_on_another_pool_is_a_background_job_with_its_table(app, tiny_coll
     table = next(m.value for m in app.markdown if "| Task arithmetic |" in m.value)
     assert "| Method | colour | brightness | texture |" in table and "at most 10 images per task" in table
     assert "family unknown: not comparable" in table
-    assert len(_charts(app)) == 2
+    charts = _charts(app)  # task bars, the published numbers, and the run on the storage-accuracy plane
+    assert len(charts) == 3
+    plane = charts["What each method stores against what it scores (3 tasks, test)"]
+    assert len(plane["data"][0]["x"]) == 2  # task arithmetic and the fine-tuned models

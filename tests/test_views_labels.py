@@ -101,11 +101,11 @@ def test_interference_scatter_says_which_drops_it_plots(tiny_collection_dir, dat
         return next(c for c in _charts(at) if c["layout"]["title"]["text"].startswith("Interference"))
 
     assert "first order, interactive split" in scatter()["layout"]["title"]["text"]
-    assert sorted(scatter()["data"][0]["y"]) == pytest.approx(sorted(ws.tangent_pair_drops(0.3).values()))
+    assert sorted(scatter()["data"][0]["y"]) == pytest.approx(sorted(ws.taujp.tangent_pair_drops(0.3).values()))
     at.toggle(key="interference_exact").set_value(True).run()
     assert not at.exception
     assert "network, val split" in scatter()["layout"]["title"]["text"]
-    assert sorted(scatter()["data"][0]["y"]) == pytest.approx(sorted(ws.pair_drops(0.3).values()))
+    assert sorted(scatter()["data"][0]["y"]) == pytest.approx(sorted(ws.taujp.pair_drops(0.3).values()))
     assert any("the network's own, on val" in c.value for c in at.caption)
 
 

@@ -42,8 +42,10 @@ def test_warm_computes_each_first_open_and_a_second_run_only_reads(warmed, tiny_
     assert [n for n in names if n.startswith("importance")] == kinds
     assert [n for n in names if n.startswith("parts")] == ["parts: wudi"]  # the tiny pool has no stored comparison
     fresh = Workspace.from_collection(ws.collection, cache_dir=cache, cache=ComputeCache())
-    assert fresh.taujp_ready() and all(fresh.importance_ready(k) for k in ("tau", "theta", "grad0"))
-    assert fresh.parts_ready(fresh.task_names, "wudi", {}) and not fresh.needs_job(fresh.task_names, "wudi", {})
+    assert fresh.taujp.ready() and all(fresh.importance.ready(k) for k in ("tau", "theta", "grad0"))
+    assert fresh.merges.parts_ready(fresh.task_names, "wudi", {}) and not fresh.merges.needs_job(
+        fresh.task_names, "wudi", {}
+    )
     before = _files(cache)
     again = warm_workspace(fresh)
     assert [s.name for s in again.steps] == names
@@ -65,13 +67,15 @@ def test_a_shipped_warm_folder_serves_a_fresh_data_home_wherever_the_collection_
         opened._stored_key(ws.task_names, METHODS[OPENING_METHOD], {}, "interactive"), "interactive", ws.task_names
     )
     assert stored == ws.compare(ws.task_names, OPENING_METHOD, {})  # the Merge page's opening numbers, found here
-    assert opened.parts_ready(opened.task_names, "wudi", {}) and not opened.needs_job(opened.task_names, "wudi", {})
+    assert opened.merges.parts_ready(opened.task_names, "wudi", {}) and not opened.merges.needs_job(
+        opened.task_names, "wudi", {}
+    )
     torch.testing.assert_close(
         opened.merge(opened.task_names, "wudi", {}), ws.merge(ws.task_names, "wudi", {}), rtol=0, atol=0
     )
-    preview = opened.tangent_preview("interactive")
+    preview = opened.taujp.tangent_preview("interactive")
     assert not (empty / "jvp").exists() and not (empty / "merge_parts").exists()  # read from the shipped folder
-    original = ws.tangent_preview("interactive")
+    original = ws.taujp.tangent_preview("interactive")
     for task in ws.task_names:
         torch.testing.assert_close(preview.products[task], original.products[task], rtol=0, atol=0)
 

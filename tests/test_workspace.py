@@ -61,9 +61,28 @@ def test_tangent_pair_drops_read_from_the_stored_products_equal_a_fresh_computat
     empty cache directory, computing every product anew, gives the same drops."""
     from engine.taujp.preview import TangentPreview, tangent_pair_drops
 
-    first = workspace.tangent_pair_drops(0.4)
+    first = workspace.taujp.tangent_pair_drops(0.4)
     assert list((workspace.cache_dir / "jvp").rglob("*.safetensors")), "the products are stored"
-    assert workspace.tangent_pair_drops(0.4) is first  # a second call at the same λ reads the cache
+    assert workspace.taujp.tangent_pair_drops(0.4) is first  # a second call at the same λ reads the cache
     m = workspace.matrix
     fresh = TangentPreview.build(workspace.suite, m.theta0, m.T, vectors=workspace.task_names)
     assert tangent_pair_drops(fresh, lam=0.4) == pytest.approx(first, abs=1e-6)
+
+
+def test_the_workspace_is_a_thin_facade_of_at_most_fifteen_public_methods():
+    """The Workspace opens a pool and delegates (docs: the house): merges to its `merges` session, importance maps
+    to `importance` (engine/sta/store.py), τJp and the tangent features to `taujp` (engine/taujp/store.py)."""
+    import inspect
+
+    from engine.merge.session import MergeSession
+    from engine.sta.store import ImportanceStore
+    from engine.taujp.store import TauJpStore
+    from engine.workspace import Workspace
+
+    fields = set(Workspace.__dataclass_fields__)
+    public = [name for name, _ in inspect.getmembers(Workspace) if not name.startswith("_") and name not in fields]
+    assert len(public) <= 15, public
+    hints = inspect.get_annotations(Workspace.merges.func, eval_str=True)
+    assert hints["return"] is MergeSession
+    assert inspect.get_annotations(Workspace.importance.func, eval_str=True)["return"] is ImportanceStore
+    assert inspect.get_annotations(Workspace.taujp.func, eval_str=True)["return"] is TauJpStore

@@ -140,7 +140,7 @@ def test_shipped_importance_maps_recompute(zoo_workspace, tmp_path):
         "faces", ws.collection.finetuned_sha256("faces"), ImportanceConfig(variant="tau"), tmp_path
     )
     fresh = importance_codes(ws.suite, ws.matrix.theta0 + ws.matrix.T[k], ws.matrix.theta0, source)
-    difference = (fresh.int() - ws.importance("tau")[k].int()).abs()
+    difference = (fresh.int() - ws.importance.codes("tau")[k].int()).abs()
     assert int(difference.max()) <= 1 and float((difference > 0).float().mean()) < 1e-3
 
 
@@ -323,7 +323,7 @@ def test_the_shipped_warm_folder_holds_the_tangent_features_and_wudi_s_chosen_pa
     assert opening == {"steps": 1000.0}
     key = ws.merges.parts_key(ws.merges.plan(ws.task_names, "wudi", opening))
     assert TensorStore(tmp_path / "empty", shipped=ZOO / "warm" / "merge_parts").has(key)
-    assert not ws.needs_job(ws.task_names, "wudi", opening)
+    assert not ws.merges.needs_job(ws.task_names, "wudi", opening)
 
     vectors = tuple(ws.collection.finetuned_sha256(t, "standard") for t in ws.task_names)
     store = JvpStore(tmp_path / "empty", ws.pretrained.tensors_sha256, vectors, shipped=ZOO / "warm" / "jvp")

@@ -136,7 +136,7 @@ def sparsity_panel(s: Setting) -> None:
     """Per task the share the method keeps (or per layer the rank), and the sign conflicts per layer."""
     with st.container(border=True):
         if s.method.keep_panel == "ranks":
-            ranks = s.ws.ranks(list(s.tasks), s.method.name, s.base_params)
+            ranks = s.ws.merges.ranks(list(s.tasks), s.method.name, s.base_params)
             st.dataframe(
                 {
                     "layer": [r.layer for r in ranks],
@@ -152,7 +152,7 @@ def sparsity_panel(s: Setting) -> None:
                 "Frobenius norm) they carry: task vectors that are close to low-rank lose little."
             )
             return
-        report = s.ws.sparsity(list(s.tasks), s.method.name, s.base_params)
+        report = s.ws.merges.sparsity(list(s.tasks), s.method.name, s.base_params)
         st.dataframe(
             {"task": list(report.tasks), "kept fraction": [report.kept_fraction[t] for t in report.tasks]},
             column_config={"kept fraction": st.column_config.NumberColumn(format="percent")},

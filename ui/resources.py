@@ -268,7 +268,7 @@ def importance_summary(
     collection: str, device: str, kind: str, threshold: float, choice: Choice = ()
 ) -> ImportanceSummary:
     ws = workspace(collection, device, choice)
-    return summarize_importance(ws.importance(kind), ws.matrix.spec, tasks=ws.task_names, threshold=threshold)
+    return summarize_importance(ws.importance.codes(kind), ws.matrix.spec, tasks=ws.task_names, threshold=threshold)
 
 
 SKIP_CONFIRMED = "skip_unreadable_confirmed"  # session state: collections whose unreadable entries were confirmed

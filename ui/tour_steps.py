@@ -93,7 +93,7 @@ def ties(t: Tour) -> None:
     st.session_state.setdefault("tour_density", 0.2)
     density = st.slider("d (fraction of each task vector kept)", 0.05, 1.0, step=0.05, key="tour_density")
     params = {p.name: p.default for p in get_method("ties").params} | {"density": density}
-    report = t.ws.sparsity(t.tasks, "ties", params)
+    report = t.ws.merges.sparsity(t.tasks, "ties", params)
     t.chart(figures.sign_conflict_bars(report), "tour_sign_conflicts")
     link("Open TIES on the Merge page (turn on 'Show what the method keeps')", links.merge_link("ties", params))
 
@@ -110,15 +110,15 @@ def taujp(t: Tour) -> None:
         r"\big\rVert \\ \mathcal{L} = \mathcal{L}_{\mathrm{CE}} + \beta\, \mathbb{E}_{x \sim D_{b \neq t}}"
         r"\big\lVert J_\theta f(x;\theta_0)\,(\theta - \theta_0) \big\rVert\end{gathered}"
     )
-    stored = t.ws.stored_taujp()
+    stored = t.ws.taujp.stored()
     if stored:
         variants = list(stored)
         st.session_state.setdefault("tour_taujp_variant", variants[0])
         variant = st.selectbox("Fine-tuning variant", variants, key="tour_taujp_variant")
         heatmaps = dict(zip(variants, figures.taujp_variant_heatmaps(stored)))  # one colour scale for all
         t.chart(heatmaps[variant], "tour_taujp")
-    elif t.ws.taujp_ready():
-        t.chart(figures.taujp_heatmap(t.ws.taujp()), "tour_taujp")
+    elif t.ws.taujp.ready():
+        t.chart(figures.taujp_heatmap(t.ws.taujp.matrix()), "tour_taujp")
     else:
         no_stored("τJp matrix")
     link("Per-layer interference and the accuracy each pair loses on the Interference page", "interference")

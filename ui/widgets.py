@@ -151,10 +151,10 @@ def job_input(
 def require_importance(ws: Workspace, kind: str) -> None:
     """Stop the page with two ways to get STA importance maps when they are neither shipped nor cached."""
     _require(
-        ws.importance_ready(kind),
+        ws.importance.ready(kind),
         what=f"STA importance maps ({KINDS[kind]}) for {len(ws.task_names)} tasks",
         cost="a few gradient passes per task (seconds for small models, minutes for ViT-B/32 on a CPU)",
-        compute=lambda: ws.importance(kind),
+        compute=lambda: ws.importance.codes(kind),
         key=f"importance_{kind}",
         job=(IMPORTANCE, {"kind": kind}),
     )
@@ -163,11 +163,11 @@ def require_importance(ws: Workspace, kind: str) -> None:
 def require_taujp(ws: Workspace) -> None:
     """Stop the page with two ways to get the τJp matrix when it is neither shipped nor cached."""
     _require(
-        ws.taujp_ready(),
+        ws.taujp.ready(),
         what=f"the τJp matrix of {len(ws.task_names)} task vectors",
         cost="Jacobian-vector products on 64 val images per task (seconds for small models, many minutes "
         "for ViT-B/32 on a CPU)",
-        compute=ws.taujp,
+        compute=ws.taujp.matrix,
         key="taujp",
         job=(TAUJP, {}),
     )

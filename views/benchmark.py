@@ -13,6 +13,7 @@ from engine.eval.benchmark import Benchmark, markdown, read_benchmark, stored_be
 from engine.home import DataHome
 from engine.jobs.benchmark import DEFAULT_METHODS, GPU_NOTE, short_name
 from engine.jobs.compare import DEFAULT_GRIDS
+from engine.jobs.plane import benchmark_plane
 from engine.jobs.runner import JobState
 from ui import figures, messages, pages, resources, widgets
 from ui.state import sidebar_workspace
@@ -73,3 +74,7 @@ else:
     st.markdown(markdown(table))
     st.plotly_chart(figures.benchmark_task_bars(table), key="benchmark_task_bars")
     st.plotly_chart(figures.benchmark_published_chart(table), key="benchmark_published_chart")
+    if table.methods_done:
+        plane = benchmark_plane(table, numel=ws.matrix.spec.numel)
+        st.plotly_chart(figures.storage_plane_chart(plane), key="benchmark_storage_plane")
+        st.caption(figures.PLANE_HELP)

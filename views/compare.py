@@ -17,14 +17,6 @@ st.caption(
     "averaged), then the chosen setting is evaluated once on test. Normalized accuracy is what makes methods "
     "comparable across checkpoint sets; papers' absolute numbers are not."
 )
-PLANE_HELP = (
-    "**Storage–accuracy plane.** x: the bytes a method stores to serve all K tasks, divided by K (log axis; "
-    "θ₀ is shared by all and not counted): a single merged model 4P/K, TALL masks 4P/K + P/8 (a bit mask per "
-    "task), EMR 4P/K + P/8 + 4 (and a rescaler), the fine-tuned models 4P; a calibrator stores nothing more than "
-    "its base. P is the image tower's parameter count, 4 bytes each (float32). y: mean normalized test accuracy "
-    "at the setting chosen on val. Diamonds are task-specific (they need the task id at inference); the dashed "
-    "line is the Pareto front, the points no other beats on both axes. Hover a point for each task's accuracy."
-)
 collection, choice, ws = sidebar_workspace()
 report = resources.build_report(collection) if not choice else None
 comparison = MethodsComparison.from_json(report["methods"]) if report and report.get("methods") else None
@@ -93,4 +85,4 @@ if comparison is not None:
         )
 if plane is not None:
     st.plotly_chart(figures.storage_plane_chart(plane), key="storage_plane")
-    st.caption(PLANE_HELP)
+    st.caption(figures.PLANE_HELP)

@@ -105,7 +105,7 @@ if stored is not None and target in stored["targets"]:
         "with control ≥ 95% of pretrained."
     )
 elif st.button("Compare methods", help="sweep α for every method (default settings) on the interactive split"):
-    ready = [m for m in METHODS if m == "task_arithmetic" or ws.importance_ready("grad0")]
+    ready = [m for m in METHODS if m == "task_arithmetic" or ws.importance.ready("grad0")]
     rows = {m: resources.forgetting_curve(collection, resources.device_name(), target, m, choice=choice) for m in ready}
     st.dataframe(
         [

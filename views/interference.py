@@ -14,7 +14,7 @@ st.caption(
 )
 collection, choice, ws = sidebar_workspace()
 widgets.require_taujp(ws)
-matrix = ws.taujp()
+matrix = ws.taujp.matrix()
 pair_links = [
     links.choice("a", "interference_vector", ws.task_names, ws.task_names[0], aliases=("interference_vector",)),
     links.choice("b", "interference_task", ws.task_names, ws.task_names[-1], aliases=("interference_task",)),
@@ -35,7 +35,7 @@ left, right = st.columns([3, 2])
 left.plotly_chart(figures.taujp_heatmap(matrix), key="taujp_heatmap", on_select=select_cell, selection_mode="points")
 right.plotly_chart(figures.taujp_diagonal_bars(matrix), key="taujp_diagonal")
 st.caption("Click a cell to see which layers carry that pair's interference (below).")
-stored = ws.stored_taujp()
+stored = ws.taujp.stored()
 if len(stored) > 1:
     st.subheader("Fine-tuning variants side by side")
     columns = st.columns(len(stored))
@@ -72,10 +72,10 @@ def drops_section() -> None:
     )
     if exact:
         with st.spinner("Evaluating every pair of tasks on val…"):
-            drops, source = ws.pair_drops(lam), "network, val split"
+            drops, source = ws.taujp.pair_drops(lam), "network, val split"
     else:
         with st.spinner("J f(x; θ₀)·τ on every task's interactive images (once, then kept in the data home)…"):
-            drops = ws.tangent_pair_drops(lam)
+            drops = ws.taujp.tangent_pair_drops(lam)
         source = "linearized model, interactive split" if ws.linearized else "first order, interactive split"
     st.plotly_chart(figures.interference_scatter(matrix, drops, lam=lam, source=source), key="interference_scatter")
     st.caption(
@@ -93,5 +93,5 @@ vector = a.selectbox("task vector a", ws.task_names, key="interference_vector")
 task = b.selectbox("inputs of task b", ws.task_names, key="interference_task")
 links.publish(pair_links, owned=links.owned_by(pair_links))
 with st.spinner("τJp per layer…"):
-    parts = ws.taujp_layers(vector, task)
+    parts = ws.taujp.layers(vector, task)
 st.plotly_chart(figures.layer_bars(parts, vector=vector, task=task), key="taujp_layers")

@@ -155,10 +155,10 @@ with right:
     preview = None
     if preview_on:
         with st.spinner("Caching tangent features of the interactive split (once)…"):
-            preview = ws.preview(tasks, params)
+            preview = ws.taujp.preview(tasks, params)
         bars.plotly_chart(figures.preview_bars(preview), key="preview_bars")
     setting = panels.Setting(ws, collection, choice, tuple(tasks), method, params, calibrate)
-    if ws.needs_job(tasks, method_name, setting.base_params):
+    if ws.merges.needs_job(tasks, method_name, setting.base_params):
         panels.parts_job(setting)
     try:
         comparison = ws.compare(tasks, method_name, params, split="interactive", calibrate=calibrate)

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from engine.merge.spectra import alignment_vs_taujp
+from engine.merge import METHODS
+from engine.merge.pipeline import CALIBRATORS, pipeline_display, pipeline_name
+from engine.merge.spectra import alignment_vs_taujp, update_spectra
 from engine.params import network_order
 from ui import figures, formats, pages
 from ui.state import sidebar_workspace
@@ -29,6 +31,33 @@ st.caption(
     + f" of {stats.full_rank[i]}. The top 1/K directions are the share TSV-M keeps of each task."
 )
 
+st.subheader("What a calibrator does to the merged update")
+bases = [name for name, m in METHODS.items() if not m.task_specific]  # a task-specific merge serves no one Δ
+c1, c2 = st.columns(2)
+base = c1.selectbox(
+    "base merge", bases, index=bases.index("tsv_m"), format_func=lambda m: METHODS[m].display_name, key="pipe_base"
+)
+steps = c2.multiselect(
+    "calibrators after it",
+    list(CALIBRATORS),
+    default=["svc"],
+    format_func=lambda c: CALIBRATORS[c].display_name,
+    key="pipe_calibrate",
+)
+if ws.merges.needs_job(ws.task_names, base, {}):
+    st.info(f"{METHODS[base].display_name} is slow on this pool: compute its parts on the Merge page first.")
+else:
+    merged = {pipeline_display(base): ws.merge(ws.task_names, base, {})}
+    if steps:
+        merged[pipeline_display(pipeline_name(base, steps))] = ws.merge(ws.task_names, base, {}, calibrate=steps)
+    spectra = update_spectra(ws.matrix.theta0, merged, ws.matrix.spec, layer)
+    st.plotly_chart(figures.pipeline_spectrum_chart(spectra, layer), key="pipeline_spectrum")
+    st.caption(
+        f"{layer}, every task merged at each step's declared defaults (set them on the Merge page). SVC rescales "
+        "each singular value of Δ by how much the tasks' own updates use that direction, so the spectrum changes "
+        "shape; LiNeS multiplies a whole layer by one factor, so it only moves up or down."
+    )
+
 st.subheader("Do tasks share directions?")
 a, b = st.columns(2)
 a.plotly_chart(
@@ -45,8 +74,8 @@ st.caption(
 )
 
 st.subheader("Against τJp")
-if ws.taujp_ready():
-    matrix = ws.taujp()
+if ws.taujp.ready():
+    matrix = ws.taujp.matrix()
     agreement = alignment_vs_taujp(stats, matrix.values, matrix.vectors, matrix.tasks)
     c, d = st.columns(2)
     c.plotly_chart(figures.taujp_heatmap(matrix), key="subspace_taujp")

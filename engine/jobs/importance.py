@@ -37,7 +37,7 @@ def importance_job(
     ctx.starting(f"{kind} importance of {tasks[0]} (gradient passes)", total=len(tasks))
     for i, task in enumerate(tasks):
         ctx.check_cancelled()
-        codes = workspace.task_importance(task, kind)  # [P] uint8, now cached
+        codes = workspace.importance.task(task, kind)  # [P] uint8, now cached
         kept[task] = round(float((codes >= threshold_code(KEPT_AT)).float().mean()), 4)
         ctx.report(i + 1, len(tasks), f"{task}: done")
     outcome = ImportanceOutcome(kind, kept)

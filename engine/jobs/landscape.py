@@ -80,7 +80,7 @@ def preview_grid(workspace: Workspace, tasks: Sequence[str], values: Sequence[fl
     for a in values:
         row = []
         for b in values:
-            accuracy = workspace.preview(pair, {"lam": [a, b]}, split=split)
+            accuracy = workspace.taujp.preview(pair, {"lam": [a, b]}, split=split)
             row.append(sum(accuracy[t] / finetuned[t] for t in pair) / 2)
         rows.append(tuple(row))
     return tuple(rows)

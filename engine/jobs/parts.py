@@ -1,7 +1,7 @@
 """A merge's expensive parts as a background job: WUDI's Adam steps, or a large model's first SVDs.
 
-The Merge page submits this when `Workspace.needs_job` says a setting is slow to compute; the job leaves
-the parts in the workspace's cache and, for slow methods, in the data home (`Workspace.merge_parts`), so
+The Merge page submits this when `MergeSession.needs_job` says a setting is slow to compute; the job leaves
+the parts in the workspace's cache and, for slow methods, in the data home (`MergeSession.parts`), so
 the page then merges from them on every slider move. An iterative method's loss after each step is the
 job's live curve (`metrics["loss"]`); cancelling stops between steps and keeps nothing half-computed.
 """
@@ -55,7 +55,7 @@ def merge_parts_job(
             ctx.report(step, steps, f"step {step}/{steps}: loss {loss:.4g}", metrics={"loss": list(losses)})
 
     ctx.starting(f"{entry.display_name}: computing its parts", total=1)
-    workspace.merge_parts(chosen, entry, params, progress=progress)
+    workspace.merges.parts(chosen, entry, params, progress=progress)
     resolved = entry.resolve(params, num_tasks=len(chosen))
     expensive = {n: float(resolved[n]) for n in entry.expensive}
     outcome = PartsOutcome(entry.name, expensive, chosen, tuple(losses), round(time.perf_counter() - start, 3))

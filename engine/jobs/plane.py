@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import SchemaError
+from engine.eval.benchmark import BASELINES, Benchmark
 from engine.home import nesting, read_document
 from engine.jobs.compare import MethodsComparison
 from engine.merge import get_method
@@ -56,21 +57,42 @@ def storage_plane(
 ) -> StoragePlane:
     """The plane of a Compare-methods result on a model of `numel` parameters; `finetuned` (test accuracy per task)
     adds the fine-tuned models' point."""
-    K = len(comparison.tasks)
-    bases = [get_method(parse_pipeline(r.method)[0]) for r in comparison.results]  # calibrators store nothing
+    scored = [(r.method, r.params, r.test_mean_normalized, r.test_accuracy) for r in comparison.results]
+    return _plane(comparison.tasks, scored, numel=numel, finetuned=finetuned)
+
+
+def benchmark_plane(benchmark: Benchmark, *, numel: int) -> StoragePlane:
+    """The plane of a benchmark run (engine/eval/benchmark.py) on a model of `numel` parameters: each finished
+    method at its setting chosen on val with its test numbers, and the fine-tuned models from the run's own
+    baseline row. The zero-shot model stores nothing per task (θ₀ is shared), so it has no point on a log axis."""
+    methods = [r for r in benchmark.rows if r.method not in BASELINES]
+    scored = [(r.method, r.params, r.mean_normalized, r.accuracy) for r in methods]
+    finetuned = next((r.accuracy for r in benchmark.rows if r.method == "finetuned"), None)
+    return _plane(benchmark.tasks, scored, numel=numel, finetuned=finetuned)
+
+
+def _plane(
+    tasks: tuple[str, ...],
+    scored: list[tuple[str, Mapping[str, float], float, Mapping[str, float]]],
+    *,
+    numel: int,
+    finetuned: Mapping[str, float] | None,
+) -> StoragePlane:
+    """The points of (method or pipeline, its setting, mean normalized test accuracy, test accuracy per task)."""
+    K = len(tasks)
+    bases = [get_method(parse_pipeline(method)[0]) for method, *_ in scored]  # calibrators store nothing
     raw = [
-        (r.method, r.params, base.storage.bytes_per_task(numel, K), r.test_mean_normalized, r.test_accuracy,
-         base.task_specific)
-        for r, base in zip(comparison.results, bases)
-    ]  # fmt: skip
+        (method, params, base.storage.bytes_per_task(numel, K), y, accuracy, base.task_specific)
+        for (method, params, y, accuracy), base in zip(scored, bases)
+    ]
     if finetuned is not None:
-        accuracy = {t: finetuned[t] for t in comparison.tasks}
+        accuracy = {t: finetuned[t] for t in tasks}
         raw.append((FINE_TUNED_NAME, {}, FINE_TUNED.bytes_per_task(numel, K), 1.0, accuracy, True))
     points = tuple(
         PlanePoint(name, dict(params), x, y, dict(acc), specific, not _dominated(x, y, raw))
         for name, params, x, y, acc, specific in raw
     )
-    return StoragePlane(comparison.tasks, numel, points)
+    return StoragePlane(tasks, numel, points)
 
 
 def _dominated(x: float, y: float, raw: list[tuple]) -> bool:

@@ -1,7 +1,8 @@
 """The τJp matrix as a background job: 8×8 over 64 val images per task is minutes for ViT-B/32 on a CPU.
 
-The finished matrix is cached in the data home by the checkpoints' sha256 (Workspace.taujp), so the
-Interference page only reads it; cancelling between task columns leaves nothing half-written.
+The finished matrix is cached in the data home by the checkpoints' sha256 (TauJpStore.matrix in
+engine/taujp/store.py), so the Interference page only reads it; cancelling between task columns leaves nothing
+half-written.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def taujp_job(ctx: JobContext, *, workspace: Workspace, run_log: RunLog | None =
         ctx.check_cancelled()
         ctx.report(round(fraction * len(tasks)), len(tasks), message)
 
-    matrix = workspace.taujp(progress=progress)
+    matrix = workspace.taujp.matrix(progress=progress)
     k = len(tasks)
     off = (matrix.values.sum() - matrix.values.diagonal().sum()) / max(1, k * k - k)
     outcome = TauJpOutcome(dict(zip(tasks, matrix.values.diagonal().tolist())), float(off), tuple(matrix.images))

@@ -77,13 +77,13 @@ def warm_workspace(ws: Workspace, *, progress: Progress | None = None) -> WarmRe
         steps.append(WarmStep(name, round(time.perf_counter() - start, 3)))
 
     timed("Merge's opening numbers (interactive)", lambda: ws.compare(ws.task_names, OPENING_METHOD, {}, store=True))
-    timed("tangent features (interactive)", lambda: ws.tangent_preview("interactive"))
-    timed("τJp matrix (val)", ws.taujp)
+    timed("tangent features (interactive)", lambda: ws.taujp.tangent_preview("interactive"))
+    timed("τJp matrix (val)", ws.taujp.matrix)
     for kind in IMPORTANCE_KINDS:
-        timed(f"importance maps ({kind})", lambda kind=kind: ws.importance(kind))
+        timed(f"importance maps ({kind})", lambda kind=kind: ws.importance.codes(kind))
     for method, params in slow_settings(ws).items():
         shown = " ".join(f"{k}={v:g}" for k, v in params.items())
-        timed(f"parts: {method} {shown}".rstrip(), lambda m=method, p=params: ws.merge_parts(ws.task_names, m, p))
+        timed(f"parts: {method} {shown}".rstrip(), lambda m=method, p=params: ws.merges.parts(ws.task_names, m, p))
     return WarmReport(str(ws.collection.root), ws.task_names, tuple(steps))
 
 

@@ -115,7 +115,7 @@ def forgetting_vector(
     tau = m.T[row]  # [P]
     if method == "task_arithmetic":
         return tau
-    sensitivity = workspace.importance("grad0")  # uint8 [K, P]: E|∇L_c(θ₀)|, normalised per tensor
+    sensitivity = workspace.importance.codes("grad0")  # uint8 [K, P]: E|∇L_c(θ₀)|, normalised per tensor
     x = (tau if method == "sta" else m.theta0).abs()  # [P]
     own = normalize_per_tensor(x * decode(sensitivity[row]), m.spec)  # [P] Ĩᵗ
     keep = own >= threshold  # [P]

@@ -13,10 +13,12 @@ The overall alignment is the mean over layers. Every layer of one shape is facto
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
+from engine.errors import ShapeError
 from engine.params import ParamSpec
 
 
@@ -100,3 +102,19 @@ def alignment_vs_taujp(stats: SubspaceStats, taujp_values: torch.Tensor, vectors
     tau = tuple(float(taujp_values[list(vectors).index(a), list(tasks).index(b)]) for a, b in pairs)
     rho = rank_correlation(torch.tensor(align), torch.tensor(tau)) if len(pairs) > 2 else float("nan")
     return MeasureAgreement(pairs, align, tau, rho)
+
+
+def update_spectra(
+    theta0: torch.Tensor, merged: Mapping[str, torch.Tensor], spec: ParamSpec, layer: str
+) -> dict[str, torch.Tensor]:
+    """Singular values (descending) [p] of each merged model's update Δ = θ − θ₀ in one 2-D layer, by name: what
+    a merge pipeline's calibrators do to the merged update's spectrum. SVC (singular-value calibration) rescales
+    Δ's singular values by how much the tasks' own updates use each direction; LiNeS multiplies a whole layer by
+    one factor, so it moves the spectrum up or down without changing its shape."""
+    shape = spec.shapes[spec.names.index(layer)] if layer in spec.names else ()
+    if len(shape) != 2:
+        raise ShapeError(layer, f"is not a 2-D tensor of this model (shape {tuple(shape)})", fix="pick a layer matrix")
+    cols = spec.slice_of(layer)
+    updates = torch.stack([theta[cols] - theta0[cols] for theta in merged.values()])  # [M, out·in]
+    values = torch.linalg.svdvals(updates.view(-1, *shape).double())  # [M, p]
+    return {name: values[i].float() for i, name in enumerate(merged)}

@@ -27,10 +27,10 @@ def ship_importance(work: Path) -> None:
     ws = Workspace.open(work, cache_dir=work / ".cache")
     manifest = json.loads((work / "collection.json").read_text())
     for kind in KINDS:
-        codes = ws.importance(kind)  # uint8 [K, P]
+        codes = ws.importance.codes(kind)  # uint8 [K, P]
         for k, task in enumerate(ws.task_names):
             relative = f"importance/{task}.{kind}.safetensors"
-            source = ws.importance_source(task, kind)
+            source = ws.importance.source(task, kind)
             save_importance(work / relative, codes[k], checkpoint_sha=source.checkpoint_sha, config=source.config)
             manifest["tasks"][task].setdefault("importance", {})[kind] = relative
     manifest["forgetting_report"] = FORGETTING_REPORT

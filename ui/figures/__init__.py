@@ -14,10 +14,16 @@ from ui.figures.interference import (
     variants_table,
 )
 from ui.figures.merge import accuracy_bars, parts_loss_curve, preview_bars, sign_conflict_bars, sweep_chart
-from ui.figures.methods import clicked_lambdas, landscape_heatmap, methods_chart, storage_plane_chart
+from ui.figures.methods import PLANE_HELP, clicked_lambdas, landscape_heatmap, methods_chart, storage_plane_chart
 from ui.figures.sta import importance_histograms, layer_importance_heatmap, mask_overlap_heatmap
 from ui.figures.style import COLOURS, PROJECTOR_FONT, PROJECTOR_HEIGHT, for_projector
-from ui.figures.subspaces import agreement_scatter, alignment_heatmap, spectrum_chart, top_share_heatmap
+from ui.figures.subspaces import (
+    agreement_scatter,
+    alignment_heatmap,
+    pipeline_spectrum_chart,
+    spectrum_chart,
+    top_share_heatmap,
+)
 from ui.figures.tracking import coordinates_chart, job_curve, objective_plane_chart, runs_comparison
 from ui.figures.training import (
     finetune_curves,
@@ -65,6 +71,7 @@ __all__ = [
     "learned_table",
     "learned_bars",
     "spectrum_chart",
+    "pipeline_spectrum_chart",
     "top_share_heatmap",
     "alignment_heatmap",
     "agreement_scatter",
@@ -72,6 +79,7 @@ __all__ = [
     "benchmark_task_bars",
     "benchmark_published_chart",
     "storage_plane_chart",
+    "PLANE_HELP",
     "landscape_heatmap",
     "clicked_lambdas",
     "runs_comparison",

@@ -116,6 +116,14 @@ def clicked_lambdas(selection: Mapping | None) -> tuple[float, float] | None:
 
 
 PLANE_X_TITLE = "bytes stored per task to serve all K tasks (log)"
+PLANE_HELP = (
+    "**Storage–accuracy plane.** x: the bytes a method stores to serve all K tasks, divided by K (log axis; "
+    "θ₀ is shared by all and not counted): a single merged model 4P/K, TALL masks 4P/K + P/8 (a bit mask per "
+    "task), EMR 4P/K + P/8 + 4 (and a rescaler), the fine-tuned models 4P; a calibrator stores nothing more than "
+    "its base. P is the image tower's parameter count, 4 bytes each (float32). y: mean normalized test accuracy "
+    "at the setting chosen on val. Diamonds are task-specific (they need the task id at inference); the dashed "
+    "line is the Pareto front, the points no other beats on both axes. Hover a point for each task's accuracy."
+)
 
 
 def storage_plane_chart(plane: StoragePlane) -> go.Figure:

@@ -1,8 +1,9 @@
-"""Figures of task vectors in subspaces: spectra, top-1/K energy, alignment, τJp agreement."""
+"""Figures of task vectors in subspaces: spectra (of each task, and of a merged update before and after a
+pipeline), top-1/K energy, alignment, τJp agreement."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 import torch
@@ -30,6 +31,25 @@ def spectrum_chart(stats: SubspaceStats, layer: str) -> go.Figure:
         xaxis_title="index",
         yaxis=dict(title="singular value", type="log"),
         margin=dict(t=50),
+    )
+    return readable(fig)
+
+
+def pipeline_spectrum_chart(spectra: Mapping[str, torch.Tensor], layer: str) -> go.Figure:
+    """Singular values of the merged update of one layer, before and after a pipeline's calibrators (one line per
+    merge, by its shown name), log scale: SVC reshapes the spectrum, LiNeS shifts it."""
+    fig = go.Figure(
+        [
+            go.Scatter(x=list(range(1, len(values) + 1)), y=values.tolist(), name=name, mode="lines")
+            for name, values in spectra.items()
+        ]
+    )
+    fig.update_layout(
+        title=f"Singular values of the merged update Δ = θ − θ₀: {layer}",
+        xaxis_title="index",
+        yaxis=dict(title="singular value", type="log"),
+        margin=dict(t=50),
+        legend=dict(orientation="h", y=-0.2),
     )
     return readable(fig)
 
