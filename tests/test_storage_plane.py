@@ -74,6 +74,9 @@ def test_the_plane_chart_draws_bytes_on_log_x_the_front_and_each_tasks_accuracy_
     assert list(front.x) == [8000, 9000, 32000] and list(front.y) == [0.8, 0.95, 1.0]
     assert "TSV-M → SVC" in points.hovertext[1] and "a: 50.0%" in points.hovertext[1]
     assert list(points.marker.symbol) == ["circle", "circle", "diamond", "diamond"]
+    # the storage levels labelled in bytes; 9 kB is within 1.15× of 8 kB, so its label would overlap: left out
+    assert list(fig.layout.xaxis.tickvals) == [8000, 32000]
+    assert list(fig.layout.xaxis.ticktext) == ["8.0 kB", "32.0 kB"]
 
 
 def test_the_zoos_stored_plane_keeps_reports_rows_and_one_point_recomputes(tmp_path):

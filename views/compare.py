@@ -44,19 +44,20 @@ else:
 if comparison is not None:
     st.plotly_chart(figures.methods_chart(comparison), key="methods_chart")
     rows = sorted(comparison.results, key=lambda r: r.test_mean_normalized, reverse=True)
-    table = {
-        "method": [pipeline_display(r.method) for r in rows],
-        "chosen on val": [", ".join(f"{k} = {v:g}" for k, v in r.params.items()) for r in rows],
-        "val normalized": [r.val_mean_normalized for r in rows],
-        "test accuracy": [r.test_mean_accuracy for r in rows],
+    table = {  # what decides first, then the link; the long settings last (they scroll, the method stays pinned)
+        "method": [pipeline_display(r.method).split(" (")[0] for r in rows],
         "test normalized": [r.test_mean_normalized for r in rows],
+        "test accuracy": [r.test_mean_accuracy for r in rows],
+        "val normalized": [r.val_mean_normalized for r in rows],
         "open": [links.merge_link(r.method, r.params, base=sidebar_query()) for r in rows],
+        "chosen on val": [", ".join(f"{k} = {v:g}" for k, v in r.params.items()) for r in rows],
     }
     st.dataframe(
         table,
         column_config=tables.fitted_columns(
             table,
             {
+                "method": st.column_config.TextColumn(pinned=True),
                 **{
                     k: st.column_config.NumberColumn(format="percent")
                     for k in ("val normalized", "test accuracy", "test normalized")

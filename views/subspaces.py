@@ -35,7 +35,11 @@ st.subheader("What a calibrator does to the merged update")
 bases = [name for name, m in METHODS.items() if not m.task_specific]  # a task-specific merge serves no one Δ
 c1, c2 = st.columns(2)
 base = c1.selectbox(
-    "base merge", bases, index=bases.index("tsv_m"), format_func=lambda m: METHODS[m].display_name, key="pipe_base"
+    "base merge",
+    bases,
+    index=bases.index("task_arithmetic"),
+    format_func=lambda m: METHODS[m].display_name,
+    key="pipe_base",
 )
 steps = c2.multiselect(
     "calibrators after it",
@@ -54,8 +58,9 @@ else:
     st.plotly_chart(figures.pipeline_spectrum_chart(spectra, layer), key="pipeline_spectrum")
     st.caption(
         f"{layer}, every task merged at each step's declared defaults (set them on the Merge page). SVC rescales "
-        "each singular value of Δ by how much the tasks' own updates use that direction, so the spectrum changes "
-        "shape; LiNeS multiplies a whole layer by one factor, so it only moves up or down."
+        "each singular value of Δ by how much the tasks' own updates use that direction: task arithmetic adds the "
+        "tasks' shared directions K times, and SVC shrinks them most. LiNeS multiplies a whole layer by one "
+        "factor, so it only moves the spectrum up or down."
     )
 
 st.subheader("Do tasks share directions?")

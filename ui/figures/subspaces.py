@@ -37,11 +37,13 @@ def spectrum_chart(stats: SubspaceStats, layer: str) -> go.Figure:
 
 def pipeline_spectrum_chart(spectra: Mapping[str, torch.Tensor], layer: str) -> go.Figure:
     """Singular values of the merged update of one layer, before and after a pipeline's calibrators (one line per
-    merge, by its shown name), log scale: SVC reshapes the spectrum, LiNeS shifts it."""
+    merge, by its shown name), log scale: SVC reshapes the spectrum, LiNeS shifts it. Values below 1e-6 of the
+    largest are numerical zeros (a low-rank merge such as TSV-M's) and are left out, not drawn decades down."""
+    floor = 1e-6 * max(float(v.max()) for v in spectra.values())
     fig = go.Figure(
         [
-            go.Scatter(x=list(range(1, len(values) + 1)), y=values.tolist(), name=name, mode="lines")
-            for name, values in spectra.items()
+            go.Scatter(x=list(range(1, int((v > floor).sum()) + 1)), y=v[v > floor].tolist(), name=name, mode="lines")
+            for name, v in spectra.items()
         ]
     )
     fig.update_layout(
