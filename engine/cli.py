@@ -67,6 +67,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="mergelab engine")
     sub = parser.add_subparsers(required=True)
+    _add_eval_and_merge(sub)
+    _add_recipes_and_trials(sub)
+    _add_listings(sub)
+    _add_pool(sub)
+    _add_zoo(sub)
+    cli_jobs.register(sub)  # finetune, learn, taujp, importance, compare, landscape, job SPEC.json
+    cli_benchmark.register(sub)  # benchmark: the papers' table on a pool
+    cli_warm.register(sub)  # warm: the pages' first-open caches, before a class
+    return parser
+
+
+Subparsers = argparse._SubParsersAction  # what add_subparsers returns
+
+
+def _add_eval_and_merge(sub: Subparsers) -> None:
+    """eval (a checkpoint's accuracy) and merge (task vectors into a checkpoint)."""
     ev = sub.add_parser("eval", help="accuracy of the pretrained model or a checkpoint")
     _common(ev)
     ev.add_argument("--checkpoint", type=Path, help="image-tower checkpoint (default: the pretrained model)")
@@ -91,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
         "--store", choices=STORE_CHOICES, help="how the task vectors open (default: config.json's, else auto)"
     )
     mg.set_defaults(run=_run_merge)
+
+
+def _add_recipes_and_trials(sub: Subparsers) -> None:
+    """run (a recipe), sweep (a grid) and search (TPE / CMA-ES)."""
     rc = sub.add_parser("run", help="run a merge recipe (JSON or YAML): merge, export, evaluate, log")
     rc.add_argument("recipe", type=Path)
     rc.add_argument("--device", help="cpu, cuda, ... (default: CUDA when present)")
@@ -119,6 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--low", type=float, default=0.0)
     search.add_argument("--high", type=float, default=1.0)
     search.set_defaults(run=_run_search)
+
+
+def _add_listings(sub: Subparsers) -> None:
+    """methods, suites and the data home."""
     ls = sub.add_parser("methods", help="list merge methods and their parameters")
     ls.set_defaults(run=_run_methods)
     su = sub.add_parser("suites", help="the field's task suites (TA8, TALL14, TALL20) and validation split profiles")
@@ -128,6 +152,10 @@ def _parser() -> argparse.ArgumentParser:
     home = sub.add_parser("home", help="the data home's size per folder; --clear-caches frees the caches")
     home.add_argument("--clear-caches", action="store_true", help="remove cache/ (exports, checkpoints, runs kept)")
     home.set_defaults(run=_run_home)
+
+
+def _add_pool(sub: Subparsers) -> None:
+    """pool show / convert / export-hf."""
     pool = sub.add_parser("pool", help="inspect, convert and export model pools").add_subparsers(required=True)
     show = pool.add_parser("show", help="format, architecture, towers and variant of every checkpoint (no tensor read)")
     show.add_argument("path", type=Path, help="pool folder, pool manifest (YAML/JSON) or collection")
@@ -142,6 +170,10 @@ def _parser() -> argparse.ArgumentParser:
     export_hf.add_argument("checkpoint", type=Path, help="checkpoint file or Hugging Face folder, any format")
     export_hf.add_argument("out", type=Path, help="output folder (config.json + model.safetensors; new or empty)")
     export_hf.set_defaults(run=_run_pool_export_hf)
+
+
+def _add_zoo(sub: Subparsers) -> None:
+    """zoo build, its later stages (add-*) and extract-real."""
     zoo = sub.add_parser("zoo", help="build the offline demo zoo").add_subparsers(required=True)
     build = zoo.add_parser("build", help="pretrain, fine-tune, evaluate; writes report.json and manifest.json")
     build.add_argument("--out", type=Path, default=DEFAULT_COLLECTION)
@@ -155,7 +187,11 @@ def _parser() -> argparse.ArgumentParser:
         ("add-variants", "add linearized and τJp-regularised fine-tunes of every task", _run_zoo_add_variants),
         ("add-benchmark", "add the benchmark's table of the zoo (benchmark.json)", _run_zoo_add_benchmark),
         ("add-learned", "add aTLAS / DV-BASI results (report.json → learned)", _run_zoo_add_learned),
-        ("add-warm", "add the pages' first-open caches (warm/: tangent features, WUDI's parts)", _run_zoo_add_warm),
+        (
+            "add-warm",
+            "add the pages' first-open caches (warm/: opening numbers, JVPs, WUDI's parts)",
+            _run_zoo_add_warm,
+        ),
         (
             "add-learned-taujp",
             "add only DV-BASI from the τJp-regularised merge (report.json → learned)",
@@ -170,10 +206,6 @@ def _parser() -> argparse.ArgumentParser:
     extract = zoo.add_parser("extract-real", help="extract the real source images from scikit-learn/-image")
     extract.add_argument("--out", type=Path, default=DEFAULT_COLLECTION / "real_images.npz")
     extract.set_defaults(run=_run_zoo_extract)
-    cli_jobs.register(sub)  # finetune, learn, taujp, importance, compare, landscape, job SPEC.json
-    cli_benchmark.register(sub)  # benchmark: the papers' table on a pool
-    cli_warm.register(sub)  # warm: the pages' first-open caches, before a class
-    return parser
 
 
 def _common(p: argparse.ArgumentParser) -> None:

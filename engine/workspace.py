@@ -192,25 +192,21 @@ class Workspace:
     @functools.cached_property
     def importance(self) -> ImportanceStore:
         """The tasks' STA importance maps (engine/sta/store.py): `codes(kind)` [K, P], `ready(kind)`, ..."""
-        return ImportanceStore(
-            self.collection,
-            self.suite,
-            self.matrix,
-            self.pretrained.tensors_sha256,
-            self.variants,
-            self.cache_dir,
-            self.cache,
-            self.fingerprint,
-        )
+        return ImportanceStore(*self._store_fields())
 
     @functools.cached_property
     def taujp(self) -> TauJpStore:
         """τJp and the tangent features (engine/taujp/store.py): `matrix()`, `pair_drops(λ)`, `preview(...)`, ..."""
-        return TauJpStore(
+        return TauJpStore(*self._store_fields())
+
+    def _store_fields(self) -> tuple:
+        """What the importance and τJp stores read, in their fields' order."""
+        sha = self.pretrained.tensors_sha256
+        return (
             self.collection,
             self.suite,
             self.matrix,
-            self.pretrained.tensors_sha256,
+            sha,
             self.variants,
             self.cache_dir,
             self.cache,

@@ -15,6 +15,7 @@ task's "checkpoints", added without rewriting what exists.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -120,30 +121,39 @@ def build_zoo(
 
 
 def _build_into(work: Path, *, real_images: Path, config: ZooConfig, progress: Progress) -> dict:
+    clock = StageClock()
+    shutil.copyfile(real_images, work / REAL_IMAGES)
+    snapshots, picked = _pretrain_and_finetune(work, config, progress, clock)
+    report = clock.run("evaluation", _evaluate_zoo, work, config, progress)
+    for name, stage in _later_stages(config, progress):
+        report.update(clock.run(name, stage, work))
+        _write_interim_report(work, report)  # read by later stages: variants (the standard numbers), warm (methods)
+    report.update(pretraining=_history(snapshots, picked), config=_config_dict(config), timings_s=clock.timings)
+    shutil.rmtree(work / ".cache", ignore_errors=True)
+    report["sizes_bytes"] = _sizes(work)
+    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    _write_sha_manifest(work)
+    return report
+
+
+def _pretrain_and_finetune(work: Path, config: ZooConfig, progress: Progress, clock: StageClock) -> tuple:
+    """The tasks, the pretraining pool, the pretrained model (the step picked) and every task's fine-tune in
+    `work`, with collection.json; returns (pretraining snapshots, the picked one)."""
     from engine.data.generators import TASK_NAMES, pretrain_pool
     from engine.data.real_images import load_real_images
 
-    clock = StageClock()
-    shutil.copyfile(real_images, work / REAL_IMAGES)
-    cache = work / ".cache"
     seeds = {name: TASK_SEED_BASE + i for i, name in enumerate(TASK_NAMES)}
+    real, per_split = work / REAL_IMAGES, config.images_per_split
     tasks = clock.run(
         "tasks",
         lambda: {
-            t: generated_task(
-                t,
-                seed=seeds[t],
-                real_images=work / REAL_IMAGES,
-                cache_dir=None,
-                images_per_split=config.images_per_split,
-            )
+            t: generated_task(t, seed=seeds[t], real_images=real, cache_dir=None, images_per_split=per_split)
             for t in TASK_NAMES
         },
     )
-    pool = clock.run(
-        "pretraining_pool", pretrain_pool, config.pool_size, real=load_real_images(work / REAL_IMAGES), seed=config.seed
-    )
+    pool = clock.run("pretraining_pool", pretrain_pool, config.pool_size, real=load_real_images(real), seed=config.seed)
     snapshots, picked = clock.run("pretraining", _pretrain, pool, tasks, config, progress)
+    training = {"kind": "contrastive pretraining", "step": picked.step, "pool_size": config.pool_size}
     pretrained = save_checkpoint(
         work / "pretrained.safetensors",
         picked.state,
@@ -151,44 +161,34 @@ def _build_into(work: Path, *, real_images: Path, config: ZooConfig, progress: P
         architecture=ARCH,
         tower="clip",
         variant="pretrained",
-        training={
-            "kind": "contrastive pretraining",
-            "step": picked.step,
-            "pool_size": config.pool_size,
-            **asdict(config.pretrain),
-        },
+        training={**training, **asdict(config.pretrain)},
         source="mergelab zoo build",
     )
     clock.run("finetuning", _finetune_all, work, pretrained, tasks, config, progress)
-    _write_manifest_json(work, seeds, images_per_split=config.images_per_split)
-    report = clock.run("evaluation", _evaluate_zoo, work, config, progress)
-    report.update(clock.run("selective", selective_stage, work, alphas=config.forgetting_alphas, progress=progress))
-    report.update(clock.run("interference", interference_stage, work, max_images=config.taujp_images))
-    _write_interim_report(work, report)
-    report.update(
-        clock.run(
+    _write_manifest_json(work, seeds, images_per_split=per_split)
+    return snapshots, picked
+
+
+def _later_stages(config: ZooConfig, progress: Progress) -> list[tuple[str, Callable[[Path], dict]]]:
+    """The stages after the evaluation, in order, each (name, work folder → its report.json entries); `update_zoo`
+    runs any one of them again on an existing zoo."""
+    return [
+        ("selective", functools.partial(selective_stage, alphas=config.forgetting_alphas, progress=progress)),
+        ("interference", functools.partial(interference_stage, max_images=config.taujp_images)),
+        (
             "variants",
-            variants_stage,
-            work,
-            configs=config.variants,
-            lambdas=config.lambdas,
-            taujp_images=config.taujp_images,
-            progress=progress,
-        )
-    )
-    _write_interim_report(work, report)
-    report.update(
-        clock.run("learned", learned_stage, work, config=config.learned, iterations=config.learned_iterations)
-    )
-    report.update(clock.run("methods", methods_stage, work, grids=config.method_grids))
-    _write_interim_report(work, report)  # the warm stage opens WUDI at the setting the methods stage chose
-    report.update(clock.run("warm", warm_stage, work))
-    report.update(pretraining=_history(snapshots, picked), config=_config_dict(config), timings_s=clock.timings)
-    shutil.rmtree(cache, ignore_errors=True)
-    report["sizes_bytes"] = _sizes(work)
-    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    _write_sha_manifest(work)
-    return report
+            functools.partial(
+                variants_stage,
+                configs=config.variants,
+                lambdas=config.lambdas,
+                taujp_images=config.taujp_images,
+                progress=progress,
+            ),
+        ),
+        ("learned", functools.partial(learned_stage, config=config.learned, iterations=config.learned_iterations)),
+        ("methods", functools.partial(methods_stage, grids=config.method_grids)),
+        ("warm", warm_stage),  # opens WUDI at the setting the methods stage chose
+    ]
 
 
 def _write_interim_report(work: Path, report: dict) -> None:
