@@ -91,8 +91,6 @@ def lecture_path(home: Path, steps: int = 3) -> dict:
     Forgetting, each from the user's action to the redrawn chart."""
     from playwright.sync_api import expect, sync_playwright
 
-    from engine.merge.forgetting import METHODS
-
     launched = time.perf_counter()
     with dashboard_server(home) as (url, _), sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -103,45 +101,11 @@ def lecture_path(home: Path, steps: int = 3) -> dict:
         page.get_by_test_id("stSidebarNavLink").filter(has_text="Zoo").click()
         expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=120_000)
         zoo_chart = time.perf_counter() - launched
-        idle = page.get_by_test_id("stApp")
         expect(page.locator(".gtitle").filter(has_text="Cosine similarity")).to_have_count(1, timeout=300_000)
-        expect(idle).to_have_attribute("data-test-script-state", "notRunning", timeout=300_000)
+        _wait_idle(page, 300_000)
         zoo_done = time.perf_counter() - launched  # the whole page (workspace opened, tasks and heads built)
-
-        page.goto(f"{url}/interference", timeout=60_000)
-        scatter = page.locator(".gtitle").filter(has_text="Interference:")
-        expect(scatter).to_have_count(1, timeout=300_000)  # first visit: J f(x; θ₀)·τ computed once
-        expect(idle).to_have_attribute("data-test-script-state", "notRunning", timeout=300_000)
-        thumb = page.get_by_test_id("stSlider").filter(has_text="λ for the accuracy drop").get_by_role("slider")
-        lam_steps = []
-        for _ in range(steps):
-            before = scatter.text_content()
-            thumb.focus()
-            start = time.perf_counter()
-            page.keyboard.press("ArrowRight")
-            expect(page.locator(".gtitle").filter(has_text=before)).to_have_count(0, timeout=60_000)  # redrawn
-            expect(scatter).to_have_count(1, timeout=60_000)
-            expect(idle).to_have_attribute("data-test-script-state", "notRunning", timeout=60_000)
-            lam_steps.append(round(time.perf_counter() - start, 3))
-
-        page.goto(f"{url}/forgetting", timeout=60_000)
-        title = page.locator(".gtitle").filter(has_text="Forgetting")
-        expect(title).to_have_count(1, timeout=120_000)
-        expect(idle).to_have_attribute("data-test-script-state", "notRunning", timeout=120_000)
-
-        def choose(label: str, option: str, shown: str) -> float:
-            page.get_by_test_id("stSelectbox").filter(has_text=label).click()
-            choice = page.get_by_role("option", name=option, exact=True)
-            start = time.perf_counter()
-            choice.click()
-            expect(page.locator(".gtitle").filter(has_text=shown)).to_have_count(1, timeout=120_000)
-            expect(idle).to_have_attribute("data-test-script-state", "notRunning", timeout=120_000)
-            return round(time.perf_counter() - start, 3)
-
-        method_change = [choose("Method", METHODS["sta"], "(m ⊙ τ)")]
-        task_change = [choose("Task to forget", "faces", "Forgetting faces")]
-        method_change.append(choose("Method", METHODS["task_arithmetic"], "θ₀ − α·τ"))
-        task_change.append(choose("Task to forget", "textures", "Forgetting textures"))
+        lam_steps = _interference_steps(page, url, steps)
+        method_change, task_change = _forgetting_changes(page, url)
         browser.close()
     return {
         "home_table_s": round(home_table, 2),
@@ -151,6 +115,62 @@ def lecture_path(home: Path, steps: int = 3) -> dict:
         "forgetting_method_change_s": method_change,
         "forgetting_task_change_s": task_change,
     }
+
+
+def _wait_idle(page, timeout_ms: int) -> None:
+    """Until the page's script has finished its run."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning", timeout=timeout_ms)
+
+
+def _interference_steps(page, url: str, steps: int) -> list[float]:
+    """Interference opened (its first visit computes J f(x; θ₀)·τ once), then `steps` presses of its λ slider,
+    each timed to the redrawn scatter."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{url}/interference", timeout=60_000)
+    scatter = page.locator(".gtitle").filter(has_text="Interference:")
+    expect(scatter).to_have_count(1, timeout=300_000)
+    _wait_idle(page, 300_000)
+    thumb = page.get_by_test_id("stSlider").filter(has_text="λ for the accuracy drop").get_by_role("slider")
+    times = []
+    for _ in range(steps):
+        before = scatter.text_content()
+        thumb.focus()
+        start = time.perf_counter()
+        page.keyboard.press("ArrowRight")
+        expect(page.locator(".gtitle").filter(has_text=before)).to_have_count(0, timeout=60_000)  # redrawn
+        expect(scatter).to_have_count(1, timeout=60_000)
+        _wait_idle(page, 60_000)
+        times.append(round(time.perf_counter() - start, 3))
+    return times
+
+
+def _forgetting_changes(page, url: str) -> tuple[list[float], list[float]]:
+    """Forgetting opened, then its method and its task changed twice each, each timed to the redrawn chart."""
+    from playwright.sync_api import expect
+
+    from engine.merge.forgetting import METHODS
+
+    page.goto(f"{url}/forgetting", timeout=60_000)
+    expect(page.locator(".gtitle").filter(has_text="Forgetting")).to_have_count(1, timeout=120_000)
+    _wait_idle(page, 120_000)
+
+    def choose(label: str, option: str, shown: str) -> float:
+        page.get_by_test_id("stSelectbox").filter(has_text=label).click()
+        choice = page.get_by_role("option", name=option, exact=True)
+        start = time.perf_counter()
+        choice.click()
+        expect(page.locator(".gtitle").filter(has_text=shown)).to_have_count(1, timeout=120_000)
+        _wait_idle(page, 120_000)
+        return round(time.perf_counter() - start, 3)
+
+    method_change = [choose("Method", METHODS["sta"], "(m ⊙ τ)")]
+    task_change = [choose("Task to forget", "faces", "Forgetting faces")]
+    method_change.append(choose("Method", METHODS["task_arithmetic"], "θ₀ − α·τ"))
+    task_change.append(choose("Task to forget", "textures", "Forgetting textures"))
+    return method_change, task_change
 
 
 FIRST_OPEN_TARGET_S = 5.0
@@ -406,10 +426,8 @@ def engine_lam_move(root: str, home: str, moves: int = 2) -> dict:
     Pieces: Workspace.merge from the cached parts; loading θ into the model (`unflatten`: views, the swap itself
     is part of every functional_call); the evaluation of the interactive split; the rest of `compare`."""
     from engine.cache.memory import ComputeCache
-    from engine.eval.evaluate import evaluate
     from engine.home import DataHome
     from engine.merge import get_method
-    from engine.params import unflatten
     from engine.pool.access import open_for_user
     from engine.workspace import Workspace
 
@@ -431,28 +449,7 @@ def engine_lam_move(root: str, home: str, moves: int = 2) -> dict:
     once["sta_importance_maps_s"], _ = _timed(lambda: ws.importance.codes(get_method("sta").importance))
     once["iso_c_parts_s"], _ = _timed(lambda: ws.merges.parts(tasks, "iso_c", _default_params("iso_c")))
     once["tangent_features_s"], _ = _timed(lambda: ws.taujp.tangent_preview(split))
-    methods = {}
-    for name in VIT_METHODS:
-        first, _ = _timed(lambda: ws.compare(tasks, name, _default_params(name), split=split))
-        pieces: dict[str, list[float]] = {"merge_from_cached_parts": [], "load_theta": [], "evaluate": [], "other": []}
-        preview = []
-        for step in range(1, moves + 1):
-            params = _moved(name, step)
-            merge_s, theta = _timed(lambda: ws.merge(tasks, name, params))
-            load_s, _ = _timed(lambda: unflatten(theta, ws.suite.spec))
-            eval_s, _ = _timed(lambda: evaluate(theta, ws.suite, split, tasks=tasks, reference=reference))
-            compare_s, _ = _timed(lambda: ws.compare(tasks, name, params, split=split))  # merge + eval again
-            for piece, seconds in zip(pieces, (merge_s, load_s, eval_s - load_s, compare_s - merge_s - eval_s)):
-                pieces[piece].append(round(seconds, 4))
-            if name == "task_arithmetic":
-                preview.append(round(_timed(lambda: ws.taujp.preview(tasks, params, split=split))[0], 4))
-        medians = {piece: statistics.median(times) for piece, times in pieces.items()}
-        methods[name] = {
-            "first_merge_and_eval_s": round(first, 2),
-            "lam_move_s": {piece: {"median": round(medians[piece], 4), "all": pieces[piece]} for piece in pieces},
-            "dominant": max(medians, key=medians.get),
-            **({"tangent_preview_s": preview} if preview else {}),
-        }
+    methods = {name: _method_moves(ws, name, split=split, reference=reference, moves=moves) for name in VIT_METHODS}
     images = sum(len(ws.suite.tasks[t].split(split)) for t in tasks)
     eval_median = statistics.median(m["lam_move_s"]["evaluate"]["median"] for m in methods.values())
     return {
@@ -461,6 +458,35 @@ def engine_lam_move(root: str, home: str, moves: int = 2) -> dict:
         "interactive_images": images,
         "evaluate_images_per_s": round(images / eval_median, 2),
         "parameters": ws.matrix.spec.numel,
+    }
+
+
+def _method_moves(ws, name: str, *, split: str, reference: dict, moves: int) -> dict:
+    """One method's first merge and evaluation, then `moves` λ moves, each split into its pieces (the merge from
+    the cached parts, loading θ, the evaluation, the rest of `compare`); task arithmetic's tangent preview too."""
+    from engine.eval.evaluate import evaluate
+    from engine.params import unflatten
+
+    tasks = ws.task_names
+    first, _ = _timed(lambda: ws.compare(tasks, name, _default_params(name), split=split))
+    pieces: dict[str, list[float]] = {"merge_from_cached_parts": [], "load_theta": [], "evaluate": [], "other": []}
+    preview = []
+    for step in range(1, moves + 1):
+        params = _moved(name, step)
+        merge_s, theta = _timed(lambda: ws.merge(tasks, name, params))
+        load_s, _ = _timed(lambda: unflatten(theta, ws.suite.spec))
+        eval_s, _ = _timed(lambda: evaluate(theta, ws.suite, split, tasks=tasks, reference=reference))
+        compare_s, _ = _timed(lambda: ws.compare(tasks, name, params, split=split))  # merge + eval again
+        for piece, seconds in zip(pieces, (merge_s, load_s, eval_s - load_s, compare_s - merge_s - eval_s)):
+            pieces[piece].append(round(seconds, 4))
+        if name == "task_arithmetic":
+            preview.append(round(_timed(lambda: ws.taujp.preview(tasks, params, split=split))[0], 4))
+    medians = {piece: statistics.median(times) for piece, times in pieces.items()}
+    return {
+        "first_merge_and_eval_s": round(first, 2),
+        "lam_move_s": {piece: {"median": round(medians[piece], 4), "all": pieces[piece]} for piece in pieces},
+        "dominant": max(medians, key=medians.get),
+        **({"tangent_preview_s": preview} if preview else {}),
     }
 
 

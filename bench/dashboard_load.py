@@ -360,8 +360,6 @@ def run_load(home: Path, contexts: int, *, timeout_s: float = 300.0, warm: bool 
         server_alive = proc.poll() is None
     times = [r.time_to_numbers_s for r in results if r.time_to_numbers_s is not None]
     firsts = [r.time_to_first_numbers_s for r in results if r.time_to_first_numbers_s is not None]
-    slowest = sorted(zip(monitor.health_s, monitor.health_at), reverse=True)[:5]
-    health_max = monitor.health_max_s
     return {
         "benchmark": "many users on one dashboard server: N browser contexts on the Merge page (demo zoo, CPU)",
         "command": f"python bench/dashboard_load.py --contexts {contexts}",
@@ -369,16 +367,12 @@ def run_load(home: Path, contexts: int, *, timeout_s: float = 300.0, warm: bool 
         "methods": {m: sum(s.method == m for s in items) for m in dict.fromkeys(s.method for s in items)},
         "all_correct": all(r.correct for r in results) and server_alive,
         "correct_contexts": sum(r.correct for r in results),
-        "time_to_numbers_s": {
-            "median": round(statistics.median(times), 2) if times else None,
-            "max": round(max(times), 2) if times else None,
-            "note": "per context: page opened by its link, two key presses, until its own numbers are shown",
-        },
-        "time_to_first_numbers_s": {
-            "median": round(statistics.median(firsts), 2) if firsts else None,
-            "max": round(max(firsts), 2) if firsts else None,
-            "note": "per context: page opened by its link until the link's numbers are shown",
-        },
+        "time_to_numbers_s": _spread(
+            times, note="per context: page opened by its link, two key presses, until its own numbers are shown"
+        ),
+        "time_to_first_numbers_s": _spread(
+            firsts, note="per context: page opened by its link until the link's numbers are shown"
+        ),
         "all_contexts_wall_s": round(wall_s, 2),
         "cpu_s_during_load": {
             "server": round(server_cpu_s, 1),
@@ -388,15 +382,7 @@ def run_load(home: Path, contexts: int, *, timeout_s: float = 300.0, warm: bool 
         },
         "warm_up_first_page_s": round(warm_s, 2) if warm_s is not None else None,
         "serial_engine_s": round(serial_s, 2),
-        "health": {
-            "polls": len(monitor.health_s),
-            "max_latency_s": round(health_max, 3),
-            "median_latency_s": round(statistics.median(monitor.health_s), 3) if monitor.health_s else None,
-            "failures": monitor.health_failures,
-            "slowest_polls": [{"latency_s": round(d, 3), "at_s": round(t, 1)} for d, t in slowest],
-            "goal_max_s": HEALTH_GOAL_S,
-            "responsive": monitor.health_failures == 0 and health_max <= HEALTH_GOAL_S,
-        },
+        "health": _health(monitor),
         "server_rss_gib": {
             "idle": round(idle_rss, 3),
             "peak": round(monitor.peak_rss_gib, 3),
@@ -405,26 +391,54 @@ def run_load(home: Path, contexts: int, *, timeout_s: float = 300.0, warm: bool 
         },
         "goal": {"server_peak_rss_gib_max": RSS_GOAL_GIB, "contexts": 20, "collection": "demo zoo (assets/zoo)"},
         "goal_met": monitor.peak_rss_gib <= RSS_GOAL_GIB,
-        "failures": [
-            {
-                "context": r.index,
-                "method": r.setting.method,
-                "params": r.setting.params,
-                "expected": r.expected,
-                "shown": r.shown,
-                "sliders": r.slider_values,
-                "error": r.error,
-            }
-            for r in results
-            if not r.correct
-        ],
-        "machine": {
-            "cores": os.cpu_count(),
-            "load_average_1min_after": round(os.getloadavg()[0], 1),
-            "chromium": CHROMIUM,
-            "python": sys.version.split()[0],
-        },
+        "failures": [_failure(r) for r in results if not r.correct],
+        "machine": _machine(),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _spread(values: list[float], *, note: str) -> dict:
+    """Median and max of per-context times (None when no context got there)."""
+    return {
+        "median": round(statistics.median(values), 2) if values else None,
+        "max": round(max(values), 2) if values else None,
+        "note": note,
+    }
+
+
+def _health(monitor: Monitor) -> dict:
+    """The server's /_stcore/health polls while the contexts ran: latencies, failures, the five slowest."""
+    slowest = sorted(zip(monitor.health_s, monitor.health_at), reverse=True)[:5]
+    return {
+        "polls": len(monitor.health_s),
+        "max_latency_s": round(monitor.health_max_s, 3),
+        "median_latency_s": round(statistics.median(monitor.health_s), 3) if monitor.health_s else None,
+        "failures": monitor.health_failures,
+        "slowest_polls": [{"latency_s": round(d, 3), "at_s": round(t, 1)} for d, t in slowest],
+        "goal_max_s": HEALTH_GOAL_S,
+        "responsive": monitor.health_failures == 0 and monitor.health_max_s <= HEALTH_GOAL_S,
+    }
+
+
+def _failure(result) -> dict:
+    """What one context that did not show its own numbers expected and showed."""
+    return {
+        "context": result.index,
+        "method": result.setting.method,
+        "params": result.setting.params,
+        "expected": result.expected,
+        "shown": result.shown,
+        "sliders": result.slider_values,
+        "error": result.error,
+    }
+
+
+def _machine() -> dict:
+    return {
+        "cores": os.cpu_count(),
+        "load_average_1min_after": round(os.getloadavg()[0], 1),
+        "chromium": CHROMIUM,
+        "python": sys.version.split()[0],
     }
 
 
