@@ -63,8 +63,6 @@ steps.STEPS[step - 1][1](steps.Tour(collection, choice, ws, presenter))
 
 previous, _, following = st.columns([1, 4, 1])
 last = len(steps.STEPS)
-previous.button(
-    "← Previous", key="tour_previous", on_click=go_to, args=(step - 1,), disabled=step == 1, shortcut="Left"
-)
-following.button("Next →", key="tour_next", on_click=go_to, args=(step + 1,), disabled=step == last, shortcut="Right")
+previous.button("Previous", key="tour_previous", on_click=go_to, args=(step - 1,), disabled=step == 1, shortcut="Left")
+following.button("Next", key="tour_next", on_click=go_to, args=(step + 1,), disabled=step == last, shortcut="Right")
 st.caption(f"Share this step: `tour?step={step}{'&presenter=true' if presenter else ''}`. Keys: ← and → move.")
