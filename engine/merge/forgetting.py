@@ -46,6 +46,12 @@ METHODS: Mapping[str, str] = MappingProxyType(
 )
 
 
+class ImportanceCodes(Protocol):
+    """STA maps by kind (engine/sta/store.py's ImportanceStore is one)."""
+
+    def codes(self, kind: str) -> torch.Tensor: ...  # uint8 [K, P]
+
+
 class ForgettingSource(Protocol):
     """What negation needs of an opened collection (the Workspace is one): its task matrix, the
     evaluation suite, the STA sensitivity maps at θ₀ and the pretrained model's accuracies."""
@@ -59,7 +65,8 @@ class ForgettingSource(Protocol):
     @property
     def suite(self) -> EvalSuite: ...
 
-    def importance(self, kind: str) -> torch.Tensor: ...
+    @property
+    def importance(self) -> ImportanceCodes: ...
 
     def zero_shot(self, split: str) -> Mapping[str, float]: ...
 
