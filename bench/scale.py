@@ -16,6 +16,14 @@ Resumable by part: parts already in the JSON are kept unless `--redo`; the pool 
 `--clean`.
 
     python bench/scale.py [--work /tmp/mergelab-scale] [--parts pool memory lazy built_first built ...] [--clean]
+
+`--merge-rss K [K ...]` measures the issue's goal instead (key `merge_rss`): `python -m engine merge --eval val` of
+task arithmetic, TIES, TSV-M and Iso-C on random ViT-B/32 pools of K tasks (written one checkpoint at a time, two
+32-px images per class), in memory and from a built float32 store, each in a fresh process whose VmHWM and peak
+RssAnon (sampled every 20 ms) are recorded, in MiB and in model sizes (P·4 bytes), with a least-squares slope
+and intercept over K per method and store.
+
+    python bench/scale.py --merge-rss 4 8 [--work /tmp/mergelab-scale]
 """
 
 from __future__ import annotations
@@ -115,6 +123,98 @@ def run_part(part: str, work: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+MERGE_METHODS = {"task_arithmetic": [], "ties": ["--param", "density=0.2"], "tsv_m": [], "iso_c": []}
+MERGE_STORES = ("memory", "built")
+MERGE_RUN = r"""
+import json, sys, threading, time
+sys.path.insert(0, {root!r})
+from bench.scale import status
+peak = [0.0]
+def sample():
+    while True:
+        peak[0] = max(peak[0], status()["RssAnon_mib"])
+        time.sleep(0.02)
+threading.Thread(target=sample, daemon=True).start()
+from engine.cli import main
+start = time.perf_counter()
+code = main({argv!r})
+seconds = time.perf_counter() - start
+anon = max(peak[0], status()["RssAnon_mib"])
+print(json.dumps({{"code": code, "seconds": seconds, "peak_RssAnon_mib": anon, **status()}}))
+"""
+
+
+def write_merge_pool(folder: Path, num_tasks: int) -> None:
+    """A random ViT-B/32 pool of `num_tasks` fine-tunes, written one checkpoint at a time (seeded per task), with
+    two 32-px images per class per split: what `merge --eval val` opens."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from tests.foreign import random_pool, write_image_folders, write_pool
+
+    pretrained, _, _ = random_pool("ViT-B-32", ())
+    visual = {k.removeprefix("visual."): v for k, v in pretrained.items() if k.startswith("visual.")}
+    tasks = tuple(f"task{i}" for i in range(num_tasks))
+    for i, task in enumerate(tasks):
+        generator = torch.Generator().manual_seed(1000 + i)
+        state = {k: v + 1e-3 * torch.randn(v.shape, generator=generator) for k, v in visual.items()}
+        write_pool(
+            folder, "open_clip", architecture="ViT-B-32", pretrained=pretrained, finetuned={task: state}, heads={}
+        )
+    write_image_folders(folder, dict.fromkeys(tasks, ("cat", "dog")), per_class=2, size=32)
+
+
+def merge_rss(work: Path, num_tasks: int, store: str, method: str) -> dict:
+    """One `python -m engine merge --eval val` in a fresh process: its seconds, VmHWM and peak RssAnon."""
+    folder, home = work / f"merge-pool-{num_tasks}", work / f"merge-home-{num_tasks}"
+    if not folder.exists():
+        write_merge_pool(folder, num_tasks)
+    argv = ["merge", "--collection", str(folder), "--method", method, *MERGE_METHODS[method], "--eval", "val"]
+    argv += ["--store", store, "--out", f"{method}-{store}"]
+    code = MERGE_RUN.format(root=str(ROOT), argv=argv)
+    shutil.rmtree(home / "cache" / "merge_parts", ignore_errors=True)  # each run computes its SVDs (the store stays)
+    env = {**os.environ, "MERGELAB_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def merge_fits(runs: dict, model_mib: float) -> dict:
+    """Per store and method: the least-squares line of VmHWM and of peak RssAnon over K, in model sizes."""
+    fits: dict = {}
+    for store in MERGE_STORES:
+        for method in MERGE_METHODS:
+            points = [(int(k[1:]), r) for k, by in runs.items() if (r := by.get(store, {}).get(method))]
+            if len(points) < 2:
+                continue
+            fits.setdefault(store, {})[method] = {
+                key: _line([k for k, _ in points], [r[key] / model_mib for _, r in points])
+                for key in ("VmHWM_mib", "peak_RssAnon_mib")
+            }
+    return fits
+
+
+def _line(xs: list[int], ys: list[float]) -> dict:
+    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return {"slope_per_task": round(slope, 3), "intercept": round(my - slope * mx, 3), "points": n}
+
+
+def run_merge_rss(work: Path, counts: list[int], document: dict, *, redo: bool) -> None:
+    runs = document.setdefault("merge_rss", {}).setdefault("runs", {})
+    model_mib = 87_849_216 * 4 / 2**20  # ViT-B/32's image tower, float32
+    for num_tasks in counts:
+        for store in MERGE_STORES:
+            for method in MERGE_METHODS:
+                by_store = runs.setdefault(f"K{num_tasks}", {}).setdefault(store, {})
+                if method in by_store and not redo:
+                    continue
+                by_store[method] = {**merge_rss(work, num_tasks, store, method), "load_at_start": os.getloadavg()[0]}
+                document["merge_rss"]["model_size_mib"] = round(model_mib, 1)
+                document["merge_rss"]["fits_in_model_sizes"] = merge_fits(runs, model_mib)
+                OUT.write_text(json.dumps(document, indent=1) + "\n")
+                print(num_tasks, store, method, by_store[method], flush=True)
+
+
 def ratios(parts: dict) -> dict:
     def ratio(a: str, b: str, key: str) -> float | None:
         return parts[a][key] / parts[b][key] if a in parts and b in parts else None
@@ -135,8 +235,12 @@ def main() -> None:
     parser.add_argument("--parts", nargs="*", default=list(PARTS), choices=PARTS)
     parser.add_argument("--redo", action="store_true", help="measure the parts again even if recorded")
     parser.add_argument("--clean", action="store_true", help="delete the pool and stores afterwards")
+    parser.add_argument("--merge-rss", nargs="+", type=int, metavar="K", help="the merge command's memory at these K")
     args = parser.parse_args()
     document = json.loads(OUT.read_text()) if OUT.exists() else {"parts": {}}
+    if args.merge_rss:
+        run_merge_rss(args.work, args.merge_rss, document, redo=args.redo)
+        return
     document["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "arch": "ViT-B-32", "K": 8}
     for part in args.parts:
         if part in document["parts"] and not args.redo and part != "pool":
