@@ -310,3 +310,22 @@ def test_a_large_models_factorized_parts_are_a_job_and_kept_in_the_data_home(
     assert fresh.merges.parts_ready(tasks, "tsv_m", {}) and not fresh.merges.needs_job(tasks, "tsv_m", {"alpha": 2.0})
     assert torch.equal(fresh.merge(tasks, "tsv_m", {"alpha": 0.8}), merged)
     assert fresh.cache.stats().misses == 1  # the parts, read from the data home: no factorization was looked up
+
+
+@pytest.mark.parametrize("name", ["tsv_m", "iso_c", "iso_cts", "cart"])
+def test_factoring_a_few_layers_at_a_time_merges_as_whole_shape_groups_do(tower, monkeypatch, name):
+    """A large pool's layers of one shape are stacked a few at a time (`STACK_BYTES`), never all at once; one
+    layer per stack gives the merge the whole groups give (the two blocks' layers share their shapes here)."""
+    import engine.merge.subspace as subspace
+
+    theta0, T = tower
+    whole = apply(name, theta0, T, {}, spec=SPEC)
+    stacks = []
+    layers = subspace._layers
+    monkeypatch.setattr(subspace, "STACK_BYTES", 1)  # one layer per stack
+    monkeypatch.setattr(
+        subspace, "_layers", lambda *a: [stacks.append(names) or (names, tau) for names, tau in layers(*a)]
+    )
+    one_by_one = apply(name, theta0, T, {}, spec=SPEC)
+    assert stacks and all(len(names) == 1 for names in stacks)
+    torch.testing.assert_close(one_by_one, whole, rtol=1e-12, atol=1e-12)

@@ -37,7 +37,7 @@ re-truncates cached factors instead of factoring again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,12 +95,19 @@ def top_singular(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, t
     return u.to(x.dtype), sigma.to(x.dtype), vh.to(x.dtype)
 
 
-def _layers(spec: ParamSpec, T: torch.Tensor, names: Sequence[str]) -> list[tuple[tuple[str, ...], torch.Tensor]]:
-    """(names, stacked task matrices [L, K, m, n]) per shape group; the stack is one copy per group."""
-    return [
-        (group, torch.stack([spec.matrix_view(T, n) for n in group]))  # [L, K, m, n]
-        for group in spec.by_shape(names).values()
-    ]
+STACK_BYTES = 256 * 2**20  # stacked task matrices factored at once: the SVDs' inputs and outputs stay near 3× this
+
+
+def _layers(spec: ParamSpec, T: torch.Tensor, names: Sequence[str]) -> Iterator[tuple[tuple[str, ...], torch.Tensor]]:
+    """(names, stacked task matrices [L, K, m, n]) of layers of one shape, a few at a time: as many as fit in
+    `STACK_BYTES` (at least one), so a large pool's factorizations never hold every layer's copy at once (a
+    ViT-B/32 MLP matrix of 8 tasks is 75 MB; the demo zoo's groups fit whole). Each stack is one copy."""
+    for group in spec.by_shape(names).values():
+        m, n = spec.shapes[spec.names.index(group[0])]
+        at_once = max(1, STACK_BYTES // (T.shape[0] * m * n * T.element_size()))
+        for start in range(0, len(group), at_once):
+            chunk = group[start : start + at_once]
+            yield chunk, torch.stack([spec.matrix_view(T, name) for name in chunk])  # [L, K, m, n]
 
 
 def _write(out: torch.Tensor, spec: ParamSpec, names: Sequence[str], deltas: torch.Tensor) -> None:
