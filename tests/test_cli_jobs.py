@@ -161,7 +161,15 @@ def test_sigint_leaves_a_partial_row_and_no_checkpoint(tmp_path):
     home = tmp_path / "home"
     env = {**os.environ, "MERGELAB_HOME": str(home), "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "engine", "finetune", *ON_THE_ZOO, "--task", "digits", "--steps", "5000"]
-    process = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        argv,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
     try:
         deadline = time.monotonic() + 120
         while not _running_step(home):
@@ -178,6 +186,14 @@ def test_sigint_leaves_a_partial_row_and_no_checkpoint(tmp_path):
     assert run.status == "cancelled" and run.outputs["partial"] and run.outputs["step"] >= 1
     assert run.outputs["reached"]["loss"], "the curve so far is kept"
     assert not [p for p in (home / "checkpoints").rglob("*") if p.is_file()], "no checkpoint, not even a part"
+
+
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default disposition, as a shell gives a command. An ignored SIGINT is
+    inherited across exec, and Python then never raises KeyboardInterrupt: a test process that some library left
+    ignoring SIGINT (seen in full suites, on the worker that ran this module) made the command wait out its 5000
+    steps."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _running_step(home: Path) -> bool:
