@@ -257,16 +257,16 @@ class Workspace:
         method, calibrate = _pipeline(method, calibrate)
         tasks, method = tuple(tasks), get_method(method)
         key = (self.fingerprint, "compare", tasks, method, _frozen(params), split, calibrate)
-        stored = None if calibrate else self._stored_key(tasks, method, params, split)
-        comparison = self.cache.get_or_compute(
+        stored = lambda: None if calibrate else self._stored_key(tasks, method, params, split)
+        comparison = self.cache.get_or_compute(  # the stored key is made on a miss only: a hit stats no file
             key,
             lambda: (
-                self._read_stored(stored, split, tasks)
+                self._read_stored(stored(), split, tasks)
                 or self._compare(tasks, method, params, split, progress, calibrate)
             ),
         )
-        if store and stored is not None and not self._results.has(stored):
-            self._results.put(stored, comparison_tensors(comparison))
+        if store and (name := stored()) is not None and not self._results.has(name):
+            self._results.put(name, comparison_tensors(comparison))
         return comparison
 
     @functools.cached_property
