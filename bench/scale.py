@@ -129,18 +129,21 @@ MERGE_RUN = r"""
 import json, sys, threading, time
 sys.path.insert(0, {root!r})
 from bench.scale import status
-peak = [0.0]
+peak = {{"RssAnon_mib": 0.0, "RssFile_mib": 0.0}}
 def sample():
     while True:
-        peak[0] = max(peak[0], status()["RssAnon_mib"])
+        now = status()
+        for key in peak:
+            peak[key] = max(peak[key], now[key])
         time.sleep(0.02)
 threading.Thread(target=sample, daemon=True).start()
 from engine.cli import main
 start = time.perf_counter()
 code = main({argv!r})
 seconds = time.perf_counter() - start
-anon = max(peak[0], status()["RssAnon_mib"])
-print(json.dumps({{"code": code, "seconds": seconds, "peak_RssAnon_mib": anon, **status()}}))
+now = status()
+peaks = {{f"peak_{{key}}": max(value, now[key]) for key, value in peak.items()}}
+print(json.dumps({{"code": code, "seconds": seconds, **peaks, **now}}))
 """
 
 

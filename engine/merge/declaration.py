@@ -47,6 +47,7 @@ from engine.errors import ParameterError, UnknownMethodError
 from engine.merge.subspace import LayerRank
 from engine.merge.task_models import SINGLE_MODEL, Storage, TaskParts
 from engine.params import ParamSpec
+from engine.store.pages import Pages
 
 ParamValue = float | Sequence[float]
 Selection = Literal["none", "magnitude", "random_drop", "importance", "consensus", "low_rank"]
@@ -280,7 +281,9 @@ class MergeMethod:
             return None  # keeps every entry (low-rank methods keep directions: `ranks`)
         if self.importance is not None:
             check_importance(self.name, importance, T)
-        return self.keep_mask(T, resolved, importance)
+        mask = self.keep_mask(T, resolved, importance)
+        Pages.of(T).release(T)  # a T mapped from a built store: its pages leave with the call
+        return mask
 
     def ranks(self, T: torch.Tensor, spec: ParamSpec, params: Mapping[str, ParamValue]) -> tuple[LayerRank, ...]:
         """Per layer, the rank this low-rank method keeps with `params` and the energy share it carries."""

@@ -8,7 +8,8 @@
 The mask mₖ is either given (bool [K, P]) or TIES's trim as a magnitude cut per task
 (sparsify.MagnitudeCut), applied chunk by chunk so no mask is ever written. Columns are processed in
 chunks whose [K, c] temporaries live in two scratch buffers allocated once per merge: a fresh temporary per
-chunk costs page faults that, on the CPU, took as long as the arithmetic (bench/sparse_merge.py).
+chunk costs page faults that, on the CPU, took as long as the arithmetic (bench/sparse_merge.py). A T mapped
+from a built store has each chunk's pages released once merged (engine/store/pages.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from engine.merge.sparsify import MagnitudeCut, chunk_columns
+from engine.store.pages import Pages
 
 CPU_CHUNK_ENTRIES = 1 << 18  # K·c floats per scratch buffer on the CPU (1 MiB): cache-resident
 
@@ -41,6 +43,7 @@ def masked_merge(
     tau_buf = torch.empty(K, width, dtype=T.dtype, device=T.device)  # [K, c] kept entries of the chunk
     aux_buf = torch.empty(K, width, dtype=T.dtype, device=T.device)  # [K, c] cut mask, then agreement
     sum_buf = torch.empty(width, dtype=T.dtype, device=T.device)  # [c] the weighted sum of a linear merge
+    pages = Pages.of(T)
     for start in range(0, P, width):
         cols = slice(start, start + width)
         n = min(width, P - start)
@@ -57,6 +60,7 @@ def masked_merge(
             torch.add(theta0[cols], _disjoint_mean(tau, agree=aux).mul_(lam[0]), out=out[cols])  # [n]
         else:
             torch.add(theta0[cols], torch.mv(tau.t(), lam, out=sum_buf[:n]), out=out[cols])  # [n]
+        pages.release(T[:, cols])
     return out
 
 

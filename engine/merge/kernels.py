@@ -3,12 +3,15 @@
 On CUDA a single `addmv` comes close to the bandwidth bound (bench/merge_bandwidth.py --device cuda). On the CPU,
 `addmv` over 88M parameters streams θ₀ and T through the cache once per output tile it cannot
 keep; accumulating row by row over cache-sized chunks reads each element of T exactly once and
-writes the output once, which measured at the bound here (bench/merge_bandwidth.py).
+writes the output once, which measured at the bound here (bench/merge_bandwidth.py). A T mapped from a built
+store has each chunk's pages released once summed (engine/store/pages.py), so the resident size stays bounded.
 """
 
 from __future__ import annotations
 
 import torch
+
+from engine.store.pages import Pages
 
 CPU_CHUNK = 1 << 18  # 256k floats = 1 MiB per row chunk; measured best on the 2-core CPU
 
@@ -29,10 +32,11 @@ def weighted_sum(
     if theta0.device.type != "cpu":
         return torch.addmv(theta0, T.t(), coeffs.to(T), out=out)  # [P]
     scales = [(k, c) for k, c in enumerate(coeffs.tolist()) if c != 0.0]
-    out = torch.empty_like(theta0) if out is None else out  # [P]
+    out, pages = torch.empty_like(theta0) if out is None else out, Pages.of(T)  # [P]
     for start in range(0, theta0.shape[0], CPU_CHUNK):
         tile = out[start : start + CPU_CHUNK]
         tile.copy_(theta0[start : start + CPU_CHUNK])
         for k, c in scales:
             tile.add_(T[k, start : start + CPU_CHUNK], alpha=c)
+        pages.release(T[:, start : start + CPU_CHUNK])
     return out

@@ -22,6 +22,7 @@ from engine.merge.declaration import MergeMethod, ParamValue, check_importance, 
 from engine.merge.subspace import Memo
 from engine.merge.wudi import StepProgress
 from engine.params import ParamSpec
+from engine.store.pages import Pages
 
 METHODS_PACKAGE = "engine.merge.methods"
 
@@ -109,7 +110,9 @@ def apply_resolved(
                 fix="pass spec=, or merge through a Workspace",
             )
         resolved["spec"] = spec
-    return method.fn(theta0, T, out=out, **resolved, **_mask_inputs(method, T, importance, keep))
+    merged = method.fn(theta0, T, out=out, **resolved, **_mask_inputs(method, T, importance, keep))
+    Pages.of(T).release(T)  # a T mapped from a built store: what a method read whole leaves with the call
+    return merged
 
 
 def _mask_inputs(
@@ -170,4 +173,6 @@ def scale_parts_resolved(
             resolved["memo"] = memo
     if method.iterative and progress is not None:
         resolved["progress"] = progress
-    return method.scale_parts(theta0, T, **resolved, **_mask_inputs(method, T, importance, keep))
+    parts = method.scale_parts(theta0, T, **resolved, **_mask_inputs(method, T, importance, keep))
+    Pages.of(T).release(T)
+    return parts

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.store.pages import Pages
+
 EXACT_TOPK_LIMIT = 1 << 22  # 4M entries per task: exact kthvalue below, sampled band above
 QUANTILE_SAMPLE = 1 << 18
 SCAN_CHUNK = 1 << 18  # entries scanned at a time on the CPU (1 MiB of floats, cache-resident)
@@ -59,8 +61,10 @@ def magnitude_cuts(T: torch.Tensor, density: float, *, seed: int = 0) -> Magnitu
     K, P = T.shape
     if density >= 1.0:
         return MagnitudeCut.of(torch.zeros(K, dtype=T.dtype, device=T.device), (P,) * K)
-    n_keep = kept_count(P, density)
-    cuts = [_row_cut(T[k], n_keep, seed=seed + k) for k in range(K)]
+    n_keep, pages, cuts = kept_count(P, density), Pages.of(T), []
+    for k in range(K):  # over task rows: one row's pages resident at a time when T is a mapped store
+        cuts.append(_row_cut(T[k], n_keep, seed=seed + k))
+        pages.release(T[k])
     return MagnitudeCut.of(torch.stack([c for c, _ in cuts]), tuple(e for _, e in cuts))
 
 
@@ -71,9 +75,11 @@ def magnitude_mask(T: torch.Tensor, density: float, *, seed: int = 0) -> torch.T
     mask = torch.empty(K, P, dtype=torch.bool, device=T.device)  # [K, P]
     width = chunk_columns(T, SCAN_CHUNK)
     magnitudes = torch.empty(K, min(width, P), dtype=T.dtype, device=T.device)  # [K, c] reused
+    pages = Pages.of(T)
     for start in range(0, P, width):
         block = T[:, start : start + width]
         cuts.keep(torch.abs(block, out=magnitudes[:, : block.shape[1]]), start, out=mask[:, start : start + width])
+        pages.release(block)
     return mask
 
 

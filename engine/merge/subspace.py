@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from engine.params import ParamSpec, network_key
+from engine.store.pages import Pages
 
 LowRank = Callable[[str], bool]
 Memo = Callable[[Hashable, Callable[[], Any]], Any]
@@ -102,12 +103,17 @@ def _layers(spec: ParamSpec, T: torch.Tensor, names: Sequence[str]) -> Iterator[
     """(names, stacked task matrices [L, K, m, n]) of layers of one shape, a few at a time: as many as fit in
     `STACK_BYTES` (at least one), so a large pool's factorizations never hold every layer's copy at once (a
     ViT-B/32 MLP matrix of 8 tasks is 75 MB; the demo zoo's groups fit whole). Each stack is one copy."""
+    pages = Pages.of(T)
     for group in spec.by_shape(names).values():
         m, n = spec.shapes[spec.names.index(group[0])]
         at_once = max(1, STACK_BYTES // (T.shape[0] * m * n * T.element_size()))
         for start in range(0, len(group), at_once):
             chunk = group[start : start + at_once]
-            yield chunk, torch.stack([spec.matrix_view(T, name) for name in chunk])  # [L, K, m, n]
+            views = [spec.matrix_view(T, name) for name in chunk]  # [K, m, n] each
+            stacked = torch.stack(views)  # [L, K, m, n]
+            for view in views:  # a T mapped from a built store: its pages leave once copied
+                pages.release(view)
+            yield chunk, stacked
 
 
 def _write(out: torch.Tensor, spec: ParamSpec, names: Sequence[str], deltas: torch.Tensor) -> None:
@@ -121,6 +127,7 @@ def _others_mean(out: torch.Tensor, T: torch.Tensor, spec: ParamSpec, matrices: 
     for name in matrices:
         keep[spec.slice_of(name)] = False
     out[keep] = T[:, keep].mean(dim=0)  # [P_other]
+    Pages.of(T).release(T)  # the pages the gather touched, where T is a mapped store
 
 
 def _rank_share(p: int, k: int) -> int:
