@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.cli import method_lines
 from engine.errors import DiskFullError, ParameterError
-from engine.params import ParamSpec
+from engine.merge.registry import METHODS
+from engine.params import ParamSpec, TaskMatrix
 from engine.pool.collection import built_task_store, lazy_task_store, load_collection, task_matrix
 from engine.store import TaskStore, column_blocks
 from engine.store.built import BuiltStore, stale_or_damaged, store_header
@@ -60,8 +62,30 @@ def test_every_method_on_the_float32_mapping_merges_to_the_recorded_bits(zoo, st
     for case, method, params, rows in cases():
         if case.endswith("/default"):
             assert fingerprint(merged(zoo[0], mapped, method, params, rows))["sha256"] == recorded[case]["sha256"]
-    with pytest.raises(ParameterError, match="block by block"):
-        stores["bfloat16"].matrix()
+
+
+def test_a_bfloat16_mapping_merges_as_its_values_widened_or_is_refused_by_name(zoo, stores):
+    """Iterates the registry: a method that declares `bfloat16` merges the bf16 store's own mapping to the bits of
+    the same merge of those values widened to float32 in memory (float32 arithmetic throughout); any other
+    method refuses it, naming itself and the fix."""
+    collection, matrix = zoo
+    mapped = stores["bfloat16"].matrix()
+    assert mapped.T.dtype == torch.bfloat16 and mapped.T.data_ptr() == stores["bfloat16"].rows.data_ptr()
+    widened = TaskMatrix(matrix.theta0, mapped.T.float(), matrix.spec, matrix.task_names)  # [K, P] float32
+    readers = []
+    for case, method, params, rows in cases():
+        if not case.endswith("/default"):
+            continue
+        if METHODS[method].bfloat16:
+            readers.append(method)
+            got = merged(collection, mapped, method, params, rows)
+            assert torch.equal(got, merged(collection, widened, method, params, rows)), method
+        else:
+            with pytest.raises(ParameterError, match=f"method {method}.*bfloat16.*--store built"):
+                merged(collection, mapped, method, params, rows)
+    assert {"task_arithmetic", "ties", "tsv_m", "iso_c"} <= set(readers)
+    listed = [line for line in method_lines(METHODS) if not line.startswith(" ")]  # what the refusal points to
+    assert {line.split(":")[0] for line in listed if "[reads bfloat16 stores]" in line} == set(readers)
 
 
 def test_reopening_reads_no_checkpoint_and_a_changed_source_rebuilds(tmp_path):

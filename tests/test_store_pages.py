@@ -98,14 +98,14 @@ def test_a_streaming_merge_never_holds_the_mapping(tmp_path, method, params):
 
 
 def test_per_layer_methods_copy_each_stack_then_release_it(tmp_path, monkeypatch):
-    """TSV-M, Iso-C, Iso-CTS and CART read T as stacks of layers (subspace._layers): once a stack is copied,
+    """TSV-M, Iso-C, Iso-CTS and CART read T as stacks of layers (subspace.layer_stacks): once a stack is copied,
     none of the mapping stays resident, however many stacks there are."""
     store = open_synthetic(tmp_path / "wide.float32.taskstore", sources=SOURCES, spec=WIDE, tasks=8)
     mapped = store.matrix()
     monkeypatch.setattr(subspace, "STACK_BYTES", 1)  # one layer per stack
     drop_all(store)
     seen = []
-    for names, stacked in subspace._layers(WIDE, mapped.T, WIDE.matrices()):
+    for names, stacked in subspace.layer_stacks(WIDE, mapped.T, WIDE.matrices()):
         seen.append((names, mapped_kib(store)))
         assert torch.equal(stacked[0], WIDE.matrix_view(mapped.T, names[0]))
         drop_all(store)  # the check itself read the layer again

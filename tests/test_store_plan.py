@@ -11,6 +11,7 @@ from engine.errors import ParameterError, SchemaError
 from engine.home import DataHome
 from engine.io.checkpoints import load_checkpoint
 from engine.merge import apply
+from engine.merge.registry import scale_parts
 from engine.params import flatten
 from engine.pool.collection import load_collection, task_matrix
 from engine.store.plan import GIB, MemoryFacts, in_memory_bytes, plan_store
@@ -116,8 +117,14 @@ def test_a_workspace_opened_out_of_core_merges_as_in_memory(tiny_collection_dir,
         assert torch.equal(
             built.merge(built.task_names, method, params), memory.merge(memory.task_names, method, params)
         )
-    with pytest.raises(ParameterError, match="--store built"):
-        Workspace.from_collection(collection, cache_dir=tmp_path / "h", store="built-bf16")
+    half = Workspace.from_collection(collection, cache_dir=tmp_path / "h", store="built-bf16")
+    assert half.matrix.T.dtype == torch.bfloat16
+    assert len(list((tmp_path / "h" / "stores").glob("*.bfloat16.taskstore"))) == 1
+    widened = memory.matrix.T.to(torch.bfloat16).float()  # [K, P] what the bf16 store holds, as float32
+    base, direction = scale_parts("ties", memory.matrix.theta0, widened)  # what a session caches, λ applied after
+    assert torch.equal(half.merge(half.task_names, "ties", {"lam": 0.8}), torch.add(base, direction, alpha=0.8))
+    with pytest.raises(ParameterError, match="method wudi.*--store built"):
+        half.merge(half.task_names, "wudi", {})
     auto = Workspace.from_collection(collection, cache_dir=tmp_path / "a")  # a tiny pool: the plan keeps it in memory
     assert auto.store_plan.backing == "memory" and not auto.store_plan.asked
 

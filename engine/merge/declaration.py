@@ -161,6 +161,9 @@ class MergeMethod:
     # θ − θ₀ = s·f(T) with s its scale (one value for all tasks) though it caches no parts: a calibrator after it
     # keeps s apart, so a λ move reuses the calibrator's parts (engine/merge/session.py)
     linear_scale: bool = field(default=False, kw_only=True)
+    # reads a bfloat16 T (a bf16 store's mapping) chunk by chunk or layer by layer, widening what it reads and
+    # computing in float32, with the same result as on that T widened whole; other methods refuse such a T
+    bfloat16: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         subject, known = f"method {self.name}", {p.name for p in self.params}
@@ -281,6 +284,7 @@ class MergeMethod:
             return None  # keeps every entry (low-rank methods keep directions: `ranks`)
         if self.importance is not None:
             check_importance(self.name, importance, T)
+        check_dtype(self, T)
         mask = self.keep_mask(T, resolved, importance)
         Pages.of(T).release(T)  # a T mapped from a built store: its pages leave with the call
         return mask
@@ -290,6 +294,18 @@ class MergeMethod:
         if self.keep_rank is None:
             raise ParameterError(self.name, "keeps entries, not ranks", fix="read its kept fraction instead")
         return self.keep_rank(T, spec, self.resolve(params, num_tasks=T.shape[0]))
+
+
+def check_dtype(method: MergeMethod, T: torch.Tensor) -> None:
+    """ParameterError when T is bfloat16 (a bf16 store's mapping) and `method` does not declare it reads that."""
+    if T.dtype != torch.bfloat16 or method.bfloat16:
+        return
+    raise ParameterError(
+        f"method {method.name}",
+        f"reads the task vectors as float32, and this pool's are a {T.dtype} store",
+        fix="open the pool with --store built (float32) or memory, or merge with a method that reads bfloat16 "
+        "(python -m engine methods)",
+    )
 
 
 def check_keep(method: MergeMethod, keep: torch.Tensor, T: torch.Tensor) -> None:

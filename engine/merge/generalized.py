@@ -9,7 +9,8 @@ The mask mₖ is either given (bool [K, P]) or TIES's trim as a magnitude cut pe
 (sparsify.MagnitudeCut), applied chunk by chunk so no mask is ever written. Columns are processed in
 chunks whose [K, c] temporaries live in two scratch buffers allocated once per merge: a fresh temporary per
 chunk costs page faults that, on the CPU, took as long as the arithmetic (bench/sparse_merge.py). A T mapped
-from a built store has each chunk's pages released once merged (engine/store/pages.py).
+from a built store has each chunk's pages released once merged (engine/store/pages.py); a bfloat16 one (a bf16
+store) is widened chunk by chunk into a third buffer, the arithmetic staying float32.
 """
 
 from __future__ import annotations
@@ -36,24 +37,27 @@ def masked_merge(
     """θ₀ [P], T [K, P], mask bool [K, P] or a magnitude cut or neither (every entry kept), lam [K] (TIES: its
     first entry is λ) → θ [P]."""
     K, P = T.shape
+    work = torch.promote_types(T.dtype, torch.float32)  # a bfloat16 T (a bf16 store) is merged in float32
     out = torch.empty_like(theta0) if out is None else out  # [P]
-    lam = lam.to(T)  # [K]
-    scale = None if rescale is None else rescale.to(T)[:, None]  # [K, 1]
+    lam = lam.to(device=T.device, dtype=work)  # [K]
+    scale = None if rescale is None else rescale.to(device=T.device, dtype=work)[:, None]  # [K, 1]
     width = min(P, chunk_columns(T, CPU_CHUNK_ENTRIES))
-    tau_buf = torch.empty(K, width, dtype=T.dtype, device=T.device)  # [K, c] kept entries of the chunk
-    aux_buf = torch.empty(K, width, dtype=T.dtype, device=T.device)  # [K, c] cut mask, then agreement
-    sum_buf = torch.empty(width, dtype=T.dtype, device=T.device)  # [c] the weighted sum of a linear merge
+    tau_buf = torch.empty(K, width, dtype=work, device=T.device)  # [K, c] kept entries of the chunk
+    aux_buf = torch.empty(K, width, dtype=work, device=T.device)  # [K, c] cut mask, then agreement
+    sum_buf = torch.empty(width, dtype=work, device=T.device)  # [c] the weighted sum of a linear merge
+    wide_buf = None if T.dtype == work else torch.empty(K, width, dtype=work, device=T.device)  # [K, c] widened
     pages = Pages.of(T)
     for start in range(0, P, width):
         cols = slice(start, start + width)
         n = min(width, P - start)
         tau, aux = tau_buf[:, :n], aux_buf[:, :n]  # [K, n]
+        block = T[:, cols] if wide_buf is None else wide_buf[:, :n].copy_(T[:, cols])  # [K, n] in `work`
         if mask is not None:
-            torch.mul(T[:, cols], aux.copy_(mask[:, cols].view(torch.uint8)), out=tau)  # uint8 → float: 3× bool's
+            torch.mul(block, aux.copy_(mask[:, cols].view(torch.uint8)), out=tau)  # uint8 → float: 3× bool's
         elif cut is not None:
-            torch.mul(T[:, cols], cut.keep(torch.abs(T[:, cols], out=tau), start, out=aux), out=tau)
+            torch.mul(block, cut.keep(torch.abs(block, out=tau), start, out=aux), out=tau)
         else:
-            tau.copy_(T[:, cols])
+            tau.copy_(block)
         if scale is not None:
             tau.mul_(scale)
         if ties:

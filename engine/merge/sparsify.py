@@ -9,6 +9,9 @@ kthvalue over 88M entries takes seconds even on a GPU: bench/sparse_merge.py), a
 `QUANTILE_SAMPLE` magnitudes brackets the cut in a narrow band, one chunked scan counts the entries above the
 band and gathers those inside it with their positions, and the cut is the remainder's `kthvalue` in the band
 (the whole row's, should the sample miss).
+A bfloat16 T (a bf16 store) is cut by the same rule on its own values, the cut kept in float32 (exact): with
+8 bits of mantissa many more magnitudes tie at the cut, so index order picks more of the kept set
+(bench/bf16_zoo.py counts them on the zoo).
 """
 
 from __future__ import annotations
@@ -59,13 +62,15 @@ def kept_count(num_entries: int, density: float) -> int:
 def magnitude_cuts(T: torch.Tensor, density: float, *, seed: int = 0) -> MagnitudeCut:
     """Per task, the cut that keeps its round(d·P) largest magnitudes (d = 1: every entry)."""
     K, P = T.shape
+    work = torch.promote_types(T.dtype, torch.float32)
     if density >= 1.0:
-        return MagnitudeCut.of(torch.zeros(K, dtype=T.dtype, device=T.device), (P,) * K)
+        return MagnitudeCut.of(torch.zeros(K, dtype=work, device=T.device), (P,) * K)
     n_keep, pages, cuts = kept_count(P, density), Pages.of(T), []
     for k in range(K):  # over task rows: one row's pages resident at a time when T is a mapped store
         cuts.append(_row_cut(T[k], n_keep, seed=seed + k))
         pages.release(T[k])
-    return MagnitudeCut.of(torch.stack([c for c, _ in cuts]), tuple(e for _, e in cuts))
+    values = torch.stack([c for c, _ in cuts]).to(work)  # [K] a bfloat16 row's cut is exact in float32
+    return MagnitudeCut.of(values, tuple(e for _, e in cuts))
 
 
 def magnitude_mask(T: torch.Tensor, density: float, *, seed: int = 0) -> torch.Tensor:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.errors import ShapeError
+from engine.merge.subspace import layer_stacks
 from engine.params import ParamSpec
 
 
@@ -42,8 +43,7 @@ def subspace_stats(T: torch.Tensor, spec: ParamSpec, tasks: tuple[str, ...]) -> 
     """Spectra, top-k energy, effective rank and top-k alignment of every 2-D tensor of T [K, P]."""
     K = T.shape[0]
     found: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-    for names in spec.by_shape(spec.matrices()).values():
-        tau = torch.stack([spec.matrix_view(T, n) for n in names])  # [L, K, m, n]
+    for names, tau in layer_stacks(spec, T, spec.matrices()):  # [L, K, m, n] a few layers at a time, float32
         u, s, _ = torch.linalg.svd(tau, full_matrices=False)  # [L, K, m, p], [L, K, p]
         k = max(1, s.shape[-1] // K)
         s = s.double()

@@ -99,21 +99,29 @@ def top_singular(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, t
 STACK_BYTES = 256 * 2**20  # stacked task matrices factored at once: the SVDs' inputs and outputs stay near 3× this
 
 
-def _layers(spec: ParamSpec, T: torch.Tensor, names: Sequence[str]) -> Iterator[tuple[tuple[str, ...], torch.Tensor]]:
+def layer_stacks(
+    spec: ParamSpec, T: torch.Tensor, names: Sequence[str]
+) -> Iterator[tuple[tuple[str, ...], torch.Tensor]]:
     """(names, stacked task matrices [L, K, m, n]) of layers of one shape, a few at a time: as many as fit in
     `STACK_BYTES` (at least one), so a large pool's factorizations never hold every layer's copy at once (a
     ViT-B/32 MLP matrix of 8 tasks is 75 MB; the demo zoo's groups fit whole). Each stack is one copy."""
-    pages = Pages.of(T)
+    pages, work = Pages.of(T), _work(T)
     for group in spec.by_shape(names).values():
         m, n = spec.shapes[spec.names.index(group[0])]
-        at_once = max(1, STACK_BYTES // (T.shape[0] * m * n * T.element_size()))
+        at_once = max(1, STACK_BYTES // (T.shape[0] * m * n * work.itemsize))
         for start in range(0, len(group), at_once):
             chunk = group[start : start + at_once]
-            views = [spec.matrix_view(T, name) for name in chunk]  # [K, m, n] each
-            stacked = torch.stack(views)  # [L, K, m, n]
-            for view in views:  # a T mapped from a built store: its pages leave once copied
-                pages.release(view)
+            stacked = torch.empty(len(chunk), T.shape[0], m, n, dtype=work, device=T.device)  # [L, K, m, n]
+            for into, name in zip(stacked, chunk):  # a few layers: a bfloat16 T is widened as it is copied
+                view = spec.matrix_view(T, name)  # [K, m, n]
+                into.copy_(view)
+                pages.release(view)  # a T mapped from a built store: its pages leave once copied
             yield chunk, stacked
+
+
+def _work(T: torch.Tensor) -> torch.dtype:
+    """The dtype the factorizations run in: float32 for a bfloat16 T (a bf16 store's mapping)."""
+    return torch.promote_types(T.dtype, torch.float32)
 
 
 def _write(out: torch.Tensor, spec: ParamSpec, names: Sequence[str], deltas: torch.Tensor) -> None:
@@ -126,7 +134,7 @@ def _others_mean(out: torch.Tensor, T: torch.Tensor, spec: ParamSpec, matrices: 
     keep = torch.ones(spec.numel, dtype=torch.bool, device=T.device)  # [P]
     for name in matrices:
         keep[spec.slice_of(name)] = False
-    out[keep] = T[:, keep].mean(dim=0)  # [P_other]
+    out[keep] = T[:, keep].to(out.dtype).mean(dim=0)  # [P_other]
     Pages.of(T).release(T)  # the pages the gather touched, where T is a mapped store
 
 
@@ -136,10 +144,10 @@ def _rank_share(p: int, k: int) -> int:
 
 def tsv_delta(T: torch.Tensor, spec: ParamSpec, *, memo: Memo = no_memo) -> torch.Tensor:
     """Δ [P] of TSV-M (α = 1)."""
-    K, delta = T.shape[0], torch.empty(T.shape[1], dtype=T.dtype, device=T.device)  # [P]
+    K, delta = T.shape[0], torch.empty(T.shape[1], dtype=_work(T), device=T.device)  # [P]
     matrices = every_matrix(spec)
     _others_mean(delta, T, spec, matrices)
-    for names, tau in _layers(spec, T, matrices):
+    for names, tau in layer_stacks(spec, T, matrices):
         L, _, m, n = tau.shape
         r = _rank_share(min(m, n), K)
         u, s, vh = memo(("task_svd", names), lambda: torch.linalg.svd(tau, full_matrices=False))  # [L, K, m|p|n, p]
@@ -158,10 +166,10 @@ def _sum_svd(names: tuple[str, ...], tau: torch.Tensor, memo: Memo) -> tuple[tor
 
 def iso_c_delta(T: torch.Tensor, spec: ParamSpec, *, memo: Memo = no_memo) -> torch.Tensor:
     """Δ [P] of Iso-C (α = 1)."""
-    delta = torch.empty(T.shape[1], dtype=T.dtype, device=T.device)  # [P]
+    delta = torch.empty(T.shape[1], dtype=_work(T), device=T.device)  # [P]
     matrices = every_matrix(spec)
     _others_mean(delta, T, spec, matrices)
-    for names, tau in _layers(spec, T, matrices):
+    for names, tau in layer_stacks(spec, T, matrices):
         u, s, vh = _sum_svd(names, tau, memo)  # [L, m, p], [L, p], [L, p, n]
         _write(delta, spec, names, s.mean(dim=1)[:, None, None] * (u @ vh))  # [L, m, n]
     return delta
@@ -175,10 +183,10 @@ def iso_cts_split(p: int, k: int, share: float) -> tuple[int, int]:
 
 def iso_cts_delta(T: torch.Tensor, spec: ParamSpec, *, share: float, memo: Memo = no_memo) -> torch.Tensor:
     """Δ [P] of Iso-CTS (α = 1) with common share `share`."""
-    K, delta = T.shape[0], torch.empty(T.shape[1], dtype=T.dtype, device=T.device)  # [P]
+    K, delta = T.shape[0], torch.empty(T.shape[1], dtype=_work(T), device=T.device)  # [P]
     matrices = every_matrix(spec)
     _others_mean(delta, T, spec, matrices)
-    for names, tau in _layers(spec, T, matrices):
+    for names, tau in layer_stacks(spec, T, matrices):
         L, _, m, n = tau.shape
         common, s_task = iso_cts_split(min(m, n), K, share)
         u, s, vh = _sum_svd(names, tau, memo)  # [L, m, p], [L, p], [L, p, n]
@@ -206,7 +214,7 @@ def cart_low_rank(
     """(θ̄ − θ₀, Σₜ LR_r(θₜ − θ̄)) [P] each: CART's θ = θ₀ + first + λ·second."""
     mean = T.mean(dim=0)  # [P] θ̄ − θ₀
     centred_sum = torch.zeros_like(mean)  # [P]: full centred vectors sum to zero outside the low-rank set
-    for names, tau in _layers(spec, T, attention_and_mlp(spec)):
+    for names, tau in layer_stacks(spec, T, attention_and_mlp(spec)):
         r = max(1, int(rank_share * min(tau.shape[-2:])))
         u, s, vh = memo(  # [L, K, m, p], [L, K, p], [L, K, p, n] of θₜ − θ̄, the same for every rank
             ("centred_svd", names),
@@ -280,7 +288,7 @@ def _energy(s: torch.Tensor, r: int) -> float:
 def tsv_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
     """Per matrix: the ⌊p/K⌋ directions kept per task, and the share of the tasks' energy they carry."""
     rows = []
-    for names, tau in _layers(spec, T, every_matrix(spec)):
+    for names, tau in layer_stacks(spec, T, every_matrix(spec)):
         s = torch.linalg.svdvals(tau)  # [L, K, p]
         r = _rank_share(s.shape[-1], T.shape[0])
         rows += [LayerRank(n, r, s.shape[-1], _energy(s[i], r)) for i, n in enumerate(names)]
@@ -296,7 +304,7 @@ def iso_c_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ..
 def iso_cts_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
     """Per matrix: the size k of the common subspace, and the share of the summed matrix's energy in it."""
     rows = []
-    for names, tau in _layers(spec, T, every_matrix(spec)):
+    for names, tau in layer_stacks(spec, T, every_matrix(spec)):
         s = torch.linalg.svdvals(tau.sum(dim=1))  # [L, p]
         common, _ = iso_cts_split(s.shape[-1], T.shape[0], float(params["share"]))
         rows += [LayerRank(n, common, s.shape[-1], _energy(s[i], common)) for i, n in enumerate(names)]
@@ -306,7 +314,7 @@ def iso_cts_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, 
 def cart_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
     """Per attention or MLP weight: the rank r kept of each centred vector, and the share of their energy."""
     rows = []
-    for names, tau in _layers(spec, T, attention_and_mlp(spec)):
+    for names, tau in layer_stacks(spec, T, attention_and_mlp(spec)):
         s = torch.linalg.svdvals(tau - tau.mean(dim=1, keepdim=True))  # [L, K, p]
         r = max(1, int(float(params["rank_share"]) * s.shape[-1]))
         rows += [LayerRank(n, r, s.shape[-1], _energy(s[i], r)) for i, n in enumerate(names)]

@@ -1,10 +1,9 @@
 """A pool's task vectors opened with the backing its memory plan picks (engine/store/plan.py).
 
-Until every merge method reads the task store block by block (issue 30's next step), a Workspace holds a
-`TaskMatrix`: in memory, or a float32 built store's own mapping (`BuiltStore.matrix`), whose pages are the
-file's (the kernel drops them under pressure) rather than the process's anonymous memory. A bfloat16 store
-serves block and layer reads only (`built_task_store(..., dtype="bfloat16")`), so it is refused here with
-that said; out of core is a CPU affair (a GPU pool opens in memory).
+A Workspace holds a `TaskMatrix`: in memory, or a built store's own mapping (`BuiltStore.matrix`), float32 or
+bfloat16, whose pages are the file's, released by the kernels as they stream it, rather than the process's
+anonymous memory. On a bfloat16 store only the methods that declare it merge (`MergeMethod.bfloat16`); the
+others say so by name. Out of core is a CPU affair (a GPU pool opens in memory).
 """
 
 from __future__ import annotations
@@ -76,11 +75,5 @@ def open_task_matrix(
             f"is read on the CPU, not {device}",
             fix="open a GPU pool in memory (--store memory)",
         )
-    if plan.backing == "built-bf16":
-        why = "" if plan.asked else " (the plan's pick: a float32 store would not fit on the disk)"
-        raise ParameterError(
-            "store built-bf16",
-            f"serves block and layer reads, but merges still read T whole as float32{why}",
-            fix="open the pool with --store built (float32, exact) or memory, freeing disk for the former",
-        )
-    return built_task_store(collection, folder, tasks=tasks, variants=variants).matrix()
+    dtype = "bfloat16" if plan.backing == "built-bf16" else "float32"
+    return built_task_store(collection, folder, tasks=tasks, variants=variants, dtype=dtype).matrix()

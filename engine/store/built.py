@@ -259,12 +259,7 @@ class BuiltStore:
             self.mapping.madvise(mmap.MADV_DONTNEED, first, last - first)
 
     def matrix(self) -> TaskMatrix:
-        """A TaskMatrix whose T is the mapping itself (float32 stores only): methods that read T whole run on it
-        unchanged, its pages file-backed (the kernel reclaims them), not anonymous memory."""
-        if self.dtype != torch.float32:
-            raise ParameterError(
-                str(self.path),
-                f"is a {self.dtype} store: its rows are read block by block (float32 accumulation), not as one T",
-                fix="open the pool with --store built (float32) or memory",
-            )
+        """A TaskMatrix whose T is the mapping itself, in the store's dtype: its pages are the file's, released by
+        the kernels as they stream it (engine/store/pages.py). A bfloat16 T is read by the methods that declare
+        it (`MergeMethod.bfloat16`: they widen what they read and compute in float32); the others refuse it."""
         return TaskMatrix(self.theta0, self.rows, self.spec, self.task_names)
