@@ -79,10 +79,12 @@ class Sizes:
     learn_steps: int
     wudi_steps: int
     repeats: int  # timed calls after a warm-up
+    large_arch: str  # the bfloat16 large pool's tower (issue 30)
+    large_tasks: int
 
 
-FULL = Sizes("ViT-B-32", 8, 2000, 10, 256, 16, 10, 3, 5)
-SMOKE = Sizes("mergelab-test-tiny", 8, 16, 10, 4, 2, 1, 1, 1)
+FULL = Sizes("ViT-B-32", 8, 2000, 10, 256, 16, 10, 3, 5, "ViT-L-14", 20)
+SMOKE = Sizes("mergelab-test-tiny", 8, 16, 10, 4, 2, 1, 1, 1, "mergelab-test-tiny", 3)
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,38 @@ def memory_part(b: Bench) -> dict:
         "target_bytes": goal,
         "methods": rows,
         "target_peak_over_target_max": 1.0,
+    }
+
+
+def large_bf16_part(b: Bench) -> dict:
+    """Issue 30's GPU figure: a bfloat16 T of `large_tasks` random task vectors of `large_arch` (20 × ViT-L/14:
+    12.2 GB, half of float32) generated on the device from a seeded generator, one float32 row at a time, and
+    TIES and Iso-C on it (widened chunk by chunk or layer by layer, float32 arithmetic): seconds and peak device
+    memory of each, T and θ₀ included."""
+    visual = create_visual(b.sizes.large_arch).eval()
+    spec = ParamSpec.from_state_dict(visual.state_dict())
+    theta0 = flatten(visual.state_dict(), spec, device=b.device)  # [P] float32
+    del visual
+    K, P = b.sizes.large_tasks, spec.numel
+    T = torch.empty(K, P, dtype=torch.bfloat16, device=b.device)  # [K, P]
+    generator = torch.Generator(device=b.device)
+    for k in range(K):  # over tasks: one float32 row alive at a time
+        generator.manual_seed(1000 + k)
+        T[k].copy_(torch.randn(P, generator=generator, device=b.device).mul_(1e-3))
+    resident = theta0.numel() * 4 + T.numel() * 2
+    rows = {}
+    for method, params in (("ties", {"density": 0.2}), ("iso_c", {})):
+        sync(b.device)
+        start = time.perf_counter()
+        extra = peak_extra_bytes(lambda m=method, p=params: apply(m, theta0, T, p, spec=spec), b)
+        rows[method] = {"seconds": round(time.perf_counter() - start, 3), "peak_bytes": resident + extra}
+    return {
+        "architecture": b.sizes.large_arch,
+        "K": K,
+        "P": P,
+        "T_dtype": "bfloat16",
+        "resident_bytes": resident,
+        "methods": rows,
     }
 
 
@@ -314,6 +348,7 @@ PARTS: tuple[tuple[str, Part], ...] = (  # most important first: merges, the int
     ("slider_move", slider_move_part),
     ("sparse_merges", sparse_part),
     ("merge_memory", memory_part),
+    ("large_bf16", large_bf16_part),
     ("evaluation", evaluation_part),
     ("taujp", taujp_part),
     ("learned_coefficients", learn_part),

@@ -29,6 +29,7 @@ KEY_FIGURES = {
         "ties_speedup_over_exact_kthvalue",
     ),
     "merge_memory": tuple(f"methods.{m}.peak_over_target" for m in ("task_arithmetic", "ties", "dare", "sta")),
+    "large_bf16": ("resident_bytes", "methods.ties.seconds", "methods.ties.peak_bytes", "methods.iso_c.peak_bytes"),
     "evaluation": ("bare_forward_img_per_s", "evaluate_img_per_s", "ratio_to_bare"),
     "taujp": ("taujp_matrix_s", "bare_jvp_img_per_s", "taujp_products_per_s"),
     "learned_coefficients": ("bare_fwd_bwd_img_per_s", "atlas.ratio_to_bare", "dv_basi.ratio_to_bare"),

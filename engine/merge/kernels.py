@@ -14,6 +14,7 @@ import torch
 from engine.store.pages import Pages
 
 CPU_CHUNK = 1 << 18  # 256k floats = 1 MiB per row chunk; measured best on the 2-core CPU
+GPU_BLOCK_ENTRIES = 1 << 27  # K·c entries widened at once on a GPU (512 MiB of float32)
 
 
 def weighted_sum(
@@ -29,8 +30,10 @@ def weighted_sum(
             f"weighted_sum: T {tuple(T.shape)}, θ₀ {tuple(theta0.shape)} and "
             f"coeffs {tuple(coeffs.shape)} do not line up as [K, P], [P], [K]"
         )
-    if theta0.device.type != "cpu":
+    if theta0.device.type != "cpu" and T.dtype == theta0.dtype:
         return torch.addmv(theta0, T.t(), coeffs.to(T), out=out)  # [P]
+    if theta0.device.type != "cpu":
+        return _widened_addmv(theta0, T, coeffs, out=out)
     scales = [(k, c) for k, c in enumerate(coeffs.tolist()) if c != 0.0]
     out, pages = torch.empty_like(theta0) if out is None else out, Pages.of(T)  # [P]
     for start in range(0, theta0.shape[0], CPU_CHUNK):
@@ -39,4 +42,16 @@ def weighted_sum(
         for k, c in scales:
             tile.add_(T[k, start : start + CPU_CHUNK], alpha=c)
         pages.release(T[:, start : start + CPU_CHUNK])
+    return out
+
+
+def _widened_addmv(
+    theta0: torch.Tensor, T: torch.Tensor, coeffs: torch.Tensor, *, out: torch.Tensor | None
+) -> torch.Tensor:
+    """θ₀ + coeffs @ T for a T of another dtype (a bfloat16 T on a GPU), widened a block of columns at a time."""
+    out = torch.empty_like(theta0) if out is None else out  # [P]
+    width = max(1, GPU_BLOCK_ENTRIES // T.shape[0])
+    for start in range(0, theta0.shape[0], width):
+        cols = slice(start, start + width)
+        torch.addmv(theta0[cols], T[:, cols].to(theta0.dtype).t(), coeffs.to(theta0), out=out[cols])  # [c]
     return out
