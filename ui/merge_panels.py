@@ -132,6 +132,18 @@ def parts_job(s: Setting) -> None:
     st.stop()
 
 
+def mask_note(s: Setting, *, per_task: bool) -> None:
+    """Say so when per-task λ moves cannot reuse a keep mask: it would not fit the cache budget, so each move
+    recomputes the mask from the method's cut (engine/merge/session.py: `mask_fits`)."""
+    if not per_task or s.method.keep_mask is None or s.ws.merges.mask_fits(s.tasks):
+        return
+    size = len(s.tasks) * s.ws.matrix.spec.numel / 2**30  # bool [k, P]
+    st.caption(
+        f"The keep mask of these {len(s.tasks)} tasks ({size:.2f} GiB) does not fit the cache budget, so each "
+        "move of a task's λ recomputes it from the method's cut. A larger `cache_budget_mb` in config.json keeps it."
+    )
+
+
 def sparsity_panel(s: Setting) -> None:
     """Per task the share the method keeps (or per layer the rank), and the sign conflicts per layer."""
     with st.container(border=True):

@@ -158,6 +158,7 @@ with right:
             preview = ws.taujp.preview(tasks, params)
         bars.plotly_chart(figures.preview_bars(preview), key="preview_bars")
     setting = panels.Setting(ws, collection, choice, tuple(tasks), method, params, calibrate)
+    panels.mask_note(setting, per_task=per_task)
     if ws.merges.needs_job(tasks, method_name, setting.base_params):
         panels.parts_job(setting)
     try:
