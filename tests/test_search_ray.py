@@ -103,6 +103,22 @@ def test_a_grid_on_two_ray_workers_equals_the_local_runner_trial_by_trial(cluste
     assert all(by_index[t.index].outputs["accuracy"] == dict(t.accuracy) for t in local_grid.trials)
 
 
+def test_workers_open_the_pool_as_the_home_says_sharing_one_built_store(cluster, ws, local_grid, tmp_path):
+    """With "store": "built" in the home's config.json, both workers map the one store the first built (built once,
+    under its lock) and their trials equal the in-memory ones."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.json").write_text('{"store": "built"}')
+    axes = tuple((k, tuple(v)) for k, v in TIES_GRID.items())
+    evaluator = RayEvaluator(WorkerSpec(WorkspaceRef.of(ws), home=str(home)), workers=2)
+    try:
+        on_store = grid_sweep(evaluator, method="ties", tasks=ws.task_names, axes=axes)
+    finally:
+        evaluator.close()
+    assert on_store.trials == local_grid.trials and len({t.worker for t in on_store.trials}) == 2
+    assert len(list((home / "cache" / "stores").glob("*.float32.taskstore"))) == 1
+
+
 def test_a_killed_worker_s_trials_are_retried_and_logged_once(cluster, ws, local_grid, tmp_path):
     log, killed = RunLog(tmp_path / "runs.sqlite3"), []
 

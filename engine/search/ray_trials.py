@@ -27,6 +27,7 @@ from typing import Any
 from engine.errors import MergelabError
 from engine.home import DataHome
 from engine.pool.access import open_for_user
+from engine.pool.backing import plan_for
 from engine.search.ref import WorkspaceRef
 from engine.search.trials import Stop, TrialRequest, TrialResult, evaluate_trial, worker_name
 from engine.workspace import Workspace
@@ -44,6 +45,7 @@ class WorkersLostError(MergelabError):
 class WorkerSpec:
     workspace: WorkspaceRef
     home: str | None = None  # the data home whose caches workers use (default: each worker's MERGELAB_HOME)
+    workers: int = 1  # workers opening the pool at once: the memory plan shares the machine's room among them
 
 
 def connect(setting: str, *, num_cpus: int | None = None) -> None:
@@ -81,8 +83,17 @@ def open_worker_workspace(spec: WorkerSpec) -> Workspace:
     # the driver refused or consented to a pool's unreadable entries; the reference names each task it kept
     collection = open_for_user(ref.collection, home=home, policy=DataHome.shell_policy(), skip_unreadable=True)
     tasks = [task for task, _ in ref.checkpoints_sha256]  # the driver's tasks, in its order
+    plan = plan_for(  # the home's store choice; out of core, every worker maps the one built store (page cache)
+        collection,
+        tasks=tasks,
+        folder=home.stores,
+        choice=home.store_choice(),
+        cache_budget=home.cache_budget_bytes(),
+        jobs=spec.workers,
+        device=ref.device,
+    )
     workspace = Workspace.from_collection(
-        collection, cache_dir=home.cache, device=ref.device, variants=dict(ref.choice), tasks=tasks
+        collection, cache_dir=home.cache, device=ref.device, variants=dict(ref.choice), tasks=tasks, store=plan
     )
     return ref.check(workspace)
 
@@ -142,6 +153,7 @@ class RayEvaluator:
         options = {"num_cpus": _cpus_per_worker(self.workers, gpus), "num_gpus": 1 if gpus else 0, "max_restarts": 0}
         self._gate = ray.remote(TrialGate).options(num_cpus=0).remote()
         worker = ray.remote(TrialWorker).options(**options)
+        spec = replace(spec, workers=self.workers)  # all on one machine at worst: each plans with its share
         self._actors = [worker.remote(spec, self._gate) for _ in range(self.workers)]
         self.names = ray.get([a.where.remote() for a in self._actors])  # each has opened its workspace
         self._running: dict[Any, tuple[Any, TrialRequest]] = {}
