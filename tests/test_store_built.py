@@ -13,11 +13,13 @@ import torch
 
 from engine.cli import method_lines
 from engine.errors import DiskFullError, ParameterError
+from engine.merge.declaration import rows_as_read
 from engine.merge.registry import METHODS
 from engine.params import ParamSpec, TaskMatrix
 from engine.pool.collection import built_task_store, lazy_task_store, load_collection, task_matrix
 from engine.store import TaskStore, column_blocks
 from engine.store.built import BuiltStore, stale_or_damaged, store_header
+from engine.store.plan import MemoryFacts
 from tests.store_doubles import SYNTHETIC_SPEC, open_synthetic, synthetic_row
 from tests.test_merge_hashes import FIXTURE, ZOO, cases, fingerprint, merged
 
@@ -64,28 +66,28 @@ def test_every_method_on_the_float32_mapping_merges_to_the_recorded_bits(zoo, st
             assert fingerprint(merged(zoo[0], mapped, method, params, rows))["sha256"] == recorded[case]["sha256"]
 
 
-def test_a_bfloat16_mapping_merges_as_its_values_widened_or_is_refused_by_name(zoo, stores):
-    """Iterates the registry: a method that declares `bfloat16` merges the bf16 store's own mapping to the bits of
-    the same merge of those values widened to float32 in memory (float32 arithmetic throughout); any other
-    method refuses it, naming itself and the fix."""
+def test_every_method_merges_a_bfloat16_mapping_as_its_values_widened(zoo, stores):
+    """Iterates the registry: every method merges the bf16 store's own mapping to the bits of the same merge of
+    those values widened to float32 in memory. Those that declare `bfloat16` read the mapping chunk by chunk or
+    layer by layer (float32 arithmetic); the others get it widened whole for the call, or refuse it, naming
+    what it would take, when that does not fit the machine's memory."""
     collection, matrix = zoo
     mapped = stores["bfloat16"].matrix()
     assert mapped.T.dtype == torch.bfloat16 and mapped.T.data_ptr() == stores["bfloat16"].rows.data_ptr()
     widened = TaskMatrix(matrix.theta0, mapped.T.float(), matrix.spec, matrix.task_names)  # [K, P] float32
     readers = []
     for case, method, params, rows in cases():
-        if not case.endswith("/default"):
-            continue
-        if METHODS[method].bfloat16:
-            readers.append(method)
+        if case.endswith("/default"):
+            readers += [method] if METHODS[method].bfloat16 else []
             got = merged(collection, mapped, method, params, rows)
             assert torch.equal(got, merged(collection, widened, method, params, rows)), method
-        else:
-            with pytest.raises(ParameterError, match=f"method {method}.*bfloat16.*--store built"):
-                merged(collection, mapped, method, params, rows)
-    assert {"task_arithmetic", "ties", "tsv_m", "iso_c"} <= set(readers)
+    assert {"task_arithmetic", "ties", "tsv_m", "iso_c"} <= set(readers) < set(METHODS)
     listed = [line for line in method_lines(METHODS) if not line.startswith(" ")]  # what the refusal points to
     assert {line.split(":")[0] for line in listed if "[reads bfloat16 stores]" in line} == set(readers)
+    small = MemoryFacts(mem_available=mapped.T.numel() * 4)  # less than T widened needs beside everything else
+    assert rows_as_read(METHODS["ties"], mapped.T, facts=small) is mapped.T
+    with pytest.raises(ParameterError, match=r"method wudi.*needs 0\.\d GiB.*--store built"):
+        rows_as_read(METHODS["wudi"], mapped.T, facts=small)
 
 
 def test_reopening_reads_no_checkpoint_and_a_changed_source_rebuilds(tmp_path):

@@ -123,8 +123,8 @@ def test_a_workspace_opened_out_of_core_merges_as_in_memory(tiny_collection_dir,
     widened = memory.matrix.T.to(torch.bfloat16).float()  # [K, P] what the bf16 store holds, as float32
     base, direction = scale_parts("ties", memory.matrix.theta0, widened)  # what a session caches, λ applied after
     assert torch.equal(half.merge(half.task_names, "ties", {"lam": 0.8}), torch.add(base, direction, alpha=0.8))
-    with pytest.raises(ParameterError, match="method wudi.*--store built"):
-        half.merge(half.task_names, "wudi", {})
+    cart = apply("cart", memory.matrix.theta0, widened, {}, spec=memory.matrix.spec)  # widened whole for the call
+    assert torch.equal(half.merges.merge(half.task_names, "cart", {}), cart)
     auto = Workspace.from_collection(collection, cache_dir=tmp_path / "a")  # a tiny pool: the plan keeps it in memory
     assert auto.store_plan.backing == "memory" and not auto.store_plan.asked
 

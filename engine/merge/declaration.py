@@ -48,6 +48,7 @@ from engine.merge.subspace import LayerRank
 from engine.merge.task_models import SINGLE_MODEL, Storage, TaskParts
 from engine.params import ParamSpec
 from engine.store.pages import Pages
+from engine.store.plan import COMFORT, GIB, MemoryFacts
 
 ParamValue = float | Sequence[float]
 Selection = Literal["none", "magnitude", "random_drop", "importance", "consensus", "low_rank"]
@@ -162,7 +163,8 @@ class MergeMethod:
     # keeps s apart, so a λ move reuses the calibrator's parts (engine/merge/session.py)
     linear_scale: bool = field(default=False, kw_only=True)
     # reads a bfloat16 T (a bf16 store's mapping) chunk by chunk or layer by layer, widening what it reads and
-    # computing in float32, with the same result as on that T widened whole; other methods refuse such a T
+    # computing in float32, with the same result as on that T widened whole; other methods get it widened whole
+    # in memory for the call (`rows_as_read`), or refuse it when that does not fit
     bfloat16: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -284,8 +286,7 @@ class MergeMethod:
             return None  # keeps every entry (low-rank methods keep directions: `ranks`)
         if self.importance is not None:
             check_importance(self.name, importance, T)
-        check_dtype(self, T)
-        mask = self.keep_mask(T, resolved, importance)
+        mask = self.keep_mask(rows_as_read(self, T), resolved, importance)
         Pages.of(T).release(T)  # a T mapped from a built store: its pages leave with the call
         return mask
 
@@ -296,16 +297,23 @@ class MergeMethod:
         return self.keep_rank(T, spec, self.resolve(params, num_tasks=T.shape[0]))
 
 
-def check_dtype(method: MergeMethod, T: torch.Tensor) -> None:
-    """ParameterError when T is bfloat16 (a bf16 store's mapping) and `method` does not declare it reads that."""
+def rows_as_read(method: MergeMethod, T: torch.Tensor, *, facts: MemoryFacts | None = None) -> torch.Tensor:
+    """T as `method` reads it: T itself, unless T is bfloat16 (a bf16 store's mapping) and the method reads float32
+    only (`bfloat16` undeclared); then T widened to float32 in memory for the call, when that fits `COMFORT` of
+    the machine's room (`facts`, default read now), else ParameterError saying what it would need."""
     if T.dtype != torch.bfloat16 or method.bfloat16:
-        return
-    raise ParameterError(
-        f"method {method.name}",
-        f"reads the task vectors as float32, and this pool's are a {T.dtype} store",
-        fix="open the pool with --store built (float32) or memory, or merge with a method that reads bfloat16 "
-        "(python -m engine methods)",
-    )
+        return T
+    facts = facts or MemoryFacts.read()
+    need = 4 * T.numel()  # [K, P] float32
+    if need > COMFORT * facts.room:
+        raise ParameterError(
+            f"method {method.name}",
+            f"reads the task vectors as float32: widening this pool's bfloat16 store needs {need / GIB:.1f} GiB "
+            f"in memory, {facts.room / GIB:.1f} GiB are available",
+            fix="merge with a method that reads bfloat16 (python -m engine methods), or open the pool with "
+            "--store built (float32)",
+        )
+    return T.float()  # [K, P]
 
 
 def check_keep(method: MergeMethod, keep: torch.Tensor, T: torch.Tensor) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from engine.errors import ParameterError, UnknownMethodError
-from engine.merge.declaration import MergeMethod, ParamValue, check_dtype, check_importance, check_keep
+from engine.merge.declaration import MergeMethod, ParamValue, check_importance, check_keep, rows_as_read
 from engine.merge.subspace import Memo
 from engine.merge.wudi import StepProgress
 from engine.params import ParamSpec
@@ -110,8 +110,9 @@ def apply_resolved(
                 fix="pass spec=, or merge through a Workspace",
             )
         resolved["spec"] = spec
-    check_dtype(method, T)
-    merged = method.fn(theta0, T, out=out, **resolved, **_mask_inputs(method, T, importance, keep))
+    merged = method.fn(
+        theta0, rows_as_read(method, T), out=out, **resolved, **_mask_inputs(method, T, importance, keep)
+    )
     Pages.of(T).release(T)  # a T mapped from a built store: what a method read whole leaves with the call
     return merged
 
@@ -174,7 +175,7 @@ def scale_parts_resolved(
             resolved["memo"] = memo
     if method.iterative and progress is not None:
         resolved["progress"] = progress
-    check_dtype(method, T)
-    parts = method.scale_parts(theta0, T, **resolved, **_mask_inputs(method, T, importance, keep))
+    rows = rows_as_read(method, T)  # [K, P]
+    parts = method.scale_parts(theta0, rows, **resolved, **_mask_inputs(method, T, importance, keep))
     Pages.of(T).release(T)
     return parts

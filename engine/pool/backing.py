@@ -2,8 +2,9 @@
 
 A Workspace holds a `TaskMatrix`: in memory, or a built store's own mapping (`BuiltStore.matrix`), float32 or
 bfloat16, whose pages are the file's, released by the kernels as they stream it, rather than the process's
-anonymous memory. On a bfloat16 store only the methods that declare it merge (`MergeMethod.bfloat16`); the
-others say so by name. Out of core is a CPU affair (a GPU pool opens in memory).
+anonymous memory. On a bfloat16 store the methods that declare it (`MergeMethod.bfloat16`) read the mapping as they
+stream it; the others get it widened to float32 in memory for the call, when that fits (engine/merge/declaration.py:
+`rows_as_read`). Out of core is a CPU affair (a GPU pool opens in memory).
 """
 
 from __future__ import annotations
