@@ -2,6 +2,7 @@
 its final step found), its parts keep their data-home key, and it merges like the registry's kernels. The
 incremental-merge guarantees through the Workspace are tests/test_incremental_merge.py."""
 
+import dataclasses
 import json
 
 import pytest
@@ -72,3 +73,15 @@ def test_the_parts_key_is_the_data_homes_key(matrix, tmp_path):
     key = session.parts_key(session.plan(tasks, "iso_cts", {"share": 0.5, "alpha": 2.0}))
     assert json.loads(key) == {"workspace": "pool-fingerprint", "tasks": list(tasks), "method": "iso_cts", "share": 0.5}
     assert key == json.dumps({"workspace": "pool-fingerprint", "tasks": list(tasks), "method": "iso_cts", "share": 0.5})
+
+
+@pytest.mark.parametrize("method", ["tsv_m", "iso_cts"])
+def test_a_one_shot_session_keeps_no_factorization(matrix, tmp_path, method):
+    """The merge command merges once: its session (keep_factors=False) leaves no per-layer factorization in the
+    cache, and merges to the same bits as a session that keeps them for later moves."""
+    keeping = _session(matrix, tmp_path / "a")
+    one_shot = dataclasses.replace(_session(matrix, tmp_path / "b"), keep_factors=False)
+    tasks = matrix.task_names
+    assert torch.equal(keeping.merge(tasks, method, {}), one_shot.merge(tasks, method, {}))
+    factors = lambda session: [k for k in session.cache._entries if "factors" in k]  # noqa: E731
+    assert factors(keeping) and not factors(one_shot)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -68,6 +68,9 @@ class MergeSession:
     fingerprint: str
     parts_store: TensorStore
     importance: Callable[[str], torch.Tensor]
+    # keep per-layer factorizations in `cache` for later moves (Iso-CTS's share, the keep panel's ranks); a
+    # one-shot run (the merge command) does not: they would fill the cache budget, growing with K
+    keep_factors: bool = field(default=True, kw_only=True)
 
     def plan(self, tasks: Sequence[str], method: str | MergeMethod, params: Mapping[str, ParamValue]) -> MergePlan:
         method = get_method(method)
@@ -269,6 +272,8 @@ class MergeSession:
             return stored.get("base", theta0), stored["direction"]
 
         def memo(name: Hashable, compute: Callable[[], Any]) -> Any:
+            if not self.keep_factors:
+                return compute()
             return self.cache.get_or_compute((self.fingerprint, "factors", tasks, name), compute)
 
         base, direction = scale_parts_resolved(

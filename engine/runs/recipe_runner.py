@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -72,7 +72,8 @@ def run_recipe(
     tasks = tuple(recipe.tasks or ws.task_names)
     _check_matches(recipe, ws, tasks)
     get_method(recipe.method).resolve(split_params(recipe.params, recipe.calibrate)[0], num_tasks=len(tasks))
-    merged = ws.merge(tasks, recipe.method, recipe.params, calibrate=recipe.calibrate)  # [P]
+    one_shot = replace(ws.merges, keep_factors=False)  # merged once: no factorization kept for later moves
+    merged = one_shot.merge(tasks, recipe.method, recipe.params, calibrate=recipe.calibrate)  # [P]
     filled = recipe.model_copy(update={"pretrained_sha256": ws.pretrained.tensors_sha256, "tasks": tasks})
     out = out or home.exports / f"{recipe.output or _default_name(filled)}.safetensors"
     checkpoint = export_merged(out, merged, ws.matrix.spec, pretrained=ws.pretrained, recipe=filled)
