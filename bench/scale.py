@@ -25,7 +25,8 @@ least-squares slope and intercept over K per method and store, held to the issue
 sizes per task and an intercept ≤ 4 model sizes + what a fresh process opening a K = 1 pool holds (`open_K1`).
 Each K's pool and data home are deleted once its runs are done.
 
-    python bench/scale.py --merge-rss 4 8 16 20 [--work /tmp/mergelab-scale] [--redo]
+    python bench/scale.py --merge-rss 4 8 16 20 [--work /tmp/mergelab-scale] [--redo] [--stores built]
+        [--methods tsv_m iso_c]
 
 `--large ViT-L-14 20` (key `large`): the same four merges from a float32 store of 20 random ViT-L/14 fine-tunes
 (each written as its image tower in bfloat16, so pool and store fit ~40 GB of disk), peak resident size against
@@ -275,7 +276,9 @@ def _line(xs: list[int], ys: list[float]) -> dict:
     return {"slope_per_task": round(slope, 3), "intercept": round(my - slope * mx, 3), "points": n}
 
 
-def run_merge_rss(work: Path, counts: list[int], document: dict, *, redo: bool) -> None:
+def run_merge_rss(
+    work: Path, counts: list[int], document: dict, *, redo: bool, stores=MERGE_STORES, methods=tuple(MERGE_METHODS)
+) -> None:
     """Each K's runs, then that K's pool and data home deleted (K = 20 alone is ~20 GB), unless a run failed."""
     section = document.setdefault("merge_rss", {})
     runs = section.setdefault("runs", {})
@@ -284,8 +287,8 @@ def run_merge_rss(work: Path, counts: list[int], document: dict, *, redo: bool) 
         section["open_K1"] = open_rss(work)
         print("open K = 1", section["open_K1"], flush=True)
     for num_tasks in counts:
-        for store in MERGE_STORES:
-            for method in MERGE_METHODS:
+        for store in stores:
+            for method in methods:
                 by_store = runs.setdefault(f"K{num_tasks}", {}).setdefault(store, {})
                 if method in by_store and not redo:
                     continue
@@ -356,13 +359,15 @@ def main() -> None:
     parser.add_argument("--clean", action="store_true", help="delete the pool and stores afterwards")
     parser.add_argument("--merge-rss", nargs="+", type=int, metavar="K", help="the merge command's memory at these K")
     parser.add_argument("--large", nargs=2, metavar=("ARCH", "K"), help="e.g. ViT-L-14 20: the large case")
+    parser.add_argument("--stores", nargs="+", default=list(MERGE_STORES), choices=MERGE_STORES)
+    parser.add_argument("--methods", nargs="+", default=list(MERGE_METHODS), choices=list(MERGE_METHODS))
     args = parser.parse_args()
     document = json.loads(OUT.read_text()) if OUT.exists() else {"parts": {}}
     if args.large:
         run_large(args.work, document, architecture=args.large[0], num_tasks=int(args.large[1]), redo=args.redo)
         return
     if args.merge_rss:
-        run_merge_rss(args.work, args.merge_rss, document, redo=args.redo)
+        run_merge_rss(args.work, args.merge_rss, document, redo=args.redo, stores=args.stores, methods=args.methods)
         return
     document["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "arch": "ViT-B-32", "K": 8}
     for part in args.parts:
