@@ -104,7 +104,9 @@ def layer_stacks(
 ) -> Iterator[tuple[tuple[str, ...], torch.Tensor]]:
     """(names, stacked task matrices [L, K, m, n]) of layers of one shape, a few at a time: as many as fit in
     `STACK_BYTES` (at least one), so a large pool's factorizations never hold every layer's copy at once (a
-    ViT-B/32 MLP matrix of 8 tasks is 75 MB; the demo zoo's groups fit whole). Each stack is one copy."""
+    ViT-B/32 MLP matrix of 8 tasks is 75 MB; the demo zoo's groups fit whole). Each stack is one float32 copy
+    (a bfloat16 T widened as it is copied); a T mapped from a built store gives each layer's pages back once
+    copied, so out of core the process holds the stacks, not the file."""
     pages, work = Pages.of(T), _work(T)
     for group in spec.by_shape(names).values():
         m, n = spec.shapes[spec.names.index(group[0])]
@@ -115,7 +117,7 @@ def layer_stacks(
             for into, name in zip(stacked, chunk):  # a few layers: a bfloat16 T is widened as it is copied
                 view = spec.matrix_view(T, name)  # [K, m, n]
                 into.copy_(view)
-                pages.release(view)  # a T mapped from a built store: its pages leave once copied
+                pages.release(view)
             yield chunk, stacked
 
 
