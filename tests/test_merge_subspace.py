@@ -314,17 +314,19 @@ def test_a_large_models_factorized_parts_are_a_job_and_kept_in_the_data_home(
 
 @pytest.mark.parametrize("name", ["tsv_m", "iso_c", "iso_cts", "cart"])
 def test_factoring_a_few_layers_at_a_time_merges_as_whole_shape_groups_do(tower, monkeypatch, name):
-    """A large pool's layers of one shape are stacked a few at a time (`STACK_BYTES`), never all at once; one
-    layer per stack gives the merge the whole groups give (the two blocks' layers share their shapes here)."""
+    """A large pool's layers of one shape are stacked a few at a time (`STACK_BYTES`), never all at once, and the
+    other tensors' mean is gathered a block of columns at a time (`OTHERS_BLOCK_ENTRIES`); one layer per stack and
+    a few columns per block give the merge the whole groups give (the two blocks' layers share their shapes)."""
     import engine.merge.subspace as subspace
 
     theta0, T = tower
     whole = apply(name, theta0, T, {}, spec=SPEC)
     stacks = []
-    layers = subspace._layers
+    layers = subspace.layer_stacks
     monkeypatch.setattr(subspace, "STACK_BYTES", 1)  # one layer per stack
+    monkeypatch.setattr(subspace, "OTHERS_BLOCK_ENTRIES", 7 * T.shape[0])  # 7 columns per block
     monkeypatch.setattr(
-        subspace, "_layers", lambda *a: [stacks.append(names) or (names, tau) for names, tau in layers(*a)]
+        subspace, "layer_stacks", lambda *a: [stacks.append(names) or (names, tau) for names, tau in layers(*a)]
     )
     one_by_one = apply(name, theta0, T, {}, spec=SPEC)
     assert stacks and all(len(names) == 1 for names in stacks)

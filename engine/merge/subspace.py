@@ -131,13 +131,20 @@ def _write(out: torch.Tensor, spec: ParamSpec, names: Sequence[str], deltas: tor
         spec.matrix_view(out, name).copy_(delta)
 
 
+OTHERS_BLOCK_ENTRIES = 1 << 22  # K·c entries of T gathered at a time for the tensors outside the matrices
+
+
 def _others_mean(out: torch.Tensor, T: torch.Tensor, spec: ParamSpec, matrices: Sequence[str]) -> None:
-    """Every tensor outside `matrices` gets the mean of the task vectors."""
+    """Every tensor outside `matrices` gets the mean of the task vectors, gathered a block of columns at a time
+    (each column's mean is its own, so the blocks change no bit), a mapped store's pages released per block."""
     keep = torch.ones(spec.numel, dtype=torch.bool, device=T.device)  # [P]
     for name in matrices:
         keep[spec.slice_of(name)] = False
-    out[keep] = T[:, keep].to(out.dtype).mean(dim=0)  # [P_other]
-    Pages.of(T).release(T)  # the pages the gather touched, where T is a mapped store
+    pages, width = Pages.of(T), max(1, OTHERS_BLOCK_ENTRIES // T.shape[0])
+    for start in range(0, spec.numel, width):
+        cols, chosen = slice(start, start + width), keep[start : start + width]  # [c] bool
+        out[cols][chosen] = T[:, cols][:, chosen].to(out.dtype).mean(dim=0)  # [c_other]
+        pages.release(T[:, cols])
 
 
 def _rank_share(p: int, k: int) -> int:
