@@ -10,7 +10,7 @@ each, every run in a fresh process, and compares the medians over runs of each r
 Writes the key `in_memory_speed` of bench/results/scale_cpu.json: per figure the old and new medians, their
 ratio (new / old) and whether it is within the goal. Run it on a quiet machine; the load is recorded per run.
 
-    python bench/before_after.py [--old 8bde939] [--runs 5]
+    python bench/before_after.py [--old 8bde939] [--runs 5] [--append]
 """
 
 from __future__ import annotations
@@ -83,24 +83,29 @@ def main() -> None:
     parser.add_argument("--old", default=BEFORE_STORE)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--trees", type=Path, default=Path(tempfile.gettempdir()) / "mergelab-before-after")
+    parser.add_argument("--append", action="store_true", help="add these runs to the recorded ones of the same pair")
     args = parser.parse_args()
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True, capture_output=True, text=True)
     trees = {"old": worktree(args.old, args.trees / "old"), "new": worktree(head.stdout.strip(), args.trees / "new")}
-    runs: dict[str, list[dict]] = {"old": [], "new": []}
-    loads = []
+    document = json.loads(OUT.read_text()) if OUT.exists() else {}
+    recorded = document.get("in_memory_speed", {})
+    same_pair = args.append and recorded.get("old_commit") == args.old and "runs" in recorded
+    runs: dict[str, list[dict]] = recorded["runs"] if same_pair else {"old": [], "new": []}
+    loads = recorded.get("load_at_each_run", []) if same_pair else []
     for i in range(args.runs):
         for which in ("old", "new"):  # interleaved: drift in the machine's speed hits both alike
             loads.append(round(os.getloadavg()[0], 2))
             runs[which].append(run_once(trees[which]))
             print(i, which, runs[which][-1], flush=True)
-    document = json.loads(OUT.read_text()) if OUT.exists() else {}
+    document = json.loads(OUT.read_text()) if OUT.exists() else {}  # again: other benches may have written
     document["in_memory_speed"] = {
         "old_commit": args.old,
         "new_commit": head.stdout.strip()[:12],
-        "runs_each": args.runs,
+        "runs_each": len(runs["new"]),
         "goal_new_over_old_max": GOAL,
         "load_at_each_run": loads,
         "figures": compare(runs["old"], runs["new"]),
+        "runs": runs,
     }
     OUT.write_text(json.dumps(document, indent=1) + "\n")
     print(json.dumps(document["in_memory_speed"], indent=1))
