@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from engine.merge import get_method
@@ -273,16 +274,22 @@ def test_the_headline_metrics_are_explained(app):
 
 
 def test_per_task_moves_say_when_the_keep_mask_is_recomputed(app, tiny_collection_dir, data_home):
-    """A keep mask larger than half the cache budget is not kept: the page says each per-task move recomputes it."""
+    """A keep mask larger than half the cache budget is not kept: the page says each per-task move recomputes it.
+    The process's cache and workspaces are Streamlit resources: cleared before (an earlier test made them with the
+    default budget) and after (later tests must not inherit this tiny one)."""
     config = {"allowed_roots": [str(tiny_collection_dir)], "cache_budget_mb": 0.01}  # 10 KiB; the mask is 20 KiB
     (data_home / "config.json").write_text(json.dumps(config))
-    _open(app, "views/merge.py")
-    app.selectbox(key="method").set_value("magnitude").run()
-    assert not any("does not fit the cache budget" in c.value for c in app.caption)  # one λ for all: no mask
-    app.toggle(key="per_task").set_value(True).run()
-    app.slider(key="magnitude.lam.colour").set_value(0.9).run()
-    assert not app.exception
-    assert any("keep mask of these 3 tasks" in c.value and "recomputes it" in c.value for c in app.caption)
+    st.cache_resource.clear()
+    try:
+        _open(app, "views/merge.py")
+        app.selectbox(key="method").set_value("magnitude").run()
+        assert not any("does not fit the cache budget" in c.value for c in app.caption)  # one λ for all: no mask
+        app.toggle(key="per_task").set_value(True).run()
+        app.slider(key="magnitude.lam.colour").set_value(0.9).run()
+        assert not app.exception
+        assert any("keep mask of these 3 tasks" in c.value and "recomputes it" in c.value for c in app.caption)
+    finally:
+        st.cache_resource.clear()
 
 
 def test_ties_controls_and_sparsity_figures_on_the_merge_page(app, tiny_collection_dir, data_home):
