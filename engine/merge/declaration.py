@@ -37,7 +37,8 @@ Each method also declares what it does, as fields rather than as code that match
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
@@ -286,15 +287,24 @@ class MergeMethod:
             return None  # keeps every entry (low-rank methods keep directions: `ranks`)
         if self.importance is not None:
             check_importance(self.name, importance, T)
-        mask = self.keep_mask(rows_as_read(self, T), resolved, importance)
-        Pages.of(T).release(T)  # a T mapped from a built store: its pages leave with the call
-        return mask
+        with read_rows(self, T) as rows:
+            return self.keep_mask(rows, resolved, importance)
 
     def ranks(self, T: torch.Tensor, spec: ParamSpec, params: Mapping[str, ParamValue]) -> tuple[LayerRank, ...]:
         """Per layer, the rank this low-rank method keeps with `params` and the energy share it carries."""
         if self.keep_rank is None:
             raise ParameterError(self.name, "keeps entries, not ranks", fix="read its kept fraction instead")
         return self.keep_rank(T, spec, self.resolve(params, num_tasks=T.shape[0]))
+
+
+@contextlib.contextmanager
+def read_rows(method: MergeMethod, T: torch.Tensor) -> Iterator[torch.Tensor]:
+    """T as `method` reads it (`rows_as_read`) for one call; a T mapped from a built store gives back the pages
+    the call left resident when it ends (engine/store/pages.py)."""
+    try:
+        yield rows_as_read(method, T)
+    finally:
+        Pages.of(T).release(T)
 
 
 def rows_as_read(method: MergeMethod, T: torch.Tensor, *, facts: MemoryFacts | None = None) -> torch.Tensor:

@@ -18,11 +18,10 @@ from typing import Any
 import torch
 
 from engine.errors import ParameterError, UnknownMethodError
-from engine.merge.declaration import MergeMethod, ParamValue, check_importance, check_keep, rows_as_read
+from engine.merge.declaration import MergeMethod, ParamValue, check_importance, check_keep, read_rows
 from engine.merge.subspace import Memo
 from engine.merge.wudi import StepProgress
 from engine.params import ParamSpec
-from engine.store.pages import Pages
 
 METHODS_PACKAGE = "engine.merge.methods"
 
@@ -110,11 +109,8 @@ def apply_resolved(
                 fix="pass spec=, or merge through a Workspace",
             )
         resolved["spec"] = spec
-    merged = method.fn(
-        theta0, rows_as_read(method, T), out=out, **resolved, **_mask_inputs(method, T, importance, keep)
-    )
-    Pages.of(T).release(T)  # a T mapped from a built store: what a method read whole leaves with the call
-    return merged
+    with read_rows(method, T) as rows:
+        return method.fn(theta0, rows, out=out, **resolved, **_mask_inputs(method, T, importance, keep))
 
 
 def _mask_inputs(
@@ -175,7 +171,5 @@ def scale_parts_resolved(
             resolved["memo"] = memo
     if method.iterative and progress is not None:
         resolved["progress"] = progress
-    rows = rows_as_read(method, T)  # [K, P]
-    parts = method.scale_parts(theta0, rows, **resolved, **_mask_inputs(method, T, importance, keep))
-    Pages.of(T).release(T)
-    return parts
+    with read_rows(method, T) as rows:
+        return method.scale_parts(theta0, rows, **resolved, **_mask_inputs(method, T, importance, keep))
