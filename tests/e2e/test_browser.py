@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.sidebar import open_from_sidebar
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -206,14 +208,14 @@ def test_a_background_job_survives_navigation_and_can_be_cancelled(server, page)
     started = page.get_by_text(re.compile(r"Started job #\d+"))
     expect(started).to_be_visible()
     job_id = int(re.search(r"#(\d+)", started.text_content()).group(1))  # other tests may have started jobs
-    page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
+    open_from_sidebar(page, "Jobs & runs")
     bar = page.locator(f".st-key-job-{job_id}")
     expect(bar).to_contain_text("running")
-    page.get_by_test_id("stSidebarNavLink").filter(has_text="Zoo").click()
+    open_from_sidebar(page, "Zoo")
     expect(page.get_by_test_id("stHeading").first).to_contain_text("Checkpoints and tasks")
     expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()  # the zoo still open, no error
     expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
-    page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
+    open_from_sidebar(page, "Jobs & runs")
     expect(bar).to_contain_text("lam =")  # still running, further along
     page.get_by_role("button", name="Cancel").click()
     expect(bar).to_contain_text("cancelled")
@@ -282,7 +284,7 @@ def test_a_task_vectors_pool_opens_by_path(server, page, data_home):
     lam = float(page.get_by_test_id("stSlider").first.get_by_role("slider").get_attribute("aria-valuetext"))
     expected = ws.compare(ws.task_names, "task_arithmetic", {"lam": lam}).mean_merged
     expect(title).to_have_text(f"Merged: mean accuracy {expected:.1%} (interactive split)")
-    page.get_by_test_id("stSidebarNavLink").filter(has_text="Zoo").click()
+    open_from_sidebar(page, "Zoo")
     expect(page.get_by_text("Convert this pool to safetensors")).to_be_visible()
     expect(page.get_by_test_id("stTextInput").first.locator("input")).to_have_value(str(root))  # kept across pages
     ARTIFACTS.mkdir(exist_ok=True)

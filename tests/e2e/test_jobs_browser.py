@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import WAIT_CEILING_MS
+from tests.e2e.sidebar import open_from_sidebar
 from tests.e2e.test_browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -50,7 +51,7 @@ def test_a_job_says_starting_at_once_and_its_curve_survives_a_reload_and_shows_o
     expect(page.locator(".st-key-job-2")).to_contain_text("fine-tune")
     expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
 
-    page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
+    open_from_sidebar(page, "Jobs & runs")
     curve = page.get_by_test_id("stExpander").filter(has_text="Curve of #2")
     expect(curve).to_be_visible()
     expect(curve.get_by_test_id("stPlotlyChart")).to_be_attached()  # drawn from the jobs table

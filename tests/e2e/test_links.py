@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.sidebar import open_from_sidebar
 from tests.e2e.test_browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -148,7 +149,7 @@ def test_a_pasted_recipe_is_checked_as_the_command_line_checks_it_then_applied_w
     _settled(page)
     assert page.url == before
     expect(page.get_by_role("combobox", name="Method")).to_have_value("Task arithmetic")
-    page.get_by_test_id("stSidebarNavLink").filter(has_text="Zoo").click()
+    open_from_sidebar(page, "Zoo")
     expect(page.get_by_test_id("stHeading").first).to_contain_text("Checkpoints and tasks")
     _settled(page)
     expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)

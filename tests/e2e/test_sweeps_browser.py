@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from tests.e2e.sidebar import open_from_sidebar
 from tests.e2e.test_browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -41,7 +42,7 @@ def test_a_grid_started_from_the_form_is_followed_drawn_and_its_best_trial_opens
     page.get_by_role("button", name="Start as a background job").click()
     expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text("Started job #1")
 
-    page.get_by_test_id("stSidebarNavLink").filter(has_text="Jobs & runs").click()
+    open_from_sidebar(page, "Jobs & runs")
     bar = page.locator(".st-key-job-1")
     expect(bar).to_contain_text("grid sweep")
     expect(bar).to_contain_text("done")
@@ -55,7 +56,7 @@ def test_a_grid_started_from_the_form_is_followed_drawn_and_its_best_trial_opens
     )
     best = sweep.best
 
-    page.get_by_test_id("stSidebarNavLink").filter(has_text="Sweeps").click()
+    open_from_sidebar(page, "Sweeps")
     plane = page.get_by_test_id("stPlotlyChart").first
     expect(plane.locator(".legendtext").filter(has_text="Pareto front")).to_be_visible()
     expect(plane.locator(".scatterlayer .point")).to_have_count(3 + 1 + len(_front(sweep)))
