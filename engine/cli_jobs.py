@@ -95,7 +95,9 @@ def _add_flag(parser: argparse.ArgumentParser, field: Field) -> None:
     elif isinstance(field.default, bool):
         parser.add_argument(field.flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
     elif isinstance(field.default, list):
-        parser.add_argument(field.flag, nargs="+", default=[], choices=field.options(()) or None, help=help_text)
+        parser.add_argument(
+            field.flag, nargs="+", default=list(field.default), choices=field.options(()) or None, help=help_text
+        )
     elif field.tasks:
         parser.add_argument(field.flag, default=None, help=help_text)
     else:

@@ -306,3 +306,34 @@ def test_a_knots_merge_exports_an_adapter_peft_loads(tmp_path, base):
     loaded = peft.PeftModel.from_pretrained(model, tmp_path / "knots").merge_and_unload().state_dict()
     got = {k: v.tensor if isinstance(v, _Eager) else _fused(v.parts) for k, v in _hf_tower(loaded).items()}
     assert torch.allclose(flatten({**saved.state, **got}, spec), merged, atol=1e-5)
+
+
+def test_lora_training_factors_are_saved_as_an_adapter_peft_loads(tmp_path, base):
+    """The LoRA trainer's factors (engine/train/lora.py: q, k, v as row blocks of the fused in_proj, out_proj and
+    both MLP Linears, B non-zero as after training) saved in PEFT's format: PEFT's merge_and_unload on the
+    transformers model built by `pool export-hf` of the same tower equals θ₀ + s·B·A as the trainer placed it, and so
+    does mergelab's own reading of the folder."""
+    from engine.io.formats.peft_export import export_lora_adapter
+    from engine.params import ParamSpec, flatten, unflatten
+    from engine.train.lora import LORA_TARGETS, LoraUpdate
+
+    saved, hf = base
+    spec = ParamSpec.from_state_dict(saved.state)
+    theta0 = flatten(saved.state, spec, source="tower")  # [P]
+    update = LoraUpdate(spec, rank=3, alpha=6.0, targets=tuple(LORA_TARGETS), seed=0)
+    with torch.no_grad():
+        for up in update.up:
+            up.normal_(std=0.1)  # training moves B off zero
+        expected = unflatten(update.theta(theta0), spec)
+    exported = export_lora_adapter(update.factors(), tmp_path / "trained", notes={"source": "mergelab fine-tune"})
+    config = json.loads((tmp_path / "trained" / "adapter_config.json").read_text())
+    layers = {n.split(".")[2] for n in spec.names if n.startswith("transformer.resblocks.")}
+    assert exported.rank == 3 and config["lora_alpha"] == 3 and len(config["target_modules"]) == 6 * len(layers)
+    model = transformers.CLIPVisionModel.from_pretrained(hf)
+    merged = peft.PeftModel.from_pretrained(model, tmp_path / "trained").merge_and_unload().state_dict()
+    got = {k: v.tensor if isinstance(v, _Eager) else _fused(v.parts) for k, v in _hf_tower(merged).items()}
+    assert all(torch.allclose(got[k], expected[k], atol=1e-6) for k in got), "PEFT's merge differs from the trainer's θ"
+    read = _read(tmp_path / "trained", saved)
+    assert all(torch.allclose(read[k], expected[k], atol=1e-6) for k in expected)
+    changed = {k for k in expected if not torch.equal(expected[k], saved.state[k])}
+    assert changed == {f"transformer.resblocks.{i}.{w}" for i in layers for w, _ in LORA_TARGETS.values()}

@@ -2,6 +2,7 @@
 
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from engine.eval.tangent import linearized_features
 from engine.home import DataHome
 from engine.jobs.finetune import FinetuneCurves
 from engine.jobs.runner import JobState, LocalRunner
+from engine.params import unflatten
 from engine.pool.collection import load_collection, open_suite, pretrained_vector, task_matrix
 from engine.taujp.matrix import taujp_matrix
 from engine.taujp.preview import TangentPreview
@@ -171,3 +173,61 @@ def test_task_matrix_takes_one_checkpoint_per_task(tiny_collection_dir, tmp_path
     mixed = task_matrix(collection, variants={"colour": names["colour"]})
     standard = task_matrix(collection)
     assert not torch.equal(mixed.T[0], standard.T[0]) and torch.equal(mixed.T[1], standard.T[1])
+
+
+def test_lora_trains_only_low_rank_updates_of_its_targets(setup):
+    """Mode lora: the loss falls, every adapted block moves by a matrix of rank ≤ r, nothing else moves, and the
+    factors it returns rebuild θ (Hu et al., Eq. 3: W₀ + s·B·A)."""
+    suite, theta0 = setup
+    config = replace(TINY, mode="lora", steps=15, lora_rank=2, lora_alpha=4.0, lora_targets=("q", "v", "fc1"))
+    result = _train(setup, config)
+    assert result.history[-1].loss < result.history[0].loss and result.lora is not None
+    before, after = unflatten(theta0, suite.spec), unflatten(result.theta, suite.spec)
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {k for k, _, _ in result.lora}
+    for (name, row, rows), (up, down) in result.lora.items():
+        delta = (after[name] - before[name])[row : row + rows]  # [rows, in]
+        assert torch.linalg.matrix_rank(delta) <= 2 and torch.allclose(delta, up @ down, atol=1e-6), name
+    in_proj = next(n for n, _, _ in result.lora if n.endswith("attn.in_proj_weight"))
+    k_rows = slice(after[in_proj].shape[1], 2 * after[in_proj].shape[1])  # q, k, v: row blocks of W
+    assert torch.equal(after[in_proj][k_rows], before[in_proj][k_rows]), "k is no target: its rows stay θ₀'s"
+
+
+def test_a_lora_finetune_job_saves_an_adapter_every_list_shows(tiny_collection_dir, tmp_path):
+    """The job writes a PEFT adapter folder in the data home (never the collection); the collection lists it by
+    name, reads it back as the θ the trainer ended at, with the recipe in its metadata."""
+    from engine.jobs.finetune import finetune_job
+    from engine.pool.collection import task_matrix
+
+    home = DataHome.from_env().ensure()
+    ws = Workspace.open(tiny_collection_dir, cache_dir=home.cache)
+    runner = LocalRunner()
+    config = replace(TINY, mode="lora", steps=4, eval_every=2, lora_rank=2)
+    status = runner.wait(
+        runner.submit("ft", finetune_job, workspace=ws, task="texture", out_root=home.finetunes, config=config),
+        timeout=120,
+    )
+    assert status.state is JobState.DONE, status.error
+    folder = Path(status.result.path)
+    assert folder.is_dir() and {p.name for p in folder.iterdir()} == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "mergelab.json",
+    }
+    assert status.result.checkpoint.startswith("lora-r2-s4-") and home.finetunes in folder.parents
+    collection = load_collection(tiny_collection_dir).with_finetunes(home.finetunes)
+    meta = collection.checkpoint_meta("texture", status.result.checkpoint)
+    assert meta.source == "mergelab fine-tune" and meta.training["mode"] == "lora" and not meta.linearized
+    assert meta.training["lora"]["rank"] == 2 and meta.class_names == ws.suite.tasks["texture"].class_names
+    read = task_matrix(collection, variants={"texture": status.result.checkpoint})
+    tau = unflatten(read.T[read.task_names.index("texture")], read.spec)  # the adapter's ΔW, as a pool reads it
+    moved = {k for k, v in tau.items() if v.abs().max() > 0}
+    assert moved == {f"transformer.resblocks.{i}.{w}" for i in _layers(read.spec) for w in ADAPTED}
+    assert all(torch.linalg.matrix_rank(tau[k][: tau[k].shape[1]]) <= 2 for k in moved)
+
+
+ADAPTED = ("attn.in_proj_weight", "attn.out_proj.weight")  # the default targets q, k, v, out
+
+
+def _layers(spec):
+    return {n.split(".")[2] for n in spec.names if n.startswith("transformer.resblocks.")}

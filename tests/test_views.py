@@ -692,14 +692,45 @@ def test_a_tiny_finetune_from_the_page_appears_in_every_checkpoint_list(app, tin
     assert not app.error and not app.exception
 
 
-@pytest.mark.parametrize("key, value, subject", [("ft_beta", -0.5, "beta"), ("ft_steps", 0, "steps")])
-def test_bad_finetune_settings_show_a_clear_error(app, key, value, subject):
+@pytest.mark.parametrize(
+    "mode, key, value, subject",
+    [("tau_jp", "ft_beta", -0.5, "beta"), ("tau_jp", "ft_steps", 0, "steps"), ("lora", "ft_rank", 0, "lora_rank")],
+)
+def test_bad_finetune_settings_show_a_clear_error(app, mode, key, value, subject):
     _open(app, "views/finetune.py")
+    app.selectbox(key="ft_mode").set_value(mode).run()
     app.number_input(key=key).set_value(value).run()
     next(b for b in app.button if b.label == "Fine-tune as a background job").click().run()
     assert not app.exception
     assert any(e.value.startswith(f"{subject}: invalid fine-tuning setting") for e in app.error)
     assert "ft_job" not in app.session_state
+
+
+def test_a_lora_finetune_from_the_page_is_an_adapter_every_list_offers(app, tiny_collection_dir, data_home):
+    """Mode LoRA with rank 2 on q and v: the job saves a PEFT adapter folder in the data home; the list below says
+    its rank, and the Merge page merges it beside the shipped full checkpoints."""
+    _open(app, "views/finetune.py")
+    app.selectbox(key="ft_task").set_value("texture")
+    app.selectbox(key="ft_mode").set_value("lora").run()
+    assert not app.number_input(key="ft_rank").disabled and app.number_input(key="ft_beta").disabled
+    app.number_input(key="ft_rank").set_value(2)
+    app.multiselect(key="ft_targets").set_value(["q", "v"])
+    app.number_input(key="ft_steps").set_value(4)
+    app.number_input(key="ft_batch").set_value(8).run()
+    next(b for b in app.button if b.label == "Fine-tune as a background job").click().run()
+    assert not app.exception and not app.error
+    _run_until(app, lambda at: bool(at.success) or bool(at.error))
+    assert not app.error, app.error[0].value
+    assert "Saved `lora-r2-s4-" in app.success[0].value
+    (config,) = (data_home / "checkpoints" / "finetuned").rglob("adapter_config.json")
+    name = config.parent.name
+    assert json.loads(config.read_text())["target_modules"] == [f"encoder.layers.0.self_attn.{p}_proj" for p in "qv"]
+    row = app.dataframe[-1].value.iloc[0]
+    assert row["checkpoint"] == name and row["mode"] == "LoRA (low rank)" and row["rank"] == 2
+    app.switch_page("views/merge.py").run()
+    assert name in app.selectbox(key="ckpt.texture").options
+    app.selectbox(key="ckpt.texture").set_value(name).run()
+    assert not app.error and not app.exception, "a LoRA fine-tune merges with the full ones"
 
 
 def test_the_penalty_without_other_tasks_is_refused(app, tiny_collection_dir, data_home, tmp_path):

@@ -1,4 +1,5 @@
-"""Fine-tune: train one task's image tower (standard, linearized, or linearized with the τJp penalty) as a job."""
+"""Fine-tune: train one task's image tower (standard, linearized, linearized with the τJp penalty, or LoRA) as a
+job."""
 
 import streamlit as st
 
@@ -7,6 +8,7 @@ from engine.home import DataHome
 from engine.jobs.finetune import FinetuneCurves, FinetuneOutcome
 from engine.jobs.forms import FINETUNE
 from engine.jobs.runner import JobState
+from engine.train.finetune import MODES
 from ui import figures, messages, pages, resources, widgets
 from ui.state import current_collection
 
@@ -15,7 +17,8 @@ st.caption(
     "Linearized fine-tuning trains the first-order model f(x; θ₀) + J f(x; θ₀)·(θ − θ₀), so task vectors add "
     "exactly in function space. The τJp penalty (Yoshida et al., ICLR 2025) adds β · mean ‖J f(x; θ₀)·(θ − θ₀)‖ "
     "over other tasks' images: the vector learns its task while leaving the others' embeddings where they were, "
-    "so merges interfere less and work at λ ≈ 1. Compare the variants on the Merge and Interference pages."
+    "so merges interfere less and work at λ ≈ 1. LoRA (Hu et al., ICLR 2022) trains only a rank-r update s·B·A of "
+    "the chosen Linears and saves it as a PEFT adapter. Compare the variants on the Merge and Interference pages."
 )
 collection = current_collection()
 ws = resources.workspace_or_stop(collection)
@@ -26,8 +29,11 @@ values["mode"] = widgets.job_input(b, FINETUNE, "mode")
 c, d = st.columns(2)
 values["steps"] = widgets.job_input(c, FINETUNE, "steps")
 values["beta"] = widgets.job_input(d, FINETUNE, "beta", values=values)
+e, f = st.columns([1, 3])
+values["rank"] = widgets.job_input(e, FINETUNE, "rank", values=values)
+values["targets"] = widgets.job_input(f, FINETUNE, "targets", values=values)
 with st.expander("More settings"):
-    for column, name in zip(st.columns(4), ("lr", "batch", "penalty", "penalty_batch")):
+    for column, name in zip(st.columns(5), ("lr", "batch", "penalty", "penalty_batch", "alpha")):
         values[name] = widgets.job_input(column, FINETUNE, name, values=values)
 
 if st.button("Fine-tune as a background job", type="primary"):
@@ -86,8 +92,9 @@ for name in collection_now.task_names:
                 {
                     "task": name,
                     "checkpoint": variant,
-                    "mode": meta.variant,
-                    "β": meta.training.get("beta"),
+                    "mode": MODES.get(meta.training.get("mode"), meta.variant),
+                    "β": meta.training.get("beta") if meta.training.get("mode") == "tau_jp" else None,
+                    "rank": meta.training.get("lora", {}).get("rank"),
                     "steps": meta.training.get("steps"),
                     "val accuracy": meta.training.get("val_accuracy"),
                 }

@@ -17,6 +17,7 @@ so it survives a change of container and keys every cache in the data home.
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -33,7 +34,7 @@ from engine.io.atomic import all_or_nothing
 from engine.io.formats import TORCH_SUFFIXES, model_state, read_foreign
 from engine.io.formats.architecture import detect_architecture
 from engine.io.formats.lazy import LazyTensor, Opener, materialize
-from engine.io.formats.peft_adapter import adapted_tower, is_peft_adapter, read_adapter
+from engine.io.formats.peft_adapter import NOTES, adapted_tower, is_peft_adapter, read_adapter
 from engine.io.formats.safetensors_file import read_header
 from engine.io.formats.torch_zip import TorchZip, read_torch_zip
 from engine.io.verified import VerifiedFiles
@@ -353,14 +354,16 @@ def _open_adapter(path: Path, *, task: str | None, fill_from: Callable[[], LazyC
     base = fill_from()
     s = adapter.settings
     lora = {"rank": adapter.rank, "alpha": s.alpha, "rslora": s.use_rslora, "modules": len(adapter.parts)}
-    meta = base.meta.model_copy(
-        update={
+    notes = _adapter_notes(path)
+    meta = CheckpointMeta.model_validate(
+        {
+            **base.meta.model_dump(),
             "tower": "visual",
             "task": task,
             "variant": "standard",
-            "class_names": (),
-            "training": {"lora": lora},
-            "source": f"peft_lora: {path.name}",
+            "class_names": notes.get("class_names", ()),
+            "training": {**notes.get("training", {}), "lora": lora},
+            "source": notes.get("source", f"peft_lora: {path.name}"),
             "parent_sha256": base.meta.tensors_sha256,
             # θ₀ + ΔW changes with the base too: caches keyed by this identity must not outlive either
             "tensors_sha256": hashlib.sha256(
@@ -370,6 +373,27 @@ def _open_adapter(path: Path, *, task: str | None, fill_from: Callable[[], LazyC
     )
     tensors = adapted_tower(adapter, base.visual, base_path=base.path)
     return LazyCheckpoint(path=path, meta=meta, tensors=tensors, verify=False, format="peft_lora")
+
+
+def _adapter_notes(folder: Path) -> dict[str, Any]:
+    """mergelab's notes beside an adapter it fine-tuned (source, class names, the recipe), or {} for others'."""
+    notes = folder / NOTES
+    if not notes.is_file():
+        return {}
+    fix = f"delete {NOTES}: it only adds the fine-tune's recipe to what the adapter says"
+    try:
+        data = json.loads(read_document(notes, fix=fix))
+    except json.JSONDecodeError as exc:
+        raise SchemaError(notes, f"is not JSON ({exc.msg}, line {exc.lineno})", fix=fix) from None
+    kinds = {"source": str, "class_names": list, "training": dict}
+    names = data.get("class_names", []) if isinstance(data, dict) else []
+    if (
+        not isinstance(data, dict)
+        or any(not isinstance(v, kinds.get(k, ())) for k, v in data.items())
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise SchemaError(notes, "holds other than source (text), class_names (a list), training (an object)", fix=fix)
+    return data
 
 
 def _no_projection(path: Path, *, lent: bool) -> CheckpointError:

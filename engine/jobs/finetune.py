@@ -22,11 +22,14 @@ from engine.errors import DatasetError
 from engine.eval.evaluate import accuracy_on
 from engine.eval.suite import EvalSuite
 from engine.io.checkpoints import save_checkpoint
+from engine.io.formats.peft_export import export_lora_adapter
 from engine.jobs.runner import JobContext
 from engine.pool.collection import finetune_folder
 from engine.runs.log import RunLog
-from engine.train.finetune import FinetuneConfig, FinetuneStep, finetune
+from engine.train.finetune import FinetuneConfig, FinetuneResult, FinetuneStep, finetune
 from engine.workspace import Workspace
+
+SOURCE = "mergelab fine-tune"  # the metadata's source of every fine-tune this job writes
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,10 @@ class FinetuneOutcome:
 
 
 def checkpoint_name(config: FinetuneConfig, *, now: datetime | None = None) -> str:
-    """A file stem that says what the run was: mode, β (τJp), steps and when."""
+    """A file stem that says what the run was: mode, β (τJp) or rank (LoRA), steps and when."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
-    beta = f"-b{config.beta:g}" if config.mode == "tau_jp" else ""
-    return f"{config.mode}{beta}-s{config.steps}-{stamp}"
+    setting = {"tau_jp": f"-b{config.beta:g}", "lora": f"-r{config.lora_rank}"}.get(config.mode, "")
+    return f"{config.mode}{setting}-s{config.steps}-{stamp}"
 
 
 def finetune_job(
@@ -122,26 +125,15 @@ def finetune_job(
         on_step=on_step,
         lock=suite.lock,
     )
-    name = checkpoint_name(config)
-    path = finetune_folder(out_root, workspace.pretrained.tensors_sha256, task) / f"{name}.safetensors"
-    checkpoint = save_checkpoint(
-        path,
-        result.state_dict(suite.spec),
-        architecture=workspace.pretrained.architecture,
-        quick_gelu=workspace.pretrained.quick_gelu,
-        task=task,
-        variant=config.mode,
-        class_names=suite.tasks[task].class_names,
-        source="mergelab fine-tune",
-        training={
-            "kind": f"{config.mode} fine-tuning",
-            **asdict(config),
-            "collection": str(workspace.collection.root),
-            "val_accuracy": curves.val_accuracy[-1],
-        },
-        parent_sha256=workspace.pretrained.tensors_sha256,
+    path = _save(
+        workspace,
+        task,
+        config,
+        result,
+        curves,
+        folder=finetune_folder(out_root, workspace.pretrained.tensors_sha256, task),
     )
-    outcome = FinetuneOutcome(name, str(checkpoint.path), curves.val_accuracy[-1], curves.val_accuracy[0], curves)
+    outcome = FinetuneOutcome(path.stem, str(path), curves.val_accuracy[-1], curves.val_accuracy[0], curves)
     if run_log is not None:
         run_log.record(
             "finetune",
@@ -154,6 +146,44 @@ def finetune_job(
             duration_s=round(time.perf_counter() - start, 3),
         )
     return outcome
+
+
+def _save(
+    workspace: Workspace,
+    task: str,
+    config: FinetuneConfig,
+    result: FinetuneResult,
+    curves: FinetuneCurves,
+    *,
+    folder: Path,
+) -> Path:
+    """Write the fine-tune under `folder`: a checkpoint with its sidecar, or for LoRA a PEFT adapter folder (Hugging
+    Face CLIP module names, the recipe in its notes); returns its path, named by `checkpoint_name`."""
+    pretrained, name = workspace.pretrained, checkpoint_name(config)
+    class_names = workspace.suite.tasks[task].class_names
+    training = {
+        "kind": f"{config.mode} fine-tuning",
+        **asdict(config),
+        "collection": str(workspace.collection.root),
+        "val_accuracy": curves.val_accuracy[-1],
+    }
+    if result.lora is not None:
+        notes = {"source": SOURCE, "class_names": list(class_names), "training": training}
+        exported = export_lora_adapter(result.lora, folder / name, base_model=pretrained.architecture, notes=notes)
+        return exported.folder
+    checkpoint = save_checkpoint(
+        folder / f"{name}.safetensors",
+        result.state_dict(workspace.suite.spec),
+        architecture=pretrained.architecture,
+        quick_gelu=pretrained.quick_gelu,
+        task=task,
+        variant=config.mode,
+        class_names=class_names,
+        source=SOURCE,
+        training=training,
+        parent_sha256=pretrained.tensors_sha256,
+    )
+    return checkpoint.path
 
 
 def _val_accuracy(suite: EvalSuite, theta: torch.Tensor, task: str, limit: int) -> float:

@@ -25,6 +25,7 @@ from engine.merge import METHODS, get_method
 from engine.merge.pipeline import calibrated_pipelines, pipeline_display
 from engine.sta.importance import KINDS as IMPORTANCE_KINDS
 from engine.train.finetune import MODES, PENALTY_SCHEDULES, FinetuneConfig
+from engine.train.lora import DEFAULT_TARGETS, LORA_TARGETS
 
 WIDGETS = ("number", "slider", "select", "radio", "toggle", "select_slider", "multiselect", "method_params")
 # method_params: a merge method's own declared parameters (engine/merge/registry.py), the Merge page's sliders
@@ -106,7 +107,8 @@ class JobForm:
 
 
 def _finetune(values: Mapping[str, Any], *, tasks: tuple[str, ...], home: DataHome) -> dict[str, Any]:
-    steps, tau_jp = int(values["steps"]), values["mode"] == "tau_jp"
+    steps, tau_jp, lora = int(values["steps"]), values["mode"] == "tau_jp", values["mode"] == "lora"
+    low_rank = {"lora_rank": int(values["rank"]), "lora_alpha": float(values["alpha"])} if lora else {}
     config = FinetuneConfig(
         mode=values["mode"],
         steps=steps,
@@ -116,6 +118,8 @@ def _finetune(values: Mapping[str, Any], *, tasks: tuple[str, ...], home: DataHo
         penalty=values["penalty"],
         penalty_batch=int(values["penalty_batch"]),
         eval_every=max(1, steps // 10),
+        **low_rank,
+        **({"lora_targets": tuple(values["targets"])} if lora else {}),
     )
     config.check(other_tasks=len(tasks) - 1)
     return {"task": values["task"], "config": to_fields(config), "out_root": str(home.ensure().finetunes)}
@@ -169,8 +173,8 @@ def _parts(values: Mapping[str, Any], *, tasks: tuple[str, ...], home: DataHome)
 FINETUNE = JobForm(
     "finetune",
     "finetune",
-    "fine-tune one task (standard, linearized, or linearized with the τJp penalty); the checkpoint goes to the "
-    "data home, where every page lists it",
+    "fine-tune one task (standard, linearized, linearized with the τJp penalty, or a LoRA adapter); the checkpoint "
+    "goes to the data home, where every page lists it",
     "ft",
     (
         Field("task", "Task", 0, "select", tasks=True),
@@ -185,8 +189,35 @@ FINETUNE = JobForm(
             applies_when=("mode", ("tau_jp",)),
             help="weight of the τJp penalty in the loss; not the merge coefficient λ",
         ),
+        Field(
+            "rank",
+            "LoRA rank",
+            8,
+            step=1,
+            applies_when=("mode", ("lora",)),
+            help="r of every adapted Linear: the adapter stores r · (in + out) numbers per Linear",
+        ),
+        Field(
+            "targets",
+            "LoRA targets",
+            list(DEFAULT_TARGETS),
+            "multiselect",
+            choices={t: t for t in LORA_TARGETS},
+            applies_when=("mode", ("lora",)),
+            help="q, k, v: the rows of the fused attention in_proj; out: attn.out_proj; fc1, fc2: the MLP",
+        ),
         Field("lr", "learning rate", 1e-3, format="%.1e", step=1e-4, more=True),
         Field("batch", "batch size", 128, step=16, more=True),
+        Field(
+            "alpha",
+            "LoRA α",
+            8.0,
+            step=1.0,
+            format="%.1f",
+            applies_when=("mode", ("lora",)),
+            more=True,
+            help="the update is (α / rank) · B · A, as PEFT scales it",
+        ),
         Field(
             "penalty",
             "penalty schedule",

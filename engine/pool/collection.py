@@ -43,6 +43,7 @@ from engine.io.checkpoints import (
     read_sidecar,
     sidecar_path,
 )
+from engine.io.formats.peft_adapter import CONFIG as ADAPTER_CONFIG
 from engine.io.verified import VerifiedFiles, file_stamp
 from engine.models import create_visual, expected_visual_shapes, preprocess_of
 from engine.params import ParamSpec, TaskMatrix, flatten
@@ -270,19 +271,18 @@ class Collection:
         return None if relative is None else self.path(relative)
 
     def with_finetunes(self, root: Path) -> Collection:
-        """This collection plus the fine-tunes of its pretrained model found under `root` (named by file stem).
+        """This collection plus the fine-tunes of its pretrained model found under `root` (named by file stem; a LoRA
+        fine-tune is a PEFT adapter folder).
         An empty `root` (a new data home) adds nothing, so the pretrained model's header is not even opened:
         that would build its architecture (the first open_clip import) before the first page can draw."""
-        if not any(Path(root).glob("*/*/*.safetensors")):
+        if not any(Path(root).glob("*/*/*.safetensors")) and not any(Path(root).glob(f"*/*/*/{ADAPTER_CONFIG}")):
             return self
         sha = self.pretrained_lazy().meta.tensors_sha256
         tasks = {}
         for name, entry in self.manifest.tasks.items():
-            found = {
-                p.stem: str(p.resolve())
-                for p in sorted(finetune_folder(root, sha, name).glob("*.safetensors"))
-                if p.stem not in entry.checkpoints
-            }
+            folder = finetune_folder(root, sha, name)
+            files = [*folder.glob("*.safetensors"), *(p.parent for p in folder.glob(f"*/{ADAPTER_CONFIG}"))]
+            found = {p.stem: str(p.resolve()) for p in sorted(files) if p.stem not in entry.checkpoints}
             tasks[name] = entry.model_copy(update={"checkpoints": {**entry.checkpoints, **found}})
         return replace(self, manifest=self.manifest.model_copy(update={"tasks": tasks}))
 

@@ -6,6 +6,8 @@ al., ICLR 2023, §2). One flat parameter θ [P], started at θ₀, is trained in
 - standard:   f(x; θ) through `functional_call`.
 - linearized: f_lin(x; θ) = f(x; θ₀) + J_θ f(x; θ₀)·(θ − θ₀) through `torch.func.jvp` (Ortiz-Jiménez
               et al., NeurIPS 2023, Eq. 3); gradients flow back through the tangent.
+- lora:       f(x; θ₀ + s·B·A) with only the low-rank factors trained (engine/train/lora.py; Hu et al., ICLR
+              2022, Eq. 3), saved as a PEFT adapter by the job.
 - tau_jp:     linearized, with loss CE + β·R, R = mean over other tasks' images x of ‖J f(x; θ₀)·(θ − θ₀)‖₂
               (Yoshida et al., ICLR 2025; the unsquared norm on the raw embedding, as in their code).
               "strict" takes a batch from every other task each step; "cyclic" (their Eq. 11) one other
@@ -23,6 +25,7 @@ import math
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -34,12 +37,14 @@ from engine.errors import ParameterError
 from engine.eval.tangent import forward_mode_ad, trainable_embedding
 from engine.models import Preprocess
 from engine.params import ParamSpec, flatten, unflatten
+from engine.train.lora import DEFAULT_TARGETS, LORA_TARGETS, LoraUpdate
 
-Mode = Literal["standard", "linearized", "tau_jp"]
+Mode = Literal["standard", "linearized", "tau_jp", "lora"]
 MODES: dict[str, str] = {
     "standard": "standard (non-linear)",
     "linearized": "linearized",
     "tau_jp": "linearized + τJp penalty",
+    "lora": "LoRA (low rank)",
 }
 PENALTY_SCHEDULES = ("strict", "cyclic")
 Progress = Callable[[float, str], None]
@@ -58,6 +63,9 @@ class FinetuneConfig:
     penalty_batch: int = 8  # images per other task per step
     eval_every: int = 0  # val accuracy every n steps and at the end (0: only at the end)
     seed: int = 0
+    lora_rank: int = 8  # mode lora: r of every adapted Linear
+    lora_alpha: float = 8.0  # mode lora: PEFT's α; the update is (α/r)·B·A
+    lora_targets: tuple[str, ...] = DEFAULT_TARGETS  # mode lora: engine/train/lora.py's LORA_TARGETS
 
     @property
     def linearized(self) -> bool:
@@ -87,6 +95,13 @@ class FinetuneConfig:
             ("beta", self.beta >= 0 and math.isfinite(self.beta), "use a penalty weight β ≥ 0"),
             ("penalty", self.penalty in PENALTY_SCHEDULES, f"choose one of {PENALTY_SCHEDULES}"),
             ("penalty_batch", self.penalty_batch >= 1, "use at least 1 image per other task"),
+            ("lora_rank", self.lora_rank >= 1, "use a rank of at least 1"),
+            ("lora_alpha", self.lora_alpha > 0 and math.isfinite(self.lora_alpha), "use α > 0"),
+            (
+                "lora_targets",
+                bool(self.lora_targets) and set(self.lora_targets) <= set(LORA_TARGETS),
+                f"choose among {list(LORA_TARGETS)}",
+            ),
         ]
         for name, ok, fix in checks:
             if not ok:
@@ -103,8 +118,9 @@ class FinetuneStep:
 
 @dataclass(frozen=True)
 class FinetuneResult:
-    theta: torch.Tensor  # [P] fp32, the trained weights (f_lin's θ for linearized modes)
+    theta: torch.Tensor  # [P] fp32, the trained weights (f_lin's θ for linearized modes, θ₀ + s·B·A for lora)
     history: tuple[FinetuneStep, ...]
+    lora: dict[tuple[str, int, int], tuple[torch.Tensor, torch.Tensor]] | None = None  # (name, row, rows) → (s·B, A)
 
     def state_dict(self, spec: ParamSpec) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in unflatten(self.theta, spec).items()}
@@ -149,11 +165,9 @@ def finetune(
     others = {t: x for t, x in (others or {}).items() if x.shape[0] > 0}
     config.check(other_tasks=len(others))
     theta0 = theta0.detach().float()  # [P]
-    theta = nn.Parameter(theta0.clone())
-    optimizer = torch.optim.AdamW([theta], lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_with_warmup(s, total=config.steps, warmup=config.warmup_steps)
-    )
+    trained, current = _trainable(spec, theta0, config)
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_multiplier, config=config))
     head = head.detach()  # [C, E]
     batches = batch_indices(
         len(train), steps=config.steps, batch_size=min(config.batch_size, len(train)), seed=config.seed
@@ -164,21 +178,51 @@ def finetune(
         for step, idx in enumerate(batches, start=1):
             extra = _penalty_images(others, config, step, penalty_draw) if config.mode == "tau_jp" else None
             with lock:
-                loss, penalty = _loss(
-                    visual, spec, theta0, theta, head, train.images[idx], train.labels[idx], extra, preprocess, config
-                )
-            total = loss if penalty is None else loss + config.beta * penalty
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            schedule.step()
+                images, labels = train.images[idx], train.labels[idx]
+                loss, penalty = _loss(visual, spec, theta0, current(), head, images, labels, extra, preprocess, config)
+            _descend(optimizer, schedule, loss if penalty is None else loss + config.beta * penalty)
             evaluate_now = step == config.steps or (config.eval_every and step % config.eval_every == 0)
-            val = validate(theta.detach()) if validate is not None and evaluate_now else None
+            val = _validated(validate, current) if validate is not None and evaluate_now else None
             record = FinetuneStep(step, loss.item(), None if penalty is None else penalty.item(), val)
             history.append(record)
             if on_step is not None:
                 on_step(record)
-    return FinetuneResult(theta.detach().clone(), tuple(history))
+    with torch.no_grad():
+        theta = current().detach().clone()  # [P]
+    return FinetuneResult(theta, tuple(history), trained.factors() if isinstance(trained, LoraUpdate) else None)
+
+
+def _trainable(
+    spec: ParamSpec, theta0: torch.Tensor, config: FinetuneConfig
+) -> tuple[nn.Module, Callable[[], torch.Tensor]]:
+    """What the optimiser trains, and θ [P] as a function of it: θ itself, or θ₀ + s·B·A (mode lora)."""
+    if config.mode == "lora":
+        update = LoraUpdate(
+            spec, rank=config.lora_rank, alpha=config.lora_alpha, targets=config.lora_targets, seed=config.seed
+        ).to(theta0.device)
+        return update, lambda: update.theta(theta0)
+    holder = nn.Module()
+    holder.theta = nn.Parameter(theta0.clone())  # [P]
+    return holder, lambda: holder.theta
+
+
+def _multiplier(step: int, *, config: FinetuneConfig) -> float:
+    return cosine_with_warmup(step, total=config.steps, warmup=config.warmup_steps)
+
+
+def _descend(
+    optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler, total: torch.Tensor
+) -> None:
+    """One optimiser step on `total`, and the learning rate's next value."""
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    schedule.step()
+
+
+def _validated(validate: Callable[[torch.Tensor], float], current: Callable[[], torch.Tensor]) -> float:
+    with torch.no_grad():
+        return validate(current().detach())
 
 
 def _loss(

@@ -43,6 +43,7 @@ from engine.io.formats.safetensors_file import read_header
 from engine.io.formats.torch_zip import read_torch_zip, state_tensors
 
 CONFIG = "adapter_config.json"
+NOTES = "mergelab.json"  # a mergelab fine-tune's recipe beside its adapter (engine/jobs/finetune.py); PEFT ignores it
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PEFT_PREFIX = "base_model.model."
 FIX_SAVE = "save the adapter again with PEFT's save_pretrained (adapter_config.json + adapter_model.safetensors)"

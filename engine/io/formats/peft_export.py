@@ -7,7 +7,8 @@ FusionBench's bare CLIPVisionTransformer): open_clip's fused in_proj update B·A
 blocks of B with the same A, exactly (a block of W rows is q, k or v by its offset). Every module gets lora_alpha =
 its rank, so PEFT's scale α/r is 1; `r` is the largest rank, and modules of a lower rank are listed in
 `rank_pattern` and `alpha_pattern`.
-`adapter_config.json` and `adapter_model.safetensors` are written together or not at all.
+`adapter_config.json` and `adapter_model.safetensors` (and mergelab's own notes, `mergelab.json`: the recipe of a
+fine-tune, which PEFT ignores) are written together or not at all.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
 from engine.errors import ShapeError
 from engine.io.atomic import all_or_nothing
-from engine.io.formats.peft_adapter import CONFIG, PEFT_PREFIX
+from engine.io.formats.peft_adapter import CONFIG, NOTES, PEFT_PREFIX
 
 _BLOCK = re.compile(r"^transformer\.resblocks\.(\d+)\.(.+)$")
 _HF_MODULES = {
@@ -42,9 +44,14 @@ class ExportedAdapter:
 
 
 def export_lora_adapter(
-    factors: Mapping[tuple[str, int, int], tuple[torch.Tensor, torch.Tensor]], folder: Path, *, base_model: str = ""
+    factors: Mapping[tuple[str, int, int], tuple[torch.Tensor, torch.Tensor]],
+    folder: Path,
+    *,
+    base_model: str = "",
+    notes: Mapping[str, Any] | None = None,
 ) -> ExportedAdapter:
-    """Write `factors` ((open_clip tower name, row, rows) → (B [rows, r], A [r, in])) as a PEFT adapter."""
+    """Write `factors` ((open_clip tower name, row, rows) → (B [rows, r], A [r, in])) as a PEFT adapter; `notes`
+    (source, class_names, training) become what mergelab reads as the checkpoint's metadata."""
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     for (name, row, _), (up, down) in factors.items():
@@ -72,11 +79,20 @@ def export_lora_adapter(
         "task_type": None,
     }
     folder = Path(folder)
+    made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / "adapter_model.safetensors"
-    with all_or_nothing([weights, folder / CONFIG]) as (tmp_weights, tmp_config):
-        save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
-        tmp_config.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    targets = [weights, folder / CONFIG, *([folder / NOTES] if notes else [])]
+    try:
+        with all_or_nothing(targets) as (tmp_weights, tmp_config, *tmp_notes):
+            save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
+            tmp_config.write_text(json.dumps(config, indent=2), encoding="utf-8")
+            for tmp in tmp_notes:
+                tmp.write_text(json.dumps(dict(notes or {}), indent=2), encoding="utf-8")
+    except BaseException:
+        if made:
+            folder.rmdir()  # nothing of the adapter landed in it
+        raise
     return ExportedAdapter(folder, len(ranks), r, weights.stat().st_size)
 
 
