@@ -424,7 +424,7 @@ def method_lines(methods: Mapping[str, MergeMethod]) -> list[str]:
     lines = []
     for method in methods.values():
         note = " [provisional definition]" if method.provisional else ""
-        note += " [reads bfloat16 stores]" if method.bfloat16 else ""
+        note += " [streams: reads bfloat16 and LoRA stores]" if method.streams else ""
         lines.append(f"{method.name}: {method.display_name} ({method.paper_url}){note}")
         for p in method.params:
             scope = "per task or global" if p.per_task else "global"

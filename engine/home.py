@@ -31,7 +31,9 @@ from engine.errors import MergelabError, PathNotAllowedError, SchemaError, Speci
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 SUBFOLDERS = ("runs", "cache", "checkpoints", "exports")
-STORE_CHOICES = ("auto", "memory", "built", "built-bf16")  # how a pool opens: the plan's pick, or one backing
+# how a pool opens: the plan's pick, or one backing; "factored" (LoRA adapters kept as their factors) only for one
+# merge command: the dashboard's pages and jobs read T whole
+STORE_CHOICES = ("auto", "memory", "built", "built-bf16", "factored")
 # Our choice: two jobs at once on the CPU by default (a sweep need not wait behind a fine-tune); a lone job
 # still gets every idle core (engine/jobs/runner.job_threads splits the cores among the running jobs).
 JOB_SLOTS = 2
@@ -249,8 +251,11 @@ class HomeConfig:
         if mb is not None and (isinstance(mb, bool) or not isinstance(mb, (int, float)) or not mb >= 0):
             raise SchemaError(file, f"cache_budget_mb is {mb!r}", fix="write a number of MB ≥ 0")
         store = config.get("store", "auto")
-        if store not in STORE_CHOICES:
-            raise SchemaError(file, f"store is {store!r}", fix=f"write one of {', '.join(STORE_CHOICES)}")
+        if store not in STORE_CHOICES or store == "factored":
+            kept = ", ".join(c for c in STORE_CHOICES if c != "factored")
+            raise SchemaError(
+                file, f"store is {store!r}", fix=f"write one of {kept} (factored: --store on merge or run)"
+            )
         counts = {name: config.get(name) for name in ("job_slots", "job_threads")}
         for name, n in counts.items():
             if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):

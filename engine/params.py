@@ -193,7 +193,7 @@ class TaskMatrix:
     backing of the task store (engine/store/protocol.py), whose `block` and `layer` are views of T."""
 
     theta0: torch.Tensor  # [P]
-    T: torch.Tensor  # [K, P]
+    T: torch.Tensor  # [K, P]; a store's rows (engine/store/reader.py's StoredRows) when opened factored
     spec: ParamSpec
     task_names: tuple[str, ...]
 
@@ -228,6 +228,11 @@ class TaskMatrix:
         missing = [t for t in tasks if t not in self.task_names]
         if missing:
             raise KeyError(f"tasks {missing} not in {list(self.task_names)}")
+        if not isinstance(self.T, torch.Tensor):  # a store's rows (engine/store/reader.py): their subset, no copy
+            from engine.store import subset
+            from engine.store.reader import StoredRows
+
+            return StoredRows(subset(self.T.store, tasks))
         return take_rows(self.T, [self.task_names.index(t) for t in tasks])  # [k, P]
 
     def vector(self, task: str) -> TaskVector:

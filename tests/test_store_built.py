@@ -78,12 +78,14 @@ def test_every_method_merges_a_bfloat16_mapping_as_its_values_widened(zoo, store
     readers = []
     for case, method, params, rows in cases():
         if case.endswith("/default"):
-            readers += [method] if METHODS[method].bfloat16 else []
+            readers += [method] if METHODS[method].streams else []
             got = merged(collection, mapped, method, params, rows)
             assert torch.equal(got, merged(collection, widened, method, params, rows)), method
     assert {"task_arithmetic", "ties", "tsv_m", "iso_c"} <= set(readers) < set(METHODS)
     listed = [line for line in method_lines(METHODS) if not line.startswith(" ")]  # what the refusal points to
-    assert {line.split(":")[0] for line in listed if "[reads bfloat16 stores]" in line} == set(readers)
+    assert {line.split(":")[0] for line in listed if "[streams: reads bfloat16 and LoRA stores]" in line} == set(
+        readers
+    )
     small = MemoryFacts(mem_available=mapped.T.numel() * 4)  # less than T widened needs beside everything else
     assert rows_as_read(METHODS["ties"], mapped.T, facts=small) is mapped.T
     with pytest.raises(ParameterError, match=r"method wudi.*needs 0\.\d GiB.*--store built"):

@@ -10,25 +10,25 @@ import torch
 from engine.merge.declaration import MergeMethod
 from engine.merge.registry import get_method
 from engine.params import ParamSpec
-from engine.store.pages import Pages
 from engine.store.protocol import column_blocks
+from engine.store.reader import Reader, Rows
 
 GRAM_BLOCK_ENTRIES = 1 << 22  # K·c float64 entries per block (32 MiB)
 
 
-def cosine_similarity_matrix(T: torch.Tensor) -> torch.Tensor:
+def cosine_similarity_matrix(T: Rows) -> torch.Tensor:
     """Pairwise cosine similarity of task vectors T [K, P] → [K, K] (float64 on the CPU).
 
     Ilharco et al. (2023, Fig. 2) show task vectors of different tasks are close to orthogonal;
     large similarities flag tasks likely to interfere (or help each other) when added. The Gram matrix is summed
-    over column blocks in float64, so a large or bfloat16 T is never copied whole.
+    over column blocks in float64, so a large or bfloat16 T (or a store's rows) is never copied whole.
     """
     K, P = T.shape
-    gram, pages = torch.zeros(K, K, dtype=torch.float64, device=T.device), Pages.of(T)  # [K, K]
+    gram, reader = torch.zeros(K, K, dtype=torch.float64, device=T.device), Reader.of(T)  # [K, K]
     for cols in column_blocks(P, max(1, GRAM_BLOCK_ENTRIES // K)):  # a block at a time: never a float64 copy of T
-        part = T[:, cols].double()  # [K, c]
+        part = reader.columns(cols).double()  # [K, c]
         gram += part @ part.T
-        pages.release(T[:, cols])
+        reader.release_columns(cols)
     norms = gram.diagonal().sqrt().clamp(min=1e-12)  # [K] as F.normalize's eps
     return (gram / norms[:, None] / norms[None, :]).cpu()  # [K, K]
 

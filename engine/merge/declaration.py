@@ -48,8 +48,8 @@ from engine.errors import ParameterError, UnknownMethodError
 from engine.merge.subspace import LayerRank
 from engine.merge.task_models import SINGLE_MODEL, Storage, TaskParts
 from engine.params import ParamSpec
-from engine.store.pages import Pages
 from engine.store.plan import COMFORT, GIB, MemoryFacts
+from engine.store.reader import Reader, Rows
 
 ParamValue = float | Sequence[float]
 Selection = Literal["none", "magnitude", "random_drop", "importance", "consensus", "low_rank"]
@@ -163,10 +163,12 @@ class MergeMethod:
     # θ − θ₀ = s·f(T) with s its scale (one value for all tasks) though it caches no parts: a calibrator after it
     # keeps s apart, so a λ move reuses the calibrator's parts (engine/merge/session.py)
     linear_scale: bool = field(default=False, kw_only=True)
-    # reads a bfloat16 T (a bf16 store's mapping) chunk by chunk or layer by layer, widening what it reads and
-    # computing in float32, with the same result as on that T widened whole; other methods get it widened whole
-    # in memory for the call (`rows_as_read`), or refuse it when that does not fit
-    bfloat16: bool = field(default=False, kw_only=True)
+    # streams T: reads it only through engine/store/reader.py's Reader, chunk by chunk or layer by layer, so it
+    # takes a bfloat16 T (a bf16 store's mapping; what it reads is widened and computed in float32) and a store's
+    # rows (`StoredRows`, e.g. LoRA factors densified a block at a time), with the same result as on T in memory
+    # as float32; other methods get such a T made whole in memory for the call (`rows_as_read`), or refuse it
+    # when that does not fit
+    streams: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         subject, known = f"method {self.name}", {p.name for p in self.params}
@@ -298,32 +300,33 @@ class MergeMethod:
 
 
 @contextlib.contextmanager
-def read_rows(method: MergeMethod, T: torch.Tensor) -> Iterator[torch.Tensor]:
+def read_rows(method: MergeMethod, T: Rows) -> Iterator[Rows]:
     """T as `method` reads it (`rows_as_read`) for one call; a T mapped from a built store gives back the pages
     the call left resident when it ends (engine/store/pages.py)."""
     try:
         yield rows_as_read(method, T)
     finally:
-        Pages.of(T).release(T)
+        Reader.of(T).release_all()
 
 
-def rows_as_read(method: MergeMethod, T: torch.Tensor, *, facts: MemoryFacts | None = None) -> torch.Tensor:
-    """T as `method` reads it: T itself, unless T is bfloat16 (a bf16 store's mapping) and the method reads float32
-    only (`bfloat16` undeclared); then T widened to float32 in memory for the call, when that fits `COMFORT` of
+def rows_as_read(method: MergeMethod, T: Rows, *, facts: MemoryFacts | None = None) -> Rows:
+    """T as `method` reads it: T itself, when it is float32 in memory or mapped, or the method `streams`; else
+    (a bf16 store's mapping, a store's rows) T as float32 in memory for the call, when that fits `COMFORT` of
     the machine's room (`facts`, default read now), else ParameterError saying what it would need."""
-    if T.dtype != torch.bfloat16 or method.bfloat16:
+    if method.streams or (isinstance(T, torch.Tensor) and T.dtype != torch.bfloat16):
         return T
     facts = facts or MemoryFacts.read()
     need = 4 * T.numel()  # [K, P] float32
+    kind = "bfloat16 store" if isinstance(T, torch.Tensor) else "task store (e.g. LoRA factors)"
     if need > COMFORT * facts.room:
         raise ParameterError(
             f"method {method.name}",
-            f"reads the task vectors as float32: widening this pool's bfloat16 store needs {need / GIB:.1f} GiB "
-            f"in memory, {facts.room / GIB:.1f} GiB are available",
-            fix="merge with a method that reads bfloat16 (python -m engine methods), or open the pool with "
-            "--store built (float32)",
+            f"reads the task vectors as float32 in memory: making this pool's {kind} whole needs "
+            f"{need / GIB:.1f} GiB, {facts.room / GIB:.1f} GiB are available",
+            fix="merge with a method that streams the task vectors (python -m engine methods), or open the pool "
+            "with --store built (float32)",
         )
-    return T.float()  # [K, P]
+    return T.float() if isinstance(T, torch.Tensor) else T.dense()  # [K, P]
 
 
 def check_keep(method: MergeMethod, keep: torch.Tensor, T: torch.Tensor) -> None:

@@ -18,14 +18,14 @@ from __future__ import annotations
 import torch
 
 from engine.merge.sparsify import MagnitudeCut, chunk_columns
-from engine.store.pages import Pages
+from engine.store.reader import Reader, Rows
 
 CPU_CHUNK_ENTRIES = 1 << 18  # K·c floats per scratch buffer on the CPU (1 MiB): cache-resident
 
 
 def masked_merge(
     theta0: torch.Tensor,
-    T: torch.Tensor,
+    T: Rows,
     *,
     mask: torch.Tensor | None,
     lam: torch.Tensor,
@@ -45,13 +45,14 @@ def masked_merge(
     tau_buf = torch.empty(K, width, dtype=work, device=T.device)  # [K, c] kept entries of the chunk
     aux_buf = torch.empty(K, width, dtype=work, device=T.device)  # [K, c] cut mask, then agreement
     sum_buf = torch.empty(width, dtype=work, device=T.device)  # [c] the weighted sum of a linear merge
-    wide_buf = None if T.dtype == work else torch.empty(K, width, dtype=work, device=T.device)  # [K, c] widened
-    pages = Pages.of(T)
+    reader = Reader.of(T)
+    copied = reader.stored or T.dtype != work
+    wide_buf = torch.empty(K, width, dtype=work, device=T.device) if copied else None  # [K, c] widened or densified
     for start in range(0, P, width):
         cols = slice(start, start + width)
         n = min(width, P - start)
         tau, aux = tau_buf[:, :n], aux_buf[:, :n]  # [K, n]
-        block = T[:, cols] if wide_buf is None else wide_buf[:, :n].copy_(T[:, cols])  # [K, n] in `work`
+        block = reader.columns(cols, out=None if wide_buf is None else wide_buf[:, :n])  # [K, n] in `work`
         if mask is not None:
             torch.mul(block, aux.copy_(mask[:, cols].view(torch.uint8)), out=tau)  # uint8 → float: 3× bool's
         elif cut is not None:
@@ -64,7 +65,7 @@ def masked_merge(
             torch.add(theta0[cols], _disjoint_mean(tau, agree=aux).mul_(lam[0]), out=out[cols])  # [n]
         else:
             torch.add(theta0[cols], torch.mv(tau.t(), lam, out=sum_buf[:n]), out=out[cols])  # [n]
-        pages.release(T[:, cols])
+        reader.release_columns(cols)
     return out
 
 

@@ -26,6 +26,7 @@ import torch
 
 from engine.merge.subspace import LayerRank, Memo, no_memo
 from engine.params import ParamSpec
+from engine.store.reader import Reader, Rows
 
 SUPPORT = 1e-5  # singular values at or below this are no direction (KnOTS' threshold, absolute)
 Block = tuple[str, int, int]  # (tensor name, first row, rows)
@@ -43,21 +44,21 @@ def knots_blocks(spec: ParamSpec) -> tuple[Block, ...]:
     return tuple(blocks)
 
 
-def shared_bases(
-    T: torch.Tensor, spec: ParamSpec, *, memo: Memo = no_memo
-) -> list[tuple[Block, torch.Tensor, torch.Tensor]]:
-    """Per layer: (block, U [O, r], S Vₜ stacked [K, r, I]) of the concatenated task updates (cached by `memo`)."""
+def shared_bases(T: Rows, spec: ParamSpec, *, memo: Memo = no_memo) -> list[tuple[Block, torch.Tensor, torch.Tensor]]:
+    """Per layer: (block, U [O, r], S Vₜ stacked [K, r, I]) of the concatenated task updates (cached by `memo`);
+    T is read a layer at a time (engine/store/reader.py), so a store's rows are densified one layer at a time."""
 
     def compute() -> list[tuple[Block, torch.Tensor, torch.Tensor]]:
-        out = []
+        out, reader = [], Reader.of(T)
         for block in knots_blocks(spec):
             name, row, rows = block
-            tau = spec.matrix_view(T, name)[:, row : row + rows]  # [K, O, I]
+            tau = reader.layer(spec, name)[:, row : row + rows]  # [K, O, I]
             K, _, width = tau.shape
             u, s, vh = torch.linalg.svd(torch.cat(tuple(tau), dim=1).double(), full_matrices=False)
             keep = s > SUPPORT
             sv = (s[keep, None] * vh[keep]).float()  # [r, K·I]
             out.append((block, u[:, keep].float(), sv.view(-1, K, width).transpose(0, 1)))  # [K, r, I]
+            reader.release_layer(spec, name)
         return out
 
     return memo(("knots_bases",), compute)
@@ -74,7 +75,7 @@ def knots_delta(
     memo: Memo = no_memo,
 ) -> torch.Tensor:
     """Δ [P] of KnOTS at λ = 1 (zero outside its layers)."""
-    delta = torch.zeros(T.shape[1], dtype=T.dtype, device=T.device)  # [P]
+    delta = torch.zeros(T.shape[1], dtype=torch.promote_types(T.dtype, torch.float32), device=T.device)  # [P]
     for (name, row, rows), u, part in _merged(T, spec, density=density, inner=inner, drop=drop, seed=seed, memo=memo):
         spec.matrix_view(delta, name)[row : row + rows] = u @ part  # [O, I]
     return delta

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.store.pages import Pages
+from engine.store.reader import Reader, Rows
 
 EXACT_TOPK_LIMIT = 1 << 22  # 4M entries per task: exact kthvalue below, sampled band above
 QUANTILE_SAMPLE = 1 << 18
@@ -59,32 +59,33 @@ def kept_count(num_entries: int, density: float) -> int:
     return max(1, round(density * num_entries))
 
 
-def magnitude_cuts(T: torch.Tensor, density: float, *, seed: int = 0) -> MagnitudeCut:
+def magnitude_cuts(T: Rows, density: float, *, seed: int = 0) -> MagnitudeCut:
     """Per task, the cut that keeps its round(d·P) largest magnitudes (d = 1: every entry)."""
     K, P = T.shape
     work = torch.promote_types(T.dtype, torch.float32)
     if density >= 1.0:
         return MagnitudeCut.of(torch.zeros(K, dtype=work, device=T.device), (P,) * K)
-    n_keep, pages, cuts = kept_count(P, density), Pages.of(T), []
-    for k in range(K):  # over task rows: one row's pages resident at a time when T is a mapped store
-        cuts.append(_row_cut(T[k], n_keep, seed=seed + k))
-        pages.release(T[k])
+    n_keep, reader, cuts = kept_count(P, density), Reader.of(T), []
+    for k in range(K):  # over task rows: one row's pages resident (or densified) at a time
+        cuts.append(_row_cut(reader.row(k), n_keep, seed=seed + k))
+        reader.release_row(k)
     values = torch.stack([c for c, _ in cuts]).to(work)  # [K] a bfloat16 row's cut is exact in float32
     return MagnitudeCut.of(values, tuple(e for _, e in cuts))
 
 
-def magnitude_mask(T: torch.Tensor, density: float, *, seed: int = 0) -> torch.Tensor:
+def magnitude_mask(T: Rows, density: float, *, seed: int = 0) -> torch.Tensor:
     """Per task, keep the `density` fraction of entries with the largest |τ| → bool [K, P]."""
     K, P = T.shape
     cuts = magnitude_cuts(T, density, seed=seed)
     mask = torch.empty(K, P, dtype=torch.bool, device=T.device)  # [K, P]
     width = chunk_columns(T, SCAN_CHUNK)
     magnitudes = torch.empty(K, min(width, P), dtype=T.dtype, device=T.device)  # [K, c] reused
-    pages = Pages.of(T)
+    reader = Reader.of(T)
     for start in range(0, P, width):
-        block = T[:, start : start + width]
-        cuts.keep(torch.abs(block, out=magnitudes[:, : block.shape[1]]), start, out=mask[:, start : start + width])
-        pages.release(block)
+        cols = slice(start, start + width)
+        block = reader.columns(cols)  # [K, c]
+        cuts.keep(torch.abs(block, out=magnitudes[:, : block.shape[1]]), start, out=mask[:, cols])
+        reader.release_columns(cols)
     return mask
 
 

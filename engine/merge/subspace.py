@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from engine.params import ParamSpec, network_key
-from engine.store.pages import Pages
+from engine.store.reader import Reader, Rows
 
 LowRank = Callable[[str], bool]
 Memo = Callable[[Hashable, Callable[[], Any]], Any]
@@ -99,15 +99,13 @@ def top_singular(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, t
 STACK_BYTES = 256 * 2**20  # stacked task matrices factored at once: the SVDs' inputs and outputs stay near 3× this
 
 
-def layer_stacks(
-    spec: ParamSpec, T: torch.Tensor, names: Sequence[str]
-) -> Iterator[tuple[tuple[str, ...], torch.Tensor]]:
+def layer_stacks(spec: ParamSpec, T: Rows, names: Sequence[str]) -> Iterator[tuple[tuple[str, ...], torch.Tensor]]:
     """(names, stacked task matrices [L, K, m, n]) of layers of one shape, a few at a time: as many as fit in
     `STACK_BYTES` (at least one), so a large pool's factorizations never hold every layer's copy at once (a
     ViT-B/32 MLP matrix of 8 tasks is 75 MB; the demo zoo's groups fit whole). Each stack is one float32 copy
-    (a bfloat16 T widened as it is copied); a T mapped from a built store gives each layer's pages back once
-    copied, so out of core the process holds the stacks, not the file."""
-    pages, work = Pages.of(T), _work(T)
+    (a bfloat16 T widened as it is copied, a store's rows densified into it); a T mapped from a built store
+    gives each layer's pages back once copied, so out of core the process holds the stacks, not the file."""
+    reader, work = Reader.of(T), _work(T)
     for group in spec.by_shape(names).values():
         m, n = spec.shapes[spec.names.index(group[0])]
         at_once = max(1, STACK_BYTES // (T.shape[0] * m * n * work.itemsize))
@@ -115,13 +113,12 @@ def layer_stacks(
             chunk = group[start : start + at_once]
             stacked = torch.empty(len(chunk), T.shape[0], m, n, dtype=work, device=T.device)  # [L, K, m, n]
             for into, name in zip(stacked, chunk):  # a few layers: a bfloat16 T is widened as it is copied
-                view = spec.matrix_view(T, name)  # [K, m, n]
-                into.copy_(view)
-                pages.release(view)
+                reader.layer(spec, name, out=into)  # [K, m, n]
+                reader.release_layer(spec, name)
             yield chunk, stacked
 
 
-def _work(T: torch.Tensor) -> torch.dtype:
+def _work(T: Rows) -> torch.dtype:
     """The dtype the factorizations run in: float32 for a bfloat16 T (a bf16 store's mapping)."""
     return torch.promote_types(T.dtype, torch.float32)
 
@@ -134,17 +131,17 @@ def _write(out: torch.Tensor, spec: ParamSpec, names: Sequence[str], deltas: tor
 OTHERS_BLOCK_ENTRIES = 1 << 22  # K·c entries of T gathered at a time for the tensors outside the matrices
 
 
-def _others_mean(out: torch.Tensor, T: torch.Tensor, spec: ParamSpec, matrices: Sequence[str]) -> None:
+def _others_mean(out: torch.Tensor, T: Rows, spec: ParamSpec, matrices: Sequence[str]) -> None:
     """Every tensor outside `matrices` gets the mean of the task vectors, gathered a block of columns at a time
     (each column's mean is its own, so the blocks change no bit), a mapped store's pages released per block."""
     keep = torch.ones(spec.numel, dtype=torch.bool, device=T.device)  # [P]
     for name in matrices:
         keep[spec.slice_of(name)] = False
-    pages, width = Pages.of(T), max(1, OTHERS_BLOCK_ENTRIES // T.shape[0])
+    reader, width = Reader.of(T), max(1, OTHERS_BLOCK_ENTRIES // T.shape[0])
     for start in range(0, spec.numel, width):
         cols, chosen = slice(start, start + width), keep[start : start + width]  # [c] bool
-        out[cols][chosen] = T[:, cols][:, chosen].to(out.dtype).mean(dim=0)  # [c_other]
-        pages.release(T[:, cols])
+        out[cols][chosen] = reader.columns(cols)[:, chosen].to(out.dtype).mean(dim=0)  # [c_other]
+        reader.release_columns(cols)
 
 
 def _rank_share(p: int, k: int) -> int:

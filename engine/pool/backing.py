@@ -2,9 +2,11 @@
 
 A Workspace holds a `TaskMatrix`: in memory, or a built store's own mapping (`BuiltStore.matrix`), float32 or
 bfloat16, whose pages are the file's, released by the kernels as they stream it, rather than the process's
-anonymous memory. On a bfloat16 store the methods that declare it (`MergeMethod.bfloat16`) read the mapping as they
+anonymous memory. On a bfloat16 store the methods that declare it (`MergeMethod.streams`) read the mapping as they
 stream it; the others get it widened to float32 in memory for the call, when that fits (engine/merge/declaration.py:
-`rows_as_read`). Out of core is a CPU affair (a GPU pool opens in memory).
+`rows_as_read`). Out of core is a CPU affair (a GPU pool opens in memory). `factored` (asked for one merge
+command) keeps LoRA adapters as their factors and full checkpoints read lazily (engine/store/factored.py), T being
+`StoredRows`: the methods that stream read it a block or layer at a time, the others get it whole for the call.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from engine.cache.memory import DEFAULT_BUDGET_BYTES
 from engine.errors import ParameterError
 from engine.io.checkpoints import Checkpoint
 from engine.params import ParamSpec, TaskMatrix
-from engine.pool.collection import CheckpointProgress, Collection, built_task_store, task_matrix
+from engine.pool.collection import CheckpointProgress, Collection, built_task_store, lazy_task_store, task_matrix
 from engine.store.plan import MemoryFacts, StorePlan, disk_free, plan_store
+from engine.store.reader import StoredRows
 
 
 def plan_for(
@@ -76,5 +79,8 @@ def open_task_matrix(
             f"is read on the CPU, not {device}",
             fix="open a GPU pool in memory (--store memory)",
         )
+    if plan.backing == "factored":
+        store = lazy_task_store(collection, tasks=tasks, variants=variants, factored=True)
+        return TaskMatrix(store.theta0, StoredRows(store), store.spec, store.task_names)
     dtype = "bfloat16" if plan.backing == "built-bf16" else "float32"
     return built_task_store(collection, folder, tasks=tasks, variants=variants, dtype=dtype).matrix()

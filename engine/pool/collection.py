@@ -49,8 +49,9 @@ from engine.models import create_visual, expected_visual_shapes, preprocess_of
 from engine.params import ParamSpec, TaskMatrix, flatten
 from engine.pool.discovery import NO_TASKS, Skipped
 from engine.store.built import BuiltStore, open_built_store, store_header
+from engine.store.factored import LowRankRow
 from engine.store.lazy import CheckpointRow
-from engine.store.rows import RowStore
+from engine.store.rows import RowStore, TaskRow
 
 MANIFEST = "collection.json"
 CheckpointProgress = Callable[[int, int, str], None]  # (checkpoints read, of total, task)
@@ -518,17 +519,22 @@ def lazy_task_store(
     tasks: Sequence[str] | None = None,
     variant: str = "standard",
     variants: Mapping[str, str] | None = None,
+    factored: bool = False,
 ) -> RowStore:
-    """θ₀ in memory and each task's row read lazily from its checkpoint (engine/store/lazy.py): nothing built."""
+    """θ₀ in memory and each task's row read lazily from its checkpoint (engine/store/lazy.py): nothing built.
+    `factored`: a LoRA adapter's row keeps its factors in memory instead (engine/store/factored.py)."""
     lender = collection.pretrained_lazy()
     spec = ParamSpec.from_shapes({k: (v.shape, v.dtype) for k, v in lender.visual.items()})
     theta0 = torch.zeros(spec.numel, dtype=torch.float32)  # [P]
     lender.read_visual_into(spec, theta0)
     names = tuple(tasks or collection.task_names)
-    rows = []
+    rows: list[TaskRow] = []
     for task in names:
         checkpoint = _checked_finetuned(collection, task, (variants or {}).get(task, variant), lender, theta0, spec)
-        rows.append(CheckpointRow.open(checkpoint, spec, theta0))
+        adapter = factored and checkpoint.format == "peft_lora"
+        rows.append(
+            LowRankRow.of_adapter(checkpoint, spec, theta0) if adapter else CheckpointRow.open(checkpoint, spec, theta0)
+        )
     return RowStore(theta0, spec, names, tuple(rows))
 
 

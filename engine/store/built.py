@@ -261,6 +261,6 @@ class BuiltStore:
     def matrix(self) -> TaskMatrix:
         """A TaskMatrix whose T is the mapping itself, in the store's dtype: its pages are the file's, released by
         the kernels as they stream it (engine/store/pages.py). A bfloat16 T is read by the methods that declare
-        it (`MergeMethod.bfloat16`: they widen what they read and compute in float32); the others get it widened
+        it (`MergeMethod.streams`: they widen what they read and compute in float32); the others get it widened
         whole for the call where that fits in memory (engine/merge/declaration.py: `rows_as_read`)."""
         return TaskMatrix(self.theta0, self.rows, self.spec, self.task_names)

@@ -103,6 +103,7 @@ class StorePlan:
             "memory": "opening in memory" + ("" if self.device == "cpu" else f" on {self.device}"),
             "built": "opening out of core",
             "built-bf16": f"opening out of core as bfloat16 ({self.float32_bytes / 2 / GIB:.1f} GiB)",
+            "factored": "keeping LoRA adapters as their factors",
         }[self.backing]
         why = " (as asked)" if self.asked else f" ({self.room_bytes / GIB:.1f} GiB free)"
         return f"{self.num_tasks} × {self.architecture}: {self.float32_bytes / GIB:.1f} GiB as float32; {where}{why}"

@@ -18,5 +18,5 @@ METHOD = MergeMethod(
     scale_parts=dare_parts,
     grid=CompareGrid.over(drop=(0.5, 0.7, 0.9), lam=steps(0.0, 1.0, 0.1)),
     order=30,
-    bfloat16=True,
+    streams=True,
 )

@@ -19,5 +19,5 @@ METHOD = MergeMethod(
     scale_parts=dare_ties_parts,
     grid=CompareGrid.over(drop=(0.5, 0.7, 0.9), lam=steps(0.5, 2.0, 0.25)),
     order=40,
-    bfloat16=True,
+    streams=True,
 )

@@ -20,5 +20,5 @@ METHOD = MergeMethod(
     scale_parts=iso_c_parts,
     grid=CompareGrid.over(alpha=steps(0.1, 3.0, 0.1)),
     order=90,
-    bfloat16=True,
+    streams=True,
 )

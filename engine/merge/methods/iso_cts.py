@@ -22,5 +22,5 @@ METHOD = MergeMethod(
     scale_parts=iso_cts_parts,
     grid=CompareGrid.over(share=(0.5, 0.8), alpha=steps(0.1, 3.0, 0.1)),
     order=100,
-    bfloat16=True,
+    streams=True,
 )

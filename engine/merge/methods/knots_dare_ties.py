@@ -33,4 +33,5 @@ METHOD = MergeMethod(
     scale_parts=knots_dare_ties_parts,
     grid=CompareGrid.over(drop=(0.1, 0.5), lam=steps(0.2, 2.0, 0.2)),
     order=131,
+    streams=True,
 )

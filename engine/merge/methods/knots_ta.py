@@ -22,4 +22,5 @@ METHOD = MergeMethod(
     scale_parts=knots_ta_parts,
     grid=CompareGrid.over(density=(0.2, 1.0), lam=steps(0.1, 1.5, 0.1)),
     order=132,
+    streams=True,
 )

@@ -23,4 +23,5 @@ METHOD = MergeMethod(
     scale_parts=knots_ties_parts,
     grid=CompareGrid.over(density=(0.1, 0.2, 0.5), lam=steps(0.2, 2.0, 0.2)),
     order=130,
+    streams=True,
 )

@@ -18,5 +18,5 @@ METHOD = MergeMethod(
     scale_parts=magnitude_parts,
     grid=CompareGrid.over(density=(0.1, 0.2, 0.5), lam=steps(0.0, 1.0, 0.1)),
     order=50,
-    bfloat16=True,
+    streams=True,
 )

@@ -20,5 +20,5 @@ METHOD = MergeMethod(
     scale_parts=sta_parts,
     grid=CompareGrid.over(threshold=(0.02, 0.05, 0.1), lam=steps(0.1, 2.0, 0.1)),
     order=70,
-    bfloat16=True,
+    streams=True,
 )

@@ -15,6 +15,6 @@ METHOD = MergeMethod(
     cheap=("lam",),
     grid=CompareGrid.over(lam=steps(0.0, 1.0, 0.05)),
     order=10,
-    bfloat16=True,
+    streams=True,
     linear_scale=True,
 )

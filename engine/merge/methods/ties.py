@@ -19,5 +19,5 @@ METHOD = MergeMethod(
     scale_parts=ties_parts,
     grid=CompareGrid.over(density=(0.1, 0.2, 0.5), lam=steps(0.5, 2.0, 0.25)),
     order=20,
-    bfloat16=True,
+    streams=True,
 )

@@ -20,5 +20,5 @@ METHOD = MergeMethod(
     scale_parts=tsv_parts,
     grid=CompareGrid.over(alpha=steps(0.1, 3.0, 0.1)),
     order=80,
-    bfloat16=True,
+    streams=True,
 )
