@@ -54,6 +54,16 @@ def shared_bases(T: Rows, spec: ParamSpec, *, memo: Memo = no_memo) -> list[tupl
             name, row, rows = block
             tau = reader.layer(spec, name)[:, row : row + rows]  # [K, O, I]
             K, _, width = tau.shape
+            if not bool(tau.any()):  # a layer no task changes (adapters leave most at zero): no direction, no SVD
+                out.append(
+                    (
+                        block,
+                        tau.new_zeros(rows, 0, dtype=torch.float32),
+                        tau.new_zeros(K, 0, width, dtype=torch.float32),
+                    )
+                )
+                reader.release_layer(spec, name)
+                continue
             u, s, vh = torch.linalg.svd(torch.cat(tuple(tau), dim=1).double(), full_matrices=False)
             keep = s > SUPPORT
             sv = (s[keep, None] * vh[keep]).float()  # [r, K·I]

@@ -4,9 +4,9 @@ A LoRA adapter's task vector (engine/io/formats/peft_adapter.py) is the update �
 weight (q, k, v landing in their row blocks of open_clip's fused in_proj) and zero on every other tensor, but for
 `modules_to_save` copies, whose τ is dense. A `LowRankRow` keeps the factors (s folded into B) and densifies only
 the matrix rows a read's column range touches: a block of columns costs that part of B·A, a layer its rows, so
-a pool of adapters takes the factors' megabytes (8 rank-16 ViT-B/32 adapters on q, k, v, out: 19 MB) instead
-of K model sizes. τ here is s·B·A itself; a pool read in memory computes (θ₀ + s·B·A) − θ₀, equal up to
-float32 rounding of θ₀'s magnitude.
+a pool of adapters takes the factors' megabytes (8 rank-16 ViT-B/32 adapters on q, k, v, out: 38 MB) instead
+of K model sizes (2.8 GB; bench/lora.py). τ here is s·B·A itself; a pool read in memory computes
+(θ₀ + s·B·A) − θ₀, equal up to float32 rounding of θ₀'s magnitude.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -74,10 +75,15 @@ class LowRankRow:
         factors = sum(u.up.nbytes + u.down.nbytes for us in self.updates.values() for u in us)
         return factors + sum(v.nbytes for v in self.dense.values())
 
+    @cached_property
+    def held(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(spec indices of the tensors this row changes, ascending; their flat offsets)."""
+        held = tuple(sorted({*self.updates, *self.dense}))
+        return held, tuple(self.spec.offsets[i] for i in held)
+
     def read(self, start: int, stop: int, out: torch.Tensor) -> None:
         out.zero_()  # [stop − start]: τ is zero outside the adapted tensors
-        held = sorted({*self.updates, *self.dense})
-        offsets = [self.spec.offsets[i] for i in held]
+        held, offsets = self.held
         for i in held[max(0, bisect_right(offsets, start) - 1) :]:  # the adapted tensors the range touches
             offset, size = self.spec.offsets[i], self.spec.sizes[i]
             if offset >= stop:
