@@ -228,12 +228,10 @@ class TaskMatrix:
         missing = [t for t in tasks if t not in self.task_names]
         if missing:
             raise KeyError(f"tasks {missing} not in {list(self.task_names)}")
+        rows = [self.task_names.index(t) for t in tasks]
         if not isinstance(self.T, torch.Tensor):  # a store's rows (engine/store/reader.py): their subset, no copy
-            from engine.store import subset
-            from engine.store.reader import StoredRows
-
-            return StoredRows(subset(self.T.store, tasks))
-        return take_rows(self.T, [self.task_names.index(t) for t in tasks])  # [k, P]
+            return self.T.select(rows)
+        return take_rows(self.T, rows)  # [k, P]
 
     def vector(self, task: str) -> TaskVector:
         return TaskVector(self.T[self.task_names.index(task)], self.spec)

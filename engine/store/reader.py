@@ -11,13 +11,14 @@ fits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from engine.params import ParamSpec
 from engine.store.pages import Pages
-from engine.store.protocol import TaskStore
+from engine.store.protocol import Subset, TaskStore
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class StoredRows:
 
     def dense(self) -> torch.Tensor:
         return self.store.block(range(self.shape[0]), slice(0, self.shape[1]))  # [K, P]
+
+    def select(self, rows: Sequence[int]) -> StoredRows:
+        """The rows `rows` (indices, in that order): a subset of the store, nothing copied."""
+        return StoredRows(Subset(self.store, tuple(rows)))
 
 
 Rows = torch.Tensor | StoredRows  # what a streaming method takes as T
