@@ -68,7 +68,7 @@ def test_every_method_on_the_float32_mapping_merges_to_the_recorded_bits(zoo, st
 
 def test_every_method_merges_a_bfloat16_mapping_as_its_values_widened(zoo, stores):
     """Iterates the registry: every method merges the bf16 store's own mapping to the bits of the same merge of
-    those values widened to float32 in memory. Those that declare `bfloat16` read the mapping chunk by chunk or
+    those values widened to float32 in memory. Those that declare `streams` read the mapping chunk by chunk or
     layer by layer (float32 arithmetic); the others get it widened whole for the call, or refuse it, naming
     what it would take, when that does not fit the machine's memory."""
     collection, matrix = zoo
