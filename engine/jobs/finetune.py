@@ -125,27 +125,35 @@ def finetune_job(
         on_step=on_step,
         lock=suite.lock,
     )
-    path = _save(
-        workspace,
-        task,
-        config,
-        result,
-        curves,
-        folder=finetune_folder(out_root, workspace.pretrained.tensors_sha256, task),
-    )
+    folder = finetune_folder(out_root, workspace.pretrained.tensors_sha256, task)
+    path = _save(workspace, task, config, result, curves, folder=folder)
     outcome = FinetuneOutcome(path.stem, str(path), curves.val_accuracy[-1], curves.val_accuracy[0], curves)
     if run_log is not None:
-        run_log.record(
-            "finetune",
-            job_id=ctx.job_id,
-            method=config.mode,
-            tasks=(task,),
-            device=str(theta0.device),
-            inputs=asdict(config),
-            outputs={**outcome.to_json(), "accuracy": {task: outcome.val_accuracy}},
-            duration_s=round(time.perf_counter() - start, 3),
-        )
+        _record(run_log, ctx, task, config, outcome, device=str(theta0.device), seconds=time.perf_counter() - start)
     return outcome
+
+
+def _record(
+    run_log: RunLog,
+    ctx: JobContext,
+    task: str,
+    config: FinetuneConfig,
+    outcome: FinetuneOutcome,
+    *,
+    device: str,
+    seconds: float,
+) -> None:
+    """The fine-tune's row in the run log: its recipe, outcome and val accuracy."""
+    run_log.record(
+        "finetune",
+        job_id=ctx.job_id,
+        method=config.mode,
+        tasks=(task,),
+        device=device,
+        inputs=asdict(config),
+        outputs={**outcome.to_json(), "accuracy": {task: outcome.val_accuracy}},
+        duration_s=round(seconds, 3),
+    )
 
 
 def _save(
