@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.scale import MERGE_RUN  # noqa: E402
+
 OUT = ROOT / "bench" / "results" / "lora_cpu.json"
 RANK = 16
 METHODS = {"task_arithmetic": ["--param", "lam=0.3"], "knots_ties": ["--param", "density=0.2", "--param", "lam=0.6"]}
@@ -60,33 +63,13 @@ def write_pool(folder: Path, num_tasks: int) -> None:
     write_image_folders(folder, dict.fromkeys(tasks, ("cat", "dog")), per_class=2, size=32)
 
 
-RUN = r"""
-import json, sys, threading, time
-sys.path.insert(0, {root!r})
-from bench.scale import status
-peak = {{"RssAnon_mib": 0.0}}
-def sample():
-    while True:
-        peak["RssAnon_mib"] = max(peak["RssAnon_mib"], status()["RssAnon_mib"])
-        time.sleep(0.02)
-threading.Thread(target=sample, daemon=True).start()
-from engine.cli import main
-start = time.perf_counter()
-code = main({argv!r})
-seconds = time.perf_counter() - start
-now = status()
-print(json.dumps({{"code": code, "seconds": seconds, "peak_RssAnon_mib": max(peak["RssAnon_mib"], now["RssAnon_mib"]),
-                  **now}}))
-"""
-
-
 def merge_run(folder: Path, home: Path, method: str, store: str) -> dict:
     """One `merge` in a fresh process: its seconds, VmHWM and peak RssAnon (MiB)."""
     argv = ["merge", "--collection", str(folder), "--method", method, *METHODS[method], "--store", store]
     argv += ["--out", f"{method}-{store}"]
     env = {**os.environ, "MERGELAB_HOME": str(home)}
     shutil.rmtree(home / "cache" / "merge_parts", ignore_errors=True)  # each run computes its parts (KnOTS' SVDs)
-    code = RUN.format(root=str(ROOT), argv=argv)
+    code = MERGE_RUN.format(root=str(ROOT), argv=argv)  # bench/scale.py's: seconds, VmHWM, peak Rss sampled
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"merge {method} --store {store} failed:\n{done.stderr[-3000:]}")
