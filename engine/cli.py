@@ -185,6 +185,7 @@ def _add_zoo(sub: Subparsers) -> None:
         ("add-taujp", "add the τJp matrix (interference) to an existing zoo", _run_zoo_add_taujp),
         ("add-methods", "add every merge method at its best val setting (report.json → methods)", _run_zoo_add_methods),
         ("add-variants", "add linearized and τJp-regularised fine-tunes of every task", _run_zoo_add_variants),
+        ("add-lora", "add a LoRA adapter per task and its table of merges (lora.json)", _run_zoo_add_lora),
         ("add-benchmark", "add the benchmark's table of the zoo (benchmark.json)", _run_zoo_add_benchmark),
         ("add-learned", "add aTLAS / DV-BASI results (report.json → learned)", _run_zoo_add_learned),
         (
@@ -641,6 +642,16 @@ def _run_zoo_add_variants(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    return 0
+
+
+def _run_zoo_add_lora(args: argparse.Namespace) -> int:
+    from engine.zoo.build import update_zoo
+    from engine.zoo.lora import lora_stage
+
+    with _StageBars() as bars:
+        recorded = update_zoo(args.zoo, lambda work: lora_stage(work, progress=bars.update), name="lora")
+    print(json.dumps(recorded["lora"]["averages"], indent=2))
     return 0
 
 

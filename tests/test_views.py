@@ -8,6 +8,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from engine.merge import get_method
+from engine.merge.pipeline import pipeline_display
 from engine.workspace import Workspace
 from ui import owner
 from ui.pages import PAGES
@@ -488,6 +489,27 @@ def test_compare_page_on_the_zoo_shows_the_stored_table_with_merge_links(data_ho
     assert table["test normalized"].iloc[0] == best["test_mean_normalized"]
     assert table["open"].iloc[0].startswith(f"merge?method={best['method'].split('+')[0]}&")
     assert any("top 1/K directions carry" in c.value for c in at.caption)
+
+
+def test_compare_page_on_the_zoo_s_lora_adapters_shows_their_stored_table(data_home):
+    """Every task on the zoo's `lora` variant: the Compare page reads lora.json (no job to start), and its links
+    open the Merge page on the same adapters."""
+    from engine.home import ASSETS_DIR
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["collection"] = str(ASSETS_DIR / "zoo")
+    _open(at, "views/compare.py")
+    at.selectbox(key="ckpt_all").set_value("lora").run()
+    assert not at.exception and not at.error
+    stored = json.loads((ASSETS_DIR / "zoo" / "lora.json").read_text())["methods"]["results"]
+    table = at.dataframe[0].value
+    assert sorted(table["method"]) == sorted(pipeline_display(r["method"]).split(" (")[0] for r in stored)
+    best = max(stored, key=lambda r: r["test_mean_normalized"])
+    assert table["test normalized"].iloc[0] == best["test_mean_normalized"]
+    assert "ckpt=lora" in table["open"].iloc[0]
+    assert any("add-lora" in c.value and "each adapter alone" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.label.startswith("Compare every method")]
 
 
 def test_compare_page_runs_the_comparison_as_a_job_elsewhere(app, monkeypatch):

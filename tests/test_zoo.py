@@ -50,7 +50,8 @@ def test_stored_zoo_fits_its_size_budget_with_its_variants():
     total = sum(p.stat().st_size for p in ASSETS_DIR.rglob("*") if p.is_file())
     assert total <= BUDGET_BYTES
     collection = load_collection(ZOO)
-    assert all(set(collection.variants(t)) == {"standard", "linearized", "tau_jp"} for t in collection.task_names)
+    variants = {"standard", "linearized", "tau_jp", "lora"}
+    assert all(set(collection.variants(t)) == variants for t in collection.task_names)
     assert not list(ASSETS_DIR.rglob("*.pt")) and not list(ASSETS_DIR.rglob("*.pth"))
 
 
@@ -84,6 +85,7 @@ def test_smoke_build_runs_end_to_end(tmp_path):
         "selective",
         "interference",
         "variants",
+        "lora",
         "learned",
         "methods",
         "warm",
@@ -100,6 +102,9 @@ def test_smoke_build_runs_end_to_end(tmp_path):
     assert collection.taujp_path().is_file() and set(report["taujp"]["images"].values()) == {16}
     assert set(report["variants"]) == {"standard", "linearized", "tau_jp"}
     assert collection.checkpoint_meta("digits", "tau_jp").linearized and collection.taujp_path("tau_jp").is_file()
+    lora = collection.variant_table("lora")
+    assert collection.checkpoint_meta("digits", "lora").training["mode"] == "lora"
+    assert set(lora["adapters"]["test"]) == set(collection.task_names) and len(lora["methods"]["results"]) == 6
     assert set(report["learned"]["supervised"]) == {
         "atlas",
         "dv_basi",

@@ -315,6 +315,12 @@ def build_report(collection: str) -> dict | None:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
+def variant_table(collection: str, variant: str) -> dict | None:
+    """The collection's stored table of merges of `variant`'s checkpoints (the zoo's lora.json), None if none."""
+    return allowed_collection(collection).variant_table(variant)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
 def stored_plane(collection: str) -> tuple[MethodsComparison, StoragePlane] | None:
     """The collection's stored comparison and storage–accuracy plane (the zoo's plane.json; None if none)."""
     return load_plane(allowed_collection(collection).root)

@@ -85,7 +85,8 @@ def checkpoint_picker(collection: str) -> Choice:
         for task, options in names.items():
             st.selectbox(task, options, key=f"ckpt.{task}")
         st.caption(
-            "Linearized and τJp checkpoints are evaluated as the linearized model f(x; θ₀) + J·(θ − θ₀). "
+            "Linearized and τJp checkpoints are evaluated as the linearized model f(x; θ₀) + J·(θ − θ₀); "
+            "LoRA adapters (lora) as θ₀ + s·B·A. "
             "Your fine-tunes (Fine-tune page) appear here by name."
         )
         chosen = {t: st.session_state[f"ckpt.{t}"] for t in names}
@@ -141,6 +142,11 @@ def sidebar_pickers() -> None:
     which used to empty the collection box on every sidebar click."""
     collection = collection_picker()
     st.session_state[CHOICE] = checkpoint_picker(collection)
+
+
+def every_task_variant() -> str:
+    """The variant the sidebar uses for every task ("standard" when it is the standard one or tasks differ)."""
+    return st.session_state.get(EVERY, "standard")
 
 
 def current_collection() -> str:

@@ -9,7 +9,7 @@ from engine.jobs.plane import storage_plane
 from engine.jobs.runner import JobState
 from engine.merge.pipeline import pipeline_display
 from ui import figures, links, messages, pages, resources, tables, widgets
-from ui.state import sidebar_query, sidebar_workspace
+from ui.state import every_task_variant, sidebar_query, sidebar_workspace
 
 st.header(pages.heading("compare"))
 st.caption(
@@ -19,10 +19,20 @@ st.caption(
 )
 collection, choice, ws = sidebar_workspace()
 report = resources.build_report(collection) if not choice else None
+variant = every_task_variant()
+table = resources.variant_table(collection, variant) if choice and len(choice) == len(ws.task_names) else None
 comparison = MethodsComparison.from_json(report["methods"]) if report and report.get("methods") else None
 stored = resources.stored_plane(collection) if comparison is not None else None  # with pipelines, TALL, EMR
 plane = stored[1] if stored else None
-if comparison is not None:
+if table is not None:
+    comparison = MethodsComparison.from_json(table["methods"])
+    means, rank = table["averages"], table.get("training", {}).get("lora_rank")
+    st.caption(
+        f"The {variant} checkpoints{f' (rank {rank})' if rank else ''}, stored when the demo zoo was built "
+        f"(`python -m engine zoo add-lora`): zero-shot {means['zero_shot_test']:.1%} and each adapter alone "
+        f"{means['adapters_test']:.1%} mean test accuracy. Normalized accuracy divides by the adapter alone."
+    )
+elif comparison is not None:
     comparison = stored[0] if stored else comparison
     st.caption(
         "Stored when the demo zoo was built (`python -m engine zoo add-methods`)"

@@ -90,6 +90,7 @@ class CollectionManifest(BaseModel):
     forgetting_report: str | None = None  # stored forgetting sweeps (engine/zoo/sta.py), if any
     taujp_matrix: str | None = None  # stored τJp matrix of the standard checkpoints (engine/taujp/matrix.py), if any
     taujp_variants: dict[str, str] = {}  # variant → stored τJp matrix of that variant's checkpoints
+    variant_tables: dict[str, str] = {}  # variant → stored table of merges of that variant's checkpoints (lora.json)
     architecture: str | None = None  # for checkpoints without a sidecar: else detected from shapes
     quick_gelu: bool | None = None  # for checkpoints without a sidecar: else what the files say
     warm: str | None = None  # folder of first-open caches shipped with it (engine/jobs/warm.py), if any
@@ -257,14 +258,19 @@ class Collection:
     def build_report(self) -> dict | None:
         """The collection's report.json (the demo zoo's build report), or None when it has none."""
         path = self.root / "report.json"
-        if not path.is_file():
+        return _stored_document(path, "build report") if path.is_file() else None
+
+    def variant_table(self, variant: str) -> dict | None:
+        """The stored table of merges of one variant's checkpoints (the zoo's lora.json: zero-shot, each adapter
+        alone, every method chosen on val), or None when the collection ships none for `variant`."""
+        relative = self.manifest.variant_tables.get(variant)
+        if relative is None:
             return None
-        try:
-            return json.loads(read_document(path, fix="rebuild the zoo, or remove the file"))
-        except (ValueError, RecursionError) as exc:
-            raise SchemaError(
-                path, f"unreadable build report ({nesting(exc)})", fix="rebuild the zoo, or remove the file"
-            ) from exc
+        path = self.path(relative)
+        table = _stored_document(path, f"table of {variant} merges")
+        if not isinstance(table, dict) or not isinstance(table.get("methods"), dict):
+            raise SchemaError(path, "has no 'methods' table", fix="rebuild it: python -m engine zoo add-lora")
+        return table
 
     def taujp_path(self, variant: str = "standard") -> Path | None:
         """The stored τJp matrix of one variant's checkpoints (all tasks), if the collection ships one."""
@@ -344,6 +350,15 @@ class Collection:
     def why_left_out(self, task: str) -> str:
         """ ", left out: <entry> <reason>" when discovery skipped `task` (opened with skip_unreadable), else ""."""
         return "".join(f", left out: {s.entry} {s.reason}" for s in self.skipped if s.task == task)
+
+
+def _stored_document(path: Path, what: str):
+    """A JSON document the build stored beside the collection, or SchemaError naming it."""
+    fix = "rebuild the zoo, or remove the file"
+    try:
+        return json.loads(read_document(path, fix=fix))
+    except (ValueError, RecursionError) as exc:
+        raise SchemaError(path, f"unreadable {what} ({nesting(exc)})", fix=fix) from exc
 
 
 def finetune_folder(root: Path, pretrained_sha256: str, task: str) -> Path:

@@ -4,7 +4,8 @@ Stages (timed in report.json): real images → tasks → pretraining pool → co
 (engine/zoo/pretrain.py) → standard fine-tunes (engine/train/finetune.py) → evaluation of the files as
 stored (fp16 read back as fp32, on the CPU) → STA importance maps and forgetting sweeps
 (engine/zoo/sta.py) → the τJp matrix (engine/zoo/taujp.py) → linearized and
-τJp-regularised fine-tunes with their merges and matrices (engine/zoo/variants.py) → aTLAS and
+τJp-regularised fine-tunes with their merges and matrices (engine/zoo/variants.py) → LoRA adapters and their
+table of merges (engine/zoo/lora.py) → aTLAS and
 DV-BASI (engine/zoo/learned.py) → every method compared (engine/zoo/methods.py) → the pages' first-open
 caches (engine/zoo/warm.py) → report.json and manifest.json (sha256 of every file). `update_zoo` runs one later
 stage on an existing zoo.
@@ -44,6 +45,7 @@ from engine.pool.collection import load_collection, open_suite, task_matrix
 from engine.processes import process_alive, process_start
 from engine.train.finetune import FinetuneConfig, finetune_standard
 from engine.zoo.learned import LEARN, learned_stage
+from engine.zoo.lora import LORA, lora_stage
 from engine.zoo.methods import methods_stage
 from engine.zoo.pretrain import PretrainConfig, Snapshot, pick_checkpoint, pretrain_clip
 from engine.zoo.report import check_thresholds
@@ -67,6 +69,7 @@ class ZooConfig:
     forgetting_alphas: tuple[float, ...] = ALPHAS
     taujp_images: int | None = None  # per task for the shipped τJp matrix (None: the whole val split)
     variants: Mapping[str, FinetuneConfig] = field(default_factory=lambda: dict(VARIANTS))
+    lora: FinetuneConfig = LORA
     learned: LearnConfig = LEARN
     learned_iterations: int = 4
     method_grids: Mapping[str, Mapping[str, tuple[float, ...]]] = field(default_factory=dict)  # over the defaults
@@ -85,6 +88,7 @@ class ZooConfig:
             forgetting_alphas=(0.0, 1.0),
             taujp_images=16,
             variants={k: replace(v, steps=3, batch_size=32, warmup_steps=1) for k, v in VARIANTS.items()},
+            lora=replace(LORA, steps=3, batch_size=32, warmup_steps=1),
             learned=replace(LEARN, epochs=1, patience=1),
             learned_iterations=1,
             method_grids={m: {k: v[:1] for k, v in grid.items()} for m, grid in DEFAULT_GRIDS.items()},
@@ -184,6 +188,10 @@ def _later_stages(config: ZooConfig, progress: Progress) -> list[tuple[str, Call
                 taujp_images=config.taujp_images,
                 progress=progress,
             ),
+        ),
+        (
+            "lora",
+            functools.partial(lora_stage, config=config.lora, grids=config.method_grids or None, progress=progress),
         ),
         ("learned", functools.partial(learned_stage, config=config.learned, iterations=config.learned_iterations)),
         ("methods", functools.partial(methods_stage, grids=config.method_grids)),
