@@ -67,7 +67,7 @@ def test_the_registry_lists_the_method_modules_in_their_declared_order():
     assert list(METHODS) == [
         "task_arithmetic", "ties", "consensus_ta", "consensus_ties", "dare", "dare_ties", "magnitude", "sta",
         "sta_theta", "tsv_m", "iso_c", "iso_cts", "cart", "wudi", "knots_ties", "knots_dare_ties", "knots_ta",
-        "tall_masks", "emr",
+        "core_tsv", "core_ties", "core_iso_c", "tall_masks", "emr",
     ]  # fmt: skip
     assert dict(methods_in(METHODS_PACKAGE)) == dict(METHODS)
     assert set(DEFAULT_GRIDS) == set(METHODS)  # every method here declares a grid: none drops out of Compare

@@ -110,14 +110,14 @@ def _merged(
         generator = torch.Generator(device=reps.device).manual_seed(int(seed))
         survive = torch.rand(reps.shape, generator=generator, device=reps.device) >= drop
         reps = reps * survive / (1 - drop)
-    kept = reps * _top_share(reps, density)  # [K, D]
-    merged = _disjoint_mean(kept) if inner == "ties" else kept.sum(dim=0)  # [D]
+    kept = reps * top_share(reps, density)  # [K, D]
+    merged = disjoint_mean(kept) if inner == "ties" else kept.sum(dim=0)  # [D]
     sizes = [sv[0].numel() for _, _, sv in bases]
     parts = merged.split(sizes)
     return [(block, u, part.view(sv.shape[1:])) for (block, u, sv), part in zip(bases, parts)]
 
 
-def _top_share(reps: torch.Tensor, density: float) -> torch.Tensor:
+def top_share(reps: torch.Tensor, density: float) -> torch.Tensor:
     """bool [K, D]: each row's entries at or above its (D − ⌊D·d⌋)-th smallest magnitude (KnOTS' top-k)."""
     if density >= 1 or reps.shape[1] == 0:
         return torch.ones_like(reps, dtype=torch.bool)
@@ -126,7 +126,7 @@ def _top_share(reps: torch.Tensor, density: float) -> torch.Tensor:
     return reps.abs() >= cut
 
 
-def _disjoint_mean(kept: torch.Tensor) -> torch.Tensor:
+def disjoint_mean(kept: torch.Tensor) -> torch.Tensor:
     """TIES' elected-sign mean: the sign of Σₜ (zero: the majority sign), then the mean of the agreeing entries."""
     sign = torch.sign(kept.sum(dim=0))  # [D]
     sign[sign == 0] = torch.sign(sign.sum())

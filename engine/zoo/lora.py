@@ -4,8 +4,9 @@ Each task gets a rank-8 LoRA (Hu et al., ICLR 2022, Eq. 3: W = W₀ + (α/r)·B�
 projections of every attention block, trained by mergelab's own trainer (engine/train/lora.py) from the stored
 θ₀ and saved as a PEFT adapter folder, finetuned/<task>.lora/, named in collection.json as variant "lora".
 The table (zero-shot, each adapter alone, then the merges the LoRA-merging papers report: task arithmetic,
-TIES, KnOTS-TIES, TSV-M, Iso-C and Iso-CTS) chooses each method's setting on val by mean normalized accuracy
-(merged / adapter alone) and reports it on test, as the Compare page does for the standard checkpoints.
+TIES, KnOTS-TIES, TSV-M, Iso-C, Iso-CTS, and Core Space's TSV, TIES and Iso-C) chooses each method's setting on
+val by mean normalized accuracy (merged / adapter alone) and reports it on test, as the Compare page does for the
+standard checkpoints.
 
 Settings chosen on the digits val split of the CPU prototype (200 steps of 128 images, α = r):
 zero-shot 39.3 %, standard fine-tuning 91.1 %; LoRA r 8 at lr 1e-3 / 3e-3 / 1e-2: 83.6 / 85.2 / 88.2 %,
@@ -34,7 +35,17 @@ Progress = Callable[[str, float, str], None]
 VARIANT = "lora"
 TABLE_FILE = "lora.json"
 LORA = FinetuneConfig(mode="lora", steps=200, lr=1e-2, lora_rank=8, lora_alpha=8.0)
-LORA_METHODS = ("task_arithmetic", "ties", "knots_ties", "tsv_m", "iso_c", "iso_cts")
+LORA_METHODS = (
+    "task_arithmetic",
+    "ties",
+    "knots_ties",
+    "tsv_m",
+    "iso_c",
+    "iso_cts",
+    "core_tsv",
+    "core_ties",
+    "core_iso_c",
+)
 SPLITS = ("val", "test")
 
 
@@ -46,12 +57,15 @@ def lora_stage(
     grids: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
     progress: Progress | None = None,
 ) -> dict:
-    """Train and store every task's adapter, then compute and store the table; returns what report.json records
-    (the table's averages and the adapters' sizes)."""
+    """Train and store every task's adapter (unless every task has one already: then only the table is made
+    again, from the stored adapters), then compute and store the table; returns what report.json records (the
+    table's averages and the adapters' sizes)."""
     progress = progress or (lambda stage, fraction, message: None)
-    train_adapters(work, config, progress=progress)
+    collection = load_collection(work)
+    if not all(VARIANT in collection.variants(t) for t in collection.task_names):
+        train_adapters(work, config, progress=progress)
     table = lora_table(work, methods=methods, grids=grids)
-    table["training"] = asdict(config)
+    table["training"] = dict(load_collection(work).checkpoint_meta(collection.task_names[0], VARIANT).training)
     (work / TABLE_FILE).write_text(json.dumps(table, indent=2) + "\n")
     manifest = json.loads((work / "collection.json").read_text())
     manifest.setdefault("variant_tables", {})[VARIANT] = TABLE_FILE
