@@ -104,7 +104,7 @@ def test_smoke_build_runs_end_to_end(tmp_path):
     assert collection.checkpoint_meta("digits", "tau_jp").linearized and collection.taujp_path("tau_jp").is_file()
     lora = collection.variant_table("lora")
     assert collection.checkpoint_meta("digits", "lora").training["mode"] == "lora"
-    assert set(lora["adapters"]["test"]) == set(collection.task_names) and len(lora["methods"]["results"]) == 6
+    assert set(lora["adapters"]["test"]) == set(collection.task_names) and len(lora["methods"]["results"]) == 9
     assert set(report["learned"]["supervised"]) == {
         "atlas",
         "dv_basi",
