@@ -337,3 +337,51 @@ def test_lora_training_factors_are_saved_as_an_adapter_peft_loads(tmp_path, base
     assert all(torch.allclose(read[k], expected[k], atol=1e-6) for k in expected)
     changed = {k for k in expected if not torch.equal(expected[k], saved.state[k])}
     assert changed == {f"transformer.resblocks.{i}.{w}" for i in layers for w, _ in LORA_TARGETS.values()}
+
+
+def _knots_pt(hf_folder, path, *, seed=0, older=False, **config):
+    """A `.pt` as KnOTS' code saves its adapters: torch.save of HFLoRACLIPVisionModel's state dict, a module holding
+    `vision_model` (PEFT's get_peft_model over the CLIP vision transformer) and `vision_head` (the projection);
+    `older`: the key names of KnOTS' older saves (`lora_model.`, `linear_layer.`). Returns PEFT's merged weights."""
+    torch.manual_seed(seed)
+    module = torch.nn.Module()
+    tower = transformers.CLIPVisionModel.from_pretrained(hf_folder)
+    tower = getattr(tower, "vision_model", tower)  # the vision transformer (transformers 5's CLIPVisionModel is it)
+    module.vision_model = peft.get_peft_model(tower, peft.LoraConfig(init_lora_weights=False, **config))
+    module.vision_head = torch.nn.Linear(16, 8, bias=False)
+    state = module.state_dict()
+    if older:
+        state = {k.replace("vision_model.", "lora_model.", 1).replace("vision_head.", "linear_layer."): v
+                 for k, v in state.items()}  # fmt: skip
+    torch.save(state, path)
+    return {k: v.detach().clone() for k, v in module.vision_model.merge_and_unload().state_dict().items()}
+
+
+@pytest.mark.parametrize("older", [False, True])
+def test_knots_released_pt_adapters_read_as_peft_merges_them(tmp_path, base, older):
+    """KnOTS' `<task>_lora-r<r>-alpha<α>-dropout0.1.pt`: the scale α/r from its name (here 2), q/k/v in the fused
+    in_proj; every weight equals PEFT's merge_and_unload of the same adapter."""
+    saved, hf = base
+    path = tmp_path / "eurosat_lora-r2-alpha4-dropout0.1.pt"
+    merged = _knots_pt(hf, path, older=older, r=2, lora_alpha=4, target_modules=TARGETS)
+    adapter = read_adapter(path)
+    assert adapter.rank == 2 and {p.scale for ps in adapter.parts.values() for p in ps} == {2.0}
+    got = _read(path, saved)
+    want = {k: v.tensor if isinstance(v, _Eager) else _fused(v.parts)
+            for k, v in _hf_tower({f"vision_model.{k}": v for k, v in merged.items()}).items()}  # fmt: skip
+    assert set(got) - set(want) == {"proj"}  # the vision transformer has no projection: the pool's base gives it
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+
+
+def test_a_knots_pt_named_otherwise_is_read_at_scale_one(tmp_path, base):
+    """Without `lora-r<r>-alpha<α>` in its name the file says no α: the bare B·A, as KnOTS' merging code takes it."""
+    saved, hf = base
+    path = tmp_path / "cars.pt"
+    _knots_pt(hf, path, r=2, lora_alpha=2, target_modules=["out_proj"])
+    adapter = read_adapter(path)
+    assert {p.scale for ps in adapter.parts.values() for p in ps} == {1.0}
+    state = torch.load(path)
+    key = "vision_model.base_model.model.encoder.layers.0.self_attn.out_proj.lora_{}.default.weight"
+    out = "transformer.resblocks.0.attn.out_proj.weight"
+    delta = _read(path, saved)[out] - saved.state[out]
+    assert torch.allclose(delta, state[key.format("B")] @ state[key.format("A")], atol=1e-6)

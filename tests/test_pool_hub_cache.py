@@ -4,6 +4,7 @@ base model (`models--openai--<base>`) and the tasks' datasets opens as a pool wi
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,11 +14,11 @@ from torch.utils.data import random_split
 from engine.cli import main
 from engine.data.suites import suite_task
 from engine.errors import DatasetError, SchemaError
-from engine.pool.collection import load_collection
+from engine.pool.collection import load_collection, task_matrix
 from engine.pool.convert import convert_pool
 from tests.builders import TINY_ARCH
 from tests.foreign import _write_hf, tiny_source, write_hf_vision
-from tests.hf_fixtures import cache_repo, dataset_dict, write_fusion_bench_cache, write_processed_cache
+from tests.hf_fixtures import REVISION, cache_repo, dataset_dict, write_fusion_bench_cache, write_processed_cache
 
 BASE = "clip-vit-tiny"
 TASKS = {"eurosat": suite_task("EuroSAT").class_names, "kmnist": suite_task("KMNIST").class_names}
@@ -113,3 +114,42 @@ def test_a_hub_cache_pool_finds_a_dataset_in_the_processed_cache_beside_it(tmp_p
     )
     kmnist = load_collection(hub).task_data("kmnist")
     assert kmnist.split("test").labels.tolist() == [4, 2] and len(kmnist.split("val")) == 2
+
+
+def test_knots_lora_adapters_in_a_hub_cache_are_a_pool_of_their_base(tmp_path, source):
+    """KnOTS' released adapters (`hoffman-lab/KnOTS-ViT-B-32_lora_R16_<task>`: PEFT folders saved from the bare
+    CLIPVisionTransformer, as KnOTS' prepare_hf_clip loads them) pair with `openai/clip-vit-base-patch32` by the
+    architecture in their repository name; each task vector is the adapter's s·B·A, as PEFT merges it."""
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    hub, scratch, base = tmp_path / "hub", tmp_path / "scratch", "clip-vit-base-patch32"  # a tiny tower named so
+    labels = {"eurosat": ("tanganke/eurosat", {"train": list(range(10)), "test": [3]})}
+    write_fusion_bench_cache(
+        hub,
+        scratch,
+        base=base,
+        architecture=TINY_ARCH,
+        pretrained=source["pretrained"],
+        finetuned={},
+        datasets_of=labels,
+    )
+    torch.manual_seed(4)
+    tower = transformers.CLIPModel.from_pretrained(
+        hub / f"models--openai--{base}" / "snapshots" / REVISION
+    ).vision_model
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
+    adapted = peft.get_peft_model(tower, replace(config, init_lora_weights=False))
+    adapted.save_pretrained(scratch / "knots")
+    merged = {k: v.detach().clone() for k, v in adapted.merge_and_unload().state_dict().items()}
+    cache_repo(hub, "model", "hoffman-lab/KnOTS-ViT-B-32_lora_R4_eurosat", scratch / "knots")
+    collection = load_collection(hub)
+    assert collection.task_names == ("eurosat",) and collection.manifest.description.startswith("KnOTS")
+    matrix = task_matrix(collection)
+    q, out = "transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.0.attn.out_proj.weight"
+    width = matrix.spec.shapes[matrix.spec.names.index(out)][0]
+    theta = matrix.theta0 + matrix.T[0]
+    assert torch.allclose(
+        matrix.spec.matrix_view(theta, out), merged["encoder.layers.0.self_attn.out_proj.weight"], atol=1e-6
+    )
+    got_q = matrix.spec.matrix_view(theta, q)[:width]
+    assert torch.allclose(got_q, merged["encoder.layers.0.self_attn.q_proj.weight"], atol=1e-6)

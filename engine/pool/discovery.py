@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -360,15 +361,29 @@ def _hub_snapshots(folder: Path, kind: str) -> dict[tuple[str, str], Path]:
     return found
 
 
+KNOTS_REPO = re.compile(r"^KnOTS-(?P<arch>ViT-[BL]-\d+)_lora_R\d+_(?P<task>.+)$")  # hoffman-lab's adapters
+KNOTS_BASES = {
+    "ViT-B-32": "clip-vit-base-patch32",
+    "ViT-B-16": "clip-vit-base-patch16",
+    "ViT-L-14": "clip-vit-large-patch14",
+}
+
+
 def _hub_cache_pool(folder: Path) -> DiscoveredPool:
-    """FusionBench's layout in a hub cache: fine-tunes named `<base>_<task>` beside the base model `<base>`."""
-    models = {key: snap for key, snap in _hub_snapshots(folder, "models").items() if is_model_folder(snap)}
+    """A hub cache of one base model `<base>` and its fine-tunes: FusionBench's `<base>_<task>` model folders, or
+    KnOTS' LoRA adapters (`hoffman-lab/KnOTS-ViT-B-32_lora_R16_<task>`, PEFT folders on the base's image tower)."""
+    snapshots = _hub_snapshots(folder, "models")
+    models = {key: snap for key, snap in snapshots.items() if is_model_folder(snap)}
     bases = {name: snap for (_, name), snap in models.items() if "_" not in name}
     tuned: dict[str, dict[str, Path]] = {}
     for (_, name), snapshot in models.items():
         base, _, task = name.partition("_")
         if task and base in bases:
             tuned.setdefault(base, {})[task] = snapshot
+    for (_, name), snapshot in snapshots.items():
+        knots = KNOTS_REPO.match(name)
+        if knots and is_peft_adapter(snapshot) and KNOTS_BASES.get(knots["arch"]) in bases:
+            tuned.setdefault(KNOTS_BASES[knots["arch"]], {})[knots["task"]] = snapshot
     if len(tuned) != 1:
         raise SchemaError(
             folder,
@@ -399,9 +414,15 @@ def _hub_cache_pool(folder: Path) -> DiscoveredPool:
         "name": base,
         "pretrained": str(bases[base].relative_to(folder)),
         "tasks": entries,
-        "description": "FusionBench checkpoints in a Hugging Face hub cache",
+        "description": f"{_hub_family(tasks.values())} in a Hugging Face hub cache",
     }
     return DiscoveredPool(document)
+
+
+def _hub_family(snapshots) -> str:
+    """Whose fine-tunes a hub cache pool holds, by their repositories' owners."""
+    owners = {snapshot.parent.parent.name.split("--")[1] for snapshot in snapshots}
+    return "KnOTS' LoRA adapters" if owners == {"hoffman-lab"} else "FusionBench checkpoints"
 
 
 def _fusion_bench_validation(task: str) -> str:

@@ -46,6 +46,8 @@ CONFIG = "adapter_config.json"
 NOTES = "mergelab.json"  # a mergelab fine-tune's recipe beside its adapter (engine/jobs/finetune.py); PEFT ignores it
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PEFT_PREFIX = "base_model.model."
+KNOTS_PREFIXES = ("vision_model.base_model.model.", "lora_model.base_model.model.")  # KnOTS' .pt state dicts
+KNOTS_NAME = re.compile(r"lora-r(?P<r>\d+)-alpha(?P<alpha>\d+(?:\.\d+)?)")  # KnOTS' file names: r and α
 FIX_SAVE = "save the adapter again with PEFT's save_pretrained (adapter_config.json + adapter_model.safetensors)"
 OUT_PROJ_TWICE = (
     "an adapter PEFT made on an open_clip nn.MultiheadAttention: PEFT up to 0.21.2 applies its out_proj update twice "
@@ -125,16 +127,35 @@ class Adapter:
 
 
 def is_peft_adapter(path: Path) -> bool:
-    """A folder PEFT's save_pretrained wrote: adapter_config.json beside the adapter weights."""
+    """A folder PEFT's save_pretrained wrote (adapter_config.json beside the adapter weights), or one of KnOTS'
+    released `.pt` adapters (`is_knots_adapter_file`)."""
     path = Path(path)
+    if path.is_file():
+        return is_knots_adapter_file(path)
     return path.is_dir() and (path / CONFIG).is_file() and any((path / w).is_file() for w in WEIGHTS)
 
 
+def is_knots_adapter_file(path: Path) -> bool:
+    """KnOTS' released adapters (`<task>_lora-r16-alpha16-dropout0.1.pt`): `torch.save` of its LoRA-wrapped Hugging
+    Face vision model's state dict (KnOTS' models/huggingface_clip.py, HFLoRACLIPVisionModel), whose LoRA factors sit
+    under PEFT's adapter name: `vision_model.base_model.model.<module>.lora_A.default.weight` (`lora_model.` in its
+    older saves). The pickle is read by the restricted unpickler; a file it refuses is not one."""
+    if path.suffix not in (".pt", ".pth", ".bin"):
+        return False
+    try:
+        keys = state_tensors(read_torch_zip(path)).keys()
+    except CheckpointError:
+        return False
+    return any(k.startswith(KNOTS_PREFIXES) and k.endswith(".lora_A.default.weight") for k in keys)
+
+
 def read_adapter(folder: Path) -> Adapter:
-    """Settings and located factors of the adapter in `folder`; no tensor data is read."""
+    """Settings and located factors of the adapter in `folder` (or KnOTS' `.pt` file); no tensor data is read."""
     folder = Path(folder)
-    settings = read_settings(folder / CONFIG)
-    tensors = _adapter_tensors(folder)
+    if folder.is_file():
+        settings, tensors = _knots_file(folder)
+    else:
+        settings, tensors = read_settings(folder / CONFIG), _adapter_tensors(folder)
     lora = {k: v for k, v in tensors.items() if _LORA.match(k)}
     others = {k: v for k, v in tensors.items() if k not in lora}
     pairs = _pairs(lora, folder)
@@ -240,6 +261,25 @@ def read_settings(config: Path) -> LoraSettings:
 def _pattern_value(pattern: Mapping[str, float], module: str, default: float) -> float:
     key = next((k for k in pattern if re.match(rf"(.*\.)?({k})$", module)), None)
     return default if key is None else pattern[key]
+
+
+def _knots_file(path: Path) -> tuple[LoraSettings, dict[str, LazyTensor]]:
+    """Settings and LoRA factors (PEFT's saved names) of a KnOTS `.pt` adapter. The file holds no config: r and α
+    come from its name (`lora-r16-alpha16`), else α = r, a scale of 1, as KnOTS' merging code uses the bare B·A.
+    Its other tensors, the frozen base weights and the projection, are not read: the pool's pretrained model
+    stands for them, and an adapter of another base is refused by its factors' shapes."""
+    factors = {}
+    for key, tensor in state_tensors(read_torch_zip(path)).items():
+        prefix = next((p for p in KNOTS_PREFIXES if key.startswith(p)), None)
+        if prefix is not None and re.search(r"\.lora_[AB]\.default\.weight$", key):
+            factors[key.removeprefix(prefix).replace(".default.weight", ".weight")] = tensor
+    ranks = {k.removesuffix(".lora_A.weight"): t.shape[0] for k, t in factors.items() if k.endswith(".lora_A.weight")}
+    named = KNOTS_NAME.search(path.name)
+    if named is not None:
+        return LoraSettings(r=int(named["r"]), alpha=float(named["alpha"])), factors
+    r = max(ranks.values(), default=1)
+    other = {m: k for m, k in ranks.items() if k != r}
+    return LoraSettings(r=r, alpha=float(r), rank_pattern=other, alpha_pattern=other), factors
 
 
 def _adapter_tensors(folder: Path) -> dict[str, LazyTensor]:
