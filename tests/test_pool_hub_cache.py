@@ -16,6 +16,7 @@ from engine.data.suites import suite_task
 from engine.errors import DatasetError, SchemaError
 from engine.pool.collection import load_collection, task_matrix
 from engine.pool.convert import convert_pool
+from engine.pool.info import checkpoint_family, pool_checkpoints
 from tests.builders import TINY_ARCH
 from tests.foreign import _write_hf, tiny_source, write_hf_vision
 from tests.hf_fixtures import REVISION, cache_repo, dataset_dict, write_fusion_bench_cache, write_processed_cache
@@ -144,6 +145,7 @@ def test_knots_lora_adapters_in_a_hub_cache_are_a_pool_of_their_base(tmp_path, s
     cache_repo(hub, "model", "hoffman-lab/KnOTS-ViT-B-32_lora_R4_eurosat", scratch / "knots")
     collection = load_collection(hub)
     assert collection.task_names == ("eurosat",) and collection.manifest.description.startswith("KnOTS")
+    assert checkpoint_family(pool_checkpoints(collection)) == "KnOTS"  # what `pool show` says
     matrix = task_matrix(collection)
     q, out = "transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.0.attn.out_proj.weight"
     width = matrix.spec.shapes[matrix.spec.names.index(out)][0]

@@ -15,6 +15,7 @@ from engine.io.checkpoints import LazyCheckpoint
 from engine.pool.collection import Collection
 
 FUSION_BENCH_OWNER = "models--tanganke--"  # FusionBench's per-task checkpoints in a Hugging Face hub cache
+KNOTS_OWNER = "models--hoffman-lab--KnOTS-"  # KnOTS' per-task LoRA adapters in a Hugging Face hub cache
 TASK_VECTORS_FORMATS = ("task_vectors", "tangent_linearized")
 
 
@@ -66,11 +67,13 @@ def pool_suite(collection: Collection) -> SuiteMatch | None:
 
 
 def checkpoint_family(rows: tuple[CheckpointInfo, ...]) -> str:
-    """Whose fine-tunes these are: FusionBench's Hugging Face checkpoints (`tanganke/clip-vit-*_<task>`),
-    task_vectors' / TALL masks' pickled releases, or the researcher's own (any other format)."""
+    """Whose fine-tunes these are: FusionBench's Hugging Face checkpoints (`tanganke/clip-vit-*_<task>`), KnOTS'
+    LoRA adapters (`hoffman-lab/KnOTS-*`), task_vectors' / TALL masks' pickled releases, or the researcher's own."""
     tuned = rows[1:]
     if tuned and all(FUSION_BENCH_OWNER in str(r.path) for r in tuned):
         return "FusionBench"
+    if tuned and all(KNOTS_OWNER in str(r.path) for r in tuned):
+        return "KnOTS"
     if tuned and all(r.format in TASK_VECTORS_FORMATS for r in tuned):
         return "task_vectors / TALL masks"
     return "own"
