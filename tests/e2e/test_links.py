@@ -31,6 +31,7 @@ def _settled(page) -> None:
     from playwright.sync_api import expect
 
     expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+    expect(page.locator('[data-stale="true"]')).to_have_count(0)  # no copy a rerun left stale beside its new one
 
 
 def _title(page):

@@ -20,6 +20,7 @@ def _settled(page) -> None:
     from playwright.sync_api import expect
 
     expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+    expect(page.locator('[data-stale="true"]')).to_have_count(0)  # no copy a rerun left stale beside its new one
 
 
 def test_a_grid_started_from_the_form_is_followed_drawn_and_its_best_trial_opens_in_merge(server, page, data_home):
