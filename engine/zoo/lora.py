@@ -20,16 +20,17 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from engine.eval.evaluate import evaluate
 from engine.io.formats.peft_export import export_lora_adapter
 from engine.jobs.compare import DEFAULT_GRIDS, compare_job
 from engine.jobs.runner import JobContext
-from engine.pool.collection import load_collection, open_suite, pretrained_vector
-from engine.train.finetune import FinetuneConfig, finetune
+from engine.pool.collection import load_collection
+from engine.train.finetune import FinetuneConfig
 from engine.workspace import Workspace
+from engine.zoo.variants import zoo_finetunes
 
 Progress = Callable[[str, float, str], None]
 VARIANT = "lora"
@@ -76,31 +77,17 @@ def lora_stage(
 def train_adapters(work: Path, config: FinetuneConfig, *, progress: Progress) -> None:
     """Train one adapter per task from the stored θ₀ (seed = the task's index) and name its folder in
     collection.json; the adapter's notes carry the recipe and class names, as a Fine-tune job's do."""
-    collection = load_collection(work)
-    pretrained = collection.pretrained()
-    suite = open_suite(collection, cache_dir=work / ".cache", pretrained=pretrained)
-    theta0 = pretrained_vector(collection, suite.spec, pretrained=pretrained)  # [P] fp32 of the fp16 file
     manifest = json.loads((work / "collection.json").read_text())
-    for i, task in enumerate(suite.task_names):
-        cfg = replace(config, seed=i)
-        result = finetune(
-            suite.visual,
-            suite.spec,
-            theta0,
-            suite.heads[task],
-            suite.tasks[task].split("train"),
-            suite.preprocess,
-            cfg,
-            on_step=lambda r, t=task: progress(f"lora {t}", r.step / cfg.steps, f"loss {r.loss:.3f}"),
-        )
-        relative = f"finetuned/{task}.{VARIANT}"
+    for tuned in zoo_finetunes(work, config, label=VARIANT, progress=progress):
+        relative = f"finetuned/{tuned.task}.{VARIANT}"
         notes = {
             "source": "mergelab zoo build",
-            "class_names": list(suite.tasks[task].class_names),
-            "training": {"kind": "lora fine-tuning", **asdict(cfg)},
+            "class_names": list(tuned.suite.tasks[tuned.task].class_names),
+            "training": {"kind": "lora fine-tuning", **asdict(tuned.config)},
         }
-        export_lora_adapter(result.lora, work / relative, base_model=pretrained.meta.architecture, notes=notes)
-        manifest["tasks"][task]["checkpoints"][VARIANT] = relative
+        architecture = tuned.pretrained.meta.architecture
+        export_lora_adapter(tuned.result.lora, work / relative, base_model=architecture, notes=notes)
+        manifest["tasks"][tuned.task]["checkpoints"][VARIANT] = relative
     (work / "collection.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 

@@ -18,19 +18,20 @@ val 0.798 / 0.873 / 0.875 / 0.886. β = 1.0, the prototypes' pick, over-constrai
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from engine.eval.evaluate import evaluate
 from engine.eval.results import best_index
-from engine.io.checkpoints import save_checkpoint
+from engine.eval.suite import EvalSuite
+from engine.io.checkpoints import Checkpoint, save_checkpoint
 from engine.pool.collection import load_collection, open_suite, pretrained_vector
 from engine.taujp.matrix import TauJpMatrix, save_taujp, taujp_matrix
 from engine.taujp.preview import TangentPreview
-from engine.train.finetune import FinetuneConfig, finetune
+from engine.train.finetune import FinetuneConfig, FinetuneResult, finetune
 from engine.workspace import Workspace
 
 Progress = Callable[[str, float, str], None]
@@ -62,13 +63,48 @@ def variants_stage(
 
 def train_variant(work: Path, variant: str, config: FinetuneConfig, *, progress: Progress) -> None:
     """Fine-tune every task in `config.mode` from the stored θ₀ and name the files in collection.json."""
+    manifest = json.loads((work / "collection.json").read_text())
+    for tuned in zoo_finetunes(work, config, label=variant, progress=progress, others=True):
+        suite, task = tuned.suite, tuned.task
+        relative = f"finetuned/{task}.{variant}.safetensors"
+        save_checkpoint(
+            work / relative,
+            tuned.result.state_dict(suite.spec),
+            dtype=torch.float16,
+            architecture=tuned.pretrained.meta.architecture,
+            task=task,
+            variant=config.mode,
+            class_names=suite.tasks[task].class_names,
+            training={"kind": f"{variant} fine-tuning", **asdict(tuned.config)},
+            source="mergelab zoo build",
+            parent_sha256=tuned.pretrained.sha256,
+        )
+        manifest["tasks"][task]["checkpoints"][variant] = relative
+    (work / "collection.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class ZooFinetune:
+    """One task's fine-tune in a zoo stage: what it was trained on and with, and what it gave."""
+
+    suite: EvalSuite
+    pretrained: Checkpoint
+    task: str
+    config: FinetuneConfig  # the stage's recipe with seed = the task's index
+    result: FinetuneResult
+
+
+def zoo_finetunes(
+    work: Path, config: FinetuneConfig, *, label: str, progress: Progress, others: bool = False
+) -> Iterator[ZooFinetune]:
+    """Every task of the zoo in `work` fine-tuned by `config` from the stored θ₀, one at a time (seed = the task's
+    index, progress named "<label> <task>"); `others`: the other tasks' train images go along (the τJp penalty)."""
     collection = load_collection(work)
     pretrained = collection.pretrained()
     suite = open_suite(collection, cache_dir=work / ".cache", pretrained=pretrained)
     theta0 = pretrained_vector(collection, suite.spec, pretrained=pretrained)  # [P] fp32 of the fp16 file
-    manifest = json.loads((work / "collection.json").read_text())
     for i, task in enumerate(suite.task_names):
-        others = {t: suite.tasks[t].split("train").images for t in suite.task_names if t != task}
+        images = {t: suite.tasks[t].split("train").images for t in suite.task_names if t != task} if others else None
         cfg = replace(config, seed=i)
         result = finetune(
             suite.visual,
@@ -78,24 +114,10 @@ def train_variant(work: Path, variant: str, config: FinetuneConfig, *, progress:
             suite.tasks[task].split("train"),
             suite.preprocess,
             cfg,
-            others=others,
-            on_step=lambda r, t=task: progress(f"{variant} {t}", r.step / cfg.steps, f"loss {r.loss:.3f}"),
+            others=images,
+            on_step=lambda r, t=task: progress(f"{label} {t}", r.step / cfg.steps, f"loss {r.loss:.3f}"),
         )
-        relative = f"finetuned/{task}.{variant}.safetensors"
-        save_checkpoint(
-            work / relative,
-            result.state_dict(suite.spec),
-            dtype=torch.float16,
-            architecture=pretrained.meta.architecture,
-            task=task,
-            variant=config.mode,
-            class_names=suite.tasks[task].class_names,
-            training={"kind": f"{variant} fine-tuning", **asdict(cfg)},
-            source="mergelab zoo build",
-            parent_sha256=pretrained.sha256,
-        )
-        manifest["tasks"][task]["checkpoints"][variant] = relative
-    (work / "collection.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        yield ZooFinetune(suite, pretrained, task, cfg, result)
 
 
 def evaluate_variant(
