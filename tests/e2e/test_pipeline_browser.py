@@ -28,6 +28,21 @@ def _slider(page, label: str):
     return page.get_by_test_id("stSlider").filter(has_text=label).get_by_role("slider")
 
 
+def _slide_to(page, slider, target: float) -> None:
+    """Arrow keys on `slider` one at a time, each waited for, until it shows `target`: a key pressed while the
+    previous press's rerun redraws the slider can be lost (CI: four presses moved it two steps)."""
+    import time
+
+    from tests.e2e.conftest import WAIT_CEILING_MS
+
+    ceiling = time.monotonic() + WAIT_CEILING_MS / 1000
+    while (value := float(slider.get_attribute("aria-valuetext"))) != target:
+        assert time.monotonic() < ceiling, f"the slider stayed at {value}, not {target}"
+        slider.focus()
+        page.keyboard.press("ArrowLeft" if value > target else "ArrowRight")
+        _settled(page)
+
+
 def test_tsv_m_then_svc_composed_on_the_merge_page_reopens_from_its_link(server, browser, page):
     from playwright.sync_api import expect
 
@@ -45,10 +60,7 @@ def test_tsv_m_then_svc_composed_on_the_merge_page_reopens_from_its_link(server,
     page.keyboard.press("Escape")
     _settled(page)
     svc_alpha = _slider(page, "SVC α")
-    svc_alpha.focus()
-    for _ in range(4):  # 1.0 → 0.8 in steps of 0.05
-        page.keyboard.press("ArrowLeft")
-    _settled(page)
+    _slide_to(page, svc_alpha, 0.8)  # 1.0 → 0.8 in steps of 0.05
     expect(svc_alpha).to_have_attribute("aria-valuetext", "0.80")
     alpha = float(_slider(page, "α (alpha)").first.get_attribute("aria-valuetext"))
     expected = _engine_mean({"alpha": alpha, "svc.alpha": 0.8})
