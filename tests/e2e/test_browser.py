@@ -49,17 +49,17 @@ STREAMLIT_RUN = ("-m", "streamlit", "run", "app.py")  # the plain command, for t
 @contextmanager
 def dashboard_server(home: Path, *, command: tuple[str, ...] = SERVE) -> Iterator[tuple[str, subprocess.Popen]]:
     """A fresh dashboard server (`python serve.py`, or `command`) on a free local port with its own MERGELAB_HOME;
-    yields (url, process)."""
+    yields (url, process). Its stderr (an app exception's traceback, which the page shows redacted) is kept in
+    test-artifacts/servers/server-<port>.log."""
     port = _free_port()
     env = {**os.environ, "MERGELAB_HOME": str(home), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     options = ["--server.port", str(port), "--server.headless", "true", "--server.address", "127.0.0.1"]
-    proc = subprocess.Popen(
-        [sys.executable, *command, *options],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    logs = ARTIFACTS / "servers"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"server-{port}.log", "wb") as stderr:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, *command, *options], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
