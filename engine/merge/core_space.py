@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import torch
 
-from engine.merge.knots import SUPPORT, Block, disjoint_mean, knots_blocks, top_share
+from engine.merge.knots import SUPPORT, Block, block_name, disjoint_mean, knots_blocks, top_share
 from engine.merge.subspace import LayerRank, Memo, no_memo, polar
 from engine.params import ParamSpec
 from engine.store.reader import Reader, Rows
@@ -105,13 +105,9 @@ def core_delta(T: Rows, spec: ParamSpec, *, inner: str, density: float = 1.0, me
 def core_ranks(T: Rows, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
     """The core's size per layer: the rank every task keeps there in full (all of its energy)."""
     return tuple(
-        LayerRank(_layer_name(spec, name, row, rows), u.shape[1], min(rows, T.shape[0] * v.shape[0]), 1.0)
-        for (name, row, rows), u, _, v in core_spaces(T, spec)
+        LayerRank(block_name(spec, block), u.shape[1], min(block[2], T.shape[0] * v.shape[0]), 1.0)
+        for block, u, _, v in core_spaces(T, spec)
     )
-
-
-def _layer_name(spec: ParamSpec, name: str, row: int, rows: int) -> str:
-    return name if rows == spec.shapes[spec.names.index(name)][0] else f"{name}[{row}:{row + rows}]"
 
 
 def _compose(parts: Sequence[torch.Tensor], scale: float, out: torch.Tensor | None) -> torch.Tensor:

@@ -138,10 +138,15 @@ def disjoint_mean(kept: torch.Tensor) -> torch.Tensor:
 def knots_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
     """The shared basis' rank per layer (KnOTS keeps every supported direction, so all the energy)."""
     return tuple(
-        LayerRank(name if rows == spec.shapes[spec.names.index(name)][0] else f"{name}[{row}:{row + rows}]",
-                  u.shape[1], min(rows, T.shape[0] * sv.shape[2]), 1.0)
-        for (name, row, rows), u, sv in shared_bases(T, spec)
-    )  # fmt: skip
+        LayerRank(block_name(spec, block), u.shape[1], min(block[2], T.shape[0] * sv.shape[2]), 1.0)
+        for block, u, sv in shared_bases(T, spec)
+    )
+
+
+def block_name(spec: ParamSpec, block: Block) -> str:
+    """A layer block's name on pages: the tensor's, with its rows when it is a part (in_proj's q, k or v)."""
+    name, row, rows = block
+    return name if rows == spec.shapes[spec.names.index(name)][0] else f"{name}[{row}:{row + rows}]"
 
 
 def _compose(parts: tuple[torch.Tensor, torch.Tensor], lam: float, out: torch.Tensor | None) -> torch.Tensor:
