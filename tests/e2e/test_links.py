@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.rerun import settled, slide_to
 from tests.e2e.sidebar import open_from_sidebar
 from tests.e2e.test_browser import ARTIFACTS
 
@@ -27,13 +28,6 @@ def _engine_mean(tasks: list[str], lam: float | list[float], *, method: str = "t
     return ws.compare(tasks, method, {"lam": lam}).mean_merged
 
 
-def _settled(page) -> None:
-    from playwright.sync_api import expect
-
-    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
-    expect(page.locator('[data-stale="true"]')).to_have_count(0)  # no copy a rerun left stale beside its new one
-
-
 def _title(page):
     return page.get_by_test_id("stPlotlyChart").first.locator(".gtitle")
 
@@ -43,7 +37,7 @@ def _open_merge(page, url: str) -> None:
 
     page.goto(url)
     expect(_title(page)).to_contain_text("mean accuracy")
-    _settled(page)
+    settled(page)
 
 
 def _lam(page) -> float:
@@ -54,7 +48,7 @@ def _choose(page, label: str, option: str, *, within=None) -> None:
     box = (within or page).get_by_test_id("stSelectbox").filter(has_text=label).first
     box.click()
     page.get_by_role("option", name=option, exact=True).click()
-    _settled(page)
+    settled(page)
 
 
 def test_a_copied_link_holds_each_tasks_checkpoint_variant(server, browser, page):
@@ -89,9 +83,7 @@ def test_the_url_names_the_method_as_the_engine_does_and_says_what_it_cannot_use
     expect(page.get_by_test_id("stAlertContentWarning")).to_contain_text("density=7 is outside its range 0.01 to 1")
     assert "method=ties" in page.url and "lam=0.5" in page.url and "density" not in page.url, page.url
     thumb = page.get_by_test_id("stSlider").first.get_by_role("slider")  # density, back at its default
-    thumb.focus()
-    page.keyboard.press("ArrowRight")
-    _settled(page)
+    slide_to(page, thumb, 0.21)
     expect(page.get_by_test_id("stAlertContentWarning")).to_have_count(0)  # moved on from the link
     assert "density=0.21" in page.url and "TIES" not in page.url, page.url
     _open_merge(page, f"{server}/merge?task_arithmetic.lam=0.65&tasks=digits&tasks=faces")
@@ -111,11 +103,11 @@ def test_a_bad_collection_path_then_an_empty_box_shows_the_zoo_with_widgets_and_
     box.fill("/nowhere/at/all")
     box.press("Enter")
     expect(page.get_by_test_id("stAlertContentError").first).to_be_visible()
-    _settled(page)
+    settled(page)
     box.fill("")
     box.press("Enter")
     expect(_title(page)).to_contain_text("mean accuracy")
-    _settled(page)
+    settled(page)
     expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
     chosen = page.get_by_test_id("stMultiSelect").first
     for task in ZOO_TASKS:
@@ -144,15 +136,15 @@ def test_a_pasted_recipe_is_checked_as_the_command_line_checks_it_then_applied_w
     recipe_box = page.get_by_label("Recipe (JSON or YAML)")
     recipe_box.fill(bad)
     recipe_box.press("Control+Enter")
-    _settled(page)
+    settled(page)
     page.get_by_role("button", name="Apply recipe").click()
     expect(page.get_by_test_id("stAlertContentError")).to_have_text(str(cli.value))
-    _settled(page)
+    settled(page)
     assert page.url == before
     expect(page.get_by_role("combobox", name="Method")).to_have_value("Task arithmetic")
     open_from_sidebar(page, "Zoo")
     expect(page.get_by_test_id("stHeading").first).to_contain_text("Checkpoints and tasks")
-    _settled(page)
+    settled(page)
     expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
     expect(page.get_by_test_id("stException")).to_have_count(0)
 
@@ -161,11 +153,11 @@ def test_a_pasted_recipe_is_checked_as_the_command_line_checks_it_then_applied_w
     recipe_box = page.get_by_label("Recipe (JSON or YAML)")
     recipe_box.fill("variant: tau_jp\ntasks: [digits, faces]\nmethod: ties\nparams: {lam: 1.4}\n")
     recipe_box.press("Control+Enter")
-    _settled(page)
+    settled(page)
     page.get_by_role("button", name="Apply recipe").click()
     expected = _engine_mean(["digits", "faces"], 1.4, method="ties", variant="tau_jp")
     expect(_title(page)).to_have_text(f"Merged: mean accuracy {expected:.1%} (interactive split)")
-    _settled(page)
+    settled(page)
     for part in ("ckpt=tau_jp", "method=ties", "lam=1.4", "tasks=digits", "tasks=faces"):
         assert part in page.url, page.url
 
@@ -181,11 +173,8 @@ def test_a_sweep_and_a_test_evaluation_stay_until_their_inputs_change(server, pa
     expect(sweep).to_be_visible()
     page.get_by_role("button", name="Evaluate on test").click()
     expect(page.get_by_text("Test: mean accuracy")).to_be_visible()
-    _settled(page)
-    thumb = page.get_by_test_id("stSlider").first.get_by_role("slider")
-    thumb.focus()
-    page.keyboard.press("ArrowRight")
-    _settled(page)
+    settled(page)
+    slide_to(page, page.get_by_test_id("stSlider").first.get_by_role("slider"), 0.7)
     expect(sweep).to_be_visible()
     expect(page.get_by_text("Test: mean accuracy")).to_have_count(0)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -193,7 +182,7 @@ def test_a_sweep_and_a_test_evaluation_stay_until_their_inputs_change(server, pa
     page.get_by_test_id("stMultiSelect").first.locator("input").click()
     page.keyboard.press("Backspace")  # removes the last chip, faces
     page.keyboard.press("Escape")
-    _settled(page)
+    settled(page)
     expect(sweep).to_have_count(0)
 
 

@@ -9,8 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.e2e.rerun import settled, slide_to
 from tests.e2e.test_browser import ARTIFACTS
-from tests.e2e.test_links import ZOO_TASKS, _open_merge, _settled, _title
+from tests.e2e.test_links import ZOO_TASKS, _open_merge, _title
 
 pytestmark = pytest.mark.browser
 FIRST_OPEN_MS = 400_000  # a ceiling, not a measure (tests/e2e/conftest.py)
@@ -28,39 +29,24 @@ def _slider(page, label: str):
     return page.get_by_test_id("stSlider").filter(has_text=label).get_by_role("slider")
 
 
-def _slide_to(page, slider, target: float) -> None:
-    """Arrow keys on `slider` one at a time, each waited for, until it shows `target`: a key pressed while the
-    previous press's rerun redraws the slider can be lost (CI: four presses moved it two steps)."""
-    import time
-
-    from tests.e2e.conftest import WAIT_CEILING_MS
-
-    ceiling = time.monotonic() + WAIT_CEILING_MS / 1000
-    while (value := float(slider.get_attribute("aria-valuetext"))) != target:
-        assert time.monotonic() < ceiling, f"the slider stayed at {value}, not {target}"
-        slider.focus()
-        page.keyboard.press("ArrowLeft" if value > target else "ArrowRight")
-        _settled(page)
-
-
 def test_tsv_m_then_svc_composed_on_the_merge_page_reopens_from_its_link(server, browser, page):
     from playwright.sync_api import expect
 
     page.goto(f"{server}/merge")  # a cold first open decodes the zoo's tasks: minutes on a loaded machine
     expect(_title(page)).to_contain_text("mean accuracy", timeout=FIRST_OPEN_MS)
-    _settled(page)
+    settled(page)
     page.get_by_test_id("stSelectbox").filter(has_text="Method").first.click()
     page.get_by_role("option", name="TSV-M (task singular vectors)", exact=True).click()
     expect(_slider(page, "α (alpha)").first).to_be_visible()  # the rerun for TSV-M has begun: wait for its end,
-    _settled(page)  # else its stale copy of the form beside the new one makes two calibrator boxes (CI)
+    settled(page)  # else its stale copy of the form beside the new one makes two calibrator boxes (CI)
     calibrators = page.get_by_test_id("stMultiSelect").filter(has_text="Calibrators after the merge")
     expect(calibrators).to_have_count(1)
     calibrators.locator("input").click()
     page.get_by_role("option", name="SVC (singular value calibration)", exact=True).click()
     page.keyboard.press("Escape")
-    _settled(page)
+    settled(page)
     svc_alpha = _slider(page, "SVC α")
-    _slide_to(page, svc_alpha, 0.8)  # 1.0 → 0.8 in steps of 0.05
+    slide_to(page, svc_alpha, 0.8)  # 1.0 → 0.8 in steps of 0.05
     expect(svc_alpha).to_have_attribute("aria-valuetext", "0.80")
     alpha = float(_slider(page, "α (alpha)").first.get_attribute("aria-valuetext"))
     expected = _engine_mean({"alpha": alpha, "svc.alpha": 0.8})

@@ -9,18 +9,12 @@ import re
 
 import pytest
 
+from tests.e2e.rerun import settled
 from tests.e2e.sidebar import open_from_sidebar
 from tests.e2e.test_browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 GRID = "lam=0.1:0.5:3"  # 3 trials of task arithmetic on the zoo's 8 tasks: 0.1, 0.3, 0.5
-
-
-def _settled(page) -> None:
-    from playwright.sync_api import expect
-
-    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
-    expect(page.locator('[data-stale="true"]')).to_have_count(0)  # no copy a rerun left stale beside its new one
 
 
 def test_a_grid_started_from_the_form_is_followed_drawn_and_its_best_trial_opens_in_merge(server, page, data_home):
@@ -32,14 +26,14 @@ def test_a_grid_started_from_the_form_is_followed_drawn_and_its_best_trial_opens
     assert not os.environ.get("MERGELAB_RAY"), "this test runs the in-process runner: unset MERGELAB_RAY"
     page.goto(f"{server}/sweeps")
     expect(page.get_by_role("button", name="Start as a background job")).to_be_visible()
-    _settled(page)
+    settled(page)
     page.get_by_role("combobox", name="method").click()
     page.get_by_role("option", name="Task arithmetic", exact=True).click()
-    _settled(page)
+    settled(page)
     grid = page.get_by_role("textbox", name="grid")
     grid.fill(GRID)
     grid.press("Enter")
-    _settled(page)
+    settled(page)
     page.get_by_role("button", name="Start as a background job").click()
     expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text("Started job #1")
 
@@ -72,7 +66,7 @@ def test_a_grid_started_from_the_form_is_followed_drawn_and_its_best_trial_opens
         link.click()
     merge = opened.value
     expect(merge.get_by_test_id("stPlotlyChart").first.locator(".gtitle")).to_contain_text("mean accuracy")
-    _settled(merge)
+    settled(merge)
     assert "/merge" in merge.url
     slider = merge.get_by_test_id("stSlider").first.get_by_role("slider")
     assert float(slider.get_attribute("aria-valuetext")) == pytest.approx(best.params["lam"])
