@@ -127,7 +127,8 @@ def test_a_job_without_a_spec_is_named(argv, named, capsys):
 @pytest.mark.parametrize("command", CASES)
 def test_ctrl_c_cancels_the_job_and_logs_what_it_reached(command, tiny_collection_dir, data_home, monkeypatch, capsys):
     """Ctrl-C (KeyboardInterrupt in the command's wait) after the job's first step: a partial run-log row,
-    its outputs printed and written beside it, exit 130."""
+    its outputs printed and written beside it, exit 130. The job holds at its first step until the cancel has
+    been asked for: a short job (taujp on three tiny tasks) otherwise finished before the cancel arrived (exit 0)."""
     flags = {
         "finetune": ["--task", "colour", "--steps", "400", "--batch", "8"],
         "learn": ["--epochs", "30", "--patience", "30"],
@@ -144,7 +145,16 @@ def test_ctrl_c_cancels_the_job_and_logs_what_it_reached(command, tiny_collectio
             raise KeyboardInterrupt
         time.sleep(0.01)
 
+    report = JobContext.report
+
+    def report_then_hold(ctx: JobContext, step: int, *args, **kwargs) -> None:
+        report(ctx, step, *args, **kwargs)
+        deadline = time.monotonic() + 120  # a ceiling: the command's next look at the job is 10 ms away
+        while step >= 1 and not ctx.cancelled and time.monotonic() < deadline:
+            time.sleep(0.005)
+
     monkeypatch.setattr(cli_jobs, "_pause", ctrl_c_after_a_step)
+    monkeypatch.setattr(JobContext, "report", report_then_hold)
     code = main([command, "--collection", str(tiny_collection_dir), "--device", "cpu", *flags])
     out = capsys.readouterr()
     if not interrupted:  # the job was done before the command looked again
