@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import ParameterError
@@ -137,78 +138,106 @@ def _logged(
     pool entries left out by consent (on an open workspace, its collection's are taken when none are given)."""
     start, setting, ref = time.perf_counter(), ray_setting(ray), reference(workspace)
     _check_tasks(tasks, ref)
-    where = f"ray {setting}" if setting else ref.device
     ctx.starting("Ray workers opening the collection" if setting else FIRST_POINT.format(method=method, split="val"))
     evaluator = trial_evaluator(workspace, ray=setting or None, workers=workers)
     ctx.on_cancel(evaluator.cancel)
-    inputs = {
-        "collection": ref.collection,
-        "pretrained_sha256": ref.pretrained_sha256,
-        "checkpoints": {t: ref.variant_of(t) for t in ref.tasks},
-        "backend": setting or "local",
-        "workers": evaluator.workers,
-        **inputs,
-        "skipped": list(skipped) or _skipped_of(workspace),
-    }
-    parent = None
-    if run_log is not None:
-        parent = run_log.record(
-            kind,
-            job_id=ctx.job_id,
-            method=method,
-            tasks=tasks,
-            device=where,
-            status="running",
-            inputs=inputs,
-            outputs={},
-        )
-    finished: list[TrialResult] = []
+    where = f"ray {setting}" if setting else ref.device
+    row = _SweepRows(ctx, run_log, kind=kind, method=method, tasks=tasks, where=where, planned=planned)
+    row.open(
+        {
+            "collection": ref.collection,
+            "pretrained_sha256": ref.pretrained_sha256,
+            "checkpoints": {t: ref.variant_of(t) for t in ref.tasks},
+            "backend": setting or "local",
+            "workers": evaluator.workers,
+            **inputs,
+            "skipped": list(skipped) or _skipped_of(workspace),
+        }
+    )
+    outcome, status = None, "failed"
+    try:
+        outcome = body(evaluator, row.on_trial, lambda: ctx.cancelled)
+        status = "done" if outcome.complete else "cancelled"
+    finally:
+        evaluator.close()  # the evaluator's record of starts stays readable
+        row.close(outcome, status=status, evaluator=evaluator, seconds=time.perf_counter() - start)
+    if status == "cancelled":
+        raise Cancelled()
+    return outcome
 
-    def on_trial(result: TrialResult) -> None:
-        if run_log is not None:
-            run_log.record(
+
+@dataclass
+class _SweepRows:
+    """A sweep's rows in the run log (its own, then one per trial as it comes back) and the job's progress.
+    Mutable: it gathers the finished trials, so a cancelled or failed sweep's row keeps what was reached."""
+
+    ctx: JobContext
+    run_log: RunLog | None
+    kind: str
+    method: str
+    tasks: tuple[str, ...]
+    where: str  # the device, or "ray <address>"
+    planned: int
+    parent: int | None = None
+    finished: list[TrialResult] = field(default_factory=list)
+
+    def open(self, inputs: Mapping[str, Any]) -> None:
+        """The sweep's row, recorded before its first trial (status running)."""
+        if self.run_log is not None:
+            self.parent = self.run_log.record(
+                self.kind,
+                job_id=self.ctx.job_id,
+                method=self.method,
+                tasks=self.tasks,
+                device=self.where,
+                status="running",
+                inputs=dict(inputs),
+                outputs={},
+            )
+
+    def on_trial(self, result: TrialResult) -> None:
+        """A trial's row, under the sweep's, and the job's progress with the best trial so far."""
+        if self.run_log is not None:
+            self.run_log.record(
                 "trial",
-                parent_id=parent,
-                job_id=ctx.job_id,
-                method=method,
-                tasks=tasks,
-                device=where,
+                parent_id=self.parent,
+                job_id=self.ctx.job_id,
+                method=self.method,
+                tasks=self.tasks,
+                device=self.where,
                 inputs={"index": result.index, "params": dict(result.params), "split": result.split},
                 outputs=result.to_json(),
                 duration_s=result.seconds,
             )
-        finished.append(result)
-        best = best_trial(finished)
-        ctx.report(
-            len(finished),
-            planned,
+        self.finished.append(result)
+        best = best_trial(self.finished)
+        self.ctx.report(
+            len(self.finished),
+            self.planned,
             f"trial {result.index + 1}: mean normalized {result.mean_normalized:.1%}",
-            metrics={"trials": len(finished), "best_index": best.index, "best_mean_normalized": best.mean_normalized},
+            metrics={
+                "trials": len(self.finished),
+                "best_index": best.index,
+                "best_mean_normalized": best.mean_normalized,
+            },
         )
 
-    outcome, status = None, "failed"
-    try:
-        outcome = body(evaluator, on_trial, lambda: ctx.cancelled)
-        status = "done" if outcome.complete else "cancelled"
-    finally:
-        evaluator.close()  # the evaluator's record of starts stays readable
-        if run_log is not None:
-            reached = outcome or SearchOutcome(
-                kind, method, tasks, tuple(sorted(finished, key=lambda t: t.index)), planned
-            )
-            starts = evaluator.starts()
-            summary = {
-                **reached.to_json(),
-                "trials_started": len(starts),  # a cancel abandons the trials then running
-                "last_trial_started": max(starts, default=None),  # epoch s: before the cancel returned
-                "retried": evaluator.retried,
-            }
-            if status != "done":
-                summary |= {"partial": True, "step": len(reached.trials), "total": planned}
-            run_log.update_run(parent, status=status, outputs=summary, duration_s=round(time.perf_counter() - start, 3))
-    if status == "cancelled":
-        raise Cancelled()
-    return outcome
+    def close(self, outcome: SearchOutcome | None, *, status: str, evaluator: TrialEvaluator, seconds: float) -> None:
+        """The sweep's row finished: its outcome (or the trials reached, marked partial) and the starts."""
+        if self.run_log is None:
+            return
+        trials = tuple(sorted(self.finished, key=lambda t: t.index))
+        reached = outcome or SearchOutcome(self.kind, self.method, self.tasks, trials, self.planned)
+        starts = evaluator.starts()
+        summary = {
+            **reached.to_json(),
+            "trials_started": len(starts),  # a cancel abandons the trials then running
+            "last_trial_started": max(starts, default=None),  # epoch s: before the cancel returned
+            "retried": evaluator.retried,
+        }
+        if status != "done":
+            summary |= {"partial": True, "step": len(reached.trials), "total": self.planned}
+        self.run_log.update_run(self.parent, status=status, outputs=summary, duration_s=round(seconds, 3))
 
 
 def _check_tasks(tasks: Sequence[str], ref: WorkspaceRef) -> None:
