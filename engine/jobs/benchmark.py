@@ -83,11 +83,7 @@ def benchmark_job(
     _check_images(bench, chosen)
     architecture = published_architecture or workspace.pretrained.architecture
     settings = {
-        "collection": str(workspace.collection.root),
-        "architecture": architecture,
-        "pool_architecture": workspace.pretrained.architecture,
-        "pretrained_sha256": workspace.pretrained.tensors_sha256,
-        "checkpoints": {t: workspace.collection.finetuned_sha256(t, workspace.variant_of(t)) for t in chosen},
+        **_pool_settings(workspace, chosen, architecture=architecture),
         "suite": suite,
         "val_profile": val_profile,
         "limit_per_task": limit_per_task,
@@ -104,16 +100,8 @@ def benchmark_job(
         {t: {s: len(bench.suite.tasks[t].split(s)) for s in ("val", "test")} for t in chosen},
         {"zero_shot": "Zero-shot", "finetuned": "Fine-tuned", **{m: short_name(m) for m in methods}},
     )
-    planned = sum(len(grid_points(a)) + 1 for m, a in axes.items() if not table.row(m))
-    counter = TrialCounter(ctx, planned, metrics={"out": str(out)} if out else None)
-    ctx.starting(FIRST_POINT.format(method=methods[0], split="val"), total=counter.total)
-    save(out, table, pending)
     with job_trials(ctx, bench, ray=ray, workers=workers) as run:
-        for method in (m for m in methods if not table.row(m)):
-            row = method_row(run, chosen, method, axes[method], pending, counter, lambda: save(out, table, pending))
-            table = replace(table, rows=(*table.rows, row))
-            pending.pop(method, None)
-            save(out, table, pending)
+        table = _missing_rows(ctx, run, table, axes, pending, out=out)
     if run_log is not None:
         run_log.record(
             "benchmark",
@@ -124,6 +112,39 @@ def benchmark_job(
             outputs=table.to_json(),
             duration_s=round(time.perf_counter() - start, 3),
         )
+    return table
+
+
+def _pool_settings(workspace: Workspace, tasks: Sequence[str], *, architecture: str) -> dict[str, Any]:
+    """The pool a table was made on, as its settings record it: a resumed file must name the same."""
+    return {
+        "collection": str(workspace.collection.root),
+        "architecture": architecture,
+        "pool_architecture": workspace.pretrained.architecture,
+        "pretrained_sha256": workspace.pretrained.tensors_sha256,
+        "checkpoints": {t: workspace.collection.finetuned_sha256(t, workspace.variant_of(t)) for t in tasks},
+    }
+
+
+def _missing_rows(
+    ctx: JobContext,
+    run: RunTrials,
+    table: Benchmark,
+    axes: Mapping[str, Any],
+    pending: dict[str, Any],
+    *,
+    out: Path | None,
+) -> Benchmark:
+    """`table` with a row for each of its methods it lacks, in order; saved to `out` after every trial."""
+    planned = sum(len(grid_points(a)) + 1 for m, a in axes.items() if not table.row(m))
+    counter = TrialCounter(ctx, planned, metrics={"out": str(out)} if out else None)
+    ctx.starting(FIRST_POINT.format(method=table.planned[0], split="val"), total=counter.total)
+    save(out, table, pending)
+    for method in (m for m in table.planned if not table.row(m)):
+        row = method_row(run, table.tasks, method, axes[method], pending, counter, lambda: save(out, table, pending))
+        table = replace(table, rows=(*table.rows, row))
+        pending.pop(method, None)
+        save(out, table, pending)
     return table
 
 
