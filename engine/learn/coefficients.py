@@ -224,12 +224,9 @@ def learn_coefficients(
     steps = max(math.ceil(len(part) / per_task) for part in data.fit.values())
     generator = torch.Generator().manual_seed(config.seed)
     by_loss = config.select_by == "fit_loss"
-    if by_loss:
-        best = (-math.inf, 0, coefficients.detach().clone())
-    else:
-        with torch.no_grad():
-            start = selection_accuracy(suite, combine(base, directions, coefficients, sizes), data.select)
-        best = (sum(start.values()) / len(start), 0, coefficients.detach().clone())
+    with torch.no_grad():
+        start = -math.inf if by_loss else _mean_selection(suite, combine(base, directions, coefficients, sizes), data)
+    best = (start, 0, coefficients.detach().clone())
     history, stale = [], 0
     for epoch in range(1, config.epochs + 1):
         losses = []
@@ -243,13 +240,7 @@ def learn_coefficients(
             losses.append(loss.item())
         with torch.no_grad():
             theta = combine(base, directions, coefficients, sizes)  # [P]
-        record = EpochRecord(
-            epoch,
-            sum(losses) / len(losses),
-            selection_accuracy(suite, theta, data.select),
-            float(coefficients.detach().mean()),
-            float(coefficients.detach().std()) if coefficients.numel() > 1 else 0.0,
-        )
+        record = _epoch_record(epoch, losses, selection_accuracy(suite, theta, data.select), coefficients.detach())
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
@@ -261,6 +252,20 @@ def learn_coefficients(
             if stale >= config.patience:
                 break
     return LearnResult(best[2], best[1], tuple(history))
+
+
+def _mean_selection(suite: EvalSuite, theta: torch.Tensor, data: ValSplit) -> float:
+    """The mean accuracy of θ [P] on the selection part: the score of the start (epoch 0)."""
+    accuracy = selection_accuracy(suite, theta, data.select)
+    return sum(accuracy.values()) / len(accuracy)
+
+
+def _epoch_record(
+    epoch: int, losses: list[float], selection: Mapping[str, float], coefficients: torch.Tensor
+) -> EpochRecord:
+    """An epoch's record: its mean objective, the selection accuracy and the coefficients' spread."""
+    spread = float(coefficients.std()) if coefficients.numel() > 1 else 0.0
+    return EpochRecord(epoch, sum(losses) / len(losses), selection, float(coefficients.mean()), spread)
 
 
 def objective_loss(
