@@ -77,17 +77,32 @@ def run_recipe(
     filled = recipe.model_copy(update={"pretrained_sha256": ws.pretrained.tensors_sha256, "tasks": tasks})
     out = out or home.exports / f"{recipe.output or _default_name(filled)}.safetensors"
     checkpoint = export_merged(out, merged, ws.matrix.spec, pretrained=ws.pretrained, recipe=filled)
-    result = None
-    if recipe.evaluate:
-        result = _evaluated(ws, recipe, tasks, merged, progress)
-    run_id = RunLog(home.runs / "runs.sqlite3").record(
+    result = _evaluated(ws, recipe, tasks, merged, progress) if recipe.evaluate else None
+    log = RunLog(home.runs / "runs.sqlite3")
+    run_id = _record(log, filled, ws, checkpoint=checkpoint, result=result, skipped=skipped, device=device, start=start)
+    return RecipeOutcome(filled, merged, checkpoint, result, run_id, skipped)
+
+
+def _record(
+    log: RunLog,
+    recipe: MergeRecipe,
+    ws: Workspace,
+    *,
+    checkpoint: Checkpoint,
+    result: EvalResult | None,
+    skipped: tuple[str, ...],
+    device: torch.device | str,
+    start: float,
+) -> int:
+    """The recipe's row in the run log: the filled recipe, the checkpoints' sha256, the export and accuracy."""
+    return log.record(
         "recipe",
         method=recipe.method,
-        tasks=tasks,
+        tasks=recipe.tasks,
         device=str(device),
         inputs={
-            "recipe": filled.model_dump(mode="json"),
-            "checkpoints": {t: ws.collection.finetuned_sha256(t, ws.variant_of(t)) for t in tasks},
+            "recipe": recipe.model_dump(mode="json"),
+            "checkpoints": {t: ws.collection.finetuned_sha256(t, ws.variant_of(t)) for t in recipe.tasks},
             "skipped": list(skipped),
         },
         outputs={
@@ -98,7 +113,6 @@ def run_recipe(
         },
         duration_s=round(time.perf_counter() - start, 3),
     )
-    return RecipeOutcome(filled, merged, checkpoint, result, run_id, skipped)
 
 
 @dataclass(frozen=True)
