@@ -160,32 +160,13 @@ def hf_config(architecture_config: Mapping, *, quick_gelu: bool, with_text: bool
     """A transformers config.json for the exported model: CLIPVisionModelWithProjection, CLIPVisionModel for a
     tower saved without its projection (no projection_dim: the embedding size is then unknown), or CLIPModel
     when the text tower comes along (`architecture_config` is open_clip's config dict)."""
-    vision = architecture_config["vision_cfg"]
-    width = vision["width"]
     act = "quick_gelu" if quick_gelu else "gelu"
-    vision_config = {
-        "hidden_size": width,
-        "intermediate_size": int(width * vision.get("mlp_ratio", 4)),
-        "num_attention_heads": width // vision.get("head_width", 64),
-        "num_hidden_layers": vision["layers"],
-        "patch_size": vision["patch_size"],
-        "image_size": vision["image_size"],
-        "num_channels": 3,
-        "layer_norm_eps": 1e-5,
-        "hidden_act": act,
-        "projection_dim": architecture_config["embed_dim"],
-    }
-    if not with_text and not with_projection:
-        del vision_config["projection_dim"]
-        return {
-            "architectures": ["CLIPVisionModel"],
-            "model_type": "clip_vision_model",
-            **vision_config,
-            "torch_dtype": "float32",
-        }
+    vision_config = _vision_config(architecture_config, act=act)
     if not with_text:
+        if not with_projection:
+            del vision_config["projection_dim"]
         return {
-            "architectures": ["CLIPVisionModelWithProjection"],
+            "architectures": ["CLIPVisionModelWithProjection" if with_projection else "CLIPVisionModel"],
             "model_type": "clip_vision_model",
             **vision_config,
             "torch_dtype": "float32",
@@ -209,4 +190,22 @@ def hf_config(architecture_config: Mapping, *, quick_gelu: bool, with_text: bool
         "vision_config": vision_config,
         "text_config": text_config,
         "torch_dtype": "float32",
+    }
+
+
+def _vision_config(architecture_config: Mapping, *, act: str) -> dict:
+    """transformers' CLIPVisionConfig fields for open_clip's `vision_cfg`."""
+    vision = architecture_config["vision_cfg"]
+    width = vision["width"]
+    return {
+        "hidden_size": width,
+        "intermediate_size": int(width * vision.get("mlp_ratio", 4)),
+        "num_attention_heads": width // vision.get("head_width", 64),
+        "num_hidden_layers": vision["layers"],
+        "patch_size": vision["patch_size"],
+        "image_size": vision["image_size"],
+        "num_channels": 3,
+        "layer_norm_eps": 1e-5,
+        "hidden_act": act,
+        "projection_dim": architecture_config["embed_dim"],
     }
