@@ -93,10 +93,7 @@ def finetune_job(
     start = time.perf_counter()
     ctx.starting(f"{task}: the zero-shot val accuracy and the training set-up", total=config.steps)
     suite, theta0 = workspace.suite, workspace.matrix.theta0  # [P]
-    if task not in suite.tasks:
-        raise DatasetError(task, "is not a task of this collection", fix=f"choose one of {list(suite.tasks)}")
-    others = {t: suite.tasks[t].split("train").images for t in suite.task_names if t != task}
-    config.check(other_tasks=len(others))
+    others = _other_tasks_images(suite, task, config)
     val_suite = suite.linearized(theta0) if config.linearized else suite.network()
     curves = FinetuneCurves(val_step=(0,), val_accuracy=(_val_accuracy(val_suite, theta0, task, val_images),))
 
@@ -131,6 +128,15 @@ def finetune_job(
     if run_log is not None:
         _record(run_log, ctx, task, config, outcome, device=str(theta0.device), seconds=time.perf_counter() - start)
     return outcome
+
+
+def _other_tasks_images(suite: EvalSuite, task: str, config: FinetuneConfig) -> dict[str, torch.Tensor]:
+    """The other tasks' train images (the τJp penalty's), once `task` is known and `config` checked against them."""
+    if task not in suite.tasks:
+        raise DatasetError(task, "is not a task of this collection", fix=f"choose one of {list(suite.tasks)}")
+    others = {t: suite.tasks[t].split("train").images for t in suite.task_names if t != task}
+    config.check(other_tasks=len(others))
+    return others
 
 
 def _record(

@@ -157,14 +157,18 @@ def learn_job(
             raise
     outcome = _finish(workspace, *progress.best, progress.curves, out_dir=out_dir, partial=status == "cancelled")
     if config is not None:
-        start_test = evaluate(progress.origin[0], workspace.suite, "test")
-        outcome = replace(
-            outcome, start=LearnedPoint(progress.origin[1], dict(start_test.accuracy), start_test.mean_accuracy)
-        )
+        outcome = _with_start_on_test(workspace, outcome, progress)
     log_run(status, {**outcome.to_json(), **(_reached(progress) if status == "cancelled" else {})})
     if status == "cancelled":
         raise Cancelled()
     return outcome
+
+
+def _with_start_on_test(workspace: Workspace, outcome: LearnOutcome, progress: _Progress) -> LearnOutcome:
+    """DV-BASI's outcome with the point it started from evaluated on test, beside the point it reached."""
+    theta, name = progress.origin  # θ [P] and what it is (aTLAS's point, or task arithmetic at λ)
+    start_test = evaluate(theta, workspace.suite, "test")
+    return replace(outcome, start=LearnedPoint(name, dict(start_test.accuracy), start_test.mean_accuracy))
 
 
 def _learn(
