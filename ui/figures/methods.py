@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
@@ -77,16 +77,7 @@ def landscape_heatmap(landscape: Landscape, *, preview: bool = False) -> go.Figu
             hoverinfo="skip",
         )
     )
-    cells = [(x, y, v) for y, row in zip(values, grid) for x, v in zip(values, row) if v is not None]
-    fig.add_scatter(
-        x=[x for x, _, _ in cells],
-        y=[y for _, y, _ in cells],
-        customdata=[v for *_, v in cells],
-        mode="markers",
-        marker=dict(size=18, symbol="square", opacity=0),
-        hovertemplate=f"λ {a} = %{{y:g}}, λ {b} = %{{x:g}}: %{{customdata:.1%}}<extra>click to open in Merge</extra>",
-        showlegend=False,
-    )
+    _add_click_targets(fig, values, grid, tasks=(a, b))
     best = landscape.best(preview=preview)
     if best is not None:
         fig.add_scatter(
@@ -106,6 +97,23 @@ def landscape_heatmap(landscape: Landscape, *, preview: bool = False) -> go.Figu
         margin=dict(t=50),
     )
     return readable(fig)
+
+
+def _add_click_targets(
+    fig: go.Figure, values: list[float], grid: Sequence[Sequence[float | None]], *, tasks: tuple[str, str]
+) -> None:
+    """A transparent square marker on every evaluated cell: a heatmap cell is not selectable, a marker is."""
+    a, b = tasks
+    cells = [(x, y, v) for y, row in zip(values, grid) for x, v in zip(values, row) if v is not None]
+    fig.add_scatter(
+        x=[x for x, _, _ in cells],
+        y=[y for _, y, _ in cells],
+        customdata=[v for *_, v in cells],
+        mode="markers",
+        marker=dict(size=18, symbol="square", opacity=0),
+        hovertemplate=f"λ {a} = %{{y:g}}, λ {b} = %{{x:g}}: %{{customdata:.1%}}<extra>click to open in Merge</extra>",
+        showlegend=False,
+    )
 
 
 def clicked_lambdas(selection: Mapping | None) -> tuple[float, float] | None:

@@ -59,9 +59,31 @@ def export_lora_adapter(
             tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = down.float().contiguous().clone()  # [r, in]
             tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = b.float().contiguous().clone()  # [out, r]
             ranks[module] = down.shape[0]
+    config = _adapter_config(ranks, base_model=base_model)
+    folder = Path(folder)
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "adapter_model.safetensors"
+    targets = [weights, folder / CONFIG, *([folder / NOTES] if notes else [])]
+    try:
+        with all_or_nothing(targets) as (tmp_weights, tmp_config, *tmp_notes):
+            save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
+            tmp_config.write_text(json.dumps(config, indent=2), encoding="utf-8")
+            for tmp in tmp_notes:
+                tmp.write_text(json.dumps(dict(notes or {}), indent=2), encoding="utf-8")
+    except BaseException:
+        if made:
+            folder.rmdir()  # nothing of the adapter landed in it
+        raise
+    return ExportedAdapter(folder, len(ranks), config["r"], weights.stat().st_size)
+
+
+def _adapter_config(ranks: Mapping[str, int], *, base_model: str) -> dict[str, Any]:
+    """PEFT's adapter_config.json for plain LoRA with scale 1 (α = r): the largest rank as `r`, the modules of
+    another rank in `rank_pattern` and `alpha_pattern`."""
     r = max(ranks.values())
     other = {m: k for m, k in ranks.items() if k != r}
-    config = {
+    return {
         "peft_type": "LORA",
         "base_model_name_or_path": base_model or None,
         "r": r,
@@ -78,22 +100,6 @@ def export_lora_adapter(
         "inference_mode": True,
         "task_type": None,
     }
-    folder = Path(folder)
-    made = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / "adapter_model.safetensors"
-    targets = [weights, folder / CONFIG, *([folder / NOTES] if notes else [])]
-    try:
-        with all_or_nothing(targets) as (tmp_weights, tmp_config, *tmp_notes):
-            save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
-            tmp_config.write_text(json.dumps(config, indent=2), encoding="utf-8")
-            for tmp in tmp_notes:
-                tmp.write_text(json.dumps(dict(notes or {}), indent=2), encoding="utf-8")
-    except BaseException:
-        if made:
-            folder.rmdir()  # nothing of the adapter landed in it
-        raise
-    return ExportedAdapter(folder, len(ranks), r, weights.stat().st_size)
 
 
 def _hf_modules(name: str, row: int, up: torch.Tensor, *, width: int) -> list[tuple[str, torch.Tensor]]:
