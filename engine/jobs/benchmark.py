@@ -72,9 +72,7 @@ def benchmark_job(
     else all), each over its declared grid (`grids` overrides some: recorded). `published_architecture` names
     the architecture whose published numbers apply when the pool's own (a small stand-in) has none."""
     start = time.perf_counter()
-    chosen = benchmark_tasks(workspace.collection, tasks, suite)
-    if not set(chosen) <= set(workspace.task_names):
-        raise ParameterError(f"benchmark tasks {list(chosen)}", "are not all open", fix=f"open {list(chosen)}")
+    chosen = _open_tasks(workspace, tasks, suite)
     methods = tuple(methods or DEFAULT_METHODS)
     grids = {**DEFAULT_GRIDS, **(grids or {})}
     _check(methods, grids, ray=ray, limit=limit_per_task, val_profile=val_profile)
@@ -84,10 +82,7 @@ def benchmark_job(
     architecture = published_architecture or workspace.pretrained.architecture
     settings = {
         **_pool_settings(workspace, chosen, architecture=architecture),
-        "suite": suite,
-        "val_profile": val_profile,
-        "limit_per_task": limit_per_task,
-        "seed": seed,
+        **{"suite": suite, "val_profile": val_profile, "limit_per_task": limit_per_task, "seed": seed},
         "grids": {m: {name: list(values) for name, values in a} for m, a in axes.items()},
     }
     previous, pending = resumed(out, settings)
@@ -103,16 +98,30 @@ def benchmark_job(
     with job_trials(ctx, bench, ray=ray, workers=workers) as run:
         table = _missing_rows(ctx, run, table, axes, pending, out=out)
     if run_log is not None:
-        run_log.record(
-            "benchmark",
-            job_id=ctx.job_id,
-            tasks=chosen,
-            device=str(workspace.matrix.T.device),
-            inputs=settings,
-            outputs=table.to_json(),
-            duration_s=round(time.perf_counter() - start, 3),
-        )
+        device = str(workspace.matrix.T.device)
+        _record(run_log, ctx, table, device=device, seconds=time.perf_counter() - start)
     return table
+
+
+def _record(run_log: RunLog, ctx: JobContext, table: Benchmark, *, device: str, seconds: float) -> None:
+    """The benchmark's run: its settings as inputs, the table as outputs."""
+    run_log.record(
+        "benchmark",
+        job_id=ctx.job_id,
+        tasks=table.tasks,
+        device=device,
+        inputs=table.settings,
+        outputs=table.to_json(),
+        duration_s=round(seconds, 3),
+    )
+
+
+def _open_tasks(workspace: Workspace, tasks: Sequence[str] | None, suite: str | None) -> tuple[str, ...]:
+    """`benchmark_tasks` of the workspace's collection, each one the workspace has open."""
+    chosen = benchmark_tasks(workspace.collection, tasks, suite)
+    if not set(chosen) <= set(workspace.task_names):
+        raise ParameterError(f"benchmark tasks {list(chosen)}", "are not all open", fix=f"open {list(chosen)}")
+    return chosen
 
 
 def _pool_settings(workspace: Workspace, tasks: Sequence[str], *, architecture: str) -> dict[str, Any]:

@@ -247,10 +247,8 @@ def learn_coefficients(
         score = -record.loss if by_loss else record.mean_selection
         if score > best[0]:
             best, stale = (score, epoch, coefficients.detach().clone()), 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
+        elif (stale := stale + 1) >= config.patience:  # `patience` epochs in a row without a better score
+            break
     return LearnResult(best[2], best[1], tuple(history))
 
 
