@@ -51,6 +51,8 @@ restored = widgets.restore_job("ft_job", "finetune", collection)  # after a relo
 if restored is not None:
     shown = restored.spec.get("args", {}).get("config", {})
     st.session_state["ft_beta_shown"] = shown.get("beta") if shown.get("mode") == "tau_jp" else None
+    if restored.state == "done":  # done before this run: the sidebar above has read its checkpoint, no rerun due
+        st.session_state["ft_done_job"] = restored.id
 
 
 @st.fragment(run_every=1.0)
