@@ -5,7 +5,7 @@ import torch
 
 from engine.errors import ParameterError
 from engine.merge import apply
-from engine.merge.sparsify import dare_keep_mask, kept_count, magnitude_mask
+from engine.merge.sparsify import DropStream, dare_keep_mask, kept_count, magnitude_mask
 from engine.params import ParamSpec, TaskMatrix, flatten, unflatten
 
 
@@ -71,6 +71,23 @@ def test_dare_matches_its_oracle_with_the_same_mask(tiny):
     }
     got = apply("dare", tm.theta0, tm.T, {"drop": 0.5, "lam": lams, "seed": 7})
     torch.testing.assert_close(got, flatten(expected, tm.spec), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "K, P, width", [(3, 1_000_003, 4096), (1, 77, 10), (5, 300_000, 65_536), (2, 262_145, 1 << 18)]
+)
+def test_the_drop_stream_hands_out_dare_s_mask_block_by_block(K, P, width):
+    """Out of core, DARE draws its mask a block at a time (sparsify.DropStream): the same entries as the whole
+    mask for any block width, including a last short block and rows longer than the skip pass's scratch."""
+    whole = dare_keep_mask((K, P), 0.3, seed=11)  # bool [K, P]
+    stream, blocks = DropStream((K, P), 0.3, seed=11), []
+    buffer = torch.empty(K, width)
+    for start in range(0, P, width):
+        n = min(width, P - start)
+        blocks.append(stream.keep(start, n, out=buffer[:, :n]).bool())
+    assert torch.equal(torch.cat(blocks, dim=1), whole)
+    with pytest.raises(ValueError, match=f"at column {P} of {P}, not 0"):
+        stream.keep(0, 1, out=buffer[:, :1])  # the stream has moved on: a block asked for again is refused
 
 
 def test_dare_ties_matches_its_oracle(tiny):

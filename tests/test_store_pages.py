@@ -80,12 +80,18 @@ def _peak_kib_during(run) -> int:
 
 @pytest.mark.parametrize(
     "method, params",
-    [("task_arithmetic", {}), ("ties", {"density": 0.2}), ("magnitude", {"density": 0.2})],
+    [
+        ("task_arithmetic", {}),
+        ("ties", {"density": 0.2}),
+        ("magnitude", {"density": 0.2}),
+        ("dare", {"drop": 0.5}),
+        ("dare_ties", {"drop": 0.5}),
+    ],
 )
 def test_a_streaming_merge_never_holds_the_mapping(tmp_path, method, params):
     """A flat merge over a 128 MiB mapping peaks at its output and one row, not at the mapping: read without
-    releasing, the whole file would be resident by the end. (DARE streams T the same way but draws its drop
-    mask whole: K·P bytes of its own, a quarter of the mapping.)"""
+    releasing, the whole file would be resident by the end. DARE draws its drop mask block by block beside T's
+    (sparsify.DropStream): drawn whole, the mask alone would be K·P bytes, a quarter of the mapping."""
     store = open_synthetic(tmp_path / "wide.float32.taskstore", sources=SOURCES, spec=WIDE, tasks=8)
     mapped = store.matrix()
     drop_all(store)

@@ -5,8 +5,9 @@
     TIES consensus: γ = sign(Σₖ τ̂ₖ);  τ_m = Σₖ τ̂ₖ·[sign τ̂ₖ = γ, τ̂ₖ ≠ 0] / #{k : sign τ̂ₖ = γ, τ̂ₖ ≠ 0};
                     θ = θ₀ + λ τ_m     (Yadav et al., NeurIPS 2023, §3: trim, elect sign, disjoint merge)
 
-The mask mₖ is either given (bool [K, P]) or TIES's trim as a magnitude cut per task
-(sparsify.MagnitudeCut), applied chunk by chunk so no mask is ever written. Columns are processed in
+The mask mₖ is either given (bool [K, P]), TIES's trim as a magnitude cut per task (sparsify.MagnitudeCut), or
+DARE's random drop drawn block by block (sparsify.DropStream, for a T out of core); the last two are applied
+chunk by chunk so no [K, P] mask is ever written. Columns are processed in
 chunks whose [K, c] temporaries live in two scratch buffers allocated once per merge: a fresh temporary per
 chunk costs page faults that, on the CPU, took as long as the arithmetic (bench/sparse_merge.py). A T mapped
 from a built store has each chunk's pages released once merged (engine/store/pages.py); a bfloat16 one (a bf16
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.merge.sparsify import MagnitudeCut, chunk_columns
+from engine.merge.sparsify import DropStream, MagnitudeCut, chunk_columns
 from engine.store.reader import Reader, Rows
 
 CPU_CHUNK_ENTRIES = 1 << 18  # K·c floats per scratch buffer on the CPU (1 MiB): cache-resident
@@ -30,12 +31,13 @@ def masked_merge(
     mask: torch.Tensor | None,
     lam: torch.Tensor,
     cut: MagnitudeCut | None = None,
+    drops: DropStream | None = None,
     rescale: torch.Tensor | None = None,
     ties: bool = False,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """θ₀ [P], T [K, P], mask bool [K, P] or a magnitude cut or neither (every entry kept), lam [K] (TIES: its
-    first entry is λ) → θ [P]."""
+    """θ₀ [P], T [K, P], mask bool [K, P] or a magnitude cut or a drop stream or none (every entry kept), lam [K]
+    (TIES: its first entry is λ) → θ [P]."""
     K, P = T.shape
     work = torch.promote_types(T.dtype, torch.float32)  # a bfloat16 T (a bf16 store) is merged in float32
     out = torch.empty_like(theta0) if out is None else out  # [P]
@@ -57,6 +59,8 @@ def masked_merge(
             torch.mul(block, aux.copy_(mask[:, cols].view(torch.uint8)), out=tau)  # uint8 → float: 3× bool's
         elif cut is not None:
             torch.mul(block, cut.keep(torch.abs(block, out=tau), start, out=aux), out=tau)
+        elif drops is not None:
+            torch.mul(block, drops.keep(start, n, out=aux), out=tau)
         else:
             tau.copy_(block)
         if scale is not None:

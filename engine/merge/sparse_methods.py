@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from engine.merge.generalized import masked_merge
-from engine.merge.sparsify import dare_keep_mask, magnitude_cuts, magnitude_mask
+from engine.merge.sparsify import DropStream, dare_keep_mask, magnitude_cuts, magnitude_mask
+from engine.store.reader import Reader, Rows
 
 
 def magnitude_keep(T: torch.Tensor, params: Mapping[str, Any], importance: torch.Tensor | None = None) -> torch.Tensor:
@@ -55,8 +56,8 @@ def dare(
     keep: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    mask = drop_keep(T, {"drop": drop, "seed": seed}) if keep is None else keep  # [K, P]
-    return masked_merge(theta0, T, mask=mask, lam=lam, rescale=_survivor_scale(T, drop), out=out)
+    mask, drops = _drop_mask(T, drop=drop, seed=seed, keep=keep)
+    return masked_merge(theta0, T, mask=mask, drops=drops, lam=lam, rescale=_survivor_scale(T, drop), out=out)
 
 
 def dare_ties(
@@ -69,9 +70,9 @@ def dare_ties(
     keep: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    mask = drop_keep(T, {"drop": drop, "seed": seed}) if keep is None else keep  # [K, P]
-    rescale = _survivor_scale(T, drop)
-    return masked_merge(theta0, T, mask=mask, lam=torch.tensor([lam]), rescale=rescale, ties=True, out=out)
+    mask, drops = _drop_mask(T, drop=drop, seed=seed, keep=keep)
+    rescale, lam_ = _survivor_scale(T, drop), torch.tensor([lam])
+    return masked_merge(theta0, T, mask=mask, drops=drops, lam=lam_, rescale=rescale, ties=True, out=out)
 
 
 def magnitude(
@@ -121,6 +122,19 @@ def magnitude_parts(
 def no_base(theta0: torch.Tensor) -> torch.Tensor:
     """A zero θ₀ [P] of `theta0`'s kind that reads no memory (a broadcast scalar): the merge is then its direction."""
     return theta0.new_zeros(()).expand_as(theta0)
+
+
+def _drop_mask(
+    T: Rows, *, drop: float, seed: float, keep: torch.Tensor | None
+) -> tuple[torch.Tensor | None, DropStream | None]:
+    """DARE's mask as the merge takes it: `keep` when given (cached), else drawn whole (bool [K, P]) for a T in
+    memory, or drawn block by block as the merge streams a T out of core (a store's rows or a mapped file:
+    the same entries, without K·P bytes resident)."""
+    if keep is not None:
+        return keep, None
+    if T.device.type == "cpu" and Reader.of(T).out_of_core:
+        return None, DropStream(tuple(T.shape), drop, seed=int(seed))
+    return drop_keep(T, {"drop": drop, "seed": seed}), None
 
 
 def _survivor_scale(T: torch.Tensor, drop: float) -> torch.Tensor:

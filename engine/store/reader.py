@@ -74,6 +74,12 @@ class Reader:
         """Whether each read is a new densified copy (a store's), rather than a view of T."""
         return isinstance(self.T, StoredRows)
 
+    @property
+    def out_of_core(self) -> bool:
+        """Whether T's rows are outside the process's own memory (a store's, or a mapped file's pages): a kernel
+        then keeps no [K, P] temporary either."""
+        return self.stored or self.pages.mapped is not None
+
     def columns(self, cols: slice, *, out: torch.Tensor | None = None) -> torch.Tensor:
         """T[:, cols] → [K, c]."""
         if isinstance(self.T, StoredRows):
