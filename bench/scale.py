@@ -18,7 +18,7 @@ Resumable by part: parts already in the JSON are kept unless `--redo`; the pool 
     python bench/scale.py [--work /tmp/mergelab-scale] [--parts pool memory lazy built_first built ...] [--clean]
 
 `--merge-rss K [K ...]` measures the issue's goal instead (key `merge_rss`): `python -m engine merge --eval val` of
-task arithmetic, TIES, TSV-M and Iso-C on random ViT-B/32 pools of K tasks (written one checkpoint at a time, two
+task arithmetic, TIES, TSV-M, Iso-C and DARE on random ViT-B/32 pools of K tasks (written one checkpoint at a time, two
 32-px images per class), in memory and from a built float32 store, each in a fresh process whose VmHWM and peak
 RssAnon and RssFile (sampled every 20 ms) are recorded, in MiB and in model sizes (P·4 bytes), with a
 least-squares slope and intercept over K per method and store, held to the issue's goal: a slope ≤ 0.05 model
@@ -132,7 +132,13 @@ def run_part(part: str, work: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-MERGE_METHODS = {"task_arithmetic": [], "ties": ["--param", "density=0.2"], "tsv_m": [], "iso_c": []}
+MERGE_METHODS = {
+    "task_arithmetic": [],
+    "ties": ["--param", "density=0.2"],
+    "tsv_m": [],
+    "iso_c": [],
+    "dare": ["--param", "drop=0.9"],  # its mask drawn block by block out of core (engine/merge/sparsify.py)
+}
 MERGE_STORES = ("memory", "built")
 MERGE_RUN = r"""
 import json, sys, threading, time
