@@ -342,11 +342,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     suite = open_suite(collection, cache_dir=home.cache, tasks=args.tasks, device=device, pretrained=pretrained)
     if args.checkpoint:
         checkpoint = load_checkpoint(policy.resolve(args.checkpoint))
-        params = flatten(checkpoint.state, suite.spec, source=str(checkpoint.path), device=device)
+        theta = flatten(checkpoint.state, suite.spec, source=str(checkpoint.path), device=device)
     else:
-        params = pretrained_vector(collection, suite.spec, device=device, pretrained=pretrained)
+        theta = pretrained_vector(collection, suite.spec, device=device, pretrained=pretrained)
     reference = _finetuned_reference(collection, suite, args.split, device) if args.normalized else None
-    _print_result(_eval_with_bar(params, suite, args.split, reference), skipped=collection.skipped)
+    _print_result(_eval_with_bar(theta, suite, args.split, reference), skipped=collection.skipped)
     return 0
 
 
@@ -742,18 +742,18 @@ def _finetuned_reference(collection, suite: EvalSuite, split: str, device: torch
     reference = {}
     for task in tqdm(suite.task_names, desc="fine-tuned references", disable=None, file=sys.stderr):
         state = collection.finetuned(task).state
-        params = flatten(state, suite.spec, source=task, device=device)
-        reference[task] = evaluate(params, suite, split, tasks=[task]).accuracy[task]
+        theta = flatten(state, suite.spec, source=task, device=device)
+        reference[task] = evaluate(theta, suite, split, tasks=[task]).accuracy[task]
     return reference
 
 
-def _eval_with_bar(params: torch.Tensor, suite: EvalSuite, split: str, reference) -> EvalResult:
+def _eval_with_bar(theta: torch.Tensor, suite: EvalSuite, split: str, reference) -> EvalResult:
     with tqdm(total=100, desc=f"evaluate ({split})", disable=None, file=sys.stderr) as bar:
 
         def progress(frac: float, _msg: str) -> None:
             bar.update(round(frac * 100) - bar.n)
 
-        return evaluate(params, suite, split, reference=reference, progress=progress)
+        return evaluate(theta, suite, split, reference=reference, progress=progress)
 
 
 def _print_result(result: EvalResult, *, skipped: Sequence = ()) -> None:

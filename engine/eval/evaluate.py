@@ -72,7 +72,7 @@ def normalized_accuracy(accuracy: Mapping[str, float], reference: Mapping[str, f
 
 @torch.no_grad()
 def evaluate(
-    params: torch.Tensor,
+    theta: torch.Tensor,
     suite: EvalSuite,
     split: str,
     *,
@@ -82,9 +82,9 @@ def evaluate(
     precision: str = "float32",
     progress: Progress | None = None,
 ) -> EvalResult:
-    """Accuracy of θ = `params` [P] on `split` for `tasks` (default: all of the suite's)."""
+    """Accuracy of θ = `theta` [P] on `split` for `tasks` (default: all of the suite's)."""
     parts = _split_parts(suite, split, tasks)
-    correct = _correct(params, suite, parts, batch_size=batch_size, precision=precision, progress=progress)
+    correct = _correct(theta, suite, parts, batch_size=batch_size, precision=precision, progress=progress)
     return _result(split, correct, parts, reference)
 
 
@@ -134,15 +134,15 @@ def _result(
 
 
 def accuracy_on(
-    params: torch.Tensor, suite: EvalSuite, parts: Mapping[str, LabelledImages], *, precision: str = "float32"
+    theta: torch.Tensor, suite: EvalSuite, parts: Mapping[str, LabelledImages], *, precision: str = "float32"
 ) -> dict[str, float]:
     """Per-task accuracy of θ [P] on given labelled images (a subset or a re-split of val, say)."""
-    correct = _correct(params, suite, parts, precision=precision)
+    correct = _correct(theta, suite, parts, precision=precision)
     return {t: correct[t] / len(p) for t, p in parts.items()}
 
 
 def _correct(
-    params: torch.Tensor,
+    theta: torch.Tensor,
     suite: EvalSuite,
     parts: Mapping[str, LabelledImages],
     *,
@@ -151,13 +151,13 @@ def _correct(
     progress: Progress | None = None,
 ) -> dict[str, int]:
     """Correct predictions per task."""
-    pred = predictions(params, suite, parts, batch_size=batch_size, precision=precision, progress=progress)
+    pred = predictions(theta, suite, parts, batch_size=batch_size, precision=precision, progress=progress)
     return {name: int((pred[name] == parts[name].labels).sum()) for name in parts}
 
 
 @torch.no_grad()
 def predictions(
-    params: torch.Tensor,
+    theta: torch.Tensor,
     suite: EvalSuite,
     parts: Mapping[str, LabelledImages],
     *,
@@ -167,7 +167,7 @@ def predictions(
 ) -> dict[str, torch.Tensor]:
     """Predicted class per image, task → [N_t]: every task's images through the tower in one pass, then its head."""
     images = torch.cat([p.images for p in parts.values()])  # [N, 3, H, W] uint8
-    feats = encode_images(params, suite, images, batch_size=batch_size, precision=precision, progress=progress)
+    feats = encode_images(theta, suite, images, batch_size=batch_size, precision=precision, progress=progress)
     return {
         name: (chunk @ suite.heads[name].T).argmax(dim=-1)  # [N_t]
         for name, chunk in zip(parts, torch.split(feats, [len(p) for p in parts.values()]))
@@ -175,7 +175,7 @@ def predictions(
 
 
 def encode_images(
-    params: torch.Tensor,
+    theta: torch.Tensor,
     suite: EvalSuite,
     images: torch.Tensor,
     *,
@@ -183,7 +183,7 @@ def encode_images(
     precision: str = "float32",
     progress: Progress | None = None,
 ) -> torch.Tensor:
-    """L2-normalised float32 image features [N, E] of uint8 images [N, 3, H, W] under θ = params [P], the forward
+    """L2-normalised float32 image features [N, E] of uint8 images [N, 3, H, W] under θ = `theta` [P], the forward
     in `precision` (see the module docstring)."""
     dtype = _dtype(precision)
     if suite.linearized_at is not None:
@@ -191,8 +191,8 @@ def encode_images(
             raise ParameterError(
                 "precision", f"{precision} is not offered for a linearized suite", fix="evaluate it in float32"
             )
-        return _linearized_features(params, suite, images, batch_size=batch_size, progress=progress)
-    weights = unflatten(params.to(dtype), suite.spec)  # views of one converted copy (none for float32)
+        return _linearized_features(theta, suite, images, batch_size=batch_size, progress=progress)
+    weights = unflatten(theta.to(dtype), suite.spec)  # views of one converted copy (none for float32)
     out = []
     for start in range(0, images.shape[0], batch_size):
         x = normalize_batch(images[start : start + batch_size], suite.preprocess).to(dtype)  # [B, 3, S, S]
@@ -205,13 +205,13 @@ def encode_images(
 
 
 def _linearized_features(
-    params: torch.Tensor, suite: EvalSuite, images: torch.Tensor, *, batch_size: int, progress: Progress | None
+    theta: torch.Tensor, suite: EvalSuite, images: torch.Tensor, *, batch_size: int, progress: Progress | None
 ) -> torch.Tensor:
     """normalize(f₀ + J f(x; θ₀)·(θ − θ₀)) [N, E], in chunks of `batch_size` images."""
     out = []
     for start in range(0, images.shape[0], batch_size):
         chunk = images[start : start + batch_size]
-        out.append(F.normalize(linearized_features(suite, suite.linearized_at, params, chunk), dim=-1))  # [B, E]
+        out.append(F.normalize(linearized_features(suite, suite.linearized_at, theta, chunk), dim=-1))  # [B, E]
         if progress is not None:
             progress(min(1.0, (start + batch_size) / images.shape[0]), "encoding images (linearized)")
     return torch.cat(out)  # [N, E]

@@ -69,8 +69,8 @@ def jvp_features(
     for start in range(0, images.shape[0], batch_size):
         x = normalize_batch(images[start : start + batch_size], suite.preprocess).to(theta0.dtype)  # [B, 3, S, S]
 
-        def embed(params: torch.Tensor) -> torch.Tensor:
-            return functional_call(suite.visual, unflatten(params, suite.spec), (x,))  # [B, E]
+        def embed(theta: torch.Tensor) -> torch.Tensor:
+            return functional_call(suite.visual, unflatten(theta, suite.spec), (x,))  # [B, E]
 
         def along(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return jvp(embed, (theta0,), (v,))
@@ -95,8 +95,8 @@ def trainable_embedding(
     Without `linearized_at`: (f(x; θ), None). With θ₀ = `linearized_at`: (f₀ + J·(θ − θ₀), J·(θ − θ₀)),
     the linearized model; gradients flow back through the tangent. The caller holds the template's lock."""
 
-    def embed(params: torch.Tensor) -> torch.Tensor:
-        return functional_call(visual, unflatten(params, spec), (x,))  # [B, E]
+    def embed(weights: torch.Tensor) -> torch.Tensor:
+        return functional_call(visual, unflatten(weights, spec), (x,))  # [B, E]
 
     if linearized_at is None:
         return embed(theta), None
