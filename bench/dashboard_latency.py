@@ -151,7 +151,7 @@ def _forgetting_changes(page, url: str) -> tuple[list[float], list[float]]:
     """Forgetting opened, then its method and its task changed twice each, each timed to the redrawn chart."""
     from playwright.sync_api import expect
 
-    from engine.merge.forgetting import METHODS
+    from engine.merge.forgetting import NEGATIONS
 
     page.goto(f"{url}/forgetting", timeout=60_000)
     expect(page.locator(".gtitle").filter(has_text="Forgetting")).to_have_count(1, timeout=120_000)
@@ -166,9 +166,9 @@ def _forgetting_changes(page, url: str) -> tuple[list[float], list[float]]:
         _wait_idle(page, 120_000)
         return round(time.perf_counter() - start, 3)
 
-    method_change = [choose("Method", METHODS["sta"], "(m ⊙ τ)")]
+    method_change = [choose("Method", NEGATIONS["sta"], "(m ⊙ τ)")]
     task_change = [choose("Task to forget", "faces", "Forgetting faces")]
-    method_change.append(choose("Method", METHODS["task_arithmetic"], "θ₀ − α·τ"))
+    method_change.append(choose("Method", NEGATIONS["task_arithmetic"], "θ₀ − α·τ"))
     task_change.append(choose("Task to forget", "textures", "Forgetting textures"))
     return method_change, task_change
 

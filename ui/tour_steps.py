@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from engine.merge import get_method
-from engine.merge.forgetting import METHODS as FORGETTING_METHODS
+from engine.merge.forgetting import NEGATIONS
 from engine.workspace import Workspace
 from ui import figures, links, resources
 from ui.resources import Choice
@@ -142,9 +142,7 @@ def forgetting(t: Tour) -> None:
         st.session_state.setdefault("tour_forget_method", methods[0])
         if st.session_state["tour_forget_method"] not in methods:
             st.session_state["tour_forget_method"] = methods[0]
-        method = b.selectbox(
-            "Method", methods, key="tour_forget_method", format_func=lambda m: FORGETTING_METHODS.get(m, m)
-        )
+        method = b.selectbox("Method", methods, key="tour_forget_method", format_func=lambda m: NEGATIONS.get(m, m))
         curve = figures.stored_forgetting_curve(stored["targets"][target][method]["curve"])
         t.chart(figures.forgetting_chart(curve), "tour_forgetting")
         st.caption("Stored when the zoo was built (val split); the Forgetting page sweeps the interactive split.")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from engine.merge.forgetting import METHODS, STA_MARGIN, STA_THRESHOLD
+from engine.merge.forgetting import NEGATIONS, STA_MARGIN, STA_THRESHOLD
 from ui import figures, formats, links, pages, resources, tables, widgets
 from ui.state import sidebar_workspace
 
@@ -10,7 +10,7 @@ st.header(pages.heading("forgetting"))
 collection, choice, ws = sidebar_workspace()
 page_links = [
     links.choice("target", "forget_target", ws.task_names, ws.task_names[0], aliases=("forget_target",)),
-    links.choice("method", "forget_method", list(METHODS), "task_arithmetic", aliases=("forget_method",)),
+    links.choice("method", "forget_method", list(NEGATIONS), "task_arithmetic", aliases=("forget_method",)),
     links.number(
         "threshold", "forget_threshold", low=0.0, high=1.0, default=STA_THRESHOLD, aliases=("forget_threshold",)
     ),
@@ -26,7 +26,9 @@ def reset_alpha() -> None:
 
 left, right = st.columns(2)
 target = left.selectbox("Task to forget", ws.task_names, key="forget_target", on_change=reset_alpha)
-method = right.selectbox("Method", list(METHODS), key="forget_method", format_func=METHODS.get, on_change=reset_alpha)
+method = right.selectbox(
+    "Method", list(NEGATIONS), key="forget_method", format_func=NEGATIONS.get, on_change=reset_alpha
+)
 settings = {}
 if method != "task_arithmetic":
     st.caption(
@@ -105,12 +107,12 @@ if stored is not None and target in stored["targets"]:
         "with control ≥ 95% of pretrained."
     )
 elif st.button("Compare methods", help="sweep α for every method (default settings) on the interactive split"):
-    ready = [m for m in METHODS if m == "task_arithmetic" or ws.importance.ready("grad0")]
+    ready = [m for m in NEGATIONS if m == "task_arithmetic" or ws.importance.ready("grad0")]
     rows = {m: resources.forgetting_curve(collection, resources.device_name(), target, m, choice=choice) for m in ready}
     st.dataframe(
         [
             {
-                "method": METHODS[m],
+                "method": NEGATIONS[m],
                 "chosen α": formats.fixed(c.chosen_alpha),
                 "target": c.target_accuracy[c.chosen_index()],
                 "control": c.control_accuracy[c.chosen_index()],

@@ -37,7 +37,7 @@ ALPHAS = tuple(round(i * 0.05, 2) for i in range(41))
 CONTROL_FLOOR = 0.95
 STA_THRESHOLD = 0.1  # κ
 STA_MARGIN = 2.0  # ρ (κ and ρ chosen on val: bench/forgetting_settings_zoo.py)
-METHODS: Mapping[str, str] = MappingProxyType(
+NEGATIONS: Mapping[str, str] = MappingProxyType(  # the ways to forget a task: not merge methods (merge.METHODS)
     {
         "task_arithmetic": "Task arithmetic negation",
         "sta": "STA masked negation, |τ ⊙ ∇L| (provisional definition)",
@@ -115,8 +115,8 @@ def forgetting_vector(
     controls: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """v [P]: τ_target, or its entries important to the target and not to the controls (STA methods)."""
-    if method not in METHODS:
-        raise UnknownMethodError(method, "is not a forgetting method", fix=f"use one of {', '.join(METHODS)}")
+    if method not in NEGATIONS:
+        raise UnknownMethodError(method, "is not a forgetting method", fix=f"use one of {', '.join(NEGATIONS)}")
     m = workspace.matrix
     row = workspace.task_names.index(target)
     tau = m.T[row]  # [P]

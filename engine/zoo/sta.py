@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from engine.merge.forgetting import ALPHAS, METHODS, ForgettingCurve, forgetting_outcome, negation_curve
+from engine.merge.forgetting import ALPHAS, NEGATIONS, ForgettingCurve, forgetting_outcome, negation_curve
 from engine.sta.importance import KINDS, save_importance
 from engine.workspace import Workspace
 
@@ -49,13 +49,13 @@ def forgetting_sweeps(ws: Workspace, *, alphas: Sequence[float] = ALPHAS, progre
     rows: dict[str, dict] = {}
     for i, target in enumerate(ws.task_names):
         rows[target] = {}
-        for method in METHODS:
+        for method in NEGATIONS:
             curve = negation_curve(ws, target, method=method, alphas=alphas, split="val")
             outcome = forgetting_outcome(ws, curve, split="test")
             rows[target][method] = {"curve": asdict(curve), "outcome": asdict(outcome), "succeeded": outcome.succeeded}
         if progress is not None:
             progress("forgetting sweeps", (i + 1) / len(ws.task_names), target)
-    counts = {m: sum(rows[t][m]["succeeded"] for t in rows) for m in METHODS}
+    counts = {m: sum(rows[t][m]["succeeded"] for t in rows) for m in NEGATIONS}
     return {
         "schema_version": 1,
         "protocol": "α on linspace(0, 2, 41) chosen on val (target lowest with control "

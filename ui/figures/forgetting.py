@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import plotly.graph_objects as go
 
-from engine.merge.forgetting import CONTROL_FLOOR, METHODS, ForgettingCurve
+from engine.merge.forgetting import CONTROL_FLOOR, NEGATIONS, ForgettingCurve
 from ui.figures.style import readable
 from ui.formats import fixed
 
@@ -58,7 +58,7 @@ def forgetting_table(stored: Mapping[str, Mapping]) -> list[dict]:
         o = entry["outcome"]
         rows.append(
             {
-                "method": METHODS[method] if method in METHODS else method,
+                "method": NEGATIONS[method] if method in NEGATIONS else method,
                 "chosen α": fixed(o["alpha"]),
                 "target": o["target_accuracy"],
                 "pretrained target": o["pretrained_target"],
