@@ -212,12 +212,17 @@ def main() -> None:
     if not args.no_zoo:
         del T
         results["zoo"] = zoo_rows(args.methods)
-    RESULTS.mkdir(exist_ok=True)
     suffix = "" if args.arch == "ViT-B-32" else f"_{args.arch}"  # a smoke run on a small tower writes its own file
-    out = RESULTS / f"subspace_merge_{device.type}{suffix}.json"
-    if out.exists():  # a run of some methods updates their rows, keeping the others' (measured on the same setup)
+    write_results(RESULTS / f"subspace_merge_{device.type}{suffix}.json", results)
+
+
+def write_results(out: Path, results: dict) -> None:
+    """Write `results` to `out`, keeping the rows of an earlier run on the same setup (arch, tasks) that this
+    run did not measure: a run of some methods updates their rows only."""
+    out.parent.mkdir(exist_ok=True)
+    if out.exists():
         earlier = json.loads(out.read_text())
-        if (earlier.get("arch"), earlier.get("tasks")) == (args.arch, args.tasks):
+        if (earlier.get("arch"), earlier.get("tasks")) == (results["arch"], results["tasks"]):
             results["methods"] = {**earlier.get("methods", {}), **results["methods"]}
             for kept in ("wudi", "rank_change", "zoo"):  # rows this run did not measure
                 if kept not in results and kept in earlier:
