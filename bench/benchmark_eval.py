@@ -95,14 +95,7 @@ def main(images: int, batch: int, rounds: int, device: str) -> dict:
         "bare_bfloat16": lambda: bare(bf16_visual, suite, x, batch, dtype=torch.bfloat16, autocast=False),
         "bare_autocast_bfloat16": lambda: bare(visual, suite, x, batch, dtype=torch.float32, autocast=True),
     }
-    for run in runs.values():  # warm-up: one pass each (oneDNN kernel choice, allocator)
-        timed(lambda run=run: run(), device)
-    seconds = {name: [] for name in runs}
-    feats = {}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            s, feats[name] = timed(run, device)
-            seconds[name].append(s)
+    seconds, feats = interleaved(runs, rounds, device)
     median = {name: statistics.median(s) for name, s in seconds.items()}
     per_s = {name: round(images / s, 2) for name, s in median.items()}
     cosine = lambda a, b: round(float((feats[a] * feats[b]).sum(dim=-1).min()), 6)
@@ -136,6 +129,20 @@ def main(images: int, batch: int, rounds: int, device: str) -> dict:
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def interleaved(runs: dict, rounds: int, device: str) -> tuple[dict[str, list[float]], dict[str, torch.Tensor]]:
+    """Each run's seconds per round, the runs interleaved within a round (the machine's load drifts over
+    minutes), after one warm-up pass each (oneDNN's kernel choice, the allocator); and each run's features."""
+    for run in runs.values():
+        timed(lambda run=run: run(), device)
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    feats = {}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            s, feats[name] = timed(run, device)
+            seconds[name].append(s)
+    return seconds, feats
 
 
 def preprocess_cost(suite: EvalSuite, batch: int, device: str) -> dict:
