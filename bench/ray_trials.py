@@ -67,39 +67,20 @@ def summary(rounds: list[dict]) -> dict:
 
 def main(trials: int, rounds: int, search: int) -> None:
     from engine.home import ASSETS_DIR
-    from engine.search.coefficients import SearchSpace, coefficient_search
-    from engine.search.grid import grid_sweep
-    from engine.search.outcome import run_batch
     from engine.search.ray_trials import RayEvaluator, WorkerSpec, connect
     from engine.search.ref import WorkspaceRef
-    from engine.search.trials import LocalEvaluator, TrialRequest
+    from engine.search.trials import LocalEvaluator
     from engine.workspace import Workspace
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MERGELAB_HOME"] = tmp
         ws = Workspace.open(ASSETS_DIR / "zoo", cache_dir=Path(tmp) / "cache")
         tasks = ws.task_names
-        warm = lambda ev: run_batch(
-            ev,
-            [TrialRequest(i, "task_arithmetic", tasks, {"lam": 0.9 + 0.01 * i}) for i in range(ev.workers)],
-            on_trial=lambda _r: None,
-            stop=lambda: False,
-        )
         local = LocalEvaluator(ws)
-        warm(local)
+        warm_up(local, tasks)
         connect("local", num_cpus=2)
         spec = WorkerSpec(WorkspaceRef.of(ws), home=tmp)
-        measured: dict[str, list[dict]] = {"local": [], "ray_1": [], "ray_2": []}
-        for r in range(rounds):  # interleaved: the shared machine's load changes over minutes
-            lams = [round(0.2 + 0.4 * (r * trials + i) / (rounds * trials), 5) for i in range(trials)]
-            measured["local"].append(timed(local, tasks, lams))
-            for workers in (1, 2):
-                started = time.perf_counter()
-                evaluator = RayEvaluator(spec, workers=workers)
-                opened = time.perf_counter() - started
-                warm(evaluator)
-                measured[f"ray_{workers}"].append({**timed(evaluator, tasks, lams), "workers_open_s": round(opened, 2)})
-                evaluator.close()
+        measured = measure_rounds(local, spec, tasks, trials=trials, rounds=rounds)
         same = all(
             measured["local"][r]["mean_normalized"] == m[r]["mean_normalized"]
             for m in measured.values()
@@ -117,40 +98,7 @@ def main(trials: int, rounds: int, search: int) -> None:
             "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         if search:
-            evaluator = RayEvaluator(spec, workers=2)
-            space = SearchSpace("task_arithmetic", tasks)
-            found = coefficient_search(evaluator, space, strategy="tpe", trials=search, batch=8, seed=0)
-            grid = grid_sweep(evaluator, method="task_arithmetic", tasks=tasks, axes=[("lam", lams_grid())])
-            test = run_batch(
-                evaluator,
-                [TrialRequest(0, "task_arithmetic", tasks, dict(grid.best.params), "test")],
-                on_trial=lambda _r: None,
-                stop=lambda: False,
-            )[0]
-            evaluator.close()
-            report = json.loads((ASSETS_DIR / "zoo" / "report.json").read_text())
-            ta = next(r for r in report["methods"]["results"] if r["method"] == "task_arithmetic")
-            out["search_vs_grid"] = {
-                "tpe_per_task_lam": {
-                    "trials": search,
-                    "batch": 8,
-                    "seed": 0,
-                    "best_lam": [round(v, 4) for v in found.best.params["lam"]],
-                    "val_mean_normalized": round(found.best.mean_normalized, 4),
-                    "test_mean_normalized": round(found.test.mean_normalized, 4),
-                },
-                "global_lam_grid": {
-                    "values": "0:1:21",
-                    "best_lam": grid.best.params["lam"],
-                    "val_mean_normalized": round(grid.best.mean_normalized, 4),
-                    "test_mean_normalized": round(test.mean_normalized, 4),
-                },
-                "zoo_report_ta": {
-                    "lam": ta["params"]["lam"],
-                    "val_mean_normalized": round(ta["val_mean_normalized"], 4),
-                    "test_mean_normalized": round(ta["test_mean_normalized"], 4),
-                },
-            }
+            out["search_vs_grid"] = search_vs_grid(RayEvaluator(spec, workers=2), tasks, search)
     (ROOT / "bench" / "results" / "ray_trials_cpu.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 
@@ -170,10 +118,77 @@ def write_vit_b32_pool(folder: Path, images_per_task: int) -> None:
     os.sync()  # no writeback of the fresh files while the parent reads them
 
 
+def warm_up(evaluator, tasks: tuple[str, ...]) -> None:
+    """One untimed trial per worker: each worker's first trial opens and evaluates what later ones reuse."""
+    from engine.search.outcome import run_batch
+    from engine.search.trials import TrialRequest
+
+    requests = [TrialRequest(i, "task_arithmetic", tasks, {"lam": 0.9 + 0.01 * i}) for i in range(evaluator.workers)]
+    run_batch(evaluator, requests, on_trial=lambda _r: None, stop=lambda: False)
+
+
+def measure_rounds(local, spec, tasks: tuple[str, ...], *, trials: int, rounds: int) -> dict[str, list[dict]]:
+    """Per backend (in process, Ray with 1 and 2 workers), each round's timed trials; the backends take turns
+    within a round (the shared machine's load changes over minutes), Ray's workers opened afresh each round."""
+    from engine.search.ray_trials import RayEvaluator
+
+    measured: dict[str, list[dict]] = {"local": [], "ray_1": [], "ray_2": []}
+    for r in range(rounds):
+        lams = [round(0.2 + 0.4 * (r * trials + i) / (rounds * trials), 5) for i in range(trials)]
+        measured["local"].append(timed(local, tasks, lams))
+        for workers in (1, 2):
+            started = time.perf_counter()
+            evaluator = RayEvaluator(spec, workers=workers)
+            opened = time.perf_counter() - started
+            warm_up(evaluator, tasks)
+            measured[f"ray_{workers}"].append({**timed(evaluator, tasks, lams), "workers_open_s": round(opened, 2)})
+            evaluator.close()
+    return measured
+
+
+def search_vs_grid(evaluator, tasks: tuple[str, ...], search: int) -> dict:
+    """On `evaluator` (closed after): a seeded TPE search of per-task λ against the global λ grid 0:1:21 (its
+    best re-evaluated on test) and the zoo report's task arithmetic row."""
+    from engine.home import ASSETS_DIR
+    from engine.search.coefficients import SearchSpace, coefficient_search
+    from engine.search.grid import grid_sweep
+    from engine.search.outcome import run_batch
+    from engine.search.trials import TrialRequest
+
+    space = SearchSpace("task_arithmetic", tasks)
+    found = coefficient_search(evaluator, space, strategy="tpe", trials=search, batch=8, seed=0)
+    grid = grid_sweep(evaluator, method="task_arithmetic", tasks=tasks, axes=[("lam", lams_grid())])
+    best_on_test = TrialRequest(0, "task_arithmetic", tasks, dict(grid.best.params), "test")
+    test = run_batch(evaluator, [best_on_test], on_trial=lambda _r: None, stop=lambda: False)[0]
+    evaluator.close()
+    report = json.loads((ASSETS_DIR / "zoo" / "report.json").read_text())
+    ta = next(r for r in report["methods"]["results"] if r["method"] == "task_arithmetic")
+    return {
+        "tpe_per_task_lam": {
+            "trials": search,
+            "batch": 8,
+            "seed": 0,
+            "best_lam": [round(v, 4) for v in found.best.params["lam"]],
+            "val_mean_normalized": round(found.best.mean_normalized, 4),
+            "test_mean_normalized": round(found.test.mean_normalized, 4),
+        },
+        "global_lam_grid": {
+            "values": "0:1:21",
+            "best_lam": grid.best.params["lam"],
+            "val_mean_normalized": round(grid.best.mean_normalized, 4),
+            "test_mean_normalized": round(test.mean_normalized, 4),
+        },
+        "zoo_report_ta": {
+            "lam": ta["params"]["lam"],
+            "val_mean_normalized": round(ta["val_mean_normalized"], 4),
+            "test_mean_normalized": round(ta["test_mean_normalized"], 4),
+        },
+    }
+
+
 def vit_b32(images_per_task: int, trials: int, device: str) -> dict:
     """One search trial's merge and evaluation on a ViT-B/32 pool, after a warm-up trial (which also
     evaluates the zero-shot and fine-tuned baselines every later trial is normalized by)."""
-    import torch
 
     from engine.home import DataHome
     from engine.pool.access import open_for_user
@@ -193,7 +208,6 @@ def vit_b32(images_per_task: int, trials: int, device: str) -> dict:
         opened = time.perf_counter() - started
         tasks, rng = ws.task_names, random.Random(0)
         n_val = len(ws.suite.tasks[tasks[0]].split("val").labels)
-        synced = lambda: torch.cuda.synchronize() if device.startswith("cuda") else None
         request = lambda i: TrialRequest(i, "task_arithmetic", tasks, {"lam": [rng.uniform(0, 1) for _ in tasks]})
         started = time.perf_counter()
         evaluate_trial(ws, request(0))
@@ -201,11 +215,7 @@ def vit_b32(images_per_task: int, trials: int, device: str) -> dict:
         trial_s, merge_s = [], []
         for i in range(1, trials + 1):
             trial_s.append(evaluate_trial(ws, request(i)).seconds)
-            lams = {"lam": [rng.uniform(0, 1) for _ in tasks]}
-            started = time.perf_counter()
-            ws.merge(tasks, "task_arithmetic", lams)
-            synced()
-            merge_s.append(time.perf_counter() - started)
+            merge_s.append(_merge_seconds(ws, {"lam": [rng.uniform(0, 1) for _ in tasks]}, device))
         t, merge = statistics.median(trial_s), statistics.median(merge_s)
         images = len(tasks) * n_val
     return {
@@ -224,6 +234,17 @@ def vit_b32(images_per_task: int, trials: int, device: str) -> dict:
         "machine": f"{os.cpu_count()} cores, shared with other work (load average {os.getloadavg()[0]:.1f})",
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _merge_seconds(ws, params: dict, device: str) -> float:
+    """One task-arithmetic merge of every task at `params`, timed to its end on the device."""
+    import torch
+
+    started = time.perf_counter()
+    ws.merge(ws.task_names, "task_arithmetic", params)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
 
 
 def lams_grid() -> tuple[float, ...]:
