@@ -358,8 +358,6 @@ def run_load(home: Path, contexts: int, *, timeout_s: float = 300.0, warm: bool 
             final_rss = tree_rss_bytes(proc.pid) / 2**30
         server_cpu_s = tree_cpu_seconds(proc.pid) - cpu_before
         server_alive = proc.poll() is None
-    times = [r.time_to_numbers_s for r in results if r.time_to_numbers_s is not None]
-    firsts = [r.time_to_first_numbers_s for r in results if r.time_to_first_numbers_s is not None]
     return {
         "benchmark": "many users on one dashboard server: N browser contexts on the Merge page (demo zoo, CPU)",
         "command": f"python bench/dashboard_load.py --contexts {contexts}",
@@ -367,12 +365,7 @@ def run_load(home: Path, contexts: int, *, timeout_s: float = 300.0, warm: bool 
         "methods": {m: sum(s.method == m for s in items) for m in dict.fromkeys(s.method for s in items)},
         "all_correct": all(r.correct for r in results) and server_alive,
         "correct_contexts": sum(r.correct for r in results),
-        "time_to_numbers_s": _spread(
-            times, note="per context: page opened by its link, two key presses, until its own numbers are shown"
-        ),
-        "time_to_first_numbers_s": _spread(
-            firsts, note="per context: page opened by its link until the link's numbers are shown"
-        ),
+        **_times_to_numbers(results),
         "all_contexts_wall_s": round(wall_s, 2),
         "cpu_s_during_load": {
             "server": round(server_cpu_s, 1),
@@ -394,6 +387,20 @@ def run_load(home: Path, contexts: int, *, timeout_s: float = 300.0, warm: bool 
         "failures": [_failure(r) for r in results if not r.correct],
         "machine": _machine(),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _times_to_numbers(results: list) -> dict:
+    """The spread over contexts of the time until each showed its own numbers, and the link's first ones."""
+    times = [r.time_to_numbers_s for r in results if r.time_to_numbers_s is not None]
+    firsts = [r.time_to_first_numbers_s for r in results if r.time_to_first_numbers_s is not None]
+    return {
+        "time_to_numbers_s": _spread(
+            times, note="per context: page opened by its link, two key presses, until its own numbers are shown"
+        ),
+        "time_to_first_numbers_s": _spread(
+            firsts, note="per context: page opened by its link until the link's numbers are shown"
+        ),
     }
 
 
