@@ -105,32 +105,41 @@ def write_pool(
             (root / "finetuned").mkdir(exist_ok=True)
             torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, root / "finetuned" / f"{task}.pt")
     elif fmt == "task_vectors":
-        with as_module("src.modeling", ImageEncoder, ClassificationHead):
-            torch.save(ImageEncoder(clip_with(architecture, pretrained, quick_gelu=quick_gelu)), root / "zeroshot.pt")
-            for task, state in full.items():
-                (root / task).mkdir(exist_ok=True)
-                torch.save(
-                    ImageEncoder(clip_with(architecture, state, quick_gelu=quick_gelu)), root / task / "finetuned.pt"
-                )
-                torch.save(ClassificationHead(heads[task]), root / f"head_{task}.pt")
+        _write_task_vectors(root, architecture, pretrained, full, heads, quick_gelu=quick_gelu)
     elif fmt == "hf":
         _write_hf(root / "pretrained", pretrained, architecture, quick_gelu=quick_gelu)
         for task, state in finetuned.items():
             vision_only = {f"visual.{k}": v for k, v in state.items() if k != "proj"}  # CLIPVisionModel: no projection
             _write_hf(root / "finetuned" / task, vision_only, architecture, quick_gelu=quick_gelu)
     elif fmt == "tangent":
-        names = [n for n in clip_parameter_names(architecture) if not n.startswith("transformer.")]
-        with as_module("src.modeling", ImageEncoder, ClassificationHead):
-            torch.save(ImageEncoder(clip_with(architecture, pretrained, quick_gelu=quick_gelu)), root / "zeroshot.pt")
-            for task, state in full.items():
-                (root / f"{task}Val").mkdir(exist_ok=True)
-                linear = {f"model.params.{i}": state[n] for i, n in enumerate(names)}
-                linear.update({f"model.params0.{i}": pretrained[n] for i, n in enumerate(names)})
-                torch.save({**linear, "model_name": architecture}, root / f"{task}Val" / "linear_finetuned.pt")
-                torch.save(ClassificationHead(heads[task]), root / f"head_{task}Val.pt")
+        _write_tangent(root, architecture, pretrained, full, heads, quick_gelu=quick_gelu)
     else:
         raise ValueError(f"unknown format {fmt!r}; one of {FORMATS}")
     return root
+
+
+def _write_task_vectors(root: Path, architecture: str, pretrained, full, heads, *, quick_gelu: bool) -> None:
+    """The task-vectors repository's layout: pickled ImageEncoder modules and ClassificationHead heads."""
+    with as_module("src.modeling", ImageEncoder, ClassificationHead):
+        torch.save(ImageEncoder(clip_with(architecture, pretrained, quick_gelu=quick_gelu)), root / "zeroshot.pt")
+        for task, state in full.items():
+            (root / task).mkdir(exist_ok=True)
+            encoder = ImageEncoder(clip_with(architecture, state, quick_gelu=quick_gelu))
+            torch.save(encoder, root / task / "finetuned.pt")
+            torch.save(ClassificationHead(heads[task]), root / f"head_{task}.pt")
+
+
+def _write_tangent(root: Path, architecture: str, pretrained, full, heads, *, quick_gelu: bool) -> None:
+    """The tangent-task-arithmetic layout: linearized fine-tunes as model.params / model.params0 lists."""
+    names = [n for n in clip_parameter_names(architecture) if not n.startswith("transformer.")]
+    with as_module("src.modeling", ImageEncoder, ClassificationHead):
+        torch.save(ImageEncoder(clip_with(architecture, pretrained, quick_gelu=quick_gelu)), root / "zeroshot.pt")
+        for task, state in full.items():
+            (root / f"{task}Val").mkdir(exist_ok=True)
+            linear = {f"model.params.{i}": state[n] for i, n in enumerate(names)}
+            linear.update({f"model.params0.{i}": pretrained[n] for i, n in enumerate(names)})
+            torch.save({**linear, "model_name": architecture}, root / f"{task}Val" / "linear_finetuned.pt")
+            torch.save(ClassificationHead(heads[task]), root / f"head_{task}Val.pt")
 
 
 def write_image_folders(

@@ -235,14 +235,10 @@ def test_cli_export_hf_of_a_vision_only_fine_tune(tmp_path, source, capsys, allo
     assert set(back.state) == set(tower) and all(torch.equal(back.state[k], v) for k, v in tower.items())
 
 
-def test_a_discovered_pool_refuses_the_entries_it_cannot_read_unless_told(
-    tmp_path, source, capsys, allow_tmp, data_home
-):
-    """A task folder without a readable fine-tune used to vanish from the pool, and from every merge of "the
-    pool", without a word. Opened for a user, the pool is now refused, naming each entry and why; with
-    `--skip-unreadable` the command goes on without them, each listed as a warning, in the printed JSON and in
-    the run log; a recipe naming a left-out task says why it is missing; `pool show` lists them."""
-    root = _pool(tmp_path / "tv", "task_vectors", source)
+def _pool_with_unreadable_entries(folder: Path, source) -> Path:
+    """A task-vectors pool of colour and shape whose shape, EuroSAT, DTD and SVHN folders cannot be read (a
+    renamed checkpoint, sharded weights, an empty file, a config without weights), beside a notes folder."""
+    root = _pool(folder, "task_vectors", source)
     (root / "shape" / "finetuned.pt").rename(root / "shape" / "checkpoint_10.pt")
     (root / "notes").mkdir()
     (root / "notes" / "README.md").write_text("not a task")
@@ -253,7 +249,17 @@ def test_a_discovered_pool_refuses_the_entries_it_cannot_read_unless_told(
     (root / "DTD" / "finetuned.pt").write_bytes(b"")
     (root / "SVHN").mkdir()
     (root / "SVHN" / "config.json").write_text("{}")
+    return root
 
+
+def test_a_discovered_pool_refuses_the_entries_it_cannot_read_unless_told(
+    tmp_path, source, capsys, allow_tmp, data_home
+):
+    """A task folder without a readable fine-tune used to vanish from the pool, and from every merge of "the
+    pool", without a word. Opened for a user, the pool is now refused, naming each entry and why; with
+    `--skip-unreadable` the command goes on without them, each listed as a warning, in the printed JSON and in
+    the run log; a recipe naming a left-out task says why it is missing; `pool show` lists them."""
+    root = _pool_with_unreadable_entries(tmp_path / "tv", source)
     collection = load_collection(root)  # the library lists what it left out; open_for_user decides
     assert collection.task_names == ("colour",)
     reasons = {s.entry: s.reason for s in collection.skipped}

@@ -25,16 +25,7 @@ def test_a_grid_started_from_the_form_is_followed_drawn_and_its_best_trial_opens
 
     assert not os.environ.get("MERGELAB_RAY"), "this test runs the in-process runner: unset MERGELAB_RAY"
     page.goto(f"{server}/sweeps")
-    expect(page.get_by_role("button", name="Start as a background job")).to_be_visible()
-    settled(page)
-    page.get_by_role("combobox", name="method").click()
-    page.get_by_role("option", name="Task arithmetic", exact=True).click()
-    settled(page)
-    grid = page.get_by_role("textbox", name="grid")
-    grid.fill(GRID)
-    grid.press("Enter")
-    settled(page)
-    page.get_by_role("button", name="Start as a background job").click()
+    _start_grid_from_the_form(page, method="Task arithmetic", grid=GRID)
     expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text("Started job #1")
 
     open_from_sidebar(page, "Jobs & runs")
@@ -70,6 +61,22 @@ def test_a_grid_started_from_the_form_is_followed_drawn_and_its_best_trial_opens
     assert "/merge" in merge.url
     slider = merge.get_by_test_id("stSlider").first.get_by_role("slider")
     assert float(slider.get_attribute("aria-valuetext")) == pytest.approx(best.params["lam"])
+
+
+def _start_grid_from_the_form(page, *, method: str, grid: str) -> None:
+    """The Sweeps form as a person fills it: the method chosen, the grid typed, then Start."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("button", name="Start as a background job")).to_be_visible()
+    settled(page)
+    page.get_by_role("combobox", name="method").click()
+    page.get_by_role("option", name=method, exact=True).click()
+    settled(page)
+    box = page.get_by_role("textbox", name="grid")
+    box.fill(grid)
+    box.press("Enter")
+    settled(page)
+    page.get_by_role("button", name="Start as a background job").click()
 
 
 def _front(sweep) -> tuple[int, ...]:
