@@ -71,8 +71,8 @@ def dare_ties(
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     mask, drops = _drop_mask(T, drop=drop, seed=seed, keep=keep)
-    rescale, lam_ = _survivor_scale(T, drop), torch.tensor([lam])
-    return masked_merge(theta0, T, mask=mask, drops=drops, lam=lam_, rescale=rescale, ties=True, out=out)
+    rescale, first_lam = _survivor_scale(T, drop), torch.tensor([lam])  # TIES reads λ as lam[0]
+    return masked_merge(theta0, T, mask=mask, drops=drops, lam=first_lam, rescale=rescale, ties=True, out=out)
 
 
 def magnitude(

@@ -183,8 +183,8 @@ class DropStream:
             row = torch.Generator()
             row.set_state(stream.get_state())  # the stream at row k's first number
             self._rows.append(row)
-            for start in range(0, P if k < K - 1 else 0, scratch.numel()):
-                torch.rand(min(scratch.numel(), P - start), generator=stream, out=scratch[: P - start])
+            if k < K - 1:
+                _discard(stream, P, scratch=scratch)
         self._uniforms = torch.empty(0)
 
     def keep(self, start: int, n: int, *, out: torch.Tensor) -> torch.Tensor:
@@ -198,3 +198,9 @@ class DropStream:
             torch.ge(torch.rand(n, generator=row, out=uniforms), self.drop, out=out[k])
         self.next_column = start + n
         return out
+
+
+def _discard(stream: torch.Generator, count: int, *, scratch: torch.Tensor) -> None:
+    """Advance `stream` by `count` uniform draws, `scratch` [c] at a time."""
+    for start in range(0, count, scratch.numel()):
+        torch.rand(min(scratch.numel(), count - start), generator=stream, out=scratch[: count - start])
