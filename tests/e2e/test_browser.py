@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.rerun import slide_to
+from tests.e2e.rerun import settled, slide_to
 from tests.e2e.sidebar import open_from_sidebar
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +146,7 @@ def test_dragging_iso_c_alpha_redraws_the_bars(server, page):
     page.mouse.move(box["x"] + box["width"] / 2 + 80, box["y"] + box["height"] / 2, steps=8)
     page.mouse.up()
     expect(chart.locator(".gtitle")).not_to_have_text(before)
-    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+    settled(page)
     alpha = float(thumb.get_attribute("aria-valuetext"))
     assert alpha > 1.2
     page.wait_for_url(re.compile(rf"[?&]alpha={alpha:g}(&|$)"))  # the rerun with the dropped value writes it
@@ -166,7 +166,7 @@ def test_clicking_a_landscape_cell_opens_merge_with_those_two_lambdas(server, pa
     expect(exact.locator(".gtitle")).to_have_text("exact evaluation (interactive)")
     cells = exact.locator(".scatterlayer .trace").first.locator(".point")
     expect(cells).to_have_count(121)  # 11 × 11 values of λ, rows λ₁ then columns λ₂
-    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")  # laid out
+    settled(page)  # laid out
     box = cells.nth(3 * 11 + 7).bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     clicked = page.get_by_text("Clicked: λ digits = 0.3, λ faces = 0.7")
@@ -239,12 +239,12 @@ def test_clicking_a_taujp_cell_shows_that_pair_per_layer(server, page):
     expect(titles).to_have_text("τ_digits on stripes inputs, per layer")  # the page's default pair
     cells = heatmap.locator(".scatterlayer .point")
     expect(cells).to_have_count(56)  # 8 × 8 without the diagonal
-    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")  # laid out
+    settled(page)  # laid out
     box = cells.nth(8).bounding_box()  # row faces (cells 7-13): digits, then textures
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     clicked = page.locator(".gtitle").filter(has_text="τ_faces on textures inputs, per layer")
     expect(clicked).to_have_count(1)
-    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+    settled(page)
     expect(titles).to_have_count(1)
     expect(titles).to_have_text("τ_faces on textures inputs, per layer")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -277,7 +277,7 @@ def test_a_task_vectors_pool_opens_by_path(server, page, data_home):
     page.goto(f"{server}/merge?collection={quote(str(root))}")
     title = page.get_by_test_id("stPlotlyChart").first.locator(".gtitle")
     expect(title).to_contain_text("mean accuracy")
-    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+    settled(page)
     ws = Workspace.from_collection(load_collection(root), cache_dir=data_home / "cache")
     lam = float(page.get_by_test_id("stSlider").first.get_by_role("slider").get_attribute("aria-valuetext"))
     expected = ws.compare(ws.task_names, "task_arithmetic", {"lam": lam}).mean_merged

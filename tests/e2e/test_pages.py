@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from tests.e2e.rerun import settled
 from tests.e2e.test_browser import ARTIFACTS
 from tests.test_tour import TITLES
 from ui import pages as ui_pages
@@ -39,7 +40,7 @@ def _settled(page, heading: str) -> None:
     from playwright.sync_api import expect
 
     expect(page.get_by_test_id("stHeading").first).to_contain_text(heading)
-    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+    settled(page)
     expect(page.locator(SKELETONS)).to_have_count(0)  # a chart still loading is no stPlotlyChart yet
     for chart in page.get_by_test_id("stPlotlyChart").all():
         expect(chart.locator(".main-svg").first).to_be_attached()
@@ -128,7 +129,7 @@ def _screenshot(page, name: str) -> None:
     count = charts.count()
     height = page.get_by_test_id("stMain").evaluate("main => main.scrollHeight")
     page.set_viewport_size({"width": size["width"], "height": max(height, size["height"])})
-    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+    settled(page)
     expect(page.locator(SKELETONS)).to_have_count(0)  # on a loaded machine a shot once caught only placeholders
     expect(charts).to_have_count(count)
     for chart in charts.all():
