@@ -66,16 +66,24 @@ def _mean(_name, taus):
     return sum(taus) / len(taus)
 
 
+def _rank(s: torch.Tensor) -> int:
+    """The count of singular values [c] (descending) that are not zero up to float64 rounding."""
+    return int((s > 1e-9 * s.max()).sum()) if len(s) else 0
+
+
 def oracle_tsv(T):
+    """Every task's top r triplets, those of a zero singular value left out (a low-rank task has fewer)."""
+
     def layer(_name, taus):
         p = min(taus[0].shape)
         r = max(1, p // len(taus))
         us, ss, vs = [], [], []
         for tau in taus:  # the top r singular triplets of each task
             u, s, vh = torch.linalg.svd(tau, full_matrices=False)
-            us.append(u[:, :r])
-            ss.append(s[:r])
-            vs.append(vh[:r].T)
+            kept = min(r, _rank(s)) if s.max() > 0 else 0
+            us.append(u[:, :kept])
+            ss.append(s[:kept])
+            vs.append(vh[:kept].T)
         u_perp, v_perp = _polar(torch.cat(us, 1)), _polar(torch.cat(vs, 1))
         return u_perp @ torch.diag(torch.cat(ss)) @ v_perp.T
 
@@ -83,9 +91,12 @@ def oracle_tsv(T):
 
 
 def oracle_iso_c(T):
+    """mean(S)·U Vᵀ over the summed matrix's span (its rank ρ): mean(S) over all min(out, in) values."""
+
     def layer(_name, taus):
         u, s, vh = torch.linalg.svd(sum(taus), full_matrices=False)
-        return s.mean() * u @ vh
+        rho = _rank(s)
+        return s.mean() * u[:, :rho] @ vh[:rho]
 
     return _each(T, layer, _mean)
 
@@ -103,7 +114,9 @@ def oracle_iso_cts(T, share):
             us.append(ut[:, :s_task])
             vs.append(vht[:s_task].T)
             values.append(st[:s_task])
-        return torch.cat(values).mean() * _polar(torch.cat(us, 1)) @ _polar(torch.cat(vs, 1)).T
+        level, all_values = torch.cat(values).mean(), torch.cat(values)
+        kept = all_values > 1e-9 * all_values.max()  # the directions the tasks have: the rest left out
+        return level * _polar(torch.cat(us, 1)[:, kept]) @ _polar(torch.cat(vs, 1)[:, kept]).T
 
     return _each(T, layer, _mean)
 
@@ -190,6 +203,49 @@ def test_float32_merges_stay_close_to_the_float64_oracles(tower):
     torch.testing.assert_close(merged.double(), theta0 + oracle_tsv(T), rtol=1e-4, atol=1e-5)
 
 
+def _low_rank_tower(ranks: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """θ₀ and T [K, P] as LoRA adapters make them: task t's every 2-D layer has rank ranks[t] (0: a layer its
+    adapter does not target), the other tensors are not touched."""
+    g = torch.Generator().manual_seed(3)
+    theta0 = torch.randn(SPEC.numel, generator=g, dtype=torch.float64)  # [P]
+    T = torch.zeros(len(ranks), SPEC.numel, dtype=torch.float64)  # [K, P]
+    for k, rank in enumerate(ranks):
+        for name, (m, n) in ((n, s) for n, s in NAMES_SHAPES.items() if len(s) == 2):
+            b, a = torch.randn(m, rank, generator=g, dtype=torch.float64), torch.randn(rank, n, generator=g)
+            T[k, SPEC.slice_of(name)] = (0.1 * b @ a.double()).reshape(-1)  # s·B·A
+    return theta0, T
+
+
+LOW_RANK = {  # method → (parameters, its oracle)
+    "tsv_m": ({"alpha": 0.7}, oracle_tsv),
+    "iso_c": ({"alpha": 1.3}, oracle_iso_c),
+    "iso_cts": ({"alpha": 0.9, "share": 0.8}, lambda T: oracle_iso_cts(T, 0.8)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOW_RANK))
+def test_low_rank_layers_merge_over_the_directions_the_tasks_have(name):
+    """Ranks 1, 2 and 0 against TSV-M's 2 directions per task and Iso-CTS's 5 common ones of 8: the merge keeps no
+    direction of a zero singular value, whose vectors an SVD routine picks at will."""
+    theta0, T = _low_rank_tower((1, 2, 0))
+    params, oracle = LOW_RANK[name]
+    _close(apply(name, theta0, T, params, spec=SPEC), theta0 + params["alpha"] * oracle(T))
+
+
+@pytest.mark.parametrize("name", sorted(LOW_RANK))
+def test_a_low_rank_merge_does_not_depend_on_rounding(name):
+    """T as a fine-tuned file gives it, (θ₀ + s·B·A) − θ₀ in float32, against s·B·A itself (what a pool of LoRA
+    adapters kept factored reads): the rounding (1e-8) must not move the merge. Keeping the null directions moved
+    the zoo's LoRA merges by a quarter of their norm."""
+    theta0, T = _low_rank_tower((1, 2, 0))
+    theta0, exact = theta0.float(), T.float()
+    rounded = (theta0 + exact) - theta0  # [K, P]
+    assert 0 < (rounded - exact).abs().max() < 1e-6
+    params = LOW_RANK[name][0]
+    from_file, factored = (apply(name, theta0, t, params, spec=SPEC) - theta0 for t in (rounded, exact))
+    assert (from_file - factored).norm() < 1e-4 * factored.norm()
+
+
 @pytest.mark.parametrize(
     "name, params, match",
     [
@@ -226,6 +282,18 @@ def test_what_each_low_rank_method_keeps_per_layer(tower):
     assert {r.layer for r in full} == CART_SET and all(r.energy == pytest.approx(1.0) for r in full)
     common = METHODS["iso_cts"].ranks(T, SPEC, {"share": 0.5})
     assert all(r.rank < r.full_rank or r.full_rank <= K for r in common)
+    assert all(r.rank == r.full_rank for r in METHODS["iso_c"].ranks(T, SPEC, {}))
+
+
+def test_the_keep_panel_counts_a_low_rank_layers_directions():
+    """Tasks of rank 1, 2 and 0: TSV-M keeps at most 2 per task (its share ⌊8/3⌋ = 2 on in_proj), Iso-C the 3 the
+    summed matrix has of 8."""
+    _, T = _low_rank_tower((1, 2, 0))
+    name = "transformer.resblocks.0.attn.in_proj_weight"
+    tsv = {r.layer: r for r in METHODS["tsv_m"].ranks(T, SPEC, {})}
+    iso = {r.layer: r for r in METHODS["iso_c"].ranks(T, SPEC, {})}
+    assert (tsv[name].rank, tsv[name].full_rank, iso[name].rank, iso[name].full_rank) == (2, 8, 3, 8)
+    assert tsv["positional_embedding"].rank == 1 and tsv[name].energy == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("name, scale", [("tsv_m", "alpha"), ("iso_c", "alpha"), ("iso_cts", "alpha"), ("cart", "lam")])

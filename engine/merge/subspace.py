@@ -29,6 +29,16 @@ tensors each method treats as matrices, and how it merges the rest, follow each 
 Where a method's matrix set is "every 2-D tensor", the patch-embedding convolution (4-D) and the class
 embedding (1-D) are not matrices: they are merged as the method's other tensors.
 
+A low-rank layer (a LoRA adapter's update has rank r ≪ min(out, in); a layer no adapter targets is zero) has
+singular values that are zero up to rounding, and the singular vectors an SVD routine returns for them are any
+basis of the null space: rounding of 1e-8 in T turns TSV-M's, Iso-C's and Iso-CTS's merge of the zoo's LoRA
+adapters by a quarter of its norm. So a direction whose singular value is at most max(out, in)·ε times the
+largest one the layer's merge uses (the numerical-rank rule of NumPy's and PyTorch's `matrix_rank`) is left
+out (`spanned`): TSV-M orthogonalises only the directions the tasks have; Iso-C and Iso-CTS keep their mean
+singular value (over all min(out, in) of them, as the papers' code) on the update's span, and drop the term the
+papers' formula gives to an arbitrary pairing of null spaces. A full-rank layer (every layer of the zoo's full
+fine-tunes) is merged bit for bit as before.
+
 The factorizations that do not depend on a method's parameters (the SVD of each layer group's summed
 matrix, shared by Iso-C and Iso-CTS; of CART's centred vectors, for every rank) go through `memo`, a
 `(key, compute) → value` cache the Workspace backs with its ComputeCache: a rank or share change then
@@ -80,6 +90,13 @@ def polar(stack: torch.Tensor) -> torch.Tensor:
     """The nearest matrix with orthonormal columns (or rows) to each of [..., m, n]: P Qᵀ of P Σ Qᵀ."""
     p, _, qh = torch.linalg.svd(stack, full_matrices=False)  # [..., m, c], [..., c], [..., c, n]
     return p @ qh  # [..., m, n]
+
+
+def spanned(values: torch.Tensor, m: int, n: int) -> torch.Tensor:
+    """[L, c] bool of singular values [L, c] of a layer of shape m × n: above max(m, n)·ε times the layer's
+    largest (module docstring: the directions a merge keeps on a low-rank layer)."""
+    tolerance = max(m, n) * torch.finfo(values.dtype).eps * values.amax(dim=-1, keepdim=True)  # [L, 1]
+    return values > tolerance  # [L, c]
 
 
 def top_singular(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -160,8 +177,10 @@ def tsv_delta(T: torch.Tensor, spec: ParamSpec, *, memo: Memo = no_memo) -> torc
         u_hat = u[..., :r].permute(0, 2, 1, 3).reshape(L, m, K * r)  # [L, m, K·r] task blocks side by side
         s_hat = s[..., :r].reshape(L, K * r)  # [L, K·r]
         v_hat = vh[..., :r, :].reshape(L, K * r, n)  # [L, K·r, n]
-        u_perp, vh_perp = polar(u_hat), polar(v_hat)  # [L, m, K·r], [L, K·r, n]
-        _write(delta, spec, names, (u_perp * s_hat[:, None, :]) @ vh_perp)  # [L, m, n]
+        keep = spanned(s_hat, m, n)  # [L, K·r]
+        u_perp = polar(torch.where(keep[:, None, :], u_hat, 0))  # [L, m, K·r]
+        vh_perp = polar(torch.where(keep[:, :, None], v_hat, 0))  # [L, K·r, n]
+        _write(delta, spec, names, (u_perp * torch.where(keep, s_hat, 0)[:, None, :]) @ vh_perp)  # [L, m, n]
     return delta
 
 
@@ -177,7 +196,8 @@ def iso_c_delta(T: torch.Tensor, spec: ParamSpec, *, memo: Memo = no_memo) -> to
     _others_mean(delta, T, spec, matrices)
     for names, tau in layer_stacks(spec, T, matrices):
         u, s, vh = _sum_svd(names, tau, memo)  # [L, m, p], [L, p], [L, p, n]
-        _write(delta, spec, names, s.mean(dim=1)[:, None, None] * (u @ vh))  # [L, m, n]
+        on_span = torch.where(spanned(s, *tau.shape[-2:])[:, None, :], u, 0)  # [L, m, p]
+        _write(delta, spec, names, s.mean(dim=1)[:, None, None] * (on_span @ vh))  # [L, m, n]
     return delta
 
 
@@ -207,10 +227,12 @@ def iso_cts_delta(T: torch.Tensor, spec: ParamSpec, *, share: float, memo: Memo 
         bases_u.append(u_c)
         bases_v.append(vh[..., :common, :])  # [L, k, n]
         values.append(s[..., :common])  # [L, k]
-        u_perp = polar(torch.cat(bases_u, dim=-1))  # [L, m, p]
-        vh_perp = polar(torch.cat(bases_v, dim=-2))  # [L, p, n]
-        level = torch.cat(values, dim=-1).mean(dim=-1)  # [L] one singular value for every direction
-        _write(delta, spec, names, level[:, None, None] * (u_perp @ vh_perp))  # [L, m, n]
+        combined = torch.cat(values, dim=-1)  # [L, p]
+        keep = spanned(combined, m, n)  # [L, p]
+        u_perp = polar(torch.where(keep[:, None, :], torch.cat(bases_u, dim=-1), 0))  # [L, m, p]
+        vh_perp = polar(torch.where(keep[:, :, None], torch.cat(bases_v, dim=-2), 0))  # [L, p, n]
+        level = combined.mean(dim=-1)  # [L] one singular value for every direction
+        _write(delta, spec, names, level[:, None, None] * (torch.where(keep[:, None, :], u_perp, 0) @ vh_perp))
     return delta
 
 
@@ -292,19 +314,27 @@ def _energy(s: torch.Tensor, r: int) -> float:
 
 
 def tsv_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
-    """Per matrix: the ⌊p/K⌋ directions kept per task, and the share of the tasks' energy they carry."""
+    """Per matrix: the ⌊p/K⌋ directions kept per task (fewer where no task has them: the most any task keeps),
+    and the share of the tasks' energy they carry."""
     rows = []
     for names, tau in layer_stacks(spec, T, every_matrix(spec)):
+        L, K, m, n = tau.shape
         s = torch.linalg.svdvals(tau)  # [L, K, p]
-        r = _rank_share(s.shape[-1], T.shape[0])
-        rows += [LayerRank(n, r, s.shape[-1], _energy(s[i], r)) for i, n in enumerate(names)]
+        r = _rank_share(s.shape[-1], K)
+        kept = spanned(s[..., :r].reshape(L, K * r), m, n).view(L, K, r).sum(dim=-1).amax(dim=-1)  # [L]
+        rows += [LayerRank(n, int(kept[i]), s.shape[-1], _energy(s[i], r)) for i, n in enumerate(names)]
     return _in_order(spec, rows)
 
 
 def iso_c_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
-    """Per matrix: Iso-C keeps every direction of the summed matrix (rank p, all of its energy)."""
-    shapes = dict(zip(spec.names, spec.shapes))
-    return _in_order(spec, [LayerRank(n, min(shapes[n]), min(shapes[n]), 1.0) for n in every_matrix(spec)])
+    """Per matrix: Iso-C keeps every direction the summed matrix has (rank p for full fine-tunes, fewer for LoRA
+    adapters), with all of its energy."""
+    rows = []
+    for names, tau in layer_stacks(spec, T, every_matrix(spec)):
+        s = torch.linalg.svdvals(tau.sum(dim=1))  # [L, p]
+        kept = spanned(s, *tau.shape[-2:]).sum(dim=-1)  # [L]
+        rows += [LayerRank(n, int(kept[i]), s.shape[-1], 1.0) for i, n in enumerate(names)]
+    return _in_order(spec, rows)
 
 
 def iso_cts_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
