@@ -39,6 +39,24 @@ def test_rank_one_tasks_in_shared_and_orthogonal_directions():
     assert stats.overall_alignment.shape == (3, 3)
 
 
+def test_a_task_with_fewer_directions_than_k_is_aligned_over_those_it_has():
+    """K = 2 gives k = 2 directions of a.weight per task. Rank-1 tasks sharing their left direction are aligned 1,
+    whatever rounding does to the vectors of their zero singular values; a task with no update is aligned 0."""
+    e, f = torch.eye(6), torch.eye(4)
+    one = torch.outer(e[0], f[0]) * 0.03  # rank 1
+    same = torch.outer(e[0], f[1]) * 0.02
+    theta0 = torch.randn(SPEC.numel, generator=torch.Generator().manual_seed(0))  # [P]
+    exact = _tasks(one, same)  # [2, P]
+    rounded = (theta0 + exact) - theta0  # as read from fine-tuned files: rounding of 1e-8
+    assert 0 < (rounded - exact).abs().max() < 1e-6
+    a = SPEC.matrices().index("a.weight")
+    for T in (exact, rounded):
+        align = subspace_stats(T, SPEC, ("one", "same")).alignment[a]
+        assert torch.allclose(align, torch.ones(2, 2), atol=1e-5)
+    none = subspace_stats(_tasks(one, torch.zeros(6, 4)), SPEC, ("one", "none")).alignment[a]
+    assert none[0, 0] == pytest.approx(1.0) and none[0, 1] == none[1, 1] == 0.0
+
+
 def test_rank_correlation_is_spearmans_rho():
     x = torch.tensor([1.0, 2.0, 3.0, 4.0])
     assert rank_correlation(x, x**3) == pytest.approx(1.0)

@@ -7,7 +7,10 @@ For each 2-D tensor (layer) ℓ and task t, the task matrix τₜ⁽ℓ⁾ = U�
   Gargiulo et al., CVPR 2025, §3 show task matrices are close to low-rank, so this is high);
 - its effective rank exp(H(s/Σs)) (Roy & Vetterli, EUSIPCO 2007): how many directions carry it;
 - the alignment of tasks a and b, ‖U_{a,k}ᵀ U_{b,k}‖²_F / k ∈ [0, 1] (1: the same top-k left subspace,
-  0: orthogonal ones), the subspace-overlap reading of TSV's singular task interference (§4, Eq. 4).
+  0: orthogonal ones), the subspace-overlap reading of TSV's singular task interference (§4, Eq. 4). A task
+  with fewer than k directions (a LoRA adapter of rank r < k; none on a layer it does not target) counts only
+  those it has (`subspace.spanned`: the vectors of a zero singular value are arbitrary), and the pair is
+  divided by the smaller count, so a task stays aligned 1 with itself; a pair where one has none is 0.
 The overall alignment is the mean over layers. Every layer of one shape is factored in one batched call.
 """
 
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.errors import ShapeError
-from engine.merge.subspace import layer_stacks
+from engine.merge.subspace import layer_stacks, spanned
 from engine.params import ParamSpec
 
 
@@ -46,14 +49,17 @@ def subspace_stats(T: torch.Tensor, spec: ParamSpec, tasks: tuple[str, ...]) -> 
     for names, tau in layer_stacks(spec, T, spec.matrices()):  # [L, K, m, n] a few layers at a time, float32
         u, s, _ = torch.linalg.svd(tau, full_matrices=False)  # [L, K, m, p], [L, K, p]
         k = max(1, s.shape[-1] // K)
+        kept = spanned(s[..., :k], *tau.shape[-2:])  # [L, K, k] directions each task has (in T's own precision)
         s = s.double()
         power = s**2  # [L, K, p]
         total = power.sum(dim=-1).clamp(min=torch.finfo(torch.float64).tiny)  # [L, K]
         share = power[..., :k].sum(dim=-1) / total  # [L, K]
         weights = s / s.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float64).tiny)  # [L, K, p]
         entropy = -(weights * weights.clamp(min=1e-300).log()).sum(dim=-1)  # [L, K]
-        top = u[..., :k].double()  # [L, K, m, k]
-        overlap = torch.einsum("lamk,lbmj->labkj", top, top).pow(2).sum(dim=(-1, -2)) / k  # [L, K, K]
+        top = torch.where(kept[..., None, :], u[..., :k].double(), 0)  # [L, K, m, k]
+        count = kept.sum(dim=-1)  # [L, K]
+        fewer = torch.minimum(count[:, :, None], count[:, None, :]).clamp(min=1)  # [L, K, K]
+        overlap = torch.einsum("lamk,lbmj->labkj", top, top).pow(2).sum(dim=(-1, -2)) / fewer  # [L, K, K]
         for i, name in enumerate(names):
             found[name] = (s[i].float(), share[i].float(), entropy[i].exp().float(), overlap[i].float())
     layers = tuple(n for n in spec.matrices())

@@ -93,10 +93,10 @@ def polar(stack: torch.Tensor) -> torch.Tensor:
 
 
 def spanned(values: torch.Tensor, m: int, n: int) -> torch.Tensor:
-    """[L, c] bool of singular values [L, c] of a layer of shape m × n: above max(m, n)·ε times the layer's
-    largest (module docstring: the directions a merge keeps on a low-rank layer)."""
-    tolerance = max(m, n) * torch.finfo(values.dtype).eps * values.amax(dim=-1, keepdim=True)  # [L, 1]
-    return values > tolerance  # [L, c]
+    """[..., c] bool of singular values [..., c] of a layer of shape m × n: above max(m, n)·ε times the largest
+    of their last dimension (module docstring: the directions a merge keeps on a low-rank layer)."""
+    tolerance = max(m, n) * torch.finfo(values.dtype).eps * values.amax(dim=-1, keepdim=True)  # [..., 1]
+    return values > tolerance  # [..., c]
 
 
 def top_singular(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
