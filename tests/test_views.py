@@ -1,6 +1,7 @@
 """Every view renders; moving a slider shows what the engine computes; URL state round-trips."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,21 @@ def _metric(at: AppTest, label: str) -> str:
 def test_every_view_renders(app, view):
     _open(app, view)
     assert not app.exception
+
+
+def test_the_sidebar_says_how_the_pool_is_held_and_config_json_chooses(app, tiny_collection_dir, data_home, tmp_path):
+    """The memory plan's line under the pickers; "store" in the data home's config.json picks the backing (on a
+    copy of the pool: this process may have opened the tiny one in memory already)."""
+    _open(app, "views/merge.py")
+    assert any("opening in memory (" in c.value and " free)" in c.value for c in app.sidebar.caption)
+    pool = shutil.copytree(tiny_collection_dir, tmp_path / "pool")
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(pool)], "store": "built"}))
+    built = AppTest.from_file(APP, default_timeout=120)
+    built.session_state["collection"] = str(pool)
+    _open(built, "views/merge.py")
+    assert not built.exception
+    assert any("opening out of core (as asked)" in c.value for c in built.sidebar.caption)
+    assert len(list((data_home / "cache" / "stores").glob("*.float32.taskstore"))) == 1
 
 
 def test_merge_slider_shows_the_engine_result(app, tiny_collection_dir, data_home):

@@ -101,6 +101,7 @@ def workspace(
             variants=dict(choice),
             on_checkpoint=progress,
             cache=compute_cache(),
+            store=home.store_choice(),  # config.json's "store", else the memory plan's pick
         )
 
     return _workspace_slot(collection, device, tuple(choice)).get(build)

@@ -12,6 +12,11 @@ from ui.resources import DEFAULT_COLLECTION, Choice
 
 SIDEBAR = "sidebar"  # the links' scope of the sidebar's values
 EVERY = "_ckpt_every"  # the variant every task uses ("standard" when they differ), for `ckpt=` in the URL
+STORE_HELP = (
+    "How this pool's task vectors are held: in memory when they fit with room to spare, else out of core, read"
+    ' from a store built once in the data home. To choose, write "store": "memory", "built" or'
+    ' "built-bf16" in the data home\'s config.json (README: Large pools).'
+)
 
 
 def sidebar_links(names: dict[str, tuple[str, ...]]) -> list[links.Link]:
@@ -156,6 +161,11 @@ def current_collection() -> str:
 
 def sidebar_workspace() -> tuple[str, Choice, Workspace]:
     """The collection and checkpoint choice of the sidebar (app.py renders it), then the cached workspace
-    they name (or the engine's error on the page and the rest of the page skipped)."""
+    they name (or the engine's error on the page and the rest of the page skipped); the sidebar then says how
+    its task vectors are held (the memory plan's line, e.g. "20 × ViT-L-14: 22.6 GiB as float32; opening out of
+    core")."""
     collection, choice = current_collection(), st.session_state.get(CHOICE, ())
-    return collection, choice, resources.workspace_or_stop(collection, choice)
+    ws = resources.workspace_or_stop(collection, choice)
+    if ws.store_plan is not None:
+        st.sidebar.caption(ws.store_plan.summary(), help=STORE_HELP)
+    return collection, choice, ws

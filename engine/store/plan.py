@@ -102,11 +102,16 @@ class StorePlan:
         where = {
             "memory": "opening in memory" + ("" if self.device == "cpu" else f" on {self.device}"),
             "built": "opening out of core",
-            "built-bf16": f"opening out of core as bfloat16 ({self.float32_bytes / 2 / GIB:.1f} GiB)",
+            "built-bf16": f"opening out of core as bfloat16 ({_size(self.float32_bytes // 2)})",
             "factored": "keeping LoRA adapters as their factors",
         }[self.backing]
-        why = " (as asked)" if self.asked else f" ({self.room_bytes / GIB:.1f} GiB free)"
-        return f"{self.num_tasks} × {self.architecture}: {self.float32_bytes / GIB:.1f} GiB as float32; {where}{why}"
+        why = " (as asked)" if self.asked else f" ({_size(self.room_bytes)} free)"
+        return f"{self.num_tasks} × {self.architecture}: {_size(self.float32_bytes)} as float32; {where}{why}"
+
+
+def _size(num_bytes: int) -> str:
+    """22.6 GiB, or 47 MiB below one GiB (the demo zoo's pool would read "0.0 GiB")."""
+    return f"{num_bytes / GIB:.1f} GiB" if num_bytes >= GIB else f"{num_bytes / (1 << 20):.0f} MiB"
 
 
 def in_memory_bytes(num_tasks: int, numel: int) -> int:
