@@ -10,7 +10,7 @@ listed in `<home>/config.json` as `{"allowed_roots": ["/data/checkpoints", ...]}
 (`DataHome.shell_policy`) trusts the shell user's own paths and resolves relative ones against the
 current directory, as any command-line tool does. The same file may set `"cache_budget_mb"`: the memory
 the process-wide cache of computed results may hold (engine/cache/memory.py; default 2048), and `"store"`:
-how pools open (engine/store/plan.py: "auto", "memory", "built" or "built-bf16"). The file is
+how pools open (engine/store/plan.py: "auto", "memory", "built", "built-bf16" or "factored"). The file is
 checked whole (`HomeConfig`) whoever reads it, the command line included (`DataHome.ensure`).
 Files are opened with `open_regular`: a named pipe, socket or device is refused by name, never opened.
 """
@@ -31,8 +31,8 @@ from engine.errors import MergelabError, PathNotAllowedError, SchemaError, Speci
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 SUBFOLDERS = ("runs", "cache", "checkpoints", "exports")
-# how a pool opens: the plan's pick, or one backing; "factored" (LoRA adapters kept as their factors) only for one
-# merge command: the dashboard's pages and jobs read T whole
+# how a pool opens: the plan's pick, or one backing ("factored": LoRA adapters kept as their factors, full checkpoints
+# read lazily; engine/store/plan.py)
 STORE_CHOICES = ("auto", "memory", "built", "built-bf16", "factored")
 # Our choice: two jobs at once on the CPU by default (a sweep need not wait behind a fine-tune); a lone job
 # still gets every idle core (engine/jobs/runner.job_threads splits the cores among the running jobs).
@@ -251,11 +251,8 @@ class HomeConfig:
         if mb is not None and (isinstance(mb, bool) or not isinstance(mb, (int, float)) or not mb >= 0):
             raise SchemaError(file, f"cache_budget_mb is {mb!r}", fix="write a number of MB ≥ 0")
         store = config.get("store", "auto")
-        if store not in STORE_CHOICES or store == "factored":
-            kept = ", ".join(c for c in STORE_CHOICES if c != "factored")
-            raise SchemaError(
-                file, f"store is {store!r}", fix=f"write one of {kept} (factored: --store on merge or run)"
-            )
+        if store not in STORE_CHOICES:
+            raise SchemaError(file, f"store is {store!r}", fix=f"write one of {', '.join(STORE_CHOICES)}")
         counts = {name: config.get(name) for name in ("job_slots", "job_threads")}
         for name, n in counts.items():
             if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
@@ -340,7 +337,7 @@ class DataHome:
 
     def store_choice(self) -> str:
         """`store` from config.json: how pools open ("auto", the memory plan's pick, or "memory", "built",
-        "built-bf16"; engine/store/plan.py), else "auto"."""
+        "built-bf16", "factored"; engine/store/plan.py), else "auto"."""
         return self.config().store
 
     @property

@@ -233,8 +233,13 @@ class TaskMatrix:
             return self.T.select(rows)
         return take_rows(self.T, rows)  # [k, P]
 
+    def row(self, task: str) -> torch.Tensor:
+        """τ of `task` [P]: a view of T in memory, or its row read from a store (a LoRA adapter densified)."""
+        k = self.task_names.index(task)
+        return self.T[k] if isinstance(self.T, torch.Tensor) else self.T.row(k)
+
     def vector(self, task: str) -> TaskVector:
-        return TaskVector(self.T[self.task_names.index(task)], self.spec)
+        return TaskVector(self.row(task), self.spec)
 
     def block(self, rows: Sequence[int], cols: slice, *, out: torch.Tensor | None = None) -> torch.Tensor:
         """T[rows, cols] [k, c]: the task store's read (engine/store/protocol.py) of this in-memory backing. A view

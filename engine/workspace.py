@@ -119,9 +119,7 @@ class Workspace:
         plan = (
             store
             if isinstance(store, StorePlan)
-            else plan_for(
-                collection, tasks=names, folder=folder, choice=store, cache_budget=cache.budget_bytes, device=device
-            )
+            else plan_for(collection, **_plan_inputs(chosen, folder, cache, store, device))
         )
         matrix = open_task_matrix(
             collection,
@@ -185,9 +183,7 @@ class Workspace:
     def finetuned(self, split: str) -> Mapping[str, float]:
         """Each task's own fine-tuned accuracy: the denominator of normalized accuracy."""
         m = self.matrix
-        return {
-            t: evaluate(m.theta0 + m.T[k], self.suite, split, tasks=[t]).accuracy[t] for k, t in enumerate(m.task_names)
-        }
+        return {t: evaluate(m.theta0 + m.row(t), self.suite, split, tasks=[t]).accuracy[t] for t in m.task_names}
 
     @functools.cached_property
     def importance(self) -> ImportanceStore:
@@ -350,6 +346,20 @@ def _pipeline(method: str | MergeMethod, calibrate: Sequence[str]) -> tuple[str 
         base, steps = parse_pipeline(method)
         return base, (*steps, *calibrate)
     return method, tuple(calibrate)
+
+
+def _plan_inputs(
+    chosen: Mapping[str, str], folder: Path, cache: ComputeCache, store: str, device: torch.device | str
+) -> dict[str, Any]:
+    """`plan_for`'s arguments for the tasks and variants `chosen` (task → variant)."""
+    return {
+        "tasks": tuple(chosen),
+        "variants": chosen,
+        "folder": folder,
+        "choice": store,
+        "cache_budget": cache.budget_bytes,
+        "device": device,
+    }
 
 
 def linearized_tasks(collection: Collection, chosen: Mapping[str, str]) -> tuple[str, ...]:

@@ -1,6 +1,8 @@
 """The factored backing of the task store (issue 36): a pool of LoRA adapters kept as their factors. Its reads equal
 the pool read in memory; iterating the registry, every method merges it to the bits of the same merge of its rows
-made whole, the streaming ones without ever making them whole; `merge --store factored` merges as in memory."""
+made whole, the streaming ones without ever making them whole; `merge --store factored` merges as in memory; the
+plan keeps a pool of adapters factored when it does not fit in memory, and a Workspace kept factored answers the
+pages as one in memory does."""
 
 from __future__ import annotations
 
@@ -130,7 +132,51 @@ def test_merge_with_store_factored_merges_as_in_memory(pool, data_home, capsys):
             assert "keeping LoRA adapters as their factors (as asked)" in capsys.readouterr().err
         merged[store] = load_checkpoint(data_home / "exports" / f"{store}.safetensors").state
     assert all(torch.allclose(merged["memory"][k], merged["factored"][k], atol=1e-6) for k in merged["memory"])
-    (data_home / "config.json").write_text(json.dumps({"store": "factored"}))
-    assert main(["merge", "--collection", str(pool), "--param", "lam=0.3", "--out", "x"]) != 0
-    err = capsys.readouterr().err
-    assert "config.json: store is 'factored'" in err and "--store on merge or run" in err
+    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(pool)], "store": "factored"}))
+    assert main(["merge", "--collection", str(pool), "--method", "ties", "--param", "lam=0.7", "--out", "x"]) == 0
+    assert "keeping LoRA adapters as their factors (as asked)" in capsys.readouterr().err
+    (data_home / "config.json").write_text(json.dumps({"store": "lora"}))
+    assert main(["merge", "--collection", str(pool), "--param", "lam=0.3", "--out", "y"]) != 0
+    assert "config.json: store is 'lora'" in capsys.readouterr().err
+
+
+def test_the_plan_keeps_a_pool_of_adapters_factored_when_it_does_not_fit_in_memory(pool, tmp_path, monkeypatch):
+    """Facts of a machine with 1 KiB free: the three adapters stay factored (nothing built); with the full
+    fine-tune among them the pool goes to a built store; with room, in memory."""
+    import engine.pool.backing as backing
+
+    collection = load_collection(pool)
+    adapters, every = ("colour", "shape", "size"), collection.task_names
+    assert backing.plan_for(collection, tasks=adapters, folder=tmp_path).backing == "memory"
+    monkeypatch.setattr(backing.MemoryFacts, "read", classmethod(lambda cls: MemoryFacts(1024)))
+    plan = backing.plan_for(collection, tasks=adapters, folder=tmp_path, cache_budget=0)
+    assert (plan.backing, plan.asked) == ("factored", False)
+    assert "keeping LoRA adapters as their factors (0 MiB free)" in plan.summary()
+    assert backing.plan_for(collection, tasks=every, folder=tmp_path, cache_budget=0).backing == "built"
+
+
+def test_a_workspace_kept_factored_answers_what_the_pages_ask_as_in_memory(pool, tmp_path):
+    """What the pages read besides a merge: each task's own accuracy, a row's importance, a forgetting vector,
+    τJp's pair drops, a calibrated merge (SVC reads the tasks' layers), a task-specific method (TALL masks, EMR)
+    and the keep panel's sparsity report."""
+    from engine.merge.forgetting import forgetting_vector
+    from engine.workspace import Workspace
+
+    collection = load_collection(pool)
+    memory, factored = (
+        Workspace.from_collection(collection, cache_dir=tmp_path / s, store=s) for s in ("memory", "factored")
+    )
+    assert isinstance(factored.matrix.T, StoredRows) and factored.store_plan.backing == "factored"
+    tasks = memory.task_names
+    assert factored.finetuned("val") == memory.finetuned("val")
+    codes = [ws.importance.task("shape", "tau").int() for ws in (memory, factored)]  # uint8 [P]: θ₀ + τ rounds apart
+    assert (codes[0] - codes[1]).abs().max() <= 1 and (codes[0] != codes[1]).float().mean() < 0.01
+    assert torch.allclose(forgetting_vector(factored, "size"), forgetting_vector(memory, "size"), atol=1e-6)
+    drops = [ws.taujp.pair_drops(0.5) for ws in (memory, factored)]
+    assert drops[0].keys() == drops[1].keys() and all(abs(drops[0][k] - drops[1][k]) < 1e-3 for k in drops[0])
+    for method, calibrate in (("task_arithmetic", ("svc",)), ("tall_masks", ()), ("emr", ())):
+        merged = [ws.compare(tasks, method, {}, calibrate=calibrate).merged.accuracy for ws in (memory, factored)]
+        assert merged[0] == pytest.approx(merged[1], abs=1e-9), method
+    reports = [ws.merges.sparsity(tasks, "ties", {}) for ws in (memory, factored)]
+    assert reports[0].kept_fraction == reports[1].kept_fraction
+    assert reports[0].sign_conflict == pytest.approx(reports[1].sign_conflict)

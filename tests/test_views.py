@@ -528,6 +528,24 @@ def test_compare_page_on_the_zoo_s_lora_adapters_shows_their_stored_table(data_h
     assert not [b for b in at.button if b.label.startswith("Compare every method")]
 
 
+@pytest.mark.slow
+def test_the_pages_on_the_zoo_s_lora_adapters_kept_factored(data_home):
+    """ "store": "factored" in config.json and every task on `lora`: the pages that read rows, layers or the whole
+    task matrix (each task's own accuracy, SVC's layers, the tangent preview, a forgetting vector, the spectra)
+    render from the adapters' factors, and the sidebar says so."""
+    from engine.home import ASSETS_DIR
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"store": "factored"}))
+    for view in ("views/merge.py", "views/subspaces.py", "views/landscape.py", "views/forgetting.py", "views/zoo.py"):
+        at = AppTest.from_file(APP, default_timeout=300)
+        at.session_state["collection"] = str(ASSETS_DIR / "zoo")
+        _open(at, view)
+        at.selectbox(key="ckpt_all").set_value("lora").run()
+        assert not at.exception and not at.error, view
+        assert any("keeping LoRA adapters as their factors (as asked)" in c.value for c in at.sidebar.caption), view
+
+
 def test_compare_page_runs_the_comparison_as_a_job_elsewhere(app, monkeypatch):
     import engine.jobs.compare as compare
 

@@ -83,8 +83,19 @@ def compute_cache() -> ComputeCache:
 
 
 @st.cache_resource(max_entries=6, show_spinner=False)
-def _workspace_slot(collection: str, device: str, choice: Choice) -> WorkspaceSlot:
+def _workspace_slot(collection: str, device: str, choice: Choice, store: str) -> WorkspaceSlot:
+    """One slot per pool, device, checkpoint choice and config.json's "store" (changing it opens the pool anew)."""
     return WorkspaceSlot()
+
+
+def _configured_store() -> str:
+    """config.json's "store" ("auto" where config.json cannot be read: opening the workspace then reports it)."""
+    from engine.errors import MergelabError
+
+    try:
+        return DataHome.from_env().store_choice()
+    except MergelabError:
+        return "auto"
 
 
 def workspace(
@@ -101,10 +112,11 @@ def workspace(
             variants=dict(choice),
             on_checkpoint=progress,
             cache=compute_cache(),
-            store=home.store_choice(),  # config.json's "store", else the memory plan's pick
+            store=store,  # config.json's "store", else the memory plan's pick
         )
 
-    return _workspace_slot(collection, device, tuple(choice)).get(build)
+    store = _configured_store()
+    return _workspace_slot(collection, device, tuple(choice), store).get(build)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -281,7 +293,7 @@ def workspace_or_stop(collection: str, choice: Choice = ()) -> Workspace:
     them: the explicit confirmation, kept for this session and this collection."""
     from engine.errors import MergelabError
 
-    slot = _workspace_slot(collection, device_name(), tuple(choice))
+    slot = _workspace_slot(collection, device_name(), tuple(choice), _configured_store())
     bar = st.progress(0.0, text="Opening the collection…") if slot.workspace is None else None
 
     def report(done: int, total: int, task: str) -> None:

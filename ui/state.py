@@ -13,9 +13,10 @@ from ui.resources import DEFAULT_COLLECTION, Choice
 SIDEBAR = "sidebar"  # the links' scope of the sidebar's values
 EVERY = "_ckpt_every"  # the variant every task uses ("standard" when they differ), for `ckpt=` in the URL
 STORE_HELP = (
-    "How this pool's task vectors are held: in memory when they fit with room to spare, else out of core, read"
-    ' from a store built once in the data home. To choose, write "store": "memory", "built" or'
-    ' "built-bf16" in the data home\'s config.json (README: Large pools).'
+    "How this pool's task vectors are held: in memory when they fit with room to spare; else LoRA adapters as"
+    " their factors, and other checkpoints out of core, read from a store built once in the data home. To choose,"
+    ' write "store": "memory", "built", "built-bf16" or "factored" in the data home\'s config.json'
+    " (README: Large pools)."
 )
 
 

@@ -26,6 +26,7 @@ from engine.learn.coefficients import EpochRecord, LearnConfig, ValSplit
 from engine.learn.dvbasi import DvBasiConfig, Iteration, dv_basi
 from engine.params import unflatten
 from engine.runs.log import RunLog
+from engine.store.reader import in_memory
 from engine.workspace import Workspace
 
 
@@ -184,11 +185,12 @@ def _learn(
     """The start (aTLAS, or task arithmetic at λ), then DV-BASI from it; `progress` holds the best so far (what
     a cancel keeps)."""
     m, suite = workspace.matrix, workspace.suite
+    rows = in_memory(m.T, purpose="learned coefficients")  # [K, P]: aTLAS reads the rows whole
     if start == "atlas":
         learned = atlas(
             suite,
             m.theta0,
-            m.T,
+            rows,
             m.spec,
             data=data,
             config=atlas_config,
@@ -196,7 +198,7 @@ def _learn(
         )
         theta, label = learned.theta, "aTLAS"
     else:
-        theta, label = m.theta0 + lam * m.T.sum(dim=0), f"task arithmetic λ={lam:g}"  # [P]
+        theta, label = m.theta0 + lam * rows.sum(dim=0), f"task arithmetic λ={lam:g}"  # [P]
     progress.best = progress.origin = (theta, label)
     if config is None:
         return

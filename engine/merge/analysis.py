@@ -59,14 +59,14 @@ def sparsity_report(
     return masked_sparsity(T, mask, tasks=tasks, spec=spec)
 
 
-def masked_sparsity(
-    T: torch.Tensor, mask: torch.Tensor | None, *, tasks: Sequence[str], spec: ParamSpec
-) -> SparsityReport:
-    """`sparsity_report` of a mask computed before (bool [K, P], or None: every entry kept), e.g. a cached one."""
+def masked_sparsity(T: Rows, mask: torch.Tensor | None, *, tasks: Sequence[str], spec: ParamSpec) -> SparsityReport:
+    """`sparsity_report` of a mask computed before (bool [K, P], or None: every entry kept), e.g. a cached one;
+    T is read one layer's columns at a time (a store's rows too)."""
     kept = mask.float().mean(dim=1).tolist() if mask is not None else [1.0] * T.shape[0]
-    layers, conflict = [], []
+    layers, conflict, reader = [], [], Reader.of(T)
     for label, cols in spec.blocks(level="layer"):
-        signs = torch.sign(T[:, cols] if mask is None else T[:, cols] * mask[:, cols])  # [K, n]
+        block = reader.columns(cols)  # [K, n]
+        signs = torch.sign(block if mask is None else block * mask[:, cols])  # [K, n]
         layers.append(label)
         conflict.append(float(((signs.amax(dim=0) > 0) & (signs.amin(dim=0) < 0)).float().mean()))
     return SparsityReport(tuple(tasks), dict(zip(tasks, kept)), tuple(layers), tuple(conflict))

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.params import ParamSpec, network_key
+from engine.store.reader import Reader, Rows
 
 
 def lines_depth_fraction(spec: ParamSpec) -> torch.Tensor:
@@ -58,13 +59,13 @@ class SvcLayer:
     coupling: torch.Tensor  # [K, r]
 
 
-def svc_factors(direction: torch.Tensor, T: torch.Tensor, spec: ParamSpec) -> tuple[SvcLayer, ...]:
+def svc_factors(direction: torch.Tensor, T: Rows, spec: ParamSpec) -> tuple[SvcLayer, ...]:
     """Per 2-D layer, the SVD of D (the update at scale 1) and each task's coupling s_r^i: the expensive part,
     batched over the layers of one shape."""
-    layers = []
+    layers, reader = [], Reader.of(T)
     for group in spec.by_shape(spec.matrices()).values():
         D = torch.stack([spec.matrix_view(direction, n) for n in group]).double()  # [G, m, n]
-        tasks = torch.stack([spec.matrix_view(T, n) for n in group], dim=1).double()  # [K, G, m, n]
+        tasks = torch.stack([reader.layer(spec, n) for n in group], dim=1).double()  # [K, G, m, n]
         U, S, Vh = torch.linalg.svd(D, full_matrices=False)  # [G, m, r], [G, r], [G, r, n]
         responses = torch.einsum("gmr,kgmn->kgrn", U, tasks)  # a_r^i [K, G, r, n]
         inner = torch.einsum("kgrn,grn->kgr", responses, Vh) * S  # ⟨a_r, a_r^i⟩ [K, G, r]

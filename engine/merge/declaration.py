@@ -48,8 +48,8 @@ from engine.errors import ParameterError, UnknownMethodError
 from engine.merge.subspace import LayerRank
 from engine.merge.task_models import SINGLE_MODEL, Storage, TaskParts
 from engine.params import ParamSpec
-from engine.store.plan import COMFORT, GIB, MemoryFacts
-from engine.store.reader import Reader, Rows
+from engine.store.plan import MemoryFacts
+from engine.store.reader import Reader, Rows, in_memory
 
 ParamValue = float | Sequence[float]
 Selection = Literal["none", "magnitude", "random_drop", "importance", "consensus", "low_rank"]
@@ -313,20 +313,7 @@ def rows_as_read(method: MergeMethod, T: Rows, *, facts: MemoryFacts | None = No
     """T as `method` reads it: T itself, when it is float32 in memory or mapped, or the method `streams`; else
     (a bf16 store's mapping, a store's rows) T as float32 in memory for the call, when that fits `COMFORT` of
     the machine's room (`facts`, default read now), else ParameterError saying what it would need."""
-    if method.streams or (isinstance(T, torch.Tensor) and T.dtype != torch.bfloat16):
-        return T
-    facts = facts or MemoryFacts.read()
-    need = 4 * T.numel()  # [K, P] float32
-    kind = "bfloat16 store" if isinstance(T, torch.Tensor) else "task store (e.g. LoRA factors)"
-    if need > COMFORT * facts.room:
-        raise ParameterError(
-            f"method {method.name}",
-            f"reads the task vectors as float32 in memory: making this pool's {kind} whole needs "
-            f"{need / GIB:.1f} GiB, {facts.room / GIB:.1f} GiB are available",
-            fix="merge with a method that streams the task vectors (python -m engine methods), or open the pool "
-            "with --store built (float32)",
-        )
-    return T.float() if isinstance(T, torch.Tensor) else T.dense()  # [K, P]
+    return T if method.streams else in_memory(T, purpose=f"method {method.name}", facts=facts)
 
 
 def check_keep(method: MergeMethod, keep: torch.Tensor, T: torch.Tensor) -> None:

@@ -119,7 +119,7 @@ def forgetting_vector(
         raise UnknownMethodError(method, "is not a forgetting method", fix=f"use one of {', '.join(NEGATIONS)}")
     m = workspace.matrix
     row = workspace.task_names.index(target)
-    tau = m.T[row]  # [P]
+    tau = m.row(target)  # [P]
     if method == "task_arithmetic":
         return tau
     sensitivity = workspace.importance.codes("grad0")  # uint8 [K, P]: E|∇L_c(θ₀)|, normalised per tensor

@@ -25,7 +25,7 @@ from engine.cache.memory import ComputeCache
 from engine.errors import ParameterError
 from engine.io.tensor_store import TensorStore
 from engine.merge.analysis import SparsityReport, masked_sparsity
-from engine.merge.declaration import MergeMethod, ParamValue
+from engine.merge.declaration import MergeMethod, ParamValue, read_rows
 from engine.merge.pipeline import get_calibrator, split_params
 from engine.merge.registry import apply_resolved, get_method, scale_parts_resolved
 from engine.merge.subspace import LayerRank
@@ -178,7 +178,8 @@ class MergeSession:
 
         def compute() -> TaskParts:
             extra = {"spec": self.matrix.spec} if plan.method.per_layer else {}
-            return plan.method.task_parts(self.matrix.theta0, self.matrix.rows(plan.tasks), **plan.resolved, **extra)
+            with read_rows(plan.method, self.matrix.rows(plan.tasks)) as rows:  # [k, P]
+                return plan.method.task_parts(self.matrix.theta0, rows, **plan.resolved, **extra)
 
         return self.cache.get_or_compute(key, compute)
 

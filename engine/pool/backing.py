@@ -4,9 +4,10 @@ A Workspace holds a `TaskMatrix`: in memory, or a built store's own mapping (`Bu
 bfloat16, whose pages are the file's, released by the kernels as they stream it, rather than the process's
 anonymous memory. On a bfloat16 store the methods that declare it (`MergeMethod.streams`) read the mapping as they
 stream it; the others get it widened to float32 in memory for the call, when that fits (engine/merge/declaration.py:
-`rows_as_read`). Out of core is a CPU affair (a GPU pool opens in memory). `factored` (asked for one merge
-command) keeps LoRA adapters as their factors and full checkpoints read lazily (engine/store/factored.py), T being
-`StoredRows`: the methods that stream read it a block or layer at a time, the others get it whole for the call.
+`rows_as_read`). Out of core is a CPU affair (a GPU pool opens in memory). `factored` (asked for, or the plan's
+pick for a pool of adapters that does not fit in memory) keeps LoRA adapters as their factors and full checkpoints
+read lazily (engine/store/factored.py), T being `StoredRows`: the methods that stream read it a block or layer at
+a time, the others get it whole for the call (`engine.store.reader.in_memory`), as do τJp and aTLAS.
 """
 
 from __future__ import annotations
@@ -29,18 +30,23 @@ def plan_for(
     collection: Collection,
     *,
     tasks: Sequence[str] | None = None,
+    variants: Mapping[str, str] | None = None,
     folder: Path,
     choice: str = "auto",
     cache_budget: int = DEFAULT_BUDGET_BYTES,
     jobs: int = 1,
     device: torch.device | str = "cpu",
 ) -> StorePlan:
-    """The plan for `tasks` (default all) of `collection`, from the pretrained model's header (P, architecture)
+    """The plan for `tasks` (default all; `variants[task]`, else "standard", each) of `collection`, from the
+    pretrained model's header (P, architecture), the checkpoints' formats (located, not read: all LoRA adapters?)
     and this machine's memory now; `folder` is where a built store would go (its free disk counts)."""
     lender = collection.pretrained_lazy()
     spec = ParamSpec.from_shapes({k: (v.shape, v.dtype) for k, v in lender.visual.items()})
+    names = tuple(tasks or collection.task_names)
+    chosen = {t: (variants or {}).get(t, "standard") for t in names}
+    formats = {collection.finetuned_lazy(t, chosen[t], pretrained=lender).format for t in names}
     return plan_store(
-        num_tasks=len(tasks or collection.task_names),
+        num_tasks=len(names),
         numel=spec.numel,
         facts=MemoryFacts.read(),
         cache_budget=cache_budget,
@@ -49,6 +55,7 @@ def plan_for(
         choice=choice,
         architecture=lender.meta.architecture,
         device=str(torch.device(device)),
+        adapters=formats == {"peft_lora"},
     )
 
 

@@ -166,8 +166,15 @@ def _open_workspace(
     select(recipe, collection)  # fail early, before any checkpoint is read
     choice = store or home.store_choice()
     budget = home.cache_budget_bytes()
+    tasks = recipe.tasks or collection.task_names
     plan = plan_for(
-        collection, tasks=recipe.tasks or None, folder=home.stores, choice=choice, cache_budget=budget, device=device
+        collection,
+        tasks=tasks,
+        variants={t: (recipe.variants or {}).get(t, recipe.variant) for t in tasks},
+        folder=home.stores,
+        choice=choice,
+        cache_budget=budget,
+        device=device,
     )
     if on_plan is not None:
         on_plan(plan)

@@ -86,6 +86,7 @@ def open_worker_workspace(spec: WorkerSpec) -> Workspace:
     plan = plan_for(  # the home's store choice; out of core, every worker maps the one built store (page cache)
         collection,
         tasks=tasks,
+        variants=dict(ref.choice),
         folder=home.stores,
         choice=home.store_choice(),
         cache_budget=home.cache_budget_bytes(),

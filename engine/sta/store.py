@@ -47,7 +47,7 @@ class ImportanceStore:
     def task(self, task: str, kind: str) -> torch.Tensor:
         """One task's codes uint8 [P] (loaded, or computed at its weights and cached)."""
         m = self.matrix
-        theta = m.theta0 if kind == "grad0" else m.theta0 + m.T[m.task_names.index(task)]  # [P]
+        theta = m.theta0 if kind == "grad0" else m.theta0 + m.row(task)  # [P]
         return importance_codes(self.suite, theta, m.theta0, self.source(task, kind))
 
     def ready(self, kind: str) -> bool:

@@ -5,9 +5,11 @@ vector; the process's cache of computed results (its budget, engine/cache/memory
 the least of MemAvailable (/proc/meminfo) and what the process's cgroup still allows (limit − usage), shared
 by the `jobs` processes that open pools at once (Ray workers, the dashboard beside the CLI). The plan opens in
 memory when that fits in `COMFORT` of the room, so the page cache, the evaluation's activations and the other
-programs keep the rest; else out of core: a float32 store (exact) when its file fits the store folder's free
-disk, else a bfloat16 one (half the bytes) when that fits, else the float32 store, whose build then says how
-much disk it needs. An explicit choice (`--store`, or "store" in config.json) wins over the plan.
+programs keep the rest; else, when every task is a LoRA adapter, kept as its factors (megabytes, nothing
+built; each read densifies the block it needs); else out of core: a float32 store (exact) when its file fits
+the store folder's free disk, else a bfloat16 one (half the bytes) when that fits, else the float32 store,
+whose build then says how much disk it needs. An explicit choice (`--store`, or "store" in config.json) wins
+over the plan.
 """
 
 from __future__ import annotations
@@ -130,9 +132,10 @@ def plan_store(
     choice: str = "auto",
     architecture: str = "",
     device: str = "cpu",
+    adapters: bool = False,
 ) -> StorePlan:
-    """The backing for a pool of `num_tasks` × `numel` (module docstring: the rule); a pool on a GPU `device`
-    opens in memory unless asked otherwise (its memory is the device's, not this machine's)."""
+    """The backing for a pool of `num_tasks` × `numel` (module docstring: the rule; `adapters`: every task is a
+    LoRA adapter); a pool on a GPU `device` opens in memory unless asked otherwise (its memory is the device's)."""
     if choice not in CHOICES:
         raise ParameterError("store", f"{choice!r} is not one of {', '.join(CHOICES)}", fix="pick one of them")
     if jobs < 1:
@@ -143,6 +146,8 @@ def plan_store(
         return plan
     if device != "cpu" or in_memory_bytes(num_tasks, numel) + cache_budget <= COMFORT * room:
         backing = "memory"
+    elif adapters:
+        backing = "factored"
     else:
         float32_file, bfloat16_file = 4 * numel * (num_tasks + 1), 4 * numel + 2 * numel * num_tasks
         half_only = disk_free is not None and bfloat16_file <= disk_free < float32_file

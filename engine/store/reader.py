@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.errors import ParameterError
 from engine.params import ParamSpec
 from engine.store.pages import Pages
+from engine.store.plan import COMFORT, GIB, MemoryFacts
 from engine.store.protocol import Subset, TaskStore
 
 
@@ -49,12 +51,36 @@ class StoredRows:
     def dense(self) -> torch.Tensor:
         return self.store.block(range(self.shape[0]), slice(0, self.shape[1]))  # [K, P]
 
+    def row(self, k: int) -> torch.Tensor:
+        """Row k [P] in memory (a LoRA adapter's densified)."""
+        return self.store.block((k,), slice(0, self.shape[1]))[0]  # [P]
+
     def select(self, rows: Sequence[int]) -> StoredRows:
         """The rows `rows` (indices, in that order): a subset of the store, nothing copied."""
         return StoredRows(Subset(self.store, tuple(rows)))
 
 
 Rows = torch.Tensor | StoredRows  # what a streaming method takes as T
+
+
+def in_memory(T: Rows, *, purpose: str, facts: MemoryFacts | None = None) -> torch.Tensor:
+    """T [K, P] as float32 in memory for `purpose` (a method, a job that does not stream): T itself when it is a
+    float32 tensor (or a mapping), else a bfloat16 mapping widened or a store's rows made whole, when that fits
+    `COMFORT` of the machine's room (`facts`, default read now); else ParameterError saying what it would need."""
+    if isinstance(T, torch.Tensor) and T.dtype != torch.bfloat16:
+        return T
+    facts = facts or MemoryFacts.read()
+    need = 4 * T.numel()  # [K, P] float32
+    kind = "bfloat16 store" if isinstance(T, torch.Tensor) else "task store (e.g. LoRA factors)"
+    if need > COMFORT * facts.room:
+        raise ParameterError(
+            purpose,
+            f"reads the task vectors as float32 in memory: making this pool's {kind} whole needs "
+            f"{need / GIB:.1f} GiB, {facts.room / GIB:.1f} GiB are available",
+            fix="use a method that streams the task vectors (python -m engine methods marks them), or open the pool "
+            'with the float32 store (--store built, or "store": "built" in config.json)',
+        )
+    return T.float() if isinstance(T, torch.Tensor) else T.dense()  # [K, P]
 
 
 @dataclass(frozen=True)
@@ -89,9 +115,7 @@ class Reader:
 
     def row(self, k: int) -> torch.Tensor:
         """T[k] → [P]."""
-        if isinstance(self.T, StoredRows):
-            return self.T.store.block((k,), slice(0, self.T.shape[1]))[0]
-        return self.T[k]
+        return self.T.row(k) if isinstance(self.T, StoredRows) else self.T[k]
 
     def layer(self, spec: ParamSpec, name: str, *, out: torch.Tensor | None = None) -> torch.Tensor:
         """2-D tensor `name` of every row → [K, out, in]."""

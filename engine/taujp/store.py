@@ -24,6 +24,7 @@ from engine.merge import get_method
 from engine.merge.declaration import ParamValue
 from engine.params import TaskMatrix
 from engine.pool.collection import Collection
+from engine.store.reader import in_memory
 from engine.taujp.jvp_cache import JvpStore
 from engine.taujp.matrix import TauJpMatrix, layer_breakdown, load_taujp, pair_drops, save_taujp, taujp_matrix
 from engine.taujp.preview import TangentPreview, tangent_pair_drops
@@ -51,7 +52,14 @@ class TauJpStore:
         m = self.task_vectors
         names = m.task_names
         matrix = taujp_matrix(
-            self.suite, m.theta0, m.T, names=names, tasks=names, split="val", max_images=TAUJP_IMAGES, progress=progress
+            self.suite,
+            m.theta0,
+            self._rows(),
+            names=names,
+            tasks=names,
+            split="val",
+            max_images=TAUJP_IMAGES,
+            progress=progress,
         )
         save_taujp(source, matrix)
         return matrix
@@ -75,7 +83,7 @@ class TauJpStore:
         m = self.task_vectors
         return self._kept(
             ("pair_drops", lam, split),
-            lambda: pair_drops(self.suite, m.theta0, m.T, names=m.task_names, lam=lam, split=split),
+            lambda: pair_drops(self.suite, m.theta0, self._rows(), names=m.task_names, lam=lam, split=split),
         )
 
     def tangent_pair_drops(self, lam: float, *, split: str = "interactive") -> dict[tuple[str, str], float]:
@@ -91,7 +99,7 @@ class TauJpStore:
 
         def breakdown() -> dict[str, float]:
             shown = self.matrix()
-            row = m.T[m.task_names.index(vector)]  # [P]
+            row = m.row(vector)  # [P]
             images = min(min(shown.images), 64)
             return layer_breakdown(self.suite, m.theta0, row, m.spec, task=task, split=shown.split, max_images=images)
 
@@ -109,7 +117,8 @@ class TauJpStore:
                 self._checkpoint_shas(),
                 shipped=self.collection.warm_dir("jvp"),
             )
-            return TangentPreview.build(self.suite, m.theta0, m.T, vectors=m.task_names, store=store, split=split)
+            rows = self._rows()  # [K, P]
+            return TangentPreview.build(self.suite, m.theta0, rows, vectors=m.task_names, store=store, split=split)
 
         return self._kept(("tangent_preview", split), build)
 
@@ -123,6 +132,10 @@ class TauJpStore:
         full[[names.index(t) for t in tasks]] = lam
         accuracy = self.tangent_preview(split).accuracy(full)
         return {t: accuracy[t] for t in tasks}
+
+    def _rows(self) -> torch.Tensor:
+        """T [K, P] in memory: τJp's JVPs and evaluations read whole rows (a store's rows made whole, when they fit)."""
+        return in_memory(self.task_vectors.T, purpose="τJp")
 
     def _kept(self, key: tuple[Hashable, ...], compute: Callable[[], Any]) -> Any:
         return self.cache.get_or_compute((self.fingerprint, *key), compute)
