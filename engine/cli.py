@@ -283,7 +283,12 @@ def _trials_source(
     if ray_setting(args.ray):
         return WorkspaceRef.of_selection(collection, tasks=chosen.tasks, variants=chosen.variants)
     return Workspace.from_collection(
-        collection, cache_dir=home.cache, device=pick_device(args.device), variants=chosen.variants, tasks=chosen.tasks
+        collection,
+        cache_dir=home.cache,
+        device=pick_device(args.device),
+        variants=chosen.variants,
+        tasks=chosen.tasks,
+        store=home.store_choice(),
     )
 
 

@@ -36,7 +36,12 @@ def run_warm(args: argparse.Namespace) -> int:
     home, policy = DataHome.from_env().ensure(), DataHome.shell_policy()
     collection = open_for_user(args.collection, home=home, policy=policy)
     ws = Workspace.from_collection(
-        collection, cache_dir=home.cache, device=pick_device(args.device), variant=args.variant, tasks=args.tasks
+        collection,
+        cache_dir=home.cache,
+        device=pick_device(args.device),
+        variant=args.variant,
+        tasks=args.tasks,
+        store=home.store_choice(),
     )
     report = warm_workspace(ws, progress=lambda step: print(f"warming: {step}", file=sys.stderr, flush=True))
     print(json.dumps(report.to_json(), indent=2))

@@ -93,6 +93,14 @@ def test_the_command_gives_the_page_job_s_result(command, page_workspace, data_h
     assert JobSpec.from_json(json.dumps(written["spec"])) == spec
 
 
+def test_a_job_command_opens_the_pool_as_config_json_says(data_home, capsys):
+    """"store": "built" in the data home's config.json: the job reads the pool from the float32 store built there."""
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"store": "built"}))
+    assert _command(["compare", *ON_THE_ZOO, "--methods", "task_arithmetic"], capsys)["status"] == "done"
+    assert len(list((data_home / "cache" / "stores").glob("*.float32.taskstore"))) == 1
+
+
 def test_a_fine_tune_from_the_command_is_in_the_dashboard_s_checkpoint_lists(data_home, capsys):
     document = _command(["finetune", *ON_THE_ZOO, "--task", "digits", "--steps", "2", "--batch", "8"], capsys)
     collection = load_collection(ZOO).with_finetunes(DataHome.from_env().finetunes)

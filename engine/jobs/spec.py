@@ -140,7 +140,12 @@ def open_workspace(ref: WorkspaceRef, *, home: DataHome, policy: PathPolicy) -> 
     # discovered pool's unreadable entries left out only where that page's user confirmed it
     collection = open_for_user(ref.collection, home=home, policy=policy, skip_unreadable=True)
     workspace = Workspace.from_collection(
-        collection, cache_dir=home.cache, device=ref.device, variants=dict(ref.choice), tasks=ref.tasks or None
+        collection,
+        cache_dir=home.cache,
+        device=ref.device,
+        variants=dict(ref.choice),
+        tasks=ref.tasks or None,
+        store=home.store_choice(),
     )
     return ref.check(workspace)
 
