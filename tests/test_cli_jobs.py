@@ -94,7 +94,7 @@ def test_the_command_gives_the_page_job_s_result(command, page_workspace, data_h
 
 
 def test_a_job_command_opens_the_pool_as_config_json_says(data_home, capsys):
-    """"store": "built" in the data home's config.json: the job reads the pool from the float32 store built there."""
+    """ "store": "built" in the data home's config.json: the job reads the pool from the float32 store built there."""
     data_home.mkdir(parents=True, exist_ok=True)
     (data_home / "config.json").write_text(json.dumps({"store": "built"}))
     assert _command(["compare", *ON_THE_ZOO, "--methods", "task_arithmetic"], capsys)["status"] == "done"
