@@ -38,25 +38,29 @@ def plan_for(
     device: torch.device | str = "cpu",
 ) -> StorePlan:
     """The plan for `tasks` (default all; `variants[task]`, else "standard", each) of `collection`, from the
-    pretrained model's header (P, architecture), the checkpoints' formats (located, not read: all LoRA adapters?)
-    and this machine's memory now; `folder` is where a built store would go (its free disk counts)."""
+    pretrained model's header (P, architecture), this machine's memory now and, for a pool that does not fit in
+    memory, its checkpoints' formats (located, not read: every one a LoRA adapter?); `folder` is where a built
+    store would go (its free disk counts)."""
     lender = collection.pretrained_lazy()
     spec = ParamSpec.from_shapes({k: (v.shape, v.dtype) for k, v in lender.visual.items()})
     names = tuple(tasks or collection.task_names)
+    facts = {
+        "num_tasks": len(names),
+        "numel": spec.numel,
+        "facts": MemoryFacts.read(),
+        "cache_budget": cache_budget,
+        "disk_free": disk_free(folder),
+        "jobs": jobs,
+        "choice": choice,
+        "architecture": lender.meta.architecture,
+        "device": str(torch.device(device)),
+    }
+    plan = plan_store(**facts)
+    if plan.asked or plan.backing == "memory":
+        return plan
     chosen = {t: (variants or {}).get(t, "standard") for t in names}
     formats = {collection.finetuned_lazy(t, chosen[t], pretrained=lender).format for t in names}
-    return plan_store(
-        num_tasks=len(names),
-        numel=spec.numel,
-        facts=MemoryFacts.read(),
-        cache_budget=cache_budget,
-        disk_free=disk_free(folder),
-        jobs=jobs,
-        choice=choice,
-        architecture=lender.meta.architecture,
-        device=str(torch.device(device)),
-        adapters=formats == {"peft_lora"},
-    )
+    return plan_store(**facts, adapters=formats == {"peft_lora"})
 
 
 def open_task_matrix(
