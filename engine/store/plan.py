@@ -112,8 +112,12 @@ class StorePlan:
 
 
 def _size(num_bytes: int) -> str:
-    """22.6 GiB, or 47 MiB below one GiB (the demo zoo's pool would read "0.0 GiB")."""
-    return f"{num_bytes / GIB:.1f} GiB" if num_bytes >= GIB else f"{num_bytes / (1 << 20):.0f} MiB"
+    """22.6 GiB, 11 MiB or 180 KiB: the demo zoo's pool would read "0.0 GiB", a test pool "0 MiB"."""
+    if num_bytes >= GIB:
+        return f"{num_bytes / GIB:.1f} GiB"
+    if num_bytes >= 1 << 20:
+        return f"{num_bytes / (1 << 20):.0f} MiB"
+    return f"{num_bytes / 1024:.0f} KiB"
 
 
 def in_memory_bytes(num_tasks: int, numel: int) -> int:
