@@ -31,7 +31,7 @@ embedding (1-D) are not matrices: they are merged as the method's other tensors.
 
 A low-rank layer (a LoRA adapter's update has rank r ≪ min(out, in); a layer no adapter targets is zero) has
 singular values that are zero up to rounding, and the singular vectors an SVD routine returns for them are any
-basis of the null space: rounding of 1e-8 in T turns TSV-M's, Iso-C's and Iso-CTS's merge of the zoo's LoRA
+basis of the null space: rounding of 1e-8 in T moved TSV-M's, Iso-C's and Iso-CTS's merge of the zoo's LoRA
 adapters by a quarter of its norm. So a direction whose singular value is at most max(out, in)·ε times the
 largest one the layer's merge uses (the numerical-rank rule of NumPy's and PyTorch's `matrix_rank`) is left
 out (`spanned`): TSV-M orthogonalises only the directions the tasks have; Iso-C and Iso-CTS keep their mean
@@ -322,7 +322,7 @@ def tsv_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]
         s = torch.linalg.svdvals(tau)  # [L, K, p]
         r = _rank_share(s.shape[-1], K)
         kept = spanned(s[..., :r].reshape(L, K * r), m, n).view(L, K, r).sum(dim=-1).amax(dim=-1)  # [L]
-        rows += [LayerRank(n, int(kept[i]), s.shape[-1], _energy(s[i], r)) for i, n in enumerate(names)]
+        rows += [LayerRank(name, int(kept[i]), s.shape[-1], _energy(s[i], r)) for i, name in enumerate(names)]
     return _in_order(spec, rows)
 
 

@@ -44,7 +44,7 @@ def plan_for(
     lender = collection.pretrained_lazy()
     spec = ParamSpec.from_shapes({k: (v.shape, v.dtype) for k, v in lender.visual.items()})
     names = tuple(tasks or collection.task_names)
-    facts = {
+    inputs = {
         "num_tasks": len(names),
         "numel": spec.numel,
         "facts": MemoryFacts.read(),
@@ -55,12 +55,12 @@ def plan_for(
         "architecture": lender.meta.architecture,
         "device": str(torch.device(device)),
     }
-    plan = plan_store(**facts)
+    plan = plan_store(**inputs)
     if plan.asked or plan.backing == "memory":
         return plan
     chosen = {t: (variants or {}).get(t, "standard") for t in names}
     formats = {collection.finetuned_lazy(t, chosen[t], pretrained=lender).format for t in names}
-    return plan_store(**facts, adapters=formats == {"peft_lora"})
+    return plan_store(**inputs, adapters=formats == {"peft_lora"})
 
 
 def open_task_matrix(
