@@ -287,12 +287,14 @@ def test_what_each_low_rank_method_keeps_per_layer(tower):
 
 def test_the_keep_panel_counts_a_low_rank_layers_directions():
     """Tasks of rank 1, 2 and 0: TSV-M keeps at most 2 per task (its share ⌊8/3⌋ = 2 on in_proj), Iso-C the 3 the
-    summed matrix has of 8."""
+    summed matrix has of 8, Iso-CTS 3 of the 5 common ones its share asks."""
     _, T = _low_rank_tower((1, 2, 0))
     name = "transformer.resblocks.0.attn.in_proj_weight"
     tsv = {r.layer: r for r in METHODS["tsv_m"].ranks(T, SPEC, {})}
     iso = {r.layer: r for r in METHODS["iso_c"].ranks(T, SPEC, {})}
+    cts = {r.layer: r for r in METHODS["iso_cts"].ranks(T, SPEC, {"share": 0.8})}  # 5 common directions asked
     assert (tsv[name].rank, tsv[name].full_rank, iso[name].rank, iso[name].full_rank) == (2, 8, 3, 8)
+    assert (cts[name].rank, cts[name].energy) == (3, pytest.approx(1.0))
     assert tsv["positional_embedding"].rank == 1 and tsv[name].energy == pytest.approx(1.0)
 
 

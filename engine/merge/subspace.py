@@ -333,17 +333,19 @@ def iso_c_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ..
     for names, tau in layer_stacks(spec, T, every_matrix(spec)):
         s = torch.linalg.svdvals(tau.sum(dim=1))  # [L, p]
         kept = spanned(s, *tau.shape[-2:]).sum(dim=-1)  # [L]
-        rows += [LayerRank(n, int(kept[i]), s.shape[-1], 1.0) for i, n in enumerate(names)]
+        rows += [LayerRank(name, int(kept[i]), s.shape[-1], 1.0) for i, name in enumerate(names)]
     return _in_order(spec, rows)
 
 
 def iso_cts_ranks(T: torch.Tensor, spec: ParamSpec, params) -> tuple[LayerRank, ...]:
-    """Per matrix: the size k of the common subspace, and the share of the summed matrix's energy in it."""
+    """Per matrix: the size k of the common subspace (fewer where the summed matrix has fewer directions, as LoRA
+    adapters' has), and the share of the summed matrix's energy in it."""
     rows = []
     for names, tau in layer_stacks(spec, T, every_matrix(spec)):
         s = torch.linalg.svdvals(tau.sum(dim=1))  # [L, p]
         common, _ = iso_cts_split(s.shape[-1], T.shape[0], float(params["share"]))
-        rows += [LayerRank(n, common, s.shape[-1], _energy(s[i], common)) for i, n in enumerate(names)]
+        kept = spanned(s[:, :common], *tau.shape[-2:]).sum(dim=-1)  # [L]
+        rows += [LayerRank(name, int(kept[i]), s.shape[-1], _energy(s[i], common)) for i, name in enumerate(names)]
     return _in_order(spec, rows)
 
 
