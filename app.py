@@ -9,7 +9,8 @@ from ui.preload import wait_for_preload
 
 wait_for_preload()  # `python serve.py` imports torch, open_clip and the engine while the server starts
 
-from ui import links, owner  # noqa: E402
+from engine.errors import MergelabError  # noqa: E402
+from ui import links, messages, owner  # noqa: E402
 from ui import pages as ui_pages  # noqa: E402
 from ui.state import sidebar_pickers  # noqa: E402
 
@@ -27,4 +28,7 @@ pages = st.navigation(
 )
 links.begin_run(pages.url_path)  # the URL is read on a page's first run only (ui/links.py)
 sidebar_pickers()  # here, not in the views: the entry script's widgets survive page switches
-pages.run()
+try:
+    pages.run()
+except MergelabError as exc:  # an engine error no page caught (a pool too large for what it asks): shown
+    st.error(messages.shown(exc))

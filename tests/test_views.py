@@ -546,6 +546,25 @@ def test_the_pages_on_the_zoo_s_lora_adapters_kept_factored(data_home):
         assert any("keeping LoRA adapters as their factors (as asked)" in c.value for c in at.sidebar.caption), view
 
 
+def test_an_engine_error_no_page_caught_is_shown_and_the_app_stays_up(data_home, monkeypatch):
+    """The Merge page's tangent preview on the zoo's adapters kept factored, on a machine with 1 KiB free: the
+    preview needs the rows whole, the engine says what that needs, and app.py shows it where the page stopped."""
+    from engine.home import ASSETS_DIR
+    from engine.store.plan import MemoryFacts
+
+    data_home.mkdir(parents=True, exist_ok=True)
+    (data_home / "config.json").write_text(json.dumps({"store": "factored"}))
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["collection"] = str(ASSETS_DIR / "zoo")
+    _open(at, "views/merge.py")
+    at.selectbox(key="ckpt_all").set_value("lora").run()
+    monkeypatch.setattr(MemoryFacts, "read", classmethod(lambda cls: MemoryFacts(1024)))
+    at.toggle(key="preview").set_value(True).run()
+    assert not at.exception
+    assert any("τJp: reads the task vectors as float32 in memory" in e.value for e in at.error)
+    assert any("keeping LoRA adapters as their factors" in c.value for c in at.sidebar.caption)
+
+
 def test_compare_page_runs_the_comparison_as_a_job_elsewhere(app, monkeypatch):
     import engine.jobs.compare as compare
 
