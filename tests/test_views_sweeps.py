@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -68,38 +71,12 @@ def test_the_best_trial_s_link_opens_merge_at_its_setting(session, tiny_collecti
         assert merge.session_state[f"task_arithmetic.lam.{task}"] == pytest.approx(value, abs=1e-5)
 
 
-def test_a_grid_started_from_the_page_runs_as_a_job_and_is_then_drawn(tiny_collection_dir, data_home):
-    import time
-
-    from engine.runs.log import RunLog
-
-    data_home.mkdir(parents=True, exist_ok=True)
-    (data_home / "config.json").write_text(json.dumps({"allowed_roots": [str(tiny_collection_dir)]}))
-    at = AppTest.from_file(str(Path(PAGE).parent.parent / "app.py"), default_timeout=120)
-    at.session_state["collection"] = str(tiny_collection_dir)
-    at.run()
-    at.switch_page("views/sweeps.py").run()
-    at.text_input(key="sweep_grid").input("lam=0:9:3").run()  # out of task arithmetic's range
-    next(b for b in at.button if b.label == "Start as a background job").click().run()
-    assert any("lam" in e.value and "outside" in e.value for e in at.error), [e.value for e in at.error]
-    at.text_input(key="sweep_grid").input("lam=0:1:3").run()
-    next(b for b in at.button if b.label == "Start as a background job").click().run()
-    assert not at.exception and any("Started job #" in s.value for s in at.success)
-    log = RunLog(data_home / "runs" / "runs.sqlite3")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not [r for r in log.runs(kind="grid_sweep") if r.status == "done"]:
-        time.sleep(0.2)
-    (sweep,) = log.runs(kind="grid_sweep")
-    assert sweep.status == "done" and len(log.runs(parent_id=sweep.id)) == 3
-    at.run()
-    assert not at.exception and at.selectbox(key="sweep_run").value == sweep.id
-
-
-def test_a_started_sweep_job_shows_at_once(tiny_collection_dir, data_home):
-    """Right after "Started job #N" the page shows the job (queued here: a job ahead holds the one job slot
-    config.json allows), not "No sweep yet"."""
-    import threading
-
+@contextlib.contextmanager
+def _one_slot_held(tiny_collection_dir: Path, data_home: Path) -> Iterator[None]:
+    """config.json allows one job at a time, and a job ahead holds that slot until the block ends: a sweep
+    started inside stays queued and logs nothing, so what the page shows right after its click does not depend
+    on how fast the sweep runs (a tiny one could log its sweep first, and the page's tick then reruns the app,
+    which drops the click's message). Every job has finished when the block ends."""
     from ui import resources
 
     data_home.mkdir(parents=True, exist_ok=True)
@@ -115,6 +92,38 @@ def test_a_started_sweep_job_shows_at_once(tiny_collection_dir, data_home):
     runner.submit("ahead", blocking, owner="x")
     try:
         assert started.wait(10)
+        yield
+    finally:
+        gate.set()
+        for job in runner.jobs():  # the sweep too: nothing left running into the next test
+            runner.wait(job.id, timeout=120)
+
+
+def test_a_grid_started_from_the_page_runs_as_a_job_and_is_then_drawn(tiny_collection_dir, data_home):
+    from engine.runs.log import RunLog
+
+    with _one_slot_held(tiny_collection_dir, data_home):
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.session_state["collection"] = str(tiny_collection_dir)
+        at.run()
+        at.switch_page("views/sweeps.py").run()
+        at.text_input(key="sweep_grid").input("lam=0:9:3").run()  # out of task arithmetic's range
+        next(b for b in at.button if b.label == "Start as a background job").click().run()
+        assert any("lam" in e.value and "outside" in e.value for e in at.error), [e.value for e in at.error]
+        at.text_input(key="sweep_grid").input("lam=0:1:3").run()
+        next(b for b in at.button if b.label == "Start as a background job").click().run()
+        assert not at.exception and any("Started job #" in s.value for s in at.success)
+    log = RunLog(data_home / "runs" / "runs.sqlite3")
+    (sweep,) = log.runs(kind="grid_sweep")
+    assert sweep.status == "done" and len(log.runs(parent_id=sweep.id)) == 3
+    at.run()
+    assert not at.exception and at.selectbox(key="sweep_run").value == sweep.id
+
+
+def test_a_started_sweep_job_shows_at_once(tiny_collection_dir, data_home):
+    """Right after "Started job #N" the page shows the job (queued here: a job ahead holds the one job slot
+    config.json allows), not "No sweep yet"."""
+    with _one_slot_held(tiny_collection_dir, data_home):
         at = AppTest.from_file(APP, default_timeout=120)
         at.session_state["collection"] = str(tiny_collection_dir)
         at.run()
@@ -127,7 +136,3 @@ def test_a_started_sweep_job_shows_at_once(tiny_collection_dir, data_home):
         lines = [m.value for m in at.markdown if "-badge[" in m.value]
         assert any(f"**#{job}**" in line and "queued]" in line for line in lines), lines
         assert not any("No sweep yet" in i.value for i in at.info)
-    finally:
-        gate.set()
-        for job in runner.jobs():  # the sweep too: nothing left running into the next test
-            runner.wait(job.id, timeout=120)
